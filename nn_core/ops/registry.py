@@ -1,0 +1,113 @@
+"""One registry of kernels: an ONNX operator at an opset version maps to one small class.
+
+A model's node gets the kernel registered for the highest ``since`` version not above the model's opset for the
+node's domain (the rule onnx's own reference evaluator follows). Kernels are built once at load time with the
+node's attributes and its constant inputs, so they can do their preparation (weight layout, parsed attributes)
+once; ``run`` is then called on every inference with NumPy arrays and must stay lean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import ModelError
+
+DEFAULT_DOMAIN = ""
+ML_DOMAIN = "ai.onnx.ml"
+
+# (domain, op_type) -> list of (since_version, kernel class), kept sorted by version
+_KERNELS: dict[tuple[str, str], list[tuple[int, type["Op"]]]] = {}
+
+
+def canonical_domain(domain: str) -> str:
+    return DEFAULT_DOMAIN if domain in ("", "ai.onnx") else domain
+
+
+@dataclass
+class NodeSpec:
+    """What a kernel is told about its node at load time."""
+
+    op_type: str
+    name: str = ""
+    domain: str = DEFAULT_DOMAIN
+    inputs: list[str] = field(default_factory=list)  # "" marks an omitted optional input
+    outputs: list[str] = field(default_factory=list)
+    attrs: dict[str, Any] = field(default_factory=dict)
+    opset: int = 0  # the model's opset for this node's domain
+    consts: list[np.ndarray | None] = field(default_factory=list)  # constant value of each input, if known
+
+    def describe(self) -> str:
+        return f"node '{self.name}' ({self.op_type})" if self.name else f"a {self.op_type} node"
+
+
+class Op:
+    """Base of all kernels. Subclasses implement ``run(*inputs)``.
+
+    ``run`` receives one NumPy array per declared input (None for omitted optional inputs) and returns one
+    array for single-output nodes or a tuple of arrays for nodes with several outputs.
+    """
+
+    # set by @register
+    op_type: str = ""
+    since: int = 1
+    domain: str = DEFAULT_DOMAIN
+    # deterministic kernels may be evaluated at load time when all their inputs are constant
+    foldable: bool = True
+
+    def __init__(self, node: NodeSpec):
+        self.node = node
+        self.attrs = node.attrs
+
+    def attr(self, name: str, default: Any = None) -> Any:
+        return self.attrs.get(name, default)
+
+    def const(self, index: int) -> np.ndarray | None:
+        """The load-time value of input ``index``, or None when it is only known at run time."""
+        consts = self.node.consts
+        return consts[index] if index < len(consts) else None
+
+    def fail(self, message: str) -> ModelError:
+        return ModelError(f"{self.node.describe()}: {message}")
+
+    def fuse_activation(self, kind: str, params: dict[str, float]) -> bool:
+        """Absorb a following elementwise activation (``relu``, ``clip``...). Return True if absorbed."""
+        return False
+
+    def run(self, *inputs: np.ndarray | None) -> np.ndarray | tuple[np.ndarray, ...]:
+        raise NotImplementedError
+
+
+def register(op_type: str, since: int = 1, domain: str = DEFAULT_DOMAIN) -> Callable[[type[Op]], type[Op]]:
+    """Class decorator: ``@register("Softmax", 13)`` makes the class the kernel of Softmax from opset 13 on."""
+
+    def decorate(cls: type[Op]) -> type[Op]:
+        versions = _KERNELS.setdefault((canonical_domain(domain), op_type), [])
+        versions.append((since, cls))
+        versions.sort(key=lambda item: item[0])
+        cls.op_type, cls.since, cls.domain = op_type, since, canonical_domain(domain)
+        return cls
+
+    return decorate
+
+
+def resolve(op_type: str, opset: int, domain: str = DEFAULT_DOMAIN) -> type[Op] | None:
+    """The kernel class for ``op_type`` at ``opset``: the highest registered version not above it."""
+    versions = _KERNELS.get((canonical_domain(domain), op_type))
+    if not versions:
+        return None
+    chosen = None
+    for since, cls in versions:
+        if since <= opset:
+            chosen = cls
+    return chosen
+
+
+def supported_ops(domain: str = DEFAULT_DOMAIN) -> frozenset[str]:
+    return frozenset(op for (dom, op) in _KERNELS if dom == canonical_domain(domain))
+
+
+def all_kernels() -> dict[tuple[str, str], list[tuple[int, type[Op]]]]:
+    return {key: list(value) for key, value in _KERNELS.items()}
