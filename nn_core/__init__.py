@@ -1,0 +1,29 @@
+"""nn_core: a from-scratch neural-network engine on NumPy that runs ONNX models.
+
+    import nn_core
+    model = nn_core.load("assets/lenet5.onnx")
+    scores = model.run({"input": images})["logits"]
+"""
+
+from __future__ import annotations
+
+from .errors import InputError, ModelError, UnsupportedOperatorError
+from .model import Model, load, load_proto
+from .ops import load_all_kernels
+from .ops.registry import supported_ops
+
+load_all_kernels()
+
+#: every ONNX operator (default domain) the engine has a kernel for
+SUPPORTED_OPS: frozenset[str] = supported_ops()
+#: the highest opset of the default domain the kernels are written against
+MAX_OPSET = 22
+
+try:  # the Tensor type lives in its own module
+    from .tensor import Tensor
+except ImportError:  # pragma: no cover - while the module is being written
+    Tensor = None  # type: ignore[assignment,misc]
+
+__all__ = ["InputError", "MAX_OPSET", "Model", "ModelError", "SUPPORTED_OPS", "Tensor", "UnsupportedOperatorError",
+           "load", "load_proto"]
+__version__ = "0.1.0"

@@ -1,0 +1,121 @@
+"""The `info` and `run` commands: what a model is, and what it says about an input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .model import Model, load
+
+SCALINGS = {
+    "01": lambda x: x,
+    "255": lambda x: x * 255.0,
+    "mnist_norm": lambda x: (x - 0.1307) / 0.3081,
+    "m11": lambda x: x * 2.0 - 1.0,
+    "inv01": lambda x: 1.0 - x,
+}
+
+
+def add_info_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="path to an .onnx file")
+    parser.add_argument("--nodes", action="store_true", help="list every node")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="path to an .onnx file")
+    parser.add_argument("--input", help="a .npy array (fed as is) or an image (made into an MNIST-style digit)")
+    parser.add_argument("--scale", choices=sorted(SCALINGS), help="pixel scaling for image inputs "
+                        "(default: the model's metadata, else 01 = ink 1.0 on 0.0)")
+    parser.add_argument("--top", type=int, default=3, help="how many top classes to print")
+
+
+def _count(n: int) -> str:
+    return f"{n:,}" if n < 10_000 else f"{n:,} ({n / 1e6:.2f} M)" if n >= 1e6 else f"{n:,} ({n / 1e3:.1f} k)"
+
+
+def info_command(args: argparse.Namespace) -> int:
+    model = load(args.model)
+    print(f"model      {args.model}")
+    print(f"producer   {model.producer}   ir_version {model.proto_info['ir_version']}   "
+          f"opsets {', '.join(f'{d} {v}' for d, v in model.opsets.items())}")
+    for title, specs in (("inputs", model.inputs), ("outputs", model.outputs)):
+        for i, spec in enumerate(specs):
+            print(f"{title if i == 0 else '':10s} {spec.name}  {spec.describe_shape()}  {spec.dtype}")
+    counts = model.op_counts()
+    print(f"nodes      {len(model.nodes)}: " + ", ".join(f"{op} x{n}" for op, n in counts.most_common()))
+    print(f"parameters {_count(model.parameter_count)}")
+    for key, value in model.metadata.items():
+        print(f"metadata   {key}: {value if len(value) < 200 else value[:200] + '...'}")
+    for warning in model.warnings:
+        print(f"checker    {warning}")
+    if args.nodes:
+        for node in model.nodes:
+            print(f"  {node.name:30s} {node.op_type:22s} {', '.join(node.inputs)} -> {', '.join(node.outputs)}"
+                  f"{'   params ' + _count(node.parameters) if node.parameters else ''}")
+    return 0
+
+
+def image_to_input(path: str, model: Model, scale: str | None) -> np.ndarray:
+    """An image file as a digit the model can read: grey, ink bright on dark, resized, laid out as declared."""
+    from PIL import Image, ImageOps
+
+    spec = model.inputs[0]
+    shape = [d if isinstance(d, int) else 1 for d in (spec.shape or [1, 1, 28, 28])]
+    spatial = [d for d in shape if d > 4] or [28, 28]
+    height, width = (spatial + spatial)[:2] if len(spatial) < 2 else spatial[-2:]
+    if len(shape) == 2 and shape[-1] > 4:  # flat vector input: a square image
+        height = width = int(round(shape[-1] ** 0.5))
+    image = ImageOps.grayscale(Image.open(path))
+    pixels = np.asarray(image, dtype=np.float32) / 255.0
+    if pixels.mean() > 0.5:  # dark ink on a light background: invert to MNIST's bright ink
+        pixels = 1.0 - pixels
+    resized = Image.fromarray((pixels * 255).astype(np.uint8)).resize((width, height), Image.Resampling.LANCZOS)
+    x = np.asarray(resized, dtype=np.float32) / 255.0
+    x = SCALINGS[scale or model.metadata.get("input_scale", "01")](x)
+    channels = [d for d in shape[1:] if d in (1, 3) and d not in (height,)] if len(shape) == 4 else []
+    if len(shape) == 4:
+        c = channels[0] if channels else 1
+        if shape[1] == c:  # NCHW
+            x = np.repeat(x[None, None], c, axis=1)
+        else:  # NHWC
+            x = np.repeat(x[None, :, :, None], c, axis=3)
+    elif len(shape) == 3:
+        x = x[None]
+    elif len(shape) == 2:
+        x = x.reshape(1, -1)
+    return np.ascontiguousarray(x, dtype=spec.dtype or np.float32)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    model = load(args.model)
+    spec = model.inputs[0]
+    if args.input is None:
+        shape = [d if isinstance(d, int) else 1 for d in (spec.shape or [1])]
+        x = np.zeros(shape, dtype=spec.dtype or np.float32)
+        print(f"(no --input: feeding zeros of shape {shape})")
+    elif Path(args.input).suffix.lower() == ".npy":
+        x = np.load(args.input)
+    else:
+        try:
+            x = image_to_input(args.input, model, args.scale)
+        except OSError as exc:
+            raise InputError(f"{args.input}: cannot read the image ({exc})") from None
+    outputs = model.run({spec.name: x})
+    labels = json.loads(model.metadata["labels"]) if "labels" in model.metadata else None
+    for name, value in outputs.items():
+        value = np.asarray(value)
+        print(f"{name}  shape {list(value.shape)}  {value.dtype}")
+        with np.printoptions(precision=4, suppress=True, linewidth=110, threshold=200):
+            print(value)
+        if value.dtype.kind == "f" and value.ndim >= 1 and 2 <= value.shape[-1] <= 1000:
+            row = value.reshape(-1, value.shape[-1])[0].astype(np.float64)
+            probs = row if (row.min() >= 0 and abs(row.sum() - 1) < 1e-3) else np.exp(row - row.max())
+            probs = probs / probs.sum()
+            order = np.argsort(-probs)[: args.top]
+            tops = ", ".join(f"{labels[i] if labels and i < len(labels) else i}: {probs[i] * 100:.1f}%" for i in order)
+            print(f"top classes: {tops}")
+    return 0

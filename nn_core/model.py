@@ -1,0 +1,169 @@
+"""The public face of the engine: ``load(path)`` and the ``Model`` it returns."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from .errors import InputError, ModelError
+from .graph import Graph, NodeInfo, ValueSpec
+from .onnx_io import check_model, read_model
+from .plan import FastPlan, NodeRecord, TracedPlan
+
+
+class Model:
+    """A loaded, prepared ONNX model.
+
+    ``run`` executes the optimised plan; ``run_traced`` executes every original node and returns each node's
+    outputs too (built on first use, so plain runs pay nothing for it).
+    """
+
+    def __init__(self, proto, path: str | None = None):
+        self.path = path
+        self.proto_info = {
+            "ir_version": int(proto.ir_version),
+            "producer_name": proto.producer_name,
+            "producer_version": proto.producer_version,
+            "domain": proto.domain,
+            "model_version": int(proto.model_version),
+            "doc_string": proto.doc_string,
+            "graph_name": proto.graph.name,
+        }
+        self.metadata: dict[str, str] = {p.key: p.value for p in proto.metadata_props}
+        label = Path(path).name if path else (proto.graph.name or "model")
+        self.warnings = check_model(proto)
+        self.graph = Graph(proto, source=label)
+        self._plan = FastPlan(self.graph, self.graph.constants)
+        self._traced: TracedPlan | None = None
+        self._input_names = [spec.name for spec in self.graph.inputs]
+        self._output_names = [spec.name for spec in self.graph.outputs]
+
+    # ---- description -------------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.graph.source
+
+    @property
+    def inputs(self) -> list[ValueSpec]:
+        return list(self.graph.inputs)
+
+    @property
+    def outputs(self) -> list[ValueSpec]:
+        return list(self.graph.outputs)
+
+    @property
+    def nodes(self) -> list[NodeInfo]:
+        return list(self.graph.nodes)
+
+    @property
+    def opset(self) -> int:
+        return self.graph.opset_for("")
+
+    @property
+    def opsets(self) -> dict[str, int]:
+        return {(d or "ai.onnx"): v for d, v in self.graph.opsets.items()}
+
+    @property
+    def producer(self) -> str:
+        name, version = self.proto_info["producer_name"], self.proto_info["producer_version"]
+        return f"{name} {version}".strip() or "unknown"
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(int(a.size) for a in self.graph.constants.values() if a.dtype.kind in "fiuc")
+
+    def op_counts(self) -> Counter:
+        return Counter(node.op_type for node in self.graph.nodes)
+
+    @property
+    def plan_source(self) -> str:
+        """The generated Python function the fast plan runs (readable: one line per kernel call)."""
+        return self._plan.source
+
+    def __repr__(self) -> str:
+        ins = ", ".join(f"{v.name}{v.describe_shape()}" for v in self.inputs)
+        outs = ", ".join(f"{v.name}{v.describe_shape()}" for v in self.outputs)
+        return f"<nn_core.Model {self.name}: ({ins}) -> ({outs}), {len(self.graph.nodes)} nodes, opset {self.opset}>"
+
+    # ---- running -----------------------------------------------------------------------------------------
+    def run(self, feeds: Mapping[str, Any], output_names: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Run the model on ``{input_name: array}``; returns ``{output_name: array}`` in graph-output order."""
+        values = self._plan.run(*self._prepare_feeds(feeds))
+        result = dict(zip(self._output_names, values))
+        if output_names is not None:
+            return {name: result[name] for name in output_names}
+        return result
+
+    def run_traced(self, feeds: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], list[NodeRecord]]:
+        """Run every node of the original graph; returns the outputs and one record per node, in order."""
+        if self._traced is None:
+            self._traced = TracedPlan(self.graph, self.graph.constants)
+        arrays = self._prepare_feeds(feeds)
+        return self._traced.run(dict(zip(self._input_names, arrays)))
+
+    def profile(self, feeds: Mapping[str, Any]):
+        return self._plan.profile(self._prepare_feeds(feeds))
+
+    def _prepare_feeds(self, feeds: Mapping[str, Any]) -> list[np.ndarray]:
+        if not isinstance(feeds, Mapping):
+            if len(self._input_names) == 1:  # a bare array for a one-input model
+                feeds = {self._input_names[0]: feeds}
+            else:
+                raise InputError(f"{self.name}: run() takes a dict {{input name: array}}; inputs are "
+                                 f"{self._describe_inputs()}")
+        unknown = [name for name in feeds if name not in self._input_names]
+        if unknown:
+            weights = [n for n in unknown if n in self.graph.constants]
+            if len(weights) != len(unknown):
+                raise InputError(f"{self.name}: unknown input {', '.join(repr(n) for n in unknown)}; the model's "
+                                 f"inputs are {self._describe_inputs()}")
+        arrays = []
+        for spec in self.graph.inputs:
+            if spec.name not in feeds:
+                raise InputError(f"{self.name}: missing input '{spec.name}' {spec.describe_shape()}"
+                                 f"{' ' + str(spec.dtype) if spec.dtype else ''}")
+            arrays.append(_checked_array(self.name, spec, feeds[spec.name]))
+        return arrays
+
+    def _describe_inputs(self) -> str:
+        return ", ".join(f"'{v.name}' {v.describe_shape()}" for v in self.graph.inputs)
+
+
+def _checked_array(model_name: str, spec: ValueSpec, value: Any) -> np.ndarray:
+    """The feed as an array of the declared dtype and a shape the declaration allows, or a clear InputError."""
+    array = value if type(value) is np.ndarray else np.asarray(value)
+    if spec.dtype is not None and array.dtype != spec.dtype:
+        if array.dtype.kind not in "biuf" or (spec.dtype.kind in "iu" and array.dtype.kind == "f"):
+            raise InputError(f"{model_name}: input '{spec.name}' expects {spec.dtype}, got {array.dtype}")
+        array = array.astype(spec.dtype)
+    shape = spec.shape
+    if shape is not None:
+        if array.ndim != len(shape) or any(
+            isinstance(want, int) and want != got for want, got in zip(shape, array.shape)
+        ):
+            raise InputError(f"{model_name}: input '{spec.name}' expects shape {spec.describe_shape()}, "
+                             f"got {list(array.shape)}")
+    return array
+
+
+def load(path: str | os.PathLike[str]) -> Model:
+    """Read, check and prepare the ONNX model at ``path``; raises ModelError naming any problem."""
+    path = os.fspath(path)
+    proto = read_model(path)
+    try:
+        return Model(proto, path)
+    except ModelError:
+        raise
+    except RecursionError:
+        raise ModelError(f"{Path(path).name}: the graph is too deeply nested to prepare") from None
+
+
+def load_proto(proto, name: str = "model") -> Model:
+    """Prepare an in-memory ModelProto (its external data, if any, must already be loaded)."""
+    model = Model(proto, None)
+    model.graph.source = name
+    return model

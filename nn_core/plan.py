@@ -1,0 +1,248 @@
+"""From a sorted graph to something cheap to run: kernels built once, constants folded, a generated function.
+
+Two plans come out of one graph. The *fast* plan folds BatchNormalization into convolutions, fuses activations
+into the kernel before them, drops dead nodes and frees every intermediate right after its last reader; it is
+compiled into one straight-line Python function, so per node the cost is a single call. The *traced* plan keeps
+every node of the original graph and records each output, for the per-layer view; it is built only when asked.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import ModelError
+from .graph import Graph, NodeInfo
+from .ops.registry import NodeSpec, Op, resolve
+from .optimize import FUSABLE_ACTIVATIONS, activation_params, fold_batchnorm, remove_identities
+
+_SOURCE_NAME = "<nn_core plan>"
+
+
+@dataclass
+class Step:
+    node: NodeInfo
+    kernel: Op
+    inputs: list[str]
+    outputs: list[str]
+
+
+@dataclass
+class NodeRecord:
+    """One node's outputs in a traced run."""
+
+    name: str
+    op_type: str
+    outputs: dict[str, np.ndarray]
+    folded: bool = False  # computed once at load time (all its inputs were constant)
+
+
+def _shapes(values: list[Any]) -> str:
+    return ", ".join("None" if v is None else f"{list(np.shape(v))} {getattr(v, 'dtype', type(v).__name__)}"
+                     for v in values)
+
+
+def make_kernel(node: NodeInfo, graph: Graph, constants: dict[str, np.ndarray]) -> Op:
+    opset = graph.opset_for(node.domain)
+    cls = resolve(node.op_type, opset, node.domain)
+    assert cls is not None, "Graph checked support already"
+    spec = NodeSpec(op_type=node.op_type, name=node.name, domain=node.domain, inputs=list(node.inputs),
+                    outputs=list(node.outputs), attrs=node.attrs, opset=opset,
+                    consts=[constants.get(name) if name else None for name in node.inputs])
+    try:
+        return cls(spec)
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"{graph.source}: {node.describe()} cannot be prepared: {type(exc).__name__}: {exc}") from exc
+
+
+def call_kernel(step: Step, args: list[Any], source: str) -> list[Any]:
+    """Run one step outside the compiled function, with its failure named."""
+    try:
+        result = step.kernel.run(*args)
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"{source}: {step.node.describe()} failed on inputs {_shapes(args)}: "
+                         f"{type(exc).__name__}: {exc}") from exc
+    return list(result) if isinstance(result, tuple) else [result]
+
+
+def fold_constants(graph: Graph, nodes: list[NodeInfo], constants: dict[str, np.ndarray]
+                   ) -> tuple[list[NodeInfo], set[str]]:
+    """Evaluate every node whose inputs are all constant; returns the remaining nodes and the folded names."""
+    remaining, folded = [], set()
+    for node in nodes:
+        if all(not name or name in constants for name in node.inputs):
+            kernel = make_kernel(node, graph, constants)
+            if kernel.foldable:
+                step = Step(node, kernel, node.inputs, node.outputs)
+                values = call_kernel(step, [constants[n] if n else None for n in node.inputs], graph.source)
+                for name, value in zip(node.outputs, values):
+                    if name:
+                        constants[name] = np.asarray(value) if not isinstance(value, np.ndarray) else value
+                folded.add(node.name)
+                continue
+        remaining.append(node)
+    return remaining, folded
+
+
+def fuse_activations(steps: list[Step], constants: dict[str, np.ndarray], graph_outputs: set[str]) -> list[Step]:
+    readers: dict[str, list[Step]] = {}
+    for step in steps:
+        for name in step.inputs:
+            if name:
+                readers.setdefault(name, []).append(step)
+    dropped: set[int] = set()
+    for step in steps:
+        if id(step) in dropped or len(step.outputs) != 1 or step.outputs[0] in graph_outputs:
+            continue
+        users = readers.get(step.outputs[0], [])
+        if len(users) != 1 or users[0].node.op_type not in FUSABLE_ACTIVATIONS:
+            continue
+        activation = users[0]
+        params = activation_params(activation.node, constants)
+        if params is None or not step.kernel.fuse_activation(FUSABLE_ACTIVATIONS[activation.node.op_type], params):
+            continue
+        step.outputs = list(activation.outputs)
+        dropped.add(id(activation))
+    return [s for s in steps if id(s) not in dropped]
+
+
+def drop_dead_steps(steps: list[Step], graph_outputs: set[str]) -> list[Step]:
+    needed = set(graph_outputs)
+    kept: list[Step] = []
+    for step in reversed(steps):
+        if any(name in needed for name in step.outputs if name):
+            kept.append(step)
+            needed.update(name for name in step.inputs if name)
+    return kept[::-1]
+
+
+class FastPlan:
+    """The optimised graph compiled into one generated Python function."""
+
+    def __init__(self, graph: Graph, constants: dict[str, np.ndarray]):
+        self.source_label = graph.source
+        outputs = {v.name for v in graph.outputs}
+        consts = dict(constants)
+        nodes = remove_identities(graph.nodes, outputs)
+        nodes, _ = fold_constants(graph, nodes, consts)
+        nodes = fold_batchnorm(nodes, consts, outputs)
+        steps = [Step(n, make_kernel(n, graph, consts), list(n.inputs), list(n.outputs)) for n in nodes]
+        steps = fuse_activations(steps, consts, outputs)
+        self.steps = drop_dead_steps(steps, outputs)
+        self.input_names = [v.name for v in graph.inputs]
+        self.output_names = [v.name for v in graph.outputs]
+        self.constants = consts
+        self.source, self._function = self._compile()
+
+    def _compile(self) -> tuple[str, Callable[..., tuple]]:
+        names: dict[str, str] = {}
+        namespace: dict[str, Any] = {}
+
+        def ref(value_name: str) -> str:
+            if not value_name:
+                return "None"
+            if value_name not in names:
+                if value_name in self.constants:
+                    names[value_name] = f"c{len(names)}"
+                    namespace[names[value_name]] = self.constants[value_name]
+                else:
+                    names[value_name] = f"v{len(names)}"
+            return names[value_name]
+
+        args = [ref(name) for name in self.input_names]
+        last_use: dict[str, int] = {}
+        for index, step in enumerate(self.steps):
+            for name in step.inputs:
+                if name:
+                    last_use[name] = index
+        keep = set(self.output_names) | set(self.input_names) | set(self.constants)
+        lines = [f"def plan({', '.join(args)}):"]
+        self._line_to_step: dict[int, int] = {}
+        for index, step in enumerate(self.steps):
+            kernel = f"k{index}"
+            namespace[kernel] = step.kernel.run
+            call = f"{kernel}({', '.join(ref(n) for n in step.inputs)})"
+            targets = [ref(n) if n else "_" for n in step.outputs]
+            if len(targets) == 1:
+                line = f"    {targets[0]} = {call}"
+            else:
+                line = f"    _r = {call}; " + "; ".join(f"{t} = _r[{i}]" for i, t in enumerate(targets) if t != "_")
+            self._line_to_step[len(lines) + 1] = index
+            lines.append(line + f"  # {step.node.name} ({step.node.op_type})")
+            dead = [n for n in dict.fromkeys(step.inputs) if n and last_use.get(n) == index and n not in keep]
+            dead += [n for n in step.outputs if n and n not in last_use and n not in keep]
+            if dead:
+                lines.append(f"    del {', '.join(ref(n) for n in dead)}")
+        lines.append(f"    return ({''.join(ref(n) + ', ' for n in self.output_names)})")
+        source = "\n".join(lines) + "\n"
+        exec(compile(source, _SOURCE_NAME, "exec"), namespace)  # noqa: S102 - our own generated code
+        return source, namespace["plan"]
+
+    def run(self, *inputs: np.ndarray) -> tuple:
+        try:
+            return self._function(*inputs)
+        except ModelError:
+            raise
+        except Exception as exc:
+            raise self._explain(exc) from exc
+
+    def _explain(self, exc: Exception) -> ModelError:
+        """Find the node that failed from the generated code's line number, and the shapes it was given."""
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename != _SOURCE_NAME:
+            tb = tb.tb_next
+        if tb is None:
+            return ModelError(f"{self.source_label}: {type(exc).__name__}: {exc}")
+        step = self.steps[self._line_to_step.get(tb.tb_lineno, 0)]
+        frame_vars = tb.tb_frame.f_locals
+        line = self.source.splitlines()[tb.tb_lineno - 1]
+        arg_text = line[line.index("(") + 1: line.index(")")]
+        values = [frame_vars.get(a.strip()) if a.strip().startswith("v") else tb.tb_frame.f_globals.get(a.strip())
+                  for a in arg_text.split(",") if a.strip()]
+        return ModelError(f"{self.source_label}: {step.node.describe()} failed on inputs {_shapes(values)}: "
+                          f"{type(exc).__name__}: {exc}")
+
+    def profile(self, inputs: list[np.ndarray]) -> list[tuple[Step, float]]:
+        """Run step by step, timing each (a slower interpreter loop: for `bench --profile` only)."""
+        values = dict(self.constants)
+        values.update(zip(self.input_names, inputs))
+        timings = []
+        for step in self.steps:
+            args = [values[n] if n else None for n in step.inputs]
+            start = time.perf_counter()
+            outs = call_kernel(step, args, self.source_label)
+            timings.append((step, time.perf_counter() - start))
+            values.update((n, v) for n, v in zip(step.outputs, outs) if n)
+        return timings
+
+
+class TracedPlan:
+    """Every node of the original graph, un-fused, each output kept: for looking inside the model."""
+
+    def __init__(self, graph: Graph, constants: dict[str, np.ndarray]):
+        self.graph = graph
+        self.constants = dict(constants)
+        remaining, self.folded = fold_constants(graph, graph.nodes, self.constants)
+        self.steps = {n.name: Step(n, make_kernel(n, graph, self.constants), n.inputs, n.outputs)
+                      for n in remaining}
+
+    def run(self, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[NodeRecord]]:
+        values: dict[str, Any] = dict(self.constants)
+        values.update(feeds)
+        records: list[NodeRecord] = []
+        for node in self.graph.nodes:
+            step = self.steps.get(node.name)
+            if step is not None:
+                outs = call_kernel(step, [values[n] if n else None for n in node.inputs], self.graph.source)
+                values.update((n, v) for n, v in zip(node.outputs, outs) if n)
+            records.append(NodeRecord(node.name, node.op_type,
+                                      {n: values[n] for n in node.outputs if n and n in values},
+                                      folded=step is None))
+        return {v.name: values[v.name] for v in self.graph.outputs}, records
