@@ -1,0 +1,196 @@
+"""How well are digits drawn on the canvas recognised? A proxy for real pen recordings from unseen writers.
+
+Two recording sets go through gui.rasterize exactly as the app sends them to the model:
+  mnist-strokes  MNIST test digits turned into pen strokes (skeleton -> polylines -> random size/place on the
+                 280x280 canvas, pen-event sampling); the original image's thickness is lost on the way, so the
+                 score shows what the rasteriser's own rendering costs compared with the MNIST image itself.
+  synthetic      parametric hand-written-like templates for 0-9 with random slant, aspect, size, wobble.
+It prints accuracy per class and overall, the model's accuracy on the same MNIST images as drawn by MNIST (the
+ceiling), and stroke-width statistics of MNIST vs the rasterised images; --sweep also tries other rasteriser
+choices (stroke width, blur, supersampling, centring, canvas-pen width).
+
+    python benchmarks/drawn_digits.py                       # the bundled model (assets/lenet5.onnx)
+    python benchmarks/drawn_digits.py --sweep
+    python benchmarks/drawn_digits.py --model /work/shared/models/benson_pt28_opset13_softmax/mnist_pt_model.onnx
+
+Needs /work/shared/data/mnist for the MNIST part (a command, not a test). Uses nn_core.load when it can run the
+model, else onnxruntime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from gui.rasterize import RasterStyle, default_pen_width, rasterize_with_style  # noqa: E402
+from tools.stroke_digits import (  # noqa: E402
+    Placement,
+    Strokes,
+    load_mnist,
+    mnist_strokes,
+    synthetic_strokes,
+    zhang_suen_thin,
+)
+
+CANVAS = (280, 280)  # the app's canvas (gui.strokes.DEFAULT_CANVAS_SIZE)
+Classifier = Callable[[np.ndarray], np.ndarray]
+
+SCALERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "01": lambda x: x,
+    "255": lambda x: x * 255.0,
+    "mnist_norm": lambda x: (x - 0.1307) / 0.3081,
+    "m11": lambda x: x * 2.0 - 1.0,
+    "inv01": lambda x: 1.0 - x,
+}
+
+
+def _model_scale(path: Path) -> str:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    meta = {p.key: p.value for p in model.metadata_props}
+    return meta.get("input_scale", "01")
+
+
+def _layout(shape: Sequence, batch: np.ndarray) -> np.ndarray:
+    """(N, 28, 28) images in the model's input layout, judged from its declared input shape."""
+    n = len(batch)
+    if len(shape) == 4:
+        return batch.reshape(n, 28, 28, 1) if shape[-1] == 1 and shape[1] != 1 else batch.reshape(n, 1, 28, 28)
+    if len(shape) == 3:
+        return batch.reshape(n, 28, 28)
+    return batch.reshape(n, 784)
+
+
+def _fixed_batch(shape: Sequence) -> bool:
+    return bool(shape) and isinstance(shape[0], int) and shape[0] == 1
+
+
+def make_classifier(path: Path, scale: str | None, engine: str) -> tuple[Classifier, str]:
+    """A function images (N, 28, 28) in [0, 1] -> predicted labels, running the model with nn_core or
+    onnxruntime; and the name of the engine used."""
+    scaler = SCALERS[scale or _model_scale(path)]
+    if engine in ("auto", "nn_core"):
+        try:
+            import nn_core
+
+            model = nn_core.load(str(path))
+            spec = model.inputs[0]
+
+            def run_nn(images: np.ndarray) -> np.ndarray:
+                x = _layout(spec.shape, scaler(images).astype(spec.dtype))
+                chunks = [x[i : i + 1] for i in range(len(x))] if _fixed_batch(spec.shape) else [x]
+                return np.concatenate([np.asarray(next(iter(model.run({spec.name: c}).values()))) for c in chunks])
+
+            run_nn(np.zeros((1, 28, 28), np.float32))  # fail now, not half-way, if the engine cannot run it
+            return lambda images: run_nn(images).reshape(len(images), -1).argmax(axis=1), "nn_core"
+        except Exception as exc:  # noqa: BLE001 - any failure means: fall back to the reference runtime
+            if engine == "nn_core":
+                raise
+            print(f"(nn_core cannot run the model yet: {type(exc).__name__}: {exc}; using onnxruntime)")
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    meta = session.get_inputs()[0]
+    dtype = np.float64 if "double" in meta.type else np.float32
+
+    def run_ort(images: np.ndarray) -> np.ndarray:
+        x = _layout(meta.shape, scaler(images).astype(dtype))
+        chunks = [x[i : i + 1] for i in range(len(x))] if _fixed_batch(meta.shape) else [x]
+        out = np.concatenate([session.run(None, {meta.name: c})[0] for c in chunks])
+        return out.reshape(len(images), -1).argmax(axis=1)
+
+    return run_ort, "onnxruntime"
+
+
+def stroke_width(images: np.ndarray) -> np.ndarray:
+    """Per-image stroke width estimate in pixels: ink mass / skeleton length (same estimator for every set)."""
+    skeleton = zhang_suen_thin(images >= 0.5)
+    return images.sum(axis=(1, 2)) / np.maximum(skeleton.sum(axis=(1, 2)), 1)
+
+
+def per_class_line(name: str, predicted: np.ndarray, labels: np.ndarray) -> str:
+    cells = []
+    for d in range(10):
+        mask = labels == d
+        cells.append(f"{100 * np.mean(predicted[mask] == d):5.1f}" if mask.any() else "    -")
+    return f"{name:<26} {100 * np.mean(predicted == labels):6.2f}  " + " ".join(cells)
+
+
+def rasterize_all(recordings: Sequence[Strokes], style: RasterStyle, pen: float | None = None) -> np.ndarray:
+    return np.stack([rasterize_with_style(s, CANVAS, pen, style) for s in recordings])
+
+
+def sweep_styles(base: RasterStyle) -> list[tuple[str, RasterStyle, float | None]]:
+    """Rasteriser variants to compare, one choice changed at a time; (name, style, pen width)."""
+    variants: list[tuple[str, RasterStyle, float | None]] = [("default", base, None)]
+    for width in (1.6, 2.0, 2.2, 2.8, 3.2):
+        variants.append((f"stroke_width={width}", dataclasses.replace(base, stroke_width=width), None))
+    for blur in (0.4, 0.7):
+        variants.append((f"blur={blur}", dataclasses.replace(base, blur=blur), None))
+    for ss in (1, 2, 4):
+        variants.append((f"supersample={ss}", dataclasses.replace(base, supersample=ss), None))
+    variants.append(("centring=box", dataclasses.replace(base, centring="box"), None))
+    absolute = dataclasses.replace(base, relative_width=False)
+    pen = default_pen_width(CANVAS)
+    for factor in (0.5, 1.0, 1.5):
+        variants.append((f"canvas pen {pen * factor:.0f}px (scaled)", absolute, pen * factor))
+    return variants
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=ROOT / "assets" / "lenet5.onnx")
+    parser.add_argument("--scale", choices=sorted(SCALERS), help="input scaling (default: the model's metadata)")
+    parser.add_argument("--engine", choices=("auto", "nn_core", "onnxruntime"), default="auto")
+    parser.add_argument("--mnist", type=int, default=2000, help="MNIST test digits to turn into strokes")
+    parser.add_argument("--synthetic", type=int, default=200, help="synthetic recordings per digit")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sweep", action="store_true", help="also compare other rasteriser choices")
+    args = parser.parse_args(argv)
+
+    classify, engine = make_classifier(args.model, args.scale, args.engine)
+    print(f"model {args.model} via {engine}; canvas {CANVAS[0]}x{CANVAS[1]}, default pen "
+          f"{default_pen_width(CANVAS):.0f}px")
+
+    rng = np.random.default_rng(args.seed)
+    start = time.perf_counter()
+    images, labels = load_mnist("t10k")
+    pick = rng.choice(len(images), size=min(args.mnist, len(images)), replace=False)
+    mnist_images, mnist_labels = images[pick].astype(np.float32) / 255.0, labels[pick].astype(int)
+    placement = Placement(canvas_size=CANVAS)
+    mnist_recordings = [mnist_strokes(images[i], rng, placement) for i in pick]
+    synth_labels = np.repeat(np.arange(10), args.synthetic)
+    synth_recordings = [synthetic_strokes(int(d), rng, placement) for d in synth_labels]
+    print(f"made {len(mnist_recordings)} MNIST-stroke and {len(synth_recordings)} synthetic recordings "
+          f"in {time.perf_counter() - start:.1f}s\n")
+
+    header = f"{'set / rasteriser':<26} {'all %':>6}  " + " ".join(f"{d:>5}" for d in range(10))
+    print(header)
+    print(per_class_line("MNIST images (ceiling)", classify(mnist_images), mnist_labels))
+    base = RasterStyle()
+    variants = sweep_styles(base) if args.sweep else [("default", base, None)]
+    mnist_width = np.median(stroke_width(mnist_images))
+    widths = []
+    for name, style, pen in variants:
+        drawn = rasterize_all(mnist_recordings, style, pen)
+        synth = rasterize_all(synth_recordings, style, pen)
+        print(per_class_line(f"mnist-strokes {name}"[:26], classify(drawn), mnist_labels))
+        print(per_class_line(f"synthetic {name}"[:26], classify(synth), synth_labels))
+        widths.append((name, np.median(stroke_width(drawn)), np.median(stroke_width(synth))))
+    print(f"\nmedian stroke width (ink mass / skeleton length, px at 28x28): MNIST {mnist_width:.2f}")
+    for name, w_drawn, w_synth in widths:
+        print(f"  {name:<26} mnist-strokes {w_drawn:.2f}  synthetic {w_synth:.2f}")
+
+
+if __name__ == "__main__":
+    main()

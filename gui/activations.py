@@ -1,0 +1,547 @@
+"""Every node's output, live: conv feature maps as grids of small images, dense outputs as bars or heat strips.
+
+Cost control for big models: setting new values only stores references; the image conversion (the only
+expensive part) happens in ``paintEvent``, which Qt calls only for cards inside the scroll area's viewport.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPaintEvent, QResizeEvent
+from PySide6.QtWidgets import QDialog, QLabel, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
+
+HEADER_HEIGHT = 22
+MAX_MAPS_SHOWN = 256
+MAX_VECTOR_CELLS = 4096
+BARS_UP_TO = 64  # vectors up to this long are drawn as bars, longer ones as a heat strip
+GAP_INDEX = 255  # colour-table slot for the gaps between tiles in a mosaic
+CARD_BACKGROUND = QColor(32, 32, 36)
+TEXT = QColor(220, 220, 226)
+DIM_TEXT = QColor(145, 145, 155)
+
+
+def _lerp_table(anchors: list[tuple[int, int, int]], size: int = 255) -> np.ndarray:
+    """A (size, 3) colour table through evenly spaced anchor colours."""
+    anchors_array = np.array(anchors, dtype=np.float64)
+    positions = np.linspace(0, len(anchors) - 1, size)
+    low = np.floor(positions).astype(int).clip(0, len(anchors) - 2)
+    t = (positions - low)[:, None]
+    return (anchors_array[low] * (1 - t) + anchors_array[low + 1] * t).round().astype(np.uint8)
+
+
+# Non-negative activations (after ReLU, pooling, softmax): dark = 0, bright = high, like an "inferno" scale.
+SEQUENTIAL = _lerp_table([(0, 0, 4), (50, 10, 94), (120, 28, 109), (188, 55, 84), (237, 105, 37),
+                          (251, 180, 26), (252, 255, 164)])
+# Signed values (conv outputs before the activation, logits): blue below zero, black at zero, orange above.
+DIVERGING = _lerp_table([(120, 180, 255), (40, 90, 200), (0, 0, 0), (215, 95, 20), (255, 200, 120)])
+
+
+def _colour_table(table: np.ndarray) -> list[int]:
+    colours = [0xFF000000 | (int(r) << 16) | (int(g) << 8) | int(b) for r, g, b in table]
+    colours.append(0xFF2A2A30)  # GAP_INDEX
+    return colours
+
+
+SEQUENTIAL_COLOURS = _colour_table(SEQUENTIAL)
+DIVERGING_COLOURS = _colour_table(DIVERGING)
+
+
+@dataclass(frozen=True)
+class ColourScale:
+    """Maps values to colour-table indices 0..254; one scale per layer so its maps can be compared."""
+
+    low: float
+    high: float
+    signed: bool
+
+    @classmethod
+    def for_values(cls, values: np.ndarray) -> ColourScale:
+        finite = values[np.isfinite(values)] if values.size else values
+        if finite.size == 0:
+            return cls(0.0, 1.0, False)
+        low, high = float(finite.min()), float(finite.max())
+        if low < 0 < high or (low < 0 and high <= 0):
+            limit = max(abs(low), abs(high)) or 1.0
+            return cls(-limit, limit, True)  # symmetric, so zero is always the middle (black)
+        return cls(0.0, high if high > 0 else 1.0, False)
+
+    def indices(self, values: np.ndarray) -> np.ndarray:
+        scaled = (np.nan_to_num(values, nan=0.0) - self.low) / (self.high - self.low)
+        return (np.clip(scaled, 0.0, 1.0) * 254.0 + 0.5).astype(np.uint8)
+
+    def colours(self) -> list[int]:
+        return DIVERGING_COLOURS if self.signed else SEQUENTIAL_COLOURS
+
+    def colour_of(self, value: float) -> QColor:
+        index = int(self.indices(np.array([value]))[0])
+        return QColor.fromRgb(self.colours()[index])
+
+
+def indexed_image(indices: np.ndarray, colours: list[int]) -> QImage:
+    indices = np.ascontiguousarray(indices, dtype=np.uint8)
+    height, width = indices.shape
+    image = QImage(indices.data, width, height, indices.strides[0], QImage.Format.Format_Indexed8)
+    image.setColorTable(colours)
+    return image.copy()  # own the pixels: the NumPy buffer does not outlive this call
+
+
+# --- how a tensor is shown ---------------------------------------------------------------------------------
+def as_maps(value: np.ndarray) -> np.ndarray | None:
+    """(C, H, W) feature maps of the first image, or None when the tensor is not image-like."""
+    if not np.issubdtype(value.dtype, np.floating) and not np.issubdtype(value.dtype, np.integer):
+        return None
+    if value.ndim == 4 and value.shape[0] >= 1:
+        first = value[0]
+        channels, height, width = first.shape
+        if height != width and channels == height:  # NHWC (keras models before their Transpose)
+            first = np.moveaxis(first, -1, 0)
+        return first if min(first.shape[1:]) >= 2 else None
+    if value.ndim == 3 and min(value.shape[1:]) >= 4:
+        return value
+    return None
+
+
+def as_vector(value: np.ndarray) -> np.ndarray | None:
+    """The first image's values as a vector, for dense outputs; None for non-numeric or tiny tensors."""
+    if not (np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)):
+        return None
+    if value.ndim >= 2 and value.shape[0] >= 1:
+        value = value[0]
+    flat = value.ravel()
+    return flat if flat.size >= 2 and np.issubdtype(flat.dtype, np.floating) else None
+
+
+def mosaic(maps: np.ndarray, columns: int, scale: ColourScale) -> tuple[np.ndarray, int]:
+    """Tile (C, H, W) maps into one index image with 1-pixel gaps; returns it and the number of rows."""
+    count, height, width = maps.shape
+    rows = math.ceil(count / columns)
+    out = np.full((rows * (height + 1) - 1, columns * (width + 1) - 1), GAP_INDEX, dtype=np.uint8)
+    tiles = scale.indices(maps)
+    for i in range(count):
+        r, c = divmod(i, columns)
+        out[r * (height + 1): r * (height + 1) + height, c * (width + 1): c * (width + 1) + width] = tiles[i]
+    return out, rows
+
+
+def format_shape(shape: tuple[int, ...]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def format_value(value: float) -> str:
+    return f"{value:.4g}"
+
+
+# --- one node ----------------------------------------------------------------------------------------------
+class LayerCard(QWidget):
+    """One node: header with name, op, shape and value range; body with maps, bars, a strip or text."""
+
+    inspectRequested = Signal(object, int)  # (card, map index or -1)
+
+    def __init__(self, index: int, node_name: str, op_type: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.index = index
+        self.node_name = node_name
+        self.op_type = op_type
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self._primary: np.ndarray | None = None
+        self._has_values = False
+        self._revision = 0
+        self._cache_key: tuple | None = None
+        self._cache: tuple[QImage, int, int, ColourScale] | None = None  # image, columns, rows, scale
+        self._range: tuple[int, tuple[float, float] | None] | None = None
+        self.paint_count = 0  # how often the body was rendered (lets tests check that painting is lazy)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.setToolTip(f"{node_name} ({op_type}) — click to enlarge")
+
+    # --- data --------------------------------------------------------------------------------------------
+    def set_outputs(self, outputs: dict[str, np.ndarray], has_values: bool = True) -> None:
+        old_kind = self.kind()
+        old_shape = self._primary.shape if self._primary is not None else None
+        self.shapes = {name: tuple(np.shape(value)) for name, value in outputs.items()}
+        self._primary = next((np.asarray(v) for v in outputs.values() if v is not None), None)
+        self._has_values = has_values
+        self._revision += 1
+        new_shape = self._primary.shape if self._primary is not None else None
+        if old_kind != self.kind() or old_shape != new_shape:
+            self.updateGeometry()
+            self.setFixedHeight(self.heightForWidth(max(self.width(), 200)))
+        self.update()
+
+    @property
+    def primary(self) -> np.ndarray | None:
+        return self._primary
+
+    def kind(self) -> str:
+        if self._primary is None:
+            return "none"
+        if as_maps(self._primary) is not None:
+            return "maps"
+        vector = as_vector(self._primary)
+        if vector is not None:
+            return "bars" if vector.size <= BARS_UP_TO else "strip"
+        return "text"
+
+    def value_range(self) -> tuple[float, float] | None:
+        if self._range is None or self._range[0] != self._revision:
+            value = self._primary
+            result = None
+            if value is not None and value.size and (np.issubdtype(value.dtype, np.floating)
+                                                     or np.issubdtype(value.dtype, np.integer)):
+                result = (float(np.min(value)), float(np.max(value)))
+            self._range = (self._revision, result)
+        return self._range[1]
+
+    # --- geometry ----------------------------------------------------------------------------------------
+    def _columns(self, width: int) -> int:
+        maps = as_maps(self._primary) if self._primary is not None else None
+        if maps is None:
+            return 1
+        count = min(len(maps), MAX_MAPS_SHOWN)
+        tile = max(28, min(72, maps.shape[1] * 3))  # small maps get bigger tiles so they stay readable
+        return max(1, min(count, (width - 8) // tile))
+
+    def _body_height(self, width: int) -> int:
+        kind = self.kind()
+        if kind == "maps":
+            maps = as_maps(self._primary)
+            count = min(len(maps), MAX_MAPS_SHOWN)
+            columns = self._columns(width)
+            rows = math.ceil(count / columns)
+            tile_width = (width - 8) / columns
+            return int(min(rows * tile_width * maps.shape[1] / maps.shape[2], 900)) + 6
+        if kind == "bars":
+            return 64
+        if kind == "strip":
+            cells = min(as_vector(self._primary).size, MAX_VECTOR_CELLS)
+            per_row = 64
+            return int(math.ceil(cells / per_row) * max(4, (width - 8) / per_row)) + 6
+        return 20
+
+    def hasHeightForWidth(self) -> bool:
+        return True
+
+    def heightForWidth(self, width: int) -> int:
+        return HEADER_HEIGHT + self._body_height(width)
+
+    def sizeHint(self) -> QSize:
+        return QSize(400, self.heightForWidth(400))
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        height = self.heightForWidth(event.size().width())
+        if height != self.height():
+            self.setFixedHeight(height)
+        super().resizeEvent(event)
+
+    def body_rect(self) -> QRectF:
+        return QRectF(4, HEADER_HEIGHT, self.width() - 8, self.height() - HEADER_HEIGHT - 4)
+
+    # --- painting ----------------------------------------------------------------------------------------
+    def header_text(self) -> tuple[str, str]:
+        shapes = "  ".join(format_shape(s) for s in self.shapes.values()) or "?"
+        left = f"{self.index + 1}. {self.op_type}  {self.node_name}"
+        value_range = self.value_range() if self._has_values else None
+        right = shapes + (f"   {format_value(value_range[0])} … {format_value(value_range[1])}"
+                          if value_range else "")
+        return left, right
+
+    def _rendered(self) -> tuple[QImage, int, int, ColourScale] | None:
+        """The body image for the current values, built only when painted (and cached per revision)."""
+        kind = self.kind()
+        key = (self._revision, kind, self._columns(self.width()))
+        if key == self._cache_key:
+            return self._cache
+        self.paint_count += 1
+        if kind == "maps":
+            maps = as_maps(self._primary)[:MAX_MAPS_SHOWN]
+            scale = ColourScale.for_values(maps)
+            columns = self._columns(self.width())
+            indices, rows = mosaic(maps.astype(np.float32, copy=False), columns, scale)
+            result = (indexed_image(indices, scale.colours()), columns, rows, scale)
+        elif kind == "strip":
+            vector = as_vector(self._primary)[:MAX_VECTOR_CELLS]
+            scale = ColourScale.for_values(vector)
+            per_row = 64
+            rows = math.ceil(vector.size / per_row)
+            cells = np.full(rows * per_row, GAP_INDEX, dtype=np.uint8)
+            cells[:vector.size] = scale.indices(vector)
+            result = (indexed_image(cells.reshape(rows, per_row), scale.colours()), per_row, rows, scale)
+        else:
+            result = None
+        self._cache_key, self._cache = key, result
+        return result
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), CARD_BACKGROUND)
+        left, right = self.header_text()
+        painter.setPen(TEXT)
+        header = QRectF(6, 0, self.width() - 12, HEADER_HEIGHT)
+        right_width = painter.fontMetrics().horizontalAdvance(right) + 4
+        painter.drawText(header.adjusted(0, 0, -right_width, 0), Qt.AlignmentFlag.AlignLeft
+                         | Qt.AlignmentFlag.AlignVCenter,
+                         painter.fontMetrics().elidedText(left, Qt.TextElideMode.ElideMiddle,
+                                                          int(max(20, header.width() - right_width))))
+        painter.setPen(DIM_TEXT)
+        painter.drawText(header, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, right)
+        body = self.body_rect()
+        if not self._has_values or self._primary is None:
+            painter.setPen(DIM_TEXT)
+            painter.drawText(body, Qt.AlignmentFlag.AlignCenter, "—")
+            painter.end()
+            return
+        kind = self.kind()
+        if kind in ("maps", "strip"):
+            rendered = self._rendered()
+            if rendered is not None:
+                image = rendered[0]
+                target = self._image_rect(image, body)
+                painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
+                painter.drawImage(target, image)
+                if kind == "maps" and len(as_maps(self._primary)) > MAX_MAPS_SHOWN:
+                    painter.setPen(DIM_TEXT)
+                    painter.drawText(body, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignBottom,
+                                     f"first {MAX_MAPS_SHOWN} of {len(as_maps(self._primary))} maps")
+        elif kind == "bars":
+            self._paint_bars(painter, as_vector(self._primary), body)
+        else:
+            painter.setPen(DIM_TEXT)
+            values = np.asarray(self._primary).ravel()[:12]
+            text = ", ".join(str(v) for v in values.tolist())
+            painter.drawText(body, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
+                             painter.fontMetrics().elidedText(text, Qt.TextElideMode.ElideRight, int(body.width())))
+        painter.end()
+
+    @staticmethod
+    def _image_rect(image: QImage, body: QRectF) -> QRectF:
+        """The largest rect of the image's aspect ratio inside ``body``, anchored top-left."""
+        scale = min(body.width() / image.width(), body.height() / image.height())
+        return QRectF(body.x(), body.y(), image.width() * scale, image.height() * scale)
+
+    @staticmethod
+    def _paint_bars(painter: QPainter, vector: np.ndarray, body: QRectF) -> None:
+        scale = ColourScale.for_values(vector)
+        limit = max(abs(scale.low), abs(scale.high)) or 1.0
+        zero_y = body.center().y() if scale.signed else body.bottom()
+        half = body.height() / 2 if scale.signed else body.height()
+        width = body.width() / len(vector)
+        painter.setPen(Qt.PenStyle.NoPen)
+        for i, value in enumerate(vector.tolist()):
+            if not math.isfinite(value):
+                continue
+            height = value / limit * half
+            painter.setBrush(scale.colour_of(value) if value else DIM_TEXT)
+            painter.drawRect(QRectF(body.x() + i * width + 0.5, zero_y - max(height, 0), max(width - 1, 1),
+                                    max(abs(height), 1)))
+        painter.setPen(DIM_TEXT)
+        painter.drawLine(QPointF(body.left(), zero_y), QPointF(body.right(), zero_y))
+
+    # --- clicks ------------------------------------------------------------------------------------------
+    def map_at(self, pos: QPointF) -> int:
+        """Which map tile (or vector cell) is under ``pos``; -1 for none."""
+        kind = self.kind()
+        rendered = self._rendered() if kind in ("maps", "strip") else None
+        if rendered is None:
+            return -1
+        image, columns, rows, _ = rendered
+        target = self._image_rect(image, self.body_rect())
+        if not target.contains(pos):
+            return -1
+        column = int((pos.x() - target.x()) / target.width() * columns)
+        row = int((pos.y() - target.y()) / target.height() * rows)
+        index = row * columns + column
+        return index if kind == "maps" and index < len(as_maps(self._primary)) else -1
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:
+        if event.button() == Qt.MouseButton.LeftButton and self._primary is not None:
+            self.inspectRequested.emit(self, self.map_at(event.position()))
+        event.accept()
+
+
+# --- the enlarged view -------------------------------------------------------------------------------------
+class GridView(QWidget):
+    """A 2-D array enlarged with nearest-neighbour; hovering reports the cell under the mouse."""
+
+    hovered = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._values: np.ndarray | None = None
+        self._image: QImage | None = None
+        self._scale = ColourScale(0.0, 1.0, False)
+        self._index_of = None
+        self.setMouseTracking(True)
+        self.setMinimumSize(280, 280)
+
+    def set_values(self, values: np.ndarray, scale: ColourScale, index_of=None) -> None:
+        self._values = values
+        self._scale = scale
+        self._index_of = index_of  # (row, col) -> label text, e.g. a flat index for vectors
+        self._image = indexed_image(scale.indices(values), scale.colours())
+        self.update()
+
+    def _target(self) -> QRectF:
+        if self._image is None:
+            return QRectF()
+        scale = min(self.width() / self._image.width(), (self.height() - 24) / self._image.height())
+        w, h = self._image.width() * scale, self._image.height() * scale
+        return QRectF((self.width() - w) / 2, 0, w, h)
+
+    def cell_at(self, pos: QPointF) -> tuple[int, int] | None:
+        target = self._target()
+        if self._values is None or not target.contains(pos):
+            return None
+        rows, cols = self._values.shape
+        return (min(rows - 1, int((pos.y() - target.y()) / target.height() * rows)),
+                min(cols - 1, int((pos.x() - target.x()) / target.width() * cols)))
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:
+        cell = self.cell_at(event.position())
+        if cell is None or self._values is None:
+            self.hovered.emit("")
+            return
+        row, col = cell
+        where = self._index_of(row, col) if self._index_of else f"row {row}, col {col}"
+        if where is None:
+            self.hovered.emit("")
+            return
+        self.hovered.emit(f"{where}: {format_value(float(self._values[row, col]))}")
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), CARD_BACKGROUND)
+        if self._image is not None:
+            painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
+            painter.drawImage(self._target(), self._image)
+            # colour bar with its limits under the image
+            bar = QRectF(40, self.height() - 18, self.width() - 80, 10)
+            ramp = np.linspace(self._scale.low, self._scale.high, 255)[None, :]
+            painter.drawImage(bar, indexed_image(self._scale.indices(ramp), self._scale.colours()))
+            painter.setPen(TEXT)
+            painter.drawText(QRectF(0, bar.y() - 3, 38, 16), Qt.AlignmentFlag.AlignRight,
+                             format_value(self._scale.low))
+            painter.drawText(QRectF(bar.right() + 2, bar.y() - 3, 38, 16), Qt.AlignmentFlag.AlignLeft,
+                             format_value(self._scale.high))
+        painter.end()
+
+
+class Inspector(QDialog):
+    """A non-modal window showing one map (or a dense output) large; follows the live values."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setModal(False)
+        self.resize(460, 520)
+        self.node_name = ""
+        self.map_index = -1
+        self._title = QLabel()
+        self._grid = GridView()
+        self._hover = QLabel("Hover over a cell to read its value")
+        layout = QVBoxLayout(self)
+        layout.addWidget(self._title)
+        layout.addWidget(self._grid, 1)
+        layout.addWidget(self._hover)
+        self._grid.hovered.connect(self._show_hover)
+
+    def _show_hover(self, text: str) -> None:
+        self._hover.setText(text or "Hover over a cell to read its value")
+
+    def show_card(self, card: LayerCard, map_index: int) -> None:
+        self.node_name, self.map_index = card.node_name, map_index
+        self.refresh(card)
+
+    def refresh(self, card: LayerCard) -> None:
+        value = card.primary
+        if value is None:
+            return
+        maps = as_maps(value)
+        shape = format_shape(tuple(value.shape))
+        if maps is not None:
+            index = self.map_index if 0 <= self.map_index < len(maps) else 0
+            self.map_index = index
+            layer_scale = ColourScale.for_values(maps)  # the layer's scale, so colours match the thumbnails
+            self._grid.set_values(np.asarray(maps[index], dtype=np.float64), layer_scale)
+            title = f"{card.op_type} {card.node_name} {shape} — map {index + 1} of {len(maps)}"
+        else:
+            vector = as_vector(value)
+            if vector is None:
+                return
+            per_row = min(32, vector.size)
+            rows = math.ceil(vector.size / per_row)
+            grid = np.zeros(rows * per_row)
+            grid[:vector.size] = vector
+            size = vector.size
+            self._grid.set_values(grid.reshape(rows, per_row), ColourScale.for_values(vector),
+                                  lambda r, c: f"index {r * per_row + c}" if r * per_row + c < size else None)
+            title = f"{card.op_type} {card.node_name} {shape} — {vector.size} values"
+        self._title.setText(title)
+        self.setWindowTitle(f"{card.node_name} — digitscope")
+
+
+# --- the scrolling list ------------------------------------------------------------------------------------
+class ActivationsView(QScrollArea):
+    """One ``LayerCard`` per node of the model, in execution order."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWidgetResizable(True)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self._container = QWidget()
+        self._layout = QVBoxLayout(self._container)
+        self._layout.setContentsMargins(4, 4, 4, 4)
+        self._layout.setSpacing(6)
+        self._layout.addStretch(1)
+        self.setWidget(self._container)
+        self.entries: list[LayerCard] = []
+        self._by_name: dict[str, LayerCard] = {}
+        self._inspector: Inspector | None = None
+
+    def set_records(self, records: list, has_values: bool = True) -> None:
+        """Show a traced run: a list of records with ``.name``, ``.op_type`` and ``.outputs``."""
+        names = [(record.name, record.op_type) for record in records]
+        if names != [(card.node_name, card.op_type) for card in self.entries]:
+            self._rebuild(names)
+        for card, record in zip(self.entries, records, strict=True):
+            card.set_outputs(dict(record.outputs), has_values)
+        if self._inspector is not None and self._inspector.isVisible():
+            card = self._by_name.get(self._inspector.node_name)
+            if card is not None:
+                self._inspector.refresh(card)
+
+    def clear_values(self) -> None:
+        """Keep the layer list (names and shapes) but show no values: nothing is drawn."""
+        for card in self.entries:
+            card.set_outputs({name: np.zeros(shape, np.float32) for name, shape in card.shapes.items()},
+                             has_values=False)
+
+    def reset(self) -> None:
+        self._rebuild([])
+
+    def _rebuild(self, names: list[tuple[str, str]]) -> None:
+        for card in self.entries:
+            self._layout.removeWidget(card)
+            card.deleteLater()
+        self.entries = []
+        for index, (name, op_type) in enumerate(names):
+            card = LayerCard(index, name or f"node {index + 1}", op_type)
+            card.inspectRequested.connect(self._inspect)
+            self._layout.insertWidget(self._layout.count() - 1, card)
+            self.entries.append(card)
+        self._by_name = {card.node_name: card for card in self.entries}
+        if self._inspector is not None:
+            self._inspector.hide()
+
+    def _inspect(self, card: LayerCard, map_index: int) -> None:
+        if self._inspector is None:
+            self._inspector = Inspector(self.window())
+        self._inspector.show_card(card, map_index)
+        self._inspector.show()
+        self._inspector.raise_()
+
+    @property
+    def inspector(self) -> Inspector | None:
+        return self._inspector

@@ -1,0 +1,113 @@
+"""Class probabilities: the top class big with its confidence, and one bar per class."""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import QRectF, QSize, Qt
+from PySide6.QtGui import QColor, QFont, QPainter, QPaintEvent
+from PySide6.QtWidgets import QSizePolicy, QWidget
+
+# The second-best class counts as a contender when it has at least this share of the best one's probability.
+CLOSE_CALL_RATIO = 0.5
+BAR_COLOR = QColor(70, 140, 230)
+TOP_COLOR = QColor(255, 170, 60)
+TRACK_COLOR = QColor(60, 60, 66)
+TEXT_COLOR = QColor(225, 225, 230)
+BACKGROUND = QColor(32, 32, 36)
+DIM_TEXT = QColor(150, 150, 158)
+
+
+def headline(probabilities: np.ndarray | None, labels: list[str]) -> tuple[str, str]:
+    """The big text and the line under it: ``("7", "98.2 % confident")`` or ``("4 or 9?", "...")``."""
+    if probabilities is None or len(probabilities) == 0:
+        return "–", "Draw a digit"
+    order = np.argsort(probabilities)[::-1]
+    best = int(order[0])
+    top = float(probabilities[best])
+    if len(order) > 1:
+        runner_up = int(order[1])
+        second = float(probabilities[runner_up])
+        if second >= CLOSE_CALL_RATIO * top:
+            return (f"{labels[best]} or {labels[runner_up]}?",
+                    f"{top * 100:.0f} % vs {second * 100:.0f} % — a close call")
+    return labels[best], f"{top * 100:.1f} % confident"
+
+
+class ProbabilitiesView(QWidget):
+    """Paints itself; ``set_prediction(None, ...)`` shows the empty state."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._probabilities: np.ndarray | None = None
+        self._labels: list[str] = [str(i) for i in range(10)]
+        self.setMinimumWidth(220)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
+
+    def sizeHint(self) -> QSize:
+        return QSize(300, 420)
+
+    def set_prediction(self, probabilities: np.ndarray | None, labels: list[str] | None = None) -> None:
+        self._probabilities = probabilities
+        if labels is not None:
+            self._labels = list(labels)
+        self.update()
+
+    def headline(self) -> tuple[str, str]:
+        return headline(self._probabilities, self._labels)
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), BACKGROUND)  # own background: the colours below assume a dark one
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        painter.setRenderHint(QPainter.RenderHint.TextAntialiasing, True)
+        width, height = self.width(), self.height()
+        big, small = self.headline()
+
+        big_font = QFont(self.font())
+        big_font.setPixelSize(max(28, min(72, height // 7)))
+        big_font.setBold(True)
+        painter.setFont(big_font)
+        painter.setPen(TOP_COLOR if self._probabilities is not None else DIM_TEXT)
+        big_height = big_font.pixelSize() * 1.25
+        painter.drawText(QRectF(0, 0, width, big_height), Qt.AlignmentFlag.AlignCenter, big)
+
+        small_font = QFont(self.font())
+        small_font.setPixelSize(max(12, min(16, height // 28)))
+        painter.setFont(small_font)
+        painter.setPen(TEXT_COLOR)
+        line = small_font.pixelSize() * 1.6
+        painter.drawText(QRectF(0, big_height, width, line), Qt.AlignmentFlag.AlignCenter, small)
+
+        top = big_height + line + 8
+        count = len(self._probabilities) if self._probabilities is not None else len(self._labels)
+        if count == 0:
+            painter.end()
+            return
+        row = max(8.0, min(34.0, (height - top - 4) / count))
+        label_width = max(28.0, min(90.0, painter.fontMetrics().horizontalAdvance(
+            max(self._labels, key=len) if self._labels else "0") + 12.0))
+        value_width = painter.fontMetrics().horizontalAdvance("100.0 %") + 8
+        track_width = max(10.0, width - label_width - value_width - 8)
+        best = int(np.argmax(self._probabilities)) if self._probabilities is not None else -1
+        show_text = row >= small_font.pixelSize() * 0.9
+        for i in range(count):
+            y = top + i * row
+            label = self._labels[i] if i < len(self._labels) else str(i)
+            value = float(self._probabilities[i]) if self._probabilities is not None else 0.0
+            if show_text:
+                painter.setPen(TEXT_COLOR if i == best else DIM_TEXT)
+                painter.drawText(QRectF(0, y, label_width - 6, row), Qt.AlignmentFlag.AlignRight
+                                 | Qt.AlignmentFlag.AlignVCenter, label)
+            bar_rect = QRectF(label_width, y + row * 0.18, track_width, row * 0.64)
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(TRACK_COLOR)
+            painter.drawRoundedRect(bar_rect, 3, 3)
+            if value > 0:
+                painter.setBrush(TOP_COLOR if i == best else BAR_COLOR)
+                filled = QRectF(bar_rect.x(), bar_rect.y(), max(2.0, track_width * value), bar_rect.height())
+                painter.drawRoundedRect(filled, 3, 3)
+            if show_text and self._probabilities is not None:
+                painter.setPen(TEXT_COLOR if i == best else DIM_TEXT)
+                painter.drawText(QRectF(label_width + track_width + 4, y, value_width, row),
+                                 Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, f"{value * 100:.1f} %")
+        painter.end()

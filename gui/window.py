@@ -1,0 +1,562 @@
+"""The main window: wires the canvas, the model and the views together; owns menus, settings and errors.
+
+A stroke travels one way: canvas -> StrokeDocument -> rasterize (28x28) -> Predictor (adapter + engine) ->
+views. The window never computes anything itself; it only decides what to show.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QByteArray, QObject, QSettings, QSize, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QSlider,
+    QSplitter,
+    QTabWidget,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+import nn_core
+from gui.activations import ActivationsView
+from gui.adapter import SCALING_DESCRIPTIONS, SCALINGS, ModelAdapter, ScalingReport, auto_detect_scaling
+from gui.canvas import MAX_PEN_WIDTH, MIN_PEN_WIDTH, DrawingCanvas
+from gui.predictor import Prediction, Predictor, run_prediction
+from gui.preview import InputPreview
+from gui.probabilities import ProbabilitiesView
+from gui.strokes import StrokeDocument
+from gui.summary import ModelSummary
+
+ORGANIZATION = "digitscope"
+APPLICATION = "digitscope"
+MAX_RECENT = 8
+PEN_STEP = 1.25  # [ and ] change the pen width by this factor
+BANNER_LIMIT = 600  # characters of an error shown in the banner (the tooltip has all of it)
+
+
+def bundled_model_path() -> Path:
+    """assets/lenet5.onnx beside the gui package (a checkout or an editable install), else the installed one."""
+    import gui
+
+    beside = Path(gui.__file__).resolve().parent.parent / "assets" / "lenet5.onnx"
+    if beside.exists():
+        return beside
+    return Path(str(resources.files("assets").joinpath("lenet5.onnx")))
+
+
+def model_key(path: str | Path) -> str:
+    """A settings key that follows a model's content, so a remembered scaling survives renaming the file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:20]
+
+
+class _ScalingDetector(QObject):
+    """Runs auto-detection in a background thread (a slow model would freeze the UI for seconds)."""
+
+    done = Signal(object, object)  # (adapter it ran for, ScalingReport or an error message)
+
+    def start(self, adapter: ModelAdapter) -> None:
+        def work() -> None:
+            try:
+                report: object = auto_detect_scaling(adapter.model, adapter)
+            except Exception as exc:  # noqa: BLE001 - reported in the status bar
+                report = f"{type(exc).__name__}: {exc}"
+            self.done.emit(adapter, report)
+
+        threading.Thread(target=work, name="digitscope-autodetect", daemon=True).start()
+
+
+class MainWindow(QMainWindow):
+    """digitscope's window. ``model_path=None`` opens the bundled LeNet-5.
+
+    ``settings`` defaults to ``QSettings(ORGANIZATION, APPLICATION)``; ``interactive`` allows modal dialogs
+    (the About box, file pickers); errors are always shown inline, never in a blocking dialog.
+    """
+
+    def __init__(self, model_path: str | Path | None = None, settings: QSettings | None = None,
+                 interactive: bool = False, predictor_mode: str = "auto") -> None:
+        super().__init__()
+        self.settings = settings if settings is not None else QSettings(ORGANIZATION, APPLICATION)
+        self.interactive = interactive
+        self.model = None
+        self.adapter: ModelAdapter | None = None
+        self.model_path: Path | None = None
+        self._model_key: str | None = None
+        self._prediction: Prediction | None = None
+        self.last_error: str | None = None
+
+        self.document = StrokeDocument()
+        self.canvas = DrawingCanvas(self.document, pen_width=self._initial_pen_width())
+        self.probability_view = ProbabilitiesView()
+        self.preview = InputPreview()
+        self.activations = ActivationsView()
+        self.summary = ModelSummary()
+        self.predictor = Predictor(predictor_mode, self)
+        self._detector = _ScalingDetector(self)
+
+        self.setWindowTitle("digitscope")
+        self.setAcceptDrops(True)
+        self._build_actions()
+        self._build_layout()
+        self._build_status_bar()
+        self._restore_state()
+
+        self.canvas.strokesChanged.connect(self._on_strokes_changed)
+        self.canvas.penWidthChanged.connect(self._on_pen_width_changed)
+        self.canvas.eraserChanged.connect(self.eraser_action.setChecked)
+        self.predictor.finished.connect(self._on_prediction)
+        self._detector.done.connect(self._on_scaling_detected)
+        self._update_edit_actions()
+
+        self.open_model(model_path if model_path is not None else bundled_model_path())
+
+    # --- public API --------------------------------------------------------------------------------------
+    @property
+    def probabilities(self) -> np.ndarray | None:
+        """The latest class probabilities, or None when nothing is drawn (or no model works)."""
+        if self._prediction is None or not self.document.has_ink():
+            return None
+        return self._prediction.probabilities
+
+    @property
+    def prediction(self) -> Prediction | None:
+        return self._prediction if self.probabilities is not None else None
+
+    def open_model(self, path: str | Path) -> bool:
+        """Load a model; on any failure show why (inline) and keep the current model. Returns success."""
+        path = Path(path)
+        try:
+            model = nn_core.load(path)
+            key = model_key(path)
+            adapter = ModelAdapter(model, remembered_scaling=self._remembered_scaling(key))
+            # One run on a blank image before switching: a model that cannot run must not replace a working one.
+            trial = run_prediction(adapter, np.zeros((28, 28), np.float32))
+            if trial.error:
+                raise nn_core.ModelError(f"{path.name} loads but does not run: {trial.error}")
+        except Exception as exc:  # noqa: BLE001 - whatever went wrong, the app keeps the previous model
+            self._show_error(f"Could not open {path.name}: {exc}")
+            return False
+        self._install_model(model, adapter, path, key, trial)
+        return True
+
+    # --- building the window -----------------------------------------------------------------------------
+    def _action(self, text: str, slot, shortcuts: list | None = None, checkable: bool = False,
+                tip: str | None = None) -> QAction:
+        action = QAction(text, self)
+        if shortcuts:
+            action.setShortcuts([QKeySequence(s) for s in shortcuts])
+            action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        action.setCheckable(checkable)
+        if tip:
+            action.setToolTip(tip)
+            action.setStatusTip(tip)
+        action.triggered.connect(slot)
+        self.addAction(action)  # shortcuts work even for actions that are in no visible menu
+        return action
+
+    def _build_actions(self) -> None:
+        self.open_action = self._action("&Open model…", self._choose_model, [QKeySequence.StandardKey.Open],
+                                        tip="Open an ONNX model (Ctrl+O)")
+        self.open_drawing_action = self._action("Open &drawing…", self._choose_drawing, ["Ctrl+Shift+O"])
+        self.save_drawing_action = self._action("&Save drawing…", self._save_drawing, ["Ctrl+S"])
+        self.quit_action = self._action("&Quit", self.close, [QKeySequence.StandardKey.Quit, "Ctrl+Q"])
+        self.undo_action = self._action("&Undo", self.canvas.undo, ["Ctrl+Z"], tip="Undo the last stroke (Ctrl+Z)")
+        self.redo_action = self._action("&Redo", self.canvas.redo, ["Ctrl+Shift+Z", "Ctrl+Y"],
+                                        tip="Redo (Ctrl+Shift+Z / Ctrl+Y)")
+        self.clear_action = self._action("&Clear", self.canvas.clear, ["Esc", "Delete", "Backspace"],
+                                         tip="Clear the canvas (Esc / Delete); undoable")
+        self.eraser_action = self._action("&Eraser", self.canvas.set_eraser, ["E"], checkable=True,
+                                          tip="Toggle the eraser (E)")
+        self.thinner_action = self._action("Thinner pen", lambda: self._scale_pen(1 / PEN_STEP), ["["],
+                                           tip="Thinner pen ([)")
+        self.thicker_action = self._action("Thicker pen", lambda: self._scale_pen(PEN_STEP), ["]"],
+                                           tip="Thicker pen (])")
+        self.autodetect_action = self._action("&Auto-detect scaling", self.auto_detect_scaling, ["Ctrl+D"],
+                                              tip="Try every input scaling on 50 MNIST digits and keep the best "
+                                                  "(Ctrl+D)")
+        self.scaling_actions = []
+        for number, code in enumerate(SCALINGS, start=1):
+            action = self._action(f"Scaling {code}: {SCALING_DESCRIPTIONS[code]}",
+                                  lambda _=False, c=code: self.set_scaling(c), [f"Ctrl+{number}"], checkable=True)
+            self.scaling_actions.append(action)
+        self.show_activations_action = self._action("&Activations", lambda: self.tabs.setCurrentIndex(0),
+                                                    ["Ctrl+Shift+A"])
+        self.show_summary_action = self._action("Model &summary", lambda: self.tabs.setCurrentIndex(1),
+                                                ["Ctrl+Shift+M"])
+        self.about_action = self._action("&About digitscope", self._about, ["F1"])
+
+        menu = self.menuBar()
+        file_menu = menu.addMenu("&File")
+        file_menu.addAction(self.open_action)
+        self.recent_menu = file_menu.addMenu("Open &recent")
+        file_menu.addSeparator()
+        file_menu.addAction(self.open_drawing_action)
+        file_menu.addAction(self.save_drawing_action)
+        file_menu.addSeparator()
+        file_menu.addAction(self.quit_action)
+        edit_menu = menu.addMenu("&Edit")
+        for action in (self.undo_action, self.redo_action, self.clear_action, None, self.eraser_action,
+                       self.thinner_action, self.thicker_action):
+            edit_menu.addSeparator() if action is None else edit_menu.addAction(action)
+        model_menu = menu.addMenu("&Model")
+        model_menu.addAction(self.autodetect_action)
+        model_menu.addSeparator()
+        for action in self.scaling_actions:
+            model_menu.addAction(action)
+        view_menu = menu.addMenu("&View")
+        view_menu.addAction(self.show_activations_action)
+        view_menu.addAction(self.show_summary_action)
+        help_menu = menu.addMenu("&Help")
+        help_menu.addAction(self.about_action)
+        self._refresh_recent_menu()
+
+    def _tool_button(self, action: QAction) -> QToolButton:
+        button = QToolButton()
+        button.setDefaultAction(action)
+        button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        return button
+
+    def _build_layout(self) -> None:
+        toolbar = QHBoxLayout()
+        toolbar.setContentsMargins(0, 0, 0, 0)
+        for action in (self.undo_action, self.redo_action, self.clear_action, self.eraser_action):
+            toolbar.addWidget(self._tool_button(action))
+        toolbar.addWidget(QLabel("Pen"))
+        self.pen_slider = QSlider(Qt.Orientation.Horizontal)
+        self.pen_slider.setRange(int(MIN_PEN_WIDTH), int(MAX_PEN_WIDTH))
+        self.pen_slider.setValue(round(self.canvas.pen_width))
+        self.pen_slider.setToolTip("Pen width ([ and ])")
+        self.pen_slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.pen_slider.valueChanged.connect(lambda value: self.canvas.set_pen_width(value))
+        toolbar.addWidget(self.pen_slider, 1)
+
+        canvas_column = QWidget()
+        canvas_layout = QVBoxLayout(canvas_column)
+        canvas_layout.setContentsMargins(6, 6, 6, 6)
+        canvas_layout.addLayout(toolbar)
+        canvas_layout.addWidget(self.canvas, 1)
+
+        scaling_row = QHBoxLayout()
+        scaling_row.addWidget(QLabel("Input scaling"))
+        self.scaling_combo = QComboBox()
+        for code in SCALINGS:
+            self.scaling_combo.addItem(f"{code} — {SCALING_DESCRIPTIONS[code]}", code)
+        self.scaling_combo.setToolTip("How pixel values are scaled for this model (remembered per model)")
+        self.scaling_combo.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.scaling_combo.activated.connect(lambda index: self.set_scaling(self.scaling_combo.itemData(index)))
+        scaling_row.addWidget(self.scaling_combo, 1)
+        middle = QWidget()
+        middle_layout = QVBoxLayout(middle)
+        middle_layout.setContentsMargins(6, 6, 6, 6)
+        middle_layout.addLayout(scaling_row)
+        middle_layout.addWidget(self._tool_button(self.autodetect_action))
+        middle_layout.addWidget(self.probability_view, 3)
+        middle_layout.addWidget(self.preview, 2)
+
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.activations, "Activations")
+        self.tabs.addTab(self.summary, "Model")
+
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.addWidget(canvas_column)
+        self.splitter.addWidget(middle)
+        self.splitter.addWidget(self.tabs)
+        self.splitter.setStretchFactor(0, 5)
+        self.splitter.setStretchFactor(1, 3)
+        self.splitter.setStretchFactor(2, 5)
+        self.splitter.setSizes([520, 300, 460])
+
+        # errors appear here, above everything, without blocking anything
+        self.error_banner = QFrame()
+        self.error_banner.setObjectName("errorBanner")
+        self.error_banner.setStyleSheet("#errorBanner { background: #5a1d1d; border: 1px solid #a33; }"
+                                        " QLabel { color: #ffdede; }")
+        banner_layout = QHBoxLayout(self.error_banner)
+        banner_layout.setContentsMargins(8, 4, 4, 4)
+        self.error_label = QLabel()
+        self.error_label.setWordWrap(True)
+        self.error_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        dismiss = QToolButton()
+        dismiss.setText("✕")
+        dismiss.setToolTip("Dismiss")
+        dismiss.clicked.connect(self.error_banner.hide)
+        banner_layout.addWidget(self.error_label, 1)
+        banner_layout.addWidget(dismiss)
+        self.error_banner.hide()
+
+        central = QWidget()
+        layout = QVBoxLayout(central)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addWidget(self.error_banner)
+        layout.addWidget(self.splitter, 1)
+        self.setCentralWidget(central)
+
+    def _build_status_bar(self) -> None:
+        self.model_label = QLabel("no model")
+        self.timing_label = QLabel("")
+        self.timing_label.setMinimumWidth(150)
+        self.statusBar().addPermanentWidget(self.model_label)
+        self.statusBar().addPermanentWidget(self.timing_label)
+
+    def sizeHint(self) -> QSize:
+        return QSize(1280, 800)
+
+    # --- settings ----------------------------------------------------------------------------------------
+    def _initial_pen_width(self) -> float | None:
+        value = self.settings.value("canvas/penWidth")
+        try:
+            return float(value) if value is not None else None
+        except (TypeError, ValueError):
+            return None
+
+    def _restore_state(self) -> None:
+        geometry = self.settings.value("window/geometry")
+        if isinstance(geometry, QByteArray) and not geometry.isEmpty():
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1280, 800)
+        state = self.settings.value("window/state")
+        if isinstance(state, QByteArray) and not state.isEmpty():
+            self.restoreState(state)
+        splitter = self.settings.value("window/splitter")
+        if isinstance(splitter, QByteArray) and not splitter.isEmpty():
+            self.splitter.restoreState(splitter)
+
+    def _save_state(self) -> None:
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.settings.setValue("window/state", self.saveState())
+        self.settings.setValue("window/splitter", self.splitter.saveState())
+        self.settings.setValue("canvas/penWidth", self.canvas.pen_width)
+        self.settings.sync()
+
+    def _remembered_scaling(self, key: str) -> str | None:
+        value = self.settings.value(f"scaling/{key}")
+        return value if value in SCALINGS else None
+
+    def recent_models(self) -> list[str]:
+        value = self.settings.value("recentModels", [])
+        if isinstance(value, str):  # QSettings returns a lone string for a one-element list in INI files
+            value = [value]
+        return [str(v) for v in value or []]
+
+    def _remember_recent(self, path: Path) -> None:
+        entry = str(path.resolve())
+        recent = [entry] + [p for p in self.recent_models() if p != entry]
+        self.settings.setValue("recentModels", recent[:MAX_RECENT])
+        self._refresh_recent_menu()
+
+    def _refresh_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        recent = [p for p in self.recent_models() if Path(p).exists()]
+        for path in recent:
+            action = self.recent_menu.addAction(Path(path).name)
+            action.setToolTip(path)
+            action.triggered.connect(lambda _=False, p=path: self.open_model(p))
+        self.recent_menu.setEnabled(bool(recent))
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self._save_state()
+        self.predictor.shutdown()
+        if self.activations.inspector is not None:
+            self.activations.inspector.close()
+        super().closeEvent(event)
+
+    # --- model -------------------------------------------------------------------------------------------
+    def _install_model(self, model, adapter: ModelAdapter, path: Path, key: str, trial: Prediction) -> None:
+        self.model, self.adapter, self.model_path, self._model_key = model, adapter, path, key
+        self.predictor.set_adapter(adapter, trial.seconds)
+        self._prediction = None
+        self.summary.set_model(model, adapter)
+        self.summary.set_shapes(trial.records)
+        self.activations.set_records(trial.records, has_values=False)
+        self._sync_scaling_widgets()
+        self._remember_recent(path)
+        self.error_banner.hide()
+        self.last_error = None
+        self.model_label.setText(f"{path.name} · {adapter.layout.describe()}")
+        self.model_label.setToolTip(str(path))
+        self.setWindowTitle(f"{path.name} — digitscope")
+        self.statusBar().showMessage(f"Opened {path.name}: {len(model.nodes)} nodes, "
+                                     f"{model.parameter_count:,} parameters", 5000)
+        self._on_strokes_changed()  # show what the new model makes of the current drawing
+
+    def set_scaling(self, code: str) -> None:
+        """Use scaling ``code`` for the current model and remember the choice for this model."""
+        if self.adapter is None or code not in SCALINGS:
+            return
+        self.adapter.set_scaling(code, "user")
+        if self._model_key:
+            self.settings.setValue(f"scaling/{self._model_key}", code)
+        self._sync_scaling_widgets()
+        if self.model is not None:
+            self.summary.set_model(self.model, self.adapter)
+            if self._prediction is not None:
+                self.summary.set_shapes(self._prediction.records)
+        self._on_strokes_changed()
+
+    def _sync_scaling_widgets(self) -> None:
+        code = self.adapter.scaling if self.adapter else None
+        self.scaling_combo.setCurrentIndex(max(0, self.scaling_combo.findData(code)))
+        for action, scaling in zip(self.scaling_actions, SCALINGS, strict=True):
+            action.setChecked(scaling == code)
+        if self.adapter is not None:
+            self.scaling_combo.setToolTip(f"How pixel values are scaled for this model (now: from "
+                                          f"{self.adapter.scaling_source})")
+
+    def auto_detect_scaling(self) -> None:
+        if self.adapter is None:
+            return
+        self.autodetect_action.setEnabled(False)
+        self.statusBar().showMessage("Trying every input scaling on 50 MNIST test digits…")
+        self._detector.start(self.adapter)
+
+    def _on_scaling_detected(self, adapter: ModelAdapter, report: ScalingReport | str) -> None:
+        self.autodetect_action.setEnabled(True)
+        if adapter is not self.adapter:
+            return  # the model changed meanwhile
+        if isinstance(report, str):
+            self._show_error(f"Auto-detect failed: {report}")
+            return
+        self.set_scaling(report.best)
+        scores = ", ".join(f"{code} {report.accuracy[code] * 100:.0f}%" for code in SCALINGS)
+        self.statusBar().showMessage(f"Scaling {report.best} is best on {report.samples} MNIST digits ({scores})",
+                                     10000)
+
+    # --- drawing -> prediction ---------------------------------------------------------------------------
+    def _rasterize(self) -> np.ndarray:
+        from gui import rasterize  # written separately; imported late so the window never depends on its import
+
+        strokes = [list(stroke.points) for stroke in self.document.visible_strokes()]
+        return rasterize.rasterize(strokes, self.document.size, pen_width=self.document.ink_pen_width())
+
+    def _on_strokes_changed(self) -> None:
+        self._update_edit_actions()
+        if self.adapter is None:
+            return
+        if not self.document.has_ink():
+            self._show_empty()
+            return
+        try:
+            image = np.asarray(self._rasterize(), dtype=np.float32)
+        except Exception as exc:  # noqa: BLE001 - a rasterizer bug must not take the app down mid-stroke
+            self._show_error(f"Could not rasterize the drawing: {type(exc).__name__}: {exc}")
+            return
+        self.preview.set_image(self.adapter.model_image(image))
+        self.predictor.submit(image)
+
+    def _show_empty(self) -> None:
+        self._prediction = None
+        self.probability_view.set_prediction(None)
+        self.preview.set_image(None)
+        self.activations.clear_values()
+        self.timing_label.setText("")
+
+    def _on_prediction(self, prediction: Prediction) -> None:
+        if prediction.generation != self.predictor.generation or not self.document.has_ink():
+            return  # from a model that has been replaced, or for a drawing that has since been cleared
+        if prediction.error:
+            self._show_error(f"The model failed on this drawing: {prediction.error}")
+            return
+        started = time.perf_counter()
+        self._prediction = prediction
+        self.probability_view.set_prediction(prediction.probabilities, prediction.labels)
+        self.activations.set_records(prediction.records)
+        view_ms = (time.perf_counter() - started) * 1000
+        self.timing_label.setText(f"inference {prediction.seconds * 1000:.2f} ms · views {view_ms:.1f} ms")
+
+    # --- edit helpers ------------------------------------------------------------------------------------
+    def _update_edit_actions(self) -> None:
+        self.undo_action.setEnabled(self.document.can_undo())
+        self.redo_action.setEnabled(self.document.can_redo())
+        self.clear_action.setEnabled(bool(self.document.strokes))
+
+    def _scale_pen(self, factor: float) -> None:
+        self.canvas.set_pen_width(self.canvas.pen_width * factor)
+
+    def _on_pen_width_changed(self, width: float) -> None:
+        self.pen_slider.blockSignals(True)
+        self.pen_slider.setValue(round(width))
+        self.pen_slider.blockSignals(False)
+        self.statusBar().showMessage(f"Pen width {width:.0f}", 1500)
+
+    # --- files -------------------------------------------------------------------------------------------
+    def _choose_model(self) -> None:
+        start = str(self.model_path.parent) if self.model_path else ""
+        path, _ = QFileDialog.getOpenFileName(self, "Open ONNX model", start, "ONNX models (*.onnx);;All files (*)")
+        if path:
+            self.open_model(path)
+
+    def _choose_drawing(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open drawing", "", "Drawings (*.json);;All files (*)")
+        if path:
+            self.open_drawing(path)
+
+    def open_drawing(self, path: str | Path) -> bool:
+        try:
+            self.canvas.replace_document_from(str(path))
+        except (OSError, ValueError) as exc:
+            self._show_error(f"Could not open drawing {Path(path).name}: {exc}")
+            return False
+        return True
+
+    def _save_drawing(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save drawing", "digit.json", "Drawings (*.json)")
+        if path:
+            try:
+                self.document.save(path)
+            except OSError as exc:
+                self._show_error(f"Could not save the drawing: {exc}")
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if any(url.isLocalFile() for url in event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        files = [url.toLocalFile() for url in event.mimeData().urls() if isinstance(url, QUrl) and url.isLocalFile()]
+        if not files:
+            return
+        event.acceptProposedAction()
+        path = files[0]
+        # let the drop finish before loading (a big model would otherwise freeze the drag cursor)
+        if path.lower().endswith(".json"):
+            QTimer.singleShot(0, lambda: self.open_drawing(path))
+        else:
+            QTimer.singleShot(0, lambda: self.open_model(path))
+
+    # --- messages ----------------------------------------------------------------------------------------
+    def _show_error(self, message: str) -> None:
+        self.last_error = message
+        shown = message if len(message) <= BANNER_LIMIT else message[:BANNER_LIMIT] + " …"
+        self.error_label.setText(shown)
+        self.error_label.setToolTip(message)
+        self.error_banner.show()
+        self.statusBar().showMessage(shown.splitlines()[0][:200], 15000)
+
+    def _about(self) -> None:
+        text = ("<h3>digitscope</h3><p>Draw a digit and watch a neural network recognise it, layer by layer.</p>"
+                f"<p>Engine: nn_core {getattr(nn_core, '__version__', '')} — written from scratch on NumPy; "
+                "reads ONNX models.</p>"
+                "<p>Shortcuts: Ctrl+O open · Ctrl+Z undo · Ctrl+Shift+Z / Ctrl+Y redo · Esc / Delete clear · "
+                "E eraser · [ ] pen width · Ctrl+D auto-detect scaling · Ctrl+1…5 choose scaling</p>")
+        if self.interactive:
+            QMessageBox.about(self, "About digitscope", text)
+        else:
+            self.statusBar().showMessage("digitscope — draw a digit, watch the network think", 5000)

@@ -1,0 +1,293 @@
+"""Elementwise kernels: arithmetic, comparisons, logic, rounding, transcendental functions and Cast.
+
+Most of these are one NumPy ufunc. Where the ufunc already has ONNX's semantics the kernel's ``run`` *is* the
+ufunc (a static method), so an inference pays no extra Python frame for them. Inputs of ONNX elementwise ops share
+one element type, so NumPy's promotion keeps it (float32 stays float32); the few ops that take mixed types (Pow)
+cast their result back explicitly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import reduce
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from .registry import NodeSpec, Op, register
+
+# --------------------------------------------------------------------------------------------------------------
+# Unary ops that are exactly a NumPy ufunc
+
+
+def _register_ufunc(op_type: str, since: int, ufunc: Callable[..., np.ndarray]) -> type[Op]:
+    cls = type(op_type, (Op,), {"run": staticmethod(ufunc), "__doc__": f"ONNX {op_type}: numpy {ufunc.__name__}."})
+    return register(op_type, since)(cls)
+
+
+for _op_type, _since, _ufunc in (
+    ("Abs", 1, np.abs), ("Neg", 1, np.negative), ("Sqrt", 1, np.sqrt), ("Exp", 1, np.exp), ("Log", 1, np.log),
+    ("Reciprocal", 1, np.reciprocal), ("Floor", 1, np.floor), ("Ceil", 1, np.ceil),
+    ("Round", 11, np.rint),  # ONNX rounds halves to even, as rint does
+    ("Sign", 9, np.sign), ("Sin", 7, np.sin), ("Cos", 7, np.cos), ("Tan", 7, np.tan), ("Asin", 7, np.arcsin),
+    ("Acos", 7, np.arccos), ("Atan", 7, np.arctan), ("Sinh", 9, np.sinh), ("Cosh", 9, np.cosh),
+    ("Asinh", 9, np.arcsinh), ("Acosh", 9, np.arccosh), ("Atanh", 9, np.arctanh),
+    ("Not", 1, np.logical_not), ("IsNaN", 9, np.isnan), ("BitwiseNot", 18, np.invert),
+):
+    _register_ufunc(_op_type, _since, _ufunc)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Erf: piecewise Taylor polynomials whose coefficients are derived exactly at import time
+#
+# erf is smooth and all its derivatives are known in closed form: erf^(k)(c) = 2/sqrt(pi) (-1)^(k-1) H_{k-1}(c)
+# exp(-c^2) with H the physicists' Hermite polynomials. So on [0, 6) cut into intervals of 0.25 we expand erf around
+# each interval's centre (around 0 for the first, so tiny arguments keep full relative precision) to degree 15:
+# the remainder is below 1e-15 everywhere, i.e. float64-accurate and far inside float32 rounding. Beyond 6, erf is
+# 1 to double precision.
+
+_ERF_STEP = 0.25
+_ERF_LIMIT = 6.0
+_ERF_DEGREE = 15
+
+
+def _erf_by_series(x: np.ndarray) -> np.ndarray:
+    """erf(x) = 2/sqrt(pi) exp(-x^2) sum_n x (2x^2)^n / (2n+1)!!: all terms positive, so no cancellation."""
+    term = x.astype(np.float64)
+    total = term.copy()
+    for n in range(1, 400):  # enough terms for x up to 6 (the terms peak near n = x^2 and then shrink fast)
+        term = term * (2 * x * x) / (2 * n + 1)
+        total += term
+    return 2 / np.sqrt(np.pi) * np.exp(-x * x) * total
+
+
+def _erf_taylor_table() -> tuple[np.ndarray, np.ndarray]:
+    centres = np.arange(_ERF_STEP / 2, _ERF_LIMIT, _ERF_STEP)
+    centres[0] = 0.0
+    coefficients = np.empty((_ERF_DEGREE + 1, len(centres)))  # row k: the x^k coefficient of every interval
+    coefficients[0] = _erf_by_series(centres)
+    gauss = 2 / np.sqrt(np.pi) * np.exp(-centres * centres)
+    hermite_prev, hermite = np.zeros_like(centres), np.ones_like(centres)  # H_{-1} (unused), H_0
+    factorial = 1.0
+    for k in range(1, _ERF_DEGREE + 1):
+        factorial *= k
+        coefficients[k] = (-1) ** (k - 1) * hermite * gauss / factorial
+        hermite_prev, hermite = hermite, 2 * centres * hermite - 2 * (k - 1) * hermite_prev
+    return centres, coefficients
+
+
+_ERF_CENTRES, _ERF_COEFFICIENTS = _erf_taylor_table()
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """The error function, elementwise, in ``x``'s float type (computed in float64, accurate to ~1e-15)."""
+    x = np.asarray(x)
+    magnitude = np.abs(x.astype(np.float64))
+    # fmin, not minimum: NaN picks the last interval (and stays NaN through the polynomial) instead of a bad index
+    interval = np.fmin(magnitude * (1 / _ERF_STEP), len(_ERF_CENTRES) - 1).astype(np.intp)
+    offset = magnitude - _ERF_CENTRES[interval]
+    value = _ERF_COEFFICIENTS[_ERF_DEGREE][interval]
+    for k in range(_ERF_DEGREE - 1, -1, -1):  # Horner, with each element's own interval coefficients
+        value = value * offset + _ERF_COEFFICIENTS[k][interval]
+    value = np.where(magnitude >= _ERF_LIMIT, 1.0, value)  # also covers inf
+    return np.copysign(value, x).astype(x.dtype, copy=False)
+
+
+@register("Erf", 9)
+class Erf(Op):
+    run = staticmethod(erf)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Binary arithmetic, comparisons and logic (NumPy broadcasting is ONNX's multidirectional broadcasting)
+
+
+def truncating_divide(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Integer division rounding toward zero (ONNX and C), where NumPy's // rounds toward minus infinity."""
+    quotient = np.floor_divide(a, b)
+    if a.dtype.kind == "i":
+        # floor and truncation differ by one exactly when the division is inexact and the signs differ
+        inexact_negative = (np.remainder(a, b) != 0) & ((a < 0) != (b < 0))
+        quotient = quotient + inexact_negative
+    return quotient
+
+
+def _divide(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if a.dtype.kind in "iu":
+        return truncating_divide(a, b)
+    return np.divide(a, b)
+
+
+def _power(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    # from opset 12 the exponent may have another type; the result always has the base's type
+    result = np.power(x, y)
+    return result if result.dtype == x.dtype else result.astype(x.dtype)
+
+
+_BINARY: dict[str, tuple[int, Callable[[np.ndarray, np.ndarray], np.ndarray]]] = {
+    "Add": (1, np.add), "Sub": (1, np.subtract), "Mul": (1, np.multiply), "Div": (1, _divide),
+    "Pow": (1, _power), "Equal": (1, np.equal), "Less": (1, np.less), "Greater": (1, np.greater),
+    "LessOrEqual": (12, np.less_equal), "GreaterOrEqual": (12, np.greater_equal),
+    "And": (1, np.logical_and), "Or": (1, np.logical_or), "Xor": (1, np.logical_xor),
+    "BitwiseAnd": (18, np.bitwise_and), "BitwiseOr": (18, np.bitwise_or), "BitwiseXor": (18, np.bitwise_xor),
+}
+
+# these had explicit `broadcast` / `axis` attributes before opset 7
+_LEGACY_BROADCAST_OPS = ("Add", "Sub", "Mul", "Div", "Pow", "Equal", "Less", "Greater", "And", "Or", "Xor")
+
+
+def align_legacy_operand(a: np.ndarray, b: np.ndarray, axis: int) -> np.ndarray:
+    """Opset < 7 broadcasting: ``b``'s dimensions line up with ``a``'s starting at ``axis`` (not at the end)."""
+    if axis < 0:
+        axis += a.ndim
+    trailing = a.ndim - axis - b.ndim
+    return b.reshape(b.shape + (1,) * trailing) if trailing > 0 else b
+
+
+def _make_legacy_kernel(op_type: str, compute: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> type[Op]:
+    class LegacyBroadcast(Op):
+        __doc__ = f"ONNX {op_type} before opset 7: broadcasting only when asked, optionally aligned at `axis`."
+
+        def __init__(self, node: NodeSpec):
+            super().__init__(node)
+            # without `axis` the old broadcast aligned trailing dimensions, exactly like NumPy
+            self.axis = self.attr("axis") if self.attr("broadcast", 0) else None
+
+        def run(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            if self.axis is not None:
+                b = align_legacy_operand(a, b, self.axis)
+            return compute(a, b)
+
+    LegacyBroadcast.__name__ = LegacyBroadcast.__qualname__ = f"Legacy{op_type}"
+    return LegacyBroadcast
+
+
+for _op_type, (_since, _compute) in _BINARY.items():
+    if _op_type in _LEGACY_BROADCAST_OPS:
+        register(_op_type, 1)(_make_legacy_kernel(_op_type, _compute))
+        _since = 7
+    if _op_type == "Pow":  # its modern kernel below prepares constant exponents
+        continue
+    _cls = type(_op_type, (Op,), {"run": staticmethod(_compute), "__doc__": f"ONNX {_op_type}, broadcasting."})
+    register(_op_type, _since)(_cls)
+
+
+@register("Pow", 7)
+class Pow(Op):
+    """Pow; a constant scalar exponent of 2 (LayerNorm's variance) becomes a square."""
+
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        exponent = self.const(1)
+        self.squares = exponent is not None and exponent.ndim == 0 and exponent == 2
+
+    def run(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        if self.squares:
+            return np.square(x)
+        return _power(x, y)
+
+
+@register("Mod", 10)
+class Mod(Op):
+    """Mod: fmod=0 takes the divisor's sign (Python's %), fmod=1 the dividend's (C's fmod)."""
+
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        self.compute = np.fmod if self.attr("fmod", 0) else np.remainder
+
+    def run(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return self.compute(a, b)
+
+
+@register("BitShift", 11)
+class BitShift(Op):
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        direction = self.attr("direction", "")
+        if direction not in ("LEFT", "RIGHT"):
+            raise self.fail(f"direction must be LEFT or RIGHT, got {direction!r}")
+        self.compute = np.left_shift if direction == "LEFT" else np.right_shift
+
+    def run(self, x: np.ndarray, shift: np.ndarray) -> np.ndarray:
+        return self.compute(x, shift)
+
+
+@register("Where", 9)
+class Where(Op):
+    run = staticmethod(np.where)
+
+
+@register("IsInf", 10)
+class IsInf(Op):
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        self.negative = bool(self.attr("detect_negative", 1))
+        self.positive = bool(self.attr("detect_positive", 1))
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        if self.negative and self.positive:
+            return np.isinf(x)
+        if self.positive:
+            return np.isposinf(x)
+        if self.negative:
+            return np.isneginf(x)
+        return np.zeros(x.shape, dtype=bool)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Variadic ops: fold the inputs pairwise with broadcasting
+
+
+def _make_variadic_kernel(op_type: str, combine: Callable[[np.ndarray, np.ndarray], np.ndarray], mean: bool):
+    class Variadic(Op):
+        __doc__ = f"ONNX {op_type} of any number of inputs, broadcasting."
+
+        def run(self, *inputs: np.ndarray) -> np.ndarray:
+            result = reduce(combine, inputs)
+            # a Python int divisor keeps the float type of the sum
+            return result / len(inputs) if mean else result
+
+    Variadic.__name__ = Variadic.__qualname__ = op_type
+    return Variadic
+
+
+for _op_type, _combine in (("Sum", np.add), ("Max", np.maximum), ("Min", np.minimum), ("Mean", np.add)):
+    register(_op_type, 1)(_make_variadic_kernel(_op_type, _combine, mean=_op_type == "Mean"))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Cast
+
+
+def onnx_dtype(elem_type: int | str, where: Op) -> np.dtype:
+    """The NumPy dtype of an ONNX element type (an int, or a name such as "FLOAT" as Cast-1 spells it)."""
+    try:
+        if isinstance(elem_type, str):
+            elem_type = onnx.TensorProto.DataType.Value(elem_type.upper())
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise where.fail(f"unknown element type {elem_type!r}") from exc
+    if dtype.kind == "O":  # strings
+        raise where.fail(f"casting to {onnx.TensorProto.DataType.Name(elem_type)} is not supported")
+    return dtype
+
+
+@register("Cast", 1)
+class Cast(Op):
+    """Cast to `to`; float to int truncates toward zero as in C (NumPy's astype does the same)."""
+
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        if self.attr("to") is None:
+            raise self.fail("missing attribute 'to'")
+        self.dtype = onnx_dtype(self.attr("to"), self)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return x.astype(self.dtype, copy=False)
+
+
+@register("CastLike", 15)
+class CastLike(Op):
+    def run(self, x: np.ndarray, like: np.ndarray) -> np.ndarray:
+        return x.astype(like.dtype, copy=False)

@@ -1,0 +1,345 @@
+"""Neural-network kernels. Importing this module registers Conv and ConvTranspose (conv.py), the poolings
+(pool.py), the normalizations (norm.py) and the operators defined here: the matrix products Gemm, MatMul and
+Einsum, and the resamplers Resize and Upsample.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import conv, norm, pool  # noqa: F401  (importing registers their kernels)
+from .conv import Activation, chain_activation, fold_batchnorm_into_conv, make_activation
+from .registry import NodeSpec, Op, register
+
+__all__ = ["fold_batchnorm_into_conv"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# matrix products
+
+
+class _FusableOp(Op):
+    """A kernel that can absorb a following elementwise activation, applied in place on its fresh output."""
+
+    act: Activation | None = None
+
+    def fuse_activation(self, kind: str, params: dict[str, float]) -> bool:
+        act = make_activation(kind, params)
+        if act is None:
+            return False
+        self.act = chain_activation(self.act, act)
+        return True
+
+
+@register("Gemm", 1)
+class Gemm(_FusableOp):
+    """alpha * A' @ B' + beta * C. With a constant B (the usual weight) alpha and the transpose are applied
+    once at load time; with a constant C, beta too. C always broadcasts: the legacy ``broadcast=0`` attribute
+    of opsets < 7 only forbade what a well-formed model never needs."""
+
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        self.alpha = float(self.attr("alpha", 1.0))
+        self.beta = float(self.attr("beta", 1.0))
+        self.trans_a = bool(self.attr("transA", 0))
+        self.trans_b = bool(self.attr("transB", 0))
+        b, c = self.const(1), self.const(2)
+        self.b = None if b is None else self._prepare_b(b)
+        self.c = None if c is None else self._prepare_c(c)
+
+    def _prepare_b(self, b: np.ndarray) -> np.ndarray:
+        b = b.T if self.trans_b else b
+        if self.alpha != 1.0:
+            b = b * b.dtype.type(self.alpha) if b.dtype.kind == "f" else b * self.alpha
+        return np.ascontiguousarray(b)
+
+    def _prepare_c(self, c: np.ndarray) -> np.ndarray | None:
+        if self.beta == 0.0:
+            return None
+        if self.beta == 1.0:
+            return c
+        return c * (c.dtype.type(self.beta) if c.dtype.kind == "f" else self.beta)
+
+    def run(self, a, b, c=None):
+        b = self.b if self.b is not None else self._prepare_b(b)
+        if self.c is not None:
+            c = self.c
+        elif c is not None:
+            c = self._prepare_c(c)
+        y = (a.T if self.trans_a else a) @ b
+        if c is not None:
+            y += c
+        if y.dtype != a.dtype:
+            y = y.astype(a.dtype)
+        if self.act is not None:
+            self.act(y)
+        return y
+
+
+@register("MatMul", 1)
+class MatMul(_FusableOp):
+    """NumPy matmul semantics (batched, broadcast, 1-D promotion); a constant 2-D right operand is stored
+    contiguous and a batched left operand is folded into one 2-D matmul."""
+
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        b = self.const(1)
+        self.b = None if b is None else np.ascontiguousarray(b)
+
+    def run(self, a, b):
+        if self.b is not None:
+            b = self.b
+        if a.ndim > 2 and b.ndim == 2:  # (..., K) @ (K, N) is one (prod(...), K) @ (K, N) product
+            y = np.matmul(a.reshape(-1, a.shape[-1]), b).reshape(a.shape[:-1] + b.shape[1:])
+        else:
+            y = np.matmul(a, b)
+        if self.act is not None:
+            self.act(y)
+        return y
+
+
+@register("Einsum", 12)
+class Einsum(Op):
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        self.equation = str(self.attr("equation", "")).replace(" ", "")
+
+    def run(self, *inputs):
+        result = np.einsum(self.equation, *inputs, optimize=len(inputs) > 2)
+        return np.asarray(result, dtype=inputs[0].dtype)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Resize / Upsample: separable, one axis at a time; each output position along an axis reads a few input
+# positions (taps) with weights, all computed once per (input shape, scales/sizes) and cached.
+
+
+def _cubic_kernel(a: float):
+    def weight(t: np.ndarray) -> np.ndarray:
+        t = np.abs(t)
+        near = ((a + 2) * t - (a + 3)) * t * t + 1
+        far = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+        return np.where(t <= 1, near, np.where(t < 2, far, 0.0))
+
+    return weight
+
+
+def _linear_kernel(t: np.ndarray) -> np.ndarray:
+    return np.clip(1 - np.abs(t), 0, 1)
+
+
+class _AxisResample:
+    """Resampling along one axis: gather ``index`` (out, taps) and sum with ``weight`` (or just gather)."""
+
+    def __init__(self, axis: int, index: np.ndarray, weight: np.ndarray | None, outside: np.ndarray | None):
+        self.axis, self.index, self.weight, self.outside = axis, index, weight, outside
+
+    def apply(self, x: np.ndarray, extrapolation: float) -> np.ndarray:
+        if self.weight is None:
+            y = np.take(x, self.index[:, 0], axis=self.axis)
+        else:
+            shape = [1] * x.ndim
+            shape[self.axis] = -1
+            y = None
+            for tap in range(self.index.shape[1]):
+                term = np.take(x, self.index[:, tap], axis=self.axis) * self.weight[:, tap].reshape(shape)
+                y = term if y is None else y + term
+        if self.outside is not None and self.outside.any():
+            shape = [1] * x.ndim
+            shape[self.axis] = -1
+            y = np.where(self.outside.reshape(shape), extrapolation, y)
+        return y
+
+
+class _ResizeBase(Op):
+    """Shared coordinate arithmetic of Resize (all opsets) and Upsample."""
+
+    mode = "nearest"
+    transform = "asymmetric"
+    nearest_mode = "simple"  # legacy (Upsample, Resize-10): floor when enlarging, ceil when shrinking
+    cubic_a = -0.75
+    exclude_outside = False
+    antialias = False
+    extrapolation = 0.0
+
+    def source_coordinates(self, out: int, size: int, scale: float, roi: tuple[float, float] | None):
+        """Input coordinate of each output position along one axis, and which of them fall outside the crop."""
+        y = np.arange(out, dtype=np.float64)
+        resized = scale * size  # the reference semantics use the un-rounded output length
+        mode = self.transform
+        outside = None
+        if mode == "align_corners":
+            x = np.zeros(out) if resized == 1 else y * (size - 1) / (resized - 1)
+        elif mode == "asymmetric":
+            x = y / scale
+        elif mode == "pytorch_half_pixel":
+            x = np.full(out, -0.5) if resized == 1 else (y + 0.5) / scale - 0.5
+        elif mode == "tf_half_pixel_for_nn":
+            x = (y + 0.5) / scale
+        elif mode == "half_pixel_symmetric":
+            offset = size / 2 * (1 - out / resized)
+            x = offset + (y + 0.5) / scale - 0.5
+        elif mode == "tf_crop_and_resize":
+            start, end = roi if roi is not None else (0.0, 1.0)
+            if resized == 1:
+                x = np.full(out, (end - start) * (size - 1) / 2)
+            else:
+                x = y * (end - start) * (size - 1) / (resized - 1)
+            x = x + start * (size - 1)
+            outside = (x < 0) | (x > size - 1)
+        elif mode == "half_pixel":
+            x = (y + 0.5) / scale - 0.5
+        else:
+            raise self.fail(f"unsupported coordinate_transformation_mode '{mode}'")
+        return x, outside
+
+    def axis_plan(self, axis: int, size: int, out: int, scale: float, roi) -> _AxisResample:
+        x, outside = self.source_coordinates(out, size, scale, roi)
+        if self.mode == "nearest":
+            return _AxisResample(axis, self._nearest(x, scale, size)[:, None], None, outside)
+        # pixel left of x (strictly, so the ratio is in (0, 1]) and the taps around it
+        left = np.ceil(x).astype(np.int64) - 1
+        ratio = x - left
+        if self.mode == "linear":
+            kernel, radius = _linear_kernel, 1
+        elif self.mode == "cubic":
+            kernel, radius = _cubic_kernel(self.cubic_a), 2
+        else:
+            raise self.fail(f"unsupported mode '{self.mode}'")
+        # antialiasing widens the kernel by 1/scale when shrinking
+        stretch = min(scale, 1.0) if self.antialias else 1.0
+        first = math.floor(-radius / stretch) + 1
+        offsets = np.arange(first, 2 - first)
+        index = left[:, None] + offsets[None, :]
+        weight = kernel(stretch * (offsets[None, :] - ratio[:, None]))
+        if self.exclude_outside:
+            weight = np.where((index < 0) | (index >= size), 0.0, weight)
+        total = weight.sum(axis=1, keepdims=True)
+        weight = weight / np.where(total == 0, 1.0, total)
+        return _AxisResample(axis, np.clip(index, 0, size - 1), weight, outside)
+
+    def _nearest(self, x: np.ndarray, scale: float, size: int) -> np.ndarray:
+        mode = self.nearest_mode
+        if mode == "simple":
+            picked = np.ceil(x) if scale < 1 else np.floor(x)
+        elif mode == "floor":
+            picked = np.floor(x)
+        elif mode == "ceil":
+            picked = np.ceil(x)
+        elif mode == "round_prefer_ceil":
+            picked = np.floor(x + 0.5)
+        elif mode == "round_prefer_floor":
+            picked = np.ceil(x - 0.5)
+        else:
+            raise self.fail(f"unsupported nearest_mode '{mode}'")
+        return np.clip(picked.astype(np.int64), 0, size - 1)
+
+    def resample(self, x: np.ndarray, plans: list[_AxisResample]) -> np.ndarray:
+        y = x
+        for plan in plans:
+            y = plan.apply(y, self.extrapolation)
+        if y is x:
+            return x.copy()
+        if y.dtype != x.dtype:
+            y = np.rint(y) if x.dtype.kind in "iu" else y
+            y = y.astype(x.dtype)
+        return y
+
+
+@register("Resize", 10)
+class Resize(_ResizeBase):
+    """Resize (opset 10: X, scales; 11+: X, roi, scales, sizes; 18+: axes, keep_aspect_ratio_policy,
+    antialias). Modes nearest, linear (bi/tri-linear) and cubic, every coordinate transformation mode."""
+
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        self.mode = self.attr("mode", "nearest")
+        if node.opset >= 11:
+            self.transform = self.attr("coordinate_transformation_mode", "half_pixel")
+            self.nearest_mode = self.attr("nearest_mode", "round_prefer_floor")
+            self.cubic_a = float(self.attr("cubic_coeff_a", -0.75))
+            self.exclude_outside = bool(self.attr("exclude_outside", 0))
+            self.extrapolation = float(self.attr("extrapolation_value", 0.0))
+        self.antialias = bool(self.attr("antialias", 0))
+        self.axes = self.attr("axes")
+        self.policy = self.attr("keep_aspect_ratio_policy", "stretch")
+        self.legacy = node.opset < 11
+        self.plans: dict[tuple, list[_AxisResample]] = {}
+
+    def run(self, x, *rest):
+        if self.legacy:
+            roi, scales, sizes = None, rest[0], None
+        else:
+            roi = rest[0] if len(rest) > 0 else None
+            scales = rest[1] if len(rest) > 1 else None
+            sizes = rest[2] if len(rest) > 2 else None
+        scales = None if scales is None or scales.size == 0 else scales
+        sizes = None if sizes is None or sizes.size == 0 else sizes
+        roi = None if roi is None or roi.size == 0 else roi
+        key = (x.shape, _bytes(scales), _bytes(sizes), _bytes(roi))
+        plans = self.plans.get(key)
+        if plans is None:
+            plans = self.plans[key] = self._plan(x.shape, roi, scales, sizes)
+        return self.resample(x, plans)
+
+    def _plan(self, shape: tuple[int, ...], roi, scales, sizes) -> list[_AxisResample]:
+        rank = len(shape)
+        axes = [a % rank for a in self.axes] if self.axes else list(range(rank))
+        if sizes is not None:
+            if len(sizes) != len(axes):
+                raise self.fail(f"sizes {sizes.tolist()} do not match the {len(axes)} resized axes of {shape}")
+            out = {a: int(s) for a, s in zip(axes, sizes, strict=True)}
+            factor = {a: out[a] / shape[a] for a in axes}
+            if self.policy in ("not_larger", "not_smaller"):
+                pick = min if self.policy == "not_larger" else max
+                common = pick(factor.values())
+                factor = {a: common for a in axes}
+                out = {a: int(common * shape[a] + 0.5) for a in axes}
+        elif scales is not None:
+            if len(scales) != len(axes):
+                raise self.fail(f"scales {scales.tolist()} do not match the {len(axes)} resized axes of {shape}")
+            factor = {a: float(s) for a, s in zip(axes, scales, strict=True)}
+            out = {a: int(math.floor(factor[a] * shape[a] + 1e-9)) for a in axes}
+        else:
+            raise self.fail("needs either scales or sizes")
+        crop = {}
+        if roi is not None and self.transform == "tf_crop_and_resize":
+            values = roi.astype(np.float64).tolist()
+            crop = {a: (values[i], values[i + len(axes)]) for i, a in enumerate(axes)}
+        plans = []
+        for axis in axes:
+            if out[axis] == shape[axis] and factor[axis] == 1.0 and axis not in crop:
+                continue  # identity along this axis
+            plans.append(self.axis_plan(axis, shape[axis], out[axis], factor[axis], crop.get(axis)))
+        return plans
+
+
+def _bytes(value: np.ndarray | None) -> bytes | None:
+    return None if value is None else value.tobytes()
+
+
+@register("Upsample", 7)
+class Upsample(_ResizeBase):
+    """Upsample (opset 7: scales attribute; 9: scales input): nearest or (bi)linear, asymmetric coordinates."""
+
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        mode = self.attr("mode", "nearest")
+        self.mode = "linear" if mode in ("linear", "bilinear") else mode
+        self.scales_attr = self.attr("scales")
+        self.plans: dict[tuple, list[_AxisResample]] = {}
+
+    def run(self, x, scales=None):
+        values = self.scales_attr if scales is None else scales.astype(np.float64).tolist()
+        if values is None or len(values) != x.ndim:
+            raise self.fail(f"scales {values} do not match input of shape {x.shape}")
+        key = (x.shape, tuple(values))
+        plans = self.plans.get(key)
+        if plans is None:
+            plans = self.plans[key] = [
+                self.axis_plan(axis, size, int(math.floor(size * s + 1e-9)), float(s), None)
+                for axis, (size, s) in enumerate(zip(x.shape, values, strict=True)) if s != 1.0
+            ]
+        return self.resample(x, plans)

@@ -1,0 +1,237 @@
+"""Pooling kernels: MaxPool (with optional Indices), AveragePool, LpPool and their Global forms.
+
+Every pooling is computed as a running reduction over the kernel taps: for each tap one strided view of the
+(padded) input, as large as the output, is folded into the result. That is k*k vectorised passes over the
+output, with no window copy at all; for the common 2x2/stride-2 pooling without padding the views are taken
+straight from the input. When padding is needed, a padded scratch buffer is prepared per input shape (its
+border is filled once) and only its interior is rewritten on each call.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+
+from .conv import as_int_list, resolve_pads
+from .registry import NodeSpec, Op, register
+
+
+def _lowest(dtype: np.dtype):
+    return -np.inf if dtype.kind == "f" else np.iinfo(dtype).min
+
+
+class _PoolPlan:
+    """Geometry of one pooling over one input shape: output sizes, tap views over a padded scratch buffer."""
+
+    def __init__(self, x_shape: tuple[int, ...], dtype: np.dtype, kernel: list[int], strides: list[int],
+                 dilations: list[int], begins: list[int], ends: list[int], ceil_mode: bool, fill: float):
+        batch, channels, *sizes = x_shape
+        self.sizes, self.begins, self.strides, self.dilations, self.kernel = sizes, begins, strides, dilations, kernel
+        out = []
+        for n, k, s, d, b, e in zip(sizes, kernel, strides, dilations, begins, ends, strict=True):
+            span = n + b + e - (k - 1) * d - 1
+            count = (-(-span // s) if ceil_mode else span // s) + 1
+            if ceil_mode and (count - 1) * s >= n + b:  # the last window must start inside the input or left pad
+                count -= 1
+            out.append(count)
+        if min(out) <= 0:
+            raise ValueError(f"output size {out} is empty")
+        self.out = out
+        # the buffer must also hold the windows that ceil_mode lets run past the end padding
+        geometry = zip(out, strides, kernel, dilations, sizes, begins, ends, strict=True)
+        self.tails = [max(e, (o - 1) * s + (k - 1) * d + 1 - n - b) for o, s, k, d, n, b, e in geometry]
+        self.ends = ends
+        self.direct = not any(begins) and not any(self.tails)
+        if self.direct:
+            self.buffer = None
+            self.interior = None
+        else:
+            padded = [n + b + t for n, b, t in zip(sizes, begins, self.tails, strict=True)]
+            self.buffer = np.full((batch, channels, *padded), fill, dtype=dtype)
+            self.interior = self.buffer[(slice(None), slice(None)) + tuple(slice(b, b + n) for b, n in
+                                                                           zip(begins, sizes, strict=True))]
+        self.tap_index = [
+            tuple(slice(t * d, t * d + (o - 1) * s + 1, s) for t, d, s, o in zip(tap, dilations, strides, out,
+                                                                                 strict=True))
+            for tap in np.ndindex(*kernel)
+        ]
+        self.taps = None if self.buffer is None else [self.buffer[(Ellipsis,) + i] for i in self.tap_index]
+
+    def views(self, x: np.ndarray) -> list[np.ndarray]:
+        if self.buffer is None:
+            return [x[(Ellipsis,) + i] for i in self.tap_index]
+        self.interior[...] = x
+        return self.taps
+
+    def window_counts(self, include_pad: bool) -> np.ndarray | float:
+        """How many elements each AveragePool window averages over: the real ones, plus the explicit padding
+        when ``include_pad`` (the extra room ceil_mode adds is never counted)."""
+        counted = []
+        for n, b, e, t in zip(self.sizes, self.begins, self.ends, self.tails, strict=True):
+            axis = np.zeros(n + b + t)
+            axis[b:b + n] = 1
+            if include_pad:
+                axis[: b + n + e] = 1
+            counted.append(axis)
+        counts = []
+        for axis, k, s, d, o in zip(counted, self.kernel, self.strides, self.dilations, self.out, strict=True):
+            counts.append(sum(axis[t * d: t * d + (o - 1) * s + 1: s] for t in range(k)))
+        total = counts[0]
+        for c in counts[1:]:
+            total = np.multiply.outer(total, c)
+        return float(total.flat[0]) if np.all(total == total.flat[0]) else total
+
+
+class _Pool(Op):
+    """Attribute parsing and per-shape plan cache shared by the windowed poolings."""
+
+    fill_lowest = False
+
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        self.kernel = [int(k) for k in self.attr("kernel_shape", [])]
+        if not self.kernel:
+            raise self.fail("kernel_shape attribute is required")
+        rank = len(self.kernel)
+        self.strides = as_int_list(self.attr("strides"), rank, 1)
+        self.dilations = as_int_list(self.attr("dilations"), rank, 1)
+        self.auto_pad = self.attr("auto_pad", "NOTSET")
+        self.pads = self.attr("pads")
+        self.ceil_mode = bool(self.attr("ceil_mode", 0))
+        self.plans: dict[tuple, _PoolPlan] = {}
+        self.lock = threading.Lock()
+
+    def plan(self, x: np.ndarray) -> _PoolPlan:
+        key = (x.shape, x.dtype)
+        plan = self.plans.get(key)
+        if plan is None:
+            if x.ndim != len(self.kernel) + 2:
+                raise self.fail(f"input of shape {x.shape} does not match kernel_shape {self.kernel}")
+            begins, ends = resolve_pads(self.auto_pad, x.shape[2:], self.kernel, self.strides, self.dilations,
+                                        self.pads)
+            fill = _lowest(x.dtype) if self.fill_lowest else 0
+            try:
+                plan = _PoolPlan(x.shape, x.dtype, self.kernel, self.strides, self.dilations, begins, ends,
+                                 self.ceil_mode, fill)
+            except ValueError as exc:
+                raise self.fail(f"input {x.shape}: {exc}") from None
+            self.plans[key] = plan
+        return plan
+
+
+@register("MaxPool", 1)
+class MaxPool(_Pool):
+    fill_lowest = True
+
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        self.want_indices = len(node.outputs) > 1 and bool(node.outputs[1])
+        self.column_major = bool(self.attr("storage_order", 0))
+
+    def run(self, x):
+        with self.lock:
+            plan = self.plan(x)
+            views = plan.views(x)
+            y = np.maximum(views[0], views[1]) if len(views) > 1 else views[0].copy()
+            if not self.want_indices:
+                for view in views[2:]:
+                    np.maximum(y, view, out=y)
+                return y
+            best_tap = np.zeros(y.shape, dtype=np.int64)
+            if len(views) > 1:
+                best_tap[views[1] > views[0]] = 1
+            for tap, view in enumerate(views[2:], start=2):
+                better = view > y
+                best_tap[better] = tap
+                np.maximum(y, view, out=y)
+        return y, self._flat_indices(plan, x.shape, best_tap)
+
+    def _flat_indices(self, plan: _PoolPlan, shape: tuple[int, ...], best_tap: np.ndarray) -> np.ndarray:
+        """Position of each maximum in the flattened input (row-major, or column-major over the spatial axes
+        when storage_order=1), from the winning tap and the window position."""
+        sizes = list(shape[2:])
+        rank = len(sizes)
+        taps = np.unravel_index(best_tap, plan.kernel)
+        coords = []
+        for axis in range(rank):
+            grid_shape = [1] * (rank + 2)
+            grid_shape[axis + 2] = plan.out[axis]
+            start = (np.arange(plan.out[axis]) * plan.strides[axis] - plan.begins[axis]).reshape(grid_shape)
+            coords.append(start + taps[axis] * plan.dilations[axis])
+        spatial = 0
+        if self.column_major:
+            for axis in reversed(range(rank)):
+                spatial = spatial * sizes[axis] + coords[axis]
+        else:
+            for axis in range(rank):
+                spatial = spatial * sizes[axis] + coords[axis]
+        planes = np.arange(shape[0] * shape[1]).reshape(shape[0], shape[1], *([1] * rank))
+        return (planes * math.prod(sizes) + spatial).astype(np.int64)
+
+
+@register("AveragePool", 1)
+class AveragePool(_Pool):
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        self.include_pad = bool(self.attr("count_include_pad", 0))
+        self.divisors: dict[tuple, np.ndarray | float] = {}
+
+    def run(self, x):
+        with self.lock:
+            plan = self.plan(x)
+            views = plan.views(x)
+            y = views[0] + views[1] if len(views) > 1 else views[0].copy()
+            for view in views[2:]:
+                y += view
+            divisor = self.divisors.get(x.shape)
+            if divisor is None:
+                divisor = self.divisors[x.shape] = plan.window_counts(self.include_pad)
+        if isinstance(divisor, float):
+            y *= y.dtype.type(1.0 / divisor)
+        else:
+            y /= divisor.astype(y.dtype)
+        return y
+
+
+@register("LpPool", 1)
+class LpPool(_Pool):
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        self.p = float(self.attr("p", 2))
+
+    def run(self, x):
+        with self.lock:
+            views = self.plan(x).views(x)
+            y = np.zeros(views[0].shape, dtype=x.dtype)
+            for view in views:
+                y += np.abs(view) ** self.p
+        return (y ** (1.0 / self.p)).astype(x.dtype, copy=False)
+
+
+def _spatial_axes(x: np.ndarray) -> tuple[int, ...]:
+    return tuple(range(2, x.ndim))
+
+
+@register("GlobalAveragePool", 1)
+class GlobalAveragePool(Op):
+    def run(self, x):
+        return x.mean(axis=_spatial_axes(x), keepdims=True, dtype=x.dtype)
+
+
+@register("GlobalMaxPool", 1)
+class GlobalMaxPool(Op):
+    def run(self, x):
+        return x.max(axis=_spatial_axes(x), keepdims=True)
+
+
+@register("GlobalLpPool", 2)
+class GlobalLpPool(Op):
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        self.p = float(self.attr("p", 2))
+
+    def run(self, x):
+        total = (np.abs(x) ** self.p).sum(axis=_spatial_axes(x), keepdims=True)
+        return (total ** (1.0 / self.p)).astype(x.dtype, copy=False)

@@ -1,0 +1,267 @@
+"""Quantized kernels: (de)quantization and the integer convolution / matmul families.
+
+Integer products are accumulated exactly (float64 matmuls of small integers are exact well past any tensor
+size we see, and they run on BLAS, unlike NumPy's integer matmul). Requantization follows onnxruntime: the
+combined scale ``a_scale * b_scale / y_scale`` is formed in float32, applied in float32, rounded half to even,
+shifted by the zero point and saturated to the output type.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+from onnx import helper
+
+from .registry import Op, register
+
+F32 = np.float32
+
+
+def _saturate(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Round half to even and clip into ``dtype``'s range, then convert."""
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+
+
+def _along_axis(param: np.ndarray, axis: int, ndim: int, block_size: int = 0, dim: int = 0) -> np.ndarray:
+    """A scale or zero point shaped to broadcast against an input of rank ``ndim``.
+
+    Scalars (or one-element vectors) apply to the whole tensor. A 1-D parameter applies per slice of ``axis``;
+    this is honoured even for opsets 10-12, whose spec had no ``axis`` yet, because the intent is unambiguous.
+    With ``block_size`` (opset 21) the parameter has the input's rank and each entry covers a block of ``axis``.
+    """
+    if param.size == 1 and block_size == 0:
+        return param.reshape(())
+    if block_size:
+        return np.repeat(param, block_size, axis=axis)[(slice(None),) * axis + (slice(0, dim),)]
+    shape = [1] * ndim
+    shape[axis] = param.size
+    return param.reshape(shape)
+
+
+def _zero_point_or_zero(zero_point: np.ndarray | None, dtype: np.dtype) -> np.ndarray:
+    return np.zeros((), dtype) if zero_point is None else zero_point
+
+
+class _PerAxis(Op):
+    def __init__(self, node):
+        super().__init__(node)
+        self.axis = self.attr("axis", 1)
+        self.block_size = self.attr("block_size", 0)
+
+    def _shape_param(self, param: np.ndarray, x: np.ndarray) -> np.ndarray:
+        if not self.block_size and (param.size == 1 or param.ndim > 1):
+            return param.reshape(()) if param.size == 1 else param  # per-tensor, or already broadcastable
+        axis = self.axis + x.ndim if self.axis < 0 else self.axis
+        if param.size > 1 and not self.block_size and param.size != x.shape[axis]:
+            raise self.fail(f"scale/zero point of length {param.size} does not match axis {axis} of input "
+                            f"shape {x.shape}")
+        return _along_axis(param, axis, x.ndim, self.block_size, x.shape[axis])
+
+
+@register("QuantizeLinear", 10)
+class QuantizeLinear(_PerAxis):
+    def __init__(self, node):
+        super().__init__(node)
+        output_dtype = self.attr("output_dtype", 0)
+        self.default_dtype = np.dtype(helper.tensor_dtype_to_np_dtype(output_dtype)) if output_dtype else None
+
+    def run(self, x, scale, zero_point=None):
+        if zero_point is not None:
+            dtype = zero_point.dtype  # int32 is accepted too, though the spec lists only 8/16-bit types
+        else:
+            dtype = self.default_dtype or np.dtype(np.uint8)
+        scaled = np.rint(x.astype(F32, copy=False) / self._shape_param(scale.astype(F32, copy=False), x))
+        if zero_point is not None:
+            scaled = scaled + self._shape_param(zero_point, x).astype(F32 if dtype.itemsize < 4 else np.float64)
+        return _saturate(scaled, dtype)
+
+
+@register("DequantizeLinear", 10)
+class DequantizeLinear(_PerAxis):
+    def run(self, x, scale, zero_point=None):
+        centred = x.astype(np.int64)
+        if zero_point is not None:
+            centred = centred - self._shape_param(zero_point, x).astype(np.int64)
+        return centred.astype(scale.dtype) * self._shape_param(scale, x)
+
+
+@register("DynamicQuantizeLinear", 11)
+class DynamicQuantizeLinear(Op):
+    """x -> uint8 with a scale and zero point chosen so that [min(x, 0), max(x, 0)] spans 0..255."""
+
+    def run(self, x):
+        low = min(F32(x.min()), F32(0)) if x.size else F32(0)
+        high = max(F32(x.max()), F32(0)) if x.size else F32(0)
+        # an all-zero input would give scale 0; onnxruntime uses 1 then, which quantizes everything to 0
+        scale = F32(1) if high == low else F32((high - low) / F32(255))
+        zero_point = _saturate(np.array(F32(0) - low / scale, F32), np.dtype(np.uint8))
+        y = _saturate(np.rint(x / scale) + zero_point.astype(F32), np.dtype(np.uint8))
+        return y, np.array(scale, F32), zero_point
+
+
+# ---------------------------------------------------------------- integer convolution
+
+
+class _ConvGeometry:
+    """Kernel, strides, dilations and padding of an N-d convolution, resolved for one input shape."""
+
+    def __init__(self, op: Op, kernel_shape: tuple[int, ...]):
+        rank = len(kernel_shape)
+        self.kernel = tuple(op.attr("kernel_shape", kernel_shape))
+        self.strides = tuple(op.attr("strides", [1] * rank))
+        self.dilations = tuple(op.attr("dilations", [1] * rank))
+        self.group = op.attr("group", 1)
+        self.auto_pad = op.attr("auto_pad", "NOTSET")
+        pads = op.attr("pads", [0] * (2 * rank))
+        self.pads = list(zip(pads[:rank], pads[rank:]))
+
+    def padding(self, spatial: tuple[int, ...]) -> list[tuple[int, int]]:
+        if self.auto_pad in ("NOTSET", ""):
+            return self.pads
+        if self.auto_pad == "VALID":
+            return [(0, 0)] * len(spatial)
+        widths = []
+        for size, k, s, d in zip(spatial, self.kernel, self.strides, self.dilations):
+            total = max(0, (math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size)
+            small, large = total // 2, total - total // 2
+            widths.append((small, large) if self.auto_pad == "SAME_UPPER" else (large, small))
+        return widths
+
+
+def integer_conv(x: np.ndarray, w: np.ndarray, geometry: _ConvGeometry) -> np.ndarray:
+    """Exact convolution of zero-centred integer data held in float64: x (N, C, *S), w (M, C/group, *K).
+
+    im2col through a strided view, then one matmul per group. Padding is with 0, i.e. with the zero point
+    of the original quantized input.
+    """
+    n, channels = x.shape[:2]
+    spatial_rank = x.ndim - 2
+    widths = geometry.padding(x.shape[2:])
+    padded = np.pad(x, [(0, 0), (0, 0)] + [tuple(p) for p in widths])
+    kernel, strides, dilations = geometry.kernel, geometry.strides, geometry.dilations
+    out_spatial = tuple(
+        (size - d * (k - 1) - 1) // s + 1
+        for size, k, s, d in zip(padded.shape[2:], kernel, strides, dilations)
+    )
+    if any(o <= 0 for o in out_spatial):
+        raise ValueError(f"kernel {kernel} does not fit the padded input {padded.shape}")
+    step = padded.strides
+    windows = as_strided(
+        padded,
+        shape=(n, channels) + out_spatial + kernel,
+        strides=step[:2]
+        + tuple(st * s for st, s in zip(step[2:], strides))
+        + tuple(st * d for st, d in zip(step[2:], dilations)),
+        writeable=False,
+    )
+    group = geometry.group
+    per_group_in = channels // group
+    per_group_out = w.shape[0] // group
+    positions = math.prod(out_spatial)
+    # (N, *out, C, *K): each output position's receptive field made contiguous per group
+    fields = np.moveaxis(windows, 1, 1 + spatial_rank)
+    outputs = []
+    for g in range(group):
+        cols = fields[(slice(None),) * (1 + spatial_rank) + (slice(g * per_group_in, (g + 1) * per_group_in),)]
+        cols = cols.reshape(n * positions, -1)
+        weights = w[g * per_group_out:(g + 1) * per_group_out].reshape(per_group_out, -1)
+        outputs.append(cols @ weights.T)
+    result = np.concatenate(outputs, axis=1) if group > 1 else outputs[0]
+    result = result.reshape((n,) + out_spatial + (w.shape[0],))
+    return np.moveaxis(result, -1, 1)
+
+
+def _centred(values: np.ndarray, zero_point: np.ndarray | None, channel_shape: tuple[int, ...] = ()) -> np.ndarray:
+    """``values - zero_point`` in float64; a per-channel zero point is reshaped to ``channel_shape``."""
+    centred = values.astype(np.float64)
+    if zero_point is not None:
+        zp = zero_point.astype(np.float64)
+        if zp.size > 1 and channel_shape:
+            zp = zp.reshape(channel_shape)
+        centred -= zp.reshape(()) if zp.size == 1 else zp
+    return centred
+
+
+class _ConvBase(Op):
+    def __init__(self, node):
+        super().__init__(node)
+        weights = self.const(self.WEIGHT_INPUT)
+        kernel_shape = self.attr("kernel_shape")
+        if kernel_shape is None and weights is None:
+            self.geometry = None  # resolved from the weights on the first run
+        else:
+            self.geometry = _ConvGeometry(self, tuple(kernel_shape or weights.shape[2:]))
+
+    WEIGHT_INPUT = 1
+
+    def _convolve(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        geometry = self.geometry or _ConvGeometry(self, tuple(w.shape[2:]))
+        if x.ndim != w.ndim or x.shape[1] != w.shape[1] * geometry.group:
+            raise self.fail(f"input shape {x.shape} does not match weights {w.shape} with group {geometry.group}")
+        try:
+            return integer_conv(x, w, geometry)
+        except ValueError as exc:
+            raise self.fail(str(exc)) from None
+
+
+@register("ConvInteger", 10)
+class ConvInteger(_ConvBase):
+    def run(self, x, w, x_zero_point=None, w_zero_point=None):
+        per_channel = (w.shape[0],) + (1,) * (w.ndim - 1)
+        acc = self._convolve(_centred(x, x_zero_point), _centred(w, w_zero_point, per_channel))
+        return acc.astype(np.int32)
+
+
+@register("QLinearConv", 10)
+class QLinearConv(_ConvBase):
+    WEIGHT_INPUT = 3
+
+    def run(self, x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point, bias=None):
+        per_channel = (w.shape[0],) + (1,) * (w.ndim - 1)
+        acc = self._convolve(_centred(x, x_zero_point), _centred(w, w_zero_point, per_channel))
+        if bias is not None:
+            acc += bias.astype(np.float64).reshape((1, -1) + (1,) * (acc.ndim - 2))
+        multiplier = (x_scale.astype(F32) * w_scale.astype(F32) / y_scale.astype(F32)).reshape(-1)
+        multiplier = multiplier.reshape((1, -1) + (1,) * (acc.ndim - 2)) if multiplier.size > 1 else multiplier[0]
+        scaled = acc.astype(F32) * multiplier
+        return _requantize(scaled, y_zero_point, x.dtype)
+
+
+def _requantize(scaled: np.ndarray, zero_point: np.ndarray | None, fallback: np.dtype) -> np.ndarray:
+    dtype = fallback if zero_point is None else zero_point.dtype
+    rounded = np.rint(scaled)
+    if zero_point is not None:
+        rounded += zero_point.astype(F32)
+    return _saturate(rounded, dtype)
+
+
+# ---------------------------------------------------------------- integer matmul
+
+
+def _row_param(param: np.ndarray | None, rows_axis: bool) -> np.ndarray | None:
+    """A per-row (of A) or per-column (of B) parameter shaped to broadcast over the matmul operand."""
+    if param is None or param.size == 1:
+        return None if param is None else param.reshape(())
+    return param.reshape(-1, 1) if rows_axis else param.reshape(-1)
+
+
+@register("MatMulInteger", 10)
+class MatMulInteger(Op):
+    def run(self, a, b, a_zero_point=None, b_zero_point=None):
+        a_centred = a.astype(np.float64) - (0 if a_zero_point is None else _row_param(a_zero_point, True))
+        b_centred = b.astype(np.float64) - (0 if b_zero_point is None else _row_param(b_zero_point, False))
+        return np.matmul(a_centred, b_centred).astype(np.int32)
+
+
+@register("QLinearMatMul", 10)
+class QLinearMatMul(Op):
+    def run(self, a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point):
+        a_centred = a.astype(np.float64) - _row_param(a_zero_point, True)
+        b_centred = b.astype(np.float64) - _row_param(b_zero_point, False)
+        acc = np.matmul(a_centred, b_centred)
+        multiplier = (_row_param(a_scale.astype(F32), True) * _row_param(b_scale.astype(F32), False)
+                      / y_scale.astype(F32).reshape(()))
+        return _requantize(acc.astype(F32) * multiplier, y_zero_point, a.dtype)

@@ -1,0 +1,174 @@
+"""Reduction kernels: ReduceSum / Mean / Max / Min / Prod / L1 / L2 / LogSum / LogSumExp / SumSquare, ArgMax, ArgMin.
+
+The axes to reduce are the `axes` attribute in older opsets and the optional second input later (ReduceSum from
+opset 13, the others from opset 18). No axes means every axis, unless `noop_with_empty_axes` asks for the input
+unchanged. Results keep the input's element type; sums of float16 are accumulated in float32 first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from .registry import NodeSpec, Op, register
+
+Axes = tuple[int, ...]
+
+
+def _sum(x: np.ndarray, axes: Axes, keepdims: bool) -> np.ndarray:
+    if x.dtype == np.float16:  # float16 running sums lose digits fast
+        return np.sum(x, axis=axes, keepdims=keepdims, dtype=np.float32).astype(np.float16)
+    # an explicit dtype, or NumPy would widen small integer types to int64
+    return np.sum(x, axis=axes, keepdims=keepdims, dtype=x.dtype)
+
+
+def _in_float(compute: Callable[[np.ndarray, Axes, bool], np.ndarray]):
+    """Integer inputs of log/sqrt reductions: compute in float64, then truncate back as ONNX's reference does."""
+
+    def wrapped(x: np.ndarray, axes: Axes, keepdims: bool) -> np.ndarray:
+        if x.dtype.kind in "iub":
+            return compute(x.astype(np.float64), axes, keepdims).astype(x.dtype)
+        return compute(x, axes, keepdims)
+
+    return wrapped
+
+
+def _identity_of(x: np.ndarray, largest: bool):
+    """What max (largest=False) / min (largest=True) of an empty set is: the extreme value of the type."""
+    if x.dtype.kind == "f":
+        return np.inf if largest else -np.inf
+    if x.dtype.kind == "b":
+        return largest
+    info = np.iinfo(x.dtype)
+    return info.max if largest else info.min
+
+
+def _max(x: np.ndarray, axes: Axes, keepdims: bool) -> np.ndarray:
+    if x.size == 0:
+        return np.max(x, axis=axes, keepdims=keepdims, initial=_identity_of(x, largest=False))
+    return np.max(x, axis=axes, keepdims=keepdims)
+
+
+def _min(x: np.ndarray, axes: Axes, keepdims: bool) -> np.ndarray:
+    if x.size == 0:
+        return np.min(x, axis=axes, keepdims=keepdims, initial=_identity_of(x, largest=True))
+    return np.min(x, axis=axes, keepdims=keepdims)
+
+
+def _mean(x: np.ndarray, axes: Axes, keepdims: bool) -> np.ndarray:
+    count = int(np.prod([x.shape[a] for a in axes]))
+    if x.dtype.kind in "iu":
+        return (_sum(x.astype(np.float64), axes, keepdims) / count).astype(x.dtype)
+    return _sum(x, axes, keepdims) / count  # a Python int divisor keeps the float type
+
+
+def _prod(x: np.ndarray, axes: Axes, keepdims: bool) -> np.ndarray:
+    return np.prod(x, axis=axes, keepdims=keepdims, dtype=x.dtype)
+
+
+def _l1(x: np.ndarray, axes: Axes, keepdims: bool) -> np.ndarray:
+    return _sum(np.abs(x), axes, keepdims)
+
+
+def _sum_square(x: np.ndarray, axes: Axes, keepdims: bool) -> np.ndarray:
+    return _sum(x * x, axes, keepdims)
+
+
+@_in_float
+def _l2(x: np.ndarray, axes: Axes, keepdims: bool) -> np.ndarray:
+    return np.sqrt(_sum_square(x, axes, keepdims))
+
+
+@_in_float
+def _log_sum(x: np.ndarray, axes: Axes, keepdims: bool) -> np.ndarray:
+    return np.log(_sum(x, axes, keepdims))
+
+
+@_in_float
+def _log_sum_exp(x: np.ndarray, axes: Axes, keepdims: bool) -> np.ndarray:
+    # max + log(sum(exp(x - max))): exp never overflows; a slice that is all -inf (or empty) shifts by 0 instead
+    peak = _max(x, axes, keepdims=True)
+    peak = np.where(np.isfinite(peak), peak, 0).astype(x.dtype, copy=False)
+    result = np.log(_sum(np.exp(x - peak), axes, keepdims=True)) + peak
+    return result if keepdims else np.squeeze(result, axis=axes)
+
+
+class _Reduce(Op):
+    compute: Callable[[np.ndarray, Axes, bool], np.ndarray]
+    axes_input_since = 18  # the opset from which `axes` is an input rather than an attribute
+
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        self.keepdims = bool(self.attr("keepdims", 1))
+        self.noop_with_empty_axes = bool(self.attr("noop_with_empty_axes", 0))
+        self.axes_as_input = node.opset >= self.axes_input_since
+        self.static_axes: list[int] | None = None  # known at load time (attribute, constant input or absent)
+        if not self.axes_as_input:
+            self.static_axes = list(self.attr("axes", []))
+        elif len(node.inputs) < 2 or not node.inputs[1]:
+            self.static_axes = []
+        elif self.const(1) is not None:
+            self.static_axes = [int(a) for a in self.const(1).reshape(-1)]
+
+    def run(self, x: np.ndarray, axes_input: np.ndarray | None = None) -> np.ndarray:
+        if self.static_axes is not None:
+            axes = self.static_axes
+        else:
+            axes = [] if axes_input is None else axes_input.reshape(-1).tolist()
+        if not axes:
+            if self.noop_with_empty_axes:
+                return x
+            return type(self).compute(x, tuple(range(x.ndim)), self.keepdims)
+        return type(self).compute(x, self.normalized(axes, x), self.keepdims)
+
+    def normalized(self, axes: list[int], x: np.ndarray) -> Axes:
+        rank = x.ndim
+        if any(not -rank <= a < rank for a in axes):
+            raise self.fail(f"axes {axes} are out of range for an input of shape {x.shape}")
+        return tuple(sorted({a % rank for a in axes}))
+
+
+def _register_reduction(op_type: str, compute: Callable[[np.ndarray, Axes, bool], np.ndarray], since: int) -> None:
+    attributes = {
+        "compute": staticmethod(compute), "axes_input_since": since,
+        "__doc__": f"ONNX {op_type}: axes as attribute before opset {since}, as input from it.",
+    }
+    register(op_type, 1)(type(op_type, (_Reduce,), attributes))
+
+
+for _op_type, _compute, _since in (
+    ("ReduceSum", _sum, 13), ("ReduceMean", _mean, 18), ("ReduceMax", _max, 18), ("ReduceMin", _min, 18),
+    ("ReduceProd", _prod, 18), ("ReduceL1", _l1, 18), ("ReduceL2", _l2, 18), ("ReduceLogSum", _log_sum, 18),
+    ("ReduceLogSumExp", _log_sum_exp, 18), ("ReduceSumSquare", _sum_square, 18),
+):
+    _register_reduction(_op_type, _compute, _since)
+
+
+class _ArgReduce(Op):
+    find: Callable[..., np.ndarray]  # np.argmax or np.argmin
+
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        self.axis = self.attr("axis", 0)
+        self.keepdims = bool(self.attr("keepdims", 1))
+        self.last = bool(self.attr("select_last_index", 0))
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        if not -x.ndim <= self.axis < max(x.ndim, 1):
+            raise self.fail(f"axis {self.axis} is out of range for an input of shape {x.shape}")
+        find = type(self).find
+        if self.last:  # NumPy returns the first of equal extremes: search the reversed axis instead
+            reversed_index = find(np.flip(x, self.axis), axis=self.axis, keepdims=self.keepdims)
+            return (x.shape[self.axis] - 1 - reversed_index).astype(np.int64, copy=False)
+        return find(x, axis=self.axis, keepdims=self.keepdims).astype(np.int64, copy=False)
+
+
+@register("ArgMax", 1)
+class ArgMax(_ArgReduce):
+    find = staticmethod(np.argmax)
+
+
+@register("ArgMin", 1)
+class ArgMin(_ArgReduce):
+    find = staticmethod(np.argmin)

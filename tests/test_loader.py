@@ -1,0 +1,200 @@
+"""The loader and executor: graph handling, optimisation that changes nothing, and errors that name the culprit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tracemalloc
+
+import numpy as np
+import onnx
+import pytest
+from helpers import make_model, ort_run, save, small_cnn, tensor_info
+from onnx import helper, numpy_helper
+
+import nn_core
+from nn_core import InputError, ModelError, UnsupportedOperatorError
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(7)
+
+
+def test_small_cnn_matches_onnxruntime_and_traced_plan(tmp_path, rng):
+    proto = small_cnn(rng)
+    model = nn_core.load(save(proto, tmp_path / "cnn.onnx"))
+    x = rng.standard_normal((5, 1, 8, 8)).astype(np.float32)
+    got = model.run({"x": x})["y"]
+    want = ort_run(proto, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    # the fast plan folded BN into the conv and fused both ReLUs, yet the traced plan sees every original node
+    assert "BatchNormalization" not in model.plan_source and "(Relu)" not in model.plan_source
+    outputs, records = model.run_traced({"x": x})
+    np.testing.assert_allclose(outputs["y"], got, rtol=1e-5, atol=1e-6)
+    assert [r.name for r in records] == [n.name for n in model.nodes]
+    by_name = {r.name: r for r in records}
+    assert by_name["bn1"].outputs["bn1"].shape == (5, 4, 8, 8)
+    assert by_name["relu1"].outputs["r1"].min() >= 0
+    assert by_name["pool1"].outputs["p1"].shape == (5, 4, 4, 4)
+
+
+def test_specs_and_description(tmp_path, rng):
+    model = nn_core.load(save(small_cnn(rng), tmp_path / "cnn.onnx"))
+    (spec,) = model.inputs
+    assert spec.name == "x" and spec.shape == ["N", 1, 8, 8] and spec.dtype == np.float32
+    assert model.outputs[0].shape == ["N", 3]
+    assert model.opset == 13
+    assert model.parameter_count == 4 * 9 + 4 + 16 * 64 + 16 + 48 + 3 + 4 * 4
+    assert model.op_counts()["Relu"] == 2
+
+
+def test_nodes_out_of_order_and_initializers_as_inputs(tmp_path):
+    w = np.arange(6, dtype=np.float32).reshape(2, 3)
+    nodes = [helper.make_node("Relu", ["h"], ["y"], name="second"),
+             helper.make_node("MatMul", ["x", "w"], ["h"], name="first")]
+    proto = make_model(nodes, [tensor_info("x", [1, 2]), tensor_info("w", [2, 3])], [tensor_info("y", [1, 3])],
+                       {"w": w})
+    model = nn_core.load(save(proto, tmp_path / "m.onnx"))
+    assert [n.name for n in model.nodes] == ["first", "second"]
+    assert [v.name for v in model.inputs] == ["x"]  # the weight is not something to feed
+    x = np.array([[1.0, -2.0]], np.float32)
+    np.testing.assert_array_equal(model.run({"x": x})["y"], np.maximum(x @ w, 0))
+
+
+def test_constant_subgraph_is_folded_and_still_correct(tmp_path):
+    shape_nodes = [
+        helper.make_node("Constant", [], ["two"], name="c2", value=numpy_helper.from_array(np.array([2, 3], np.int64))),
+        helper.make_node("Reshape", ["x", "two"], ["y"], name="reshape"),
+    ]
+    proto = make_model(shape_nodes, [tensor_info("x", [6])], [tensor_info("y", [2, 3])])
+    model = nn_core.load(save(proto, tmp_path / "m.onnx"))
+    assert "Constant" not in model.plan_source
+    np.testing.assert_array_equal(model.run({"x": np.arange(6, dtype=np.float32)})["y"],
+                                  np.arange(6, dtype=np.float32).reshape(2, 3))
+    _, records = model.run_traced({"x": np.arange(6, dtype=np.float32)})
+    assert records[0].folded and records[0].outputs["two"].tolist() == [2, 3]
+
+
+def test_intermediates_are_freed(tmp_path):
+    """Memory must not grow with graph length: a 60-node chain holds a couple of arrays at a time, not 60."""
+    n = 60
+    nodes = [helper.make_node("Add", ["x" if i == 0 else f"h{i}", "one"], [f"h{i + 1}" if i < n - 1 else "y"],
+                              name=f"add{i}") for i in range(n)]
+    proto = make_model(nodes, [tensor_info("x", [256, 1024])], [tensor_info("y", [256, 1024])],
+                       {"one": np.ones(1, np.float32)})
+    model = nn_core.load(save(proto, tmp_path / "chain.onnx"))
+    x = np.zeros((256, 1024), np.float32)
+    tracemalloc.start()
+    y = model.run({"x": x})["y"]
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert float(y[0, 0]) == n
+    assert peak < 4 * x.nbytes, f"peak {peak / 2**20:.1f} MiB for {x.nbytes / 2**20:.1f} MiB arrays"
+
+
+def test_input_errors_name_the_input_and_shapes(tmp_path, rng):
+    model = nn_core.load(save(small_cnn(rng), tmp_path / "cnn.onnx"))
+    with pytest.raises(InputError, match=r"input 'x' expects shape \[N,1,8,8\], got \[8,8\]"):
+        model.run({"x": np.zeros((8, 8), np.float32)})
+    with pytest.raises(InputError, match="missing input 'x'"):
+        model.run({})
+    with pytest.raises(InputError, match="unknown input 'image'"):
+        model.run({"image": np.zeros((1, 1, 8, 8), np.float32), "x": np.zeros((1, 1, 8, 8), np.float32)})
+    # a float64 or uint8 image is converted, not refused
+    assert model.run({"x": np.zeros((2, 1, 8, 8))})["y"].dtype == np.float32
+
+
+def test_kernel_failure_names_the_node_and_shapes(tmp_path):
+    nodes = [helper.make_node("MatMul", ["a", "b"], ["y"], name="mm")]
+    proto = make_model(nodes, [tensor_info("a", ["N", "K"]), tensor_info("b", ["K", "M"])], [tensor_info("y", None)])
+    model = nn_core.load(save(proto, tmp_path / "mm.onnx"))
+    with pytest.raises(ModelError, match=r"node 'mm' \(MatMul\).*\[2, 3\].*\[4, 5\]"):
+        model.run({"a": np.zeros((2, 3), np.float32), "b": np.zeros((4, 5), np.float32)})
+
+
+def test_html_page_is_refused(tmp_path):
+    page = tmp_path / "mnist.onnx"
+    page.write_text("<!DOCTYPE html>\n<html><head><title>mnist.onnx at main</title></head></html>")
+    with pytest.raises(ModelError, match="not an ONNX file .*HTML page"):
+        nn_core.load(page)
+
+
+def test_placeholder_text_and_empty_and_missing_files(tmp_path):
+    text = tmp_path / "m.onnx"
+    text.write_text("placeholder, model goes here\n")
+    with pytest.raises(ModelError, match="not an ONNX file .*text file"):
+        nn_core.load(text)
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    with pytest.raises(ModelError, match="empty"):
+        nn_core.load(empty)
+    with pytest.raises(ModelError, match="no such file"):
+        nn_core.load(tmp_path / "absent.onnx")
+
+
+def test_truncated_file_is_refused(tmp_path, rng):
+    data = small_cnn(rng).SerializeToString()
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError, match="truncated"):
+        nn_core.load(cut)
+
+
+def test_unsupported_operator_lists_nodes_and_alternatives(tmp_path):
+    nodes = [helper.make_node("FancyOp", ["x"], ["h"], name="f1", domain="example.com"),
+             helper.make_node("FancyOp", ["h"], ["y"], name="f2", domain="example.com")]
+    proto = make_model(nodes, [tensor_info("x", [1])], [tensor_info("y", [1])])
+    proto.opset_import.append(helper.make_opsetid("example.com", 1))
+    with pytest.raises(UnsupportedOperatorError, match=r"unsupported operators: FancyOp \(example.com, opset 1\) "
+                                                      r"at nodes f1, f2 — supported: .*Conv"):
+        nn_core.load(save(proto, tmp_path / "fancy.onnx"))
+
+
+def test_dangling_input_and_cycle(tmp_path):
+    dangling = make_model([helper.make_node("Relu", ["ghost"], ["y"], name="r")], [tensor_info("x", [1])],
+                          [tensor_info("y", [1])])
+    with pytest.raises(ModelError, match="dangling input: node 'r' \\(Relu\\) reads 'ghost'"):
+        nn_core.load(save(dangling, tmp_path / "d.onnx"))
+    cycle = make_model([helper.make_node("Add", ["x", "b"], ["a"], name="n1"),
+                        helper.make_node("Relu", ["a"], ["b"], name="n2"),
+                        helper.make_node("Identity", ["a"], ["y"], name="n3")],
+                       [tensor_info("x", [1])], [tensor_info("y", [1])])
+    with pytest.raises(ModelError, match="cycle: nodes n1, n2"):
+        nn_core.load(save(cycle, tmp_path / "c.onnx"))
+
+
+def test_external_data_inside_folder_loads_and_escaping_path_is_refused(tmp_path, rng):
+    proto = small_cnn(rng)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    onnx.save(proto, str(folder / "m.onnx"), save_as_external_data=True, all_tensors_to_external_data=True,
+              location="weights.bin", size_threshold=0)
+    x = rng.standard_normal((1, 1, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(nn_core.load(folder / "m.onnx").run({"x": x})["y"], ort_run(proto, {"x": x})[0],
+                               rtol=1e-4, atol=1e-5)
+    escaped = onnx.load(str(folder / "m.onnx"), load_external_data=False)
+    for tensor in escaped.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../secret.bin"
+    (tmp_path / "secret.bin").write_bytes((folder / "weights.bin").read_bytes())
+    onnx.save(escaped, str(folder / "escaped.onnx"))
+    with pytest.raises(ModelError, match="escapes the model folder"):
+        nn_core.load(folder / "escaped.onnx")
+    (folder / "weights.bin").unlink()
+    with pytest.raises(ModelError, match="weights.bin.*missing"):
+        nn_core.load(folder / "m.onnx")
+
+
+def test_engine_never_imports_reference_runtimes(tmp_path, rng):
+    path = save(small_cnn(rng), tmp_path / "cnn.onnx")
+    code = (
+        "import sys, numpy as np, nn_core\n"
+        f"m = nn_core.load(r'{path}')\n"
+        "m.run({'x': np.zeros((1, 1, 8, 8), np.float32)}); m.run_traced({'x': np.zeros((1, 1, 8, 8), np.float32)})\n"
+        "bad = [k for k in ('onnxruntime', 'torch', 'tensorflow', 'onnx.reference') if k in sys.modules]\n"
+        "print(bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
