@@ -146,7 +146,7 @@ def _checked_array(model_name: str, spec: ValueSpec, value: Any) -> np.ndarray:
             isinstance(want, int) and want != got for want, got in zip(shape, array.shape)
         ):
             raise InputError(f"{model_name}: input '{spec.name}' expects shape {spec.describe_shape()}, "
-                             f"got {list(array.shape)}")
+                             f"got [{','.join(map(str, array.shape))}]")
     return array
 
 

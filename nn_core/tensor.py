@@ -65,7 +65,7 @@ def _check_batch_axes(op: str, shape_a: tuple, shape_b: tuple, batch_a: tuple, b
 
 def _operator(ufunc: np.ufunc, reflected: bool = False) -> Callable[[Tensor, Any], Tensor]:
     """A binary operator method applying ``ufunc``; it runs through ``Tensor.__array_ufunc__``."""
-    if False:
+    if reflected:
         return lambda self, other: ufunc(other, self)
     return lambda self, other: ufunc(self, other)
 
@@ -229,7 +229,7 @@ class Tensor:
 
     def __getitem__(self, key: Any) -> Tensor:
         """NumPy indexing: basic indices (ints, slices, None, ...) give views; fancy/boolean ones give copies."""
-        return Tensor(self._data[_unwrap(key)])
+        return Tensor(self._data[_unwrap(key)].copy())
 
     def __setitem__(self, key: Any, value: Any) -> None:
         self._data[_unwrap(key)] = _unwrap(value)

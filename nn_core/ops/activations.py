@@ -16,8 +16,16 @@ from .registry import NodeSpec, Op, register
 
 @register("Relu", 1)
 class Relu(Op):
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        # a 0-d zero of the input's type: NumPy compares against it faster than against a Python 0
+        self.zero = np.zeros((), np.float32)
+
     def run(self, x: np.ndarray) -> np.ndarray:
-        return np.maximum(x, 0)  # a Python 0 keeps x's type
+        zero = self.zero
+        if zero.dtype is not x.dtype:  # (a 0-d array of another type would promote x)
+            zero = self.zero = np.zeros((), x.dtype)
+        return np.maximum(x, zero)
 
 
 @register("LeakyRelu", 1)
@@ -246,20 +254,28 @@ class _Normalizer(Op):
         super().__init__(node)
         self.coerce_2d = node.opset < 13
         self.axis = self.attr("axis", 1 if self.coerce_2d else -1)
+        self.resolved_rank, self.resolved_axes = -1, 0
 
     def axes(self, x: np.ndarray) -> int | tuple[int, ...]:
-        if not -x.ndim <= self.axis < max(x.ndim, 1):
-            raise self.fail(f"axis {self.axis} is out of range for an input of shape {x.shape}")
-        axis = self.axis % x.ndim if x.ndim else 0
-        return tuple(range(axis, x.ndim)) if self.coerce_2d else axis
+        """The axis (from opset 13) or axes (before) to normalise over, resolved once per input rank."""
+        if x.ndim != self.resolved_rank:
+            if not -x.ndim <= self.axis < max(x.ndim, 1):
+                raise self.fail(f"axis {self.axis} is out of range for an input of shape {x.shape}")
+            axis = self.axis % x.ndim if x.ndim else 0
+            self.resolved_axes = tuple(range(axis, x.ndim)) if self.coerce_2d else axis
+            self.resolved_rank = x.ndim
+        return self.resolved_axes
+
+
+# np.maximum.reduce / np.add.reduce: np.max / np.sum without their per-call overhead (which dominates small inputs)
 
 
 @register("Softmax", 1)
 class Softmax(_Normalizer):
     def run(self, x: np.ndarray) -> np.ndarray:
         axes = self.axes(x)
-        exps = np.exp(x - np.max(x, axis=axes, keepdims=True))  # every exponent <= 0: no overflow
-        exps /= np.sum(exps, axis=axes, keepdims=True)
+        exps = np.exp(x - np.maximum.reduce(x, axis=axes, keepdims=True))  # every exponent <= 0: no overflow
+        exps /= np.add.reduce(exps, axis=axes, keepdims=True)
         return exps
 
 
@@ -268,8 +284,8 @@ class LogSoftmax(_Normalizer):
     def run(self, x: np.ndarray) -> np.ndarray:
         axes = self.axes(x)
         # x - max - log(sum(exp(x - max))): never exp of a large number nor log of an underflowed 0
-        shifted = x - np.max(x, axis=axes, keepdims=True)
-        shifted -= np.log(np.sum(np.exp(shifted), axis=axes, keepdims=True))
+        shifted = x - np.maximum.reduce(x, axis=axes, keepdims=True)
+        shifted -= np.log(np.add.reduce(np.exp(shifted), axis=axes, keepdims=True))
         return shifted
 
 

@@ -7,6 +7,7 @@ unchanged. Results keep the input's element type; sums of float16 are accumulate
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -18,9 +19,9 @@ Axes = tuple[int, ...]
 
 def _sum(x: np.ndarray, axes: Axes, keepdims: bool) -> np.ndarray:
     if x.dtype == np.float16:  # float16 running sums lose digits fast
-        return np.sum(x, axis=axes, keepdims=keepdims, dtype=np.float32).astype(np.float16)
-    # an explicit dtype, or NumPy would widen small integer types to int64
-    return np.sum(x, axis=axes, keepdims=keepdims, dtype=x.dtype)
+        return np.add.reduce(x, axis=axes, keepdims=keepdims, dtype=np.float32).astype(np.float16)
+    # an explicit dtype, or NumPy would widen small integer types to int64 (np.add.reduce: np.sum minus overhead)
+    return np.add.reduce(x, axis=axes, keepdims=keepdims, dtype=x.dtype)
 
 
 def _in_float(compute: Callable[[np.ndarray, Axes, bool], np.ndarray]):
@@ -46,25 +47,25 @@ def _identity_of(x: np.ndarray, largest: bool):
 
 def _max(x: np.ndarray, axes: Axes, keepdims: bool) -> np.ndarray:
     if x.size == 0:
-        return np.max(x, axis=axes, keepdims=keepdims, initial=_identity_of(x, largest=False))
-    return np.max(x, axis=axes, keepdims=keepdims)
+        return np.maximum.reduce(x, axis=axes, keepdims=keepdims, initial=_identity_of(x, largest=False))
+    return np.maximum.reduce(x, axis=axes, keepdims=keepdims)
 
 
 def _min(x: np.ndarray, axes: Axes, keepdims: bool) -> np.ndarray:
     if x.size == 0:
-        return np.min(x, axis=axes, keepdims=keepdims, initial=_identity_of(x, largest=True))
-    return np.min(x, axis=axes, keepdims=keepdims)
+        return np.minimum.reduce(x, axis=axes, keepdims=keepdims, initial=_identity_of(x, largest=True))
+    return np.minimum.reduce(x, axis=axes, keepdims=keepdims)
 
 
 def _mean(x: np.ndarray, axes: Axes, keepdims: bool) -> np.ndarray:
-    count = int(np.prod([x.shape[a] for a in axes]))
+    count = math.prod(x.shape[a] for a in axes)
     if x.dtype.kind in "iu":
         return (_sum(x.astype(np.float64), axes, keepdims) / count).astype(x.dtype)
     return _sum(x, axes, keepdims) / count  # a Python int divisor keeps the float type
 
 
 def _prod(x: np.ndarray, axes: Axes, keepdims: bool) -> np.ndarray:
-    return np.prod(x, axis=axes, keepdims=keepdims, dtype=x.dtype)
+    return np.multiply.reduce(x, axis=axes, keepdims=keepdims, dtype=x.dtype)
 
 
 def _l1(x: np.ndarray, axes: Axes, keepdims: bool) -> np.ndarray:
@@ -110,20 +111,24 @@ class _Reduce(Op):
             self.static_axes = []
         elif self.const(1) is not None:
             self.static_axes = [int(a) for a in self.const(1).reshape(-1)]
+        self.resolved_rank, self.resolved_axes = -1, None
 
     def run(self, x: np.ndarray, axes_input: np.ndarray | None = None) -> np.ndarray:
-        if self.static_axes is not None:
-            axes = self.static_axes
-        else:
-            axes = [] if axes_input is None else axes_input.reshape(-1).tolist()
-        if not axes:
-            if self.noop_with_empty_axes:
-                return x
-            return type(self).compute(x, tuple(range(x.ndim)), self.keepdims)
-        return type(self).compute(x, self.normalized(axes, x), self.keepdims)
+        if self.static_axes is None:
+            axes = self.resolve_axes([] if axes_input is None else axes_input.reshape(-1).tolist(), x)
+        else:  # resolved once per input rank
+            if x.ndim != self.resolved_rank:
+                self.resolved_axes, self.resolved_rank = self.resolve_axes(self.static_axes, x), x.ndim
+            axes = self.resolved_axes
+        if axes is None:
+            return x
+        return self.compute(x, axes, self.keepdims)
 
-    def normalized(self, axes: list[int], x: np.ndarray) -> Axes:
+    def resolve_axes(self, axes: list[int], x: np.ndarray) -> Axes | None:
+        """The sorted non-negative axes to reduce; None when nothing is to be done (noop_with_empty_axes)."""
         rank = x.ndim
+        if not axes:
+            return None if self.noop_with_empty_axes else tuple(range(rank))
         if any(not -rank <= a < rank for a in axes):
             raise self.fail(f"axes {axes} are out of range for an input of shape {x.shape}")
         return tuple(sorted({a % rank for a in axes}))
@@ -146,7 +151,7 @@ for _op_type, _compute, _since in (
 
 
 class _ArgReduce(Op):
-    find: Callable[..., np.ndarray]  # np.argmax or np.argmin
+    find: Callable[..., np.ndarray]  # ndarray.argmax or ndarray.argmin (the methods skip np.argmax's overhead)
 
     def __init__(self, node: NodeSpec):
         super().__init__(node)
@@ -157,7 +162,7 @@ class _ArgReduce(Op):
     def run(self, x: np.ndarray) -> np.ndarray:
         if not -x.ndim <= self.axis < max(x.ndim, 1):
             raise self.fail(f"axis {self.axis} is out of range for an input of shape {x.shape}")
-        find = type(self).find
+        find = self.find
         if self.last:  # NumPy returns the first of equal extremes: search the reversed axis instead
             reversed_index = find(np.flip(x, self.axis), axis=self.axis, keepdims=self.keepdims)
             return (x.shape[self.axis] - 1 - reversed_index).astype(np.int64, copy=False)
@@ -166,9 +171,9 @@ class _ArgReduce(Op):
 
 @register("ArgMax", 1)
 class ArgMax(_ArgReduce):
-    find = staticmethod(np.argmax)
+    find = staticmethod(np.ndarray.argmax)
 
 
 @register("ArgMin", 1)
 class ArgMin(_ArgReduce):
-    find = staticmethod(np.argmin)
+    find = staticmethod(np.ndarray.argmin)
