@@ -5,9 +5,11 @@ Two recording sets go through gui.rasterize exactly as the app sends them to the
                  280x280 canvas, pen-event sampling); the original image's thickness is lost on the way, so the
                  score shows what the rasteriser's own rendering costs compared with the MNIST image itself.
   synthetic      parametric hand-written-like templates for 0-9 with random slant, aspect, size, wobble.
-It prints accuracy per class and overall, the model's accuracy on the same MNIST images as drawn by MNIST (the
-ceiling), and stroke-width statistics of MNIST vs the rasterised images; --sweep also tries other rasteriser
-choices (stroke width, blur, supersampling, centring, canvas-pen width).
+It prints accuracy overall, on small and large drawings (under 45 % / over 75 % of the canvas height) and per
+class; the model's accuracy on the same MNIST images as MNIST drew them (the ceiling); and the ink profile
+(stroke width, inked pixels, edge softness) of MNIST vs the rasterised images. --sweep also tries other
+rasteriser choices, one at a time (stroke width, blur, supersampling, centring, a fixed canvas pen scaled with
+the digit as in plain MNIST normalisation).
 
     python benchmarks/drawn_digits.py                       # the bundled model (assets/lenet5.onnx)
     python benchmarks/drawn_digits.py --sweep
@@ -118,12 +120,30 @@ def stroke_width(images: np.ndarray) -> np.ndarray:
     return images.sum(axis=(1, 2)) / np.maximum(skeleton.sum(axis=(1, 2)), 1)
 
 
-def per_class_line(name: str, predicted: np.ndarray, labels: np.ndarray) -> str:
+def ink_profile(images: np.ndarray) -> str:
+    """Median stroke width, mean inked pixels per digit and share of inked pixels above 0.5 (edge softness)."""
+    inked = images > 1 / 255
+    width, dark = np.median(stroke_width(images)), np.mean(images[inked] > 0.5)
+    per_digit = np.mean(inked.sum(axis=(1, 2)))
+    return f"width {width:.2f}  inked px {per_digit:5.1f}  >0.5 {dark:.2f}"
+
+
+def drawn_height(recording: Strokes) -> float:
+    """Height of the drawing's centre lines as a fraction of the canvas height."""
+    ys = [y for stroke in recording for _, y in stroke]
+    return (max(ys) - min(ys)) / CANVAS[1]
+
+
+def per_class_line(name: str, predicted: np.ndarray, labels: np.ndarray, heights: np.ndarray | None = None) -> str:
+    """Overall accuracy, accuracy on small (< 45 % of the canvas) and large (> 75 %) drawings, then per class."""
     cells = []
     for d in range(10):
         mask = labels == d
         cells.append(f"{100 * np.mean(predicted[mask] == d):5.1f}" if mask.any() else "    -")
-    return f"{name:<26} {100 * np.mean(predicted == labels):6.2f}  " + " ".join(cells)
+    sizes = ["     -", "     -"]
+    if heights is not None:
+        sizes = [f"{100 * np.mean(predicted[m] == labels[m]):6.2f}" for m in (heights < 0.45, heights > 0.75)]
+    return f"{name:<26} {100 * np.mean(predicted == labels):6.2f} {sizes[0]} {sizes[1]}  " + " ".join(cells)
 
 
 def rasterize_all(recordings: Sequence[Strokes], style: RasterStyle, pen: float | None = None) -> np.ndarray:
@@ -174,23 +194,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"made {len(mnist_recordings)} MNIST-stroke and {len(synth_recordings)} synthetic recordings "
           f"in {time.perf_counter() - start:.1f}s\n")
 
-    header = f"{'set / rasteriser':<26} {'all %':>6}  " + " ".join(f"{d:>5}" for d in range(10))
+    mnist_heights = np.array([drawn_height(r) for r in mnist_recordings])
+    synth_heights = np.array([drawn_height(r) for r in synth_recordings])
+    columns = ["all %", "small", "large"]
+    header = f"{'set / rasteriser':<26} " + " ".join(f"{c:>6}" for c in columns) + "  "
+    header += " ".join(f"{d:>5}" for d in range(10))
     print(header)
     print(per_class_line("MNIST images (ceiling)", classify(mnist_images), mnist_labels))
     base = RasterStyle()
     variants = sweep_styles(base) if args.sweep else [("default", base, None)]
-    mnist_width = np.median(stroke_width(mnist_images))
-    widths = []
+    profiles = []
     for name, style, pen in variants:
         drawn = rasterize_all(mnist_recordings, style, pen)
         synth = rasterize_all(synth_recordings, style, pen)
-        print(per_class_line(f"mnist-strokes {name}"[:26], classify(drawn), mnist_labels))
-        print(per_class_line(f"synthetic {name}"[:26], classify(synth), synth_labels))
-        widths.append((name, np.median(stroke_width(drawn)), np.median(stroke_width(synth))))
-    print(f"\nmedian stroke width (ink mass / skeleton length, px at 28x28): MNIST {mnist_width:.2f}")
-    for name, w_drawn, w_synth in widths:
-        print(f"  {name:<26} mnist-strokes {w_drawn:.2f}  synthetic {w_synth:.2f}")
-
+        print(per_class_line(f"mnist-strokes {name}"[:26], classify(drawn), mnist_labels, mnist_heights))
+        print(per_class_line(f"synthetic {name}"[:26], classify(synth), synth_labels, synth_heights))
+        profiles.append((name, ink_profile(drawn), ink_profile(synth)))
+    print("\nink profile at 28x28 (width = ink mass / skeleton length in px; inked px per digit; share of inked px "
+          "above 0.5)")
+    print(f"  {'MNIST images':<40} {ink_profile(mnist_images)}")
+    for name, drawn, synth in profiles:
+        print(f"  {'mnist-strokes ' + name:<40} {drawn}")
+        print(f"  {'synthetic ' + name:<40} {synth}")
 
 if __name__ == "__main__":
     main()

@@ -503,10 +503,17 @@ class ActivationsView(QScrollArea):
     def set_records(self, records: list, has_values: bool = True) -> None:
         """Show a traced run: a list of records with ``.name``, ``.op_type`` and ``.outputs``."""
         names = [(record.name, record.op_type) for record in records]
-        if names != [(card.node_name, card.op_type) for card in self.entries]:
+        rebuilt = names != [(card.node_name, card.op_type) for card in self.entries]
+        if rebuilt:
             self._rebuild(names)
         for card, record in zip(self.entries, records, strict=True):
             card.set_outputs(dict(record.outputs), has_values)
+        if rebuilt:
+            # Lay the new cards out now: painted before the layout runs, they would all overlap the viewport
+            # and every one of them would be rendered once.
+            self._layout.activate()
+            self._container.resize(self.viewport().width(),
+                                   max(self.viewport().height(), self._container.minimumSizeHint().height()))
         if self._inspector is not None and self._inspector.isVisible():
             card = self._by_name.get(self._inspector.node_name)
             if card is not None:

@@ -6,7 +6,8 @@ centre. We follow it, with one deliberate change: the stroke thickness is set in
 the canvas. With a fixed pen on the canvas, a digit drawn large would come out hair-thin after shrinking to 20 px
 and a small one would come out as a blob; MNIST strokes are about 2-3 px wide (with soft edges) whatever size
 the writer used. So the stroke centre lines are scaled into the box first and then drawn with an MNIST-like
-width; the pen width only makes that width bolder or lighter relative to the app's default pen.
+width; the pen width only makes that width somewhat bolder or lighter relative to the app's default pen, within
+MNIST's range.
 
 Drawing is supersampled (round caps and joins) and box-filtered down, which gives the soft, anti-aliased edges
 MNIST has. No Qt here: Pillow and NumPy only, so the tests and benchmarks use exactly what the app uses.
@@ -39,8 +40,12 @@ class RasterStyle:
     # digit (MNIST 151) and 70 % of inked pixels above 0.5 (MNIST 70 %), all without any blur.
     stroke_width: float = 2.5
     relative_width: bool = True  # width set after normalisation (True) or the canvas pen scaled with the digit
-    min_width: float = 1.0  # limits of the relative width when the user picks a thinner/thicker pen
-    max_width: float = 4.5
+    # A pen k times the default draws stroke_width * k ** pen_response, kept within [min_width, max_width]: the
+    # user sees bolder/lighter strokes, but the result stays inside MNIST's range (5-95 % of MNIST digits: 1.6 to
+    # 4.7 px by the width estimate above); past these limits the bundled model's accuracy on drawn digits drops.
+    pen_response: float = 0.5
+    min_width: float = 1.5
+    max_width: float = 3.8
     supersample: int = 8  # drawing resolution multiplier, for anti-aliasing
     blur: float = 0.0  # Gaussian sigma in output pixels applied after drawing (0: none)
     centring: str = "mass"  # "mass" (MNIST) or "box" (bounding box centred)
@@ -103,6 +108,18 @@ def _stroke_arrays(strokes: Sequence[Sequence[Point]]) -> list[np.ndarray]:
     return arrays
 
 
+def _thin_out(xy: np.ndarray, step: float) -> np.ndarray:
+    """Keep about one point per `step` of path length (plus both ends): pen events far denser than the drawing
+    resolution only cost time, and the shape moves by less than `step`."""
+    if len(xy) <= 2:
+        return xy
+    arc = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(xy, axis=0).T))])
+    bucket = np.floor(arc / step)
+    keep = np.concatenate([[True], bucket[1:] != bucket[:-1]])
+    keep[-1] = True
+    return xy[keep]
+
+
 def rasterize_with_style(
     strokes: Sequence[Sequence[Point]],
     canvas_size: tuple[int, int],
@@ -121,7 +138,8 @@ def rasterize_with_style(
     # A mark smaller than half a pen width (a tap, a trembling click) is a dot, not something to magnify 20-fold.
     extent = max(float((hi - lo).max()), 0.5 * pen)
     if style.relative_width:
-        width = float(np.clip(style.stroke_width * pen / default_pen, style.min_width, style.max_width))
+        bolder = (pen / default_pen) ** style.pen_response
+        width = float(np.clip(style.stroke_width * bolder, style.min_width, style.max_width))
         scale = (BOX - width) / extent  # centre lines + half a width on each side = the 20 px box
     else:
         scale = BOX / (extent + pen)  # MNIST applied literally: the canvas ink box becomes 20 px
@@ -135,21 +153,29 @@ def rasterize_with_style(
     radius = width * ss / 2
     line_width = max(1, round(width * ss))
     for line in lines:
-        # Canvas -> supersampled field coordinates, ink box centred (pixel i spans [i, i + 1)).
-        xy = ((line - centre_of_box) * scale + FIELD / 2) * ss
+        # Canvas -> supersampled field coordinates with the ink box centred. Pillow's pixel k is centred on
+        # coordinate k, ours spans [k, k + 1): hence the -0.5; and its ellipse box is inclusive: hence r - 0.5.
+        xy = _thin_out(((line - centre_of_box) * scale + FIELD / 2) * ss - 0.5, step=1.0)
         pts = [tuple(p) for p in xy]
         if len(pts) > 1:
             draw.line(pts, fill=255, width=line_width)
+        r = max(radius - 0.5, 0.0)
         for x, y in pts:  # round caps and joins (and a dot for a single point)
-            draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=255)
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=255)
 
     hi_res = np.asarray(image, dtype=np.float32) / 255.0
     if style.centring == "mass":
         # Centre of mass of the fine image in output-pixel-index coordinates; shift by whole fine pixels, so the
         # final image lands within half a fine pixel of MNIST's centre.
+        # The shift is limited so that no ink leaves the field: for real digits it never binds (their centre of
+        # mass lies well inside the 20 px box), but a lopsided scribble keeps all of what the user sees.
         cy, cx = center_of_mass(hi_res)
         cy, cx = (cy + 0.5) / ss - 0.5, (cx + 0.5) / ss - 0.5
-        hi_res = _shift(hi_res, round((MNIST_CENTRE - cy) * ss), round((MNIST_CENTRE - cx) * ss))
+        rows = np.nonzero(hi_res.any(axis=1))[0]
+        cols = np.nonzero(hi_res.any(axis=0))[0]
+        dy = int(np.clip(round((MNIST_CENTRE - cy) * ss), -rows[0], size - 1 - rows[-1]))
+        dx = int(np.clip(round((MNIST_CENTRE - cx) * ss), -cols[0], size - 1 - cols[-1]))
+        hi_res = _shift(hi_res, dy, dx)
     out = hi_res.reshape(FIELD, ss, FIELD, ss).mean(axis=(1, 3))  # box filter = exact pixel coverage
     if style.blur > 0:
         out = _gaussian_blur(out, style.blur)

@@ -200,7 +200,7 @@ def print_profile(model, feeds, seconds: float) -> None:
     while rounds < 5 or (time.perf_counter() < deadline and rounds < 1000):
         for step, spent in model.profile(feeds):
             per_node[step.node.name].append(spent)
-            kinds[step.node.name] = step.node.op_type + ("+" + "fused" if "+" in step.node.name else "")
+            kinds[step.node.name] = step.label
         rounds += 1
     node_time = {name: statistics.median(v) for name, v in per_node.items()}
     total = sum(node_time.values()) or 1.0

@@ -84,6 +84,11 @@ class Model:
         """The generated Python function the fast plan runs (readable: one line per kernel call)."""
         return self._plan.source
 
+    @property
+    def plan_ops(self) -> list[str]:
+        """What the fast plan runs, one entry per kernel call, fused ops joined by '+' (e.g. 'Conv+Relu')."""
+        return [step.label for step in self._plan.steps]
+
     def __repr__(self) -> str:
         ins = ", ".join(f"{v.name}{v.describe_shape()}" for v in self.inputs)
         outs = ", ".join(f"{v.name}{v.describe_shape()}" for v in self.outputs)

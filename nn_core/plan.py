@@ -28,6 +28,11 @@ class Step:
     kernel: Op
     inputs: list[str]
     outputs: list[str]
+    fused: tuple[str, ...] = ()  # op types of the nodes absorbed into this one (BatchNormalization, Relu...)
+
+    @property
+    def label(self) -> str:
+        return "+".join((self.node.op_type, *self.fused))
 
 
 @dataclass
@@ -109,6 +114,7 @@ def fuse_activations(steps: list[Step], constants: dict[str, np.ndarray], graph_
         if params is None or not step.kernel.fuse_activation(FUSABLE_ACTIVATIONS[activation.node.op_type], params):
             continue
         step.outputs = list(activation.outputs)
+        step.fused = (*step.fused, activation.node.op_type)
         dropped.add(id(activation))
     return [s for s in steps if id(s) not in dropped]
 
@@ -133,7 +139,9 @@ class FastPlan:
         nodes = remove_identities(graph.nodes, outputs)
         nodes, _ = fold_constants(graph, nodes, consts)
         nodes = fold_batchnorm(nodes, consts, outputs)
-        steps = [Step(n, make_kernel(n, graph, consts), list(n.inputs), list(n.outputs)) for n in nodes]
+        bn_folded = {n.name for n in nodes if "::bn_folded_weight" in "".join(n.inputs)}
+        steps = [Step(n, make_kernel(n, graph, consts), list(n.inputs), list(n.outputs),
+                      ("BatchNormalization",) if n.name in bn_folded else ()) for n in nodes]
         steps = fuse_activations(steps, consts, outputs)
         self.steps = drop_dead_steps(steps, outputs)
         self.input_names = [v.name for v in graph.inputs]
@@ -175,7 +183,7 @@ class FastPlan:
             else:
                 line = f"    _r = {call}; " + "; ".join(f"{t} = _r[{i}]" for i, t in enumerate(targets) if t != "_")
             self._line_to_step[len(lines) + 1] = index
-            lines.append(line + f"  # {step.node.name} ({step.node.op_type})")
+            lines.append(line + f"  # {step.node.name} ({step.label})")
             dead = [n for n in dict.fromkeys(step.inputs) if n and last_use.get(n) == index and n not in keep]
             dead += [n for n in step.outputs if n and n not in last_use and n not in keep]
             if dead:

@@ -229,7 +229,7 @@ class Tensor:
 
     def __getitem__(self, key: Any) -> Tensor:
         """NumPy indexing: basic indices (ints, slices, None, ...) give views; fancy/boolean ones give copies."""
-        return Tensor(self._data[_unwrap(key)].copy())
+        return Tensor(self._data[_unwrap(key)])
 
     def __setitem__(self, key: Any, value: Any) -> None:
         self._data[_unwrap(key)] = _unwrap(value)

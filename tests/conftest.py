@@ -93,6 +93,14 @@ def settings(tmp_path):
     return QSettings(str(tmp_path / "digitscope.ini"), QSettings.Format.IniFormat)
 
 
+def show_active(qtbot, widget) -> None:
+    """Show ``widget`` and wait until it is the active window: window shortcuts only reach the active one."""
+    widget.show()
+    qtbot.waitExposed(widget)
+    widget.activateWindow()
+    qtbot.waitUntil(widget.isActiveWindow, timeout=5000)
+
+
 @pytest.fixture
 def window(qtbot, settings):
     """The whole app with the bundled model, shown offscreen."""
@@ -101,8 +109,7 @@ def window(qtbot, settings):
     main_window = MainWindow(model_path=None, settings=settings, predictor_mode="sync")
     qtbot.addWidget(main_window)
     main_window.resize(1280, 800)
-    main_window.show()
-    qtbot.waitExposed(main_window)
+    show_active(qtbot, main_window)
     yield main_window
     main_window.close()
 
@@ -146,6 +153,12 @@ def draw(qtbot, canvas, points, during=None) -> list:
 def draw_on(qtbot):
     """``draw_on(canvas, points, during=None)``: a stroke with real mouse events (see ``draw``)."""
     return lambda canvas, points, during=None: draw(qtbot, canvas, points, during)
+
+
+@pytest.fixture
+def activate(qtbot):
+    """``activate(widget)``: show it and make it the active window."""
+    return lambda widget: show_active(qtbot, widget)
 
 
 @pytest.fixture

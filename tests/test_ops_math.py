@@ -12,8 +12,9 @@ import pytest
 from onnx import TensorProto, helper
 from onnx_node_cases import cases_for, check_case_with_kernels
 
-from nn_core.ops import load_all_kernels
+from nn_core.ops import load_all_kernels, resolve
 from nn_core.ops.elementwise import erf
+from nn_core.ops.registry import NodeSpec
 from nn_core.ops.testing import run_node
 
 ort = pytest.importorskip("onnxruntime")
@@ -362,6 +363,24 @@ def test_arg_reductions_return_int64_and_handle_ties(op_type, attrs):
     have = run(node(op_type, **attrs), [x], 13)
     assert have.dtype == np.int64
     matches_ort(node(op_type, **attrs), [x], 13)
+
+
+def kernel(op_type: str, opset: int, **attrs):
+    """One kernel instance, to check that what it caches between runs does not leak from one input to the next."""
+    load_all_kernels()
+    spec = NodeSpec(op_type=op_type, inputs=["in0"], outputs=["out"], attrs=attrs, opset=opset, consts=[None])
+    return resolve(op_type, opset)(spec)
+
+
+def test_kernels_reused_on_other_types_and_ranks():
+    relu = kernel("Relu", 13)
+    for x in (floats(3, 4), floats(5, dtype=np.float16), np.arange(-3, 3, dtype=np.int8), floats(2, dtype=float)):
+        assert_same(relu.run(x), np.where(x > 0, x, 0).astype(x.dtype))
+    softmax, reduce_sum = kernel("Softmax", 11, axis=1), kernel("ReduceSum", 11, axes=[-1], keepdims=0)
+    for x in (floats(2, 3), floats(2, 3, 4), floats(4, 5)):
+        want = np.exp(x) / np.exp(x).sum(axis=tuple(range(1, x.ndim)), keepdims=True)
+        assert_same(softmax.run(x), want, rtol=1e-5)
+        assert_same(reduce_sum.run(x), x.sum(axis=-1), rtol=1e-5)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import make_model, ort_run, tensor_info
 from onnx import TensorProto, helper
 from onnx_node_cases import cases_for, check_case_with_kernels
 from test_ops_shape import one_node_model
 
-from helpers import make_model, ort_run, tensor_info
 from nn_core.ops.testing import run_node
 
 ML = "ai.onnx.ml"
@@ -19,7 +19,7 @@ def both_ways(node, x: np.ndarray, elem_type=TensorProto.FLOAT, output_types=Non
     if output_types is None:
         model = one_node_model(node, [tensor_info("x", list(x.shape), elem_type)], 13, domain_opsets=[(ML, 1)])
     else:
-        outputs = [tensor_info(name, None, kind) for name, kind in zip(node.output, output_types)]
+        outputs = [tensor_info(name, None, kind) for name, kind in zip(node.output, output_types, strict=True)]
         model = make_model([node], [tensor_info("x", list(x.shape), elem_type)], outputs, opset=13)
         model.opset_import.append(helper.make_opsetid(ML, 1))
     return run_node(node, [x], 1), ort_run(model, {"x": x})
@@ -27,7 +27,7 @@ def both_ways(node, x: np.ndarray, elem_type=TensorProto.FLOAT, output_types=Non
 
 def assert_same(got: list, want: list) -> None:
     assert len(got) == len(want)
-    for have, expected in zip(got, want):
+    for have, expected in zip(got, want, strict=True):
         assert have.shape == expected.shape
         if expected.dtype == object or np.issubdtype(expected.dtype, np.integer):
             assert have.tolist() == expected.tolist()
@@ -44,6 +44,16 @@ def test_linear_classifier(post_transform, labels):
     node = helper.make_node("LinearClassifier", ["x"], ["label", "scores"], domain=ML, multi_class=1,
                             coefficients=rng.standard_normal(20).tolist(), intercepts=rng.standard_normal(4).tolist(),
                             post_transform=post_transform, **labels)
+    assert_same(*both_ways(node, x))
+
+
+@pytest.mark.parametrize("post_transform", ["NONE", "SOFTMAX", "LOGISTIC"])
+def test_binary_linear_classifier_reports_both_classes(post_transform):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((7, 3)).astype(np.float32)
+    node = helper.make_node("LinearClassifier", ["x"], ["label", "scores"], domain=ML, classlabels_strings=["n", "p"],
+                            coefficients=rng.standard_normal(3).tolist(), intercepts=[0.1],
+                            post_transform=post_transform)
     assert_same(*both_ways(node, x))
 
 

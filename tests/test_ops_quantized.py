@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import ort_run, tensor_info
 from onnx import helper
 from onnx_node_cases import cases_for, check_case_with_kernels
 from test_ops_shape import ELEM, one_node_model
 
-from helpers import ort_run, tensor_info
 from nn_core.errors import ModelError
 from nn_core.ops.testing import run_node
 
@@ -17,7 +17,7 @@ ELEM = {**ELEM, np.dtype(np.float64): 11}
 
 
 def ort_outputs(node, inputs: list, opset: int) -> list[np.ndarray]:
-    feeds = {name: value for name, value in zip(node.input, inputs) if name}
+    feeds = {name: value for name, value in zip(node.input, inputs, strict=True) if name}
     graph_inputs = [tensor_info(name, list(v.shape), ELEM[v.dtype]) for name, v in feeds.items()]
     return ort_run(one_node_model(node, graph_inputs, opset), feeds)
 
@@ -97,7 +97,7 @@ def test_dynamic_quantize_matches_onnxruntime():
               -rng.uniform(0.5, 2, (6,)).astype(np.float32), np.zeros((3,), np.float32)]:
         want = ort_outputs(node, [x], 11)
         got = run_node(node, [x], 11)
-        for have, expected in zip(got, want):
+        for have, expected in zip(got, want, strict=True):
             assert have.dtype == expected.dtype and have.shape == expected.shape
             np.testing.assert_array_equal(have, expected)
 
@@ -151,6 +151,18 @@ def test_convinteger_matches_onnxruntime(settings):
     (got,) = run_node(node, inputs, 13)
     assert got.dtype == np.int32
     np.testing.assert_array_equal(got, want)
+
+
+def test_convinteger_stays_exact_beyond_float32_integer_range():
+    # 288 products near 255 * 255 sum past 2**24, where float32 can no longer hold every integer
+    rng = np.random.default_rng(8)
+    x = rng.integers(250, 256, size=(1, 32, 3, 3)).astype(np.uint8)
+    w = rng.integers(250, 256, size=(2, 32, 3, 3)).astype(np.uint8)
+    node = helper.make_node("ConvInteger", ["x", "w"], ["y"])
+    (y,) = run_node(node, [x, w], 13, constant_inputs=[1])
+    want = np.einsum("nchw,mchw->nm", x.astype(np.int64), w.astype(np.int64)).reshape(1, 2, 1, 1)
+    assert want.max() > 2**24 and (want % 2).any()
+    np.testing.assert_array_equal(y, want)
 
 
 def test_qlinearconv_zero_point_padding_is_neutral():

@@ -36,13 +36,13 @@ def check_against_ort(node, inputs: list, opset: int) -> list[np.ndarray]:
     """Run ``node`` through onnxruntime and through its kernel, twice: with every non-first input known at
     load time (the prepared path) and with all inputs dynamic. Outputs must agree exactly, dtype included."""
     names = [n for n in node.input]
-    feeds = {name: value for name, value in zip(names, inputs) if name}
+    feeds = {name: value for name, value in zip(names, inputs, strict=True) if name}
     graph_inputs = [tensor_info(name, list(value.shape), ELEM[value.dtype]) for name, value in feeds.items()]
     want = ort_run(one_node_model(node, graph_inputs, opset), feeds)
     for constants in [(), tuple(range(1, len(inputs)))]:
         got = run_node(node, inputs, opset, constant_inputs=constants)
         assert len(got) == len(want)
-        for have, expected in zip(got, want):
+        for have, expected in zip(got, want, strict=True):
             assert have.dtype == expected.dtype and have.shape == expected.shape, (have.shape, expected.shape)
             np.testing.assert_array_equal(have, expected)
     return want
@@ -156,6 +156,7 @@ def test_split_num_outputs_leaves_a_smaller_last_chunk():
     ([10], [-10], [2], [-3]),                 # start beyond the end clamps to the last element
     ([1], [1000], [-1], [2]),
     ([-2], [-1], [-2], [1]),
+    ([2], [INT64_MAX], [2], [-1]),            # INT64_MAX as the open end even when stepping back
 ])
 def test_slice_clamping_and_negative_steps(starts, ends, axes, steps):
     node = helper.make_node("Slice", ["x", "s", "e", "a", "t"], ["y"])

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from nn_core.errors import InputError, ModelError
 from nn_core.tensor import Tensor
 
-settings.register_profile("tensor", max_examples=60, deadline=None)
+settings.register_profile("tensor", max_examples=50, deadline=None)
 settings.load_profile("tensor")
 
 NUMERIC_DTYPES = st.one_of(hnp.integer_dtypes(endianness="="), hnp.unsigned_integer_dtypes(endianness="="),

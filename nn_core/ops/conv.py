@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -26,10 +25,8 @@ from .registry import NodeSpec, Op, register
 
 # the column buffer of one chunk of the batch is kept around this size, so the im2col copy and the matmul that
 # reads it back stay in the L2 cache
-CHUNK_BYTES = 512 * 1024
-
-Activation = Callable[[np.ndarray], None]
-
+CHUNK_BYTES = 1024 * 1024
+FULL_WIDTH = True
 
 # ----------------------------------------------------------------------------------------------------------------
 # padding / output size arithmetic (shared with pool.py)
@@ -66,32 +63,68 @@ def as_int_list(value: object, rank: int, default: int) -> list[int]:
 # fused activations (also used by Gemm and MatMul in nn.py)
 
 
+class _Relu:
+    def into(self, src: np.ndarray, out: np.ndarray) -> None:
+        np.maximum(src, out.dtype.type(0), out=out)
+
+
+class _LeakyRelu:
+    def __init__(self, alpha: float):
+        self.alpha = alpha
+
+    def into(self, src: np.ndarray, out: np.ndarray) -> None:
+        scaled = src * out.dtype.type(self.alpha)
+        if 0.0 <= self.alpha <= 1.0:  # then leaky_relu(y) == max(y, alpha * y)
+            np.maximum(src, scaled, out=out)
+        else:
+            np.copyto(out, src)
+            np.copyto(out, scaled, where=src < 0)
+
+
+class _Clip:
+    def __init__(self, low: float | None, high: float | None):
+        self.low = -np.inf if low is None else float(low)
+        self.high = np.inf if high is None else float(high)
+
+    def into(self, src: np.ndarray, out: np.ndarray) -> None:
+        kind = out.dtype.kind
+        low = self.low if kind == "f" or np.isfinite(self.low) else np.iinfo(out.dtype).min
+        high = self.high if kind == "f" or np.isfinite(self.high) else np.iinfo(out.dtype).max
+        np.clip(src, out.dtype.type(low), out.dtype.type(high), out=out)
+
+
+class Activation:
+    """Elementwise activations absorbed by the kernel producing their input, applied in order.
+
+    ``act(y)`` works in place; ``act.into(src, out)`` reads ``src`` and writes ``out``, which lets a kernel fold
+    the activation into a copy it has to make anyway."""
+
+    def __init__(self, steps: list):
+        self.steps = steps
+
+    def __call__(self, y: np.ndarray) -> None:
+        for step in self.steps:
+            step.into(y, y)
+
+    def into(self, src: np.ndarray, out: np.ndarray) -> None:
+        self.steps[0].into(src, out)
+        for step in self.steps[1:]:
+            step.into(out, out)
+
+
 def make_activation(kind: str, params: dict[str, float]) -> Activation | None:
-    """An in-place activation function for ``kind`` (relu, leaky_relu, clip), or None if unknown."""
+    """The activation for ``kind`` (relu, leaky_relu, clip), or None for a kind kernels cannot absorb."""
     if kind == "relu":
-        return lambda y: np.maximum(y, 0, out=y)
+        return Activation([_Relu()])
     if kind == "leaky_relu":
-        alpha = float(params.get("alpha", 0.01))
-        if 0.0 <= alpha <= 1.0:  # then leaky_relu(y) == max(y, alpha * y)
-            return lambda y: np.maximum(y, y * y.dtype.type(alpha), out=y)
-        return lambda y: np.copyto(y, y * y.dtype.type(alpha), where=y < 0)
+        return Activation([_LeakyRelu(float(params.get("alpha", 0.01)))])
     if kind == "clip":
-        low, high = params.get("min"), params.get("max")
-        low = -np.inf if low is None else float(low)
-        high = np.inf if high is None else float(high)
-        return lambda y: np.clip(y, y.dtype.type(low), y.dtype.type(high), out=y)
+        return Activation([_Clip(params.get("min"), params.get("max"))])
     return None
 
 
 def chain_activation(first: Activation | None, second: Activation) -> Activation:
-    if first is None:
-        return second
-
-    def both(y: np.ndarray) -> None:
-        first(y)
-        second(y)
-
-    return both
+    return second if first is None else Activation(first.steps + second.steps)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -144,106 +177,132 @@ class _PaddedScratch:
         self.elem = _row_major_strides(self.padded)  # element strides inside one channel
 
 
+def _full_width_pays(wide_positions: int, exact_positions: int, run_length: int, out_per_group: int) -> bool:
+    """Whether full-width columns beat exact ones. Per column element, an exact im2col copy pays a per-run
+    overhead (runs are ``run_length`` long) that the contiguous full-width copy does not, while the matmul pays
+    in proportion to the output channels for every extra (wasted) position. Constants measured on LeNet-like
+    shapes (OpenBLAS, one thread)."""
+    copy, run_overhead, mac = 0.03, 5.3, 0.05
+    wide_cost = wide_positions * (copy + mac * out_per_group)
+    exact_cost = exact_positions * (copy + run_overhead / run_length + mac * out_per_group)
+    return wide_cost < exact_cost
+
+
 class _Im2colPlan:
-    """Conv of one input shape: chunked im2col + one batched matmul (all groups at once) per chunk."""
+    """Conv of one input shape: chunked im2col + one batched matmul (all groups at once) per chunk.
+
+    With a bias, every group's column matrix gets a constant row of ones and the weight matrix the bias as
+    its last column, so the matmul adds the bias for free."""
 
     def __init__(self, x_shape: tuple[int, ...], dtype: np.dtype, groups: int, out_channels: int,
-                 kernel: list[int], strides: list[int], dilations: list[int], begins: list[int], ends: list[int]):
+                 kernel: list[int], strides: list[int], dilations: list[int], begins: list[int], ends: list[int],
+                 has_bias: bool):
         batch, channels, *sizes = x_shape
-        self.out_channels = out_channels
+        self.out_channels, self.groups = out_channels, groups
         cg = channels // groups
         padded = [s + b + e for s, b, e in zip(sizes, begins, ends, strict=True)]
         self.out_sizes = conv_out_sizes(padded, kernel, dilations, strides)
         if min(self.out_sizes) <= 0:
             raise ValueError(f"output size {self.out_sizes} is empty")
-        self.full_width = all(s == 1 for s in strides)
-        if self.full_width:  # positions over the whole padded width of every row but the first axis
-            positions = self.out_sizes[0] * math.prod(padded[1:])
-        else:
-            positions = math.prod(self.out_sizes)
+        wide_positions = self.out_sizes[0] * math.prod(padded[1:])  # whole padded rows but along the first axis
+        exact_positions = math.prod(self.out_sizes)
+        self.full_width = all(s == 1 for s in strides) and FULL_WIDTH and _full_width_pays(
+            wide_positions, exact_positions, self.out_sizes[-1], out_channels // groups)
+        positions = wide_positions if self.full_width else exact_positions
+        self.positions = positions
         k_group = cg * math.prod(kernel)
         item = dtype.itemsize
-        per_image = groups * k_group * positions * item
-        self.rows = max(1, min(batch, CHUNK_BYTES // max(per_image, 1)))
+        per_image = groups * (k_group + has_bias) * positions * item
+        self.rows = rows = max(1, min(batch, CHUNK_BYTES // per_image))
         elem = _row_major_strides(padded)
         # the full-width windows of the last channel reach this far past its end
         slack = sum((k - 1) * d * e for k, d, e in zip(kernel, dilations, elem, strict=True))
-        slack = slack if self.full_width else 0
-        self.scratch = _PaddedScratch(self.rows, channels, tuple(sizes), begins, ends, dtype, slack)
+        self.scratch = _PaddedScratch(rows, channels, tuple(sizes), begins, ends, dtype, slack if self.full_width
+                                      else 0)
         chan = self.scratch.channel_elems
-        head_shape = (self.rows, groups, cg, *kernel)
-        head_strides = (channels * chan * item, cg * chan * item, chan * item, *(d * e * item for d, e in
-                                                                                 zip(dilations, elem, strict=True)))
+        taps_shape = (cg, *kernel)
+        position_shape = (positions,) if self.full_width else tuple(self.out_sizes)
+        window_strides = (channels * chan, cg * chan, chan, *(d * e for d, e in zip(dilations, elem, strict=True)))
         if self.full_width:
-            shape, step = head_shape + (positions,), head_strides + (item,)
+            position_strides: tuple[int, ...] = (1,)
         else:
-            shape = head_shape + tuple(self.out_sizes)
-            step = head_strides + tuple(s * e * item for s, e in zip(strides, elem, strict=True))
-        self.windows = as_strided(self.scratch.flat, shape, step, writeable=False)
-        self.cols = np.empty(shape, dtype)
-        self.cols_matrix = self.cols.reshape(self.rows, groups, k_group, positions)
-        self.groups = groups
-        self.positions = positions
+            position_strides = tuple(s * e for s, e in zip(strides, elem, strict=True))
+        shape = (rows, groups, *taps_shape, *position_shape)
+        self.windows = as_strided(self.scratch.flat, shape, tuple(v * item for v in window_strides +
+                                                                   position_strides), writeable=False)
+        self.cols_matrix = np.empty((rows, groups, k_group + has_bias, positions), dtype)
+        if has_bias:
+            self.cols_matrix[:, :, k_group] = 1
+        # the im2col target: the first k_group rows of each group's column matrix, split like the windows
+        row_strides = [v * positions for v in _row_major_strides(list(taps_shape))]
+        self.cols = as_strided(self.cols_matrix, shape, tuple(v * item for v in (
+            groups * (k_group + has_bias) * positions, (k_group + has_bias) * positions, *row_strides,
+            *_row_major_strides(list(position_shape)))))
         if self.full_width:
-            self.product = np.empty((self.rows, groups, out_channels // groups, positions), dtype)
-            wide = self.product.reshape(self.rows, out_channels, self.out_sizes[0], *padded[1:])
+            self.product = np.empty((rows, groups, out_channels // groups, positions), dtype)
+            wide = self.product.reshape(rows, out_channels, self.out_sizes[0], *padded[1:])
             self.product_valid = wide[(Ellipsis,) + tuple(slice(0, o) for o in self.out_sizes[1:])]
 
-    def run(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, act: Activation | None) -> np.ndarray:
+    def run(self, x: np.ndarray, matrix: np.ndarray, act: Activation | None) -> np.ndarray:
         batch = x.shape[0]
         y = np.empty((batch, self.out_channels, *self.out_sizes), x.dtype)
         rows = self.rows
         interior, windows, cols, cols_matrix = self.scratch.interior, self.windows, self.cols, self.cols_matrix
+        if self.full_width:
+            product, valid = self.product, self.product_valid
         for start in range(0, batch, rows):
             count = min(rows, batch - start)
-            if count != rows:  # last, partial chunk
+            if count != rows:  # the last, partial chunk
                 interior, windows, cols, cols_matrix = interior[:count], windows[:count], cols[:count], \
                     cols_matrix[:count]
+                if self.full_width:
+                    product, valid = product[:count], valid[:count]
             interior[...] = x[start:start + count]
             np.copyto(cols, windows)
             target = y[start:start + count]
             if self.full_width:
-                product = self.product[:count] if count != rows else self.product
-                np.matmul(weight, cols_matrix, out=product)
-                valid = self.product_valid[:count] if count != rows else self.product_valid
-                if bias is None:
+                np.matmul(matrix, cols_matrix, out=product)
+                # keep the valid columns, applying the activation on the way
+                if act is None:
                     np.copyto(target, valid)
                 else:
-                    np.add(valid, bias, out=target)
+                    act.into(valid, target)
             else:
-                np.matmul(weight, cols_matrix, out=target.reshape(count, self.groups, -1, self.positions))
-                if bias is not None:
-                    target += bias
-            if act is not None:
-                act(target)
+                np.matmul(matrix, cols_matrix, out=target.reshape(count, self.groups, -1, self.positions))
+                if act is not None:
+                    act(target)
         return y
 
 
 class _PointwisePlan:
     """1x1 convolution, stride 1, no padding, one group: a plain batched matmul, no copy of the input."""
 
-    def __init__(self, x_shape: tuple[int, ...], out_channels: int):
+    def __init__(self, x_shape: tuple[int, ...], out_channels: int, has_bias: bool):
         batch, channels, *sizes = x_shape
+        self.channels, self.has_bias = channels, has_bias
         self.flat_in = (batch, channels, math.prod(sizes))
         self.out_shape = (batch, out_channels, *sizes)
 
-    def run(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, act: Activation | None) -> np.ndarray:
-        y = np.matmul(weight[0], x.reshape(self.flat_in)).reshape(self.out_shape)
-        if bias is not None:
-            y += bias
+    def run(self, x: np.ndarray, matrix: np.ndarray, act: Activation | None) -> np.ndarray:
+        weights = matrix[0]
+        y = np.matmul(weights[:, : self.channels], x.reshape(self.flat_in))
+        if self.has_bias:
+            y += weights[:, self.channels:]
         if act is not None:
             act(y)
-        return y
+        return y.reshape(self.out_shape)
 
 
 class _DepthwisePlan:
     """One input and one output channel per group: a sum over kernel taps of shifted, scaled copies."""
 
     def __init__(self, x_shape: tuple[int, ...], dtype: np.dtype, kernel: list[int], strides: list[int],
-                 dilations: list[int], begins: list[int], ends: list[int]):
+                 dilations: list[int], begins: list[int], ends: list[int], has_bias: bool):
         batch, channels, *sizes = x_shape
         padded = [s + b + e for s, b, e in zip(sizes, begins, ends, strict=True)]
         self.out_sizes = conv_out_sizes(padded, kernel, dilations, strides)
+        if min(self.out_sizes) <= 0:
+            raise ValueError(f"output size {self.out_sizes} is empty")
         self.scratch = _PaddedScratch(batch, channels, tuple(sizes), begins, ends, dtype, 0)
         block = self.scratch.flat.reshape(batch, channels, *padded)
         self.taps = []
@@ -252,17 +311,18 @@ class _DepthwisePlan:
                           for o, d, s, n in zip(offsets, dilations, strides, self.out_sizes, strict=True))
             self.taps.append(block[(slice(None), slice(None)) + index])
         self.weight_shape = (channels,) + (1,) * len(sizes)
+        self.has_bias = has_bias
 
-    def run(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, act: Activation | None) -> np.ndarray:
+    def run(self, x: np.ndarray, matrix: np.ndarray, act: Activation | None) -> np.ndarray:
         self.scratch.interior[...] = x
-        w = weight.reshape(weight.shape[0], -1)
+        w = matrix.reshape(matrix.shape[0], -1)  # (channels, taps [+ bias])
         y = self.taps[0] * w[:, 0].reshape(self.weight_shape)
         tmp = np.empty_like(y)
         for index in range(1, len(self.taps)):
             np.multiply(self.taps[index], w[:, index].reshape(self.weight_shape), out=tmp)
             y += tmp
-        if bias is not None:
-            y += bias
+        if self.has_bias:
+            y += w[:, -1].reshape(self.weight_shape)
         if act is not None:
             act(y)
         return y
@@ -281,40 +341,47 @@ class Conv(Op):
         self.dilations_attr = self.attr("dilations")
         self.pads_attr = self.attr("pads")
         self.act: Activation | None = None
-        self.plans: dict[tuple, object] = {}
+        self.plans: dict[tuple, _Im2colPlan | _PointwisePlan | _DepthwisePlan] = {}
         self.lock = threading.Lock()
         weight, bias = self.const(1), self.const(2)
-        self.weight = None if weight is None else self._weight_matrix(weight)
-        self.weight_shape = None if weight is None else weight.shape
-        # with the weight known the bias is stored in its broadcast shape, otherwise it is shaped per call
-        self.bias = None if bias is None or weight is None else self._bias_column(bias, weight.ndim)
+        has_bias = len(node.inputs) > 2 and bool(node.inputs[2])
+        self.matrix, self.weight_shape = None, None
+        # prepared once when both are known (an absent bias is known too)
+        if weight is not None and (bias is not None or not has_bias):
+            self.matrix = self._matrix(weight, bias)
+            self.weight_shape = weight.shape
 
     def fuse_activation(self, kind: str, params: dict[str, float]) -> bool:
         act = make_activation(kind, params)
         if act is None:
             return False
         self.act = chain_activation(self.act, act)
-        self.plans.clear()
         return True
 
-    def _weight_matrix(self, weight: np.ndarray) -> np.ndarray:
-        # (M, C/g, k...) -> (g, M/g, C/g * prod(k)): the left operand of one batched matmul over all groups
+    def _matrix(self, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+        """(M, C/g, k...) -> (g, M/g, C/g * prod(k) [+ 1 bias column]): the left operand of the one batched
+        matmul over all groups."""
         out_channels = weight.shape[0]
         if out_channels % self.group:
             raise self.fail(f"weight has {out_channels} output channels, not divisible by group={self.group}")
-        return np.ascontiguousarray(weight.reshape(self.group, out_channels // self.group, -1))
+        matrix = weight.reshape(self.group, out_channels // self.group, -1)
+        if bias is not None:
+            if bias.size != out_channels:
+                raise self.fail(f"bias has {bias.size} values for {out_channels} output channels")
+            column = bias.astype(weight.dtype, copy=False).reshape(self.group, -1, 1)
+            matrix = np.concatenate([matrix, column], axis=2)
+        return np.ascontiguousarray(matrix)
 
-    @staticmethod
-    def _bias_column(bias: np.ndarray, weight_rank: int) -> np.ndarray:
-        return bias.reshape((-1,) + (1,) * (weight_rank - 2))
-
-    def _plan(self, x: np.ndarray, weight_shape: tuple[int, ...]):
+    def _plan(self, x: np.ndarray, weight_shape: tuple[int, ...], has_bias: bool):
         rank = x.ndim - 2
-        if rank < 1:
-            raise self.fail(f"input of shape {x.shape} has no spatial axis")
+        if rank < 1 or len(weight_shape) != x.ndim:
+            raise self.fail(f"input of shape {x.shape} does not match the weight {tuple(weight_shape)}")
         kernel = as_int_list(self.kernel_attr, rank, 0) if self.kernel_attr else list(weight_shape[2:])
         strides = as_int_list(self.strides_attr, rank, 1)
         dilations = as_int_list(self.dilations_attr, rank, 1)
+        if list(kernel) != list(weight_shape[2:]) or len(strides) != rank or len(dilations) != rank:
+            raise self.fail(f"kernel_shape {kernel}, strides {strides} or dilations {dilations} do not match the "
+                            f"weight {tuple(weight_shape)}")
         if x.shape[1] != weight_shape[1] * self.group:
             raise self.fail(f"input has {x.shape[1]} channels but the weight {tuple(weight_shape)} with "
                             f"group={self.group} expects {weight_shape[1] * self.group}")
@@ -323,27 +390,26 @@ class Conv(Op):
         no_padding = not any(begins) and not any(ends)
         try:
             if self.group == 1 and all(k == 1 for k in kernel) and all(s == 1 for s in strides) and no_padding:
-                return _PointwisePlan(x.shape, out_channels)
+                return _PointwisePlan(x.shape, out_channels, has_bias)
             if self.group > 1 and self.group == x.shape[1] == out_channels:
-                return _DepthwisePlan(x.shape, x.dtype, kernel, strides, dilations, begins, ends)
-            return _Im2colPlan(x.shape, x.dtype, self.group, out_channels, kernel, strides, dilations, begins, ends)
+                return _DepthwisePlan(x.shape, x.dtype, kernel, strides, dilations, begins, ends, has_bias)
+            return _Im2colPlan(x.shape, x.dtype, self.group, out_channels, kernel, strides, dilations, begins, ends,
+                               has_bias)
         except ValueError as exc:
             raise self.fail(f"input {x.shape}, kernel {kernel}: {exc}") from None
 
     def run(self, x, w, b=None):
-        weight, bias = self.weight, self.bias
-        if weight is None:
-            weight, weight_shape = self._weight_matrix(w), w.shape
-        else:
-            weight_shape = self.weight_shape
-        if bias is None and b is not None:
-            bias = self._bias_column(b, len(weight_shape))
-        key = (x.shape, x.dtype, weight_shape)
+        matrix, weight_shape = self.matrix, self.weight_shape
+        if matrix is None:
+            matrix, weight_shape = self._matrix(w, b), w.shape
+        if matrix.dtype != x.dtype:
+            matrix = matrix.astype(x.dtype)
+        key = (x.shape, x.dtype, weight_shape, matrix.shape)
         with self.lock:
             plan = self.plans.get(key)
             if plan is None:
-                plan = self.plans[key] = self._plan(x, weight_shape)
-            return plan.run(x, weight, bias, self.act)
+                plan = self.plans[key] = self._plan(x, weight_shape, matrix.shape[2] != math.prod(weight_shape[1:]))
+            return plan.run(x, matrix, self.act)
 
 
 # ----------------------------------------------------------------------------------------------------------------

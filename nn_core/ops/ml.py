@@ -64,14 +64,11 @@ class LinearClassifier(_Classifier):
     def run(self, x):
         scores = self._features(x) @ self.weights + self.intercepts
         if self.rows == 1 and len(self.labels) == 2:
-            # binary: one score for the positive class; the negative class gets its mirror image
+            # binary: one score for the positive class. onnxruntime reports [1 - p, p], where p is the logistic
+            # of the score under LOGISTIC and the raw score otherwise (a softmax over one column would be 1)
             label = self.labels[(scores[:, 0] > 0).astype(np.int64)]
-            transformed = self.post_transform(scores)
-            if transformed is scores:
-                both = np.concatenate([-scores, scores], axis=1)
-            else:
-                both = np.concatenate([1.0 - transformed, transformed], axis=1)
-            return label, both.astype(F32)
+            positive = self.post_transform(scores) if self.post_transform is POST_TRANSFORMS["LOGISTIC"] else scores
+            return label, np.concatenate([1.0 - positive, positive], axis=1).astype(F32)
         label = self.labels[np.argmax(scores, axis=1)]
         return label, self.post_transform(scores).astype(F32)
 

@@ -1,10 +1,11 @@
 """Pooling kernels: MaxPool (with optional Indices), AveragePool, LpPool and their Global forms.
 
-Every pooling is computed as a running reduction over the kernel taps: for each tap one strided view of the
-(padded) input, as large as the output, is folded into the result. That is k*k vectorised passes over the
-output, with no window copy at all; for the common 2x2/stride-2 pooling without padding the views are taken
-straight from the input. When padding is needed, a padded scratch buffer is prepared per input shape (its
-border is filled once) and only its interior is rewritten on each call.
+Max, sum and Lp pooling are separable: pooling a 2-D window is pooling along H, then along W. Each axis is a
+running reduction over its kernel taps, one strided view of the (padded) input per tap folded into the result,
+so a kh x kw window costs kh + kw - 2 vectorised passes and no window copy at all (2 for LeNet's 2x2 pooling,
+whose views are taken straight from the input). When padding is needed, a padded scratch buffer is prepared per
+input shape (its border is filled once) and only its interior is rewritten on each call. MaxPool's Indices
+output needs the winning tap of the whole window, so it walks the kh * kw taps instead.
 """
 
 from __future__ import annotations
@@ -58,6 +59,35 @@ class _PoolPlan:
             for tap in np.ndindex(*kernel)
         ]
         self.taps = None if self.buffer is None else [self.buffer[(Ellipsis,) + i] for i in self.tap_index]
+        # separable form: for each spatial axis (skipping 1-wide, stride-1 ones), the index of each tap's view
+        self.axis_taps = []
+        for axis, (k, s, d, o) in enumerate(zip(kernel, strides, dilations, out, strict=True)):
+            if k == 1 and s == 1:
+                continue
+            prefix = (slice(None),) * (axis + 2)
+            self.axis_taps.append([prefix + (slice(t * d, t * d + (o - 1) * s + 1, s),) for t in range(k)])
+        # what is left to crop when some axes were skipped (their extent may exceed the output in floor mode)
+        self.crop = (slice(None), slice(None)) + tuple(slice(0, o) for o in out)
+        self.out_shape = tuple(out)
+
+    def source(self, x: np.ndarray) -> np.ndarray:
+        """The array the windows read: the input itself, or the padded scratch with the input copied in."""
+        if self.buffer is None:
+            return x
+        self.interior[...] = x
+        return self.buffer
+
+    def reduce(self, source: np.ndarray, combine: np.ufunc) -> np.ndarray:
+        """Pool ``source`` with the binary ``combine`` (np.maximum, np.add), one axis at a time."""
+        y = source
+        for taps in self.axis_taps:
+            reduced = combine(y[taps[0]], y[taps[1]]) if len(taps) > 1 else y[taps[0]].copy()
+            for tap in taps[2:]:
+                combine(reduced, y[tap], out=reduced)
+            y = reduced
+        if y.shape[2:] != self.out_shape:
+            y = y[self.crop]
+        return y.copy() if np.may_share_memory(y, source) else y
 
     def views(self, x: np.ndarray) -> list[np.ndarray]:
         if self.buffer is None:
@@ -133,18 +163,13 @@ class MaxPool(_Pool):
     def run(self, x):
         with self.lock:
             plan = self.plan(x)
-            views = plan.views(x)
-            y = np.maximum(views[0], views[1]) if len(views) > 1 else views[0].copy()
             if not self.want_indices:
-                for view in views[2:]:
-                    np.maximum(y, view, out=y)
-                return y
+                return plan.reduce(plan.source(x), np.maximum)
+            views = plan.views(x)
+            y = views[0].copy()
             best_tap = np.zeros(y.shape, dtype=np.int64)
-            if len(views) > 1:
-                best_tap[views[1] > views[0]] = 1
-            for tap, view in enumerate(views[2:], start=2):
-                better = view > y
-                best_tap[better] = tap
+            for tap, view in enumerate(views[1:], start=1):
+                best_tap[view > y] = tap
                 np.maximum(y, view, out=y)
         return y, self._flat_indices(plan, x.shape, best_tap)
 
@@ -181,10 +206,7 @@ class AveragePool(_Pool):
     def run(self, x):
         with self.lock:
             plan = self.plan(x)
-            views = plan.views(x)
-            y = views[0] + views[1] if len(views) > 1 else views[0].copy()
-            for view in views[2:]:
-                y += view
+            y = plan.reduce(plan.source(x), np.add)
             divisor = self.divisors.get(x.shape)
             if divisor is None:
                 divisor = self.divisors[x.shape] = plan.window_counts(self.include_pad)
@@ -203,10 +225,9 @@ class LpPool(_Pool):
 
     def run(self, x):
         with self.lock:
-            views = self.plan(x).views(x)
-            y = np.zeros(views[0].shape, dtype=x.dtype)
-            for view in views:
-                y += np.abs(view) ** self.p
+            plan = self.plan(x)
+            powered = np.abs(plan.source(x)) ** self.p
+            y = plan.reduce(powered, np.add)
         return (y ** (1.0 / self.p)).astype(x.dtype, copy=False)
 
 

@@ -1,7 +1,8 @@
 """Quantized kernels: (de)quantization and the integer convolution / matmul families.
 
-Integer products are accumulated exactly (float64 matmuls of small integers are exact well past any tensor
-size we see, and they run on BLAS, unlike NumPy's integer matmul). Requantization follows onnxruntime: the
+Integer products are accumulated exactly in floating point, which runs on BLAS unlike NumPy's integer matmul:
+float32 when a bound on the partial sums shows they stay below 2**24 (so every float32 addition of these
+integers is exact), float64 otherwise (exact up to 2**53). Requantization follows onnxruntime: the
 combined scale ``a_scale * b_scale / y_scale`` is formed in float32, applied in float32, rounded half to even,
 shifted by the zero point and saturated to the output type.
 """
@@ -20,9 +21,9 @@ F32 = np.float32
 
 
 def _saturate(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Round half to even and clip into ``dtype``'s range, then convert."""
+    """Clip already-rounded ``values`` into ``dtype``'s range (in place: pass a scratch array), then convert."""
     info = np.iinfo(dtype)
-    return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+    return np.clip(values, info.min, info.max, out=values).astype(dtype)
 
 
 def _along_axis(param: np.ndarray, axis: int, ndim: int, block_size: int = 0, dim: int = 0) -> np.ndarray:
@@ -73,19 +74,30 @@ class QuantizeLinear(_PerAxis):
             dtype = zero_point.dtype  # int32 is accepted too, though the spec lists only 8/16-bit types
         else:
             dtype = self.default_dtype or np.dtype(np.uint8)
-        scaled = np.rint(x.astype(F32, copy=False) / self._shape_param(scale.astype(F32, copy=False), x))
+        # divide (not multiply by 1/scale) and round before adding the zero point, as onnxruntime does
+        scaled = np.divide(x, self._shape_param(scale.astype(F32, copy=False), x), dtype=F32)
+        np.rint(scaled, out=scaled)
         if zero_point is not None:
-            scaled = scaled + self._shape_param(zero_point, x).astype(F32 if dtype.itemsize < 4 else np.float64)
+            if dtype.itemsize >= 4:  # an int32 zero point is not exact in float32
+                scaled = scaled.astype(np.float64)
+            scaled += self._shape_param(zero_point, x).astype(scaled.dtype)
         return _saturate(scaled, dtype)
 
 
 @register("DequantizeLinear", 10)
 class DequantizeLinear(_PerAxis):
     def run(self, x, scale, zero_point=None):
-        centred = x.astype(np.int64)
-        if zero_point is not None:
-            centred = centred - self._shape_param(zero_point, x).astype(np.int64)
-        return centred.astype(scale.dtype) * self._shape_param(scale, x)
+        if x.itemsize <= 2 and scale.dtype == F32:  # 8/16-bit values and their differences are exact in float32
+            centred = x.astype(F32)
+            if zero_point is not None:
+                centred -= self._shape_param(zero_point, x).astype(F32)
+        else:
+            centred = x.astype(np.int64)
+            if zero_point is not None:
+                centred -= self._shape_param(zero_point, x).astype(np.int64)
+            centred = centred.astype(scale.dtype)
+        centred *= self._shape_param(scale, x)
+        return centred
 
 
 @register("DynamicQuantizeLinear", 11)
@@ -97,8 +109,12 @@ class DynamicQuantizeLinear(Op):
         high = max(F32(x.max()), F32(0)) if x.size else F32(0)
         # an all-zero input would give scale 0; onnxruntime uses 1 then, which quantizes everything to 0
         scale = F32(1) if high == low else F32((high - low) / F32(255))
-        zero_point = _saturate(np.array(F32(0) - low / scale, F32), np.dtype(np.uint8))
-        y = _saturate(np.rint(x / scale) + zero_point.astype(F32), np.dtype(np.uint8))
+        zero_point = np.array(F32(0) - low / scale, F32)
+        zero_point = _saturate(np.rint(zero_point, out=zero_point), np.dtype(np.uint8))
+        y = np.divide(x, scale, dtype=F32)
+        np.rint(y, out=y)
+        y += zero_point.astype(F32)
+        y = _saturate(y, np.dtype(np.uint8))
         return y, np.array(scale, F32), zero_point
 
 
@@ -116,7 +132,10 @@ class _ConvGeometry:
         self.group = op.attr("group", 1)
         self.auto_pad = op.attr("auto_pad", "NOTSET")
         pads = op.attr("pads", [0] * (2 * rank))
-        self.pads = list(zip(pads[:rank], pads[rank:]))
+        if len(pads) != 2 * rank or len(self.strides) != rank or len(self.dilations) != rank:
+            raise op.fail(f"pads {pads}, strides {list(self.strides)} or dilations {list(self.dilations)} do "
+                          f"not match a {rank}-d kernel")
+        self.pads = list(zip(pads[:rank], pads[rank:], strict=True))
 
     def padding(self, spatial: tuple[int, ...]) -> list[tuple[int, int]]:
         if self.auto_pad in ("NOTSET", ""):
@@ -124,7 +143,7 @@ class _ConvGeometry:
         if self.auto_pad == "VALID":
             return [(0, 0)] * len(spatial)
         widths = []
-        for size, k, s, d in zip(spatial, self.kernel, self.strides, self.dilations):
+        for size, k, s, d in zip(spatial, self.kernel, self.strides, self.dilations, strict=True):
             total = max(0, (math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size)
             small, large = total // 2, total - total // 2
             widths.append((small, large) if self.auto_pad == "SAME_UPPER" else (large, small))
@@ -132,7 +151,7 @@ class _ConvGeometry:
 
 
 def integer_conv(x: np.ndarray, w: np.ndarray, geometry: _ConvGeometry) -> np.ndarray:
-    """Exact convolution of zero-centred integer data held in float64: x (N, C, *S), w (M, C/group, *K).
+    """Convolution of zero-centred integer data held in floats: x (N, C, *S), w (M, C/group, *K).
 
     im2col through a strided view, then one matmul per group. Padding is with 0, i.e. with the zero point
     of the original quantized input.
@@ -144,7 +163,7 @@ def integer_conv(x: np.ndarray, w: np.ndarray, geometry: _ConvGeometry) -> np.nd
     kernel, strides, dilations = geometry.kernel, geometry.strides, geometry.dilations
     out_spatial = tuple(
         (size - d * (k - 1) - 1) // s + 1
-        for size, k, s, d in zip(padded.shape[2:], kernel, strides, dilations)
+        for size, k, s, d in zip(padded.shape[2:], kernel, strides, dilations, strict=True)
     )
     if any(o <= 0 for o in out_spatial):
         raise ValueError(f"kernel {kernel} does not fit the padded input {padded.shape}")
@@ -153,8 +172,8 @@ def integer_conv(x: np.ndarray, w: np.ndarray, geometry: _ConvGeometry) -> np.nd
         padded,
         shape=(n, channels) + out_spatial + kernel,
         strides=step[:2]
-        + tuple(st * s for st, s in zip(step[2:], strides))
-        + tuple(st * d for st, d in zip(step[2:], dilations)),
+        + tuple(st * s for st, s in zip(step[2:], strides, strict=True))
+        + tuple(st * d for st, d in zip(step[2:], dilations, strict=True)),
         writeable=False,
     )
     group = geometry.group
@@ -175,17 +194,25 @@ def integer_conv(x: np.ndarray, w: np.ndarray, geometry: _ConvGeometry) -> np.nd
 
 
 def _centred(values: np.ndarray, zero_point: np.ndarray | None, channel_shape: tuple[int, ...] = ()) -> np.ndarray:
-    """``values - zero_point`` in float64; a per-channel zero point is reshaped to ``channel_shape``."""
-    centred = values.astype(np.float64)
+    """``values - zero_point`` as float32 (exact for the 8/16-bit types these ops take); a per-channel zero
+    point is reshaped to ``channel_shape``."""
+    centred = values.astype(F32)
     if zero_point is not None:
-        zp = zero_point.astype(np.float64)
-        if zp.size > 1 and channel_shape:
-            zp = zp.reshape(channel_shape)
-        centred -= zp.reshape(()) if zp.size == 1 else zp
+        zp = zero_point.astype(F32)
+        centred -= zp.reshape(()) if zp.size == 1 else zp.reshape(channel_shape)
     return centred
 
 
+# float32 adds integers exactly while every partial sum stays below this
+_F32_EXACT = 2.0 ** 24
+
+
 class _ConvBase(Op):
+    """Shared by ConvInteger and QLinearConv: geometry and zero-centred weights, prepared once when constant."""
+
+    WEIGHT_INPUT = 1
+    WEIGHT_ZERO_POINT_INPUT = 3
+
     def __init__(self, node):
         super().__init__(node)
         weights = self.const(self.WEIGHT_INPUT)
@@ -194,15 +221,30 @@ class _ConvBase(Op):
             self.geometry = None  # resolved from the weights on the first run
         else:
             self.geometry = _ConvGeometry(self, tuple(kernel_shape or weights.shape[2:]))
+        zero_point_known = len(node.inputs) <= self.WEIGHT_ZERO_POINT_INPUT or not node.inputs[
+            self.WEIGHT_ZERO_POINT_INPUT] or self.const(self.WEIGHT_ZERO_POINT_INPUT) is not None
+        self.prepared = None
+        if weights is not None and zero_point_known:
+            self.prepared = self._prepare_weights(weights, self.const(self.WEIGHT_ZERO_POINT_INPUT))
 
-    WEIGHT_INPUT = 1
+    @staticmethod
+    def _prepare_weights(w: np.ndarray, zero_point: np.ndarray | None) -> tuple[np.ndarray, float]:
+        """Zero-centred weights and the largest sum of |weights| feeding one output (to bound partial sums)."""
+        centred = _centred(w, zero_point, (w.shape[0],) + (1,) * (w.ndim - 1))
+        return centred, float(np.abs(centred).reshape(w.shape[0], -1).sum(axis=1).max(initial=0.0))
 
-    def _convolve(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    def _convolve(self, x: np.ndarray, x_zero_point, w: np.ndarray, w_zero_point) -> np.ndarray:
+        """The exact integer convolution, returned as float32 or float64 holding integers."""
+        centred_w, weight_sum = self.prepared or self._prepare_weights(w, w_zero_point)
+        centred_x = _centred(x, x_zero_point)
         geometry = self.geometry or _ConvGeometry(self, tuple(w.shape[2:]))
         if x.ndim != w.ndim or x.shape[1] != w.shape[1] * geometry.group:
             raise self.fail(f"input shape {x.shape} does not match weights {w.shape} with group {geometry.group}")
+        if float(np.abs(centred_x).max(initial=0.0)) * weight_sum >= _F32_EXACT:
+            # partial sums could leave float32's exact-integer range: accumulate in float64 instead
+            centred_x, centred_w = centred_x.astype(np.float64), centred_w.astype(np.float64)
         try:
-            return integer_conv(x, w, geometry)
+            return integer_conv(centred_x, centred_w, geometry)
         except ValueError as exc:
             raise self.fail(str(exc)) from None
 
@@ -210,20 +252,18 @@ class _ConvBase(Op):
 @register("ConvInteger", 10)
 class ConvInteger(_ConvBase):
     def run(self, x, w, x_zero_point=None, w_zero_point=None):
-        per_channel = (w.shape[0],) + (1,) * (w.ndim - 1)
-        acc = self._convolve(_centred(x, x_zero_point), _centred(w, w_zero_point, per_channel))
-        return acc.astype(np.int32)
+        return self._convolve(x, x_zero_point, w, w_zero_point).astype(np.int32)
 
 
 @register("QLinearConv", 10)
 class QLinearConv(_ConvBase):
     WEIGHT_INPUT = 3
+    WEIGHT_ZERO_POINT_INPUT = 5
 
     def run(self, x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point, bias=None):
-        per_channel = (w.shape[0],) + (1,) * (w.ndim - 1)
-        acc = self._convolve(_centred(x, x_zero_point), _centred(w, w_zero_point, per_channel))
-        if bias is not None:
-            acc += bias.astype(np.float64).reshape((1, -1) + (1,) * (acc.ndim - 2))
+        acc = self._convolve(x, x_zero_point, w, w_zero_point)
+        if bias is not None:  # added in float64 so the sum is exact, as onnxruntime's int32 accumulator
+            acc = acc.astype(np.float64) + bias.astype(np.float64).reshape((1, -1) + (1,) * (acc.ndim - 2))
         multiplier = (x_scale.astype(F32) * w_scale.astype(F32) / y_scale.astype(F32)).reshape(-1)
         multiplier = multiplier.reshape((1, -1) + (1,) * (acc.ndim - 2)) if multiplier.size > 1 else multiplier[0]
         scaled = acc.astype(F32) * multiplier
@@ -232,7 +272,7 @@ class QLinearConv(_ConvBase):
 
 def _requantize(scaled: np.ndarray, zero_point: np.ndarray | None, fallback: np.dtype) -> np.ndarray:
     dtype = fallback if zero_point is None else zero_point.dtype
-    rounded = np.rint(scaled)
+    rounded = np.rint(scaled, out=scaled)
     if zero_point is not None:
         rounded += zero_point.astype(F32)
     return _saturate(rounded, dtype)

@@ -91,7 +91,8 @@ def _log_sum_exp(x: np.ndarray, axes: Axes, keepdims: bool) -> np.ndarray:
     # max + log(sum(exp(x - max))): exp never overflows; a slice that is all -inf (or empty) shifts by 0 instead
     peak = _max(x, axes, keepdims=True)
     peak = np.where(np.isfinite(peak), peak, 0).astype(x.dtype, copy=False)
-    result = np.log(_sum(np.exp(x - peak), axes, keepdims=True)) + peak
+    with np.errstate(divide="ignore"):  # log(0) = -inf is the right answer for a slice of -inf
+        result = np.log(_sum(np.exp(x - peak), axes, keepdims=True)) + peak
     return result if keepdims else np.squeeze(result, axis=axes)
 
 

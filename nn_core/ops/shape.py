@@ -14,6 +14,7 @@ from onnx import helper
 from .registry import Op, register
 
 INT64 = np.int64
+_INT64_MAX = int(np.iinfo(np.int64).max)
 
 
 def _ints(values) -> tuple[int, ...]:
@@ -181,6 +182,10 @@ def _slice_bounds(start: int, end: int, step: int, dim: int) -> slice:
     """ONNX Slice clamping for one axis, as a Python slice (negative indexes already resolved)."""
     if step == 0:
         raise ValueError("slice step cannot be 0")
+    if step < 0 and end == _INT64_MAX:
+        # exporters write INT64_MAX for "open end" whatever the direction; onnxruntime reads it so when
+        # stepping backwards (through index 0) although plain clamping would select nothing. Follow it.
+        end = -dim - 1
     if start < 0:
         start += dim
     if end < 0:

@@ -1,0 +1,176 @@
+"""The views on their own: probabilities headline, activation cards and inspector, preview, summary, canvas."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import QEvent, QPoint, QPointF, Qt  # noqa: E402
+from PySide6.QtGui import QColor, QImage, QMouseEvent  # noqa: E402
+from PySide6.QtTest import QTest  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+from gui.activations import ActivationsView, ColourScale, as_maps, as_vector  # noqa: E402
+from gui.canvas import DrawingCanvas  # noqa: E402
+from gui.preview import InputPreview  # noqa: E402
+from gui.probabilities import headline  # noqa: E402
+from nn_core.plan import NodeRecord  # noqa: E402
+
+LABELS = [str(i) for i in range(10)]
+
+
+def hover(widget, point: QPointF) -> None:
+    """A mouse move with no button down (QTest.mouseMove does not deliver those to a tracking widget here)."""
+    event = QMouseEvent(QEvent.Type.MouseMove, point, widget.mapToGlobal(point), Qt.MouseButton.NoButton,
+                        Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, event)
+
+
+def distribution(**share) -> np.ndarray:
+    probs = np.full(10, 0.0)
+    for label, value in share.items():
+        probs[int(label[1:])] = value
+    rest = 1.0 - probs.sum()
+    probs[probs == 0] = rest / np.count_nonzero(probs == 0)
+    return probs
+
+
+def test_headline_shows_the_winner_with_its_confidence():
+    big, small = headline(distribution(d7=0.98), LABELS)
+    assert big == "7" and small == "98.0 % confident"
+
+
+def test_headline_calls_a_close_call_a_close_call():
+    big, small = headline(distribution(d4=0.48, d9=0.41), LABELS)
+    assert big == "4 or 9?" and "48" in small and "41" in small
+    assert headline(distribution(d4=0.7, d9=0.2), LABELS)[0] == "4"
+
+
+def test_headline_is_empty_without_a_prediction():
+    assert headline(None, LABELS) == ("–", "Draw a digit")
+
+
+def test_colour_scale_is_symmetric_for_signed_values_and_starts_at_zero_otherwise():
+    signed = ColourScale.for_values(np.array([-0.5, 2.0]))
+    assert (signed.low, signed.high, signed.signed) == (-2.0, 2.0, True)
+    assert signed.indices(np.array([0.0]))[0] == 127  # zero sits in the middle of the diverging table
+    positive = ColourScale.for_values(np.array([0.2, 3.0]))
+    assert (positive.low, positive.high, positive.signed) == (0.0, 3.0, False)
+    assert positive.indices(np.array([0.0, 3.0])).tolist() == [0, 254]
+
+
+def test_feature_maps_are_found_in_nchw_and_nhwc_tensors():
+    nchw = np.zeros((1, 6, 24, 24), np.float32)
+    nchw[0, 2, 5, 7] = 1
+    assert as_maps(nchw).shape == (6, 24, 24) and as_maps(nchw)[2, 5, 7] == 1
+    nhwc = np.zeros((1, 12, 12, 32), np.float32)
+    nhwc[0, 5, 7, 2] = 1
+    assert as_maps(nhwc).shape == (32, 12, 12) and as_maps(nhwc)[2, 5, 7] == 1
+    assert as_maps(np.zeros((1, 10), np.float32)) is None
+    assert as_vector(np.arange(20, dtype=np.float32).reshape(1, 20)).tolist() == list(range(20))
+    assert as_vector(np.array([1, 28, 28], np.int64)) is None  # shape tensors are shown as text
+
+
+def records(count: int) -> list:
+    rng = np.random.default_rng(0)
+    return [NodeRecord(f"conv_{i}", "Conv", {f"t{i}": rng.normal(size=(1, 8, 12, 12)).astype(np.float32)})
+            for i in range(count)] + [NodeRecord("dense", "Gemm", {"logits": rng.normal(size=(1, 10))})]
+
+
+def test_only_visible_cards_are_rendered(qtbot):
+    view = ActivationsView()
+    qtbot.addWidget(view)
+    view.resize(420, 360)
+    view.show()
+    qtbot.waitExposed(view)
+    view.set_records(records(150))
+    qtbot.wait(50)
+    rendered = [card for card in view.entries if card.paint_count]
+    assert 0 < len(rendered) < 15  # the first few; not all 151
+    view.verticalScrollBar().setValue(view.verticalScrollBar().maximum())
+    qtbot.wait(50)
+    assert view.entries[-2].paint_count > 0 and view.entries[70].paint_count == 0
+    before = view.entries[0].paint_count
+    view.set_records(records(150))  # new values: still nothing rendered until seen
+    qtbot.wait(50)
+    assert view.entries[0].paint_count == before
+
+
+def test_cards_show_shape_and_value_range(qtbot):
+    view = ActivationsView()
+    qtbot.addWidget(view)
+    data = records(2)
+    view.set_records(data)
+    left, right = view.entries[0].header_text()
+    values = data[0].outputs["t0"]
+    assert "Conv" in left and "conv_0" in left
+    assert "[1, 8, 12, 12]" in right
+    assert f"{values.min():.4g}" in right and f"{values.max():.4g}" in right
+    assert view.entries[-1].kind() == "bars"
+
+
+def test_clicking_a_map_opens_an_inspector_that_reports_values_on_hover(qtbot):
+    view = ActivationsView()
+    qtbot.addWidget(view)
+    view.resize(500, 500)
+    view.show()
+    qtbot.waitExposed(view)
+    data = records(1)
+    view.set_records(data)
+    qtbot.wait(20)
+    card = view.entries[0]
+    body = card.body_rect()
+    # click the second tile of the first row
+    image, columns, rows, _ = card._rendered()
+    tile_width = card._image_rect(image, body).width() / columns
+    QTest.mouseClick(card, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
+                     QPoint(int(body.x() + tile_width * 1.5), int(body.y() + 5)))
+    inspector = view.inspector
+    assert inspector is not None and inspector.isVisible() and inspector.map_index == 1
+    assert "map 2 of 8" in inspector._title.text()
+    grid = inspector._grid
+    qtbot.waitExposed(inspector)
+    target = grid._target()
+    cell = QPointF(target.x() + target.width() * (7.5 / 12), target.y() + target.height() * (3.5 / 12))
+    seen = []
+    grid.hovered.connect(seen.append)
+    hover(grid, cell)
+    expected = data[0].outputs["t0"][0, 1, 3, 7]
+    assert seen and seen[-1] == f"row 3, col 7: {expected:.4g}"
+    # live: new values for the same node refresh the open inspector
+    fresh = records(1)
+    fresh[0].outputs["t0"][0, 1, 3, 7] = 42.0
+    view.set_records(fresh)
+    hover(grid, cell + QPointF(1, 0))
+    assert seen[-1] == "row 3, col 7: 42"
+
+
+def test_preview_is_nearest_neighbour(qtbot):
+    preview = InputPreview()
+    qtbot.addWidget(preview)
+    preview.resize(300, 330)
+    image = np.zeros((28, 28), np.float32)
+    image[::2, ::2] = 1.0  # a checkerboard-ish pattern that smoothing would turn grey
+    preview.set_image(image)
+    grabbed = preview.grab().toImage().convertToFormat(QImage.Format.Format_RGB32)
+    greys = {QColor(grabbed.pixel(x, y)).red() for x in range(40, 260, 3) for y in range(30, 260, 3)}
+    assert greys <= {0, 32, 255}  # black, the background, white: no in-between values
+
+
+def test_canvas_touch_draws_like_the_mouse(qtbot):
+    canvas = DrawingCanvas()
+    qtbot.addWidget(canvas)
+    canvas.resize(300, 300)
+    canvas.show()
+    qtbot.waitExposed(canvas)
+    changes = []
+    canvas.strokesChanged.connect(lambda: changes.append(1))
+    device = QTest.createTouchDevice()
+    QTest.touchEvent(canvas, device).press(0, QPoint(50, 50)).commit()
+    QTest.touchEvent(canvas, device).move(0, QPoint(100, 120)).commit()
+    QTest.touchEvent(canvas, device).move(0, QPoint(150, 200)).commit()
+    QTest.touchEvent(canvas, device).release(0, QPoint(150, 200)).commit()
+    strokes = canvas.document.strokes
+    assert len(strokes) == 1 and len(strokes[0].points) == 3 and len(changes) >= 3
