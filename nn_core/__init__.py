@@ -11,6 +11,7 @@ from .errors import InputError, ModelError, UnsupportedOperatorError
 from .model import Model, load, load_proto
 from .ops import load_all_kernels
 from .ops.registry import supported_ops
+from .tensor import Tensor
 
 load_all_kernels()
 
@@ -19,10 +20,6 @@ SUPPORTED_OPS: frozenset[str] = supported_ops()
 #: the highest opset of the default domain the kernels are written against
 MAX_OPSET = 22
 
-try:  # the Tensor type lives in its own module
-    from .tensor import Tensor
-except ImportError:  # pragma: no cover - while the module is being written
-    Tensor = None  # type: ignore[assignment,misc]
 
 __all__ = ["InputError", "MAX_OPSET", "Model", "ModelError", "SUPPORTED_OPS", "Tensor", "UnsupportedOperatorError",
            "load", "load_proto"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
@@ -26,13 +27,20 @@ def model_opset(model: onnx.ModelProto, domain: str = "") -> int:
     return 1
 
 
-def cases_for(supported: set[str], max_opset: int) -> list:
-    """The node cases whose every op is in ``supported``, with plain numeric types only (as the scorecard)."""
+@functools.lru_cache(maxsize=1)
+def all_cases() -> tuple:
+    """Every node case of the onnx wheel; generating them takes seconds, so once per test session."""
     from onnx.backend.test.case.node import collect_testcases
 
-    warnings.filterwarnings("ignore")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return tuple(collect_testcases(None))
+
+
+def cases_for(supported: set[str], max_opset: int) -> list:
+    """The node cases whose every op is in ``supported``, with plain numeric types only (as the scorecard)."""
     chosen = []
-    for case in collect_testcases(None):
+    for case in all_cases():
         ops = {n.op_type for n in case.model.graph.node}
         if not ops <= supported or case.name.startswith("test_gradient"):
             continue
