@@ -53,7 +53,8 @@ def materialize(name: str, seed: int = 0) -> onnx.ModelProto:
             value = rng.normal(0.0, 0.1, shape)
         else:  # conv / dense weights: He initialisation keeps activations in a sane range through 50 layers
             fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
-            value = rng.normal(0.0, np.sqrt(2.0 / max(fan_in, 1)), shape) if len(shape) > 1 else rng.normal(0, .1, shape)
+            std = np.sqrt(2.0 / max(fan_in, 1)) if len(shape) > 1 else 0.1
+            value = rng.normal(0.0, std, shape)
         new_inits.append(numpy_helper.from_array(value.astype(np.float32), name=out))
     del graph.node[:]
     graph.node.extend(kept_nodes)
@@ -61,6 +62,10 @@ def materialize(name: str, seed: int = 0) -> onnx.ModelProto:
     remaining = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]
     graph.initializer.extend(remaining + new_inits)
+    # drop graph inputs nothing reads any more (the shape tensors, and an unused data-queue input)
+    inputs = [v for v in graph.input if v.name in used]
+    del graph.input[:]
+    graph.input.extend(inputs)
     return model
 
 

@@ -15,8 +15,8 @@ from .tensor import Tensor
 
 load_all_kernels()
 
-#: every ONNX operator (default domain) the engine has a kernel for
-SUPPORTED_OPS: frozenset[str] = supported_ops()
+#: every ONNX operator the engine has a kernel for (default domain, plus the few ai.onnx.ml classifiers)
+SUPPORTED_OPS: frozenset[str] = supported_ops() | supported_ops("ai.onnx.ml")
 #: the highest opset of the default domain the kernels are written against
 MAX_OPSET = 22
 

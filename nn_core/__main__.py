@@ -8,13 +8,19 @@ import sys
 
 
 def _set_threads_from_argv(argv: list[str]) -> None:
-    """BLAS reads its thread count when NumPy is imported, so --threads must be applied before that."""
+    """BLAS reads its thread count when NumPy is imported, so --threads must be applied before that.
+
+    `bench` defaults to one thread, like the onnxruntime session it is compared with.
+    """
+    value = "1" if argv[:1] == ["bench"] else None
     for index, arg in enumerate(argv):
-        value = arg.split("=", 1)[1] if arg.startswith("--threads=") else (
-            argv[index + 1] if arg == "--threads" and index + 1 < len(argv) else None)
-        if value:
-            for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-                os.environ[var] = value
+        if arg.startswith("--threads="):
+            value = arg.split("=", 1)[1]
+        elif arg == "--threads" and index + 1 < len(argv):
+            value = argv[index + 1]
+    if value:
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -49,27 +49,32 @@ def affine_transform(images: np.ndarray, matrices: np.ndarray, shifts: np.ndarra
     ``images`` is (N, H, W); ``matrices`` (N, 2, 2) and ``shifts`` (N, 2) use (x, y) order.
     """
     n, h, w = images.shape
-    centre = np.array([(w - 1) / 2, (h - 1) / 2])
-    ys, xs = np.mgrid[0:h, 0:w]
-    grid = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float64)  # (H*W, 2) as (x, y)
-    inverse = np.linalg.inv(matrices)
-    # source = M^-1 (p - centre - shift) + centre, for all images and pixels at once: (N, H*W, 2)
-    offsets = grid[None, :, :] - centre - shifts[:, None, :]
-    source = np.einsum("nij,npj->npi", inverse, offsets) + centre
-    # A one-pixel zero border lets out-of-range samples read zeros instead of needing masks.
-    padded = np.zeros((n, h + 2, w + 2), dtype=np.float32)
+    f32 = np.float32
+    cx, cy = f32((w - 1) / 2), f32((h - 1) / 2)
+    ys, xs = np.mgrid[0:h, 0:w].astype(f32)
+    # Inverse of each 2x2 matrix, written out: (a b; c d)^-1 = (d -b; -c a) / (ad - bc).
+    a, b, c, d = (matrices[:, i, j] for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)))
+    det = a * d - b * c
+    inv = [(v / det).astype(f32)[:, None] for v in (d, -b, -c, a)]
+    # source = M^-1 (p - centre - shift) + centre, for all images and pixels at once: (N, H*W) each.
+    ox = xs.reshape(1, -1) - (cx + shifts[:, 0:1].astype(f32))
+    oy = ys.reshape(1, -1) - (cy + shifts[:, 1:2].astype(f32))
+    # +1: coordinates in an image with a one-pixel zero border, so out-of-range samples read zeros, no masks.
+    sx = np.clip(inv[0] * ox + inv[1] * oy + (cx + 1), 0, w + 1)
+    sy = np.clip(inv[2] * ox + inv[3] * oy + (cy + 1), 0, h + 1)
+    x0 = np.minimum(np.floor(sx), f32(w))  # top-left neighbour; float32 so the weights stay float32
+    y0 = np.minimum(np.floor(sy), f32(h))
+    fx, fy = sx - x0, sy - y0
+    padded = np.zeros((n, h + 2, w + 2), dtype=f32)
     padded[:, 1:-1, 1:-1] = images
-    sx = np.clip(source[..., 0] + 1, 0, w + 1)
-    sy = np.clip(source[..., 1] + 1, 0, h + 1)
-    x0 = np.minimum(np.floor(sx).astype(np.int64), w)
-    y0 = np.minimum(np.floor(sy).astype(np.int64), h)
-    fx = (sx - x0).astype(np.float32)
-    fy = (sy - y0).astype(np.float32)
     flat = padded.reshape(-1)
-    index = np.arange(n)[:, None] * ((h + 2) * (w + 2)) + y0 * (w + 2) + x0
-    top = flat[index] * (1 - fx) + flat[index + 1] * fx
-    bottom = flat[index + w + 2] * (1 - fx) + flat[index + w + 3] * fx
-    return (top * (1 - fy) + bottom * fy).reshape(n, h, w)
+    index = y0.astype(np.int32) * (w + 2) + x0.astype(np.int32)
+    index += np.arange(0, n * (h + 2) * (w + 2), (h + 2) * (w + 2), dtype=np.int32)[:, None]
+    top_left, top_right = flat.take(index), flat.take(index + 1)
+    bottom_left, bottom_right = flat.take(index + (w + 2)), flat.take(index + (w + 3))
+    top = top_left + fx * (top_right - top_left)
+    bottom = bottom_left + fx * (bottom_right - bottom_left)
+    return (top + fy * (bottom - top)).reshape(n, h, w).astype(f32, copy=False)
 
 
 def dilate(images: np.ndarray) -> np.ndarray:

@@ -10,13 +10,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
 import statistics
 import subprocess
 import sys
 import time
 from collections import defaultdict
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -89,11 +88,11 @@ name = ours.inputs[0].name
 if engine == "ours":
     run = lambda: ours.run({name: x})
 else:
+    del ours
     import onnxruntime as ort
     so = ort.SessionOptions(); so.intra_op_num_threads = threads
     sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     run = lambda: sess.run(None, {name: x})
-del ours
 run()
 with open("/proc/self/clear_refs", "w") as f:  # reset the peak to the current resident size
     f.write("5")
@@ -152,21 +151,8 @@ def main(args: argparse.Namespace) -> int:
              f"{'ref/ours':>9}"
     print(header)
     for batch in batches:
-        x = example_input(spec, batch)
-        feeds = {spec.name: x}
-        functions: dict[str, Callable[[], object]] = {"ours": lambda: ours.run(feeds)}
-        if session is not None:
-            functions["ort"] = lambda: session.run(None, feeds)
-        medians = interleaved_medians(functions, args.seconds)
-        ref_time = None
-        if reference is not None and batch <= 64:
-            start = time.perf_counter()
-            reference.run(None, feeds)
-            once = time.perf_counter() - start
-            repeat = max(1, min(30, int(args.seconds / max(once, 1e-6))))
-            ref_time = statistics.median(_timed(lambda: reference.run(None, feeds)) for _ in range(repeat))
-        a = medians["ours"]
-        b = medians.get("ort")
+        a, b, ref_time = measure_batch(ours, session, reference, {spec.name: example_input(spec, batch)},
+                                       args.seconds, with_reference=batch <= 64)
         print(f"{batch:6d} {_fmt_time(a)} {_fmt_time(a / batch)} "
               f"{_fmt_time(b) if b else '           -'} {f'{a / b:8.2f}x' if b else '        -'} "
               f"{_fmt_time(ref_time) if ref_time else '           -'} "
@@ -183,6 +169,21 @@ def main(args: argparse.Namespace) -> int:
     if args.profile:
         print_profile(ours, {spec.name: example_input(spec, batches[0])}, args.seconds)
     return 0
+
+
+def measure_batch(ours, session, reference, feeds: dict, seconds: float, with_reference: bool
+                  ) -> tuple[float, float | None, float | None]:
+    """Median seconds per run of ours, onnxruntime (None if absent) and the ReferenceEvaluator (None if skipped)."""
+    functions: dict[str, Callable[[], object]] = {"ours": lambda: ours.run(feeds)}
+    if session is not None:
+        functions["ort"] = lambda: session.run(None, feeds)
+    medians = interleaved_medians(functions, seconds)
+    ref_time = None
+    if reference is not None and with_reference:  # far slower: timed on its own, a bounded number of times
+        once = _timed(lambda: reference.run(None, feeds))
+        repeat = max(1, min(30, int(seconds / max(once, 1e-6))))
+        ref_time = statistics.median(_timed(lambda: reference.run(None, feeds)) for _ in range(repeat))
+    return medians["ours"], medians.get("ort"), ref_time
 
 
 def _timed(fn: Callable[[], object]) -> float:

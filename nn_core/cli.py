@@ -116,6 +116,7 @@ def run_command(args: argparse.Namespace) -> int:
             probs = row if (row.min() >= 0 and abs(row.sum() - 1) < 1e-3) else np.exp(row - row.max())
             probs = probs / probs.sum()
             order = np.argsort(-probs)[: args.top]
-            tops = ", ".join(f"{labels[i] if labels and i < len(labels) else i}: {probs[i] * 100:.1f}%" for i in order)
+            names = [labels[i] if labels and i < len(labels) else str(i) for i in order]
+            tops = ", ".join(f"{name}: {probs[i] * 100:.1f}%" for name, i in zip(names, order))
             print(f"top classes: {tops}")
     return 0

@@ -101,9 +101,7 @@ class Graph:
         self.nodes = self._sorted_nodes(graph)
         self._check_supported()
         for node in self.nodes:
-            node.parameters = sum(
-                int(self.constants[name].size) for name in node.inputs if name in self.constants
-            ) + sum(int(v.size) for v in node.attrs.values() if isinstance(v, np.ndarray) and node.op_type == "Constant")
+            node.parameters = sum(int(self.constants[name].size) for name in node.inputs if name in self.constants)
 
     def opset_for(self, domain: str) -> int:
         return self.opsets.get(canonical_domain(domain), 1)
@@ -120,7 +118,9 @@ class Graph:
             try:
                 attrs = node_attributes(proto)
             except Exception as exc:
-                raise ModelError(f"{self.source}: node '{name}' ({proto.op_type}) has an unreadable attribute: {exc}")
+                raise ModelError(
+                    f"{self.source}: node '{name}' ({proto.op_type}) has an unreadable attribute: {exc}"
+                ) from None
             nodes.append(NodeInfo(name, proto.op_type, canonical_domain(proto.domain), list(proto.input),
                                   list(proto.output), attrs))
         producer: dict[str, int] = {}

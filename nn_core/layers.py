@@ -162,12 +162,15 @@ class Conv2d(Layer):
             self.bias.grad += grad_rows.sum(axis=0)
         if not self.needs_input_grad:
             return None
-        grad_cols = (grad_rows @ self._weight_rows()).reshape(n, ho, wo, kh, kw, c)
         h, w = self._input_shape[2], self._input_shape[3]
         grad_padded = np.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=grad_out.dtype)
-        # col2im: every kernel offset adds its share back onto the pixels it read.
+        # col2im, one kernel offset at a time: that offset's (F, C) slice of the weight maps the output gradient
+        # to the pixels it read. A small matmul per offset yields contiguous (N, Ho, Wo, C) blocks whose adds run
+        # over whole rows, several times faster than one big matmul followed by scattered narrow adds.
+        weight = self.weight.value
         for index, (rows, columns) in enumerate(_offset_slices(self.kernel, self.stride, (ho, wo))):
-            grad_padded[:, rows, columns, :] += grad_cols[:, :, :, index // kw, index % kw, :]
+            contribution = grad_rows @ weight[:, :, index // kw, index % kw]
+            grad_padded[:, rows, columns, :] += contribution.reshape(n, ho, wo, c)
         return grad_padded[:, ph : ph + h, pw : pw + w, :].transpose(0, 3, 1, 2)
 
 
@@ -260,13 +263,16 @@ class MaxPool2d(Layer):
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         x, out = self._input, self._output
         grad = np.zeros_like(x, dtype=grad_out.dtype)
-        claimed = np.zeros(out.shape, dtype=bool)  # windows whose maximum already received the gradient
+        overlapping = self.stride[0] < self.kernel[0] or self.stride[1] < self.kernel[1]
+        # The gradient not yet handed to a window's (first) maximum; zeroed where it has been.
+        remaining = grad_out
         for rows, columns in _offset_slices(self.kernel, self.stride, grad_out.shape[2:]):
-            wins = x[:, :, rows, columns] == out
-            wins &= ~claimed
-            claimed |= wins
-            # Windows overlap when stride < kernel, hence the accumulation.
-            grad[:, :, rows, columns] += grad_out * wins
+            share = remaining * (x[:, :, rows, columns] == out)
+            if overlapping:
+                grad[:, :, rows, columns] += share
+            else:
+                grad[:, :, rows, columns] = share
+            remaining = remaining - share
         return grad
 
 

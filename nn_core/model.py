@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +42,9 @@ class Model:
         self._traced: TracedPlan | None = None
         self._input_names = [spec.name for spec in self.graph.inputs]
         self._output_names = [spec.name for spec in self.graph.outputs]
+        read = {name for node in self.graph.nodes for name in node.inputs} | set(self._output_names)
+        # graph inputs no node reads (exporters leave some behind) need not be fed
+        self._unused_inputs = {name for name in self._input_names if name not in read}
 
     # ---- description -------------------------------------------------------------------------------------
     @property
@@ -129,6 +133,9 @@ class Model:
         arrays = []
         for spec in self.graph.inputs:
             if spec.name not in feeds:
+                if spec.name in self._unused_inputs:
+                    arrays.append(None)
+                    continue
                 raise InputError(f"{self.name}: missing input '{spec.name}' {spec.describe_shape()}"
                                  f"{' ' + str(spec.dtype) if spec.dtype else ''}")
             arrays.append(_checked_array(self.name, spec, feeds[spec.name]))

@@ -25,7 +25,8 @@ def _use_counts(nodes: list[NodeInfo], graph_outputs: set[str]) -> dict[str, int
     return counts
 
 
-def fold_batchnorm(nodes: list[NodeInfo], constants: dict[str, np.ndarray], graph_outputs: set[str]) -> list[NodeInfo]:
+def fold_batchnorm(nodes: list[NodeInfo], constants: dict[str, np.ndarray], graph_outputs: set[str]
+                   ) -> list[NodeInfo]:
     """Conv followed only by an inference BatchNormalization becomes one Conv with rescaled weights and bias."""
     uses = _use_counts(nodes, graph_outputs)
     by_input = {node.inputs[0]: node for node in nodes if node.op_type == "BatchNormalization" and node.inputs}

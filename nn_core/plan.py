@@ -9,8 +9,9 @@ every node of the original graph and records each output, for the per-layer view
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -62,7 +63,8 @@ def make_kernel(node: NodeInfo, graph: Graph, constants: dict[str, np.ndarray]) 
     except ModelError:
         raise
     except Exception as exc:
-        raise ModelError(f"{graph.source}: {node.describe()} cannot be prepared: {type(exc).__name__}: {exc}") from exc
+        problem = f"{type(exc).__name__}: {exc}"
+        raise ModelError(f"{graph.source}: {node.describe()} cannot be prepared: {problem}") from exc
 
 
 def call_kernel(step: Step, args: list[Any], source: str) -> list[Any]:

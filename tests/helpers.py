@@ -51,7 +51,8 @@ def small_cnn(rng: np.random.Generator, with_bn: bool = True, opset: int = 13) -
     nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1])]
     last = "c1"
     if with_bn:
-        inits.update(gamma=rng.uniform(0.5, 1.5, 4).astype(np.float32), beta=rng.standard_normal(4).astype(np.float32),
+        inits.update(gamma=rng.uniform(0.5, 1.5, 4).astype(np.float32),
+                     beta=rng.standard_normal(4).astype(np.float32),
                      mean=rng.standard_normal(4).astype(np.float32), var=rng.uniform(0.5, 2, 4).astype(np.float32))
         nodes.append(helper.make_node("BatchNormalization", ["c1", "gamma", "beta", "mean", "var"], ["bn1"],
                                       name="bn1", epsilon=1e-5))

@@ -87,7 +87,8 @@ if __name__ == "__main__":  # python tests/onnx_node_cases.py Relu Conv ...: qui
             check_case_with_kernels(case)
             passed += 1
         except Exception as exc:  # report every failure, keep going
-            failures.append(f"{case.name}: {type(exc).__name__}: {str(exc).splitlines()[0][:150] if str(exc) else ''}")
+            first_line = str(exc).splitlines()[0][:150] if str(exc) else ""
+            failures.append(f"{case.name}: {type(exc).__name__}: {first_line}")
     for line in failures:
         print("FAIL", line)
     print(f"{passed} passed, {len(failures)} failed")

@@ -64,7 +64,8 @@ def test_nodes_out_of_order_and_initializers_as_inputs(tmp_path):
 
 def test_constant_subgraph_is_folded_and_still_correct(tmp_path):
     shape_nodes = [
-        helper.make_node("Constant", [], ["two"], name="c2", value=numpy_helper.from_array(np.array([2, 3], np.int64))),
+        helper.make_node("Constant", [], ["two"], name="c2",
+                         value=numpy_helper.from_array(np.array([2, 3], np.int64))),
         helper.make_node("Reshape", ["x", "two"], ["y"], name="reshape"),
     ]
     proto = make_model(shape_nodes, [tensor_info("x", [6])], [tensor_info("y", [2, 3])])

@@ -8,7 +8,7 @@ import pytest
 from helpers import ort_run, tensor_info
 from onnx import helper
 from onnx_node_cases import cases_for, check_case_with_kernels
-from test_ops_shape import ELEM, one_node_model
+from test_ops_shape import ELEM, check_case_dtypes, one_node_model
 
 from nn_core.errors import ModelError
 from nn_core.ops.testing import run_node
@@ -215,3 +215,4 @@ def test_node_conformance(case):
     if case.name in KNOWN_FAILURES:
         pytest.xfail(KNOWN_FAILURES[case.name])
     check_case_with_kernels(case)
+    check_case_dtypes(case)

@@ -8,8 +8,9 @@ once; ``run`` is then called on every inference with NumPy arrays and must stay 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +20,7 @@ DEFAULT_DOMAIN = ""
 ML_DOMAIN = "ai.onnx.ml"
 
 # (domain, op_type) -> list of (since_version, kernel class), kept sorted by version
-_KERNELS: dict[tuple[str, str], list[tuple[int, type["Op"]]]] = {}
+_KERNELS: dict[tuple[str, str], list[tuple[int, type[Op]]]] = {}
 
 
 def canonical_domain(domain: str) -> str:

@@ -348,8 +348,6 @@ class Compress(Op):
 
 @register("NonZero", 9)
 class NonZero(Op):
-    foldable = True
-
     def run(self, x):
         return np.array(np.nonzero(np.atleast_1d(x)), dtype=INT64).reshape(max(x.ndim, 1), -1)
 
@@ -653,8 +651,10 @@ class Dropout(Op):
         # the mask was the input's type before opset 10, bool since
         self.mask_is_bool = node.opset >= 10
         self.rng = np.random.default_rng(self.attr("seed"))
+        # deterministic (so foldable) unless a training_mode input may turn dropping on at run time
+        has_training_input = len(node.inputs) > 2 and bool(node.inputs[2])
         training = self.const(2)
-        self.foldable = node.opset < 12 or (training is not None and not training.item())
+        self.foldable = not has_training_input or (training is not None and not training.item())
 
     def run(self, x, ratio=None, training_mode=None):
         if training_mode is not None and bool(training_mode.item()):
