@@ -11,6 +11,7 @@ from dataclasses import replace
 import numpy as np
 
 from .graph import NodeInfo
+from .ops.conv import fold_batchnorm_into_conv
 
 # single-input activations a Conv/Gemm/MatMul kernel can apply in place to its own output
 FUSABLE_ACTIVATIONS = {"Relu": "relu", "LeakyRelu": "leaky_relu", "Clip": "clip"}
@@ -46,11 +47,8 @@ def fold_batchnorm(nodes: list[NodeInfo], constants: dict[str, np.ndarray], grap
             result.append(node)
             continue
         scale, shift, mean, var = (constants[n] for n in bn.inputs[1:5])
-        epsilon = float(bn.attrs.get("epsilon", 1e-5))
-        factor = (scale.astype(np.float64) / np.sqrt(var.astype(np.float64) + epsilon))
-        bias = constants[bias_name].astype(np.float64) if bias_name else np.zeros(weight.shape[0])
-        new_weight = (weight * factor.reshape(-1, *([1] * (weight.ndim - 1)))).astype(weight.dtype)
-        new_bias = ((bias - mean) * factor + shift).astype(weight.dtype)
+        new_weight, new_bias = fold_batchnorm_into_conv(weight, constants[bias_name] if bias_name else None,
+                                                        scale, shift, mean, var, float(bn.attrs.get("epsilon", 1e-5)))
         w_name, b_name = f"{node.name}::bn_folded_weight", f"{node.name}::bn_folded_bias"
         constants[w_name], constants[b_name] = new_weight, new_bias
         result.append(replace(node, inputs=[node.inputs[0], w_name, b_name], outputs=[bn.outputs[0]],
