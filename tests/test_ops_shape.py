@@ -330,15 +330,8 @@ SHAPE_OPS = {
     "NonZero", "OneHot", "CumSum", "TopK", "EyeLike", "Compress", "ReverseSequence",
 }
 
-# case -> why our kernel cannot reproduce it
-KNOWN_FAILURES = {
-    # Dropout in training mode draws random numbers; the expected data came from onnx's reference RNG stream,
-    # which a correct dropout need not (and ours does not) reproduce. The zero-ratio training cases do pass.
-    "test_training_dropout_default": "random mask in training mode",
-    "test_training_dropout_default_mask": "random mask in training mode",
-    "test_training_dropout": "random mask in training mode",
-    "test_training_dropout_mask": "random mask in training mode",
-}
+# case -> why our kernel cannot reproduce it (none: seeded training-mode Dropout draws its mask reproducibly)
+KNOWN_FAILURES: dict[str, str] = {}
 
 CASES = [c for c in cases_for(SHAPE_OPS, 10**6) if len(c.model.graph.node) == 1]
 

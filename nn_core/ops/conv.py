@@ -64,8 +64,22 @@ def as_int_list(value: object, rank: int, default: int) -> list[int]:
 
 
 class _Relu:
+    def __init__(self):
+        self.zeros: dict[tuple, np.ndarray] = {}
+
     def into(self, src: np.ndarray, out: np.ndarray) -> None:
-        np.maximum(src, out.dtype.type(0), out=out)
+        if src is out and out.flags.c_contiguous:
+            # NumPy only uses its SIMD loop for maximum with two same-shape contiguous operands (4x faster than
+            # against a scalar 0), so keep a zero array per shape
+            key = (out.shape, out.dtype)
+            zeros = self.zeros.get(key)
+            if zeros is None:
+                if len(self.zeros) > 8:
+                    self.zeros.clear()
+                zeros = self.zeros[key] = np.zeros(out.shape, out.dtype)
+            np.maximum(out, zeros, out=out)
+        else:
+            np.maximum(src, out.dtype.type(0), out=out)
 
 
 class _LeakyRelu:
@@ -177,101 +191,92 @@ class _PaddedScratch:
         self.elem = _row_major_strides(self.padded)  # element strides inside one channel
 
 
-def _full_width_pays(wide_positions: int, exact_positions: int, run_length: int, out_per_group: int) -> bool:
-    """Whether full-width columns beat exact ones. Per column element, an exact im2col copy pays a per-run
-    overhead (runs are ``run_length`` long) that the contiguous full-width copy does not, while the matmul pays
-    in proportion to the output channels for every extra (wasted) position. Constants measured on LeNet-like
-    shapes (OpenBLAS, one thread)."""
-    copy, run_overhead, mac = 0.03, 5.3, 0.05
-    wide_cost = wide_positions * (copy + mac * out_per_group)
-    exact_cost = exact_positions * (copy + run_overhead / run_length + mac * out_per_group)
-    return wide_cost < exact_cost
+def grouped_matrix(weight: np.ndarray, bias: np.ndarray | None, groups: int) -> np.ndarray:
+    """(M, C/g, k...) -> (g, M/g, C/g * prod(k) [+ 1 bias column]): the left operand of one batched matmul over
+    all groups, in the (channel, kernel...) order of NCHW columns."""
+    matrix = weight.reshape(groups, weight.shape[0] // groups, -1)
+    if bias is not None:
+        matrix = np.concatenate([matrix, bias.astype(weight.dtype, copy=False).reshape(groups, -1, 1)], axis=2)
+    return np.ascontiguousarray(matrix)
 
 
-class _Im2colPlan:
-    """Conv of one input shape: chunked im2col + one batched matmul (all groups at once) per chunk.
+class _ChannelsLastPlan:
+    """Conv of one input shape, one group, through channels-last (NHWC) columns.
 
-    With a bias, every group's column matrix gets a constant row of ones and the weight matrix the bias as
-    its last column, so the matmul adds the bias for free."""
+    Each chunk of images is copied once into a padded NHWC scratch; a column row (one output position) is then
+    made of kernel-height runs of kernel-width * channels contiguous values, much longer runs than the NCHW
+    layout's output-width ones, so the im2col copy is cheap for convolutions with many input channels. The
+    matmul (positions, K) @ (K, M) is also a single large GEMM per chunk; its (positions, M) result is
+    transposed into the NCHW output while the activation is applied."""
 
-    def __init__(self, x_shape: tuple[int, ...], dtype: np.dtype, groups: int, out_channels: int,
-                 kernel: list[int], strides: list[int], dilations: list[int], begins: list[int], ends: list[int],
-                 has_bias: bool):
+    def __init__(self, x_shape: tuple[int, ...], dtype: np.dtype, out_channels: int, kernel: list[int],
+                 strides: list[int], dilations: list[int], begins: list[int], ends: list[int], has_bias: bool):
         batch, channels, *sizes = x_shape
-        self.out_channels, self.groups = out_channels, groups
-        cg = channels // groups
+        rank = len(sizes)
         padded = [s + b + e for s, b, e in zip(sizes, begins, ends, strict=True)]
         self.out_sizes = conv_out_sizes(padded, kernel, dilations, strides)
         if min(self.out_sizes) <= 0:
             raise ValueError(f"output size {self.out_sizes} is empty")
-        wide_positions = self.out_sizes[0] * math.prod(padded[1:])  # whole padded rows but along the first axis
-        exact_positions = math.prod(self.out_sizes)
-        self.full_width = all(s == 1 for s in strides) and FULL_WIDTH and _full_width_pays(
-            wide_positions, exact_positions, self.out_sizes[-1], out_channels // groups)
-        positions = wide_positions if self.full_width else exact_positions
-        self.positions = positions
-        k_group = cg * math.prod(kernel)
+        self.out_channels = out_channels
+        positions = math.prod(self.out_sizes)
+        k_total = channels * math.prod(kernel)
+        width = k_total + has_bias
         item = dtype.itemsize
-        per_image = groups * (k_group + has_bias) * positions * item
-        self.rows = rows = max(1, min(batch, CHUNK_BYTES // per_image))
-        elem = _row_major_strides(padded)
-        # the full-width windows of the last channel reach this far past its end
-        slack = sum((k - 1) * d * e for k, d, e in zip(kernel, dilations, elem, strict=True))
-        self.scratch = _PaddedScratch(rows, channels, tuple(sizes), begins, ends, dtype, slack if self.full_width
-                                      else 0)
-        chan = self.scratch.channel_elems
-        taps_shape = (cg, *kernel)
-        position_shape = (positions,) if self.full_width else tuple(self.out_sizes)
-        window_strides = (channels * chan, cg * chan, chan, *(d * e for d, e in zip(dilations, elem, strict=True)))
-        if self.full_width:
-            position_strides: tuple[int, ...] = (1,)
+        self.rows = rows = max(1, min(batch, CHUNK_BYTES // (positions * width * item)))
+        self.positions = positions
+        self.scratch = np.zeros((rows, *padded, channels), dtype)
+        self.interior = self.scratch[(slice(None),) + tuple(slice(b, b + n) for b, n in
+                                                            zip(begins, sizes, strict=True))]
+        self.to_channels_last = (0, *range(2, rank + 2), 1)
+        elem = [e * channels for e in _row_major_strides(padded)]  # element strides of the padded NHWC axes
+        # window axes: image, output position..., kernel offset..., channel; the last kernel axis and the
+        # channel axis form one contiguous run when the last dilation is 1
+        tap_shape, tap_strides = list(kernel), [d * e for d, e in zip(dilations, elem, strict=True)]
+        if dilations[-1] == 1:
+            tap_shape[-1] *= channels
+            tap_strides[-1] = 1
         else:
-            position_strides = tuple(s * e for s, e in zip(strides, elem, strict=True))
-        shape = (rows, groups, *taps_shape, *position_shape)
-        self.windows = as_strided(self.scratch.flat, shape, tuple(v * item for v in window_strides +
-                                                                   position_strides), writeable=False)
-        self.cols_matrix = np.empty((rows, groups, k_group + has_bias, positions), dtype)
+            tap_shape.append(channels)
+            tap_strides.append(1)
+        shape = (rows, *self.out_sizes, *tap_shape)
+        steps = (math.prod(padded) * channels, *(s * e for s, e in zip(strides, elem, strict=True)), *tap_strides)
+        self.windows = as_strided(self.scratch, shape, tuple(v * item for v in steps), writeable=False)
+        self.cols_matrix = np.empty((rows * positions, width), dtype)
         if has_bias:
-            self.cols_matrix[:, :, k_group] = 1
-        # the im2col target: the first k_group rows of each group's column matrix, split like the windows
-        row_strides = [v * positions for v in _row_major_strides(list(taps_shape))]
-        self.cols = as_strided(self.cols_matrix, shape, tuple(v * item for v in (
-            groups * (k_group + has_bias) * positions, (k_group + has_bias) * positions, *row_strides,
-            *_row_major_strides(list(position_shape)))))
-        if self.full_width:
-            self.product = np.empty((rows, groups, out_channels // groups, positions), dtype)
-            wide = self.product.reshape(rows, out_channels, self.out_sizes[0], *padded[1:])
-            self.product_valid = wide[(Ellipsis,) + tuple(slice(0, o) for o in self.out_sizes[1:])]
+            self.cols_matrix[:, k_total] = 1
+        col_steps = (positions * width, *(v * width for v in _row_major_strides(self.out_sizes)),
+                     *_row_major_strides(tap_shape))
+        self.cols = as_strided(self.cols_matrix, shape, tuple(v * item for v in col_steps))
+        self.product = np.empty((rows * positions, out_channels), dtype)
+        self.product_nchw = self.product.reshape(rows, *self.out_sizes, out_channels).transpose(
+            0, rank + 1, *range(1, rank + 1))
+
+    @staticmethod
+    def prepare(weight: np.ndarray, bias: np.ndarray | None, groups: int = 1) -> np.ndarray:
+        """(M, C, k...) -> (k... * C [+ 1 bias row], M), in the (kernel..., channel) order of NHWC columns."""
+        rank = weight.ndim - 2
+        matrix = weight.transpose(*range(2, rank + 2), 1, 0).reshape(-1, weight.shape[0])
+        if bias is not None:
+            matrix = np.concatenate([matrix, bias.astype(weight.dtype, copy=False).reshape(1, -1)], axis=0)
+        return np.ascontiguousarray(matrix)
 
     def run(self, x: np.ndarray, matrix: np.ndarray, act: Activation | None) -> np.ndarray:
         batch = x.shape[0]
-        y = np.empty((batch, self.out_channels, *self.out_sizes), x.dtype)
+        y = np.empty((batch, self.out_channels, *self.computed_sizes), x.dtype)
         rows = self.rows
         interior, windows, cols, cols_matrix = self.scratch.interior, self.windows, self.cols, self.cols_matrix
-        if self.full_width:
-            product, valid = self.product, self.product_valid
         for start in range(0, batch, rows):
             count = min(rows, batch - start)
             if count != rows:  # the last, partial chunk
                 interior, windows, cols, cols_matrix = interior[:count], windows[:count], cols[:count], \
                     cols_matrix[:count]
-                if self.full_width:
-                    product, valid = product[:count], valid[:count]
             interior[...] = x[start:start + count]
             np.copyto(cols, windows)
             target = y[start:start + count]
-            if self.full_width:
-                np.matmul(matrix, cols_matrix, out=product)
-                # keep the valid columns, applying the activation on the way
-                if act is None:
-                    np.copyto(target, valid)
-                else:
-                    act.into(valid, target)
-            else:
-                np.matmul(matrix, cols_matrix, out=target.reshape(count, self.groups, -1, self.positions))
-                if act is not None:
-                    act(target)
-        return y
+            np.matmul(matrix, cols_matrix, out=target.reshape(count, self.groups, -1, self.positions))
+            if act is not None:
+                act(target)
+        return y[self.valid] if self.full_width else y
 
 
 class _PointwisePlan:
@@ -282,6 +287,10 @@ class _PointwisePlan:
         self.channels, self.has_bias = channels, has_bias
         self.flat_in = (batch, channels, math.prod(sizes))
         self.out_shape = (batch, out_channels, *sizes)
+
+    @staticmethod
+    def prepare(weight: np.ndarray, bias: np.ndarray | None, groups: int) -> np.ndarray:
+        return grouped_matrix(weight, bias, groups)
 
     def run(self, x: np.ndarray, matrix: np.ndarray, act: Activation | None) -> np.ndarray:
         weights = matrix[0]
@@ -313,6 +322,10 @@ class _DepthwisePlan:
         self.weight_shape = (channels,) + (1,) * len(sizes)
         self.has_bias = has_bias
 
+    @staticmethod
+    def prepare(weight: np.ndarray, bias: np.ndarray | None, groups: int) -> np.ndarray:
+        return grouped_matrix(weight, bias, groups)
+
     def run(self, x: np.ndarray, matrix: np.ndarray, act: Activation | None) -> np.ndarray:
         self.scratch.interior[...] = x
         w = matrix.reshape(matrix.shape[0], -1)  # (channels, taps [+ bias])
@@ -328,9 +341,18 @@ class _DepthwisePlan:
         return y
 
 
+# channels-last columns pay off once a kernel row spans this many contiguous values (kernel width * channels)
+CHANNELS_LAST_MIN_RUN = 32
+
+_Plan = _Im2colPlan | _ChannelsLastPlan | _PointwisePlan | _DepthwisePlan
+
+
 @register("Conv", 1)
 class Conv(Op):
-    """N-D convolution with groups, strides, dilations, padding (explicit or auto_pad) and optional bias."""
+    """N-D convolution with groups, strides, dilations, padding (explicit or auto_pad) and optional bias.
+
+    A plan is built per input shape (the layout strategy and its buffers), and with constant weights the
+    weight matrix in that plan's layout is prepared along with it."""
 
     def __init__(self, node: NodeSpec):
         super().__init__(node)
@@ -341,15 +363,14 @@ class Conv(Op):
         self.dilations_attr = self.attr("dilations")
         self.pads_attr = self.attr("pads")
         self.act: Activation | None = None
-        self.plans: dict[tuple, _Im2colPlan | _PointwisePlan | _DepthwisePlan] = {}
+        self.plans: dict[tuple, tuple[_Plan, np.ndarray | None]] = {}
         self.lock = threading.Lock()
-        weight, bias = self.const(1), self.const(2)
+        self.weight, self.bias = self.const(1), self.const(2)
         has_bias = len(node.inputs) > 2 and bool(node.inputs[2])
-        self.matrix, self.weight_shape = None, None
-        # prepared once when both are known (an absent bias is known too)
-        if weight is not None and (bias is not None or not has_bias):
-            self.matrix = self._matrix(weight, bias)
-            self.weight_shape = weight.shape
+        # both known at load time (an absent bias is known too): weight matrices are prepared once per plan
+        self.static = self.weight is not None and (self.bias is not None or not has_bias)
+        if self.weight is not None:
+            self._check_weight(self.weight, self.bias)
 
     def fuse_activation(self, kind: str, params: dict[str, float]) -> bool:
         act = make_activation(kind, params)
@@ -358,21 +379,14 @@ class Conv(Op):
         self.act = chain_activation(self.act, act)
         return True
 
-    def _matrix(self, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
-        """(M, C/g, k...) -> (g, M/g, C/g * prod(k) [+ 1 bias column]): the left operand of the one batched
-        matmul over all groups."""
+    def _check_weight(self, weight: np.ndarray, bias: np.ndarray | None) -> None:
         out_channels = weight.shape[0]
-        if out_channels % self.group:
-            raise self.fail(f"weight has {out_channels} output channels, not divisible by group={self.group}")
-        matrix = weight.reshape(self.group, out_channels // self.group, -1)
-        if bias is not None:
-            if bias.size != out_channels:
-                raise self.fail(f"bias has {bias.size} values for {out_channels} output channels")
-            column = bias.astype(weight.dtype, copy=False).reshape(self.group, -1, 1)
-            matrix = np.concatenate([matrix, column], axis=2)
-        return np.ascontiguousarray(matrix)
+        if weight.ndim < 3 or out_channels % self.group:
+            raise self.fail(f"weight of shape {weight.shape} does not fit group={self.group}")
+        if bias is not None and bias.size != out_channels:
+            raise self.fail(f"bias has {bias.size} values for {out_channels} output channels")
 
-    def _plan(self, x: np.ndarray, weight_shape: tuple[int, ...], has_bias: bool):
+    def _plan(self, x: np.ndarray, weight_shape: tuple[int, ...], has_bias: bool) -> _Plan:
         rank = x.ndim - 2
         if rank < 1 or len(weight_shape) != x.ndim:
             raise self.fail(f"input of shape {x.shape} does not match the weight {tuple(weight_shape)}")
@@ -382,33 +396,43 @@ class Conv(Op):
         if list(kernel) != list(weight_shape[2:]) or len(strides) != rank or len(dilations) != rank:
             raise self.fail(f"kernel_shape {kernel}, strides {strides} or dilations {dilations} do not match the "
                             f"weight {tuple(weight_shape)}")
-        if x.shape[1] != weight_shape[1] * self.group:
-            raise self.fail(f"input has {x.shape[1]} channels but the weight {tuple(weight_shape)} with "
+        channels = x.shape[1]
+        if channels != weight_shape[1] * self.group:
+            raise self.fail(f"input has {channels} channels but the weight {tuple(weight_shape)} with "
                             f"group={self.group} expects {weight_shape[1] * self.group}")
         begins, ends = resolve_pads(self.auto_pad, x.shape[2:], kernel, strides, dilations, self.pads_attr)
         out_channels = weight_shape[0]
         no_padding = not any(begins) and not any(ends)
+        geometry = (kernel, strides, dilations, begins, ends)
         try:
             if self.group == 1 and all(k == 1 for k in kernel) and all(s == 1 for s in strides) and no_padding:
                 return _PointwisePlan(x.shape, out_channels, has_bias)
-            if self.group > 1 and self.group == x.shape[1] == out_channels:
-                return _DepthwisePlan(x.shape, x.dtype, kernel, strides, dilations, begins, ends, has_bias)
-            return _Im2colPlan(x.shape, x.dtype, self.group, out_channels, kernel, strides, dilations, begins, ends,
-                               has_bias)
+            if self.group > 1 and self.group == channels == out_channels:
+                return _DepthwisePlan(x.shape, x.dtype, *geometry, has_bias)
+            run = kernel[-1] * channels if dilations[-1] == 1 else channels
+            if self.group == 1 and run >= CHANNELS_LAST_MIN_RUN:
+                return _ChannelsLastPlan(x.shape, x.dtype, out_channels, *geometry, has_bias)
+            return _Im2colPlan(x.shape, x.dtype, self.group, out_channels, *geometry, has_bias)
         except ValueError as exc:
             raise self.fail(f"input {x.shape}, kernel {kernel}: {exc}") from None
 
     def run(self, x, w, b=None):
-        matrix, weight_shape = self.matrix, self.weight_shape
-        if matrix is None:
-            matrix, weight_shape = self._matrix(w, b), w.shape
-        if matrix.dtype != x.dtype:
-            matrix = matrix.astype(x.dtype)
-        key = (x.shape, x.dtype, weight_shape, matrix.shape)
+        if self.static:
+            w, b = self.weight, self.bias
+            key: tuple = (x.shape, x.dtype)
+        else:
+            key = (x.shape, x.dtype, w.shape, b is None)
         with self.lock:
-            plan = self.plans.get(key)
-            if plan is None:
-                plan = self.plans[key] = self._plan(x, weight_shape, matrix.shape[2] != math.prod(weight_shape[1:]))
+            entry = self.plans.get(key)
+            if entry is None:
+                if not self.static:
+                    self._check_weight(w, b)
+                plan = self._plan(x, w.shape, b is not None)
+                matrix = plan.prepare(w, b, self.group).astype(x.dtype, copy=False) if self.static else None
+                entry = self.plans[key] = (plan, matrix)
+            plan, matrix = entry
+            if matrix is None:
+                matrix = plan.prepare(w, b, self.group).astype(x.dtype, copy=False)
             return plan.run(x, matrix, self.act)
 
 

@@ -650,7 +650,10 @@ class Dropout(Op):
         self.want_mask = len(node.outputs) > 1 and bool(node.outputs[1])
         # the mask was the input's type before opset 10, bool since
         self.mask_is_bool = node.opset >= 10
-        self.rng = np.random.default_rng(self.attr("seed"))
+        # a seeded Dropout draws the same mask on every run (MT19937 seeded as given, uniform >= ratio, as onnx's
+        # own reference does), so seeded training runs are reproducible; without a seed, a fresh generator
+        self.seed = self.attr("seed")
+        self.rng = np.random.default_rng()
         # deterministic (so foldable) unless a training_mode input may turn dropping on at run time
         has_training_input = len(node.inputs) > 2 and bool(node.inputs[2])
         training = self.const(2)
@@ -659,7 +662,10 @@ class Dropout(Op):
     def run(self, x, ratio=None, training_mode=None):
         if training_mode is not None and bool(training_mode.item()):
             rate = self.ratio if ratio is None else float(ratio.item())
-            keep = self.rng.random(x.shape) >= rate
+            if self.seed is not None:
+                keep = np.random.RandomState(int(self.seed)).uniform(0.0, 1.0, x.shape) >= rate
+            else:
+                keep = self.rng.random(x.shape) >= rate
             scale = 1.0 / (1.0 - rate) if rate < 1 else 0.0
             out = (x * keep * scale).astype(x.dtype)
         else:
