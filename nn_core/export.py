@@ -1,4 +1,7 @@
-"""Writes a trained ``Sequential`` as an ONNX model: the file format the engine (and any other runtime) loads.
+"""Converts between a trainable ``Sequential`` and an ONNX model, the file format the engine loads.
+
+``to_onnx``/``export_onnx`` write a trained model; ``from_onnx`` reads a chain-shaped graph (such as the bundled
+LeNet-5) back into layers, so a shipped model can be fine-tuned or back-propagated to its input for saliency.
 
 Each layer becomes one standard operator (Conv, Relu, MaxPool, Flatten, Gemm, ...). A BatchNorm2d right after a
 Conv2d is folded into the convolution's weights and bias — the inference-time result is identical and the graph
@@ -14,6 +17,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from .errors import UnsupportedOperatorError
 from .layers import (
     AvgPool2d,
     BatchNorm2d,
@@ -155,3 +159,89 @@ def export_onnx(model: Sequential, path: str | Path, **kwargs) -> onnx.ModelProt
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save_model(onnx_model, str(path))
     return onnx_model
+
+
+def _node_attributes(node: onnx.NodeProto) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _layer_from_node(node: onnx.NodeProto, weights: dict[str, np.ndarray]) -> Layer | None:
+    """The trainable layer equal to one ONNX node (None for inference no-ops); UnsupportedOperatorError else."""
+    attrs = _node_attributes(node)
+    where = f"node '{node.name}' ({node.op_type})"
+
+    def unsupported(reason: str) -> UnsupportedOperatorError:
+        return UnsupportedOperatorError(f"{where}: {reason}; only plain chains of LeNet-style layers can be imported")
+
+    def param(position: int) -> np.ndarray:
+        if position >= len(node.input) or node.input[position] not in weights:
+            raise unsupported(f"input {position} is not an initializer")
+        return weights[node.input[position]].astype(np.float32)
+
+    op = node.op_type
+    if op == "Conv":
+        pads = list(attrs.get("pads", [0, 0, 0, 0]))
+        if attrs.get("group", 1) != 1 or set(attrs.get("dilations", [1, 1])) != {1} or \
+                attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or pads[:2] != pads[2:]:
+            raise unsupported("groups, dilations, auto_pad or asymmetric pads")
+        weight = param(1)
+        conv = Conv2d(weight.shape[1], weight.shape[0], weight.shape[2:], attrs.get("strides", [1, 1]), pads[:2],
+                      bias=len(node.input) > 2 and bool(node.input[2]))
+        conv.weight.value = weight
+        if conv.bias is not None:
+            conv.bias.value = param(2)
+        return conv
+    if op == "Gemm":
+        if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
+            raise unsupported("transA, alpha or beta")
+        weight = param(1) if attrs.get("transB", 0) else param(1).T.copy()
+        linear = Linear(weight.shape[1], weight.shape[0], bias=len(node.input) > 2 and bool(node.input[2]))
+        linear.weight.value = weight
+        if linear.bias is not None:
+            linear.bias.value = np.broadcast_to(param(2), (weight.shape[0],)).copy()
+        return linear
+    if op in ("MaxPool", "AveragePool"):
+        if any(attrs.get("pads", [0])) or attrs.get("ceil_mode", 0) or set(attrs.get("dilations", [1])) != {1}:
+            raise unsupported("pads, ceil_mode or dilations")
+        kernel = attrs["kernel_shape"]
+        pool = MaxPool2d if op == "MaxPool" else AvgPool2d
+        return pool(tuple(kernel), tuple(attrs.get("strides", kernel)))
+    if op == "BatchNormalization":
+        norm = BatchNorm2d(len(param(1)), eps=attrs.get("epsilon", 1e-5))
+        norm.gamma.value, norm.beta.value = param(1), param(2)
+        norm.running_mean, norm.running_var = param(3), param(4)
+        return norm
+    if op == "Flatten":
+        if attrs.get("axis", 1) != 1:
+            raise unsupported("axis other than 1")
+        return Flatten()
+    simple = {"Relu": ReLU, "Tanh": Tanh, "Sigmoid": Sigmoid}
+    if op in simple:
+        return simple[op]()
+    if op in ("Dropout", "Identity"):
+        return None
+    raise unsupported("no trainable layer for this operator")
+
+
+def from_onnx(source: str | Path | onnx.ModelProto) -> Sequential:
+    """Rebuilds a ``Sequential`` from an ONNX graph that is a single chain of supported layers.
+
+    The result can be fine-tuned or back-propagated to its input (saliency maps) with the same layers the
+    training uses. Graphs with branches, or operators without a trainable counterpart, raise
+    ``UnsupportedOperatorError`` naming the node.
+    """
+    proto = source if isinstance(source, onnx.ModelProto) else onnx.load(str(source))
+    graph = proto.graph
+    weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    current = next(i.name for i in graph.input if i.name not in weights)
+    layers: list[Layer] = []
+    for node in graph.node:
+        data_inputs = [name for name in node.input if name and name not in weights]
+        if data_inputs != [current] or len(node.output) < 1:
+            raise UnsupportedOperatorError(f"node '{node.name}' ({node.op_type}) does not continue a single chain "
+                                           f"from '{current}'; only sequential graphs can be imported")
+        layer = _layer_from_node(node, weights)
+        if layer is not None:
+            layers.append(layer)
+        current = node.output[0]
+    return Sequential(*layers).eval()

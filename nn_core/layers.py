@@ -1,12 +1,14 @@
 """Trainable layers on NumPy: each one knows its forward pass, its backward pass and its parameters.
 
-Every layer keeps what its backward pass needs from the last ``forward(x, training=True)`` call, so the usual
-loop is ``loss = criterion(model.forward(x), y); model.backward(criterion.backward())`` followed by an optimizer
-step. Layers compute in the dtype of their input (float32 for training, float64 for gradient checks after
-``astype(np.float64)``). Image tensors are NCHW, the layout of the ONNX graphs that ``nn_core.export`` writes.
+Every layer keeps what its backward pass needs from its last ``forward`` call, so the usual loop is
+``loss = criterion(model.forward(x), y); model.backward(criterion.backward())`` followed by an optimizer step.
+``training`` only selects the semantics (batch statistics, dropout): backward also works after an inference-mode
+forward, which is what saliency maps and fine-tuning a loaded model need. Layers compute in the dtype of their
+input (float32 for training, float64 for gradient checks after ``astype(np.float64)``). Image tensors are NCHW,
+the layout of the ONNX graphs that ``nn_core.export`` writes.
 
 The hot paths avoid Python loops over pixels: a convolution is one im2col (a strided view, copied once) and one
-matrix product; pooling reshapes the image into windows. The only loops run over kernel offsets (at most k*k).
+matrix product; pooling takes k*k strided slices. The only loops run over kernel offsets (at most k*k).
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ class Conv2d(Layer):
 
     Inside, the work is done channels-last: im2col rows are then runs of contiguous channel values, the matrix
     product's result is already the NHWC output, and the NCHW tensor handed on is a transposed view of it (the
-    element-wise layers and pooling keep that memory order, so the next convolution reads it without a copy).
+    element-wise layers and pooling keep that memory order, so the next im2col reads contiguous channel runs).
     """
 
     def __init__(
@@ -117,7 +119,7 @@ class Conv2d(Layer):
         weight = rng.normal(0.0, np.sqrt(2.0 / fan_in), (out_channels, in_channels, *self.kernel))
         self.weight = Parameter(weight.astype(np.float32), "weight")
         self.bias = Parameter(np.zeros(out_channels, np.float32), "bias", decay=False) if bias else None
-        # The first layer of a network has no use for the gradient of its input (the image): skip computing it.
+        # Set to False on a network's first layer: nothing upstream of the image learns, so skip that gradient.
         self.needs_input_grad = True
         self._cols: np.ndarray | None = None
         self._input_shape: tuple[int, ...] = ()
@@ -145,13 +147,12 @@ class Conv2d(Layer):
         out = cols @ self._weight_rows().T
         if self.bias is not None:
             out += self.bias.value
-        if self._is_training(training):
-            self._cols, self._input_shape = cols, x.shape
+        self._cols, self._input_shape = cols, x.shape
         return out.reshape(n, ho, wo, self.out_channels).transpose(0, 3, 1, 2)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
         if self._cols is None:
-            raise RuntimeError("Conv2d.backward called without a training-mode forward pass")
+            raise RuntimeError("Conv2d.backward called without a forward pass")
         n, f, ho, wo = grad_out.shape
         grad_rows = grad_out.transpose(0, 2, 3, 1).reshape(n * ho * wo, f)
         (kh, kw), (ph, pw) = self.kernel, self.padding
@@ -191,8 +192,7 @@ class Linear(Layer):
         return [self.weight] + ([self.bias] if self.bias is not None else [])
 
     def forward(self, x: np.ndarray, training: bool | None = None) -> np.ndarray:
-        if self._is_training(training):
-            self._x = x
+        self._x = x
         out = x @ self.weight.value.T
         if self.bias is not None:
             out += self.bias.value
@@ -200,7 +200,7 @@ class Linear(Layer):
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         if self._x is None:
-            raise RuntimeError("Linear.backward called without a training-mode forward pass")
+            raise RuntimeError("Linear.backward called without a forward pass")
         self.weight.grad += grad_out.T @ self._x
         if self.bias is not None:
             self.bias.grad += grad_out.sum(axis=0)
@@ -210,8 +210,7 @@ class Linear(Layer):
 class ReLU(Layer):
     def forward(self, x: np.ndarray, training: bool | None = None) -> np.ndarray:
         out = np.maximum(x, 0)
-        if self._is_training(training):
-            self._positive = x > 0
+        self._positive = x > 0
         return out
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
@@ -221,8 +220,7 @@ class ReLU(Layer):
 class Tanh(Layer):
     def forward(self, x: np.ndarray, training: bool | None = None) -> np.ndarray:
         out = np.tanh(x)
-        if self._is_training(training):
-            self._out = out
+        self._out = out
         return out
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
@@ -234,8 +232,7 @@ class Sigmoid(Layer):
         # Written with exp(-|x|) so that neither branch overflows for large |x|.
         e = np.exp(-np.abs(x))
         out = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
-        if self._is_training(training):
-            self._out = out
+        self._out = out
         return out
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
@@ -256,8 +253,7 @@ class MaxPool2d(Layer):
         for rows, columns in _offset_slices(self.kernel, self.stride, out_hw):
             # np.maximum of two views keeps the input's memory order (channels-last after a Conv2d).
             out = x[:, :, rows, columns] if out is None else np.maximum(out, x[:, :, rows, columns])
-        if self._is_training(training):
-            self._input, self._output = x, out
+        self._input, self._output = x, out
         return out
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
@@ -284,8 +280,7 @@ class AvgPool2d(MaxPool2d):
         total = None
         for rows, columns in _offset_slices(self.kernel, self.stride, out_hw):
             total = x[:, :, rows, columns].copy() if total is None else total + x[:, :, rows, columns]
-        if self._is_training(training):
-            self._input = x
+        self._input = x
         return total / x.dtype.type(self.kernel[0] * self.kernel[1])
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
@@ -338,6 +333,7 @@ class BatchNorm2d(Layer):
         self.beta = Parameter(np.zeros(channels, np.float32), "bias", decay=False)
         self.running_mean = np.zeros(channels, np.float32)
         self.running_var = np.ones(channels, np.float32)
+        self._eval_input: np.ndarray | None = None  # set by an inference-mode forward, for its backward
 
     def parameters(self) -> list[Parameter]:
         return [self.gamma, self.beta]
@@ -347,10 +343,13 @@ class BatchNorm2d(Layer):
 
     def forward(self, x: np.ndarray, training: bool | None = None) -> np.ndarray:
         if not self._is_training(training):
-            scale = self.gamma.value / np.sqrt(self.running_var + self.eps)
+            inv_std = (1 / np.sqrt(self.running_var + self.eps)).astype(x.dtype)
+            scale = self.gamma.value * inv_std
             shift = self.beta.value - self.running_mean * scale
             shape = (1, self.channels, 1, 1)
+            self._eval_input, self._inv_std = x, inv_std
             return x * scale.reshape(shape).astype(x.dtype) + shift.reshape(shape).astype(x.dtype)
+        self._eval_input = None
         n, c, h, w = x.shape
         wide = _WideChannels(x)
         mean = wide.channel_mean(wide.rows)
@@ -368,6 +367,8 @@ class BatchNorm2d(Layer):
         return wide.to_nchw(x_hat * wide.tile(self.gamma.value) + wide.tile(self.beta.value))
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        if self._eval_input is not None:
+            return self._backward_eval(grad_out)
         wide, x_hat = self._wide, self._x_hat
         grad_rows = wide.reshape_like(grad_out)
         self.gamma.grad += wide.channel_sum(grad_rows * x_hat)
@@ -377,6 +378,15 @@ class BatchNorm2d(Layer):
         mean_grad_dot = wide.channel_mean(grad_x_hat * x_hat)
         grad_rows = grad_x_hat - wide.tile(mean_grad) - x_hat * wide.tile(mean_grad_dot)
         return wide.to_nchw(grad_rows * wide.tile(self._inv_std))
+
+
+    def _backward_eval(self, grad_out: np.ndarray) -> np.ndarray:
+        """Backward of the inference-mode affine map: the statistics are constants there."""
+        shape = (1, self.channels, 1, 1)
+        x_hat = (self._eval_input - self.running_mean.reshape(shape)) * self._inv_std.reshape(shape)
+        self.gamma.grad += np.sum(grad_out * x_hat, axis=(0, 2, 3))
+        self.beta.grad += grad_out.sum(axis=(0, 2, 3))
+        return grad_out * (self.gamma.value * self._inv_std).reshape(shape)
 
 
 class _WideChannels:

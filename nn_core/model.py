@@ -102,7 +102,8 @@ class Model:
     def run(self, feeds: Mapping[str, Any], output_names: list[str] | None = None) -> dict[str, np.ndarray]:
         """Run the model on ``{input_name: array}``; returns ``{output_name: array}`` in graph-output order."""
         values = self._plan.run(*self._prepare_feeds(feeds))
-        result = dict(zip(self._output_names, values))
+        # kernels may hand back strided views (a convolution skipping a copy); callers get plain arrays
+        result = {name: np.ascontiguousarray(value) for name, value in zip(self._output_names, values)}
         if output_names is not None:
             return {name: result[name] for name in output_names}
         return result

@@ -98,12 +98,17 @@ def fold_constants(graph: Graph, nodes: list[NodeInfo], constants: dict[str, np.
     return remaining, folded
 
 
-def fuse_activations(steps: list[Step], constants: dict[str, np.ndarray], graph_outputs: set[str]) -> list[Step]:
+def _readers(steps: list[Step]) -> dict[str, list[Step]]:
     readers: dict[str, list[Step]] = {}
     for step in steps:
         for name in step.inputs:
             if name:
                 readers.setdefault(name, []).append(step)
+    return readers
+
+
+def fuse_activations(steps: list[Step], constants: dict[str, np.ndarray], graph_outputs: set[str]) -> list[Step]:
+    readers = _readers(steps)
     dropped: set[int] = set()
     for step in steps:
         if id(step) in dropped or len(step.outputs) != 1 or step.outputs[0] in graph_outputs:
@@ -118,6 +123,26 @@ def fuse_activations(steps: list[Step], constants: dict[str, np.ndarray], graph_
         step.outputs = list(activation.outputs)
         step.fused = (*step.fused, activation.node.op_type)
         dropped.add(id(activation))
+    return [s for s in steps if id(s) not in dropped]
+
+
+def fuse_pools(steps: list[Step], graph_outputs: set[str]) -> list[Step]:
+    """A convolution whose only reader is a MaxPool pools each chunk while it is still in cache (kernels that
+    can do this have ``fuse_pool``)."""
+    readers = _readers(steps)
+    dropped: set[int] = set()
+    for step in steps:
+        fuse = getattr(step.kernel, "fuse_pool", None)
+        if fuse is None or len(step.outputs) != 1 or step.outputs[0] in graph_outputs:
+            continue
+        users = readers.get(step.outputs[0], [])
+        if len(users) != 1 or users[0].node.op_type != "MaxPool" or len(users[0].inputs) != 1:
+            continue
+        pool = users[0]
+        if fuse(pool.kernel):
+            step.outputs = list(pool.outputs)
+            step.fused = (*step.fused, "MaxPool")
+            dropped.add(id(pool))
     return [s for s in steps if id(s) not in dropped]
 
 
@@ -145,6 +170,7 @@ class FastPlan:
         steps = [Step(n, make_kernel(n, graph, consts), list(n.inputs), list(n.outputs),
                       ("BatchNormalization",) if n.name in bn_folded else ()) for n in nodes]
         steps = fuse_activations(steps, consts, outputs)
+        steps = fuse_pools(steps, outputs)
         self.steps = drop_dead_steps(steps, outputs)
         self.input_names = [v.name for v in graph.inputs]
         self.output_names = [v.name for v in graph.outputs]

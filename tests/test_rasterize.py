@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gui.rasterize import default_pen_width, rasterize
+from gui.rasterize import center_of_mass_shift, default_pen_width, rasterize
 
 ROOT = Path(__file__).resolve().parents[1]
 STROKES_DIR = Path(__file__).parent / "data" / "strokes"
@@ -159,6 +159,14 @@ def test_extreme_pens_stay_within_mnist_thickness():
     pen = default_pen_width(CANVAS)
     for k in (0.05, 10.0):
         assert 1.4 <= rasterize(line, CANVAS, pen * k).sum() / 20 <= 4.0
+
+
+def test_center_of_mass_shift_moves_ink_to_the_mnist_centre():
+    image = np.zeros((28, 28), np.float32)
+    image[3:6, 20:22] = 1.0  # centre of mass at row 4, column 20.5
+    dy, dx = center_of_mass_shift(image)
+    assert (dy, dx) == pytest.approx((10.0, -6.5))
+    assert center_of_mass_shift(rasterize(seven(30, 20, 230), CANVAS)) == pytest.approx((0, 0), abs=0.5)
 
 
 def test_default_pen_width_grows_with_canvas():

@@ -1,16 +1,21 @@
-"""Convolution kernels (Conv, ConvTranspose), the padding arithmetic shared with pooling, fused activations and
-the load-time folding of a BatchNormalization into a convolution.
+"""Convolution kernels (Conv, ConvTranspose), the padding arithmetic shared with pooling, the activations that
+kernels absorb (also used by Gemm/MatMul) and the load-time folding of a BatchNormalization into a convolution.
 
-Speed notes. A convolution is an im2col (copy every receptive field into a column) followed by one BLAS matmul
-per group. Three things keep it close to onnxruntime on small CNNs:
+Speed notes. A convolution is an im2col (copy every receptive field into a column) and one BLAS matmul per chunk
+of the batch. What keeps it close to onnxruntime on small CNNs:
 
-* everything that depends only on the weights or the input *shape* is done once: the weight is stored as the
-  (groups, out/groups, in/groups * kernel) matrix the matmul wants, and a per-input-shape "plan" holds a
-  zero-padded scratch image, an ``as_strided`` window view over it and the column buffer;
-* the batch is processed in chunks sized to stay in cache, instead of one huge column matrix;
-* for stride-1 convolutions the columns are taken over the *full padded width* (the "full-width trick"): each
-  column row is then one contiguous run of memory, which makes the im2col copy several times faster at the cost
-  of computing a few output columns that are thrown away.
+* everything that depends only on the weights or the input *shape* is done once: a per-input-shape plan holds
+  a zero-padded scratch image (its border is written once), an ``as_strided`` window view over it, the column
+  buffer, and the weight matrix already laid out for that plan's matmul, the bias as one more column (the
+  columns get a constant row of ones) so the matmul adds it for free;
+* the batch goes through in chunks of about CHUNK_BYTES of columns, so the copy and the matmul stay in cache;
+* the column layout is picked per shape: channels-last columns when a kernel row spans many contiguous values
+  (kernel width * channels), else NCHW columns, taken over the *full padded width* for stride-1 convolutions
+  when that pays (each column row is then one contiguous run; the few extra output columns are computed and
+  the output returned as a strided view without them); 1x1 convolutions are one plain matmul and depthwise
+  ones a sum of shifted, scaled copies;
+* a fused activation runs on the chunk in cache, and a fused MaxPool (``fuse_pool``) pools the chunk before
+  anything is written out.
 """
 
 from __future__ import annotations
@@ -26,7 +31,6 @@ from .registry import NodeSpec, Op, register
 # the column buffer of one chunk of the batch is kept around this size, so the im2col copy and the matmul that
 # reads it back stay in the L2 cache
 CHUNK_BYTES = 1024 * 1024
-FULL_WIDTH = True
 
 # ----------------------------------------------------------------------------------------------------------------
 # padding / output size arithmetic (shared with pool.py)
@@ -68,7 +72,7 @@ class _Relu:
         self.zeros: dict[tuple, np.ndarray] = {}
 
     def into(self, src: np.ndarray, out: np.ndarray) -> None:
-        if src is out and out.flags.c_contiguous:
+        if src is out and out.size >= 4096 and out.flags.c_contiguous:
             # NumPy only uses its SIMD loop for maximum with two same-shape contiguous operands (4x faster than
             # against a scalar 0), so keep a zero array per shape
             key = (out.shape, out.dtype)
@@ -115,6 +119,8 @@ class Activation:
 
     def __init__(self, steps: list):
         self.steps = steps
+        # non-decreasing activations commute with max pooling
+        self.monotonic = all(getattr(step, "alpha", 0.0) >= 0 for step in steps)
 
     def __call__(self, y: np.ndarray) -> None:
         for step in self.steps:
@@ -181,14 +187,13 @@ class _PaddedScratch:
     image without leaving the buffer."""
 
     def __init__(self, rows: int, channels: int, sizes: tuple[int, ...], begins: list[int], ends: list[int],
-                 dtype: np.dtype, slack: int, fill: float = 0.0):
+                 dtype: np.dtype, slack: int):
         self.padded = [s + b + e for s, b, e in zip(sizes, begins, ends, strict=True)]
         self.channel_elems = math.prod(self.padded)
-        self.flat = np.full(rows * channels * self.channel_elems + slack, fill, dtype=dtype)
+        self.flat = np.zeros(rows * channels * self.channel_elems + slack, dtype=dtype)
         block = self.flat[: rows * channels * self.channel_elems].reshape(rows, channels, *self.padded)
         window = tuple(slice(b, b + s) for b, s in zip(begins, sizes, strict=True))
         self.interior = block[(slice(None), slice(None)) + window]
-        self.elem = _row_major_strides(self.padded)  # element strides inside one channel
 
 
 def grouped_matrix(weight: np.ndarray, bias: np.ndarray | None, groups: int) -> np.ndarray:
@@ -260,9 +265,125 @@ class _ChannelsLastPlan:
             matrix = np.concatenate([matrix, bias.astype(weight.dtype, copy=False).reshape(1, -1)], axis=0)
         return np.ascontiguousarray(matrix)
 
-    def run(self, x: np.ndarray, matrix: np.ndarray, act: Activation | None) -> np.ndarray:
+    def run(self, x: np.ndarray, matrix: np.ndarray, act: Activation | None, pool: Op | None = None
+            ) -> np.ndarray:
         batch = x.shape[0]
-        y = np.empty((batch, self.out_channels, *self.computed_sizes), x.dtype)
+        y = None if pool else np.empty((batch, self.out_channels, *self.out_sizes), x.dtype)
+        rows, positions = self.rows, self.positions
+        interior, windows, cols = self.interior, self.windows, self.cols
+        cols_matrix, product, product_nchw = self.cols_matrix, self.product, self.product_nchw
+        for start in range(0, batch, rows):
+            count = min(rows, batch - start)
+            if count != rows:  # the last, partial chunk
+                interior, windows, cols = interior[:count], windows[:count], cols[:count]
+                cols_matrix, product = cols_matrix[: count * positions], product[: count * positions]
+                product_nchw = product_nchw[:count]
+            interior[...] = (x if count == batch else x[start:start + count]).transpose(self.to_channels_last)
+            np.copyto(cols, windows)
+            np.matmul(cols_matrix, matrix, out=product)
+            if pool is not None:  # pool the chunk while it is in cache, then activate the 4x smaller result
+                y = _store_pooled(y, pool.run(product_nchw), batch, start, act)
+                continue
+            target = y if count == batch else y[start:start + count]
+            if act is None:
+                np.copyto(target, product_nchw)
+            else:
+                act.into(product_nchw, target)
+        return y
+
+
+def _store_pooled(y: np.ndarray | None, pooled: np.ndarray, batch: int, start: int, act: Activation | None
+                  ) -> np.ndarray:
+    """Copy one chunk's pooled convolution into the (lazily allocated) output and apply the activation there:
+    max pooling commutes with the monotonic activations that can be fused, so they run on the pooled values."""
+    if y is None:
+        y = np.empty((batch, *pooled.shape[1:]), pooled.dtype)
+    target = y[start:start + pooled.shape[0]]
+    np.copyto(target, pooled)
+    if act is not None:
+        act(target)
+    return y
+
+
+def _full_width_pays(wide_positions: int, exact_positions: int, run_length: int, out_per_group: int) -> bool:
+    """Whether full-width columns beat exact ones. Per column element, an exact im2col copy pays a per-run
+    overhead (runs are ``run_length`` long) that the contiguous full-width copy does not, while the matmul pays
+    in proportion to the output channels for every extra (wasted) position. Constants measured on LeNet-like
+    shapes (OpenBLAS, one thread)."""
+    copy, run_overhead, mac = 0.03, 5.3, 0.05
+    wide_cost = wide_positions * (copy + mac * out_per_group)
+    exact_cost = exact_positions * (copy + run_overhead / run_length + mac * out_per_group)
+    return wide_cost < exact_cost
+
+
+class _Im2colPlan:
+    """Conv of one input shape: chunked NCHW im2col + one batched matmul (all groups at once) per chunk.
+
+    With a bias, every group's column matrix gets a constant row of ones and the weight matrix the bias as
+    its last column, so the matmul adds the bias for free."""
+
+    def __init__(self, x_shape: tuple[int, ...], dtype: np.dtype, groups: int, out_channels: int,
+                 kernel: list[int], strides: list[int], dilations: list[int], begins: list[int], ends: list[int],
+                 has_bias: bool):
+        batch, channels, *sizes = x_shape
+        self.out_channels, self.groups = out_channels, groups
+        cg = channels // groups
+        padded = [s + b + e for s, b, e in zip(sizes, begins, ends, strict=True)]
+        self.out_sizes = conv_out_sizes(padded, kernel, dilations, strides)
+        if min(self.out_sizes) <= 0:
+            raise ValueError(f"output size {self.out_sizes} is empty")
+        wide_positions = self.out_sizes[0] * math.prod(padded[1:])  # whole padded rows but along the first axis
+        exact_positions = math.prod(self.out_sizes)
+        self.full_width = all(s == 1 for s in strides) and _full_width_pays(
+            wide_positions, exact_positions, self.out_sizes[-1], out_channels // groups)
+        self.positions = positions = wide_positions if self.full_width else exact_positions
+        k_group = cg * math.prod(kernel)
+        item = dtype.itemsize
+        per_image = groups * (k_group + has_bias) * positions * item
+        self.rows = rows = max(1, min(batch, CHUNK_BYTES // per_image))
+        elem = _row_major_strides(padded)
+        # the full-width windows of the last channel reach this far past its end
+        slack = sum((k - 1) * d * e for k, d, e in zip(kernel, dilations, elem, strict=True))
+        self.scratch = _PaddedScratch(rows, channels, tuple(sizes), begins, ends, dtype, slack if self.full_width
+                                      else 0)
+        chan = self.scratch.channel_elems
+        taps_shape = (cg, *kernel)
+        position_shape = (positions,) if self.full_width else tuple(self.out_sizes)
+        window_strides = (channels * chan, cg * chan, chan, *(d * e for d, e in zip(dilations, elem, strict=True)))
+        if self.full_width:
+            position_strides: tuple[int, ...] = (1,)
+        else:
+            position_strides = tuple(s * e for s, e in zip(strides, elem, strict=True))
+        shape = (rows, groups, *taps_shape, *position_shape)
+        self.windows = as_strided(self.scratch.flat, shape, tuple(v * item for v in window_strides +
+                                                                   position_strides), writeable=False)
+        self.cols_matrix = np.empty((rows, groups, k_group + has_bias, positions), dtype)
+        if has_bias:
+            self.cols_matrix[:, :, k_group] = 1
+        # the im2col target: the first k_group rows of each group's column matrix, split like the windows
+        row_strides = [v * positions for v in _row_major_strides(list(taps_shape))]
+        self.cols = as_strided(self.cols_matrix, shape, tuple(v * item for v in (
+            groups * (k_group + has_bias) * positions, (k_group + has_bias) * positions, *row_strides,
+            *_row_major_strides(list(position_shape)))))
+        # full width: the output is computed over whole padded rows and returned as a view of its valid part
+        # (a strided array, which every kernel accepts), so no copy of the output is ever made
+        self.computed_sizes = [self.out_sizes[0], *padded[1:]] if self.full_width else self.out_sizes
+        self.valid = (Ellipsis,) + tuple(slice(0, o) for o in self.out_sizes[1:])
+        self.chunk_out: np.ndarray | None = None  # allocated when a pooling is fused
+
+    @staticmethod
+    def prepare(weight: np.ndarray, bias: np.ndarray | None, groups: int) -> np.ndarray:
+        return grouped_matrix(weight, bias, groups)
+
+    def run(self, x: np.ndarray, matrix: np.ndarray, act: Activation | None, pool: Op | None = None
+            ) -> np.ndarray:
+        batch = x.shape[0]
+        if pool is None:
+            y = np.empty((batch, self.out_channels, *self.computed_sizes), x.dtype)
+        else:  # the convolution of one chunk goes to a scratch buffer, only its pooling to the output
+            pooled = None
+            if self.chunk_out is None:
+                self.chunk_out = np.empty((self.rows, self.out_channels, *self.computed_sizes), x.dtype)
         rows = self.rows
         interior, windows, cols, cols_matrix = self.scratch.interior, self.windows, self.cols, self.cols_matrix
         for start in range(0, batch, rows):
@@ -270,12 +391,20 @@ class _ChannelsLastPlan:
             if count != rows:  # the last, partial chunk
                 interior, windows, cols, cols_matrix = interior[:count], windows[:count], cols[:count], \
                     cols_matrix[:count]
-            interior[...] = x[start:start + count]
+            interior[...] = x if count == batch else x[start:start + count]
             np.copyto(cols, windows)
-            target = y[start:start + count]
+            if pool is None:
+                target = y if count == batch else y[start:start + count]
+            else:
+                target = self.chunk_out if count == self.rows else self.chunk_out[:count]
             np.matmul(matrix, cols_matrix, out=target.reshape(count, self.groups, -1, self.positions))
-            if act is not None:
+            if pool is not None:
+                pooled = _store_pooled(pooled, pool.run(target[self.valid] if self.full_width else target), batch,
+                                       start, act)
+            elif act is not None:
                 act(target)
+        if pool is not None:
+            return pooled
         return y[self.valid] if self.full_width else y
 
 
@@ -363,6 +492,7 @@ class Conv(Op):
         self.dilations_attr = self.attr("dilations")
         self.pads_attr = self.attr("pads")
         self.act: Activation | None = None
+        self.pool: Op | None = None
         self.plans: dict[tuple, tuple[_Plan, np.ndarray | None]] = {}
         self.lock = threading.Lock()
         self.weight, self.bias = self.const(1), self.const(2)
@@ -377,6 +507,17 @@ class Conv(Op):
         if act is None:
             return False
         self.act = chain_activation(self.act, act)
+        return True
+
+    def fuse_pool(self, pool: Op) -> bool:
+        """Absorb the MaxPool (no Indices output) that is the only consumer of this convolution's output (after
+        any fused activation): each chunk of the batch is then pooled while still in cache and only the pooled
+        values are written out. Return True if absorbed."""
+        if getattr(pool, "op_type", "") != "MaxPool" or getattr(pool, "want_indices", True) or self.pool:
+            return False
+        if self.act is not None and not self.act.monotonic:
+            return False  # the activation is applied after pooling, which is only the same when monotonic
+        self.pool = pool
         return True
 
     def _check_weight(self, weight: np.ndarray, bias: np.ndarray | None) -> None:
@@ -433,7 +574,14 @@ class Conv(Op):
             plan, matrix = entry
             if matrix is None:
                 matrix = plan.prepare(w, b, self.group).astype(x.dtype, copy=False)
-            return plan.run(x, matrix, self.act)
+            if self.pool is None:
+                return plan.run(x, matrix, self.act)
+            if isinstance(plan, (_Im2colPlan, _ChannelsLastPlan)):
+                return plan.run(x, matrix, self.act, self.pool)
+            y = self.pool.run(plan.run(x, matrix, None))
+        if self.act is not None:
+            self.act(y)
+        return y
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -166,8 +166,11 @@ class _ResizeBase(Op):
 
     def source_coordinates(self, out: int, size: int, scale: float, roi: tuple[float, float] | None):
         """Input coordinate of each output position along one axis, and which of them fall outside the crop."""
-        y = np.arange(out, dtype=np.float64)
-        resized = scale * size  # the reference semantics use the un-rounded output length
+        # float32 arithmetic, as onnxruntime: it decides which side of a pixel boundary a nearest-neighbour
+        # coordinate such as 3 / 0.6 falls on
+        y = np.arange(out, dtype=np.float32)
+        scale = np.float32(scale)
+        resized = scale * np.float32(size)  # the reference semantics use the un-rounded output length
         mode = self.transform
         outside = None
         if mode == "align_corners":
@@ -193,7 +196,7 @@ class _ResizeBase(Op):
             x = (y + 0.5) / scale - 0.5
         else:
             raise self.fail(f"unsupported coordinate_transformation_mode '{mode}'")
-        return x, outside
+        return x.astype(np.float64), outside
 
     def axis_plan(self, axis: int, size: int, out: int, scale: float, roi) -> _AxisResample:
         x, outside = self.source_coordinates(out, size, scale, roi)

@@ -18,6 +18,9 @@ import numpy as np
 from .conv import as_int_list, resolve_pads
 from .registry import NodeSpec, Op, register
 
+# pooling a large batch goes chunk by chunk of about this many input bytes (cache-sized intermediates)
+POOL_CHUNK_BYTES = 1024 * 1024
+
 
 def _lowest(dtype: np.dtype):
     return -np.inf if dtype.kind == "f" else np.iinfo(dtype).min
@@ -68,7 +71,10 @@ class _PoolPlan:
             self.axis_taps.append([prefix + (slice(t * d, t * d + (o - 1) * s + 1, s),) for t in range(k)])
         # what is left to crop when some axes were skipped (their extent may exceed the output in floor mode)
         self.crop = (slice(None), slice(None)) + tuple(slice(0, o) for o in out)
-        self.out_shape = tuple(out)
+        # an axis left alone keeps its padded extent, which can exceed the output in floor mode
+        padded_sizes = [n + b + t for n, b, t in zip(sizes, begins, self.tails, strict=True)]
+        self.needs_crop = any(k == 1 and s == 1 and p != o
+                              for k, s, p, o in zip(kernel, strides, padded_sizes, out, strict=True))
 
     def source(self, x: np.ndarray) -> np.ndarray:
         """The array the windows read: the input itself, or the padded scratch with the input copied in."""
@@ -78,16 +84,29 @@ class _PoolPlan:
         return self.buffer
 
     def reduce(self, source: np.ndarray, combine: np.ufunc) -> np.ndarray:
-        """Pool ``source`` with the binary ``combine`` (np.maximum, np.add), one axis at a time."""
+        """Pool ``source`` with the binary ``combine`` (np.maximum, np.add), one axis at a time; a large batch
+        goes through in chunks of images so that the intermediate results stay in cache."""
+        if not self.axis_taps:  # nothing to reduce (1x1 window, stride 1): a copy of the cropped source
+            return source[self.crop].copy()
+        batch = source.shape[0]
+        rows = max(1, POOL_CHUNK_BYTES * batch // max(source.nbytes, 1))
+        if rows >= batch:
+            return self._reduce_block(source, combine)
+        first = self._reduce_block(source[:rows], combine)
+        y = np.empty((batch, *first.shape[1:]), first.dtype)
+        y[:rows] = first
+        for start in range(rows, batch, rows):
+            y[start:start + rows] = self._reduce_block(source[start:start + rows], combine)
+        return y
+
+    def _reduce_block(self, source: np.ndarray, combine: np.ufunc) -> np.ndarray:
         y = source
         for taps in self.axis_taps:
             reduced = combine(y[taps[0]], y[taps[1]]) if len(taps) > 1 else y[taps[0]].copy()
             for tap in taps[2:]:
                 combine(reduced, y[tap], out=reduced)
             y = reduced
-        if y.shape[2:] != self.out_shape:
-            y = y[self.crop]
-        return y.copy() if np.may_share_memory(y, source) else y
+        return y[self.crop] if self.needs_crop else y
 
     def views(self, x: np.ndarray) -> list[np.ndarray]:
         if self.buffer is None:
