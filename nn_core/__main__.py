@@ -3,24 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-
-
-def _set_threads_from_argv(argv: list[str]) -> None:
-    """BLAS reads its thread count when NumPy is imported, so --threads must be applied before that.
-
-    `bench` defaults to one thread, like the onnxruntime session it is compared with.
-    """
-    value = "1" if argv[:1] == ["bench"] else None
-    for index, arg in enumerate(argv):
-        if arg.startswith("--threads="):
-            value = arg.split("=", 1)[1]
-        elif arg == "--threads" and index + 1 < len(argv):
-            value = argv[index + 1]
-    if value:
-        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[var] = value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,9 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    _set_threads_from_argv(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "threads", None):
+        from .threads import set_blas_threads
+
+        set_blas_threads(args.threads)
     from . import bench, cli
     from .errors import ModelError
 

@@ -119,9 +119,7 @@ def _fmt_time(seconds: float) -> str:
 
 def main(args: argparse.Namespace) -> int:
     from .model import load
-    from .threads import set_blas_threads
 
-    set_blas_threads(args.threads)
     ours = load(args.model)
     spec = ours.inputs[0]
     ort = _optional("onnxruntime")

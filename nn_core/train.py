@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import shlex
 import sys
@@ -98,7 +97,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-augment", action="store_true", help="train on the images as they are")
     parser.add_argument("--clean-epochs", type=int, default=0, help="last epochs trained without augmentation")
     parser.add_argument("--limit", type=int, default=None, help="train on the first N images only (smoke runs)")
-    parser.add_argument("--threads", type=int, default=None, help="BLAS threads (set before NumPy loads)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="BLAS threads (default 1: a second one only helps on an idle machine)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -225,31 +225,7 @@ def _command_line(args: argparse.Namespace) -> str:
     return f"python -m nn_core train --data {args.data} --out {args.out} --epochs {args.epochs} --seed {args.seed}"
 
 
-def limit_blas_threads(threads: int) -> bool:
-    """Sets OpenBLAS's thread count at run time; True if an OpenBLAS library was found and told.
-
-    ``OPENBLAS_NUM_THREADS`` only counts if set before NumPy is imported, which ``python -m nn_core`` cannot
-    guarantee (the package imports NumPy first). Measured here: with two BLAS threads on a busy 2-core machine,
-    each training step burnt 4x the CPU time of one thread, spinning while waiting for a core.
-    """
-    try:
-        with open("/proc/self/maps") as maps:
-            libraries = {line.split()[-1] for line in maps if "openblas" in line and ".so" in line}
-    except OSError:
-        return False
-    for path in libraries:
-        library = ctypes.CDLL(path)
-        for symbol in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
-                       "openblas_set_num_threads64_", "openblas_set_num_threads"):
-            if hasattr(library, symbol):
-                getattr(library, symbol)(ctypes.c_int(threads))
-                return True
-    return False
-
-
 def main(args: argparse.Namespace) -> int:
-    if args.threads:
-        limit_blas_threads(args.threads)
     if args.lr is None:
         args.lr = 0.002 if args.optimizer == "adam" else 0.05
     train_raw, train_labels = load_mnist(args.data, "train")
