@@ -103,7 +103,7 @@ class Model:
         """Run the model on ``{input_name: array}``; returns ``{output_name: array}`` in graph-output order."""
         values = self._plan.run(*self._prepare_feeds(feeds))
         # kernels may hand back strided views (a convolution skipping a copy); callers get plain arrays
-        result = {name: np.ascontiguousarray(value) for name, value in zip(self._output_names, values)}
+        result = {name: _plain_array(value) for name, value in zip(self._output_names, values)}
         if output_names is not None:
             return {name: result[name] for name in output_names}
         return result
@@ -144,6 +144,13 @@ class Model:
 
     def _describe_inputs(self) -> str:
         return ", ".join(f"'{v.name}' {v.describe_shape()}" for v in self.graph.inputs)
+
+
+def _plain_array(value: Any) -> np.ndarray:
+    """A C-contiguous ndarray (0-d results stay 0-d; NumPy scalars become 0-d arrays)."""
+    if type(value) is not np.ndarray:
+        return np.asarray(value)
+    return value if value.flags.c_contiguous else value.copy()
 
 
 def _checked_array(model_name: str, spec: ValueSpec, value: Any) -> np.ndarray:
