@@ -5,6 +5,12 @@ draw tilted, sheared, off-centre, larger or smaller digits, with a pen thicker o
 training image gets a random affine map (rotation, scale, shear, translation) and a random subset gets thicker or
 thinner strokes. Everything is computed for the whole batch at once: one inverse affine map of the pixel grid and
 one bilinear gather, and grey-scale dilation/erosion as the max/min of shifted copies.
+
+MNIST's writers are mostly American: their "1" is a bare stick and their "7" has no crossbar. Many writers put a
+flag on the "1" (often with a base serif) and then cross their "7" to keep the two apart; a model trained on MNIST
+alone reads such a "1" as a 7. Knowing the labels, the style step draws those strokes onto a random share of the
+1s and 7s (anti-aliased pen lines rendered from the distance of every pixel to a segment), before the thickness
+and affine steps so the new strokes are distorted like the rest of the digit.
 """
 
 from __future__ import annotations
@@ -22,6 +28,15 @@ class AugmentConfig:
     translation_pixels: float = 2.5  # uniform in [-t, t], each axis
     dilate_probability: float = 0.2  # 2x2 grey-scale max filter: strokes ~1 px thicker
     erode_probability: float = 0.1  # 2x2 grey-scale min filter: strokes ~1 px thinner
+    # Hand-writing styles drawn onto labelled digits (continental "1" and "7"); probabilities per digit of the class.
+    flag_probability: float = 0.4  # a "1" gets a flag from the top of its ink, down to the left
+    flag_length: tuple[float, float] = (0.25, 0.38)  # fraction of the ink height
+    flag_angle_degrees: tuple[float, float] = (30.0, 60.0)  # below the horizontal
+    serif_probability: float = 0.3  # of the flagged "1"s, the share that also get a base serif
+    serif_half_length: tuple[float, float] = (0.15, 0.28)  # each side of the foot, fraction of the ink height
+    crossbar_probability: float = 0.3  # a "7" gets a horizontal bar across its stem, near mid-height
+    crossbar_half_length: tuple[float, float] = (0.15, 0.25)  # each side of the stem, fraction of the ink height
+    pen_width: tuple[float, float] = (2.0, 2.6)  # pixels, for the added strokes
 
     def describe(self) -> dict:
         return asdict(self)
@@ -91,11 +106,124 @@ def erode(images: np.ndarray) -> np.ndarray:
                                                                                       padded[:, 1:, 1:]))
 
 
-def augment_batch(images: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
-    """Randomly distorted copies of a float32 batch shaped (N, 1, H, W) or (N, H, W), same shape out."""
+def draw_segments(images: np.ndarray, starts: np.ndarray, ends: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    """Each image with one straight pen line drawn on it (the ink is the max of old and new), anti-aliased.
+
+    ``starts``/``ends`` are (N, 2) in (x, y) pixel-centre coordinates and ``widths`` (N,) in pixels. A pixel's ink
+    falls linearly from 1 to 0 over the one pixel around the line's edge, at distance ``width / 2`` from the
+    centre line, which is roughly what box-filtering a hard-edged pen line gives.
+    """
+    n, h, w = images.shape
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    start = starts.astype(np.float32)[:, :, None, None]
+    direction = (ends - starts).astype(np.float32)[:, :, None, None]
+    px, py = xs - start[:, 0], ys - start[:, 1]
+    length_squared = np.maximum(direction[:, 0] ** 2 + direction[:, 1] ** 2, np.float32(1e-6))
+    # Closest point of the segment: the projection onto the line, clamped to the segment's ends.
+    t = np.clip((px * direction[:, 0] + py * direction[:, 1]) / length_squared, 0, 1)
+    distance = np.hypot(px - t * direction[:, 0], py - t * direction[:, 1])
+    ink = np.clip(widths.astype(np.float32)[:, None, None] / 2 + np.float32(0.5) - distance, 0, 1)
+    return np.maximum(images, ink)
+
+
+def _ink_rows(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First and last row holding clear ink (> 0.5) of each image; (0, H-1) for an image with none."""
+    inked = images.max(axis=2) > 0.5
+    top = inked.argmax(axis=1)
+    bottom = images.shape[1] - 1 - inked[:, ::-1].argmax(axis=1)
+    empty = ~inked.any(axis=1)
+    top[empty], bottom[empty] = 0, images.shape[1] - 1
+    return top, bottom
+
+
+def _ink_column(images: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Ink-weighted mean column of the given row (one per image): where the stroke crosses that row."""
+    picked = images[np.arange(len(images)), rows]
+    columns = np.arange(images.shape[2], dtype=np.float32)
+    return (picked * columns).sum(axis=1) / np.maximum(picked.sum(axis=1), 1e-6)
+
+
+def _continental_one(ones: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """Flag (and on some a base serif) drawn onto images of 1s."""
+    n = len(ones)
+    top, bottom = _ink_rows(ones)
+    height = (bottom - top + 1).astype(np.float32)
+    start = np.stack([_ink_column(ones, top), top.astype(np.float32)], axis=1)
+    length = rng.uniform(*config.flag_length, n) * height
+    angle = np.deg2rad(rng.uniform(*config.flag_angle_degrees, n))
+    end = start + np.stack([-np.cos(angle), np.sin(angle)], axis=1) * length[:, None]  # y grows downwards
+    pen = rng.uniform(*config.pen_width, n)
+    out = draw_segments(ones, start, end, pen)
+    serif = rng.random(n) < config.serif_probability
+    if serif.any():
+        foot = np.stack([_ink_column(ones, bottom), bottom.astype(np.float32)], axis=1)[serif]
+        half = (rng.uniform(*config.serif_half_length, int(serif.sum())) * height[serif])[:, None]
+        left, right = foot - half * [1.0, 0.0], foot + half * [1.0, 0.0]
+        out[serif] = draw_segments(out[serif], left, right, pen[serif])
+    return out
+
+
+def _continental_seven(sevens: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """A short horizontal crossbar through the stem of each 7, a little below mid-height."""
+    n = len(sevens)
+    top, bottom = _ink_rows(sevens)
+    height = (bottom - top + 1).astype(np.float32)
+    row = np.round(top + rng.uniform(0.45, 0.6, n) * height).astype(np.int64)
+    centre = np.stack([_ink_column(sevens, row), row.astype(np.float32)], axis=1)
+    half = rng.uniform(*config.crossbar_half_length, n) * height
+    tilt = np.tan(np.deg2rad(rng.uniform(-6.0, 6.0, n)))  # a hand-drawn bar is rarely exactly level
+    offset = np.stack([half, half * tilt], axis=1)
+    return draw_segments(sevens, centre - offset, centre + offset, rng.uniform(*config.pen_width, n))
+
+
+def add_handwriting_styles(
+    images: np.ndarray, labels: np.ndarray, config: AugmentConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Continental strokes on a random share of the 1s and 7s of an (N, H, W) batch; other digits are untouched.
+
+    Returns the new images (a copy when anything changed) and the mask of the images that changed.
+    """
+    draw = rng.random(len(images))
+    ones = (labels == 1) & (draw < config.flag_probability)
+    sevens = (labels == 7) & (draw < config.crossbar_probability)
+    if not (ones.any() or sevens.any()):
+        return images, ones
+    out = images.copy()
+    if ones.any():
+        out[ones] = _continental_one(images[ones], config, rng)
+    if sevens.any():
+        out[sevens] = _continental_seven(images[sevens], config, rng)
+    return out, ones | sevens
+
+
+def centre_of_mass(images: np.ndarray) -> np.ndarray:
+    """(N, 2) ink centre of each (N, H, W) image in (x, y) pixel coordinates; the image centre if it has no ink."""
+    n, h, w = images.shape
+    mass = images.sum(axis=(1, 2))
+    x = (images.sum(axis=1) * np.arange(w)).sum(axis=1)
+    y = (images.sum(axis=2) * np.arange(h)).sum(axis=1)
+    centre = np.stack([x, y], axis=1) / np.maximum(mass, 1e-6)[:, None]
+    centre[mass <= 0] = [(w - 1) / 2, (h - 1) / 2]
+    return centre
+
+
+def augment_batch(
+    images: np.ndarray, config: AugmentConfig, rng: np.random.Generator, labels: np.ndarray | None = None
+) -> np.ndarray:
+    """Randomly distorted copies of a float32 batch shaped (N, 1, H, W) or (N, H, W), same shape out.
+
+    With ``labels``, a share of the 1s and 7s also get continental strokes (see ``add_handwriting_styles``).
+    """
     shape = images.shape
     flat = images.reshape(-1, shape[-2], shape[-1]).astype(np.float32)
     n = flat.shape[0]
+    recentre = np.zeros((n, 2))
+    if labels is not None:
+        styled, changed = add_handwriting_styles(flat, np.asarray(labels), config, rng)
+        if changed.any():
+            # The app centres drawings by centre of mass, so a flag drawn on a 1 must not leave it off-centre.
+            recentre[changed] = centre_of_mass(flat[changed]) - centre_of_mass(styled[changed])
+            flat = styled
     choice = rng.random(n)
     thicker = choice < config.dilate_probability
     thinner = (choice >= config.dilate_probability) & (choice < config.dilate_probability + config.erode_probability)
@@ -104,5 +232,5 @@ def augment_batch(images: np.ndarray, config: AugmentConfig, rng: np.random.Gene
         flat[thicker] = dilate(flat[thicker])
         flat[thinner] = erode(flat[thinner])
     matrices = random_affine_matrices(n, config, rng)
-    shifts = rng.uniform(-config.translation_pixels, config.translation_pixels, (n, 2))
+    shifts = rng.uniform(-config.translation_pixels, config.translation_pixels, (n, 2)) + recentre
     return affine_transform(flat, matrices, shifts).reshape(shape)

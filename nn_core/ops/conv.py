@@ -558,6 +558,9 @@ class Conv(Op):
             raise self.fail(f"input {x.shape}, kernel {kernel}: {exc}") from None
 
     def run(self, x, w, b=None):
+        if x.dtype == np.float16:  # BLAS has no half precision: accumulate in float32, round once at the end
+            wide = self.run(x.astype(np.float32), w.astype(np.float32), None if b is None else b.astype(np.float32))
+            return wide.astype(np.float16)
         if self.static:
             w, b = self.weight, self.bias
             key: tuple = (x.shape, x.dtype)
