@@ -45,6 +45,14 @@ class Model:
         read = {name for node in self.graph.nodes for name in node.inputs} | set(self._output_names)
         # graph inputs no node reads (exporters leave some behind) need not be fed
         self._unused_inputs = {name for name in self._input_names if name not in read}
+        # (name, dtype, rank, fixed dims) of inputs whose declaration allows the fast feed check
+        self._feed_checks: list[tuple] | None = None
+        if all(spec.dtype is not None and spec.shape is not None for spec in self.graph.inputs):
+            self._feed_checks = [
+                (spec.name, spec.dtype, len(spec.shape),
+                 tuple((axis, size) for axis, size in enumerate(spec.shape) if isinstance(size, int)))
+                for spec in self.graph.inputs
+            ]
 
     # ---- description -------------------------------------------------------------------------------------
     @property
@@ -119,6 +127,20 @@ class Model:
         return self._plan.profile(self._prepare_feeds(feeds))
 
     def _prepare_feeds(self, feeds: Mapping[str, Any]) -> list[np.ndarray]:
+        # fast path for the common call: a dict of arrays that already have the declared dtype and shape
+        if self._feed_checks is not None and type(feeds) is dict and len(feeds) == len(self._feed_checks):
+            arrays = []
+            for name, dtype, ndim, fixed in self._feed_checks:
+                array = feeds.get(name)
+                if (type(array) is not np.ndarray or array.dtype != dtype or array.ndim != ndim
+                        or any(array.shape[axis] != size for axis, size in fixed)):
+                    break
+                arrays.append(array)
+            else:
+                return arrays
+        return self._checked_feeds(feeds)
+
+    def _checked_feeds(self, feeds: Mapping[str, Any]) -> list[np.ndarray]:
         if not isinstance(feeds, Mapping):
             if len(self._input_names) == 1:  # a bare array for a one-input model
                 feeds = {self._input_names[0]: feeds}
