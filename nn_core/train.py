@@ -34,7 +34,7 @@ LABELS = [str(d) for d in range(10)]
 
 def build_lenet5(
     rng: np.random.Generator,
-    channels: tuple[int, int] = (16, 32),
+    channels: tuple[int, int] = (12, 24),
     hidden: tuple[int, int] = (120, 84),
     batchnorm: bool = True,
     dropout: float = 0.0,
@@ -80,7 +80,7 @@ def multiply_accumulates(model: Sequential, input_shape: tuple[int, ...] = (1, 2
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=DEFAULT_DATA, help=f"folder with the MNIST IDX(.gz) files ({DEFAULT_DATA})")
     parser.add_argument("--out", default="assets/lenet5.onnx", help="where to write the ONNX model")
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=20)  # the bundled model: 20 epochs with the full augmentation
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd", help="SGD (Nesterov) or AdamW")
@@ -89,7 +89,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weight-decay", type=float, default=5e-4)
     parser.add_argument("--schedule", choices=["cosine", "step", "constant"], default="cosine")
     parser.add_argument("--warmup-epochs", type=float, default=0.5)
-    parser.add_argument("--channels", type=int, nargs=2, default=[16, 32], metavar=("C1", "C2"))
+    # 12/24 rather than 16/32: as accurate on MNIST, and the engine then stays within 1.5x onnxruntime's time.
+    parser.add_argument("--channels", type=int, nargs=2, default=[12, 24], metavar=("C1", "C2"))
     parser.add_argument("--hidden", type=int, nargs=2, default=[120, 84], metavar=("H1", "H2"))
     parser.add_argument("--no-batchnorm", action="store_true")
     parser.add_argument("--dropout", type=float, default=0.0, help="dropout after the first dense layer")
@@ -187,7 +188,7 @@ def fit(
         for batch_number, index in enumerate(batches(len(train_images), args.batch_size, order_rng), start=1):
             x = train_images[index]
             if augment:
-                x = augment_batch(x, augmentation, augment_rng)
+                x = augment_batch(x, augmentation, augment_rng, train_labels[index])
             optimizer.lr = schedule(step)
             optimizer.zero_grad()
             loss = criterion(model.forward(x, training=True), train_labels[index])

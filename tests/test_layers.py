@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nn_core.augment import AugmentConfig, affine_transform, augment_batch, dilate, erode
+from nn_core.augment import (
+    AugmentConfig,
+    add_handwriting_styles,
+    affine_transform,
+    augment_batch,
+    centre_of_mass,
+    dilate,
+    draw_segments,
+    erode,
+)
 from nn_core.layers import (
     AvgPool2d,
     BatchNorm2d,
@@ -269,3 +278,87 @@ def test_augmented_batch_keeps_shape_range_and_the_digit_near_the_centre():
         assert mass > 0.4 * images[0].sum()
         centre = np.array([(image * ys).sum(), (image * xs).sum()]) / mass
         assert np.abs(centre - 13.5).max() < 6
+
+
+def test_drawn_segment_is_an_anti_aliased_pen_line():
+    line = draw_segments(np.zeros((1, 28, 28), np.float32), np.array([[5.0, 10.0]]), np.array([[20.0, 10.0]]),
+                         np.array([2.0]))[0]
+    assert line.dtype == np.float32
+    np.testing.assert_allclose(line[8:13, 12], [0.0, 0.5, 1.0, 0.5, 0.0])  # width 2: soft one-pixel edges
+    assert line[10, 5] == 1.0 and line[10, 20] == 1.0 and line[10, 3] == 0.0  # rounded ends
+    assert not line[:8].any() and not line[13:].any()
+
+
+def _labelled_digits() -> tuple[np.ndarray, np.ndarray]:
+    """Thin upright "1"s (rows 4-23, columns 13-14), "7"s (top bar and a slanted stem), and a few other digits."""
+    images = np.zeros((12, 28, 28), np.float32)
+    images[0:4, 4:24, 13:15] = 1.0
+    for k in range(4, 8):
+        images[k, 4:6, 8:21] = 1.0
+        for row in range(6, 24):
+            column = 20 - (row - 6) // 2
+            images[k, row, column - 1 : column + 1] = 1.0
+    images[8:] = np.random.default_rng(15).random((4, 28, 28)) * (np.random.default_rng(16).random((4, 28, 28)) > 0.8)
+    labels = np.array([1, 1, 1, 1, 7, 7, 7, 7, 0, 3, 4, 8])
+    return images, labels
+
+
+STYLES_ALWAYS = AugmentConfig(flag_probability=1.0, serif_probability=0.0, crossbar_probability=1.0)
+
+
+def test_flag_adds_ink_only_at_the_upper_left_of_ones_and_leaves_other_digits_alone():
+    images, labels = _labelled_digits()
+    kept_images, kept_labels = images.copy(), labels.copy()
+    styled, changed = add_handwriting_styles(images, labels, STYLES_ALWAYS, np.random.default_rng(17))
+    np.testing.assert_array_equal(labels, kept_labels)
+    np.testing.assert_array_equal(images, kept_images)  # the input batch is not written to
+    np.testing.assert_array_equal(changed, (labels == 1) | (labels == 7))
+    np.testing.assert_array_equal(styled[8:], images[8:])
+    for one in range(4):
+        added = styled[one] - images[one]
+        assert added.min() >= 0 and added.sum() > 5  # a visible stroke, nothing erased
+        rows, cols = np.nonzero(added > 0)
+        # Ink 20 px tall: the flag is ~30 % of that, from the top (row 4) down to the left of the stem (col 13).
+        assert rows.min() >= 3 and rows.max() <= 4 + 0.5 * 20
+        assert cols.max() <= 15 and cols.min() < 11
+
+
+def test_crossbar_crosses_the_stem_of_sevens_near_mid_height():
+    images, labels = _labelled_digits()
+    styled, _ = add_handwriting_styles(images, labels, STYLES_ALWAYS, np.random.default_rng(18))
+    for seven in range(4, 8):
+        added = styled[seven] - images[seven]
+        rows, cols = np.nonzero(added > 0.5)
+        assert 10 <= rows.min() and rows.max() <= 19  # ink spans rows 4-23: mid-height, not the top bar
+        stem = 20 - (int(np.median(rows)) - 6) // 2
+        assert cols.min() < stem - 2 and cols.max() > stem + 2  # sticks out on both sides
+
+
+def test_serif_adds_a_foot_on_both_sides_of_the_base():
+    images, labels = _labelled_digits()
+    config = AugmentConfig(flag_probability=1.0, serif_probability=1.0, crossbar_probability=0.0)
+    styled, _ = add_handwriting_styles(images[:4], labels[:4], config, np.random.default_rng(19))
+    added = styled - images[:4]
+    foot = added[:, 21:26]
+    assert foot[:, :, :12].sum(axis=(1, 2)).min() > 1 and foot[:, :, 16:].sum(axis=(1, 2)).min() > 1
+    assert not added[:, 12:20].any()  # nothing between the flag and the foot
+
+
+def test_styles_hit_about_the_configured_share_of_the_class():
+    images = np.zeros((1000, 28, 28), np.float32)
+    images[:, 4:24, 13:15] = 1.0
+    _, changed = add_handwriting_styles(images, np.ones(1000, int), AugmentConfig(), np.random.default_rng(20))
+    assert abs(changed.mean() - AugmentConfig().flag_probability) < 0.06
+
+
+def test_augmenting_with_labels_keeps_flagged_ones_centred_by_mass():
+    images, labels = _labelled_digits()
+    still = AugmentConfig(rotation_degrees=0.0, scale_range=(1.0, 1.0), shear=0.0, translation_pixels=0.0,
+                          dilate_probability=0.0, erode_probability=0.0, flag_probability=1.0,
+                          crossbar_probability=1.0)
+    out = augment_batch(images[:, None], still, np.random.default_rng(21), labels)[:, 0]
+    assert out.shape == images.shape
+    np.testing.assert_array_equal(out[8:], images[8:])
+    assert (out[:4].sum(axis=(1, 2)) > images[:4].sum(axis=(1, 2)) + 5).all()  # the flag is there
+    # Recentred: the app centres drawings by centre of mass, so the training digits must stay centred too.
+    np.testing.assert_allclose(centre_of_mass(out[:8]), centre_of_mass(images[:8]), atol=0.1)
