@@ -26,10 +26,18 @@ def light_model_path(name: str) -> Path:
     return LIGHT_DIR / f"light_{name}.onnx"
 
 
-def materialize(name: str, seed: int = 0) -> onnx.ModelProto:
-    """The light model ``name`` with each ConstantOfShape weight replaced by a seeded random initializer."""
+def materialize(name: str, seed: int = 0, logits: bool = True) -> onnx.ModelProto:
+    """The light model ``name`` with each ConstantOfShape weight replaced by a seeded random initializer.
+
+    With ``logits``, a final Softmax is dropped so the output compared is the scores themselves: with random
+    weights the softmax saturates to 0 and 1, which would hide any difference.
+    """
     model = onnx.load(str(light_model_path(name)))
     graph = model.graph
+    last = graph.node[len(graph.node) - 1]
+    if logits and last.op_type == "Softmax" and last.output[0] == graph.output[0].name:
+        graph.output[0].name = last.input[0]
+        graph.node.remove(last)
     shapes = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     rng = np.random.default_rng(seed)
     bn_roles = {}
