@@ -66,7 +66,7 @@ def run(model: str | None, mode: str, repeats: int, points: int, activations: bo
         to_probabilities: list[float] = []
         to_frame: list[float] = []
         engine: list[float] = []
-        changed = 0
+        changed = skipped = 0
         for _ in range(repeats):
             for stroke_index, stroke in enumerate(digit_strokes(canvas.document.size[0], points)):
                 if stroke_index in (0, 1, 2):  # each digit on a fresh canvas (the 4's second stroke adds to it)
@@ -81,8 +81,12 @@ def run(model: str | None, mode: str, repeats: int, points: int, activations: bo
                     previous = window.probabilities
                     start = time.perf_counter()
                     QTest.mouseMove(canvas, QPoint(point))
-                    while len(finished) == before:  # threaded predictor: wait for this move's result
-                        app.processEvents()
+                    deadline = start + 2.0  # a move that changes nothing on the canvas predicts nothing
+                    while len(finished) == before and time.perf_counter() < deadline:
+                        app.processEvents()  # threaded predictor: wait for this move's result
+                    if len(finished) == before:
+                        skipped += 1
+                        continue
                     got = time.perf_counter()
                     app.processEvents()  # deliver the paint events: canvas, bars, visible feature maps
                     painted = time.perf_counter()
@@ -96,6 +100,7 @@ def run(model: str | None, mode: str, repeats: int, points: int, activations: bo
         name = window.model_path.name
         window.close()
     return {"model": name, "nodes": nodes, "mode": mode, "moves": len(to_probabilities), "changed": changed,
+            "skipped": skipped,
             "probabilities": to_probabilities, "frame": to_frame, "engine": engine}
 
 
@@ -110,7 +115,7 @@ def main() -> int:
     result = run(args.model, args.mode, args.repeats, args.points, not args.no_activations)
     print(f"model {result['model']} ({result['nodes']} nodes), predictor {result['mode']}, "
           f"activation view {'open' if not args.no_activations else 'hidden'}, {result['moves']} mouse moves, "
-          f"probabilities changed on {result['changed']}")
+          f"probabilities changed on {result['changed']}, {result['skipped']} moves gave no prediction")
     for label, key in (("move -> probabilities", "probabilities"), ("move -> painted frame", "frame"),
                        ("engine (traced run)", "engine")):
         values = result[key]
