@@ -147,6 +147,19 @@ def chain_activation(first: Activation | None, second: Activation) -> Activation
     return second if first is None else Activation(first.steps + second.steps)
 
 
+class FusableOp(Op):
+    """A kernel that can absorb following elementwise activations, applied to its fresh output (``self.act``)."""
+
+    act: Activation | None = None
+
+    def fuse_activation(self, kind: str, params: dict[str, float]) -> bool:
+        act = make_activation(kind, params)
+        if act is None:
+            return False
+        self.act = chain_activation(self.act, act)
+        return True
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # BatchNormalization folding (called by the graph optimizer on constant arrays)
 
@@ -477,7 +490,7 @@ _Plan = _Im2colPlan | _ChannelsLastPlan | _PointwisePlan | _DepthwisePlan
 
 
 @register("Conv", 1)
-class Conv(Op):
+class Conv(FusableOp):
     """N-D convolution with groups, strides, dilations, padding (explicit or auto_pad) and optional bias.
 
     A plan is built per input shape (the layout strategy and its buffers), and with constant weights the
@@ -491,7 +504,6 @@ class Conv(Op):
         self.strides_attr = self.attr("strides")
         self.dilations_attr = self.attr("dilations")
         self.pads_attr = self.attr("pads")
-        self.act: Activation | None = None
         self.pool: Op | None = None
         self.plans: dict[tuple, tuple[_Plan, np.ndarray | None]] = {}
         self.lock = threading.Lock()
@@ -501,13 +513,6 @@ class Conv(Op):
         self.static = self.weight is not None and (self.bias is not None or not has_bias)
         if self.weight is not None:
             self._check_weight(self.weight, self.bias)
-
-    def fuse_activation(self, kind: str, params: dict[str, float]) -> bool:
-        act = make_activation(kind, params)
-        if act is None:
-            return False
-        self.act = chain_activation(self.act, act)
-        return True
 
     def fuse_pool(self, pool: Op) -> bool:
         """Absorb the MaxPool (no Indices output) that is the only consumer of this convolution's output (after
@@ -592,7 +597,7 @@ class Conv(Op):
 
 
 @register("ConvTranspose", 1)
-class ConvTranspose(Op):
+class ConvTranspose(FusableOp):
     """Transposed convolution as matmul (input pixels -> kernel-sized patches) then a scatter-add of the
     patches into the output (col2im), one strided add per kernel tap."""
 
@@ -600,18 +605,10 @@ class ConvTranspose(Op):
         super().__init__(node)
         self.auto_pad = self.attr("auto_pad", "NOTSET")
         self.group = int(self.attr("group", 1))
-        self.act: Activation | None = None
         weight, bias = self.const(1), self.const(2)
         self.weight = None if weight is None else self._weight_matrix(weight)
         self.weight_shape = None if weight is None else weight.shape
         self.bias = None if bias is None or weight is None else bias.reshape((-1,) + (1,) * (weight.ndim - 2))
-
-    def fuse_activation(self, kind: str, params: dict[str, float]) -> bool:
-        act = make_activation(kind, params)
-        if act is None:
-            return False
-        self.act = chain_activation(self.act, act)
-        return True
 
     def _weight_matrix(self, weight: np.ndarray) -> np.ndarray:
         # (C, M/g, k...) -> (g, M/g * prod(k), C/g): maps one group's input channels to its output patches

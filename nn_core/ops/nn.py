@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from . import conv, norm, pool  # noqa: F401  (importing registers their kernels)
-from .conv import Activation, chain_activation, fold_batchnorm_into_conv, make_activation
+from .conv import FusableOp, fold_batchnorm_into_conv
 from .registry import NodeSpec, Op, register
 
 __all__ = ["fold_batchnorm_into_conv"]
@@ -20,21 +20,8 @@ __all__ = ["fold_batchnorm_into_conv"]
 # matrix products
 
 
-class _FusableOp(Op):
-    """A kernel that can absorb a following elementwise activation, applied in place on its fresh output."""
-
-    act: Activation | None = None
-
-    def fuse_activation(self, kind: str, params: dict[str, float]) -> bool:
-        act = make_activation(kind, params)
-        if act is None:
-            return False
-        self.act = chain_activation(self.act, act)
-        return True
-
-
 @register("Gemm", 1)
-class Gemm(_FusableOp):
+class Gemm(FusableOp):
     """alpha * A' @ B' + beta * C. With a constant B (the usual weight) alpha and the transpose are applied
     once at load time; with a constant C, beta too. C always broadcasts: the legacy ``broadcast=0`` attribute
     of opsets < 7 only forbade what a well-formed model never needs."""
@@ -79,7 +66,7 @@ class Gemm(_FusableOp):
 
 
 @register("MatMul", 1)
-class MatMul(_FusableOp):
+class MatMul(FusableOp):
     """NumPy matmul semantics (batched, broadcast, 1-D promotion); a constant 2-D right operand is stored
     contiguous and a batched left operand is folded into one 2-D matmul."""
 
