@@ -17,17 +17,9 @@ from typing import Any
 import numpy as np
 
 from nn_core.errors import ModelError
+from nn_core.scaling import SCALING_DESCRIPTIONS, SCALINGS, scale_pixels  # noqa: F401  (re-exported)
 
 MNIST_SIZE = 28
-# Scaling codes, in the order auto-detection prefers them when several score the same (most common first).
-SCALINGS = ("01", "mnist_norm", "m11", "255", "inv01")
-SCALING_DESCRIPTIONS = {
-    "01": "0..1, ink = 1 (x/255)",
-    "255": "0..255 raw pixels",
-    "mnist_norm": "MNIST normalised ((x-0.1307)/0.3081)",
-    "m11": "-1..1 (x/127.5-1)",
-    "inv01": "inverted 0..1 (dark ink on white)",
-}
 OUTPUT_KINDS = ("logits", "probabilities", "log_probabilities")
 DEFAULT_SCALING = "01"
 # Smaller than this on a side is not an image (a [N,4] feature vector would otherwise pass as 2x2).
@@ -36,21 +28,6 @@ MIN_IMAGE_SIDE = 8
 # input is MNIST with a 2-pixel border.
 MAX_PADDING = 8
 SAMPLES_FILE = "mnist_samples.npz"
-
-
-def scale_pixels(image01: np.ndarray, code: str) -> np.ndarray:
-    """Map an image with ink = 1.0 on a 0.0 background to the value convention ``code``."""
-    if code == "01":
-        return image01
-    if code == "255":
-        return image01 * 255.0
-    if code == "mnist_norm":
-        return (image01 - 0.1307) / 0.3081
-    if code == "m11":
-        return image01 * 2.0 - 1.0
-    if code == "inv01":
-        return 1.0 - image01
-    raise ValueError(f"unknown input scaling {code!r}; expected one of {', '.join(SCALINGS)}")
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,7 @@ import numpy as np
 
 from .errors import InputError
 from .model import Model, load
-
-SCALINGS = {
-    "01": lambda x: x,
-    "255": lambda x: x * 255.0,
-    "mnist_norm": lambda x: (x - 0.1307) / 0.3081,
-    "m11": lambda x: x * 2.0 - 1.0,
-    "inv01": lambda x: 1.0 - x,
-}
+from .scaling import SCALINGS, scale_pixels
 
 
 def add_info_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +21,7 @@ def add_info_arguments(parser: argparse.ArgumentParser) -> None:
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="path to an .onnx file")
     parser.add_argument("--input", help="a .npy array (fed as is) or an image (made into an MNIST-style digit)")
-    parser.add_argument("--scale", choices=sorted(SCALINGS), help="pixel scaling for image inputs "
+    parser.add_argument("--scale", choices=SCALINGS, help="pixel scaling for image inputs "
                         "(default: the model's metadata, else 01 = ink 1.0 on 0.0)")
     parser.add_argument("--top", type=int, default=3, help="how many top classes to print")
 
@@ -75,7 +68,7 @@ def image_to_input(path: str, model: Model, scale: str | None) -> np.ndarray:
         pixels = 1.0 - pixels
     resized = Image.fromarray((pixels * 255).astype(np.uint8)).resize((width, height), Image.Resampling.LANCZOS)
     x = np.asarray(resized, dtype=np.float32) / 255.0
-    x = SCALINGS[scale or model.metadata.get("input_scale", "01")](x)
+    x = scale_pixels(x, scale or model.metadata.get("input_scale", "01"))
     channels = [d for d in shape[1:] if d in (1, 3) and d not in (height,)] if len(shape) == 4 else []
     if len(shape) == 4:
         c = channels[0] if channels else 1
