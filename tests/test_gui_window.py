@@ -157,7 +157,8 @@ def _unsupported_operator(tmp_path: Path) -> Path:
     graph = helper.make_graph([helper.make_node("TotallyNewOp", ["x"], ["y"], domain="com.example")], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 28, 28])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.example", 1)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                    helper.make_opsetid("com.example", 1)])
     path = tmp_path / "unsupported.onnx"
     onnx.save(model, path)
     return path
