@@ -20,6 +20,7 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
+from gui.rasterize import default_pen_width
 from gui.strokes import DEFAULT_CANVAS_SIZE, Point, StrokeDocument
 
 INK = QColor(255, 255, 255)
@@ -40,7 +41,7 @@ class DrawingCanvas(QWidget):
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.document = document or StrokeDocument(DEFAULT_CANVAS_SIZE)
-        self._pen_width = float(pen_width if pen_width is not None else self.document.size[0] / 14)
+        self._pen_width = float(pen_width if pen_width is not None else default_pen_width(self.document.size))
         self._eraser = False
         self._hover: QPointF | None = None
         self.setMinimumSize(200, 200)
