@@ -308,7 +308,12 @@ class _ChannelsLastPlan:
 def _store_pooled(y: np.ndarray | None, pooled: np.ndarray, batch: int, start: int, act: Activation | None
                   ) -> np.ndarray:
     """Copy one chunk's pooled convolution into the (lazily allocated) output and apply the activation there:
-    max pooling commutes with the monotonic activations that can be fused, so they run on the pooled values."""
+    max pooling commutes with the monotonic activations that can be fused, so they run on the pooled values.
+    A batch that fits in one chunk needs no copy: the pooling's result is a fresh array, it becomes the output."""
+    if y is None and pooled.shape[0] == batch:
+        if act is not None:
+            act(pooled)
+        return pooled
     if y is None:
         y = np.empty((batch, *pooled.shape[1:]), pooled.dtype)
     target = y[start:start + pooled.shape[0]]
