@@ -23,7 +23,7 @@ class Model:
     outputs too (built on first use, so plain runs pay nothing for it).
     """
 
-    def __init__(self, proto, path: str | None = None):
+    def __init__(self, proto, path: str | None = None, name: str | None = None):
         self.path = path
         self.proto_info = {
             "ir_version": int(proto.ir_version),
@@ -35,7 +35,7 @@ class Model:
             "graph_name": proto.graph.name,
         }
         self.metadata: dict[str, str] = {p.key: p.value for p in proto.metadata_props}
-        label = Path(path).name if path else (proto.graph.name or "model")
+        label = name or (Path(path).name if path else (proto.graph.name or "model"))
         self.warnings = check_model(proto)
         self.graph = Graph(proto, source=label)
         self._plan = FastPlan(self.graph, self.graph.constants)
@@ -206,6 +206,4 @@ def load(path: str | os.PathLike[str]) -> Model:
 
 def load_proto(proto, name: str = "model") -> Model:
     """Prepare an in-memory ModelProto (its external data, if any, must already be loaded)."""
-    model = Model(proto, None)
-    model.graph.source = name
-    return model
+    return Model(proto, None, name)
