@@ -91,15 +91,16 @@ class _PoolPlan:
         batch = source.shape[0]
         rows = max(1, POOL_CHUNK_BYTES * batch // max(source.nbytes, 1))
         if rows >= batch:
-            return self._reduce_block(source, combine)
-        first = self._reduce_block(source[:rows], combine)
+            return self.reduce_block(source, combine)
+        first = self.reduce_block(source[:rows], combine)
         y = np.empty((batch, *first.shape[1:]), first.dtype)
         y[:rows] = first
         for start in range(rows, batch, rows):
-            y[start:start + rows] = self._reduce_block(source[start:start + rows], combine)
+            y[start:start + rows] = self.reduce_block(source[start:start + rows], combine)
         return y
 
-    def _reduce_block(self, source: np.ndarray, combine: np.ufunc) -> np.ndarray:
+    def reduce_block(self, source: np.ndarray, combine: np.ufunc) -> np.ndarray:
+        """Pool all of ``source`` at once (a chunk small enough to stay in cache)."""
         y = source
         for taps in self.axis_taps:
             reduced = combine(y[taps[0]], y[taps[1]]) if len(taps) > 1 else y[taps[0]].copy()
