@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from .errors import InputError, ModelError, UnsupportedOperatorError
+from .limits import DEFAULT_LIMITS, Limits
 from .model import Model, load, load_proto
 from .ops import load_all_kernels
 from .ops.registry import supported_ops
@@ -22,6 +23,6 @@ SUPPORTED_OPS: frozenset[str] = supported_ops() | supported_ops("ai.onnx.ml")
 MAX_OPSET = 28
 
 
-__all__ = ["InputError", "MAX_OPSET", "Model", "ModelError", "SUPPORTED_OPS", "Tensor", "UnsupportedOperatorError",
-           "load", "load_proto"]
+__all__ = ["DEFAULT_LIMITS", "InputError", "Limits", "MAX_OPSET", "Model", "ModelError", "SUPPORTED_OPS", "Tensor",
+           "UnsupportedOperatorError", "load", "load_proto"]
 __version__ = "0.1.0"

@@ -15,6 +15,7 @@ import onnx
 from onnx import helper
 
 from .errors import ModelError, UnsupportedOperatorError
+from .limits import DEFAULT_LIMITS, Limits
 from .ops import load_all_kernels, resolve, supported_ops
 from .ops.attributes import node_attributes, tensor_to_array
 from .ops.registry import DEFAULT_DOMAIN, canonical_domain
@@ -77,9 +78,10 @@ def value_spec(info: onnx.ValueInfoProto) -> ValueSpec:
 class Graph:
     """Nodes in execution order, constant values, graph inputs (without weights) and outputs."""
 
-    def __init__(self, model: onnx.ModelProto, source: str = "model"):
+    def __init__(self, model: onnx.ModelProto, source: str = "model", limits: Limits = DEFAULT_LIMITS):
         load_all_kernels()
         self.source = source
+        self.limits = limits
         graph = model.graph
         self.opsets = {canonical_domain(o.domain): int(o.version) for o in model.opset_import}
         self.opsets.setdefault(DEFAULT_DOMAIN, 1 if model.opset_import else 13)

@@ -12,6 +12,7 @@ import numpy as np
 
 from .errors import InputError, ModelError
 from .graph import Graph, NodeInfo, ValueSpec
+from .limits import DEFAULT_LIMITS, Limits
 from .onnx_io import check_model, read_model
 from .plan import FastPlan, NodeRecord, TracedPlan
 
@@ -23,8 +24,9 @@ class Model:
     outputs too (built on first use, so plain runs pay nothing for it).
     """
 
-    def __init__(self, proto, path: str | None = None, name: str | None = None):
+    def __init__(self, proto, path: str | None = None, name: str | None = None, limits: Limits = DEFAULT_LIMITS):
         self.path = path
+        self.limits = limits
         self.proto_info = {
             "ir_version": int(proto.ir_version),
             "producer_name": proto.producer_name,
@@ -37,7 +39,7 @@ class Model:
         self.metadata: dict[str, str] = {p.key: p.value for p in proto.metadata_props}
         label = name or (Path(path).name if path else (proto.graph.name or "model"))
         self.warnings = check_model(proto)
-        self.graph = Graph(proto, source=label)
+        self.graph = Graph(proto, source=label, limits=limits)
         self._plan = FastPlan(self.graph, self.graph.constants)
         self._traced: TracedPlan | None = None
         self._input_names = [spec.name for spec in self.graph.inputs]
@@ -192,18 +194,22 @@ def _checked_array(model_name: str, spec: ValueSpec, value: Any) -> np.ndarray:
     return array
 
 
-def load(path: str | os.PathLike[str]) -> Model:
-    """Read, check and prepare the ONNX model at ``path``; raises ModelError naming any problem."""
+def load(path: str | os.PathLike[str], limits: Limits | None = None) -> Model:
+    """Read, check and prepare the ONNX model at ``path``; raises ModelError naming any problem.
+
+    ``limits`` overrides the default resource budgets (``nn_core.Limits``) a file is held to.
+    """
     path = os.fspath(path)
-    proto = read_model(path)
+    limits = limits or DEFAULT_LIMITS
+    proto = read_model(path, limits)
     try:
-        return Model(proto, path)
+        return Model(proto, path, limits=limits)
     except ModelError:
         raise
     except RecursionError:
         raise ModelError(f"{Path(path).name}: the graph is too deeply nested to prepare") from None
 
 
-def load_proto(proto, name: str = "model") -> Model:
+def load_proto(proto, name: str = "model", limits: Limits | None = None) -> Model:
     """Prepare an in-memory ModelProto (its external data, if any, must already be loaded)."""
-    return Model(proto, None, name)
+    return Model(proto, None, name, limits or DEFAULT_LIMITS)

@@ -12,6 +12,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from .errors import ModelError
+from .limits import DEFAULT_LIMITS, Limits
 
 # signatures of files people mistake for ONNX models, checked before protobuf parsing
 _MAGIC = [
@@ -44,7 +45,7 @@ def _describe_non_model(head: bytes) -> str | None:
     return None
 
 
-def read_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
+def read_model(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> onnx.ModelProto:
     """Parse ``path`` into a ModelProto with its external data loaded; raise ModelError saying what is wrong."""
     path = Path(path)
     if not path.exists():

@@ -57,7 +57,8 @@ def make_kernel(node: NodeInfo, graph: Graph, constants: dict[str, np.ndarray]) 
     assert cls is not None, "Graph checked support already"
     spec = NodeSpec(op_type=node.op_type, name=node.name, domain=node.domain, inputs=list(node.inputs),
                     outputs=list(node.outputs), attrs=node.attrs, opset=opset,
-                    consts=[constants.get(name) if name else None for name in node.inputs])
+                    consts=[constants.get(name) if name else None for name in node.inputs],
+                    source=graph.source, limits=graph.limits)
     try:
         return cls(spec)
     except ModelError:

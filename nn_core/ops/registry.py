@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError
+from ..limits import DEFAULT_LIMITS, Limits, check_tensor, check_work
 
 DEFAULT_DOMAIN = ""
 ML_DOMAIN = "ai.onnx.ml"
@@ -39,9 +40,15 @@ class NodeSpec:
     attrs: dict[str, Any] = field(default_factory=dict)
     opset: int = 0  # the model's opset for this node's domain
     consts: list[np.ndarray | None] = field(default_factory=list)  # constant value of each input, if known
+    source: str = ""  # the model's file name, for messages
+    limits: Limits = DEFAULT_LIMITS
 
     def describe(self) -> str:
         return f"node '{self.name}' ({self.op_type})" if self.name else f"a {self.op_type} node"
+
+    def where(self) -> str:
+        """File and node, the prefix of every message about this node."""
+        return f"{self.source}: {self.describe()}" if self.source else self.describe()
 
 
 class Op:
@@ -71,7 +78,15 @@ class Op:
         return consts[index] if index < len(consts) else None
 
     def fail(self, message: str) -> ModelError:
-        return ModelError(f"{self.node.describe()}: {message}")
+        return ModelError(f"{self.node.where()}: {message}")
+
+    def check_size(self, shape, dtype=np.float32, what: str = "output") -> None:
+        """Refuse (ModelError) a tensor this node is about to allocate when it is over the size budget."""
+        check_tensor(self.node.limits, self.node.where(), what, shape, dtype)
+
+    def check_work(self, work: float, what: str = "the computation") -> None:
+        """Refuse (ModelError) a run of this node that would take more than the compute budget."""
+        check_work(self.node.limits, self.node.where(), what, work)
 
     def fuse_activation(self, kind: str, params: dict[str, float]) -> bool:
         """Absorb a following elementwise activation (``relu``, ``clip``...). Return True if absorbed."""
