@@ -74,10 +74,14 @@ def call_kernel(step: Step, args: list[Any], source: str) -> list[Any]:
         result = step.kernel.run(*args)
     except ModelError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the one boundary: anything a kernel raises is named
         raise ModelError(f"{source}: {step.node.describe()} failed on inputs {_shapes(args)}: "
                          f"{type(exc).__name__}: {exc}") from exc
-    return list(result) if isinstance(result, tuple) else [result]
+    values = list(result) if isinstance(result, tuple) else [result]
+    if len(values) < len(step.outputs):
+        raise ModelError(f"{source}: {step.node.describe()} declares {len(step.outputs)} outputs but its kernel "
+                         f"produces {len(values)}")
+    return values
 
 
 def fold_constants(graph: Graph, nodes: list[NodeInfo], constants: dict[str, np.ndarray]
@@ -179,6 +183,12 @@ class FastPlan:
         self.source, self._function = self._compile()
 
     def _compile(self) -> tuple[str, Callable[..., tuple]]:
+        """Generate and compile the plan function.
+
+        Nothing from the file reaches the generated text: values are ``v<n>`` (computed) or ``c<n>`` (constants),
+        kernels ``k<step>``; node and value names stay in data (``self.steps``) and only step indices appear in
+        comments. A node name with a newline and Python in it therefore stays a name.
+        """
         names: dict[str, str] = {}
         namespace: dict[str, Any] = {}
 
@@ -202,32 +212,45 @@ class FastPlan:
         keep = set(self.output_names) | set(self.input_names) | set(self.constants)
         lines = [f"def plan({', '.join(args)}):"]
         self._line_to_step: dict[int, int] = {}
+        self._step_args: list[list[str]] = []
         for index, step in enumerate(self.steps):
             kernel = f"k{index}"
             namespace[kernel] = step.kernel.run
-            call = f"{kernel}({', '.join(ref(n) for n in step.inputs)})"
+            arg_refs = [ref(n) for n in step.inputs]
+            self._step_args.append(arg_refs)
+            call = f"{kernel}({', '.join(arg_refs)})"
             targets = [ref(n) if n else "_" for n in step.outputs]
             if len(targets) == 1:
                 line = f"    {targets[0]} = {call}"
             else:
-                line = f"    _r = {call}; " + "; ".join(f"{t} = _r[{i}]" for i, t in enumerate(targets) if t != "_")
+                # a kernel must hand back exactly as many values as the node declares outputs
+                line = (f"    _r = _outputs({call}, {len(targets)}, {index}); "
+                        + "; ".join(f"{t} = _r[{i}]" for i, t in enumerate(targets) if t != "_"))
             self._line_to_step[len(lines) + 1] = index
-            lines.append(line + f"  # {step.node.name} ({step.label})")
+            lines.append(f"{line}  # step {index}")
             dead = [n for n in dict.fromkeys(step.inputs) if n and last_use.get(n) == index and n not in keep]
             dead += [n for n in step.outputs if n and n not in last_use and n not in keep]
             if dead:
                 lines.append(f"    del {', '.join(ref(n) for n in dead)}")
         lines.append(f"    return ({''.join(ref(n) + ', ' for n in self.output_names)})")
         source = "\n".join(lines) + "\n"
-        exec(compile(source, _SOURCE_NAME, "exec"), namespace)  # noqa: S102 - our own generated code
+        namespace["_outputs"] = self._checked_outputs
+        exec(compile(source, _SOURCE_NAME, "exec"), namespace)  # noqa: S102 - text built from indices only
         return source, namespace["plan"]
+
+    def _checked_outputs(self, result: Any, count: int, index: int) -> Any:
+        if not isinstance(result, tuple) or len(result) < count:
+            got = len(result) if isinstance(result, tuple) else 1
+            raise ModelError(f"{self.source_label}: {self.steps[index].node.describe()} declares {count} outputs "
+                             f"but its kernel produces {got}")
+        return result
 
     def run(self, *inputs: np.ndarray) -> tuple:
         try:
             return self._function(*inputs)
         except ModelError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the one boundary: anything a kernel raises is named
             raise self._explain(exc) from exc
 
     def _explain(self, exc: Exception) -> ModelError:
@@ -235,16 +258,13 @@ class FastPlan:
         tb = exc.__traceback__
         while tb is not None and tb.tb_frame.f_code.co_filename != _SOURCE_NAME:
             tb = tb.tb_next
-        if tb is None:
+        if tb is None or tb.tb_lineno not in self._line_to_step:
             return ModelError(f"{self.source_label}: {type(exc).__name__}: {exc}")
-        step = self.steps[self._line_to_step.get(tb.tb_lineno, 0)]
-        frame_vars = tb.tb_frame.f_locals
-        line = self.source.splitlines()[tb.tb_lineno - 1]
-        arg_text = line[line.index("(") + 1: line.index(")")]
-        values = [frame_vars.get(a.strip()) if a.strip().startswith("v") else tb.tb_frame.f_globals.get(a.strip())
-                  for a in arg_text.split(",") if a.strip()]
-        return ModelError(f"{self.source_label}: {step.node.describe()} failed on inputs {_shapes(values)}: "
-                          f"{type(exc).__name__}: {exc}")
+        index = self._line_to_step[tb.tb_lineno]
+        frame = tb.tb_frame
+        values = [frame.f_locals.get(a, frame.f_globals.get(a)) for a in self._step_args[index]]
+        return ModelError(f"{self.source_label}: {self.steps[index].node.describe()} failed on inputs "
+                          f"{_shapes(values)}: {type(exc).__name__}: {exc}")
 
     def profile(self, inputs: list[np.ndarray]) -> list[tuple[Step, float]]:
         """Run step by step, timing each (a slower interpreter loop: for `bench --profile` only)."""
