@@ -28,6 +28,10 @@ MIN_IMAGE_SIDE = 8
 # input is MNIST with a 2-pixel border.
 MAX_PADDING = 8
 SAMPLES_FILE = "mnist_samples.npz"
+# The most elements the adapter will ever build for one model input (64 Mi, 256 MiB of float32). A digit model
+# takes ~1000; a file declaring [1,1,100000,100000] is refused here instead of being allocated (the model file is
+# untrusted input, and the preview and feeds are built on demand from its declared shape).
+MAX_INPUT_ELEMENTS = 1 << 26
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,12 @@ def detect_layout(name: str, shape: list | tuple | None, dtype: Any) -> InputLay
         first = _known(dims[0]) if batch_axis else None
         batch = first if first is not None else 1
         feed_shape = ((batch,) if batch_axis else ()) + per_sample
+        elements = math.prod(int(d) for d in feed_shape)
+        if elements > MAX_INPUT_ELEMENTS:
+            fed = "[" + ", ".join(str(d) for d in feed_shape) + "]"
+            raise ModelError(f"input {name!r} declares shape {shown}: feeding it one image would take a tensor "
+                             f"of {fed} = {elements:,} elements, over the limit of {MAX_INPUT_ELEMENTS:,} "
+                             "(this is not a digit-image model, or its declared input is corrupt)")
         return InputLayout(name, feed_shape, height, width, channels, channels_last, batch, batch_axis,
                            batch_axis and first is None, dtype, kind)
 
@@ -332,7 +342,8 @@ class ModelAdapter:
 
     def predict_many(self, images28: np.ndarray, scaling: str) -> np.ndarray:
         """Probabilities for a stack of images, batched when the model allows it: shape (n, classes)."""
-        if self.layout.dynamic_batch:
+        per_sample = math.prod(self.layout.feed_shape[1:]) if self.layout.batch_axis else 0
+        if self.layout.dynamic_batch and len(images28) * per_sample <= MAX_INPUT_ELEMENTS:
             outputs = self.model.run(self.make_batch_feeds(images28, scaling))
             self.scores(outputs)  # picks the score output
             batch_scores = np.asarray(outputs[self._output_name])
