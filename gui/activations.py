@@ -2,6 +2,8 @@
 
 Cost control for big models: setting new values only stores references; the image conversion (the only
 expensive part) happens in ``paintEvent``, which Qt calls only for cards inside the scroll area's viewport.
+Cards exist for one page of nodes at a time (``gui.paging``), so a graph of any length builds at most a page of
+widgets.
 """
 
 from __future__ import annotations
@@ -12,7 +14,18 @@ from dataclasses import dataclass
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPaintEvent, QResizeEvent
-from PySide6.QtWidgets import QDialog, QLabel, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QDialog,
+    QHBoxLayout,
+    QLabel,
+    QScrollArea,
+    QSizePolicy,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from gui.paging import PAGE_SIZE, Pages
 
 HEADER_HEIGHT = 22
 MAX_MAPS_SHOWN = 256
@@ -483,10 +496,60 @@ class Inspector(QDialog):
 
 
 # --- the scrolling list ------------------------------------------------------------------------------------
-class ActivationsView(QScrollArea):
-    """One ``LayerCard`` per node of the model, in execution order."""
+class PagerBar(QWidget):
+    """First / previous / "nodes 1–100 of 20,000" / next / last; hidden while everything fits on one page."""
+
+    pageRequested = Signal(int)
 
     def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self._buttons: dict[str, QToolButton] = {}
+        self.label = QLabel()
+        self.label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        for name, text, tip in (("first", "⏮", "First page"), ("previous", "◀", "Previous page")):
+            layout.addWidget(self._button(name, text, tip))
+        layout.addWidget(self.label, 1)
+        for name, text, tip in (("next", "▶", "Next page"), ("last", "⏭", "Last page")):
+            layout.addWidget(self._button(name, text, tip))
+        self._pages = Pages()
+
+    def _button(self, name: str, text: str, tip: str) -> QToolButton:
+        button = QToolButton()
+        button.setText(text)
+        button.setToolTip(tip)
+        button.setAutoRaise(True)
+        button.clicked.connect(lambda _=False, n=name: self._clicked(n))
+        self._buttons[name] = button
+        return button
+
+    def _clicked(self, name: str) -> None:
+        pages = self._pages
+        target = {"first": 0, "previous": pages.page - 1, "next": pages.page + 1, "last": pages.count - 1}[name]
+        self.pageRequested.emit(target)
+
+    def button(self, name: str) -> QToolButton:
+        return self._buttons[name]
+
+    def show_pages(self, pages: Pages) -> None:
+        self._pages = pages
+        self.label.setText(pages.label())
+        for name in ("first", "previous"):
+            self._buttons[name].setEnabled(pages.has_previous())
+        for name in ("next", "last"):
+            self._buttons[name].setEnabled(pages.has_next())
+        self.setVisible(pages.count > 1)
+
+
+class ActivationsView(QScrollArea):
+    """A ``LayerCard`` per node of the model, in execution order, a page of ``page_size`` nodes at a time.
+
+    ``entries`` are the cards of the current page only: a 20,000-node graph never has more than a page of
+    widgets. All records are kept, so turning the page shows the latest values of the nodes on it.
+    """
+
+    def __init__(self, parent: QWidget | None = None, page_size: int = PAGE_SIZE) -> None:
         super().__init__(parent)
         self.setWidgetResizable(True)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -494,49 +557,98 @@ class ActivationsView(QScrollArea):
         self._layout = QVBoxLayout(self._container)
         self._layout.setContentsMargins(4, 4, 4, 4)
         self._layout.setSpacing(6)
+        # a pager above and below the cards: the one at the bottom is where a reader arrives at a page's end
+        self.top_pager, self.bottom_pager = PagerBar(), PagerBar()
+        self._layout.addWidget(self.top_pager)
+        self._layout.addWidget(self.bottom_pager)
         self._layout.addStretch(1)
+        for pager in (self.top_pager, self.bottom_pager):
+            pager.pageRequested.connect(self.set_page)
         self.setWidget(self._container)
+        self.pages = Pages(size=page_size)
         self.entries: list[LayerCard] = []
         self._by_name: dict[str, LayerCard] = {}
+        self._names: list[tuple[str, str]] = []  # (name, op type) of every node, not only this page's
+        self._records: list = []
+        self._has_values = False
         self._inspector: Inspector | None = None
+        self._show_pages()
+
+    @property
+    def node_count(self) -> int:
+        return len(self._names)
 
     def set_records(self, records: list, has_values: bool = True) -> None:
         """Show a traced run: a list of records with ``.name``, ``.op_type`` and ``.outputs``."""
         names = [(record.name, record.op_type) for record in records]
-        rebuilt = names != [(card.node_name, card.op_type) for card in self.entries]
-        if rebuilt:
-            self._rebuild(names)
-        for card, record in zip(self.entries, records, strict=True):
-            card.set_outputs(dict(record.outputs), has_values)
-        if rebuilt:
-            # Lay the new cards out now: painted before the layout runs, they would all overlap the viewport
-            # and every one of them would be rendered once.
-            self._layout.activate()
-            self._container.resize(self.viewport().width(),
-                                   max(self.viewport().height(), self._container.minimumSizeHint().height()))
+        new_model = names != self._names
+        self._names, self._records, self._has_values = names, list(records), has_values
+        if new_model:
+            self.pages.set_total(len(names))
+            self.pages.set_page(0)
+        self._show_page(rebuild=new_model)
         if self._inspector is not None and self._inspector.isVisible():
             card = self._by_name.get(self._inspector.node_name)
             if card is not None:
                 self._inspector.refresh(card)
 
+    def set_page(self, page: int) -> None:
+        """Show page ``page`` (0-based, clamped) of the nodes."""
+        if self.pages.set_page(page):
+            self._show_page(rebuild=True)
+            self.verticalScrollBar().setValue(0)
+
+    def show_node(self, index: int) -> LayerCard | None:
+        """Turn to the page holding node ``index`` and return its card."""
+        if not 0 <= index < self.node_count:
+            return None
+        self.set_page(self.pages.page_of(index))
+        return self.entries[index - self.pages.bounds()[0]]
+
+    def _show_page(self, rebuild: bool) -> None:
+        start, stop = self.pages.bounds()
+        if rebuild:
+            self._rebuild(self._names[start:stop], start)
+        for card, record in zip(self.entries, self._records[start:stop], strict=True):
+            card.set_outputs(dict(record.outputs), self._has_values)
+        self._show_pages()
+        if rebuild:
+            # Lay the new cards out now: painted before the layout runs, they would all overlap the viewport
+            # and every one of them would be rendered once.
+            self._layout.activate()
+            self._container.resize(self.viewport().width(),
+                                   max(self.viewport().height(), self._container.minimumSizeHint().height()))
+
+    def _show_pages(self) -> None:
+        for pager in (self.top_pager, self.bottom_pager):
+            pager.show_pages(self.pages)
+
     def clear_values(self) -> None:
         """Keep the layer list (names and shapes) but show no values: nothing is drawn."""
+        self._has_values = False
         for card in self.entries:
             card.set_outputs({name: np.zeros(shape, np.float32) for name, shape in card.shapes.items()},
                              has_values=False)
 
     def reset(self) -> None:
-        self._rebuild([])
+        self._names, self._records, self._has_values = [], [], False
+        self.pages.set_total(0)
+        self._rebuild([], 0)
+        self._show_pages()
 
-    def _rebuild(self, names: list[tuple[str, str]]) -> None:
+    def _rebuild(self, names: list[tuple[str, str]], first_index: int) -> None:
         for card in self.entries:
             self._layout.removeWidget(card)
             card.deleteLater()
         self.entries = []
-        for index, (name, op_type) in enumerate(names):
+        for offset, (name, op_type) in enumerate(names):
+            index = first_index + offset
             card = LayerCard(index, name or f"node {index + 1}", op_type)
             card.inspectRequested.connect(self._inspect)
-            self._layout.insertWidget(self._layout.count() - 1, card)
+            # after the top pager, before the bottom pager and the stretch
+            self._layout.insertWidget(self._layout.count() - 2, card)
+            # shown now, not when the layout's queued show arrives: the layout below must count the cards
+            card.setVisible(self._container.isVisible())
             self.entries.append(card)
         self._by_name = {card.node_name: card for card in self.entries}
         if self._inspector is not None:
