@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QHeaderView, QLabel, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QPersistentModelIndex, Qt
+from PySide6.QtWidgets import QHeaderView, QLabel, QTreeView, QVBoxLayout, QWidget
 
 from gui.adapter import SCALING_DESCRIPTIONS, ModelAdapter
 
@@ -48,6 +48,65 @@ def describe_model(model: Any, adapter: ModelAdapter | None) -> str:
     return f"<table>{body}</table>"
 
 
+class NodeTableModel(QAbstractTableModel):
+    """The layer table's rows, produced on demand: a 20,000-node graph costs no per-row objects."""
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._nodes: list[tuple[str, str, int]] = []  # (name, op type, parameters)
+        self._shapes: dict[str, str] = {}  # node name -> output shapes text, once something has run
+        self._pending_shapes: dict[str, Any] = {}  # node name -> record outputs, formatted when first shown
+
+    def set_nodes(self, nodes: list) -> None:
+        rows = [(node.name, node.op_type, int(getattr(node, "parameters", 0))) for node in nodes]
+        if rows == self._nodes:
+            return  # the same graph (a new scaling re-describes the model): keep the shapes and the scroll position
+        self.beginResetModel()
+        self._nodes = rows
+        self._shapes, self._pending_shapes = {}, {}
+        self.endResetModel()
+
+    def set_shapes(self, records: list) -> None:
+        self._shapes = {}
+        self._pending_shapes = {record.name: record.outputs for record in records}
+        if self._nodes:
+            self.dataChanged.emit(self.index(0, 3), self.index(len(self._nodes) - 1, 3))
+
+    def shape_text(self, name: str) -> str:
+        text = self._shapes.get(name)
+        if text is None:
+            outputs = self._pending_shapes.get(name)
+            text = "" if outputs is None else "  ".join(_shape_text(np.shape(v)) for v in outputs.values())
+            self._shapes[name] = text
+        return text
+
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self._nodes)
+
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def row(self, row: int) -> list[str]:
+        """The texts of one row, as shown."""
+        name, op_type, parameters = self._nodes[row]
+        return [str(row + 1), name, op_type, self.shape_text(name), f"{parameters:,}" if parameters else ""]
+
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or not 0 <= index.row() < len(self._nodes):
+            return None
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self.row(index.row())[index.column()]
+        if role == Qt.ItemDataRole.TextAlignmentRole and index.column() in (0, 4):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+    def headerData(self, section: int, orientation: Qt.Orientation,
+                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return COLUMNS[section]
+        return None
+
+
 class ModelSummary(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -55,38 +114,28 @@ class ModelSummary(QWidget):
         self.header.setTextFormat(Qt.TextFormat.RichText)
         self.header.setWordWrap(True)
         self.header.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.table = QTreeWidget()
-        self.table.setColumnCount(len(COLUMNS))
-        self.table.setHeaderLabels(list(COLUMNS))
+        self.nodes = NodeTableModel(self)
+        self.table = QTreeView()
+        self.table.setModel(self.nodes)
         self.table.setRootIsDecorated(False)
         self.table.setAlternatingRowColors(True)
         self.table.setUniformRowHeights(True)  # lets Qt lay out thousands of rows without measuring each
         header = self.table.header()
+        # Fixed widths, not ResizeToContents: measuring every row of a 20,000-node graph on each change would
+        # freeze the window; the node name column takes the rest.
+        header.setStretchLastSection(False)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
-        for column in (0, 2, 3, 4):
-            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+        for column, width in ((0, 56), (2, 110), (3, 150), (4, 90)):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.Interactive)
+            header.resizeSection(column, width)
         layout = QVBoxLayout(self)
         layout.addWidget(self.header)
         layout.addWidget(self.table, 1)
-        self._items: dict[str, QTreeWidgetItem] = {}
 
     def set_model(self, model: Any, adapter: ModelAdapter | None) -> None:
         self.header.setText(describe_model(model, adapter))
-        self.table.clear()
-        self._items = {}
-        items = []
-        for index, node in enumerate(model.nodes):
-            parameters = int(getattr(node, "parameters", 0))
-            item = QTreeWidgetItem([str(index + 1), node.name, node.op_type, "", f"{parameters:,}" if parameters
-                                    else ""])
-            item.setTextAlignment(4, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-            items.append(item)
-            self._items[node.name] = item
-        self.table.addTopLevelItems(items)
+        self.nodes.set_nodes(list(model.nodes))
 
     def set_shapes(self, records: list) -> None:
         """Fill the output-shape column from a traced run (shapes are only certain once something ran)."""
-        for record in records:
-            item = self._items.get(record.name)
-            if item is not None:
-                item.setText(3, "  ".join(_shape_text(np.shape(v)) for v in record.outputs.values()))
+        self.nodes.set_shapes(records)
