@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     app.setApplicationName(APPLICATION)
     app.setStyle("Fusion")
     app.setPalette(dark_palette())
-    window = MainWindow(options.model, interactive=True)
+    # a file named on the command line opens in the background: a huge one must not keep the window away
+    window = MainWindow(options.model, interactive=True, open_in_background=options.model is not None)
     window.show()
     return app.exec()
 

@@ -6,7 +6,6 @@ views. The window never computes anything itself; it only decides what to show.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from importlib import resources
@@ -23,6 +22,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QMessageBox,
+    QProgressBar,
     QSlider,
     QSplitter,
     QTabWidget,
@@ -35,7 +35,8 @@ import nn_core
 from gui.activations import ActivationsView
 from gui.adapter import SCALING_DESCRIPTIONS, SCALINGS, ModelAdapter, ScalingReport, auto_detect_scaling
 from gui.canvas import MAX_PEN_WIDTH, MIN_PEN_WIDTH, DrawingCanvas
-from gui.predictor import Prediction, Predictor, run_prediction
+from gui.model_opening import ModelOpener, OpenResult, model_key, prepare_model  # noqa: F401 (model_key re-exported)
+from gui.predictor import Prediction, Predictor
 from gui.preview import InputPreview
 from gui.probabilities import ProbabilitiesView
 from gui.strokes import StrokeDocument
@@ -58,13 +59,10 @@ def bundled_model_path() -> Path:
     return Path(str(resources.files("assets").joinpath("lenet5.onnx")))
 
 
-def model_key(path: str | Path) -> str:
-    """A settings key that follows a model's content, so a remembered scaling survives renaming the file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:20]
+class _OpenBridge(QObject):
+    """Carries "an open finished" from the opener's worker thread to the UI thread (a queued signal)."""
+
+    ready = Signal(int)  # the generation whose result can be taken
 
 
 class _ScalingDetector(QObject):
@@ -88,10 +86,14 @@ class MainWindow(QMainWindow):
 
     ``settings`` defaults to ``QSettings(ORGANIZATION, APPLICATION)``; ``interactive`` allows modal dialogs
     (the About box, file pickers); errors are always shown inline, never in a blocking dialog.
+
+    Models open on a worker thread (``open_model``); the constructor waits for its model, except with
+    ``open_in_background``: then it waits for the bundled model only and opens ``model_path`` in the
+    background, so a huge or hostile file named on the command line cannot keep the window from appearing.
     """
 
     def __init__(self, model_path: str | Path | None = None, settings: QSettings | None = None,
-                 interactive: bool = False, predictor_mode: str = "auto") -> None:
+                 interactive: bool = False, predictor_mode: str = "auto", open_in_background: bool = False) -> None:
         super().__init__()
         self.settings = settings if settings is not None else QSettings(ORGANIZATION, APPLICATION)
         self.interactive = interactive
@@ -110,6 +112,9 @@ class MainWindow(QMainWindow):
         self.summary = ModelSummary()
         self.predictor = Predictor(predictor_mode, self)
         self._detector = _ScalingDetector(self)
+        self._open_bridge = _OpenBridge(self)
+        self._opener = ModelOpener(notify=self._open_bridge.ready.emit)
+        self._open_outcome: bool | None = None  # how the latest requested open ended; None while under way
 
         self.setWindowTitle("digitscope")
         self.setAcceptDrops(True)
@@ -123,9 +128,16 @@ class MainWindow(QMainWindow):
         self.canvas.eraserChanged.connect(self.eraser_action.setChecked)
         self.predictor.finished.connect(self._on_prediction)
         self._detector.done.connect(self._on_scaling_detected)
+        self._open_bridge.ready.connect(self._on_open_ready)
         self._update_edit_actions()
 
-        self.open_model(model_path if model_path is not None else bundled_model_path())
+        if model_path is None:
+            self.open_model(bundled_model_path(), wait=True)
+        elif open_in_background:
+            self.open_model(bundled_model_path(), wait=True)  # something to draw on while the file loads
+            self.open_model(model_path)
+        else:
+            self.open_model(model_path, wait=True)
 
     # --- public API --------------------------------------------------------------------------------------
     @property
@@ -139,21 +151,48 @@ class MainWindow(QMainWindow):
     def prediction(self) -> Prediction | None:
         return self._prediction if self.probabilities is not None else None
 
-    def open_model(self, path: str | Path) -> bool:
-        """Load a model; on any failure show why (inline) and keep the current model. Returns success."""
+    def open_model(self, path: str | Path, wait: bool = False) -> bool | None:
+        """Open a model on a worker thread (load, adapt, one trial run); the current model keeps working.
+
+        The latest request wins: an open still under way is superseded. On any failure the error is shown
+        inline and the current model stays. Returns None at once, or with ``wait=True`` blocks until this
+        open has finished and returns whether the model was installed (for tests and the start-up model).
+        """
         path = Path(path)
-        try:
-            model = nn_core.load(path)
-            key = model_key(path)
-            adapter = ModelAdapter(model, remembered_scaling=self._remembered_scaling(key))
-            # One run on a blank image before switching: a model that cannot run must not replace a working one.
-            trial = run_prediction(adapter, np.zeros((28, 28), np.float32))
-            if trial.error:
-                raise nn_core.ModelError(f"{path.name} loads but does not run: {trial.error}")
-        except Exception as exc:  # noqa: BLE001 - whatever went wrong, the app keeps the previous model
-            self._show_error(f"Could not open {path.name}: {exc}")
+        remembered = self._remembered_scalings()
+        self._opener.open(path, lambda p: prepare_model(p, remembered))
+        self._open_outcome = None
+        self._show_opening(path)
+        return self.wait_until_opened() if wait else None
+
+    def wait_until_opened(self, timeout: float | None = None) -> bool | None:
+        """Block until the open under way (if any) has finished and been applied.
+
+        Returns how the latest requested open ended: True installed, False failed or cancelled; None on
+        timeout. Blocks the UI thread: for tests and start-up; the app itself never waits.
+        """
+        generation = self._opener.generation
+        if self._opener.busy():
+            if not self._opener.wait(generation, timeout):
+                return None if self._opener.busy() else self._open_outcome
+            result = self._opener.take(generation)
+            if result is not None:
+                self._finish_open(result)
+        return self._open_outcome
+
+    @property
+    def opening(self) -> Path | None:
+        """The model file being opened, or None."""
+        return self._opener.pending_path if self._opener.busy() else None
+
+    def cancel_open(self) -> bool:
+        """Give up on the open under way: its result is dropped when it arrives. Returns whether one was."""
+        path = self.opening
+        if not self._opener.cancel():
             return False
-        self._install_model(model, adapter, path, key, trial)
+        self._open_outcome = False
+        self._hide_opening()
+        self.statusBar().showMessage(f"Cancelled opening {path.name if path else 'the model'}", 5000)
         return True
 
     # --- building the window -----------------------------------------------------------------------------
@@ -310,6 +349,20 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
 
     def _build_status_bar(self) -> None:
+        # shown while a model opens on the worker thread
+        self.opening_label = QLabel()
+        self.opening_progress = QProgressBar()
+        self.opening_progress.setRange(0, 0)  # indeterminate: loading reports no progress
+        self.opening_progress.setMaximumWidth(120)
+        self.opening_progress.setMaximumHeight(14)
+        self.opening_progress.setTextVisible(False)
+        self.cancel_open_button = QToolButton()
+        self.cancel_open_button.setText("Cancel")
+        self.cancel_open_button.setToolTip("Stop waiting for this model and keep the current one")
+        self.cancel_open_button.clicked.connect(self.cancel_open)
+        for widget in (self.opening_label, self.opening_progress, self.cancel_open_button):
+            self.statusBar().addPermanentWidget(widget)
+            widget.hide()
         self.model_label = QLabel("no model")
         self.timing_label = QLabel("")
         self.timing_label.setMinimumWidth(150)
@@ -347,9 +400,14 @@ class MainWindow(QMainWindow):
         self.settings.setValue("canvas/penWidth", self.canvas.pen_width)
         self.settings.sync()
 
-    def _remembered_scaling(self, key: str) -> str | None:
-        value = self.settings.value(f"scaling/{key}")
-        return value if value in SCALINGS else None
+    def _remembered_scalings(self) -> dict[str, str]:
+        """Every remembered per-model scaling (model key -> code), read here so the opener needs no settings."""
+        self.settings.beginGroup("scaling")
+        try:
+            values = {key: self.settings.value(key) for key in self.settings.childKeys()}
+        finally:
+            self.settings.endGroup()
+        return {key: value for key, value in values.items() if value in SCALINGS}
 
     def recent_models(self) -> list[str]:
         value = self.settings.value("recentModels", [])
@@ -374,12 +432,38 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self._save_state()
+        self._opener.cancel()  # a worker still loading finishes unseen (daemon thread)
         self.predictor.shutdown()
         if self.activations.inspector is not None:
             self.activations.inspector.close()
         super().closeEvent(event)
 
     # --- model -------------------------------------------------------------------------------------------
+    def _show_opening(self, path: Path) -> None:
+        self.opening_label.setText(f"Opening {path.name}…")
+        self.opening_label.setToolTip(str(path))
+        for widget in (self.opening_label, self.opening_progress, self.cancel_open_button):
+            widget.show()
+
+    def _hide_opening(self) -> None:
+        for widget in (self.opening_label, self.opening_progress, self.cancel_open_button):
+            widget.hide()
+
+    def _on_open_ready(self, generation: int) -> None:
+        result = self._opener.take(generation)  # None when cancelled, superseded or already applied by a wait
+        if result is not None:
+            self._finish_open(result)
+
+    def _finish_open(self, result: OpenResult) -> None:
+        self._hide_opening()
+        if result.opened is None:
+            self._open_outcome = False
+            self._show_error(f"Could not open {result.path.name}: {result.error}")
+            return
+        opened = result.opened
+        self._install_model(opened.model, opened.adapter, opened.path, opened.key, opened.trial)
+        self._open_outcome = True
+
     def _install_model(self, model, adapter: ModelAdapter, path: Path, key: str, trial: Prediction) -> None:
         self.model, self.adapter, self.model_path, self._model_key = model, adapter, path, key
         self.predictor.set_adapter(adapter, trial.seconds)

@@ -130,9 +130,10 @@ def test_canvas_scales_with_the_window(window, draw_on):
 # --- opening models ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_shipped_models_open_and_predict(window, draw_on, digit_path, path):
-    assert window.open_model(path), window.last_error
+    assert window.open_model(path, wait=True), window.last_error
     assert window.model_path == path and not window.error_banner.isVisible()
-    assert len(window.activations.entries) == len(window.model.nodes)
+    assert window.activations.node_count == len(window.model.nodes)
+    assert len(window.activations.entries) == min(len(window.model.nodes), window.activations.pages.size)
     draw_on(window.canvas, digit_path("1"))
     probabilities = window.probabilities
     assert probabilities is not None and probabilities.shape == (10,)
@@ -184,7 +185,7 @@ def test_failed_open_reports_inline_and_keeps_the_previous_model(window, draw_on
     before = window.probabilities.copy()
     previous_model, previous_path = window.model, window.model_path
     bad = make_bad_file(tmp_path)
-    assert window.open_model(bad) is False
+    assert window.open_model(bad, wait=True) is False
     assert bad.name in window.last_error
     assert window.error_banner.isVisible() and bad.name in window.error_label.text()
     assert window.model is previous_model and window.model_path == previous_path
@@ -196,13 +197,13 @@ def test_failed_open_reports_inline_and_keeps_the_previous_model(window, draw_on
 
 
 def test_unsupported_operator_error_names_the_operator(window, tmp_path):
-    assert not window.open_model(_unsupported_operator(tmp_path))
+    assert not window.open_model(_unsupported_operator(tmp_path), wait=True)
     assert "TotallyNewOp" in window.last_error
 
 
 def test_a_successful_open_hides_an_earlier_error(window, tmp_path):
-    assert not window.open_model(_not_onnx(tmp_path))
-    assert window.open_model(MODELS / "torch_avgpool_m11.onnx")
+    assert not window.open_model(_not_onnx(tmp_path), wait=True)
+    assert window.open_model(MODELS / "torch_avgpool_m11.onnx", wait=True)
     assert not window.error_banner.isVisible() and window.last_error is None
 
 
@@ -232,7 +233,7 @@ def test_scaling_choice_is_remembered_per_model(qtbot, settings, activate, tmp_p
     second = MainWindow(renamed, settings=settings, predictor_mode="sync")
     qtbot.addWidget(second)
     assert (second.adapter.scaling, second.adapter.scaling_source) == ("m11", "remembered")
-    assert second.open_model(MODELS / "keras_nhwc_unsorted.onnx")
+    assert second.open_model(MODELS / "keras_nhwc_unsorted.onnx", wait=True)
     assert second.adapter.scaling == "01"  # another model has its own choice
 
 

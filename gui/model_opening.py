@@ -1,0 +1,185 @@
+"""Open a model file off the UI thread: load, adapt, one trial run; latest request wins (no Qt).
+
+A model file is untrusted input: parsing it, planning it and running it once can take seconds (or, for a
+hostile file, much longer). ``ModelOpener`` does all of that on a worker thread. Every ``open`` starts a new
+*generation*; only the result of the current generation is ever handed out, so a superseded or cancelled open
+is simply dropped. Python threads cannot be killed, so cancelling does not stop the work: the worker finishes
+in the background (it is a daemon thread) and its result is discarded.
+
+Results are handed out exactly once, through ``take``: the UI calls it either when the ``notify`` callback
+says a result is ready (a Qt bridge forwards that to the UI thread) or after blocking in ``wait``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import nn_core
+from gui.adapter import ModelAdapter
+from gui.predictor import Prediction, run_prediction
+
+
+def model_key(path: str | Path) -> str:
+    """A settings key that follows a model's content, so a remembered scaling survives renaming the file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:20]
+
+
+@dataclass
+class OpenedModel:
+    """Everything the window needs to switch to a model, all computed off the UI thread."""
+
+    path: Path
+    model: Any
+    adapter: ModelAdapter
+    key: str
+    trial: Prediction  # one run on a blank image: its records give the layer list and shapes
+
+
+@dataclass
+class OpenResult:
+    """How one open request ended: ``opened`` on success, else ``error`` (a message for the user)."""
+
+    generation: int
+    path: Path
+    opened: OpenedModel | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.opened is not None
+
+
+def prepare_model(path: str | Path, remembered_scalings: Mapping[str, str] | None = None) -> OpenedModel:
+    """Load ``path``, fit an adapter and run it once on a blank image; raises on any failure.
+
+    ``remembered_scalings`` maps model keys to the scaling the user chose for that model (a plain dict, read
+    from the settings beforehand, so this function touches nothing but the file).
+    """
+    path = Path(path)
+    model = nn_core.load(path)
+    key = model_key(path)
+    adapter = ModelAdapter(model, remembered_scaling=(remembered_scalings or {}).get(key))
+    # One run on a blank image before switching: a model that cannot run must not replace a working one.
+    trial = run_prediction(adapter, np.zeros((28, 28), np.float32))
+    if trial.error:
+        raise nn_core.ModelError(f"{path.name} loads but does not run: {trial.error}")
+    return OpenedModel(path, model, adapter, key, trial)
+
+
+class ModelOpener:
+    """Runs ``prepare(path)`` on a worker thread per request; only the latest request's result counts.
+
+    ``notify(generation)`` is called from the worker thread when the current request has finished (not for
+    superseded or cancelled ones); the receiver then calls ``take(generation)``.
+    """
+
+    def __init__(self, prepare: Callable[[Path], OpenedModel] | None = None,
+                 notify: Callable[[int], None] | None = None) -> None:
+        self._prepare = prepare or prepare_model
+        self._notify = notify
+        self._condition = threading.Condition()
+        self._generation = 0
+        self._pending: Path | None = None  # the path of the current request while it runs
+        self._result: OpenResult | None = None  # the current request's result, until taken
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    @property
+    def pending_path(self) -> Path | None:
+        """The file being opened, or None when no open is under way (or its result is waiting to be taken)."""
+        with self._condition:
+            return self._pending
+
+    def busy(self) -> bool:
+        """True from ``open`` until its result has been taken (or the request was cancelled)."""
+        with self._condition:
+            return self._pending is not None or self._result is not None
+
+    def open(self, path: str | Path, prepare: Callable[[Path], OpenedModel] | None = None) -> int:
+        """Start opening ``path``; any earlier request is superseded. Returns the new generation."""
+        path = Path(path)
+        work = prepare or self._prepare
+        with self._condition:
+            self._generation += 1
+            generation = self._generation
+            self._pending, self._result = path, None
+            self._condition.notify_all()
+        thread = threading.Thread(target=self._run, args=(generation, path, work),
+                                  name=f"digitscope-open-{generation}", daemon=True)
+        thread.start()
+        return generation
+
+    def cancel(self) -> bool:
+        """Drop the current request (its worker runs on, unseen). Returns whether there was one."""
+        with self._condition:
+            had = self._pending is not None or self._result is not None
+            if had:
+                self._generation += 1
+                self._pending, self._result = None, None
+                self._condition.notify_all()
+            return had
+
+    def _run(self, generation: int, path: Path, work: Callable[[Path], OpenedModel]) -> None:
+        started = time.perf_counter()
+        try:
+            result = OpenResult(generation, path, opened=work(path))
+        except BaseException as exc:  # noqa: BLE001 - whatever went wrong is reported, never raised in a thread
+            result = OpenResult(generation, path, error=f"{type(exc).__name__}: {exc}"
+                                if not isinstance(exc, nn_core.ModelError) else str(exc))
+        result.seconds = time.perf_counter() - started
+        with self._condition:
+            if generation != self._generation:
+                return  # superseded or cancelled meanwhile: nobody wants this result
+            self._pending, self._result = None, result
+            self._condition.notify_all()
+        if self._notify is not None:
+            try:
+                self._notify(generation)
+            except RuntimeError:  # the receiver is gone (a Qt object deleted at shutdown)
+                pass
+
+    def wait(self, generation: int | None = None, timeout: float | None = None) -> bool:
+        """Block until request ``generation`` (default: the current one) has a result or is no longer current.
+
+        Returns True when its result is ready to ``take``; False on timeout or when it was superseded.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._condition:
+            wanted = self._generation if generation is None else generation
+            while True:
+                if wanted != self._generation:
+                    return False
+                if self._result is not None:
+                    return True
+                if self._pending is None:
+                    return False  # already taken, or nothing was requested
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._condition.wait(remaining)
+
+    def take(self, generation: int | None = None) -> OpenResult | None:
+        """The result of request ``generation`` (default: current), once: None if not ready, taken or stale."""
+        with self._condition:
+            result = self._result
+            if result is None or (generation is not None and generation != result.generation):
+                return None
+            if result.generation != self._generation:
+                return None
+            self._result = None
+            return result
