@@ -92,7 +92,8 @@ class ModelOpener:
         self._notify = notify
         self._condition = threading.Condition()
         self._generation = 0
-        self._pending: Path | None = None  # the path of the current request while it runs
+        self._path: Path | None = None  # the current request's file, from ``open`` until taken or cancelled
+        self._running = False  # the current request's worker has not finished yet
         self._result: OpenResult | None = None  # the current request's result, until taken
 
     @property
@@ -101,14 +102,14 @@ class ModelOpener:
 
     @property
     def pending_path(self) -> Path | None:
-        """The file being opened, or None when no open is under way (or its result is waiting to be taken)."""
+        """The file of the current request, from ``open`` until its result is taken or it is cancelled."""
         with self._condition:
-            return self._pending
+            return self._path
 
     def busy(self) -> bool:
         """True from ``open`` until its result has been taken (or the request was cancelled)."""
         with self._condition:
-            return self._pending is not None or self._result is not None
+            return self._path is not None
 
     def open(self, path: str | Path, prepare: Callable[[Path], OpenedModel] | None = None) -> int:
         """Start opening ``path``; any earlier request is superseded. Returns the new generation."""
@@ -117,7 +118,7 @@ class ModelOpener:
         with self._condition:
             self._generation += 1
             generation = self._generation
-            self._pending, self._result = path, None
+            self._path, self._running, self._result = path, True, None
             self._condition.notify_all()
         thread = threading.Thread(target=self._run, args=(generation, path, work),
                                   name=f"digitscope-open-{generation}", daemon=True)
@@ -127,10 +128,10 @@ class ModelOpener:
     def cancel(self) -> bool:
         """Drop the current request (its worker runs on, unseen). Returns whether there was one."""
         with self._condition:
-            had = self._pending is not None or self._result is not None
+            had = self._path is not None
             if had:
                 self._generation += 1
-                self._pending, self._result = None, None
+                self._path, self._running, self._result = None, False, None
                 self._condition.notify_all()
             return had
 
@@ -145,7 +146,7 @@ class ModelOpener:
         with self._condition:
             if generation != self._generation:
                 return  # superseded or cancelled meanwhile: nobody wants this result
-            self._pending, self._result = None, result
+            self._running, self._result = False, result
             self._condition.notify_all()
         if self._notify is not None:
             try:
@@ -166,7 +167,7 @@ class ModelOpener:
                     return False
                 if self._result is not None:
                     return True
-                if self._pending is None:
+                if not self._running:
                     return False  # already taken, or nothing was requested
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -181,5 +182,5 @@ class ModelOpener:
                 return None
             if result.generation != self._generation:
                 return None
-            self._result = None
+            self._path, self._result = None, None
             return result
