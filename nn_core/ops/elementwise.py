@@ -8,6 +8,7 @@ cast their result back explicitly.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import reduce
 
@@ -16,6 +17,7 @@ import onnx
 from onnx import helper
 
 from .registry import NodeSpec, Op, register
+from .shape import check_broadcast, element_limit, int_attr
 
 # --------------------------------------------------------------------------------------------------------------
 # Unary ops that are exactly a NumPy ufunc
@@ -152,15 +154,52 @@ def _make_legacy_kernel(op_type: str, compute: Callable[[np.ndarray, np.ndarray]
         def __init__(self, node: NodeSpec):
             super().__init__(node)
             # without `axis` the old broadcast aligned trailing dimensions, exactly like NumPy
-            self.axis = self.attr("axis") if self.attr("broadcast", 0) else None
+            self.axis = int_attr(self, "axis") if self.attr("broadcast", 0) else None
+            self.max_elements = element_limit(self)
 
         def run(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
             if self.axis is not None:
+                if not -a.ndim <= self.axis < max(a.ndim, 1) or self.axis % max(a.ndim, 1) + b.ndim > a.ndim:
+                    raise self.fail(f"axis {self.axis} does not align shape {b.shape} inside {a.shape}")
                 b = align_legacy_operand(a, b, self.axis)
+            if a.size * b.size > self.max_elements:
+                check_broadcast(self, np.result_type(a, b), a, b)
             return compute(a, b)
 
     LegacyBroadcast.__name__ = LegacyBroadcast.__qualname__ = f"Legacy{op_type}"
     return LegacyBroadcast
+
+
+_BOOLEAN_RESULTS = ("Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor")
+
+
+class _Broadcasting(Op):
+    """Base of the broadcasting kernels: ``[100000, 1] + [1, 100000]`` is 40 GB, so the result's size is
+    checked -- but only when the product of the input sizes (which bounds it) is over the budget, a test that
+    costs one multiplication on the hot path."""
+
+    boolean = False  # comparisons and logic give bool whatever their inputs
+
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        self.max_elements = element_limit(self)
+
+    def check(self, *arrays: np.ndarray) -> None:
+        check_broadcast(self, np.bool_ if self.boolean else np.result_type(*arrays), *arrays)
+
+
+def _make_binary_kernel(op_type: str, compute: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> type[Op]:
+    class Binary(_Broadcasting):
+        __doc__ = f"ONNX {op_type}, broadcasting."
+        boolean = op_type in _BOOLEAN_RESULTS
+
+        def run(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            if a.size * b.size > self.max_elements:
+                self.check(a, b)
+            return compute(a, b)
+
+    Binary.__name__ = Binary.__qualname__ = op_type
+    return Binary
 
 
 for _op_type, (_since, _compute) in _BINARY.items():
@@ -169,12 +208,11 @@ for _op_type, (_since, _compute) in _BINARY.items():
         _since = 7
     if _op_type == "Pow":  # its modern kernel below prepares constant exponents
         continue
-    _cls = type(_op_type, (Op,), {"run": staticmethod(_compute), "__doc__": f"ONNX {_op_type}, broadcasting."})
-    register(_op_type, _since)(_cls)
+    register(_op_type, _since)(_make_binary_kernel(_op_type, _compute))
 
 
 @register("Pow", 7)
-class Pow(Op):
+class Pow(_Broadcasting):
     """Pow; a constant scalar exponent of 2 (LayerNorm's variance) becomes a square."""
 
     def __init__(self, node: NodeSpec):
@@ -185,23 +223,30 @@ class Pow(Op):
     def run(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         if self.squares:
             return np.square(x)
+        if x.size * y.size > self.max_elements:
+            self.check(x, y)
         return _power(x, y)
 
 
 @register("Mod", 10)
-class Mod(Op):
+class Mod(_Broadcasting):
     """Mod: fmod=0 takes the divisor's sign (Python's %), fmod=1 the dividend's (C's fmod)."""
 
     def __init__(self, node: NodeSpec):
         super().__init__(node)
-        self.compute = np.fmod if self.attr("fmod", 0) else np.remainder
+        fmod = self.attr("fmod", 0)
+        if fmod not in (0, 1):
+            raise self.fail(f"fmod must be 0 or 1, got {fmod!r}")
+        self.compute = np.fmod if fmod else np.remainder
 
     def run(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        if a.size * b.size > self.max_elements:
+            self.check(a, b)
         return self.compute(a, b)
 
 
 @register("BitShift", 11)
-class BitShift(Op):
+class BitShift(_Broadcasting):
     def __init__(self, node: NodeSpec):
         super().__init__(node)
         direction = self.attr("direction", "")
@@ -210,12 +255,17 @@ class BitShift(Op):
         self.compute = np.left_shift if direction == "LEFT" else np.right_shift
 
     def run(self, x: np.ndarray, shift: np.ndarray) -> np.ndarray:
+        if x.size * shift.size > self.max_elements:
+            self.check(x, shift)
         return self.compute(x, shift)
 
 
 @register("Where", 9)
-class Where(Op):
-    run = staticmethod(np.where)
+class Where(_Broadcasting):
+    def run(self, condition: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        if condition.size * x.size * y.size > self.max_elements:
+            self.check(condition, x, y)  # (the bool condition does not change the result type)
+        return np.where(condition, x, y)
 
 
 @register("IsInf", 10)
@@ -240,10 +290,14 @@ class IsInf(Op):
 
 
 def _make_variadic_kernel(op_type: str, combine: Callable[[np.ndarray, np.ndarray], np.ndarray], mean: bool):
-    class Variadic(Op):
+    class Variadic(_Broadcasting):
         __doc__ = f"ONNX {op_type} of any number of inputs, broadcasting."
 
         def run(self, *inputs: np.ndarray) -> np.ndarray:
+            if not inputs:
+                raise self.fail("has no inputs")
+            if math.prod(x.size for x in inputs) > self.max_elements:
+                self.check(*inputs)
             result = reduce(combine, inputs)
             # a Python int divisor keeps the float type of the sum
             return result / len(inputs) if mean else result
@@ -282,12 +336,17 @@ class Cast(Op):
         if self.attr("to") is None:
             raise self.fail("missing attribute 'to'")
         self.dtype = onnx_dtype(self.attr("to"), self)
+        self.max_elements = element_limit(self, self.dtype.itemsize)
 
     def run(self, x: np.ndarray) -> np.ndarray:
+        if x.size > self.max_elements:  # a cast to a wider type can outgrow the budget its input met
+            self.check_size(x.shape, self.dtype)
         return x.astype(self.dtype, copy=False)
 
 
 @register("CastLike", 15)
 class CastLike(Op):
     def run(self, x: np.ndarray, like: np.ndarray) -> np.ndarray:
+        if x.size * like.dtype.itemsize > self.node.limits.max_tensor_bytes:
+            self.check_size(x.shape, like.dtype)
         return x.astype(like.dtype, copy=False)

@@ -30,6 +30,95 @@ def _np_dtype(onnx_type: int) -> np.dtype:
     return np.dtype(helper.tensor_dtype_to_np_dtype(onnx_type))
 
 
+# ---------------------------------------------------------------- validation and budget helpers (shared with
+# elementwise.py and nn.py): every size is a Python int, so hostile dims cannot wrap around in int64
+
+
+def resolve_axis(op: Op, axis, rank: int, what: str = "axis") -> int:
+    """``axis`` in [-rank, rank) as a non-negative int, else a ModelError naming it and the rank."""
+    if not isinstance(axis, (int, np.integer)) or not -rank <= axis < rank:
+        raise op.fail(f"{what} {axis!r} is out of range for an input of rank {rank}")
+    return int(axis) % rank
+
+
+def resolve_axes(op: Op, axes, rank: int, what: str = "axes") -> tuple[int, ...]:
+    """Several axes, each in range and none repeated, as non-negative ints."""
+    resolved = tuple(resolve_axis(op, a, rank, what) for a in axes)
+    if len(set(resolved)) != len(resolved):
+        raise op.fail(f"{what} {list(axes)} repeat an axis")
+    return resolved
+
+
+def int_attr(op: Op, name: str, default=None) -> int | None:
+    """An integer attribute (a float or string one is a malformed file)."""
+    value = op.attr(name, default)
+    if value is None:
+        return None
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+        raise op.fail(f"attribute '{name}' must be an integer, got {value!r}")
+    return int(value)
+
+
+def finite_attr(op: Op, name: str, default: float) -> float:
+    """A float attribute that must be finite (alpha, beta, epsilon...)."""
+    value = op.attr(name, default)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise op.fail(f"attribute '{name}' must be a number, got {value!r}") from None
+    if not math.isfinite(value):
+        raise op.fail(f"attribute '{name}' must be finite, got {value}")
+    return value
+
+
+def broadcast_dims(op: Op, *shapes) -> tuple[int, ...]:
+    """The multidirectional broadcast of ``shapes`` in pure Python (NumPy's refuses some huge dims with an
+    unhelpful error), or a ModelError naming the shapes."""
+    rank = max(len(s) for s in shapes)
+    out = [1] * rank
+    for shape in shapes:
+        offset = rank - len(shape)
+        for i, dim in enumerate(shape):
+            have = out[offset + i]
+            if dim == have or dim == 1:
+                continue
+            if have != 1:
+                raise op.fail(f"shapes {[list(s) for s in shapes]} cannot be broadcast together")
+            out[offset + i] = int(dim)
+    return tuple(out)
+
+
+def element_limit(op: Op, itemsize: int = 16) -> int:
+    """Elements of the widest type (16 bytes) that fit the tensor budget: below it no size check is needed."""
+    return op.node.limits.max_tensor_bytes // itemsize
+
+
+def check_broadcast(op: Op, dtype, *arrays) -> tuple[int, ...]:
+    """The broadcast shape of ``arrays``, refused when the result of ``dtype`` would be over the budget."""
+    shape = broadcast_dims(op, *(a.shape for a in arrays))
+    op.check_size(shape, dtype)
+    return shape
+
+
+def _checked_ints(op: Op, values, what: str) -> tuple[int, ...]:
+    """Like ``_ints``, but a NaN, an infinity or a non-numeric value is a ModelError naming ``what``."""
+    array = np.asarray(values)
+    if array.dtype.kind not in "iub":
+        if array.dtype.kind != "f" or not np.isfinite(array).all():
+            raise op.fail(f"{what} must be integers, got {array.reshape(-1)[:16].tolist()}")
+    return tuple(int(v) for v in array.reshape(-1))
+
+
+def _scalar(op: Op, value: np.ndarray, what: str, finite: bool = True):
+    """The single element of an input that the spec makes a scalar (or a 1-element tensor)."""
+    if value.size != 1:
+        raise op.fail(f"{what} must hold one value, got shape {list(value.shape)}")
+    item = value.reshape(-1)[0].item()
+    if finite and isinstance(item, float) and not math.isfinite(item):
+        raise op.fail(f"{what} must be finite, got {item}")
+    return item
+
+
 class _ConstArgs(Op):
     """Base for kernels whose trailing inputs (a shape, axes...) are usually constants: parse them once."""
 
@@ -46,10 +135,14 @@ class _ConstArgs(Op):
 class Flatten(Op):
     def __init__(self, node):
         super().__init__(node)
-        self.axis = self.attr("axis", 1)
+        self.axis = int_attr(self, "axis", 1)
 
     def run(self, x):
-        axis = _axis(self.axis, x.ndim)
+        axis = self.axis
+        if not -x.ndim <= axis <= x.ndim:
+            raise self.fail(f"axis {axis} is out of range for an input of rank {x.ndim}")
+        if axis < 0:
+            axis += x.ndim
         outer = math.prod(x.shape[:axis])
         return x.reshape(outer, math.prod(x.shape[axis:]))
 
@@ -64,25 +157,37 @@ class Reshape(_ConstArgs):
         if node.opset < 5:  # opsets 1-4 carry the target shape as an attribute
             self.shape = tuple(self.attr("shape", []))
         else:
-            self.shape = self._prepared(1, _ints)
+            self.shape = self._prepared(1, lambda v: _checked_ints(self, v, "the target shape"))
+        if self.shape is not None:
+            self._validate(self.shape)
         # without zeros to copy, NumPy's own -1 inference is exactly ONNX's rule
         self.copies_dims = self.shape is not None and not self.allowzero and 0 in self.shape
+
+    def _validate(self, target) -> None:
+        if len(target) > self.node.limits.max_rank:
+            raise self.fail(f"target shape has rank {len(target)}, over the limit of {self.node.limits.max_rank}")
+        if sum(1 for d in target if d == -1) > 1 or any(d < -1 for d in target):
+            raise self.fail(f"target shape {list(target)} may hold at most one -1 and no other negative value")
+        if self.allowzero and 0 in target and -1 in target:
+            raise self.fail(f"target shape {list(target)} has both 0 and -1 with allowzero=1")
 
     def run(self, x, shape=None):
         target = self.shape
         if target is None:
-            target = _ints(shape)
+            target = _checked_ints(self, shape, "the target shape")
+            self._validate(target)
             if not self.allowzero and 0 in target:
                 target = self._with_copied_dims(target, x.shape)
         elif self.copies_dims:
             target = self._with_copied_dims(target, x.shape)
         try:
             return x.reshape(target)
-        except ValueError as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             raise self.fail(f"cannot reshape input of shape {x.shape} to {list(target)}: {exc}") from None
 
-    @staticmethod
-    def _with_copied_dims(target, in_shape):
+    def _with_copied_dims(self, target, in_shape):
+        if len(target) > len(in_shape) and 0 in target[len(in_shape):]:
+            raise self.fail(f"target shape {list(target)} copies (0) a dim the input of shape {in_shape} lacks")
         return tuple(in_shape[i] if d == 0 else d for i, d in enumerate(target))
 
 
@@ -92,8 +197,12 @@ class Transpose(Op):
         super().__init__(node)
         perm = self.attr("perm")
         self.perm = tuple(perm) if perm else None  # None: reverse the dims
+        if self.perm is not None and sorted(self.perm) != list(range(len(self.perm))):
+            raise self.fail(f"perm {list(self.perm)} is not a permutation of 0..{len(self.perm) - 1}")
 
     def run(self, x):
+        if self.perm is not None and len(self.perm) != x.ndim:
+            raise self.fail(f"perm {list(self.perm)} does not match an input of rank {x.ndim}")
         return np.transpose(x, self.perm)
 
 
@@ -106,6 +215,8 @@ class Squeeze(_ConstArgs):
             self.axes = tuple(axes) if axes else None
         else:
             self.axes = self._prepared(1, _ints)
+        if self.axes and len(set(self.axes)) != len(self.axes):
+            raise self.fail(f"axes {list(self.axes)} repeat an axis")
         self.axes_from_input = node.opset >= 13 and self.axes is None
 
     def run(self, x, axes=None):
@@ -114,10 +225,10 @@ class Squeeze(_ConstArgs):
             chosen = _ints(axes)
         if not chosen:  # no axes: drop every dim of size 1
             return np.squeeze(x)
-        try:
-            return np.squeeze(x, axis=tuple(_axis(a, x.ndim) for a in chosen))
-        except ValueError:
-            raise self.fail(f"cannot squeeze axes {list(chosen)} of shape {x.shape}") from None
+        resolved = resolve_axes(self, chosen, x.ndim)
+        if any(x.shape[a] != 1 for a in resolved):
+            raise self.fail(f"cannot squeeze axes {list(chosen)} of shape {x.shape}: not all of size 1")
+        return np.squeeze(x, axis=resolved)
 
 
 @register("Unsqueeze", 1)
@@ -128,10 +239,22 @@ class Unsqueeze(_ConstArgs):
             self.axes = tuple(self.attr("axes", []))
         else:
             self.axes = self._prepared(1, _ints)
+        if self.axes is not None:
+            self._validate(self.axes)
+
+    def _validate(self, axes) -> None:
+        if len(axes) > self.node.limits.max_rank:
+            raise self.fail(f"{len(axes)} axes to insert, over the rank limit of {self.node.limits.max_rank}")
+        if len(set(axes)) != len(axes):
+            raise self.fail(f"axes {list(axes)} repeat an axis")
 
     def run(self, x, axes=None):
-        chosen = self.axes if self.axes is not None else _ints(axes)
+        chosen = self.axes
+        if chosen is None:
+            chosen = _ints(axes)
+            self._validate(chosen)
         # np.expand_dims resolves negative axes against the output rank, as ONNX does
+        resolve_axes(self, chosen, x.ndim + len(chosen))
         return np.expand_dims(x, chosen)
 
 
@@ -139,12 +262,19 @@ class Unsqueeze(_ConstArgs):
 class Concat(Op):
     def __init__(self, node):
         super().__init__(node)
-        self.axis = self.attr("axis", 1)  # required from opset 4; opset 1 defaulted to 1
+        self.axis = int_attr(self, "axis", 1)  # required from opset 4; opset 1 defaulted to 1
+        self.max_elements = element_limit(self)
 
     def run(self, *inputs):
         parts = [x for x in inputs if x is not None]
+        if not parts:
+            raise self.fail("has no inputs to concatenate")
+        axis = resolve_axis(self, self.axis, parts[0].ndim)
+        total = sum(p.size for p in parts)
+        if total > self.max_elements:
+            self.check_size((total,), parts[0].dtype)
         try:
-            return np.concatenate(parts, axis=_axis(self.axis, parts[0].ndim))
+            return np.concatenate(parts, axis=axis)
         except ValueError as exc:
             shapes = [list(p.shape) for p in parts]
             raise self.fail(f"cannot concatenate shapes {shapes} on axis {self.axis}: {exc}") from None
@@ -156,23 +286,34 @@ class Split(_ConstArgs):
 
     def __init__(self, node):
         super().__init__(node)
-        self.axis = self.attr("axis", 0)
+        self.axis = int_attr(self, "axis", 0)
         self.count = len(node.outputs)
+        if self.count < 1:
+            raise self.fail("has no outputs")
         if node.opset >= 13 or (node.opset < 2 and len(node.inputs) > 1 and node.inputs[1]):
             self.sizes = self._prepared(1, _ints)
         else:
             split = self.attr("split")
             self.sizes = tuple(split) if split else None
+        if self.sizes:
+            self._validate(self.sizes)
         self.sizes_from_input = self.sizes is None and len(node.inputs) > 1 and bool(node.inputs[1])
 
+    def _validate(self, sizes) -> None:
+        if len(sizes) != self.count or any(s < 0 for s in sizes):
+            raise self.fail(f"split sizes {list(sizes)} must be {self.count} non-negative values, one per output")
+
     def run(self, x, split=None):
-        axis = _axis(self.axis, x.ndim)
-        sizes = _ints(split) if self.sizes_from_input and split is not None else self.sizes
+        axis = resolve_axis(self, self.axis, x.ndim)
+        sizes = self.sizes
+        if self.sizes_from_input and split is not None:
+            sizes = _ints(split)
+            self._validate(sizes)
         if not sizes:
             dim = x.shape[axis]
             chunk = -(-dim // self.count)
             sizes = (chunk,) * (self.count - 1) + (dim - chunk * (self.count - 1),)
-        if sum(sizes) != x.shape[axis] or len(sizes) != self.count:
+        if sum(sizes) != x.shape[axis] or len(sizes) != self.count or min(sizes) < 0:
             raise self.fail(f"split sizes {list(sizes)} do not fit dim {x.shape[axis]} into {self.count} outputs")
         cuts = np.cumsum(sizes[:-1])
         return tuple(np.split(x, cuts, axis=axis))
@@ -233,11 +374,13 @@ class Slice(Op):
         axes = range(len(starts)) if axes is None else axes
         steps = [1] * len(starts) if steps is None else steps
         index = [slice(None)] * rank
+        if len(set(axes)) != len(axes) or len({_axis(a, rank) for a in axes}) != len(axes):
+            raise self.fail(f"slice axes {list(axes)} repeat an axis")
         try:
             for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):
                 axis = _axis(axis, rank)
                 index[axis] = _slice_bounds(start, end, step, shape[axis])
-        except (ValueError, IndexError) as exc:
+        except (ValueError, IndexError, TypeError) as exc:
             raise self.fail(f"bad slice {starts}:{ends} axes {list(axes)} steps {list(steps)} for shape "
                             f"{shape}: {exc}") from None
         return tuple(index)
@@ -246,59 +389,110 @@ class Slice(Op):
 # ---------------------------------------------------------------- gathering and scattering
 
 
+def _bad_index(indices: np.ndarray, dim: int):
+    """The first index outside [-dim, dim) (the value a message should name), or None."""
+    flat = np.asarray(indices).reshape(-1)
+    bad = flat[(flat < -dim) | (flat >= dim)]
+    return bad[0].item() if bad.size else None
+
+
+def _integer_indices(op: Op, indices: np.ndarray, what: str = "indices") -> None:
+    if indices.dtype.kind not in "iu":
+        raise op.fail(f"{what} must be integers, got {indices.dtype}")
+
+
 @register("Gather", 1)
 class Gather(Op):
     def __init__(self, node):
         super().__init__(node)
-        self.axis = self.attr("axis", 0)
+        self.axis = int_attr(self, "axis", 0)
+        self.max_elements = element_limit(self)
 
     def run(self, x, indices):
+        axis = self.axis
+        if not -x.ndim <= axis < x.ndim:
+            raise self.fail(f"axis {axis} is out of range for data of shape {x.shape}")
+        if indices.size * x.size > self.max_elements:
+            axis %= x.ndim
+            self.check_size(x.shape[:axis] + indices.shape + x.shape[axis + 1:], x.dtype)
         try:
-            return np.take(x, indices, axis=_axis(self.axis, x.ndim))  # negative indices count from the end
-        except IndexError as exc:
-            raise self.fail(f"{exc} (data shape {x.shape})") from None
+            return np.take(x, indices, axis=axis)  # negative indices count from the end
+        except (IndexError, TypeError):
+            _integer_indices(self, indices)
+            dim = x.shape[axis]
+            raise self.fail(f"index {_bad_index(indices, dim)} is out of range [-{dim}, {dim - 1}] on axis "
+                            f"{axis} of data shape {x.shape}") from None
 
 
 @register("GatherElements", 11)
 class GatherElements(Op):
     def __init__(self, node):
         super().__init__(node)
-        self.axis = self.attr("axis", 0)
+        self.axis = int_attr(self, "axis", 0)
 
     def run(self, x, indices):
+        axis = resolve_axis(self, self.axis, x.ndim)
+        _integer_indices(self, indices)
+        if indices.ndim != x.ndim:
+            raise self.fail(f"indices of shape {indices.shape} must have the rank of data {x.shape}")
         # the index tensor may be smaller than the data on the other axes, so build the full index grid
         where = list(np.indices(indices.shape, sparse=True))
-        where[_axis(self.axis, x.ndim)] = indices
-        return x[tuple(where)]
+        where[axis] = indices
+        try:
+            return x[tuple(where)]
+        except IndexError:
+            dim = x.shape[axis]
+            raise self.fail(f"index {_bad_index(indices, dim)} is out of range [-{dim}, {dim - 1}] on axis "
+                            f"{axis}, or indices {indices.shape} are larger than data {x.shape}") from None
 
 
 @register("GatherND", 11)
 class GatherND(Op):
     def __init__(self, node):
         super().__init__(node)
-        self.batch_dims = self.attr("batch_dims", 0)
+        self.batch_dims = int_attr(self, "batch_dims", 0)
+        if self.batch_dims < 0:
+            raise self.fail(f"batch_dims {self.batch_dims} must not be negative")
 
     def run(self, x, indices):
         b = self.batch_dims
+        _integer_indices(self, indices)
+        if indices.ndim < 1 or b >= min(x.ndim, indices.ndim) or x.shape[:b] != indices.shape[:b]:
+            raise self.fail(f"batch_dims {b} does not fit data {x.shape} and indices {indices.shape}")
         depth = indices.shape[-1]
+        if depth > x.ndim - b:
+            raise self.fail(f"index depth {depth} is over the {x.ndim - b} indexable dims of data {x.shape}")
+        out_shape = indices.shape[:-1] + x.shape[b + depth:]
+        self.check_size(out_shape, x.dtype)
         batch = math.prod(x.shape[:b])
         data = x.reshape((batch,) + x.shape[b:])
         index = indices.reshape(batch, -1, depth)
         batch_index = np.arange(batch)[:, None]
-        picked = data[(batch_index,) + tuple(index[..., j] for j in range(depth))]
-        return picked.reshape(indices.shape[:-1] + x.shape[b + depth:])
+        try:
+            picked = data[(batch_index,) + tuple(index[..., j] for j in range(depth))]
+        except IndexError as exc:
+            raise self.fail(f"indices out of range for data of shape {x.shape}: {exc}") from None
+        return picked.reshape(out_shape)
 
 
 _REDUCTIONS = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
 
 
+def _reduction_attr(op: Op) -> str:
+    reduction = op.attr("reduction", "none")
+    if reduction != "none" and reduction not in _REDUCTIONS:
+        raise op.fail(f"unknown reduction {reduction!r}")
+    return reduction
+
+
 def _scatter(op: Op, out: np.ndarray, where: tuple, updates: np.ndarray, reduction: str) -> np.ndarray:
-    if reduction == "none":
-        out[where] = updates
-    elif reduction in _REDUCTIONS:
-        _REDUCTIONS[reduction].at(out, where, updates)  # .at applies duplicates one after another
-    else:
-        raise op.fail(f"unknown reduction '{reduction}'")
+    try:
+        if reduction == "none":
+            out[where] = updates
+        else:
+            _REDUCTIONS[reduction].at(out, where, updates)  # .at applies duplicates one after another
+    except (IndexError, ValueError) as exc:
+        raise op.fail(f"indices or updates do not fit data of shape {out.shape}: {exc}") from None
     return out
 
 
@@ -306,10 +500,13 @@ def _scatter(op: Op, out: np.ndarray, where: tuple, updates: np.ndarray, reducti
 class ScatterND(Op):
     def __init__(self, node):
         super().__init__(node)
-        self.reduction = self.attr("reduction", "none")
+        self.reduction = _reduction_attr(self)
 
     def run(self, x, indices, updates):
-        depth = indices.shape[-1]
+        _integer_indices(self, indices)
+        depth = indices.shape[-1] if indices.ndim else 0
+        if indices.ndim < 1 or depth > x.ndim or updates.shape != indices.shape[:-1] + x.shape[depth:]:
+            raise self.fail(f"indices {indices.shape} and updates {updates.shape} do not fit data {x.shape}")
         where = tuple(np.moveaxis(indices.reshape(-1, depth), -1, 0))
         flat_updates = updates.reshape((-1,) + x.shape[depth:])
         return _scatter(self, x.copy(), where, flat_updates, self.reduction)
@@ -319,13 +516,20 @@ class ScatterND(Op):
 class ScatterElements(Op):
     def __init__(self, node):
         super().__init__(node)
-        self.axis = self.attr("axis", 0)
-        self.reduction = self.attr("reduction", "none")
+        self.axis = int_attr(self, "axis", 0)
+        self.reduction = _reduction_attr(self)
 
     def run(self, x, indices, updates):
-        axis = _axis(self.axis, x.ndim)
+        axis = resolve_axis(self, self.axis, x.ndim)
+        _integer_indices(self, indices)
+        if indices.ndim != x.ndim or updates.shape != indices.shape:
+            raise self.fail(f"indices {indices.shape} and updates {updates.shape} do not fit data {x.shape}")
+        dim = x.shape[axis]
+        bad = _bad_index(indices, dim)
+        if bad is not None:
+            raise self.fail(f"index {bad} is out of range [-{dim}, {dim - 1}] on axis {axis}")
         where = list(np.indices(indices.shape, sparse=True))
-        where[axis] = np.where(indices < 0, indices + x.shape[axis], indices)
+        where[axis] = np.where(indices < 0, indices + dim, indices)
         return _scatter(self, x.copy(), tuple(where), updates, self.reduction)
 
 
@@ -338,18 +542,24 @@ class Scatter(ScatterElements):
 class Compress(Op):
     def __init__(self, node):
         super().__init__(node)
-        self.axis = self.attr("axis")
+        self.axis = int_attr(self, "axis")
 
     def run(self, x, condition):
-        if self.axis is None:
-            return np.compress(condition, x.reshape(-1))
-        return np.compress(condition, x, axis=_axis(self.axis, x.ndim))
+        try:
+            if self.axis is None:
+                return np.compress(condition.reshape(-1), x.reshape(-1))
+            return np.compress(condition.reshape(-1), x, axis=resolve_axis(self, self.axis, x.ndim))
+        except (IndexError, ValueError, TypeError) as exc:
+            raise self.fail(f"condition of shape {condition.shape} does not fit data {x.shape}: {exc}") from None
 
 
 @register("NonZero", 9)
 class NonZero(Op):
     def run(self, x):
-        return np.array(np.nonzero(np.atleast_1d(x)), dtype=INT64).reshape(max(x.ndim, 1), -1)
+        rank = max(x.ndim, 1)
+        if x.size * rank * 8 > self.node.limits.max_tensor_bytes:  # int64 coordinates may outgrow the input
+            self.check_size((rank, int(np.count_nonzero(x))), INT64)
+        return np.array(np.nonzero(np.atleast_1d(x)), dtype=INT64).reshape(rank, -1)
 
 
 # ---------------------------------------------------------------- shape queries and broadcasting
@@ -377,30 +587,52 @@ class Size(Op):
 class Expand(_ConstArgs):
     def __init__(self, node):
         super().__init__(node)
-        self.shape = self._prepared(1, _ints)
+        self.shape = self._prepared(1, lambda v: _checked_ints(self, v, "the target shape"))
+        if self.shape is not None:
+            self._validate(self.shape)
+
+    def _validate(self, target) -> None:
+        # the output is at least as large as the target on every axis (or empty): refuse it before any input
+        self.check_size(target, np.uint8, "target shape")
 
     def run(self, x, shape):
-        target = self.shape if self.shape is not None else _ints(shape)
-        try:
-            full = np.broadcast_shapes(x.shape, target)  # Expand broadcasts both ways
-        except ValueError:
-            raise self.fail(f"cannot expand shape {x.shape} to {list(target)}") from None
+        target = self.shape
+        if target is None:
+            target = _checked_ints(self, shape, "the target shape")
+            self._validate(target)
+        full = broadcast_dims(self, x.shape, target)  # Expand broadcasts both ways
+        self.check_size(full, x.dtype)
         return np.array(np.broadcast_to(x, full))  # a writable copy, not a read-only view
 
 
 @register("Tile", 6)
 class Tile(Op):
     def run(self, x, repeats):
-        return np.tile(x, _ints(repeats))
+        counts = _checked_ints(self, repeats, "repeats")
+        if len(counts) != x.ndim or any(r < 0 for r in counts):
+            raise self.fail(f"repeats {list(counts)} must be {x.ndim} non-negative values for input {x.shape}")
+        self.check_size(tuple(d * r for d, r in zip(x.shape, counts)), x.dtype)
+        return np.tile(x, counts)
 
 
 @register("Range", 11)
 class Range(Op):
     def run(self, start, limit, delta):
         dtype = start.dtype
-        first, last, step = start.item(), limit.item(), delta.item()
-        count = max(math.ceil((last - first) / step), 0)
-        return (first + np.arange(count, dtype=np.float64 if dtype.kind == "f" else INT64) * step).astype(dtype)
+        first, last, step = (_scalar(self, v, name) for v, name in ((start, "start"), (limit, "limit"),
+                                                                    (delta, "delta")))
+        if step == 0:
+            raise self.fail("delta is 0: the range would never end")
+        if dtype.kind == "f":
+            span = (last - first) / step
+            if not math.isfinite(span):
+                raise self.fail(f"range from {first} to {last} by {step} has no finite length")
+            count = max(math.ceil(span), 0)
+        else:
+            count = max(-((first - last) // step), 0)  # exact ceiling division of Python ints
+        wide = np.float64 if dtype.kind == "f" else INT64
+        self.check_size((count,), wide, f"range from {first} to {last} by {step}")
+        return (first + np.arange(count, dtype=wide) * step).astype(dtype)
 
 
 @register("ConstantOfShape", 9)
@@ -409,10 +641,17 @@ class ConstantOfShape(_ConstArgs):
         super().__init__(node)
         value = self.attr("value")
         self.value = np.zeros(1, np.float32) if value is None else np.asarray(value).reshape(-1)[:1]
-        self.shape = self._prepared(0, _ints)
+        if self.value.size != 1:
+            raise self.fail("attribute 'value' must hold one element, it is empty")
+        self.shape = self._prepared(0, lambda v: _checked_ints(self, v, "the shape"))
+        if self.shape is not None:
+            self.check_size(self.shape, self.value.dtype)
 
     def run(self, shape):
-        target = self.shape if self.shape is not None else _ints(shape)
+        target = self.shape
+        if target is None:
+            target = _checked_ints(self, shape, "the shape")
+            self.check_size(target, self.value.dtype)
         return np.full(target, self.value[0], dtype=self.value.dtype)
 
 
@@ -420,14 +659,19 @@ class ConstantOfShape(_ConstArgs):
 class EyeLike(Op):
     def __init__(self, node):
         super().__init__(node)
-        self.k = self.attr("k", 0)
+        self.k = int_attr(self, "k", 0)
         dtype = self.attr("dtype")
-        self.dtype = None if dtype is None else _np_dtype(dtype)
+        try:
+            self.dtype = None if dtype is None else _np_dtype(dtype)
+        except (KeyError, ValueError, TypeError):
+            raise self.fail(f"unknown dtype {dtype!r}") from None
 
     def run(self, x):
         if x.ndim != 2:
             raise self.fail(f"input must be 2-D, got shape {x.shape}")
-        return np.eye(x.shape[0], x.shape[1], k=self.k, dtype=self.dtype or x.dtype)
+        dtype = self.dtype or x.dtype
+        self.check_size(x.shape, dtype)
+        return np.eye(x.shape[0], x.shape[1], k=self.k, dtype=dtype)
 
 
 @register("Trilu", 14)
@@ -437,7 +681,9 @@ class Trilu(Op):
         self.upper = bool(self.attr("upper", 1))
 
     def run(self, x, k=None):
-        diagonal = 0 if k is None else int(k.item())
+        if x.ndim < 2:
+            raise self.fail(f"input must have rank 2 or more, got shape {x.shape}")
+        diagonal = 0 if k is None else int(_scalar(self, k, "k"))
         return np.triu(x, diagonal) if self.upper else np.tril(x, diagonal)
 
 
@@ -445,13 +691,20 @@ class Trilu(Op):
 class OneHot(Op):
     def __init__(self, node):
         super().__init__(node)
-        self.axis = self.attr("axis", -1)
+        self.axis = int_attr(self, "axis", -1)
 
     def run(self, indices, depth, values):
-        depth = int(depth.item())
+        depth = _scalar(self, depth, "depth")
+        if depth < 1:
+            raise self.fail(f"depth {depth} must be at least 1")
+        depth = int(depth)
+        if values.size != 2:
+            raise self.fail(f"values must hold [off, on], got shape {list(values.shape)}")
+        values = values.reshape(2)
+        axis = resolve_axis(self, self.axis, indices.ndim + 1)
+        self.check_size(indices.shape[:axis] + (depth,) + indices.shape[axis:], values.dtype)
         index = indices.astype(INT64)
         index = np.where(index < 0, index + depth, index)  # -1 means depth-1; still out of range -> all "off"
-        axis = _axis(self.axis, index.ndim + 1)
         positions = np.arange(depth).reshape((-1,) + (1,) * (index.ndim - axis))
         hot = np.expand_dims(index, axis) == positions
         return np.where(hot, values[1], values[0]).astype(values.dtype)
@@ -465,7 +718,7 @@ class CumSum(Op):
         self.reverse = bool(self.attr("reverse", 0))
 
     def run(self, x, axis):
-        axis = _axis(int(axis.item()), x.ndim)
+        axis = resolve_axis(self, int(_scalar(self, axis, "axis")), x.ndim)
         data = np.flip(x, axis) if self.reverse else x
         total = np.cumsum(data, axis=axis, dtype=x.dtype)
         if self.exclusive:  # shift by one: each position sums only what precedes it
@@ -480,14 +733,14 @@ class TopK(Op):
 
     def __init__(self, node):
         super().__init__(node)
-        self.axis = self.attr("axis", -1)
+        self.axis = int_attr(self, "axis", -1)
         self.largest = bool(self.attr("largest", 1))
-        self.k = self.attr("k") if node.opset < 10 else None
+        self.k = int_attr(self, "k") if node.opset < 10 else None
 
     def run(self, x, k=None):
-        axis = _axis(self.axis, x.ndim)
-        count = self.k if self.k is not None else int(k.item())
-        if count > x.shape[axis] or count < 0:
+        axis = resolve_axis(self, self.axis, x.ndim)
+        count = self.k if self.k is not None else _scalar(self, k, "k")
+        if not isinstance(count, int) or count > x.shape[axis] or count < 0:
             raise self.fail(f"k={count} out of range for axis {axis} of shape {x.shape}")
         if self.largest:
             # a stable ascending sort of the reversed axis, read backwards, is descending with ties kept in
@@ -503,15 +756,9 @@ class TopK(Op):
 
 # ---------------------------------------------------------------- padding and rearranging
 
-
-def _pad_widths(pads, rank: int, axes=None) -> list[tuple[int, int]]:
-    """ONNX pads [b1, b2, ..., e1, e2, ...] (over ``axes`` or all dims) as per-dim (begin, end) pairs."""
-    axes = range(rank) if axes is None else [_axis(a, rank) for a in axes]
-    half = len(pads) // 2
-    widths = [(0, 0)] * rank
-    for i, axis in enumerate(axes):
-        widths[axis] = (pads[i], pads[half + i])
-    return widths
+# np.pad grows a reflect / wrap border by at most one axis length per Python-level step: a border many
+# times the axis would loop for minutes, so it is refused
+_MAX_PAD_PERIODS = 1000
 
 
 @register("Pad", 1)
@@ -528,39 +775,96 @@ class Pad(Op):
         self.mode = mode
         if node.opset < 11:
             self.pads = tuple(self.attr("pads", self.attr("paddings", [])))
-            self.value = self.attr("value", 0.0)
+            self.value = finite_or_inf_attr(self, "value", 0.0)
             self.axes = None
         else:
-            self.pads = None if self.const(1) is None else _ints(self.const(1))
+            self.pads = None if self.const(1) is None else _checked_ints(self, self.const(1), "pads")
             value = self.const(2)
-            self.value = None if value is None else value.item() if value.size else 0
+            self.value = None if value is None else value.item() if value.size == 1 else 0
+            if value is not None and value.size > 1:
+                raise self.fail(f"constant_value must be a scalar, got shape {list(value.shape)}")
             self.axes = None if self.const(3) is None else _ints(self.const(3))
+        if self.pads is not None and len(self.pads) % 2:
+            raise self.fail(f"pads {list(self.pads)} must have an even length (begins then ends)")
 
     def run(self, x, pads=None, constant_value=None, axes=None):
-        pads = self.pads if self.pads is not None else _ints(pads)
+        pads = self.pads if self.pads is not None else _checked_ints(self, pads, "pads")
         axes = self.axes if self.axes is not None or axes is None else _ints(axes)
         value = self.value
         if value is None:
-            value = constant_value.item() if constant_value is not None and constant_value.size else 0
-        widths = _pad_widths(pads, x.ndim, axes)
+            value = _scalar(self, constant_value, "constant_value", finite=False) if constant_value is not None and \
+                constant_value.size else 0
+        widths = self._widths(pads, x.shape, axes, x.dtype)
         if any(b < 0 or e < 0 for b, e in widths):  # crop first, then pad what is left
             x = x[tuple(slice(max(-b, 0), x.shape[d] - max(-e, 0)) for d, (b, e) in enumerate(widths))]
             widths = [(max(b, 0), max(e, 0)) for b, e in widths]
         if self.mode == "constant":
             return np.pad(x, widths, mode="constant", constant_values=value)
+        for size, (b, e) in zip(x.shape, widths):
+            if b or e:
+                if size == 0:
+                    raise self.fail(f"cannot {self.mode}-pad an empty axis of shape {x.shape}")
+                if max(b, e) > _MAX_PAD_PERIODS * size:
+                    raise self.fail(f"{self.mode} pads {list(pads)} are over {_MAX_PAD_PERIODS} times an axis of "
+                                    f"the input's shape {x.shape}")
         return np.pad(x, widths, mode=self.MODES[self.mode])
+
+    def _widths(self, pads, shape, axes, dtype) -> list[tuple[int, int]]:
+        """ONNX pads [b1, b2, ..., e1, e2, ...] (over ``axes`` or all dims) as per-dim (begin, end) pairs, with
+        the padded shape checked against the budget."""
+        rank = len(shape)
+        axes = tuple(range(rank)) if axes is None else resolve_axes(self, axes, rank)
+        if len(pads) != 2 * len(axes):
+            raise self.fail(f"pads {list(pads)} must have 2 values per padded axis ({len(axes)}) of input {shape}")
+        half = len(axes)
+        widths = [(0, 0)] * rank
+        for i, axis in enumerate(axes):
+            widths[axis] = (pads[i], pads[half + i])
+        out = tuple(d + b + e for d, (b, e) in zip(shape, widths))
+        if min(out, default=0) < 0:
+            raise self.fail(f"pads {list(pads)} crop more than the input's shape {shape}")
+        self.check_size(out, dtype)
+        return widths
+
+
+def finite_or_inf_attr(op: Op, name: str, default: float) -> float:
+    """A float attribute that may be infinite (a padding or clipping value) but not NaN."""
+    value = op.attr(name, default)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise op.fail(f"attribute '{name}' must be a number, got {value!r}") from None
+    if math.isnan(value):
+        raise op.fail(f"attribute '{name}' is NaN")
+    return value
+
+
+def _blocksize(op: Op) -> int:
+    block = int_attr(op, "blocksize")
+    if block is None or block < 1:
+        raise op.fail(f"attribute 'blocksize' must be a positive integer, got {block}")
+    return block
+
+
+def _crd_mode(op: Op) -> bool:
+    mode = op.attr("mode", "DCR")
+    if mode not in ("DCR", "CRD"):
+        raise op.fail(f"mode must be 'DCR' or 'CRD', got {mode!r}")
+    return mode == "CRD"
 
 
 @register("DepthToSpace", 1)
 class DepthToSpace(Op):
     def __init__(self, node):
         super().__init__(node)
-        self.block = self.attr("blocksize")
-        self.crd = self.attr("mode", "DCR") == "CRD"
+        self.block = _blocksize(self)
+        self.crd = _crd_mode(self)
 
     def run(self, x):
-        n, c, h, w = x.shape
         b = self.block
+        if x.ndim != 4 or x.shape[1] % (b * b):
+            raise self.fail(f"input of shape {x.shape} must be 4-D with channels divisible by blocksize^2 ({b * b})")
+        n, c, h, w = x.shape
         if self.crd:
             y = x.reshape(n, c // (b * b), b, b, h, w).transpose(0, 1, 4, 2, 5, 3)
         else:
@@ -572,12 +876,14 @@ class DepthToSpace(Op):
 class SpaceToDepth(Op):
     def __init__(self, node):
         super().__init__(node)
-        self.block = self.attr("blocksize")
-        self.crd = self.attr("mode", "DCR") == "CRD"  # the mode attribute exists from opset 28
+        self.block = _blocksize(self)
+        self.crd = _crd_mode(self)  # the mode attribute exists from opset 28
 
     def run(self, x):
-        n, c, h, w = x.shape
         b = self.block
+        if x.ndim != 4 or x.shape[2] % b or x.shape[3] % b:
+            raise self.fail(f"input of shape {x.shape} must be 4-D with height and width divisible by {b}")
+        n, c, h, w = x.shape
         y = x.reshape(n, c, h // b, b, w // b, b)
         y = y.transpose(0, 1, 3, 5, 2, 4) if self.crd else y.transpose(0, 3, 5, 1, 2, 4)
         return y.reshape(n, c * b * b, h // b, w // b)
@@ -587,19 +893,25 @@ class SpaceToDepth(Op):
 class ReverseSequence(Op):
     def __init__(self, node):
         super().__init__(node)
-        self.batch_axis = self.attr("batch_axis", 1)
-        self.time_axis = self.attr("time_axis", 0)
+        self.batch_axis = int_attr(self, "batch_axis", 1)
+        self.time_axis = int_attr(self, "time_axis", 0)
+        if {self.batch_axis, self.time_axis} != {0, 1}:
+            raise self.fail(f"batch_axis {self.batch_axis} and time_axis {self.time_axis} must be 0 and 1")
 
     def run(self, x, sequence_lens):
-        out = x.copy()
-        for batch, length in enumerate(_ints(sequence_lens)):
-            index = [slice(None)] * x.ndim
-            index[self.batch_axis] = batch
-            index[self.time_axis] = slice(0, length)
-            reversed_index = list(index)
-            reversed_index[self.time_axis] = slice(length - 1, None, -1) if length > 0 else slice(0, 0)
-            out[tuple(index)] = x[tuple(reversed_index)]
-        return out
+        if x.ndim < 2:
+            raise self.fail(f"input must have rank 2 or more, got shape {x.shape}")
+        batch, steps = x.shape[self.batch_axis], x.shape[self.time_axis]
+        lengths = np.asarray(_checked_ints(self, sequence_lens, "sequence_lens"), dtype=INT64)
+        if lengths.shape != (batch,) or (lengths.size and (lengths.min() < 0 or lengths.max() > steps)):
+            raise self.fail(f"sequence_lens {lengths[:16].tolist()} must be {batch} lengths in [0, {steps}]")
+        # source time step of every (batch, time) position: reversed within the length, unchanged after it
+        t = np.arange(steps)[None, :]
+        lengths = lengths[:, None]
+        source = np.where(t < lengths, lengths - 1 - t, t)
+        if self.batch_axis > self.time_axis:
+            source = source.T
+        return np.take_along_axis(x, source.reshape(source.shape + (1,) * (x.ndim - 2)), axis=self.time_axis)
 
 
 # ---------------------------------------------------------------- constants and pass-through
@@ -646,7 +958,9 @@ class Dropout(Op):
 
     def __init__(self, node):
         super().__init__(node)
-        self.ratio = self.attr("ratio", 0.5)
+        self.ratio = finite_attr(self, "ratio", 0.5)
+        if not 0 <= self.ratio <= 1:
+            raise self.fail(f"ratio {self.ratio} must be in [0, 1]")
         self.want_mask = len(node.outputs) > 1 and bool(node.outputs[1])
         # the mask was the input's type before opset 10, bool since
         self.mask_is_bool = node.opset >= 10
@@ -661,7 +975,9 @@ class Dropout(Op):
 
     def run(self, x, ratio=None, training_mode=None):
         if training_mode is not None and bool(training_mode.item()):
-            rate = self.ratio if ratio is None else float(ratio.item())
+            rate = self.ratio if ratio is None else float(_scalar(self, ratio, "ratio"))
+            if not 0 <= rate <= 1:
+                raise self.fail(f"ratio {rate} must be in [0, 1]")
             if self.seed is not None:
                 keep = np.random.RandomState(int(self.seed)).uniform(0.0, 1.0, x.shape) >= rate
             else:
