@@ -24,7 +24,7 @@ import numpy as np
 
 import nn_core
 from gui.adapter import ModelAdapter
-from gui.predictor import Prediction, run_prediction
+from gui.prediction import Prediction, run_prediction
 
 
 def model_key(path: str | Path) -> str:

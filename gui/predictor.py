@@ -9,41 +9,15 @@ gives the answer within the same mouse event.
 from __future__ import annotations
 
 import threading
-import time
-from dataclasses import dataclass, field
 
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
 from gui.adapter import ModelAdapter
+from gui.prediction import Prediction, run_prediction  # noqa: F401 (re-exported: the window imports them here)
 
 # Models whose traced run takes less than this run in the caller's thread: a thread hop costs more than it saves.
 SYNC_BUDGET_SECONDS = 0.008
-
-
-@dataclass
-class Prediction:
-    """One run of the model on one drawing."""
-
-    image: np.ndarray  # the 28x28 drawing (ink = 1)
-    probabilities: np.ndarray
-    labels: list[str]
-    records: list = field(default_factory=list)  # nn_core trace records: .name, .op_type, .outputs
-    seconds: float = 0.0  # engine time, traced run included
-    generation: int = 0  # which model produced it (a result from a replaced model is dropped)
-    error: str | None = None
-
-
-def run_prediction(adapter: ModelAdapter, image: np.ndarray, generation: int = 0) -> Prediction:
-    """Run the traced model on one image; errors come back in the Prediction instead of being raised."""
-    start = time.perf_counter()
-    try:
-        probabilities, records = adapter.predict_traced(image)
-    except Exception as exc:  # noqa: BLE001 - any engine failure must reach the user, not kill the worker
-        return Prediction(image, np.zeros(0), [], [], time.perf_counter() - start, generation,
-                          f"{type(exc).__name__}: {exc}")
-    seconds = time.perf_counter() - start
-    return Prediction(image, probabilities, adapter.labels(len(probabilities)), records, seconds, generation)
 
 
 class Predictor(QObject):

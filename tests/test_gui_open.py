@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -163,6 +165,13 @@ def test_prepare_model_runs_the_trial_and_refuses_a_huge_input(tmp_path):
     assert opened.trial.error is None and opened.trial.records and len(opened.key) == 20
     with pytest.raises(nn_core.ModelError):
         prepare_model(huge_input(tmp_path))
+
+
+def test_the_opener_and_pages_load_without_qt():
+    code = ("import sys, gui.model_opening, gui.paging, gui.prediction; "
+            "sys.exit(1 if any(m.startswith('PySide6') for m in sys.modules) else 0)")
+    root = Path(__file__).resolve().parent.parent
+    assert subprocess.run([sys.executable, "-c", code], cwd=root).returncode == 0
 
 
 # --- absurd inputs ----------------------------------------------------------------------------------------
