@@ -16,7 +16,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
+
+from .errors import ModelError
+from .ops.windows import checked_windows
 
 
 class Parameter:
@@ -73,8 +75,24 @@ class Layer:
         return self.forward(x, training)
 
 
-def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+class LayerError(ModelError, ValueError):
+    """A layer built with an impossible geometry (a stride of 0, a kernel larger than its input...). It is a
+    ModelError because ``nn_core.export.from_onnx`` builds layers from the attributes of a model file."""
+
+
+def _pair(value: int | tuple[int, int], name: str = "size", minimum: int = 1) -> tuple[int, int]:
+    """``value`` (one int or two) as a pair of ints, each >= ``minimum``; LayerError for anything else (floats,
+    strings, negative or zero sizes, the wrong number of values)."""
+    items = [value, value] if isinstance(value, (int, np.integer)) else value
+    try:
+        pair = list(items)  # type: ignore[arg-type]
+    except TypeError:
+        pair = []
+    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in pair):
+        raise LayerError(f"{name} {value!r} must be an integer or a pair of integers")
+    if any(v < minimum for v in pair):
+        raise LayerError(f"{name} {value!r} must be >= {minimum}")
+    return int(pair[0]), int(pair[1])
 
 
 def _offset_slices(
@@ -87,7 +105,11 @@ def _offset_slices(
             yield slice(i, i + sh * (ho - 1) + 1, sh), slice(j, j + sw * (wo - 1) + 1, sw)
 
 
-def _pooled_hw(shape: tuple[int, ...], kernel: tuple[int, int], stride: tuple[int, int]) -> tuple[int, int]:
+def _out_hw(layer: str, shape: tuple[int, ...], kernel: tuple[int, int], stride: tuple[int, int]) -> tuple[int, int]:
+    """Output height and width of a window sliding over the (already padded) spatial axes of an NCHW ``shape``;
+    LayerError when the input is not NCHW or the kernel does not fit in it."""
+    if len(shape) != 4 or shape[2] < kernel[0] or shape[3] < kernel[1]:
+        raise LayerError(f"{layer}: kernel {kernel} does not fit an input of shape {tuple(shape)} (padded)")
     return (shape[2] - kernel[0]) // stride[0] + 1, (shape[3] - kernel[1]) // stride[1] + 1
 
 
@@ -111,9 +133,12 @@ class Conv2d(Layer):
     ) -> None:
         rng = rng if rng is not None else np.random.default_rng(0)
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel = _pair(kernel_size)
-        self.stride = _pair(stride)
-        self.padding = _pair(padding)
+        if isinstance(in_channels, bool) or not isinstance(in_channels, (int, np.integer)) or in_channels < 1 or \
+                isinstance(out_channels, bool) or not isinstance(out_channels, (int, np.integer)) or out_channels < 1:
+            raise LayerError(f"Conv2d: channels {in_channels!r} -> {out_channels!r} must be positive integers")
+        self.kernel = _pair(kernel_size, "Conv2d kernel_size")
+        self.stride = _pair(stride, "Conv2d stride")
+        self.padding = _pair(padding, "Conv2d padding", minimum=0)
         fan_in = in_channels * self.kernel[0] * self.kernel[1]
         # He initialisation: keeps the activation variance steady through ReLU layers.
         weight = rng.normal(0.0, np.sqrt(2.0 / fan_in), (out_channels, in_channels, *self.kernel))
@@ -132,17 +157,18 @@ class Conv2d(Layer):
         return self.weight.value.transpose(0, 2, 3, 1).reshape(self.out_channels, -1)
 
     def forward(self, x: np.ndarray, training: bool | None = None) -> np.ndarray:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise LayerError(f"Conv2d: input of shape {x.shape} is not NCHW with {self.in_channels} channels")
         n, c = x.shape[:2]
         (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
         x_nhwc = x.transpose(0, 2, 3, 1)
         if ph or pw:
             x_nhwc = np.pad(x_nhwc, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
-        _, hp, wp, _ = x_nhwc.shape
-        ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+        ho, wo = _out_hw("Conv2d", x_nhwc.transpose(0, 3, 1, 2).shape, self.kernel, self.stride)
+        if any(s < 0 for s in x_nhwc.strides):  # a flipped view: the windows need it in positive-stride memory
+            x_nhwc = np.ascontiguousarray(x_nhwc)
         s_n, s_h, s_w, s_c = x_nhwc.strides
-        windows = as_strided(
-            x_nhwc, (n, ho, wo, kh, kw, c), (s_n, s_h * sh, s_w * sw, s_h, s_w, s_c), writeable=False
-        )
+        windows = checked_windows(x_nhwc, (n, ho, wo, kh, kw, c), (s_n, s_h * sh, s_w * sw, s_h, s_w, s_c))
         cols = windows.reshape(n * ho * wo, kh * kw * c)  # the one copy of im2col
         out = cols @ self._weight_rows().T
         if self.bias is not None:
@@ -244,11 +270,11 @@ class MaxPool2d(Layer):
     ONNX/PyTorch convention; the windows are visited as k*k strided slices, so any memory layout works."""
 
     def __init__(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None) -> None:
-        self.kernel = _pair(kernel_size)
-        self.stride = _pair(stride) if stride is not None else self.kernel
+        self.kernel = _pair(kernel_size, f"{type(self).__name__} kernel_size")
+        self.stride = _pair(stride, f"{type(self).__name__} stride") if stride is not None else self.kernel
 
     def forward(self, x: np.ndarray, training: bool | None = None) -> np.ndarray:
-        out_hw = _pooled_hw(x.shape, self.kernel, self.stride)
+        out_hw = _out_hw(type(self).__name__, x.shape, self.kernel, self.stride)
         out = None
         for rows, columns in _offset_slices(self.kernel, self.stride, out_hw):
             # np.maximum of two views keeps the input's memory order (channels-last after a Conv2d).
@@ -276,7 +302,7 @@ class AvgPool2d(MaxPool2d):
     """Average pooling without padding (every window is full, so the divisor is always kh*kw)."""
 
     def forward(self, x: np.ndarray, training: bool | None = None) -> np.ndarray:
-        out_hw = _pooled_hw(x.shape, self.kernel, self.stride)
+        out_hw = _out_hw(type(self).__name__, x.shape, self.kernel, self.stride)
         total = None
         for rows, columns in _offset_slices(self.kernel, self.stride, out_hw):
             total = x[:, :, rows, columns].copy() if total is None else total + x[:, :, rows, columns]

@@ -24,9 +24,9 @@ import math
 import threading
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from .registry import NodeSpec, Op, register
+from .windows import MAX_TAPS, Geometry, check_fits, check_taps, checked_windows, int_attr, ints_attr
 
 # the column buffer of one chunk of the batch is kept around this size, so the im2col copy and the matmul that
 # reads it back stay in the L2 cache
@@ -258,13 +258,13 @@ class _ChannelsLastPlan:
             tap_strides.append(1)
         shape = (rows, *self.out_sizes, *tap_shape)
         steps = (math.prod(padded) * channels, *(s * e for s, e in zip(strides, elem, strict=True)), *tap_strides)
-        self.windows = as_strided(self.scratch, shape, tuple(v * item for v in steps), writeable=False)
+        self.windows = checked_windows(self.scratch, shape, tuple(v * item for v in steps))
         self.cols_matrix = np.empty((rows * positions, width), dtype)
         if has_bias:
             self.cols_matrix[:, k_total] = 1
         col_steps = (positions * width, *(v * width for v in _row_major_strides(self.out_sizes)),
                      *_row_major_strides(tap_shape))
-        self.cols = as_strided(self.cols_matrix, shape, tuple(v * item for v in col_steps))
+        self.cols = checked_windows(self.cols_matrix, shape, tuple(v * item for v in col_steps), writeable=True)
         self.product = np.empty((rows * positions, out_channels), dtype)
         self.product_nchw = self.product.reshape(rows, *self.out_sizes, out_channels).transpose(
             0, rank + 1, *range(1, rank + 1))
@@ -381,16 +381,16 @@ class _Im2colPlan:
         else:
             position_strides = tuple(s * e for s, e in zip(strides, elem, strict=True))
         shape = (rows, groups, *taps_shape, *position_shape)
-        self.windows = as_strided(self.scratch.flat, shape, tuple(v * item for v in window_strides +
-                                                                   position_strides), writeable=False)
+        self.windows = checked_windows(self.scratch.flat, shape, tuple(v * item for v in window_strides +
+                                                                        position_strides))
         self.cols_matrix = np.empty((rows, groups, k_group + has_bias, positions), dtype)
         if has_bias:
             self.cols_matrix[:, :, k_group] = 1
         # the im2col target: the first k_group rows of each group's column matrix, split like the windows
         row_strides = [v * positions for v in _row_major_strides(list(taps_shape))]
-        self.cols = as_strided(self.cols_matrix, shape, tuple(v * item for v in (
+        self.cols = checked_windows(self.cols_matrix, shape, tuple(v * item for v in (
             groups * (k_group + has_bias) * positions, (k_group + has_bias) * positions, *row_strides,
-            *_row_major_strides(list(position_shape)))))
+            *_row_major_strides(list(position_shape)))), writeable=True)
         # full width: the output is computed over whole padded rows and returned as a view of its valid part
         # (a strided array, which every kernel accepts), so no copy of the output is ever made
         self.computed_sizes = [self.out_sizes[0], *padded[1:]] if self.full_width else self.out_sizes
@@ -511,12 +511,7 @@ class Conv(FusableOp):
 
     def __init__(self, node: NodeSpec):
         super().__init__(node)
-        self.auto_pad = self.attr("auto_pad", "NOTSET")
-        self.group = int(self.attr("group", 1))
-        self.kernel_attr = self.attr("kernel_shape")
-        self.strides_attr = self.attr("strides")
-        self.dilations_attr = self.attr("dilations")
-        self.pads_attr = self.attr("pads")
+        self.group = int_attr(self, "group", 1, minimum=1)
         self.pool: Op | None = None
         self.plans: dict[tuple, tuple[_Plan, np.ndarray | None]] = {}
         self.lock = threading.Lock()
@@ -526,6 +521,8 @@ class Conv(FusableOp):
         self.static = self.weight is not None and (self.bias is not None or not has_bias)
         if self.weight is not None:
             self._check_weight(self.weight, self.bias)
+        self.geometry = Geometry(self, kernel=None if self.weight is None else self.weight.shape[2:])
+        self.auto_pad = self.geometry.auto_pad
 
     def fuse_pool(self, pool: Op) -> bool:
         """Absorb the MaxPool (no Indices output) that is the only consumer of this convolution's output (after
@@ -539,39 +536,52 @@ class Conv(FusableOp):
         return True
 
     def _check_weight(self, weight: np.ndarray, bias: np.ndarray | None) -> None:
+        if weight.ndim < 3:
+            raise self.fail(f"weight of shape {weight.shape} must have rank >= 3 (M, C/group, kernel...)")
         out_channels = weight.shape[0]
-        if weight.ndim < 3 or out_channels % self.group:
-            raise self.fail(f"weight of shape {weight.shape} does not fit group={self.group}")
+        if out_channels % self.group:
+            raise self.fail(f"weight of shape {weight.shape}: {out_channels} output channels are not divisible by "
+                            f"group={self.group}")
         if bias is not None and bias.size != out_channels:
-            raise self.fail(f"bias has {bias.size} values for {out_channels} output channels")
+            raise self.fail(f"bias of shape {bias.shape} has {bias.size} values for {out_channels} output channels")
 
     def _plan(self, x: np.ndarray, weight_shape: tuple[int, ...], has_bias: bool) -> _Plan:
+        """The plan for one input shape, after checking (before anything is allocated) that the geometry fits
+        this input and that its output, scratch buffers and work are within the node's Limits."""
         rank = x.ndim - 2
         if rank < 1 or len(weight_shape) != x.ndim:
             raise self.fail(f"input of shape {x.shape} does not match the weight {tuple(weight_shape)}")
-        kernel = as_int_list(self.kernel_attr, rank, 0) if self.kernel_attr else list(weight_shape[2:])
-        strides = as_int_list(self.strides_attr, rank, 1)
-        dilations = as_int_list(self.dilations_attr, rank, 1)
-        if list(kernel) != list(weight_shape[2:]) or len(strides) != rank or len(dilations) != rank:
-            raise self.fail(f"kernel_shape {kernel}, strides {strides} or dilations {dilations} do not match the "
-                            f"weight {tuple(weight_shape)}")
-        channels = x.shape[1]
+        kernel, strides, dilations, pads = self.geometry.resolve(rank, weight_shape[2:])
+        batch, channels, *sizes = x.shape
         if channels != weight_shape[1] * self.group:
             raise self.fail(f"input has {channels} channels but the weight {tuple(weight_shape)} with "
                             f"group={self.group} expects {weight_shape[1] * self.group}")
-        begins, ends = resolve_pads(self.auto_pad, x.shape[2:], kernel, strides, dilations, self.pads_attr)
+        begins, ends = resolve_pads(self.auto_pad, x.shape[2:], kernel, strides, dilations, pads)
+        check_fits(self, sizes, begins, ends, kernel, dilations)
+        padded = [s + b + e for s, b, e in zip(sizes, begins, ends, strict=True)]
+        out_sizes = conv_out_sizes(padded, kernel, dilations, strides)
         out_channels = weight_shape[0]
+        self.check_size((batch, out_channels, *out_sizes), x.dtype, "output")
+        self.check_size((1, channels, *padded), x.dtype, "padded input image")
+        k_group = weight_shape[1] * math.prod(kernel)
+        # the column buffer of one image (full-width columns, only with unit strides, span whole padded rows)
+        positions = out_sizes[0] * math.prod(padded[1:]) if all(s == 1 for s in strides) else math.prod(out_sizes)
+        self.check_size((self.group, k_group + 1, max(positions, math.prod(out_sizes))), x.dtype, "column buffer")
+        self.check_work(batch * out_channels * math.prod(out_sizes) * k_group, "the convolution")
         no_padding = not any(begins) and not any(ends)
         geometry = (kernel, strides, dilations, begins, ends)
         try:
             if self.group == 1 and all(k == 1 for k in kernel) and all(s == 1 for s in strides) and no_padding:
                 return _PointwisePlan(x.shape, out_channels, has_bias)
-            if self.group > 1 and self.group == channels == out_channels:
+            if self.group > 1 and self.group == channels == out_channels and math.prod(kernel) <= MAX_TAPS:
+                self.check_size((batch, channels, *padded), x.dtype, "padded input")
                 return _DepthwisePlan(x.shape, x.dtype, *geometry, has_bias)
             run = kernel[-1] * channels if dilations[-1] == 1 else channels
             if self.group == 1 and run >= CHANNELS_LAST_MIN_RUN:
                 return _ChannelsLastPlan(x.shape, x.dtype, out_channels, *geometry, has_bias)
-            return _Im2colPlan(x.shape, x.dtype, self.group, out_channels, *geometry, has_bias)
+            plan = _Im2colPlan(x.shape, x.dtype, self.group, out_channels, *geometry, has_bias)
+            self.check_size((batch, out_channels, *plan.computed_sizes), x.dtype, "output")
+            return plan
         except ValueError as exc:
             raise self.fail(f"input {x.shape}, kernel {kernel}: {exc}") from None
 
@@ -616,32 +626,72 @@ class ConvTranspose(FusableOp):
 
     def __init__(self, node: NodeSpec):
         super().__init__(node)
-        self.auto_pad = self.attr("auto_pad", "NOTSET")
-        self.group = int(self.attr("group", 1))
+        self.group = int_attr(self, "group", 1, minimum=1)
         weight, bias = self.const(1), self.const(2)
+        if weight is not None:
+            self._check_weight(weight, bias)
+        self.geometry = Geometry(self, kernel=None if weight is None else weight.shape[2:])
+        self.auto_pad = self.geometry.auto_pad
+        self.output_padding = ints_attr(self, "output_padding", 0, "non-negative integers")
+        self.output_shape = ints_attr(self, "output_shape", 1, "positive integers")
+        if self.geometry.rank is not None:
+            self._check_lengths(self.geometry.rank)
         self.weight = None if weight is None else self._weight_matrix(weight)
         self.weight_shape = None if weight is None else weight.shape
         self.bias = None if bias is None or weight is None else bias.reshape((-1,) + (1,) * (weight.ndim - 2))
+        self.geometries: dict[tuple, tuple] = {}
+        self.lock = threading.Lock()
+
+    def _check_weight(self, weight: np.ndarray, bias: np.ndarray | None) -> None:
+        if weight.ndim < 3:
+            raise self.fail(f"weight of shape {weight.shape} must have rank >= 3 (C, M/group, kernel...)")
+        if weight.shape[0] % self.group:
+            raise self.fail(f"weight of shape {weight.shape}: {weight.shape[0]} input channels are not divisible by "
+                            f"group={self.group}")
+        out_channels = weight.shape[1] * self.group
+        if bias is not None and bias.size != out_channels:
+            raise self.fail(f"bias of shape {bias.shape} has {bias.size} values for {out_channels} output channels")
+
+    def _check_lengths(self, rank: int) -> None:
+        extra, shape = self.output_padding, self.output_shape
+        if extra is not None and len(extra) != rank:
+            raise self.fail(f"output_padding {extra} must have {rank} values, one per spatial axis")
+        if shape is not None and len(shape) not in (rank, rank + 2):
+            raise self.fail(f"output_shape {shape} must have {rank} values, one per spatial axis")
+        if extra is not None:
+            strides = self.geometry.strides_attr or [1] * rank
+            dilations = self.geometry.dilations_attr or [1] * rank
+            if any(e >= max(s, d) for e, s, d in zip(extra, strides, dilations, strict=True)):
+                raise self.fail(f"output_padding {extra} must be smaller than the strides {strides} (or the "
+                                f"dilations {dilations})")
 
     def _weight_matrix(self, weight: np.ndarray) -> np.ndarray:
         # (C, M/g, k...) -> (g, M/g * prod(k), C/g): maps one group's input channels to its output patches
         channels = weight.shape[0]
-        if channels % self.group:
-            raise self.fail(f"weight has {channels} input channels, not divisible by group={self.group}")
         grouped = weight.reshape(self.group, channels // self.group, -1)
         return np.ascontiguousarray(grouped.transpose(0, 2, 1))
 
-    def _geometry(self, in_sizes: tuple[int, ...], kernel: list[int]):
-        rank = len(in_sizes)
-        strides = as_int_list(self.attr("strides"), rank, 1)
-        dilations = as_int_list(self.attr("dilations"), rank, 1)
-        extra = as_int_list(self.attr("output_padding"), rank, 0)
+    def _geometry(self, x_shape: tuple[int, ...], weight_shape: tuple[int, ...]) -> tuple:
+        """kernel, strides, dilations, begins, output sizes and canvas room for one input shape, checked (once
+        per shape) against the input and the node's Limits before anything is allocated."""
+        rank = len(x_shape) - 2
+        if rank < 1 or len(weight_shape) != len(x_shape):
+            raise self.fail(f"input of shape {x_shape} does not match the weight {tuple(weight_shape)}")
+        kernel, strides, dilations, pads = self.geometry.resolve(rank, weight_shape[2:])
+        self._check_lengths(rank)
+        batch, channels, *in_sizes = x_shape
+        if channels != weight_shape[0]:
+            raise self.fail(f"input has {channels} channels but the weight {tuple(weight_shape)} expects "
+                            f"{weight_shape[0]}")
+        if any(n < 1 for n in in_sizes):
+            raise self.fail(f"input of shape {x_shape} has an empty spatial axis")
+        check_taps(self, math.prod(kernel), f"kernel {kernel}")
+        extra = self.output_padding or [0] * rank
         # the size of the output before cropping by the pads
         full = [s * (n - 1) + op + (k - 1) * d + 1 for s, n, op, k, d in zip(strides, in_sizes, extra, kernel,
                                                                           dilations, strict=True)]
-        output_shape = self.attr("output_shape")
-        if output_shape:
-            out = [int(v) for v in output_shape[-rank:]]
+        if self.output_shape:
+            out = list(self.output_shape[-rank:])
             total = [f - o for f, o in zip(full, out, strict=True)]
             if self.auto_pad == "SAME_UPPER":
                 begins = [t // 2 for t in total]
@@ -655,28 +705,39 @@ class ConvTranspose(FusableOp):
             else:
                 begins = [t - t // 2 for t in total]
         else:
-            pads = self.attr("pads") if self.auto_pad != "VALID" else None
-            pads = as_int_list(pads, 2 * rank, 0)
-            begins = pads[:rank]
-            out = [f - b - e for f, b, e in zip(full, begins, pads[rank:], strict=True)]
-        return strides, dilations, full, begins, out
+            all_pads = (pads if self.auto_pad != "VALID" else None) or [0] * (2 * rank)
+            begins = all_pads[:rank]
+            out = [f - b - e for f, b, e in zip(full, begins, all_pads[rank:], strict=True)]
+        if any(o < 1 for o in out):
+            raise self.fail(f"input {x_shape}, kernel {kernel}: output size {out} is empty (pads {pads})")
+        # room for the un-cropped output and for any crop window (negative pads, output_shape beyond it)
+        room = [max(f, b + o) + max(0, -b) for f, b, o in zip(full, begins, out, strict=True)]
+        shift = [max(0, -b) for b in begins]
+        out_channels = weight_shape[1] * self.group
+        self.check_size((batch, out_channels, *kernel, *in_sizes), np.float64, "patch buffer")
+        self.check_size((batch, out_channels, *room), np.float64, "output canvas")
+        patches = batch * out_channels * math.prod(kernel) * math.prod(in_sizes)
+        self.check_work(patches * (channels // self.group) + patches, "the transposed convolution")
+        return kernel, strides, dilations, begins, out, room, shift
 
     def run(self, x, w, b=None):
         weight, weight_shape = self.weight, self.weight_shape
         if weight is None:
+            self._check_weight(w, b)
             weight, weight_shape = self._weight_matrix(w), w.shape
         bias = self.bias
         if bias is None and b is not None:
             bias = b.reshape((-1,) + (1,) * (len(weight_shape) - 2))
+        key = (x.shape, tuple(weight_shape))
+        with self.lock:
+            geometry = self.geometries.get(key)
+            if geometry is None:
+                geometry = self.geometries[key] = self._geometry(x.shape, tuple(weight_shape))
+        kernel, strides, dilations, begins, out, room, shift = geometry
         batch, channels, *in_sizes = x.shape
-        kernel = as_int_list(self.attr("kernel_shape"), 0, 0) or list(weight_shape[2:])
-        strides, dilations, full, begins, out = self._geometry(tuple(in_sizes), kernel)
         groups, mg = self.group, weight_shape[1]
         patches = np.matmul(weight, x.reshape(batch, groups, channels // groups, -1))
         patches = patches.reshape(batch, groups * mg, *kernel, *in_sizes)
-        # room for the un-cropped output and for any crop window (negative pads, output_shape beyond it)
-        room = [max(f, b + o) + max(0, -b) for f, b, o in zip(full, begins, out, strict=True)]
-        shift = [max(0, -b) for b in begins]
         canvas = np.zeros((batch, groups * mg, *room), dtype=np.result_type(x.dtype, weight.dtype))
         for tap in np.ndindex(*kernel):
             index = tuple(slice(sh + t * d, sh + t * d + (n - 1) * s + 1, s)

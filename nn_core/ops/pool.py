@@ -15,8 +15,9 @@ import threading
 
 import numpy as np
 
-from .conv import as_int_list, resolve_pads
+from .conv import resolve_pads
 from .registry import NodeSpec, Op, register
+from .windows import Geometry, check_fits, check_taps, int_attr
 
 # pooling a large batch goes chunk by chunk of about this many input bytes (cache-sized intermediates)
 POOL_CHUNK_BYTES = 1024 * 1024
@@ -56,12 +57,9 @@ class _PoolPlan:
             self.buffer = np.full((batch, channels, *padded), fill, dtype=dtype)
             self.interior = self.buffer[(slice(None), slice(None)) + tuple(slice(b, b + n) for b, n in
                                                                            zip(begins, sizes, strict=True))]
-        self.tap_index = [
-            tuple(slice(t * d, t * d + (o - 1) * s + 1, s) for t, d, s, o in zip(tap, dilations, strides, out,
-                                                                                 strict=True))
-            for tap in np.ndindex(*kernel)
-        ]
-        self.taps = None if self.buffer is None else [self.buffer[(Ellipsis,) + i] for i in self.tap_index]
+        # the views of every tap of the whole window (MaxPool's Indices only), made on first use
+        self.tap_index: list[tuple] | None = None
+        self.taps: list[np.ndarray] | None = None
         # separable form: for each spatial axis (skipping 1-wide, stride-1 ones), the index of each tap's view
         self.axis_taps = []
         for axis, (k, s, d, o) in enumerate(zip(kernel, strides, dilations, out, strict=True)):
@@ -110,10 +108,18 @@ class _PoolPlan:
         return y[self.crop] if self.needs_crop else y
 
     def views(self, x: np.ndarray) -> list[np.ndarray]:
+        if self.tap_index is None:
+            self.tap_index = [
+                tuple(slice(t * d, t * d + (o - 1) * s + 1, s)
+                      for t, d, s, o in zip(tap, self.dilations, self.strides, self.out, strict=True))
+                for tap in np.ndindex(*self.kernel)
+            ]
+            if self.buffer is not None:
+                self.taps = [self.buffer[(Ellipsis,) + i] for i in self.tap_index]
         if self.buffer is None:
             return [x[(Ellipsis,) + i] for i in self.tap_index]
         self.interior[...] = x
-        return self.taps
+        return self.taps  # type: ignore[return-value]
 
     def window_counts(self, include_pad: bool) -> np.ndarray | float:
         """How many elements each AveragePool window averages over: the real ones, plus the explicit padding
@@ -138,18 +144,25 @@ class _Pool(Op):
     """Attribute parsing and per-shape plan cache shared by the windowed poolings."""
 
     fill_lowest = False
+    # whether run walks every tap of the whole window (MaxPool with Indices) rather than the separable passes
+    walks_taps = False
 
     def __init__(self, node: NodeSpec):
         super().__init__(node)
-        self.kernel = [int(k) for k in self.attr("kernel_shape", [])]
-        if not self.kernel:
+        if self.attr("kernel_shape") is None:
             raise self.fail("kernel_shape attribute is required")
+        self.geometry = Geometry(self)
+        self.kernel = self.geometry.kernel_attr or []
+        if not self.kernel:
+            raise self.fail(f"kernel_shape {self.attr('kernel_shape')!r} must list one size per spatial axis")
         rank = len(self.kernel)
-        self.strides = as_int_list(self.attr("strides"), rank, 1)
-        self.dilations = as_int_list(self.attr("dilations"), rank, 1)
-        self.auto_pad = self.attr("auto_pad", "NOTSET")
-        self.pads = self.attr("pads")
-        self.ceil_mode = bool(self.attr("ceil_mode", 0))
+        self.strides = self.geometry.strides_attr or [1] * rank
+        self.dilations = self.geometry.dilations_attr or [1] * rank
+        self.auto_pad = self.geometry.auto_pad
+        self.pads = self.geometry.pads_attr
+        self.ceil_mode = bool(int_attr(self, "ceil_mode", 0, choices=(0, 1)))
+        # one Python pass per tap of each axis (separable), or per tap of the whole window (Indices)
+        check_taps(self, sum(self.kernel), f"kernel_shape {self.kernel}")
         self.plans: dict[tuple, _PoolPlan] = {}
         self.lock = threading.Lock()
 
@@ -157,17 +170,35 @@ class _Pool(Op):
         key = (x.shape, x.dtype)
         plan = self.plans.get(key)
         if plan is None:
-            if x.ndim != len(self.kernel) + 2:
-                raise self.fail(f"input of shape {x.shape} does not match kernel_shape {self.kernel}")
-            begins, ends = resolve_pads(self.auto_pad, x.shape[2:], self.kernel, self.strides, self.dilations,
-                                        self.pads)
-            fill = _lowest(x.dtype) if self.fill_lowest else 0
-            try:
-                plan = _PoolPlan(x.shape, x.dtype, self.kernel, self.strides, self.dilations, begins, ends,
-                                 self.ceil_mode, fill)
-            except ValueError as exc:
-                raise self.fail(f"input {x.shape}: {exc}") from None
-            self.plans[key] = plan
+            plan = self.plans[key] = self._new_plan(x)
+        return plan
+
+    def _new_plan(self, x: np.ndarray) -> _PoolPlan:
+        """The plan of a new input shape, after checking that the window fits and that its buffers and work are
+        within the node's Limits."""
+        if x.ndim != len(self.kernel) + 2:
+            raise self.fail(f"input of shape {x.shape} does not match kernel_shape {self.kernel}")
+        batch, channels, *sizes = x.shape
+        begins, ends = resolve_pads(self.auto_pad, x.shape[2:], self.kernel, self.strides, self.dilations,
+                                    self.pads)
+        if not self.ceil_mode:  # ceil_mode may start a last window in the padding; the plan sizes the buffer
+            check_fits(self, sizes, begins, ends, self.kernel, self.dilations)
+        # (ceil_mode's extra room is at most the dilated kernel: the last window starts inside the input)
+        padded = [n + b + e + (k - 1) * d for n, b, e, k, d in zip(sizes, begins, ends, self.kernel, self.dilations,
+                                                                  strict=True)]
+        self.check_size((batch, channels, *padded), x.dtype, "padded input")
+        windows = batch * channels * math.prod(padded)
+        taps = math.prod(self.kernel) if self.walks_taps else sum(self.kernel)
+        if self.walks_taps:
+            check_taps(self, taps, f"kernel_shape {self.kernel} (with the Indices output)")
+        self.check_work(windows * taps, "the pooling")
+        fill = _lowest(x.dtype) if self.fill_lowest else 0
+        try:
+            plan = _PoolPlan(x.shape, x.dtype, self.kernel, self.strides, self.dilations, begins, ends,
+                             self.ceil_mode, fill)
+        except ValueError as exc:
+            raise self.fail(f"input {x.shape}: {exc}") from None
+        self.check_size((batch, channels, *plan.out), x.dtype, "output")
         return plan
 
 
@@ -177,8 +208,8 @@ class MaxPool(_Pool):
 
     def __init__(self, node: NodeSpec):
         super().__init__(node)
-        self.want_indices = len(node.outputs) > 1 and bool(node.outputs[1])
-        self.column_major = bool(self.attr("storage_order", 0))
+        self.want_indices = self.walks_taps = len(node.outputs) > 1 and bool(node.outputs[1])
+        self.column_major = bool(int_attr(self, "storage_order", 0, choices=(0, 1)))
 
     def run(self, x):
         with self.lock:
@@ -220,7 +251,7 @@ class MaxPool(_Pool):
 class AveragePool(_Pool):
     def __init__(self, node: NodeSpec):
         super().__init__(node)
-        self.include_pad = bool(self.attr("count_include_pad", 0))
+        self.include_pad = bool(int_attr(self, "count_include_pad", 0, choices=(0, 1)))
         self.divisors: dict[tuple, np.ndarray | float] = {}
 
     def run(self, x):
@@ -241,7 +272,7 @@ class AveragePool(_Pool):
 class LpPool(_Pool):
     def __init__(self, node: NodeSpec):
         super().__init__(node)
-        self.p = float(self.attr("p", 2))
+        self.p = _norm_order(self)
 
     def run(self, x):
         with self.lock:
@@ -251,28 +282,38 @@ class LpPool(_Pool):
         return (y ** (1.0 / self.p)).astype(x.dtype, copy=False)
 
 
-def _spatial_axes(x: np.ndarray) -> tuple[int, ...]:
+def _norm_order(op: Op) -> float:
+    """LpPool's ``p`` (an INT in the spec; a float is accepted), which must be a positive finite number."""
+    p = op.attr("p", 2)
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or p <= 0:
+        raise op.fail(f"p {p!r} must be a positive number")
+    return float(p)
+
+
+def _spatial_axes(op: Op, x: np.ndarray) -> tuple[int, ...]:
+    if x.ndim < 3 or 0 in x.shape[2:]:
+        raise op.fail(f"input of shape {x.shape} has no spatial axis or an empty one to pool over")
     return tuple(range(2, x.ndim))
 
 
 @register("GlobalAveragePool", 1)
 class GlobalAveragePool(Op):
     def run(self, x):
-        return x.mean(axis=_spatial_axes(x), keepdims=True, dtype=x.dtype)
+        return x.mean(axis=_spatial_axes(self, x), keepdims=True, dtype=x.dtype)
 
 
 @register("GlobalMaxPool", 1)
 class GlobalMaxPool(Op):
     def run(self, x):
-        return x.max(axis=_spatial_axes(x), keepdims=True)
+        return x.max(axis=_spatial_axes(self, x), keepdims=True)
 
 
 @register("GlobalLpPool", 2)
 class GlobalLpPool(Op):
     def __init__(self, node: NodeSpec):
         super().__init__(node)
-        self.p = float(self.attr("p", 2))
+        self.p = _norm_order(self)
 
     def run(self, x):
-        total = (np.abs(x) ** self.p).sum(axis=_spatial_axes(x), keepdims=True)
+        total = (np.abs(x) ** self.p).sum(axis=_spatial_axes(self, x), keepdims=True)
         return (total ** (1.0 / self.p)).astype(x.dtype, copy=False)

@@ -12,10 +12,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 from onnx import helper
 
+from .conv import resolve_pads
 from .registry import Op, register
+from .windows import Geometry, check_fits, checked_windows, int_attr
 
 F32 = np.float32
 
@@ -121,60 +122,33 @@ class DynamicQuantizeLinear(Op):
 # ---------------------------------------------------------------- integer convolution
 
 
-class _ConvGeometry:
-    """Kernel, strides, dilations and padding of an N-d convolution, resolved for one input shape."""
+class _ConvShape:
+    """The geometry of an integer convolution resolved and checked for one input and weight shape."""
 
-    def __init__(self, op: Op, kernel_shape: tuple[int, ...]):
-        rank = len(kernel_shape)
-        self.kernel = tuple(op.attr("kernel_shape", kernel_shape))
-        self.strides = tuple(op.attr("strides", [1] * rank))
-        self.dilations = tuple(op.attr("dilations", [1] * rank))
-        self.group = op.attr("group", 1)
-        self.auto_pad = op.attr("auto_pad", "NOTSET")
-        pads = op.attr("pads", [0] * (2 * rank))
-        if len(pads) != 2 * rank or len(self.strides) != rank or len(self.dilations) != rank:
-            raise op.fail(f"pads {pads}, strides {list(self.strides)} or dilations {list(self.dilations)} do "
-                          f"not match a {rank}-d kernel")
-        self.pads = list(zip(pads[:rank], pads[rank:], strict=True))
-
-    def padding(self, spatial: tuple[int, ...]) -> list[tuple[int, int]]:
-        if self.auto_pad in ("NOTSET", ""):
-            return self.pads
-        if self.auto_pad == "VALID":
-            return [(0, 0)] * len(spatial)
-        widths = []
-        for size, k, s, d in zip(spatial, self.kernel, self.strides, self.dilations, strict=True):
-            total = max(0, (math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size)
-            small, large = total // 2, total - total // 2
-            widths.append((small, large) if self.auto_pad == "SAME_UPPER" else (large, small))
-        return widths
+    def __init__(self, kernel: list[int], strides: list[int], dilations: list[int],
+                 widths: list[tuple[int, int]], out_spatial: tuple[int, ...], group: int):
+        self.kernel, self.strides, self.dilations = tuple(kernel), tuple(strides), tuple(dilations)
+        self.widths, self.out_spatial, self.group = widths, out_spatial, group
 
 
-def integer_conv(x: np.ndarray, w: np.ndarray, geometry: _ConvGeometry) -> np.ndarray:
+def integer_conv(x: np.ndarray, w: np.ndarray, geometry: _ConvShape) -> np.ndarray:
     """Convolution of zero-centred integer data held in floats: x (N, C, *S), w (M, C/group, *K).
 
     im2col through a strided view, then one matmul per group. Padding is with 0, i.e. with the zero point
-    of the original quantized input.
+    of the original quantized input. ``geometry`` was checked against these shapes (``_ConvBase._shape``).
     """
     n, channels = x.shape[:2]
     spatial_rank = x.ndim - 2
-    widths = geometry.padding(x.shape[2:])
-    padded = np.pad(x, [(0, 0), (0, 0)] + [tuple(p) for p in widths])
+    padded = np.pad(x, [(0, 0), (0, 0)] + [tuple(p) for p in geometry.widths])
     kernel, strides, dilations = geometry.kernel, geometry.strides, geometry.dilations
-    out_spatial = tuple(
-        (size - d * (k - 1) - 1) // s + 1
-        for size, k, s, d in zip(padded.shape[2:], kernel, strides, dilations, strict=True)
-    )
-    if any(o <= 0 for o in out_spatial):
-        raise ValueError(f"kernel {kernel} does not fit the padded input {padded.shape}")
+    out_spatial = geometry.out_spatial
     step = padded.strides
-    windows = as_strided(
+    windows = checked_windows(
         padded,
-        shape=(n, channels) + out_spatial + kernel,
-        strides=step[:2]
+        (n, channels) + out_spatial + kernel,
+        step[:2]
         + tuple(st * s for st, s in zip(step[2:], strides, strict=True))
         + tuple(st * d for st, d in zip(step[2:], dilations, strict=True)),
-        writeable=False,
     )
     group = geometry.group
     per_group_in = channels // group
@@ -215,17 +189,26 @@ class _ConvBase(Op):
 
     def __init__(self, node):
         super().__init__(node)
+        self.group = int_attr(self, "group", 1, minimum=1)
         weights = self.const(self.WEIGHT_INPUT)
-        kernel_shape = self.attr("kernel_shape")
-        if kernel_shape is None and weights is None:
-            self.geometry = None  # resolved from the weights on the first run
-        else:
-            self.geometry = _ConvGeometry(self, tuple(kernel_shape or weights.shape[2:]))
+        if weights is not None:
+            self._check_weight(weights, self.const(self.WEIGHT_ZERO_POINT_INPUT))
+        self.geometry = Geometry(self, kernel=None if weights is None else weights.shape[2:])
+        self.shapes: dict[tuple, _ConvShape] = {}  # the checked geometry of each input and weight shape seen
         zero_point_known = len(node.inputs) <= self.WEIGHT_ZERO_POINT_INPUT or not node.inputs[
             self.WEIGHT_ZERO_POINT_INPUT] or self.const(self.WEIGHT_ZERO_POINT_INPUT) is not None
         self.prepared = None
         if weights is not None and zero_point_known:
             self.prepared = self._prepare_weights(weights, self.const(self.WEIGHT_ZERO_POINT_INPUT))
+
+    def _check_weight(self, w: np.ndarray, zero_point: np.ndarray | None) -> None:
+        if w.ndim < 3:
+            raise self.fail(f"weight of shape {w.shape} must have rank >= 3 (M, C/group, kernel...)")
+        if w.shape[0] % self.group:
+            raise self.fail(f"weight of shape {w.shape}: {w.shape[0]} output channels are not divisible by "
+                            f"group={self.group}")
+        if zero_point is not None and zero_point.size not in (1, w.shape[0]):
+            raise self.fail(f"weight zero point of shape {zero_point.shape} must have 1 or {w.shape[0]} values")
 
     @staticmethod
     def _prepare_weights(w: np.ndarray, zero_point: np.ndarray | None) -> tuple[np.ndarray, float]:
@@ -233,13 +216,41 @@ class _ConvBase(Op):
         centred = _centred(w, zero_point, (w.shape[0],) + (1,) * (w.ndim - 1))
         return centred, float(np.abs(centred).reshape(w.shape[0], -1).sum(axis=1).max(initial=0.0))
 
+    def _shape(self, x: np.ndarray, w: np.ndarray) -> _ConvShape:
+        """The geometry for these input and weight shapes, checked once per new pair of shapes: the channels
+        match, the kernel fits the padded input, and the padded copy, the output and the work are in budget."""
+        key = (x.shape, w.shape)
+        shape = self.shapes.get(key)
+        if shape is not None:
+            return shape
+        rank = x.ndim - 2
+        if rank < 1 or x.ndim != w.ndim or x.shape[1] != w.shape[1] * self.group:
+            raise self.fail(f"input shape {x.shape} does not match weights {w.shape} with group {self.group}")
+        kernel, strides, dilations, pads = self.geometry.resolve(rank, w.shape[2:])
+        batch, channels, *sizes = x.shape
+        begins, ends = resolve_pads(self.geometry.auto_pad, tuple(sizes), kernel, strides, dilations, pads)
+        check_fits(self, sizes, begins, ends, kernel, dilations)
+        padded = [n + b + e for n, b, e in zip(sizes, begins, ends, strict=True)]
+        out_spatial = tuple((p - (k - 1) * d - 1) // s + 1
+                            for p, k, s, d in zip(padded, kernel, strides, dilations, strict=True))
+        self.check_size((batch, channels, *padded), np.float64, "padded input")
+        self.check_size((batch, *out_spatial, channels, *kernel), np.float64, "column buffer")
+        self.check_size((batch, w.shape[0], *out_spatial), np.float64, "output")
+        self.check_work(batch * w.shape[0] * math.prod(out_spatial) * w.shape[1] * math.prod(kernel),
+                        "the convolution")
+        shape = self.shapes[key] = _ConvShape(kernel, strides, dilations, list(zip(begins, ends, strict=True)),
+                                              out_spatial, self.group)
+        return shape
+
     def _convolve(self, x: np.ndarray, x_zero_point, w: np.ndarray, w_zero_point) -> np.ndarray:
         """The exact integer convolution, returned as float32 or float64 holding integers."""
+        if self.prepared is None:
+            self._check_weight(w, w_zero_point)
+        geometry = self._shape(x, w)
+        if x_zero_point is not None and x_zero_point.size != 1:
+            raise self.fail(f"input zero point of shape {x_zero_point.shape} must be a single value")
         centred_w, weight_sum = self.prepared or self._prepare_weights(w, w_zero_point)
         centred_x = _centred(x, x_zero_point)
-        geometry = self.geometry or _ConvGeometry(self, tuple(w.shape[2:]))
-        if x.ndim != w.ndim or x.shape[1] != w.shape[1] * geometry.group:
-            raise self.fail(f"input shape {x.shape} does not match weights {w.shape} with group {geometry.group}")
         if float(np.abs(centred_x).max(initial=0.0)) * weight_sum >= _F32_EXACT:
             # partial sums could leave float32's exact-integer range: accumulate in float64 instead
             centred_x, centred_w = centred_x.astype(np.float64), centred_w.astype(np.float64)
@@ -259,9 +270,26 @@ class ConvInteger(_ConvBase):
 class QLinearConv(_ConvBase):
     WEIGHT_INPUT = 3
     WEIGHT_ZERO_POINT_INPUT = 5
+    BIAS_INPUT = 8
+
+    def __init__(self, node):
+        super().__init__(node)
+        weights, bias, w_scale = self.const(self.WEIGHT_INPUT), self.const(self.BIAS_INPUT), self.const(4)
+        if weights is not None:
+            self._check_params(weights.shape[0], w_scale, bias)
+
+    def _check_params(self, out_channels: int, w_scale: np.ndarray | None, bias: np.ndarray | None) -> None:
+        if w_scale is not None and w_scale.size not in (1, out_channels):
+            raise self.fail(f"weight scale of shape {w_scale.shape} must have 1 or {out_channels} values")
+        if bias is not None and bias.size != out_channels:
+            raise self.fail(f"bias of shape {bias.shape} has {bias.size} values for {out_channels} output channels")
 
     def run(self, x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point, bias=None):
         acc = self._convolve(x, x_zero_point, w, w_zero_point)
+        self._check_params(w.shape[0], w_scale, bias)
+        if x_scale.size != 1 or y_scale.size != 1 or (y_zero_point is not None and y_zero_point.size != 1):
+            raise self.fail(f"x_scale {x_scale.shape}, y_scale {y_scale.shape} and y_zero_point must be single "
+                            "values")
         if bias is not None:  # added in float64 so the sum is exact, as onnxruntime's int32 accumulator
             acc = acc.astype(np.float64) + bias.astype(np.float64).reshape((1, -1) + (1,) * (acc.ndim - 2))
         multiplier = (x_scale.astype(F32) * w_scale.astype(F32) / y_scale.astype(F32)).reshape(-1)
