@@ -201,8 +201,11 @@ def _check_one(request: dict, watch: _Watch) -> dict:
 
 def worker_main(memory: int) -> None:
     """Read one JSON request per line on stdin, answer one tagged JSON line per request on stdout."""
+    import faulthandler
     import resource
 
+    faulthandler.enable()  # a crash prints the Python stack to stderr, which the parent keeps
+    faulthandler.register(signal.SIGUSR1, all_threads=False)  # the parent asks where a hang is
     if memory > 0:
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -243,7 +246,7 @@ class Outcome:
         if self.status != "bad":
             return self.status
         if self.bad in ("crash", "hang"):
-            return f"{self.bad}: {self.type}"
+            return f"{self.bad}: {self.type.split(' within ')[0]} at {self.where or '?'}"
         return f"{self.bad}: {self.type} at {self.where if self.where != '?' else self.inner}"
 
     def describe(self) -> str:
@@ -252,6 +255,22 @@ class Outcome:
         if self.status == "modelerror":
             return f"ModelError: {self.message}"
         return f"BAD {self.bad}: {self.type}: {self.message[:500]} [{self.where} / {self.inner}]"
+
+
+def _innermost_nn_core_frame(stack: str) -> str:
+    """'nn_core/x.py:N' of the innermost engine frame in a faulthandler dump (most recent call first)."""
+    blocks = stack.split("most recent call first")
+    for line in blocks[-1].splitlines():
+        line = line.strip()
+        if line.startswith("File ") and "nn_core" in line:
+            filename = line.split('"')[1]
+            number = line.split(", line ")[1].split()[0]
+            try:
+                filename = str(Path(filename).resolve().relative_to(ROOT))
+            except ValueError:
+                pass
+            return f"{filename}:{number}"
+    return "?"
 
 
 class Worker:
@@ -297,6 +316,15 @@ class Worker:
             self.stderr_file.close()
             self.stderr_file = None
 
+    def _hang_stack(self) -> str:
+        """Ask the stuck worker for its Python stack (faulthandler on SIGUSR1) and return it."""
+        try:
+            self.proc.send_signal(signal.SIGUSR1)
+        except (ProcessLookupError, OSError):
+            return ""
+        time.sleep(0.5)
+        return self._stderr_tail()
+
     def _stderr_tail(self) -> str:
         if self.stderr_file is None:
             return ""
@@ -329,9 +357,11 @@ class Worker:
                                    raw.get("traceback", ""), time.monotonic() - start, raw)
             left = deadline - time.monotonic()
             if left <= 0:
+                stack = self._hang_stack()
                 self.stop()
-                return Outcome(case_id, "bad", "hang", f"no answer within {timeout:g} s", "", "", "", "",
-                               time.monotonic() - start)
+                where = _innermost_nn_core_frame(stack)
+                return Outcome(case_id, "bad", "hang", f"no answer within {timeout:g} s", stack[-1500:], where,
+                               where, stack, time.monotonic() - start)
             ready, _, _ = select.select([fd], [], [], min(left, 1.0))
             if not ready:
                 continue
@@ -341,7 +371,8 @@ class Worker:
                 tail = self._stderr_tail()
                 self.stop()
                 what = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
-                return Outcome(case_id, "bad", "crash", what, tail[-2000:], "", "", tail,
+                where = _innermost_nn_core_frame(tail)
+                return Outcome(case_id, "bad", "crash", what, tail[-2000:], where, where, tail,
                                time.monotonic() - start)
             self.buffer += chunk
 
