@@ -11,16 +11,13 @@ from .errors import InputError, ModelError, UnsupportedOperatorError
 from .limits import DEFAULT_LIMITS, Limits
 from .model import Model, load, load_proto
 from .ops import load_all_kernels
-from .ops.registry import supported_ops
+from .ops.registry import MAX_OPSET, supported_ops
 from .tensor import Tensor
 
 load_all_kernels()
 
 #: every ONNX operator the engine has a kernel for (default domain, plus the few ai.onnx.ml classifiers)
 SUPPORTED_OPS: frozenset[str] = supported_ops() | supported_ops("ai.onnx.ml")
-#: the highest opset of the default domain the kernels are checked against (the onnx 1.23 wheel's node cases,
-#: whose operator versions up to opset 28 changed types, not the meaning, of the ops listed above)
-MAX_OPSET = 28
 
 
 __all__ = ["DEFAULT_LIMITS", "InputError", "Limits", "MAX_OPSET", "Model", "ModelError", "SUPPORTED_OPS", "Tensor",

@@ -7,18 +7,47 @@ have no kernel for — is reported here, naming the nodes involved.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import onnx
+import onnx.defs
 from onnx import helper
 
 from .errors import ModelError, UnsupportedOperatorError
-from .limits import DEFAULT_LIMITS, Limits
+from .limits import DEFAULT_LIMITS, Limits, check_tensor, human_bytes
 from .ops import load_all_kernels, resolve, supported_ops
-from .ops.attributes import node_attributes, tensor_to_array
-from .ops.registry import DEFAULT_DOMAIN, canonical_domain
+from .ops.attributes import node_attributes, sparse_to_dense, tensor_to_array
+from .ops.registry import DEFAULT_DOMAIN, MAX_OPSET, ML_DOMAIN, canonical_domain
+
+# newest opset of the other domains the kernels know
+_NEWEST_OPSET = {ML_DOMAIN: 5}
+
+
+@functools.lru_cache(maxsize=4096)
+def _schema(op_type: str, opset: int, domain: str) -> onnx.defs.OpSchema | None:
+    try:
+        return onnx.defs.get_schema(op_type, opset, domain)
+    except onnx.defs.SchemaError:
+        return None
+
+
+def _count_range(low: int, high: int) -> str:
+    if low == high:
+        return str(low)
+    return f"at least {low}" if high > 1_000_000 else f"{low} to {high}"
+
+
+def _attr_type_name(kind: int) -> str:
+    return onnx.AttributeProto.AttributeType.Name(kind) if kind in onnx.AttributeProto.AttributeType.values() \
+        else f"type {kind}"
+
+
+def _preview(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @dataclass
@@ -83,30 +112,117 @@ class Graph:
         self.source = source
         self.limits = limits
         graph = model.graph
-        self.opsets = {canonical_domain(o.domain): int(o.version) for o in model.opset_import}
-        self.opsets.setdefault(DEFAULT_DOMAIN, 1 if model.opset_import else 13)
+        self.opsets = self._opsets(model)
+        if len(graph.node) > limits.max_nodes:
+            raise ModelError(f"{source}: the graph has {len(graph.node):,} nodes, over the limit of"
+                             f" {limits.max_nodes:,} (nn_core.Limits.max_nodes)")
         self.constants: dict[str, np.ndarray] = {}
+        total = 0
         for tensor in graph.initializer:
-            try:
-                self.constants[tensor.name] = tensor_to_array(tensor)
-            except Exception as exc:  # a tensor whose raw bytes don't match its dims: a damaged file
-                raise ModelError(f"{source}: initializer '{tensor.name}' cannot be read ({exc})") from None
+            self._add_constant(tensor.name, tensor_to_array(tensor, source, limits))
+            total += self.constants[tensor.name].nbytes
         for sparse in graph.sparse_initializer:
-            from .ops.attributes import _sparse_to_dense
-
-            self.constants[sparse.values.name] = _sparse_to_dense(sparse)
+            self._add_constant(sparse.values.name, sparse_to_dense(sparse, source, limits))
+            total += self.constants[sparse.values.name].nbytes
+        if total > limits.max_constant_bytes:
+            raise ModelError(f"{source}: the initializers take {human_bytes(total)}, over the"
+                             f" {human_bytes(limits.max_constant_bytes)} limit (nn_core.Limits.max_constant_bytes)")
         # initializers listed as graph inputs are weights with defaults, not something the user feeds
         self.inputs = [value_spec(v) for v in graph.input if v.name not in self.constants]
         self.outputs = [value_spec(v) for v in graph.output]
         if not self.outputs:
             raise ModelError(f"{source}: the graph declares no outputs")
+        self._check_declared_values()
         self.nodes = self._sorted_nodes(graph)
         self._check_supported()
         for node in self.nodes:
             node.parameters = sum(int(self.constants[name].size) for name in node.inputs if name in self.constants)
 
+    def _opsets(self, model: onnx.ModelProto) -> dict[str, int]:
+        """The opset of each domain, refusing what no reader could interpret unambiguously.
+
+        Like onnxruntime, a default-domain opset newer than the kernels know (``MAX_OPSET``) is refused: its
+        operators may mean something else. A model that imports no opset at all is read as opset 1 only for
+        IR versions before 3, which predate ``opset_import``.
+        """
+        if model.ir_version > onnx.IR_VERSION:
+            raise ModelError(f"{self.source}: IR version {model.ir_version} is newer than this engine reads"
+                             f" ({onnx.IR_VERSION}); re-export the model with an older onnx")
+        opsets: dict[str, int] = {}
+        for entry in model.opset_import:
+            domain = canonical_domain(entry.domain)
+            if domain in opsets:
+                raise ModelError(f"{self.source}: opset_import lists domain '{entry.domain or 'ai.onnx'}' twice")
+            opsets[domain] = int(entry.version)
+        if DEFAULT_DOMAIN not in opsets:
+            uses_default = any(canonical_domain(n.domain) == DEFAULT_DOMAIN for n in model.graph.node)
+            if model.ir_version >= 3 and uses_default:
+                raise ModelError(f"{self.source}: the model uses operators of the default ONNX domain but does not"
+                                 " say which opset (no opset_import entry for 'ai.onnx')")
+            opsets[DEFAULT_DOMAIN] = 1
+        for domain, version in opsets.items():
+            newest = MAX_OPSET if domain == DEFAULT_DOMAIN else _NEWEST_OPSET.get(domain, 10_000)
+            if not 1 <= version <= newest:
+                raise ModelError(f"{self.source}: opset {version} of domain '{domain or 'ai.onnx'}' is outside the"
+                                 f" versions this engine knows (1..{newest})")
+        return opsets
+
+    def _add_constant(self, name: str, value: np.ndarray) -> None:
+        if name in self.constants:
+            raise ModelError(f"{self.source}: two initializers are named '{name}'")
+        self.constants[name] = value
+
+    def _check_declared_values(self) -> None:
+        seen: set[str] = set()
+        for spec in self.inputs:
+            if spec.name in seen:
+                raise ModelError(f"{self.source}: two graph inputs are named '{spec.name}'")
+            seen.add(spec.name)
+            if spec.shape is None:
+                continue
+            if any(isinstance(d, int) and d < 0 for d in spec.shape):
+                raise ModelError(f"{self.source}: input '{spec.name}' declares a negative dimension"
+                                 f" {spec.describe_shape()}")
+            fixed = [d for d in spec.shape if isinstance(d, int)]
+            check_tensor(self.limits, self.source, f"declared input '{spec.name}'", fixed, spec.dtype or np.float32)
+
     def opset_for(self, domain: str) -> int:
         return self.opsets.get(canonical_domain(domain), 1)
+
+    def _check_against_schema(self, proto: onnx.NodeProto, name: str, attrs: dict[str, Any]) -> None:
+        """Input/output counts and attribute types as the ONNX schema of the node's op and version says.
+
+        An INT where the schema wants a FLOAT is taken as that float (the intent is plain); any other mismatch,
+        a FLOAT where an INT belongs (2.5 strides) or a STRING alpha, is refused rather than truncated or coerced.
+        """
+        domain = canonical_domain(proto.domain)
+        if domain not in (DEFAULT_DOMAIN, ML_DOMAIN):
+            return
+        schema = _schema(proto.op_type, self.opset_for(domain), domain)
+        if schema is None:
+            return
+        where = f"{self.source}: node '{name}' ({proto.op_type})"
+        inputs, outputs = len(proto.input), len(proto.output)
+        if not schema.min_input <= inputs <= schema.max_input:
+            raise ModelError(f"{where} has {inputs} inputs; opset {schema.since_version} of {proto.op_type} takes"
+                             f" {_count_range(schema.min_input, schema.max_input)}")
+        if not schema.min_output <= outputs <= schema.max_output:
+            raise ModelError(f"{where} has {outputs} outputs; opset {schema.since_version} of {proto.op_type}"
+                             f" gives {_count_range(schema.min_output, schema.max_output)}")
+        for attr in proto.attribute:
+            declared = schema.attributes.get(attr.name)
+            if declared is None:
+                continue  # exporters leave harmless extras behind; kernels read only what they know
+            want = int(declared.type)
+            if attr.type == want:
+                continue
+            if want == onnx.AttributeProto.FLOAT and attr.type == onnx.AttributeProto.INT:
+                attrs[attr.name] = float(attrs[attr.name])
+            elif want == onnx.AttributeProto.FLOATS and attr.type == onnx.AttributeProto.INTS:
+                attrs[attr.name] = [float(v) for v in attrs[attr.name]]
+            else:
+                raise ModelError(f"{where}: attribute '{attr.name}' is {_attr_type_name(attr.type)}"
+                                 f" {_preview(attrs[attr.name])}; the ONNX spec says {_attr_type_name(want)}")
 
     def _sorted_nodes(self, graph: onnx.GraphProto) -> list[NodeInfo]:
         """Kahn's algorithm, stable with respect to file order; names every node that has no name."""
@@ -117,20 +233,23 @@ class Graph:
             if name in used_names:
                 name = f"{name}_{index}"
             used_names.add(name)
-            try:
-                attrs = node_attributes(proto)
-            except Exception as exc:
-                raise ModelError(
-                    f"{self.source}: node '{name}' ({proto.op_type}) has an unreadable attribute: {exc}"
-                ) from None
+            attrs = node_attributes(proto, f"{self.source}: node '{name}' ({proto.op_type})", self.limits)
+            self._check_against_schema(proto, name, attrs)
             nodes.append(NodeInfo(name, proto.op_type, canonical_domain(proto.domain), list(proto.input),
                                   list(proto.output), attrs))
+        available = {v.name for v in self.inputs} | set(self.constants) | {""}
         producer: dict[str, int] = {}
         for index, node in enumerate(nodes):
             for out in node.outputs:
-                if out:
-                    producer[out] = index
-        available = {v.name for v in self.inputs} | set(self.constants) | {""}
+                if not out:
+                    continue
+                if out in producer:
+                    raise ModelError(f"{self.source}: {node.describe()} and {nodes[producer[out]].describe()} both"
+                                     f" produce '{out}'; every value must have one producer")
+                if out in available:
+                    what = "a graph input" if out in {v.name for v in self.inputs} else "an initializer"
+                    raise ModelError(f"{self.source}: {node.describe()} overwrites '{out}', which is {what}")
+                producer[out] = index
         missing = []
         for node in nodes:
             for name in node.inputs:

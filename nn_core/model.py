@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,12 @@ class Model:
     # ---- running -----------------------------------------------------------------------------------------
     def run(self, feeds: Mapping[str, Any], output_names: list[str] | None = None) -> dict[str, np.ndarray]:
         """Run the model on ``{input_name: array}``; returns ``{output_name: array}`` in graph-output order."""
-        values = self._plan.run(*self._prepare_feeds(feeds))
+        try:  # the boundary of error_boundary, inlined: run is the hot path and try costs nothing in 3.11
+            values = self._plan.run(*self._prepare_feeds(feeds))
+        except ModelError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise as_model_error(exc, self.name, "running") from exc
         # kernels may hand back strided views (a convolution skipping a copy); callers get plain arrays
         result = {name: _plain_array(value) for name, value in zip(self._output_names, values)}
         if output_names is not None:
@@ -120,13 +126,15 @@ class Model:
 
     def run_traced(self, feeds: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], list[NodeRecord]]:
         """Run every node of the original graph; returns the outputs and one record per node, in order."""
-        if self._traced is None:
-            self._traced = TracedPlan(self.graph, self.graph.constants)
-        arrays = self._prepare_feeds(feeds)
-        return self._traced.run(dict(zip(self._input_names, arrays)))
+        with error_boundary(self.name, "tracing"):
+            if self._traced is None:
+                self._traced = TracedPlan(self.graph, self.graph.constants)
+            arrays = self._prepare_feeds(feeds)
+            return self._traced.run(dict(zip(self._input_names, arrays)))
 
     def profile(self, feeds: Mapping[str, Any]):
-        return self._plan.profile(self._prepare_feeds(feeds))
+        with error_boundary(self.name, "profiling"):
+            return self._plan.profile(self._prepare_feeds(feeds))
 
     def _prepare_feeds(self, feeds: Mapping[str, Any]) -> list[np.ndarray]:
         # fast path for the common call: a dict of arrays that already have the declared dtype and shape
@@ -201,15 +209,36 @@ def load(path: str | os.PathLike[str], limits: Limits | None = None) -> Model:
     """
     path = os.fspath(path)
     limits = limits or DEFAULT_LIMITS
-    proto = read_model(path, limits)
-    try:
+    with error_boundary(Path(path).name, "loading"):
+        proto = read_model(path, limits)
         return Model(proto, path, limits=limits)
-    except ModelError:
-        raise
-    except RecursionError:
-        raise ModelError(f"{Path(path).name}: the graph is too deeply nested to prepare") from None
 
 
 def load_proto(proto, name: str = "model", limits: Limits | None = None) -> Model:
     """Prepare an in-memory ModelProto (its external data, if any, must already be loaded)."""
-    return Model(proto, None, name, limits or DEFAULT_LIMITS)
+    with error_boundary(name, "loading"):
+        return Model(proto, None, name, limits or DEFAULT_LIMITS)
+
+
+@contextmanager
+def error_boundary(label: str, activity: str) -> Iterator[None]:
+    """Whatever a model file makes go wrong inside leaves as a ModelError naming the file.
+
+    Kernels and the loader raise precise ModelErrors themselves; this catches what slips through (a NumPy error
+    in a case nobody foresaw, memory exhaustion, recursion) so that callers — the window above all — only ever
+    have to handle one exception family.
+    """
+    try:
+        yield
+    except ModelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the one boundary, see above
+        raise as_model_error(exc, label, activity) from exc
+
+
+def as_model_error(exc: Exception, label: str, activity: str) -> ModelError:
+    if isinstance(exc, MemoryError):
+        return ModelError(f"{label}: ran out of memory ({activity} the model)")
+    if isinstance(exc, RecursionError):
+        return ModelError(f"{label}: the graph is too deeply nested ({activity} the model)")
+    return ModelError(f"{label}: {activity} the model failed: {type(exc).__name__}: {exc}")

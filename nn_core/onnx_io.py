@@ -6,13 +6,23 @@ Everything a user can get wrong about a file ends here as a ModelError that says
 from __future__ import annotations
 
 import os
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
+from onnx import helper
 
 from .errors import ModelError
-from .limits import DEFAULT_LIMITS, Limits
+from .limits import DEFAULT_LIMITS, Limits, element_count, human_bytes
+
+# a graph attribute inside a graph attribute... deeper than this is an attack on the recursion, not a model
+_MAX_GRAPH_NESTING = 32
+# element types stored two to a byte
+_PACKED_4BIT = {getattr(onnx.TensorProto, name) for name in ("INT4", "UINT4", "FLOAT4E2M1")
+                if hasattr(onnx.TensorProto, name)}
 
 # signatures of files people mistake for ONNX models, checked before protobuf parsing
 _MAGIC = [
@@ -48,11 +58,7 @@ def _describe_non_model(head: bytes) -> str | None:
 def read_model(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> onnx.ModelProto:
     """Parse ``path`` into a ModelProto with its external data loaded; raise ModelError saying what is wrong."""
     path = Path(path)
-    if not path.exists():
-        raise ModelError(f"{path}: no such file")
-    if path.is_dir():
-        raise ModelError(f"{path}: is a folder, not an .onnx file")
-    data = path.read_bytes()
+    data = _read_regular_file(path, limits.max_file_bytes, "the model")
     if not data:
         raise ModelError(f"{path}: the file is empty (0 bytes)")
     what = _describe_non_model(data[:512])
@@ -60,57 +66,190 @@ def read_model(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) ->
         raise ModelError(f"{path.name}: not an ONNX file (it looks like {what})")
     try:
         model = onnx.load_model_from_string(data)
-    except (DecodeError, ValueError, RuntimeError) as exc:
+    except (DecodeError, ValueError, RuntimeError, RecursionError) as exc:
         raise ModelError(
             f"{path.name}: not an ONNX file, or a truncated/damaged one ({len(data):,} bytes): the protobuf "
             f"data cannot be parsed ({exc})"
         ) from None
+    del data
     if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
         raise ModelError(f"{path.name}: not an ONNX model (the data parses but holds no graph; truncated?)")
     if model.ir_version <= 0:
         raise ModelError(f"{path.name}: not an ONNX model (no IR version; a damaged or foreign protobuf file?)")
-    _load_external_data(model, path)
+    load_external_data(model, path, limits)
     return model
 
 
-def _external_tensors(model: onnx.ModelProto):
-    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+def _read_regular_file(path: Path, max_bytes: int, what: str) -> bytes:
+    """The whole content of a regular file of at most ``max_bytes``.
 
-    return [t for t in _get_all_tensors(model) if uses_external_data(t)]
+    Opened non-blocking and checked with ``fstat`` on the open descriptor (no window between check and use),
+    so a FIFO, a device such as /dev/zero or a folder is refused instead of blocking or reading forever.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise ModelError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ModelError(f"{path}: is a folder, not an .onnx file") from None
+    except (OSError, ValueError) as exc:  # permissions, a NUL in the path, a name too long...
+        raise ModelError(f"{path}: {what} cannot be opened ({exc})") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise ModelError(f"{path}: is a folder, not an .onnx file")
+        if not stat.S_ISREG(info.st_mode):
+            raise ModelError(f"{path}: {what} is not a regular file (a pipe, socket or device) — refusing to read it")
+        if info.st_size > max_bytes:
+            raise ModelError(f"{path.name}: {what} is {human_bytes(info.st_size)}, over the"
+                             f" {human_bytes(max_bytes)} limit (nn_core.Limits.max_file_bytes)")
+        with os.fdopen(fd, "rb", closefd=True) as handle:
+            fd = -1
+            # a file that grows while it is read is cut at the size it had when checked
+            return handle.read(info.st_size)
+    except OSError as exc:
+        raise ModelError(f"{path}: {what} cannot be read ({exc})") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
-def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
-    """Load tensors stored beside the model, refusing any location outside the model's own folder."""
-    tensors = _external_tensors(model)
+def _graph_tensors(graph: onnx.GraphProto, depth: int = 0) -> Iterator[onnx.TensorProto]:
+    """Every TensorProto of a graph: initializers, sparse initializers' parts, node attributes, subgraphs."""
+    if depth > _MAX_GRAPH_NESTING:
+        raise ModelError(f"graph '{graph.name}' nests subgraphs more than {_MAX_GRAPH_NESTING} levels deep")
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        yield from _node_tensors(node, depth)
+
+
+def _node_tensors(node: onnx.NodeProto, depth: int) -> Iterator[onnx.TensorProto]:
+    for attr in node.attribute:
+        if attr.HasField("t"):
+            yield attr.t
+        yield from attr.tensors
+        for sparse in [attr.sparse_tensor] * attr.HasField("sparse_tensor") + list(attr.sparse_tensors):
+            yield sparse.values
+            yield sparse.indices
+        if attr.HasField("g"):
+            yield from _graph_tensors(attr.g, depth + 1)
+        for sub in attr.graphs:
+            yield from _graph_tensors(sub, depth + 1)
+
+
+def all_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """Every TensorProto a model holds, wherever it sits (graph, subgraphs, functions)."""
+    yield from _graph_tensors(model.graph)
+    for function in model.functions:
+        for node in function.node:
+            yield from _node_tensors(node, 1)
+
+
+def _external_field(path: Path, tensor: onnx.TensorProto, info: dict[str, str], key: str) -> int | None:
+    text = info.get(key)
+    if text is None or text == "":
+        return None
+    if not text.isascii() or not text.isdigit() or len(text) > 19:
+        raise ModelError(f"{path.name}: tensor '{tensor.name}' has external-data {key} {text!r}; it must be a"
+                         " non-negative whole number of bytes")
+    return int(text)
+
+
+def load_external_data(model: onnx.ModelProto, path: Path, limits: Limits = DEFAULT_LIMITS) -> None:
+    """Read every tensor stored beside the model into the proto: the one path by which a file reaches others.
+
+    Each location must name a regular file inside the model's own folder (symlinks resolved first), offset and
+    length must be plain byte counts within that file, and the bytes read must be what the tensor's dims and
+    type need; the total is held to ``limits.max_constant_bytes``.
+    """
+    try:
+        tensors = [t for t in all_tensors(model) if t.data_location == onnx.TensorProto.EXTERNAL]
+    except ModelError as exc:
+        raise ModelError(f"{path.name}: {exc}") from None
     if not tensors:
         return
     folder = path.resolve().parent
+    total = 0
     for tensor in tensors:
-        info = {entry.key: entry.value for entry in tensor.external_data}
+        info: dict[str, str] = {}
+        for entry in tensor.external_data:
+            if entry.key in info:
+                raise ModelError(f"{path.name}: tensor '{tensor.name}' lists external-data key {entry.key!r} twice")
+            info[entry.key] = entry.value
         location = info.get("location", "")
-        target = (folder / location).resolve()
-        if os.path.isabs(location) or folder not in target.parents:
+        if not location or "\x00" in location or os.path.isabs(location):
+            raise ModelError(f"{path.name}: tensor '{tensor.name}' has external-data location {location!r}; it"
+                             " must be a file name relative to the model's folder")
+        try:
+            target = (folder / location).resolve()
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise ModelError(f"{path.name}: external data path {location!r} of tensor '{tensor.name}' cannot be"
+                             f" resolved ({exc})") from None
+        if folder not in target.parents:
             raise ModelError(
                 f"{path.name}: external data path {location!r} of tensor '{tensor.name}' escapes the model folder"
                 f" {folder} — refusing to read it"
             )
-        if not target.is_file():
-            raise ModelError(
-                f"{path.name}: tensor '{tensor.name}' keeps its data in {location!r}, which is missing beside the"
-                " model"
-            )
-        offset, length = int(info.get("offset", 0) or 0), info.get("length")
-        size = target.stat().st_size
-        if length is not None and offset + int(length) > size:
-            raise ModelError(
-                f"{path.name}: external data file {location!r} is truncated: tensor '{tensor.name}' needs bytes"
-                f" {offset}..{offset + int(length)} of a {size}-byte file"
-            )
-        with open(target, "rb") as handle:
-            handle.seek(offset)
-            tensor.raw_data = handle.read(int(length) if length is not None else -1)
+        offset = _external_field(path, tensor, info, "offset") or 0
+        length = _external_field(path, tensor, info, "length")
+        expected = _expected_bytes(path, tensor, limits)
+        if length is None:
+            length = expected
+        if expected is not None and length != expected:
+            raise ModelError(f"{path.name}: tensor '{tensor.name}' needs {expected:,} bytes for its dims and type"
+                             f" but its external data declares {length:,}")
+        if length is None:
+            raise ModelError(f"{path.name}: tensor '{tensor.name}' keeps data of unknown size in {location!r}"
+                             " (no length, and its type has no fixed element size)")
+        total += length
+        if total > limits.max_constant_bytes:
+            raise ModelError(f"{path.name}: external data adds up to more than"
+                             f" {human_bytes(limits.max_constant_bytes)} (nn_core.Limits.max_constant_bytes)")
+        tensor.raw_data = _read_slice(path, target, location, tensor.name, offset, length)
         tensor.data_location = onnx.TensorProto.DEFAULT
         del tensor.external_data[:]
+
+
+def _expected_bytes(path: Path, tensor: onnx.TensorProto, limits: Limits) -> int | None:
+    """The raw byte size the tensor's dims and data type call for (None for strings, which have no fixed size)."""
+    if any(d < 0 for d in tensor.dims):
+        raise ModelError(f"{path.name}: tensor '{tensor.name}' has a negative dimension {list(tensor.dims)}")
+    try:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
+    except (KeyError, TypeError, ValueError):
+        raise ModelError(f"{path.name}: tensor '{tensor.name}' has unknown element type {tensor.data_type}") from None
+    if dtype.kind in "OUS":
+        return None
+    count = element_count(tensor.dims)
+    if tensor.data_type in _PACKED_4BIT:
+        return (count + 1) // 2
+    return count * dtype.itemsize
+
+
+def _read_slice(path: Path, target: Path, location: str, tensor_name: str, offset: int, length: int) -> bytes:
+    try:
+        fd = os.open(target, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise ModelError(f"{path.name}: tensor '{tensor_name}' keeps its data in {location!r}, which is missing"
+                         " beside the model") from None
+    except OSError as exc:
+        raise ModelError(f"{path.name}: tensor '{tensor_name}' keeps its data in {location!r}, which cannot be"
+                         f" opened beside the model ({exc.strerror or exc})") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ModelError(f"{path.name}: external data {location!r} of tensor '{tensor_name}' is not a regular"
+                             " file — refusing to read it")
+        if offset + length > info.st_size:
+            raise ModelError(
+                f"{path.name}: external data file {location!r} is truncated: tensor '{tensor_name}' needs bytes"
+                f" {offset}..{offset + length} of a {info.st_size}-byte file"
+            )
+        handle.seek(offset)
+        return handle.read(length)
 
 
 def check_model(model: onnx.ModelProto) -> list[str]:

@@ -37,18 +37,18 @@ def fold_batchnorm(nodes: list[NodeInfo], constants: dict[str, np.ndarray], grap
         if id(node) in removed:
             continue
         bn = by_input.get(node.outputs[0]) if node.op_type == "Conv" and node.outputs else None
-        if bn is None or uses.get(node.outputs[0], 0) != 1 or not _foldable_bn(bn, constants):
-            result.append(node)
-            continue
         weight_name = node.inputs[1] if len(node.inputs) > 1 else ""
         bias_name = node.inputs[2] if len(node.inputs) > 2 else ""
         weight = constants.get(weight_name)
-        if weight is None or (bias_name and bias_name not in constants) or weight.dtype.kind != "f":
+        bias = constants.get(bias_name) if bias_name else None
+        if (bn is None or uses.get(node.outputs[0], 0) != 1 or weight is None or weight.dtype.kind != "f"
+                or weight.ndim < 3 or (bias_name and (bias is None or bias.shape != weight.shape[:1]))
+                or not _foldable_bn(bn, constants, weight.shape[0])):
             result.append(node)
             continue
         scale, shift, mean, var = (constants[n] for n in bn.inputs[1:5])
-        new_weight, new_bias = fold_batchnorm_into_conv(weight, constants[bias_name] if bias_name else None,
-                                                        scale, shift, mean, var, float(bn.attrs.get("epsilon", 1e-5)))
+        epsilon = _scalar(bn.attrs.get("epsilon", 1e-5))
+        new_weight, new_bias = fold_batchnorm_into_conv(weight, bias, scale, shift, mean, var, epsilon)
         w_name, b_name = f"{node.name}::bn_folded_weight", f"{node.name}::bn_folded_bias"
         constants[w_name], constants[b_name] = new_weight, new_bias
         result.append(replace(node, inputs=[node.inputs[0], w_name, b_name], outputs=[bn.outputs[0]],
@@ -57,12 +57,17 @@ def fold_batchnorm(nodes: list[NodeInfo], constants: dict[str, np.ndarray], grap
     return result
 
 
-def _foldable_bn(bn: NodeInfo, constants: dict[str, np.ndarray]) -> bool:
+def _foldable_bn(bn: NodeInfo, constants: dict[str, np.ndarray], channels: int) -> bool:
+    """Only a BatchNormalization whose four parameters are constant float vectors of the conv's channel count
+    folds; anything else stays a node of its own, whose kernel checks it against the data."""
     if len(bn.inputs) < 5 or any(name not in constants for name in bn.inputs[1:5]):
         return False
     if any(out for out in bn.outputs[1:]) or bn.attrs.get("training_mode", 0):
         return False
-    return all(constants[name].ndim == 1 for name in bn.inputs[1:5])
+    if _scalar(bn.attrs.get("epsilon", 1e-5)) is None:
+        return False
+    return all(constants[name].shape == (channels,) and constants[name].dtype.kind == "f"
+               for name in bn.inputs[1:5])
 
 
 def remove_identities(nodes: list[NodeInfo], graph_outputs: set[str]) -> list[NodeInfo]:
@@ -74,35 +79,40 @@ def remove_identities(nodes: list[NodeInfo], graph_outputs: set[str]) -> list[No
         passthrough = node.op_type == "Identity" or (
             node.op_type == "Dropout" and not any(node.outputs[1:]) and len(inputs) < 3
         )
-        if passthrough and inputs and inputs[0] and node.outputs[0] not in graph_outputs:
+        if passthrough and inputs and inputs[0] and node.outputs and node.outputs[0] not in graph_outputs:
             alias[node.outputs[0]] = inputs[0]
             continue
         kept.append(replace(node, inputs=inputs) if inputs != node.inputs else node)
     return kept
 
 
+def _scalar(value: object) -> float | None:
+    """A finite-or-infinite real scalar as a float, or None for anything else (strings, vectors, NaN)."""
+    array = np.asarray(value)
+    if array.size != 1 or array.dtype.kind not in "biuf":
+        return None
+    number = float(array.reshape(-1)[0])
+    return None if np.isnan(number) else number
+
+
 def activation_params(node: NodeInfo, constants: dict[str, np.ndarray]) -> dict[str, float] | None:
-    """The parameters of a fusable activation node, or None when they are not known at load time."""
+    """The parameters of a fusable activation node, or None when they are not known at load time (or are not
+    plain numbers, in which case the node is left to its own kernel, which reports the problem)."""
     kind = FUSABLE_ACTIVATIONS.get(node.op_type)
     if kind == "relu":
         return {}
     if kind == "leaky_relu":
-        return {"alpha": float(node.attrs.get("alpha", 0.01))}
+        alpha = _scalar(node.attrs.get("alpha", 0.01))
+        return None if alpha is None else {"alpha": alpha}
     if kind == "clip":
-        low, high = node.attrs.get("min", -np.inf), node.attrs.get("max", np.inf)
-        for index, default in ((1, -np.inf), (2, np.inf)):
-            if len(node.inputs) > index and node.inputs[index]:
-                value = constants.get(node.inputs[index])
-                if value is None:
-                    return None
-                if index == 1:
-                    low = float(value)
-                else:
-                    high = float(value)
-            elif len(node.inputs) > 1:  # input form: an omitted bound means no bound
-                if index == 1:
-                    low = default
-                else:
-                    high = default
-        return {"min": float(low), "max": float(high)}
+        bounds = [node.attrs.get("min", -np.inf), node.attrs.get("max", np.inf)]
+        if len(node.inputs) > 1:  # input form (opset 11+): an omitted bound means no bound
+            bounds = [-np.inf, np.inf]
+            for index in (1, 2):
+                if len(node.inputs) > index and node.inputs[index]:
+                    if node.inputs[index] not in constants:
+                        return None
+                    bounds[index - 1] = constants[node.inputs[index]]
+        low, high = _scalar(bounds[0]), _scalar(bounds[1])
+        return None if low is None or high is None else {"min": low, "max": high}
     return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnx
 import pytest
@@ -42,3 +44,270 @@ def test_names_are_data_never_code(tmp_path, template, where):
     assert np.array_equal(next(iter(result.values())), [0.0, -2.0])
     for name in (text, text + "o"):
         assert name not in loaded.plan_source
+
+
+# ---- reading files ----------------------------------------------------------------------------------------------
+
+def _refused_within(seconds: float, call) -> str:
+    """Run ``call`` in a thread; it must raise ModelError (returned as text) and must not block."""
+    import threading
+
+    outcome: list = []
+
+    def work():
+        try:
+            call()
+            outcome.append("loaded")
+        except nn_core.ModelError as exc:
+            outcome.append(exc)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            outcome.append(exc)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert outcome, f"still blocked after {seconds} s"
+    assert isinstance(outcome[0], nn_core.ModelError), repr(outcome[0])
+    return str(outcome[0])
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "model.onnx"
+    os.mkfifo(fifo)
+    assert "not a regular file" in _refused_within(5, lambda: nn_core.load(fifo))
+
+
+def test_a_device_is_refused_without_reading_it_whole():
+    assert "not a regular file" in _refused_within(5, lambda: nn_core.load("/dev/zero"))
+
+
+def test_a_file_over_the_size_limit_is_refused_before_reading(tmp_path):
+    path = tmp_path / "m.onnx"
+    onnx.save(_relu_model(), path)
+    message = _refused_within(5, lambda: nn_core.load(path, limits=nn_core.Limits(max_file_bytes=50)))
+    assert "max_file_bytes" in message and "m.onnx" in message
+
+
+def test_a_nul_in_the_path_is_a_model_error():
+    assert "cannot be opened" in _refused_within(5, lambda: nn_core.load("bad\x00name.onnx"))
+
+
+# ---- external and sparse data: one confined path -----------------------------------------------------------
+
+SECRET = np.arange(4, dtype=np.float32) + 4242.0
+
+
+def _weights_model(tensor: onnx.TensorProto, sparse: bool = False) -> onnx.ModelProto:
+    node = helper.make_node("Add", ["x", "w"], ["y"], name="add")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    if sparse:
+        indices = helper.make_tensor("w_idx", TensorProto.INT64, [4], [0, 1, 2, 3])
+        graph.sparse_initializer.append(helper.make_sparse_tensor(tensor, indices, [4]))
+    else:
+        graph.initializer.append(tensor)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _external(location: str, **fields: str) -> onnx.TensorProto:
+    tensor = helper.make_tensor("w", TensorProto.FLOAT, [4], np.zeros(4, np.float32).tobytes(), raw=True)
+    tensor.ClearField("raw_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    for key, value in {"location": location, **fields}.items():
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+    return tensor
+
+
+@pytest.fixture
+def model_folder(tmp_path):
+    """A model folder beside a secret file that no model inside the folder may read."""
+    (tmp_path / "secret.bin").write_bytes(SECRET.tobytes())
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "weights.bin").write_bytes(np.ones(4, np.float32).tobytes())
+    return folder
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+@pytest.mark.parametrize("location, fields, expected", [
+    ("../secret.bin", {}, "escapes the model folder"),
+    ("{abs_secret}", {}, "relative to the model's folder"),
+    ("link.bin", {}, "escapes the model folder"),
+    ("weights\x00.bin", {}, "relative to the model's folder"),
+    ("weights.bin", {"offset": "-4"}, "non-negative whole number"),
+    ("weights.bin", {"length": "sixteen"}, "non-negative whole number"),
+    ("weights.bin", {"offset": "8"}, "truncated"),
+    ("weights.bin", {"length": "8"}, "needs 16 bytes"),
+    ("missing.bin", {}, "missing beside the model"),
+])
+def test_external_data_stays_inside_the_model_folder(model_folder, location, fields, expected, sparse):
+    (model_folder / "link.bin").symlink_to(model_folder.parent / "secret.bin")
+    location = location.format(abs_secret=model_folder.parent / "secret.bin")
+    path = model_folder / "m.onnx"
+    path.write_bytes(_weights_model(_external(location, **fields), sparse).SerializeToString())
+    message = _refused_within(5, lambda: nn_core.load(path))
+    assert expected in message and "m.onnx" in message
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+def test_external_data_inside_the_folder_is_read(model_folder, sparse):
+    path = model_folder / "m.onnx"
+    path.write_bytes(_weights_model(_external("weights.bin", length="16"), sparse).SerializeToString())
+    model = nn_core.load(path)
+    assert np.array_equal(model.run({"x": np.zeros(4, np.float32)})["y"], np.ones(4, np.float32))
+
+
+def test_a_constant_sparse_value_with_external_data_is_confined_too(model_folder):
+    indices = helper.make_tensor("i", TensorProto.INT64, [4], [0, 1, 2, 3])
+    node = helper.make_node("Constant", [], ["w"], name="const",
+                            sparse_value=helper.make_sparse_tensor(_external("../secret.bin"), indices, [4]))
+    add = helper.make_node("Add", ["x", "w"], ["y"], name="add")
+    graph = helper.make_graph([node, add], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    path = model_folder / "m.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    assert "escapes the model folder" in _refused_within(5, lambda: nn_core.load(path))
+    # and given as a proto, a tensor whose external data was never read is refused, not read from the cwd
+    proto = onnx.load(path, load_external_data=False)
+    assert "was not read" in _refused_within(5, lambda: nn_core.load_proto(proto, "m.onnx"))
+
+
+@pytest.mark.parametrize("dims, indices, expected", [
+    ([4], [0, 1, 2, 9], "outside"),
+    ([4], [0, 1, 2, -1], "outside"),
+    ([-4], [0, 1, 2, 3], "negative dimension"),
+    ([1 << 40], [0, 1, 2, 3], "max_tensor_bytes"),
+])
+def test_sparse_initializers_are_checked(dims, indices, expected):
+    values = helper.make_tensor("w", TensorProto.FLOAT, [4], [1.0, 2.0, 3.0, 4.0])
+    model = _weights_model(values)
+    del model.graph.initializer[:]
+    model.graph.sparse_initializer.append(
+        helper.make_sparse_tensor(values, helper.make_tensor("i", TensorProto.INT64, [4], indices), dims))
+    assert expected in _refused_within(5, lambda: nn_core.load_proto(model, "m.onnx"))
+
+
+# ---- what the spec forbids -------------------------------------------------------------------------------------
+
+def _mutated(change) -> onnx.ModelProto:
+    model = _relu_model()
+    change(model)
+    return model
+
+
+def _set_opset(model, version):
+    model.opset_import[0].version = version
+
+
+def _duplicate_opset(model):
+    model.opset_import.append(helper.make_opsetid("", 13))
+
+
+def _duplicate_output(model):
+    model.graph.node[1].output[0] = "hidden"
+
+
+def _overwrite_input(model):
+    model.graph.node[1].output[0] = "x"
+
+
+def _raw_tensor(dims: list[int], raw: bytes) -> TensorProto:
+    tensor = TensorProto(name="w", data_type=TensorProto.FLOAT, raw_data=raw)
+    tensor.dims.extend(dims)
+    return tensor
+
+
+def _negative_dims(model):
+    model.graph.initializer.append(_raw_tensor([-1], b""))
+
+
+def _unknown_type(model):
+    model.graph.initializer.append(helper.make_tensor("w", TensorProto.FLOAT, [1], [1.0]))
+    model.graph.initializer[0].data_type = 99
+
+
+def _short_data(model):
+    model.graph.initializer.append(_raw_tensor([100], b"\0" * 8))
+
+
+def _huge_input(model):
+    model.graph.input[0].CopyFrom(helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 100000, 100000]))
+
+
+def _strides_as_floats(model):
+    model.graph.node.insert(0, helper.make_node("MaxPool", ["x"], ["p"], name="pool", kernel_shape=[1],
+                                                strides=[1.5]))
+
+
+def _alpha_as_string(model):
+    node = model.graph.node[0]
+    node.op_type = "LeakyRelu"
+    node.attribute.append(helper.make_attribute("alpha", "0.1"))
+
+
+def _identity_without_outputs(model):
+    model.graph.node.insert(0, helper.make_node("Identity", ["x"], [], name="identity"))
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda m: _set_opset(m, 999), "opset 999"),
+    (lambda m: _set_opset(m, 0), "opset 0"),
+    (lambda m: setattr(m, "ir_version", 99), "IR version 99"),
+    (lambda m: m.ClearField("opset_import"), "does not say which opset"),
+    (_duplicate_opset, "twice"),
+    (_duplicate_output, "both produce 'hidden'"),
+    (_overwrite_input, "overwrites 'x'"),
+    (_negative_dims, "negative dimension"),
+    (_unknown_type, "unknown element type 99"),
+    (_short_data, "needs 400 bytes"),
+    (_huge_input, "declared input 'x'"),
+    (_strides_as_floats, "attribute 'strides' is FLOATS"),
+    (_alpha_as_string, "attribute 'alpha' is STRING"),
+    (_identity_without_outputs, "has 0 outputs"),
+], ids=["opset999", "opset0", "ir99", "no-opset", "dup-opset", "dup-output", "overwrite-input", "negative-dims",
+        "type99", "short-data", "huge-input", "float-strides", "string-alpha", "identity-no-output"])
+def test_what_the_spec_forbids_is_refused_with_the_reason(change, expected):
+    message = _refused_within(5, lambda: nn_core.load_proto(_mutated(change), "bad.onnx"))
+    assert expected in message and "bad.onnx" in message
+
+
+def test_an_int_where_the_spec_wants_a_float_is_read_as_that_float():
+    def alpha_as_int(model):
+        node = model.graph.node[0]
+        node.op_type = "LeakyRelu"
+        node.attribute.append(helper.make_attribute("alpha", 2))
+
+    model = nn_core.load_proto(_mutated(alpha_as_int), "m.onnx")
+    assert np.allclose(model.run({"x": np.array([-1.0, 1.0], np.float32)})["y"], [2.0, -1.0])
+
+
+def test_batchnorm_params_that_do_not_match_the_conv_are_refused_not_folded():
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [2, 1, 1, 1], [1.0, 2.0])
+    params = [helper.make_tensor(n, TensorProto.FLOAT, [3], [1.0, 1.0, 1.0]) for n in ("s", "b", "m", "v")]
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+         helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["y"], name="bn")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [weight, *params])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    with pytest.raises(nn_core.ModelError, match="bn"):
+        loaded = nn_core.load_proto(model, "bn.onnx")
+        loaded.run({"x": np.ones((1, 1, 2, 2), np.float32)})
+
+
+def test_anything_a_kernel_raises_leaves_as_a_model_error_naming_the_node(monkeypatch):
+    from nn_core.ops import activations
+
+    model = nn_core.load_proto(_relu_model(node_name="the_relu"), "m.onnx")
+
+    def broken(self, x):
+        raise IndexError("index 7 is out of bounds")
+
+    relu = type(model._plan.steps[0].kernel)
+    assert relu.__module__ == activations.__name__
+    monkeypatch.setattr(relu, "run", broken)
+    model = nn_core.load_proto(_relu_model(node_name="the_relu"), "m.onnx")
+    for call in (model.run, model.run_traced):
+        with pytest.raises(nn_core.ModelError, match="the_relu.*IndexError"):
+            call({"x": np.zeros(2, np.float32)})

@@ -19,6 +19,9 @@ from ..limits import DEFAULT_LIMITS, Limits, check_tensor, check_work
 
 DEFAULT_DOMAIN = ""
 ML_DOMAIN = "ai.onnx.ml"
+#: the highest opset of the default domain the kernels are checked against (the onnx 1.23 wheel's node cases,
+#: whose operator versions up to opset 28 changed types, not the meaning, of the supported ops)
+MAX_OPSET = 28
 
 # (domain, op_type) -> list of (since_version, kernel class), kept sorted by version
 _KERNELS: dict[tuple[str, str], list[tuple[int, type[Op]]]] = {}
