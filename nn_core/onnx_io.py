@@ -243,6 +243,9 @@ def _read_slice(path: Path, target: Path, location: str, tensor_name: str, offse
         if not stat.S_ISREG(info.st_mode):
             raise ModelError(f"{path.name}: external data {location!r} of tensor '{tensor_name}' is not a regular"
                              " file — refusing to read it")
+        if info.st_nlink > 1:  # a hard link can make a file outside the folder look like one inside (as onnx)
+            raise ModelError(f"{path.name}: external data {location!r} of tensor '{tensor_name}' has several hard"
+                             " links — refusing to read it")
         if offset + length > info.st_size:
             raise ModelError(
                 f"{path.name}: external data file {location!r} is truncated: tensor '{tensor_name}' needs bytes"

@@ -150,6 +150,13 @@ def test_external_data_stays_inside_the_model_folder(model_folder, location, fie
     assert expected in message and "m.onnx" in message
 
 
+def test_a_hard_link_to_a_file_outside_is_refused(model_folder):
+    os.link(model_folder.parent / "secret.bin", model_folder / "linked.bin")
+    path = model_folder / "m.onnx"
+    path.write_bytes(_weights_model(_external("linked.bin")).SerializeToString())
+    assert "hard links" in _refused_within(5, lambda: nn_core.load(path))
+
+
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
 def test_external_data_inside_the_folder_is_read(model_folder, sparse):
     path = model_folder / "m.onnx"
