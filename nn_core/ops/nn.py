@@ -12,6 +12,7 @@ import numpy as np
 from . import conv, norm, pool  # noqa: F401  (importing registers their kernels)
 from .conv import FusableOp, fold_batchnorm_into_conv
 from .registry import NodeSpec, Op, register
+from .shape import broadcast_dims, element_limit, finite_attr, resolve_axes
 
 __all__ = ["fold_batchnorm_into_conv"]
 
@@ -28,13 +29,29 @@ class Gemm(FusableOp):
 
     def __init__(self, node: NodeSpec):
         super().__init__(node)
-        self.alpha = float(self.attr("alpha", 1.0))
-        self.beta = float(self.attr("beta", 1.0))
+        self.alpha = finite_attr(self, "alpha", 1.0)
+        self.beta = finite_attr(self, "beta", 1.0)
         self.trans_a = bool(self.attr("transA", 0))
         self.trans_b = bool(self.attr("transB", 0))
         b, c = self.const(1), self.const(2)
+        if b is not None and b.ndim != 2:
+            raise self.fail(f"B must be 2-D, got shape {list(b.shape)}")
         self.b = None if b is None else self._prepare_b(b)
         self.c = None if c is None else self._prepare_c(c)
+        self.a_limit = _left_size_limit(self, self.b)
+        self.product_limit = _product_limit(self)
+
+    def check(self, a: np.ndarray, b: np.ndarray) -> None:
+        """Refuse malformed operands, and a product over the size or work budget."""
+        if a.ndim != 2 or b.ndim != 2:
+            raise self.fail(f"A and B must be 2-D, got shapes {list(a.shape)} and {list(b.shape)}")
+        m, k = a.shape[::-1] if self.trans_a else a.shape
+        if b.shape[0] != k:
+            raise self.fail(f"A {list(a.shape)} (transA={int(self.trans_a)}) and B (transB={int(self.trans_b)}) "
+                            f"do not share an inner dimension")
+        n = b.shape[1]
+        self.check_size((m, n), a.dtype)
+        self.check_work(m * k * n, f"the [{m}x{k}] @ [{k}x{n}] product")
 
     def _prepare_b(self, b: np.ndarray) -> np.ndarray:
         b = b.T if self.trans_b else b
@@ -50,7 +67,15 @@ class Gemm(FusableOp):
         return c * (c.dtype.type(self.beta) if c.dtype.kind == "f" else self.beta)
 
     def run(self, a, b, c=None):
-        b = self.b if self.b is not None else self._prepare_b(b)
+        if self.b is not None:
+            b = self.b
+            if a.size > self.a_limit:
+                self.check(a, b)
+        else:
+            b = self._prepare_b(b)
+            size = a.size * b.size
+            if size > self.product_limit or not size:
+                self.check(a, b)
         if self.c is not None:
             c = self.c
         elif c is not None:
@@ -74,10 +99,34 @@ class MatMul(FusableOp):
         super().__init__(node)
         b = self.const(1)
         self.b = None if b is None else np.ascontiguousarray(b)
+        # a constant 2-D B bounds the work by the size of A alone; otherwise by the product of both sizes
+        self.a_limit = _left_size_limit(self, self.b) if self.b is not None and self.b.ndim == 2 else -1
+        self.product_limit = _product_limit(self)
+
+    def check(self, a: np.ndarray, b: np.ndarray) -> None:
+        """Refuse malformed operands, and a product over the size or work budget (batch dims broadcast)."""
+        if a.ndim == 0 or b.ndim == 0:
+            raise self.fail(f"operands must not be scalars, got shapes {list(a.shape)} and {list(b.shape)}")
+        a_shape = (1,) + a.shape if a.ndim == 1 else a.shape
+        b_shape = b.shape + (1,) if b.ndim == 1 else b.shape
+        m, k = a_shape[-2:]
+        n = b_shape[-1]
+        if b_shape[-2] != k:
+            raise self.fail(f"shapes {list(a.shape)} and {list(b.shape)} do not share an inner dimension")
+        batch = broadcast_dims(self, a_shape[:-2], b_shape[:-2])
+        out = batch + ((m,) if a.ndim > 1 else ()) + ((n,) if b.ndim > 1 else ())
+        self.check_size(out, np.result_type(a, b))
+        self.check_work(math.prod(batch) * m * k * n, f"the {list(a.shape)} @ {list(b.shape)} product")
 
     def run(self, a, b):
         if self.b is not None:
             b = self.b
+            if a.size > self.a_limit:
+                self.check(a, b)
+        else:
+            size = a.size * b.size
+            if size > self.product_limit or not size:
+                self.check(a, b)
         if a.ndim > 2 and b.ndim == 2:  # (..., K) @ (K, N) is one (prod(...), K) @ (K, N) product
             y = np.matmul(a.reshape(-1, a.shape[-1]), b).reshape(a.shape[:-1] + b.shape[1:])
         else:
@@ -87,14 +136,77 @@ class MatMul(FusableOp):
         return y
 
 
+def _product_limit(op: Op) -> int:
+    """Below this product of the operands' sizes a matrix product is within both budgets (when not empty:
+    with an empty inner dimension the product of sizes is 0 whatever the size of the output)."""
+    return min(element_limit(op), int(op.node.limits.max_node_work))
+
+
+def _left_size_limit(op: Op, b: np.ndarray | None) -> int:
+    """For a constant 2-D (K, N) right operand: the largest size of the left one within both budgets (the work
+    is size(A) * N and the output size(A) / K * N), or -1 (always check) when K is 0 or B is not known."""
+    if b is None or b.ndim != 2 or b.shape[0] == 0:
+        return -1
+    k, n = b.shape
+    n = max(n, 1)
+    return min(int(op.node.limits.max_node_work) // n, element_limit(op) * k // n)
+
+
+_EINSUM_LABELS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
 @register("Einsum", 12)
 class Einsum(Op):
+    """np.einsum, after the output size and the work (the product of every label's dimension) are checked."""
+
     def __init__(self, node: NodeSpec):
         super().__init__(node)
         self.equation = str(self.attr("equation", "")).replace(" ", "")
+        lhs, arrow, rhs = self.equation.partition("->")
+        self.terms = [term.replace("...", ".") for term in lhs.split(",")]
+        labels = "".join(self.terms)
+        if arrow:
+            self.output = rhs.replace("...", ".")
+        else:  # implicit output: the labels used once, sorted, after the ellipsis dims
+            self.output = ("." if "." in labels else "") + "".join(
+                sorted(c for c in set(labels) if c != "." and labels.count(c) == 1))
+        if (any(c not in _EINSUM_LABELS and c != "." for c in labels + self.output)
+                or any(t.count(".") > 1 for t in self.terms) or self.output.count(".") > 1
+                or any(c not in labels for c in self.output)
+                or len(set(self.output)) != len(self.output)):
+            raise self.fail(f"malformed equation {self.equation!r}")
+
+    def check(self, inputs) -> None:
+        if len(inputs) != len(self.terms):
+            raise self.fail(f"equation {self.equation!r} has {len(self.terms)} operands, got {len(inputs)} inputs")
+        dims: dict[str, int] = {}
+        ellipses = []
+        for term, x in zip(self.terms, inputs):
+            named = len(term) - ("." in term)
+            if x.ndim < named or ("." not in term and x.ndim != named):
+                raise self.fail(f"term {term!r} of equation {self.equation!r} does not fit shape {list(x.shape)}")
+            before = term.index(".") if "." in term else named
+            after = named - before
+            ellipses.append(x.shape[before:x.ndim - after])
+            for label, size in zip(term[:before] + term[before + 1:] if "." in term else term,
+                                   x.shape[:before] + x.shape[x.ndim - after:]):
+                have = dims.get(label, 1)
+                if size != have and have != 1 and size != 1:
+                    raise self.fail(f"label {label!r} of equation {self.equation!r} is both {have} and {size}")
+                dims[label] = max(have, size) if min(have, size) else 0
+        broadcast = broadcast_dims(self, *ellipses) if ellipses else ()
+        out = tuple(d for c in self.output for d in (broadcast if c == "." else (dims[c],)))
+        self.check_size(out, np.result_type(*inputs))
+        work = math.prod(dims.values()) * math.prod(broadcast) * max(len(inputs) - 1, 1)
+        self.check_work(work, f"equation {self.equation!r}")
 
     def run(self, *inputs):
-        result = np.einsum(self.equation, *inputs, optimize=len(inputs) > 2)
+        self.check(inputs)
+        try:
+            result = np.einsum(self.equation, *inputs, optimize=len(inputs) > 2)
+        except (ValueError, TypeError) as exc:
+            shapes = [list(x.shape) for x in inputs]
+            raise self.fail(f"equation {self.equation!r} on shapes {shapes}: {exc}") from None
         return np.asarray(result, dtype=inputs[0].dtype)
 
 
@@ -226,6 +338,31 @@ class _ResizeBase(Op):
             raise self.fail(f"unsupported nearest_mode '{mode}'")
         return np.clip(picked.astype(np.int64), 0, size - 1)
 
+    def taps(self, scale: float) -> int:
+        """Input positions each output position reads along an axis (as ``axis_plan`` lays them out)."""
+        if self.mode == "nearest":
+            return 1
+        radius = 2 if self.mode == "cubic" else 1
+        stretch = min(scale, 1.0) if self.antialias else 1.0
+        return 2 - 2 * (math.floor(-radius / stretch) + 1)
+
+    def build_plans(self, shape: tuple[int, ...], dtype, specs) -> list[_AxisResample]:
+        """``axis_plan`` of each (axis, output length, scale, crop), once the tables, every intermediate result
+        (axes are resampled one after another) and the total work are checked against the budgets."""
+        wide = dtype if self.mode == "nearest" else np.float64  # interpolation weights are float64
+        current = list(shape)
+        work = 0
+        for axis, out, scale, _ in specs:
+            if out < 0 or (out and not shape[axis]):
+                raise self.fail(f"cannot resize axis {axis} of length {shape[axis]} to {out}")
+            taps = self.taps(scale)
+            self.check_size((out, taps), np.float64, f"resampling table of axis {axis} (scale {scale:g})")
+            current[axis] = out
+            self.check_size(current, wide, f"resized shape {current}")
+            work += math.prod(current) * taps
+        self.check_work(work, "resampling")
+        return [self.axis_plan(axis, shape[axis], out, scale, crop) for axis, out, scale, crop in specs]
+
     def resample(self, x: np.ndarray, plans: list[_AxisResample]) -> np.ndarray:
         y = x
         for plan in plans:
@@ -245,16 +382,19 @@ class Resize(_ResizeBase):
 
     def __init__(self, node: NodeSpec):
         super().__init__(node)
-        self.mode = self.attr("mode", "nearest")
+        self.mode = _choice(self, "mode", "nearest", ("nearest", "linear", "cubic"))
         if node.opset >= 11:
-            self.transform = self.attr("coordinate_transformation_mode", "half_pixel")
-            self.nearest_mode = self.attr("nearest_mode", "round_prefer_floor")
-            self.cubic_a = float(self.attr("cubic_coeff_a", -0.75))
+            self.transform = _choice(self, "coordinate_transformation_mode", "half_pixel", _TRANSFORMS)
+            self.nearest_mode = _choice(self, "nearest_mode", "round_prefer_floor",
+                                        ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil"))
+            self.cubic_a = finite_attr(self, "cubic_coeff_a", -0.75)
             self.exclude_outside = bool(self.attr("exclude_outside", 0))
-            self.extrapolation = float(self.attr("extrapolation_value", 0.0))
+            self.extrapolation = finite_attr(self, "extrapolation_value", 0.0)
         self.antialias = bool(self.attr("antialias", 0))
         self.axes = self.attr("axes")
-        self.policy = self.attr("keep_aspect_ratio_policy", "stretch")
+        if self.axes is not None and len(set(self.axes)) != len(self.axes):
+            raise self.fail(f"axes {list(self.axes)} repeat an axis")
+        self.policy = _choice(self, "keep_aspect_ratio_policy", "stretch", ("stretch", "not_larger", "not_smaller"))
         self.legacy = node.opset < 11
         self.plans: dict[tuple, list[_AxisResample]] = {}
 
@@ -271,15 +411,20 @@ class Resize(_ResizeBase):
         key = (x.shape, _bytes(scales), _bytes(sizes), _bytes(roi))
         plans = self.plans.get(key)
         if plans is None:
-            plans = self.plans[key] = self._plan(x.shape, roi, scales, sizes)
+            if len(self.plans) > 64:  # input shapes fed at run time must not grow the cache without bound
+                self.plans.clear()
+            plans = self.plans[key] = self._plan(x.shape, x.dtype, roi, scales, sizes)
         return self.resample(x, plans)
 
-    def _plan(self, shape: tuple[int, ...], roi, scales, sizes) -> list[_AxisResample]:
+    def _plan(self, shape: tuple[int, ...], dtype, roi, scales, sizes) -> list[_AxisResample]:
         rank = len(shape)
-        axes = [a % rank for a in self.axes] if self.axes else list(range(rank))
+        axes = list(resolve_axes(self, self.axes, rank)) if self.axes else list(range(rank))
         if sizes is not None:
-            if len(sizes) != len(axes):
-                raise self.fail(f"sizes {sizes.tolist()} do not match the {len(axes)} resized axes of {shape}")
+            if len(sizes) != len(axes) or sizes.dtype.kind not in "iu" or (sizes < 1).any():
+                raise self.fail(f"sizes {sizes.tolist()} must be {len(axes)} positive integers for the resized "
+                                f"axes of {shape}")
+            if any(shape[a] == 0 for a in axes):
+                raise self.fail(f"cannot resize an empty axis of {shape} to sizes {sizes.tolist()}")
             out = {a: int(s) for a, s in zip(axes, sizes, strict=True)}
             factor = {a: out[a] / shape[a] for a in axes}
             if self.policy in ("not_larger", "not_smaller"):
@@ -290,6 +435,7 @@ class Resize(_ResizeBase):
         elif scales is not None:
             if len(scales) != len(axes):
                 raise self.fail(f"scales {scales.tolist()} do not match the {len(axes)} resized axes of {shape}")
+            _check_scales(self, scales.tolist())
             factor = {a: float(s) for a, s in zip(axes, scales, strict=True)}
             out = {a: int(math.floor(factor[a] * shape[a] + 1e-9)) for a in axes}
         else:
@@ -297,13 +443,28 @@ class Resize(_ResizeBase):
         crop = {}
         if roi is not None and self.transform == "tf_crop_and_resize":
             values = roi.astype(np.float64).tolist()
+            if len(values) != 2 * len(axes) or not all(math.isfinite(v) for v in values):
+                raise self.fail(f"roi {values} must be {2 * len(axes)} finite values")
             crop = {a: (values[i], values[i + len(axes)]) for i, a in enumerate(axes)}
-        plans = []
-        for axis in axes:
-            if out[axis] == shape[axis] and factor[axis] == 1.0 and axis not in crop:
-                continue  # identity along this axis
-            plans.append(self.axis_plan(axis, shape[axis], out[axis], factor[axis], crop.get(axis)))
-        return plans
+        specs = [(axis, out[axis], factor[axis], crop.get(axis)) for axis in axes
+                 if out[axis] != shape[axis] or factor[axis] != 1.0 or axis in crop]  # (others are identities)
+        return self.build_plans(shape, dtype, specs)
+
+
+_TRANSFORMS = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric",
+               "tf_half_pixel_for_nn", "tf_crop_and_resize")
+
+
+def _choice(op: Op, name: str, default: str, allowed) -> str:
+    value = op.attr(name, default)
+    if value not in allowed:
+        raise op.fail(f"attribute {name}={value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+def _check_scales(op: Op, scales) -> None:
+    if not all(isinstance(s, (int, float)) and math.isfinite(s) and s > 0 for s in scales):
+        raise op.fail(f"scales {scales} must be positive and finite")
 
 
 def _bytes(value: np.ndarray | None) -> bytes | None:
@@ -316,9 +477,11 @@ class Upsample(_ResizeBase):
 
     def __init__(self, node: NodeSpec):
         super().__init__(node)
-        mode = self.attr("mode", "nearest")
+        mode = _choice(self, "mode", "nearest", ("nearest", "linear", "bilinear"))
         self.mode = "linear" if mode in ("linear", "bilinear") else mode
         self.scales_attr = self.attr("scales")
+        if self.scales_attr is not None:
+            _check_scales(self, self.scales_attr)
         self.plans: dict[tuple, list[_AxisResample]] = {}
 
     def run(self, x, scales=None):
@@ -328,8 +491,10 @@ class Upsample(_ResizeBase):
         key = (x.shape, tuple(values))
         plans = self.plans.get(key)
         if plans is None:
-            plans = self.plans[key] = [
-                self.axis_plan(axis, size, int(math.floor(size * s + 1e-9)), float(s), None)
-                for axis, (size, s) in enumerate(zip(x.shape, values, strict=True)) if s != 1.0
-            ]
+            _check_scales(self, values)
+            if len(self.plans) > 64:
+                self.plans.clear()
+            specs = [(axis, int(math.floor(size * s + 1e-9)), float(s), None)
+                     for axis, (size, s) in enumerate(zip(x.shape, values, strict=True)) if s != 1.0]
+            plans = self.plans[key] = self.build_plans(x.shape, x.dtype, specs)
         return self.resample(x, plans)
