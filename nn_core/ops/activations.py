@@ -12,6 +12,7 @@ import numpy as np
 
 from .elementwise import erf
 from .registry import NodeSpec, Op, register
+from .shape import check_broadcast, element_limit, finite_attr, finite_or_inf_attr, int_attr
 
 
 @register("Relu", 1)
@@ -32,7 +33,7 @@ class Relu(Op):
 class LeakyRelu(Op):
     def __init__(self, node: NodeSpec):
         super().__init__(node)
-        self.alpha = self.attr("alpha", 0.01)
+        self.alpha = finite_attr(self, "alpha", 0.01)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         if 0 <= self.alpha <= 1:  # then max(x, alpha x) is the same thing in one pass
@@ -56,10 +57,13 @@ class PRelu(Op):
     def __init__(self, node: NodeSpec):
         super().__init__(node)
         self.legacy = node.opset < 7  # before opset 7 a 1-D slope is always per channel
+        self.max_elements = element_limit(self)
 
     def run(self, x: np.ndarray, slope: np.ndarray) -> np.ndarray:
         if self.legacy or (slope.ndim == 1 and x.ndim > 2):
             slope = align_channel_slope(x, slope)
+        if x.size * slope.size > self.max_elements:
+            check_broadcast(self, np.result_type(x, slope), x, slope)
         return np.where(x < 0, x * slope, x)
 
 
@@ -111,7 +115,7 @@ class Mish(Op):
 class Elu(Op):
     def __init__(self, node: NodeSpec):
         super().__init__(node)
-        self.alpha = self.attr("alpha", 1.0)
+        self.alpha = finite_attr(self, "alpha", 1.0)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return np.where(x > 0, x, self.alpha * _exp_minus_one_of_negative_part(x))
@@ -122,8 +126,8 @@ class Selu(Op):
     def __init__(self, node: NodeSpec):
         super().__init__(node)
         # the defaults are the float32 values of the constants from the SELU paper, as the ONNX spec gives them
-        self.alpha = self.attr("alpha", 1.67326319217681884765625)
-        self.gamma = self.attr("gamma", 1.05070102214813232421875)
+        self.alpha = finite_attr(self, "alpha", 1.67326319217681884765625)
+        self.gamma = finite_attr(self, "gamma", 1.05070102214813232421875)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self.gamma * np.where(x > 0, x, self.alpha * _exp_minus_one_of_negative_part(x))
@@ -133,7 +137,9 @@ class Selu(Op):
 class Celu(Op):
     def __init__(self, node: NodeSpec):
         super().__init__(node)
-        self.alpha = self.attr("alpha", 1.0)
+        self.alpha = finite_attr(self, "alpha", 1.0)
+        if self.alpha == 0:
+            raise self.fail("attribute 'alpha' must not be 0 (Celu divides by it)")
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return np.maximum(x, 0) + self.alpha * _exp_minus_one_of_negative_part(x / self.alpha)
@@ -143,7 +149,7 @@ class Celu(Op):
 class ThresholdedRelu(Op):
     def __init__(self, node: NodeSpec):
         super().__init__(node)
-        self.alpha = self.attr("alpha", 1.0)
+        self.alpha = finite_attr(self, "alpha", 1.0)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return np.where(x > self.alpha, x, 0)
@@ -153,8 +159,8 @@ class ThresholdedRelu(Op):
 class HardSigmoid(Op):
     def __init__(self, node: NodeSpec):
         super().__init__(node)
-        self.alpha = self.attr("alpha", 0.2)
-        self.beta = self.attr("beta", 0.5)
+        self.alpha = finite_attr(self, "alpha", 0.2)
+        self.beta = finite_attr(self, "beta", 0.5)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return np.clip(x * self.alpha + self.beta, 0, 1)
@@ -170,8 +176,8 @@ class HardSwish(Op):
 class Shrink(Op):
     def __init__(self, node: NodeSpec):
         super().__init__(node)
-        self.bias = self.attr("bias", 0.0)
-        self.lambd = self.attr("lambd", 0.5)
+        self.bias = finite_attr(self, "bias", 0.0)
+        self.lambd = finite_attr(self, "lambd", 0.5)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         shrunk = np.where(x < -self.lambd, x + self.bias, np.where(x > self.lambd, x - self.bias, 0))
@@ -203,8 +209,8 @@ class ClipWithAttributes(Op):
 
     def __init__(self, node: NodeSpec):
         super().__init__(node)
-        self.low = self.attr("min")
-        self.high = self.attr("max")
+        self.low = None if self.attr("min") is None else finite_or_inf_attr(self, "min", 0.0)
+        self.high = None if self.attr("max") is None else finite_or_inf_attr(self, "max", 0.0)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return clip(x, self.low, self.high)
@@ -253,7 +259,7 @@ class _Normalizer(Op):
     def __init__(self, node: NodeSpec):
         super().__init__(node)
         self.coerce_2d = node.opset < 13
-        self.axis = self.attr("axis", 1 if self.coerce_2d else -1)
+        self.axis = int_attr(self, "axis", 1 if self.coerce_2d else -1)
         self.resolved_rank, self.resolved_axes = -1, 0
 
     def axes(self, x: np.ndarray) -> int | tuple[int, ...]:

@@ -10,6 +10,14 @@ from __future__ import annotations
 import numpy as np
 
 from .registry import NodeSpec, Op, register
+from .shape import finite_attr, int_attr, resolve_axes, resolve_axis
+
+
+def _epsilon(op: Op) -> float:
+    epsilon = finite_attr(op, "epsilon", 1e-5)
+    if epsilon <= 0:
+        raise op.fail(f"attribute 'epsilon' must be positive, got {epsilon}")
+    return epsilon
 
 
 def _stats_dtype(x: np.ndarray) -> type:
@@ -42,14 +50,22 @@ class BatchNormalization(Op):
 
     def __init__(self, node: NodeSpec):
         super().__init__(node)
-        self.epsilon = float(self.attr("epsilon", 1e-5))
-        self.momentum = float(self.attr("momentum", 0.9))
+        self.epsilon = _epsilon(self)
+        self.momentum = finite_attr(self, "momentum", 0.9)
         self.training = bool(self.attr("training_mode", 0)) and node.opset >= 14
         self.output_count = len(node.outputs)
         params = [self.const(i) for i in range(1, 5)]
         self.factors = None
         if all(p is not None for p in params):
+            self._check_params(params)
             self.factors = batchnorm_factors(*params, self.epsilon)
+
+    def _check_params(self, params, x: np.ndarray | None = None) -> None:
+        sizes = [p.size for p in params]
+        if len(set(sizes)) != 1 or (x is not None and (x.ndim < 2 or sizes[0] not in (
+                x.shape[1], x.size // max(x.shape[0], 1)))):
+            shape = "" if x is None else f" for an input of shape {list(x.shape)}"
+            raise self.fail(f"scale, B, mean and var of sizes {sizes} do not match{shape}")
         self.prepared: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
     def _affine(self, x: np.ndarray, scale, b, mean, var) -> tuple[np.ndarray, np.ndarray]:
@@ -67,6 +83,8 @@ class BatchNormalization(Op):
         return pair
 
     def run(self, x, scale, b, mean, var):
+        if self.factors is None or x.ndim < 2 or self.factors[0].size != x.shape[1]:
+            self._check_params([scale, b, mean, var], x)
         if self.training:
             return self._train(x, scale, b, mean, var)
         factor, shift = self._affine(x, scale, b, mean, var)
@@ -107,9 +125,12 @@ def _normalize(x: np.ndarray, axes: tuple[int, ...], epsilon: float) -> tuple[np
 class InstanceNormalization(Op):
     def __init__(self, node: NodeSpec):
         super().__init__(node)
-        self.epsilon = float(self.attr("epsilon", 1e-5))
+        self.epsilon = _epsilon(self)
 
     def run(self, x, scale, b):
+        if x.ndim < 2 or scale.size != x.shape[1] or b.size != x.shape[1]:
+            raise self.fail(f"scale {list(scale.shape)} and B {list(b.shape)} must have one value per channel of "
+                            f"the input {list(x.shape)}")
         normalized, _, _ = _normalize(x, tuple(range(2, x.ndim)), self.epsilon)
         shape = (-1,) + (1,) * (x.ndim - 2)
         return (normalized * scale.reshape(shape) + b.reshape(shape)).astype(x.dtype, copy=False)
@@ -119,12 +140,12 @@ class InstanceNormalization(Op):
 class LayerNormalization(Op):
     def __init__(self, node: NodeSpec):
         super().__init__(node)
-        self.axis = int(self.attr("axis", -1))
-        self.epsilon = float(self.attr("epsilon", 1e-5))
+        self.axis = int_attr(self, "axis", -1)
+        self.epsilon = _epsilon(self)
         self.output_count = len(node.outputs)
 
     def run(self, x, scale, b=None):
-        axis = self.axis % x.ndim
+        axis = resolve_axis(self, self.axis, x.ndim)
         normalized, mean, inv_std = _normalize(x, tuple(range(axis, x.ndim)), self.epsilon)
         y = normalized * scale
         if b is not None:
@@ -141,13 +162,18 @@ class GroupNormalization(Op):
 
     def __init__(self, node: NodeSpec):
         super().__init__(node)
-        self.epsilon = float(self.attr("epsilon", 1e-5))
-        self.groups = int(self.attr("num_groups", 1))
+        self.epsilon = _epsilon(self)
+        self.groups = int_attr(self, "num_groups", 1)
+        if self.groups < 1:
+            raise self.fail(f"num_groups {self.groups} must be positive")
 
     def run(self, x, scale, b):
+        if x.ndim < 2:
+            raise self.fail(f"input must have a channel axis, got shape {list(x.shape)}")
         batch, channels = x.shape[:2]
-        if channels % self.groups:
-            raise self.fail(f"{channels} channels are not divisible by num_groups={self.groups}")
+        if channels % self.groups or scale.size not in (self.groups, channels) or b.size != scale.size:
+            raise self.fail(f"{channels} channels, num_groups={self.groups}, scale {list(scale.shape)} and B "
+                            f"{list(b.shape)} do not fit together")
         grouped = x.reshape(batch, self.groups, -1)
         normalized, _, _ = _normalize(grouped, (2,), self.epsilon)
         if scale.size == self.groups and channels != self.groups:  # opset 18: per-group parameters
@@ -167,7 +193,7 @@ class MeanVarianceNormalization(Op):
         self.axes = tuple(int(a) for a in self.attr("axes", [0, 2, 3]))
 
     def run(self, x):
-        axes = tuple(sorted(a % x.ndim for a in self.axes))
+        axes = tuple(sorted(resolve_axes(self, self.axes, x.ndim)))
         acc = x.astype(_stats_dtype(x), copy=False)
         mean = acc.mean(axis=axes, keepdims=True)
         std = np.sqrt(np.maximum(np.mean(acc * acc, axis=axes, keepdims=True) - mean * mean, 0))
@@ -184,12 +210,16 @@ class LRN(Op):
 
     def __init__(self, node: NodeSpec):
         super().__init__(node)
-        self.size = int(self.attr("size"))
-        self.alpha = float(self.attr("alpha", 1e-4))
-        self.beta = float(self.attr("beta", 0.75))
-        self.bias = float(self.attr("bias", 1.0))
+        self.size = int_attr(self, "size")
+        if self.size is None or self.size < 1:
+            raise self.fail(f"attribute 'size' must be a positive integer, got {self.size}")
+        self.alpha = finite_attr(self, "alpha", 1e-4)
+        self.beta = finite_attr(self, "beta", 0.75)
+        self.bias = finite_attr(self, "bias", 1.0)
 
     def run(self, x):
+        if x.ndim < 2:
+            raise self.fail(f"input must have a channel axis, got shape {list(x.shape)}")
         channels = x.shape[1]
         before, after = (self.size - 1) // 2, self.size - 1 - (self.size - 1) // 2
         squares = np.square(x.astype(_stats_dtype(x), copy=False))

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .registry import NodeSpec, Op, register
+from .shape import int_attr
 
 Axes = tuple[int, ...]
 
@@ -108,14 +109,21 @@ class _Reduce(Op):
         self.static_axes: list[int] | None = None  # known at load time (attribute, constant input or absent)
         if not self.axes_as_input:
             self.static_axes = list(self.attr("axes", []))
+            if not all(isinstance(a, int) for a in self.static_axes):
+                raise self.fail(f"axes {self.static_axes} must be integers")
         elif len(node.inputs) < 2 or not node.inputs[1]:
             self.static_axes = []
         elif self.const(1) is not None:
-            self.static_axes = [int(a) for a in self.const(1).reshape(-1)]
+            axes = self.const(1)
+            if axes.dtype.kind not in "iu":
+                raise self.fail(f"axes must be integers, got {axes.dtype}")
+            self.static_axes = [int(a) for a in axes.reshape(-1)]
         self.resolved_rank, self.resolved_axes = -1, None
 
     def run(self, x: np.ndarray, axes_input: np.ndarray | None = None) -> np.ndarray:
         if self.static_axes is None:
+            if axes_input is not None and axes_input.dtype.kind not in "iu":
+                raise self.fail(f"axes must be integers, got {axes_input.dtype}")
             axes = self.resolve_axes([] if axes_input is None else axes_input.reshape(-1).tolist(), x)
         else:  # resolved once per input rank
             if x.ndim != self.resolved_rank:
@@ -156,7 +164,7 @@ class _ArgReduce(Op):
 
     def __init__(self, node: NodeSpec):
         super().__init__(node)
-        self.axis = self.attr("axis", 0)
+        self.axis = int_attr(self, "axis", 0)
         self.keepdims = bool(self.attr("keepdims", 1))
         self.last = bool(self.attr("select_last_index", 0))
 
