@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .registry import ML_DOMAIN, Op, register
+from .shape import element_limit
 
 F32 = np.float32
 
@@ -58,11 +59,22 @@ class LinearClassifier(_Classifier):
         coefficients = np.array(self.attr("coefficients", []), dtype=np.float64)
         intercepts = self.attr("intercepts")
         self.rows = max(len(intercepts) if intercepts else len(self.labels), 1)
+        if not len(self.labels) or coefficients.size % self.rows or not coefficients.size:
+            raise self.fail(f"{coefficients.size} coefficients and {len(self.labels)} class labels do not make "
+                            f"{self.rows} rows of weights")
+        if self.rows != len(self.labels) and not (self.rows == 1 and len(self.labels) == 2):
+            raise self.fail(f"{self.rows} score rows do not match {len(self.labels)} class labels")
+        if not np.isfinite(coefficients).all():
+            raise self.fail("coefficients must be finite")
         self.weights = coefficients.reshape(self.rows, -1).T
         self.intercepts = np.zeros(self.rows) if not intercepts else np.array(intercepts, dtype=np.float64)
 
     def run(self, x):
-        scores = self._features(x) @ self.weights + self.intercepts
+        features = self._features(x)
+        if features.shape[1] != self.weights.shape[0]:
+            raise self.fail(f"input of shape {list(x.shape)} has {features.shape[1]} features, the coefficients "
+                            f"{self.weights.shape[0]}")
+        scores = features @ self.weights + self.intercepts
         if self.rows == 1 and len(self.labels) == 2:
             # binary: one score for the positive class. onnxruntime reports [1 - p, p], where p is the logistic
             # of the score under LOGISTIC and the raw score otherwise (a softmax over one column would be 1)
@@ -99,6 +111,8 @@ class ArrayFeatureExtractor(Op):
     """Pick columns of the last axis of X by index; a 1-D X gives a (1, k) result, as in onnxruntime."""
 
     def run(self, x, indices):
+        if indices.dtype.kind not in "iu" or x.ndim == 0:
+            raise self.fail(f"indices must be integers into an array, got {indices.dtype} and shape {x.shape}")
         flat = indices.reshape(-1)
         if flat.size and (flat.max() >= x.shape[-1] or flat.min() < 0):
             raise self.fail(f"index out of range for last dim {x.shape[-1]} of shape {x.shape}")
@@ -117,6 +131,8 @@ class SVMClassifier(_Classifier):
     def __init__(self, node):
         super().__init__(node)
         params = self.attr("kernel_params") or [0.0, 0.0, 0.0]
+        if len(params) != 3 or not np.isfinite(params).all():
+            raise self.fail(f"kernel_params {params} must be 3 finite values (gamma, coef0, degree)")
         self.gamma, self.coef0, self.degree = float(params[0]), float(params[1]), float(params[2])
         self.kernel = self.attr("kernel_type", "LINEAR")
         if self.kernel not in ("LINEAR", "POLY", "RBF", "SIGMOID"):
@@ -129,11 +145,30 @@ class SVMClassifier(_Classifier):
         per_class = self.attr("vectors_per_class")
         self.is_svc = bool(per_class)
         if self.is_svc:
-            self.vectors = np.array(self.attr("support_vectors"), dtype=np.float64).reshape(sum(per_class), -1)
+            vectors = np.array(self.attr("support_vectors") or [], dtype=np.float64)
+            total = sum(per_class)
+            pairs = classes * (classes - 1) // 2
+            if (classes < 2 or len(per_class) != classes or min(per_class) < 0 or not total
+                    or vectors.size % total or coefficients.size != (classes - 1) * total
+                    or len(self.rho) != pairs):
+                raise self.fail(f"vectors_per_class {per_class[:16]}, {vectors.size} support vector values, "
+                                f"{coefficients.size} coefficients and {len(self.rho)} rho do not fit "
+                                f"{classes} classes")
+            # one weight column per class pair over all support vectors
+            self.check_size((total, pairs), np.float64, "pairwise weight table")
+            self.check_work(total * pairs, "building the pairwise weight table")
+            self.vectors = vectors.reshape(total, -1)
             self.vector_norms = (self.vectors ** 2).sum(axis=1)
             self.pairs, self.pair_weights = self._pair_weights(per_class, coefficients.reshape(classes - 1, -1))
         else:
+            if not classes or not coefficients.size or coefficients.size % classes or not len(self.rho):
+                raise self.fail(f"{coefficients.size} coefficients and {len(self.rho)} rho do not fit "
+                                f"{classes} classes")
             self.weights = coefficients.reshape(classes, -1)
+        self.width = (self.vectors if self.is_svc else self.weights).shape[1]
+        # per input row: one kernel value per support vector, one decision per pair (or a score per class)
+        self.columns = max(len(self.pairs), len(self.vectors)) if self.is_svc else classes
+        self.max_rows = element_limit(self, 8) // max(self.columns, 1)
 
     @staticmethod
     def _pair_weights(per_class: list[int], coefficients: np.ndarray) -> tuple[list[tuple[int, int]], np.ndarray]:
@@ -166,6 +201,11 @@ class SVMClassifier(_Classifier):
 
     def run(self, x):
         features = self._features(x)
+        if features.shape[1] != self.width:
+            raise self.fail(f"input of shape {list(x.shape)} has {features.shape[1]} features, the model "
+                            f"{self.width}")
+        if features.shape[0] > self.max_rows:
+            self.check_size((features.shape[0], self.columns), np.float64, "scores")
         if not self.is_svc:
             scores = self._kernel(features, self.weights) + self.rho[0]
             return self.labels[np.argmax(scores, axis=1)], self.post_transform(scores).astype(F32)
