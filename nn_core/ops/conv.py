@@ -26,7 +26,7 @@ import threading
 import numpy as np
 
 from .registry import NodeSpec, Op, register
-from .windows import MAX_TAPS, Geometry, check_fits, check_taps, checked_windows, int_attr, ints_attr
+from .windows import MAX_TAPS, Geometry, check_fits, check_taps, checked_windows, effective_steps, int_attr, ints_attr
 
 # the column buffer of one chunk of the batch is kept around this size, so the im2col copy and the matmul that
 # reads it back stay in the L2 cache
@@ -560,9 +560,10 @@ class Conv(FusableOp):
         check_fits(self, sizes, begins, ends, kernel, dilations)
         padded = [s + b + e for s, b, e in zip(sizes, begins, ends, strict=True)]
         out_sizes = conv_out_sizes(padded, kernel, dilations, strides)
+        strides, dilations = effective_steps(out_sizes, kernel, strides, dilations, padded)
         out_channels = weight_shape[0]
+        self.check_size((1, channels, *padded), x.dtype, f"padded input image (pads {begins + ends})")
         self.check_size((batch, out_channels, *out_sizes), x.dtype, "output")
-        self.check_size((1, channels, *padded), x.dtype, "padded input image")
         k_group = weight_shape[1] * math.prod(kernel)
         # the column buffer of one image (full-width columns, only with unit strides, span whole padded rows)
         positions = out_sizes[0] * math.prod(padded[1:]) if all(s == 1 for s in strides) else math.prod(out_sizes)
@@ -686,6 +687,7 @@ class ConvTranspose(FusableOp):
         if any(n < 1 for n in in_sizes):
             raise self.fail(f"input of shape {x_shape} has an empty spatial axis")
         check_taps(self, math.prod(kernel), f"kernel {kernel}")
+        strides, dilations = effective_steps(in_sizes, kernel, strides, dilations)
         extra = self.output_padding or [0] * rank
         # the size of the output before cropping by the pads
         full = [s * (n - 1) + op + (k - 1) * d + 1 for s, n, op, k, d in zip(strides, in_sizes, extra, kernel,
@@ -715,7 +717,8 @@ class ConvTranspose(FusableOp):
         shift = [max(0, -b) for b in begins]
         out_channels = weight_shape[1] * self.group
         self.check_size((batch, out_channels, *kernel, *in_sizes), np.float64, "patch buffer")
-        self.check_size((batch, out_channels, *room), np.float64, "output canvas")
+        self.check_size((batch, out_channels, *room), np.float64,
+                        f"output canvas (output sizes {out}, crop begins {begins})")
         patches = batch * out_channels * math.prod(kernel) * math.prod(in_sizes)
         self.check_work(patches * (channels // self.group) + patches, "the transposed convolution")
         return kernel, strides, dilations, begins, out, room, shift

@@ -17,7 +17,7 @@ import numpy as np
 
 from .conv import resolve_pads
 from .registry import NodeSpec, Op, register
-from .windows import Geometry, check_fits, check_taps, int_attr
+from .windows import Geometry, check_fits, check_taps, effective_steps, int_attr
 
 # pooling a large batch goes chunk by chunk of about this many input bytes (cache-sized intermediates)
 POOL_CHUNK_BYTES = 1024 * 1024
@@ -44,6 +44,7 @@ class _PoolPlan:
         if min(out) <= 0:
             raise ValueError(f"output size {out} is empty")
         self.out = out
+        self.strides, self.dilations = strides, dilations = effective_steps(out, kernel, strides, dilations)
         # the buffer must also hold the windows that ceil_mode lets run past the end padding
         geometry = zip(out, strides, kernel, dilations, sizes, begins, ends, strict=True)
         self.tails = [max(e, (o - 1) * s + (k - 1) * d + 1 - n - b) for o, s, k, d, n, b, e in geometry]
@@ -186,7 +187,7 @@ class _Pool(Op):
         # (ceil_mode's extra room is at most the dilated kernel: the last window starts inside the input)
         padded = [n + b + e + (k - 1) * d for n, b, e, k, d in zip(sizes, begins, ends, self.kernel, self.dilations,
                                                                   strict=True)]
-        self.check_size((batch, channels, *padded), x.dtype, "padded input")
+        self.check_size((batch, channels, *padded), x.dtype, f"padded input (pads {begins + ends})")
         windows = batch * channels * math.prod(padded)
         taps = math.prod(self.kernel) if self.walks_taps else sum(self.kernel)
         if self.walks_taps:

@@ -16,7 +16,7 @@ from onnx import helper
 
 from .conv import resolve_pads
 from .registry import Op, register
-from .windows import Geometry, check_fits, checked_windows, int_attr
+from .windows import Geometry, check_fits, checked_windows, effective_steps, int_attr
 
 F32 = np.float32
 
@@ -233,7 +233,8 @@ class _ConvBase(Op):
         padded = [n + b + e for n, b, e in zip(sizes, begins, ends, strict=True)]
         out_spatial = tuple((p - (k - 1) * d - 1) // s + 1
                             for p, k, s, d in zip(padded, kernel, strides, dilations, strict=True))
-        self.check_size((batch, channels, *padded), np.float64, "padded input")
+        strides, dilations = effective_steps(out_spatial, kernel, strides, dilations, padded)
+        self.check_size((batch, channels, *padded), np.float64, f"padded input (pads {begins + ends})")
         self.check_size((batch, *out_spatial, channels, *kernel), np.float64, "column buffer")
         self.check_size((batch, w.shape[0], *out_spatial), np.float64, "output")
         self.check_work(batch * w.shape[0] * math.prod(out_spatial) * w.shape[1] * math.prod(kernel),

@@ -46,6 +46,8 @@ def checked_windows(base: np.ndarray, shape: Sequence[int], strides: Sequence[in
     """
     shape = tuple(int(n) for n in shape)
     strides = tuple(int(s) for s in strides)
+    if len(shape) == len(strides):  # an axis of one element never steps: its stride is free (and kept small)
+        strides = tuple(0 if n == 1 else s for n, s in zip(shape, strides, strict=True))
     if len(shape) != len(strides):
         raise WindowError(f"window view of shape {shape} given {len(strides)} strides {strides}")
     if any(n < 0 for n in shape) or any(s < 0 for s in strides):
@@ -97,9 +99,9 @@ def ints_attr(op: Op, name: str, minimum: int, what: str) -> list[int] | None:
     raw = op.attr(name)
     if raw is None:
         return None
-    if isinstance(raw, (str, bytes)) or not isinstance(raw, (list, tuple, np.ndarray)):
+    if not isinstance(raw, (list, tuple)):  # an INT, a FLOAT, a STRING, a TENSOR: not the spec's INTS
         raise op.fail(f"{name} {_describe(raw)} must be a list of {what}")
-    values = [_as_int(v) for v in (raw.reshape(-1).tolist() if isinstance(raw, np.ndarray) else raw)]
+    values = [_as_int(v) for v in raw]
     if any(v is None for v in values):
         raise op.fail(f"{name} {_describe(raw)} must be a list of {what}")
     if any(v < minimum for v in values):  # type: ignore[operator]
@@ -163,7 +165,10 @@ class Geometry:
         ModelError when the attributes were made for another rank."""
         op = self.op
         if self.rank is not None and self.rank != rank:
-            raise op.fail(f"the input has {rank} spatial axes but the attributes describe {self.rank}")
+            given = ", ".join(f"{name} {values}" for name, values in (
+                ("kernel", self.kernel), ("strides", self.strides_attr), ("dilations", self.dilations_attr),
+                ("pads", self.pads_attr)) if values is not None)
+            raise op.fail(f"the input has {rank} spatial axes but {given} describe {self.rank}")
         kernel = list(kernel) if kernel is not None else self.kernel
         if kernel is None or len(kernel) != rank:
             raise op.fail(f"kernel {kernel} does not have {rank} spatial axes")
@@ -184,6 +189,25 @@ def check_fits(op: Op, sizes: Sequence[int], begins: Sequence[int], ends: Sequen
         if span > n + b + e:
             raise op.fail(f"kernel {list(kernel)} with dilations {list(dilations)} spans {span} along spatial axis "
                           f"{axis}, more than the padded input's {n + b + e} (input size {n}, pads {b}+{e})")
+
+
+def effective_steps(out: Sequence[int], kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int],
+                    extents: Sequence[int] | None = None) -> tuple[list[int], list[int]]:
+    """Strides and dilations with the ones that cannot matter made small: the stride of an axis with one output
+    position, the dilation of an axis with a one-wide kernel. A file may set those to 2**62 (valid: the window
+    still fits), which would overflow the int64 byte strides and slice steps NumPy works with. With the padded
+    ``extents`` given, a stride is only lowered to a value that still gives one output position by the floor
+    formula ``(extent - span) // stride + 1``, so a plan that recomputes its output sizes gets the same ones."""
+    steps = []
+    for axis, (s, o) in enumerate(zip(strides, out, strict=True)):
+        if o > 1:
+            steps.append(s)
+        elif extents is None:
+            steps.append(1)
+        else:
+            span = (kernel[axis] - 1) * dilations[axis] + 1
+            steps.append(min(s, max(1, extents[axis] - span + 1)))
+    return steps, [d if k > 1 else 1 for d, k in zip(dilations, kernel, strict=True)]
 
 
 def check_taps(op: Op, taps: int, what: str) -> None:
