@@ -356,7 +356,8 @@ class _ResizeBase(Op):
             if out < 0 or (out and not shape[axis]):
                 raise self.fail(f"cannot resize axis {axis} of length {shape[axis]} to {out}")
             taps = self.taps(scale)
-            self.check_size((out, taps), np.float64, f"resampling table of axis {axis} (scale {scale:g})")
+            # (a tiny antialiasing scale widens the kernel to billions of taps even for an empty output)
+            self.check_size((max(out, 1), taps), np.float64, f"resampling table of axis {axis} (scale {scale:g})")
             current[axis] = out
             self.check_size(current, wide, f"resized shape {current}")
             work += math.prod(current) * taps
