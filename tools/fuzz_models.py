@@ -117,7 +117,7 @@ class _Watch:
         self.busy = True
         try:
             target = args[0]
-            if isinstance(target, int):
+            if isinstance(target, int) or str(target).startswith("<"):
                 return
             if isinstance(target, bytes):
                 target = os.fsdecode(target)
@@ -161,6 +161,8 @@ def _check_one(request: dict, watch: _Watch) -> dict:
         result["status"] = "ok"
         text = repr(result)
     except BaseException as exc:  # noqa: BLE001 - everything is an outcome here
+        hits, watch.forbidden = list(watch.hits), []  # formatting a traceback reads source files (linecache)
+        watch.hits = hits
         chain = _exception_chain(exc)
         # where a ModelError came from: its innermost cause; any other exception: itself
         ours, inner = _where(chain[-1] if isinstance(exc, nn_core.ModelError) else exc)
