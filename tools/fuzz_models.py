@@ -752,10 +752,17 @@ def make_mutant(seed_data: bytes, seed_name: str, rng: random.Random, supported_
         return data, [what]
     model = onnx.load_model_from_string(seed_data)
     for _ in range(rng.choice([1, 1, 1, 2, 2, 3, 5])):
-        try:
-            steps += _mutate_proto(model, rng, supported_ops)
-        except (ValueError, TypeError, OverflowError, IndexError) as exc:  # the mutation itself did not apply
-            steps.append(f"(skipped: {type(exc).__name__})")
+        for _attempt in range(8):  # a mutation that does not apply to this model (no attributes...) is redrawn
+            try:
+                done = _mutate_proto(model, rng, supported_ops)
+            except (ValueError, TypeError, OverflowError, IndexError) as exc:  # the mutation itself failed
+                done = [f"(skipped: {type(exc).__name__})"]
+            steps += done
+            if done:
+                break
+    if not steps:
+        data, what = _mutate_bytes(seed_data, rng)
+        return data, [what]
     try:
         data = model.SerializeToString()
     except Exception:  # noqa: BLE001 - an unserializable mutation: fall back to bytes
