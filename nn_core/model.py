@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .autodiff import GradientPlan
 from .errors import InputError, ModelError
 from .graph import Graph, NodeInfo, ValueSpec
 from .limits import DEFAULT_LIMITS, Limits
@@ -41,8 +42,9 @@ class Model:
         label = name or (Path(path).name if path else (proto.graph.name or "model"))
         self.warnings = check_model(proto)
         self.graph = Graph(proto, source=label, limits=limits)
-        self._plan = FastPlan(self.graph, self.graph.constants)
+        self._plan: FastPlan | None = FastPlan(self.graph, self.graph.constants)
         self._traced: TracedPlan | None = None
+        self._gradients: GradientPlan | None = None
         self._input_names = [spec.name for spec in self.graph.inputs]
         self._output_names = [spec.name for spec in self.graph.outputs]
         read = {name for node in self.graph.nodes for name in node.inputs} | set(self._output_names)
@@ -97,12 +99,12 @@ class Model:
     @property
     def plan_source(self) -> str:
         """The generated Python function the fast plan runs (readable: one line per kernel call)."""
-        return self._plan.source
+        return self._fast_plan().source
 
     @property
     def plan_ops(self) -> list[str]:
         """What the fast plan runs, one entry per kernel call, fused ops joined by '+' (e.g. 'Conv+Relu')."""
-        return [step.label for step in self._plan.steps]
+        return [step.label for step in self._fast_plan().steps]
 
     def __repr__(self) -> str:
         ins = ", ".join(f"{v.name}{v.describe_shape()}" for v in self.inputs)
@@ -113,7 +115,7 @@ class Model:
     def run(self, feeds: Mapping[str, Any], output_names: list[str] | None = None) -> dict[str, np.ndarray]:
         """Run the model on ``{input_name: array}``; returns ``{output_name: array}`` in graph-output order."""
         try:  # the boundary of error_boundary, inlined: run is the hot path and try costs nothing in 3.11
-            values = self._plan.run(*self._prepare_feeds(feeds))
+            values = (self._plan or self._fast_plan()).run(*self._prepare_feeds(feeds))
         except ModelError:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -134,7 +136,67 @@ class Model:
 
     def profile(self, feeds: Mapping[str, Any]):
         with error_boundary(self.name, "profiling"):
-            return self._plan.profile(self._prepare_feeds(feeds))
+            return self._fast_plan().profile(self._prepare_feeds(feeds))
+
+    def _fast_plan(self) -> FastPlan:
+        if self._plan is None:  # weights changed since it was built
+            self._plan = FastPlan(self.graph, self.graph.constants)
+        return self._plan
+
+    # ---- gradients and weights ---------------------------------------------------------------------------
+    @property
+    def initializers(self) -> dict[str, np.ndarray]:
+        """The model's floating-point initializers (its weights), by name. Read-only views."""
+        result = {}
+        for name, value in self.graph.constants.items():
+            if value.dtype.kind == "f":
+                view = value.view()
+                view.flags.writeable = False
+                result[name] = view
+        return result
+
+    def set_initializers(self, values: Mapping[str, np.ndarray]) -> None:
+        """Replace some floating-point initializers (same shape, same dtype); plans rebuild on next use."""
+        for name, value in values.items():
+            old = self.graph.constants.get(name)
+            if old is None or old.dtype.kind != "f":
+                raise ModelError(f"{self.name}: '{name}' is not a floating-point initializer of the model")
+            value = np.asarray(value)
+            if value.shape != old.shape:
+                raise ModelError(f"{self.name}: initializer '{name}' has shape {list(old.shape)}, "
+                                 f"got {list(value.shape)}")
+        for name, value in values.items():
+            self.graph.constants[name] = np.array(value, dtype=self.graph.constants[name].dtype)
+        self._plan = None
+        self._traced = None
+
+    def gradient_plan(self) -> GradientPlan:
+        """The unfused plan with the weights as run-time parameters, shared by ``vjp`` and training."""
+        if self._gradients is None:
+            with error_boundary(self.name, "preparing gradients of"):
+                self._gradients = GradientPlan(self.graph)
+        return self._gradients
+
+    def vjp(self, feeds: Mapping[str, Any], cotangents: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Reverse mode: for the graph run on ``feeds``, the gradient of ``sum over outputs <output, cotangent>``
+        with respect to every floating-point graph input and initializer, keyed by name, each the shape of its
+        value (zeros where nothing flows). Outputs without a cotangent contribute nothing.
+
+        Raises ``UnsupportedOperatorError`` naming the node when a gradient must pass an op without a rule.
+        """
+        plan = self.gradient_plan()
+        with error_boundary(self.name, "differentiating"):
+            arrays = self._prepare_feeds(feeds)
+            inputs = {name: array for name, array in zip(self._input_names, arrays) if array is not None}
+            tape = plan.forward(inputs, {name: self.graph.constants[name] for name in plan.parameters})
+            grads = plan.backward(tape, cotangents)
+            result: dict[str, np.ndarray] = {}
+            for name, array in inputs.items():
+                if array.dtype.kind == "f":
+                    result[name] = _gradient_or_zeros(grads.get(name), array)
+            for name in plan.parameters:
+                result[name] = _gradient_or_zeros(grads.get(name), self.graph.constants[name])
+            return result
 
     def _prepare_feeds(self, feeds: Mapping[str, Any]) -> list[np.ndarray]:
         # fast path for the common call: a dict of arrays that already have the declared dtype and shape
@@ -176,6 +238,12 @@ class Model:
 
     def _describe_inputs(self) -> str:
         return ", ".join(f"'{v.name}' {v.describe_shape()}" for v in self.graph.inputs)
+
+
+def _gradient_or_zeros(grad: np.ndarray | None, value: np.ndarray) -> np.ndarray:
+    if grad is None:
+        return np.zeros(value.shape, dtype=value.dtype)
+    return np.asarray(grad, dtype=value.dtype).reshape(value.shape)
 
 
 def _plain_array(value: Any) -> np.ndarray:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelError
+from ..errors import ModelError, UnsupportedOperatorError
 from ..limits import DEFAULT_LIMITS, Limits, check_tensor, check_work
 
 DEFAULT_DOMAIN = ""
@@ -97,6 +97,22 @@ class Op:
 
     def run(self, *inputs: np.ndarray | None) -> np.ndarray | tuple[np.ndarray, ...]:
         raise NotImplementedError
+
+    def backward(self, inputs: list[np.ndarray | None], outputs: list[np.ndarray],
+                 grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
+        """The op's gradient rule (reverse mode), beside its kernel.
+
+        Given the forward ``inputs`` and ``outputs`` of one run and ``grads``, the gradient of the loss with
+        respect to each output (None where no gradient flows), return the gradient with respect to each input,
+        each the shape of that input — None for inputs that are not differentiable (indices, shapes, integer
+        data) or that no output depends on smoothly. Kernels without a rule inherit this refusal.
+        """
+        raise UnsupportedOperatorError(f"{self.node.where()}: the engine has no gradient rule for "
+                                       f"{self.node.op_type}, so it cannot differentiate through this node")
+
+    @classmethod
+    def has_gradient(cls) -> bool:
+        return cls.backward is not Op.backward
 
 
 def register(op_type: str, since: int = 1, domain: str = DEFAULT_DOMAIN) -> Callable[[type[Op]], type[Op]]:
