@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 import nn_core
-from gui.adapter import ModelAdapter
 from gui.prediction import Prediction, run_prediction
+from nn_core.interface import ModelAdapter
 
 
 def model_key(path: str | Path) -> str:

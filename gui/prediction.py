@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gui.adapter import ModelAdapter
+from nn_core.interface import ModelAdapter
 
 
 @dataclass

@@ -13,8 +13,8 @@ import threading
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
-from gui.adapter import ModelAdapter
 from gui.prediction import Prediction, run_prediction  # noqa: F401 (re-exported: the window imports them here)
+from nn_core.interface import ModelAdapter
 
 # Models whose traced run takes less than this run in the caller's thread: a thread hop costs more than it saves.
 SYNC_BUDGET_SECONDS = 0.008

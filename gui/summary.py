@@ -10,7 +10,7 @@ import numpy as np
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QPersistentModelIndex, Qt
 from PySide6.QtWidgets import QHeaderView, QLabel, QTreeView, QVBoxLayout, QWidget
 
-from gui.adapter import SCALING_DESCRIPTIONS, ModelAdapter
+from nn_core.interface import SCALING_DESCRIPTIONS, ModelAdapter
 
 COLUMNS = ("#", "Node", "Op", "Output shape", "Parameters")
 

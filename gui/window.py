@@ -33,7 +33,6 @@ from PySide6.QtWidgets import (
 
 import nn_core
 from gui.activations import ActivationsView
-from gui.adapter import SCALING_DESCRIPTIONS, SCALINGS, ModelAdapter, ScalingReport, auto_detect_scaling
 from gui.canvas import MAX_PEN_WIDTH, MIN_PEN_WIDTH, DrawingCanvas
 from gui.model_opening import ModelOpener, OpenResult, model_key, prepare_model  # noqa: F401 (model_key re-exported)
 from gui.predictor import Prediction, Predictor
@@ -41,6 +40,7 @@ from gui.preview import InputPreview
 from gui.probabilities import ProbabilitiesView
 from gui.strokes import StrokeDocument
 from gui.summary import ModelSummary
+from nn_core.interface import SCALING_DESCRIPTIONS, SCALINGS, ModelAdapter, ScalingReport, auto_detect_scaling
 
 ORGANIZATION = "digitscope"
 APPLICATION = "digitscope"

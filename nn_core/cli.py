@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .interface import SCALINGS, ModelAdapter, digit_from_image_file, parse_labels, to_probabilities
 from .model import Model, load
-from .scaling import SCALINGS, scale_pixels
 
 
 def add_info_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,34 +51,9 @@ def info_command(args: argparse.Namespace) -> int:
 
 
 def image_to_input(path: str, model: Model, scale: str | None) -> np.ndarray:
-    """An image file as a digit the model can read: grey, ink bright on dark, resized, laid out as declared."""
-    from PIL import Image, ImageOps
-
-    spec = model.inputs[0]
-    shape = [d if isinstance(d, int) else 1 for d in (spec.shape or [1, 1, 28, 28])]
-    spatial = [d for d in shape if d > 4] or [28, 28]
-    height, width = (spatial + spatial)[:2] if len(spatial) < 2 else spatial[-2:]
-    if len(shape) == 2 and shape[-1] > 4:  # flat vector input: a square image
-        height = width = int(round(shape[-1] ** 0.5))
-    image = ImageOps.grayscale(Image.open(path))
-    pixels = np.asarray(image, dtype=np.float32) / 255.0
-    if pixels.mean() > 0.5:  # dark ink on a light background: invert to MNIST's bright ink
-        pixels = 1.0 - pixels
-    resized = Image.fromarray((pixels * 255).astype(np.uint8)).resize((width, height), Image.Resampling.LANCZOS)
-    x = np.asarray(resized, dtype=np.float32) / 255.0
-    x = scale_pixels(x, scale or model.metadata.get("input_scale", "01"))
-    channels = [d for d in shape[1:] if d in (1, 3) and d not in (height,)] if len(shape) == 4 else []
-    if len(shape) == 4:
-        c = channels[0] if channels else 1
-        if shape[1] == c:  # NCHW
-            x = np.repeat(x[None, None], c, axis=1)
-        else:  # NHWC
-            x = np.repeat(x[None, :, :, None], c, axis=3)
-    elif len(shape) == 3:
-        x = x[None]
-    elif len(shape) == 2:
-        x = x.reshape(1, -1)
-    return np.ascontiguousarray(x, dtype=spec.dtype or np.float32)
+    """An image file as a digit the model can read, through the image <-> model interface."""
+    adapter = ModelAdapter(model)
+    return next(iter(adapter.make_feeds(digit_from_image_file(path), scale).values()))
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -93,21 +66,16 @@ def run_command(args: argparse.Namespace) -> int:
     elif Path(args.input).suffix.lower() == ".npy":
         x = np.load(args.input)
     else:
-        try:
-            x = image_to_input(args.input, model, args.scale)
-        except OSError as exc:
-            raise InputError(f"{args.input}: cannot read the image ({exc})") from None
+        x = image_to_input(args.input, model, args.scale)
     outputs = model.run({spec.name: x})
-    labels = json.loads(model.metadata["labels"]) if "labels" in model.metadata else None
+    labels = parse_labels(model.metadata)
     for name, value in outputs.items():
         value = np.asarray(value)
         print(f"{name}  shape {list(value.shape)}  {value.dtype}")
         with np.printoptions(precision=4, suppress=True, linewidth=110, threshold=200):
             print(value)
         if value.dtype.kind == "f" and value.ndim >= 1 and 2 <= value.shape[-1] <= 1000:
-            row = value.reshape(-1, value.shape[-1])[0].astype(np.float64)
-            probs = row if (row.min() >= 0 and abs(row.sum() - 1) < 1e-3) else np.exp(row - row.max())
-            probs = probs / probs.sum()
+            probs = to_probabilities(value.reshape(-1, value.shape[-1])[0])
             order = np.argsort(-probs)[: args.top]
             names = [labels[i] if labels and i < len(labels) else str(i) for i in order]
             tops = ", ".join(f"{name}: {probs[i] * 100:.1f}%" for name, i in zip(names, order))

@@ -14,9 +14,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import nn_core
-from gui.adapter import MAX_INPUT_ELEMENTS, ModelAdapter, detect_layout
 from gui.model_opening import ModelOpener, OpenedModel, prepare_model
 from gui.paging import Pages
+from nn_core.interface import MAX_INPUT_ELEMENTS, ModelAdapter, detect_layout
 
 pytest.importorskip("pytestqt")
 

@@ -1,4 +1,4 @@
-"""Fitting a 28x28 drawing to a model's input, and its scores to probabilities (no Qt)."""
+"""nn_core.interface: a 28x28 drawing fitted to any model's input, and its scores turned into probabilities."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import nn_core
-from gui.adapter import (
+from nn_core.errors import ModelError
+from nn_core.interface import (
     SCALINGS,
     ModelAdapter,
     auto_detect_scaling,
@@ -22,7 +23,6 @@ from gui.adapter import (
     scale_pixels,
     to_probabilities,
 )
-from nn_core.errors import ModelError
 
 MODELS = Path(__file__).resolve().parent / "models"
 RNG = np.random.default_rng(7)

@@ -1,8 +1,16 @@
-"""Fit a 28x28 drawing to whatever a loaded model expects, and turn its scores into probabilities (no Qt).
+"""The image <-> model interface: a 28x28 digit in, class probabilities out, whatever the model expects.
 
 Models in the wild disagree on everything: NCHW, NHWC, [N,H,W], flat [N,784], a fixed batch of 10, no batch
 axis at all, 32x32 or 14x14 inputs, three grey channels, float64, and five conventions for pixel values. The
-engine runs the graph as written; this module is the only place that knows about those conventions.
+engine runs the graph as written; this module is the only place that knows about those conventions. The app,
+the CLI (`run`), the benchmarks and the tests all use it:
+
+    adapter = ModelAdapter(nn_core.load(path))      # input layout, scaling, output kind, labels from metadata
+    feeds = adapter.make_feeds(image28)             # a 28x28 float image, ink = 1.0 on 0.0
+    probabilities = adapter.interpret(model.run(feeds))
+
+Metadata keys a model file may carry are named below (``META_*``); ``auto_detect_scaling`` tries every pixel
+convention on MNIST test digits shipped with this package (``mnist_samples.npz``).
 """
 
 from __future__ import annotations
@@ -16,8 +24,19 @@ from typing import Any
 
 import numpy as np
 
-from nn_core.errors import ModelError
-from nn_core.scaling import SCALING_DESCRIPTIONS, SCALINGS, scale_pixels  # noqa: F401  (re-exported)
+from .errors import InputError, ModelError
+from .scaling import SCALING_DESCRIPTIONS, SCALINGS, scale_pixels
+
+__all__ = ["DEFAULT_SCALING", "InputLayout", "META_INPUT_LAYOUT", "META_INPUT_SCALE", "META_LABELS",
+           "META_OUTPUT_KIND", "MNIST_SIZE", "ModelAdapter", "OUTPUT_KINDS", "SCALINGS", "SCALING_DESCRIPTIONS",
+           "ScalingReport", "auto_detect_scaling", "detect_layout", "detect_output_kind", "digit_from_image_file",
+           "load_samples", "parse_labels", "resolve_scaling", "scale_pixels", "softmax", "to_probabilities"]
+
+# Metadata keys (ONNX metadata_props) this interface reads; nn_core.train writes them into the models it makes.
+META_LABELS = "labels"  # a JSON list (or "a, b, c") of class names, in output order
+META_INPUT_SCALE = "input_scale"  # one of SCALINGS
+META_OUTPUT_KIND = "output_kind"  # one of OUTPUT_KINDS
+META_INPUT_LAYOUT = "input_layout"  # "nchw", ... (informative: the layout is detected from the declared shape)
 
 MNIST_SIZE = 28
 OUTPUT_KINDS = ("logits", "probabilities", "log_probabilities")
@@ -198,7 +217,7 @@ def to_probabilities(scores: np.ndarray, kind: str | None = None) -> np.ndarray:
 
 
 def parse_labels(metadata: dict[str, str]) -> list[str] | None:
-    text = metadata.get("labels")
+    text = metadata.get(META_LABELS)
     if not text:
         return None
     try:
@@ -212,7 +231,7 @@ def parse_labels(metadata: dict[str, str]) -> list[str] | None:
 
 def resolve_scaling(metadata: dict[str, str], remembered: str | None) -> tuple[str, str]:
     """The scaling to use and where it came from: the file's metadata, the user's remembered choice, default."""
-    declared = metadata.get("input_scale")
+    declared = metadata.get(META_INPUT_SCALE)
     if declared in SCALINGS:
         return declared, "metadata"
     if remembered in SCALINGS:
@@ -228,7 +247,7 @@ class ModelAdapter:
         self.metadata: dict[str, str] = dict(getattr(model, "metadata", {}) or {})
         self.layout = self._choose_input(model)
         self.scaling, self.scaling_source = resolve_scaling(self.metadata, remembered_scaling)
-        declared_kind = self.metadata.get("output_kind")
+        declared_kind = self.metadata.get(META_OUTPUT_KIND)
         self.declared_output_kind = declared_kind if declared_kind in OUTPUT_KINDS else None
         self.metadata_labels = parse_labels(self.metadata)
         self._output_name: str | None = None
@@ -352,6 +371,26 @@ class ModelAdapter:
         return np.stack([self.predict(image, scaling) for image in images28])
 
 
+def digit_from_image_file(path: str | Path) -> np.ndarray:
+    """An image file (a scan, a paint-program drawing) as a 28x28 MNIST-style digit: grey, ink = 1.0 on 0.0.
+
+    Dark ink on light paper is inverted; the whole picture is resized to 28x28 (the adapter then fits it to the
+    model's own size). Raises InputError when the file cannot be read as an image.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as opened:
+            grey = ImageOps.grayscale(opened)
+    except (OSError, UnidentifiedImageError) as exc:
+        raise InputError(f"{path}: cannot read the image ({exc})") from None
+    pixels = np.asarray(grey, dtype=np.float32) / 255.0
+    if pixels.mean() > 0.5:  # dark ink on a light background: invert to MNIST's bright ink
+        pixels = 1.0 - pixels
+    resized = Image.fromarray(pixels, mode="F").resize((MNIST_SIZE, MNIST_SIZE), Image.Resampling.LANCZOS)
+    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+
+
 def _model_name(model: Any) -> str:
     path = getattr(model, "path", None)
     return Path(path).name if path else "model"
@@ -359,7 +398,7 @@ def _model_name(model: Any) -> str:
 
 def load_samples() -> tuple[np.ndarray, np.ndarray]:
     """The shipped MNIST test digits: float32 images (n, 28, 28) with ink = 1, and int labels (n,)."""
-    source = resources.files("gui").joinpath(SAMPLES_FILE)
+    source = resources.files(__package__).joinpath(SAMPLES_FILE)
     with resources.as_file(source) as path, np.load(path) as data:
         return data["images"].astype(np.float32) / 255.0, data["labels"].astype(np.int64)
 
