@@ -27,6 +27,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -34,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gui.rasterize import RasterStyle, default_pen_width, rasterize_with_style  # noqa: E402
+from nn_core.interface import SCALINGS, ModelAdapter  # noqa: E402
 from tools.stroke_digits import (  # noqa: E402
     Placement,
     Strokes,
@@ -46,72 +48,49 @@ from tools.stroke_digits import (  # noqa: E402
 CANVAS = (280, 280)  # the app's canvas (gui.strokes.DEFAULT_CANVAS_SIZE)
 Classifier = Callable[[np.ndarray], np.ndarray]
 
-SCALERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "01": lambda x: x,
-    "255": lambda x: x * 255.0,
-    "mnist_norm": lambda x: (x - 0.1307) / 0.3081,
-    "m11": lambda x: x * 2.0 - 1.0,
-    "inv01": lambda x: 1.0 - x,
-}
 
+class _OrtModel:
+    """An onnxruntime session dressed as an nn_core model (inputs, outputs, metadata, run), so that the same
+    image <-> model interface (nn_core.interface) feeds it."""
 
-def _model_scale(path: Path) -> str:
-    import onnx
+    def __init__(self, path: Path) -> None:
+        import onnx
+        import onnxruntime as ort
 
-    model = onnx.load(str(path), load_external_data=False)
-    meta = {p.key: p.value for p in model.metadata_props}
-    return meta.get("input_scale", "01")
+        self.path = path
+        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        proto = onnx.load(str(path), load_external_data=False)
+        self.metadata = {p.key: p.value for p in proto.metadata_props}
+        types = {"tensor(double)": np.float64, "tensor(float16)": np.float16}
+        self.inputs = [SimpleNamespace(name=i.name, dtype=types.get(i.type, np.float32),
+                                       shape=[d if isinstance(d, int) else None for d in i.shape])
+                       for i in self.session.get_inputs()]
+        self.outputs = [SimpleNamespace(name=o.name) for o in self.session.get_outputs()]
 
-
-def _layout(shape: Sequence, batch: np.ndarray) -> np.ndarray:
-    """(N, 28, 28) images in the model's input layout, judged from its declared input shape."""
-    n = len(batch)
-    if len(shape) == 4:
-        return batch.reshape(n, 28, 28, 1) if shape[-1] == 1 and shape[1] != 1 else batch.reshape(n, 1, 28, 28)
-    if len(shape) == 3:
-        return batch.reshape(n, 28, 28)
-    return batch.reshape(n, 784)
-
-
-def _fixed_batch(shape: Sequence) -> bool:
-    return bool(shape) and isinstance(shape[0], int) and shape[0] == 1
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip([o.name for o in self.outputs], self.session.run(None, feeds)))
 
 
 def make_classifier(path: Path, scale: str | None, engine: str) -> tuple[Classifier, str]:
     """A function images (N, 28, 28) in [0, 1] -> predicted labels, running the model with nn_core or
-    onnxruntime; and the name of the engine used."""
-    scaler = SCALERS[scale or _model_scale(path)]
+    onnxruntime through the app's image <-> model interface; and the name of the engine used."""
+    model = None
     if engine in ("auto", "nn_core"):
         try:
             import nn_core
 
-            model = nn_core.load(str(path))
-            spec = model.inputs[0]
-
-            def run_nn(images: np.ndarray) -> np.ndarray:
-                x = _layout(spec.shape, scaler(images).astype(spec.dtype))
-                chunks = [x[i : i + 1] for i in range(len(x))] if _fixed_batch(spec.shape) else [x]
-                return np.concatenate([np.asarray(next(iter(model.run({spec.name: c}).values()))) for c in chunks])
-
-            run_nn(np.zeros((1, 28, 28), np.float32))  # fail now, not half-way, if the engine cannot run it
-            return lambda images: run_nn(images).reshape(len(images), -1).argmax(axis=1), "nn_core"
+            model, name = nn_core.load(str(path)), "nn_core"
+            ModelAdapter(model).predict(np.zeros((28, 28), np.float32))  # fail now, not half-way
         except Exception as exc:  # noqa: BLE001 - any failure means: fall back to the reference runtime
             if engine == "nn_core":
                 raise
             print(f"(nn_core cannot run the model yet: {type(exc).__name__}: {exc}; using onnxruntime)")
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    meta = session.get_inputs()[0]
-    dtype = np.float64 if "double" in meta.type else np.float32
-
-    def run_ort(images: np.ndarray) -> np.ndarray:
-        x = _layout(meta.shape, scaler(images).astype(dtype))
-        chunks = [x[i : i + 1] for i in range(len(x))] if _fixed_batch(meta.shape) else [x]
-        out = np.concatenate([session.run(None, {meta.name: c})[0] for c in chunks])
-        return out.reshape(len(images), -1).argmax(axis=1)
-
-    return run_ort, "onnxruntime"
+            model = None
+    if model is None:
+        model, name = _OrtModel(path), "onnxruntime"
+    adapter = ModelAdapter(model)
+    scaling = scale or adapter.scaling
+    return lambda images: adapter.predict_many(images, scaling).argmax(axis=1), name
 
 
 def stroke_width(images: np.ndarray) -> np.ndarray:
@@ -170,7 +149,7 @@ def sweep_styles(base: RasterStyle) -> list[tuple[str, RasterStyle, float | None
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=ROOT / "assets" / "lenet5.onnx")
-    parser.add_argument("--scale", choices=sorted(SCALERS), help="input scaling (default: the model's metadata)")
+    parser.add_argument("--scale", choices=SCALINGS, help="input scaling (default: the model's metadata)")
     parser.add_argument("--engine", choices=("auto", "nn_core", "onnxruntime"), default="auto")
     parser.add_argument("--mnist", type=int, default=2000, help="MNIST test digits to turn into strokes")
     parser.add_argument("--synthetic", type=int, default=200, help="synthetic recordings per digit")
