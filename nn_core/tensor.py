@@ -1,41 +1,69 @@
-"""``Tensor``: an n-dimensional array type on NumPy storage, with the operations between tensors.
+"""``Tensor``: eager autograd on the engine's own kernels, to write a layer by hand and see its gradient.
 
-A ``Tensor`` wraps one ``np.ndarray`` and never copies it unless asked, so views (slices, reshapes, transposes,
-broadcasts) share memory exactly where NumPy's would. Arithmetic follows NumPy broadcasting and dtype promotion;
-every NumPy ufunc applied to a Tensor returns a Tensor (``np.exp(t)``), and ``np.asarray(t)`` hands back the
-storage itself. Shape mismatches raise ``nn_core.errors.InputError`` naming both shapes, never a bare NumPy error.
+Every operation on a Tensor runs the registered ONNX kernel for it: ``x @ w`` is MatMul, ``x + b`` is Add (with
+NumPy broadcasting), ``x.sum(axis=1)`` is ReduceSum, ``x[1:, 0]`` is Slice and Gather, ``x.conv2d(w)`` is Conv.
+When an input requires a gradient, the result remembers the kernel that made it and its inputs: that is the tape,
+micrograd style. ``loss.backward()`` sorts the tape and calls each kernel's ``backward``, the very rules
+``Model.vjp`` uses on a loaded graph, adding the gradients into ``.grad`` of every tensor that requires one. No
+derivative is written in this file: an operation whose kernel has no rule raises ``UnsupportedOperatorError``.
 
-Note: ``==`` and ``!=`` are *elementwise*, like NumPy: ``t == u`` is a boolean Tensor, so Tensors are unhashable
-and ``if t == u:`` only works for single-element tensors. Use ``t.allclose(u)`` or ``(t == u).all()`` for a bool.
+    w = Tensor.randn(3, 2, seed=0, requires_grad=True)
+    loss = (Tensor([[1.0, 2.0, 3.0]]) @ w).relu().sum()
+    loss.backward()
+    w.grad  # d loss / d w: an ndarray shaped like w
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-from nn_core.errors import InputError
+from .errors import InputError, UnsupportedOperatorError
+from .ops import load_all_kernels
+from .ops.registry import MAX_OPSET, NodeSpec, Op, resolve
 
-ShapeLike = int | Sequence[int]
-Axis = int | tuple[int, ...] | None
-
-
-def _unwrap(value: Any) -> Any:
-    """The NumPy storage of a Tensor (also inside index tuples); anything else unchanged."""
-    if isinstance(value, Tensor):
-        return value._data
-    if isinstance(value, tuple):
-        return tuple(_unwrap(item) for item in value)
-    return value
+#: the opset every kernel is taken at (there, axes, shapes and slice bounds are inputs, not attributes)
+OPSET = MAX_OPSET
+_KERNELS: dict[tuple, Op] = {}  # one kernel per (op type, number of inputs, attributes), built on first use
 
 
-def _wrap(value: Any) -> Any:
-    """Wrap NumPy results (arrays and NumPy scalars) as Tensors; leave None and Python objects alone."""
-    if isinstance(value, np.ndarray | np.generic):
-        return Tensor(value)
-    return value
+def kernel(op_type: str, arity: int, attrs: dict[str, Any]) -> Op:
+    """The kernel of ``op_type`` for ``arity`` inputs and these attributes, built once and then reused."""
+    key = (op_type, arity, tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in attrs.items())))
+    op = _KERNELS.get(key)
+    if op is None:
+        load_all_kernels()
+        cls = resolve(op_type, OPSET)
+        if cls is None:
+            raise UnsupportedOperatorError(f"the engine has no kernel for {op_type}")
+        spec = NodeSpec(op_type, inputs=[f"input{i}" for i in range(arity)], outputs=["output"], attrs=attrs,
+                        opset=OPSET)
+        op = _KERNELS[key] = cls(spec)
+    return op
+
+
+def apply(op_type: str, *inputs: Tensor | np.ndarray, **attrs: Any) -> Tensor:
+    """Run the ONNX operator ``op_type`` on ``inputs`` (Tensors; plain arrays for shapes, axes and indices) and,
+    when an input requires a gradient, record the run on the result."""
+    arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
+    try:
+        op = kernel(op_type, len(inputs), attrs)
+        result = op.run(*arrays)
+    except (InputError, UnsupportedOperatorError):
+        raise
+    except Exception as exc:  # the kernel's complaint, said as a complaint about the operands
+        shapes = ", ".join(str(np.shape(a)) for a in arrays)
+        raise InputError(f"{op_type} of shapes {shapes}: {exc}") from exc
+    out = Tensor(result[0] if isinstance(result, tuple) else result)
+    if any(isinstance(x, Tensor) and x.requires_grad for x in inputs):
+        out.requires_grad, out._op, out._inputs = True, op, inputs
+    return out
+
+
+def _ints(values: int | Sequence[int]) -> np.ndarray:
+    return np.array([values] if isinstance(values, int | np.integer) else list(values), dtype=np.int64)
 
 
 def _shape_args(shape: tuple) -> tuple[int, ...]:
@@ -45,167 +73,70 @@ def _shape_args(shape: tuple) -> tuple[int, ...]:
     return tuple(int(n) for n in shape)
 
 
-def _broadcast_shapes(op: str, *shapes: tuple[int, ...]) -> tuple[int, ...]:
-    """``np.broadcast_shapes`` with an ``InputError`` that names every shape."""
-    try:
-        return np.broadcast_shapes(*shapes)
-    except ValueError:
-        named = " and ".join(str(tuple(s)) for s in shapes)
-        raise InputError(f"{op}: shapes {named} cannot be broadcast together") from None
-
-
-def _check_batch_axes(op: str, shape_a: tuple, shape_b: tuple, batch_a: tuple, batch_b: tuple) -> None:
-    """Raise an ``InputError`` naming both full shapes when the batch (non-core) axes do not broadcast."""
-    try:
-        np.broadcast_shapes(batch_a, batch_b)
-    except ValueError:
-        raise InputError(f"{op}: shapes {shape_a} and {shape_b} have batch axes {batch_a} and {batch_b} "
-                         "that cannot be broadcast together") from None
-
-
-def _operator(ufunc: np.ufunc, reflected: bool = False) -> Callable[[Tensor, Any], Tensor]:
-    """A binary operator method applying ``ufunc``; it runs through ``Tensor.__array_ufunc__``."""
-    if reflected:
-        return lambda self, other: ufunc(other, self)
-    return lambda self, other: ufunc(self, other)
+def _pair(value: int | Sequence[int]) -> list[int]:
+    return [int(value)] * 2 if isinstance(value, int | np.integer) else [int(v) for v in value]
 
 
 class Tensor:
-    """An n-dimensional array: NumPy storage, NumPy semantics, engine errors. See the module docstring."""
+    """An array (``.data``) that can require a gradient (``.grad``) and remembers the kernel that made it."""
 
-    __slots__ = ("_data",)
-    # Make ndarray's binary operators defer to us, so ``array + tensor`` is a Tensor too.
-    __array_priority__ = 1000.0
-    # Elementwise __eq__ makes Tensors unhashable, as ndarrays are.
-    __hash__ = None  # type: ignore[assignment]
+    __slots__ = ("data", "grad", "requires_grad", "_op", "_inputs")
+    __array_ufunc__ = None  # ``ndarray + Tensor`` asks Tensor.__radd__, so the operation is recorded too
 
-    def __init__(self, data: Any, dtype: Any = None, copy: bool = False) -> None:
-        data = _unwrap(data)
-        # np.asarray keeps an existing ndarray as is (no copy) when the dtype already matches.
-        self._data: np.ndarray = np.array(data, dtype=dtype, copy=True) if copy else np.asarray(data, dtype=dtype)
+    def __init__(self, data: Any, dtype: Any = None, requires_grad: bool = False) -> None:
+        self.data: np.ndarray = np.asarray(data.data if isinstance(data, Tensor) else data, dtype=dtype)
+        if requires_grad and self.data.dtype.kind != "f":
+            raise InputError(f"only floating-point tensors can require a gradient, not {self.data.dtype}")
+        self.grad: np.ndarray | None = None
+        self.requires_grad = requires_grad
+        self._op: Op | None = None  # the kernel that computed this tensor, None for a leaf
+        self._inputs: tuple = ()  # its inputs: Tensors, or arrays of shapes, axes and indices
 
-    # ------------------------------------------------------------------ constructors
+    # ------------------------------------------------------------------ construction and NumPy interop
     @classmethod
-    def from_numpy(cls, array: np.ndarray) -> Tensor:
-        """Wrap ``array`` without copying: writes through either object are seen by the other."""
-        if not isinstance(array, np.ndarray):
-            raise TypeError(f"from_numpy expects an np.ndarray, got {type(array).__name__}")
-        return cls(array)
+    def zeros(cls, *shape: int, dtype: Any = np.float32, requires_grad: bool = False) -> Tensor:
+        return cls(np.zeros(_shape_args(shape), dtype), requires_grad=requires_grad)
 
     @classmethod
-    def zeros(cls, *shape: ShapeLike, dtype: Any = np.float32) -> Tensor:
-        return cls(np.zeros(_shape_args(shape), dtype=dtype))
+    def ones(cls, *shape: int, dtype: Any = np.float32, requires_grad: bool = False) -> Tensor:
+        return cls(np.ones(_shape_args(shape), dtype), requires_grad=requires_grad)
 
     @classmethod
-    def ones(cls, *shape: ShapeLike, dtype: Any = np.float32) -> Tensor:
-        return cls(np.ones(_shape_args(shape), dtype=dtype))
-
-    @classmethod
-    def full(cls, shape: ShapeLike, fill_value: Any, dtype: Any = None) -> Tensor:
-        """Like ``np.full``: the dtype is inferred from ``fill_value`` unless given."""
-        return cls(np.full(_shape_args((shape,)), fill_value, dtype=dtype))
+    def randn(cls, *shape: int, seed: int | None = None, dtype: Any = np.float32,
+              requires_grad: bool = False) -> Tensor:
+        """Standard-normal samples; the same ``seed`` always gives the same tensor."""
+        data = np.random.default_rng(seed).standard_normal(_shape_args(shape)).astype(dtype)
+        return cls(data, requires_grad=requires_grad)
 
     @classmethod
     def arange(cls, start: float, stop: float | None = None, step: float = 1, dtype: Any = None) -> Tensor:
         return cls(np.arange(start, stop, step, dtype=dtype))
 
-    @classmethod
-    def randn(cls, *shape: ShapeLike, seed: int | None = None, dtype: Any = np.float32) -> Tensor:
-        """Standard-normal samples; the same ``seed`` always gives the same tensor."""
-        return cls(np.random.default_rng(seed).standard_normal(_shape_args(shape), dtype=dtype))
-
-    # ------------------------------------------------------------------ NumPy interoperability
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
-        """NumPy 2 protocol: ``copy=None`` copies only if the dtype needs it, ``False`` refuses, ``True`` always."""
-        if dtype is None and not copy:
-            return self._data
-        # np.array implements exactly these copy semantics (including the ValueError for copy=False).
-        return np.array(self._data, dtype=dtype, copy=copy)
-
-    def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
-        """Run any NumPy ufunc on the storage and wrap the result, so ``np.exp(t)`` is a Tensor."""
-        if ufunc is np.matmul and method == "__call__" and not kwargs:  # ndarray @ Tensor: check the shapes
-            return Tensor(inputs[0]).matmul(inputs[1])
-        arrays = [_unwrap(x) for x in inputs]
-        out = kwargs.get("out")
-        if out is not None:
-            kwargs["out"] = tuple(_unwrap(o) for o in out)
-        try:
-            result = getattr(ufunc, method)(*arrays, **kwargs)
-        except ValueError:
-            if method == "__call__":  # most likely a broadcast failure: say so with the shapes
-                _broadcast_shapes(ufunc.__name__, *(np.shape(a) for a in arrays))
-            raise
-        if out is not None:  # results were written into the caller's own Tensors
-            return out[0] if len(out) == 1 else out
-        if isinstance(result, tuple):
-            return tuple(_wrap(r) for r in result)
-        return _wrap(result)
+        return self.data if dtype is None and not copy else np.array(self.data, dtype=dtype, copy=copy)
 
     def numpy(self) -> np.ndarray:
         """The storage itself (no copy)."""
-        return self._data
-
-    # ------------------------------------------------------------------ properties
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self._data.shape
-
-    @property
-    def ndim(self) -> int:
-        return self._data.ndim
-
-    @property
-    def size(self) -> int:
-        return self._data.size
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self._data.dtype
-
-    @property
-    def itemsize(self) -> int:
-        return self._data.itemsize
-
-    @property
-    def nbytes(self) -> int:
-        return self._data.nbytes
-
-    @property
-    def strides(self) -> tuple[int, ...]:
-        """Steps between neighbours along each axis, in elements (0 for a broadcast axis)."""
-        return tuple(s // self.itemsize for s in self._data.strides)
-
-    @property
-    def byte_strides(self) -> tuple[int, ...]:
-        """Steps between neighbours along each axis, in bytes (NumPy's ``strides``)."""
-        return self._data.strides
-
-    @property
-    def is_contiguous(self) -> bool:
-        """True when the elements are laid out in row-major (C) order without gaps."""
-        return bool(self._data.flags.c_contiguous)
-
-    def contiguous(self) -> Tensor:
-        """``self`` if already C-contiguous, else a C-contiguous copy."""
-        return self if self.is_contiguous else Tensor(np.ascontiguousarray(self._data))
-
-    def copy(self) -> Tensor:
-        return Tensor(self._data.copy())
-
-    def astype(self, dtype: Any, copy: bool = True) -> Tensor:
-        return Tensor(self._data.astype(dtype, copy=copy))
+        return self.data
 
     def item(self) -> Any:
-        return self._data.item()
+        return self.data.item()
 
     def tolist(self) -> Any:
-        return self._data.tolist()
+        return self.data.tolist()
 
-    # ------------------------------------------------------------------ container protocol
+    def detach(self) -> Tensor:
+        """The same values, cut from the tape: nothing flows back through the result."""
+        return Tensor(self.data)
+
+    shape = property(lambda self: self.data.shape)
+    ndim = property(lambda self: self.data.ndim)
+    size = property(lambda self: self.data.size)
+    dtype = property(lambda self: self.data.dtype)
+
     def __repr__(self) -> str:
-        body = np.array2string(self._data, separator=", ", prefix="Tensor(")
-        return f"Tensor({body}, shape={self.shape}, dtype={self.dtype})"
+        body = np.array2string(self.data, separator=", ", prefix="Tensor(")
+        return f"Tensor({body}{', requires_grad=True' if self.requires_grad else ''})"
 
     def __len__(self) -> int:
         if self.ndim == 0:
@@ -213,249 +144,272 @@ class Tensor:
         return self.shape[0]
 
     def __iter__(self) -> Iterator[Tensor]:
-        """Iterate over the first axis, yielding views."""
-        if self.ndim == 0:
-            raise TypeError("iteration over a 0-d tensor")
-        return (Tensor(row) for row in self._data)
-
-    def __bool__(self) -> bool:
-        return bool(self._data)  # NumPy raises for more than one element: the truth value is ambiguous
+        return (self[i] for i in range(len(self)))
 
     def __float__(self) -> float:
-        return float(self._data)
+        return float(self.data.item())
 
-    def __int__(self) -> int:
-        return int(self._data)
+    # ------------------------------------------------------------------ gradients
+    def backward(self, grad: Any = None) -> None:
+        """Add d(self)/d(t), weighted by ``grad`` (1 for a single value), to ``t.grad`` for every tensor t on
+        this tensor's tape that requires a gradient."""
+        if not self.requires_grad:
+            raise InputError("backward: no input of this tensor requires a gradient")
+        if grad is None and self.size != 1:
+            raise InputError(f"backward: shape {self.shape} is not a single value; pass grad= of that shape")
+        grad = np.ones_like(self.data) if grad is None else np.asarray(Tensor(grad).data, self.dtype)
+        if grad.shape != self.shape:
+            raise InputError(f"backward: grad of shape {grad.shape} for a tensor of shape {self.shape}")
+        grads = {id(self): grad}  # gradient of each tensor reached so far, summed over its uses
+        for t in reversed(self._tape()):  # every use of a tensor is handled before the tensor itself
+            g = grads.pop(id(t), None)
+            if g is None:
+                continue
+            if t.grad is None:
+                t.grad = np.zeros_like(t.data)
+            t.grad += g
+            if t._op is None:
+                continue
+            arrays = [x.data if isinstance(x, Tensor) else x for x in t._inputs]
+            for x, gx in zip(t._inputs, t._op.backward(arrays, [t.data], [g])):
+                if isinstance(x, Tensor) and x.requires_grad and gx is not None:
+                    grads[id(x)] = grads[id(x)] + gx if id(x) in grads else gx
 
-    def __getitem__(self, key: Any) -> Tensor:
-        """NumPy indexing: basic indices (ints, slices, None, ...) give views; fancy/boolean ones give copies."""
-        return Tensor(self._data[_unwrap(key)])
+    def _tape(self) -> list[Tensor]:
+        """The tensors this one was computed from that require a gradient, inputs before results."""
+        order: list[Tensor] = []
+        seen: set[int] = set()
+        stack: list[tuple[Tensor, bool]] = [(self, False)]
+        while stack:  # depth first, without recursion (a tape can be deeper than Python's stack)
+            t, inputs_done = stack.pop()
+            if inputs_done:
+                order.append(t)
+            elif id(t) not in seen:
+                seen.add(id(t))
+                stack.append((t, True))
+                stack.extend((x, False) for x in t._inputs if isinstance(x, Tensor) and x.requires_grad)
+        return order
 
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self._data[_unwrap(key)] = _unwrap(value)
+    def zero_grad(self) -> Tensor:
+        """Forget the accumulated gradient (before the next backward of a training step)."""
+        self.grad = None
+        return self
 
-    # ------------------------------------------------------------------ shape manipulation
-    def reshape(self, *shape: ShapeLike) -> Tensor:
-        """New shape with the same elements; one dimension may be -1. A view whenever NumPy can make one."""
-        target = _shape_args(shape)
-        try:
-            return Tensor(self._data.reshape(target))
-        except ValueError:
-            raise InputError(f"reshape: cannot reshape shape {self.shape} ({self.size} elements) "
-                             f"into {target}") from None
+    # ------------------------------------------------------------------ arithmetic (NumPy broadcasting)
+    def _lift(self, other: Any) -> Tensor:
+        """A constant operand as a Tensor of this tensor's dtype (or the wider one NumPy would pick)."""
+        if isinstance(other, Tensor):
+            return other
+        other = other if np.isscalar(other) else np.asarray(other)
+        return Tensor(np.asarray(other, dtype=np.result_type(self.data, other)))
 
-    def transpose(self, *axes: int | Sequence[int]) -> Tensor:
-        """Permute the axes (reverse them when none are given); always a view."""
-        if not axes:
-            return Tensor(self._data.transpose())
-        order = _shape_args(axes)
-        if sorted(a + self.ndim if a < 0 else a for a in order) != list(range(self.ndim)):
-            raise InputError(f"transpose: axes {order} are not a permutation of the {self.ndim} axes "
-                             f"of shape {self.shape}")
-        return Tensor(self._data.transpose(order))
+    def __add__(self, other: Any) -> Tensor:
+        return apply("Add", self, self._lift(other))
 
-    def permute(self, *dims: int | Sequence[int]) -> Tensor:
-        """``transpose`` with every axis named explicitly (torch spelling)."""
-        if not dims and self.ndim:
-            raise InputError(f"permute: name all {self.ndim} axes of shape {self.shape}")
-        return self.transpose(*dims) if dims else self
+    def __radd__(self, other: Any) -> Tensor:
+        return apply("Add", self._lift(other), self)
+
+    def __sub__(self, other: Any) -> Tensor:
+        return apply("Sub", self, self._lift(other))
+
+    def __rsub__(self, other: Any) -> Tensor:
+        return apply("Sub", self._lift(other), self)
+
+    def __mul__(self, other: Any) -> Tensor:
+        return apply("Mul", self, self._lift(other))
+
+    def __rmul__(self, other: Any) -> Tensor:
+        return apply("Mul", self._lift(other), self)
+
+    def __truediv__(self, other: Any) -> Tensor:
+        return apply("Div", self, self._lift(other))
+
+    def __rtruediv__(self, other: Any) -> Tensor:
+        return apply("Div", self._lift(other), self)
+
+    def __pow__(self, other: Any) -> Tensor:
+        return apply("Pow", self, self._lift(other))
+
+    def __rpow__(self, other: Any) -> Tensor:
+        return apply("Pow", self._lift(other), self)
+
+    def __neg__(self) -> Tensor:
+        return apply("Neg", self)
+
+    # ------------------------------------------------------------------ products
+    def __matmul__(self, other: Any) -> Tensor:
+        return apply("MatMul", self, self._lift(other))
+
+    def __rmatmul__(self, other: Any) -> Tensor:
+        return apply("MatMul", self._lift(other), self)
+
+    matmul = __matmul__
+
+    def dot(self, other: Any) -> Tensor:
+        """``np.dot`` of 1-D and 2-D operands (vector . vector is a 0-d tensor): a MatMul."""
+        other = self._lift(other)
+        if self.ndim not in (1, 2) or other.ndim not in (1, 2):
+            raise InputError(f"dot: shapes {self.shape} and {other.shape}: dot takes 1-D or 2-D operands; "
+                             "use @ for batches")
+        return apply("MatMul", self, other)
+
+    def cross(self, other: Any, axis: int = -1) -> Tensor:
+        """Cross product of 3-vectors laid along ``axis`` (other axes broadcast): a x b = a[yzx] b[zxy] -
+        a[zxy] b[yzx], with the rotations as Gathers."""
+        other = self._lift(other)
+        if any(t.ndim == 0 or not -t.ndim <= axis < t.ndim or t.shape[axis] != 3 for t in (self, other)):
+            raise InputError(f"cross: shapes {self.shape} and {other.shape} must both have 3 components on "
+                             f"axis {axis}")
+        yzx, zxy = np.array([1, 2, 0]), np.array([2, 0, 1])
+
+        def turn(t: Tensor, order: np.ndarray) -> Tensor:
+            return apply("Gather", t, order, axis=axis)
+
+        return turn(self, yzx) * turn(other, zxy) - turn(self, zxy) * turn(other, yzx)
+
+    def gemm(self, b: Tensor, c: Tensor | None = None, alpha: float = 1.0, beta: float = 1.0,
+             trans_a: bool = False, trans_b: bool = False) -> Tensor:
+        """ONNX Gemm: ``alpha * self' @ b' + beta * c`` for 2-D operands (' transposes when asked)."""
+        inputs = (self, self._lift(b)) + (() if c is None else (self._lift(c),))
+        return apply("Gemm", *inputs, alpha=float(alpha), beta=float(beta), transA=int(trans_a), transB=int(trans_b))
+
+    def linear(self, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+        """``self @ weight.T + bias`` with ``weight`` shaped (out, in), as in nn_core.layers.Linear: one Gemm."""
+        return self.gemm(weight, bias, trans_b=True)
+
+    # ------------------------------------------------------------------ reductions
+    def _reduce(self, op_type: str, axis: int | Sequence[int] | None, keepdims: bool) -> Tensor:
+        axes = () if axis is None else (_ints(axis),)
+        return apply(op_type, self, *axes, keepdims=int(keepdims))
+
+    def sum(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
+        return self._reduce("ReduceSum", axis, keepdims)
+
+    def mean(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
+        return self._reduce("ReduceMean", axis, keepdims)
+
+    def max(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
+        return self._reduce("ReduceMax", axis, keepdims)
+
+    def argmax(self, axis: int = -1) -> Tensor:
+        """Index of the first maximum along ``axis`` (an integer tensor: no gradient flows through it)."""
+        return apply("ArgMax", self.detach(), axis=axis, keepdims=0)
+
+    # ------------------------------------------------------------------ elementwise functions
+    def exp(self) -> Tensor:
+        return apply("Exp", self)
+
+    def log(self) -> Tensor:
+        return apply("Log", self)
+
+    def sqrt(self) -> Tensor:
+        return apply("Sqrt", self)
+
+    def tanh(self) -> Tensor:
+        return apply("Tanh", self)
+
+    def sigmoid(self) -> Tensor:
+        return apply("Sigmoid", self)
+
+    def relu(self) -> Tensor:
+        return apply("Relu", self)
+
+    def softmax(self, axis: int = -1) -> Tensor:
+        return apply("Softmax", self, axis=axis)
+
+    def log_softmax(self, axis: int = -1) -> Tensor:
+        return apply("LogSoftmax", self, axis=axis)
+
+    # ------------------------------------------------------------------ shapes
+    def reshape(self, *shape: int) -> Tensor:
+        """NumPy's reshape (one dimension may be -1; a 0 is a 0, not ONNX's "copy this dimension")."""
+        return apply("Reshape", self, _ints(_shape_args(shape)), allowzero=1)
+
+    def transpose(self, *axes: int) -> Tensor:
+        """Permute the axes (reverse them when none are given)."""
+        return apply("Transpose", self, **({"perm": list(_shape_args(axes))} if axes else {}))
 
     @property
     def T(self) -> Tensor:  # noqa: N802 - the conventional name
         return self.transpose()
 
-    def squeeze(self, axis: Axis = None) -> Tensor:
+    def flatten(self, axis: int = 1) -> Tensor:
+        """ONNX Flatten: a matrix, the axes before ``axis`` merged into rows and the rest into columns."""
+        return apply("Flatten", self, axis=axis)
+
+    def squeeze(self, axis: int | Sequence[int] | None = None) -> Tensor:
         """Drop the given length-1 axes (all of them when ``axis`` is None)."""
-        try:
-            return Tensor(np.squeeze(self._data, axis=axis))
-        except ValueError:
-            raise InputError(f"squeeze: axis {axis} of shape {self.shape} does not have length 1") from None
+        return apply("Squeeze", self, *(() if axis is None else (_ints(axis),)))
 
-    def unsqueeze(self, axis: int) -> Tensor:
-        """Insert a length-1 axis at ``axis`` (negative counts from the end of the *result*)."""
-        return Tensor(np.expand_dims(self._data, axis))
+    def unsqueeze(self, axis: int | Sequence[int]) -> Tensor:
+        """Insert length-1 axes at ``axis`` (positions in the result)."""
+        return apply("Unsqueeze", self, _ints(axis))
 
-    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
-        """Merge axes ``start_dim..end_dim`` (inclusive) into one; a view when possible."""
-        if self.ndim == 0:
-            return self.reshape(1)
-        start, end = start_dim % self.ndim, end_dim % self.ndim
-        if start > end:
-            raise InputError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} for shape {self.shape}")
-        merged = int(np.prod(self.shape[start:end + 1]))  # not -1: that is ambiguous for empty tensors
-        return self.reshape(self.shape[:start] + (merged,) + self.shape[end + 1:])
+    @staticmethod
+    def concat(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
+        return apply("Concat", *(t if isinstance(t, Tensor) else Tensor(t) for t in tensors), axis=axis)
 
-    def broadcast_to(self, *shape: ShapeLike) -> Tensor:
-        """A read-only view repeating length-1 axes (stride 0) to reach ``shape``."""
-        return self._broadcast_view(_shape_args(shape), "broadcast_to")
+    def __getitem__(self, key: Any) -> Tensor:
+        """NumPy indexing with ints, slices, None, ``...`` and one integer array: a Slice for the slices, then a
+        Gather per int or array, then an Unsqueeze for the new axes."""
+        key = key if isinstance(key, tuple) else (key,)
+        dots = [i for i, k in enumerate(key) if k is Ellipsis]
+        if len(dots) > 1:
+            raise InputError("an index can only have a single ellipsis ('...')")
+        if dots:
+            at, named = dots[0], sum(k is not None for k in key) - 1
+            key = key[:at] + (slice(None),) * (self.ndim - named) + key[at + 1:]
+        if sum(k is not None for k in key) > self.ndim:
+            raise InputError(f"too many indices for shape {self.shape}: {key}")
+        bounds: list[tuple[int, int, int, int]] = []  # start, stop, axis, step of each slice
+        gathers: list[tuple[int, np.ndarray]] = []  # axis, indices
+        new_axes: list[int] = []  # positions of None in the result
+        axis = out = 0
+        for k in key:
+            if k is None:
+                new_axes.append(out)
+                out += 1
+                continue
+            if isinstance(k, slice):
+                if k != slice(None):
+                    start, stop, step = k.indices(self.shape[axis])
+                    bounds.append((start, -self.shape[axis] - 1 if stop < 0 else stop, axis, step))
+                out += 1
+            else:
+                indices = Tensor(k).data
+                if indices.dtype.kind not in "iu":
+                    raise InputError(f"index {k!r} on axis {axis} of shape {self.shape} is not an integer")
+                gathers.append((axis, indices.astype(np.int64)))
+                out += indices.ndim
+            axis += 1
+        if len(gathers) > 1 and any(g.ndim for _, g in gathers):
+            raise InputError("an integer array index cannot be combined with other integer indices")
+        result = self
+        if bounds:
+            starts, stops, axes, steps = (np.array(column, np.int64) for column in zip(*bounds))
+            result = apply("Slice", result, starts, stops, axes, steps)
+        for gather_axis, indices in reversed(gathers):  # from the right: the axes on the left stay put
+            result = apply("Gather", result, indices, axis=gather_axis)
+        return apply("Unsqueeze", result, _ints(new_axes)) if new_axes else result
 
-    def _broadcast_view(self, target: tuple[int, ...], op: str) -> Tensor:
-        if self.ndim > len(target) or _broadcast_shapes(op, self.shape, target) != target:
-            raise InputError(f"{op}: shape {self.shape} cannot be broadcast to {target}")
-        return Tensor(np.broadcast_to(self._data, target))
+    # ------------------------------------------------------------------ convolution and pooling (N, C, H, W)
+    def conv2d(self, weight: Tensor, bias: Tensor | None = None, stride: int | Sequence[int] = 1,
+               padding: int | Sequence[int] = 0, dilation: int | Sequence[int] = 1, groups: int = 1) -> Tensor:
+        """ONNX Conv with ``weight`` shaped (out channels, in channels / groups, kh, kw)."""
+        inputs = (self, self._lift(weight)) + (() if bias is None else (self._lift(bias),))
+        return apply("Conv", *inputs, strides=_pair(stride), pads=_pair(padding) * 2, dilations=_pair(dilation),
+                     group=groups)
 
-    def expand(self, *shape: ShapeLike) -> Tensor:
-        """``broadcast_to`` where -1 keeps that (trailing-aligned) dimension of ``self``."""
-        target = list(_shape_args(shape))
-        offset = len(target) - self.ndim
-        for i, n in enumerate(target):
-            if n == -1:
-                if i < offset:
-                    raise InputError(f"expand: -1 at new leading axis {i} of {tuple(target)} (from {self.shape})")
-                target[i] = self.shape[i - offset]
-        return self._broadcast_view(tuple(target), "expand")
+    def max_pool2d(self, kernel_size: int | Sequence[int], stride: int | Sequence[int] | None = None,
+                   padding: int | Sequence[int] = 0) -> Tensor:
+        """ONNX MaxPool; the stride defaults to the kernel size."""
+        return self._pool("MaxPool", kernel_size, stride, padding)
 
-    # ------------------------------------------------------------------ elementwise arithmetic and comparisons
-    # All of these go through __array_ufunc__, which wraps results and explains broadcast failures.
-    __add__, __radd__ = _operator(np.add), _operator(np.add, reflected=True)
-    __sub__, __rsub__ = _operator(np.subtract), _operator(np.subtract, reflected=True)
-    __mul__, __rmul__ = _operator(np.multiply), _operator(np.multiply, reflected=True)
-    __truediv__, __rtruediv__ = _operator(np.true_divide), _operator(np.true_divide, reflected=True)
-    __floordiv__, __rfloordiv__ = _operator(np.floor_divide), _operator(np.floor_divide, reflected=True)
-    __mod__, __rmod__ = _operator(np.remainder), _operator(np.remainder, reflected=True)
-    __pow__, __rpow__ = _operator(np.power), _operator(np.power, reflected=True)
-    # Comparisons are elementwise and return boolean Tensors (see the module docstring).
-    __eq__, __ne__ = _operator(np.equal), _operator(np.not_equal)  # type: ignore[assignment]
-    __lt__, __le__ = _operator(np.less), _operator(np.less_equal)
-    __gt__, __ge__ = _operator(np.greater), _operator(np.greater_equal)
+    def avg_pool2d(self, kernel_size: int | Sequence[int], stride: int | Sequence[int] | None = None,
+                   padding: int | Sequence[int] = 0) -> Tensor:
+        """ONNX AveragePool; padding is left out of the averages (count_include_pad=0)."""
+        return self._pool("AveragePool", kernel_size, stride, padding)
 
-    def __neg__(self) -> Tensor:
-        return np.negative(self)
-
-    def __pos__(self) -> Tensor:
-        return self
-
-    def __abs__(self) -> Tensor:
-        return np.absolute(self)
-
-    def allclose(self, other: Any, rtol: float = 1e-5, atol: float = 1e-8) -> bool:
-        """True when every element is within ``atol + rtol * |other|`` (after broadcasting)."""
-        other = _unwrap(other)
-        _broadcast_shapes("allclose", self.shape, np.shape(other))
-        return bool(np.allclose(self._data, other, rtol=rtol, atol=atol))
-
-    # ------------------------------------------------------------------ math helpers
-    def exp(self) -> Tensor:
-        return np.exp(self)
-
-    def log(self) -> Tensor:
-        return np.log(self)
-
-    def sqrt(self) -> Tensor:
-        return np.sqrt(self)
-
-    def tanh(self) -> Tensor:
-        return np.tanh(self)
-
-    def sigmoid(self) -> Tensor:
-        """1 / (1 + e^-x), computed from e^-|x| so that large |x| neither overflows nor warns."""
-        x = self._data if self.dtype.kind in "fc" else self._data.astype(np.float64)
-        e = np.exp(-np.abs(x))
-        return Tensor(np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False))
-
-    def relu(self) -> Tensor:
-        return Tensor(np.maximum(self._data, self.dtype.type(0)))
-
-    def clip(self, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002 - mirrors np.clip / torch.clamp
-        return Tensor(np.clip(self._data, _unwrap(min), _unwrap(max)))
-
-    # ------------------------------------------------------------------ reductions
-    def sum(self, axis: Axis = None, keepdims: bool = False) -> Tensor:
-        return Tensor(self._data.sum(axis=axis, keepdims=keepdims))
-
-    def mean(self, axis: Axis = None, keepdims: bool = False) -> Tensor:
-        return Tensor(self._data.mean(axis=axis, keepdims=keepdims))
-
-    def prod(self, axis: Axis = None, keepdims: bool = False) -> Tensor:
-        return Tensor(self._data.prod(axis=axis, keepdims=keepdims))
-
-    def max(self, axis: Axis = None, keepdims: bool = False) -> Tensor:
-        return Tensor(self._data.max(axis=axis, keepdims=keepdims))
-
-    def min(self, axis: Axis = None, keepdims: bool = False) -> Tensor:
-        return Tensor(self._data.min(axis=axis, keepdims=keepdims))
-
-    def argmax(self, axis: int | None = None, keepdims: bool = False) -> Tensor:
-        """Index of the first maximum (into the flattened tensor when ``axis`` is None)."""
-        return Tensor(self._data.argmax(axis=axis, keepdims=keepdims))
-
-    def argmin(self, axis: int | None = None, keepdims: bool = False) -> Tensor:
-        return Tensor(self._data.argmin(axis=axis, keepdims=keepdims))
-
-    # ------------------------------------------------------------------ linear algebra
-    def matmul(self, other: Any) -> Tensor:
-        """``np.matmul``: a 1-D operand is promoted to a matrix and the added axis removed; batch axes broadcast."""
-        a, b = self._data, np.asarray(_unwrap(other))
-        if a.ndim == 0 or b.ndim == 0:
-            raise InputError(f"matmul: shapes {a.shape} and {b.shape}: scalar operands are not allowed, use *")
-        k_a = a.shape[-1]
-        k_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
-        if k_a != k_b:
-            raise InputError(f"matmul: shapes {a.shape} and {b.shape} are not aligned: {k_a} != {k_b}")
-        _check_batch_axes("matmul", a.shape, b.shape, a.shape[:-2], b.shape[:-2])
-        return Tensor(np.matmul(a, b))
-
-    def __matmul__(self, other: Any) -> Tensor:
-        return self.matmul(other)
-
-    def __rmatmul__(self, other: Any) -> Tensor:
-        return Tensor(other).matmul(self)
-
-    def dot(self, other: Any) -> Tensor:
-        """``np.dot`` for 1-D and 2-D operands: vector·vector is a 0-d scalar, otherwise a matrix product."""
-        a, b = self._data, np.asarray(_unwrap(other))
-        if a.ndim not in (1, 2) or b.ndim not in (1, 2):
-            raise InputError(f"dot: shapes {a.shape} and {b.shape}: dot takes 1-D or 2-D operands only; "
-                             "use matmul (batched) or tensordot for more dimensions")
-        k_b = b.shape[0]
-        if a.shape[-1] != k_b:
-            raise InputError(f"dot: shapes {a.shape} and {b.shape} are not aligned: {a.shape[-1]} != {k_b}")
-        return Tensor(np.dot(a, b))
-
-    def cross(self, other: Any, axis: int = -1) -> Tensor:
-        """Cross product of 3-vectors laid along ``axis``; the other axes broadcast as a batch.
-
-        The result keeps the components along ``axis`` (counted in the result's own dimensions).
-        """
-        a, b = self._data, np.asarray(_unwrap(other))
-        shapes = f"shapes {a.shape} and {b.shape}"
-        if a.ndim == 0 or b.ndim == 0:
-            raise InputError(f"cross: {shapes}: operands must be vectors, not scalars")
-        try:
-            a, b = np.moveaxis(a, axis, -1), np.moveaxis(b, axis, -1)
-        except np.exceptions.AxisError:
-            raise InputError(f"cross: axis {axis} is out of range for {shapes}") from None
-        if a.shape[-1] != 3 or b.shape[-1] != 3:
-            hint = " (2-vector cross products are not supported: append a zero z component)" if 2 in (
-                a.shape[-1], b.shape[-1]) else ""
-            raise InputError(f"cross: {shapes} must both have 3 components along axis {axis}, "
-                             f"got {a.shape[-1]} and {b.shape[-1]}{hint}")
-        _check_batch_axes("cross", self.shape, np.shape(other), a.shape[:-1], b.shape[:-1])
-        a0, a1, a2 = a[..., 0], a[..., 1], a[..., 2]
-        b0, b1, b2 = b[..., 0], b[..., 1], b[..., 2]
-        result = np.stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0], axis=-1)
-        return Tensor(np.moveaxis(result, -1, axis))
-
-    def outer(self, other: Any) -> Tensor:
-        """``np.outer``: both operands are flattened; result[i, j] = self[i] * other[j]."""
-        a, b = self._data.ravel(), np.ravel(_unwrap(other))
-        return Tensor(a[:, None] * b[None, :])
-
-    def tensordot(self, other: Any, axes: int | tuple[Sequence[int], Sequence[int]] = 2) -> Tensor:
-        """``np.tensordot``: sum products over the last ``axes`` axes of self and the first of other,
-        or over the explicitly paired axes ``(axes_of_self, axes_of_other)``."""
-        a, b = self._data, np.asarray(_unwrap(other))
-        if isinstance(axes, int | np.integer):
-            if not 0 <= axes <= min(a.ndim, b.ndim):
-                raise InputError(f"tensordot: cannot contract {axes} axes of shapes {a.shape} and {b.shape}")
-            axes_a, axes_b = list(range(a.ndim - axes, a.ndim)), list(range(axes))
-        else:
-            axes_a, axes_b = ([ax] if isinstance(ax, int | np.integer) else list(ax) for ax in axes)
-        try:
-            dims_a, dims_b = tuple(a.shape[i] for i in axes_a), tuple(b.shape[i] for i in axes_b)
-        except IndexError:
-            raise InputError(f"tensordot: axes {axes} are out of range for shapes {a.shape} and {b.shape}") from None
-        if dims_a != dims_b:
-            raise InputError(f"tensordot: shapes {a.shape} and {b.shape} differ on the contracted axes "
-                             f"{tuple(axes_a)} and {tuple(axes_b)}: {dims_a} != {dims_b}")
-        return Tensor(np.tensordot(a, b, axes=(axes_a, axes_b)))
+    def _pool(self, op_type: str, kernel_size, stride, padding) -> Tensor:
+        stride = kernel_size if stride is None else stride
+        return apply(op_type, self, kernel_shape=_pair(kernel_size), strides=_pair(stride), pads=_pair(padding) * 2)
