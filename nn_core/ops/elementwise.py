@@ -16,15 +16,63 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from .gradients import sum_to_shape
 from .registry import NodeSpec, Op, register
 from .shape import check_broadcast, element_limit, int_attr
+
+
+def _is_float(x: np.ndarray | None) -> bool:
+    return x is not None and x.dtype.kind == "f"
+
+
+def as_input_grad(grad: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """A gradient for input ``x``: broadcasting undone and in ``x``'s dtype (float32 stays float32)."""
+    return sum_to_shape(np.asarray(grad), x.shape).astype(x.dtype, copy=False)
 
 # --------------------------------------------------------------------------------------------------------------
 # Unary ops that are exactly a NumPy ufunc
 
 
+# d output / d input of the differentiable ones, from the input x and the output y (times the output gradient)
+_UNARY_DERIVATIVES: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "Abs": lambda x, y: np.sign(x),  # 0 at 0, the subgradient torch and onnxruntime use
+    "Neg": lambda x, y: np.full_like(x, -1),
+    "Sqrt": lambda x, y: 0.5 / y,
+    "Exp": lambda x, y: y,
+    "Log": lambda x, y: 1 / x,
+    "Reciprocal": lambda x, y: -(y * y),
+    "Sin": lambda x, y: np.cos(x),
+    "Cos": lambda x, y: -np.sin(x),
+    "Tan": lambda x, y: 1 + y * y,
+    "Asin": lambda x, y: 1 / np.sqrt(1 - x * x),
+    "Acos": lambda x, y: -1 / np.sqrt(1 - x * x),
+    "Atan": lambda x, y: 1 / (1 + x * x),
+    "Sinh": lambda x, y: np.cosh(x),
+    "Cosh": lambda x, y: np.sinh(x),
+    "Asinh": lambda x, y: 1 / np.sqrt(x * x + 1),
+    "Acosh": lambda x, y: 1 / np.sqrt(x * x - 1),
+    "Atanh": lambda x, y: 1 / (1 - x * x),
+}
+# piecewise constant: the derivative is 0 wherever it exists
+_STEP_FUNCTIONS = ("Floor", "Ceil", "Round", "Sign")
+
+
+class _UnaryGradient(Op):
+    """The gradient rule of a unary ufunc kernel: its derivative from ``_UNARY_DERIVATIVES`` (or 0)."""
+
+    def backward(self, inputs, outputs, grads):
+        x, (y,), (grad,) = inputs[0], outputs, grads
+        if not _is_float(x):
+            return [None]
+        if self.op_type in _STEP_FUNCTIONS:
+            return [np.zeros_like(x)]
+        return [(grad * _UNARY_DERIVATIVES[self.op_type](x, y)).astype(x.dtype, copy=False)]
+
+
 def _register_ufunc(op_type: str, since: int, ufunc: Callable[..., np.ndarray]) -> type[Op]:
-    cls = type(op_type, (Op,), {"run": staticmethod(ufunc), "__doc__": f"ONNX {op_type}: numpy {ufunc.__name__}."})
+    differentiable = op_type in _UNARY_DERIVATIVES or op_type in _STEP_FUNCTIONS
+    base = _UnaryGradient if differentiable else Op
+    cls = type(op_type, (base,), {"run": staticmethod(ufunc), "__doc__": f"ONNX {op_type}: numpy {ufunc.__name__}."})
     return register(op_type, since)(cls)
 
 
@@ -100,6 +148,10 @@ def erf(x: np.ndarray) -> np.ndarray:
 class Erf(Op):
     run = staticmethod(erf)
 
+    def backward(self, inputs, outputs, grads):
+        x = inputs[0]
+        return [(grads[0] * (2 / math.sqrt(math.pi)) * np.exp(-(x * x))).astype(x.dtype, copy=False)]
+
 
 # --------------------------------------------------------------------------------------------------------------
 # Binary arithmetic, comparisons and logic (NumPy broadcasting is ONNX's multidirectional broadcasting)
@@ -135,6 +187,38 @@ _BINARY: dict[str, tuple[int, Callable[[np.ndarray, np.ndarray], np.ndarray]]] =
     "BitwiseAnd": (18, np.bitwise_and), "BitwiseOr": (18, np.bitwise_or), "BitwiseXor": (18, np.bitwise_xor),
 }
 
+def _power_derivatives(x, y, out, grad):
+    dx = grad * y * np.power(x, y - 1)
+    # d/dy x^y = x^y log x, defined for x > 0 (and 0 in the limit at x = 0 with y > 0); 0 elsewhere
+    dy = grad * out * np.log(np.where(x > 0, x, 1)) if _is_float(y) else None
+    return dx, dy
+
+
+def _mod_derivatives(a, b, out, grad):
+    # out = a - q b with q an integer quotient (truncated for fmod=1, floored for fmod=0): q = (a - out) / b
+    return grad, -grad * np.rint((a - out) / b)
+
+
+# gradients of a binary op w.r.t. both inputs, at the broadcast shape: (a, b, out, output grad) -> (da, db)
+_BINARY_DERIVATIVES: dict[str, Callable[..., tuple[np.ndarray | None, np.ndarray | None]]] = {
+    "Add": lambda a, b, out, grad: (grad, grad),
+    "Sub": lambda a, b, out, grad: (grad, -grad),
+    "Mul": lambda a, b, out, grad: (grad * b, grad * a),
+    "Div": lambda a, b, out, grad: (grad / b, -grad * out / b),
+    "Pow": _power_derivatives,
+    "Mod": _mod_derivatives,
+}
+
+
+def _binary_backward(self, inputs, outputs, grads):
+    """The gradient rule of the binary arithmetic kernels: ``_BINARY_DERIVATIVES``, then broadcasting undone."""
+    a, b = inputs
+    aligned = self.aligned(a, b)
+    da, db = _BINARY_DERIVATIVES[self.op_type](a, aligned, outputs[0], grads[0])
+    return [as_input_grad(da, a) if _is_float(a) else None,
+            as_input_grad(db, aligned).reshape(b.shape) if _is_float(b) and db is not None else None]
+
+
 # these had explicit `broadcast` / `axis` attributes before opset 7
 _LEGACY_BROADCAST_OPS = ("Add", "Sub", "Mul", "Div", "Pow", "Equal", "Less", "Greater", "And", "Or", "Xor")
 
@@ -166,6 +250,12 @@ def _make_legacy_kernel(op_type: str, compute: Callable[[np.ndarray, np.ndarray]
                 check_broadcast(self, np.result_type(a, b), a, b)
             return compute(a, b)
 
+        def aligned(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            """``b`` as ``run`` broadcasts it against ``a``."""
+            return b if self.axis is None else align_legacy_operand(a, b, self.axis)
+
+        backward = _binary_backward if op_type in _BINARY_DERIVATIVES else Op.backward
+
     LegacyBroadcast.__name__ = LegacyBroadcast.__qualname__ = f"Legacy{op_type}"
     return LegacyBroadcast
 
@@ -187,6 +277,9 @@ class _Broadcasting(Op):
     def check(self, *arrays: np.ndarray) -> None:
         check_broadcast(self, np.bool_ if self.boolean else np.result_type(*arrays), *arrays)
 
+    def aligned(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return b  # NumPy broadcasting: nothing to line up
+
 
 def _make_binary_kernel(op_type: str, compute: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> type[Op]:
     class Binary(_Broadcasting):
@@ -197,6 +290,8 @@ def _make_binary_kernel(op_type: str, compute: Callable[[np.ndarray, np.ndarray]
             if a.size * b.size > self.max_elements:
                 self.check(a, b)
             return compute(a, b)
+
+        backward = _binary_backward if op_type in _BINARY_DERIVATIVES else Op.backward
 
     Binary.__name__ = Binary.__qualname__ = op_type
     return Binary
@@ -227,6 +322,8 @@ class Pow(_Broadcasting):
             self.check(x, y)
         return _power(x, y)
 
+    backward = _binary_backward
+
 
 @register("Mod", 10)
 class Mod(_Broadcasting):
@@ -243,6 +340,8 @@ class Mod(_Broadcasting):
         if a.size * b.size > self.max_elements:
             self.check(a, b)
         return self.compute(a, b)
+
+    backward = _binary_backward
 
 
 @register("BitShift", 11)
@@ -267,6 +366,12 @@ class Where(_Broadcasting):
             self.check(condition, x, y)  # (the bool condition does not change the result type)
         return np.where(condition, x, y)
 
+    def backward(self, inputs, outputs, grads):
+        condition, x, y = inputs
+        grad = grads[0]
+        return [None, as_input_grad(np.where(condition, grad, 0), x) if _is_float(x) else None,
+                as_input_grad(np.where(condition, 0, grad), y) if _is_float(y) else None]
+
 
 @register("IsInf", 10)
 class IsInf(Op):
@@ -287,6 +392,21 @@ class IsInf(Op):
 
 # --------------------------------------------------------------------------------------------------------------
 # Variadic ops: fold the inputs pairwise with broadcasting
+#
+# Gradients: Sum passes the output gradient to every input, Mean a 1/n share of it. Max and Min pass it to the
+# input that holds the extreme; where several inputs tie for it, they split it evenly (as torch.maximum does for
+# two), so the gradients still add up to the output's.
+
+
+def _variadic_backward(self, inputs, outputs, grads):
+    out, grad = outputs[0], grads[0]
+    if self.op_type in ("Max", "Min"):
+        holds = [x == out for x in inputs]
+        share = grad / np.maximum(reduce(np.add, holds, np.zeros(out.shape, out.dtype)), 1)
+        return [as_input_grad(np.where(h, share, 0), x) if _is_float(x) else None for x, h in zip(inputs, holds)]
+    if self.op_type == "Mean":
+        grad = grad / len(inputs)
+    return [as_input_grad(grad, x) if _is_float(x) else None for x in inputs]
 
 
 def _make_variadic_kernel(op_type: str, combine: Callable[[np.ndarray, np.ndarray], np.ndarray], mean: bool):
@@ -301,6 +421,8 @@ def _make_variadic_kernel(op_type: str, combine: Callable[[np.ndarray, np.ndarra
             result = reduce(combine, inputs)
             # a Python int divisor keeps the float type of the sum
             return result / len(inputs) if mean else result
+
+        backward = _variadic_backward
 
     Variadic.__name__ = Variadic.__qualname__ = op_type
     return Variadic
@@ -343,6 +465,17 @@ class Cast(Op):
             self.check_size(x.shape, self.dtype)
         return x.astype(self.dtype, copy=False)
 
+    def backward(self, inputs, outputs, grads):
+        return [_cast_back(inputs[0], outputs[0], grads[0])]
+
+
+def _cast_back(x: np.ndarray, out: np.ndarray, grad: np.ndarray | None) -> np.ndarray | None:
+    """A cast between floating types passes the gradient through, in the input's type; through an integer or
+    bool (on either side) no gradient flows."""
+    if grad is None or not _is_float(x) or out.dtype.kind != "f":
+        return None
+    return np.asarray(grad).astype(x.dtype, copy=False)
+
 
 @register("CastLike", 15)
 class CastLike(Op):
@@ -350,3 +483,6 @@ class CastLike(Op):
         if x.size * like.dtype.itemsize > self.node.limits.max_tensor_bytes:
             self.check_size(x.shape, like.dtype)
         return x.astype(like.dtype, copy=False)
+
+    def backward(self, inputs, outputs, grads):
+        return [_cast_back(inputs[0], outputs[0], grads[0]), None]  # only `like`'s type is used, not its values
