@@ -2,6 +2,9 @@
 
 Every formula is written so that it cannot overflow for large |x| (no exp of a large positive number): the
 results are right at the extremes, not just in the middle of the range.
+
+Each kernel's ``backward`` is its gradient rule. At a kink (ReLU at 0, a clipping bound) the derivative is not
+defined; the rules take the side torch and onnxruntime take (ReLU: 0 at 0; Clip: the gradient passes at the bound).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import math
 
 import numpy as np
 
-from .elementwise import erf
+from .elementwise import as_input_grad, erf
 from .registry import NodeSpec, Op, register
 from .shape import check_broadcast, element_limit, finite_attr, finite_or_inf_attr, int_attr
 
@@ -28,6 +31,14 @@ class Relu(Op):
             zero = self.zero = np.zeros((), x.dtype)
         return np.maximum(x, zero)
 
+    def backward(self, inputs, outputs, grads):
+        return [_scaled(grads[0], inputs[0] > 0, inputs[0])]
+
+
+def _scaled(grad: np.ndarray, derivative, x: np.ndarray) -> np.ndarray:
+    """grad * derivative, in ``x``'s dtype (a bool mask or a float64 intermediate must not change it)."""
+    return (grad * derivative).astype(x.dtype, copy=False)
+
 
 @register("LeakyRelu", 1)
 class LeakyRelu(Op):
@@ -39,6 +50,10 @@ class LeakyRelu(Op):
         if 0 <= self.alpha <= 1:  # then max(x, alpha x) is the same thing in one pass
             return np.maximum(x, x * self.alpha)
         return np.where(x < 0, x * self.alpha, x)
+
+    def backward(self, inputs, outputs, grads):
+        x, grad = inputs[0], grads[0]
+        return [np.where(x < 0, grad * self.alpha, grad).astype(x.dtype, copy=False)]
 
 
 def align_channel_slope(x: np.ndarray, slope: np.ndarray) -> np.ndarray:
@@ -66,6 +81,15 @@ class PRelu(Op):
             check_broadcast(self, np.result_type(x, slope), x, slope)
         return np.where(x < 0, x * slope, x)
 
+    def backward(self, inputs, outputs, grads):
+        x, slope = inputs
+        grad = grads[0]
+        aligned = align_channel_slope(x, slope) if self.legacy or (slope.ndim == 1 and x.ndim > 2) else slope
+        negative = x < 0
+        dx = as_input_grad(np.where(negative, grad * aligned, grad), x)
+        dslope = as_input_grad(np.where(negative, grad * x, 0), aligned).reshape(slope.shape)
+        return [dx, dslope]
+
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """1 / (1 + exp(-x)) through exp(-|x|), which is never large: exact tails (down to denormals), no overflow."""
@@ -88,15 +112,26 @@ def _exp_minus_one_of_negative_part(x: np.ndarray) -> np.ndarray:
 class Sigmoid(Op):
     run = staticmethod(sigmoid)
 
+    def backward(self, inputs, outputs, grads):
+        y = outputs[0]
+        return [_scaled(grads[0], y * (1 - y), inputs[0])]
+
 
 @register("Tanh", 1)
 class Tanh(Op):
     run = staticmethod(np.tanh)
 
+    def backward(self, inputs, outputs, grads):
+        y = outputs[0]
+        return [_scaled(grads[0], 1 - y * y, inputs[0])]
+
 
 @register("Softplus", 1)
 class Softplus(Op):
     run = staticmethod(softplus)
+
+    def backward(self, inputs, outputs, grads):
+        return [_scaled(grads[0], sigmoid(inputs[0]), inputs[0])]
 
 
 @register("Softsign", 1)
@@ -104,11 +139,22 @@ class Softsign(Op):
     def run(self, x: np.ndarray) -> np.ndarray:
         return x / (1 + np.abs(x))
 
+    def backward(self, inputs, outputs, grads):
+        x = inputs[0]
+        denominator = 1 + np.abs(x)
+        return [_scaled(grads[0], 1 / (denominator * denominator), x)]
+
 
 @register("Mish", 18)
 class Mish(Op):
     def run(self, x: np.ndarray) -> np.ndarray:
         return x * np.tanh(softplus(x))
+
+    def backward(self, inputs, outputs, grads):
+        # d/dx x tanh(sp(x)) = tanh(sp) + x (1 - tanh(sp)^2) sigmoid(x), since sp' = sigmoid
+        x = inputs[0]
+        t = np.tanh(softplus(x))
+        return [_scaled(grads[0], t + x * (1 - t * t) * sigmoid(x), x)]
 
 
 @register("Elu", 1)
@@ -119,6 +165,10 @@ class Elu(Op):
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return np.where(x > 0, x, self.alpha * _exp_minus_one_of_negative_part(x))
+
+    def backward(self, inputs, outputs, grads):
+        x = inputs[0]
+        return [_scaled(grads[0], np.where(x > 0, 1, self.alpha * np.exp(np.minimum(x, 0))), x)]
 
 
 @register("Selu", 1)
@@ -132,6 +182,10 @@ class Selu(Op):
     def run(self, x: np.ndarray) -> np.ndarray:
         return self.gamma * np.where(x > 0, x, self.alpha * _exp_minus_one_of_negative_part(x))
 
+    def backward(self, inputs, outputs, grads):
+        x = inputs[0]
+        return [_scaled(grads[0], self.gamma * np.where(x > 0, 1, self.alpha * np.exp(np.minimum(x, 0))), x)]
+
 
 @register("Celu", 12)
 class Celu(Op):
@@ -144,6 +198,14 @@ class Celu(Op):
     def run(self, x: np.ndarray) -> np.ndarray:
         return np.maximum(x, 0) + self.alpha * _exp_minus_one_of_negative_part(x / self.alpha)
 
+    def backward(self, inputs, outputs, grads):
+        x = inputs[0]
+        scaled = x / self.alpha
+        # the terms are independent: 1 for x > 0, exp(x / alpha) where x / alpha <= 0 (for alpha > 0 the two meet
+        # at 1 at x = 0, where Celu is smooth; a negative alpha puts the exponential on x > 0)
+        derivative = (x > 0) + np.where(scaled <= 0, np.exp(np.minimum(scaled, 0)), 0)
+        return [_scaled(grads[0], derivative, x)]
+
 
 @register("ThresholdedRelu", 10)
 class ThresholdedRelu(Op):
@@ -153,6 +215,9 @@ class ThresholdedRelu(Op):
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return np.where(x > self.alpha, x, 0)
+
+    def backward(self, inputs, outputs, grads):
+        return [_scaled(grads[0], inputs[0] > self.alpha, inputs[0])]
 
 
 @register("HardSigmoid", 1)
@@ -165,11 +230,22 @@ class HardSigmoid(Op):
     def run(self, x: np.ndarray) -> np.ndarray:
         return np.clip(x * self.alpha + self.beta, 0, 1)
 
+    def backward(self, inputs, outputs, grads):
+        x = inputs[0]
+        linear = x * self.alpha + self.beta
+        return [_scaled(grads[0], np.where((linear > 0) & (linear < 1), self.alpha, 0), x)]
+
 
 @register("HardSwish", 14)
 class HardSwish(Op):
     def run(self, x: np.ndarray) -> np.ndarray:
         return x * np.clip(x * (1 / 6) + 0.5, 0, 1)
+
+    def backward(self, inputs, outputs, grads):
+        # x (x/6 + 1/2) between -3 and 3 (derivative x/3 + 1/2), 0 below, x above
+        x = inputs[0]
+        derivative = np.where(x >= 3, 1, np.where(x > -3, x * (1 / 3) + 0.5, 0))
+        return [_scaled(grads[0], derivative, x)]
 
 
 @register("Shrink", 9)
@@ -182,6 +258,12 @@ class Shrink(Op):
     def run(self, x: np.ndarray) -> np.ndarray:
         shrunk = np.where(x < -self.lambd, x + self.bias, np.where(x > self.lambd, x - self.bias, 0))
         return shrunk.astype(x.dtype, copy=False)  # integer inputs: the float attributes must not promote
+
+    def backward(self, inputs, outputs, grads):
+        x = inputs[0]
+        if x.dtype.kind != "f":
+            return [None]
+        return [_scaled(grads[0], np.abs(x) > self.lambd, x)]
 
 
 @register("Gelu", 20)
@@ -197,6 +279,17 @@ class Gelu(Op):
             inner = math.sqrt(2 / math.pi) * (x + 0.044715 * x * x * x)
             return 0.5 * x * (1 + np.tanh(inner))
         return 0.5 * x * (1 + erf(x * (1 / math.sqrt(2))))
+
+    def backward(self, inputs, outputs, grads):
+        x = inputs[0]
+        if self.approximate == "tanh":
+            c = math.sqrt(2 / math.pi)
+            t = np.tanh(c * (x + 0.044715 * x * x * x))
+            derivative = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * 0.044715 * x * x)
+        else:  # Phi(x) + x phi(x), Phi and phi the standard normal's distribution and density
+            density = np.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi))
+            derivative = 0.5 * (1 + erf(x * (1 / math.sqrt(2)))) + x * density
+        return [_scaled(grads[0], derivative, x)]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -214,6 +307,9 @@ class ClipWithAttributes(Op):
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return clip(x, self.low, self.high)
+
+    def backward(self, inputs, outputs, grads):
+        return clip_backward(inputs[0], self.low, self.high, grads[0])[:1]
 
 
 @register("Clip", 11)
@@ -233,6 +329,33 @@ class Clip(Op):
         if self.bounds_known:
             return clip(x, self.low, self.high)
         return clip(x, low, high)
+
+    def backward(self, inputs, outputs, grads):
+        x, low, high = (list(inputs) + [None, None])[:3]
+        low = None if low is None or low.size == 0 else low
+        high = None if high is None or high.size == 0 else high
+        dx, dlow, dhigh = clip_backward(x, low, high, grads[0])
+        return [dx, dlow, dhigh][:len(inputs)]
+
+
+def clip_backward(x: np.ndarray, low, high, grad: np.ndarray) -> list[np.ndarray | None]:
+    """Gradients of ``clip`` w.r.t. x, low and high (the last two None unless they are float arrays).
+
+    clip is min(max(x, low), high): x gets the gradient where low <= x and max(x, low) <= high (torch's choice at
+    the bounds), low where x < low and low <= high, high where max(x, low) > high -- so low > high gives it all
+    to high, as the forward does.
+    """
+    if x.dtype.kind != "f":
+        return [None, None, None]
+    raised = x if low is None else np.maximum(x, low)
+    passes = np.ones(x.shape, bool) if high is None else raised <= high
+    dx = np.where(passes if low is None else passes & (x >= low), grad, 0)
+    dlow = dhigh = None
+    if isinstance(low, np.ndarray) and low.dtype.kind == "f":
+        dlow = as_input_grad(np.where(passes & (x < low), grad, 0), low)
+    if isinstance(high, np.ndarray) and high.dtype.kind == "f":
+        dhigh = as_input_grad(np.where(passes, 0, grad), high)
+    return [as_input_grad(dx, x), dlow, dhigh]
 
 
 def _scalar_or_none(value: np.ndarray | None) -> float | int | None:
@@ -284,6 +407,13 @@ class Softmax(_Normalizer):
         exps /= np.add.reduce(exps, axis=axes, keepdims=True)
         return exps
 
+    def backward(self, inputs, outputs, grads):
+        # dx = y (g - sum(g y)) over the normalised axes
+        y, grad = outputs[0], grads[0]
+        weighted = grad * y
+        dx = weighted - y * np.add.reduce(weighted, axis=self.axes(y), keepdims=True)
+        return [dx.astype(inputs[0].dtype, copy=False)]
+
 
 @register("LogSoftmax", 1)
 class LogSoftmax(_Normalizer):
@@ -293,6 +423,12 @@ class LogSoftmax(_Normalizer):
         shifted = x - np.maximum.reduce(x, axis=axes, keepdims=True)
         shifted -= np.log(np.add.reduce(np.exp(shifted), axis=axes, keepdims=True))
         return shifted
+
+    def backward(self, inputs, outputs, grads):
+        # dx = g - softmax(x) sum(g) over the normalised axes (softmax = exp of the output)
+        y, grad = outputs[0], grads[0]
+        dx = grad - np.exp(y) * np.add.reduce(grad, axis=self.axes(y), keepdims=True)
+        return [dx.astype(inputs[0].dtype, copy=False)]
 
 
 @register("Hardmax", 1)
@@ -310,3 +446,6 @@ class Hardmax(_Normalizer):
         onehot = np.zeros(rows.shape, dtype=x.dtype)
         np.put_along_axis(onehot, winners, 1, axis=axis)
         return onehot.reshape(x.shape)
+
+    def backward(self, inputs, outputs, grads):
+        return [np.zeros_like(inputs[0])]  # piecewise constant: 0 wherever the derivative exists
