@@ -3,6 +3,10 @@
 The axes to reduce are the `axes` attribute in older opsets and the optional second input later (ReduceSum from
 opset 13, the others from opset 18). No axes means every axis, unless `noop_with_empty_axes` asks for the input
 unchanged. Results keep the input's element type; sums of float16 are accumulated in float32 first.
+
+Every reduction of floating-point data has a gradient rule (``_Reduce.backward``): the output's gradient is given
+back the reduced axes and multiplied by the derivative of the reduction in ``_DERIVATIVES``. ArgMax / ArgMin give
+integers and have none.
 """
 
 from __future__ import annotations
@@ -97,6 +101,59 @@ def _log_sum_exp(x: np.ndarray, axes: Axes, keepdims: bool) -> np.ndarray:
     return result if keepdims else np.squeeze(result, axis=axes)
 
 
+# --------------------------------------------------------------------------------------------------------------
+# Derivatives: (x, y, g, axes) -> d loss / d x, with the output y and its gradient g given back the reduced axes
+# (keepdims shape), so they broadcast against x.
+
+
+def _max_min_derivative(x: np.ndarray, y: np.ndarray, g: np.ndarray, axes: Axes) -> np.ndarray:
+    # the gradient goes to the extreme; elements tying for it split it evenly (as torch's amax / amin do)
+    holds = x == y
+    return np.where(holds, g / np.maximum(np.add.reduce(holds, axis=axes, keepdims=True), 1), 0)
+
+
+def _prod_derivative(x: np.ndarray, y: np.ndarray, g: np.ndarray, axes: Axes) -> np.ndarray:
+    """d prod / d x_i is the product of the *other* elements of the slice: computed as the products before and
+    after x_i (exclusive running products), not y / x_i, so zeros in the slice are exact, not 0/0."""
+    if x.size == 0:
+        return np.zeros(x.shape, x.dtype)
+    kept = [a for a in range(x.ndim) if a not in axes]
+    order = kept + list(axes)
+    moved = np.transpose(x, order)
+    rows = moved.reshape(moved.shape[:len(kept)] + (-1,))  # each slice as one row
+    ones = np.ones(rows.shape[:-1] + (1,), x.dtype)
+    before = np.cumprod(np.concatenate([ones, rows[..., :-1]], axis=-1), axis=-1)
+    after = np.flip(np.cumprod(np.concatenate([ones, np.flip(rows, -1)[..., :-1]], axis=-1), axis=-1), -1)
+    others = np.transpose((before * after).reshape(moved.shape), np.argsort(order))
+    return g * others
+
+
+def _l2_derivative(x: np.ndarray, y: np.ndarray, g: np.ndarray, axes: Axes) -> np.ndarray:
+    # x / ||x||; at ||x|| = 0 the subgradient 0
+    safe = np.where(y == 0, 1, y)
+    return np.where(y == 0, 0, g * x / safe)
+
+
+def _log_sum_exp_derivative(x: np.ndarray, y: np.ndarray, g: np.ndarray, axes: Axes) -> np.ndarray:
+    # softmax of the slice, exp(x - y); a slice whose result is infinite (all -inf, or holding +inf) gets 0
+    finite = np.isfinite(y)
+    return np.where(finite, g * np.exp(x - np.where(finite, y, 0)), 0)
+
+
+_DERIVATIVES: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray, Axes], np.ndarray]] = {
+    "ReduceSum": lambda x, y, g, axes: g,
+    "ReduceMean": lambda x, y, g, axes: g / math.prod(x.shape[a] for a in axes),
+    "ReduceMax": _max_min_derivative,
+    "ReduceMin": _max_min_derivative,
+    "ReduceProd": _prod_derivative,
+    "ReduceL1": lambda x, y, g, axes: g * np.sign(x),  # 0 at 0
+    "ReduceL2": _l2_derivative,
+    "ReduceLogSum": lambda x, y, g, axes: g / _sum(x, axes, True),
+    "ReduceLogSumExp": _log_sum_exp_derivative,
+    "ReduceSumSquare": lambda x, y, g, axes: 2 * g * x,
+}
+
+
 class _Reduce(Op):
     compute: Callable[[np.ndarray, Axes, bool], np.ndarray]
     axes_input_since = 18  # the opset from which `axes` is an input rather than an attribute
@@ -141,6 +198,22 @@ class _Reduce(Op):
         if any(not -rank <= a < rank for a in axes):
             raise self.fail(f"axes {axes} are out of range for an input of shape {x.shape}")
         return tuple(sorted({a % rank for a in axes}))
+
+    def backward(self, inputs, outputs, grads):
+        x, grad = inputs[0], grads[0]
+        rest = [None] * (len(inputs) - 1)  # the axes input has no gradient
+        if x.dtype.kind != "f":
+            return [None] + rest
+        if self.static_axes is None:
+            axes_input = inputs[1] if len(inputs) > 1 else None
+            axes = self.resolve_axes([] if axes_input is None else axes_input.reshape(-1).tolist(), x)
+        else:
+            axes = self.resolve_axes(self.static_axes, x)
+        if axes is None:  # noop_with_empty_axes: the output was the input
+            return [np.asarray(grad).astype(x.dtype, copy=False)] + rest
+        kept = tuple(1 if a in axes else n for a, n in enumerate(x.shape))
+        dx = _DERIVATIVES[self.op_type](x, outputs[0].reshape(kept), np.asarray(grad).reshape(kept), axes)
+        return [np.broadcast_to(dx, x.shape).astype(x.dtype)] + rest
 
 
 def _register_reduction(op_type: str, compute: Callable[[np.ndarray, Axes, bool], np.ndarray], since: int) -> None:
