@@ -61,7 +61,7 @@ def run(model: str | None, mode: str, repeats: int, points: int, activations: bo
         window.tabs.setCurrentIndex(0 if activations else 1)
         canvas = window.canvas
         finished = []
-        window.predictor.finished.connect(lambda prediction: finished.append(prediction))
+        window.session.events.prediction.connect(lambda p: p is not None and finished.append(p))
 
         to_probabilities: list[float] = []
         to_frame: list[float] = []

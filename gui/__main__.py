@@ -37,6 +37,13 @@ def dark_palette() -> QPalette:
     return palette
 
 
+def create_window(model: str | None, settings=None, interactive: bool = True) -> MainWindow:
+    """The window ``digitscope [model]`` shows: the bundled model at once; a named file opens in the background
+    (a huge one must not keep the window away) and, if it cannot be opened, the bundled model stays with the
+    error shown."""
+    return MainWindow(model, settings=settings, interactive=interactive, open_in_background=model is not None)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = argparse.ArgumentParser(prog="digitscope", description="Draw a digit, watch a neural network read it.")
     args.add_argument("model", nargs="?", help="an ONNX model to open (default: the bundled LeNet-5)")
@@ -49,8 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     app.setApplicationName(APPLICATION)
     app.setStyle("Fusion")
     app.setPalette(dark_palette())
-    # a file named on the command line opens in the background: a huge one must not keep the window away
-    window = MainWindow(options.model, interactive=True, open_in_background=options.model is not None)
+    window = create_window(options.model)
     window.show()
     return app.exec()
 

@@ -547,7 +547,10 @@ class ActivationsView(QScrollArea):
 
     ``entries`` are the cards of the current page only: a 20,000-node graph never has more than a page of
     widgets. All records are kept, so turning the page shows the latest values of the nodes on it.
+    ``nodeSelected(name, map index or -1)`` is emitted when a card is opened in the inspector.
     """
+
+    nodeSelected = Signal(str, int)
 
     def __init__(self, parent: QWidget | None = None, page_size: int = PAGE_SIZE) -> None:
         super().__init__(parent)
@@ -660,6 +663,7 @@ class ActivationsView(QScrollArea):
         self._inspector.show_card(card, map_index)
         self._inspector.show()
         self._inspector.raise_()
+        self.nodeSelected.emit(card.node_name, map_index)
 
     @property
     def inspector(self) -> Inspector | None:

@@ -21,15 +21,17 @@ class Prediction:
     seconds: float = 0.0  # engine time, traced run included
     generation: int = 0  # which model produced it (a result from a replaced model is dropped)
     error: str | None = None
+    drawing: int = 0  # which drawing it is for: the session's drawing number when the image was submitted
 
 
-def run_prediction(adapter: ModelAdapter, image: np.ndarray, generation: int = 0) -> Prediction:
+def run_prediction(adapter: ModelAdapter, image: np.ndarray, generation: int = 0, drawing: int = 0) -> Prediction:
     """Run the traced model on one image; errors come back in the Prediction instead of being raised."""
     start = time.perf_counter()
     try:
         probabilities, records = adapter.predict_traced(image)
     except Exception as exc:  # noqa: BLE001 - any engine failure must reach the user, not kill the worker
         return Prediction(image, np.zeros(0), [], [], time.perf_counter() - start, generation,
-                          f"{type(exc).__name__}: {exc}")
+                          f"{type(exc).__name__}: {exc}", drawing)
     seconds = time.perf_counter() - start
-    return Prediction(image, probabilities, adapter.labels(len(probabilities)), records, seconds, generation)
+    return Prediction(image, probabilities, adapter.labels(len(probabilities)), records, seconds, generation,
+                      drawing=drawing)

@@ -1,44 +1,46 @@
-"""Runs the model on the latest drawing, off the UI thread when it is slow, and hands results back as a signal.
+"""Runs the model on the latest drawing, off the caller's thread when it is slow; latest input wins (no Qt).
 
-Latest input wins: while the engine is busy, newer drawings replace the pending one instead of queueing, so a
-slow model shows the newest stroke as soon as it can rather than replaying every mouse move it missed. A fast
-model (the bundled LeNet takes well under a millisecond) runs synchronously in the caller, which is simpler and
-gives the answer within the same mouse event.
+While the engine is busy, newer drawings replace the pending one instead of queueing, so a slow model shows
+the newest stroke as soon as it can rather than replaying every mouse move it missed. A fast model (the bundled
+LeNet takes well under a millisecond) runs synchronously in the caller, which is simpler and gives the answer
+within the same mouse event.
+
+Results go to the ``deliver`` callback: in the caller's thread for a synchronous run, in the worker thread
+otherwise (the session hands those back to its own thread through a dispatcher).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import numpy as np
-from PySide6.QtCore import QObject, Signal
 
-from gui.prediction import Prediction, run_prediction  # noqa: F401 (re-exported: the window imports them here)
+from gui.prediction import Prediction, run_prediction
 from nn_core.interface import ModelAdapter
 
 # Models whose traced run takes less than this run in the caller's thread: a thread hop costs more than it saves.
 SYNC_BUDGET_SECONDS = 0.008
+MODES = ("auto", "sync", "thread")
 
 
-class Predictor(QObject):
-    """Accepts images with ``submit`` and emits ``finished(Prediction)`` in the UI thread.
+class Predictor:
+    """Accepts images with ``submit(image, drawing)`` and calls ``deliver(Prediction)`` for the current model.
 
     mode: "auto" (synchronous while the model is fast, threaded once a run exceeds the budget), "sync" or
     "thread".
     """
 
-    finished = Signal(object)
-
-    def __init__(self, mode: str = "auto", parent: QObject | None = None) -> None:
-        super().__init__(parent)
-        if mode not in ("auto", "sync", "thread"):
+    def __init__(self, deliver: Callable[[Prediction], None], mode: str = "auto") -> None:
+        if mode not in MODES:
             raise ValueError(f"unknown predictor mode {mode!r}")
         self.mode = mode
+        self._deliver = deliver
         self._adapter: ModelAdapter | None = None
         self._generation = 0
         self._last_seconds = 0.0
         self._condition = threading.Condition()
-        self._pending: tuple[ModelAdapter, np.ndarray, int] | None = None
+        self._pending: tuple[ModelAdapter, np.ndarray, int, int] | None = None
         self._busy = False
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -59,23 +61,27 @@ class Predictor(QObject):
     def generation(self) -> int:
         return self._generation
 
+    @property
+    def last_seconds(self) -> float:
+        return self._last_seconds
+
     def is_idle(self) -> bool:
         with self._condition:
             return self._pending is None and not self._busy
 
-    def submit(self, image: np.ndarray) -> None:
+    def submit(self, image: np.ndarray, drawing: int = 0) -> None:
         adapter = self._adapter
         if adapter is None:
             return
         synchronous = self.mode == "sync" or (self.mode == "auto" and self._last_seconds < SYNC_BUDGET_SECONDS
                                                and self.is_idle())
         if synchronous:
-            prediction = run_prediction(adapter, image, self._generation)
+            prediction = run_prediction(adapter, image, self._generation, drawing)
             self._last_seconds = prediction.seconds
-            self.finished.emit(prediction)
+            self._deliver(prediction)
             return
         with self._condition:
-            self._pending = (adapter, image, self._generation)  # replaces any older pending drawing
+            self._pending = (adapter, image, self._generation, drawing)  # replaces any older pending drawing
             self._ensure_thread()
             self._condition.notify()
 
@@ -92,17 +98,19 @@ class Predictor(QObject):
                     self._condition.wait()
                 if self._stopping:
                     return
-                adapter, image, generation = self._pending
+                adapter, image, generation, drawing = self._pending
                 self._pending = None
                 self._busy = True
-            prediction = run_prediction(adapter, image, generation)
+            prediction = run_prediction(adapter, image, generation, drawing)
             with self._condition:
-                self._busy = False
                 self._last_seconds = prediction.seconds
                 current = generation == self._generation
-            if current:
-                # Emitting from this thread is safe: the receiver lives in the UI thread, so Qt queues the call.
-                self.finished.emit(prediction)
+            try:
+                if current:
+                    self._deliver(prediction)  # handed over before the predictor reports idle
+            finally:
+                with self._condition:
+                    self._busy = False
 
     def shutdown(self) -> None:
         with self._condition:

@@ -1,18 +1,16 @@
-"""The main window: wires the canvas, the model and the views together; owns menus, settings and errors.
+"""The main window: actions and layout. Everything it shows comes from a ``gui.session.Session`` (no Qt).
 
-A stroke travels one way: canvas -> StrokeDocument -> rasterize (28x28) -> Predictor (adapter + engine) ->
-views. The window never computes anything itself; it only decides what to show.
+A stroke travels one way: canvas -> session (document, numbered drawing) -> rasterize (28x28) -> predictor
+(interface + engine) -> session event -> views. The window maps actions to session methods and session events
+to view updates; it computes nothing itself.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from importlib import resources
 from pathlib import Path
 
-import numpy as np
-from PySide6.QtCore import QByteArray, QObject, QSettings, QSize, Qt, QTimer, QUrl, Signal
+from PySide6.QtCore import QByteArray, QSettings, QSize, Qt, QTimer, QUrl
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
     QComboBox,
@@ -34,51 +32,24 @@ from PySide6.QtWidgets import (
 import nn_core
 from gui.activations import ActivationsView
 from gui.canvas import MAX_PEN_WIDTH, MIN_PEN_WIDTH, DrawingCanvas
-from gui.model_opening import ModelOpener, OpenResult, model_key, prepare_model  # noqa: F401 (model_key re-exported)
-from gui.predictor import Prediction, Predictor
+from gui.model_opening import OpenedModel
+from gui.prediction import Prediction
+from gui.predictor import Predictor
 from gui.preview import InputPreview
 from gui.probabilities import ProbabilitiesView
+from gui.qt_bridge import QtDispatcher, wait_for
+from gui.session import Session, bundled_model_path
+from gui.settings import AppSettings
 from gui.strokes import StrokeDocument
 from gui.summary import ModelSummary
-from nn_core.interface import SCALING_DESCRIPTIONS, SCALINGS, ModelAdapter, ScalingReport, auto_detect_scaling
+from nn_core.interface import SCALING_DESCRIPTIONS, SCALINGS, ModelAdapter, ScalingReport
+
+__all__ = ["APPLICATION", "ORGANIZATION", "MainWindow", "bundled_model_path"]
 
 ORGANIZATION = "digitscope"
 APPLICATION = "digitscope"
-MAX_RECENT = 8
 PEN_STEP = 1.25  # [ and ] change the pen width by this factor
 BANNER_LIMIT = 600  # characters of an error shown in the banner (the tooltip has all of it)
-
-
-def bundled_model_path() -> Path:
-    """assets/lenet5.onnx beside the gui package (a checkout or an editable install), else the installed one."""
-    import gui
-
-    beside = Path(gui.__file__).resolve().parent.parent / "assets" / "lenet5.onnx"
-    if beside.exists():
-        return beside
-    return Path(str(resources.files("assets").joinpath("lenet5.onnx")))
-
-
-class _OpenBridge(QObject):
-    """Carries "an open finished" from the opener's worker thread to the UI thread (a queued signal)."""
-
-    ready = Signal(int)  # the generation whose result can be taken
-
-
-class _ScalingDetector(QObject):
-    """Runs auto-detection in a background thread (a slow model would freeze the UI for seconds)."""
-
-    done = Signal(object, object)  # (adapter it ran for, ScalingReport or an error message)
-
-    def start(self, adapter: ModelAdapter) -> None:
-        def work() -> None:
-            try:
-                report: object = auto_detect_scaling(adapter.model, adapter)
-            except Exception as exc:  # noqa: BLE001 - reported in the status bar
-                report = f"{type(exc).__name__}: {exc}"
-            self.done.emit(adapter, report)
-
-        threading.Thread(target=work, name="digitscope-autodetect", daemon=True).start()
 
 
 class MainWindow(QMainWindow):
@@ -87,9 +58,10 @@ class MainWindow(QMainWindow):
     ``settings`` defaults to ``QSettings(ORGANIZATION, APPLICATION)``; ``interactive`` allows modal dialogs
     (the About box, file pickers); errors are always shown inline, never in a blocking dialog.
 
-    Models open on a worker thread (``open_model``); the constructor waits for its model, except with
-    ``open_in_background``: then it waits for the bundled model only and opens ``model_path`` in the
-    background, so a huge or hostile file named on the command line cannot keep the window from appearing.
+    The constructor waits for its model (with the event loop running); a file that cannot be opened leaves
+    the bundled model in place with the error shown. With ``open_in_background`` it waits for the bundled model
+    only and opens ``model_path`` in the background, so a huge or hostile file named on the command line cannot
+    keep the window from appearing.
     """
 
     def __init__(self, model_path: str | Path | None = None, settings: QSettings | None = None,
@@ -97,24 +69,12 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.settings = settings if settings is not None else QSettings(ORGANIZATION, APPLICATION)
         self.interactive = interactive
-        self.model = None
-        self.adapter: ModelAdapter | None = None
-        self.model_path: Path | None = None
-        self._model_key: str | None = None
-        self._prediction: Prediction | None = None
-        self.last_error: str | None = None
-
-        self.document = StrokeDocument()
-        self.canvas = DrawingCanvas(self.document, pen_width=self._initial_pen_width())
+        self.session = Session(AppSettings(self.settings), predictor_mode, QtDispatcher(self))
+        self.canvas = DrawingCanvas(self.session.document, pen_width=self.session.settings.pen_width())
         self.probability_view = ProbabilitiesView()
         self.preview = InputPreview()
         self.activations = ActivationsView()
         self.summary = ModelSummary()
-        self.predictor = Predictor(predictor_mode, self)
-        self._detector = _ScalingDetector(self)
-        self._open_bridge = _OpenBridge(self)
-        self._opener = ModelOpener(notify=self._open_bridge.ready.emit)
-        self._open_outcome: bool | None = None  # how the latest requested open ended; None while under way
 
         self.setWindowTitle("digitscope")
         self.setAcceptDrops(True)
@@ -122,77 +82,119 @@ class MainWindow(QMainWindow):
         self._build_layout()
         self._build_status_bar()
         self._restore_state()
-
-        self.canvas.strokesChanged.connect(self._on_strokes_changed)
-        self.canvas.penWidthChanged.connect(self._on_pen_width_changed)
-        self.canvas.eraserChanged.connect(self.eraser_action.setChecked)
-        self.predictor.finished.connect(self._on_prediction)
-        self._detector.done.connect(self._on_scaling_detected)
-        self._open_bridge.ready.connect(self._on_open_ready)
+        self._connect()
         self._update_edit_actions()
 
         if model_path is None:
-            self.open_model(bundled_model_path(), wait=True)
+            self.open_model(bundled_model_path())
         elif open_in_background:
-            self.open_model(bundled_model_path(), wait=True)  # something to draw on while the file loads
-            self.open_model(model_path)
-        else:
-            self.open_model(model_path, wait=True)
+            self.open_model(bundled_model_path())  # something to draw on while the file loads
+            self.open_model_async(model_path)
+        elif not self.open_model(model_path) and self.model is None:
+            error = self.session.last_error
+            self.open_model(bundled_model_path())  # something to draw on, and the reason it is not the file
+            if error:
+                self.session.report_error(error)
 
-    # --- public API --------------------------------------------------------------------------------------
+    def _connect(self) -> None:
+        events = self.session.events
+        events.opening.connect(self._show_opening)
+        events.open_ended.connect(self._on_open_ended)
+        events.model_changed.connect(self._on_model_changed)
+        events.recent_changed.connect(lambda _recent: self._refresh_recent_menu())
+        events.drawing_changed.connect(lambda _number: self._update_edit_actions())
+        events.input_image.connect(self.preview.set_image)
+        events.prediction.connect(self._on_prediction)
+        events.scaling_changed.connect(self._on_scaling_changed)
+        events.detecting.connect(self._on_detecting)
+        events.scaling_detected.connect(self._on_scaling_detected)
+        events.error.connect(self._show_error)
+        self.canvas.strokesChanged.connect(self.session.drawing_changed)
+        self.canvas.penWidthChanged.connect(self._on_pen_width_changed)
+        self.canvas.eraserChanged.connect(self.eraser_action.setChecked)
+        self.activations.nodeSelected.connect(self.session.select)
+
+    # --- public API (the session's state, for scripts and tests) -----------------------------------------
     @property
-    def probabilities(self) -> np.ndarray | None:
+    def document(self) -> StrokeDocument:
+        return self.session.document
+
+    @property
+    def model(self):
+        return self.session.model
+
+    @property
+    def adapter(self) -> ModelAdapter | None:
+        return self.session.adapter
+
+    @property
+    def model_path(self) -> Path | None:
+        return self.session.model_path
+
+    @property
+    def _model_key(self) -> str | None:
+        return self.session.model_key
+
+    @property
+    def predictor(self) -> Predictor:
+        return self.session.predictor
+
+    @property
+    def last_error(self) -> str | None:
+        return self.session.last_error
+
+    @property
+    def probabilities(self):
         """The latest class probabilities, or None when nothing is drawn (or no model works)."""
-        if self._prediction is None or not self.document.has_ink():
-            return None
-        return self._prediction.probabilities
+        return self.session.probabilities
 
     @property
     def prediction(self) -> Prediction | None:
-        return self._prediction if self.probabilities is not None else None
+        return self.session.prediction if self.session.probabilities is not None else None
 
-    def open_model(self, path: str | Path, wait: bool = False) -> bool | None:
-        """Open a model on a worker thread (load, adapt, one trial run); the current model keeps working.
+    def open_model(self, path: str | Path, timeout: float | None = None) -> bool:
+        """Open a model and return once it is installed (True) or refused (False), the event loop running meanwhile.
 
-        The latest request wins: an open still under way is superseded. On any failure the error is shown
-        inline and the current model stays. Returns None at once, or with ``wait=True`` blocks until this
-        open has finished and returns whether the model was installed (for tests and the start-up model).
+        Opening happens on a worker thread (load, adapt, one trial run); the current model keeps working and
+        stays on failure, with the error shown inline. False too when the open is cancelled, superseded by a
+        later one, or not finished within ``timeout`` seconds. The UI's own opens use ``open_model_async``.
         """
-        path = Path(path)
-        remembered = self._remembered_scalings()
-        self._opener.open(path, lambda p: prepare_model(p, remembered))
-        self._open_outcome = None
-        self._show_opening(path)
-        return self.wait_until_opened() if wait else None
+        generation = self.session.open_model(path)
+        self._wait_for_open(generation, timeout)
+        return bool(self.session.outcome(generation))
+
+    def open_model_async(self, path: str | Path) -> None:
+        """Start opening a model in the background and return at once (File > Open, drag and drop, recent)."""
+        self.session.open_model(path)
 
     def wait_until_opened(self, timeout: float | None = None) -> bool | None:
-        """Block until the open under way (if any) has finished and been applied.
+        """Wait (event loop running) until the latest requested open has ended; returns how: True installed,
+        False failed, cancelled or superseded; None on timeout."""
+        generation = self.session._requested
+        if not self._wait_for_open(generation, timeout):
+            return None
+        return self.session.outcome(generation)
 
-        Returns how the latest requested open ended: True installed, False failed or cancelled; None on
-        timeout. Blocks the UI thread: for tests and start-up; the app itself never waits.
-        """
-        generation = self._opener.generation
-        if self._opener.busy():
-            if not self._opener.wait(generation, timeout):
-                return None if self._opener.busy() else self._open_outcome
-            result = self._opener.take(generation)
-            if result is not None:
-                self._finish_open(result)
-        return self._open_outcome
+    def _wait_for_open(self, generation: int, timeout: float | None) -> bool:
+        events = self.session.events
+
+        def subscribe(callback):
+            events.open_ended.connect(callback)
+            return lambda: events.open_ended.disconnect(callback)
+
+        return wait_for(lambda: self.session.outcome(generation) is not None, subscribe, timeout)
 
     @property
     def opening(self) -> Path | None:
         """The model file being opened, or None."""
-        return self._opener.pending_path if self._opener.busy() else None
+        return self.session.opening
 
     def cancel_open(self) -> bool:
         """Give up on the open under way: its result is dropped when it arrives. Returns whether one was."""
-        path = self.opening
-        if not self._opener.cancel():
+        path = self.session.cancel_open()
+        if path is None:
             return False
-        self._open_outcome = False
-        self._hide_opening()
-        self.statusBar().showMessage(f"Cancelled opening {path.name if path else 'the model'}", 5000)
+        self.statusBar().showMessage(f"Cancelled opening {path.name}", 5000)
         return True
 
     # --- building the window -----------------------------------------------------------------------------
@@ -373,13 +375,6 @@ class MainWindow(QMainWindow):
         return QSize(1280, 800)
 
     # --- settings ----------------------------------------------------------------------------------------
-    def _initial_pen_width(self) -> float | None:
-        value = self.settings.value("canvas/penWidth")
-        try:
-            return float(value) if value is not None else None
-        except (TypeError, ValueError):
-            return None
-
     def _restore_state(self) -> None:
         geometry = self.settings.value("window/geometry")
         if isinstance(geometry, QByteArray) and not geometry.isEmpty():
@@ -397,29 +392,11 @@ class MainWindow(QMainWindow):
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/state", self.saveState())
         self.settings.setValue("window/splitter", self.splitter.saveState())
-        self.settings.setValue("canvas/penWidth", self.canvas.pen_width)
-        self.settings.sync()
-
-    def _remembered_scalings(self) -> dict[str, str]:
-        """Every remembered per-model scaling (model key -> code), read here so the opener needs no settings."""
-        self.settings.beginGroup("scaling")
-        try:
-            values = {key: self.settings.value(key) for key in self.settings.childKeys()}
-        finally:
-            self.settings.endGroup()
-        return {key: value for key, value in values.items() if value in SCALINGS}
+        self.session.settings.set_pen_width(self.canvas.pen_width)
+        self.session.settings.sync()
 
     def recent_models(self) -> list[str]:
-        value = self.settings.value("recentModels", [])
-        if isinstance(value, str):  # QSettings returns a lone string for a one-element list in INI files
-            value = [value]
-        return [str(v) for v in value or []]
-
-    def _remember_recent(self, path: Path) -> None:
-        entry = str(path.resolve())
-        recent = [entry] + [p for p in self.recent_models() if p != entry]
-        self.settings.setValue("recentModels", recent[:MAX_RECENT])
-        self._refresh_recent_menu()
+        return self.session.recent_models()
 
     def _refresh_recent_menu(self) -> None:
         self.recent_menu.clear()
@@ -427,13 +404,12 @@ class MainWindow(QMainWindow):
         for path in recent:
             action = self.recent_menu.addAction(Path(path).name)
             action.setToolTip(path)
-            action.triggered.connect(lambda _=False, p=path: self.open_model(p))
+            action.triggered.connect(lambda _=False, p=path: self.open_model_async(p))
         self.recent_menu.setEnabled(bool(recent))
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self._save_state()
-        self._opener.cancel()  # a worker still loading finishes unseen (daemon thread)
-        self.predictor.shutdown()
+        self.session.close()  # a worker still loading finishes unseen (daemon thread)
         if self.activations.inspector is not None:
             self.activations.inspector.close()
         super().closeEvent(event)
@@ -445,56 +421,35 @@ class MainWindow(QMainWindow):
         for widget in (self.opening_label, self.opening_progress, self.cancel_open_button):
             widget.show()
 
-    def _hide_opening(self) -> None:
-        for widget in (self.opening_label, self.opening_progress, self.cancel_open_button):
-            widget.hide()
+    def _on_open_ended(self, _generation: int, _ok: bool) -> None:
+        if self.session.opening is None:
+            for widget in (self.opening_label, self.opening_progress, self.cancel_open_button):
+                widget.hide()
 
-    def _on_open_ready(self, generation: int) -> None:
-        result = self._opener.take(generation)  # None when cancelled, superseded or already applied by a wait
-        if result is not None:
-            self._finish_open(result)
-
-    def _finish_open(self, result: OpenResult) -> None:
-        self._hide_opening()
-        if result.opened is None:
-            self._open_outcome = False
-            self._show_error(f"Could not open {result.path.name}: {result.error}")
-            return
-        opened = result.opened
-        self._install_model(opened.model, opened.adapter, opened.path, opened.key, opened.trial)
-        self._open_outcome = True
-
-    def _install_model(self, model, adapter: ModelAdapter, path: Path, key: str, trial: Prediction) -> None:
-        self.model, self.adapter, self.model_path, self._model_key = model, adapter, path, key
-        self.predictor.set_adapter(adapter, trial.seconds)
-        self._prediction = None
+    def _on_model_changed(self, opened: OpenedModel) -> None:
+        model, adapter, path = opened.model, opened.adapter, opened.path
         self.summary.set_model(model, adapter)
-        self.summary.set_shapes(trial.records)
-        self.activations.set_records(trial.records, has_values=False)
+        self.summary.set_shapes(opened.trial.records)
+        self.activations.set_records(opened.trial.records, has_values=False)
         self._sync_scaling_widgets()
-        self._remember_recent(path)
         self.error_banner.hide()
-        self.last_error = None
         self.model_label.setText(f"{path.name} · {adapter.layout.describe()}")
         self.model_label.setToolTip(str(path))
         self.setWindowTitle(f"{path.name} — digitscope")
         self.statusBar().showMessage(f"Opened {path.name}: {len(model.nodes)} nodes, "
                                      f"{model.parameter_count:,} parameters", 5000)
-        self._on_strokes_changed()  # show what the new model makes of the current drawing
 
     def set_scaling(self, code: str) -> None:
         """Use scaling ``code`` for the current model and remember the choice for this model."""
-        if self.adapter is None or code not in SCALINGS:
-            return
-        self.adapter.set_scaling(code, "user")
-        if self._model_key:
-            self.settings.setValue(f"scaling/{self._model_key}", code)
+        self.session.set_scaling(code, "user")
+
+    def _on_scaling_changed(self, _code: str, _source: str) -> None:
         self._sync_scaling_widgets()
         if self.model is not None:
             self.summary.set_model(self.model, self.adapter)
-            if self._prediction is not None:
-                self.summary.set_shapes(self._prediction.records)
-        self._on_strokes_changed()
+            shown = self.session.prediction or self.session.trial
+            if shown is not None:
+                self.summary.set_shapes(shown.records)
 
     def _sync_scaling_widgets(self) -> None:
         code = self.adapter.scaling if self.adapter else None
@@ -506,61 +461,26 @@ class MainWindow(QMainWindow):
                                           f"{self.adapter.scaling_source})")
 
     def auto_detect_scaling(self) -> None:
-        if self.adapter is None:
-            return
-        self.autodetect_action.setEnabled(False)
-        self.statusBar().showMessage("Trying every input scaling on 50 MNIST test digits…")
-        self._detector.start(self.adapter)
+        self.session.auto_detect_scaling()
 
-    def _on_scaling_detected(self, adapter: ModelAdapter, report: ScalingReport | str) -> None:
-        self.autodetect_action.setEnabled(True)
-        if adapter is not self.adapter:
-            return  # the model changed meanwhile
-        if isinstance(report, str):
-            self._show_error(f"Auto-detect failed: {report}")
-            return
-        self.set_scaling(report.best)
+    def _on_detecting(self, running: bool) -> None:
+        self.autodetect_action.setEnabled(not running)
+        if running:
+            self.statusBar().showMessage("Trying every input scaling on 50 MNIST test digits…")
+
+    def _on_scaling_detected(self, report: ScalingReport) -> None:
         scores = ", ".join(f"{code} {report.accuracy[code] * 100:.0f}%" for code in SCALINGS)
         self.statusBar().showMessage(f"Scaling {report.best} is best on {report.samples} MNIST digits ({scores})",
                                      10000)
 
-    # --- drawing -> prediction ---------------------------------------------------------------------------
-    def _rasterize(self) -> np.ndarray:
-        from gui import rasterize  # written separately; imported late so the window never depends on its import
-
-        strokes = [list(stroke.points) for stroke in self.document.visible_strokes()]
-        return rasterize.rasterize(strokes, self.document.size, pen_width=self.document.ink_pen_width())
-
-    def _on_strokes_changed(self) -> None:
-        self._update_edit_actions()
-        if self.adapter is None:
-            return
-        if not self.document.has_ink():
-            self._show_empty()
-            return
-        try:
-            image = np.asarray(self._rasterize(), dtype=np.float32)
-        except Exception as exc:  # noqa: BLE001 - a rasterizer bug must not take the app down mid-stroke
-            self._show_error(f"Could not rasterize the drawing: {type(exc).__name__}: {exc}")
-            return
-        self.preview.set_image(self.adapter.model_image(image))
-        self.predictor.submit(image)
-
-    def _show_empty(self) -> None:
-        self._prediction = None
-        self.probability_view.set_prediction(None)
-        self.preview.set_image(None)
-        self.activations.clear_values()
-        self.timing_label.setText("")
-
-    def _on_prediction(self, prediction: Prediction) -> None:
-        if prediction.generation != self.predictor.generation or not self.document.has_ink():
-            return  # from a model that has been replaced, or for a drawing that has since been cleared
-        if prediction.error:
-            self._show_error(f"The model failed on this drawing: {prediction.error}")
+    # --- prediction -> views -----------------------------------------------------------------------------
+    def _on_prediction(self, prediction: Prediction | None) -> None:
+        if prediction is None:  # nothing drawn
+            self.probability_view.set_prediction(None)
+            self.activations.clear_values()
+            self.timing_label.setText("")
             return
         started = time.perf_counter()
-        self._prediction = prediction
         self.probability_view.set_prediction(prediction.probabilities, prediction.labels)
         self.activations.set_records(prediction.records)
         view_ms = (time.perf_counter() - started) * 1000
@@ -586,7 +506,7 @@ class MainWindow(QMainWindow):
         start = str(self.model_path.parent) if self.model_path else ""
         path, _ = QFileDialog.getOpenFileName(self, "Open ONNX model", start, "ONNX models (*.onnx);;All files (*)")
         if path:
-            self.open_model(path)
+            self.open_model_async(path)
 
     def _choose_drawing(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open drawing", "", "Drawings (*.json);;All files (*)")
@@ -597,7 +517,7 @@ class MainWindow(QMainWindow):
         try:
             self.canvas.replace_document_from(str(path))
         except (OSError, ValueError) as exc:
-            self._show_error(f"Could not open drawing {Path(path).name}: {exc}")
+            self.session.report_error(f"Could not open drawing {Path(path).name}: {exc}")
             return False
         return True
 
@@ -607,7 +527,7 @@ class MainWindow(QMainWindow):
             try:
                 self.document.save(path)
             except OSError as exc:
-                self._show_error(f"Could not save the drawing: {exc}")
+                self.session.report_error(f"Could not save the drawing: {exc}")
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         if any(url.isLocalFile() for url in event.mimeData().urls()):
@@ -623,11 +543,10 @@ class MainWindow(QMainWindow):
         if path.lower().endswith(".json"):
             QTimer.singleShot(0, lambda: self.open_drawing(path))
         else:
-            QTimer.singleShot(0, lambda: self.open_model(path))
+            QTimer.singleShot(0, lambda: self.open_model_async(path))
 
     # --- messages ----------------------------------------------------------------------------------------
     def _show_error(self, message: str) -> None:
-        self.last_error = message
         shown = message if len(message) <= BANNER_LIMIT else message[:BANNER_LIMIT] + " …"
         self.error_label.setText(shown)
         self.error_label.setToolTip(message)

@@ -33,11 +33,11 @@ def test_the_window_survives_every_hostile_file(window, qtbot, tmp_path, draw_on
     assert _reads_a_one(window, qtbot, draw_on, digit_path)
     refused = 0
     for case_id, (path, description, folder) in sorted(built.items()):
-        opened = window.open_model(path, wait=True)
+        opened = window.open_model(path)
         assert opened in (True, False), f"{case_id}: the open did not finish"
         assert not hostile_models.canary_path(folder).exists(), f"{case_id}: code from the file ran"
         if opened:
-            assert window.open_model(BUNDLED, wait=True), f"{case_id}: could not go back to the bundled model"
+            assert window.open_model(BUNDLED), f"{case_id}: could not go back to the bundled model"
         else:
             refused += 1
             assert window.last_error and path.name in window.last_error, f"{case_id}: {window.last_error!r}"

@@ -219,7 +219,7 @@ def busy_widgets_shown(window) -> bool:
 
 def test_a_good_model_opens_in_the_background_and_replaces_the_model(window, qtbot):
     previous = window.model
-    assert window.open_model(OTHER) is None  # returns at once
+    assert window.open_model_async(OTHER) is None  # returns at once
     assert window.opening == OTHER and busy_widgets_shown(window)
     assert OTHER.name in window.opening_label.text()
     settle(qtbot, window)
@@ -233,7 +233,7 @@ def test_a_broken_file_shows_the_error_and_the_previous_model_still_predicts(win
                                                                            tmp_path, make_bad_file):
     previous_model, previous_path = window.model, window.model_path
     bad = make_bad_file(tmp_path)
-    window.open_model(bad)
+    window.open_model_async(bad)
     settle(qtbot, window)
     assert window.wait_until_opened() is False
     assert window.error_banner.isVisible() and bad.name in window.last_error
@@ -246,7 +246,7 @@ def test_a_broken_file_shows_the_error_and_the_previous_model_still_predicts(win
 def test_cancel_keeps_the_old_model_which_predicts_during_the_open(window, qtbot, gate, draw_on, digit_path):
     previous_model = window.model
     gate(OTHER.name)
-    window.open_model(OTHER)
+    window.open_model_async(OTHER)
     assert busy_widgets_shown(window)
     draw_on(window.canvas, digit_path("7"))  # the canvas works while the model loads
     assert str(int(np.argmax(window.probabilities))) == "7"
@@ -267,7 +267,7 @@ def test_a_slow_open_does_not_block_the_event_loop(window, qtbot, gate):
     timer.start(10)
     gate(OTHER.name)
     started = time.perf_counter()
-    window.open_model(OTHER)
+    window.open_model_async(OTHER)
     assert time.perf_counter() - started < 0.5
     qtbot.wait(400)
     assert window.opening == OTHER and len(ticks) >= 10  # the timer kept firing while nn_core.load blocked
@@ -279,9 +279,9 @@ def test_a_slow_open_does_not_block_the_event_loop(window, qtbot, gate):
 
 def test_two_opens_in_a_row_the_latest_wins(window, qtbot, gate):
     gate(OTHER.name)
-    window.open_model(OTHER)  # slow, started first
+    window.open_model_async(OTHER)  # slow, started first
     second = MODELS / "keras_nhwc_unsorted.onnx"
-    window.open_model(second)
+    window.open_model_async(second)
     settle(qtbot, window)
     assert window.model_path == second
     gate.release(OTHER.name)
@@ -291,7 +291,7 @@ def test_two_opens_in_a_row_the_latest_wins(window, qtbot, gate):
 
 
 def test_a_wait_after_a_background_open_returns_its_outcome(window, qtbot):
-    window.open_model(OTHER)
+    window.open_model_async(OTHER)
     assert window.wait_until_opened(timeout=30) is True and window.model_path == OTHER
 
 
@@ -311,8 +311,8 @@ def test_file_open_goes_through_the_background_path(window, qtbot, monkeypatch):
 
 
 def test_recent_files_open_in_the_background(window, qtbot):
-    assert window.open_model(OTHER, wait=True)
-    assert window.open_model(BUNDLED, wait=True)
+    assert window.open_model(OTHER)
+    assert window.open_model(BUNDLED)
     recent = next(a for a in window.recent_menu.actions() if a.text() == OTHER.name)
     recent.trigger()
     assert window.opening == OTHER.resolve()
@@ -327,7 +327,7 @@ def test_a_20000_node_chain_opens_without_freezing_and_builds_a_page_of_cards(wi
     timer = QTimer(window)
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     timer.start(10)
-    window.open_model(path)
+    window.open_model_async(path)
     settle(qtbot, window, timeout=60_000)
     qtbot.wait(50)
     timer.stop()

@@ -130,7 +130,7 @@ def test_canvas_scales_with_the_window(window, draw_on):
 # --- opening models ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_shipped_models_open_and_predict(window, draw_on, digit_path, path):
-    assert window.open_model(path, wait=True), window.last_error
+    assert window.open_model(path), window.last_error
     assert window.model_path == path and not window.error_banner.isVisible()
     assert window.activations.node_count == len(window.model.nodes)
     assert len(window.activations.entries) == min(len(window.model.nodes), window.activations.pages.size)
@@ -185,7 +185,7 @@ def test_failed_open_reports_inline_and_keeps_the_previous_model(window, draw_on
     before = window.probabilities.copy()
     previous_model, previous_path = window.model, window.model_path
     bad = make_bad_file(tmp_path)
-    assert window.open_model(bad, wait=True) is False
+    assert window.open_model(bad) is False
     assert bad.name in window.last_error
     assert window.error_banner.isVisible() and bad.name in window.error_label.text()
     assert window.model is previous_model and window.model_path == previous_path
@@ -197,13 +197,13 @@ def test_failed_open_reports_inline_and_keeps_the_previous_model(window, draw_on
 
 
 def test_unsupported_operator_error_names_the_operator(window, tmp_path):
-    assert not window.open_model(_unsupported_operator(tmp_path), wait=True)
+    assert not window.open_model(_unsupported_operator(tmp_path))
     assert "TotallyNewOp" in window.last_error
 
 
 def test_a_successful_open_hides_an_earlier_error(window, tmp_path):
-    assert not window.open_model(_not_onnx(tmp_path), wait=True)
-    assert window.open_model(MODELS / "torch_avgpool_m11.onnx", wait=True)
+    assert not window.open_model(_not_onnx(tmp_path))
+    assert window.open_model(MODELS / "torch_avgpool_m11.onnx")
     assert not window.error_banner.isVisible() and window.last_error is None
 
 
@@ -233,7 +233,7 @@ def test_scaling_choice_is_remembered_per_model(qtbot, settings, activate, tmp_p
     second = MainWindow(renamed, settings=settings, predictor_mode="sync")
     qtbot.addWidget(second)
     assert (second.adapter.scaling, second.adapter.scaling_source) == ("m11", "remembered")
-    assert second.open_model(MODELS / "keras_nhwc_unsorted.onnx", wait=True)
+    assert second.open_model(MODELS / "keras_nhwc_unsorted.onnx")
     assert second.adapter.scaling == "01"  # another model has its own choice
 
 
@@ -261,8 +261,8 @@ def test_threaded_predictor_delivers_the_latest_drawing(qtbot, settings, activat
     qtbot.addWidget(window)
     activate(window)
     draw_on(window.canvas, digit_path("1"))
-    qtbot.waitUntil(lambda: window.predictor.is_idle() and window.probabilities is not None, timeout=10000)
-    qtbot.wait(50)  # let the last queued result arrive
+    qtbot.waitUntil(lambda: window.session.up_to_date and window.probabilities is not None, timeout=10000)
+    assert window.session.prediction.drawing == window.session.drawing  # the latest drawing's, not an older one
     strokes = [list(s.points) for s in window.document.visible_strokes()]
     final = rasterize(strokes, window.document.size, pen_width=window.document.ink_pen_width())
     np.testing.assert_allclose(window.probabilities, window.adapter.predict(final), rtol=1e-5, atol=1e-7)

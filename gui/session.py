@@ -1,0 +1,336 @@
+"""The app without its windows: one ``Session`` owns everything the views show, and tells them by events (no Qt).
+
+It owns the stroke document, the current model and its image <-> model interface (``nn_core.interface``), the
+numbered predictions, the selected node, the settings it remembers, and the background work (opening a model,
+predicting on a slow model, auto-detecting the scaling). Views subscribe to ``session.events`` and call its
+methods; the window only arranges them and maps actions to methods.
+
+Threads: every event is emitted in the session's own thread (the one that made it: the UI thread in the app).
+Work finished on a worker thread is handed back through ``dispatch`` (``gui.qt_bridge.QtDispatcher`` in the
+app, ``gui.events.QueueDispatcher`` in scripts and tests, pumped with ``run_pending``).
+
+Numbered predictions, latest drawing wins, always: every change of the drawing (or of what it is fed through:
+the model, the scaling) gets a new number, each prediction carries the number of the drawing it was made for,
+and a prediction is shown only if it is newer than the one on screen and not void (made before a clear, a
+scaling change or a model switch). A slow model may show the previous drawing's bars for a moment
+(``stale``), never an older one after a newer.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gui.events import Dispatch, EventGroup, QueueDispatcher
+from gui.model_opening import ModelOpener, OpenedModel, OpenResult, prepare_model
+from gui.prediction import Prediction
+from gui.predictor import Predictor
+from gui.settings import AppSettings
+from gui.strokes import Point, StrokeDocument
+from nn_core.interface import SCALINGS, ModelAdapter, ScalingReport, auto_detect_scaling
+
+EVENTS = (
+    "opening",  # (path): a model file started opening in the background
+    "open_ended",  # (generation, ok): an open finished, failed, was cancelled or superseded
+    "model_changed",  # (OpenedModel): a new model is installed
+    "drawing_changed",  # (drawing number): the strokes changed
+    "input_image",  # (image at the model's size, ink = 1, or None): what the model is being fed
+    "prediction",  # (Prediction or None): the probabilities and traced records to show; None: nothing drawn
+    "scaling_changed",  # (code, source)
+    "detecting",  # (bool): auto-detection started / ended
+    "scaling_detected",  # (ScalingReport)
+    "selection_changed",  # (node name or None, map index)
+    "recent_changed",  # (list of paths)
+    "error",  # (message): something the user must see; the app keeps working
+)
+
+
+def bundled_model_path() -> Path:
+    """The LeNet-5 that ships with the app: assets/lenet5.onnx in a checkout, gui/assets/ in an installed wheel."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "assets" / "lenet5.onnx", here / "assets" / "lenet5.onnx"):
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError("the bundled model (assets/lenet5.onnx) is missing from this installation")
+
+
+class Session:
+    """Document, model, predictions, selection and settings of one app window, with events for the views."""
+
+    def __init__(self, settings: AppSettings | None = None, predictor_mode: str = "auto",
+                 dispatch: Dispatch | None = None, document: StrokeDocument | None = None) -> None:
+        self.settings = settings if settings is not None else AppSettings()
+        self.document = document if document is not None else StrokeDocument()
+        self.dispatch: Dispatch = dispatch if dispatch is not None else QueueDispatcher()
+        self.events = EventGroup(*EVENTS)
+        self._owner = threading.get_ident()
+
+        self.model: Any = None
+        self.adapter: ModelAdapter | None = None
+        self.model_path: Path | None = None
+        self.model_key: str | None = None
+        self.trial: Prediction | None = None  # the new model's run on a blank image (layer list and shapes)
+        self.predictor = Predictor(self._from_predictor, predictor_mode)
+        self.opener = ModelOpener(notify=lambda generation: self._in_owner(lambda: self._open_ready(generation)))
+        self._requested = 0  # the generation of the latest requested open
+        self._outcomes: dict[int, bool] = {}  # generation -> installed or not, once ended
+
+        self.prediction: Prediction | None = None  # the one on screen
+        self.drawing = 0  # the current drawing's number
+        self._floor = 0  # predictions for drawings numbered below this are void
+        self.image: np.ndarray | None = None  # the current 28x28 drawing, once rasterized
+        self.selection: tuple[str, int] | None = None  # (node name, map index or -1)
+        self.detecting = False
+        self.last_error: str | None = None
+
+    # --- threads -------------------------------------------------------------------------------------------
+    def _in_owner(self, function: Callable[[], None]) -> None:
+        if threading.get_ident() == self._owner:
+            function()
+        else:
+            self.dispatch(function)
+
+    def process_pending(self, wait: float = 0.0) -> int:
+        """With a ``QueueDispatcher``: run the hand-overs from worker threads now (scripts and tests)."""
+        if isinstance(self.dispatch, QueueDispatcher):
+            return self.dispatch.run_pending(wait)
+        return 0
+
+    def close(self) -> None:
+        """Stop the background work: an open under way is dropped, the prediction worker ends."""
+        self.opener.cancel()
+        self.predictor.shutdown()
+
+    # --- errors --------------------------------------------------------------------------------------------
+    def report_error(self, message: str) -> None:
+        self.last_error = message
+        self.events.error.emit(message)
+
+    # --- opening models ------------------------------------------------------------------------------------
+    def open_model(self, path: str | Path) -> int:
+        """Start opening ``path`` in the background (load, adapt, one trial run); returns its generation.
+
+        The latest request wins: an open still under way is superseded (it ends with ``ok=False``). The
+        current model keeps working meanwhile; on failure it stays and ``error`` is emitted.
+        """
+        path = Path(path)
+        previous = self._requested if self.opener.busy() else None
+        remembered = self.settings.remembered_scalings()
+        self._requested = self.opener.open(path, lambda p: prepare_model(p, remembered))
+        if previous is not None:
+            self._end_open(previous, False)
+        self.events.opening.emit(path)
+        return self._requested
+
+    @property
+    def opening(self) -> Path | None:
+        """The model file being opened, or None."""
+        return self.opener.pending_path if self.opener.busy() else None
+
+    def outcome(self, generation: int | None = None) -> bool | None:
+        """How open ``generation`` (default: the latest requested) ended; None while under way."""
+        return self._outcomes.get(self._requested if generation is None else generation)
+
+    def wait_for_open(self, timeout: float | None = None) -> bool | None:
+        """Block until the latest requested open has ended and been applied; returns its outcome (None on timeout).
+
+        For scripts and tests without an event loop; the window waits with its event loop running instead.
+        """
+        generation = self._requested
+        if self.opener.busy() and self.opener.wait(generation, timeout):
+            result = self.opener.take(generation)
+            if result is not None:
+                self._finish_open(result)
+        return self.outcome(generation)
+
+    def cancel_open(self) -> Path | None:
+        """Give up on the open under way (its result is dropped when it arrives); returns its file, if any."""
+        path = self.opening
+        if not self.opener.cancel():
+            return None
+        self._end_open(self._requested, False)
+        return path
+
+    def _open_ready(self, generation: int) -> None:
+        result = self.opener.take(generation)  # None when cancelled, superseded or already applied by a wait
+        if result is not None:
+            self._finish_open(result)
+
+    def _finish_open(self, result: OpenResult) -> None:
+        if result.opened is None:
+            self.report_error(f"Could not open {result.path.name}: {result.error}")
+            self._end_open(result.generation, False)
+            return
+        self.install(result.opened)
+        self._end_open(result.generation, True)
+
+    def _end_open(self, generation: int, ok: bool) -> None:
+        if generation in self._outcomes:
+            return
+        self._outcomes[generation] = ok
+        for old in [g for g in self._outcomes if g < generation - 16]:
+            del self._outcomes[old]
+        self.events.open_ended.emit(generation, ok)
+
+    def install(self, opened: OpenedModel) -> None:
+        """Make ``opened`` the current model (the previous one is released) and predict the drawing with it."""
+        self.model, self.adapter, self.model_path, self.model_key = (opened.model, opened.adapter, opened.path,
+                                                                      opened.key)
+        self.trial = opened.trial
+        self.predictor.set_adapter(opened.adapter, opened.trial.seconds)
+        self.prediction = None
+        self.last_error = None
+        if self.selection is not None:
+            self.select(None)
+        self.events.recent_changed.emit(self.settings.remember_recent(opened.path))
+        self.events.model_changed.emit(opened)
+        self.refresh()
+
+    # --- the drawing and its predictions -------------------------------------------------------------------
+    def drawing_changed(self) -> None:
+        """The strokes changed (the canvas edited the document): number the new drawing and predict it."""
+        self.drawing += 1
+        self.events.drawing_changed.emit(self.drawing)
+        self._predict()
+
+    def refresh(self) -> None:
+        """Predict the same drawing again with a changed model or scaling; earlier predictions are void."""
+        self.drawing += 1
+        self._floor = self.drawing
+        self._predict()
+
+    def draw(self, points: list[Point], width: float = 18.0, eraser: bool = False) -> None:
+        """Add one stroke through ``points`` (canvas coordinates) as a pen would, predicting once at the end."""
+        if not points:
+            return
+        self.document.begin_stroke(points[0], width, eraser=eraser)
+        for point in points[1:]:
+            self.document.extend_stroke(point)
+        self.document.end_stroke()
+        self.drawing_changed()
+
+    def clear(self) -> None:
+        if self.document.clear():
+            self.drawing_changed()
+
+    def rasterize(self) -> np.ndarray:
+        """The drawing as the 28x28 image (ink = 1) the model is fed."""
+        from gui import rasterize
+
+        strokes = [list(stroke.points) for stroke in self.document.visible_strokes()]
+        image = rasterize.rasterize(strokes, self.document.size, pen_width=self.document.ink_pen_width())
+        return np.asarray(image, dtype=np.float32)
+
+    def _predict(self) -> None:
+        if self.adapter is None:
+            return
+        if not self.document.has_ink():
+            self._floor = self.drawing
+            self.image = self.prediction = None
+            self.events.input_image.emit(None)
+            self.events.prediction.emit(None)
+            return
+        try:
+            image = self.rasterize()
+        except Exception as exc:  # noqa: BLE001 - a rasterizer bug must not take the app down mid-stroke
+            self.report_error(f"Could not rasterize the drawing: {type(exc).__name__}: {exc}")
+            return
+        self.image = image
+        self.events.input_image.emit(self.adapter.model_image(image))
+        self.predictor.submit(image, self.drawing)
+
+    def _from_predictor(self, prediction: Prediction) -> None:
+        self._in_owner(lambda: self._accept(prediction))
+
+    def _accept(self, prediction: Prediction) -> None:
+        if prediction.generation != self.predictor.generation or prediction.drawing < self._floor:
+            return  # from a replaced model, or for a drawing since cleared or fed differently
+        if not self.document.has_ink():
+            return
+        if self.prediction is not None and prediction.drawing <= self.prediction.drawing:
+            return  # an older drawing than the one on screen: latest drawing wins
+        if prediction.error:
+            self.report_error(f"The model failed on this drawing: {prediction.error}")
+            return
+        self.prediction = prediction
+        self.events.prediction.emit(prediction)
+
+    @property
+    def probabilities(self) -> np.ndarray | None:
+        """The latest class probabilities, or None when nothing is drawn (or no model works)."""
+        if self.prediction is None or not self.document.has_ink():
+            return None
+        return self.prediction.probabilities
+
+    @property
+    def stale(self) -> bool:
+        """True while the prediction on screen is for an earlier drawing than the current one."""
+        return self.prediction is not None and self.prediction.drawing < self.drawing
+
+    @property
+    def up_to_date(self) -> bool:
+        """The prediction on screen is for the current drawing (or nothing is drawn) and nothing is pending."""
+        if not self.document.has_ink():
+            return self.prediction is None
+        return self.prediction is not None and not self.stale and self.predictor.is_idle()
+
+    # --- scaling -------------------------------------------------------------------------------------------
+    def set_scaling(self, code: str, source: str = "user") -> bool:
+        """Feed the current model with pixel convention ``code``, remembered for this model; re-predicts."""
+        if self.adapter is None or code not in SCALINGS:
+            return False
+        self.adapter.set_scaling(code, source)
+        if self.model_key:
+            self.settings.remember_scaling(self.model_key, code)
+        self.events.scaling_changed.emit(code, source)
+        self.refresh()
+        return True
+
+    def auto_detect_scaling(self) -> bool:
+        """Try every scaling on the shipped MNIST digits in the background and keep the best (for this model).
+
+        Returns False when there is no model or a detection is already running. A result for a model that has
+        been replaced meanwhile is dropped.
+        """
+        adapter = self.adapter
+        if adapter is None or self.detecting:
+            return False
+        self.detecting = True
+        self.events.detecting.emit(True)
+
+        def work() -> None:
+            try:
+                report: ScalingReport | str = auto_detect_scaling(adapter.model, adapter)
+            except Exception as exc:  # noqa: BLE001 - reported to the user
+                report = f"{type(exc).__name__}: {exc}"
+            self._in_owner(lambda: self._detected(adapter, report))
+
+        threading.Thread(target=work, name="digitscope-autodetect", daemon=True).start()
+        return True
+
+    def _detected(self, adapter: ModelAdapter, report: ScalingReport | str) -> None:
+        self.detecting = False
+        self.events.detecting.emit(False)
+        if adapter is not self.adapter:
+            return  # the model changed meanwhile
+        if isinstance(report, str):
+            self.report_error(f"Auto-detect failed: {report}")
+            return
+        self.set_scaling(report.best, "auto-detect")
+        self.events.scaling_detected.emit(report)
+
+    # --- selection -----------------------------------------------------------------------------------------
+    def select(self, node: str | None, map_index: int = -1) -> None:
+        """Select a node of the model (and one of its maps), or nothing; views that show nodes follow."""
+        selection = None if node is None else (node, map_index)
+        if selection != self.selection:
+            self.selection = selection
+            self.events.selection_changed.emit(node, map_index)
+
+    # --- recent files --------------------------------------------------------------------------------------
+    def recent_models(self) -> list[str]:
+        return self.settings.recent_models()
