@@ -25,6 +25,7 @@ import threading
 
 import numpy as np
 
+from .conv_grad import ConvGradPlan, conv_transpose_backward
 from .registry import NodeSpec, Op, register
 from .windows import MAX_TAPS, Geometry, check_fits, check_taps, checked_windows, effective_steps, int_attr, ints_attr
 
@@ -515,6 +516,7 @@ class Conv(FusableOp):
         self.pool: Op | None = None
         self.plans: dict[tuple, tuple[_Plan, np.ndarray | None]] = {}
         self.lock = threading.Lock()
+        self.grad_plans: dict[tuple, ConvGradPlan] = {}
         self.weight, self.bias = self.const(1), self.const(2)
         has_bias = len(node.inputs) > 2 and bool(node.inputs[2])
         # both known at load time (an absent bias is known too): weight matrices are prepared once per plan
@@ -614,6 +616,59 @@ class Conv(FusableOp):
         if self.act is not None:
             self.act(y)
         return y
+
+
+    def backward(self, inputs, outputs, grads):
+        """dX, dW and dB of the plain convolution (see conv_grad.py); a kernel with a fused activation or
+        pooling (the fast inference plan only) has no rule."""
+        if self.act is not None or self.pool is not None:
+            raise self.fail("a convolution with a fused activation or pooling has no gradient rule")
+        x = inputs[0]
+        w = inputs[1] if len(inputs) > 1 and inputs[1] is not None else self.weight
+        b = inputs[2] if len(inputs) > 2 and inputs[2] is not None else self.bias
+        dy = grads[0] if grads else None
+        result: list = [None] * len(inputs)
+        if dy is None or x is None or w is None:
+            return result
+        work = np.result_type(x.dtype, w.dtype, dy.dtype)
+        if work.kind != "f" or work.itemsize < 4:
+            work = np.dtype(np.float32)  # BLAS has no half precision
+        xw, ww, dyw = (a.astype(work, copy=False) for a in (x, w, dy))
+        if b is not None:
+            result[2] = dyw.sum(axis=(0, *range(2, dy.ndim))).reshape(b.shape).astype(b.dtype, copy=False)
+        key = (x.shape, work, w.shape)
+        with self.lock:
+            plan = self.grad_plans.get(key)
+            if plan is None:
+                plan = self.grad_plans[key] = self._grad_plan(xw, w.shape)
+            dx, dw = plan.run(xw, ww, dyw, x.dtype.kind == "f", w.dtype.kind == "f")
+        result[0] = None if dx is None else dx.astype(x.dtype, copy=False)
+        if len(result) > 1:
+            result[1] = None if dw is None else dw.astype(w.dtype, copy=False)
+        return result
+
+    def _grad_plan(self, x: np.ndarray, weight_shape: tuple[int, ...]) -> ConvGradPlan:
+        """The backward plan of one input shape, after the same checks as the forward's."""
+        rank = x.ndim - 2
+        if rank < 1 or len(weight_shape) != x.ndim:
+            raise self.fail(f"input of shape {x.shape} does not match the weight {tuple(weight_shape)}")
+        kernel, strides, dilations, pads = self.geometry.resolve(rank, weight_shape[2:])
+        batch, channels, *sizes = x.shape
+        if channels != weight_shape[1] * self.group or weight_shape[0] % self.group:
+            raise self.fail(f"input has {channels} channels but the weight {tuple(weight_shape)} with "
+                            f"group={self.group} expects {weight_shape[1] * self.group}")
+        begins, ends = resolve_pads(self.auto_pad, x.shape[2:], kernel, strides, dilations, pads)
+        check_fits(self, sizes, begins, ends, kernel, dilations)
+        padded = [s + b + e for s, b, e in zip(sizes, begins, ends, strict=True)]
+        out_sizes = conv_out_sizes(padded, kernel, dilations, strides)
+        strides, dilations = effective_steps(out_sizes, kernel, strides, dilations, padded)
+        check_taps(self, math.prod(kernel), f"kernel {kernel} (gradient)")
+        self.check_size((batch, channels, *padded), x.dtype, "padded input gradient")
+        self.check_size((channels * math.prod(kernel), math.prod(out_sizes)), x.dtype, "column buffer")
+        self.check_work(3 * batch * weight_shape[0] * math.prod(out_sizes) * weight_shape[1] * math.prod(kernel),
+                        "the convolution's gradient")
+        return ConvGradPlan(x.shape, x.dtype, self.group, weight_shape[0], kernel, strides, dilations, begins, ends,
+                            out_sizes)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -752,3 +807,33 @@ class ConvTranspose(FusableOp):
         if self.act is not None:
             self.act(y)
         return y.astype(x.dtype, copy=False)
+
+    def backward(self, inputs, outputs, grads):
+        """dX, dW and dB (conv_grad.conv_transpose_backward); no rule with a fused activation."""
+        if self.act is not None:
+            raise self.fail("a transposed convolution with a fused activation has no gradient rule")
+        x = inputs[0]
+        w = inputs[1] if len(inputs) > 1 else None
+        b = inputs[2] if len(inputs) > 2 else None
+        dy = grads[0] if grads else None
+        result: list = [None] * len(inputs)
+        if dy is None or x is None or w is None:
+            return result
+        work = np.result_type(x.dtype, w.dtype, dy.dtype)
+        if work.kind != "f" or work.itemsize < 4:
+            work = np.dtype(np.float32)
+        xw, ww, dyw = (a.astype(work, copy=False) for a in (x, w, dy))
+        if b is not None:
+            result[2] = dyw.sum(axis=(0, *range(2, dy.ndim))).reshape(b.shape).astype(b.dtype, copy=False)
+        self._check_weight(w, b)
+        key = (x.shape, tuple(w.shape))
+        with self.lock:
+            geometry = self.geometries.get(key)
+            if geometry is None:
+                geometry = self.geometries[key] = self._geometry(x.shape, tuple(w.shape))
+        dx, dw = conv_transpose_backward(xw, ww, dyw, self.group, geometry, x.dtype.kind == "f",
+                                         w.dtype.kind == "f")
+        result[0] = None if dx is None else dx.astype(x.dtype, copy=False)
+        if len(result) > 1:
+            result[1] = None if dw is None else dw.astype(w.dtype, copy=False)
+        return result

@@ -108,6 +108,30 @@ class _PoolPlan:
             y = reduced
         return y[self.crop] if self.needs_crop else y
 
+    def reduce_adjoint(self, grad: np.ndarray, source_shape: tuple[int, ...]) -> np.ndarray:
+        """The gradient of ``reduce(source, np.add)`` with respect to ``source``: the separable passes walked
+        backwards, each tap's strided view of a stage's input receiving the gradient of that stage's output."""
+        shapes = [tuple(source_shape)]
+        for taps in self.axis_taps:
+            shapes.append(np.empty(shapes[-1], np.bool_)[taps[0]].shape)
+        if not self.axis_taps or self.needs_crop:
+            full = np.zeros(shapes[-1], grad.dtype)
+            full[self.crop] = grad
+            grad = full
+        for taps, shape in zip(reversed(self.axis_taps), reversed(shapes[:-1]), strict=True):
+            spread = np.zeros(shape, grad.dtype)
+            for tap in taps:
+                spread[tap] += grad
+            grad = spread
+        return grad
+
+    def unpad(self, grad: np.ndarray) -> np.ndarray:
+        """The part of a gradient over the (padded) source that belongs to the input itself."""
+        if self.buffer is None:
+            return grad
+        inside = tuple(slice(b, b + n) for b, n in zip(self.begins, self.sizes, strict=True))
+        return grad[(slice(None), slice(None)) + inside]
+
     def views(self, x: np.ndarray) -> list[np.ndarray]:
         if self.tap_index is None:
             self.tap_index = [
@@ -225,6 +249,37 @@ class MaxPool(_Pool):
                 np.maximum(y, view, out=y)
         return y, self._flat_indices(plan, x.shape, best_tap)
 
+    def backward(self, inputs, outputs, grads):
+        """Each window's output gradient goes to its first maximum (row-major tap order, like torch and the
+        Indices output): the taps are walked in order, each taking the gradient still unclaimed where it
+        equals the window's maximum. Ties, and windows over the padding only, route it at most once."""
+        x, dy = inputs[0], grads[0] if grads else None
+        if dy is None or x is None or x.dtype.kind != "f":
+            return [None]
+        check_taps(self, math.prod(self.kernel), f"kernel_shape {self.kernel} (gradient)")
+        with self.lock:
+            plan = self.plan(x)
+            y = outputs[0] if outputs and outputs[0] is not None else plan.reduce(plan.source(x), np.maximum)
+            views = plan.views(x)  # the windows' taps over the input or its padded copy
+            source = plan.buffer if plan.buffer is not None else x
+            grad = np.zeros(source.shape, dy.dtype)
+            remaining = np.array(dy, copy=True)
+            # windows that never overlap (stride >= the dilated kernel, each axis) can assign instead of add
+            disjoint = all(s >= (k - 1) * d + 1 or o == 1 for s, k, d, o in
+                           zip(plan.strides, plan.kernel, plan.dilations, plan.out, strict=True))
+            last = len(views) - 1
+            hit = np.empty(y.shape, np.bool_)
+            for index, (where, view) in enumerate(zip(plan.tap_index, views, strict=True)):
+                np.equal(view, y, out=hit)
+                target = grad[(Ellipsis,) + where]
+                if disjoint:
+                    np.copyto(target, remaining, where=hit)
+                else:
+                    np.add(target, remaining, out=target, where=hit)
+                if index != last:
+                    np.copyto(remaining, 0, where=hit)
+        return [plan.unpad(grad).astype(x.dtype, copy=False)]
+
     def _flat_indices(self, plan: _PoolPlan, shape: tuple[int, ...], best_tap: np.ndarray) -> np.ndarray:
         """Position of each maximum in the flattened input (row-major, or column-major over the spatial axes
         when storage_order=1), from the winning tap and the window position."""
@@ -268,6 +323,21 @@ class AveragePool(_Pool):
             y /= divisor.astype(y.dtype)
         return y
 
+    def backward(self, inputs, outputs, grads):
+        """Each window spreads its output gradient evenly (over its divisor) to the elements it averaged."""
+        x, dy = inputs[0], grads[0] if grads else None
+        if dy is None or x is None or x.dtype.kind != "f":
+            return [None]
+        with self.lock:
+            plan = self.plan(x)
+            divisor = self.divisors.get(x.shape)
+            if divisor is None:
+                divisor = self.divisors[x.shape] = plan.window_counts(self.include_pad)
+            share = dy / (divisor if isinstance(divisor, float) else divisor.astype(dy.dtype))
+            source_shape = x.shape if plan.buffer is None else plan.buffer.shape
+            grad = plan.unpad(plan.reduce_adjoint(share, source_shape))
+        return [grad.astype(x.dtype, copy=False)]
+
 
 @register("LpPool", 1)
 class LpPool(_Pool):
@@ -281,6 +351,36 @@ class LpPool(_Pool):
             powered = np.abs(plan.source(x)) ** self.p
             y = plan.reduce(powered, np.add)
         return (y ** (1.0 / self.p)).astype(x.dtype, copy=False)
+
+    def backward(self, inputs, outputs, grads):
+        """y = S ** (1/p) with S the window sums of |x| ** p: dS = dy * y ** (1 - p) / p, spread over the
+        windows, times p |x| ** (p - 1) sign(x). A window whose norm is 0 passes no gradient."""
+        x, dy = inputs[0], grads[0] if grads else None
+        if dy is None or x is None or x.dtype.kind != "f":
+            return [None]
+        y = outputs[0] if outputs and outputs[0] is not None else self.run(x)
+        with self.lock:
+            plan = self.plan(x)
+            source_shape = x.shape if plan.buffer is None else plan.buffer.shape
+            spread = plan.unpad(plan.reduce_adjoint(_norm_share(dy, y, self.p), source_shape))
+        return [(spread * _abs_power_slope(x, self.p)).astype(x.dtype, copy=False)]
+
+
+def _norm_share(dy: np.ndarray, y: np.ndarray, p: float) -> np.ndarray:
+    """dy * y ** (1 - p), zero where the norm y is zero (the derivative of an Lp norm at 0 is not defined)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = dy * np.where(y != 0, y, 1) ** (1.0 - p)
+    return np.where(y != 0, share, 0)
+
+
+def _abs_power_slope(x: np.ndarray, p: float) -> np.ndarray:
+    """|x| ** (p - 1) * sign(x), the derivative of |x| ** p over p."""
+    if p == 2.0:
+        return x
+    if p == 1.0:
+        return np.sign(x)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.abs(x) ** (p - 1.0) * np.sign(x)
 
 
 def _norm_order(op: Op) -> float:
@@ -302,11 +402,28 @@ class GlobalAveragePool(Op):
     def run(self, x):
         return x.mean(axis=_spatial_axes(self, x), keepdims=True, dtype=x.dtype)
 
+    def backward(self, inputs, outputs, grads):
+        x, dy = inputs[0], grads[0] if grads else None
+        if dy is None or x is None or x.dtype.kind != "f":
+            return [None]
+        count = math.prod(x.shape[2:])
+        return [np.broadcast_to(dy / dy.dtype.type(count), x.shape).astype(x.dtype)]
+
 
 @register("GlobalMaxPool", 1)
 class GlobalMaxPool(Op):
     def run(self, x):
         return x.max(axis=_spatial_axes(self, x), keepdims=True)
+
+    def backward(self, inputs, outputs, grads):
+        """The gradient of each channel goes to its first maximum (np.argmax order)."""
+        x, dy = inputs[0], grads[0] if grads else None
+        if dy is None or x is None or x.dtype.kind != "f":
+            return [None]
+        flat = x.reshape(x.shape[0], x.shape[1], -1)
+        grad = np.zeros(flat.shape, x.dtype)
+        np.put_along_axis(grad, flat.argmax(axis=2)[..., None], dy.reshape(flat.shape[0], flat.shape[1], 1), 2)
+        return [grad.reshape(x.shape)]
 
 
 @register("GlobalLpPool", 2)
@@ -318,3 +435,10 @@ class GlobalLpPool(Op):
     def run(self, x):
         total = (np.abs(x) ** self.p).sum(axis=_spatial_axes(self, x), keepdims=True)
         return (total ** (1.0 / self.p)).astype(x.dtype, copy=False)
+
+    def backward(self, inputs, outputs, grads):
+        x, dy = inputs[0], grads[0] if grads else None
+        if dy is None or x is None or x.dtype.kind != "f":
+            return [None]
+        y = outputs[0] if outputs and outputs[0] is not None else self.run(x)
+        return [(_norm_share(dy, y, self.p) * _abs_power_slope(x, self.p)).astype(x.dtype, copy=False)]
