@@ -162,7 +162,10 @@ class Session:
 
     def _finish_open(self, result: OpenResult) -> None:
         if result.opened is None:
-            self.report_error(f"Could not open {result.path.name}: {result.error}")
+            error = result.error or "unknown error"
+            for prefix in (f"{result.path}: ", f"{result.path.name}: "):  # the engine names the file already
+                error = error.removeprefix(prefix)
+            self.report_error(f"Could not open {result.path.name}: {error}")
             self._end_open(result.generation, False)
             return
         self.install(result.opened)

@@ -300,3 +300,23 @@ def test_void_qt_calls_do_not_leak_references_to_none(window):
         QTest.mouseMove(canvas, QPoint(10 + i % 50, 10 + i % 70))
     after = sys.getrefcount(None)
     assert abs(after - before) < 1000
+
+
+# --- a file that cannot be opened at start-up -------------------------------------------------------------------
+@pytest.mark.parametrize("background", [True, False], ids=["python -m gui missing.onnx", "MainWindow(missing)"])
+def test_a_missing_model_at_start_falls_back_to_the_bundled_one_with_the_error_shown(qtbot, settings, tmp_path,
+                                                                                      background):
+    from gui.__main__ import create_window
+
+    missing = tmp_path / "missing.onnx"
+    if background:
+        window = create_window(str(missing), settings=settings, interactive=False)
+    else:
+        window = MainWindow(missing, settings=settings)
+    qtbot.addWidget(window)
+    window.show()
+    # in the background the file's open ends last (refused); else the bundled model's, opened after the refusal
+    assert window.wait_until_opened(timeout=30) is (not background)
+    assert window.model is not None and window.model_path.name == "lenet5.onnx"
+    assert window.error_banner.isVisible() and "missing.onnx" in window.error_label.text()
+    window.close()
