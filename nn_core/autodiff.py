@@ -13,14 +13,18 @@ no rule raises ``UnsupportedOperatorError`` naming it — never a silently wrong
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import ModelError
-from .graph import Graph
+from .graph import Graph, NodeInfo
+from .ops.registry import NodeSpec, resolve
 from .plan import Step, call_kernel, fold_constants, make_kernel
+
+#: a constant True fed to Dropout's training_mode input in a training plan
+_TRAINING_FLAG = "nn_core::training"
 
 
 @dataclass
@@ -32,19 +36,67 @@ class Tape:
 
 
 class GradientPlan:
-    """The loaded graph, unfused, with floating-point initializers as run-time parameters."""
+    """The loaded graph, unfused, with floating-point initializers as run-time parameters.
 
-    def __init__(self, graph: Graph):
+    ``training=True`` makes the plan behave as the graph does while it is trained, on the same kernels and the
+    same file: every BatchNormalization normalises with the batch's statistics (its kernel's training mode) and
+    also returns its updated running mean and variance (``running_statistics``), and every Dropout drops units
+    with the plan's generator ``rng`` (seeded by ``seed``; a ``seed`` attribute in the file is ignored so that
+    each step draws a new mask). Inference plans (the default) compute what ``Model.run`` computes.
+    """
+
+    def __init__(self, graph: Graph, training: bool = False, seed: int | np.random.Generator | None = None):
         self.graph = graph
+        self.training = training
+        self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         #: names of the initializers gradients are taken for (the trainable weights)
         self.parameters = [name for name, value in graph.constants.items() if value.dtype.kind == "f"]
         fixed = {name: value for name, value in graph.constants.items() if value.dtype.kind != "f"}
         remaining, _ = fold_constants(graph, graph.nodes, fixed)
+        if training:
+            fixed[_TRAINING_FLAG] = np.array(True)
         self.fixed = fixed
-        self.steps = [Step(node, make_kernel(node, graph, fixed), list(node.inputs), list(node.outputs))
-                      for node in remaining]
+        #: (running mean initializer, running var initializer, value holding the new mean, ... the new var)
+        self.running: list[tuple[str, str, str, str]] = []
+        self._needed_cache: dict[frozenset[str], set[str]] = {}
+        self.steps = [self._step(node) for node in remaining]
         self.input_names = [spec.name for spec in graph.inputs]
         self.output_names = [spec.name for spec in graph.outputs]
+
+    def _step(self, node: NodeInfo) -> Step:
+        if self.training and node.op_type == "BatchNormalization" and node.domain in ("", "ai.onnx"):
+            # the same kernel in training mode (opset 15 semantics), its running statistics as extra outputs
+            y = node.outputs[0]
+            new_mean, new_var = f"{y}::running_mean", f"{y}::running_var"
+            attrs = {**node.attrs, "training_mode": 1}
+            attrs.pop("spatial", None)
+            attrs.pop("is_test", None)
+            trained = NodeInfo(node.name, node.op_type, node.domain, list(node.inputs[:5]), [y, new_mean, new_var],
+                               attrs, node.parameters)
+            kernel = _kernel_at_opset(trained, self.graph, self.fixed, max(self.graph.opset_for(""), 15))
+            mean, var = trained.inputs[3], trained.inputs[4]
+            if mean in self.graph.constants and var in self.graph.constants:
+                self.running.append((mean, var, new_mean, new_var))
+            return Step(trained, kernel, trained.inputs, trained.outputs)
+        if self.training and node.op_type == "Dropout" and node.domain in ("", "ai.onnx"):
+            inputs = list(node.inputs[:2]) + [""] * (2 - len(node.inputs[:2])) + [_TRAINING_FLAG]
+            outputs = [node.outputs[0], node.outputs[1] if len(node.outputs) > 1 and node.outputs[1]
+                       else f"{node.outputs[0]}::mask"]
+            trained = NodeInfo(node.name, node.op_type, node.domain, inputs, outputs, dict(node.attrs),
+                               node.parameters)
+            kernel = make_kernel(trained, self.graph, self.fixed)
+            kernel.seed = None  # a fresh mask every step, from the plan's generator
+            kernel.rng = _PlanRng(self)
+            return Step(trained, kernel, trained.inputs, trained.outputs)
+        return Step(node, make_kernel(node, self.graph, self.fixed), list(node.inputs), list(node.outputs))
+
+    def running_statistics(self, tape: Tape) -> dict[str, np.ndarray]:
+        """The BatchNormalization running means and variances after a training-mode forward, by initializer."""
+        result = {}
+        for mean, var, new_mean, new_var in self.running:
+            if new_mean in tape.values:
+                result[mean], result[var] = tape.values[new_mean], tape.values[new_var]
+        return result
 
     def forward(self, feeds: Mapping[str, np.ndarray], parameters: Mapping[str, np.ndarray]) -> Tape:
         values: dict[str, np.ndarray] = dict(self.fixed)
@@ -58,14 +110,21 @@ class GradientPlan:
                     values[name] = value if isinstance(value, np.ndarray) else np.asarray(value)
         return Tape(values, {name: values[name] for name in self.output_names})
 
-    def backward(self, tape: Tape, cotangents: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Gradients of ``sum(<output, cotangent>)`` for every value that one reaches, keyed by name."""
+    def backward(self, tape: Tape, cotangents: Mapping[str, np.ndarray],
+                 wrt: Collection[str] | None = None) -> dict[str, np.ndarray]:
+        """Gradients of ``sum(<output, cotangent>)`` for every value that one reaches, keyed by name.
+
+        ``wrt``: only these values' gradients are wanted (training some weights): the walk then skips every
+        node no path from them passes through (training the last layers never runs the convolutions' rules).
+        """
+        needed = self._needed(frozenset(wrt)) if wrt is not None else None
         grads: dict[str, np.ndarray] = {}
         for name, cotangent in cotangents.items():
-            if name not in tape.outputs:
+            # a graph output, or any value of the run (a loss may start from the logits under a final Softmax)
+            if name not in tape.values or name in self.fixed:
                 raise ModelError(f"{self.graph.source}: '{name}' is not an output of the model; outputs are "
                                  f"{', '.join(self.output_names)}")
-            value = tape.outputs[name]
+            value = tape.values[name]
             cotangent = np.asarray(cotangent, dtype=value.dtype if value.dtype.kind == "f" else np.float64)
             if cotangent.shape != value.shape:
                 raise ModelError(f"{self.graph.source}: the cotangent of '{name}' has shape "
@@ -76,7 +135,8 @@ class GradientPlan:
             if all(g is None for g in out_grads):
                 continue
             inputs = [tape.values[name] if name else None for name in step.inputs]
-            wanted = [bool(name) and _differentiable(tape.values[name]) for name in step.inputs]
+            wanted = [bool(name) and (needed is None or name in needed) and _differentiable(tape.values[name])
+                      for name in step.inputs]
             if not any(wanted):
                 continue
             outputs = [tape.values.get(name) if name else None for name in step.outputs]
@@ -85,6 +145,17 @@ class GradientPlan:
                 if want and grad is not None:
                     _accumulate(grads, name, grad)
         return grads
+
+    def _needed(self, wrt: frozenset[str]) -> set[str]:
+        """The values that depend on something in ``wrt`` (their gradients lead back to it), and ``wrt``."""
+        cached = self._needed_cache.get(wrt)
+        if cached is None:
+            cached = set(wrt)
+            for step in self.steps:
+                if any(name in cached for name in step.inputs if name):
+                    cached.update(name for name in step.outputs if name)
+            self._needed_cache = {wrt: cached}
+        return cached
 
     def _rule(self, step: Step, inputs, outputs, out_grads) -> list[np.ndarray | None]:
         try:
@@ -102,6 +173,32 @@ class GradientPlan:
                 raise ModelError(f"{self.graph.source}: the gradient rule of {step.node.describe()} returned shape "
                                  f"{list(np.shape(grad))} for an input of shape {list(np.shape(value))}")
         return result
+
+def _kernel_at_opset(node: NodeInfo, graph: Graph, constants: dict[str, np.ndarray], opset: int):
+    """The node's kernel as it is at ``opset`` (the training mode BatchNormalization has from opset 14 on)."""
+    cls = resolve(node.op_type, opset, node.domain)
+    spec = NodeSpec(op_type=node.op_type, name=node.name, domain=node.domain, inputs=list(node.inputs),
+                    outputs=list(node.outputs), attrs=node.attrs, opset=opset,
+                    consts=[constants.get(name) if name else None for name in node.inputs],
+                    source=graph.source, limits=graph.limits)
+    try:
+        return cls(spec)
+    except ModelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - named like make_kernel's failures
+        raise ModelError(f"{graph.source}: {node.describe()} cannot be prepared for training: "
+                         f"{type(exc).__name__}: {exc}") from exc
+
+
+class _PlanRng:
+    """Stands in for a Dropout kernel's generator: draws from the plan's current ``rng`` (reseedable)."""
+
+    def __init__(self, plan: GradientPlan):
+        self.plan = plan
+
+    def random(self, shape):
+        return self.plan.rng.random(shape, dtype=np.float32)
+
 
 def _differentiable(value: np.ndarray | None) -> bool:
     return value is not None and np.asarray(value).dtype.kind in "fc"

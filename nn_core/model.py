@@ -39,12 +39,14 @@ class Model:
             "graph_name": proto.graph.name,
         }
         self.metadata: dict[str, str] = {p.key: p.value for p in proto.metadata_props}
+        self._proto = proto  # what save() writes back, with the current initializers
         label = name or (Path(path).name if path else (proto.graph.name or "model"))
         self.warnings = check_model(proto)
         self.graph = Graph(proto, source=label, limits=limits)
         self._plan: FastPlan | None = FastPlan(self.graph, self.graph.constants)
         self._traced: TracedPlan | None = None
         self._gradients: GradientPlan | None = None
+        self._training: GradientPlan | None = None
         self._input_names = [spec.name for spec in self.graph.inputs]
         self._output_names = [spec.name for spec in self.graph.outputs]
         read = {name for node in self.graph.nodes for name in node.inputs} | set(self._output_names)
@@ -170,21 +172,33 @@ class Model:
         self._plan = None
         self._traced = None
 
-    def gradient_plan(self) -> GradientPlan:
-        """The unfused plan with the weights as run-time parameters, shared by ``vjp`` and training."""
+    def gradient_plan(self, training: bool = False) -> GradientPlan:
+        """The unfused plan with the weights as run-time parameters, shared by ``vjp`` and training.
+
+        ``training=True``: the plan of the graph in training mode (BatchNormalization on batch statistics,
+        Dropout dropping; see ``GradientPlan``), built once and kept like the other.
+        """
+        if training:
+            if self._training is None:
+                with error_boundary(self.name, "preparing training of"):
+                    self._training = GradientPlan(self.graph, training=True)
+            return self._training
         if self._gradients is None:
             with error_boundary(self.name, "preparing gradients of"):
                 self._gradients = GradientPlan(self.graph)
         return self._gradients
 
-    def vjp(self, feeds: Mapping[str, Any], cotangents: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    def vjp(self, feeds: Mapping[str, Any], cotangents: Mapping[str, Any],
+            training: bool = False) -> dict[str, np.ndarray]:
         """Reverse mode: for the graph run on ``feeds``, the gradient of ``sum over outputs <output, cotangent>``
         with respect to every floating-point graph input and initializer, keyed by name, each the shape of its
         value (zeros where nothing flows). Outputs without a cotangent contribute nothing.
 
+        ``training=True`` differentiates the graph in training mode (batch statistics, dropout; the running
+        statistics are not updated here — ``nn_core.fit`` does that).
         Raises ``UnsupportedOperatorError`` naming the node when a gradient must pass an op without a rule.
         """
-        plan = self.gradient_plan()
+        plan = self.gradient_plan(training)
         with error_boundary(self.name, "differentiating"):
             arrays = self._prepare_feeds(feeds)
             inputs = {name: array for name, array in zip(self._input_names, arrays) if array is not None}
@@ -197,6 +211,47 @@ class Model:
             for name in plan.parameters:
                 result[name] = _gradient_or_zeros(grads.get(name), self.graph.constants[name])
             return result
+
+    # ---- writing -----------------------------------------------------------------------------------------
+    def to_proto(self, metadata: Mapping[str, str] | None = None, doc_string: str | None = None):
+        """The model as an ``onnx.ModelProto``: the file it was read from with the current initializers (a
+        trained model's weights) and its metadata merged with ``metadata``."""
+        import onnx
+        from onnx import numpy_helper
+
+        proto = onnx.ModelProto()
+        proto.CopyFrom(self._proto)
+        merged = {**self.metadata, **{key: str(value) for key, value in (metadata or {}).items()}}
+        del proto.metadata_props[:]
+        for key, value in merged.items():
+            proto.metadata_props.add(key=key, value=value)
+        if doc_string is not None:
+            proto.doc_string = doc_string
+        graph = proto.graph
+        sparse = [t.values.name for t in graph.sparse_initializer]
+        del graph.sparse_initializer[:]
+        written = set()
+        for index, tensor in enumerate(graph.initializer):
+            value = self.graph.constants.get(tensor.name)
+            if value is not None and value.dtype.kind == "f":
+                graph.initializer[index].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(value), tensor.name))
+            written.add(tensor.name)
+        for name in sparse:  # written out dense, with their current values
+            if name not in written:
+                graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(self.graph.constants[name]),
+                                                                 name))
+        return proto
+
+    def save(self, path: str | os.PathLike[str], metadata: Mapping[str, str] | None = None,
+             doc_string: str | None = None) -> None:
+        """Write the ONNX file: this graph with its current initializers and its metadata merged with
+        ``metadata`` (which the model then also carries)."""
+        import onnx
+
+        proto = self.to_proto(metadata, doc_string)
+        onnx.save_model(proto, os.fspath(path))
+        self.metadata = {p.key: p.value for p in proto.metadata_props}
+        self._proto = proto
 
     def _prepare_feeds(self, feeds: Mapping[str, Any]) -> list[np.ndarray]:
         # fast path for the common call: a dict of arrays that already have the declared dtype and shape
