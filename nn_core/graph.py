@@ -22,6 +22,7 @@ from .ops import load_all_kernels, resolve, supported_ops
 from .ops.attributes import node_attributes, sparse_to_dense, tensor_to_array
 from .ops.registry import DEFAULT_DOMAIN, MAX_OPSET, ML_DOMAIN, canonical_domain
 
+_POOLS = {"MaxPool", "AveragePool", "LpPool"}
 # newest opset of the other domains the kernels know
 _NEWEST_OPSET = {ML_DOMAIN: 5}
 
@@ -186,6 +187,21 @@ class Graph:
             fixed = [d for d in spec.shape if isinstance(d, int)]
             check_tensor(self.limits, self.source, f"declared input '{spec.name}'", fixed, spec.dtype or np.float32)
 
+    def _check_window_padding(self, proto: onnx.NodeProto, where: str, attrs: dict[str, Any]) -> None:
+        """Pads within ``limits.max_pad``; for pooling, smaller than the kernel (as onnxruntime requires: a window
+        made only of padding has no maximum or average to take)."""
+        pads = attrs.get("pads")
+        if not isinstance(pads, list) or not all(isinstance(p, int) for p in pads):
+            return  # absent, or of the wrong type: the attribute-type check reports it
+        if any(p > self.limits.max_pad for p in pads):
+            raise ModelError(f"{where}: pads {pads} exceed the limit of {self.limits.max_pad} per side"
+                             " (nn_core.Limits.max_pad)")
+        kernel = attrs.get("kernel_shape")
+        if proto.op_type in _POOLS and isinstance(kernel, list) and len(pads) == 2 * len(kernel):
+            if any(p >= kernel[i % len(kernel)] for i, p in enumerate(pads)):
+                raise ModelError(f"{where}: pads {pads} must be smaller than the kernel {kernel}: a window of padding"
+                                 " alone has nothing to pool")
+
     def opset_for(self, domain: str) -> int:
         return self.opsets.get(canonical_domain(domain), 1)
 
@@ -209,6 +225,7 @@ class Graph:
         if not schema.min_output <= outputs <= schema.max_output:
             raise ModelError(f"{where} has {outputs} outputs; opset {schema.since_version} of {proto.op_type}"
                              f" gives {_count_range(schema.min_output, schema.max_output)}")
+        self._check_window_padding(proto, where, attrs)
         for attr in proto.attribute:
             declared = schema.attributes.get(attr.name)
             if declared is None:

@@ -29,9 +29,13 @@ class Limits:
     #: all initializers, external data and constant attributes together
     max_constant_bytes: int = 4 * GiB
     #: any one tensor: an initializer, a declared input, an intermediate result a kernel is about to allocate
-    max_tensor_bytes: int = 2 * GiB
-    #: multiply-adds (or comparable elementary steps) of one node on one run: a 12000^3 MatMul is 1.7e12
-    max_node_work: float = 2e11
+    max_tensor_bytes: int = 1 * GiB
+    #: multiply-adds (or comparable elementary steps) of one node on one run: a 12000^3 MatMul is 1.7e12, the
+    #: biggest convolution of ResNet-50 at batch 64 about 1.2e10; 5e10 is a few seconds of BLAS
+    max_node_work: float = 5e10
+    #: padding of a convolution or pooling window, per side: real models pad by about half a kernel; a file that
+    #: pads by 65536 turns a 28x28 digit into a 131000-row feature map that every later layer must carry
+    max_pad: int = 1024
     #: nodes in the graph (a file of a million tiny nodes is a denial of service, not a digit model)
     max_nodes: int = 250_000
     #: rank of any tensor

@@ -15,7 +15,6 @@ from helpers import ROOT, ort_run
 from onnx import TensorProto, helper, numpy_helper
 
 import nn_core
-from nn_core.layers import Conv2d, LayerError, MaxPool2d
 from nn_core.ops.windows import MAX_TAPS, WindowError, checked_windows
 
 NAME = "hostile.onnx"
@@ -244,7 +243,7 @@ POOL_CASES = [
     ("MaxPool", dict(kernel_shape=[2, 2], auto_pad="same_upper"), ["auto_pad 'same_upper'"]),
     ("MaxPool", dict(kernel_shape=[20, 20]), ["kernel [20, 20]", "spans 20"]),
     ("MaxPool", dict(kernel_shape=[3, 3], dilations=[4, 4]), ["dilations [4, 4]", "spans 9"]),
-    ("MaxPool", dict(kernel_shape=[2, 2], pads=[10 ** 9] * 4), ["1000000000", "limit per tensor"]),
+    ("MaxPool", dict(kernel_shape=[2, 2], pads=[10 ** 9] * 4), ["1000000000", "limit"]),
     ("MaxPool", dict(strides=[1, 1]), ["kernel_shape attribute is required"]),
     ("MaxPool", dict(kernel_shape=[5000, 1]), ["5001 kernel taps"]),
     ("AveragePool", dict(kernel_shape=[2, 2], count_include_pad=3), ["count_include_pad 3"]),
@@ -328,7 +327,7 @@ QUANTIZED_CASES = [
     (dict(dilations=[-1, 1]), ["dilations [-1, 1]"]),
     (dict(pads=[1, 1]), ["pads [1, 1]"]),
     (dict(pads=[-1, 0, 0, 0]), ["pads [-1, 0, 0, 0]"]),
-    (dict(pads=[10 ** 9] * 4), ["1000000000", "limit per tensor"]),
+    (dict(pads=[10 ** 9] * 4), ["1000000000", "limit"]),
     (dict(group=3), ["group=3"]),
     (dict(group=0), ["group 0"]),
     (dict(kernel_shape=[2, 2]), ["kernel_shape [2, 2]"]),
@@ -389,41 +388,6 @@ def test_checked_windows_refuses_any_view_leaving_its_buffer():
         checked_windows(base[:6], (7,), (4,))
     assert checked_windows(base, (0, 5), (1000, 4)).size == 0
     assert checked_windows(base, (1, 2), (2 ** 62, 4)).shape == (1, 2)  # a one-long axis never steps
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# the trainable layers, which export.from_onnx builds from file attributes
-
-
-def test_layers_refuse_impossible_geometry():
-    for kwargs in (dict(stride=0), dict(stride=(1, -1)), dict(padding=-1), dict(kernel_size=0),
-                   dict(kernel_size=2.5), dict(stride=(1, 1, 1))):
-        args = {"kernel_size": 3, **kwargs}
-        with pytest.raises(LayerError):
-            Conv2d(1, 2, **args)
-    with pytest.raises(nn_core.ModelError, match="kernel"):
-        Conv2d(1, 2, 5)(rand(1, 1, 4, 4))
-    with pytest.raises(nn_core.ModelError, match="channels"):
-        Conv2d(3, 2, 3)(rand(1, 1, 4, 4))
-    with pytest.raises(LayerError):
-        MaxPool2d(0)
-    with pytest.raises(nn_core.ModelError, match="kernel"):
-        MaxPool2d(5)(rand(1, 1, 4, 4))
-
-
-def test_conv2d_reads_a_flipped_input_correctly():
-    conv = Conv2d(2, 3, 3, padding=0)
-    x = rand(1, 2, 6, 6)
-    flipped = x[:, :, ::-1, ::-1]
-    np.testing.assert_allclose(conv(flipped), conv(np.ascontiguousarray(flipped)), rtol=1e-6)
-
-
-def test_from_onnx_refuses_a_zero_stride():
-    from nn_core.export import from_onnx
-
-    model = one_node("Conv", dict(strides=[0, 0]), {"w": rand(2, 1, 3, 3)})
-    with pytest.raises(nn_core.ModelError, match=r"stride \[0, 0\]"):
-        from_onnx(model)
 
 
 # ----------------------------------------------------------------------------------------------------------------

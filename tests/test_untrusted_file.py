@@ -318,3 +318,19 @@ def test_anything_a_kernel_raises_leaves_as_a_model_error_naming_the_node(monkey
     for call in (model.run, model.run_traced):
         with pytest.raises(nn_core.ModelError, match="the_relu.*IndexError"):
             call({"x": np.zeros(2, np.float32)})
+
+
+@pytest.mark.parametrize("op, attrs, expected", [
+    ("Conv", {"pads": [65536, 0, 0, 0]}, "exceed the limit of 1024"),
+    ("MaxPool", {"kernel_shape": [2, 2], "pads": [2, 0, 0, 0]}, "smaller than the kernel"),
+    ("AveragePool", {"kernel_shape": [3, 3], "pads": [1, 1, 3, 1]}, "smaller than the kernel"),
+])
+def test_padding_that_only_inflates_the_map_is_refused_at_load(op, attrs, expected):
+    inputs = ["x", "w"] if op == "Conv" else ["x"]
+    weights = [helper.make_tensor("w", TensorProto.FLOAT, [1, 1, 3, 3], [0.1] * 9)] if op == "Conv" else []
+    graph = helper.make_graph([helper.make_node(op, inputs, ["y"], name="window", **attrs)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 28, 28])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    message = _refused_within(5, lambda: nn_core.load_proto(model, "pads.onnx"))
+    assert expected in message and "window" in message
