@@ -60,3 +60,47 @@ def batches(count: int, batch_size: int, rng: np.random.Generator | None = None)
     order = rng.permutation(count) if rng is not None else np.arange(count)
     for start in range(0, count, batch_size):
         yield order[start : start + batch_size]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the replay set shipped inside the package (fine-tuning mixes it in so a model does not forget MNIST)
+
+REPLAY_FILE = "replay_digits.npz"
+
+
+def build_replay_set(directory: str | Path, out: str | Path, per_class: int = 200, seed: int = 0) -> Path:
+    """Draw ``per_class`` digits of every class from the MNIST *training* split (never t10k, which measures)
+    and write them as a compressed npz of uint8 ``images`` [N, 28, 28] and ``labels`` [N]."""
+    images, labels = load_mnist(directory, "train")
+    rng = np.random.default_rng(seed)
+    chosen = np.concatenate([rng.choice(np.flatnonzero(labels == digit), per_class, replace=False)
+                             for digit in range(10)])
+    chosen = rng.permutation(chosen)
+    out = Path(out)
+    np.savez_compressed(out, images=images[chosen].astype(np.uint8), labels=labels[chosen].astype(np.uint8),
+                        train_indices=chosen.astype(np.int32))
+    return out
+
+
+def load_replay() -> tuple[np.ndarray, np.ndarray]:
+    """The shipped replay digits: uint8 images [N, 28, 28] (ink 255 on 0) and int64 labels [N]."""
+    from importlib import resources
+
+    source = resources.files(__package__).joinpath(REPLAY_FILE)
+    with resources.as_file(source) as path, np.load(path) as data:
+        return data["images"], data["labels"].astype(np.int64)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    _parser = argparse.ArgumentParser(prog="python -m nn_core.data",
+                                      description="build the replay set shipped in the package")
+    _parser.add_argument("command", choices=["build-replay"])
+    _parser.add_argument("--data", default="../shared/data/mnist", help="folder with the MNIST IDX(.gz) files")
+    _parser.add_argument("--out", default=str(Path(__file__).with_name(REPLAY_FILE)))
+    _parser.add_argument("--per-class", type=int, default=200)
+    _parser.add_argument("--seed", type=int, default=0)
+    _args = _parser.parse_args()
+    _path = build_replay_set(_args.data, _args.out, _args.per_class, _args.seed)
+    print(f"wrote {_path} ({_path.stat().st_size:,} bytes)")

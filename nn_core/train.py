@@ -1,4 +1,14 @@
-"""`python -m nn_core train`: trains the bundled LeNet-5 on MNIST with the NumPy layers and exports it to ONNX."""
+"""Training is the same engine: a loaded graph's initializers updated with gradients of its own gradient plan.
+
+    model = nn_core.load_proto(nn_core.builder.lenet5(seed=0))      # or nn_core.load("any.onnx")
+    history = nn_core.fit(model, images, labels, epochs=20, batch_size=128, optimizer="sgd", lr=0.05)
+    model.save("lenet5.onnx", metadata={...})
+
+``fit`` runs the model's training-mode ``GradientPlan`` (BatchNormalization on batch statistics with its running
+statistics updated, Dropout dropping), computes the loss on the model's class vector (``losses.CrossEntropy``),
+back-propagates through the same kernels' gradient rules and steps an optimizer over the initializers; the model
+is changed in place. ``python -m nn_core train`` is a thin command-line wrapper that trains the bundled LeNet-5.
+"""
 
 from __future__ import annotations
 
@@ -7,92 +17,262 @@ import json
 import shlex
 import sys
 import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from .augment import AugmentConfig, augment_batch
+from .autodiff import GradientPlan
 from .data import batches, load_mnist, to_input
-from .export import export_onnx
-from .layers import (
-    BatchNorm2d,
-    Conv2d,
-    Dropout,
-    Flatten,
-    Layer,
-    Linear,
-    MaxPool2d,
-    ReLU,
-    Sequential,
-    SoftmaxCrossEntropy,
-)
-from .optim import SGD, Adam, CosineSchedule, Optimizer, Schedule, StepSchedule
+from .errors import ModelError
+from .losses import BoundLoss, CrossEntropy
+from .model import Model, load_proto
+from .optim import SGD, AdamW, Optimizer, make_schedule
 
 DEFAULT_DATA = "/work/shared/data/mnist"
-LABELS = [str(d) for d in range(10)]
 
 
-def build_lenet5(
-    rng: np.random.Generator,
-    channels: tuple[int, int] = (12, 24),
-    hidden: tuple[int, int] = (120, 84),
-    batchnorm: bool = True,
-    dropout: float = 0.0,
-) -> Sequential:
-    """LeNet-5 with ReLU and max-pooling: conv5x5(pad 2) -> pool -> conv5x5 -> pool -> dense -> dense -> dense.
+# ----------------------------------------------------------------------------------------------------------------
+# what is trained
 
-    28x28 -> C1x28x28 -> C1x14x14 -> C2x10x10 -> C2x5x5 -> hidden[0] -> hidden[1] -> 10 logits.
+
+def parameter_roles(model: Model) -> dict[str, str]:
+    """The role of each floating-point initializer: ``weight`` (rank >= 2: decayed), ``bias`` (the rest that
+    learns: biases, normalisation scales and shifts), ``state`` (BatchNormalization running statistics: updated
+    by training mode, not by gradients) or ``constant`` (hyper-parameters stored as tensors: a Dropout ratio,
+    scalars)."""
+    roles: dict[str, str] = {}
+    for name, value in model.initializers.items():
+        roles[name] = "weight" if value.ndim >= 2 else ("constant" if value.ndim == 0 else "bias")
+    for node in model.nodes:
+        if node.op_type == "BatchNormalization":
+            for name in node.inputs[3:5]:
+                if name in roles:
+                    roles[name] = "state"
+        elif node.op_type == "Dropout":
+            for name in node.inputs[1:]:
+                if name in roles:
+                    roles[name] = "constant"
+    return roles
+
+
+def select_parameters(model: Model, trainable: str | Collection[str] | Callable[[str], bool] | None = None
+                      ) -> list[str]:
+    """Names of the initializers to train: all that learn (``None``/``"all"``), a collection of names, a
+    predicate, or ``"last:K"`` — those read by the last K nodes that have learnable weights."""
+    roles = parameter_roles(model)
+    learnable = [name for name, role in roles.items() if role in ("weight", "bias")]
+    if trainable is None or trainable == "all":
+        return learnable
+    if isinstance(trainable, str):
+        if not trainable.startswith("last:"):
+            raise ValueError(f"trainable: 'all', 'last:K', names or a predicate, got {trainable!r}")
+        count = int(trainable.split(":", 1)[1])
+        layers = [node for node in model.nodes if any(name in learnable for name in node.inputs)]
+        chosen = {name for node in layers[-count:] for name in node.inputs if name in learnable}
+        return [name for name in learnable if name in chosen]
+    if callable(trainable):
+        return [name for name in learnable if trainable(name)]
+    unknown = [name for name in trainable if name not in roles]
+    if unknown:
+        raise ModelError(f"{model.name}: no floating-point initializer named {', '.join(map(repr, unknown))}")
+    return [name for name in roles if name in set(trainable)]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# one step
+
+
+class Trainer:
+    """The training step of one model: the training-mode plan, the loss bound to the model's output, the
+    parameters (copies of the initializers, written back by ``commit``) and an optimizer over them."""
+
+    def __init__(self, model: Model, optimizer: Optimizer, loss: CrossEntropy | None = None,
+                 trainable: str | Collection[str] | Callable[[str], bool] | None = None,
+                 seed: int | np.random.Generator | None = 0, training: bool = True,
+                 anchor: float = 0.0) -> None:
+        if len(model.inputs) != 1:
+            raise ModelError(f"{model.name}: training needs a model with one input, it has {len(model.inputs)}")
+        self.model = model
+        self.plan: GradientPlan = model.gradient_plan(training=training)
+        self.plan.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        self.loss: BoundLoss = (loss or CrossEntropy()).bind(model)
+        self.optimizer = optimizer
+        self.input_name = model.inputs[0].name
+        self.input_dtype = model.inputs[0].dtype or np.dtype(np.float32)
+        self.params = {name: np.array(value) for name, value in model.initializers.items()}
+        self.trainable = frozenset(select_parameters(model, trainable))
+        if not self.trainable:
+            raise ModelError(f"{model.name}: nothing to train (no floating-point weights selected)")
+        # anchor > 0 pulls the trained weights towards where they started (L2-SP): fine-tuning forgets less
+        self.anchor = anchor
+        self.start = {name: self.params[name].copy() for name in self.trainable} if anchor else {}
+        if optimizer.decay is None:
+            roles = parameter_roles(model)
+            optimizer.decay = {name for name in self.trainable if roles[name] == "weight"}
+        self.steps = 0
+
+    def step(self, x: np.ndarray, labels: np.ndarray, lr: float | None = None) -> tuple[float, np.ndarray]:
+        """One forward/backward/update on a batch; returns (loss, predicted classes)."""
+        if lr is not None:
+            self.optimizer.lr = lr
+        x = np.asarray(x, dtype=self.input_dtype)
+        tape = self.plan.forward({self.input_name: x}, self.params)
+        loss, cotangents = self.loss(tape.values, labels)
+        grads = self.plan.backward(tape, cotangents, wrt=self.trainable)
+        grads = {name: grads[name] for name in self.trainable if name in grads}
+        if self.anchor:
+            for name, grad in grads.items():
+                grads[name] = grad + np.asarray(self.anchor, grad.dtype) * (self.params[name] - self.start[name])
+        self.optimizer.step(self.params, grads)
+        for name, value in self.plan.running_statistics(tape).items():
+            self.params[name][...] = value
+        self.steps += 1
+        return loss, self.loss.predictions(tape.values)
+
+    def commit(self) -> None:
+        """Write the trained parameters into the model's initializers (its fast plan rebuilds on next run)."""
+        self.model.set_initializers(self.params)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# fit
+
+
+@dataclass
+class History:
+    """What ``fit`` did: one record per epoch (loss, accuracy on the trained batches, validation accuracy...)."""
+
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0  # time in the training loop (augmentation, forward, backward, update)
+    images: int = 0  # images trained on, all epochs together
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds else 0.0
+
+    @property
+    def loss(self) -> list[float]:
+        return [record["loss"] for record in self.epochs]
+
+    def __len__(self) -> int:
+        return len(self.epochs)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.epochs[index]
+
+
+def make_optimizer(optimizer: str | Optimizer, lr: float | None, momentum: float = 0.9, nesterov: bool = True,
+                   weight_decay: float | None = None) -> Optimizer:
+    if isinstance(optimizer, Optimizer):
+        return optimizer
+    if optimizer == "sgd":
+        return SGD(lr=0.05 if lr is None else lr, momentum=momentum, nesterov=nesterov,
+                   weight_decay=5e-4 if weight_decay is None else weight_decay)
+    if optimizer in ("adamw", "adam"):
+        return AdamW(lr=0.002 if lr is None else lr, weight_decay=0.01 if weight_decay is None else weight_decay)
+    raise ValueError(f"unknown optimizer {optimizer!r} (sgd, adamw or an nn_core.optim.Optimizer)")
+
+
+def accuracy(model: Model, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000) -> float:
+    """Share of ``images`` (in the model's input format) whose top class is the label, through ``model.run``."""
+    name, output = model.inputs[0].name, model.outputs[0].name
+    correct = 0
+    for start in range(0, len(images), batch_size):
+        scores = model.run({name: images[start:start + batch_size]})[output]
+        correct += int((scores.reshape(len(scores), -1).argmax(axis=1) == labels[start:start + batch_size]).sum())
+    return correct / max(len(images), 1)
+
+
+def fit(model: Model, images: np.ndarray, labels: np.ndarray, *, epochs: int = 1, batch_size: int = 128,
+        optimizer: str | Optimizer = "sgd", lr: float | None = None, momentum: float = 0.9, nesterov: bool = True,
+        weight_decay: float | None = None, schedule: str | Callable[[int], float] = "cosine",
+        warmup_epochs: float = 0.0, label_smoothing: float = 0.0,
+        augment: bool | AugmentConfig | Callable[[np.ndarray, np.ndarray, np.random.Generator], np.ndarray]
+        | None = None, clean_epochs: int = 0, val: tuple[np.ndarray, np.ndarray] | None = None,
+        trainable: str | Collection[str] | Callable[[str], bool] | None = None,
+        callback: Callable[[dict[str, Any]], bool | None] | None = None, seed: int = 0) -> History:
+    """Train ``model`` in place on ``images`` (in its input format) and integer ``labels``; returns the History.
+
+    ``optimizer``: "sgd" (Nesterov momentum, lr 0.05, weight decay 5e-4 by default), "adamw" (lr 0.002, decoupled
+    decay 0.01) or an ``nn_core.optim`` optimizer; weight decay only on weights of rank >= 2. ``schedule``:
+    cosine, step, constant or a callable step -> lr, after ``warmup_epochs`` of linear warm-up. ``augment``:
+    True or an ``AugmentConfig`` (random affine, stroke thickness, continental 1s and 7s; for [N, 1, H, W]
+    images in 0..1) or a function (images, labels, rng) -> images; not in the last ``clean_epochs`` epochs.
+    ``val`` = (images, labels) is scored after every epoch. ``callback(record)`` gets every epoch's record and
+    may return True to stop. ``trainable`` chooses the initializers to train (see ``select_parameters``).
     """
-    c1, c2 = channels
+    images, labels = np.asarray(images), np.asarray(labels).astype(np.int64)
+    if len(images) != len(labels) or not len(images):
+        raise ValueError(f"{len(images)} images and {len(labels)} labels")
+    order_seed, augment_seed, dropout_seed = np.random.SeedSequence(seed).spawn(3)
+    order_rng, augment_rng = np.random.default_rng(order_seed), np.random.default_rng(augment_seed)
+    opt = make_optimizer(optimizer, lr, momentum, nesterov, weight_decay)
+    trainer = Trainer(model, opt, CrossEntropy(label_smoothing), trainable, np.random.default_rng(dropout_seed))
+    steps_per_epoch = -(-len(images) // batch_size)
+    lr_at = make_schedule(schedule, opt.lr, epochs * steps_per_epoch, int(warmup_epochs * steps_per_epoch))
+    augmenter = _augmenter(augment)
+    history = History()
+    for epoch in range(1, epochs + 1):
+        distort = augmenter is not None and epoch <= epochs - clean_epochs
+        started, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
+        for index in batches(len(images), batch_size, order_rng):
+            x, y = images[index], labels[index]
+            if distort:
+                x = augmenter(x, y, augment_rng)
+            loss, predicted = trainer.step(x, y, lr_at(trainer.steps))
+            seen += len(index)
+            loss_sum += loss * len(index)
+            correct += int((predicted == y).sum())
+        seconds = time.perf_counter() - started
+        history.seconds += seconds
+        history.images += seen
+        trainer.commit()
+        record: dict[str, Any] = {"epoch": epoch, "loss": round(loss_sum / seen, 5),
+                                  "train_accuracy": round(correct / seen, 5), "seconds": round(seconds, 2),
+                                  "images_per_second": round(seen / seconds, 1) if seconds else 0.0,
+                                  "augmented": distort}
+        if val is not None:
+            record["val_accuracy"] = round(accuracy(model, val[0], np.asarray(val[1])), 5)
+        history.epochs.append(record)
+        if callback is not None and callback(record):
+            break
+    return history
 
-    def stage(conv: Conv2d, width: int) -> list[Layer]:
-        return [conv, *([BatchNorm2d(width)] if batchnorm else []), ReLU(), MaxPool2d(2)]
 
-    layers: list[Layer] = [
-        *stage(Conv2d(1, c1, 5, padding=2, rng=rng), c1),
-        *stage(Conv2d(c1, c2, 5, rng=rng), c2),
-        Flatten(),
-        Linear(c2 * 5 * 5, hidden[0], rng=rng),
-        ReLU(),
-        *([Dropout(dropout, rng=rng)] if dropout else []),
-        Linear(hidden[0], hidden[1], rng=rng),
-        ReLU(),
-        Linear(hidden[1], 10, rng=rng),
-    ]
-    model = Sequential(*layers)
-    model.layers[0].needs_input_grad = False  # nothing upstream of the image learns
-    return model
+def _augmenter(augment) -> Callable[[np.ndarray, np.ndarray, np.random.Generator], np.ndarray] | None:
+    if augment is None or augment is False:
+        return None
+    if augment is True or isinstance(augment, AugmentConfig):
+        config = AugmentConfig() if augment is True else augment
+        return lambda x, y, rng: augment_batch(x, config, rng, y)
+    if callable(augment):
+        return augment
+    raise ValueError("augment: True, an AugmentConfig or a function (images, labels, rng) -> images")
 
 
-def multiply_accumulates(model: Sequential, input_shape: tuple[int, ...] = (1, 28, 28)) -> int:
-    """Multiply-accumulates of one inference (convolutions and dense layers, which dominate)."""
-    total, x = 0, np.zeros((1, *input_shape), np.float32)
-    for layer in model:
-        y = layer.forward(x, training=False)
-        if isinstance(layer, Conv2d):
-            total += y.size * layer.weight.value[0].size
-        elif isinstance(layer, Linear):
-            total += layer.weight.value.size
-        x = y
-    return total
+# ----------------------------------------------------------------------------------------------------------------
+# python -m nn_core train
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=DEFAULT_DATA, help=f"folder with the MNIST IDX(.gz) files ({DEFAULT_DATA})")
     parser.add_argument("--out", default="assets/lenet5.onnx", help="where to write the ONNX model")
-    parser.add_argument("--epochs", type=int, default=20)  # the bundled model: 20 epochs with the full augmentation
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd", help="SGD (Nesterov) or AdamW")
-    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default 0.05 sgd, 0.002 adam)")
+    parser.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd", help="SGD (Nesterov) or AdamW")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default 0.05 sgd, 0.002 adamw)")
     parser.add_argument("--momentum", type=float, default=0.9)
-    parser.add_argument("--weight-decay", type=float, default=5e-4)
+    parser.add_argument("--weight-decay", type=float, default=None, help="default 5e-4 sgd, 0.01 adamw")
     parser.add_argument("--schedule", choices=["cosine", "step", "constant"], default="cosine")
     parser.add_argument("--warmup-epochs", type=float, default=0.5)
-    # 12/24 rather than 16/32: as accurate on MNIST, and the engine then stays within 1.5x onnxruntime's time.
     parser.add_argument("--channels", type=int, nargs=2, default=[12, 24], metavar=("C1", "C2"))
     parser.add_argument("--hidden", type=int, nargs=2, default=[120, 84], metavar=("H1", "H2"))
-    parser.add_argument("--no-batchnorm", action="store_true")
+    parser.add_argument("--batchnorm", action="store_true", help="BatchNormalization after each convolution "
+                        "(kept in the file; the engine folds it into the convolution when it runs)")
     parser.add_argument("--dropout", type=float, default=0.0, help="dropout after the first dense layer")
     parser.add_argument("--label-smoothing", type=float, default=0.0)
     parser.add_argument("--no-augment", action="store_true", help="train on the images as they are")
@@ -100,123 +280,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="train on the first N images only (smoke runs)")
     parser.add_argument("--threads", type=int, default=1,
                         help="BLAS threads (default 1: a second one only helps on an idle machine)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-@dataclass
-class TrainingResult:
-    model: Sequential
-    seconds: float  # time spent in the training loop (forward, backward, update, augmentation)
-    images: int  # images trained on, all epochs together
-    history: list[dict] = field(default_factory=list)  # per epoch: loss, test accuracy, seconds
-
-    @property
-    def images_per_second(self) -> float:
-        return self.images / self.seconds if self.seconds else 0.0
-
-
-def accuracy(model: Sequential, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000) -> float:
-    predictions = model.predict(images, batch_size).argmax(axis=1)
-    return float((predictions == labels).mean())
-
-
-def _make_optimizer(args: argparse.Namespace, model: Sequential) -> Optimizer:
-    if args.optimizer == "adam":
-        return Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    return SGD(model.parameters(), lr=args.lr, momentum=args.momentum, nesterov=True,
-               weight_decay=args.weight_decay)
-
-
-def _make_schedule(args: argparse.Namespace, steps_per_epoch: int) -> Schedule:
-    total = args.epochs * steps_per_epoch
-    warmup = int(args.warmup_epochs * steps_per_epoch)
-    if args.schedule == "cosine":
-        return CosineSchedule(args.lr, total, warmup)
-    if args.schedule == "step":  # divide by 10 at 50 % and 75 % of training, roughly
-        return StepSchedule(args.lr, max(total // 3, 1), gamma=0.1, warmup_steps=warmup)
-    return Schedule(args.lr, warmup)
-
-
-class Progress:
-    """A one-line progress bar on stderr, rewritten in place (at most ~5 times a second)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._last = 0.0
-
-    def update(self, text: str, force: bool = False) -> None:
-        now = time.perf_counter()
-        if self.enabled and (force or now - self._last > 0.2):
-            self._last = now
-            sys.stderr.write("\r" + text.ljust(100)[:118])
-            sys.stderr.flush()
-
-    def finish_line(self, text: str) -> None:
-        if self.enabled:
-            sys.stderr.write("\r" + " " * 118 + "\r")
-        print(text, file=sys.stderr, flush=True)
-
-
-def _format_seconds(seconds: float) -> str:
-    minutes, seconds = divmod(int(seconds), 60)
-    return f"{minutes}m{seconds:02d}s"
-
-
-def fit(
-    args: argparse.Namespace,
-    train_images: np.ndarray,
-    train_labels: np.ndarray,
-    test_images: np.ndarray | None = None,
-    test_labels: np.ndarray | None = None,
-) -> TrainingResult:
-    """Trains a fresh LeNet-5 as the arguments say; images are float32 [N, 1, 28, 28] in [0, 1]."""
-    init_seed, order_seed, augment_seed = np.random.SeedSequence(args.seed).spawn(3)
-    model = build_lenet5(np.random.default_rng(init_seed), tuple(args.channels), tuple(args.hidden),
-                         batchnorm=not args.no_batchnorm, dropout=args.dropout)
-    order_rng, augment_rng = np.random.default_rng(order_seed), np.random.default_rng(augment_seed)
-    steps_per_epoch = -(-len(train_images) // args.batch_size)
-    optimizer, schedule = _make_optimizer(args, model), _make_schedule(args, steps_per_epoch)
-    criterion = SoftmaxCrossEntropy(args.label_smoothing)
-    augmentation = AugmentConfig()
-    progress = Progress(not args.quiet)
-    result = TrainingResult(model, 0.0, 0)
-    step = 0
-    for epoch in range(1, args.epochs + 1):
-        augment = not args.no_augment and epoch <= args.epochs - args.clean_epochs
-        model.train()
-        started, seen, loss_sum = time.perf_counter(), 0, 0.0
-        for batch_number, index in enumerate(batches(len(train_images), args.batch_size, order_rng), start=1):
-            x = train_images[index]
-            if augment:
-                x = augment_batch(x, augmentation, augment_rng, train_labels[index])
-            optimizer.lr = schedule(step)
-            optimizer.zero_grad()
-            loss = criterion(model.forward(x, training=True), train_labels[index])
-            model.backward(criterion.backward())
-            optimizer.step()
-            step += 1
-            seen += len(index)
-            loss_sum += loss * len(index)
-            elapsed = time.perf_counter() - started
-            rate = seen / elapsed
-            remaining = (steps_per_epoch - batch_number) * args.batch_size / rate
-            remaining += (args.epochs - epoch) * len(train_images) / rate
-            progress.update(f"epoch {epoch}/{args.epochs}  batch {batch_number}/{steps_per_epoch}  "
-                            f"loss {loss_sum / seen:.4f}  {rate:,.0f} img/s  ETA {_format_seconds(remaining)}")
-        epoch_seconds = time.perf_counter() - started
-        result.seconds += epoch_seconds
-        result.images += seen
-        record = {"epoch": epoch, "loss": round(loss_sum / seen, 5), "seconds": round(epoch_seconds, 1),
-                  "augmented": augment}
-        line = (f"epoch {epoch}/{args.epochs}  loss {loss_sum / seen:.4f}  {epoch_seconds:.0f} s  "
-                f"{seen / epoch_seconds:,.0f} img/s")
-        if test_images is not None:
-            record["test_accuracy"] = accuracy(model, test_images, test_labels)
-            line += f"  test accuracy {100 * record['test_accuracy']:.2f} %"
-        result.history.append(record)
-        progress.finish_line(line)
-    model.eval()
-    return result
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
 
 
 def _command_line(args: argparse.Namespace) -> str:
@@ -227,51 +291,57 @@ def _command_line(args: argparse.Namespace) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.lr is None:
-        args.lr = 0.002 if args.optimizer == "adam" else 0.05
+    from .builder import lenet5
+
     train_raw, train_labels = load_mnist(args.data, "train")
     test_raw, test_labels = load_mnist(args.data, "t10k")
     if args.limit:
         train_raw, train_labels = train_raw[: args.limit], train_labels[: args.limit]
     train_images, test_images = to_input(train_raw), to_input(test_raw)
     train_labels, test_labels = train_labels.astype(np.int64), test_labels.astype(np.int64)
+    model = load_proto(lenet5(args.seed, tuple(args.channels), tuple(args.hidden), args.batchnorm, args.dropout),
+                       "lenet5")
     print(f"training on {len(train_images):,} images for {args.epochs} epochs, batch {args.batch_size}, "
           f"seed {args.seed}", file=sys.stderr)
-    result = fit(args, train_images, train_labels, test_images, test_labels)
-    model = result.model
+
+    def report(record: dict) -> None:
+        if not args.quiet:
+            line = (f"epoch {record['epoch']}/{args.epochs}  loss {record['loss']:.4f}  {record['seconds']:.0f} s  "
+                    f"{record['images_per_second']:,.0f} img/s")
+            if "val_accuracy" in record:
+                line += f"  test accuracy {100 * record['val_accuracy']:.2f} %"
+            print(line, file=sys.stderr, flush=True)
+
+    history = fit(model, train_images, train_labels, epochs=args.epochs, batch_size=args.batch_size,
+                  optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
+                  schedule=args.schedule, warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing,
+                  augment=not args.no_augment, clean_epochs=args.clean_epochs, val=(test_images, test_labels),
+                  callback=report, seed=args.seed)
     test_accuracy = accuracy(model, test_images, test_labels)
-    augmentation = "none" if args.no_augment else AugmentConfig().describe()
+    optimizer = make_optimizer(args.optimizer, args.lr, weight_decay=args.weight_decay)
     training = {
         "data": f"MNIST training set ({len(train_images):,} images); accuracy measured on the 10,000 t10k images",
+        "engine": "nn_core.fit: the graph's own initializers trained through its gradient plan",
         "epochs": args.epochs,
         "batch_size": args.batch_size,
-        "optimizer": f"{args.optimizer} lr {args.lr} {args.schedule} schedule, weight decay {args.weight_decay}",
-        "augmentation": augmentation,
+        "optimizer": f"{args.optimizer} lr {optimizer.lr} {args.schedule} schedule, weight decay "
+                     f"{optimizer.weight_decay}, label smoothing {args.label_smoothing}",
+        "augmentation": "none" if args.no_augment else AugmentConfig().describe(),
         "augmentation_free_last_epochs": args.clean_epochs,
         "seed": args.seed,
         "command": _command_line(args),
-        "seconds": round(result.seconds, 1),
-        "images_per_second": round(result.images_per_second, 1),
+        "seconds": round(history.seconds, 1),
+        "images_per_second": round(history.images_per_second, 1),
         "test_accuracy": round(100 * test_accuracy, 2),
-        "history": result.history,
-    }
-    metadata = {
-        "labels": json.dumps(LABELS),
-        "input_scale": "01",
-        "input_layout": "nchw",
-        "input_description": "28x28 grey digit, ink 1.0 on background 0.0 (pixel/255), MNIST-style: the digit's "
-                             "bounding box scaled into 20x20 keeping its aspect, centred by centre of mass",
-        "output_kind": "logits",
-        "training": json.dumps(training),
-        "test_accuracy": f"{100 * test_accuracy:.2f}",
+        "history": history.epochs,
     }
     doc = (f"LeNet-5 (conv {args.channels[0]}/{args.channels[1]}, dense {args.hidden[0]}/{args.hidden[1]}, ReLU, "
-           f"max-pool{', batch norm folded into the convolutions' if not args.no_batchnorm else ''}) trained by "
-           f"digitscope's NumPy engine on MNIST; {100 * test_accuracy:.2f} % on the MNIST test set.")
-    export_onnx(model, args.out, metadata=metadata, doc_string=doc, graph_name="lenet5")
+           f"max-pool{', batch norm' if args.batchnorm else ''}) trained by digitscope's NumPy engine on MNIST; "
+           f"{100 * test_accuracy:.2f} % on the MNIST test set.")
+    model.save(args.out, metadata={"training": json.dumps(training), "test_accuracy": f"{100 * test_accuracy:.2f}"},
+               doc_string=doc)
     print(f"test accuracy {100 * test_accuracy:.2f} %  ({len(test_images):,} MNIST test digits)")
-    print(f"training time {result.seconds:.0f} s, {result.images_per_second:,.0f} images/s; "
-          f"{multiply_accumulates(model):,} multiply-accumulates per image")
+    print(f"training time {history.seconds:.0f} s, {history.images_per_second:,.0f} images/s")
     print(f"wrote {args.out}")
     return 0
 
