@@ -75,10 +75,28 @@ def build_wheel(tmp_path: Path) -> Path:
         else:
             shutil.copy2(path, source / name)
     dist = tmp_path / "dist"
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-         "-w", str(dist), str(source)], cwd=tmp_path)
+    # offline with this interpreter's setuptools when it can build wheels itself; else pip fetches the backend
+    offline = ["--no-build-isolation", "--no-index"] if can_build_here() else []
+    run([sys.executable, "-m", "pip", "wheel", "--no-deps", *offline, "-q", "-w", str(dist), str(source)],
+        cwd=tmp_path)
     (wheel,) = dist.glob("digitscope-*.whl")
     return wheel
+
+
+def can_build_here() -> bool:
+    """setuptools is installed and builds wheels without the separate ``wheel`` package (70.1+), or both are."""
+    try:
+        import setuptools
+    except ImportError:
+        return False
+    version = tuple(int(part) for part in setuptools.__version__.split(".")[:2] if part.isdigit())
+    if version >= (70, 1):
+        return True
+    try:
+        import wheel  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def run(command: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
