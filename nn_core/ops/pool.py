@@ -262,22 +262,43 @@ class MaxPool(_Pool):
             y = outputs[0] if outputs and outputs[0] is not None else plan.reduce(plan.source(x), np.maximum)
             views = plan.views(x)  # the windows' taps over the input or its padded copy
             source = plan.buffer if plan.buffer is not None else x
-            grad = np.zeros(source.shape, dy.dtype)
-            remaining = np.array(dy, copy=True)
-            # windows that never overlap (stride >= the dilated kernel, each axis) can assign instead of add
-            disjoint = all(s >= (k - 1) * d + 1 or o == 1 for s, k, d, o in
-                           zip(plan.strides, plan.kernel, plan.dilations, plan.out, strict=True))
+            geometry = list(zip(plan.kernel, plan.strides, plan.dilations, plan.out, plan.sizes, strict=True))
+            # windows that never overlap (stride >= the dilated kernel, each axis) assign instead of adding; when
+            # they also tile the input exactly, every element is written once and nothing needs zeroing
+            disjoint = all(s >= (k - 1) * d + 1 or o == 1 for k, s, d, o, _ in geometry)
+            tiled = plan.buffer is None and all(k == s and o * s == n and (d == 1 or k == 1)
+                                                for k, s, d, o, n in geometry)
+            grad = (np.empty if tiled and disjoint else np.zeros)(source.shape, dy.dtype)
+            # the products remaining * hit below would turn an infinite gradient into NaN where hit is False
+            finite = bool(np.isfinite(dy).all())
+            index_views = [(Ellipsis,) + where for where in plan.tap_index]
+            batch = dy.shape[0]
+            rows = max(1, min(batch, POOL_CHUNK_BYTES * batch // max(1, source.nbytes)))
+            hit_buffer = np.empty((rows, *y.shape[1:]), np.bool_)
+            share_buffer = np.empty((rows, *y.shape[1:]), dy.dtype)
             last = len(views) - 1
-            hit = np.empty(y.shape, np.bool_)
-            for index, (where, view) in enumerate(zip(plan.tap_index, views, strict=True)):
-                np.equal(view, y, out=hit)
-                target = grad[(Ellipsis,) + where]
-                if disjoint:
-                    np.copyto(target, remaining, where=hit)
-                else:
-                    np.add(target, remaining, out=target, where=hit)
-                if index != last:
-                    np.copyto(remaining, 0, where=hit)
+            for start in range(0, batch, rows):
+                stop = min(batch, start + rows)
+                y_chunk, grad_chunk = y[start:stop], grad[start:stop]
+                remaining = np.array(dy[start:stop], copy=True)
+                hit, share = hit_buffer[: stop - start], share_buffer[: stop - start]
+                for tap, (where, view) in enumerate(zip(index_views, views, strict=True)):
+                    np.equal(view[start:stop], y_chunk, out=hit)
+                    target = grad_chunk[where]
+                    if not finite:
+                        np.add(target, remaining, out=target, where=hit)
+                        if tap != last:
+                            np.copyto(remaining, 0, where=hit)
+                        continue
+                    if disjoint:
+                        np.multiply(remaining, hit, out=target)
+                        if tap != last:
+                            remaining -= target
+                    else:
+                        np.multiply(remaining, hit, out=share)
+                        target += share
+                        if tap != last:
+                            remaining -= share
         return [plan.unpad(grad).astype(x.dtype, copy=False)]
 
     def _flat_indices(self, plan: _PoolPlan, shape: tuple[int, ...], best_tap: np.ndarray) -> np.ndarray:
