@@ -34,15 +34,13 @@ from gui.activations import ActivationsView
 from gui.canvas import MAX_PEN_WIDTH, MIN_PEN_WIDTH, DrawingCanvas
 from gui.model_opening import OpenedModel
 from gui.prediction import Prediction
-from gui.predictor import Predictor
 from gui.preview import InputPreview
 from gui.probabilities import ProbabilitiesView
 from gui.qt_bridge import QtDispatcher, wait_for
 from gui.session import Session, bundled_model_path
 from gui.settings import AppSettings
-from gui.strokes import StrokeDocument
 from gui.summary import ModelSummary
-from nn_core.interface import SCALING_DESCRIPTIONS, SCALINGS, ModelAdapter, ScalingReport
+from nn_core.interface import SCALING_DESCRIPTIONS, SCALINGS, ScalingReport
 
 __all__ = ["APPLICATION", "ORGANIZATION", "MainWindow", "bundled_model_path"]
 
@@ -50,6 +48,11 @@ ORGANIZATION = "digitscope"
 APPLICATION = "digitscope"
 PEN_STEP = 1.25  # [ and ] change the pen width by this factor
 BANNER_LIMIT = 600  # characters of an error shown in the banner (the tooltip has all of it)
+
+
+def _from_session(name: str, doc: str) -> property:
+    """A read-only window attribute that is the session's (the window holds no state of its own)."""
+    return property(lambda self: getattr(self.session, name), doc=doc)
 
 
 class MainWindow(QMainWindow):
@@ -115,38 +118,14 @@ class MainWindow(QMainWindow):
         self.activations.nodeSelected.connect(self.session.select)
 
     # --- public API (the session's state, for scripts and tests) -----------------------------------------
-    @property
-    def document(self) -> StrokeDocument:
-        return self.session.document
-
-    @property
-    def model(self):
-        return self.session.model
-
-    @property
-    def adapter(self) -> ModelAdapter | None:
-        return self.session.adapter
-
-    @property
-    def model_path(self) -> Path | None:
-        return self.session.model_path
-
-    @property
-    def _model_key(self) -> str | None:
-        return self.session.model_key
-
-    @property
-    def predictor(self) -> Predictor:
-        return self.session.predictor
-
-    @property
-    def last_error(self) -> str | None:
-        return self.session.last_error
-
-    @property
-    def probabilities(self):
-        """The latest class probabilities, or None when nothing is drawn (or no model works)."""
-        return self.session.probabilities
+    document = _from_session("document", "The stroke document the canvas edits.")
+    model = _from_session("model", "The current nn_core model, or None.")
+    adapter = _from_session("adapter", "The current model's image <-> model interface (nn_core.interface).")
+    model_path = _from_session("model_path", "The current model's file.")
+    _model_key = _from_session("model_key", "The current model's settings key (follows its content).")
+    predictor = _from_session("predictor", "The latest-input-wins predictor.")
+    last_error = _from_session("last_error", "The last error shown, or None.")
+    probabilities = _from_session("probabilities", "The latest class probabilities, or None when nothing is drawn.")
 
     @property
     def prediction(self) -> Prediction | None:
