@@ -7,10 +7,12 @@ load-time constant it is parsed once in ``__init__``; otherwise it is parsed on 
 from __future__ import annotations
 
 import math
+import weakref
 
 import numpy as np
 from onnx import helper
 
+from .gradients import sum_to_shape
 from .registry import Op, register
 
 INT64 = np.int64
@@ -128,6 +130,34 @@ class _ConstArgs(Op):
         return None if value is None else parse(value)
 
 
+# ---------------------------------------------------------------- gradient helpers
+
+
+def _reshaped_grad(grad: np.ndarray | None, x: np.ndarray) -> np.ndarray | None:
+    """The gradient of a pure reshape (Flatten, Reshape, Squeeze, Unsqueeze...): the output's, in x's shape."""
+    return None if grad is None else grad.reshape(x.shape)
+
+
+def _zeros(grad: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """A zero gradient the shape of ``x`` in the type of ``grad`` (the computation's floating type)."""
+    return np.zeros(x.shape, dtype=np.result_type(grad.dtype, x.dtype))
+
+
+def _scatter_add_along(grad: np.ndarray, index: np.ndarray, axis: int, size: int) -> np.ndarray:
+    """The transpose of ``np.take(x, index, axis)`` for a 1-D ``index``: sums grad's slices into ``size`` slots
+    (repeated indices add up)."""
+    moved = np.moveaxis(grad, axis, 0)
+    out = np.zeros((size,) + moved.shape[1:], dtype=grad.dtype)
+    np.add.at(out, index, moved)
+    return np.moveaxis(out, 0, axis)
+
+
+def _transposed_layout_grad(grad: np.ndarray, x_shape, split_shape, perm) -> np.ndarray:
+    """The gradient of ``x.reshape(split_shape).transpose(perm).reshape(...)``: the same moves backwards."""
+    moved_shape = tuple(split_shape[p] for p in perm)
+    return grad.reshape(moved_shape).transpose(np.argsort(perm)).reshape(x_shape)
+
+
 # ---------------------------------------------------------------- reshaping
 
 
@@ -145,6 +175,9 @@ class Flatten(Op):
             axis += x.ndim
         outer = math.prod(x.shape[:axis])
         return x.reshape(outer, math.prod(x.shape[axis:]))
+
+    def backward(self, inputs, outputs, grads):
+        return [_reshaped_grad(grads[0], inputs[0])]
 
 
 @register("Reshape", 1)
@@ -185,6 +218,9 @@ class Reshape(_ConstArgs):
         except (ValueError, TypeError, OverflowError) as exc:
             raise self.fail(f"cannot reshape input of shape {x.shape} to {list(target)}: {exc}") from None
 
+    def backward(self, inputs, outputs, grads):
+        return [_reshaped_grad(grads[0], inputs[0])] + [None] * (len(inputs) - 1)
+
     def _with_copied_dims(self, target, in_shape):
         if len(target) > len(in_shape) and 0 in target[len(in_shape):]:
             raise self.fail(f"target shape {list(target)} copies (0) a dim the input of shape {in_shape} lacks")
@@ -204,6 +240,13 @@ class Transpose(Op):
         if self.perm is not None and len(self.perm) != x.ndim:
             raise self.fail(f"perm {list(self.perm)} does not match an input of rank {x.ndim}")
         return np.transpose(x, self.perm)
+
+    def backward(self, inputs, outputs, grads):
+        grad = grads[0]
+        if grad is None:
+            return [None]
+        perm = self.perm if self.perm is not None else tuple(range(grad.ndim - 1, -1, -1))
+        return [np.transpose(grad, np.argsort(perm))]
 
 
 @register("Squeeze", 1)
@@ -229,6 +272,9 @@ class Squeeze(_ConstArgs):
         if any(x.shape[a] != 1 for a in resolved):
             raise self.fail(f"cannot squeeze axes {list(chosen)} of shape {x.shape}: not all of size 1")
         return np.squeeze(x, axis=resolved)
+
+    def backward(self, inputs, outputs, grads):
+        return [_reshaped_grad(grads[0], inputs[0])] + [None] * (len(inputs) - 1)
 
 
 @register("Unsqueeze", 1)
@@ -257,6 +303,9 @@ class Unsqueeze(_ConstArgs):
         resolve_axes(self, chosen, x.ndim + len(chosen))
         return np.expand_dims(x, chosen)
 
+    def backward(self, inputs, outputs, grads):
+        return [_reshaped_grad(grads[0], inputs[0])] + [None] * (len(inputs) - 1)
+
 
 @register("Concat", 1)
 class Concat(Op):
@@ -278,6 +327,24 @@ class Concat(Op):
         except ValueError as exc:
             shapes = [list(p.shape) for p in parts]
             raise self.fail(f"cannot concatenate shapes {shapes} on axis {self.axis}: {exc}") from None
+
+    def backward(self, inputs, outputs, grads):
+        grad = grads[0]
+        if grad is None:
+            return [None] * len(inputs)
+        axis = resolve_axis(self, self.axis, grad.ndim)
+        result: list[np.ndarray | None] = []
+        start = 0
+        for x in inputs:
+            if x is None:
+                result.append(None)
+                continue
+            stop = start + x.shape[axis]
+            index = [slice(None)] * grad.ndim
+            index[axis] = slice(start, stop)
+            result.append(grad[tuple(index)])
+            start = stop
+        return result
 
 
 @register("Split", 1)
@@ -317,6 +384,16 @@ class Split(_ConstArgs):
             raise self.fail(f"split sizes {list(sizes)} do not fit dim {x.shape[axis]} into {self.count} outputs")
         cuts = np.cumsum(sizes[:-1])
         return tuple(np.split(x, cuts, axis=axis))
+
+    def backward(self, inputs, outputs, grads):
+        x = inputs[0]
+        given = [g for g in grads if g is not None]
+        if not given:
+            return [None] * len(inputs)
+        axis = resolve_axis(self, self.axis, x.ndim)
+        dtype = np.result_type(*given)
+        parts = [g if g is not None else np.zeros(o.shape, dtype) for g, o in zip(grads, outputs)]
+        return [np.concatenate(parts, axis=axis).astype(dtype, copy=False)] + [None] * (len(inputs) - 1)
 
 
 def _slice_bounds(start: int, end: int, step: int, dim: int) -> slice:
@@ -359,14 +436,25 @@ class Slice(Op):
         self._cache: dict[tuple[int, ...], tuple[slice, ...]] = {}
 
     def run(self, x, starts=None, ends=None, axes=None, steps=None):
+        return x[self._slices(x.shape, starts, ends, axes, steps)]
+
+    def _slices(self, shape, starts=None, ends=None, axes=None, steps=None) -> tuple[slice, ...]:
         if self.dynamic:
             spec = (_ints(starts), _ints(ends), None if axes is None else _ints(axes),
                     None if steps is None else _ints(steps))
-            return x[self._index(spec, x.shape)]
-        index = self._cache.get(x.shape)
+            return self._index(spec, shape)
+        index = self._cache.get(shape)
         if index is None:
-            index = self._cache[x.shape] = self._index(self.spec, x.shape)
-        return x[index]
+            index = self._cache[shape] = self._index(self.spec, shape)
+        return index
+
+    def backward(self, inputs, outputs, grads):
+        x, grad = inputs[0], grads[0]
+        if grad is None:
+            return [None] * len(inputs)
+        full = _zeros(grad, x)
+        full[self._slices(x.shape, *inputs[1:])] = grad  # the slices pick distinct elements, in any direction
+        return [full] + [None] * (len(inputs) - 1)
 
     def _index(self, spec, shape) -> tuple[slice, ...]:
         starts, ends, axes, steps = spec
@@ -423,6 +511,20 @@ class Gather(Op):
             raise self.fail(f"index {_bad_index(indices, dim)} is out of range [-{dim}, {dim - 1}] on axis "
                             f"{axis} of data shape {x.shape}") from None
 
+    def backward(self, inputs, outputs, grads):
+        x, indices = inputs
+        grad = grads[0]
+        if grad is None:
+            return [None, None]
+        axis = self.axis % x.ndim
+        dim = x.shape[axis]
+        flat = indices.reshape(-1).astype(INT64, copy=False)
+        flat = np.where(flat < 0, flat + dim, flat)
+        # the output is x.shape[:axis] + indices.shape + x.shape[axis + 1:]: fold the indices' dims into one
+        folded = grad.reshape(x.shape[:axis] + (flat.size,) + x.shape[axis + 1:])
+        full = _scatter_add_along(folded, flat, axis, dim)
+        return [full.astype(np.result_type(grad.dtype, x.dtype), copy=False), None]
+
 
 @register("GatherElements", 11)
 class GatherElements(Op):
@@ -444,6 +546,18 @@ class GatherElements(Op):
             dim = x.shape[axis]
             raise self.fail(f"index {_bad_index(indices, dim)} is out of range [-{dim}, {dim - 1}] on axis "
                             f"{axis}, or indices {indices.shape} are larger than data {x.shape}") from None
+
+    def backward(self, inputs, outputs, grads):
+        x, indices = inputs
+        grad = grads[0]
+        if grad is None:
+            return [None, None]
+        axis = resolve_axis(self, self.axis, x.ndim)
+        where = list(np.indices(indices.shape, sparse=True))
+        where[axis] = indices
+        full = _zeros(grad, x)
+        np.add.at(full, tuple(where), grad)  # repeated indices add up; negative ones count from the end
+        return [full, None]
 
 
 @register("GatherND", 11)
@@ -474,6 +588,21 @@ class GatherND(Op):
             raise self.fail(f"indices out of range for data of shape {x.shape}: {exc}") from None
         return picked.reshape(out_shape)
 
+    def backward(self, inputs, outputs, grads):
+        x, indices = inputs
+        grad = grads[0]
+        if grad is None:
+            return [None, None]
+        b = self.batch_dims
+        depth = indices.shape[-1]
+        batch = math.prod(x.shape[:b])
+        full = _zeros(grad, x)
+        data = full.reshape((batch,) + x.shape[b:])  # a view: the sums land in ``full``
+        index = indices.reshape(batch, -1, depth)
+        where = (np.arange(batch)[:, None],) + tuple(index[..., j] for j in range(depth))
+        np.add.at(data, where, grad.reshape((batch, index.shape[1]) + x.shape[b + depth:]))
+        return [full, None]
+
 
 _REDUCTIONS = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
 
@@ -496,6 +625,43 @@ def _scatter(op: Op, out: np.ndarray, where: tuple, updates: np.ndarray, reducti
     return out
 
 
+def _scatter_backward(reduction: str, x: np.ndarray, positions: np.ndarray, updates: np.ndarray,
+                      out: np.ndarray, grad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gradients (data, updates) of a scatter of the flat ``updates`` into the flat ``positions`` of ``x``."""
+    g = grad.reshape(-1)
+    u = updates.reshape(-1)
+    dtype = np.result_type(grad.dtype, x.dtype)
+    if reduction == "none":
+        dx = g.astype(dtype, copy=True)
+        dx[positions] = 0
+        # with repeated positions only the update that was written last reaches the output
+        written = np.full(x.size, -1, dtype=INT64)
+        order = np.arange(u.size)
+        written[positions] = order
+        du = np.where(written[positions] == order, g[positions], 0)
+    elif reduction == "add":
+        dx, du = g, g[positions]
+    elif reduction == "mul":
+        # out = x * prod(updates at the position): each factor's gradient is the product of all the others,
+        # formed without dividing by a zero factor
+        zero = u == 0
+        zeros = np.zeros(x.size, dtype=INT64)
+        np.add.at(zeros, positions, zero.astype(INT64))
+        product = np.ones(x.size, dtype=np.result_type(u.dtype, x.dtype))
+        np.multiply.at(product, positions, np.where(zero, 1, u))
+        rest = np.where(zeros == 0, product, 0)
+        dx = g * rest
+        others = np.where(zero, np.where(zeros[positions] == 1, product[positions], 0),
+                          np.where(zeros[positions] == 0, product[positions] / np.where(zero, 1, u), 0))
+        du = g[positions] * x.reshape(-1)[positions] * others
+    else:  # max / min: the gradient goes to whichever value won
+        flat_out = out.reshape(-1)
+        dx = g * (x.reshape(-1) == flat_out)
+        du = g[positions] * (u == flat_out[positions])
+    return (np.asarray(dx, dtype).reshape(x.shape),
+            np.asarray(du, np.result_type(grad.dtype, updates.dtype)).reshape(updates.shape))
+
+
 @register("ScatterND", 11)
 class ScatterND(Op):
     def __init__(self, node):
@@ -510,6 +676,20 @@ class ScatterND(Op):
         where = tuple(np.moveaxis(indices.reshape(-1, depth), -1, 0))
         flat_updates = updates.reshape((-1,) + x.shape[depth:])
         return _scatter(self, x.copy(), where, flat_updates, self.reduction)
+
+    def backward(self, inputs, outputs, grads):
+        x, indices, updates = inputs
+        if grads[0] is None:
+            return [None, None, None]
+        depth = indices.shape[-1]
+        rows = indices.reshape(-1, depth).astype(INT64, copy=False)
+        dims = np.asarray(x.shape[:depth], dtype=INT64)
+        rows = np.where(rows < 0, rows + dims, rows)
+        inner = math.prod(x.shape[depth:])
+        start = np.ravel_multi_index(tuple(rows.T), x.shape[:depth]) * inner if depth else np.zeros(len(rows), INT64)
+        positions = (start[:, None] + np.arange(inner)[None, :]).reshape(-1)
+        dx, du = _scatter_backward(self.reduction, x, positions, updates, outputs[0], grads[0])
+        return [dx, None, du]
 
 
 @register("ScatterElements", 11)
@@ -532,6 +712,17 @@ class ScatterElements(Op):
         where[axis] = np.where(indices < 0, indices + dim, indices)
         return _scatter(self, x.copy(), tuple(where), updates, self.reduction)
 
+    def backward(self, inputs, outputs, grads):
+        x, indices, updates = inputs
+        if grads[0] is None:
+            return [None, None, None]
+        axis = resolve_axis(self, self.axis, x.ndim)
+        where = list(np.indices(indices.shape, sparse=True))
+        where[axis] = np.where(indices < 0, indices + x.shape[axis], indices)
+        positions = np.ravel_multi_index(tuple(np.broadcast_arrays(*where)), x.shape).reshape(-1)
+        dx, du = _scatter_backward(self.reduction, x, positions, updates, outputs[0], grads[0])
+        return [dx, None, du]
+
 
 @register("Scatter", 9)
 class Scatter(ScatterElements):
@@ -551,6 +742,20 @@ class Compress(Op):
             return np.compress(condition.reshape(-1), x, axis=resolve_axis(self, self.axis, x.ndim))
         except (IndexError, ValueError, TypeError) as exc:
             raise self.fail(f"condition of shape {condition.shape} does not fit data {x.shape}: {exc}") from None
+
+    def backward(self, inputs, outputs, grads):
+        x, condition = inputs
+        grad = grads[0]
+        if grad is None:
+            return [None, None]
+        picked = np.flatnonzero(condition.reshape(-1))
+        full = _zeros(grad, x)
+        if self.axis is None:
+            full.reshape(-1)[picked] = grad
+        else:
+            np.moveaxis(full, resolve_axis(self, self.axis, x.ndim), 0)[picked] = \
+                np.moveaxis(grad, resolve_axis(self, self.axis, x.ndim), 0)
+        return [full, None]
 
 
 @register("NonZero", 9)
@@ -604,6 +809,10 @@ class Expand(_ConstArgs):
         self.check_size(full, x.dtype)
         return np.array(np.broadcast_to(x, full))  # a writable copy, not a read-only view
 
+    def backward(self, inputs, outputs, grads):
+        grad = grads[0]
+        return [None if grad is None else sum_to_shape(grad, inputs[0].shape), None]
+
 
 @register("Tile", 6)
 class Tile(Op):
@@ -613,6 +822,16 @@ class Tile(Op):
             raise self.fail(f"repeats {list(counts)} must be {x.ndim} non-negative values for input {x.shape}")
         self.check_size(tuple(d * r for d, r in zip(x.shape, counts)), x.dtype)
         return np.tile(x, counts)
+
+    def backward(self, inputs, outputs, grads):
+        x, grad = inputs[0], grads[0]
+        if grad is None:
+            return [None, None]
+        counts = _ints(inputs[1])
+        # output index k * dim + i along each axis: split every axis into (repeat, dim) and sum the repeats
+        split = tuple(v for pair in zip(counts, x.shape) for v in pair)
+        summed = grad.reshape(split).sum(axis=tuple(range(0, 2 * x.ndim, 2))) if x.ndim else grad
+        return [summed.reshape(x.shape), None]
 
 
 @register("Range", 11)
@@ -634,6 +853,16 @@ class Range(Op):
         self.check_size((count,), wide, f"range from {first} to {last} by {step}")
         return (first + np.arange(count, dtype=wide) * step).astype(dtype)
 
+    def backward(self, inputs, outputs, grads):
+        start, limit, delta = inputs
+        grad = grads[0]
+        if grad is None or start.dtype.kind != "f":
+            return [None, None, None]
+        # start + i * delta: the length is a step function of the bounds, flat almost everywhere
+        steps = np.arange(grad.size, dtype=grad.dtype)
+        return [np.full(start.shape, grad.sum(), start.dtype), None,
+                np.full(delta.shape, np.dot(grad, steps), delta.dtype)]
+
 
 @register("ConstantOfShape", 9)
 class ConstantOfShape(_ConstArgs):
@@ -654,6 +883,9 @@ class ConstantOfShape(_ConstArgs):
             self.check_size(target, self.value.dtype)
         return np.full(target, self.value[0], dtype=self.value.dtype)
 
+    def backward(self, inputs, outputs, grads):
+        return [None]
+
 
 @register("EyeLike", 9)
 class EyeLike(Op):
@@ -673,6 +905,9 @@ class EyeLike(Op):
         self.check_size(x.shape, dtype)
         return np.eye(x.shape[0], x.shape[1], k=self.k, dtype=dtype)
 
+    def backward(self, inputs, outputs, grads):
+        return [None]  # only the input's shape matters
+
 
 @register("Trilu", 14)
 class Trilu(Op):
@@ -685,6 +920,12 @@ class Trilu(Op):
             raise self.fail(f"input must have rank 2 or more, got shape {x.shape}")
         diagonal = 0 if k is None else int(_scalar(self, k, "k"))
         return np.triu(x, diagonal) if self.upper else np.tril(x, diagonal)
+
+    def backward(self, inputs, outputs, grads):
+        grad = grads[0]
+        if grad is None:
+            return [None] * len(inputs)
+        return [self.run(grad, *inputs[1:])] + [None] * (len(inputs) - 1)  # the same mask, applied to grad
 
 
 @register("OneHot", 9)
@@ -709,6 +950,21 @@ class OneHot(Op):
         hot = np.expand_dims(index, axis) == positions
         return np.where(hot, values[1], values[0]).astype(values.dtype)
 
+    def backward(self, inputs, outputs, grads):
+        indices, depth, values = inputs
+        grad = grads[0]
+        if grad is None or values.dtype.kind != "f":
+            return [None, None, None]
+        depth = int(_scalar(self, depth, "depth"))
+        axis = resolve_axis(self, self.axis, indices.ndim + 1)
+        index = indices.astype(INT64)
+        index = np.where(index < 0, index + depth, index)
+        positions = np.arange(depth).reshape((-1,) + (1,) * (index.ndim - axis))
+        hot = np.expand_dims(index, axis) == positions
+        total_on = grad[hot].sum()
+        dvalues = np.array([grad.sum() - total_on, total_on], dtype=values.dtype).reshape(values.shape)
+        return [None, None, dvalues]
+
 
 @register("CumSum", 11)
 class CumSum(Op):
@@ -719,12 +975,24 @@ class CumSum(Op):
 
     def run(self, x, axis):
         axis = resolve_axis(self, int(_scalar(self, axis, "axis")), x.ndim)
-        data = np.flip(x, axis) if self.reverse else x
+        return self._cumsum(x, axis, self.reverse)
+
+    def _cumsum(self, x, axis: int, reverse: bool):
+        data = np.flip(x, axis) if reverse else x
         total = np.cumsum(data, axis=axis, dtype=x.dtype)
         if self.exclusive:  # shift by one: each position sums only what precedes it
             total = np.concatenate([np.zeros_like(np.take(total, [0], axis=axis)),
                                     np.take(total, np.arange(total.shape[axis] - 1), axis=axis)], axis=axis)
-        return np.flip(total, axis) if self.reverse else total
+        return np.flip(total, axis) if reverse else total
+
+    def backward(self, inputs, outputs, grads):
+        x, axis = inputs
+        grad = grads[0]
+        if grad is None:
+            return [None, None]
+        # the transpose of a running sum is the running sum the other way
+        axis = resolve_axis(self, int(_scalar(self, axis, "axis")), x.ndim)
+        return [self._cumsum(grad, axis, not self.reverse), None]
 
 
 @register("TopK", 1)
@@ -752,6 +1020,14 @@ class TopK(Op):
             order = np.argsort(x, axis=axis, kind="stable")
         indices = np.take(order, np.arange(count), axis=axis)
         return np.take_along_axis(x, indices, axis=axis), indices.astype(INT64, copy=False)
+
+    def backward(self, inputs, outputs, grads):
+        x, grad = inputs[0], grads[0]
+        if grad is None:
+            return [None] * len(inputs)
+        full = _zeros(grad, x)
+        np.put_along_axis(full, outputs[1], grad, axis=resolve_axis(self, self.axis, x.ndim))  # distinct indices
+        return [full] + [None] * (len(inputs) - 1)
 
 
 # ---------------------------------------------------------------- padding and rearranging
@@ -808,6 +1084,40 @@ class Pad(Op):
                     raise self.fail(f"{self.mode} pads {list(pads)} are over {_MAX_PAD_PERIODS} times an axis of "
                                     f"the input's shape {x.shape}")
         return np.pad(x, widths, mode=self.MODES[self.mode])
+
+    def backward(self, inputs, outputs, grads):
+        x, grad = inputs[0], grads[0]
+        rest = [None] * (len(inputs) - 1)
+        if grad is None:
+            return [None] + rest
+        pads = self.pads if self.pads is not None else _checked_ints(self, inputs[1], "pads")
+        axes_input = inputs[3] if len(inputs) > 3 else None
+        axes = self.axes if self.axes is not None or axes_input is None else _ints(axes_input)
+        widths = self._widths(pads, x.shape, axes, x.dtype)
+        crop = tuple(slice(max(-b, 0), x.shape[d] - max(-e, 0)) for d, (b, e) in enumerate(widths))
+        # the transpose of padding one axis after another: along each axis, every output position adds its
+        # gradient to the input position it copied (np.pad of the positions themselves says which; -1: the
+        # constant, which no input position receives)
+        g = grad
+        for axis, (b, e) in enumerate(widths):
+            b, e = max(b, 0), max(e, 0)
+            if not b and not e:
+                continue
+            size = crop[axis].stop - crop[axis].start
+            source = np.arange(size)
+            if self.mode == "constant":
+                source = np.pad(source, (b, e), mode="constant", constant_values=-1)
+            else:
+                source = np.pad(source, (b, e), mode=self.MODES[self.mode])
+            kept = source >= 0
+            g = _scatter_add_along(np.compress(kept, g, axis=axis), source[kept], axis, size)
+        full = _zeros(grad, x)
+        full[crop] = g
+        if self.mode == "constant" and len(inputs) > 2 and inputs[2] is not None and inputs[2].dtype.kind == "f" \
+                and inputs[2].size:
+            # every output position not copied from the input holds the constant
+            rest[1] = np.full(inputs[2].shape, grad.sum() - g.sum(), dtype=inputs[2].dtype)
+        return [full] + rest
 
     def _widths(self, pads, shape, axes, dtype) -> list[tuple[int, int]]:
         """ONNX pads [b1, b2, ..., e1, e2, ...] (over ``axes`` or all dims) as per-dim (begin, end) pairs, with
@@ -871,6 +1181,16 @@ class DepthToSpace(Op):
             y = x.reshape(n, b, b, c // (b * b), h, w).transpose(0, 3, 4, 1, 5, 2)
         return y.reshape(n, c // (b * b), h * b, w * b)
 
+    def backward(self, inputs, outputs, grads):
+        x, grad = inputs[0], grads[0]
+        if grad is None:
+            return [None]
+        b = self.block
+        n, c, h, w = x.shape
+        if self.crd:
+            return [_transposed_layout_grad(grad, x.shape, (n, c // (b * b), b, b, h, w), (0, 1, 4, 2, 5, 3))]
+        return [_transposed_layout_grad(grad, x.shape, (n, b, b, c // (b * b), h, w), (0, 3, 4, 1, 5, 2))]
+
 
 @register("SpaceToDepth", 1)
 class SpaceToDepth(Op):
@@ -887,6 +1207,15 @@ class SpaceToDepth(Op):
         y = x.reshape(n, c, h // b, b, w // b, b)
         y = y.transpose(0, 1, 3, 5, 2, 4) if self.crd else y.transpose(0, 3, 5, 1, 2, 4)
         return y.reshape(n, c * b * b, h // b, w // b)
+
+    def backward(self, inputs, outputs, grads):
+        x, grad = inputs[0], grads[0]
+        if grad is None:
+            return [None]
+        b = self.block
+        n, c, h, w = x.shape
+        perm = (0, 1, 3, 5, 2, 4) if self.crd else (0, 3, 5, 1, 2, 4)
+        return [_transposed_layout_grad(grad, x.shape, (n, c, h // b, b, w // b, b), perm)]
 
 
 @register("ReverseSequence", 10)
@@ -912,6 +1241,11 @@ class ReverseSequence(Op):
         if self.batch_axis > self.time_axis:
             source = source.T
         return np.take_along_axis(x, source.reshape(source.shape + (1,) * (x.ndim - 2)), axis=self.time_axis)
+
+    def backward(self, inputs, outputs, grads):
+        grad = grads[0]
+        # reversing the first ``length`` steps is its own inverse, so its transpose is itself
+        return [None if grad is None else self.run(grad, inputs[1]), None]
 
 
 # ---------------------------------------------------------------- constants and pass-through
@@ -945,11 +1279,17 @@ class Constant(Op):
     def run(self):
         return self.value
 
+    def backward(self, inputs, outputs, grads):
+        return []
+
 
 @register("Identity", 1)
 class Identity(Op):
     def run(self, x):
         return x
+
+    def backward(self, inputs, outputs, grads):
+        return [grads[0]]
 
 
 @register("Dropout", 1)
@@ -986,6 +1326,42 @@ class Dropout(Op):
             out = (x * keep * scale).astype(x.dtype)
         else:
             out, keep = x, np.ones(x.shape, dtype=bool)
+        if training_mode is not None and bool(training_mode.item()) and self.seed is None:
+            self._remember(out, keep)
         if not self.want_mask:
             return out
         return out, keep if self.mask_is_bool else keep.astype(x.dtype)
+
+    def _remember(self, out: np.ndarray, keep: np.ndarray) -> None:
+        """Keep a random mask for the backward of this run, as long as its output lives."""
+        if not hasattr(self, "masks"):
+            self.masks: dict[int, np.ndarray] = {}
+        key = id(out)
+        self.masks[key] = keep
+        weakref.finalize(out, self.masks.pop, key, None)
+
+    def backward(self, inputs, outputs, grads):
+        x, grad = inputs[0], grads[0]
+        rest = [None] * (len(inputs) - 1)
+        training_mode = inputs[2] if len(inputs) > 2 else None
+        if grad is None:
+            return [None] + rest
+        if training_mode is None or not bool(training_mode.item()):
+            return [grad] + rest
+        ratio = inputs[1] if len(inputs) > 1 else None
+        rate = self.ratio if ratio is None else float(_scalar(self, ratio, "ratio"))
+        out = outputs[0]
+        keep = getattr(self, "masks", {}).get(id(out))
+        if keep is None:
+            if len(outputs) > 1 and outputs[1] is not None:
+                keep = outputs[1].astype(bool)
+            elif self.seed is not None:
+                keep = np.random.RandomState(int(self.seed)).uniform(0.0, 1.0, x.shape) >= rate
+            else:
+                raise self.fail("the random mask of this training run is gone: run the forward pass again")
+        scale = 1.0 / (1.0 - rate) if rate < 1 else 0.0
+        dx = (grad * keep * scale).astype(np.result_type(grad.dtype, x.dtype), copy=False)
+        if ratio is not None and ratio.dtype.kind == "f":
+            # out = x * keep / (1 - ratio): with the mask fixed, smooth in the ratio too
+            rest[0] = np.full(ratio.shape, float(np.sum(grad * out)) * scale, dtype=ratio.dtype)
+        return [dx] + rest
