@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .gradients import sum_to_shape
 from .registry import NodeSpec, Op, register
 from .shape import finite_attr, int_attr, resolve_axes, resolve_axis
 
@@ -52,8 +53,14 @@ class BatchNormalization(Op):
         super().__init__(node)
         self.epsilon = _epsilon(self)
         self.momentum = finite_attr(self, "momentum", 0.9)
-        self.training = bool(self.attr("training_mode", 0)) and node.opset >= 14
         self.output_count = len(node.outputs)
+        if node.opset >= 14:
+            self.training = bool(self.attr("training_mode", 0))
+        else:
+            # before opset 14, asking for the running and saved statistics (outputs 2-5) is training mode (as
+            # onnxruntime reads it), unless opset 6's is_test says otherwise
+            self.training = self.output_count > 1 and not (node.opset < 7 and self.attr("is_test", 0))
+        self.legacy = node.opset < 14
         params = [self.const(i) for i in range(1, 5)]
         self.factors = None
         if all(p is not None for p in params):
@@ -105,11 +112,96 @@ class BatchNormalization(Op):
             return y
         running_mean = (mean * self.momentum + batch_mean * (1 - self.momentum)).astype(mean.dtype)
         running_var = (var * self.momentum + batch_var * (1 - self.momentum)).astype(var.dtype)
-        return (y, running_mean, running_var)[: self.output_count]
+        if not self.legacy:
+            return (y, running_mean, running_var)[: self.output_count]
+        # legacy outputs 4 and 5: the batch mean and the inverse standard deviation (onnxruntime's saved values)
+        saved_inv_std = 1.0 / np.sqrt(batch_var + self.epsilon)
+        return (y, running_mean, running_var, batch_mean.astype(x.dtype),
+                saved_inv_std.astype(x.dtype))[: self.output_count]
+
+    def backward(self, inputs, outputs, grads):
+        x, scale, b, mean, var = inputs
+        grads = list(grads) + [None] * (5 - len(grads))
+        if self.training:
+            return self._train_backward(x, scale, mean, var, grads)
+        g = grads[0] if grads[0] is not None else np.zeros(x.shape, x.dtype)
+        shape = _per_channel(scale, x.shape).shape
+        acc = np.float64 if x.dtype == np.float64 else np.float32
+        inv = 1.0 / np.sqrt(var.astype(np.float64) + self.epsilon)
+        factor = scale.astype(np.float64) * inv
+
+        def per_channel(values: np.ndarray) -> np.ndarray:
+            return values.reshape(shape).astype(acc)
+
+        def reduce(values: np.ndarray) -> np.ndarray:
+            return sum_to_shape(values, shape).reshape(scale.shape).astype(np.float64)
+
+        centered = x.astype(acc, copy=False) - per_channel(mean)
+        dx = g * per_channel(factor)
+        db = reduce(g)
+        g_centered = reduce(g * centered)
+        dscale = g_centered * inv
+        dmean = -db * factor
+        dvar = g_centered * scale * (-0.5) * inv ** 3
+        # inference with several outputs hands the running statistics through
+        for index, target in ((1, dmean), (3, dmean), (2, dvar), (4, dvar)):
+            if grads[index] is not None and index < len(outputs):
+                target += grads[index].reshape(scale.shape)
+        return [dx.astype(x.dtype, copy=False), dscale.astype(scale.dtype), db.astype(b.dtype),
+                dmean.astype(mean.dtype), dvar.astype(var.dtype)]
+
+    def _train_backward(self, x, scale, mean, var, grads):
+        """The batch-statistics backward: y = (x - batch mean) / sqrt(batch var + eps) * scale + B, and the
+        running (and legacy saved) statistics, which depend on x through the batch mean and variance."""
+        axes = (0,) + tuple(range(2, x.ndim))
+        shape = (-1,) + (1,) * (x.ndim - 2)
+        count = x.size // max(x.shape[1], 1)
+        acc = x.astype(np.float64)
+        batch_mean = acc.mean(axis=axes)
+        batch_var = acc.var(axis=axes)
+        inv = 1.0 / np.sqrt(batch_var + self.epsilon)
+        centered = acc - batch_mean.reshape(shape)
+        xhat = centered * inv.reshape(shape)
+        momentum = self.momentum
+        g = grads[0]
+        if g is not None:
+            g = g.astype(np.float64)
+            dscale = (g * xhat).sum(axis=axes)
+            db = g.sum(axis=axes)
+            ghat = g * scale.astype(np.float64).reshape(shape)
+            dx = inv.reshape(shape) * (ghat - ghat.mean(axis=axes, keepdims=True)
+                                       - xhat * (ghat * xhat).mean(axis=axes, keepdims=True))
+        else:
+            dscale = db = np.zeros(scale.shape)
+            dx = np.zeros(x.shape)
+        # what reaches the batch mean and variance through the statistics outputs
+        d_batch_mean = np.zeros(batch_mean.shape)
+        d_batch_var = np.zeros(batch_var.shape)
+        dmean = dvar = None
+        if grads[1] is not None:
+            d_batch_mean += grads[1].reshape(-1) * (1 - momentum)
+            dmean = (grads[1] * momentum).astype(mean.dtype)
+        if grads[2] is not None:
+            d_batch_var += grads[2].reshape(-1) * (1 - momentum)
+            dvar = (grads[2] * momentum).astype(var.dtype)
+        if grads[3] is not None:
+            d_batch_mean += grads[3].reshape(-1)
+        if grads[4] is not None:
+            d_batch_var += grads[4].reshape(-1) * (-0.5) * inv ** 3
+        dx = dx + (d_batch_mean / count).reshape(shape) + (2.0 / count) * d_batch_var.reshape(shape) * centered
+        return [dx.astype(x.dtype), dscale.reshape(scale.shape).astype(scale.dtype), db.astype(scale.dtype),
+                dmean, dvar]
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Instance / Layer / Group / MeanVariance normalization
+
+
+def _normalized_grad(ghat: np.ndarray, xhat: np.ndarray, inv_std: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """The gradient with respect to x of ``xhat = (x - mean) * inv_std`` (statistics over ``axes``) given the
+    gradient ``ghat`` with respect to xhat."""
+    return inv_std * (ghat - ghat.mean(axis=axes, keepdims=True)
+                      - xhat * (ghat * xhat).mean(axis=axes, keepdims=True))
 
 
 def _normalize(x: np.ndarray, axes: tuple[int, ...], epsilon: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -135,6 +227,20 @@ class InstanceNormalization(Op):
         shape = (-1,) + (1,) * (x.ndim - 2)
         return (normalized * scale.reshape(shape) + b.reshape(shape)).astype(x.dtype, copy=False)
 
+    def backward(self, inputs, outputs, grads):
+        x, scale, b = inputs
+        g = grads[0]
+        if g is None:
+            return [None, None, None]
+        axes = tuple(range(2, x.ndim))
+        xhat, _, inv_std = _normalize(x, axes, self.epsilon)
+        shape = (-1,) + (1,) * (x.ndim - 2)
+        g = g.astype(xhat.dtype, copy=False)
+        dx = _normalized_grad(g * scale.astype(xhat.dtype).reshape(shape), xhat, inv_std, axes)
+        outer = (0,) + axes
+        return [dx.astype(x.dtype, copy=False), (g * xhat).sum(axis=outer).reshape(scale.shape).astype(scale.dtype),
+                g.sum(axis=outer).reshape(b.shape).astype(b.dtype)]
+
 
 @register("LayerNormalization", 17)
 class LayerNormalization(Op):
@@ -154,6 +260,28 @@ class LayerNormalization(Op):
         if self.output_count == 1:
             return y
         return (y, mean, inv_std)[: self.output_count]
+
+    def backward(self, inputs, outputs, grads):
+        x, scale = inputs[0], inputs[1]
+        b = inputs[2] if len(inputs) > 2 else None
+        grads = list(grads) + [None] * (3 - len(grads))
+        axis = resolve_axis(self, self.axis, x.ndim)
+        axes = tuple(range(axis, x.ndim))
+        count = max(int(np.prod([x.shape[a] for a in axes])), 1)
+        xhat, _, inv_std = _normalize(x, axes, self.epsilon)
+        g = grads[0]
+        dx = np.zeros(xhat.shape, xhat.dtype)
+        dscale = db = None
+        if g is not None:
+            g = g.astype(xhat.dtype, copy=False)
+            dx = _normalized_grad(g * scale, xhat, inv_std, axes)
+            dscale = sum_to_shape(g * xhat, scale.shape).astype(scale.dtype)
+            db = None if b is None else sum_to_shape(g, b.shape).astype(b.dtype)
+        if grads[1] is not None:  # the mean output
+            dx = dx + grads[1] / count
+        if grads[2] is not None:  # the 1/std output: d(1/std)/dx = -(1/std)^2 * xhat / count
+            dx = dx - grads[2] * inv_std * inv_std * xhat / count
+        return [dx.astype(x.dtype, copy=False), dscale, db][: len(inputs)]
 
 
 @register("GroupNormalization", 18)
@@ -183,6 +311,29 @@ class GroupNormalization(Op):
         y = normalized.reshape(x.shape) * scale.reshape(shape) + b.reshape(shape)
         return y.astype(x.dtype, copy=False)
 
+    def backward(self, inputs, outputs, grads):
+        x, scale, b = inputs
+        g = grads[0]
+        if g is None:
+            return [None, None, None]
+        batch, channels = x.shape[:2]
+        per_group = scale.size == self.groups and channels != self.groups
+        grouped = x.reshape(batch, self.groups, -1)
+        xhat, _, inv_std = _normalize(grouped, (2,), self.epsilon)
+        shape = (-1,) + (1,) * (x.ndim - 2)
+        full_scale = np.repeat(scale, channels // self.groups) if per_group else scale
+        g = g.astype(xhat.dtype, copy=False)
+        ghat = (g * full_scale.astype(xhat.dtype).reshape(shape)).reshape(grouped.shape)
+        dx = _normalized_grad(ghat, xhat, inv_std, (2,)).reshape(x.shape)
+        outer = (0,) + tuple(range(2, x.ndim))
+        dscale = (g * xhat.reshape(x.shape)).sum(axis=outer)
+        db = g.sum(axis=outer)
+        if per_group:
+            dscale = dscale.reshape(self.groups, -1).sum(axis=1)
+            db = db.reshape(self.groups, -1).sum(axis=1)
+        return [dx.astype(x.dtype, copy=False), dscale.reshape(scale.shape).astype(scale.dtype),
+                db.reshape(b.shape).astype(b.dtype)]
+
 
 @register("MeanVarianceNormalization", 9)
 class MeanVarianceNormalization(Op):
@@ -198,6 +349,24 @@ class MeanVarianceNormalization(Op):
         mean = acc.mean(axis=axes, keepdims=True)
         std = np.sqrt(np.maximum(np.mean(acc * acc, axis=axes, keepdims=True) - mean * mean, 0))
         return ((acc - mean) / (std + 1e-9)).astype(x.dtype, copy=False)
+
+    def backward(self, inputs, outputs, grads):
+        x, g = inputs[0], grads[0]
+        if g is None:
+            return [None]
+        axes = tuple(sorted(resolve_axes(self, self.axes, x.ndim)))
+        count = max(int(np.prod([x.shape[a] for a in axes])), 1)
+        acc = x.astype(_stats_dtype(x), copy=False)
+        mean = acc.mean(axis=axes, keepdims=True)
+        std = np.sqrt(np.maximum(np.mean(acc * acc, axis=axes, keepdims=True) - mean * mean, 0))
+        centered = acc - mean
+        denominator = std + 1e-9
+        g = g.astype(acc.dtype, copy=False)
+        # y = c / (s + 1e-9) with c = x - mean and s the (biased) std: ds/dx = c / (count * s)
+        through_std = np.sum(g * centered, axis=axes, keepdims=True) / (denominator * denominator)
+        dx = (g - g.mean(axis=axes, keepdims=True)) / denominator - \
+            centered * through_std / (count * np.where(std > 0, std, 1.0))
+        return [dx.astype(x.dtype, copy=False)]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -230,3 +399,26 @@ class LRN(Op):
         bottom = np.maximum(np.arange(channels) - before, 0)
         window = running[:, top] - running[:, bottom]
         return (x / (self.bias + self.alpha / self.size * window) ** self.beta).astype(x.dtype, copy=False)
+
+    def _window_sums(self, values: np.ndarray, before: int, after: int) -> np.ndarray:
+        """For each channel c, the sum of ``values`` over channels [c - before, c + after] (clipped)."""
+        channels = values.shape[1]
+        running = np.zeros((values.shape[0], channels + 1) + values.shape[2:], dtype=values.dtype)
+        np.cumsum(values, axis=1, out=running[:, 1:])
+        top = np.minimum(np.arange(channels) + after + 1, channels)
+        bottom = np.maximum(np.arange(channels) - before, 0)
+        return running[:, top] - running[:, bottom]
+
+    def backward(self, inputs, outputs, grads):
+        x, g = inputs[0], grads[0]
+        if g is None:
+            return [None]
+        before, after = (self.size - 1) // 2, self.size - 1 - (self.size - 1) // 2
+        acc = x.astype(_stats_dtype(x), copy=False)
+        g = g.astype(acc.dtype, copy=False)
+        base = self.bias + self.alpha / self.size * self._window_sums(acc * acc, before, after)
+        # y_c = x_c * base_c^-beta, and base_c sums x_k^2 over k in [c - before, c + after]: x_k feeds the
+        # windows of the channels c in [k - after, k + before]
+        through = self._window_sums(g * acc * base ** (-self.beta - 1), after, before)
+        dx = g * base ** -self.beta - 2 * self.beta * self.alpha / self.size * acc * through
+        return [dx.astype(x.dtype, copy=False)]
