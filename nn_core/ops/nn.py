@@ -11,6 +11,7 @@ import numpy as np
 
 from . import conv, norm, pool  # noqa: F401  (importing registers their kernels)
 from .conv import FusableOp, fold_batchnorm_into_conv
+from .gradients import sum_to_shape
 from .registry import NodeSpec, Op, register
 from .shape import broadcast_dims, element_limit, finite_attr, resolve_axes
 
@@ -67,12 +68,16 @@ class Gemm(FusableOp):
         return c * (c.dtype.type(self.beta) if c.dtype.kind == "f" else self.beta)
 
     def run(self, a, b, c=None):
+        scale = None
         if self.b is not None:
             b = self.b
             if a.size > self.a_limit:
                 self.check(a, b)
         else:
-            b = self._prepare_b(b)
+            # a run-time B (weights being trained) is used as it comes: BLAS reads a transposed view as is,
+            # and alpha scales the (usually smaller) product instead of a copy of B
+            b = b.T if self.trans_b else b
+            scale = self.alpha if self.alpha != 1.0 else None
             size = a.size * b.size
             if size > self.product_limit or not size:
                 self.check(a, b)
@@ -81,6 +86,8 @@ class Gemm(FusableOp):
         elif c is not None:
             c = self._prepare_c(c)
         y = (a.T if self.trans_a else a) @ b
+        if scale is not None:
+            y *= y.dtype.type(scale) if y.dtype.kind == "f" else scale
         if c is not None:
             y += c
         if y.dtype != a.dtype:
@@ -88,6 +95,32 @@ class Gemm(FusableOp):
         if self.act is not None:
             self.act(y)
         return y
+
+    def backward(self, inputs, outputs, grads):
+        a, b = inputs[0], inputs[1]
+        c = inputs[2] if len(inputs) > 2 else None
+        g = grads[0]
+        if g is None:
+            return [None] * len(inputs)
+        if self.act is not None:
+            raise self.fail("has a fused activation: differentiate the unfused graph (GradientPlan)")
+        g_ab = g * g.dtype.type(self.alpha) if self.alpha != 1.0 else g
+        # Y = A' @ B' with A' = A.T if transA, B' = B.T if transB: two products, on transposed views (BLAS reads
+        # them without a copy)
+        b_used = b.T if self.trans_b else b
+        da = b_used @ g_ab.T if self.trans_a else g_ab @ b_used.T
+        a_used = a.T if self.trans_a else a
+        db = g_ab.T @ a_used if self.trans_b else a_used.T @ g_ab
+        result = [da.astype(a.dtype, copy=False), db.astype(b.dtype, copy=False)]
+        if len(inputs) > 2:
+            if c is None or c.dtype.kind != "f":
+                result.append(None)
+            else:
+                dc = sum_to_shape(g, c.shape)
+                if self.beta != 1.0:
+                    dc = dc * dc.dtype.type(self.beta)
+                result.append(dc.astype(c.dtype, copy=False))
+        return result
 
 
 @register("MatMul", 1)
@@ -134,6 +167,34 @@ class MatMul(FusableOp):
         if self.act is not None:
             self.act(y)
         return y
+
+    def backward(self, inputs, outputs, grads):
+        a, b = inputs
+        g = grads[0]
+        if g is None:
+            return [None, None]
+        if self.act is not None:
+            raise self.fail("has a fused activation: differentiate the unfused graph (GradientPlan)")
+        if a.ndim >= 2 and b.ndim == 2:  # (..., M, K) @ (K, N): one 2-D product each, batch folded into M
+            a2 = a.reshape(-1, a.shape[-1])
+            g2 = g.reshape(-1, g.shape[-1])
+            da = (g2 @ b.T).reshape(a.shape)
+            db = a2.T @ g2
+            return [da.astype(a.dtype, copy=False), db.astype(b.dtype, copy=False)]
+        # 1-D operands are promoted (a row for A, a column for B) and the promoted axis dropped from the output
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        if a.ndim == 1 and b.ndim == 1:
+            g2 = g.reshape(1, 1)
+        elif a.ndim == 1:
+            g2 = np.expand_dims(g, -2)
+        elif b.ndim == 1:
+            g2 = np.expand_dims(g, -1)
+        else:
+            g2 = g
+        da = sum_to_shape(np.matmul(g2, np.swapaxes(b2, -1, -2)), a2.shape).reshape(a.shape)
+        db = sum_to_shape(np.matmul(np.swapaxes(a2, -1, -2), g2), b2.shape).reshape(b.shape)
+        return [da.astype(a.dtype, copy=False), db.astype(b.dtype, copy=False)]
 
 
 def _product_limit(op: Op) -> int:
@@ -209,6 +270,58 @@ class Einsum(Op):
             raise self.fail(f"equation {self.equation!r} on shapes {shapes}: {exc}") from None
         return np.asarray(result, dtype=inputs[0].dtype)
 
+    def backward(self, inputs, outputs, grads):
+        g = grads[0]
+        if g is None:
+            return [None] * len(inputs)
+        terms, output, dims = self._explicit_terms(inputs)
+        # each operand broadcast to the full size of its labels (einsum's size-1 broadcasting undone later)
+        full = [np.broadcast_to(x, tuple(dims[c] for c in term)) if x.ndim else x
+                for x, term in zip(inputs, terms)]
+        unused = iter(sorted(_EINSUM_LABELS - set("".join(terms)) - set(output)))
+        result = []
+        for i, (x, term) in enumerate(zip(inputs, terms)):
+            if x.dtype.kind not in "fc":
+                result.append(None)
+                continue
+            # d/dx_i of sum(g * einsum(...)) = einsum(g, the other operands -> term_i); labels the others lack are
+            # broadcast by a vector of ones, a label repeated in term_i (a diagonal) becomes a fresh label tied
+            # to the first by an identity matrix
+            operands, subscripts = [g, *full[:i], *full[i + 1:]], [output, *terms[:i], *terms[i + 1:]]
+            present = set("".join(subscripts))
+            target = ""
+            for c in term:
+                if c in target:
+                    fresh = next(unused)
+                    operands.append(np.eye(dims[c], dtype=g.dtype))
+                    subscripts.append(c + fresh)
+                    target += fresh
+                else:
+                    target += c
+                    if c not in present:
+                        operands.append(np.ones(dims[c], dtype=g.dtype))
+                        subscripts.append(c)
+                        present.add(c)
+            grad = np.einsum(",".join(subscripts) + "->" + target, *operands, optimize=len(operands) > 2)
+            result.append(sum_to_shape(np.asarray(grad), x.shape).astype(x.dtype, copy=False))
+        return result
+
+    def _explicit_terms(self, inputs) -> tuple[list[str], str, dict[str, int]]:
+        """The equation's terms with every ellipsis spelled out as fresh labels (right-aligned, as broadcasting
+        aligns them), and the size of every label (the largest, where size-1 dims broadcast)."""
+        free = sorted(_EINSUM_LABELS - set("".join(self.terms)) - set(self.output))
+        ranks = [x.ndim - (len(t) - 1) if "." in t else 0 for t, x in zip(self.terms, inputs)]
+        width = max(ranks, default=0)
+        ellipsis = "".join(free[:width])
+        free = free[width:]
+        terms = [t.replace(".", ellipsis[width - r:] if r else "") for t, r in zip(self.terms, ranks)]
+        output = self.output.replace(".", ellipsis)
+        dims: dict[str, int] = {}
+        for term, x in zip(terms, inputs):
+            for c, size in zip(term, x.shape):
+                dims[c] = max(dims.get(c, 1), size) if size else 0
+        return terms, output, dims
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # Resize / Upsample: separable, one axis at a time; each output position along an axis reads a few input
@@ -229,11 +342,34 @@ def _linear_kernel(t: np.ndarray) -> np.ndarray:
     return np.clip(1 - np.abs(t), 0, 1)
 
 
+def _cubic_slope(a: float):
+    """The derivative of ``_cubic_kernel(a)``."""
+    def slope(t: np.ndarray) -> np.ndarray:
+        u = np.abs(t)
+        near = (3 * (a + 2) * u - 2 * (a + 3)) * u
+        far = (3 * a * u - 10 * a) * u + 8 * a
+        return np.sign(t) * np.where(u <= 1, near, np.where(u < 2, far, 0.0))
+
+    return slope
+
+
+def _linear_slope(t: np.ndarray) -> np.ndarray:
+    return np.where(np.abs(t) < 1, -np.sign(t), 0.0)
+
+
+#: the largest interpolation matrix (output x input length of one axis) a gradient builds
+_MAX_MATRIX = 1 << 22
+
+
 class _AxisResample:
     """Resampling along one axis: gather ``index`` (out, taps) and sum with ``weight`` (or just gather)."""
 
-    def __init__(self, axis: int, index: np.ndarray, weight: np.ndarray | None, outside: np.ndarray | None):
+    def __init__(self, axis: int, index: np.ndarray, weight: np.ndarray | None, outside: np.ndarray | None,
+                 size: int = 0):
         self.axis, self.index, self.weight, self.outside = axis, index, weight, outside
+        self.size = size  # the input's length along the axis
+        self.matrix: np.ndarray | None = None  # (out, size) interpolation matrix, built by the first backward
+        self.spec: tuple = (0, 1.0, None)  # (output length, scale, crop) it was planned for
 
     def apply(self, x: np.ndarray, extrapolation: float) -> np.ndarray:
         if self.weight is None:
@@ -251,6 +387,37 @@ class _AxisResample:
             y = np.where(self.outside.reshape(shape), extrapolation, y)
         return y
 
+    def interpolation_matrix(self) -> np.ndarray:
+        """The (out, size) matrix this resampling multiplies the axis by: the same taps and weights as ``apply``
+        (clipped taps that land on one pixel add up; positions outside the crop read nothing)."""
+        if self.matrix is None:
+            out, taps = self.index.shape
+            matrix = np.zeros((out, self.size))
+            weight = np.ones((out, taps)) if self.weight is None else self.weight
+            np.add.at(matrix, (np.repeat(np.arange(out), taps), self.index.reshape(-1)), weight.reshape(-1))
+            if self.outside is not None:
+                matrix[self.outside] = 0.0
+            self.matrix = matrix
+        return self.matrix
+
+    def transpose(self, grad: np.ndarray) -> np.ndarray:
+        """The gradient with respect to the input of ``apply`` (the interpolation's transpose) from its output's."""
+        if self.index.shape[0] * self.size > _MAX_MATRIX:  # a long axis: scatter-add tap by tap instead
+            moved = np.moveaxis(grad, self.axis, 0)
+            if self.outside is not None:
+                moved = np.where(self.outside.reshape((-1,) + (1,) * (moved.ndim - 1)), 0, moved)
+            out = np.zeros((self.size,) + moved.shape[1:], dtype=grad.dtype)
+            for tap in range(self.index.shape[1]):
+                term = moved if self.weight is None else \
+                    moved * self.weight[:, tap].reshape((-1,) + (1,) * (moved.ndim - 1))
+                np.add.at(out, self.index[:, tap], term)
+            return np.moveaxis(out, 0, self.axis)
+        matrix = self.interpolation_matrix()
+        if grad.dtype != np.float64:
+            matrix = matrix.astype(np.float32)
+        moved = np.tensordot(grad, matrix, axes=([self.axis], [0]))  # the axis comes last
+        return np.moveaxis(moved, -1, self.axis)
+
 
 class _ResizeBase(Op):
     """Shared coordinate arithmetic of Resize (all opsets) and Upsample."""
@@ -265,11 +432,13 @@ class _ResizeBase(Op):
 
     def source_coordinates(self, out: int, size: int, scale: float, roi: tuple[float, float] | None):
         """Input coordinate of each output position along one axis, and which of them fall outside the crop."""
-        # float32 arithmetic, as onnxruntime: it decides which side of a pixel boundary a nearest-neighbour
-        # coordinate such as 3 / 0.6 falls on
-        y = np.arange(out, dtype=np.float32)
-        scale = np.float32(scale)
-        resized = scale * np.float32(size)  # the reference semantics use the un-rounded output length
+        # nearest: float32 arithmetic, as onnxruntime: it decides which side of a pixel boundary a coordinate
+        # such as 3 / 0.6 falls on. Interpolation weights are smooth in the coordinates: float64 keeps them (and
+        # their gradients with respect to the scales and the crop) exact
+        wide = np.float32 if self.mode == "nearest" else np.float64
+        y = np.arange(out, dtype=wide)
+        scale = wide(scale)
+        resized = scale * wide(size)  # the reference semantics use the un-rounded output length
         mode = self.transform
         outside = None
         if mode == "align_corners":
@@ -297,10 +466,34 @@ class _ResizeBase(Op):
             raise self.fail(f"unsupported coordinate_transformation_mode '{mode}'")
         return x.astype(np.float64), outside
 
+    def coordinate_slopes(self, out: int, size: int, scale: float, roi) -> dict[str, np.ndarray]:
+        """How the input coordinate of each output position moves with the scale and the crop's start and end
+        (the derivatives of ``source_coordinates``)."""
+        y = np.arange(out, dtype=np.float64)
+        resized = scale * size
+        mode = self.transform
+        zero = np.zeros(out)
+        if mode == "align_corners":
+            return {"scale": zero if resized == 1 else -y * (size - 1) * size / (resized - 1) ** 2}
+        if mode == "asymmetric":
+            return {"scale": -y / scale ** 2}
+        if mode == "pytorch_half_pixel":
+            return {"scale": zero if resized == 1 else -(y + 0.5) / scale ** 2}
+        if mode == "half_pixel_symmetric":
+            return {"scale": out / (2 * scale ** 2) - (y + 0.5) / scale ** 2}
+        if mode == "tf_crop_and_resize":
+            start, end = roi if roi is not None else (0.0, 1.0)
+            if resized == 1:
+                return {"scale": zero, "start": zero + (size - 1) / 2, "end": zero + (size - 1) / 2}
+            along = y * (size - 1) / (resized - 1)
+            return {"scale": -along * (end - start) * size / (resized - 1), "start": (size - 1) - along,
+                    "end": along}
+        return {"scale": -(y + 0.5) / scale ** 2}  # half_pixel, tf_half_pixel_for_nn
+
     def axis_plan(self, axis: int, size: int, out: int, scale: float, roi) -> _AxisResample:
         x, outside = self.source_coordinates(out, size, scale, roi)
         if self.mode == "nearest":
-            return _AxisResample(axis, self._nearest(x, scale, size)[:, None], None, outside)
+            return _AxisResample(axis, self._nearest(x, scale, size)[:, None], None, outside, size)
         # pixel left of x (strictly, so the ratio is in (0, 1]) and the taps around it
         left = np.ceil(x).astype(np.int64) - 1
         ratio = x - left
@@ -320,7 +513,36 @@ class _ResizeBase(Op):
             weight = np.where((index < 0) | (index >= size), 0.0, weight)
         total = weight.sum(axis=1, keepdims=True)
         weight = weight / np.where(total == 0, 1.0, total)
-        return _AxisResample(axis, np.clip(index, 0, size - 1), weight, outside)
+        return _AxisResample(axis, np.clip(index, 0, size - 1), weight, outside, size)
+
+    def weight_slope(self, size: int, out: int, scale: float, roi, parameter: str) -> np.ndarray | None:
+        """The derivative of ``axis_plan``'s (out, taps) weights with respect to the scale or the crop's start or
+        end (None for nearest sampling, piecewise constant in them)."""
+        if self.mode == "nearest":
+            return None
+        x, _ = self.source_coordinates(out, size, scale, roi)
+        dx = self.coordinate_slopes(out, size, scale, roi)[parameter][:, None]
+        left = np.ceil(x).astype(np.int64) - 1
+        ratio = x - left
+        if self.mode == "linear":
+            kernel, slope, radius = _linear_kernel, _linear_slope, 1
+        else:
+            kernel, slope, radius = _cubic_kernel(self.cubic_a), _cubic_slope(self.cubic_a), 2
+        stretch = min(scale, 1.0) if self.antialias else 1.0
+        dstretch = 1.0 if self.antialias and scale < 1.0 and parameter == "scale" else 0.0
+        first = math.floor(-radius / stretch) + 1
+        offsets = np.arange(first, 2 - first)[None, :]
+        index = left[:, None] + offsets
+        t = stretch * (offsets - ratio[:, None])
+        raw = kernel(t)
+        draw = slope(t) * (dstretch * (offsets - ratio[:, None]) - stretch * dx)
+        if self.exclude_outside:
+            beyond = (index < 0) | (index >= size)
+            raw = np.where(beyond, 0.0, raw)
+            draw = np.where(beyond, 0.0, draw)
+        total = raw.sum(axis=1, keepdims=True)
+        safe = np.where(total == 0, 1.0, total)
+        return (draw - raw / safe * draw.sum(axis=1, keepdims=True)) / safe
 
     def _nearest(self, x: np.ndarray, scale: float, size: int) -> np.ndarray:
         mode = self.nearest_mode
@@ -362,7 +584,12 @@ class _ResizeBase(Op):
             self.check_size(current, wide, f"resized shape {current}")
             work += math.prod(current) * taps
         self.check_work(work, "resampling")
-        return [self.axis_plan(axis, shape[axis], out, scale, crop) for axis, out, scale, crop in specs]
+        plans = []
+        for axis, out, scale, crop in specs:
+            plan = self.axis_plan(axis, shape[axis], out, scale, crop)
+            plan.spec = (out, scale, crop)
+            plans.append(plan)
+        return plans
 
     def resample(self, x: np.ndarray, plans: list[_AxisResample]) -> np.ndarray:
         y = x
@@ -374,6 +601,50 @@ class _ResizeBase(Op):
             y = np.rint(y) if x.dtype.kind in "iu" else y
             y = y.astype(x.dtype)
         return y
+
+    def plans_for(self, x: np.ndarray, rest) -> list[_AxisResample]:
+        raise NotImplementedError
+
+    def backward(self, inputs, outputs, grads):
+        x, grad = inputs[0], grads[0]
+        if grad is None:
+            return [None] * len(inputs)
+        plans = self.plans_for(x, inputs[1:])
+        result: list[np.ndarray | None] = [None] * len(inputs)
+        dx = grad
+        for plan in reversed(plans):
+            dx = plan.transpose(dx)
+        result[0] = dx.astype(x.dtype, copy=False)
+        # the scales and the crop (roi) place the sampling points: interpolating modes are smooth in them
+        scales_at, roi_at, axes = self.coordinate_inputs(x, inputs[1:])
+        if self.mode == "nearest" or (scales_at is None and roi_at is None):
+            return result
+        wanted = []
+        if scales_at is not None and inputs[scales_at].dtype.kind == "f":
+            wanted.append(("scale", scales_at, 0))
+        if roi_at is not None and inputs[roi_at].dtype.kind == "f":
+            wanted += [("start", roi_at, 0), ("end", roi_at, len(axes))]
+        for _, at, _ in wanted:
+            result[at] = np.zeros(inputs[at].shape, inputs[at].dtype)
+        for k, plan in enumerate(plans):
+            if plan.axis not in axes:
+                continue
+            out, scale, crop = plan.spec
+            for parameter, at, offset in wanted:
+                if parameter != "scale" and crop is None:
+                    continue
+                slope = self.weight_slope(x.shape[plan.axis], out, scale, crop, parameter)
+                moved = _AxisResample(plan.axis, plan.index, slope, plan.outside, plan.size)
+                z = x
+                for other in plans[:k] + [moved] + plans[k + 1:]:
+                    z = other.apply(z, 0.0)
+                flat = result[at].reshape(-1)
+                flat[offset + axes.index(plan.axis)] += np.sum(grad * z)
+        return result
+
+    def coordinate_inputs(self, x: np.ndarray, rest) -> tuple[int | None, int | None, list[int]]:
+        """Which inputs (by position) hold the scales and the crop, and the axes they list values for."""
+        return None, None, list(range(x.ndim))
 
 
 @register("Resize", 10)
@@ -400,6 +671,9 @@ class Resize(_ResizeBase):
         self.plans: dict[tuple, list[_AxisResample]] = {}
 
     def run(self, x, *rest):
+        return self.resample(x, self.plans_for(x, rest))
+
+    def plans_for(self, x: np.ndarray, rest) -> list[_AxisResample]:
         if self.legacy:
             roi, scales, sizes = None, rest[0], None
         else:
@@ -415,7 +689,16 @@ class Resize(_ResizeBase):
             if len(self.plans) > 64:  # input shapes fed at run time must not grow the cache without bound
                 self.plans.clear()
             plans = self.plans[key] = self._plan(x.shape, x.dtype, roi, scales, sizes)
-        return self.resample(x, plans)
+        return plans
+
+    def coordinate_inputs(self, x: np.ndarray, rest) -> tuple[int | None, int | None, list[int]]:
+        axes = list(resolve_axes(self, self.axes, x.ndim)) if self.axes else list(range(x.ndim))
+        if self.legacy:
+            return (1 if rest and rest[0] is not None else None), None, axes
+        present = [value is not None and value.size > 0 for value in rest] + [False] * 3
+        scales_at = 2 if present[1] and not present[2] else None  # sizes win: then the scales are derived
+        roi_at = 1 if present[0] and self.transform == "tf_crop_and_resize" else None
+        return scales_at, roi_at, axes
 
     def _plan(self, shape: tuple[int, ...], dtype, roi, scales, sizes) -> list[_AxisResample]:
         rank = len(shape)
@@ -438,7 +721,7 @@ class Resize(_ResizeBase):
                 raise self.fail(f"scales {scales.tolist()} do not match the {len(axes)} resized axes of {shape}")
             _check_scales(self, scales.tolist())
             factor = {a: float(s) for a, s in zip(axes, scales, strict=True)}
-            out = {a: int(math.floor(factor[a] * shape[a] + 1e-9)) for a in axes}
+            out = {a: _scaled_length(shape[a], factor[a]) for a in axes}
         else:
             raise self.fail("needs either scales or sizes")
         crop = {}
@@ -461,6 +744,13 @@ def _choice(op: Op, name: str, default: str, allowed) -> str:
     if value not in allowed:
         raise op.fail(f"attribute {name}={value!r} is not one of {', '.join(allowed)}")
     return value
+
+
+def _scaled_length(size: int, scale: float) -> int:
+    """floor(size * scale), the resized length, where a product a hair below a whole number (float32 scales
+    carry a relative error near 1e-7, and onnxruntime multiplies in float32) counts as that number."""
+    product = size * scale
+    return int(math.floor(product + min(max(1e-9, 1e-5 * abs(product)), 1e-3)))
 
 
 def _check_scales(op: Op, scales) -> None:
@@ -486,6 +776,13 @@ class Upsample(_ResizeBase):
         self.plans: dict[tuple, list[_AxisResample]] = {}
 
     def run(self, x, scales=None):
+        return self.resample(x, self.plans_for(x, (scales,)))
+
+    def coordinate_inputs(self, x: np.ndarray, rest) -> tuple[int | None, int | None, list[int]]:
+        return (1 if rest and rest[0] is not None else None), None, list(range(x.ndim))
+
+    def plans_for(self, x: np.ndarray, rest) -> list[_AxisResample]:
+        scales = rest[0] if rest else None
         values = self.scales_attr if scales is None else scales.astype(np.float64).tolist()
         if values is None or len(values) != x.ndim:
             raise self.fail(f"scales {values} do not match input of shape {x.shape}")
@@ -495,7 +792,7 @@ class Upsample(_ResizeBase):
             _check_scales(self, values)
             if len(self.plans) > 64:
                 self.plans.clear()
-            specs = [(axis, int(math.floor(size * s + 1e-9)), float(s), None)
+            specs = [(axis, _scaled_length(size, float(s)), float(s), None)
                      for axis, (size, s) in enumerate(zip(x.shape, values, strict=True)) if s != 1.0]
             plans = self.plans[key] = self.build_plans(x.shape, x.dtype, specs)
-        return self.resample(x, plans)
+        return plans
