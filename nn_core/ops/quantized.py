@@ -261,9 +261,94 @@ class _ConvBase(Op):
             raise self.fail(str(exc)) from None
 
 
+def _value_bound(dtype: np.dtype, zero_point: np.ndarray | None) -> float:
+    """The largest ``|x - zero_point|`` an input of ``dtype`` can reach (the bound needs no pass over x)."""
+    info = np.iinfo(dtype)
+    zp = 0.0 if zero_point is None else float(np.asarray(zero_point).reshape(-1)[0])
+    return max(zp - info.min, info.max - zp)
+
+
+class _Requantizer:
+    """``saturate(rint(acc * multiplier) + zero_point)`` as onnxruntime's output processors do it: the multiplier
+    formed in float32, the product rounded half to even *before* the zero point is added (adding first could
+    round a value just past a half the wrong way), then clipped into the output type. Works in place on acc."""
+
+    def __init__(self, multiplier: np.ndarray, zero_point: np.ndarray | None, dtype: np.dtype, channel_axis: int,
+                 ndim: int):
+        multiplier = np.asarray(multiplier, F32).reshape(-1)
+        if multiplier.size == 1:
+            self.multiplier = F32(multiplier[0])
+        else:
+            shape = [1] * ndim
+            shape[channel_axis] = multiplier.size
+            self.multiplier = multiplier.reshape(shape)
+        self.dtype = np.dtype(dtype)
+        self.zero_point = F32(0 if zero_point is None else np.asarray(zero_point).reshape(-1)[0])
+        info = np.iinfo(self.dtype)
+        self.low, self.high = F32(info.min), F32(info.max)
+
+    def __call__(self, acc: np.ndarray) -> np.ndarray:
+        if acc.dtype != F32:
+            acc = acc.astype(F32)  # exact integers from a float64 accumulation: one float32 rounding, as ORT
+        np.multiply(acc, self.multiplier, out=acc)
+        np.rint(acc, out=acc)
+        if self.zero_point:
+            acc += self.zero_point
+        np.clip(acc, self.low, self.high, out=acc)
+        return acc.astype(self.dtype)
+
+
+def _scalar_param(op: Op, value: np.ndarray | None, what: str) -> None:
+    if value is not None and value.size != 1:
+        raise op.fail(f"{what} of shape {value.shape} must be a single value")
+
+
+class _FastConv:
+    """The integer convolution run by the float Conv kernel (its im2col plans, BLAS, fused MaxPool) on
+    zero-centred float32 values, when a load-time bound proves every partial sum (bias included) stays below
+    2**24 so float32 adds the integers exactly."""
+
+    def __init__(self, op: _ConvBase, w: np.ndarray, w_zero_point, x_dtype: np.dtype, x_zero_point,
+                 bias: np.ndarray | None):
+        from .conv import Conv
+        from .registry import NodeSpec
+
+        centred, weight_sum = op.prepared or op._prepare_weights(w, w_zero_point)
+        bias_bound = 0.0 if bias is None else float(np.abs(bias.astype(np.float64)).max(initial=0.0))
+        self.ok = _value_bound(x_dtype, x_zero_point) * weight_sum + bias_bound < _F32_EXACT
+        self.x_dtype = np.dtype(x_dtype)
+        self.x_zero_point = F32(0 if x_zero_point is None else np.asarray(x_zero_point).reshape(-1)[0])
+        if not self.ok:
+            return
+        node = op.node
+        self.weight = centred.astype(F32)
+        self.bias = None if bias is None else bias.astype(F32).reshape(-1)
+        spec = NodeSpec(op_type=node.op_type, name=node.name, domain="", inputs=["x", "w", "b" if bias is not None
+                                                                                     else ""],
+                        outputs=list(node.outputs), attrs=node.attrs, opset=11,
+                        consts=[None, self.weight, self.bias], source=node.source, limits=node.limits)
+        self.conv = Conv(spec)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        centred = np.subtract(x, self.x_zero_point, dtype=F32) if self.x_zero_point else x.astype(F32)
+        return self.conv.run(centred, self.weight, self.bias)
+
+
 @register("ConvInteger", 10)
 class ConvInteger(_ConvBase):
+    def __init__(self, node):
+        super().__init__(node)
+        self.fast = None
+        x_zero_point = self.const(2)
+        x_zp_known = len(node.inputs) <= 2 or not node.inputs[2] or x_zero_point is not None
+        if self.prepared is not None and x_zp_known and (x_zero_point is None or x_zero_point.size == 1):
+            x_dtype = np.uint8 if x_zero_point is None else x_zero_point.dtype
+            fast = _FastConv(self, self.const(1), self.const(3), x_dtype, x_zero_point, None)
+            self.fast = fast if fast.ok else None
+
     def run(self, x, w, x_zero_point=None, w_zero_point=None):
+        if self.fast is not None and x.dtype == self.fast.x_dtype:
+            return self.fast(x).astype(np.int32)
         return self._convolve(x, x_zero_point, w, w_zero_point).astype(np.int32)
 
 
@@ -278,6 +363,38 @@ class QLinearConv(_ConvBase):
         weights, bias, w_scale = self.const(self.WEIGHT_INPUT), self.const(self.BIAS_INPUT), self.const(4)
         if weights is not None:
             self._check_params(weights.shape[0], w_scale, bias)
+        self.fast: _FastConv | None = None
+        self.requant: _Requantizer | None = None
+        self.pool: Op | None = None
+        consts = [self.const(i) for i in range(9)]
+        bias_known = len(node.inputs) <= 8 or not node.inputs[8] or bias is not None
+        x_scale, x_zp, _, w_scale, _, y_scale, y_zp = consts[1], consts[2], *consts[3:8]
+        if (self.prepared is not None and bias_known and all(v is not None for v in (x_scale, x_zp, w_scale,
+                                                                                         y_scale, y_zp))):
+            for value, what in ((x_scale, "x_scale"), (x_zp, "x_zero_point"), (y_scale, "y_scale"),
+                                (y_zp, "y_zero_point")):
+                _scalar_param(self, value, what)
+            if y_zp.dtype.kind not in "iu" or y_zp.dtype.itemsize != 1:
+                raise self.fail(f"y_zero_point must be int8 or uint8, got {y_zp.dtype}")
+            fast = _FastConv(self, weights, consts[5], x_zp.dtype, x_zp, bias)
+            if fast.ok:
+                self.fast = fast
+                multiplier = (x_scale.astype(F32) * w_scale.astype(F32) / y_scale.astype(F32)).reshape(-1)
+                self.requant = _Requantizer(multiplier, y_zp, y_zp.dtype, 1, weights.ndim)
+                self.multiplier_positive = bool(np.all(multiplier > 0))
+
+    def fuse_pool(self, pool: Op) -> bool:
+        """Absorb the MaxPool reading only this node: requantization is monotonic (positive scales), so the
+        maximum of the integer accumulators, requantized, is the maximum of the requantized values — and four
+        times fewer values are requantized."""
+        if self.fast is None or self.pool is not None or not self.multiplier_positive:
+            return False
+        if getattr(pool, "op_type", "") != "MaxPool" or getattr(pool, "want_indices", True):
+            return False
+        if not self.fast.conv.fuse_pool(pool):
+            return False
+        self.pool = pool
+        return True
 
     def _check_params(self, out_channels: int, w_scale: np.ndarray | None, bias: np.ndarray | None) -> None:
         if w_scale is not None and w_scale.size not in (1, out_channels):
@@ -286,6 +403,8 @@ class QLinearConv(_ConvBase):
             raise self.fail(f"bias of shape {bias.shape} has {bias.size} values for {out_channels} output channels")
 
     def run(self, x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point, bias=None):
+        if self.fast is not None and x.dtype == self.fast.x_dtype:
+            return self.requant(self.fast(x))
         acc = self._convolve(x, x_zero_point, w, w_zero_point)
         self._check_params(w.shape[0], w_scale, bias)
         if x_scale.size != 1 or y_scale.size != 1 or (y_zero_point is not None and y_zero_point.size != 1):
@@ -294,9 +413,9 @@ class QLinearConv(_ConvBase):
         if bias is not None:  # added in float64 so the sum is exact, as onnxruntime's int32 accumulator
             acc = acc.astype(np.float64) + bias.astype(np.float64).reshape((1, -1) + (1,) * (acc.ndim - 2))
         multiplier = (x_scale.astype(F32) * w_scale.astype(F32) / y_scale.astype(F32)).reshape(-1)
-        multiplier = multiplier.reshape((1, -1) + (1,) * (acc.ndim - 2)) if multiplier.size > 1 else multiplier[0]
-        scaled = acc.astype(F32) * multiplier
-        return _requantize(scaled, y_zero_point, x.dtype)
+        dtype = x.dtype if y_zero_point is None else y_zero_point.dtype
+        y = _Requantizer(multiplier, y_zero_point, dtype, 1, acc.ndim)(acc)
+        return self.pool.run(y) if self.pool is not None else y
 
 
 def _requantize(scaled: np.ndarray, zero_point: np.ndarray | None, fallback: np.dtype) -> np.ndarray:
@@ -317,20 +436,122 @@ def _row_param(param: np.ndarray | None, rows_axis: bool) -> np.ndarray | None:
     return param.reshape(-1, 1) if rows_axis else param.reshape(-1)
 
 
+def centred_f32(values: np.ndarray, zero_point: np.ndarray | None, rows_axis: bool) -> np.ndarray:
+    """``values - zero_point`` in float32 (exact for 8/16-bit integers); per-row/per-column zero points."""
+    zp = _row_param(zero_point, rows_axis)
+    if zp is None or (zp.ndim == 0 and not zp):
+        return values.astype(F32)
+    return np.subtract(values, zp.astype(F32), dtype=F32)
+
+
+def exact_matmul(a: np.ndarray, b: np.ndarray, a_bound: float | None = None,
+                 b_column_sum: float | None = None) -> np.ndarray:
+    """``a @ b`` of integer-valued float32 operands, exactly, at float32 BLAS speed.
+
+    A float32 sum of integers is exact while every partial sum stays below 2**24: with |a| <= a_bound and each
+    column of b summing to at most b_column_sum in absolute value, one float32 product suffices when
+    a_bound * b_column_sum < 2**24. Otherwise K is split into slices short enough that each slice's product is
+    exact, and the slices are summed in float64 (exact to 2**53)."""
+    if a_bound is None:
+        a_bound = float(np.abs(a).max(initial=0.0))
+    if b_column_sum is None:
+        b_column_sum = float(np.abs(b).sum(axis=-2).max(initial=0.0))
+    if a_bound * b_column_sum < _F32_EXACT:
+        return np.matmul(a, b)
+    b_max = float(np.abs(b).max(initial=0.0))
+    k = a.shape[-1]
+    step = max(1, int((_F32_EXACT - 1) // max(a_bound * b_max, 1.0)))
+    total = None
+    for start in range(0, k, step):
+        part = np.matmul(a[..., start:start + step], b[..., start:start + step, :]).astype(np.float64)
+        total = part if total is None else total + part
+    return total
+
+
+class PreparedB:
+    """A constant right operand, zero-centred once, with its bound for exact_matmul."""
+
+    def __init__(self, b: np.ndarray, zero_point: np.ndarray | None):
+        self.dtype = b.dtype
+        self.centred = centred_f32(b, zero_point, False)
+        self.column_sum = float(np.abs(self.centred).sum(axis=-2).max(initial=0.0)) if self.centred.size else 0.0
+
+
+def _check_matmul(op: Op, a: np.ndarray, b: np.ndarray) -> None:
+    if a.ndim < 1 or b.ndim < 1:
+        raise op.fail(f"MatMul operands must have rank >= 1, got {a.shape} and {b.shape}")
+    k_a = a.shape[-1]
+    k_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
+    if k_a != k_b:
+        raise op.fail(f"A {list(a.shape)} and B {list(b.shape)} do not share an inner dimension")
+    rows = math.prod(a.shape[:-1])
+    cols = b.shape[-1] if b.ndim > 1 else 1
+    batch = max(math.prod(a.shape[:-2]) if a.ndim > 2 else 1, math.prod(b.shape[:-2]) if b.ndim > 2 else 1)
+    op.check_size((batch * rows, cols), np.float64)
+    op.check_work(batch * rows * k_a * cols, "the integer matmul")
+
+
+class _IntegerMatMul(Op):
+    """MatMulInteger-like: A (input 0) times B (input ``B_INPUT``), zero points at ``A_ZP`` and ``B_ZP``."""
+
+    B_INPUT, A_ZP, B_ZP = 1, 2, 3
+
+    def __init__(self, node):
+        super().__init__(node)
+        b = self.const(self.B_INPUT)
+        b_zp = self.const(self.B_ZP)
+        b_zp_known = len(node.inputs) <= self.B_ZP or not node.inputs[self.B_ZP] or b_zp is not None
+        self.b = None
+        if b is not None and b_zp_known:
+            if b.ndim < 1 or b.dtype.kind not in "iu":
+                raise self.fail(f"B must be an integer tensor of rank >= 1, got {b.dtype} {b.shape}")
+            if b_zp is not None and b_zp.size not in (1, b.shape[-1]):
+                raise self.fail(f"B's zero point of shape {b_zp.shape} must have 1 or {b.shape[-1]} values")
+            self.b = PreparedB(b, b_zp)
+        self.checked: set[tuple] = set()
+
+    def product(self, a, a_zero_point, b, b_zero_point) -> np.ndarray:
+        """The exact integer product, float32 or float64 holding integers."""
+        key = (a.shape, None if self.b is not None else b.shape)
+        if key not in self.checked:
+            _check_matmul(self, a, b if self.b is None else self.b.centred)
+            if a_zero_point is not None and a_zero_point.size not in (1, a.shape[-2] if a.ndim > 1 else 1):
+                raise self.fail(f"A's zero point of shape {a_zero_point.shape} must be a single value or one per "
+                                "row")
+            self.checked.add(key)
+        a_centred = centred_f32(a, a_zero_point, True)
+        a_bound = _value_bound(a.dtype, a_zero_point) if a.dtype.itemsize == 1 and (
+            a_zero_point is None or a_zero_point.size == 1) else None
+        if self.b is not None:
+            return exact_matmul(a_centred, self.b.centred, a_bound, self.b.column_sum)
+        return exact_matmul(a_centred, centred_f32(b, b_zero_point, False), a_bound)
+
+
 @register("MatMulInteger", 10)
-class MatMulInteger(Op):
+class MatMulInteger(_IntegerMatMul):
     def run(self, a, b, a_zero_point=None, b_zero_point=None):
-        a_centred = a.astype(np.float64) - (0 if a_zero_point is None else _row_param(a_zero_point, True))
-        b_centred = b.astype(np.float64) - (0 if b_zero_point is None else _row_param(b_zero_point, False))
-        return np.matmul(a_centred, b_centred).astype(np.int32)
+        return self.product(a, a_zero_point, b, b_zero_point).astype(np.int32)
 
 
 @register("QLinearMatMul", 10)
-class QLinearMatMul(Op):
+class QLinearMatMul(_IntegerMatMul):
+    B_INPUT, A_ZP, B_ZP = 3, 2, 5
+
+    def __init__(self, node):
+        super().__init__(node)
+        a_scale, b_scale, y_scale, y_zp = self.const(1), self.const(4), self.const(6), self.const(7)
+        self.requant = None
+        if all(v is not None for v in (a_scale, b_scale, y_scale, y_zp)) and a_scale.size == 1:
+            _scalar_param(self, y_scale, "y_scale")
+            _scalar_param(self, y_zp, "y_zero_point")
+            multiplier = a_scale.astype(F32).reshape(()) * b_scale.astype(F32).reshape(-1) / y_scale.astype(
+                F32).reshape(())
+            self.requant = _Requantizer(multiplier, y_zp, y_zp.dtype, -1, 1)
+
     def run(self, a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point):
-        a_centred = a.astype(np.float64) - _row_param(a_zero_point, True)
-        b_centred = b.astype(np.float64) - _row_param(b_zero_point, False)
-        acc = np.matmul(a_centred, b_centred)
+        acc = self.product(a, a_zero_point, b, b_zero_point)
+        if self.requant is not None:
+            return self.requant(acc)
         multiplier = (_row_param(a_scale.astype(F32), True) * _row_param(b_scale.astype(F32), False)
                       / y_scale.astype(F32).reshape(()))
         return _requantize(acc.astype(F32) * multiplier, y_zero_point, a.dtype)

@@ -1,0 +1,447 @@
+"""The ``com.microsoft`` quantized operators onnxruntime's quantizer writes into QOperator models.
+
+Semantics follow onnxruntime's contrib operator documentation and its CPU kernels: integer products exact (see
+quantized.py), requantization in float32 rounded half to even, elementwise ops and activations through a float32
+dequantize -> compute -> quantize, tables of 256 entries where onnxruntime uses lookup tables. Attributes of this
+domain are not covered by ONNX schemas, so every kernel checks its own at load time.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .quantized import (
+    _F32_EXACT,
+    F32,
+    PreparedB,
+    _check_matmul,
+    _Requantizer,
+    _value_bound,
+    centred_f32,
+    exact_matmul,
+)
+from .registry import NodeSpec, Op, register
+from .windows import int_attr
+
+MS_DOMAIN = "com.microsoft"
+
+
+def _float_attr(op: Op, name: str, default: float) -> float:
+    raw = op.attr(name, default)
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, np.integer, np.floating)) or not math.isfinite(raw):
+        raise op.fail(f"attribute {name} {raw!r} must be a finite number")
+    return float(raw)
+
+
+def _scalar(op: Op, value: np.ndarray | None, what: str, default=0):
+    if value is None:
+        return default
+    if value.size != 1:
+        raise op.fail(f"{what} of shape {value.shape} must be a single value")
+    return value.reshape(-1)[0]
+
+
+def _scale(op: Op, value: np.ndarray | None, what: str) -> np.float32:
+    if value is None:
+        raise op.fail(f"{what} is required")
+    scale = F32(_scalar(op, value, what))
+    if not math.isfinite(scale) or scale <= 0:
+        raise op.fail(f"{what} {scale} must be a positive finite number")
+    return scale
+
+
+def _quant_dtype(op: Op, x: np.ndarray) -> np.dtype:
+    if x.dtype not in (np.uint8, np.int8):
+        raise op.fail(f"input must be uint8 or int8, got {x.dtype}")
+    return x.dtype
+
+
+def _dequantize(x: np.ndarray, scale: np.float32, zero_point) -> np.ndarray:
+    centred = np.subtract(x, F32(zero_point), dtype=F32) if zero_point else x.astype(F32)
+    centred *= scale
+    return centred
+
+
+def _quantize(values: np.ndarray, scale: np.float32, zero_point, dtype: np.dtype) -> np.ndarray:
+    """Float32 -> 8 bits as onnxruntime's MlasQuantizeLinear: divide, round half to even, add the zero point,
+    saturate (in place on values)."""
+    np.divide(values, scale, out=values)
+    np.rint(values, out=values)
+    if zero_point:
+        values += F32(zero_point)
+    info = np.iinfo(dtype)
+    np.clip(values, info.min, info.max, out=values)
+    return values.astype(dtype)
+
+
+# ---------------------------------------------------------------- QGemm
+
+
+@register("QGemm", 1, domain=MS_DOMAIN)
+class QGemm(Op):
+    """A, a_scale, a_zero_point, B, b_scale, b_zero_point, C (int32 bias), y_scale, y_zero_point. With
+    y_zero_point the output is requantized with ``alpha * a_scale * b_scale / y_scale``; without it the output
+    is float, ``acc * alpha * a_scale * b_scale``."""
+
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        self.alpha = _float_attr(self, "alpha", 1.0)
+        self.trans_a = int_attr(self, "transA", 0, choices=(0, 1))
+        self.trans_b = int_attr(self, "transB", 0, choices=(0, 1))
+        b, b_zp, c = self.const(3), self.const(5), self.const(6)
+        self.b = None
+        if b is not None:
+            if b.ndim != 2 or b.dtype not in (np.uint8, np.int8):
+                raise self.fail(f"B must be a 2-D uint8/int8 matrix, got {b.dtype} {list(b.shape)}")
+            n = b.shape[0] if self.trans_b else b.shape[1]
+            if b_zp is not None and b_zp.size not in (1, n):
+                raise self.fail(f"b_zero_point of shape {b_zp.shape} must have 1 or {n} values")
+            if b_zp is not None or len(node.inputs) <= 5 or not node.inputs[5]:
+                self.b = PreparedB(b.T if self.trans_b else b, b_zp)
+        if c is not None and c.dtype != np.int32:
+            raise self.fail(f"C must be int32, got {c.dtype}")
+        self.c = None if c is None else c.astype(F32) if np.abs(c).max(initial=0) < _F32_EXACT else c.astype(
+            np.float64)
+        self.c_bound = 0.0 if c is None else float(np.abs(c.astype(np.float64)).max(initial=0.0))
+        self.requant: _Requantizer | None = None
+        consts = [self.const(i) for i in range(9)]
+        if self.b is not None and all(consts[i] is not None for i in (1, 4, 7, 8)) and consts[1].size == 1:
+            self.requant = _Requantizer(self._multiplier(consts[1], consts[4], consts[7]), consts[8],
+                                        consts[8].dtype, -1, 2)
+
+    def _multiplier(self, a_scale, b_scale, y_scale) -> np.ndarray:
+        scale = F32(self.alpha) * F32(_scalar(self, a_scale, "a_scale")) * b_scale.astype(F32).reshape(-1)
+        if y_scale is not None:
+            scale = scale / F32(_scalar(self, y_scale, "y_scale"))
+        return scale.astype(F32)
+
+    def run(self, a, a_scale, a_zero_point, b, b_scale, b_zero_point, c=None, y_scale=None, y_zero_point=None):
+        if a.ndim != 2:
+            raise self.fail(f"A must be 2-D, got shape {list(a.shape)}")
+        if a.dtype not in (np.uint8, np.int8):
+            raise self.fail(f"A must be uint8 or int8, got {a.dtype}")
+        a = a.T if self.trans_a else a
+        a_zp = _scalar(self, a_zero_point, "a_zero_point")
+        a_centred = centred_f32(a, None if a_zero_point is None else np.asarray(a_zp), True)
+        a_bound = _value_bound(a.dtype, a_zp)
+        if self.b is not None:
+            b_centred, column_sum = self.b.centred, self.b.column_sum
+        else:
+            b = b.T if self.trans_b else b
+            b_centred, column_sum = centred_f32(b, b_zero_point, False), None
+        _check_matmul(self, a, b_centred)
+        if column_sum is not None and a_bound * column_sum + self.c_bound < _F32_EXACT:
+            acc = np.matmul(a_centred, b_centred)
+            if self.c is not None:
+                acc += self.c
+        else:
+            acc = exact_matmul(a_centred, b_centred, a_bound, column_sum).astype(np.float64)
+            if c is not None:
+                acc = acc + c.astype(np.float64)
+        if self.requant is not None:
+            return self.requant(acc)
+        multiplier = self._multiplier(a_scale, b_scale, y_scale)
+        if y_zero_point is not None:
+            return _Requantizer(multiplier, y_zero_point, y_zero_point.dtype, -1, 2)(acc)
+        out = acc.astype(F32)
+        out *= multiplier if multiplier.size > 1 else multiplier[0]
+        return out
+
+
+# ---------------------------------------------------------------- float-output integer matmuls
+
+
+@register("MatMulIntegerToFloat", 1, domain=MS_DOMAIN)
+class MatMulIntegerToFloat(Op):
+    """A, B, a_scale, b_scale, a_zero_point, b_zero_point, bias -> (A - a_zp)(B - b_zp) * a_scale * b_scale + bias."""
+
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        b, b_zp = self.const(1), self.const(5)
+        self.b = None
+        if b is not None and (b_zp is not None or len(node.inputs) <= 5 or not node.inputs[5]):
+            if b.dtype not in (np.uint8, np.int8) or b.ndim < 1:
+                raise self.fail(f"B must be uint8/int8 of rank >= 1, got {b.dtype} {list(b.shape)}")
+            self.b = PreparedB(b, b_zp)
+
+    def product(self, a, a_zero_point, b, b_zero_point) -> np.ndarray:
+        if a.dtype not in (np.uint8, np.int8):
+            raise self.fail(f"A must be uint8 or int8, got {a.dtype}")
+        b_centred = self.b.centred if self.b is not None else centred_f32(b, b_zero_point, False)
+        _check_matmul(self, a, b_centred)
+        a_zp = None if a_zero_point is None else np.asarray(_scalar(self, a_zero_point, "a_zero_point"))
+        a_centred = centred_f32(a, a_zp, True)
+        return exact_matmul(a_centred, b_centred, _value_bound(a.dtype, a_zp),
+                            self.b.column_sum if self.b is not None else None)
+
+    @staticmethod
+    def to_float(acc: np.ndarray, a_scale: np.float32, b_scale: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+        scale = (a_scale * b_scale.astype(F32).reshape(-1)).astype(F32)
+        out = acc.astype(F32)
+        out *= scale if scale.size > 1 else scale[0]
+        if bias is not None:
+            out += bias.astype(F32)
+        return out
+
+    def run(self, a, b, a_scale, b_scale, a_zero_point=None, b_zero_point=None, bias=None):
+        acc = self.product(a, a_zero_point, b, b_zero_point)
+        return self.to_float(acc, F32(_scalar(self, a_scale, "a_scale")), b_scale, bias)
+
+
+@register("DynamicQuantizeMatMul", 1, domain=MS_DOMAIN)
+class DynamicQuantizeMatMul(MatMulIntegerToFloat):
+    """A (float), B, b_scale, b_zero_point, bias: A quantized to uint8 like DynamicQuantizeLinear, then an exact
+    integer product scaled back to float."""
+
+    def __init__(self, node: NodeSpec):
+        # inputs: A, B, b_scale, b_zero_point, bias -> the parent's B at 1 and b_zero_point at 3
+        super().__init__(node)
+        b, b_zp = self.const(1), self.const(3)
+        self.b = None
+        if b is not None and (b_zp is not None or len(node.inputs) <= 3 or not node.inputs[3]):
+            if b.dtype not in (np.uint8, np.int8) or b.ndim < 1:
+                raise self.fail(f"B must be uint8/int8 of rank >= 1, got {b.dtype} {list(b.shape)}")
+            self.b = PreparedB(b, b_zp)
+
+    def run(self, a, b, b_scale, b_zero_point=None, bias=None):
+        if a.dtype != F32:
+            raise self.fail(f"A must be float32, got {a.dtype}")
+        from .quantized import DynamicQuantizeLinear
+
+        a_q, a_scale, a_zp = DynamicQuantizeLinear.run(self, a)
+        acc = self.product(a_q, a_zp, b, b_zero_point)
+        return self.to_float(acc, F32(a_scale), b_scale, bias)
+
+
+# ---------------------------------------------------------------- elementwise
+
+
+class _Binary(Op):
+    """A, A_scale, A_zero_point, B, B_scale, B_zero_point, C_scale, C_zero_point (zero points optional)."""
+
+    def run(self, a, a_scale, a_zero_point, b, b_scale, b_zero_point, c_scale, c_zero_point=None):
+        dtype = _quant_dtype(self, a)
+        if b.dtype != dtype:
+            raise self.fail(f"A is {a.dtype} but B is {b.dtype}")
+        try:
+            shape = np.broadcast_shapes(a.shape, b.shape)
+        except ValueError:
+            raise self.fail(f"shapes {list(a.shape)} and {list(b.shape)} do not broadcast") from None
+        self.check_size(shape, F32)
+        values = self.combine(a, _scale(self, a_scale, "A_scale"), _scalar(self, a_zero_point, "A_zero_point"),
+                              b, _scale(self, b_scale, "B_scale"), _scalar(self, b_zero_point, "B_zero_point"),
+                              _scale(self, c_scale, "C_scale"))
+        zero_point = _scalar(self, c_zero_point, "C_zero_point")
+        np.rint(values, out=values)
+        if zero_point:
+            values += F32(zero_point)
+        info = np.iinfo(dtype)
+        np.clip(values, info.min, info.max, out=values)
+        return values.astype(dtype)
+
+
+@register("QLinearAdd", 1, domain=MS_DOMAIN)
+class QLinearAdd(_Binary):
+    @staticmethod
+    def combine(a, sa, za, b, sb, zb, sc):
+        return (_dequantize(a, sa, za) + _dequantize(b, sb, zb)) / sc
+
+
+@register("QLinearMul", 1, domain=MS_DOMAIN)
+class QLinearMul(_Binary):
+    @staticmethod
+    def combine(a, sa, za, b, sb, zb, sc):
+        product = np.subtract(a, F32(za), dtype=F32) * np.subtract(b, F32(zb), dtype=F32)
+        product *= F32(sa * sb / sc)
+        return product
+
+
+class _Table(Op):
+    """X, X_scale, X_zero_point, Y_scale, Y_zero_point through a table of 256 entries: each possible input
+    dequantized, the function applied in float32, the result quantized (as onnxruntime's lookup tables)."""
+
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        self.tables: dict[tuple, np.ndarray] = {}
+
+    def function(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def run(self, x, x_scale, x_zero_point=None, y_scale=None, y_zero_point=None):
+        dtype = _quant_dtype(self, x)
+        key = (dtype.str, float(_scale(self, x_scale, "X_scale")), int(_scalar(self, x_zero_point, "X_zero_point")),
+               float(_scale(self, y_scale, "Y_scale")), int(_scalar(self, y_zero_point, "Y_zero_point")))
+        table = self.tables.get(key)
+        if table is None:
+            info = np.iinfo(dtype)
+            codes = np.arange(info.min, info.max + 1).astype(dtype)
+            values = self.function(_dequantize(codes, F32(key[1]), key[2])).astype(F32)
+            table = _quantize(values, F32(key[3]), key[4], dtype)
+            if dtype == np.int8:  # index by the byte's unsigned value
+                table = np.roll(table, -128)
+            self.tables[key] = table
+        return table[x.view(np.uint8)]
+
+
+@register("QLinearLeakyRelu", 1, domain=MS_DOMAIN)
+class QLinearLeakyRelu(_Table):
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        self.alpha = F32(_float_attr(self, "alpha", 0.01))
+
+    def function(self, x):
+        return np.where(x >= 0, x, x * self.alpha)
+
+
+@register("QLinearSigmoid", 1, domain=MS_DOMAIN)
+class QLinearSigmoid(_Table):
+    def function(self, x):
+        return (F32(1) / (F32(1) + np.exp(-x))).astype(F32)
+
+
+@register("QLinearConcat", 1, domain=MS_DOMAIN)
+class QLinearConcat(Op):
+    """Y_scale, Y_zero_point, then (X, X_scale, X_zero_point) per input: each input requantized to the output's
+    scale and zero point (copied when they are the same) and concatenated along ``axis``."""
+
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        if self.attr("axis") is None:
+            raise self.fail("attribute axis is required")
+        self.axis = int_attr(self, "axis", 0)
+        if len(node.inputs) < 5 or (len(node.inputs) - 2) % 3:
+            raise self.fail(f"takes Y_scale, Y_zero_point and triples (X, X_scale, X_zero_point); got "
+                            f"{len(node.inputs)} inputs")
+
+    def run(self, y_scale, y_zero_point, *triples):
+        y_s = _scale(self, y_scale, "Y_scale")
+        y_zp = _scalar(self, y_zero_point, "Y_zero_point")
+        dtype = y_zero_point.dtype
+        parts = []
+        for i in range(0, len(triples), 3):
+            x, s, zp = triples[i:i + 3]
+            if x.dtype != dtype:
+                raise self.fail(f"input {i // 3} is {x.dtype}, the output zero point {dtype}")
+            x_s, x_zp = _scale(self, s, "X_scale"), _scalar(self, zp, "X_zero_point")
+            if x_s == y_s and x_zp == y_zp:
+                parts.append(x)
+            else:
+                parts.append(_quantize(_dequantize(x, x_s, x_zp), y_s, y_zp, dtype))
+        rank = parts[0].ndim
+        if not -rank <= self.axis < rank:
+            raise self.fail(f"axis {self.axis} is out of range for rank {rank}")
+        axis = self.axis % rank
+        for part in parts[1:]:
+            if part.ndim != rank or part.shape[:axis] + part.shape[axis + 1:] != \
+                    parts[0].shape[:axis] + parts[0].shape[axis + 1:]:
+                raise self.fail(f"inputs {[list(p.shape) for p in parts]} differ outside axis {axis}")
+        self.check_size((sum(p.shape[axis] for p in parts),) + parts[0].shape[:axis] + parts[0].shape[axis + 1:],
+                        dtype)
+        return np.concatenate(parts, axis=axis)
+
+
+# ---------------------------------------------------------------- pooling and softmax
+
+
+@register("QLinearGlobalAveragePool", 1, domain=MS_DOMAIN)
+class QLinearGlobalAveragePool(Op):
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        self.channels_last = int_attr(self, "channels_last", 0, choices=(0, 1))
+
+    def run(self, x, x_scale, x_zero_point, y_scale, y_zero_point):
+        dtype = _quant_dtype(self, x)
+        if x.ndim < 3:
+            raise self.fail(f"input of shape {list(x.shape)} needs a batch, a channel and spatial axes")
+        axes = tuple(range(1, x.ndim - 1)) if self.channels_last else tuple(range(2, x.ndim))
+        size = math.prod(x.shape[a] for a in axes)
+        x_zp = _scalar(self, x_zero_point, "x_zero_point")
+        total = x.sum(axis=axes, keepdims=True, dtype=np.int64) - np.int64(x_zp) * size
+        multiplier = F32(_scale(self, x_scale, "x_scale") / (_scale(self, y_scale, "y_scale") * F32(size)))
+        y_zp = None if y_zero_point is None else np.asarray(_scalar(self, y_zero_point, "y_zero_point"),
+                                                            y_zero_point.dtype)
+        return _Requantizer(np.array([multiplier]), y_zp, dtype if y_zp is None else y_zp.dtype, 1,
+                            total.ndim)(total.astype(np.float64))
+
+
+@register("QLinearAveragePool", 1, domain=MS_DOMAIN)
+class QLinearAveragePool(Op):
+    """AveragePool (every attribute of the float op, plus channels_last) on dequantized values, quantized with
+    the output's scale and zero point."""
+
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        from .pool import AveragePool
+
+        self.channels_last = int_attr(self, "channels_last", 0, choices=(0, 1))
+        attrs = {k: v for k, v in node.attrs.items() if k != "channels_last"}
+        spec = NodeSpec(op_type=node.op_type, name=node.name, domain="", inputs=["x"], outputs=list(node.outputs),
+                        attrs=attrs, opset=19, consts=[None], source=node.source, limits=node.limits)
+        self.pool = AveragePool(spec)
+
+    def run(self, x, x_scale, x_zero_point, y_scale, y_zero_point=None):
+        dtype = _quant_dtype(self, x)
+        values = _dequantize(x, _scale(self, x_scale, "x_scale"), _scalar(self, x_zero_point, "x_zero_point"))
+        if self.channels_last:
+            values = np.ascontiguousarray(np.moveaxis(values, -1, 1))
+        pooled = self.pool.run(values)
+        if self.channels_last:
+            pooled = np.moveaxis(pooled, 1, -1)
+        y = _quantize(np.array(pooled, F32), _scale(self, y_scale, "y_scale"),
+                      _scalar(self, y_zero_point, "y_zero_point"), dtype)
+        return y
+
+
+@register("QLinearSoftmax", 1, domain=MS_DOMAIN)
+class QLinearSoftmax(Op):
+    """X, X_scale, X_zero_point, Y_scale, Y_zero_point; attributes axis and opset (the ONNX Softmax semantics it
+    follows: below 13 the input is coerced to 2-D at axis). As onnxruntime: exp of each code's distance to the
+    row's maximum from a 256-entry float table, the sum, then ``rint(e * floor(1 / Y_scale) / sum) + Y_zp``."""
+
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        if self.attr("opset") is None:
+            raise self.fail("attribute opset is required")
+        self.opset = int_attr(self, "opset", 13, minimum=1)
+        self.axis = int_attr(self, "axis", -1 if self.opset >= 13 else 1)
+
+    def run(self, x, x_scale, x_zero_point, y_scale, y_zero_point=None):
+        dtype = _quant_dtype(self, x)
+        if x.ndim == 0:
+            raise self.fail("input must have rank >= 1")
+        if not -x.ndim <= self.axis < x.ndim:
+            raise self.fail(f"axis {self.axis} is out of range for rank {x.ndim}")
+        axis = self.axis % x.ndim
+        if self.opset < 13:
+            rows = x.reshape(math.prod(x.shape[:axis]), -1)
+        else:
+            rows = np.moveaxis(x, axis, -1)
+        reduce_len = rows.shape[-1]
+        if x.size == 0:
+            return x.copy()
+        scale = float(_scale(self, x_scale, "X_scale"))
+        # the table as onnxruntime builds it: exp((i - 255 + shift) * scale) in double, stored as float
+        shift = max(0.0, math.log(np.finfo(F32).max / reduce_len) - 5) / scale
+        codes = np.arange(256, dtype=np.float64)
+        table = np.exp((codes - 255 + shift) * scale).astype(F32)
+        wide = rows.astype(np.int32)
+        offset = 255 - wide.max(axis=-1, keepdims=True)
+        if dtype == np.int8:
+            offset = 127 - wide.max(axis=-1, keepdims=True) + 128  # int8 values shifted so the max lands on 255
+        exps = table[wide + offset]
+        total = np.zeros(exps.shape[:-1] + (1,), F32)
+        for i in range(reduce_len):  # sequential float32 sums, in onnxruntime's order
+            total += exps[..., i:i + 1]
+        y_inv = F32(math.floor(1.0 / float(_scale(self, y_scale, "Y_scale"))))
+        values = np.rint((exps * y_inv) / total)
+        zero_point = _scalar(self, y_zero_point, "Y_zero_point")
+        values = values.astype(np.int64) + int(zero_point)
+        if dtype == np.uint8:
+            values = np.minimum(values, 255).astype(np.uint8)
+        else:
+            values = np.where(values > 255, 255, values).astype(np.int64).astype(np.int8)
+        if self.opset < 13:
+            return values.reshape(x.shape)
+        return np.ascontiguousarray(np.moveaxis(values, -1, axis))
