@@ -104,7 +104,14 @@ def test_rule_matches_finite_differences(case):
     finite = [np.isfinite(o) if c is not None else None for o, c in zip(outputs, cotangents)]
 
     def loss(values) -> float:
-        outs = _outputs(kernel, values)
+        """The scalar whose gradient the rule gives; NaN where a nudge leaves the op's domain (the forward
+        refuses it, or the output changes shape: a float depth of OneHot, the limit of Range)."""
+        try:
+            outs = _outputs(kernel, values)
+        except nn_core.ModelError:
+            return float("nan")
+        if any(o.shape != base.shape for o, base in zip(outs, outputs)):
+            return float("nan")
         return float(sum(np.sum(np.where(m, o * c, 0.0)) for o, c, m in zip(outs, cotangents, finite)
                          if c is not None))
 
@@ -133,6 +140,8 @@ def test_rule_matches_finite_differences(case):
                     1 + abs(central)):
                 continue  # a kink or a jump (ReLU at 0, Sign at 0): no derivative to compare with
             have = rule[where]
+            if not np.isfinite(have) and not all(m is None or m.all() for m in finite):
+                continue  # NaN cotangent-times-NaN from an output masked as non-finite: no value to compare
             assert abs(have - central) <= 1e-4 * (1 + abs(central)), (
                 f"input {index} ({case.model.graph.node[0].input[index]}) at {tuple(int(i) for i in where)}: "
                 f"rule {have:.6g}, finite differences {central:.6g}")
