@@ -555,3 +555,160 @@ class QLinearMatMul(_IntegerMatMul):
         multiplier = (_row_param(a_scale.astype(F32), True) * _row_param(b_scale.astype(F32), False)
                       / y_scale.astype(F32).reshape(()))
         return _requantize(acc.astype(F32) * multiplier, y_zero_point, a.dtype)
+
+
+# ---------------------------------------------------------------- QDQ -> integer ops
+
+
+_PASS_THROUGH = {"MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze"}
+
+
+def _same_param(constants: dict[str, np.ndarray], a: str, b: str) -> bool:
+    if a == b:
+        return True
+    x, y = constants.get(a), constants.get(b)
+    return x is not None and y is not None and x.dtype == y.dtype and x.shape == y.shape and bool(np.all(x == y))
+
+
+def fuse_qdq(nodes: list, constants: dict[str, np.ndarray], graph_outputs: set[str], make_node) -> list:
+    """QDQ groups around Conv / Gemm / MatMul rewritten as the integer ops onnxruntime fuses them into.
+
+    ``DQ(x) -> Conv(DQ(w), DQ(bias)) [-> Relu] -> Q`` becomes ``QLinearConv``; MatMul becomes ``QLinearMatMul``;
+    Gemm becomes ``QGemm`` (com.microsoft; with float output when no Q follows). A Relu between is absorbed only
+    when the Q's zero point is its type's minimum (then Q(relu(v)) = Q(v) exactly). ``DQ -> MaxPool/Flatten/
+    Reshape/... -> Q`` with the same scale and zero point runs on the integers. Results are those of onnxruntime,
+    which does the same fusions. ``nodes`` are objects with name/op_type/domain/inputs/outputs/attrs (graph
+    NodeInfo, or the quantizer's own); ``make_node(template, name, op_type, domain, inputs, outputs, attrs)``
+    builds one; new constants (zero points) are added to ``constants``. Nodes left without readers (the weights'
+    DequantizeLinear) are the caller's to drop."""
+    producer = {out: node for node in nodes for out in node.outputs if out}
+    readers: dict[str, list] = {}
+    for node in nodes:
+        for name in node.inputs:
+            if name:
+                readers.setdefault(name, []).append(node)
+
+    def dq(name: str):
+        """(q, scale, zero point) names of the DequantizeLinear producing ``name``, if its parameters are
+        constant; the zero point may be '' (absent)."""
+        node = producer.get(name)
+        if node is None or node.op_type != "DequantizeLinear" or node.domain not in ("", "ai.onnx"):
+            return None
+        scale = node.inputs[1]
+        zp = node.inputs[2] if len(node.inputs) > 2 else ""
+        if scale not in constants or (zp and zp not in constants):
+            return None
+        return node.inputs[0], scale, zp, node
+
+    def only_reader(name: str):
+        users = readers.get(name, [])
+        return users[0] if len(users) == 1 and name not in graph_outputs else None
+
+    def q_after(name: str, allow_relu: bool):
+        """The QuantizeLinear reading ``name`` (through an absorbable Relu), or None."""
+        user = only_reader(name)
+        relu = None
+        if user is not None and user.op_type == "Relu" and allow_relu:
+            relu, user = user, only_reader(user.outputs[0])
+        if user is None or user.op_type != "QuantizeLinear" or len(user.inputs) < 3:
+            return None
+        scale, zp = user.inputs[1], user.inputs[2]
+        if scale not in constants or zp not in constants or constants[scale].size != 1 or constants[zp].size != 1:
+            return None
+        zp_value = constants[zp]
+        if zp_value.dtype not in (np.uint8, np.int8):
+            return None
+        if relu is not None and zp_value.reshape(-1)[0] != np.iinfo(zp_value.dtype).min:
+            return None
+        return user, relu, scale, zp
+
+    replaced: dict[int, object] = {}
+    removed: set[int] = set()
+    for node in nodes:
+        if node.domain not in ("", "ai.onnx") or id(node) in removed:
+            continue
+        if node.op_type in _PASS_THROUGH:
+            x = dq(node.inputs[0]) if node.inputs else None
+            if x is None or not x[2] or (node.op_type == "MaxPool" and len(node.outputs) > 1 and node.outputs[1]):
+                continue
+            after = q_after(node.outputs[0], allow_relu=False)
+            if after is None or id(after[0]) in removed:
+                continue
+            q, _, scale, zp = after
+            if not (_same_param(constants, x[1], scale) and _same_param(constants, x[2], zp)):
+                continue
+            replaced[id(node)] = make_node(node, node.name, node.op_type, node.domain, [x[0], *node.inputs[1:]],
+                                           [q.outputs[0]], dict(node.attrs))
+            removed.add(id(q))
+            continue
+        if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.inputs) < 2:
+            continue
+        x, w = dq(node.inputs[0]), dq(node.inputs[1])
+        if x is None or w is None or not x[2] or x[0] in constants or w[0] not in constants:
+            continue
+        if constants[x[1]].size != 1 or constants[x[2]].size != 1:
+            continue
+        weight, w_scale = constants[w[0]], constants[w[1]]
+        if weight.dtype not in (np.int8, np.uint8) or weight.ndim < 2:
+            continue
+        # per-channel weights must be quantized along the output channel
+        out_axis = 0 if node.op_type == "Conv" or (node.op_type == "Gemm" and node.attrs.get("transB", 0)) else 1
+        if w_scale.size > 1:
+            axis = w[3].attrs.get("axis", 1)
+            if axis % weight.ndim != out_axis or node.op_type == "MatMul" and weight.ndim != 2:
+                continue
+        bias_name = node.inputs[2] if len(node.inputs) > 2 else ""
+        bias = None
+        if bias_name:
+            bias = dq(bias_name)
+            if bias is None or bias[0] not in constants or constants[bias[0]].dtype != np.int32:
+                continue
+            if bias[2] and np.any(constants[bias[2]]):
+                continue
+            expected = (constants[x[1]].astype(np.float64) * w_scale.astype(np.float64)).reshape(-1)
+            got = constants[bias[1]].astype(np.float64).reshape(-1)
+            if got.size not in (1, expected.size) or not np.allclose(got, expected, rtol=1e-5, atol=0):
+                continue
+        if node.op_type == "Gemm":
+            if node.attrs.get("transA", 0) or weight.ndim != 2:
+                continue
+            if bias is not None and (float(node.attrs.get("beta", 1.0)) != 1.0 or constants[bias[0]].ndim > 1):
+                continue
+        if node.op_type == "MatMul" and weight.ndim != 2:
+            continue
+        after = q_after(node.outputs[0], allow_relu=True)
+        w_zp = w[2]
+        if not w_zp:  # the integer ops take the weights' zero point as an input
+            w_zp = f"{w[0]}::zero_point"
+            if w_zp not in constants:
+                constants[w_zp] = np.zeros(w_scale.shape, weight.dtype)
+        if after is None:
+            if node.op_type != "Gemm":
+                continue
+            inputs = [x[0], x[1], x[2], w[0], w[1], w_zp, bias[0] if bias else ""]
+            outputs = [node.outputs[0]]
+        else:
+            q, relu, y_scale, y_zp = after
+            if q is None or id(q) in removed:
+                continue
+            outputs = [q.outputs[0]]
+            if node.op_type == "Gemm":
+                inputs = [x[0], x[1], x[2], w[0], w[1], w_zp, bias[0] if bias else "", y_scale, y_zp]
+            elif node.op_type == "Conv":
+                inputs = [x[0], x[1], x[2], w[0], w[1], w_zp, y_scale, y_zp] + ([bias[0]] if bias else [])
+            else:
+                inputs = [x[0], x[1], x[2], w[0], w[1], w_zp, y_scale, y_zp]
+            removed.add(id(q))
+            if relu is not None:
+                removed.add(id(relu))
+        if node.op_type == "Conv":
+            op_type, domain = "QLinearConv", ""
+            attrs = {k: v for k, v in node.attrs.items() if k in ("auto_pad", "dilations", "group", "kernel_shape",
+                                                                   "pads", "strides")}
+        elif node.op_type == "MatMul":
+            op_type, domain, attrs = "QLinearMatMul", "", {}
+        else:
+            op_type, domain = "QGemm", "com.microsoft"
+            attrs = {k: v for k, v in node.attrs.items() if k in ("alpha", "transB")}
+        replaced[id(node)] = make_node(node, node.name, op_type, domain, inputs, outputs, attrs)
+    return [replaced.get(id(node), node) for node in nodes if id(node) not in removed]
