@@ -1,4 +1,4 @@
-"""`python -m nn_core COMMAND`: info · run · bench · train · eval."""
+"""`python -m nn_core COMMAND`: info · run · quantize · bench · train · eval."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     cli.add_info_arguments(commands.add_parser("info", help="describe a model: inputs, outputs, ops, parameters"))
     cli.add_run_arguments(commands.add_parser("run", help="run a model on an image or .npy input"))
+    cli.add_quantize_arguments(commands.add_parser("quantize", help="post-training int8 quantization of a model"))
     bench.add_arguments(commands.add_parser("bench", help="time a model against onnxruntime and the reference"))
     try:
         from . import evaluate, train
@@ -34,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     from . import bench, cli
     from .errors import ModelError
 
-    handlers = {"info": cli.info_command, "run": cli.run_command, "bench": bench.main}
+    handlers = {"info": cli.info_command, "run": cli.run_command, "bench": bench.main,
+                "quantize": cli.quantize_command}
     try:
         if args.command in handlers:
             return int(handlers[args.command](args) or 0)

@@ -81,3 +81,33 @@ def run_command(args: argparse.Namespace) -> int:
             tops = ", ".join(f"{name}: {probs[i] * 100:.1f}%" for name, i in zip(names, order))
             print(f"top classes: {tops}")
     return 0
+
+
+def add_quantize_arguments(parser: argparse.ArgumentParser) -> None:
+    from .quantize import FORMATS, METHODS
+
+    parser.add_argument("model", help="path to a float .onnx model")
+    parser.add_argument("--out", required=True, help="where to write the quantized .onnx model")
+    parser.add_argument("--calibration", help="a folder of digit images or a .npy array [N,28,28] "
+                        "(default: MNIST training digits shipped with nn_core)")
+    parser.add_argument("--count", type=int, default=500, help="at most this many calibration digits")
+    parser.add_argument("--method", choices=METHODS, default="percentile", help="activation range calibration")
+    parser.add_argument("--format", choices=FORMATS, default="qdq", dest="fmt",
+                        help="qdq: Quantize/DequantizeLinear pairs; qoperator: QLinearConv/QGemm...")
+    parser.add_argument("--dynamic", action="store_true", help="weights only, activations quantized at run time "
+                        "(MLP-style models: Gemm/MatMul)")
+
+
+def quantize_command(args: argparse.Namespace) -> int:
+    from .quantize import QuantizeReport, quantize
+
+    report = QuantizeReport(args.method, args.fmt, args.dynamic)
+    quantize(args.model, args.out, calibration=args.calibration, method=args.method, fmt=args.fmt,
+             dynamic=args.dynamic, count=args.count, report=report)
+    before, after = Path(args.model).stat().st_size, Path(args.out).stat().st_size
+    mode = "dynamic" if args.dynamic else f"static {args.fmt}, {args.method} on {report.calibration_images} digits"
+    print(f"wrote {args.out} ({mode}): {after:,} bytes, {after / before:.0%} of {before:,}")
+    print(f"int8 nodes {len(report.quantized_nodes)}: {', '.join(report.quantized_nodes)}")
+    for node, why in report.skipped.items():
+        print(f"float      {node}: {why}")
+    return 0
