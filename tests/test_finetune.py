@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -65,16 +64,12 @@ def test_finetune_of_examples_already_read_right_changes_nothing(bundled, digits
         np.testing.assert_array_equal(tuned.initializers[name], value)
 
 
-def test_finetune_is_fast_for_the_bundled_model(bundled, digits):
+def test_finetune_without_early_stopping_runs_its_whole_step_budget(bundled, digits):
+    # its speed is measured by benchmarks/finetune_writers.py against the same run's references, not timed here
     images, labels = digits
-    x = images[:10]
-    wanted = (labels[:10] + 1) % 10  # every example wrong: the full step budget unless it stops early
-    nn_core.finetune(bundled, x[:1], wanted[:1], steps=2)  # warm the plans and caches
-    started = time.perf_counter()
-    tuned = nn_core.finetune(bundled, x, wanted, early_stopping=False)
-    seconds = time.perf_counter() - started
+    wanted = (labels[:10] + 1) % 10  # every example wrong
+    tuned = nn_core.finetune(bundled, images[:10], wanted, early_stopping=False)
     assert json.loads(tuned.metadata["finetuned"])["steps"] == 60
-    assert seconds < 2.0, f"finetune took {seconds:.2f} s"  # ~0.3 s on one core; generous for loaded CI
 
 
 def test_finetune_saved_model_round_trips(bundled, digits, tmp_path):
