@@ -333,7 +333,8 @@ def test_a_20000_node_chain_opens_without_freezing_and_builds_a_page_of_cards(wi
     timer.stop()
     assert window.model_path == path, window.last_error
     longest_stall = max(b - a for a, b in zip(ticks, ticks[1:], strict=False))
-    assert longest_stall < 1.5, f"the UI thread was blocked for {longest_stall:.2f} s"
+    # a freeze guard (it used to be 35 s to forever), not a speed target: benchmarks/ui_heartbeat.py measures that
+    assert longest_stall < 5.0, f"the UI thread was blocked for {longest_stall:.2f} s"
     view = window.activations
     assert view.node_count == 20_002 and len(view.entries) == 100
     assert len(view.findChildren(LayerCard)) <= 100

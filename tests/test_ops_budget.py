@@ -14,15 +14,18 @@ from onnx import TensorProto, helper
 import nn_core
 
 I64 = TensorProto.INT64
+HANG_SECONDS = 10.0  # refused in milliseconds when the check works; minutes when it does not
 
 
 def refused(model, feeds=None, limits=None) -> str:
-    """Load and run ``model``; assert a ModelError comes (at load or at run) within a second; its message."""
+    """Load and run ``model``; assert a ModelError comes (at load or at run) promptly; its message.
+
+    The time bound guards against hangs (these files used to run for minutes), with room for a loaded machine."""
     start = time.perf_counter()
     with pytest.raises(nn_core.ModelError) as caught:
         loaded = nn_core.load_proto(model, name="hostile.onnx", limits=limits)
         loaded.run(feeds or {})
-    assert time.perf_counter() - start < 1.0
+    assert time.perf_counter() - start < HANG_SECONDS
     message = str(caught.value)
     assert "hostile.onnx" in message
     return message
@@ -204,7 +207,7 @@ def test_expand_to_a_huge_shape_is_refused_at_load():
     start = time.perf_counter()
     with pytest.raises(nn_core.ModelError, match="'evil' \\(Expand\\)"):
         nn_core.load_proto(model, name="hostile.onnx")
-    assert time.perf_counter() - start < 1.0
+    assert time.perf_counter() - start < HANG_SECONDS
 
 
 def test_top_k_with_a_huge_k():
