@@ -268,7 +268,7 @@ def test_a_slow_open_does_not_block_the_event_loop(window, qtbot, gate):
     gate(OTHER.name)
     started = time.perf_counter()
     window.open_model_async(OTHER)
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < 5.0  # returns at once; the gated load would block forever
     qtbot.wait(400)
     assert window.opening == OTHER and len(ticks) >= 10  # the timer kept firing while nn_core.load blocked
     gate.release(OTHER.name)
