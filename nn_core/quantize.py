@@ -98,7 +98,7 @@ def _entropy_threshold(values: np.ndarray, bins: int = 2048, levels: int = 128) 
         reference[stop - 1] += hist[stop:].sum()
         if reference.sum() == 0:
             continue
-        chunks = np.array_split(hist[:stop], levels)
+        chunks = np.array_split(reference, levels)
         expanded = []
         for chunk in chunks:
             nonzero = chunk > 0
@@ -127,7 +127,10 @@ def activation_range(values: np.ndarray, method: str) -> tuple[float, float]:
         return (float(np.percentile(values, 0.01)) if low < 0 else low,
                 float(np.percentile(values, 99.99)) if high > 0 else high)
     if method == "entropy":
-        threshold = _entropy_threshold(values)
+        # KL-optimal clipping, never below the 99.9th percentile of |x|: on sparse activations (a digit's ink)
+        # the KL optimum alone clips the signal itself
+        levels = 255 if low >= 0 else 128
+        threshold = max(_entropy_threshold(values, levels=levels), float(np.percentile(np.abs(values), 99.9)))
         return (max(low, -threshold), min(high, threshold))
     raise ModelError(f"unknown calibration method {method!r} (one of {', '.join(METHODS)})")
 
