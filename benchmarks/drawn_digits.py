@@ -14,6 +14,16 @@ the digit as in plain MNIST normalisation).
     python benchmarks/drawn_digits.py                       # the bundled model (assets/lenet5.onnx)
     python benchmarks/drawn_digits.py --sweep
     python benchmarks/drawn_digits.py --model /work/shared/models/benson_pt28_opset13_softmax/mnist_pt_model.onnx
+    python benchmarks/drawn_digits.py --summary assets/lenet5.onnx new.onnx   # accuracy + calibration per set
+
+--summary scores each model on the MNIST test set and on four pen sets drawn through gui.rasterize, with the
+expected calibration error (ECE, 15 bins) of its probabilities:
+  t10k-strokes    2000 MNIST *test* digits retraced into strokes (writers the training set never had)
+  synthetic       2000 parametric template digits (tools/stroke_digits.TEMPLATES)
+  writers-tune    writers 100-119 of tools/stroke_digits.Writer, 10 drawings per digit each: the pen styles one
+                  may look at while choosing augmentations and calibration
+  writers-heldout writers 300-339, 5 drawings per digit each: never looked at while tuning; the figure to quote
+  pen (held out)  t10k-strokes + synthetic + writers-heldout together
 
 Needs /work/shared/data/mnist for the MNIST part (a command, not a test). Uses nn_core.load when it can run the
 model, else onnxruntime.
@@ -146,6 +156,67 @@ def sweep_styles(base: RasterStyle) -> list[tuple[str, RasterStyle, float | None
     return variants
 
 
+def make_scorer(path: Path, engine: str = "auto") -> Callable[[np.ndarray], np.ndarray]:
+    """A function images (N, 28, 28) in [0, 1] -> class probabilities (N, 10) through the app's interface."""
+    model = None
+    if engine in ("auto", "nn_core"):
+        try:
+            import nn_core
+
+            model = nn_core.load(str(path))
+        except Exception:  # noqa: BLE001 - fall back to the reference runtime
+            if engine == "nn_core":
+                raise
+    adapter = ModelAdapter(model if model is not None else _OrtModel(path))
+    return lambda images: adapter.predict_many(images, adapter.scaling)
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    from nn_core.evaluate import expected_calibration_error as ece
+
+    return ece(probabilities, labels, bins)
+
+
+def pen_sets(seed: int = 0, mnist: int = 2000, synthetic: int = 200) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The pen sets of --summary (see the module docstring): name -> (images (N, 28, 28) in [0, 1], labels)."""
+    from tools.stroke_digits import writer_recordings
+
+    rng = np.random.default_rng(seed)
+    images, labels = load_mnist("t10k")
+    pick = rng.choice(len(images), size=min(mnist, len(images)), replace=False)
+    placement = Placement(canvas_size=CANVAS)
+    strokes = [mnist_strokes(images[i], rng, placement) for i in pick]
+    synth_labels = np.repeat(np.arange(10), synthetic)
+    synth = [synthetic_strokes(int(d), rng, placement) for d in synth_labels]
+    sets = {"t10k-strokes": (rasterize_all(strokes, RasterStyle()), labels[pick].astype(int)),
+            "synthetic": (rasterize_all(synth, RasterStyle()), synth_labels)}
+    for name, writers, per_digit in (("writers-tune", range(100, 120), 10), ("writers-heldout", range(300, 340), 5)):
+        recordings = writer_recordings(writers, per_digit, CANVAS, seed=seed)
+        drawn = np.stack([rasterize_with_style(r, CANVAS, pen, RasterStyle()) for _, _, r, pen in recordings])
+        sets[name] = (drawn, np.array([d for _, d, _, _ in recordings]))
+    held = ("t10k-strokes", "synthetic", "writers-heldout")
+    sets["pen (held out)"] = (np.concatenate([sets[k][0] for k in held]), np.concatenate([sets[k][1] for k in held]))
+    return sets
+
+
+def summary(paths: Sequence[Path], engine: str, seed: int) -> None:
+    """Accuracy and ECE of each model on MNIST t10k and on the pen sets."""
+    start = time.perf_counter()
+    sets = pen_sets(seed)
+    images, labels = load_mnist("t10k")
+    sets = {"MNIST t10k": (images.astype(np.float32) / 255, labels.astype(int)), **sets}
+    print(f"made the pen sets in {time.perf_counter() - start:.0f}s; accuracy % / ECE % (15 bins)\n")
+    print(f"{'set':<17} {'n':>6}  " + "  ".join(f"{p.name[-24:]:>24}" for p in paths))
+    scores = {p: make_scorer(p, engine) for p in paths}
+    for name, (x, y) in sets.items():
+        cells = []
+        for p in paths:
+            probs = np.concatenate([scores[p](x[i:i + 1000]) for i in range(0, len(x), 1000)])
+            accuracy = 100 * np.mean(probs.argmax(axis=1) == y)
+            cells.append(f"{accuracy:6.2f} / {100 * expected_calibration_error(probs, y):5.2f}")
+        print(f"{name:<17} {len(y):>6}  " + "  ".join(f"{c:>24}" for c in cells))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=ROOT / "assets" / "lenet5.onnx")
@@ -155,7 +226,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--synthetic", type=int, default=200, help="synthetic recordings per digit")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sweep", action="store_true", help="also compare other rasteriser choices")
+    parser.add_argument("--summary", type=Path, nargs="+", metavar="MODEL",
+                        help="accuracy and calibration of these models on t10k and the pen sets")
     args = parser.parse_args(argv)
+    if args.summary:
+        summary(args.summary, args.engine, args.seed)
+        return
 
     classify, engine = make_classifier(args.model, args.scale, args.engine)
     print(f"model {args.model} via {engine}; canvas {CANVAS[0]}x{CANVAS[1]}, default pen "

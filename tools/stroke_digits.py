@@ -306,6 +306,145 @@ def template_centrelines(digit: int, rng: np.random.Generator) -> list[np.ndarra
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Writers: consistent personal styles, for measuring (never for training) how the model reads people who do not
+# write like MNIST's writers — flagged and serifed 1s, crossed 7s, closed and open 4s, curly-tailed 9s, flat-topped
+# 3s, looped 2s, slashed 0s, stacked-circle 8s. The shapes are deliberately not those of TEMPLATES above.
+
+STYLE_TEMPLATES: dict[int, list[list[list[list[Point]]]]] = {
+    0: [
+        [[[(0.5, 0.0), (0.12, 0.2), (0.05, 0.55), (0.25, 0.95), (0.6, 0.98), (0.9, 0.6), (0.85, 0.2), (0.5, 0.0)]],
+         [[(0.9, 0.05), (0.1, 0.95)]]],  # slashed zero
+        [[[(0.6, 0.1), (0.45, 0.0), (0.15, 0.25), (0.1, 0.7), (0.4, 1.0), (0.8, 0.8), (0.85, 0.3), (0.55, 0.0),
+           (0.35, 0.12)]]],  # narrow oval, the end overshooting past the start
+    ],
+    1: [
+        [[[(0.12, 0.32), (0.58, 0.0)], [(0.58, 0.0), (0.56, 1.0)]], [[(0.22, 1.0), (0.88, 1.0)]]],  # flag + base
+        [[[(0.05, 0.4), (0.6, 0.0)], [(0.6, 0.0), (0.6, 1.0)]]],  # long flag
+        [[[(0.0, 0.55), (0.62, 0.0)], [(0.62, 0.0), (0.58, 1.0)]]],  # flag half the height: a 7's cousin
+    ],
+    2: [
+        [[[(0.1, 0.25), (0.5, 0.0), (0.88, 0.25), (0.6, 0.6), (0.2, 0.92), (0.05, 0.85), (0.25, 0.78),
+           (0.35, 0.95), (0.95, 0.98)]]],  # looped base
+        [[[(0.08, 0.08), (0.92, 0.02)], [(0.92, 0.02), (0.08, 0.98)], [(0.08, 0.98), (0.95, 0.98)]]],  # Z-like
+    ],
+    3: [
+        [[[(0.08, 0.02), (0.9, 0.0)], [(0.9, 0.0), (0.38, 0.42)], [(0.38, 0.42), (0.82, 0.58), (0.88, 0.85),
+                                                                    (0.5, 1.0), (0.1, 0.88)]]],  # flat top
+        [[[(0.15, 0.2), (0.4, 0.0), (0.8, 0.1), (0.75, 0.35), (0.35, 0.48), (0.3, 0.52), (0.8, 0.62), (0.85, 0.9),
+           (0.45, 1.0), (0.1, 0.75)]]],  # round, small waist loop
+    ],
+    4: [
+        [[[(0.72, 1.0), (0.72, 0.0)], [(0.72, 0.0), (0.05, 0.68)], [(0.05, 0.68), (0.95, 0.66)]]],  # closed top
+        [[[(0.3, 0.0), (0.12, 0.58)], [(0.12, 0.58), (0.95, 0.52)]], [[(0.75, 0.12), (0.66, 1.0)]]],  # open, slanted
+        [[[(0.1, 0.0), (0.12, 0.35), (0.35, 0.55), (0.7, 0.52), (0.9, 0.4)]], [[(0.9, 0.0), (0.88, 1.0)]]],  # Ч-like
+    ],
+    5: [
+        [[[(0.92, 0.02), (0.3, 0.02)], [(0.3, 0.02), (0.22, 0.48)], [(0.22, 0.48), (0.7, 0.38), (0.92, 0.7),
+                                                                      (0.6, 1.0), (0.08, 0.9)]]],  # one stroke
+        [[[(0.25, 0.0), (0.2, 0.48)], [(0.2, 0.48), (0.85, 0.5)], [(0.85, 0.5), (0.85, 0.95)],
+          [(0.85, 0.95), (0.12, 0.98)]], [[(0.25, 0.0), (0.9, 0.02)]]],  # angular belly
+        [[[(0.9, 0.02), (0.45, 0.05), (0.25, 0.38), (0.7, 0.42), (0.88, 0.72), (0.5, 1.0), (0.08, 0.85)]]],  # S-like
+    ],
+    6: [
+        [[[(0.85, 0.0), (0.3, 0.5)], [(0.3, 0.5), (0.18, 0.82), (0.45, 1.0), (0.78, 0.85), (0.68, 0.6),
+                                        (0.35, 0.62), (0.2, 0.8)]]],  # straight back, small loop
+        [[[(0.2, 0.0), (0.2, 1.0)], [(0.2, 1.0), (0.7, 0.95), (0.82, 0.72), (0.55, 0.52), (0.2, 0.65)]]],  # b-like
+        [[[(0.88, 0.12), (0.6, 0.0), (0.28, 0.2), (0.12, 0.6), (0.35, 1.0), (0.78, 0.9), (0.78, 0.6), (0.42, 0.52),
+           (0.18, 0.7)]]],  # curled top
+    ],
+    7: [
+        [[[(0.05, 0.22), (0.05, 0.0)], [(0.05, 0.0), (0.95, 0.0)], [(0.95, 0.0), (0.4, 1.0)]],
+         [[(0.3, 0.5), (0.88, 0.48)]]],  # serif + crossbar
+        [[[(0.05, 0.05), (0.95, 0.0)], [(0.95, 0.0), (0.62, 0.4), (0.45, 0.72), (0.42, 1.0)]]],  # curved stem
+        [[[(0.05, 0.3), (0.15, 0.05), (0.95, 0.0)], [(0.95, 0.0), (0.5, 1.0)]], [[(0.4, 0.55), (0.85, 0.52)]]],
+    ],
+    8: [
+        [[[(0.5, 0.5), (0.78, 0.25), (0.5, 0.0), (0.22, 0.25), (0.5, 0.5)]],
+         [[(0.5, 0.5), (0.15, 0.75), (0.5, 1.0), (0.85, 0.75), (0.5, 0.5)]]],  # two stacked circles
+        [[[(0.88, 0.12), (0.5, 0.0), (0.15, 0.18), (0.3, 0.4), (0.75, 0.62), (0.85, 0.88), (0.5, 1.0),
+           (0.15, 0.85), (0.3, 0.6), (0.72, 0.35), (0.85, 0.15)]]],  # figure S closed back up
+    ],
+    9: [
+        [[[(0.85, 0.25), (0.5, 0.0), (0.15, 0.2), (0.35, 0.45), (0.82, 0.3)], [(0.82, 0.3), (0.8, 0.7),
+                                                                               (0.6, 0.96), (0.3, 1.0),
+                                                                               (0.12, 0.85)]]],  # curly tail
+        [[[(0.85, 0.2), (0.5, 0.0), (0.15, 0.18), (0.3, 0.45), (0.85, 0.25)], [(0.85, 0.25), (0.82, 0.75),
+                                                                               (0.55, 1.0), (0.1, 0.95),
+                                                                               (0.0, 0.75)]]],  # g-like hook
+        [[[(0.8, 0.22), (0.5, 0.0), (0.18, 0.22), (0.38, 0.46), (0.8, 0.36)]], [[(0.84, 0.05), (0.84, 1.0)]]],
+    ],
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Writer:
+    """One person's handwriting: which STYLE_TEMPLATES variant they use for each digit, a personal distortion of
+    its control points, and their slant, width, rotation and pen; every drawing varies a little around them."""
+
+    seed: int
+    variants: tuple[int, ...]
+    quirks: dict
+    slant: float
+    aspect: float
+    angle: float
+    pen_factor: float
+
+    @classmethod
+    def make(cls, seed: int) -> Writer:
+        rng = np.random.default_rng([7919, seed])
+        variants = tuple(int(rng.integers(len(STYLE_TEMPLATES[d]))) for d in range(10))
+        quirks = {}
+        for d in range(10):
+            template = STYLE_TEMPLATES[d][variants[d]]
+            quirks[d] = [[rng.normal(0.0, 0.05, (len(piece), 2)) for piece in stroke] for stroke in template]
+        return cls(seed, variants, quirks, slant=float(rng.uniform(-0.3, 0.5)), aspect=float(rng.uniform(0.5, 1.1)),
+                   angle=float(rng.uniform(-10, 10)), pen_factor=float(np.exp(rng.uniform(np.log(0.5), np.log(2.0)))))
+
+    def centrelines(self, digit: int, rng: np.random.Generator) -> list[np.ndarray]:
+        template = STYLE_TEMPLATES[digit][self.variants[digit]]
+        lines = []
+        jitter = rng.uniform(0.01, 0.03)
+        for stroke, quirk in zip(template, self.quirks[digit], strict=True):
+            pieces: list[np.ndarray] = []
+            for piece, offset in zip(stroke, quirk, strict=True):
+                ctrl = np.array(piece, float) + offset + rng.normal(0.0, jitter, offset.shape)
+                if pieces:
+                    ctrl[0] = pieces[-1][-1]
+                pieces.append(_catmull_rom(ctrl))
+            lines.append(np.concatenate(pieces))
+        aspect = 1.0 if digit == 1 else self.aspect * rng.uniform(0.92, 1.08)
+        slant = self.slant + rng.normal(0.0, 0.05)
+        angle = np.deg2rad(self.angle + rng.normal(0.0, 3.0))
+        rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        out = []
+        for line in lines:
+            xy = line - 0.5
+            xy[:, 0] *= aspect
+            xy[:, 0] -= slant * xy[:, 1]
+            out.append(xy @ rot.T)
+        return out
+
+    def draw(self, digit: int, rng: np.random.Generator, placement: Placement) -> tuple[Strokes, float]:
+        """One recording of ``digit`` by this writer and the pen width (canvas pixels) they drew it with."""
+        pen = self.pen_factor * min(placement.canvas_size) / 14 * rng.uniform(0.9, 1.1)
+        return place_on_canvas(self.centrelines(digit, rng), rng, placement), pen
+
+
+def writer_recordings(writer_seeds: Sequence[int], per_digit: int, canvas_size: tuple[int, int] = (280, 280),
+                      seed: int = 0) -> list[tuple[int, int, Strokes, float]]:
+    """(writer seed, digit, recording, pen width) for ``per_digit`` drawings of every digit by every writer."""
+    placement = Placement(canvas_size=canvas_size, min_height=0.35, max_height=0.9)
+    out = []
+    for w in writer_seeds:
+        writer, rng = Writer.make(w), np.random.default_rng([seed, w])
+        for digit in range(10):
+            for _ in range(per_digit):
+                strokes, pen = writer.draw(digit, rng, placement)
+                out.append((w, digit, strokes, pen))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Replaying centre lines as pen events on a canvas
 
 
@@ -418,9 +557,36 @@ def _onnx_recogniser(path: Path):
     return recognise
 
 
+def pen_mnist(images: np.ndarray, rng: np.random.Generator, canvas_size: tuple[int, int] = (280, 280),
+              pen_factors: tuple[float, float] = (0.5, 2.0)) -> np.ndarray:
+    """MNIST digits (uint8 [N, 28, 28]) as the app would see them drawn with a pen: each retraced into strokes
+    (``mnist_strokes``: random size/place on the canvas, pen-event sampling) and rasterised by the app's own
+    ``gui.rasterize`` with a random pen width (``pen_factors`` times the default, log-uniform: the rasteriser
+    keeps the stroke width within MNIST's range). Returns uint8 [N, 28, 28] (ink 255 on 0): training data
+    that carries the rasteriser's uniform, round-capped strokes instead of MNIST's scanned ink."""
+    from gui.rasterize import default_pen_width, rasterize
+
+    placement = Placement(canvas_size=canvas_size)
+    default = default_pen_width(canvas_size)
+    out = np.zeros((len(images), 28, 28), np.uint8)
+    low, high = np.log(pen_factors[0]), np.log(pen_factors[1])
+    for i, image in enumerate(images):
+        pen = default * float(np.exp(rng.uniform(low, high)))
+        out[i] = np.round(rasterize(mnist_strokes(image, rng, placement), canvas_size, pen) * 255)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    pen = sub.add_parser("pen-mnist", help="MNIST digits retraced into strokes and drawn by the app's rasteriser "
+                         "(training/calibration data for the bundled model), as an npz of images/labels/indices")
+    pen.add_argument("out", type=Path)
+    pen.add_argument("--split", choices=["train", "t10k"], default="train")
+    pen.add_argument("--data", type=Path, default=MNIST_DIR)
+    pen.add_argument("--start", type=int, default=0)
+    pen.add_argument("--count", type=int, default=None)
+    pen.add_argument("--seed", type=int, default=0)
     export = sub.add_parser("export", help="write synthetic recordings (JSON) for the tests")
     export.add_argument("out", type=Path)
     export.add_argument("--per-digit", type=int, default=3)
@@ -438,6 +604,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.path.insert(0, root)
     from gui.rasterize import rasterize
 
+    if args.command == "pen-mnist":
+        images, labels = load_mnist(args.split, args.data)
+        stop = len(images) if args.count is None else min(len(images), args.start + args.count)
+        index = np.arange(args.start, stop)
+        drawn = pen_mnist(images[index], np.random.default_rng([args.seed, args.start]))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(args.out, images=drawn, labels=labels[index].astype(np.uint8),
+                            indices=index.astype(np.int32), split=args.split)
+        print(f"wrote {args.out}: {len(index)} {args.split} digits drawn through gui.rasterize")
+        return
     recognisers = [_onnx_recogniser(p) for p in args.check_model]
     args.out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
