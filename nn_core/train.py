@@ -278,9 +278,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-augment", action="store_true", help="train on the images as they are")
     parser.add_argument("--clean-epochs", type=int, default=0, help="last epochs trained without augmentation")
     parser.add_argument("--limit", type=int, default=None, help="train on the first N images only (smoke runs)")
+    parser.add_argument("--pen-data", action="append", default=[], metavar="NPZ",
+                        help="also train on MNIST training digits drawn through the app's rasteriser (an npz of "
+                        "images/labels/indices from `python tools/stroke_digits.py pen-mnist`); repeatable")
+    parser.add_argument("--holdout", type=int, default=0,
+                        help="keep the last N MNIST training digits (and their --pen-data drawings) out of "
+                        "training, to fit the temperature on")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="fit a temperature on the held-out digits (--holdout) and fold it into the last Gemm")
     parser.add_argument("--threads", type=int, default=1,
                         help="BLAS threads (default 1: a second one only helps on an idle machine)")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+
+
+def _load_pen(path: str, keep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pen drawings of MNIST training digits: (trained images, labels, held-out images, labels), split by the
+    original digit's index so no held-out digit is trained on in any form."""
+    with np.load(path) as data:
+        images, labels, index = data["images"], data["labels"], data["indices"]
+    train = index < keep
+    return images[train], labels[train], images[~train], labels[~train]
 
 
 def _command_line(args: argparse.Namespace) -> str:
@@ -297,8 +314,19 @@ def main(args: argparse.Namespace) -> int:
     test_raw, test_labels = load_mnist(args.data, "t10k")
     if args.limit:
         train_raw, train_labels = train_raw[: args.limit], train_labels[: args.limit]
+    keep = len(train_raw) - args.holdout
+    held_raw, held_labels = train_raw[keep:], train_labels[keep:]
+    train_raw, train_labels = train_raw[:keep], train_labels[:keep]
+    pen_sets = [_load_pen(path, keep) for path in args.pen_data]
+    if pen_sets:
+        train_raw = np.concatenate([train_raw] + [p[0] for p in pen_sets])
+        train_labels = np.concatenate([train_labels] + [p[1] for p in pen_sets])
+        held_raw = np.concatenate([held_raw] + [p[2] for p in pen_sets])
+        held_labels = np.concatenate([held_labels] + [p[3] for p in pen_sets])
     train_images, test_images = to_input(train_raw), to_input(test_raw)
     train_labels, test_labels = train_labels.astype(np.int64), test_labels.astype(np.int64)
+    if args.calibrate and not len(held_raw):
+        raise SystemExit("--calibrate needs held-out digits: give --holdout N")
     model = load_proto(lenet5(args.seed, tuple(args.channels), tuple(args.hidden), args.batchnorm, args.dropout),
                        "lenet5")
     print(f"training on {len(train_images):,} images for {args.epochs} epochs, batch {args.batch_size}, "
@@ -317,10 +345,31 @@ def main(args: argparse.Namespace) -> int:
                   schedule=args.schedule, warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing,
                   augment=not args.no_augment, clean_epochs=args.clean_epochs, val=(test_images, test_labels),
                   callback=report, seed=args.seed)
+    calibration = None
+    if args.calibrate:
+        from .evaluate import expected_calibration_error, fit_temperature, fold_temperature, softmax
+
+        held = to_input(held_raw)
+        logits = model.run({model.inputs[0].name: held})[model.outputs[0].name]
+        temperature = fit_temperature(logits, held_labels)
+        before = expected_calibration_error(softmax(logits), held_labels)
+        after = expected_calibration_error(softmax(logits, temperature), held_labels)
+        layer = fold_temperature(model, temperature)
+        calibration = {"temperature": round(temperature, 4), "folded_into": layer,
+                       "fitted_on": f"{len(held_raw):,} held-out MNIST training digits (the last {args.holdout:,}"
+                                    + (" and their pen drawings)" if pen_sets else ")"),
+                       "ece_before": round(100 * before, 2), "ece_after": round(100 * after, 2),
+                       "note": "the logits in this file are already divided by the temperature: do not apply it "
+                               "again"}
+        print(f"temperature {temperature:.3f} folded into {layer}: ECE on the held-out digits "
+              f"{100 * before:.2f} % -> {100 * after:.2f} %", file=sys.stderr)
     test_accuracy = accuracy(model, test_images, test_labels)
     optimizer = make_optimizer(args.optimizer, args.lr, weight_decay=args.weight_decay)
     training = {
-        "data": f"MNIST training set ({len(train_images):,} images); accuracy measured on the 10,000 t10k images",
+        "data": f"MNIST training set ({len(train_images):,} images"
+                + (f": {keep:,} MNIST digits and {len(train_images) - keep:,} of them drawn through the app's "
+                   "rasteriser" if pen_sets else "") + (f"; {args.holdout:,} held out" if args.holdout else "")
+                + "); accuracy measured on the 10,000 t10k images",
         "engine": "nn_core.fit: the graph's own initializers trained through its gradient plan",
         "epochs": args.epochs,
         "batch_size": args.batch_size,
@@ -338,8 +387,12 @@ def main(args: argparse.Namespace) -> int:
     doc = (f"LeNet-5 (conv {args.channels[0]}/{args.channels[1]}, dense {args.hidden[0]}/{args.hidden[1]}, ReLU, "
            f"max-pool{', batch norm' if args.batchnorm else ''}) trained by digitscope's NumPy engine on MNIST; "
            f"{100 * test_accuracy:.2f} % on the MNIST test set.")
-    model.save(args.out, metadata={"training": json.dumps(training), "test_accuracy": f"{100 * test_accuracy:.2f}"},
-               doc_string=doc)
+    metadata = {"training": json.dumps(training), "test_accuracy": f"{100 * test_accuracy:.2f}"}
+    if calibration is not None:
+        metadata["calibration"] = json.dumps(calibration)
+        doc += (f" Calibrated: logits divided by the temperature {calibration['temperature']} (folded into the "
+                "weights).")
+    model.save(args.out, metadata=metadata, doc_string=doc)
     print(f"test accuracy {100 * test_accuracy:.2f} %  ({len(test_images):,} MNIST test digits)")
     print(f"training time {history.seconds:.0f} s, {history.images_per_second:,.0f} images/s")
     print(f"wrote {args.out}")

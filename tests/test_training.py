@@ -438,6 +438,55 @@ def test_train_and_eval_commands_end_to_end(mnist_dir, tmp_path, capsys):
     assert sum(int(v) for row in matrix_rows for v in row.split()[1:11]) == 300
 
 
+def test_train_with_pen_data_holdout_and_calibration(mnist_dir, tmp_path, sample):
+    """--pen-data adds drawn copies of training digits (split by their MNIST index, so a held-out digit is never
+    trained on in any form), --holdout keeps the last N out, --calibrate folds the fitted temperature into fc3."""
+    images, labels = sample["train_images"], sample["train_labels"]
+    pen = tmp_path / "pen.npz"
+    np.savez(pen, images=255 - images, labels=labels, indices=np.arange(len(images), dtype=np.int32))
+    out = tmp_path / "lenet.onnx"
+    holdout = 100
+    assert train.main(_args(data=str(mnist_dir), out=str(out), epochs=1, batch_size=50, pen_data=[str(pen)],
+                            holdout=holdout, calibrate=True)) == 0
+    meta = nn_core.load(str(out)).metadata
+    training = json.loads(meta["training"])
+    kept = len(images) - holdout
+    assert f"{kept:,} MNIST digits and {kept:,} of them drawn" in training["data"]
+    calibration = json.loads(meta["calibration"])
+    assert calibration["folded_into"] == "fc3" and calibration["temperature"] > 0
+    assert f"{2 * holdout:,} held-out" in calibration["fitted_on"]
+    assert calibration["ece_after"] <= calibration["ece_before"] + 1e-9
+
+
+def test_temperature_fit_recovers_the_temperature_of_the_labels():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (4000, 10))
+    # labels drawn from softmax(logits / 2.5): the NLL-optimal temperature is 2.5
+    probs = evaluate.softmax(logits, 2.5)
+    labels = (probs.cumsum(axis=1) > rng.random((len(probs), 1))).argmax(axis=1)
+    assert evaluate.fit_temperature(logits, labels) == pytest.approx(2.5, rel=0.1)
+    assert evaluate.expected_calibration_error(evaluate.softmax(logits, 2.5), labels) < 0.03
+    assert evaluate.expected_calibration_error(evaluate.softmax(logits), labels) > 0.1
+
+
+def test_expected_calibration_error_of_simple_cases():
+    sure_and_right = np.eye(10)[[0, 1, 2, 3]]
+    assert evaluate.expected_calibration_error(sure_and_right, np.array([0, 1, 2, 3])) == 0.0
+    assert evaluate.expected_calibration_error(sure_and_right, np.array([1, 1, 2, 3])) == pytest.approx(0.25)
+
+
+def test_fold_temperature_divides_the_logits_and_refuses_other_outputs(sample):
+    model = nn_core.load_proto(lenet5(seed=1))
+    x = to_input(sample["test_images"][:8])
+    before = model.run({"input": x})["logits"]
+    assert evaluate.fold_temperature(model, 2.0) == "fc3"
+    np.testing.assert_allclose(model.run({"input": x})["logits"], before / 2, rtol=1e-5, atol=1e-6)
+    b = GraphBuilder(input=("input", [None, 4]))
+    proto = b.build([b.relu(b.gemm(b.input, 3))], {})
+    with pytest.raises(ModelError, match="not computed by a Gemm"):
+        evaluate.fold_temperature(nn_core.load_proto(proto), 2.0)
+
+
 def test_confusion_matrix_counts_true_against_predicted():
     counts = evaluate.confusion_matrix(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), classes=3)
     np.testing.assert_array_equal(counts, [[1, 0, 0], [0, 1, 1], [0, 0, 1]])
