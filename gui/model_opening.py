@@ -45,6 +45,7 @@ class OpenedModel:
     adapter: ModelAdapter
     key: str
     trial: Prediction  # one run on a blank image: its records give the layer list and shapes
+    layout: Any = None  # the graph view's layout (gui.graph_layout.GraphLayout), computed with the rest
 
 
 @dataclass

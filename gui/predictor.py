@@ -5,6 +5,10 @@ the newest stroke as soon as it can rather than replaying every mouse move it mi
 LeNet takes well under a millisecond) runs synchronously in the caller, which is simpler and gives the answer
 within the same mouse event.
 
+A big model answers in two steps: the fused run first (the bars, as soon as possible), then, if a view wants
+every node's outputs and no newer drawing is waiting, the traced run of the same drawing. While the user keeps
+drawing, only fused runs happen; the traced one follows when the pen rests.
+
 Results go to the ``deliver`` callback: in the caller's thread for a synchronous run, in the worker thread
 otherwise (the session hands those back to its own thread through a dispatcher).
 """
@@ -40,7 +44,7 @@ class Predictor:
         self._generation = 0
         self._last_seconds = 0.0
         self._condition = threading.Condition()
-        self._pending: tuple[ModelAdapter, np.ndarray, int, int] | None = None
+        self._pending: tuple[ModelAdapter, np.ndarray, int, int, bool, bool] | None = None
         self._busy = False
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -69,19 +73,22 @@ class Predictor:
         with self._condition:
             return self._pending is None and not self._busy
 
-    def submit(self, image: np.ndarray, drawing: int = 0) -> None:
+    def submit(self, image: np.ndarray, drawing: int = 0, traced: bool = True, bars: bool = True) -> None:
+        """Predict ``image`` (drawing number ``drawing``): the probabilities, and with ``traced`` every node's
+        outputs too (after the bars, for a slow model). ``bars=False``: only the traced run (a view asked for it)."""
         adapter = self._adapter
         if adapter is None:
             return
         synchronous = self.mode == "sync" or (self.mode == "auto" and self._last_seconds < SYNC_BUDGET_SECONDS
                                                and self.is_idle())
         if synchronous:
-            prediction = run_prediction(adapter, image, self._generation, drawing)
+            prediction = run_prediction(adapter, image, self._generation, drawing, traced)
             self._last_seconds = prediction.seconds
             self._deliver(prediction)
             return
         with self._condition:
-            self._pending = (adapter, image, self._generation, drawing)  # replaces any older pending drawing
+            # replaces any older pending drawing
+            self._pending = (adapter, image, self._generation, drawing, traced, bars or not traced)
             self._ensure_thread()
             self._condition.notify()
 
@@ -98,19 +105,33 @@ class Predictor:
                     self._condition.wait()
                 if self._stopping:
                     return
-                adapter, image, generation, drawing = self._pending
+                adapter, image, generation, drawing, traced, bars = self._pending
                 self._pending = None
                 self._busy = True
-            prediction = run_prediction(adapter, image, generation, drawing)
-            with self._condition:
-                self._last_seconds = prediction.seconds
-                current = generation == self._generation
             try:
-                if current:
-                    self._deliver(prediction)  # handed over before the predictor reports idle
+                if bars:  # the fused run: the bars as soon as possible
+                    if not self._run_and_deliver(adapter, image, generation, drawing, False):
+                        continue
+                    with self._condition:
+                        if self._pending is not None or self._stopping:
+                            continue  # a newer drawing is waiting: trace that one instead, later
+                if traced:
+                    self._run_and_deliver(adapter, image, generation, drawing, True)
             finally:
                 with self._condition:
                     self._busy = False
+
+    def _run_and_deliver(self, adapter: ModelAdapter, image: np.ndarray, generation: int, drawing: int,
+                         traced: bool) -> bool:
+        """One run, delivered if its model is still current (handed over before the predictor reports idle)."""
+        prediction = run_prediction(adapter, image, generation, drawing, traced)
+        with self._condition:
+            if not traced or self._last_seconds == 0.0:
+                self._last_seconds = prediction.seconds
+            current = generation == self._generation
+        if current:
+            self._deliver(prediction)
+        return current and prediction.error is None
 
     def shutdown(self) -> None:
         with self._condition:

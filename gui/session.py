@@ -26,12 +26,22 @@ from typing import Any
 import numpy as np
 
 from gui.events import Dispatch, EventGroup, QueueDispatcher
+from gui.graph_layout import layout_graph
 from gui.model_opening import ModelOpener, OpenedModel, OpenResult, prepare_model
 from gui.prediction import Prediction
 from gui.predictor import Predictor
 from gui.settings import AppSettings
 from gui.strokes import Point, StrokeDocument
-from nn_core.interface import SCALINGS, ModelAdapter, ScalingReport, auto_detect_scaling
+from nn_core.interface import SCALINGS, ModelAdapter, ScalingReport, load_samples
+
+DETECT_CHUNK = 10  # images per run while auto-detecting: progress and cancellation between chunks
+
+
+def prepare_with_layout(path: Path, remembered: dict[str, str]) -> OpenedModel:
+    """``prepare_model`` plus the graph view's layout, both on the opening worker thread."""
+    opened = prepare_model(path, remembered)
+    opened.layout = layout_graph(opened.model.nodes)
+    return opened
 
 EVENTS = (
     "opening",  # (path): a model file started opening in the background
@@ -42,6 +52,7 @@ EVENTS = (
     "prediction",  # (Prediction or None): the probabilities and traced records to show; None: nothing drawn
     "scaling_changed",  # (code, source)
     "detecting",  # (bool): auto-detection started / ended
+    "detect_progress",  # (done, total): images tried so far by the auto-detection under way
     "scaling_detected",  # (ScalingReport)
     "selection_changed",  # (node name or None, map index)
     "recent_changed",  # (list of paths)
@@ -85,6 +96,8 @@ class Session:
         self.image: np.ndarray | None = None  # the current 28x28 drawing, once rasterized
         self.selection: tuple[str, int] | None = None  # (node name, map index or -1)
         self.detecting = False
+        self._detect_cancel: threading.Event | None = None
+        self.trace_wanted = True  # a view shows every node's outputs (activations, graph): predict them too
         self.last_error: str | None = None
 
     # --- threads -------------------------------------------------------------------------------------------
@@ -103,6 +116,7 @@ class Session:
     def close(self) -> None:
         """Stop the background work: an open under way is dropped, the prediction worker ends."""
         self.opener.cancel()
+        self.cancel_detection()
         self.predictor.shutdown()
 
     # --- errors --------------------------------------------------------------------------------------------
@@ -120,7 +134,7 @@ class Session:
         path = Path(path)
         previous = self._requested if self.opener.busy() else None
         remembered = self.settings.remembered_scalings()
-        self._requested = self.opener.open(path, lambda p: prepare_model(p, remembered))
+        self._requested = self.opener.open(path, lambda p: prepare_with_layout(p, remembered))
         if previous is not None:
             self._end_open(previous, False)
         self.events.opening.emit(path)
@@ -181,6 +195,9 @@ class Session:
 
     def install(self, opened: OpenedModel) -> None:
         """Make ``opened`` the current model (the previous one is released) and predict the drawing with it."""
+        self.cancel_detection()  # its answer would be for the previous model
+        if getattr(opened, "layout", None) is None:
+            opened.layout = layout_graph(opened.model.nodes)
         self.model, self.adapter, self.model_path, self.model_key = (opened.model, opened.adapter, opened.path,
                                                                       opened.key)
         self.trial = opened.trial
@@ -244,7 +261,7 @@ class Session:
             return
         self.image = image
         self.events.input_image.emit(self.adapter.model_image(image))
-        self.predictor.submit(image, self.drawing)
+        self.predictor.submit(image, self.drawing, traced=self.trace_wanted)
 
     def _from_predictor(self, prediction: Prediction) -> None:
         self._in_owner(lambda: self._accept(prediction))
@@ -255,7 +272,10 @@ class Session:
         if not self.document.has_ink():
             return
         if self.prediction is not None and prediction.drawing <= self.prediction.drawing:
-            return  # an older drawing than the one on screen: latest drawing wins
+            # an older drawing than the one on screen: latest drawing wins; the same drawing only when it brings
+            # the traced run's outputs to bars that came from the fused run
+            if prediction.drawing < self.prediction.drawing or self.prediction.traced or not prediction.traced:
+                return
         if prediction.error:
             self.report_error(f"The model failed on this drawing: {prediction.error}")
             return
@@ -273,6 +293,18 @@ class Session:
     def stale(self) -> bool:
         """True while the prediction on screen is for an earlier drawing than the current one."""
         return self.prediction is not None and self.prediction.drawing < self.drawing
+
+    def set_trace_wanted(self, wanted: bool) -> None:
+        """Whether a view shows every node's outputs; when one appears, the drawing on screen is traced now."""
+        self.trace_wanted = bool(wanted)
+        if wanted and self.prediction is not None and not self.prediction.traced and self.image is not None \
+                and self.document.has_ink():
+            self.predictor.submit(self.image, self.drawing, traced=True, bars=False)
+
+    @property
+    def computing(self) -> bool:
+        """The bars on screen are older than the drawing (a slow model is still working on it)."""
+        return self.document.has_ink() and (self.prediction is None or self.stale)
 
     @property
     def up_to_date(self) -> bool:
@@ -296,29 +328,44 @@ class Session:
     def auto_detect_scaling(self) -> bool:
         """Try every scaling on the shipped MNIST digits in the background and keep the best (for this model).
 
-        Returns False when there is no model or a detection is already running. A result for a model that has
-        been replaced meanwhile is dropped.
+        Reports ``detect_progress(done, total)`` as it goes; ``cancel_detection`` (or installing another model)
+        stops it between chunks. Returns False when there is no model or a detection is already running.
         """
         adapter = self.adapter
         if adapter is None or self.detecting:
             return False
         self.detecting = True
+        cancel = self._detect_cancel = threading.Event()
         self.events.detecting.emit(True)
+
+        def progress(done: int, total: int) -> None:
+            self._in_owner(lambda: None if cancel.is_set() else self.events.detect_progress.emit(done, total))
 
         def work() -> None:
             try:
-                report: ScalingReport | str = auto_detect_scaling(adapter.model, adapter)
+                report: ScalingReport | str | None = detect_scaling(adapter, cancel, progress)
             except Exception as exc:  # noqa: BLE001 - reported to the user
                 report = f"{type(exc).__name__}: {exc}"
-            self._in_owner(lambda: self._detected(adapter, report))
+            self._in_owner(lambda: self._detected(adapter, report, cancel))
 
         threading.Thread(target=work, name="digitscope-autodetect", daemon=True).start()
         return True
 
-    def _detected(self, adapter: ModelAdapter, report: ScalingReport | str) -> None:
+    def cancel_detection(self) -> bool:
+        """Stop the auto-detection under way (its result is dropped). Returns whether one was running."""
+        if not self.detecting or self._detect_cancel is None:
+            return False
+        self._detect_cancel.set()
         self.detecting = False
         self.events.detecting.emit(False)
-        if adapter is not self.adapter:
+        return True
+
+    def _detected(self, adapter: ModelAdapter, report: ScalingReport | str | None, cancel: threading.Event) -> None:
+        if cancel.is_set() or cancel is not self._detect_cancel:
+            return  # cancelled (the detecting event was sent then)
+        self.detecting = False
+        self.events.detecting.emit(False)
+        if adapter is not self.adapter or report is None:
             return  # the model changed meanwhile
         if isinstance(report, str):
             self.report_error(f"Auto-detect failed: {report}")
@@ -337,3 +384,32 @@ class Session:
     # --- recent files --------------------------------------------------------------------------------------
     def recent_models(self) -> list[str]:
         return self.settings.recent_models()
+
+
+def detect_scaling(adapter: ModelAdapter, cancel: threading.Event | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> ScalingReport | None:
+    """``nn_core.interface.auto_detect_scaling`` in chunks, with progress and cancellation (None when cancelled)."""
+    images, labels = load_samples()
+    total = len(SCALINGS) * len(images)
+    accuracy: dict[str, float] = {}
+    done = 0
+    for code in SCALINGS:
+        correct = 0
+        failed = False
+        for start in range(0, len(images), DETECT_CHUNK):
+            if cancel is not None and cancel.is_set():
+                return None
+            chunk = slice(start, start + DETECT_CHUNK)
+            if not failed:
+                try:
+                    probabilities = adapter.predict_many(images[chunk], code)
+                    correct += int(np.sum(np.argmax(probabilities, axis=1) == labels[chunk]))
+                except Exception:  # noqa: BLE001 - a scaling the model cannot take scores zero, as in nn_core
+                    failed = True
+            done += len(images[chunk])
+            if progress is not None:
+                progress(done, total)
+        accuracy[code] = 0.0 if failed else correct / len(images)
+    order = [adapter.scaling] + [code for code in SCALINGS if code != adapter.scaling]
+    best = max(order, key=lambda code: (accuracy[code], -order.index(code)))
+    return ScalingReport(best=best, accuracy=accuracy, samples=len(labels))
