@@ -149,3 +149,15 @@ def test_cli_quantize_and_refusal(tmp_path, capsys):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), plain)
     assert main(["quantize", str(plain), "--out", str(tmp_path / "no.onnx")]) == 2
     assert "nothing to quantize" in capsys.readouterr().err
+
+
+def test_qdq_groups_fused_into_integer_ops_match_onnxruntime(quantized):
+    # fuse_qdq (through to_integer_ops) on a QDQ file gives onnxruntime's own integers for that QDQ file
+    from nn_core.quantize import to_integer_ops
+
+    proto = onnx.load(quantized["qdq"])
+    x = digits()
+    want = ort_session(proto).run(None, {"input": x})[0]
+    fused = nn_core.Model(to_integer_ops(proto))
+    assert fused.plan_ops.count("QLinearConv+MaxPool") == 2
+    np.testing.assert_array_equal(fused.run({"input": x})["logits"], want)

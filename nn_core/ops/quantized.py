@@ -579,8 +579,11 @@ def fuse_qdq(nodes: list, constants: dict[str, np.ndarray], graph_outputs: set[s
     Reshape/... -> Q`` with the same scale and zero point runs on the integers. Results are those of onnxruntime,
     which does the same fusions. ``nodes`` are objects with name/op_type/domain/inputs/outputs/attrs (graph
     NodeInfo, or the quantizer's own); ``make_node(template, name, op_type, domain, inputs, outputs, attrs)``
-    builds one; new constants (zero points) are added to ``constants``. Nodes left without readers (the weights'
-    DequantizeLinear) are the caller's to drop."""
+    builds one; new constants (zero points) are added to ``constants``. DequantizeLinear nodes left without
+    readers are dropped.
+
+    The fast plan can call it right after ``remove_identities`` (before constants are folded, which would turn
+    the weights' DequantizeLinear into float weights)."""
     producer = {out: node for node in nodes for out in node.outputs if out}
     readers: dict[str, list] = {}
     for node in nodes:
@@ -711,4 +714,12 @@ def fuse_qdq(nodes: list, constants: dict[str, np.ndarray], graph_outputs: set[s
             op_type, domain = "QGemm", "com.microsoft"
             attrs = {k: v for k, v in node.attrs.items() if k in ("alpha", "transB")}
         replaced[id(node)] = make_node(node, node.name, op_type, domain, inputs, outputs, attrs)
-    return [replaced.get(id(node), node) for node in nodes if id(node) not in removed]
+    result = [replaced.get(id(node), node) for node in nodes if id(node) not in removed]
+    # the DequantizeLinear nodes the fused ops no longer need (so a MaxPool after a QLinearConv is its only
+    # reader, and fuses)
+    while True:
+        read = {name for node in result for name in node.inputs} | graph_outputs
+        kept = [node for node in result if node.op_type != "DequantizeLinear" or node.outputs[0] in read]
+        if len(kept) == len(result):
+            return result
+        result = kept
