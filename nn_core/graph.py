@@ -23,6 +23,8 @@ from .ops.attributes import node_attributes, sparse_to_dense, tensor_to_array
 from .ops.registry import DEFAULT_DOMAIN, MAX_OPSET, ML_DOMAIN, canonical_domain
 
 _POOLS = {"MaxPool", "AveragePool", "LpPool"}
+#: how deep If/Loop/Scan bodies may nest inside each other (the reader bounds it at the same depth)
+MAX_SUBGRAPH_NESTING = 32
 # newest opset of the other domains the kernels know
 _NEWEST_OPSET = {ML_DOMAIN: 5}
 
@@ -105,15 +107,86 @@ def value_spec(info: onnx.ValueInfoProto) -> ValueSpec:
     return ValueSpec(info.name, shape, dtype)
 
 
-class Graph:
-    """Nodes in execution order, constant values, graph inputs (without weights) and outputs."""
+def free_variables(graph: onnx.GraphProto, depth: int = 0) -> list[str]:
+    """The names a subgraph reads (its nodes, its nested subgraphs, its outputs) that it does not define itself
+    (inputs, initializers, node outputs): the outer-scope values it needs, in first-read order."""
+    if depth > MAX_SUBGRAPH_NESTING:
+        raise ModelError(f"subgraph '{graph.name}' nests subgraphs more than {MAX_SUBGRAPH_NESTING} levels deep")
+    defined = {v.name for v in graph.input} | {t.name for t in graph.initializer}
+    defined |= {s.values.name for s in graph.sparse_initializer}
+    defined |= {name for node in graph.node for name in node.output}
+    free: dict[str, None] = {}
+    for node in graph.node:
+        reads = list(node.input)
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                reads += free_variables(attr.g, depth + 1)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    reads += free_variables(sub, depth + 1)
+        free.update((name, None) for name in reads if name and name not in defined)
+    free.update((v.name, None) for v in graph.output if v.name and v.name not in defined)
+    return list(free)
 
-    def __init__(self, model: onnx.ModelProto, source: str = "model", limits: Limits = DEFAULT_LIMITS):
+
+class Subgraph:
+    """A node's graph attribute (an If branch, a Loop or Scan body), compiled like the main graph.
+
+    ``graph`` is a nested ``Graph`` whose inputs are the body's own inputs followed by ``outer``, the values it
+    reads from the enclosing scope; the enclosing node receives those as implicit extra inputs (after its
+    declared ones), so the plan orders and keeps them like any other input.
+    """
+
+    def __init__(self, proto: onnx.GraphProto, parent: Graph, label: str):
+        self.proto = proto
+        self.outer = free_variables(proto, parent.depth + 1)
+        self.graph = Graph(proto, label, parent.limits, parent=parent, outer=self.outer)
+        self.formal = [v.name for v in proto.input]
+        self.output_specs = list(self.graph.outputs)
+
+
+def implicit_inputs(attrs: dict[str, Any]) -> list[str]:
+    """The outer-scope names every subgraph of a node reads, in a fixed order: the node's implicit inputs."""
+    names: dict[str, None] = {}
+    for value in attrs.values():
+        for sub in (value if isinstance(value, list) else [value]):
+            if isinstance(sub, Subgraph):
+                names.update((name, None) for name in sub.outer)
+    return list(names)
+
+
+def standalone_subgraph(proto: onnx.GraphProto, opset: int, source: str = "subgraph",
+                        limits: Limits = DEFAULT_LIMITS) -> Subgraph:
+    """A body compiled without its enclosing graph (a kernel built outside the loader, as in tests): it may
+    read no outer-scope values."""
+    model = helper.make_model(onnx.GraphProto(), opset_imports=[helper.make_opsetid("", opset)])
+    root = Graph.__new__(Graph)
+    root.source, root.limits, root.depth, root.opsets = source, limits, 0, Graph._opsets(root, model)
+    return Subgraph(proto, root, source)
+
+
+class Graph:
+    """Nodes in execution order, constant values, graph inputs (without weights) and outputs.
+
+    A subgraph (``parent`` given, ``model`` a GraphProto) shares its parent's opsets and limits; ``outer`` names
+    the enclosing-scope values it reads, which become inputs after its own.
+    """
+
+    def __init__(self, model: onnx.ModelProto | onnx.GraphProto, source: str = "model",
+                 limits: Limits = DEFAULT_LIMITS, parent: Graph | None = None, outer: list[str] | None = None):
         load_all_kernels()
         self.source = source
         self.limits = limits
-        graph = model.graph
-        self.opsets = self._opsets(model)
+        if parent is None:
+            graph = model.graph
+            self.depth = 0
+            self.opsets = self._opsets(model)
+        else:
+            graph = model
+            self.depth = parent.depth + 1
+            if self.depth > MAX_SUBGRAPH_NESTING:
+                raise ModelError(f"{source}: subgraphs nest more than {MAX_SUBGRAPH_NESTING} levels deep")
+            self.opsets = parent.opsets
         if len(graph.node) > limits.max_nodes:
             raise ModelError(f"{source}: the graph has {len(graph.node):,} nodes, over the limit of"
                              f" {limits.max_nodes:,} (nn_core.Limits.max_nodes)")
@@ -130,6 +203,9 @@ class Graph:
                              f" {human_bytes(limits.max_constant_bytes)} limit (nn_core.Limits.max_constant_bytes)")
         # initializers listed as graph inputs are weights with defaults, not something the user feeds
         self.inputs = [value_spec(v) for v in graph.input if v.name not in self.constants]
+        own = {v.name for v in graph.input}
+        self.inputs += [ValueSpec(name, None, None) for name in outer or () if name not in own
+                        and name not in self.constants]
         self.outputs = [value_spec(v) for v in graph.output]
         if not self.outputs:
             raise ModelError(f"{source}: the graph declares no outputs")
@@ -252,7 +328,8 @@ class Graph:
             used_names.add(name)
             attrs = node_attributes(proto, f"{self.source}: node '{name}' ({proto.op_type})", self.limits)
             self._check_against_schema(proto, name, attrs)
-            nodes.append(NodeInfo(name, proto.op_type, canonical_domain(proto.domain), list(proto.input),
+            implicit = self._compile_subgraphs(name, proto.op_type, attrs)
+            nodes.append(NodeInfo(name, proto.op_type, canonical_domain(proto.domain), list(proto.input) + implicit,
                                   list(proto.output), attrs))
         available = {v.name for v in self.inputs} | set(self.constants) | {""}
         producer: dict[str, int] = {}
@@ -306,6 +383,19 @@ class Graph:
                 f"{' ...' if len(stuck) > 8 else ''} depend on each other"
             )
         return [nodes[i] for i in order]
+
+    def _compile_subgraphs(self, name: str, op_type: str, attrs: dict[str, Any]) -> list[str]:
+        """Replace each graph attribute by its compiled ``Subgraph``; return the node's implicit inputs."""
+        found = False
+        for key, value in attrs.items():
+            if isinstance(value, onnx.GraphProto):
+                attrs[key] = Subgraph(value, self, f"{self.source}: node '{name}' ({op_type}) {key}")
+                found = True
+            elif isinstance(value, list) and value and all(isinstance(v, onnx.GraphProto) for v in value):
+                attrs[key] = [Subgraph(v, self, f"{self.source}: node '{name}' ({op_type}) {key}[{i}]")
+                              for i, v in enumerate(value)]
+                found = True
+        return implicit_inputs(attrs) if found else []
 
     def _check_supported(self) -> None:
         missing: dict[tuple[str, str, int], list[str]] = {}
