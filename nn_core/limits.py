@@ -40,6 +40,9 @@ class Limits:
     max_nodes: int = 250_000
     #: rank of any tensor
     max_rank: int = 32
+    #: iterations of one Loop or Scan node on one run (a trip count of 2**63 with a condition that never turns
+    #: false, or a stacked output that grows each turn, runs away; real models loop over a sequence of hundreds)
+    max_loop_iterations: int = 100_000
 
 
 DEFAULT_LIMITS = Limits()
