@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from .errors import ModelError
 from .graph import Graph, NodeInfo
+from .ops.quantized import fuse_qdq
 from .ops.registry import NodeSpec, Op, resolve
 from .optimize import FUSABLE_ACTIVATIONS, activation_params, fold_batchnorm, remove_identities
 
@@ -151,6 +152,11 @@ def fuse_pools(steps: list[Step], graph_outputs: set[str]) -> list[Step]:
     return [s for s in steps if id(s) not in dropped]
 
 
+def _rewritten_node(template: NodeInfo, name: str, op_type: str, domain: str, inputs: list[str],
+                    outputs: list[str], attrs: dict[str, Any]) -> NodeInfo:
+    return replace(template, name=name, op_type=op_type, domain=domain, inputs=inputs, outputs=outputs, attrs=attrs)
+
+
 def drop_dead_steps(steps: list[Step], graph_outputs: set[str]) -> list[Step]:
     needed = set(graph_outputs)
     kept: list[Step] = []
@@ -169,6 +175,8 @@ class FastPlan:
         outputs = {v.name for v in graph.outputs}
         consts = dict(constants)
         nodes = remove_identities(graph.nodes, outputs)
+        # before folding, which would turn the weights' DequantizeLinear into float weights
+        nodes = fuse_qdq(nodes, consts, outputs, _rewritten_node)
         nodes, _ = fold_constants(graph, nodes, consts)
         nodes = fold_batchnorm(nodes, consts, outputs)
         bn_folded = {n.name for n in nodes if "::bn_folded_weight" in "".join(n.inputs)}
