@@ -155,3 +155,51 @@ def test_scan_with_outer_scope_and_reverse_direction():
     out = m.run({"s0": np.zeros(2, np.float32), "xs": xs, "k": np.array(2, np.float32)})
     np.testing.assert_allclose(out["sf"], xs.sum(0))
     np.testing.assert_allclose(out["ys"], 2 * np.cumsum(xs[::-1], axis=0))
+
+
+# ---- recurrent layers against onnxruntime where the node cases do not reach ---------------------------------
+
+
+def _against_onnxruntime(model, feeds, rtol=1e-4, atol=1e-5):
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = session.run(None, feeds)
+    got = list(nn_core.load_proto(model).run(feeds).values())
+    for w, g in zip(want, got):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("op", ["RNN", "GRU", "LSTM"])
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+def test_recurrent_layers_with_sequence_lengths_and_initial_state(op, direction):
+    rng = np.random.default_rng(0)
+    steps, batch, features, hidden = 5, 3, 4, 6
+    dirs = 2 if direction == "bidirectional" else 1
+    gates = {"RNN": 1, "GRU": 3, "LSTM": 4}[op]
+    inits = [helper.make_tensor(name, F, value.shape, value.ravel()) for name, value in (
+        ("W", rng.normal(size=(dirs, gates * hidden, features)).astype(np.float32) * 0.5),
+        ("R", rng.normal(size=(dirs, gates * hidden, hidden)).astype(np.float32) * 0.5),
+        ("B", rng.normal(size=(dirs, 2 * gates * hidden)).astype(np.float32) * 0.1))]
+    inputs = ["x", "W", "R", "B", "lens", "h0"]
+    extra = {}
+    if op == "LSTM":
+        inits.append(helper.make_tensor("P", F, [dirs, 3 * hidden], rng.normal(size=dirs * 3 * hidden) * 0.1))
+        inputs += ["c0", "P"]
+    if op == "GRU":
+        extra["linear_before_reset"] = 1
+    outputs = ["Y", "Y_h"] + (["Y_c"] if op == "LSTM" else [])
+    node = helper.make_node(op, inputs, outputs, hidden_size=hidden, direction=direction, **extra)
+    value_infos = [helper.make_tensor_value_info("x", F, [steps, batch, features]),
+                   helper.make_tensor_value_info("lens", TensorProto.INT32, [batch]),
+                   helper.make_tensor_value_info("h0", F, [dirs, batch, hidden])]
+    if op == "LSTM":
+        value_infos.append(helper.make_tensor_value_info("c0", F, [dirs, batch, hidden]))
+    model = _model([node], value_infos, [helper.make_tensor_value_info(o, F, None) for o in outputs], inits,
+                   opset=14)
+    feeds = {"x": rng.normal(size=(steps, batch, features)).astype(np.float32),
+             "lens": np.array([5, 2, 4], np.int32),
+             "h0": rng.normal(size=(dirs, batch, hidden)).astype(np.float32)}
+    if op == "LSTM":
+        feeds["c0"] = rng.normal(size=(dirs, batch, hidden)).astype(np.float32)
+    _against_onnxruntime(model, feeds)

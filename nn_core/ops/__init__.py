@@ -7,7 +7,8 @@ import importlib
 from .registry import NodeSpec, Op, register, resolve, supported_ops
 
 # every kernel module; each registers its classes on import
-KERNEL_MODULES = ("elementwise", "activations", "reduce", "shape", "nn", "quantized", "contrib_ms", "ml", "control")
+KERNEL_MODULES = ("elementwise", "activations", "reduce", "shape", "nn", "quantized", "contrib_ms", "ml",
+                  "control", "recurrent")
 
 _loaded = False
 
