@@ -10,6 +10,7 @@ from __future__ import annotations
 from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import (
     QColor,
+    QImage,
     QMouseEvent,
     QPainter,
     QPainterPath,
@@ -44,6 +45,7 @@ class DrawingCanvas(QWidget):
         self._pen_width = float(pen_width if pen_width is not None else default_pen_width(self.document.size))
         self._eraser = False
         self._hover: QPointF | None = None
+        self._overlay: tuple[QImage, QRectF] | None = None  # a saliency map and its place (canvas coords)
         self.setMinimumSize(200, 200)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMouseTracking(True)  # to show the pen outline under the cursor
@@ -95,6 +97,16 @@ class DrawingCanvas(QWidget):
     def _changed(self) -> None:
         self.update()
         self.strokesChanged.emit()
+
+    # --- the saliency overlay (gui.overlay makes the image, gui.explain its place) -------------------------
+    def set_overlay(self, image: QImage | None, left: float = 0.0, top: float = 0.0, side: float = 0.0) -> None:
+        """Lay ``image`` over the strokes on the square at (left, top) with ``side``, in canvas coordinates."""
+        self._overlay = None if image is None else (image, QRectF(left, top, side, side))
+        self.update()
+
+    @property
+    def overlay(self) -> QImage | None:
+        return None if self._overlay is None else self._overlay[0]
 
     # --- geometry ------------------------------------------------------------------------------------------
     def drawing_rect(self) -> QRectF:
@@ -200,6 +212,11 @@ class DrawingCanvas(QWidget):
             for point in stroke.points[1:]:
                 path.lineTo(self.to_widget(point))
             painter.drawPath(path)
+        if self._overlay is not None and self.document.has_ink():
+            image, where = self._overlay
+            corner = self.to_widget((where.x(), where.y()))
+            painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
+            painter.drawImage(QRectF(corner.x(), corner.y(), where.width() * scale, where.height() * scale), image)
         if not self.document.has_ink() and not self.document.is_drawing:
             painter.setPen(QColor(120, 120, 128))
             painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, "Draw a digit here")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import QRectF, QSize, Qt
-from PySide6.QtGui import QColor, QFont, QPainter, QPaintEvent
+from PySide6.QtCore import QRectF, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QFont, QMouseEvent, QPainter, QPaintEvent
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 # The second-best class counts as a contender when it has at least this share of the best one's probability.
@@ -33,13 +33,27 @@ def headline(probabilities: np.ndarray | None, labels: list[str]) -> tuple[str, 
     return labels[best], f"{top * 100:.1f} % confident"
 
 
+def close_call(probabilities: np.ndarray | None) -> tuple[int, int] | None:
+    """(best, runner-up) when the drawing is ambiguous between them (the "4 or 9?" state), else None."""
+    if probabilities is None or len(probabilities) < 2:
+        return None
+    best, second = (int(i) for i in np.argsort(probabilities)[::-1][:2])
+    return (best, second) if probabilities[second] >= CLOSE_CALL_RATIO * probabilities[best] else None
+
+
 class ProbabilitiesView(QWidget):
-    """Paints itself; ``set_prediction(None, ...)`` shows the empty state."""
+    """Paints itself; ``set_prediction(None, ...)`` shows the empty state. A click on a bar emits
+    ``classClicked(index)`` (explain that class); on the headline of a close call, ``closeCallClicked(best,
+    runner_up)`` (why this and not that?)."""
+
+    classClicked = Signal(int)
+    closeCallClicked = Signal(int, int)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._probabilities: np.ndarray | None = None
         self._labels: list[str] = [str(i) for i in range(10)]
+        self._bar_geometry: tuple[float, float, list[int]] | None = None  # top, row height, classes
         self.setMinimumWidth(220)
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
 
@@ -54,6 +68,28 @@ class ProbabilitiesView(QWidget):
 
     def headline(self) -> tuple[str, str]:
         return headline(self._probabilities, self._labels)
+
+    def close_call(self) -> tuple[int, int] | None:
+        return close_call(self._probabilities)
+
+    def class_at(self, y: float) -> int | None:
+        """The class whose bar is at height ``y`` (as last painted), or None."""
+        if self._bar_geometry is None:
+            return None
+        top, row, classes = self._bar_geometry
+        slot = int((y - top) // row) if y >= top else -1
+        return classes[slot] if 0 <= slot < len(classes) else None
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:
+        if event.button() == Qt.MouseButton.LeftButton and self._probabilities is not None:
+            y = event.position().y()
+            clicked = self.class_at(y)
+            pair = self.close_call()
+            if clicked is not None:
+                self.classClicked.emit(clicked)
+            elif pair is not None and self._bar_geometry is not None and y < self._bar_geometry[0]:
+                self.closeCallClicked.emit(*pair)
+        super().mousePressEvent(event)
 
     def paintEvent(self, event: QPaintEvent) -> None:
         painter = QPainter(self)
@@ -84,6 +120,7 @@ class ProbabilitiesView(QWidget):
             painter.end()
             return
         row = max(8.0, min(34.0, (height - top - 4) / count))
+        self._bar_geometry = (top, row, list(getattr(self, "shown_classes", lambda: range(count))()))
         label_width = max(28.0, min(90.0, painter.fontMetrics().horizontalAdvance(
             max(self._labels, key=len) if self._labels else "0") + 12.0))
         value_width = painter.fontMetrics().horizontalAdvance("100.0 %") + 8

@@ -32,7 +32,9 @@ from PySide6.QtWidgets import (
 import nn_core
 from gui.activations import ActivationsView
 from gui.canvas import MAX_PEN_WIDTH, MIN_PEN_WIDTH, DrawingCanvas
+from gui.explain import ExplainState, ShownExplanation
 from gui.model_opening import OpenedModel
+from gui.overlay import ExplainBar, saliency_image
 from gui.prediction import Prediction
 from gui.preview import InputPreview
 from gui.probabilities import ProbabilitiesView
@@ -78,6 +80,7 @@ class MainWindow(QMainWindow):
         self.preview = InputPreview()
         self.activations = ActivationsView()
         self.summary = ModelSummary()
+        self.explaining = ExplainState(self.session)  # the saliency overlay's state and worker
 
         self.setWindowTitle("digitscope")
         self.setAcceptDrops(True)
@@ -116,6 +119,12 @@ class MainWindow(QMainWindow):
         self.canvas.penWidthChanged.connect(self._on_pen_width_changed)
         self.canvas.eraserChanged.connect(self.eraser_action.setChecked)
         self.activations.nodeSelected.connect(self.session.select)
+        self.explaining.events.explanation.connect(self._on_explanation)
+        self.explaining.events.settings_changed.connect(self._sync_explain_widgets)
+        self.probability_view.classClicked.connect(self.explain_class)
+        self.probability_view.closeCallClicked.connect(lambda best, other: self.explain_class(best, other))
+        self.explain_bar.methodChosen.connect(self.explaining.set_method)
+        self.explain_bar.contrastChosen.connect(lambda c: self.explaining.set_target(self.explaining.target, c))
 
     # --- public API (the session's state, for scripts and tests) -----------------------------------------
     document = _from_session("document", "The stroke document the canvas edits.")
@@ -220,6 +229,9 @@ class MainWindow(QMainWindow):
                                                     ["Ctrl+Shift+A"])
         self.show_summary_action = self._action("Model &summary", lambda: self.tabs.setCurrentIndex(1),
                                                 ["Ctrl+Shift+M"])
+        self.explain_action = self._action("E&xplain: why this digit?", self.set_explaining, ["X"], checkable=True,
+                                           tip="Show which pixels pushed the prediction towards the class (X); "
+                                               "click a bar to explain that class")
         self.about_action = self._action("&About digitscope", self._about, ["F1"])
 
         menu = self.menuBar()
@@ -243,6 +255,8 @@ class MainWindow(QMainWindow):
         view_menu = menu.addMenu("&View")
         view_menu.addAction(self.show_activations_action)
         view_menu.addAction(self.show_summary_action)
+        view_menu.addSeparator()
+        view_menu.addAction(self.explain_action)
         help_menu = menu.addMenu("&Help")
         help_menu.addAction(self.about_action)
         self._refresh_recent_menu()
@@ -272,6 +286,8 @@ class MainWindow(QMainWindow):
         canvas_layout.setContentsMargins(6, 6, 6, 6)
         canvas_layout.addLayout(toolbar)
         canvas_layout.addWidget(self.canvas, 1)
+        self.explain_bar = ExplainBar(self.explain_action)
+        canvas_layout.addWidget(self.explain_bar)
 
         scaling_row = QHBoxLayout()
         scaling_row.addWidget(QLabel("Input scaling"))
@@ -389,6 +405,7 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:
         self._save_state()
         self.session.close()  # a worker still loading finishes unseen (daemon thread)
+        self.explaining.close()
         if self.activations.inspector is not None:
             self.activations.inspector.close()
         super().closeEvent(event)
@@ -411,6 +428,7 @@ class MainWindow(QMainWindow):
         self.summary.set_shapes(opened.trial.records)
         self.activations.set_records(opened.trial.records, has_values=False)
         self._sync_scaling_widgets()
+        self.explain_bar.set_labels(adapter.labels(len(opened.trial.probabilities)))
         self.error_banner.hide()
         self.model_label.setText(f"{path.name} · {adapter.layout.describe()}")
         self.model_label.setToolTip(str(path))
@@ -464,6 +482,41 @@ class MainWindow(QMainWindow):
         self.activations.set_records(prediction.records)
         view_ms = (time.perf_counter() - started) * 1000
         self.timing_label.setText(f"inference {prediction.seconds * 1000:.2f} ms · views {view_ms:.1f} ms")
+
+    # --- explain: the saliency overlay ---------------------------------------------------------------------
+    @property
+    def saliency(self):
+        """The map (28x28 float, > 0 towards the class) for the class on screen (or the one picked), None on an
+        empty canvas. Computed now if the overlay's worker has not delivered it yet."""
+        shown = self.explaining.current()
+        return None if shown is None else shown.map
+
+    def set_explaining(self, on: bool) -> None:
+        """Show or hide the overlay (X); while shown it follows the drawing, computed off the UI thread."""
+        self.explaining.set_enabled(on)
+
+    def explain_class(self, target: int, contrast: int | None = None) -> None:
+        """Explain ``target`` (against ``contrast``); clicking the class already explained goes back to the one
+        on screen."""
+        if contrast is None and target == self.explaining.target:
+            target = None
+        self.explaining.set_target(target, contrast)
+        self.set_explaining(True)
+
+    def _sync_explain_widgets(self) -> None:
+        state = self.explaining
+        self.explain_action.setChecked(state.enabled)
+        self.explain_bar.sync(state.method, state.contrast, state.enabled)
+        if not state.enabled:
+            self.canvas.set_overlay(None)
+
+    def _on_explanation(self, shown: ShownExplanation | None) -> None:
+        self.explain_bar.show_explanation(shown)
+        if shown is None or shown.placement is None:
+            self.canvas.set_overlay(None)
+            return
+        where = shown.placement
+        self.canvas.set_overlay(saliency_image(shown.map), where.left, where.top, where.side)
 
     # --- edit helpers ------------------------------------------------------------------------------------
     def _update_edit_actions(self) -> None:
