@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -286,6 +287,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "training, to fit the temperature on")
     parser.add_argument("--calibrate", action="store_true",
                         help="fit a temperature on the held-out digits (--holdout) and fold it into the last Gemm")
+    parser.add_argument("--calibration-data", action="append", default=[], metavar="NPZ",
+                        help="more digits (uint8 images/labels, never trained on: e.g. pen drawings from "
+                        "`python tools/stroke_digits.py writers`) to fit the temperature on; repeatable")
     parser.add_argument("--threads", type=int, default=1,
                         help="BLAS threads (default 1: a second one only helps on an idle machine)")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
@@ -298,6 +302,11 @@ def _load_pen(path: str, keep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
         images, labels, index = data["images"], data["labels"], data["indices"]
     train = index < keep
     return images[train], labels[train], images[~train], labels[~train]
+
+
+def _load_digits(path: str) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(path) as data:
+        return data["images"], data["labels"]
 
 
 def _command_line(args: argparse.Namespace) -> str:
@@ -349,15 +358,20 @@ def main(args: argparse.Namespace) -> int:
     if args.calibrate:
         from .evaluate import expected_calibration_error, fit_temperature, fold_temperature, softmax
 
+        extra = [_load_digits(path) for path in args.calibration_data]
+        held_raw = np.concatenate([held_raw] + [e[0] for e in extra])
+        held_labels = np.concatenate([held_labels] + [e[1] for e in extra]).astype(np.int64)
         held = to_input(held_raw)
         logits = model.run({model.inputs[0].name: held})[model.outputs[0].name]
         temperature = fit_temperature(logits, held_labels)
         before = expected_calibration_error(softmax(logits), held_labels)
         after = expected_calibration_error(softmax(logits, temperature), held_labels)
         layer = fold_temperature(model, temperature)
-        calibration = {"temperature": round(temperature, 4), "folded_into": layer,
-                       "fitted_on": f"{len(held_raw):,} held-out MNIST training digits (the last {args.holdout:,}"
-                                    + (" and their pen drawings)" if pen_sets else ")"),
+        fitted_on = (f"{len(held_raw) - sum(len(e[0]) for e in extra):,} held-out MNIST training digits (the last "
+                     f"{args.holdout:,}" + (" and their pen drawings)" if pen_sets else ")"))
+        for path, (images, _) in zip(args.calibration_data, extra, strict=True):
+            fitted_on += f" + {len(images):,} drawings from {Path(path).name}"
+        calibration = {"temperature": round(temperature, 4), "folded_into": layer, "fitted_on": fitted_on,
                        "ece_before": round(100 * before, 2), "ece_after": round(100 * after, 2),
                        "note": "the logits in this file are already divided by the temperature: do not apply it "
                                "again"}

@@ -587,6 +587,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     pen.add_argument("--start", type=int, default=0)
     pen.add_argument("--count", type=int, default=None)
     pen.add_argument("--seed", type=int, default=0)
+    wr = sub.add_parser("writers", help="drawings by Writer styles through gui.rasterize, as an npz of images/labels/"
+                        "writers (e.g. the tuning writers 100-119, for calibrating the bundled model)")
+    wr.add_argument("out", type=Path)
+    wr.add_argument("--writers", type=int, nargs=2, default=(100, 119), metavar=("FIRST", "LAST"))
+    wr.add_argument("--per-digit", type=int, default=10)
+    wr.add_argument("--seed", type=int, default=0)
     export = sub.add_parser("export", help="write synthetic recordings (JSON) for the tests")
     export.add_argument("out", type=Path)
     export.add_argument("--per-digit", type=int, default=3)
@@ -613,6 +619,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         np.savez_compressed(args.out, images=drawn, labels=labels[index].astype(np.uint8),
                             indices=index.astype(np.int32), split=args.split)
         print(f"wrote {args.out}: {len(index)} {args.split} digits drawn through gui.rasterize")
+        return
+    if args.command == "writers":
+        recordings = writer_recordings(range(args.writers[0], args.writers[1] + 1), args.per_digit, seed=args.seed)
+        drawn = np.stack([rasterize(r, (280, 280), pen) for _, _, r, pen in recordings])
+        np.savez_compressed(args.out, images=np.round(drawn * 255).astype(np.uint8),
+                            labels=np.array([d for _, d, _, _ in recordings], np.uint8),
+                            writers=np.array([w for w, _, _, _ in recordings], np.int32))
+        print(f"wrote {args.out}: {len(recordings)} drawings by writers {args.writers[0]}-{args.writers[1]}")
         return
     recognisers = [_onnx_recogniser(p) for p in args.check_model]
     args.out.mkdir(parents=True, exist_ok=True)
