@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPaintEvent, QResizeEvent
+from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPaintEvent, QPixmap, QResizeEvent
 from PySide6.QtWidgets import (
     QDialog,
     QHBoxLayout,
@@ -35,6 +35,7 @@ GAP_INDEX = 255  # colour-table slot for the gaps between tiles in a mosaic
 CARD_BACKGROUND = QColor(32, 32, 36)
 TEXT = QColor(220, 220, 226)
 DIM_TEXT = QColor(145, 145, 155)
+SELECTED = QColor(255, 170, 60)
 
 
 def _lerp_table(anchors: list[tuple[int, int, int]], size: int = 255) -> np.ndarray:
@@ -167,6 +168,7 @@ class LayerCard(QWidget):
         self._cache: tuple[QImage, int, int, ColourScale] | None = None  # image, columns, rows, scale
         self._range: tuple[int, tuple[float, float] | None] | None = None
         self.paint_count = 0  # how often the body was rendered (lets tests check that painting is lazy)
+        self.selected = False  # the session's selected node (drawn with a highlighted frame)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setCursor(Qt.CursorShape.PointingHandCursor)
         self.setToolTip(f"{node_name} ({op_type}) — click to enlarge")
@@ -301,6 +303,9 @@ class LayerCard(QWidget):
                                                           int(max(20, header.width() - right_width))))
         painter.setPen(DIM_TEXT)
         painter.drawText(header, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, right)
+        if self.selected:
+            painter.setPen(SELECTED)
+            painter.drawRect(QRectF(self.rect()).adjusted(0.5, 0.5, -1.5, -1.5))
         body = self.body_rect()
         if not self._has_values or self._primary is None:
             painter.setPen(DIM_TEXT)
@@ -380,15 +385,23 @@ class GridView(QWidget):
     """A 2-D array enlarged with nearest-neighbour; hovering reports the cell under the mouse."""
 
     hovered = Signal(str)
+    cellClicked = Signal(int, int)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.marked: tuple[int, int] | None = None  # a cell drawn with a frame (the unit whose field is shown)
         self._values: np.ndarray | None = None
         self._image: QImage | None = None
         self._scale = ColourScale(0.0, 1.0, False)
         self._index_of = None
         self.setMouseTracking(True)
-        self.setMinimumSize(280, 280)
+        self.setMinimumSize(200, 200)
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:
+        cell = self.cell_at(event.position())
+        if cell is not None:
+            self.cellClicked.emit(*cell)
+        event.accept()
 
     def set_values(self, values: np.ndarray, scale: ColourScale, index_of=None) -> None:
         self._values = values
@@ -429,7 +442,15 @@ class GridView(QWidget):
         painter.fillRect(self.rect(), CARD_BACKGROUND)
         if self._image is not None:
             painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
-            painter.drawImage(self._target(), self._image)
+            target = self._target()
+            painter.drawImage(target, self._image)
+            if self.marked is not None and self._values is not None:
+                rows, cols = self._values.shape
+                row, col = self.marked
+                painter.setPen(SELECTED)
+                painter.setBrush(Qt.BrushStyle.NoBrush)
+                painter.drawRect(QRectF(target.x() + col * target.width() / cols, target.y() + row * target.height()
+                                        / rows, target.width() / cols, target.height() / rows))
             # colour bar with its limits under the image
             bar = QRectF(40, self.height() - 18, self.width() - 80, 10)
             ramp = np.linspace(self._scale.low, self._scale.high, 255)[None, :]
@@ -442,43 +463,192 @@ class GridView(QWidget):
         painter.end()
 
 
+class ReceptiveFieldView(QWidget):
+    """The 28x28 drawing with the input pixels one unit can see framed."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.image: np.ndarray | None = None
+        self.field: tuple[float, float, float, float] | None = None  # x, y, w, h on the 28x28 picture
+        self.setMinimumSize(96, 96)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+
+    def sizeHint(self) -> QSize:
+        return QSize(140, 140)
+
+    def set_field(self, image: np.ndarray | None, field: tuple[float, float, float, float] | None) -> None:
+        self.image, self.field = image, field
+        self.update()
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        painter = QPainter(self)
+        side = min(self.width(), self.height())
+        target = QRectF((self.width() - side) / 2, (self.height() - side) / 2, side, side)
+        painter.fillRect(self.rect(), CARD_BACKGROUND)
+        painter.fillRect(target, QColor(0, 0, 0))
+        if self.image is not None:
+            pixels = np.ascontiguousarray(np.clip(self.image, 0, 1) * 255 + 0.5, dtype=np.uint8)
+            picture = QImage(pixels.data, pixels.shape[1], pixels.shape[0], pixels.strides[0],
+                             QImage.Format.Format_Grayscale8).copy()
+            painter.drawImage(target, picture)
+        if self.field is not None:
+            x, y, w, h = self.field
+            unit = side / 28
+            painter.setPen(SELECTED)
+            painter.setBrush(QColor(255, 170, 60, 60))
+            painter.drawRect(QRectF(target.x() + x * unit, target.y() + y * unit, w * unit, h * unit))
+        painter.end()
+
+
+class InspectorContext:
+    """What the inspector needs to know about the model beyond a card: its nodes, weights and input size."""
+
+    def __init__(self, model=None, adapter=None) -> None:  # noqa: ANN001
+        self.nodes = list(model.nodes) if model is not None else []
+        self.constants = getattr(getattr(model, "graph", None), "constants", {}) or {}
+        self.index_of = {node.name: i for i, node in enumerate(self.nodes)}
+        layout = getattr(adapter, "layout", None)
+        self.input_hw = (layout.height, layout.width) if layout is not None else (28, 28)
+        self.image: np.ndarray | None = None  # the current 28x28 drawing
+
+    def node(self, name: str):  # noqa: ANN201
+        index = self.index_of.get(name)
+        return None if index is None else self.nodes[index]
+
+    def weights(self, name: str) -> list[tuple[str, np.ndarray]]:
+        node = self.node(name)
+        if node is None:
+            return []
+        return [(value, self.constants[value]) for value in node.inputs if value in self.constants
+                and self.constants[value].dtype.kind == "f" and self.constants[value].ndim >= 2]
+
+
+def weight_picture(weights: np.ndarray, unit: int) -> tuple[np.ndarray, ColourScale, str] | None:
+    """The weights that make output channel ``unit``: a conv's kernels tiled, or a dense layer's row."""
+    if weights.ndim == 4:  # (out, in/groups, kh, kw)
+        kernels = weights[min(max(unit, 0), weights.shape[0] - 1)][:MAX_MAPS_SHOWN]
+        scale = ColourScale.for_values(kernels)
+        columns = max(1, math.ceil(math.sqrt(len(kernels))))
+        indices, _ = mosaic(kernels.astype(np.float32), columns, scale)
+        return indices, scale, f"{len(kernels)} kernel(s) {kernels.shape[1]}x{kernels.shape[2]}"
+    if weights.ndim == 2:
+        rows = weights if weights.shape[0] * weights.shape[1] <= MAX_VECTOR_CELLS * 16 else weights[:64]
+        scale = ColourScale.for_values(rows)
+        return scale.indices(rows), scale, f"{weights.shape[0]}x{weights.shape[1]}"
+    return None
+
+
 class Inspector(QDialog):
-    """A non-modal window showing one map (or a dense output) large; follows the live values."""
+    """A non-modal window showing one map (or a dense output) large; follows the live values.
+
+    Previous/next step through the maps; below the map, the weights that make it (a conv's kernels for this
+    output channel) and, for a conv-like map, the receptive field of the unit clicked (default: the most active
+    one) on the 28x28 drawing. ``mapChanged(node, map)`` follows the maps shown.
+    """
+
+    mapChanged = Signal(str, int)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setModal(False)
-        self.resize(460, 520)
+        self.resize(480, 620)
         self.node_name = ""
         self.map_index = -1
+        self.unit: tuple[int, int] | None = None
+        self.context = InspectorContext()
+        self._card: LayerCard | None = None
         self._title = QLabel()
+        self._title.setWordWrap(True)
         self._grid = GridView()
-        self._hover = QLabel("Hover over a cell to read its value")
+        self._hover = QLabel(self.tr("Hover over a cell to read its value"))
+        self.previous_button = QToolButton()
+        self.previous_button.setText(self.tr("◀ Previous map"))
+        self.previous_button.clicked.connect(lambda: self.step(-1))
+        self.next_button = QToolButton()
+        self.next_button.setText(self.tr("Next map ▶"))
+        self.next_button.clicked.connect(lambda: self.step(1))
+        self._map_label = QLabel()
+        self._map_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        steps = QHBoxLayout()
+        steps.addWidget(self.previous_button)
+        steps.addWidget(self._map_label, 1)
+        steps.addWidget(self.next_button)
+        self.weights_label = QLabel()
+        self.weights_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.weights_label.setMinimumSize(96, 96)
+        self.weights_caption = QLabel()
+        self.field_view = ReceptiveFieldView()
+        self.field_caption = QLabel()
+        for caption in (self.weights_caption, self.field_caption):
+            caption.setWordWrap(True)
+            caption.setStyleSheet("color: #999")
+        lower = QHBoxLayout()
+        left, right = QVBoxLayout(), QVBoxLayout()
+        left.addWidget(self.weights_label, 1)
+        left.addWidget(self.weights_caption)
+        right.addWidget(self.field_view, 1)
+        right.addWidget(self.field_caption)
+        lower.addLayout(left, 1)
+        lower.addLayout(right, 1)
         layout = QVBoxLayout(self)
         layout.addWidget(self._title)
-        layout.addWidget(self._grid, 1)
+        layout.addLayout(steps)
+        layout.addWidget(self._grid, 3)
         layout.addWidget(self._hover)
+        layout.addLayout(lower, 2)
         self._grid.hovered.connect(self._show_hover)
+        self._grid.cellClicked.connect(self._choose_unit)
 
     def _show_hover(self, text: str) -> None:
-        self._hover.setText(text or "Hover over a cell to read its value")
+        self._hover.setText(text or self.tr("Hover over a cell to read its value"))
 
     def show_card(self, card: LayerCard, map_index: int) -> None:
+        if card.node_name != self.node_name or map_index != self.map_index:
+            self.unit = None
         self.node_name, self.map_index = card.node_name, map_index
         self.refresh(card)
 
+    def step(self, delta: int) -> None:
+        """Show the previous (-1) or next (+1) map of the same node."""
+        if self._card is None or self._card.primary is None:
+            return
+        maps = as_maps(self._card.primary)
+        if maps is None:
+            return
+        self.map_index = (max(self.map_index, 0) + delta) % len(maps)
+        self.unit = None
+        self.refresh(self._card)
+        self.mapChanged.emit(self.node_name, self.map_index)
+
+    def _choose_unit(self, row: int, col: int) -> None:
+        if self._card is not None and as_maps(self._card.primary) is not None:
+            self.unit = (row, col)
+            self.refresh(self._card)
+
     def refresh(self, card: LayerCard) -> None:
+        self._card = card
         value = card.primary
         if value is None:
             return
         maps = as_maps(value)
         shape = format_shape(tuple(value.shape))
+        self.previous_button.setEnabled(maps is not None and len(maps) > 1)
+        self.next_button.setEnabled(maps is not None and len(maps) > 1)
         if maps is not None:
             index = self.map_index if 0 <= self.map_index < len(maps) else 0
             self.map_index = index
             layer_scale = ColourScale.for_values(maps)  # the layer's scale, so colours match the thumbnails
-            self._grid.set_values(np.asarray(maps[index], dtype=np.float64), layer_scale)
-            title = f"{card.op_type} {card.node_name} {shape} — map {index + 1} of {len(maps)}"
+            grid = np.asarray(maps[index], dtype=np.float64)
+            self._grid.set_values(grid, layer_scale)
+            title = self.tr("%1 %2 %3 — map %4 of %5").replace("%1", card.op_type).replace(
+                "%2", card.node_name).replace("%3", shape).replace("%4", str(index + 1)).replace("%5", str(len(maps)))
+            self._map_label.setText(self.tr("map %1 of %2").replace("%1", str(index + 1)).replace("%2",
+                                                                                                  str(len(maps))))
+            if self.unit is None or not (0 <= self.unit[0] < grid.shape[0] and 0 <= self.unit[1] < grid.shape[1]):
+                flat = int(np.nanargmax(grid)) if np.isfinite(grid).any() else 0
+                self.unit = divmod(flat, grid.shape[1])
+            self._grid.marked = self.unit
+            self._show_field(card, self.unit, grid.shape)
         else:
             vector = as_vector(value)
             if vector is None:
@@ -488,11 +658,54 @@ class Inspector(QDialog):
             grid = np.zeros(rows * per_row)
             grid[:vector.size] = vector
             size = vector.size
+            self._grid.marked = None
             self._grid.set_values(grid.reshape(rows, per_row), ColourScale.for_values(vector),
                                   lambda r, c: f"index {r * per_row + c}" if r * per_row + c < size else None)
-            title = f"{card.op_type} {card.node_name} {shape} — {vector.size} values"
+            title = self.tr("%1 %2 %3 — %4 values").replace("%1", card.op_type).replace(
+                "%2", card.node_name).replace("%3", shape).replace("%4", str(vector.size))
+            self._map_label.setText("")
+            self.field_view.set_field(self.context.image, None)
+            self.field_caption.setText("")
+        self._show_weights(card)
         self._title.setText(title)
         self.setWindowTitle(f"{card.node_name} — digitscope")
+
+    def _show_weights(self, card: LayerCard) -> None:
+        weights = self.context.weights(card.node_name)
+        picture = weight_picture(weights[0][1], max(self.map_index, 0)) if weights else None
+        if picture is None:
+            self.weights_label.clear()
+            self.weights_label.setText("—")
+            self.weights_caption.setText(self.tr("No weights"))
+            return
+        indices, scale, what = picture
+        image = indexed_image(indices, scale.colours())
+        size = self.weights_label.size()
+        pixmap = QPixmap.fromImage(image).scaled(max(64, size.width()), max(64, size.height()),
+                                                 Qt.AspectRatioMode.KeepAspectRatio,
+                                                 Qt.TransformationMode.FastTransformation)
+        self.weights_label.setPixmap(pixmap)
+        self.weights_caption.setText(self.tr("Weights %1: %2 (%3 … %4)").replace("%1", weights[0][0]).replace(
+            "%2", what).replace("%3", format_value(scale.low)).replace("%4", format_value(scale.high)))
+
+    def _show_field(self, card: LayerCard, unit: tuple[int, int], map_shape: tuple[int, int]) -> None:
+        from gui.receptive_field import receptive_field, scaled_to
+
+        context = self.context
+        index = context.index_of.get(card.node_name)
+        field = None
+        if index is not None:
+            field = receptive_field(context.nodes, index, unit[0], unit[1], context.input_hw,
+                                    frozenset(context.constants))
+        if field is None:
+            self.field_view.set_field(context.image, None)
+            self.field_caption.setText(self.tr("Receptive field: unknown for this node"))
+            return
+        (top, bottom), (left, right) = field
+        self.field_view.set_field(context.image, scaled_to(field, context.input_hw))
+        self.field_caption.setText(self.tr("Unit (%1, %2) sees input rows %3–%4, columns %5–%6").replace(
+            "%1", str(unit[0])).replace("%2", str(unit[1])).replace("%3", str(top)).replace("%4", str(bottom))
+            .replace("%5", str(left)).replace("%6", str(right)))
 
 
 # --- the scrolling list ------------------------------------------------------------------------------------
@@ -575,7 +788,49 @@ class ActivationsView(QScrollArea):
         self._records: list = []
         self._has_values = False
         self._inspector: Inspector | None = None
+        self.context = InspectorContext()
+        self.selected_name: str | None = None
         self._show_pages()
+
+    def set_context(self, model, adapter) -> None:  # noqa: ANN001
+        """The model the cards come from (its weights and geometry, for the inspector)."""
+        image = self.context.image
+        self.context = InspectorContext(model, adapter)
+        self.context.image = image
+        if self._inspector is not None:
+            self._inspector.context = self.context
+
+    def set_input_image(self, image28: np.ndarray | None) -> None:
+        """The current 28x28 drawing (the inspector draws receptive fields on it)."""
+        self.context.image = image28
+
+    def index_of(self, name: str) -> int | None:
+        for index, (node_name, _) in enumerate(self._names):
+            if node_name == name:
+                return index
+        return None
+
+    def reveal(self, name: str | None) -> LayerCard | None:
+        """Select node ``name``'s card: turn to its page, scroll it into view, frame it; None clears."""
+        self.selected_name = name
+        card = None
+        if name is not None:
+            index = self.index_of(name)
+            if index is not None:
+                card = self.show_node(index)
+        for entry in self.entries:
+            if entry.selected != (entry is card):
+                entry.selected = entry is card
+                entry.update()
+        if card is not None:
+            self.ensureWidgetVisible(card, 0, 40)
+        return card
+
+    def inspect(self, name: str, map_index: int = -1) -> None:
+        """Open the inspector on node ``name`` (as clicking its card does)."""
+        card = self.reveal(name)
+        if card is not None and card.primary is not None:
+            self._inspect(card, map_index)
 
     @property
     def node_count(self) -> int:
@@ -589,6 +844,9 @@ class ActivationsView(QScrollArea):
         if new_model:
             self.pages.set_total(len(names))
             self.pages.set_page(0)
+            self.selected_name = None
+            if self._inspector is not None:
+                self._inspector.hide()
         self._show_page(rebuild=new_model)
         if self._inspector is not None and self._inspector.isVisible():
             card = self._by_name.get(self._inspector.node_name)
@@ -654,12 +912,15 @@ class ActivationsView(QScrollArea):
             card.setVisible(self._container.isVisible())
             self.entries.append(card)
         self._by_name = {card.node_name: card for card in self.entries}
-        if self._inspector is not None:
-            self._inspector.hide()
+        for card in self.entries:
+            card.selected = card.node_name == self.selected_name
 
     def _inspect(self, card: LayerCard, map_index: int) -> None:
         if self._inspector is None:
             self._inspector = Inspector(self.window())
+            self._inspector.context = self.context
+            self._inspector.mapChanged.connect(self.nodeSelected)
+        self._inspector.context = self.context
         self._inspector.show_card(card, map_index)
         self._inspector.show()
         self._inspector.raise_()

@@ -9,6 +9,7 @@ from PySide6.QtWidgets import QSizePolicy, QWidget
 
 # The second-best class counts as a contender when it has at least this share of the best one's probability.
 CLOSE_CALL_RATIO = 0.5
+TOP_K = 10  # a model with more classes than this shows its best TOP_K, best first, with their names
 BAR_COLOR = QColor(70, 140, 230)
 TOP_COLOR = QColor(255, 170, 60)
 TRACK_COLOR = QColor(60, 60, 66)
@@ -53,6 +54,7 @@ class ProbabilitiesView(QWidget):
         super().__init__(parent)
         self._probabilities: np.ndarray | None = None
         self._labels: list[str] = [str(i) for i in range(10)]
+        self.computing = False  # the bars are older than the drawing (a slow model is still working)
         self._bar_geometry: tuple[float, float, list[int]] | None = None  # top, row height, classes
         self.setMinimumWidth(220)
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
@@ -66,8 +68,25 @@ class ProbabilitiesView(QWidget):
             self._labels = list(labels)
         self.update()
 
+    def set_computing(self, computing: bool) -> None:
+        if computing != self.computing:
+            self.computing = computing
+            self.update()
+
     def headline(self) -> tuple[str, str]:
-        return headline(self._probabilities, self._labels)
+        big, small = headline(self._probabilities, self._labels)
+        if self._probabilities is None:
+            return big, self.tr("Draw a digit")
+        return big, small
+
+    def shown_classes(self) -> list[int]:
+        """The classes that get a bar, in order: all of them up to TOP_K, else the best TOP_K, best first."""
+        if self._probabilities is None:
+            return list(range(min(len(self._labels), TOP_K)))
+        count = len(self._probabilities)
+        if count <= TOP_K:
+            return list(range(count))
+        return [int(i) for i in np.argsort(self._probabilities)[::-1][:TOP_K]]
 
     def close_call(self) -> tuple[int, int] | None:
         return close_call(self._probabilities)
@@ -115,21 +134,35 @@ class ProbabilitiesView(QWidget):
         painter.drawText(QRectF(0, big_height, width, line), Qt.AlignmentFlag.AlignCenter, small)
 
         top = big_height + line + 8
-        count = len(self._probabilities) if self._probabilities is not None else len(self._labels)
+        if self.computing:
+            painter.setPen(DIM_TEXT)
+            painter.drawText(QRectF(0, big_height + line - 4, width, line), Qt.AlignmentFlag.AlignCenter,
+                             self.tr("computing…"))
+            top += line * 0.6
+        shown = self.shown_classes()
+        count = len(shown)
         if count == 0:
             painter.end()
             return
+        total = len(self._probabilities) if self._probabilities is not None else len(self._labels)
+        if count < total:
+            painter.setPen(DIM_TEXT)
+            painter.drawText(QRectF(0, top - 4, width, line), Qt.AlignmentFlag.AlignCenter,
+                             self.tr("top %1 of %2 classes").replace("%1", str(count)).replace("%2", f"{total:,}"))
+            top += line
         row = max(8.0, min(34.0, (height - top - 4) / count))
         self._bar_geometry = (top, row, list(getattr(self, "shown_classes", lambda: range(count))()))
-        label_width = max(28.0, min(90.0, painter.fontMetrics().horizontalAdvance(
-            max(self._labels, key=len) if self._labels else "0") + 12.0))
+        names = [self._labels[i] if i < len(self._labels) else str(i) for i in shown]
+        label_width = max(28.0, min(max(90.0, width * 0.45), painter.fontMetrics().horizontalAdvance(
+            max(names, key=len) if names else "0") + 12.0))
         value_width = painter.fontMetrics().horizontalAdvance("100.0 %") + 8
         track_width = max(10.0, width - label_width - value_width - 8)
         best = int(np.argmax(self._probabilities)) if self._probabilities is not None else -1
         show_text = row >= small_font.pixelSize() * 0.9
-        for i in range(count):
-            y = top + i * row
-            label = self._labels[i] if i < len(self._labels) else str(i)
+        for slot, i in enumerate(shown):
+            y = top + slot * row
+            label = painter.fontMetrics().elidedText(names[slot], Qt.TextElideMode.ElideRight,
+                                                     int(label_width - 6))
             value = float(self._probabilities[i]) if self._probabilities is not None else 0.0
             if show_text:
                 painter.setPen(TEXT_COLOR if i == best else DIM_TEXT)
