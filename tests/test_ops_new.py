@@ -203,3 +203,20 @@ def test_recurrent_layers_with_sequence_lengths_and_initial_state(op, direction)
     if op == "LSTM":
         feeds["c0"] = rng.normal(size=(dirs, batch, hidden)).astype(np.float32)
     _against_onnxruntime(model, feeds)
+
+
+# ---- attention against onnxruntime: grouped heads with a KV cache and a float mask --------------------------
+
+
+def test_attention_grouped_heads_with_cache_and_mask_matches_onnxruntime():
+    rng = np.random.default_rng(1)
+    batch, heads, kv_heads, q_len, past, size = 2, 4, 2, 3, 5, 8
+    node = helper.make_node("Attention", ["Q", "K", "V", "mask", "pk", "pv"], ["Y", "present_k", "present_v"],
+                            is_causal=0)
+    shapes = {"Q": [batch, heads, q_len, size], "K": [batch, kv_heads, q_len, size],
+              "V": [batch, kv_heads, q_len, size], "mask": [q_len, past + q_len],
+              "pk": [batch, kv_heads, past, size], "pv": [batch, kv_heads, past, size]}
+    model = _model([node], [helper.make_tensor_value_info(n, F, s) for n, s in shapes.items()],
+                   [helper.make_tensor_value_info(n, F, None) for n in ("Y", "present_k", "present_v")], opset=23)
+    feeds = {n: rng.normal(size=s).astype(np.float32) for n, s in shapes.items()}
+    _against_onnxruntime(model, feeds)

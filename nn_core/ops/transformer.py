@@ -1,0 +1,259 @@
+"""The transformer family: Attention (opsets 23-25: masks, causal, KV cache, grouped heads, softcap, sliding
+windows), RMSNormalization and RotaryEmbedding; Swish and SwiGLU.
+
+Attention scores are one batched matrix product per call (no per-head loop); the mask, the causal frontier and
+the window are folded into one additive bias of shape (..., q, kv) broadcast against the scores.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import helper
+
+from .registry import NodeSpec, Op, register
+from .shape import finite_attr, int_attr, resolve_axis
+
+
+def _compute_dtype(x: np.ndarray):
+    return np.float64 if x.dtype == np.float64 else np.float32
+
+
+@register("RMSNormalization", 23)
+class RMSNormalization(Op):
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        self.axis = int_attr(self, "axis", -1)
+        self.epsilon = finite_attr(self, "epsilon", 1e-5)
+        if self.epsilon < 0:
+            raise self.fail(f"epsilon must not be negative, got {self.epsilon}")
+
+    def run(self, x, scale):
+        axis = resolve_axis(self, self.axis, x.ndim)
+        acc = x.astype(_compute_dtype(x), copy=False)
+        mean_square = np.mean(acc * acc, axis=tuple(range(axis, x.ndim)), keepdims=True)
+        y = acc / np.sqrt(mean_square + self.epsilon) * scale
+        return y.astype(x.dtype, copy=False)
+
+
+@register("RotaryEmbedding", 23)
+class RotaryEmbedding(Op):
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        self.interleaved = bool(int_attr(self, "interleaved", 0))
+        self.rotary_dim = int_attr(self, "rotary_embedding_dim", 0)
+        self.num_heads = int_attr(self, "num_heads", 0)
+        if self.rotary_dim < 0 or self.num_heads < 0:
+            raise self.fail("rotary_embedding_dim and num_heads must not be negative")
+
+    def run(self, x, cos, sin, position_ids=None):
+        shape = x.shape
+        if x.ndim == 4:  # (batch, heads, seq, head) -> (batch, seq, heads, head)
+            data = np.transpose(x, (0, 2, 1, 3))
+        elif x.ndim == 3:
+            if not self.num_heads or shape[2] % self.num_heads:
+                raise self.fail(f"a 3-D input {list(shape)} needs num_heads dividing its hidden size")
+            data = x.reshape(shape[0], shape[1], self.num_heads, shape[2] // self.num_heads)
+        else:
+            raise self.fail(f"input must be 3-D or 4-D, got shape {list(shape)}")
+        head = data.shape[3]
+        dim = self.rotary_dim or head
+        if dim > head or dim % 2:
+            raise self.fail(f"rotary_embedding_dim {dim} must be even and at most the head size {head}")
+        if position_ids is not None:
+            ids = np.asarray(position_ids).astype(np.int64)
+            if ids.size and (ids.min() < 0 or ids.max() >= cos.shape[0] or ids.max() >= sin.shape[0]):
+                raise self.fail(f"position_ids reach past the {cos.shape[0]} positions of the caches")
+            cos, sin = cos[ids], sin[ids]
+        half = dim // 2
+        if cos.shape[-1] != half or sin.shape[-1] != half:
+            raise self.fail(f"the caches' last dimension ({cos.shape[-1]}, {sin.shape[-1]}) must be "
+                            f"rotary_embedding_dim/2 = {half}")
+        cos, sin = cos[:, :, None, :], sin[:, :, None, :]
+        rotate = data[..., :dim]
+        if self.interleaved:
+            x1, x2 = rotate[..., 0::2], rotate[..., 1::2]
+        else:
+            x1, x2 = rotate[..., :half], rotate[..., half:]
+        real = cos * x1 - sin * x2
+        imag = sin * x1 + cos * x2
+        out = np.array(data, copy=True)
+        if self.interleaved:
+            out[..., 0:dim:2], out[..., 1:dim:2] = real, imag
+        else:
+            out[..., :half], out[..., half:dim] = real, imag
+        if x.ndim == 3:
+            return out.reshape(shape)
+        return np.ascontiguousarray(np.transpose(out, (0, 2, 1, 3)))
+
+
+def _softcap(x, cap):
+    return np.tanh(x / cap) * cap if cap > 0 else x
+
+
+@register("Attention", 23)
+class Attention(Op):
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        self.is_causal = bool(int_attr(self, "is_causal", 0))
+        self.q_heads = int_attr(self, "q_num_heads", None)
+        self.kv_heads = int_attr(self, "kv_num_heads", None)
+        scale = self.attr("scale")
+        self.scale = None if scale is None else finite_attr(self, "scale", 1.0)
+        self.softcap = finite_attr(self, "softcap", 0.0)
+        self.mode = int_attr(self, "qk_matmul_output_mode", 0)
+        if self.mode not in (0, 1, 2, 3):
+            raise self.fail(f"qk_matmul_output_mode must be 0..3, got {self.mode}")
+        precision = self.attr("softmax_precision")
+        self.softmax_dtype = None
+        if precision is not None:
+            try:
+                self.softmax_dtype = np.dtype(helper.tensor_dtype_to_np_dtype(int(precision)))
+            except (KeyError, TypeError, ValueError):
+                raise self.fail(f"softmax_precision {precision} is not a known type") from None
+        self.left = int_attr(self, "left_window_size", -1) if node.opset >= 25 else -1
+        self.right = int_attr(self, "right_window_size", -1) if node.opset >= 25 else -1
+        if self.left < -1 or self.right < -1:
+            raise self.fail("window sizes must be -1 or non-negative")
+        for heads in (self.q_heads, self.kv_heads):
+            if heads is not None and heads <= 0:
+                raise self.fail(f"head counts must be positive, got {heads}")
+
+    def _split_heads(self, x, heads, what):
+        if heads is None or x.shape[2] % heads:
+            raise self.fail(f"3-D {what} {list(x.shape)} needs q_num_heads/kv_num_heads dividing its hidden size")
+        return x.reshape(x.shape[0], x.shape[1], heads, x.shape[2] // heads).transpose(0, 2, 1, 3)
+
+    def run(self, q, k, v, attn_mask=None, past_key=None, past_value=None, nonpad_kv_seqlen=None):
+        if not q.ndim == k.ndim == v.ndim or q.ndim not in (3, 4):
+            raise self.fail(f"Q, K, V must all be 3-D or all 4-D, got {q.ndim}, {k.ndim}, {v.ndim}")
+        three_d = q.ndim == 3
+        if three_d:
+            q = self._split_heads(q, self.q_heads, "Q")
+            k = self._split_heads(k, self.kv_heads, "K")
+            v = self._split_heads(v, self.kv_heads, "V")
+        if (past_key is None) != (past_value is None):
+            raise self.fail("past_key and past_value must be given together")
+        if past_key is not None:
+            k = np.concatenate((past_key, k), axis=2)
+            v = np.concatenate((past_value, v), axis=2)
+        present_key, present_value = k, v
+        batch, heads, q_len, head_size = q.shape
+        kv_len = k.shape[2]
+        if k.shape[0] != batch or v.shape[0] != batch or k.shape[3] != head_size or v.shape[2] != kv_len:
+            raise self.fail(f"Q {list(q.shape)}, K {list(k.shape)}, V {list(v.shape)} do not fit together")
+        kv_heads = k.shape[1]
+        if heads != kv_heads:
+            if heads % kv_heads or v.shape[1] != kv_heads:
+                raise self.fail(f"{heads} query heads cannot share {kv_heads} key/value heads")
+            k = np.repeat(k, heads // kv_heads, axis=1)
+            v = np.repeat(v, heads // kv_heads, axis=1)
+        self.check_size((batch, heads, q_len, kv_len), np.float32, "attention scores")
+        self.check_work(float(batch) * heads * q_len * kv_len * (head_size + v.shape[3]))
+        dtype = q.dtype
+        scale = self.scale if self.scale is not None else 1.0 / np.sqrt(head_size)
+        if dtype.itemsize == 2:  # half types: each step rounds to the type, as the ONNX function body does
+            acc = dtype.type
+            root = dtype.type(np.sqrt(scale))
+            scores = np.matmul(q * root, np.swapaxes(k, -1, -2) * root)
+        else:
+            acc = _compute_dtype(q)
+            scores = np.matmul(q.astype(acc) * acc(scale), np.swapaxes(k.astype(acc), -1, -2))
+        scores = _softcap(scores, self.softcap)
+        bias = self._bias(attn_mask, batch, q_len, kv_len, past_key, nonpad_kv_seqlen, acc)
+        with np.errstate(invalid="ignore"):
+            biased = scores + bias if bias is not None else scores
+        logits = biased.astype(self.softmax_dtype) if self.softmax_dtype is not None else biased
+        peak = np.max(logits, axis=-1, keepdims=True)
+        peak = np.where(np.isneginf(peak), 0, peak)
+        with np.errstate(invalid="ignore", over="ignore"):
+            weights = np.exp(logits - peak)
+            total = np.sum(weights, axis=-1, keepdims=True)
+            weights = weights / np.where(total == 0, 1, total)
+        if bias is not None:
+            dead = np.isneginf(np.max(bias, axis=-1, keepdims=True))
+            if dead.any():
+                weights = np.where(dead, 0, weights)
+        weights = weights.astype(acc, copy=False)
+        y = np.matmul(weights.astype(dtype).astype(acc), v.astype(acc)).astype(dtype)
+        if three_d:
+            y = y.transpose(0, 2, 1, 3).reshape(batch, q_len, -1)
+        outputs = [y, present_key, present_value]
+        if len(self.node.outputs) > 3:
+            qk = {2: biased, 3: weights}.get(self.mode, scores)
+            outputs.append(np.broadcast_to(qk, (batch, heads, q_len, kv_len)).astype(dtype))
+        outputs = outputs[: len(self.node.outputs)]
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+    def _bias(self, mask, batch, q_len, kv_len, past_key, nonpad, acc):
+        """The additive bias (0 where a key may be attended, -inf where not), or None when nothing masks."""
+        bias = None
+        if mask is not None:
+            mask = np.asarray(mask)
+            pad = kv_len - mask.shape[-1]
+            if pad < 0:
+                raise self.fail(f"attn_mask {list(mask.shape)} is longer than the {kv_len} keys")
+            if mask.dtype == np.bool_:
+                bias = np.where(mask, acc(0), acc(-np.inf))
+            else:
+                bias = mask.astype(acc)
+            if pad:
+                bias = np.pad(bias, [(0, 0)] * (bias.ndim - 1) + [(0, pad)], constant_values=-np.inf)
+        offset = None
+        if nonpad is not None:
+            if past_key is not None:
+                raise self.fail("nonpad_kv_seqlen cannot be combined with past_key/past_value")
+            nonpad = np.asarray(nonpad).astype(np.int64).reshape(-1)
+            if nonpad.shape != (batch,):
+                raise self.fail(f"nonpad_kv_seqlen must give one length per batch entry ({batch})")
+            offset = (nonpad - q_len).reshape(-1, 1, 1, 1)
+        elif past_key is not None:
+            offset = past_key.shape[2]
+        else:
+            offset = 0
+        rows = np.arange(q_len).reshape(-1, 1)
+        cols = np.arange(kv_len).reshape(1, -1)
+        frontier = rows + offset  # (q, 1) or (batch, 1, q, 1)
+        allowed = None
+        if self.is_causal:
+            allowed = cols <= frontier
+        if self.left >= 0 or self.right >= 0:
+            window = np.ones(np.broadcast_shapes(np.shape(frontier), cols.shape), bool)
+            if self.left >= 0:
+                window &= frontier - cols <= self.left
+            if self.right >= 0:
+                window &= cols - frontier <= self.right
+            allowed = window if allowed is None else allowed & window
+        if nonpad is not None:
+            padding = (cols < nonpad.reshape(-1, 1, 1, 1))
+            allowed = padding if allowed is None else allowed & padding
+        if allowed is not None:
+            extra = np.where(allowed, acc(0), acc(-np.inf))
+            bias = extra if bias is None else bias + extra
+        return bias
+
+
+@register("Swish", 24)
+class Swish(Op):
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        self.alpha = finite_attr(self, "alpha", 1.0)
+
+    def run(self, x):
+        acc = x.astype(_compute_dtype(x), copy=False)
+        return (acc * (0.5 * (np.tanh(0.5 * self.alpha * acc) + 1))).astype(x.dtype, copy=False)
+
+
+@register("SwiGLU", 28)
+class SwiGLU(Op):
+    """swish(a, alpha) * b for two inputs of one shape."""
+
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        self.alpha = finite_attr(self, "alpha", 1.0)
+
+    def run(self, a, b):
+        if a.shape != b.shape:
+            raise self.fail(f"A {list(a.shape)} and B {list(b.shape)} must have the same shape")
+        acc = a.astype(_compute_dtype(a), copy=False)
+        gate = acc * (0.5 * (np.tanh(0.5 * self.alpha * acc) + 1))
+        return (gate * b).astype(a.dtype, copy=False)
