@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QSettings, QSize, Qt, QTimer, QUrl
+from PySide6.QtCore import QByteArray, QSettings, QSize, QStandardPaths, Qt, QTimer, QUrl
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
     QComboBox,
@@ -42,6 +42,8 @@ from gui.qt_bridge import QtDispatcher, wait_for
 from gui.session import Session, bundled_model_path
 from gui.settings import AppSettings
 from gui.summary import ModelSummary
+from gui.teach_panel import TeachPanel
+from gui.teaching import Teacher
 from nn_core.interface import SCALING_DESCRIPTIONS, SCALINGS, ScalingReport
 
 __all__ = ["APPLICATION", "ORGANIZATION", "MainWindow", "bundled_model_path"]
@@ -70,7 +72,8 @@ class MainWindow(QMainWindow):
     """
 
     def __init__(self, model_path: str | Path | None = None, settings: QSettings | None = None,
-                 interactive: bool = False, predictor_mode: str = "auto", open_in_background: bool = False) -> None:
+                 interactive: bool = False, predictor_mode: str = "auto", open_in_background: bool = False,
+                 data_dir: str | Path | None = None) -> None:
         super().__init__()
         self.settings = settings if settings is not None else QSettings(ORGANIZATION, APPLICATION)
         self.interactive = interactive
@@ -81,6 +84,11 @@ class MainWindow(QMainWindow):
         self.activations = ActivationsView()
         self.summary = ModelSummary()
         self.explaining = ExplainState(self.session)  # the saliency overlay's state and worker
+        # the user's taught examples and personal model: Qt's per-user app-data location unless given
+        self.data_dir = Path(data_dir or QStandardPaths.writableLocation(
+            QStandardPaths.StandardLocation.AppDataLocation) or Path.home() / ".digitscope")
+        self.teacher = Teacher(self.session, self.data_dir)
+        self.teach_panel = TeachPanel(self.teacher)
 
         self.setWindowTitle("digitscope")
         self.setAcceptDrops(True)
@@ -120,6 +128,13 @@ class MainWindow(QMainWindow):
         self.canvas.eraserChanged.connect(self.eraser_action.setChecked)
         self.activations.nodeSelected.connect(self.session.select)
         self.explaining.events.explanation.connect(self._on_explanation)
+        self.teach_panel.teachRequested.connect(self.teach)
+        self.teach_panel.personalizeRequested.connect(lambda: self.personalize())
+        self.teach_panel.saveRequested.connect(self._save_personal)
+        self.teacher.events.personal_changed.connect(lambda _installed: self._show_title())
+        self.session.events.model_changed.connect(lambda _opened: self._show_title())
+        self.teacher.events.examples_changed.connect(
+            lambda: self.statusBar().showMessage(f"{len(self.teacher.examples)} examples taught", 3000))
         self.explaining.events.settings_changed.connect(self._sync_explain_widgets)
         self.probability_view.classClicked.connect(self.explain_class)
         self.probability_view.closeCallClicked.connect(lambda best, other: self.explain_class(best, other))
@@ -232,6 +247,11 @@ class MainWindow(QMainWindow):
         self.explain_action = self._action("E&xplain: why this digit?", self.set_explaining, ["X"], checkable=True,
                                            tip="Show which pixels pushed the prediction towards the class (X); "
                                                "click a bar to explain that class")
+        self.teach_actions = [self._action(f"It's a {d}", lambda _=False, d=d: self.teach(d), [str(d)],
+                                           tip=f"Label the drawing {d} and keep it as your example ({d})")
+                              for d in range(10)]
+        self.personalize_action = self._action("&Personalize on my examples", lambda: self.personalize(),
+                                               ["Ctrl+P"])
         self.about_action = self._action("&About digitscope", self._about, ["F1"])
 
         menu = self.menuBar()
@@ -249,6 +269,7 @@ class MainWindow(QMainWindow):
             edit_menu.addSeparator() if action is None else edit_menu.addAction(action)
         model_menu = menu.addMenu("&Model")
         model_menu.addAction(self.autodetect_action)
+        model_menu.addAction(self.personalize_action)
         model_menu.addSeparator()
         for action in self.scaling_actions:
             model_menu.addAction(action)
@@ -309,6 +330,7 @@ class MainWindow(QMainWindow):
         self.tabs = QTabWidget()
         self.tabs.addTab(self.activations, "Activations")
         self.tabs.addTab(self.summary, "Model")
+        self.tabs.addTab(self.teach_panel, "Teach")
 
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.addWidget(canvas_column)
@@ -406,6 +428,7 @@ class MainWindow(QMainWindow):
         self._save_state()
         self.session.close()  # a worker still loading finishes unseen (daemon thread)
         self.explaining.close()
+        self.teacher.cancel()
         if self.activations.inspector is not None:
             self.activations.inspector.close()
         super().closeEvent(event)
@@ -517,6 +540,59 @@ class MainWindow(QMainWindow):
             return
         where = shown.placement
         self.canvas.set_overlay(saliency_image(shown.map), where.left, where.top, where.side)
+
+    # --- teach: the user's examples and personal model ---------------------------------------------------
+    def teach(self, label: int) -> None:
+        """Label the current drawing ``label`` ("Wrong? It's a …"); kept as an example at once."""
+        example = self.teacher.teach(int(label))
+        if example is None:
+            self.statusBar().showMessage("Draw a digit first, then press its key to teach it", 4000)
+
+    def personalize(self, wait: bool = False) -> bool:
+        """Fine-tune the current model on the taught examples in the background and install the result.
+
+        ``wait=True`` blocks (event loop running) until it is done and returns whether the personal model is
+        installed; otherwise returns whether it started. A model that cannot be trained is refused with the
+        reason shown."""
+        if not self.teacher.personalize():
+            self.session.report_error(f"Cannot personalize: {self.teacher.last_error}")
+            return False
+        self.tabs.setCurrentWidget(self.teach_panel)
+        if not wait:
+            return True
+        events = self.teacher.events
+
+        def subscribe(callback):
+            events.personalizing.connect(callback)
+            return lambda: events.personalizing.disconnect(callback)
+
+        wait_for(lambda: not self.teacher.running, subscribe)
+        return self.teacher.personal_installed
+
+    def _show_title(self) -> None:
+        if self.model_path is None:
+            return
+        if self.teacher.personal_installed and self.teacher.base is not None:
+            self.setWindowTitle(f"Personal model ({self.teacher.base.path.name} + "
+                                f"{self.teacher.personal.model.metadata.get('personal_examples', '?')} examples)"
+                                " — digitscope")
+        else:
+            self.setWindowTitle(f"{self.model_path.name} — digitscope")
+
+    def _save_personal(self) -> None:
+        if self.teacher.personal is None:
+            return
+        suggested = str(self.data_dir / self.teacher.personal.path.name)
+        path = suggested
+        if self.interactive:
+            path, _ = QFileDialog.getSaveFileName(self, "Save personal model", suggested, "ONNX models (*.onnx)")
+        if path:
+            try:
+                saved = self.teacher.save(path)
+            except (OSError, ValueError) as exc:
+                self.session.report_error(f"Could not save the personal model: {exc}")
+                return
+            self.statusBar().showMessage(f"Saved {saved}", 5000)
 
     # --- edit helpers ------------------------------------------------------------------------------------
     def _update_edit_actions(self) -> None:
