@@ -23,6 +23,9 @@ from .ops.attributes import node_attributes, sparse_to_dense, tensor_to_array
 from .ops.registry import DEFAULT_DOMAIN, MAX_OPSET, ML_DOMAIN, canonical_domain
 
 _POOLS = {"MaxPool", "AveragePool", "LpPool"}
+# attributes whose INT value is a TensorProto element type (Cast's 'to', EyeLike's 'dtype'...); 0 is "not set"
+_ELEMENT_TYPE_ATTRIBUTES = {"to", "dtype", "output_dtype"}
+_KNOWN_ELEMENT_TYPES = set(onnx.TensorProto.DataType.values())
 #: how deep If/Loop/Scan bodies may nest inside each other (the reader bounds it at the same depth)
 MAX_SUBGRAPH_NESTING = 32
 # newest opset of the other domains the kernels know
@@ -302,6 +305,10 @@ class Graph:
             raise ModelError(f"{where} has {outputs} outputs; opset {schema.since_version} of {proto.op_type}"
                              f" gives {_count_range(schema.min_output, schema.max_output)}")
         self._check_window_padding(proto, where, attrs)
+        for name in _ELEMENT_TYPE_ATTRIBUTES & set(attrs):
+            value = attrs[name]
+            if isinstance(value, int) and value not in _KNOWN_ELEMENT_TYPES:
+                raise ModelError(f"{where}: attribute '{name}' names element type {value}, unknown to ONNX")
         for attr in proto.attribute:
             declared = schema.attributes.get(attr.name)
             if declared is None:

@@ -334,3 +334,13 @@ def test_padding_that_only_inflates_the_map_is_refused_at_load(op, attrs, expect
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     message = _refused_within(5, lambda: nn_core.load_proto(model, "pads.onnx"))
     assert expected in message and "window" in message
+
+
+def test_an_unknown_element_type_in_an_attribute_is_refused_at_load():
+    def cast_to_99(model):
+        node = model.graph.node[1]
+        node.op_type = "Cast"
+        node.attribute.append(helper.make_attribute("to", 99))
+
+    message = _refused_within(5, lambda: nn_core.load_proto(_mutated(cast_to_99), "bad.onnx"))
+    assert "element type 99" in message and "relu2" in message
