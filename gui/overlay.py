@@ -16,17 +16,17 @@ MAX_ALPHA = 215
 
 
 def saliency_image(saliency: np.ndarray, scale: float | None = None) -> QImage:
-    """A 28x28 ARGB image of a signed map: orange towards, blue against, opacity by magnitude (the top 1 %
-    of magnitudes saturate, so a few extreme pixels do not wash out the rest)."""
+    """A 28x28 ARGB image of a signed map: orange towards, blue against, opacity proportional to magnitude (the
+    top 0.5 % of magnitudes saturate, so a few extreme pixels do not wash out the rest; weak ones fade out)."""
     values = np.asarray(saliency, np.float32)
     if scale is None:
-        scale = float(np.quantile(np.abs(values), 0.99)) if values.size else 0.0
+        scale = float(np.quantile(np.abs(values), 0.995)) if values.size else 0.0
     strength = np.clip(np.abs(values) / scale, 0.0, 1.0) if scale > 0 else np.zeros_like(values)
     rgba = np.zeros((*values.shape, 4), np.uint8)
     positive = values >= 0
     for channel in range(3):
         rgba[..., channel] = np.where(positive, TOWARDS[channel], AGAINST[channel])
-    rgba[..., 3] = np.round(np.sqrt(strength) * MAX_ALPHA).astype(np.uint8)
+    rgba[..., 3] = np.round(strength * MAX_ALPHA).astype(np.uint8)
     rgba = np.ascontiguousarray(rgba)
     image = QImage(rgba.data, values.shape[1], values.shape[0], values.shape[1] * 4, QImage.Format.Format_RGBA8888)
     return image.copy()  # own the pixels: the array goes away
@@ -38,6 +38,7 @@ class LegendBar(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setMinimumHeight(18)
+        self.setMinimumWidth(200)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.against_text = "against"
         self.towards_text = "towards"
@@ -97,12 +98,16 @@ class ExplainBar(QWidget):
         row.addWidget(self.method_combo)
         row.addWidget(QLabel("and not"))
         row.addWidget(self.contrast_combo)
-        row.addWidget(self.legend, 1)
+        row.addStretch(1)
+        second = QHBoxLayout()
+        second.setContentsMargins(0, 0, 0, 0)
+        second.addWidget(self.title, 1)
+        second.addWidget(self.legend, 1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(2)
         layout.addLayout(row)
-        layout.addWidget(self.title)
+        layout.addLayout(second)
         layout.addWidget(self.note)
 
     def set_labels(self, labels: list[str]) -> None:
