@@ -1,0 +1,273 @@
+"""Losses (NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss) and assorted tensor operators: CumProd, Unique,
+LpNormalization, Det, BitCast, TensorScatter, MaxUnpool, CenterCropPad."""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import helper
+
+from .registry import NodeSpec, Op, register
+from .shape import int_attr, resolve_axis
+
+
+def _acc(x: np.ndarray):
+    return np.float64 if x.dtype == np.float64 else np.float32
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# losses
+
+
+class _Loss(Op):
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        self.reduction = self.attr("reduction", "mean")
+        if self.reduction not in ("none", "sum", "mean"):
+            raise self.fail(f"reduction must be none, sum or mean, got '{self.reduction}'")
+        self.ignore_index = int_attr(self, "ignore_index", None)
+
+    def _nll(self, log_prob: np.ndarray, target: np.ndarray, weight, dtype) -> np.ndarray:
+        """-log_prob[n, target[n, ...], ...] weighted and reduced; log_prob is (N, C, d...)."""
+        if log_prob.ndim < 2:
+            raise self.fail(f"input must be (N, C, ...), got shape {list(log_prob.shape)}")
+        classes = log_prob.shape[1]
+        expect = log_prob.shape[:1] + log_prob.shape[2:]
+        if target.shape != expect:
+            raise self.fail(f"target {list(target.shape)} must be {list(expect)} for input {list(log_prob.shape)}")
+        if target.dtype.kind not in "iu":
+            raise self.fail(f"target must hold integers, got {target.dtype}")
+        target = target.astype(np.int64)
+        ignored = np.zeros(target.shape, bool) if self.ignore_index is None else target == self.ignore_index
+        safe = np.where(ignored, 0, target)
+        if safe.size and (safe.min() < 0 or safe.max() >= classes):
+            raise self.fail(f"target holds a class outside 0..{classes - 1}")
+        picked = -np.take_along_axis(log_prob, safe[:, None], axis=1)[:, 0]
+        if weight is not None:
+            if weight.shape != (classes,):
+                raise self.fail(f"weight {list(weight.shape)} must hold one value per class ({classes})")
+            w = weight.astype(picked.dtype)[safe]
+        else:
+            w = np.ones(target.shape, picked.dtype)
+        w = np.where(ignored, 0, w).astype(picked.dtype)
+        loss = picked * w
+        if self.reduction == "none":
+            return loss.astype(dtype)
+        if self.reduction == "sum":
+            return np.asarray(loss.sum(), dtype)
+        if weight is None and self.ignore_index is None:
+            return np.asarray(loss.mean() if loss.size else np.nan, dtype)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.asarray(loss.sum() / w.sum(), dtype)
+
+
+@register("NegativeLogLikelihoodLoss", 12)
+class NegativeLogLikelihoodLoss(_Loss):
+    def run(self, x, target, weight=None):
+        return self._nll(x.astype(_acc(x), copy=False), target, weight, x.dtype)
+
+
+@register("SoftmaxCrossEntropyLoss", 12)
+class SoftmaxCrossEntropyLoss(_Loss):
+    def run(self, scores, labels, weight=None):
+        if scores.ndim < 2:
+            raise self.fail(f"scores must be (N, C, ...), got shape {list(scores.shape)}")
+        x = scores.astype(_acc(scores), copy=False)
+        shifted = x - x.max(axis=1, keepdims=True)
+        log_prob = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        loss = self._nll(log_prob, labels, weight, scores.dtype)
+        if len(self.node.outputs) > 1:
+            return loss, log_prob.astype(scores.dtype)
+        return loss
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# tensor operators
+
+
+@register("CumProd", 26)
+class CumProd(Op):
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        self.exclusive = bool(int_attr(self, "exclusive", 0))
+        self.reverse = bool(int_attr(self, "reverse", 0))
+
+    def run(self, x, axis):
+        axis_value = np.asarray(axis)
+        if axis_value.size != 1 or axis_value.dtype.kind not in "iu":
+            raise self.fail(f"axis must be one integer, got {axis_value.tolist()}")
+        a = resolve_axis(self, int(axis_value.reshape(-1)[0]), x.ndim)
+        data = np.flip(x, a) if self.reverse else x
+        out = np.cumprod(data, axis=a, dtype=x.dtype)
+        if self.exclusive:
+            ones = np.ones_like(np.take(out, [0], axis=a))
+            out = np.concatenate([ones, np.take(out, np.arange(out.shape[a] - 1), axis=a)], axis=a)
+        return np.flip(out, a) if self.reverse else out
+
+
+@register("Unique", 11)
+class Unique(Op):
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        self.axis = int_attr(self, "axis", None)
+        self.sorted = bool(int_attr(self, "sorted", 1))
+
+    def run(self, x):
+        if self.axis is None:
+            flat = x.reshape(-1)
+            values, first, inverse, counts = np.unique(flat, return_index=True, return_inverse=True,
+                                                       return_counts=True)
+            axis = 0
+        else:
+            axis = resolve_axis(self, self.axis, x.ndim)
+            values, first, inverse, counts = np.unique(x, return_index=True, return_inverse=True,
+                                                       return_counts=True, axis=axis)
+        inverse = inverse.reshape(-1)
+        if not self.sorted:  # in order of first occurrence
+            order = np.argsort(first, kind="stable")
+            rank = np.empty_like(order)
+            rank[order] = np.arange(order.size)
+            values = np.take(values, order, axis=axis)
+            first, counts, inverse = first[order], counts[order], rank[inverse]
+        outputs = (values, first.astype(np.int64), inverse.astype(np.int64), counts.astype(np.int64))
+        outputs = outputs[: len(self.node.outputs)]
+        return outputs[0] if len(outputs) == 1 else outputs
+
+
+@register("LpNormalization", 1)
+class LpNormalization(Op):
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        self.axis = int_attr(self, "axis", -1)
+        self.p = int_attr(self, "p", 2)
+        if self.p not in (1, 2):
+            raise self.fail(f"p must be 1 or 2, got {self.p}")
+
+    def run(self, x):
+        axis = resolve_axis(self, self.axis, x.ndim)
+        acc = x.astype(_acc(x), copy=False)
+        norm = np.abs(acc).sum(axis=axis, keepdims=True) if self.p == 1 else \
+            np.sqrt((acc * acc).sum(axis=axis, keepdims=True))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(norm == 0, 0, acc / norm).astype(x.dtype)
+
+
+@register("Det", 11)
+class Det(Op):
+    def run(self, x):
+        if x.ndim < 2 or x.shape[-1] != x.shape[-2]:
+            raise self.fail(f"input must end in square matrices, got shape {list(x.shape)}")
+        self.check_work(float(x.size) * x.shape[-1])
+        return np.linalg.det(x.astype(_acc(x))).astype(x.dtype)
+
+
+@register("BitCast", 26)
+class BitCast(Op):
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        try:
+            self.dtype = np.dtype(helper.tensor_dtype_to_np_dtype(int(self.attr("to", 0))))
+        except (KeyError, TypeError, ValueError):
+            raise self.fail(f"attribute 'to' ({self.attr('to')}) is not a known type") from None
+        if self.dtype.kind in "OUS":
+            raise self.fail("BitCast to strings is not defined")
+
+    def run(self, x):
+        if x.dtype.itemsize != self.dtype.itemsize or x.dtype.kind in "OUS":
+            raise self.fail(f"BitCast needs types of one width: {x.dtype} to {self.dtype}")
+        return (x if x.flags.c_contiguous else x.copy()).view(self.dtype)
+
+
+@register("TensorScatter", 24)
+class TensorScatter(Op):
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        self.mode = self.attr("mode", "linear")
+        if self.mode not in ("linear", "circular"):
+            raise self.fail(f"mode must be linear or circular, got '{self.mode}'")
+        self.axis = int_attr(self, "axis", -2)
+
+    def run(self, past, update, write_indices=None):
+        axis = resolve_axis(self, self.axis, past.ndim)
+        if axis == 0 or update.ndim != past.ndim or any(
+                u != p for i, (u, p) in enumerate(zip(update.shape, past.shape)) if i != axis) \
+                or update.shape[axis] > past.shape[axis]:
+            raise self.fail(f"update {list(update.shape)} does not fit the cache {list(past.shape)} on axis {axis}")
+        batch, length, size = past.shape[0], update.shape[axis], past.shape[axis]
+        starts = np.zeros(batch, np.int64) if write_indices is None else \
+            np.asarray(write_indices).astype(np.int64).reshape(-1)
+        if starts.shape != (batch,):
+            raise self.fail(f"write_indices must give one start per batch entry ({batch})")
+        positions = starts[:, None] + np.arange(length)[None, :]
+        if self.mode == "circular":
+            positions %= size
+        elif positions.size and (positions.min() < 0 or positions.max() >= size):
+            raise self.fail(f"writing {length} entries at {starts.tolist()} runs past the cache length {size}")
+        out = np.array(past, copy=True)
+        moved_out = np.moveaxis(out, axis, 1)  # (batch, seq, ...) view of out
+        moved_up = np.moveaxis(update, axis, 1)
+        for b in range(batch):
+            moved_out[b, positions[b]] = moved_up[b]
+        return out
+
+
+@register("MaxUnpool", 9)
+class MaxUnpool(Op):
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        self.kernel = [int(k) for k in self.attr("kernel_shape", [])]
+        if not self.kernel or any(k <= 0 for k in self.kernel):
+            raise self.fail(f"kernel_shape {self.kernel} must list positive sizes")
+        dims = len(self.kernel)
+        self.strides = [int(s) for s in self.attr("strides", [1] * dims)]
+        self.pads = [int(p) for p in self.attr("pads", [0] * 2 * dims)]
+        if len(self.strides) != dims or len(self.pads) != 2 * dims or any(s <= 0 for s in self.strides) \
+                or any(p < 0 for p in self.pads):
+            raise self.fail("strides and pads must fit kernel_shape")
+
+    def run(self, x, indices, output_shape=None):
+        dims = len(self.kernel)
+        if x.ndim != dims + 2 or indices.shape != x.shape:
+            raise self.fail(f"X {list(x.shape)} and indices {list(indices.shape)} must be (N, C, {dims} dims)")
+        inferred = list(x.shape[:2]) + [(x.shape[2 + i] - 1) * self.strides[i] - self.pads[i] - self.pads[dims + i]
+                                        + self.kernel[i] for i in range(dims)]
+        shape = inferred if output_shape is None else [int(s) for s in np.asarray(output_shape).reshape(-1)]
+        if len(shape) != x.ndim or shape[:2] != list(x.shape[:2]) or any(d <= 0 for d in inferred):
+            raise self.fail(f"output_shape {shape} must keep N and C of X {list(x.shape)}")
+        self.check_size(shape, x.dtype)
+        self.check_size(inferred, x.dtype)
+        # indices count over the whole (N, C, spatial) unpooled tensor of the inferred shape
+        unpooled = np.zeros(int(np.prod(inferred)), x.dtype)
+        flat = np.asarray(indices).astype(np.int64).reshape(-1)
+        if flat.size and (flat.min() < 0 or flat.max() >= unpooled.size):
+            raise self.fail(f"indices reach outside the {unpooled.size} positions of the unpooled tensor")
+        unpooled[flat] = x.reshape(-1)
+        out = np.zeros(shape, x.dtype)
+        region = tuple(slice(0, min(a, b)) for a, b in zip(inferred, shape))
+        out[region] = unpooled.reshape(inferred)[region]
+        return out
+
+
+@register("CenterCropPad", 18)
+class CenterCropPad(Op):
+    def run(self, x, shape):
+        sizes = [int(s) for s in np.asarray(shape).reshape(-1)]
+        axes = self.attr("axes")
+        axes = list(range(x.ndim)) if axes is None else [resolve_axis(self, a, x.ndim) for a in axes]
+        if len(axes) != len(sizes) or any(s < 0 for s in sizes):
+            raise self.fail(f"shape {sizes} must give one non-negative size per axis {axes}")
+        new_shape = list(x.shape)
+        source = [slice(None)] * x.ndim
+        target = [slice(None)] * x.ndim
+        for axis, size in zip(axes, sizes):
+            dim = x.shape[axis]
+            new_shape[axis] = size
+            if size < dim:
+                start = (dim - size) // 2
+                source[axis] = slice(start, start + size)
+            elif size > dim:
+                start = (size - dim) // 2
+                target[axis] = slice(start, start + dim)
+        self.check_size(new_shape, x.dtype)
+        out = np.zeros(new_shape, x.dtype)
+        out[tuple(target)] = x[tuple(source)]
+        return out
