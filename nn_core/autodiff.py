@@ -21,7 +21,7 @@ import numpy as np
 from .errors import ModelError
 from .graph import Graph, NodeInfo
 from .ops.registry import NodeSpec, resolve
-from .plan import Step, call_kernel, fold_constants, make_kernel
+from .plan import Step, _shapes, fold_constants, make_kernel
 
 #: a constant True fed to Dropout's training_mode input in a training plan
 _TRAINING_FLAG = "nn_core::training"
@@ -60,6 +60,9 @@ class GradientPlan:
         self.running: list[tuple[str, str, str, str]] = []
         self._needed_cache: dict[frozenset[str], set[str]] = {}
         self.steps = [self._step(node) for node in remaining]
+        # the hot loops' view of the steps: (step, bound run, inputs, outputs) and (step, takes ``wanted``)
+        self._forward_steps = [(step, step.kernel.run, step.inputs, step.outputs) for step in self.steps]
+        self._backward_steps = [(step, type(step.kernel).accepts_wanted()) for step in reversed(self.steps)]
         self.input_names = [spec.name for spec in graph.inputs]
         self.output_names = [spec.name for spec in graph.outputs]
 
@@ -102,12 +105,28 @@ class GradientPlan:
         values: dict[str, np.ndarray] = dict(self.fixed)
         values.update(parameters)
         values.update(feeds)
-        source = self.graph.source
-        for step in self.steps:
-            outputs = call_kernel(step, [values[name] if name else None for name in step.inputs], source)
-            for name, value in zip(step.outputs, outputs):
-                if name:
-                    values[name] = value if isinstance(value, np.ndarray) else np.asarray(value)
+        step = None
+        try:
+            for step, run, inputs, outputs in self._forward_steps:
+                result = run(*[values[name] if name else None for name in inputs])
+                if type(result) is np.ndarray and len(outputs) == 1:
+                    if outputs[0]:
+                        values[outputs[0]] = result
+                    continue
+                results = list(result) if isinstance(result, tuple) else [result]
+                if len(results) < len(outputs):
+                    raise ModelError(f"{self.graph.source}: {step.node.describe()} declares {len(outputs)} outputs "
+                                     f"but its kernel produces {len(results)}")
+                for name, value in zip(outputs, results):
+                    if name:
+                        values[name] = value if isinstance(value, np.ndarray) else np.asarray(value)
+        except ModelError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - named as call_kernel names a kernel's failure
+            assert step is not None
+            args = [values.get(name) if name else None for name in step.inputs]
+            raise ModelError(f"{self.graph.source}: {step.node.describe()} failed on inputs {_shapes(args)}: "
+                             f"{type(exc).__name__}: {exc}") from exc
         return Tape(values, {name: values[name] for name in self.output_names})
 
     def backward(self, tape: Tape, cotangents: Mapping[str, np.ndarray],
@@ -130,17 +149,18 @@ class GradientPlan:
                 raise ModelError(f"{self.graph.source}: the cotangent of '{name}' has shape "
                                  f"{list(cotangent.shape)}, the output {list(value.shape)}")
             _accumulate(grads, name, cotangent)
-        for step in reversed(self.steps):
+        values = tape.values
+        for step, accepts_wanted in self._backward_steps:
             out_grads = [grads.get(name) if name else None for name in step.outputs]
             if all(g is None for g in out_grads):
                 continue
-            inputs = [tape.values[name] if name else None for name in step.inputs]
-            wanted = [bool(name) and (needed is None or name in needed) and _differentiable(tape.values[name])
-                      for name in step.inputs]
+            inputs = [values[name] if name else None for name in step.inputs]
+            wanted = [value is not None and value.dtype.kind in "fc" and (needed is None or name in needed)
+                      for name, value in zip(step.inputs, inputs)]
             if not any(wanted):
                 continue
-            outputs = [tape.values.get(name) if name else None for name in step.outputs]
-            in_grads = self._rule(step, inputs, outputs, out_grads)
+            outputs = [values.get(name) if name else None for name in step.outputs]
+            in_grads = self._rule(step, inputs, outputs, out_grads, wanted if accepts_wanted else None)
             for name, want, grad in zip(step.inputs, wanted, in_grads):
                 if want and grad is not None:
                     _accumulate(grads, name, grad)
@@ -157,9 +177,12 @@ class GradientPlan:
             self._needed_cache = {wrt: cached}
         return cached
 
-    def _rule(self, step: Step, inputs, outputs, out_grads) -> list[np.ndarray | None]:
+    def _rule(self, step: Step, inputs, outputs, out_grads, wanted=None) -> list[np.ndarray | None]:
         try:
-            result = step.kernel.backward(inputs, outputs, out_grads)
+            if wanted is None:
+                result = step.kernel.backward(inputs, outputs, out_grads)
+            else:
+                result = step.kernel.backward(inputs, outputs, out_grads, wanted=wanted)
         except ModelError:
             raise
         except Exception as exc:  # noqa: BLE001 - a rule's failure is named like a kernel's
@@ -198,10 +221,6 @@ class _PlanRng:
 
     def random(self, shape):
         return self.plan.rng.random(shape, dtype=np.float32)
-
-
-def _differentiable(value: np.ndarray | None) -> bool:
-    return value is not None and np.asarray(value).dtype.kind in "fc"
 
 
 def _accumulate(grads: dict[str, np.ndarray], name: str, grad: np.ndarray) -> None:

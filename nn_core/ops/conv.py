@@ -25,7 +25,7 @@ import threading
 
 import numpy as np
 
-from .conv_grad import ConvGradPlan, conv_transpose_backward
+from .conv_grad import ConvGradPlan, ConvInputGradPlan, conv_transpose_backward
 from .registry import NodeSpec, Op, register
 from .windows import MAX_TAPS, Geometry, check_fits, check_taps, checked_windows, effective_steps, int_attr, ints_attr
 
@@ -261,6 +261,7 @@ class _ChannelsLastPlan:
         steps = (math.prod(padded) * channels, *(s * e for s, e in zip(strides, elem, strict=True)), *tap_strides)
         self.windows = checked_windows(self.scratch, shape, tuple(v * item for v in steps))
         self.cols_matrix = np.empty((rows * positions, width), dtype)
+        self.has_bias, self.tap_shape = has_bias, tap_shape
         if has_bias:
             self.cols_matrix[:, k_total] = 1
         col_steps = (positions * width, *(v * width for v in _row_major_strides(self.out_sizes)),
@@ -278,6 +279,13 @@ class _ChannelsLastPlan:
         if bias is not None:
             matrix = np.concatenate([matrix, bias.astype(weight.dtype, copy=False).reshape(1, -1)], axis=0)
         return np.ascontiguousarray(matrix)
+
+    def columns(self, x: np.ndarray, start: int, count: int) -> np.ndarray:
+        """The column matrix of images ``start:start + count`` (at most ``rows``), in the chunk buffer."""
+        source = x if count == x.shape[0] else x[start:start + count]
+        self.interior[:count] = source.transpose(self.to_channels_last)
+        np.copyto(self.cols[:count], self.windows[:count])
+        return self.cols_matrix[: count * self.positions]
 
     def run(self, x: np.ndarray, matrix: np.ndarray, act: Activation | None, pool: Op | None = None
             ) -> np.ndarray:
@@ -385,6 +393,7 @@ class _Im2colPlan:
         self.windows = checked_windows(self.scratch.flat, shape, tuple(v * item for v in window_strides +
                                                                         position_strides))
         self.cols_matrix = np.empty((rows, groups, k_group + has_bias, positions), dtype)
+        self.has_bias, self.k_group, self.padded = has_bias, k_group, padded
         if has_bias:
             self.cols_matrix[:, :, k_group] = 1
         # the im2col target: the first k_group rows of each group's column matrix, split like the windows
@@ -401,6 +410,19 @@ class _Im2colPlan:
     @staticmethod
     def prepare(weight: np.ndarray, bias: np.ndarray | None, groups: int) -> np.ndarray:
         return grouped_matrix(weight, bias, groups)
+
+    def dy_wide(self, batch: int) -> np.ndarray:
+        """A buffer for an output gradient over the computed (full-width) positions, zero past the real ones."""
+        wide = getattr(self, "_dy_wide", None)
+        if wide is None or wide.shape[0] != batch:
+            wide = self._dy_wide = np.zeros((batch, self.out_channels, *self.computed_sizes), self.cols_matrix.dtype)
+        return wide
+
+    def columns(self, x: np.ndarray, start: int, count: int) -> np.ndarray:
+        """The columns of images ``start:start + count`` (at most ``rows``), in the chunk buffer."""
+        self.scratch.interior[:count] = x if count == x.shape[0] else x[start:start + count]
+        np.copyto(self.cols[:count], self.windows[:count])
+        return self.cols_matrix[:count]
 
     def run(self, x: np.ndarray, matrix: np.ndarray, act: Activation | None, pool: Op | None = None
             ) -> np.ndarray:
@@ -497,6 +519,46 @@ class _DepthwisePlan:
         return y
 
 
+def _weight_grad(plan: _Im2colPlan | _ChannelsLastPlan, x: np.ndarray, dy: np.ndarray, weight_shape,
+                 groups: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """dW (and dB, when the columns carry the bias's row of ones) from the forward plan's own columns, made
+    again chunk by chunk in its cache-sized buffer: per chunk one matmul of the output gradient with them.
+    (Keeping the forward's columns of the whole batch instead was measured slower: the forward then writes a
+    batch of columns out of cache, more than the backward saves.)"""
+    batch, out_channels = dy.shape[0], weight_shape[0]
+    rows, positions = plan.rows, plan.positions
+    if isinstance(plan, _ChannelsLastPlan):
+        # columns (image * position, kernel... * channel [+ 1]); dY channels-last, (image * position, M)
+        rank = dy.ndim - 2
+        dy_rows = np.ascontiguousarray(dy.transpose(0, *range(2, rank + 2), 1)).reshape(-1, out_channels)
+        product = np.zeros((out_channels, plan.cols_matrix.shape[1]), dy.dtype)
+        part = np.empty_like(product)
+        for start in range(0, batch, rows):
+            count = min(rows, batch - start)
+            columns = plan.columns(x, start, count)
+            product += np.matmul(dy_rows[start * positions:(start + count) * positions].T, columns, out=part)
+        k_total = product.shape[1] - plan.has_bias
+        dw = product[:, :k_total].reshape(out_channels, *weight_shape[2:], weight_shape[1])
+        dw = np.ascontiguousarray(dw.transpose(0, rank + 1, *range(1, rank + 1)))
+        return dw, product[:, k_total] if plan.has_bias else None
+    # columns (image, group, C/g * taps [+ 1], position): per image and group one matmul, summed over images
+    mg = out_channels // groups
+    if plan.full_width:
+        wide = plan.dy_wide(batch)
+        np.copyto(wide[plan.valid], dy)
+        dy_rows = wide.reshape(batch, groups, mg, positions)
+    else:
+        dy_rows = np.ascontiguousarray(dy).reshape(batch, groups, mg, positions)
+    product = np.zeros((groups, mg, plan.cols_matrix.shape[2]), dy.dtype)
+    for start in range(0, batch, rows):
+        count = min(rows, batch - start)
+        columns = plan.columns(x, start, count)
+        product += np.matmul(dy_rows[start:start + count], columns.transpose(0, 1, 3, 2)).sum(axis=0)
+    k_group = plan.k_group
+    dw = np.ascontiguousarray(product[:, :, :k_group]).reshape(weight_shape)
+    return dw, product[:, :, k_group].reshape(-1) if plan.has_bias else None
+
+
 # channels-last columns pay off once a kernel row spans this many contiguous values (kernel width * channels)
 CHANNELS_LAST_MIN_RUN = 32
 
@@ -516,7 +578,7 @@ class Conv(FusableOp):
         self.pool: Op | None = None
         self.plans: dict[tuple, tuple[_Plan, np.ndarray | None]] = {}
         self.lock = threading.Lock()
-        self.grad_plans: dict[tuple, ConvGradPlan] = {}
+        self.grad_plans: dict[tuple, ConvGradPlan | ConvInputGradPlan] = {}
         self.weight, self.bias = self.const(1), self.const(2)
         has_bias = len(node.inputs) > 2 and bool(node.inputs[2])
         # both known at load time (an absent bias is known too): weight matrices are prepared once per plan
@@ -588,24 +650,26 @@ class Conv(FusableOp):
         except ValueError as exc:
             raise self.fail(f"input {x.shape}, kernel {kernel}: {exc}") from None
 
+    def _entry(self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> tuple[_Plan, np.ndarray | None]:
+        """The (plan, prepared weight matrix or None) of this input shape; call with the lock held."""
+        key: tuple = (x.shape, x.dtype) if self.static else (x.shape, x.dtype, w.shape, b is None)
+        entry = self.plans.get(key)
+        if entry is None:
+            if not self.static:
+                self._check_weight(w, b)
+            plan = self._plan(x, w.shape, b is not None)
+            matrix = plan.prepare(w, b, self.group).astype(x.dtype, copy=False) if self.static else None
+            entry = self.plans[key] = (plan, matrix)
+        return entry
+
     def run(self, x, w, b=None):
         if x.dtype == np.float16:  # BLAS has no half precision: accumulate in float32, round once at the end
             wide = self.run(x.astype(np.float32), w.astype(np.float32), None if b is None else b.astype(np.float32))
             return wide.astype(np.float16)
         if self.static:
             w, b = self.weight, self.bias
-            key: tuple = (x.shape, x.dtype)
-        else:
-            key = (x.shape, x.dtype, w.shape, b is None)
         with self.lock:
-            entry = self.plans.get(key)
-            if entry is None:
-                if not self.static:
-                    self._check_weight(w, b)
-                plan = self._plan(x, w.shape, b is not None)
-                matrix = plan.prepare(w, b, self.group).astype(x.dtype, copy=False) if self.static else None
-                entry = self.plans[key] = (plan, matrix)
-            plan, matrix = entry
+            plan, matrix = self._entry(x, w, b)
             if matrix is None:
                 matrix = plan.prepare(w, b, self.group).astype(x.dtype, copy=False)
             if self.pool is None:
@@ -617,10 +681,15 @@ class Conv(FusableOp):
             self.act(y)
         return y
 
+    def backward(self, inputs, outputs, grads, wanted=None):
+        """dX, dW and dB of the plain convolution; a kernel with a fused activation or pooling (the fast
+        inference plan only) has no rule. Only the ``wanted`` gradients are computed (the image's dX of a
+        first layer never is in training).
 
-    def backward(self, inputs, outputs, grads):
-        """dX, dW and dB of the plain convolution (see conv_grad.py); a kernel with a fused activation or
-        pooling (the fast inference plan only) has no rule."""
+        dW (and dB) come from the forward plan's own columns when it has them (im2col, channels-last), made
+        again chunk by chunk, one matmul per chunk over its positions. dX of a unit-stride convolution is
+        ConvInputGradPlan's; the other cases (strided, depthwise, pointwise) go through ConvGradPlan (see
+        conv_grad.py)."""
         if self.act is not None or self.pool is not None:
             raise self.fail("a convolution with a fused activation or pooling has no gradient rule")
         x = inputs[0]
@@ -630,22 +699,60 @@ class Conv(FusableOp):
         result: list = [None] * len(inputs)
         if dy is None or x is None or w is None:
             return result
+
+        def want(index: int) -> bool:
+            return wanted is None or (index < len(wanted) and bool(wanted[index]))
+
+        want_x = x.dtype.kind == "f" and want(0)
+        want_w = w.dtype.kind == "f" and len(result) > 1 and want(1)
+        want_b = b is not None and len(result) > 2 and want(2)
+        if not (want_x or want_w or want_b):
+            return result
         work = np.result_type(x.dtype, w.dtype, dy.dtype)
         if work.kind != "f" or work.itemsize < 4:
             work = np.dtype(np.float32)  # BLAS has no half precision
         xw, ww, dyw = (a.astype(work, copy=False) for a in (x, w, dy))
-        if b is not None:
-            result[2] = dyw.sum(axis=(0, *range(2, dy.ndim))).reshape(b.shape).astype(b.dtype, copy=False)
-        key = (x.shape, work, w.shape)
+        bw = None if b is None else b.astype(work, copy=False)
+        dx = dw = db = None
         with self.lock:
-            plan = self.grad_plans.get(key)
-            if plan is None:
-                plan = self.grad_plans[key] = self._grad_plan(xw, w.shape)
-            dx, dw = plan.run(xw, ww, dyw, x.dtype.kind == "f", w.dtype.kind == "f")
-        result[0] = None if dx is None else dx.astype(x.dtype, copy=False)
-        if len(result) > 1:
-            result[1] = None if dw is None else dw.astype(w.dtype, copy=False)
+            if want_w or want_b:
+                plan = self._entry(xw, ww, bw)[0] if x.dtype == work else None
+                if isinstance(plan, (_Im2colPlan, _ChannelsLastPlan)):
+                    dw, db = _weight_grad(plan, xw, dyw, ww.shape, self.group)
+                elif want_w:
+                    dw = self._fallback_plan(xw, ww.shape).run(xw, ww, dyw, False, True)[1]
+            if want_x:
+                dx = self._input_grad(xw, ww, dyw)
+        if want_b and db is None:
+            db = dyw.sum(axis=(0, *range(2, dy.ndim)))
+        if want_x:
+            result[0] = dx.astype(x.dtype, copy=False)
+        if want_w and dw is not None:
+            result[1] = dw.astype(w.dtype, copy=False)
+        if want_b:
+            result[2] = db.reshape(b.shape).astype(b.dtype, copy=False)
         return result
+
+    def _fallback_plan(self, x: np.ndarray, weight_shape: tuple[int, ...]) -> ConvGradPlan:
+        key = (x.shape, x.dtype, tuple(weight_shape))
+        plan = self.grad_plans.get(key)
+        if plan is None:
+            plan = self.grad_plans[key] = self._grad_plan(x, weight_shape)
+        return plan
+
+    def _input_grad(self, x: np.ndarray, w: np.ndarray, dy: np.ndarray) -> np.ndarray:
+        key = ("dx", x.shape, x.dtype, w.shape)
+        plan = self.grad_plans.get(key)
+        if plan is None:
+            general = self._fallback_plan(x, w.shape)  # (its checks, and the geometry)
+            plan = general
+            if all(s == 1 for s in general.strides):
+                plan = ConvInputGradPlan(x.shape, x.dtype, self.group, w.shape[0], general.kernel,
+                                         general.dilations, general.begins, general.ends, general.out_sizes)
+            self.grad_plans[key] = plan
+        if isinstance(plan, ConvInputGradPlan):
+            return plan.run(w, dy, x.shape)
+        return plan.run(x, w, dy, True, False)[0]
 
     def _grad_plan(self, x: np.ndarray, weight_shape: tuple[int, ...]) -> ConvGradPlan:
         """The backward plan of one input shape, after the same checks as the forward's."""

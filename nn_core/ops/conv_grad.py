@@ -54,6 +54,8 @@ class ConvGradPlan:
         batch, channels, *sizes = x_shape
         self.groups, self.out_channels = groups, out_channels
         self.kernel, self.out_sizes = list(kernel), list(out_sizes)
+        self.strides, self.dilations = list(strides), list(dilations)
+        self.begins, self.ends = list(begins), list(ends)
         self.rank = rank = len(sizes)
         cg, mg = channels // groups, out_channels // groups
         self.cg, self.mg = cg, mg
@@ -157,6 +159,81 @@ class ConvGradPlan:
                     target += block
                 dx[start:stop] = self.dpad_interior[:count]
         return dx, None if dw is None else dw.reshape(w.shape)
+
+
+class ConvInputGradPlan:
+    """dX of one unit-stride Conv over one input shape (any rank, groups, dilations, pads), chunk by chunk.
+
+    Per chunk of images the output gradient is copied into whole padded rows ("full width": zero at the
+    positions past the real output, written once), ``dcolumns = W^T @ dY`` is one batched matmul with the
+    columns' rows in (tap, channel) order, and col2im is one add per kernel tap of a single long run per
+    image and group: the tap's block of dcolumns, (channel, position) with a row stride of one whole padded
+    plane (the matmul writes each row's first ``positions`` entries; the rest stay zero), lands on the padded
+    image at the tap's flat offset, where channel planes follow each other at that same stride. Wrapped or
+    overflowing entries are those zeros (the padded image has slack at its end)."""
+
+    def __init__(self, x_shape, dtype, groups: int, out_channels: int, kernel, dilations, begins, ends, out_sizes):
+        batch, channels, *sizes = x_shape
+        self.groups, self.rank = groups, len(sizes)
+        self.cg, self.mg = cg, mg = channels // groups, out_channels // groups
+        self.kernel, self.out_sizes = list(kernel), list(out_sizes)
+        self.taps = taps = math.prod(kernel)
+        padded = [n + b + e for n, b, e in zip(sizes, begins, ends, strict=True)]
+        self.plane = plane = math.prod(padded)
+        elem = _row_major(padded)
+        self.positions = out_sizes[0] * math.prod(padded[1:])
+        item = np.dtype(dtype).itemsize
+        self.rows = rows = max(1, min(batch, GRAD_CHUNK_BYTES // max(1, taps * channels * plane * item)))
+        self.tap_offsets = [sum(t * d * e for t, d, e in zip(tap, dilations, elem, strict=True))
+                            for tap in np.ndindex(*kernel)]
+        self.slack = slack = sum((k - 1) * d * e for k, d, e in zip(kernel, dilations, elem, strict=True))
+        self.channels, self.item, self.padded = channels, item, padded
+        # the output gradient over whole padded rows, zero past the real output for good
+        self.dy_wide = np.zeros((rows, groups * mg, out_sizes[0], *padded[1:]), dtype)
+        self.dy_valid = self.dy_wide[(Ellipsis,) + tuple(slice(0, o) for o in out_sizes[1:])]
+        # dcolumns (image, group, tap, channel, plane): only the first ``positions`` of each row are written
+        self.dcols = np.zeros((rows, groups, taps * cg, plane), dtype)
+        self.dpad = np.empty(rows * channels * plane + slack, dtype)
+        inside = (slice(None), slice(None)) + tuple(slice(b, b + n) for b, n in zip(begins, sizes, strict=True))
+        self.dpad_interior = self.dpad[: rows * channels * plane].reshape(rows, channels, *padded)[inside]
+        self.chunks: dict[int, tuple] = {}
+
+    def _chunk(self, count: int) -> tuple:
+        views = self.chunks.get(count)
+        if views is None:
+            groups, cg, plane, item = self.groups, self.cg, self.plane, self.item
+            run = (cg - 1) * plane + self.positions
+            dcols = self.dcols[:count]
+            blocks = dcols.reshape(count, groups, self.taps, cg * plane)
+            dpad = self.dpad[: count * self.channels * plane + self.slack]
+            adds = [(checked_windows(dpad[offset:], (count, groups, run),
+                                     (self.channels * plane * item, cg * plane * item, item), writeable=True),
+                     blocks[:, :, tap, :run]) for tap, offset in enumerate(self.tap_offsets)]
+            dy = self.dy_wide[:count].reshape(count, groups, self.mg, self.positions)
+            views = self.chunks[count] = (self.dy_valid[:count], dy, dcols[..., : self.positions], dpad, adds,
+                                          self.dpad_interior[:count])
+        return views
+
+    def weight_matrix(self, w: np.ndarray) -> np.ndarray:
+        """(M, C/g, k...) -> (g, taps * C/g, M/g): the rows in (tap, channel) order."""
+        grouped = w.reshape(self.groups, self.mg, self.cg, self.taps)
+        return np.ascontiguousarray(grouped.transpose(0, 3, 2, 1)).reshape(self.groups, self.taps * self.cg,
+                                                                            self.mg)
+
+    def run(self, w: np.ndarray, dy: np.ndarray, x_shape) -> np.ndarray:
+        batch = dy.shape[0]
+        wt = self.weight_matrix(w)
+        dx = np.empty(x_shape, dy.dtype)
+        for start in range(0, batch, self.rows):
+            count = min(self.rows, batch - start)
+            dy_valid, dy_rows, dcols, dpad, adds, interior = self._chunk(count)
+            np.copyto(dy_valid, dy[start:start + count])
+            np.matmul(wt, dy_rows, out=dcols)
+            dpad.fill(0)
+            for target, block in adds:
+                target += block
+            dx[start:start + count] = interior
+        return dx
 
 
 def conv_transpose_backward(x: np.ndarray, w: np.ndarray, dy: np.ndarray, groups: int, geometry: tuple,

@@ -8,7 +8,8 @@ once; ``run`` is then called on every inference with NumPy arrays and must stay 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,13 +100,20 @@ class Op:
         raise NotImplementedError
 
     def backward(self, inputs: list[np.ndarray | None], outputs: list[np.ndarray],
-                 grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
+                 grads: list[np.ndarray | None], wanted: Sequence[bool] | None = None) -> list[np.ndarray | None]:
         """The op's gradient rule (reverse mode), beside its kernel.
 
         Given the forward ``inputs`` and ``outputs`` of one run and ``grads``, the gradient of the loss with
         respect to each output (None where no gradient flows), return the gradient with respect to each input,
         each the shape of that input — None for inputs that are not differentiable (indices, shapes, integer
         data) or that no output depends on smoothly. Kernels without a rule inherit this refusal.
+
+        ``wanted`` (optional keyword, one bool per input, None meaning all): the input gradients the caller
+        will use. A rule that can save work (a convolution skipping its input's gradient when that input is the
+        image, or its weight's when the weights are frozen) declares the keyword and may return None where
+        ``wanted`` is False; the gradient plan passes it only to rules whose signature declares it (looked up
+        once per kernel class, ``accepts_wanted``), so rules without it need no change. The rule must not
+        modify ``inputs``, ``outputs`` or ``grads``.
         """
         raise UnsupportedOperatorError(f"{self.node.where()}: the engine has no gradient rule for "
                                        f"{self.node.op_type}, so it cannot differentiate through this node")
@@ -113,6 +121,15 @@ class Op:
     @classmethod
     def has_gradient(cls) -> bool:
         return cls.backward is not Op.backward
+
+    @classmethod
+    def accepts_wanted(cls) -> bool:
+        """Whether this kernel's ``backward`` takes the ``wanted`` keyword (checked once per class)."""
+        accepts = cls.__dict__.get("_accepts_wanted")
+        if accepts is None:
+            accepts = "wanted" in inspect.signature(cls.backward).parameters and cls.backward is not Op.backward
+            cls._accepts_wanted = accepts
+        return accepts
 
 
 def register(op_type: str, since: int = 1, domain: str = DEFAULT_DOMAIN) -> Callable[[type[Op]], type[Op]]:
