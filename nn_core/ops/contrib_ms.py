@@ -13,10 +13,12 @@ import math
 import numpy as np
 
 from .quantized import (
+    _BOUNDS,
     _F32_EXACT,
     F32,
     PreparedB,
     _check_matmul,
+    _clip,
     _Requantizer,
     _value_bound,
     centred_f32,
@@ -71,8 +73,8 @@ def _quantize(values: np.ndarray, scale: np.float32, zero_point, dtype: np.dtype
     np.rint(values, out=values)
     if zero_point:
         values += F32(zero_point)
-    info = np.iinfo(dtype)
-    np.clip(values, info.min, info.max, out=values)
+    low, high = _BOUNDS[np.dtype(dtype)]
+    _clip(values, low, high, out=values)
     return values.astype(dtype)
 
 
@@ -110,6 +112,22 @@ class QGemm(Op):
         if self.b is not None and all(consts[i] is not None for i in (1, 4, 7, 8)) and consts[1].size == 1:
             self.requant = _Requantizer(self._multiplier(consts[1], consts[4], consts[7]), consts[8],
                                         consts[8].dtype, -1, 2)
+        # everything but A known at load time: the lean path (one check per input shape, then a conversion,
+        # the matmul with its bias, and the requantization or the float scaling)
+        self.lean = None
+        a_zp_known = consts[2] is not None or len(node.inputs) <= 2 or not node.inputs[2]
+        c_known = c is not None or len(node.inputs) <= 6 or not node.inputs[6]
+        y_known = len(node.inputs) <= 8 or not node.inputs[8] or self.requant is not None
+        if (self.b is not None and not self.trans_a and a_zp_known and c_known and y_known
+                and consts[1] is not None and consts[1].size == 1 and consts[4] is not None):
+            a_zp = consts[2]
+            if a_zp is not None and a_zp.size != 1:
+                raise self.fail(f"a_zero_point of shape {a_zp.shape} must be a single value")
+            zp = F32(0 if a_zp is None else a_zp.reshape(-1)[0])
+            scale = None if self.requant is not None else self._multiplier(consts[1], consts[4], consts[7] if (
+                len(node.inputs) > 7 and node.inputs[7]) else None)
+            self.lean = (zp, a_zp, scale if scale is None or scale.size > 1 else scale[0])
+        self.checked: set[tuple] = set()
 
     def _multiplier(self, a_scale, b_scale, y_scale) -> np.ndarray:
         scale = F32(self.alpha) * F32(_scalar(self, a_scale, "a_scale")) * b_scale.astype(F32).reshape(-1)
@@ -117,27 +135,41 @@ class QGemm(Op):
             scale = scale / F32(_scalar(self, y_scale, "y_scale"))
         return scale.astype(F32)
 
-    def run(self, a, a_scale, a_zero_point, b, b_scale, b_zero_point, c=None, y_scale=None, y_zero_point=None):
+    def _check_a(self, a: np.ndarray, b_centred: np.ndarray) -> None:
         if a.ndim != 2:
             raise self.fail(f"A must be 2-D, got shape {list(a.shape)}")
         if a.dtype not in (np.uint8, np.int8):
             raise self.fail(f"A must be uint8 or int8, got {a.dtype}")
+        _check_matmul(self, a.T if self.trans_a else a, b_centred)
+
+    def run(self, a, a_scale, a_zero_point, b, b_scale, b_zero_point, c=None, y_scale=None, y_zero_point=None):
+        if self.lean is not None:
+            zp, zp_array, scale = self.lean
+            key = (a.shape, a.dtype)
+            if key not in self.checked:
+                self._check_a(a, self.b.centred)
+                self.checked.add(key)
+            a_centred = np.subtract(a, zp, dtype=F32) if zp else a.astype(F32)
+            acc = self.b.product(a_centred, _value_bound(a.dtype, zp_array), self.c, self.c_bound)
+            if self.requant is not None:
+                return self.requant(acc)
+            if acc.dtype != F32:
+                acc = acc.astype(F32)
+            acc *= scale
+            return acc
+        b_centred = self.b.centred if self.b is not None else centred_f32(b.T if self.trans_b else b, b_zero_point,
+                                                                          False)
+        self._check_a(a, b_centred)
         a = a.T if self.trans_a else a
         a_zp = _scalar(self, a_zero_point, "a_zero_point")
         a_centred = centred_f32(a, None if a_zero_point is None else np.asarray(a_zp), True)
         a_bound = _value_bound(a.dtype, a_zp)
-        if self.b is not None:
-            b_centred, column_sum = self.b.centred, self.b.column_sum
+        if self.b is not None and (c is None or self.c is not None):
+            acc = self.b.product(a_centred, a_bound, self.c, self.c_bound)
+        elif self.b is not None:  # a bias known only when run
+            acc = self.b.product(a_centred, a_bound).astype(np.float64) + c.astype(np.float64)
         else:
-            b = b.T if self.trans_b else b
-            b_centred, column_sum = centred_f32(b, b_zero_point, False), None
-        _check_matmul(self, a, b_centred)
-        if column_sum is not None and a_bound * column_sum + self.c_bound < _F32_EXACT:
-            acc = np.matmul(a_centred, b_centred)
-            if self.c is not None:
-                acc += self.c
-        else:
-            acc = exact_matmul(a_centred, b_centred, a_bound, column_sum).astype(np.float64)
+            acc = exact_matmul(a_centred, b_centred, a_bound).astype(np.float64)
             if c is not None:
                 acc = acc + c.astype(np.float64)
         if self.requant is not None:
@@ -173,8 +205,9 @@ class MatMulIntegerToFloat(Op):
         _check_matmul(self, a, b_centred)
         a_zp = None if a_zero_point is None else np.asarray(_scalar(self, a_zero_point, "a_zero_point"))
         a_centred = centred_f32(a, a_zp, True)
-        return exact_matmul(a_centred, b_centred, _value_bound(a.dtype, a_zp),
-                            self.b.column_sum if self.b is not None else None)
+        if self.b is not None:
+            return self.b.product(a_centred, _value_bound(a.dtype, a_zp))
+        return exact_matmul(a_centred, b_centred, _value_bound(a.dtype, a_zp))
 
     @staticmethod
     def to_float(acc: np.ndarray, a_scale: np.float32, b_scale: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
@@ -237,8 +270,8 @@ class _Binary(Op):
         np.rint(values, out=values)
         if zero_point:
             values += F32(zero_point)
-        info = np.iinfo(dtype)
-        np.clip(values, info.min, info.max, out=values)
+        low, high = _BOUNDS[np.dtype(dtype)]
+        _clip(values, low, high, out=values)
         return values.astype(dtype)
 
 

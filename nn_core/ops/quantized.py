@@ -19,12 +19,18 @@ from .registry import Op, register
 from .windows import Geometry, check_fits, checked_windows, effective_steps, int_attr
 
 F32 = np.float32
+# the clip ufunc itself: np.clip's Python wrapper costs several times the work on a small tensor
+_clip = getattr(np, "_core", getattr(np, "core", None)).umath.clip
 
 
 def _saturate(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Clip already-rounded ``values`` into ``dtype``'s range (in place: pass a scratch array), then convert."""
-    info = np.iinfo(dtype)
-    return np.clip(values, info.min, info.max, out=values).astype(dtype)
+    low, high = _BOUNDS[np.dtype(dtype)]
+    return _clip(values, low, high, out=values).astype(dtype)
+
+
+_BOUNDS = {np.dtype(t): (np.iinfo(t).min, np.iinfo(t).max) for t in (np.uint8, np.int8, np.uint16, np.int16,
+                                                                      np.int32, np.uint32, np.int64, np.uint64)}
 
 
 def _along_axis(param: np.ndarray, axis: int, ndim: int, block_size: int = 0, dim: int = 0) -> np.ndarray:
@@ -70,7 +76,27 @@ class QuantizeLinear(_PerAxis):
         output_dtype = self.attr("output_dtype", 0)
         self.default_dtype = np.dtype(helper.tensor_dtype_to_np_dtype(output_dtype)) if output_dtype else None
 
+        # a per-tensor scale and zero point known at load time: divide, round, clip to [min - zp, max - zp] and
+        # shift into the output type in one conversion (4 passes)
+        self.lean = None
+        scale, zero_point = self.const(1), self.const(2)
+        zp_known = zero_point is not None or len(node.inputs) <= 2 or not node.inputs[2]
+        if scale is not None and scale.size == 1 and zp_known and (zero_point is None or zero_point.size == 1):
+            dtype = zero_point.dtype if zero_point is not None else self.default_dtype or np.dtype(np.uint8)
+            if dtype in (np.uint8, np.int8):
+                zp = F32(0 if zero_point is None else zero_point.reshape(-1)[0])
+                low, high = _BOUNDS[dtype]
+                self.lean = (F32(scale.reshape(-1)[0]), zp, F32(low) - zp, F32(high) - zp, dtype)
+
     def run(self, x, scale, zero_point=None):
+        if self.lean is not None and x.dtype == F32:
+            scale, zp, low, high, dtype = self.lean
+            scaled = np.divide(x, scale)
+            np.rint(scaled, out=scaled)
+            _clip(scaled, low, high, out=scaled)
+            if zp:
+                return np.add(scaled, zp, out=np.empty(scaled.shape, dtype), casting="unsafe")
+            return scaled.astype(dtype)
         if zero_point is not None:
             dtype = zero_point.dtype  # int32 is accepted too, though the spec lists only 8/16-bit types
         else:
@@ -106,17 +132,22 @@ class DynamicQuantizeLinear(Op):
     """x -> uint8 with a scale and zero point chosen so that [min(x, 0), max(x, 0)] spans 0..255."""
 
     def run(self, x):
-        low = min(F32(x.min()), F32(0)) if x.size else F32(0)
-        high = max(F32(x.max()), F32(0)) if x.size else F32(0)
+        if x.size:
+            low, high = min(F32(np.minimum.reduce(x, axis=None)), _ZERO), max(F32(np.maximum.reduce(x, axis=None)),
+                                                                           _ZERO)
+        else:
+            low = high = _ZERO
         # an all-zero input would give scale 0; onnxruntime uses 1 then, which quantizes everything to 0
         scale = F32(1) if high == low else F32((high - low) / F32(255))
-        zero_point = np.array(F32(0) - low / scale, F32)
-        zero_point = _saturate(np.rint(zero_point, out=zero_point), np.dtype(np.uint8))
+        zero_point = F32(min(max(np.rint(F32(0) - low / scale), F32(0)), F32(255)))
         y = np.divide(x, scale, dtype=F32)
         np.rint(y, out=y)
-        y += zero_point.astype(F32)
-        y = _saturate(y, np.dtype(np.uint8))
-        return y, np.array(scale, F32), zero_point
+        _clip(y, -zero_point, F32(255) - zero_point, out=y)
+        if zero_point:
+            y = np.add(y, zero_point, out=np.empty(y.shape, np.uint8), casting="unsafe")
+        else:
+            y = y.astype(np.uint8)
+        return y, np.array(scale, F32), np.array(zero_point, np.uint8)
 
 
 # ---------------------------------------------------------------- integer convolution
@@ -263,15 +294,22 @@ class _ConvBase(Op):
 
 def _value_bound(dtype: np.dtype, zero_point: np.ndarray | None) -> float:
     """The largest ``|x - zero_point|`` an input of ``dtype`` can reach (the bound needs no pass over x)."""
-    info = np.iinfo(dtype)
+    low, high = _BOUNDS[np.dtype(dtype)]
     zp = 0.0 if zero_point is None else float(np.asarray(zero_point).reshape(-1)[0])
-    return max(zp - info.min, info.max - zp)
+    return max(zp - low, high - zp)
+
+
+_ZERO = F32(0)
+_DTYPE_BOUND = {np.dtype(np.uint8): 255.0, np.dtype(np.int8): 128.0}
 
 
 class _Requantizer:
     """``saturate(rint(acc * multiplier) + zero_point)`` as onnxruntime's output processors do it: the multiplier
     formed in float32, the product rounded half to even *before* the zero point is added (adding first could
-    round a value just past a half the wrong way), then clipped into the output type. Works in place on acc."""
+    round a value just past a half the wrong way), then clipped into the output type. Works in place on acc.
+
+    Four passes: multiply, round, clip to ``[min - zp, max - zp]`` (integers, so clipping the rounded value is
+    saturating the shifted one), and the shift by the zero point fused into the conversion to 8 bits."""
 
     def __init__(self, multiplier: np.ndarray, zero_point: np.ndarray | None, dtype: np.dtype, channel_axis: int,
                  ndim: int):
@@ -285,16 +323,16 @@ class _Requantizer:
         self.dtype = np.dtype(dtype)
         self.zero_point = F32(0 if zero_point is None else np.asarray(zero_point).reshape(-1)[0])
         info = np.iinfo(self.dtype)
-        self.low, self.high = F32(info.min), F32(info.max)
+        self.low, self.high = F32(info.min) - self.zero_point, F32(info.max) - self.zero_point
 
     def __call__(self, acc: np.ndarray) -> np.ndarray:
         if acc.dtype != F32:
             acc = acc.astype(F32)  # exact integers from a float64 accumulation: one float32 rounding, as ORT
         np.multiply(acc, self.multiplier, out=acc)
         np.rint(acc, out=acc)
+        _clip(acc, self.low, self.high, out=acc)
         if self.zero_point:
-            acc += self.zero_point
-        np.clip(acc, self.low, self.high, out=acc)
+            return np.add(acc, self.zero_point, out=np.empty(acc.shape, self.dtype), casting="unsafe")
         return acc.astype(self.dtype)
 
 
@@ -308,15 +346,18 @@ class _FastConv:
     zero-centred float32 values, when a load-time bound proves every partial sum (bias included) stays below
     2**24 so float32 adds the integers exactly."""
 
-    def __init__(self, op: _ConvBase, w: np.ndarray, w_zero_point, x_dtype: np.dtype, x_zero_point,
+    def __init__(self, op: _ConvBase, w: np.ndarray, w_zero_point, x_dtype: np.dtype | None, x_zero_point,
                  bias: np.ndarray | None):
+        """``x_dtype`` None: the input's type and zero point are known only when run (an 8-bit input whose zero
+        point comes from DynamicQuantizeLinear): the bound is then the widest an 8-bit ``x - zp`` reaches, 255."""
         from .conv import Conv
         from .registry import NodeSpec
 
         centred, weight_sum = op.prepared or op._prepare_weights(w, w_zero_point)
         bias_bound = 0.0 if bias is None else float(np.abs(bias.astype(np.float64)).max(initial=0.0))
-        self.ok = _value_bound(x_dtype, x_zero_point) * weight_sum + bias_bound < _F32_EXACT
-        self.x_dtype = np.dtype(x_dtype)
+        x_bound = 255.0 if x_dtype is None else _value_bound(x_dtype, x_zero_point)
+        self.ok = x_bound * weight_sum + bias_bound < _F32_EXACT
+        self.x_dtype = None if x_dtype is None else np.dtype(x_dtype)
         self.x_zero_point = F32(0 if x_zero_point is None else np.asarray(x_zero_point).reshape(-1)[0])
         if not self.ok:
             return
@@ -329,8 +370,9 @@ class _FastConv:
                         consts=[None, self.weight, self.bias], source=node.source, limits=node.limits)
         self.conv = Conv(spec)
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        centred = np.subtract(x, self.x_zero_point, dtype=F32) if self.x_zero_point else x.astype(F32)
+    def __call__(self, x: np.ndarray, zero_point=None) -> np.ndarray:
+        zp = self.x_zero_point if zero_point is None else zero_point
+        centred = np.subtract(x, zp, dtype=F32) if zp else x.astype(F32)
         return self.conv.run(centred, self.weight, self.bias)
 
 
@@ -339,14 +381,22 @@ class ConvInteger(_ConvBase):
     def __init__(self, node):
         super().__init__(node)
         self.fast = None
+        self.dynamic = False  # the input's zero point arrives with it (DynamicQuantizeLinear)
         x_zero_point = self.const(2)
         x_zp_known = len(node.inputs) <= 2 or not node.inputs[2] or x_zero_point is not None
         if self.prepared is not None and x_zp_known and (x_zero_point is None or x_zero_point.size == 1):
             x_dtype = np.uint8 if x_zero_point is None else x_zero_point.dtype
             fast = _FastConv(self, self.const(1), self.const(3), x_dtype, x_zero_point, None)
             self.fast = fast if fast.ok else None
+        elif self.prepared is not None and not x_zp_known:
+            fast = _FastConv(self, self.const(1), self.const(3), None, None, None)
+            self.fast, self.dynamic = (fast, True) if fast.ok else (None, False)
 
     def run(self, x, w, x_zero_point=None, w_zero_point=None):
+        if self.dynamic and x.dtype.itemsize == 1 and x.dtype.kind in "iu" and (
+                x_zero_point is None or (x_zero_point.size == 1 and x_zero_point.dtype == x.dtype)):
+            zp = F32(0) if x_zero_point is None else F32(x_zero_point.reshape(-1)[0])
+            return self.fast(x, zp).astype(np.int32)
         if self.fast is not None and x.dtype == self.fast.x_dtype:
             return self.fast(x).astype(np.int32)
         return self._convolve(x, x_zero_point, w, w_zero_point).astype(np.int32)
@@ -469,12 +519,62 @@ def exact_matmul(a: np.ndarray, b: np.ndarray, a_bound: float | None = None,
 
 
 class PreparedB:
-    """A constant right operand, zero-centred once, with its bound for exact_matmul."""
+    """A constant right operand, zero-centred once. For each bound on |a| (and on a bias added to the sums) the
+    slices of K whose products stay exact in float32 are found once from the operand's cumulative column sums,
+    so a long K costs a few float32 matmuls, not a float64 one or a slice per couple of hundred rows."""
 
     def __init__(self, b: np.ndarray, zero_point: np.ndarray | None):
         self.dtype = b.dtype
         self.centred = centred_f32(b, zero_point, False)
         self.column_sum = float(np.abs(self.centred).sum(axis=-2).max(initial=0.0)) if self.centred.size else 0.0
+        self._slices: dict[tuple[float, float], list[slice] | None] = {}
+
+    def slices(self, a_bound: float, bias_bound: float = 0.0) -> list[slice] | None:
+        """K split so that a_bound * (a column's |b| sum over the slice) (+ bias_bound for the first slice)
+        stays below 2**24; None when a single row of b already reaches that (then float64 is needed)."""
+        key = (a_bound, bias_bound)
+        if key in self._slices:
+            return self._slices[key]
+        k = self.centred.shape[-2] if self.centred.ndim > 1 else self.centred.shape[0]
+        if a_bound * self.column_sum + bias_bound < _F32_EXACT or k == 0:
+            result: list[slice] | None = [slice(0, k)]
+        else:
+            rows = np.abs(self.centred.astype(np.float64))
+            rows = rows.reshape(-1, *rows.shape[-2:]).max(axis=0) if rows.ndim > 2 else rows.reshape(k, -1)
+            cumulative = np.concatenate([np.zeros((1, rows.shape[1])), np.cumsum(rows, axis=0)])
+            result, start, extra = [], 0, bias_bound
+            while start < k:
+                longest = (cumulative[start + 1:] - cumulative[start]).max(axis=1)  # non-decreasing in length
+                count = int(np.searchsorted(longest * a_bound + extra, _F32_EXACT, side="left"))
+                if count == 0:
+                    result = None
+                    break
+                result.append(slice(start, start + count))
+                start, extra = start + count, 0.0
+        self._slices[key] = result
+        return result
+
+    def product(self, a: np.ndarray, a_bound: float, bias: np.ndarray | None = None, bias_bound: float = 0.0
+                ) -> np.ndarray:
+        """``a @ centred (+ bias)`` exactly for zero-centred integer-valued float32 ``a`` with ``|a| <= a_bound``:
+        float32 when one slice suffices, else float64 (the sum of exact float32 slices)."""
+        slices = self.slices(a_bound, bias_bound)
+        b = self.centred
+        if slices is not None and len(slices) == 1:
+            acc = np.matmul(a, b)
+            if bias is not None:
+                acc += bias
+            return acc
+        if slices is None:
+            acc = np.matmul(a.astype(np.float64), b.astype(np.float64))
+        else:
+            acc = None
+            for part in slices:
+                piece = np.matmul(a[..., part], b[..., part, :] if b.ndim > 1 else b[part])
+                acc = piece.astype(np.float64) if acc is None else np.add(acc, piece, out=acc)
+        if bias is not None:
+            acc += bias
+        return acc
 
 
 def _check_matmul(op: Op, a: np.ndarray, b: np.ndarray) -> None:
@@ -512,18 +612,25 @@ class _IntegerMatMul(Op):
 
     def product(self, a, a_zero_point, b, b_zero_point) -> np.ndarray:
         """The exact integer product, float32 or float64 holding integers."""
-        key = (a.shape, None if self.b is not None else b.shape)
+        key = (a.shape, a.dtype, None if a_zero_point is None else a_zero_point.shape,
+               None if self.b is not None else b.shape)
         if key not in self.checked:
             _check_matmul(self, a, b if self.b is None else self.b.centred)
             if a_zero_point is not None and a_zero_point.size not in (1, a.shape[-2] if a.ndim > 1 else 1):
                 raise self.fail(f"A's zero point of shape {a_zero_point.shape} must be a single value or one per "
                                 "row")
             self.checked.add(key)
-        a_centred = centred_f32(a, a_zero_point, True)
-        a_bound = _value_bound(a.dtype, a_zero_point) if a.dtype.itemsize == 1 and (
-            a_zero_point is None or a_zero_point.size == 1) else None
+        if a.dtype.itemsize == 1 and (a_zero_point is None or a_zero_point.size == 1):
+            if a_zero_point is None or not a_zero_point.any():
+                a_centred, a_bound = a.astype(F32), _DTYPE_BOUND[a.dtype]
+            else:
+                zp = F32(a_zero_point.reshape(-1)[0])
+                a_centred, a_bound = np.subtract(a, zp, dtype=F32), _value_bound(a.dtype, a_zero_point)
+        else:
+            a_centred = centred_f32(a, a_zero_point, True)
+            a_bound = float(np.abs(a_centred).max(initial=0.0))
         if self.b is not None:
-            return exact_matmul(a_centred, self.b.centred, a_bound, self.b.column_sum)
+            return self.b.product(a_centred, a_bound)
         return exact_matmul(a_centred, centred_f32(b, b_zero_point, False), a_bound)
 
 
