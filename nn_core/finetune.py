@@ -101,7 +101,7 @@ def finetune(model: Model, x: np.ndarray, labels: np.ndarray, *,
              steps: int = 60, batch_size: int = 64, examples_per_batch: int = 16, lr: float | None = None,
              optimizer: Optimizer | None = None, augment: bool | AugmentConfig = True,
              replay: bool | tuple[np.ndarray, np.ndarray] = True, anchor: float = 1e-2,
-             label_smoothing: float = 0.0, early_stopping: bool = True, margin: float = 0.6,
+             rivals: float = 0.5, label_smoothing: float = 0.0, early_stopping: bool = True, margin: float = 0.6,
              time_budget: float | None = None, seed: int = 0) -> Model:
     """A new model, ``model`` fine-tuned so that it outputs ``labels`` for the batch ``x``.
 
@@ -110,6 +110,8 @@ def finetune(model: Model, x: np.ndarray, labels: np.ndarray, *,
     "all", "last:K" (the last K layers with weights), names or a predicate; ``steps`` — at most this many updates
     of ``batch_size`` images, ``examples_per_batch`` of them distorted copies of the examples (``augment``), the
     rest replayed shipped MNIST digits (``replay``: True, False or (uint8 images [N, 28, 28], labels));
+    ``rivals`` — the share of the replayed digits drawn from the classes the examples are mistaken for (a
+    flagged "1" read as 7: MNIST 7s are replayed, so the model learns the flag, not "every 7 is a 1");
     ``lr`` — AdamW's rate (default 3e-4 for "dense", 1e-4 otherwise) or ``optimizer``; ``anchor`` — strength of
     the pull back to the original weights; ``early_stopping`` — stop as soon as every example's label has
     probability above ``margin`` (checked before the first step too: a model that already reads them is
@@ -154,17 +156,26 @@ def finetune(model: Model, x: np.ndarray, labels: np.ndarray, *,
     per_batch = min(examples_per_batch, batch_size) if replay_x is not None else batch_size
     check_every = 2
     done_steps, reason = 0, "steps"
+    by_class = [np.flatnonzero(replay_y == c) for c in range(classes)] if replay_x is not None else []
+    rival_weights = None
     for step in range(steps):
-        if early_stopping and step % check_every == 0 and _learned(trainer, x, labels, margin):
-            reason = "early stop: every example read right"
-            break
+        if step % check_every == 0 and (early_stopping or (rivals and replay_x is not None)):
+            probs = _probabilities(trainer, x)
+            if early_stopping and bool((probs[np.arange(len(labels)), labels] > margin).all()):
+                reason = "early stop: every example read right"
+                break
+            rival_weights = _rival_weights(probs, labels, by_class)
         pick = np.concatenate([rng.permutation(len(x)) for _ in range(-(-per_batch // len(x)))])[:per_batch]
         chosen = grey[pick]
         if config is not None:
             chosen = augment_batch(chosen, config, rng)
         batch_x, batch_y = (images.from_grey(chosen) if images is not None else chosen), labels[pick]
         if replay_x is not None and batch_size > per_batch:
-            index = rng.integers(0, len(replay_x), batch_size - per_batch)
+            count = batch_size - per_batch
+            index = rng.integers(0, len(replay_x), count)
+            if rivals and rival_weights is not None:
+                chosen_classes = rng.choice(classes, size=int(round(rivals * count)), p=rival_weights)
+                index[:len(chosen_classes)] = [by_class[c][rng.integers(len(by_class[c]))] for c in chosen_classes]
             batch_x = np.concatenate([batch_x, replay_x[index]])
             batch_y = np.concatenate([batch_y, replay_y[index]])
         try:
@@ -225,8 +236,20 @@ def _replay_set(images: _Images, replay, classes: int) -> tuple[np.ndarray | Non
     return images.from_mnist(raw[keep]), labels[keep].astype(np.int64)
 
 
-def _learned(trainer: Trainer, x: np.ndarray, labels: np.ndarray, margin: float) -> bool:
-    """True when every example's label gets probability above ``margin`` (inference mode, current weights)."""
+def _rival_weights(probs: np.ndarray, labels: np.ndarray, by_class: list[np.ndarray]) -> np.ndarray | None:
+    """Sampling weights over classes: each example votes for the class it is most mistaken for, as much as its
+    label's probability falls short of 1. None when nothing is mistaken (or no replay digit of those classes)."""
+    weights = np.zeros(probs.shape[1])
+    rival = probs.copy()
+    rival[np.arange(len(labels)), labels] = -1.0
+    np.add.at(weights, rival.argmax(axis=1), 1.0 - probs[np.arange(len(labels)), labels])
+    weights[[len(members) == 0 for members in by_class]] = 0.0
+    total = weights.sum()
+    return weights / total if total > 1e-3 else None
+
+
+def _probabilities(trainer: Trainer, x: np.ndarray) -> np.ndarray:
+    """Class probabilities of the examples (inference mode, current weights), (N, classes) float64."""
     tape = trainer.plan.forward({trainer.input_name: np.asarray(x, trainer.input_dtype)}, trainer.params)
     scores = tape.values[trainer.loss.value].astype(np.float64)
     scores = scores.reshape(len(scores), -1)
@@ -238,4 +261,4 @@ def _learned(trainer: Trainer, x: np.ndarray, labels: np.ndarray, margin: float)
         probs = np.exp(scores)
     else:
         probs = scores
-    return bool((probs[np.arange(len(labels)), labels] > margin).all())
+    return probs

@@ -149,3 +149,15 @@ def test_finetune_refuses_what_it_cannot_train():
     w = helper.make_tensor("w", 1, [4, 1], np.ones(4, np.float32))
     with pytest.raises(nn_core.ModelError, match="class vector"):
         nn_core.finetune(_model([helper.make_node("MatMul", ["x", "w"], ["y"])], [w], ["N", 1]), x, labels)
+
+
+def test_rival_replay_weights_the_classes_the_examples_are_mistaken_for():
+    from nn_core.finetune import _rival_weights
+
+    by_class = [np.arange(3)] * 10
+    probs = np.full((2, 10), 0.01)
+    probs[0, 7], probs[0, 1] = 0.8, 0.11  # a "1" read as 7: 7s are replayed
+    probs[1, 4], probs[1, 9] = 0.95, 0.96 - 0.95  # a "4" read right: it hardly votes
+    weights = _rival_weights(probs, np.array([1, 4]), by_class)
+    assert weights.argmax() == 7 and weights[7] > 0.9 and weights.sum() == pytest.approx(1.0)
+    assert _rival_weights(np.eye(10)[[1, 4]], np.array([1, 4]), by_class) is None  # nothing mistaken
