@@ -120,6 +120,8 @@ class Predictor:
             finally:
                 with self._condition:
                     self._busy = False
+                # a replaced model must not live on in this idle thread's locals (memory is released on switch)
+                adapter = image = None
 
     def _run_and_deliver(self, adapter: ModelAdapter, image: np.ndarray, generation: int, drawing: int,
                          traced: bool) -> bool:

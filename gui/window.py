@@ -33,6 +33,7 @@ import nn_core
 from gui.activations import ActivationsView
 from gui.canvas import MAX_PEN_WIDTH, MIN_PEN_WIDTH, DrawingCanvas
 from gui.explain import ExplainState, ShownExplanation
+from gui.graph_view import GraphView
 from gui.model_opening import OpenedModel
 from gui.overlay import ExplainBar, saliency_image
 from gui.prediction import Prediction
@@ -82,6 +83,7 @@ class MainWindow(QMainWindow):
         self.probability_view = ProbabilitiesView()
         self.preview = InputPreview()
         self.activations = ActivationsView()
+        self.graph = GraphView()
         self.summary = ModelSummary()
         self.explaining = ExplainState(self.session)  # the saliency overlay's state and worker
         # the user's taught examples and personal model: Qt's per-user app-data location unless given
@@ -117,10 +119,16 @@ class MainWindow(QMainWindow):
         events.model_changed.connect(self._on_model_changed)
         events.recent_changed.connect(lambda _recent: self._refresh_recent_menu())
         events.drawing_changed.connect(lambda _number: self._update_edit_actions())
+        # after the session has predicted (or handed the drawing to the worker): are the bars behind?
+        events.drawing_changed.connect(lambda _number: QTimer.singleShot(
+            0, lambda: self.probability_view.set_computing(self.session.computing)))
         events.input_image.connect(self.preview.set_image)
+        events.input_image.connect(lambda _image: self.activations.set_input_image(self.session.image))
         events.prediction.connect(self._on_prediction)
         events.scaling_changed.connect(self._on_scaling_changed)
         events.detecting.connect(self._on_detecting)
+        events.detect_progress.connect(self._on_detect_progress)
+        events.selection_changed.connect(self._on_selection_changed)
         events.scaling_detected.connect(self._on_scaling_detected)
         events.error.connect(self._show_error)
         self.canvas.strokesChanged.connect(self.session.drawing_changed)
@@ -140,6 +148,8 @@ class MainWindow(QMainWindow):
         self.probability_view.closeCallClicked.connect(lambda best, other: self.explain_class(best, other))
         self.explain_bar.methodChosen.connect(self.explaining.set_method)
         self.explain_bar.contrastChosen.connect(lambda c: self.explaining.set_target(self.explaining.target, c))
+        self.graph.nodeSelected.connect(self._on_graph_node)
+        self.tabs.currentChanged.connect(lambda _index: self._update_trace_wanted())
 
     # --- public API (the session's state, for scripts and tests) -----------------------------------------
     document = _from_session("document", "The stroke document the canvas edits.")
@@ -242,7 +252,8 @@ class MainWindow(QMainWindow):
             self.scaling_actions.append(action)
         self.show_activations_action = self._action("&Activations", lambda: self.tabs.setCurrentIndex(0),
                                                     ["Ctrl+Shift+A"])
-        self.show_summary_action = self._action("Model &summary", lambda: self.tabs.setCurrentIndex(1),
+        self.show_graph_action = self._action("&Graph", lambda: self.tabs.setCurrentIndex(1), ["Ctrl+Shift+G"])
+        self.show_summary_action = self._action("Model &summary", lambda: self.tabs.setCurrentIndex(2),
                                                 ["Ctrl+Shift+M"])
         self.explain_action = self._action("E&xplain: why this digit?", self.set_explaining, ["X"], checkable=True,
                                            tip="Show which pixels pushed the prediction towards the class (X); "
@@ -275,6 +286,7 @@ class MainWindow(QMainWindow):
             model_menu.addAction(action)
         view_menu = menu.addMenu("&View")
         view_menu.addAction(self.show_activations_action)
+        view_menu.addAction(self.show_graph_action)
         view_menu.addAction(self.show_summary_action)
         view_menu.addSeparator()
         view_menu.addAction(self.explain_action)
@@ -329,6 +341,7 @@ class MainWindow(QMainWindow):
 
         self.tabs = QTabWidget()
         self.tabs.addTab(self.activations, "Activations")
+        self.tabs.addTab(self.graph, "Graph")
         self.tabs.addTab(self.summary, "Model")
         self.tabs.addTab(self.teach_panel, "Teach")
 
@@ -379,7 +392,17 @@ class MainWindow(QMainWindow):
         self.cancel_open_button.setText("Cancel")
         self.cancel_open_button.setToolTip("Stop waiting for this model and keep the current one")
         self.cancel_open_button.clicked.connect(self.cancel_open)
-        for widget in (self.opening_label, self.opening_progress, self.cancel_open_button):
+        # shown while auto-detect runs
+        self.detect_progress = QProgressBar()
+        self.detect_progress.setMaximumWidth(120)
+        self.detect_progress.setMaximumHeight(14)
+        self.detect_progress.setTextVisible(False)
+        self.cancel_detect_button = QToolButton()
+        self.cancel_detect_button.setText("Cancel")
+        self.cancel_detect_button.setToolTip("Stop auto-detecting the scaling")
+        self.cancel_detect_button.clicked.connect(self.cancel_detection)
+        for widget in (self.opening_label, self.opening_progress, self.cancel_open_button, self.detect_progress,
+                       self.cancel_detect_button):
             self.statusBar().addPermanentWidget(widget)
             widget.hide()
         self.model_label = QLabel("no model")
@@ -450,6 +473,9 @@ class MainWindow(QMainWindow):
         self.summary.set_model(model, adapter)
         self.summary.set_shapes(opened.trial.records)
         self.activations.set_records(opened.trial.records, has_values=False)
+        self.activations.set_context(model, adapter)
+        self.graph.set_layout(opened.layout)
+        self.graph.set_shapes(opened.trial.records)
         self._sync_scaling_widgets()
         self.explain_bar.set_labels(adapter.labels(len(opened.trial.probabilities)))
         self.error_banner.hide()
@@ -485,8 +511,37 @@ class MainWindow(QMainWindow):
 
     def _on_detecting(self, running: bool) -> None:
         self.autodetect_action.setEnabled(not running)
+        self.detect_progress.setVisible(running)
+        self.cancel_detect_button.setVisible(running)
         if running:
+            self.detect_progress.setRange(0, 0)
             self.statusBar().showMessage("Trying every input scaling on 50 MNIST test digits…")
+
+    def _on_detect_progress(self, done: int, total: int) -> None:
+        self.detect_progress.setRange(0, total)
+        self.detect_progress.setValue(done)
+
+    def cancel_detection(self) -> None:
+        if self.session.cancel_detection():
+            self.statusBar().showMessage("Auto-detect cancelled", 5000)
+
+    # --- selection: graph node <-> activation card <-> inspector -----------------------------------------
+    def _on_graph_node(self, name: str, inspect: bool) -> None:
+        self.session.select(name, -1)
+        if inspect:
+            self.activations.inspect(name)
+
+    def _on_selection_changed(self, name: str | None, map_index: int) -> None:
+        self.graph.select(name)
+        card = self.activations.reveal(name)
+        inspector = self.activations.inspector
+        if card is not None and inspector is not None and inspector.isVisible() and card.primary is not None \
+                and (inspector.node_name, inspector.map_index) != (name, map_index):
+            inspector.show_card(card, map_index)
+
+    def _update_trace_wanted(self) -> None:
+        """The traced run (every node's outputs) is needed only while the activations or the graph show."""
+        self.session.set_trace_wanted(self.tabs.currentWidget() in (self.activations, self.graph))
 
     def _on_scaling_detected(self, report: ScalingReport) -> None:
         scores = ", ".join(f"{code} {report.accuracy[code] * 100:.0f}%" for code in SCALINGS)
@@ -497,12 +552,17 @@ class MainWindow(QMainWindow):
     def _on_prediction(self, prediction: Prediction | None) -> None:
         if prediction is None:  # nothing drawn
             self.probability_view.set_prediction(None)
+            self.probability_view.set_computing(False)
             self.activations.clear_values()
+            self.graph.set_activity(None)
             self.timing_label.setText("")
             return
         started = time.perf_counter()
         self.probability_view.set_prediction(prediction.probabilities, prediction.labels)
-        self.activations.set_records(prediction.records)
+        self.probability_view.set_computing(self.session.computing)
+        if prediction.traced:
+            self.activations.set_records(prediction.records)
+            self.graph.set_activity(prediction.activity)
         view_ms = (time.perf_counter() - started) * 1000
         self.timing_label.setText(f"inference {prediction.seconds * 1000:.2f} ms · views {view_ms:.1f} ms")
 

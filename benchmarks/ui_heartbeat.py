@@ -1,0 +1,221 @@
+"""Is the UI thread ever blocked? A 5 ms QTimer heartbeat while the app opens, draws on, auto-detects with and
+switches between big models; prints the worst gap between beats per phase and the stroke -> bars latency.
+
+The models are real-size topologies from the onnx wheel's light models (ResNet-50, DenseNet-121) with seeded,
+opset-matching random weights (``benchmarks/light_models.py``). Target: worst gap <= 50 ms everywhere.
+
+    python benchmarks/ui_heartbeat.py                     # ResNet-50 and DenseNet-121, graph tab shown
+    python benchmarks/ui_heartbeat.py --models resnet50 --tab activations
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import onnx  # noqa: E402
+from light_models import materialize  # noqa: E402
+from PySide6.QtCore import QElapsedTimer, QPoint, QSettings, Qt, QTimer  # noqa: E402
+from PySide6.QtTest import QTest  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+BEAT_MS = 5
+TARGET_MS = 50.0
+
+
+def rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return float("nan")
+
+
+class Watchdog:
+    """With --why: a thread that prints the UI thread's stack whenever the heartbeat is late by 40 ms."""
+
+    def __init__(self, heart: Heartbeat, late_ms: float = 40.0) -> None:
+        import threading
+
+        self.heart, self.late_ms = heart, late_ms
+        self.main = threading.main_thread().ident
+        self.seen: set[str] = set()
+        threading.Thread(target=self.watch, daemon=True).start()
+
+    def watch(self) -> None:
+        import traceback
+
+        while True:
+            time.sleep(0.01)
+            late = (self.heart.clock.nsecsElapsed() - self.heart.last) / 1e6
+            if late > self.late_ms:
+                frame = sys._current_frames().get(self.main)
+                if frame is None:
+                    continue
+                text = "".join(traceback.format_stack(frame, limit=12)[-8:])
+                key = text[-300:]
+                if key not in self.seen:
+                    self.seen.add(key)
+                    print(f"--- UI thread late {late:.0f} ms in phase {self.heart.phase}:\n{text}", flush=True)
+
+
+class Heartbeat:
+    """Records the time between consecutive beats of a repeating 5 ms timer on the UI thread, per phase."""
+
+    def __init__(self) -> None:
+        self.clock = QElapsedTimer()
+        self.clock.start()
+        self.last = self.clock.nsecsElapsed()
+        self.phase = "start"
+        self.worst: dict[str, float] = {}
+        self.worst_at: dict[str, str] = {}
+        self.timer = QTimer()
+        self.timer.setTimerType(Qt.TimerType.PreciseTimer)
+        self.timer.timeout.connect(self.beat)
+        self.timer.start(BEAT_MS)
+
+    def beat(self) -> None:
+        now = self.clock.nsecsElapsed()
+        gap = (now - self.last) / 1e6
+        self.last = now
+        if gap > self.worst.get(self.phase, 0.0):
+            self.worst[self.phase] = gap
+
+    def enter(self, phase: str) -> None:
+        self.phase = phase
+        self.worst.setdefault(phase, 0.0)
+
+
+def wait(app: QApplication, condition, timeout: float) -> bool:
+    deadline = time.perf_counter() + timeout
+    while not condition():
+        if time.perf_counter() > deadline:
+            return False
+        QTest.qWait(5)
+    return True
+
+
+def stroke(size: float, points: int, phase: float) -> list[tuple[float, float]]:
+    c = size / 2
+    return [(c + size * 0.22 * math.sin(2 * math.pi * t + phase), c - size * 0.32 * math.cos(2 * math.pi * t + phase))
+            for t in (i / points for i in range(points + 1))]
+
+
+def draw(window, heart: Heartbeat, strokes: int, points: int, latencies: list[float], app) -> None:
+    """Real mouse strokes at ~60 moves a second; after each, the time until the bars show the final drawing."""
+    canvas = window.canvas
+    for s in range(strokes):
+        window.canvas.clear()
+        widget_points = [canvas.to_widget(p).toPoint() for p in stroke(canvas.document.size[0], points, s)]
+        QTest.mousePress(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, widget_points[0])
+        for point in widget_points[1:]:
+            QTest.mouseMove(canvas, QPoint(point))
+            QTest.qWait(16)
+        QTest.mouseRelease(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, widget_points[-1])
+        released = time.perf_counter()
+        drawing = window.session.drawing
+        ok = wait(app, lambda d=drawing: window.session.prediction is not None
+                  and window.session.prediction.drawing >= d, 60)
+        if ok:
+            latencies.append((time.perf_counter() - released) * 1000)
+        # let the traced run (activations, graph colours) finish before the next stroke
+        wait(app, lambda: window.session.predictor.is_idle(), 60)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["resnet50", "densenet121"])
+    parser.add_argument("--tab", default="graph", choices=["graph", "activations", "model"])
+    parser.add_argument("--strokes", type=int, default=3)
+    parser.add_argument("--points", type=int, default=30, help="mouse moves per stroke")
+    parser.add_argument("--detect-seconds", type=float, default=3.0, help="auto-detect runs this long, then "
+                        "is cancelled")
+    parser.add_argument("--why", action="store_true", help="print the UI thread's stack when a beat is late")
+    args = parser.parse_args()
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    from gui.window import MainWindow
+
+    results = []
+    with tempfile.TemporaryDirectory() as directory:
+        paths = {}
+        for name in args.models:
+            paths[name] = Path(directory) / f"{name}.onnx"
+            onnx.save(materialize(name), str(paths[name]))
+        settings = QSettings(str(Path(directory) / "bench.ini"), QSettings.Format.IniFormat)
+        window = MainWindow(None, settings=settings, predictor_mode="auto")
+        window.resize(1280, 800)
+        window.show()
+        QTest.qWaitForWindowExposed(window)
+        window.tabs.setCurrentWidget({"graph": window.graph, "activations": window.activations,
+                                      "model": window.summary}[args.tab])
+        QTest.qWait(50)
+        lenet_rss = rss_mb()
+        heart = Heartbeat()
+        if args.why:
+            Watchdog(heart)
+        QTest.qWait(50)
+        for name in args.models:
+            latencies: list[float] = []
+            heart.enter(f"open {name}")
+            opened = time.perf_counter()
+            window.open_model_async(paths[name])
+            wait(app, lambda: window.session.opening is None, 300)
+            open_seconds = time.perf_counter() - opened
+            QTest.qWait(100)  # the views settle (the graph's items are built when shown)
+            heart.enter(f"draw on {name}")
+            draw(window, heart, args.strokes, args.points, latencies, app)
+            heart.enter(f"auto-detect on {name}")
+            window.auto_detect_scaling()
+            QTest.qWait(int(args.detect_seconds * 1000))
+            progress = window.detect_progress.value(), window.detect_progress.maximum()
+            window.cancel_detection()
+            QTest.qWait(100)
+            results.append((name, len(window.model.nodes), open_seconds, latencies, progress, rss_mb()))
+        heart.enter("switch back to LeNet-5")
+        from gui.session import bundled_model_path
+
+        window.open_model_async(bundled_model_path())
+        wait(app, lambda: window.session.opening is None, 60)
+        # a traced run of the old model may still be under way in the worker (runs cannot be interrupted);
+        # once it ends, nothing of the old model remains
+        wait(app, lambda: window.session.predictor.is_idle(), 120)
+        QTest.qWait(300)
+        heart.enter("(done: collecting, closing)")
+        import gc
+
+        gc.collect()
+        back_rss = rss_mb()
+        heart.timer.stop()
+        window.close()
+
+    print(f"UI-thread heartbeat every {BEAT_MS} ms, tab '{args.tab}' shown; worst gap between beats per phase:")
+    for phase, worst in heart.worst.items():
+        if phase.startswith("("):
+            continue
+        print(f"  {phase:32} {worst:7.1f} ms {'ok' if worst <= TARGET_MS else 'OVER ' + str(TARGET_MS)}")
+    for name, nodes, open_seconds, latencies, progress, rss in results:
+        text = (f"median {statistics.median(latencies):.0f} ms, max {max(latencies):.0f} ms" if latencies
+                else "no bars")
+        print(f"{name}: {nodes} nodes, opened in {open_seconds:.2f} s (in the background); stroke -> bars {text}; "
+              f"auto-detect reached {progress[0]}/{progress[1]} images before cancel; memory {rss:.0f} MB")
+    print(f"memory: {lenet_rss:.0f} MB on LeNet-5 before, {back_rss:.0f} MB after switching back")
+    worst = max(value for phase, value in heart.worst.items() if not phase.startswith("("))
+    print(f"worst UI-thread gap overall {worst:.1f} ms: target <= {TARGET_MS:.0f} ms "
+          f"{'met' if worst <= TARGET_MS else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
