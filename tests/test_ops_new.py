@@ -220,3 +220,56 @@ def test_attention_grouped_heads_with_cache_and_mask_matches_onnxruntime():
                    [helper.make_tensor_value_info(n, F, None) for n in ("Y", "present_k", "present_v")], opset=23)
     feeds = {n: rng.normal(size=s).astype(np.float32) for n, s in shapes.items()}
     _against_onnxruntime(model, feeds)
+
+
+# ---- spatial sampling and detection against onnxruntime -----------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["linear", "nearest", "cubic"])
+@pytest.mark.parametrize("padding", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("align", [0, 1])
+def test_grid_sample_every_mode_and_padding(mode, padding, align):
+    rng = np.random.default_rng(2)
+    node = helper.make_node("GridSample", ["x", "grid"], ["y"], mode=mode, padding_mode=padding, align_corners=align)
+    model = _model([node], [helper.make_tensor_value_info("x", F, [2, 3, 5, 6]),
+                            helper.make_tensor_value_info("grid", F, [2, 4, 7, 2])],
+                   [helper.make_tensor_value_info("y", F, None)], opset=20)
+    feeds = {"x": rng.normal(size=(2, 3, 5, 6)).astype(np.float32),
+             "grid": rng.uniform(-1.6, 1.6, size=(2, 4, 7, 2)).astype(np.float32)}
+    if mode == "cubic" and padding == "border":
+        # onnxruntime clamps the coordinate itself before cubic interpolation; the ONNX reference (and nn_core)
+        # move only coordinates beyond the border, as the spec's linear and nearest modes do
+        from onnx.reference import ReferenceEvaluator
+
+        want = ReferenceEvaluator(model).run(None, feeds)[0]
+        np.testing.assert_allclose(nn_core.load_proto(model).run(feeds)["y"], want, rtol=1e-4, atol=1e-4)
+        return
+    _against_onnxruntime(model, feeds, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["avg", "max"])
+def test_roi_align_matches_onnxruntime(mode):
+    rng = np.random.default_rng(3)
+    node = helper.make_node("RoiAlign", ["x", "rois", "idx"], ["y"], mode=mode, output_height=3, output_width=4,
+                            sampling_ratio=0, spatial_scale=0.5)
+    model = _model([node], [helper.make_tensor_value_info("x", F, [2, 3, 10, 12]),
+                            helper.make_tensor_value_info("rois", F, [5, 4]),
+                            helper.make_tensor_value_info("idx", I64, [5])],
+                   [helper.make_tensor_value_info("y", F, None)], opset=16)
+    rois = np.sort(rng.uniform(-2, 26, size=(5, 2, 2)), axis=1).transpose(0, 2, 1).reshape(5, 4)[:, [0, 2, 1, 3]]
+    feeds = {"x": rng.normal(size=(2, 3, 10, 12)).astype(np.float32), "rois": rois.astype(np.float32),
+             "idx": np.array([0, 1, 1, 0, 1])}
+    _against_onnxruntime(model, feeds, rtol=1e-4, atol=1e-4)
+
+
+def test_non_max_suppression_matches_onnxruntime_on_random_boxes():
+    rng = np.random.default_rng(4)
+    corners = rng.uniform(0, 10, size=(2, 40, 2, 2))
+    boxes = np.concatenate([corners.min(axis=2), corners.max(axis=2)], axis=-1).astype(np.float32)
+    node = helper.make_node("NonMaxSuppression", ["boxes", "scores", "k", "iou", "floor"], ["sel"])
+    model = _model([node], [helper.make_tensor_value_info("boxes", F, [2, 40, 4]),
+                            helper.make_tensor_value_info("scores", F, [2, 3, 40])],
+                   [helper.make_tensor_value_info("sel", I64, None)],
+                   [helper.make_tensor("k", I64, [1], [7]), helper.make_tensor("iou", F, [1], [0.3]),
+                    helper.make_tensor("floor", F, [1], [0.2])], opset=11)
+    _against_onnxruntime(model, {"boxes": boxes, "scores": rng.uniform(size=(2, 3, 40)).astype(np.float32)})
