@@ -30,8 +30,8 @@ class AugmentConfig:
     erode_probability: float = 0.1  # 2x2 grey-scale min filter: strokes ~1 px thinner
     # Hand-writing styles drawn onto labelled digits (continental "1" and "7"); probabilities per digit of the class.
     flag_probability: float = 0.4  # a "1" gets a flag from the top of its ink, down to the left
-    flag_length: tuple[float, float] = (0.25, 0.38)  # fraction of the ink height
-    flag_angle_degrees: tuple[float, float] = (30.0, 60.0)  # below the horizontal
+    flag_length: tuple[float, float] = (0.25, 0.55)  # fraction of the ink height (long flags are common)
+    flag_angle_degrees: tuple[float, float] = (25.0, 60.0)  # below the horizontal
     serif_probability: float = 0.3  # of the flagged "1"s, the share that also get a base serif
     serif_half_length: tuple[float, float] = (0.15, 0.28)  # each side of the foot, fraction of the ink height
     crossbar_probability: float = 0.3  # a "7" gets a horizontal bar across its stem, near mid-height

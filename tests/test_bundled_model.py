@@ -88,3 +88,17 @@ def test_small_enough_for_fast_single_digit_inference(model, test_digits):
     ops = [record.op_type for record in records]
     assert ops.count("Conv") == 2 and ops.count("Gemm") == 3 and ops.count("MaxPool") == 2
     assert 100_000 < macs < 2_000_000
+
+
+def test_calibrated_by_a_temperature_folded_into_the_last_layer(model, test_digits):
+    """Its probabilities mean what they say: a temperature fitted on held-out digits is folded into fc3 (the
+    output stays logits; nothing downstream applies it again), and on the shipped test digits the expected
+    calibration error is small."""
+    from nn_core.evaluate import expected_calibration_error, softmax
+
+    calibration = json.loads(model.metadata["calibration"])
+    assert calibration["folded_into"] == "fc3" and calibration["temperature"] > 0
+    assert "do not apply it again" in calibration["note"]
+    images, labels = test_digits
+    probabilities = softmax(model.run({"input": images})["logits"])
+    assert expected_calibration_error(probabilities, labels) < 0.03

@@ -585,8 +585,8 @@ def test_flag_adds_ink_only_at_the_upper_left_of_ones_and_leaves_other_digits_al
         added = styled[one] - images[one]
         assert added.min() >= 0 and added.sum() > 5  # a visible stroke, nothing erased
         rows, cols = np.nonzero(added > 0)
-        # Ink 20 px tall: the flag is ~30 % of that, from the top (row 4) down to the left of the stem (col 13).
-        assert rows.min() >= 3 and rows.max() <= 4 + 0.5 * 20
+        # Ink 20 px tall: the flag is 25-55 % of that, from the top (row 4) down to the left of the stem (col 13).
+        assert rows.min() >= 3 and rows.max() <= 4 + 0.6 * 20
         assert cols.max() <= 15 and cols.min() < 11
 
 
@@ -608,7 +608,7 @@ def test_serif_adds_a_foot_on_both_sides_of_the_base():
     added = styled - images[:4]
     foot = added[:, 21:26]
     assert foot[:, :, :12].sum(axis=(1, 2)).min() > 1 and foot[:, :, 16:].sum(axis=(1, 2)).min() > 1
-    assert not added[:, 12:20].any()  # nothing between the flag and the foot
+    assert not added[:, 17:20].any()  # nothing between the flag and the foot
 
 
 def test_styles_hit_about_the_configured_share_of_the_class():
