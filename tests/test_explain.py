@@ -155,7 +155,7 @@ def test_a_model_without_gradient_rules_falls_back_to_occlusion_with_a_note(digi
 def test_an_op_without_a_gradient_rule_is_named_in_the_note(digits, monkeypatch):
     from nn_core.ops.conv import Conv
 
-    def refuse(self, inputs, outputs, grads):
+    def refuse(self, inputs, outputs, grads, *args, **kwargs):
         raise nn_core.UnsupportedOperatorError(f"{self.node.where()}: the engine has no gradient rule for Conv")
 
     monkeypatch.setattr(Conv, "backward", refuse)
