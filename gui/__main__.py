@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
 from PySide6.QtWidgets import QApplication
 
+from gui import translations
 from gui.window import APPLICATION, ORGANIZATION, MainWindow
 
 
@@ -47,6 +48,7 @@ def create_window(model: str | None, settings=None, interactive: bool = True) ->
 def main(argv: list[str] | None = None) -> int:
     args = argparse.ArgumentParser(prog="digitscope", description="Draw a digit, watch a neural network read it.")
     args.add_argument("model", nargs="?", help="an ONNX model to open (default: the bundled LeNet-5)")
+    args.add_argument("--lang", help="the interface language (en, pt_BR; default: the system's or View > Language)")
     options, qt_args = args.parse_known_args(sys.argv[1:] if argv is None else argv)
 
     # Fractional scale factors (125 %, 150 %) are used as they are instead of being rounded to 1x or 2x.
@@ -56,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     app.setApplicationName(APPLICATION)
     app.setStyle("Fusion")
     app.setPalette(dark_palette())
+    language = translations.resolve(options.lang or translations.chosen(QSettings(ORGANIZATION, APPLICATION)))
+    app.translators = translations.install(language, app)  # kept referenced for the app's lifetime
     window = create_window(options.model)
     window.show()
     return app.exec()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import QRectF, QSize, Qt
+from PySide6.QtCore import QCoreApplication, QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QImage, QPainter, QPaintEvent
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
@@ -20,10 +20,10 @@ class InputPreview(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._image: QImage | None = None
-        self._caption = "model input"
+        self._caption = self.tr("model input")
         self.setMinimumSize(112, 112)
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
-        self.setToolTip("The image the model receives, one square per input pixel")
+        self.setToolTip(self.tr("The image the model receives, one square per input pixel"))
 
     def sizeHint(self) -> QSize:
         return QSize(180, 200)
@@ -33,7 +33,8 @@ class InputPreview(QWidget):
             self._image = None
         else:
             self._image = grey_image(values01)
-            self._caption = f"model input {values01.shape[1]}×{values01.shape[0]}"
+            self._caption = QCoreApplication.translate("InputPreview", "model input {width}×{height}").format(
+                width=values01.shape[1], height=values01.shape[0])
         self.update()
 
     def paintEvent(self, event: QPaintEvent) -> None:

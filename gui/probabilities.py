@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import QRectF, QSize, Qt, Signal
+from PySide6.QtCore import QCoreApplication, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QMouseEvent, QPainter, QPaintEvent
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
@@ -20,8 +20,9 @@ DIM_TEXT = QColor(150, 150, 158)
 
 def headline(probabilities: np.ndarray | None, labels: list[str]) -> tuple[str, str]:
     """The big text and the line under it: ``("7", "98.2 % confident")`` or ``("4 or 9?", "...")``."""
+    translate = QCoreApplication.translate
     if probabilities is None or len(probabilities) == 0:
-        return "–", "Draw a digit"
+        return "–", translate("ProbabilitiesView", "Draw a digit")
     order = np.argsort(probabilities)[::-1]
     best = int(order[0])
     top = float(probabilities[best])
@@ -29,9 +30,11 @@ def headline(probabilities: np.ndarray | None, labels: list[str]) -> tuple[str, 
         runner_up = int(order[1])
         second = float(probabilities[runner_up])
         if second >= CLOSE_CALL_RATIO * top:
-            return (f"{labels[best]} or {labels[runner_up]}?",
-                    f"{top * 100:.0f} % vs {second * 100:.0f} % — a close call")
-    return labels[best], f"{top * 100:.1f} % confident"
+            return (translate("ProbabilitiesView", "{first} or {second}?").format(first=labels[best],
+                                                                                  second=labels[runner_up]),
+                    translate("ProbabilitiesView", "{first} % vs {second} % — a close call").format(
+                        first=f"{top * 100:.0f}", second=f"{second * 100:.0f}"))
+    return labels[best], translate("ProbabilitiesView", "{percent} % confident").format(percent=f"{top * 100:.1f}")
 
 
 def close_call(probabilities: np.ndarray | None) -> tuple[int, int] | None:
@@ -74,10 +77,7 @@ class ProbabilitiesView(QWidget):
             self.update()
 
     def headline(self) -> tuple[str, str]:
-        big, small = headline(self._probabilities, self._labels)
-        if self._probabilities is None:
-            return big, self.tr("Draw a digit")
-        return big, small
+        return headline(self._probabilities, self._labels)
 
     def shown_classes(self) -> list[int]:
         """The classes that get a bar, in order: all of them up to TOP_K, else the best TOP_K, best first."""

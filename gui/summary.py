@@ -7,12 +7,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QPersistentModelIndex, Qt
+from PySide6.QtCore import QAbstractTableModel, QCoreApplication, QModelIndex, QObject, QPersistentModelIndex, Qt
 from PySide6.QtWidgets import QHeaderView, QLabel, QTreeView, QVBoxLayout, QWidget
 
 from nn_core.interface import SCALING_DESCRIPTIONS, ModelAdapter
 
 COLUMNS = ("#", "Node", "Op", "Output shape", "Parameters")
+
+
+def _tr(text: str) -> str:
+    return QCoreApplication.translate("ModelSummary", text)
+
+
+def _texts() -> tuple[str, ...]:
+    """Never called: the row and column names as literals, so ``pyside6-lupdate`` lists them for translation."""
+    translate = QCoreApplication.translate
+    return (translate("ModelSummary", "Node"), translate("ModelSummary", "Op"),
+            translate("ModelSummary", "Output shape"), translate("ModelSummary", "Parameters"),
+            translate("ModelSummary", "File"), translate("ModelSummary", "Producer"),
+            translate("ModelSummary", "Opset"), translate("ModelSummary", "Inputs"),
+            translate("ModelSummary", "Outputs"), translate("ModelSummary", "Nodes"),
+            translate("ModelSummary", "Fed as"), translate("ModelSummary", "Scaling"),
+            translate("ModelSummary", "(in memory)"))
 
 
 def _shape_text(shape: Any) -> str:
@@ -44,7 +60,8 @@ def describe_model(model: Any, adapter: ModelAdapter | None) -> str:
     for key in ("input_description", "test_accuracy"):
         if model.metadata.get(key):
             rows.append((key.replace("_", " ").capitalize(), html.escape(model.metadata[key])))
-    body = "".join(f"<tr><td style='color:#999;padding-right:10px'>{k}</td><td>{v}</td></tr>" for k, v in rows)
+    body = "".join(f"<tr><td style='color:#999;padding-right:10px'>{html.escape(_tr(k))}</td><td>{v}</td></tr>"
+                   for k, v in rows)
     return f"<table>{body}</table>"
 
 
@@ -103,7 +120,7 @@ class NodeTableModel(QAbstractTableModel):
     def headerData(self, section: int, orientation: Qt.Orientation,
                    role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return COLUMNS[section]
+            return _tr(COLUMNS[section])
         return None
 
 

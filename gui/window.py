@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
 )
 
 import nn_core
+from gui import translations
 from gui.activations import ActivationsView
 from gui.canvas import MAX_PEN_WIDTH, MIN_PEN_WIDTH, DrawingCanvas
 from gui.explain import ExplainState, ShownExplanation
@@ -142,7 +143,8 @@ class MainWindow(QMainWindow):
         self.teacher.events.personal_changed.connect(lambda _installed: self._show_title())
         self.session.events.model_changed.connect(lambda _opened: self._show_title())
         self.teacher.events.examples_changed.connect(
-            lambda: self.statusBar().showMessage(f"{len(self.teacher.examples)} examples taught", 3000))
+            lambda: self.statusBar().showMessage(self.tr("{count} examples taught").format(
+                count=len(self.teacher.examples)), 3000))
         self.explaining.events.settings_changed.connect(self._sync_explain_widgets)
         self.probability_view.classClicked.connect(self.explain_class)
         self.probability_view.closeCallClicked.connect(lambda best, other: self.explain_class(best, other))
@@ -207,7 +209,7 @@ class MainWindow(QMainWindow):
         path = self.session.cancel_open()
         if path is None:
             return False
-        self.statusBar().showMessage(f"Cancelled opening {path.name}", 5000)
+        self.statusBar().showMessage(self.tr("Cancelled opening {name}").format(name=path.name), 5000)
         return True
 
     # --- building the window -----------------------------------------------------------------------------
@@ -226,73 +228,101 @@ class MainWindow(QMainWindow):
         return action
 
     def _build_actions(self) -> None:
-        self.open_action = self._action("&Open model…", self._choose_model, [QKeySequence.StandardKey.Open],
-                                        tip="Open an ONNX model (Ctrl+O)")
-        self.open_drawing_action = self._action("Open &drawing…", self._choose_drawing, ["Ctrl+Shift+O"])
-        self.save_drawing_action = self._action("&Save drawing…", self._save_drawing, ["Ctrl+S"])
-        self.quit_action = self._action("&Quit", self.close, [QKeySequence.StandardKey.Quit, "Ctrl+Q"])
-        self.undo_action = self._action("&Undo", self.canvas.undo, ["Ctrl+Z"], tip="Undo the last stroke (Ctrl+Z)")
-        self.redo_action = self._action("&Redo", self.canvas.redo, ["Ctrl+Shift+Z", "Ctrl+Y"],
-                                        tip="Redo (Ctrl+Shift+Z / Ctrl+Y)")
-        self.clear_action = self._action("&Clear", self.canvas.clear, ["Esc", "Delete", "Backspace"],
-                                         tip="Clear the canvas (Esc / Delete); undoable")
-        self.eraser_action = self._action("&Eraser", self.canvas.set_eraser, ["E"], checkable=True,
-                                          tip="Toggle the eraser (E)")
-        self.thinner_action = self._action("Thinner pen", lambda: self._scale_pen(1 / PEN_STEP), ["["],
-                                           tip="Thinner pen ([)")
-        self.thicker_action = self._action("Thicker pen", lambda: self._scale_pen(PEN_STEP), ["]"],
-                                           tip="Thicker pen (])")
-        self.autodetect_action = self._action("&Auto-detect scaling", self.auto_detect_scaling, ["Ctrl+D"],
-                                              tip="Try every input scaling on 50 MNIST digits and keep the best "
-                                                  "(Ctrl+D)")
+        self.open_action = self._action(self.tr("&Open model…"), self._choose_model, [QKeySequence.StandardKey.Open],
+                                        tip=self.tr("Open an ONNX model (Ctrl+O)"))
+        self.open_drawing_action = self._action(self.tr("Open &drawing…"), self._choose_drawing, ["Ctrl+Shift+O"])
+        self.save_drawing_action = self._action(self.tr("&Save drawing…"), self._save_drawing, ["Ctrl+S"])
+        self.quit_action = self._action(self.tr("&Quit"), self.close, [QKeySequence.StandardKey.Quit, "Ctrl+Q"])
+        self.undo_action = self._action(self.tr("&Undo"), self.canvas.undo, ["Ctrl+Z"],
+                                        tip=self.tr("Undo the last stroke (Ctrl+Z)"))
+        self.redo_action = self._action(self.tr("&Redo"), self.canvas.redo, ["Ctrl+Shift+Z", "Ctrl+Y"],
+                                        tip=self.tr("Redo (Ctrl+Shift+Z / Ctrl+Y)"))
+        self.clear_action = self._action(self.tr("&Clear"), self.canvas.clear, ["Esc", "Delete", "Backspace"],
+                                         tip=self.tr("Clear the canvas (Esc / Delete); undoable"))
+        self.eraser_action = self._action(self.tr("&Eraser"), self.canvas.set_eraser, ["E"], checkable=True,
+                                          tip=self.tr("Toggle the eraser (E)"))
+        self.thinner_action = self._action(self.tr("Thinner pen"), lambda: self._scale_pen(1 / PEN_STEP), ["["],
+                                           tip=self.tr("Thinner pen ([)"))
+        self.thicker_action = self._action(self.tr("Thicker pen"), lambda: self._scale_pen(PEN_STEP), ["]"],
+                                           tip=self.tr("Thicker pen (])"))
+        self.autodetect_action = self._action(self.tr("&Auto-detect scaling"), self.auto_detect_scaling, ["Ctrl+D"],
+                                              tip=self.tr("Try every input scaling on 50 MNIST digits and keep the "
+                                                          "best (Ctrl+D)"))
         self.scaling_actions = []
         for number, code in enumerate(SCALINGS, start=1):
-            action = self._action(f"Scaling {code}: {SCALING_DESCRIPTIONS[code]}",
+            action = self._action(self.tr("Scaling {code}: {description}").format(
+                                  code=code, description=SCALING_DESCRIPTIONS[code]),
                                   lambda _=False, c=code: self.set_scaling(c), [f"Ctrl+{number}"], checkable=True)
             self.scaling_actions.append(action)
-        self.show_activations_action = self._action("&Activations", lambda: self.tabs.setCurrentIndex(0),
+        self.show_activations_action = self._action(self.tr("&Activations"), lambda: self.tabs.setCurrentIndex(0),
                                                     ["Ctrl+Shift+A"])
-        self.show_graph_action = self._action("&Graph", lambda: self.tabs.setCurrentIndex(1), ["Ctrl+Shift+G"])
-        self.show_summary_action = self._action("Model &summary", lambda: self.tabs.setCurrentIndex(2),
+        self.show_graph_action = self._action(self.tr("&Graph"), lambda: self.tabs.setCurrentIndex(1),
+                                              ["Ctrl+Shift+G"])
+        self.show_summary_action = self._action(self.tr("Model &summary"), lambda: self.tabs.setCurrentIndex(2),
                                                 ["Ctrl+Shift+M"])
-        self.explain_action = self._action("E&xplain: why this digit?", self.set_explaining, ["X"], checkable=True,
-                                           tip="Show which pixels pushed the prediction towards the class (X); "
-                                               "click a bar to explain that class")
-        self.teach_actions = [self._action(f"It's a {d}", lambda _=False, d=d: self.teach(d), [str(d)],
-                                           tip=f"Label the drawing {d} and keep it as your example ({d})")
+        self.explain_action = self._action(self.tr("E&xplain: why this digit?"), self.set_explaining, ["X"],
+                                           checkable=True,
+                                           tip=self.tr("Show which pixels pushed the prediction towards the class "
+                                                       "(X); click a bar to explain that class"))
+        self.teach_actions = [self._action(self.tr("It's a {digit}").format(digit=d),
+                                           lambda _=False, d=d: self.teach(d), [str(d)],
+                                           tip=self.tr("Label the drawing {digit} and keep it as your example "
+                                                       "({digit})").format(digit=d))
                               for d in range(10)]
-        self.personalize_action = self._action("&Personalize on my examples", lambda: self.personalize(),
+        self.personalize_action = self._action(self.tr("&Personalize on my examples"), lambda: self.personalize(),
                                                ["Ctrl+P"])
-        self.about_action = self._action("&About digitscope", self._about, ["F1"])
+        self.about_action = self._action(self.tr("&About digitscope"), self._about, ["F1"])
 
         menu = self.menuBar()
-        file_menu = menu.addMenu("&File")
+        file_menu = menu.addMenu(self.tr("&File"))
         file_menu.addAction(self.open_action)
-        self.recent_menu = file_menu.addMenu("Open &recent")
+        self.recent_menu = file_menu.addMenu(self.tr("Open &recent"))
         file_menu.addSeparator()
         file_menu.addAction(self.open_drawing_action)
         file_menu.addAction(self.save_drawing_action)
         file_menu.addSeparator()
         file_menu.addAction(self.quit_action)
-        edit_menu = menu.addMenu("&Edit")
+        edit_menu = menu.addMenu(self.tr("&Edit"))
         for action in (self.undo_action, self.redo_action, self.clear_action, None, self.eraser_action,
                        self.thinner_action, self.thicker_action):
             edit_menu.addSeparator() if action is None else edit_menu.addAction(action)
-        model_menu = menu.addMenu("&Model")
+        model_menu = menu.addMenu(self.tr("&Model"))
         model_menu.addAction(self.autodetect_action)
         model_menu.addAction(self.personalize_action)
         model_menu.addSeparator()
         for action in self.scaling_actions:
             model_menu.addAction(action)
-        view_menu = menu.addMenu("&View")
+        view_menu = menu.addMenu(self.tr("&View"))
         view_menu.addAction(self.show_activations_action)
         view_menu.addAction(self.show_graph_action)
+        view_menu.addSeparator()
+        self.language_menu = view_menu.addMenu(self.tr("&Language"))
+        self._build_language_menu()
         view_menu.addAction(self.show_summary_action)
         view_menu.addSeparator()
         view_menu.addAction(self.explain_action)
-        help_menu = menu.addMenu("&Help")
+        help_menu = menu.addMenu(self.tr("&Help"))
         help_menu.addAction(self.about_action)
         self._refresh_recent_menu()
+
+    def _build_language_menu(self) -> None:
+        """System default or one of the shipped translations; the choice is kept and applies at the next start."""
+        current = translations.chosen(self.settings)
+        self.language_actions = {}
+        choices = [(translations.SYSTEM, self.tr("System default"))] + [
+            (code, translations.LANGUAGES.get(code, code)) for code in translations.available()]
+        for code, text in choices:
+            action = self.language_menu.addAction(text)
+            action.setCheckable(True)
+            action.setChecked(code == current)
+            action.triggered.connect(lambda _=False, c=code: self.set_language(c))
+            self.language_actions[code] = action
+
+    def set_language(self, code: str) -> None:
+        translations.choose(self.settings, code)
+        for key, action in self.language_actions.items():
+            action.setChecked(key == code)
+        self.statusBar().showMessage(self.tr("The language changes when digitscope starts again"), 8000)
 
     def _tool_button(self, action: QAction) -> QToolButton:
         button = QToolButton()
@@ -305,11 +335,11 @@ class MainWindow(QMainWindow):
         toolbar.setContentsMargins(0, 0, 0, 0)
         for action in (self.undo_action, self.redo_action, self.clear_action, self.eraser_action):
             toolbar.addWidget(self._tool_button(action))
-        toolbar.addWidget(QLabel("Pen"))
+        toolbar.addWidget(QLabel(self.tr("Pen")))
         self.pen_slider = QSlider(Qt.Orientation.Horizontal)
         self.pen_slider.setRange(int(MIN_PEN_WIDTH), int(MAX_PEN_WIDTH))
         self.pen_slider.setValue(round(self.canvas.pen_width))
-        self.pen_slider.setToolTip("Pen width ([ and ])")
+        self.pen_slider.setToolTip(self.tr("Pen width ([ and ])"))
         self.pen_slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.pen_slider.valueChanged.connect(lambda value: self.canvas.set_pen_width(value))
         toolbar.addWidget(self.pen_slider, 1)
@@ -323,11 +353,11 @@ class MainWindow(QMainWindow):
         canvas_layout.addWidget(self.explain_bar)
 
         scaling_row = QHBoxLayout()
-        scaling_row.addWidget(QLabel("Input scaling"))
+        scaling_row.addWidget(QLabel(self.tr("Input scaling")))
         self.scaling_combo = QComboBox()
         for code in SCALINGS:
             self.scaling_combo.addItem(f"{code} — {SCALING_DESCRIPTIONS[code]}", code)
-        self.scaling_combo.setToolTip("How pixel values are scaled for this model (remembered per model)")
+        self.scaling_combo.setToolTip(self.tr("How pixel values are scaled for this model (remembered per model)"))
         self.scaling_combo.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.scaling_combo.activated.connect(lambda index: self.set_scaling(self.scaling_combo.itemData(index)))
         scaling_row.addWidget(self.scaling_combo, 1)
@@ -340,10 +370,10 @@ class MainWindow(QMainWindow):
         middle_layout.addWidget(self.preview, 2)
 
         self.tabs = QTabWidget()
-        self.tabs.addTab(self.activations, "Activations")
-        self.tabs.addTab(self.graph, "Graph")
-        self.tabs.addTab(self.summary, "Model")
-        self.tabs.addTab(self.teach_panel, "Teach")
+        self.tabs.addTab(self.activations, self.tr("Activations"))
+        self.tabs.addTab(self.graph, self.tr("Graph"))
+        self.tabs.addTab(self.summary, self.tr("Model"))
+        self.tabs.addTab(self.teach_panel, self.tr("Teach"))
 
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.addWidget(canvas_column)
@@ -365,8 +395,8 @@ class MainWindow(QMainWindow):
         self.error_label.setWordWrap(True)
         self.error_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         dismiss = QToolButton()
-        dismiss.setText("✕")
-        dismiss.setToolTip("Dismiss")
+        dismiss.setText(self.tr("✕"))
+        dismiss.setToolTip(self.tr("Dismiss"))
         dismiss.clicked.connect(self.error_banner.hide)
         banner_layout.addWidget(self.error_label, 1)
         banner_layout.addWidget(dismiss)
@@ -389,8 +419,8 @@ class MainWindow(QMainWindow):
         self.opening_progress.setMaximumHeight(14)
         self.opening_progress.setTextVisible(False)
         self.cancel_open_button = QToolButton()
-        self.cancel_open_button.setText("Cancel")
-        self.cancel_open_button.setToolTip("Stop waiting for this model and keep the current one")
+        self.cancel_open_button.setText(self.tr("Cancel"))
+        self.cancel_open_button.setToolTip(self.tr("Stop waiting for this model and keep the current one"))
         self.cancel_open_button.clicked.connect(self.cancel_open)
         # shown while auto-detect runs
         self.detect_progress = QProgressBar()
@@ -398,14 +428,14 @@ class MainWindow(QMainWindow):
         self.detect_progress.setMaximumHeight(14)
         self.detect_progress.setTextVisible(False)
         self.cancel_detect_button = QToolButton()
-        self.cancel_detect_button.setText("Cancel")
-        self.cancel_detect_button.setToolTip("Stop auto-detecting the scaling")
+        self.cancel_detect_button.setText(self.tr("Cancel"))
+        self.cancel_detect_button.setToolTip(self.tr("Stop auto-detecting the scaling"))
         self.cancel_detect_button.clicked.connect(self.cancel_detection)
         for widget in (self.opening_label, self.opening_progress, self.cancel_open_button, self.detect_progress,
                        self.cancel_detect_button):
             self.statusBar().addPermanentWidget(widget)
             widget.hide()
-        self.model_label = QLabel("no model")
+        self.model_label = QLabel(self.tr("no model"))
         self.timing_label = QLabel("")
         self.timing_label.setMinimumWidth(150)
         self.statusBar().addPermanentWidget(self.model_label)
@@ -458,7 +488,7 @@ class MainWindow(QMainWindow):
 
     # --- model -------------------------------------------------------------------------------------------
     def _show_opening(self, path: Path) -> None:
-        self.opening_label.setText(f"Opening {path.name}…")
+        self.opening_label.setText(self.tr("Opening {name}…").format(name=path.name))
         self.opening_label.setToolTip(str(path))
         for widget in (self.opening_label, self.opening_progress, self.cancel_open_button):
             widget.show()
@@ -482,8 +512,8 @@ class MainWindow(QMainWindow):
         self.model_label.setText(f"{path.name} · {adapter.layout.describe()}")
         self.model_label.setToolTip(str(path))
         self.setWindowTitle(f"{path.name} — digitscope")
-        self.statusBar().showMessage(f"Opened {path.name}: {len(model.nodes)} nodes, "
-                                     f"{model.parameter_count:,} parameters", 5000)
+        self.statusBar().showMessage(self.tr("Opened {name}: {nodes} nodes, {parameters} parameters").format(
+            name=path.name, nodes=len(model.nodes), parameters=f"{model.parameter_count:,}"), 5000)
 
     def set_scaling(self, code: str) -> None:
         """Use scaling ``code`` for the current model and remember the choice for this model."""
@@ -503,8 +533,8 @@ class MainWindow(QMainWindow):
         for action, scaling in zip(self.scaling_actions, SCALINGS, strict=True):
             action.setChecked(scaling == code)
         if self.adapter is not None:
-            self.scaling_combo.setToolTip(f"How pixel values are scaled for this model (now: from "
-                                          f"{self.adapter.scaling_source})")
+            self.scaling_combo.setToolTip(self.tr("How pixel values are scaled for this model (now: from "
+                                                  "{source})").format(source=self.adapter.scaling_source))
 
     def auto_detect_scaling(self) -> None:
         self.session.auto_detect_scaling()
@@ -515,7 +545,7 @@ class MainWindow(QMainWindow):
         self.cancel_detect_button.setVisible(running)
         if running:
             self.detect_progress.setRange(0, 0)
-            self.statusBar().showMessage("Trying every input scaling on 50 MNIST test digits…")
+            self.statusBar().showMessage(self.tr("Trying every input scaling on 50 MNIST test digits…"))
 
     def _on_detect_progress(self, done: int, total: int) -> None:
         self.detect_progress.setRange(0, total)
@@ -523,7 +553,7 @@ class MainWindow(QMainWindow):
 
     def cancel_detection(self) -> None:
         if self.session.cancel_detection():
-            self.statusBar().showMessage("Auto-detect cancelled", 5000)
+            self.statusBar().showMessage(self.tr("Auto-detect cancelled"), 5000)
 
     # --- selection: graph node <-> activation card <-> inspector -----------------------------------------
     def _on_graph_node(self, name: str, inspect: bool) -> None:
@@ -545,8 +575,8 @@ class MainWindow(QMainWindow):
 
     def _on_scaling_detected(self, report: ScalingReport) -> None:
         scores = ", ".join(f"{code} {report.accuracy[code] * 100:.0f}%" for code in SCALINGS)
-        self.statusBar().showMessage(f"Scaling {report.best} is best on {report.samples} MNIST digits ({scores})",
-                                     10000)
+        self.statusBar().showMessage(self.tr("Scaling {best} is best on {samples} MNIST digits ({scores})").format(
+            best=report.best, samples=report.samples, scores=scores), 10000)
 
     # --- prediction -> views -----------------------------------------------------------------------------
     def _on_prediction(self, prediction: Prediction | None) -> None:
@@ -564,7 +594,8 @@ class MainWindow(QMainWindow):
             self.activations.set_records(prediction.records)
             self.graph.set_activity(prediction.activity)
         view_ms = (time.perf_counter() - started) * 1000
-        self.timing_label.setText(f"inference {prediction.seconds * 1000:.2f} ms · views {view_ms:.1f} ms")
+        self.timing_label.setText(self.tr("inference {engine} ms · views {views} ms").format(
+            engine=f"{prediction.seconds * 1000:.2f}", views=f"{view_ms:.1f}"))
 
     # --- explain: the saliency overlay ---------------------------------------------------------------------
     @property
@@ -606,7 +637,7 @@ class MainWindow(QMainWindow):
         """Label the current drawing ``label`` ("Wrong? It's a …"); kept as an example at once."""
         example = self.teacher.teach(int(label))
         if example is None:
-            self.statusBar().showMessage("Draw a digit first, then press its key to teach it", 4000)
+            self.statusBar().showMessage(self.tr("Draw a digit first, then press its key to teach it"), 4000)
 
     def personalize(self, wait: bool = False) -> bool:
         """Fine-tune the current model on the taught examples in the background and install the result.
@@ -615,7 +646,7 @@ class MainWindow(QMainWindow):
         installed; otherwise returns whether it started. A model that cannot be trained is refused with the
         reason shown."""
         if not self.teacher.personalize():
-            self.session.report_error(f"Cannot personalize: {self.teacher.last_error}")
+            self.session.report_error(self.tr("Cannot personalize: {error}").format(error=self.teacher.last_error))
             return False
         self.tabs.setCurrentWidget(self.teach_panel)
         if not wait:
@@ -650,9 +681,9 @@ class MainWindow(QMainWindow):
             try:
                 saved = self.teacher.save(path)
             except (OSError, ValueError) as exc:
-                self.session.report_error(f"Could not save the personal model: {exc}")
+                self.session.report_error(self.tr("Could not save the personal model: {error}").format(error=exc))
                 return
-            self.statusBar().showMessage(f"Saved {saved}", 5000)
+            self.statusBar().showMessage(self.tr("Saved {path}").format(path=saved), 5000)
 
     # --- edit helpers ------------------------------------------------------------------------------------
     def _update_edit_actions(self) -> None:
@@ -667,17 +698,19 @@ class MainWindow(QMainWindow):
         self.pen_slider.blockSignals(True)
         self.pen_slider.setValue(round(width))
         self.pen_slider.blockSignals(False)
-        self.statusBar().showMessage(f"Pen width {width:.0f}", 1500)
+        self.statusBar().showMessage(self.tr("Pen width {width}").format(width=f"{width:.0f}"), 1500)
 
     # --- files -------------------------------------------------------------------------------------------
     def _choose_model(self) -> None:
         start = str(self.model_path.parent) if self.model_path else ""
-        path, _ = QFileDialog.getOpenFileName(self, "Open ONNX model", start, "ONNX models (*.onnx);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(self, self.tr("Open ONNX model"), start,
+                                              self.tr("ONNX models (*.onnx);;All files (*)"))
         if path:
             self.open_model_async(path)
 
     def _choose_drawing(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open drawing", "", "Drawings (*.json);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(self, self.tr("Open drawing"), "",
+                                              self.tr("Drawings (*.json);;All files (*)"))
         if path:
             self.open_drawing(path)
 
@@ -685,17 +718,19 @@ class MainWindow(QMainWindow):
         try:
             self.canvas.replace_document_from(str(path))
         except (OSError, ValueError) as exc:
-            self.session.report_error(f"Could not open drawing {Path(path).name}: {exc}")
+            self.session.report_error(self.tr("Could not open drawing {name}: {error}").format(name=Path(path).name,
+                                                                                             error=exc))
             return False
         return True
 
     def _save_drawing(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save drawing", "digit.json", "Drawings (*.json)")
+        path, _ = QFileDialog.getSaveFileName(self, self.tr("Save drawing"), "digit.json",
+                                              self.tr("Drawings (*.json)"))
         if path:
             try:
                 self.document.save(path)
             except OSError as exc:
-                self.session.report_error(f"Could not save the drawing: {exc}")
+                self.session.report_error(self.tr("Could not save the drawing: {error}").format(error=exc))
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         if any(url.isLocalFile() for url in event.mimeData().urls()):
@@ -722,12 +757,12 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(shown.splitlines()[0][:200], 15000)
 
     def _about(self) -> None:
-        text = ("<h3>digitscope</h3><p>Draw a digit and watch a neural network recognise it, layer by layer.</p>"
-                f"<p>Engine: nn_core {getattr(nn_core, '__version__', '')} — written from scratch on NumPy; "
-                "reads ONNX models.</p>"
-                "<p>Shortcuts: Ctrl+O open · Ctrl+Z undo · Ctrl+Shift+Z / Ctrl+Y redo · Esc / Delete clear · "
-                "E eraser · [ ] pen width · Ctrl+D auto-detect scaling · Ctrl+1…5 choose scaling</p>")
+        text = self.tr("<h3>digitscope</h3><p>Draw a digit and watch a neural network recognise it, layer by "
+                       "layer.</p><p>Engine: nn_core {version} — written from scratch on NumPy; reads ONNX models."
+                       "</p><p>Shortcuts: Ctrl+O open · Ctrl+Z undo · Ctrl+Shift+Z / Ctrl+Y redo · Esc / Delete "
+                       "clear · E eraser · [ ] pen width · Ctrl+D auto-detect scaling · Ctrl+1…5 choose scaling · "
+                       "Ctrl+Shift+G graph</p>").format(version=getattr(nn_core, "__version__", ""))
         if self.interactive:
-            QMessageBox.about(self, "About digitscope", text)
+            QMessageBox.about(self, self.tr("About digitscope"), text)
         else:
-            self.statusBar().showMessage("digitscope — draw a digit, watch the network think", 5000)
+            self.statusBar().showMessage(self.tr("digitscope — draw a digit, watch the network think"), 5000)
