@@ -109,7 +109,7 @@ def profile(trainer: Trainer, batch: int, repeats: int = 20) -> None:
         _, cotangents = trainer.loss(values, y)
         record(("loss", ""), started)
         grads = dict(cotangents)
-        for step in reversed(plan.steps):
+        for step, accepts_wanted, relu in plan._backward_steps:  # (as GradientPlan.backward walks them)
             out_grads = [grads.get(n) if n else None for n in step.outputs]
             if all(g is None for g in out_grads):
                 continue
@@ -119,12 +119,16 @@ def profile(trainer: Trainer, batch: int, repeats: int = 20) -> None:
                 continue
             outputs = [values.get(n) if n else None for n in step.outputs]
             started = clock()
-            if type(step.kernel).accepts_wanted():
+            target = step.inputs
+            if relu is not None and plan._fuses(relu, step, grads, needed, trainer.trainable, values):
+                out_grads = [np.multiply(out_grads[0], outputs[0] > 0)]  # the ReLU runs inside the pool's rule
+                target = relu.inputs
+            if accepts_wanted:
                 in_grads = step.kernel.backward(inputs, outputs, out_grads, wanted=wanted)
             else:
                 in_grads = step.kernel.backward(inputs, outputs, out_grads)
             record((step.node.name, "backward"), started)
-            for name, want, grad in zip(step.inputs, wanted, in_grads):
+            for name, want, grad in zip(target, wanted, in_grads):
                 if want and grad is not None:
                     grads[name] = grads[name] + grad if name in grads else grad
         started = clock()

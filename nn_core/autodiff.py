@@ -60,11 +60,13 @@ class GradientPlan:
         self.running: list[tuple[str, str, str, str]] = []
         self._needed_cache: dict[frozenset[str], set[str]] = {}
         self.steps = [self._step(node) for node in remaining]
-        # the hot loops' view of the steps: (step, bound run, inputs, outputs) and (step, takes ``wanted``)
-        self._forward_steps = [(step, step.kernel.run, step.inputs, step.outputs) for step in self.steps]
-        self._backward_steps = [(step, type(step.kernel).accepts_wanted()) for step in reversed(self.steps)]
         self.input_names = [spec.name for spec in graph.inputs]
         self.output_names = [spec.name for spec in graph.outputs]
+        # the hot loops' view of the steps: (step, bound run, inputs, outputs) and (step, takes ``wanted``)
+        self._forward_steps = [(step, step.kernel.run, step.inputs, step.outputs) for step in self.steps]
+        fused = self._relus_into_pools()
+        self._backward_steps = [(step, type(step.kernel).accepts_wanted(), fused.get(id(step)))
+                                for step in reversed(self.steps)]
 
     def _step(self, node: NodeInfo) -> Step:
         if self.training and node.op_type == "BatchNormalization" and node.domain in ("", "ai.onnx"):
@@ -134,7 +136,10 @@ class GradientPlan:
         """Gradients of ``sum(<output, cotangent>)`` for every value that one reaches, keyed by name.
 
         ``wrt``: only these values' gradients are wanted (training some weights): the walk then skips every
-        node no path from them passes through (training the last layers never runs the convolutions' rules).
+        node no path from them passes through (training the last layers never runs the convolutions' rules),
+        tells each rule that takes ``wanted`` which of its inputs' gradients are used, and runs a ReLU feeding
+        only a MaxPool as one rule (so the ReLU's output has no gradient in the result; ask for it in ``wrt``
+        to get one). The ``wrt`` values' gradients are the same either way.
         """
         needed = self._needed(frozenset(wrt)) if wrt is not None else None
         grads: dict[str, np.ndarray] = {}
@@ -150,7 +155,7 @@ class GradientPlan:
                                  f"{list(cotangent.shape)}, the output {list(value.shape)}")
             _accumulate(grads, name, cotangent)
         values = tape.values
-        for step, accepts_wanted in self._backward_steps:
+        for step, accepts_wanted, relu in self._backward_steps:
             out_grads = [grads.get(name) if name else None for name in step.outputs]
             if all(g is None for g in out_grads):
                 continue
@@ -160,11 +165,48 @@ class GradientPlan:
             if not any(wanted):
                 continue
             outputs = [values.get(name) if name else None for name in step.outputs]
+            target = step.inputs
+            if relu is not None and needed is not None and self._fuses(relu, step, grads, needed, wrt, values):
+                # ReLU then MaxPool: each window's gradient reaches the ReLU's input through its first maximum,
+                # where the ReLU passes it iff that maximum is positive; so mask the (4x smaller) output
+                # gradient by max > 0, and the ReLU's own rule (a full-size pass) is never run
+                out_grads = [np.multiply(out_grads[0], outputs[0] > 0)]
+                target = relu.inputs
             in_grads = self._rule(step, inputs, outputs, out_grads, wanted if accepts_wanted else None)
-            for name, want, grad in zip(step.inputs, wanted, in_grads):
+            for name, want, grad in zip(target, wanted, in_grads):
                 if want and grad is not None:
                     _accumulate(grads, name, grad)
         return grads
+
+    def _relus_into_pools(self) -> dict[int, Step]:
+        """MaxPool steps (no Indices output) whose input is a Relu's output read by nothing else: the Relu's
+        step, by the pool step's id."""
+        readers: dict[str, int] = {}
+        for step in self.steps:
+            for name in step.inputs:
+                if name:
+                    readers[name] = readers.get(name, 0) + 1
+        producer = {step.outputs[0]: step for step in self.steps if len(step.outputs) == 1 and step.outputs[0]}
+        fused = {}
+        for step in self.steps:
+            if (step.node.op_type != "MaxPool" or step.node.domain not in ("", "ai.onnx") or len(step.inputs) != 1
+                    or len(step.outputs) != 1 or not step.inputs[0]):
+                continue
+            relu = producer.get(step.inputs[0])
+            if (relu is not None and relu.node.op_type == "Relu" and relu.node.domain in ("", "ai.onnx")
+                    and len(relu.inputs) == 1 and relu.inputs[0] and readers.get(step.inputs[0]) == 1
+                    and step.inputs[0] not in self.output_names):
+                fused[id(step)] = relu
+        return fused
+
+    @staticmethod
+    def _fuses(relu: Step, pool: Step, grads, needed, wrt, values) -> bool:
+        """Whether this backward may run a Relu -> MaxPool pair as one rule: only the weights' gradients are
+        asked for (the ReLU's output then gets no entry of its own) and nothing else flows into it."""
+        between, source = pool.inputs[0], relu.inputs[0]
+        value = values.get(source)
+        return (between not in grads and between not in wrt and source in needed and value is not None
+                and value.dtype.kind == "f" and values[between].dtype == value.dtype)
 
     def _needed(self, wrt: frozenset[str]) -> set[str]:
         """The values that depend on something in ``wrt`` (their gradients lead back to it), and ``wrt``."""

@@ -180,3 +180,27 @@ def test_global_max_pool_routes_a_tie_to_the_first_maximum():
     kernel = _kernel("GlobalMaxPool", {})
     (grad,) = kernel.backward([x], [kernel.run(x)], [np.full((1, 1, 1, 1), 2.0)])
     np.testing.assert_array_equal(grad, [[[[0.0, 2.0], [0.0, 0.0]]]])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_two_by_two_max_pool_gradient_matches_the_indices_output(dtype):
+    """The whole-array 2x2 stride-2 rule (LeNet's pooling) routes every window's gradient to its first maximum,
+    like the Indices output points: ties of every arrangement (all four equal, as after a ReLU's zeros), an
+    infinite gradient (the tap walk takes over) and float64."""
+    rng = np.random.default_rng(7)
+    x = np.maximum(rng.standard_normal((3, 4, 6, 8)), 0).round(1).astype(dtype)
+    x[0, 0] = 0.0
+    patterns = [[[2, 2], [0, 0]], [[0, 2], [2, 2]], [[0, 0], [2, 2]], [[0, 0], [0, 2]], [[2, 0], [0, 2]]]
+    for col, pattern in enumerate(patterns[:4]):
+        x[1, 0, 0:2, 2 * col:2 * col + 2] = pattern
+    x[1, 1, 2:4, 0:2] = patterns[4]
+    fast = _kernel("MaxPool", {"kernel_shape": [2, 2], "strides": [2, 2]})
+    walked = _kernel("MaxPool", {"kernel_shape": [2, 2], "strides": [2, 2]}, outputs=2)
+    y, indices = walked.run(x)
+    for dy in (rng.standard_normal(y.shape).astype(dtype), np.where(rng.random(y.shape) < 0.1, np.inf, 1.0)):
+        dy = dy.astype(dtype)
+        (grad,) = fast.backward([x], [fast.run(x)], [dy])
+        expected = np.zeros(x.size, dtype)
+        expected[indices.ravel()] = dy.ravel()
+        assert grad.dtype == dtype
+        np.testing.assert_array_equal(grad.ravel(), expected)

@@ -260,6 +260,8 @@ class MaxPool(_Pool):
         with self.lock:
             plan = self.plan(x)
             y = outputs[0] if outputs and outputs[0] is not None else plan.reduce(plan.source(x), np.maximum)
+            if _tiles_two_by_two(plan, x) and dy.dtype == x.dtype == y.dtype and bool(np.isfinite(dy).all()):
+                return [_two_by_two_backward(x, y, dy)]
             views = plan.views(x)  # the windows' taps over the input or its padded copy
             source = plan.buffer if plan.buffer is not None else x
             geometry = list(zip(plan.kernel, plan.strides, plan.dilations, plan.out, plan.sizes, strict=True))
@@ -268,9 +270,10 @@ class MaxPool(_Pool):
             disjoint = all(s >= (k - 1) * d + 1 or o == 1 for k, s, d, o, _ in geometry)
             tiled = plan.buffer is None and all(k == s and o * s == n and (d == 1 or k == 1)
                                                 for k, s, d, o, n in geometry)
-            grad = (np.empty if tiled and disjoint else np.zeros)(source.shape, dy.dtype)
             # the products remaining * hit below would turn an infinite gradient into NaN where hit is False
             finite = bool(np.isfinite(dy).all())
+            # (an infinite gradient is added only where hit: then every other element must start at zero)
+            grad = (np.empty if tiled and disjoint and finite else np.zeros)(source.shape, dy.dtype)
             index_views = [(Ellipsis,) + where for where in plan.tap_index]
             batch = dy.shape[0]
             rows = max(1, min(batch, POOL_CHUNK_BYTES * batch // max(1, source.nbytes)))
@@ -322,6 +325,42 @@ class MaxPool(_Pool):
                 spatial = spatial * sizes[axis] + coords[axis]
         planes = np.arange(shape[0] * shape[1]).reshape(shape[0], shape[1], *([1] * rank))
         return (planes * math.prod(sizes) + spatial).astype(np.int64)
+
+
+def _tiles_two_by_two(plan: _PoolPlan, x: np.ndarray) -> bool:
+    """2x2 windows at stride 2 tiling the 2-D input exactly (no padding, no dilation): LeNet's pooling."""
+    return (x.ndim == 4 and plan.buffer is None and list(plan.kernel) == [2, 2] and list(plan.strides) == [2, 2]
+            and list(plan.dilations) == [1, 1] and x.shape[2] == 2 * plan.out[0] and x.shape[3] == 2 * plan.out[1]
+            and x.dtype.kind == "f" and np.little_endian)
+
+
+def _widen(a: np.ndarray) -> np.ndarray:
+    """Each element twice along the last axis: (..., n) -> (..., 2n). A float32 array goes through its bits
+    as one uint64 per element (low and high halves equal), one vectorised multiply."""
+    if a.dtype.itemsize == 4 and a.flags.c_contiguous:
+        bits = a.view(np.uint32).astype(np.uint64)
+        bits *= np.uint64(0x100000001)
+        return bits.view(a.dtype).reshape(*a.shape[:-1], 2 * a.shape[-1])
+    return np.repeat(a, 2, axis=-1)
+
+
+def _two_by_two_backward(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    """MaxPool 2x2 stride 2's gradient in a few whole-array passes instead of a walk over the four taps: each
+    row pair of the input is compared with its windows' maxima widened to the input's width, the first
+    maximum of each window (row-major tap order) is kept by bit operations on the comparison viewed as one
+    uint16 per horizontal pair (left tap in the low byte), and the widened output gradient is multiplied by
+    that mask. (A finite ``dy`` is required: the multiply would turn an infinite one into NaN off the mask.)"""
+    batch, channels, height, width = x.shape
+    rows = height // 2
+    hits = np.equal(x.reshape(batch, channels, rows, 2, width), _widen(np.ascontiguousarray(y))[:, :, :, None, :])
+    pairs = hits.view(np.uint16)  # (batch, channels, rows, 2, width / 2): 1 = left tap, 256 = right tap
+    np.multiply(pairs[:, :, :, 1], pairs[:, :, :, 0] == 0, out=pairs[:, :, :, 1])  # the top row wins first
+    later = np.left_shift(pairs, 8)  # a left hit, moved onto its right neighbour's byte
+    np.invert(later, out=later)
+    np.bitwise_and(pairs, later, out=pairs)  # the left tap wins over the right one
+    grad = np.empty((batch, channels, rows, 2, width), dy.dtype)
+    np.multiply(hits, _widen(np.ascontiguousarray(dy))[:, :, :, None, :], out=grad)
+    return grad.reshape(x.shape)
 
 
 @register("AveragePool", 1)
