@@ -126,7 +126,8 @@ class QGemm(Op):
             zp = F32(0 if a_zp is None else a_zp.reshape(-1)[0])
             scale = None if self.requant is not None else self._multiplier(consts[1], consts[4], consts[7] if (
                 len(node.inputs) > 7 and node.inputs[7]) else None)
-            self.lean = (zp, a_zp, scale if scale is None or scale.size > 1 else scale[0])
+            bounds = {np.dtype(t): _value_bound(np.dtype(t), a_zp) for t in (np.uint8, np.int8)}
+            self.lean = (zp, bounds, scale if scale is None or scale.size > 1 else scale[0])
         self.checked: set[tuple] = set()
 
     def _multiplier(self, a_scale, b_scale, y_scale) -> np.ndarray:
@@ -144,13 +145,13 @@ class QGemm(Op):
 
     def run(self, a, a_scale, a_zero_point, b, b_scale, b_zero_point, c=None, y_scale=None, y_zero_point=None):
         if self.lean is not None:
-            zp, zp_array, scale = self.lean
+            zp, bounds, scale = self.lean
             key = (a.shape, a.dtype)
             if key not in self.checked:
                 self._check_a(a, self.b.centred)
                 self.checked.add(key)
             a_centred = np.subtract(a, zp, dtype=F32) if zp else a.astype(F32)
-            acc = self.b.product(a_centred, _value_bound(a.dtype, zp_array), self.c, self.c_bound)
+            acc = self.b.product(a_centred, bounds[a.dtype], self.c, self.c_bound)
             if self.requant is not None:
                 return self.requant(acc)
             if acc.dtype != F32:

@@ -138,11 +138,12 @@ class DynamicQuantizeLinear(Op):
         else:
             low = high = _ZERO
         # an all-zero input would give scale 0; onnxruntime uses 1 then, which quantizes everything to 0
-        scale = F32(1) if high == low else F32((high - low) / F32(255))
-        zero_point = F32(min(max(np.rint(F32(0) - low / scale), F32(0)), F32(255)))
-        y = np.divide(x, scale, dtype=F32)
+        scale = _ONE if high == low else (high - low) / _255
+        # the zero point rounded half to even (Python's round on the exact float32 value), saturated
+        zero_point = F32(min(max(round(float(_ZERO - low / scale)), 0), 255))
+        y = np.divide(x, scale)
         np.rint(y, out=y)
-        _clip(y, -zero_point, F32(255) - zero_point, out=y)
+        _clip(y, -zero_point, _255 - zero_point, out=y)
         if zero_point:
             y = np.add(y, zero_point, out=np.empty(y.shape, np.uint8), casting="unsafe")
         else:
@@ -299,7 +300,7 @@ def _value_bound(dtype: np.dtype, zero_point: np.ndarray | None) -> float:
     return max(zp - low, high - zp)
 
 
-_ZERO = F32(0)
+_ZERO, _ONE, _255 = F32(0), F32(1), F32(255)
 _DTYPE_BOUND = {np.dtype(np.uint8): 255.0, np.dtype(np.int8): 128.0}
 
 
@@ -328,7 +329,10 @@ class _Requantizer:
     def __call__(self, acc: np.ndarray) -> np.ndarray:
         if acc.dtype != F32:
             acc = acc.astype(F32)  # exact integers from a float64 accumulation: one float32 rounding, as ORT
-        np.multiply(acc, self.multiplier, out=acc)
+        if acc.flags.c_contiguous:
+            np.multiply(acc, self.multiplier, out=acc)
+        else:  # a strided view (a convolution's valid part): the passes run three times faster on a copy
+            acc = np.multiply(acc, self.multiplier)
         np.rint(acc, out=acc)
         _clip(acc, self.low, self.high, out=acc)
         if self.zero_point:
