@@ -257,3 +257,109 @@ class SwiGLU(Op):
         acc = a.astype(_compute_dtype(a), copy=False)
         gate = acc * (0.5 * (np.tanh(0.5 * self.alpha * acc) + 1))
         return (gate * b).astype(a.dtype, copy=False)
+
+
+@register("CausalConvWithState", 27)
+class CausalConvWithState(Op):
+    """Depthwise causal 1-D convolution that carries its last k-1 inputs between calls (streaming decoders)."""
+
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        self.activation = self.attr("activation", "none")
+        if self.activation not in ("none", "silu", "swish"):
+            raise self.fail(f"activation must be none, silu or swish, got '{self.activation}'")
+
+    def run(self, x, weight, bias=None, past_state=None):
+        if x.ndim != 3 or weight.ndim != 3 or weight.shape[0] != x.shape[1] or weight.shape[1] != 1:
+            raise self.fail(f"input {list(x.shape)} must be (N, C, L) and weight {list(weight.shape)} (C, 1, k)")
+        batch, channels, length = x.shape
+        k = weight.shape[2]
+        if k < 1:
+            raise self.fail("the kernel must have at least one tap")
+        if past_state is None:
+            past_state = np.zeros((batch, channels, k - 1), x.dtype)
+        elif past_state.shape != (batch, channels, k - 1):
+            raise self.fail(f"past_state {list(past_state.shape)} must be {[batch, channels, k - 1]}")
+        padded = np.concatenate([past_state.astype(x.dtype), x], axis=2)
+        acc = _compute_dtype(x)
+        w = weight[:, 0, :].astype(acc)
+        out = np.zeros((batch, channels, length), acc)
+        for j in range(k):
+            out += padded[:, :, j:j + length].astype(acc) * w[None, :, j:j + 1]
+        if bias is not None:
+            out += bias.astype(acc).reshape(1, -1, 1)
+        out = out.astype(x.dtype).astype(acc)
+        if self.activation != "none":
+            out = out * (0.5 * (np.tanh(0.5 * out) + 1))
+        return out.astype(x.dtype), np.ascontiguousarray(padded[:, :, padded.shape[2] - (k - 1):])
+
+
+@register("LinearAttention", 27)
+class LinearAttention(Op):
+    """Recurrent linear attention: a (d_k x d_v) state per head updated each step (linear, gated, delta or
+    gated-delta rule) and read by the query."""
+
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        self.rule = self.attr("update_rule", "gated_delta")
+        if self.rule not in ("linear", "gated", "delta", "gated_delta"):
+            raise self.fail(f"update_rule must be linear, gated, delta or gated_delta, got '{self.rule}'")
+        self.q_heads = int_attr(self, "q_num_heads", None)
+        self.kv_heads = int_attr(self, "kv_num_heads", None)
+        if not self.q_heads or not self.kv_heads or self.q_heads <= 0 or self.kv_heads <= 0 \
+                or self.q_heads % self.kv_heads:
+            raise self.fail(f"q_num_heads {self.q_heads} must be a positive multiple of kv_num_heads "
+                            f"{self.kv_heads}")
+        self.scale = finite_attr(self, "scale", 0.0)
+        self.gating = self.rule in ("gated", "gated_delta")
+        self.delta = self.rule in ("delta", "gated_delta")
+
+    def _heads(self, x, heads, what):
+        if x.ndim != 3 or x.shape[2] % heads:
+            raise self.fail(f"{what} {list(x.shape)} must be (B, T, heads*size) with {heads} heads")
+        b, t, hd = x.shape
+        return x.reshape(b, t, heads, hd // heads).transpose(0, 2, 1, 3).astype(np.float32)
+
+    def run(self, query, key, value, past_state=None, decay=None, beta=None):
+        if self.gating != (decay is not None) or self.delta != (beta is not None):
+            raise self.fail(f"update_rule '{self.rule}' needs decay {'given' if self.gating else 'omitted'} and "
+                            f"beta {'given' if self.delta else 'omitted'}")
+        q = self._heads(query, self.q_heads, "query")
+        k = self._heads(key, self.kv_heads, "key")
+        v = self._heads(value, self.kv_heads, "value")
+        b, _, t, d_k = q.shape
+        d_v = v.shape[3]
+        hk = self.kv_heads
+        if k.shape[:3] != (b, hk, t) or k.shape[3] != d_k or v.shape[:3] != (b, hk, t):
+            raise self.fail("query, key and value do not fit together")
+        self.check_work(float(b) * self.q_heads * t * d_k * d_v * 3)
+        if decay is not None:
+            if decay.ndim != 3 or decay.shape[2] not in (hk, hk * d_k):
+                raise self.fail(f"decay {list(decay.shape)} must end in kv_num_heads or kv_num_heads*d_k")
+            g = decay.reshape(b, t, hk, -1).transpose(0, 2, 1, 3).astype(np.float32)
+        if beta is not None:
+            if beta.ndim != 3 or beta.shape[2] not in (hk, 1):
+                raise self.fail(f"beta {list(beta.shape)} must end in kv_num_heads or 1")
+            bt = beta.reshape(b, t, beta.shape[2], 1).transpose(0, 2, 1, 3).astype(np.float32)
+        if past_state is not None:
+            if past_state.shape != (b, hk, d_k, d_v):
+                raise self.fail(f"past_state {list(past_state.shape)} must be {[b, hk, d_k, d_v]}")
+            state_dtype = past_state.dtype
+            state = past_state.astype(np.float32)
+        else:
+            state_dtype = query.dtype
+            state = np.zeros((b, hk, d_k, d_v), np.float32)
+        scale = self.scale if self.scale else 1.0 / np.sqrt(d_k)
+        group = self.q_heads // hk
+        out = np.zeros((b, self.q_heads, t, d_v), np.float32)
+        for i in range(t):
+            k_t, v_t = k[:, :, i], v[:, :, i]
+            if self.gating:
+                state = state * np.exp(g[:, :, i])[..., None]
+            if self.delta:
+                v_t = bt[:, :, i] * (v_t - np.einsum("bhdm,bhd->bhm", state, k_t))
+            state = state + k_t[..., :, None] * v_t[..., None, :]
+            read = state if group == 1 else np.repeat(state, group, axis=1)
+            out[:, :, i] = scale * np.einsum("bhd,bhdm->bhm", q[:, :, i], read)
+        y = out.transpose(0, 2, 1, 3).reshape(b, t, self.q_heads * d_v).astype(query.dtype)
+        return y, state.astype(state_dtype)
