@@ -177,12 +177,13 @@ class LayerCard(QWidget):
     def set_outputs(self, outputs: dict[str, np.ndarray], has_values: bool = True) -> None:
         old_kind = self.kind()
         old_shape = self._primary.shape if self._primary is not None else None
+        old_has_values = self._has_values
         self.shapes = {name: tuple(np.shape(value)) for name, value in outputs.items()}
         self._primary = next((np.asarray(v) for v in outputs.values() if v is not None), None)
         self._has_values = has_values
         self._revision += 1
         new_shape = self._primary.shape if self._primary is not None else None
-        if old_kind != self.kind() or old_shape != new_shape:
+        if old_kind != self.kind() or old_shape != new_shape or old_has_values != has_values:
             self.updateGeometry()
             self.setFixedHeight(self.heightForWidth(max(self.width(), 200)))
         self.update()
@@ -221,6 +222,8 @@ class LayerCard(QWidget):
         return max(1, min(count, (width - 8) // tile))
 
     def _body_height(self, width: int) -> int:
+        if not self._has_values:
+            return 20  # nothing drawn yet: a compact placeholder, not a large empty card
         kind = self.kind()
         if kind == "maps":
             maps = as_maps(self._primary)
@@ -296,7 +299,14 @@ class LayerCard(QWidget):
         left, right = self.header_text()
         painter.setPen(TEXT)
         header = QRectF(6, 0, self.width() - 12, HEADER_HEIGHT)
-        right_width = painter.fontMetrics().horizontalAdvance(right) + 4
+        metrics = painter.fontMetrics()
+        # a narrow card keeps the node's name whole and drops the value range, then the shapes
+        shapes = right.split("   ")[0]
+        for candidate in (right, shapes, ""):
+            right = candidate
+            if metrics.horizontalAdvance(left) + metrics.horizontalAdvance(right) + 16 <= header.width():
+                break
+        right_width = metrics.horizontalAdvance(right) + 4 if right else 0
         painter.drawText(header.adjusted(0, 0, -right_width, 0), Qt.AlignmentFlag.AlignLeft
                          | Qt.AlignmentFlag.AlignVCenter,
                          painter.fontMetrics().elidedText(left, Qt.TextElideMode.ElideMiddle,
@@ -909,7 +919,8 @@ class ActivationsView(QScrollArea):
             # after the top pager, before the bottom pager and the stretch
             self._layout.insertWidget(self._layout.count() - 2, card)
             # shown now, not when the layout's queued show arrives: the layout below must count the cards
-            card.setVisible(self._container.isVisible())
+            if self._container.isVisible():  # (a hidden container shows its cards with itself)
+                card.setVisible(True)
             self.entries.append(card)
         self._by_name = {card.node_name: card for card in self.entries}
         for card in self.entries:

@@ -7,7 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QAbstractTableModel, QCoreApplication, QModelIndex, QObject, QPersistentModelIndex, Qt
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QCoreApplication,
+    QEvent,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    Qt,
+)
 from PySide6.QtWidgets import QHeaderView, QLabel, QTreeView, QVBoxLayout, QWidget
 
 from nn_core.interface import SCALING_DESCRIPTIONS, ModelAdapter
@@ -148,6 +156,20 @@ class ModelSummary(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(self.header)
         layout.addWidget(self.table, 1)
+        self.table.viewport().installEventFilter(self)
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: ANN001
+        if watched is self.table.viewport() and event.type() == QEvent.Type.Resize:
+            self.fit_columns()
+        return False
+
+    def fit_columns(self) -> None:
+        """Share the table's width among the columns (the node name gets the most), so none is cut off or
+        pushed out of sight on a small screen; the widths are fixed fractions, not measured from 20,000 rows."""
+        width = self.table.viewport().width()
+        header = self.table.header()
+        for column, share in ((0, 0.09), (2, 0.18), (3, 0.25), (4, 0.16)):
+            header.resizeSection(column, max(36, int(width * share)))
 
     def set_model(self, model: Any, adapter: ModelAdapter | None) -> None:
         self.header.setText(describe_model(model, adapter))

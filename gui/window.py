@@ -33,6 +33,7 @@ import nn_core
 from gui import translations
 from gui.activations import ActivationsView
 from gui.canvas import MAX_PEN_WIDTH, MIN_PEN_WIDTH, DrawingCanvas
+from gui.compare_view import open_compare
 from gui.explain import ExplainState, ShownExplanation
 from gui.graph_view import GraphView
 from gui.model_opening import OpenedModel
@@ -272,6 +273,8 @@ class MainWindow(QMainWindow):
         self.personalize_action = self._action(self.tr("&Personalize on my examples"), lambda: self.personalize(),
                                                ["Ctrl+P"])
         self.about_action = self._action(self.tr("&About digitscope"), self._about, ["F1"])
+        self.compare_action = self._action(self.tr("&Compare with…"), lambda: open_compare(self), ["Ctrl+Shift+C"],
+                                           tip=self.tr("This model and another one side by side (Ctrl+Shift+C)"))
 
         menu = self.menuBar()
         file_menu = menu.addMenu(self.tr("&File"))
@@ -289,6 +292,7 @@ class MainWindow(QMainWindow):
         model_menu = menu.addMenu(self.tr("&Model"))
         model_menu.addAction(self.autodetect_action)
         model_menu.addAction(self.personalize_action)
+        model_menu.addAction(self.compare_action)
         model_menu.addSeparator()
         for action in self.scaling_actions:
             model_menu.addAction(action)
@@ -375,6 +379,8 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.summary, self.tr("Model"))
         self.tabs.addTab(self.teach_panel, self.tr("Teach"))
 
+        self._fit_small_screens(canvas_column, middle)
+
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.addWidget(canvas_column)
         self.splitter.addWidget(middle)
@@ -409,6 +415,19 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.error_banner)
         layout.addWidget(self.splitter, 1)
         self.setCentralWidget(central)
+
+    def _fit_small_screens(self, *columns: QWidget) -> None:
+        """The window works from 800x600: combo boxes size to a few characters (the popup shows the full text),
+        the pen slider and the side panels may get narrow."""
+        for combo in self.findChildren(QComboBox) + [c for column in columns for c in column.findChildren(QComboBox)]:
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(6)
+        self.pen_slider.setMinimumWidth(40)
+        if getattr(self, "explain_bar", None) is not None:
+            self.explain_bar.setMinimumWidth(min(self.explain_bar.minimumSizeHint().width(), 340))
+        self.probability_view.setMinimumWidth(160)
+        for page in (self.tabs.widget(i) for i in range(self.tabs.count())):
+            page.setMinimumWidth(min(page.minimumSizeHint().width(), 200))
 
     def _build_status_bar(self) -> None:
         # shown while a model opens on the worker thread

@@ -142,3 +142,20 @@ def test_the_trace_is_skipped_while_only_the_model_table_shows(qtbot, window, dr
     show_graph(qtbot, window)  # a view that shows the nodes appears: the drawing is traced now
     assert window.session.trace_wanted and window.session.prediction.traced
     assert window.graph.items_by_index[0].activity is not None
+
+
+def test_the_window_fits_800_by_600(qtbot, window):
+    window.resize(800, 600)
+    qtbot.wait(20)
+    assert window.minimumSizeHint().width() <= 800 and window.minimumSizeHint().height() <= 600
+    assert window.width() == 800 and window.height() == 600
+    # before anything is drawn the cards are compact placeholders, shown, with their names
+    window.tabs.setCurrentWidget(window.activations)
+    qtbot.wait(20)
+    cards = window.activations.entries
+    assert cards and all(card.isVisible() and card.height() <= 60 for card in cards)
+    # the model table's columns fit its width (no horizontal scrolling to find the parameters)
+    window.tabs.setCurrentWidget(window.summary)
+    qtbot.wait(20)
+    header = window.summary.table.header()
+    assert sum(header.sectionSize(i) for i in range(header.count())) <= window.summary.table.viewport().width() + 2
