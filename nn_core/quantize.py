@@ -278,6 +278,7 @@ def quantize(model_path: str | Path | onnx.ModelProto, out_path: str | Path | No
     report = report or QuantizeReport(method, fmt, dynamic)
     report.method, report.format, report.dynamic = method, fmt, dynamic
     model = Model(proto, name=label)  # validates the file as any load does
+    proto = _at_opset_13(proto)
     for spec in model.inputs:
         if spec.dtype is not None and spec.dtype != np.float32:
             raise ModelError(f"{label}: input '{spec.name}' is {spec.dtype}; only float32 models can be quantized")
@@ -486,6 +487,21 @@ def _dynamic(proto: onnx.ModelProto, nodes: list[onnx.NodeProto], report: Quanti
     del graph.initializer[:]
     graph.initializer.extend(kept + new_inits)
     _drop_initializer_inputs(graph)
+
+
+def _at_opset_13(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """The output needs opset 13 (per-axis DequantizeLinear, int8 MaxPool); an older model is converted first so
+    the ops whose signature changed at 13 (Unsqueeze, Squeeze, Split, ReduceSum take their axes as inputs) stay
+    valid. Left as is when the converter cannot (then only the opset number is raised, as before)."""
+    default = next((o for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if default is None or default.version >= 13:
+        return proto
+    from onnx import version_converter
+
+    try:
+        return version_converter.convert_version(proto, 13)
+    except Exception:  # noqa: BLE001 - the converter's own limits: keep the model as read
+        return proto
 
 
 def _finish(proto: onnx.ModelProto, report: QuantizeReport) -> None:
