@@ -359,7 +359,7 @@ class _Im2colPlan:
 
     def __init__(self, x_shape: tuple[int, ...], dtype: np.dtype, groups: int, out_channels: int,
                  kernel: list[int], strides: list[int], dilations: list[int], begins: list[int], ends: list[int],
-                 has_bias: bool):
+                 has_bias: bool, exact: bool = False):
         batch, channels, *sizes = x_shape
         self.out_channels, self.groups = out_channels, groups
         cg = channels // groups
@@ -369,7 +369,7 @@ class _Im2colPlan:
             raise ValueError(f"output size {self.out_sizes} is empty")
         wide_positions = self.out_sizes[0] * math.prod(padded[1:])  # whole padded rows but along the first axis
         exact_positions = math.prod(self.out_sizes)
-        self.full_width = all(s == 1 for s in strides) and _full_width_pays(
+        self.full_width = not exact and all(s == 1 for s in strides) and _full_width_pays(
             wide_positions, exact_positions, self.out_sizes[-1], out_channels // groups)
         self.positions = positions = wide_positions if self.full_width else exact_positions
         k_group = cg * math.prod(kernel)
@@ -410,13 +410,6 @@ class _Im2colPlan:
     @staticmethod
     def prepare(weight: np.ndarray, bias: np.ndarray | None, groups: int) -> np.ndarray:
         return grouped_matrix(weight, bias, groups)
-
-    def dy_wide(self, batch: int) -> np.ndarray:
-        """A buffer for an output gradient over the computed (full-width) positions, zero past the real ones."""
-        wide = getattr(self, "_dy_wide", None)
-        if wide is None or wide.shape[0] != batch:
-            wide = self._dy_wide = np.zeros((batch, self.out_channels, *self.computed_sizes), self.cols_matrix.dtype)
-        return wide
 
     def columns(self, x: np.ndarray, start: int, count: int) -> np.ndarray:
         """The columns of images ``start:start + count`` (at most ``rows``), in the chunk buffer."""
@@ -541,14 +534,10 @@ def _weight_grad(plan: _Im2colPlan | _ChannelsLastPlan, x: np.ndarray, dy: np.nd
         dw = product[:, :k_total].reshape(out_channels, *weight_shape[2:], weight_shape[1])
         dw = np.ascontiguousarray(dw.transpose(0, rank + 1, *range(1, rank + 1)))
         return dw, product[:, k_total] if plan.has_bias else None
-    # columns (image, group, C/g * taps [+ 1], position): per image and group one matmul, summed over images
+    # columns (image, group, C/g * taps [+ 1], position) over the exact positions (a full-width forward plan
+    # has an exact twin for this, so dY is used as it is): per image and group one matmul, summed over images
     mg = out_channels // groups
-    if plan.full_width:
-        wide = plan.dy_wide(batch)
-        np.copyto(wide[plan.valid], dy)
-        dy_rows = wide.reshape(batch, groups, mg, positions)
-    else:
-        dy_rows = np.ascontiguousarray(dy).reshape(batch, groups, mg, positions)
+    dy_rows = np.ascontiguousarray(dy).reshape(batch, groups, mg, positions)
     product = np.zeros((groups, mg, plan.cols_matrix.shape[2]), dy.dtype)
     for start in range(0, batch, rows):
         count = min(rows, batch - start)
@@ -578,7 +567,7 @@ class Conv(FusableOp):
         self.pool: Op | None = None
         self.plans: dict[tuple, tuple[_Plan, np.ndarray | None]] = {}
         self.lock = threading.Lock()
-        self.grad_plans: dict[tuple, ConvGradPlan | ConvInputGradPlan] = {}
+        self.grad_plans: dict[tuple, ConvGradPlan | ConvInputGradPlan | _Im2colPlan] = {}
         self.weight, self.bias = self.const(1), self.const(2)
         has_bias = len(node.inputs) > 2 and bool(node.inputs[2])
         # both known at load time (an absent bias is known too): weight matrices are prepared once per plan
@@ -717,6 +706,8 @@ class Conv(FusableOp):
         with self.lock:
             if want_w or want_b:
                 plan = self._entry(xw, ww, bw)[0] if x.dtype == work else None
+                if isinstance(plan, _Im2colPlan) and plan.full_width:
+                    plan = self._exact_twin(plan, xw, ww, bw)
                 if isinstance(plan, (_Im2colPlan, _ChannelsLastPlan)):
                     dw, db = _weight_grad(plan, xw, dyw, ww.shape, self.group)
                 elif want_w:
@@ -732,6 +723,17 @@ class Conv(FusableOp):
         if want_b:
             result[2] = db.reshape(b.shape).astype(b.dtype, copy=False)
         return result
+
+    def _exact_twin(self, plan: _Im2colPlan, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> _Im2colPlan:
+        """The forward plan's columns over the exact output positions (for dW: no padded copy of dY)."""
+        key = ("exact", x.shape, x.dtype, w.shape, b is None)
+        twin = self.grad_plans.get(key)
+        if twin is None:
+            general = self._fallback_plan(x, w.shape)  # (its checks, and the geometry)
+            twin = self.grad_plans[key] = _Im2colPlan(
+                x.shape, x.dtype, self.group, w.shape[0], general.kernel, general.strides, general.dilations,
+                general.begins, general.ends, b is not None, exact=True)
+        return twin
 
     def _fallback_plan(self, x: np.ndarray, weight_shape: tuple[int, ...]) -> ConvGradPlan:
         key = (x.shape, x.dtype, tuple(weight_shape))

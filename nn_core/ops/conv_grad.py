@@ -183,7 +183,7 @@ class ConvInputGradPlan:
         elem = _row_major(padded)
         self.positions = out_sizes[0] * math.prod(padded[1:])
         item = np.dtype(dtype).itemsize
-        self.rows = rows = max(1, min(batch, GRAD_CHUNK_BYTES // max(1, taps * channels * plane * item)))
+        self.rows = rows = max(1, min(batch, GRAD_CHUNK_BYTES // 2 // max(1, taps * channels * plane * item)))
         self.tap_offsets = [sum(t * d * e for t, d, e in zip(tap, dilations, elem, strict=True))
                             for tap in np.ndindex(*kernel)]
         self.slack = slack = sum((k - 1) * d * e for k, d, e in zip(kernel, dilations, elem, strict=True))

@@ -234,6 +234,7 @@ class MaxPool(_Pool):
     def __init__(self, node: NodeSpec):
         super().__init__(node)
         self.want_indices = self.walks_taps = len(node.outputs) > 1 and bool(node.outputs[1])
+        self.scratch: dict[tuple, _TwoByTwoScratch] = {}
         self.column_major = bool(int_attr(self, "storage_order", 0, choices=(0, 1)))
 
     def run(self, x):
@@ -261,7 +262,10 @@ class MaxPool(_Pool):
             plan = self.plan(x)
             y = outputs[0] if outputs and outputs[0] is not None else plan.reduce(plan.source(x), np.maximum)
             if _tiles_two_by_two(plan, x) and dy.dtype == x.dtype == y.dtype and bool(np.isfinite(dy).all()):
-                return [_two_by_two_backward(x, y, dy)]
+                scratch = self.scratch.get((x.shape, x.dtype))
+                if scratch is None:
+                    scratch = self.scratch[(x.shape, x.dtype)] = _TwoByTwoScratch(x.shape, x.dtype)
+                return [_two_by_two_backward(np.ascontiguousarray(x), y, dy, scratch)]
             views = plan.views(x)  # the windows' taps over the input or its padded copy
             source = plan.buffer if plan.buffer is not None else x
             geometry = list(zip(plan.kernel, plan.strides, plan.dilations, plan.out, plan.sizes, strict=True))
@@ -334,32 +338,62 @@ def _tiles_two_by_two(plan: _PoolPlan, x: np.ndarray) -> bool:
             and x.dtype.kind == "f" and np.little_endian)
 
 
-def _widen(a: np.ndarray) -> np.ndarray:
-    """Each element twice along the last axis: (..., n) -> (..., 2n). A float32 array goes through its bits
-    as one uint64 per element (low and high halves equal), one vectorised multiply."""
+_PAIR = np.uint64(0x100000001)
+
+
+def _widen_into(a: np.ndarray, out: np.ndarray) -> None:
+    """Each element of ``a`` twice along the last axis, into ``out`` (..., 2n). A float32 array goes through its
+    bits: one uint64 per element with equal low and high halves, a single vectorised multiply."""
     if a.dtype.itemsize == 4 and a.flags.c_contiguous:
-        bits = a.view(np.uint32).astype(np.uint64)
-        bits *= np.uint64(0x100000001)
-        return bits.view(a.dtype).reshape(*a.shape[:-1], 2 * a.shape[-1])
-    return np.repeat(a, 2, axis=-1)
+        np.multiply(a.view(np.uint32), _PAIR, out=out.view(np.uint64))
+    else:
+        pairs = out.reshape(*a.shape, 2)
+        pairs[..., 0] = a
+        pairs[..., 1] = a
 
 
-def _two_by_two_backward(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    """MaxPool 2x2 stride 2's gradient in a few whole-array passes instead of a walk over the four taps: each
+class _TwoByTwoScratch:
+    """Cache-sized buffers of MaxPool 2x2's gradient, for one input shape: the batch goes through in chunks so
+    the widened maxima and gradient and the comparison never leave the cache."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype):
+        batch, channels, height, width = shape
+        rows, half = height // 2, width // 2
+        self.rows = max(1, min(batch, POOL_CHUNK_BYTES // max(1, channels * height * width * dtype.itemsize)))
+        self.wide_y = np.empty((self.rows, channels, rows, width), dtype)
+        self.wide_dy = np.empty((self.rows, channels, rows, width), dtype)
+        self.hits = np.empty((self.rows, channels, rows, 2, width), np.bool_)
+        self.later = np.empty((self.rows, channels, rows, 2, half), np.uint16)
+        self.top_free = np.empty((self.rows, channels, rows, half), np.bool_)
+
+
+def _two_by_two_backward(x: np.ndarray, y: np.ndarray, dy: np.ndarray, scratch: _TwoByTwoScratch) -> np.ndarray:
+    """MaxPool 2x2 stride 2's gradient in a few whole-chunk passes instead of a walk over the four taps: each
     row pair of the input is compared with its windows' maxima widened to the input's width, the first
     maximum of each window (row-major tap order) is kept by bit operations on the comparison viewed as one
     uint16 per horizontal pair (left tap in the low byte), and the widened output gradient is multiplied by
     that mask. (A finite ``dy`` is required: the multiply would turn an infinite one into NaN off the mask.)"""
     batch, channels, height, width = x.shape
     rows = height // 2
-    hits = np.equal(x.reshape(batch, channels, rows, 2, width), _widen(np.ascontiguousarray(y))[:, :, :, None, :])
-    pairs = hits.view(np.uint16)  # (batch, channels, rows, 2, width / 2): 1 = left tap, 256 = right tap
-    np.multiply(pairs[:, :, :, 1], pairs[:, :, :, 0] == 0, out=pairs[:, :, :, 1])  # the top row wins first
-    later = np.left_shift(pairs, 8)  # a left hit, moved onto its right neighbour's byte
-    np.invert(later, out=later)
-    np.bitwise_and(pairs, later, out=pairs)  # the left tap wins over the right one
+    y, dy = np.ascontiguousarray(y), np.ascontiguousarray(dy)
     grad = np.empty((batch, channels, rows, 2, width), dy.dtype)
-    np.multiply(hits, _widen(np.ascontiguousarray(dy))[:, :, :, None, :], out=grad)
+    x_pairs = x.reshape(batch, channels, rows, 2, width)
+    for start in range(0, batch, scratch.rows):
+        stop = min(batch, start + scratch.rows)
+        count = stop - start
+        wide_y, wide_dy, hits = scratch.wide_y[:count], scratch.wide_dy[:count], scratch.hits[:count]
+        _widen_into(y[start:stop], wide_y)
+        np.equal(x_pairs[start:stop], wide_y[:, :, :, None, :], out=hits)
+        pairs = hits.view(np.uint16)  # (count, channels, rows, 2, width / 2): 1 = left tap, 256 = right tap
+        top_free = scratch.top_free[:count]
+        np.equal(pairs[:, :, :, 0], 0, out=top_free)
+        np.multiply(pairs[:, :, :, 1], top_free, out=pairs[:, :, :, 1])  # the top row wins first
+        later = scratch.later[:count]
+        np.left_shift(pairs, 8, out=later)  # a left hit, moved onto its right neighbour's byte
+        np.invert(later, out=later)
+        np.bitwise_and(pairs, later, out=pairs)  # the left tap wins over the right one
+        _widen_into(dy[start:stop], wide_dy)
+        np.multiply(hits, wide_dy[:, :, :, None, :], out=grad[start:stop])
     return grad.reshape(x.shape)
 
 
