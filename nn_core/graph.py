@@ -58,11 +58,18 @@ def _preview(value: Any) -> str:
 
 @dataclass
 class ValueSpec:
-    """A graph input or output: name, shape (ints; strings for symbolic dims; None when unknown), dtype."""
+    """A graph input or output: name, shape (ints; strings for symbolic dims; None when unknown), dtype.
+
+    ``kind``: what the value is — "tensor" (an array), "sequence" (a list of values), "optional" (a value or
+    None), "map", "sparse_tensor", or "unknown" (no type declared). Only tensors are checked and converted as
+    arrays at the model's boundary; the other kinds pass through as Python objects. For a sequence or an
+    optional, ``dtype`` and ``shape`` describe its tensor elements when the declaration says.
+    """
 
     name: str
     shape: list[int | str | None] | None
     dtype: np.dtype | None
+    kind: str = "tensor"
 
     def describe_shape(self) -> str:
         if self.shape is None:
@@ -86,11 +93,27 @@ class NodeInfo:
         return f"node '{self.name}' ({self.op_type})"
 
 
+_VALUE_KINDS = {"tensor_type": "tensor", "sequence_type": "sequence", "optional_type": "optional",
+                "map_type": "map", "sparse_tensor_type": "sparse_tensor"}
+
+
 def value_spec(info: onnx.ValueInfoProto) -> ValueSpec:
-    kind = info.type.WhichOneof("value")
-    if kind != "tensor_type":
-        return ValueSpec(info.name, None, None)
-    tensor_type = info.type.tensor_type
+    kind = _VALUE_KINDS.get(info.type.WhichOneof("value"), "unknown")
+    if kind != "tensor":
+        element = info.type
+        for _ in range(MAX_SUBGRAPH_NESTING):  # the innermost tensor of a sequence/optional, for its dtype
+            inner = element.WhichOneof("value")
+            if inner not in ("sequence_type", "optional_type"):
+                break
+            element = getattr(element, inner).elem_type
+        if kind in ("sequence", "optional") and element.WhichOneof("value") == "tensor_type":
+            spec = _tensor_spec(info.name, element.tensor_type)
+            return ValueSpec(info.name, spec.shape if kind == "optional" else None, spec.dtype, kind)
+        return ValueSpec(info.name, None, None, kind)
+    return _tensor_spec(info.name, info.type.tensor_type)
+
+
+def _tensor_spec(name: str, tensor_type: onnx.TypeProto.Tensor) -> ValueSpec:
     dtype = None
     if tensor_type.elem_type:
         try:
@@ -98,7 +121,7 @@ def value_spec(info: onnx.ValueInfoProto) -> ValueSpec:
         except (KeyError, TypeError, ValueError):
             dtype = None
     if not tensor_type.HasField("shape"):
-        return ValueSpec(info.name, None, dtype)
+        return ValueSpec(name, None, dtype)
     shape: list[int | str | None] = []
     for dim in tensor_type.shape.dim:
         if dim.HasField("dim_value"):
@@ -107,7 +130,7 @@ def value_spec(info: onnx.ValueInfoProto) -> ValueSpec:
             shape.append(dim.dim_param)
         else:
             shape.append(None)
-    return ValueSpec(info.name, shape, dtype)
+    return ValueSpec(name, shape, dtype)
 
 
 def free_variables(graph: onnx.GraphProto, depth: int = 0) -> list[str]:
@@ -207,7 +230,7 @@ class Graph:
         # initializers listed as graph inputs are weights with defaults, not something the user feeds
         self.inputs = [value_spec(v) for v in graph.input if v.name not in self.constants]
         own = {v.name for v in graph.input}
-        self.inputs += [ValueSpec(name, None, None) for name in outer or () if name not in own
+        self.inputs += [ValueSpec(name, None, None, "unknown") for name in outer or () if name not in own
                         and name not in self.constants]
         self.outputs = [value_spec(v) for v in graph.output]
         if not self.outputs:

@@ -49,12 +49,15 @@ class Model:
         self._training: GradientPlan | None = None
         self._input_names = [spec.name for spec in self.graph.inputs]
         self._output_names = [spec.name for spec in self.graph.outputs]
+        # sequences, optionals and maps leave as Python objects (lists, None), tensors as plain arrays
+        self._plain_outputs = all(spec.kind == "tensor" for spec in self.graph.outputs)
         read = {name for node in self.graph.nodes for name in node.inputs} | set(self._output_names)
         # graph inputs no node reads (exporters leave some behind) need not be fed
         self._unused_inputs = {name for name in self._input_names if name not in read}
         # (name, dtype, rank, fixed dims) of inputs whose declaration allows the fast feed check
         self._feed_checks: list[tuple] | None = None
-        if all(spec.dtype is not None and spec.shape is not None for spec in self.graph.inputs):
+        if all(spec.kind == "tensor" and spec.dtype is not None and spec.shape is not None
+               for spec in self.graph.inputs):
             self._feed_checks = [
                 (spec.name, spec.dtype, len(spec.shape),
                  tuple((axis, size) for axis, size in enumerate(spec.shape) if isinstance(size, int)))
@@ -123,7 +126,11 @@ class Model:
         except Exception as exc:  # noqa: BLE001
             raise as_model_error(exc, self.name, "running") from exc
         # kernels may hand back strided views (a convolution skipping a copy); callers get plain arrays
-        result = {name: _plain_array(value) for name, value in zip(self._output_names, values)}
+        if self._plain_outputs:
+            result = {name: _plain_array(value) for name, value in zip(self._output_names, values)}
+        else:
+            result = {spec.name: _plain_array(value) if spec.kind == "tensor" else _plain_value(value)
+                      for spec, value in zip(self.graph.outputs, values)}
         if output_names is not None:
             return {name: result[name] for name in output_names}
         return result
@@ -288,7 +295,10 @@ class Model:
                     continue
                 raise InputError(f"{self.name}: missing input '{spec.name}' {spec.describe_shape()}"
                                  f"{' ' + str(spec.dtype) if spec.dtype else ''}")
-            arrays.append(_checked_array(self.name, spec, feeds[spec.name]))
+            if spec.kind == "tensor":
+                arrays.append(_checked_array(self.name, spec, feeds[spec.name]))
+            else:
+                arrays.append(_checked_value(self.name, spec, feeds[spec.name]))
         return arrays
 
     def _describe_inputs(self) -> str:
@@ -308,10 +318,46 @@ def _plain_array(value: Any) -> np.ndarray:
     return value if value.flags.c_contiguous else value.copy()
 
 
+def _plain_value(value: Any) -> Any:
+    """A non-tensor output (sequence, optional, map, or undeclared) as Python values: lists stay lists of plain
+    arrays, None (an empty optional) stays None, anything else is a plain array."""
+    if value is None or isinstance(value, dict):
+        return value
+    if isinstance(value, list):
+        return [_plain_value(item) for item in value]
+    return _plain_array(value)
+
+
+def _checked_value(model_name: str, spec: ValueSpec, value: Any) -> Any:
+    """A feed for a sequence, optional, map or undeclared input: lists of arrays and None pass through as they
+    are (the declared kind says which is allowed); a tensor inside is checked against the element dtype."""
+    if value is None:
+        if spec.kind in ("optional", "unknown"):
+            return None
+        raise InputError(f"{model_name}: input '{spec.name}' is a {spec.kind}, got None")
+    if isinstance(value, (list, tuple)):
+        if spec.kind not in ("sequence", "optional", "unknown"):
+            raise InputError(f"{model_name}: input '{spec.name}' is a {spec.kind}, got a sequence")
+        element = ValueSpec(spec.name, None, spec.dtype)
+        nested = ValueSpec(spec.name, None, spec.dtype, "unknown")
+        return [_checked_value(model_name, nested, item) if isinstance(item, (list, tuple)) or item is None
+                else _checked_array(model_name, element, item) for item in value]
+    if isinstance(value, dict):
+        if spec.kind not in ("map", "unknown"):
+            raise InputError(f"{model_name}: input '{spec.name}' is a {spec.kind}, got a map")
+        return value
+    if spec.kind == "sequence":
+        raise InputError(f"{model_name}: input '{spec.name}' is a sequence (a list of arrays), got "
+                         f"{type(value).__name__}")
+    return _checked_array(model_name, spec if spec.kind == "optional" else ValueSpec(spec.name, None, None), value)
+
+
 def _checked_array(model_name: str, spec: ValueSpec, value: Any) -> np.ndarray:
     """The feed as an array of the declared dtype and a shape the declaration allows, or a clear InputError."""
     array = value if type(value) is np.ndarray else np.asarray(value)
     if spec.dtype is not None and array.dtype != spec.dtype:
+        if spec.dtype.kind == "O" and array.dtype.kind in "US":  # strings as NumPy's fixed-width text
+            return _checked_array(model_name, spec, array.astype(object))
         if array.dtype.kind not in "biuf" or (spec.dtype.kind in "iu" and array.dtype.kind == "f"):
             raise InputError(f"{model_name}: input '{spec.name}' expects {spec.dtype}, got {array.dtype}")
         array = array.astype(spec.dtype)

@@ -16,8 +16,58 @@ PLAIN_TYPES = {
 }
 
 
+# beyond the plain numeric types: strings (object arrays, compared exactly)
+EXTRA_TYPES = {onnx.TensorProto.STRING}
+
+
 def as_array(value) -> np.ndarray:
     return numpy_helper.to_array(value) if isinstance(value, onnx.TensorProto) else np.asarray(value)
+
+
+def as_value(value):
+    """A data-set value as the model takes and gives it: an array, a list (a sequence) or None (empty optional)."""
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return [as_value(v) for v in value]
+    return as_array(value)
+
+
+def value_types_ok(type_proto: onnx.TypeProto, allowed: set[int]) -> bool:
+    """Whether a declared type is a tensor of an allowed element type, or a sequence/optional of such."""
+    kind = type_proto.WhichOneof("value")
+    if kind == "tensor_type":
+        return type_proto.tensor_type.elem_type in allowed
+    if kind == "sequence_type":
+        return value_types_ok(type_proto.sequence_type.elem_type, allowed)
+    if kind == "optional_type":
+        return value_types_ok(type_proto.optional_type.elem_type, allowed)
+    return False
+
+
+def assert_same_value(have, want, where: str = "output") -> None:
+    """Exact structure (sequences item by item, None for an empty optional), same dtype and shape, strings equal,
+    numbers within rtol 1e-3 / atol 1e-5."""
+    if want is None:
+        assert have is None, f"{where}: expected an empty optional, got {type(have).__name__}"
+        return
+    if isinstance(want, list):
+        assert isinstance(have, list), f"{where}: expected a sequence, got {type(have).__name__}"
+        assert len(have) == len(want), f"{where}: {len(have)} items, expected {len(want)}"
+        for i, (h, w) in enumerate(zip(have, want)):
+            assert_same_value(h, w, f"{where}[{i}]")
+        return
+    want = as_array(want)
+    assert isinstance(have, np.ndarray), f"{where}: expected an array, got {type(have).__name__}"
+    assert have.shape == want.shape, f"{where}: shape {have.shape}, expected {want.shape}"
+    assert have.dtype == want.dtype, f"{where}: dtype {have.dtype}, expected {want.dtype}"
+    if want.dtype.kind in "OUS":
+        assert have.tolist() == want.tolist(), f"{where}: strings {have.tolist()} != {want.tolist()}"
+        return
+    if want.dtype.kind not in "biufc":  # bfloat16, float8, int4...: compare the values as float32, exactly
+        np.testing.assert_array_equal(have.astype(np.float32), want.astype(np.float32), err_msg=where)
+        return
+    np.testing.assert_allclose(have, want, rtol=1e-3, atol=1e-5, err_msg=where)
 
 
 def model_opset(model: onnx.ModelProto, domain: str = "") -> int:
@@ -38,14 +88,15 @@ def all_cases() -> tuple:
 
 
 def cases_for(supported: set[str], max_opset: int) -> list:
-    """The node cases whose every op is in ``supported``, with plain numeric types only (as the scorecard)."""
+    """The node cases whose every op is in ``supported``, with plain numeric types or strings, as tensors or as
+    sequences/optionals of them."""
     chosen = []
     for case in all_cases():
         ops = {n.op_type for n in case.model.graph.node}
         if not ops <= supported or case.name.startswith("test_gradient"):
             continue
         values = list(case.model.graph.input) + list(case.model.graph.output)
-        if any(v.type.tensor_type.elem_type not in PLAIN_TYPES for v in values):
+        if not all(value_types_ok(v.type, PLAIN_TYPES | EXTRA_TYPES) for v in values):
             continue
         if model_opset(case.model) > max_opset:
             continue
