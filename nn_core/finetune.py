@@ -102,7 +102,8 @@ def finetune(model: Model, x: np.ndarray, labels: np.ndarray, *,
              optimizer: Optimizer | None = None, augment: bool | AugmentConfig = True,
              replay: bool | tuple[np.ndarray, np.ndarray] = True, anchor: float = 1e-2,
              rivals: float = 0.5, label_smoothing: float = 0.0, early_stopping: bool = True, margin: float = 0.6,
-             time_budget: float | None = None, seed: int = 0) -> Model:
+             time_budget: float | None = None, seed: int = 0,
+             callback: Callable[[int, int], bool | None] | None = None) -> Model:
     """A new model, ``model`` fine-tuned so that it outputs ``labels`` for the batch ``x``.
 
     ``x`` is in the model's own input layout and scaling (what ``model.run`` takes), ``labels`` are class
@@ -116,7 +117,8 @@ def finetune(model: Model, x: np.ndarray, labels: np.ndarray, *,
     the pull back to the original weights; ``early_stopping`` — stop as soon as every example's label has
     probability above ``margin`` (checked before the first step too: a model that already reads them is
     returned unchanged — with one drawing per digit, every further step trades other digits for these);
-    ``time_budget`` — seconds. ``model`` is left untouched.
+    ``time_budget`` — seconds; ``callback(step, steps)`` — called after each update (``step`` counts from 1);
+    returning True stops there (progress bars, a cancel button). ``model`` is left untouched.
 
     Raises ModelError naming the reason when the model cannot be fine-tuned: no floating-point weights, an op
     without a gradient rule on the way to them, an output that is not a class vector, a fixed batch size.
@@ -183,6 +185,9 @@ def finetune(model: Model, x: np.ndarray, labels: np.ndarray, *,
         except UnsupportedOperatorError as exc:
             raise ModelError(f"{model.name}: cannot fine-tune: {exc}") from exc
         done_steps = step + 1
+        if callback is not None and callback(done_steps, steps):
+            reason = "stopped by the caller"
+            break
         if time_budget is not None and time.perf_counter() - started > time_budget:
             reason = "time budget"
             break
