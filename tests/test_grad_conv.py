@@ -204,3 +204,46 @@ def test_two_by_two_max_pool_gradient_matches_the_indices_output(dtype):
         expected[indices.ravel()] = dy.ravel()
         assert grad.dtype == dtype
         np.testing.assert_array_equal(grad.ravel(), expected)
+
+
+def test_conv_computes_only_the_wanted_gradients():
+    """``wanted`` (what a gradient plan passes): an unwanted input gets None and the others are unchanged, for
+    the full-width im2col, channels-last and strided plans."""
+    rng = np.random.default_rng(8)
+    for x_shape, w_shape, attrs in [((3, 1, 9, 9), (4, 1, 3, 3), {"pads": [1, 1, 1, 1]}),
+                                    ((3, 8, 7, 7), (5, 8, 3, 3), {}),
+                                    ((3, 2, 9, 8), (4, 2, 3, 3), {"strides": [2, 1]})]:
+        x, w, b = (rng.standard_normal(s).astype(np.float32) for s in (x_shape, w_shape, w_shape[:1]))
+        kernel = _kernel("Conv", attrs, inputs=3)
+        y = kernel.run(x, w, b)
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        full = kernel.backward([x, w, b], [y], [dy])
+        for wanted in ([False, True, True], [True, False, False], [False, False, True]):
+            some = kernel.backward([x, w, b], [y], [dy], wanted=wanted)
+            for want, got, expected in zip(wanted, some, full, strict=True):
+                if want:
+                    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+                else:
+                    assert got is None
+
+
+def test_a_training_step_gets_the_same_weight_gradients_with_and_without_wrt():
+    """With ``wrt`` the plan skips the image's gradient, tells the convolutions what is wanted and runs each
+    ReLU -> MaxPool pair as one rule; the weights' gradients are those of the plain walk."""
+    import nn_core
+    from nn_core.builder import lenet5
+    from nn_core.losses import CrossEntropy
+
+    model = nn_core.load_proto(lenet5(seed=3), "lenet5")
+    plan = model.gradient_plan(training=True)
+    rng = np.random.default_rng(9)
+    x = (rng.random((5, 1, 28, 28)) * (rng.random((5, 1, 28, 28)) > 0.7)).astype(np.float32)
+    params = {name: np.array(value) for name, value in model.initializers.items()}
+    tape = plan.forward({model.inputs[0].name: x}, params)
+    _, cotangents = CrossEntropy().bind(model)(tape.values, rng.integers(0, 10, 5))
+    plain = plan.backward(tape, cotangents)
+    weights = [name for name in params if params[name].dtype.kind == "f"]
+    lean = plan.backward(tape, cotangents, wrt=weights)
+    assert model.inputs[0].name in plain and model.inputs[0].name not in lean
+    for name in weights:
+        np.testing.assert_array_equal(lean[name], plain[name], err_msg=name)
