@@ -10,13 +10,16 @@ the CLI (`run`), the benchmarks and the tests all use it:
     probabilities = adapter.interpret(model.run(feeds))
 
 Metadata keys a model file may carry are named below (``META_*``); ``auto_detect_scaling`` tries every pixel
-convention on MNIST test digits shipped with this package (``mnist_samples.npz``).
+convention on MNIST test digits shipped with this package (``mnist_samples.npz``). A ``temperature`` key
+calibrates the probabilities: the scores are divided by it before the softmax (a model whose temperature is
+already folded into its last layer says so in its ``calibration`` record instead, and carries no such key).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -27,16 +30,21 @@ import numpy as np
 from .errors import InputError, ModelError
 from .scaling import SCALING_DESCRIPTIONS, SCALINGS, scale_pixels
 
-__all__ = ["DEFAULT_SCALING", "InputLayout", "META_INPUT_LAYOUT", "META_INPUT_SCALE", "META_LABELS",
-           "META_OUTPUT_KIND", "MNIST_SIZE", "ModelAdapter", "OUTPUT_KINDS", "SCALINGS", "SCALING_DESCRIPTIONS",
-           "ScalingReport", "auto_detect_scaling", "detect_layout", "detect_output_kind", "digit_from_image_file",
-           "load_samples", "parse_labels", "resolve_scaling", "scale_pixels", "softmax", "to_probabilities"]
+__all__ = ["DEFAULT_SCALING", "InputLayout", "META_CALIBRATION", "META_INPUT_LAYOUT", "META_INPUT_SCALE",
+           "META_LABELS", "META_OUTPUT_KIND", "META_TEMPERATURE", "MNIST_SIZE", "ModelAdapter", "OUTPUT_KINDS",
+           "SCALINGS", "SCALING_DESCRIPTIONS", "ScalingReport", "auto_detect_scaling", "detect_layout",
+           "detect_output_kind", "digit_from_image_file", "folded_calibration", "load_samples", "parse_labels",
+           "parse_temperature", "resolve_scaling", "scale_pixels", "softmax", "to_probabilities"]
 
 # Metadata keys (ONNX metadata_props) this interface reads; nn_core.train writes them into the models it makes.
 META_LABELS = "labels"  # a JSON list (or "a, b, c") of class names, in output order
 META_INPUT_SCALE = "input_scale"  # one of SCALINGS
 META_OUTPUT_KIND = "output_kind"  # one of OUTPUT_KINDS
 META_INPUT_LAYOUT = "input_layout"  # "nchw", ... (informative: the layout is detected from the declared shape)
+META_TEMPERATURE = "temperature"  # a number T > 0: probabilities are softmax(scores / T) (temperature scaling)
+# nn_core.train --calibrate's record (JSON): {"temperature": T, "folded_into": layer, ...}; a folded T is in the
+# weights already and is never applied again
+META_CALIBRATION = "calibration"
 
 MNIST_SIZE = 28
 OUTPUT_KINDS = ("logits", "probabilities", "log_probabilities")
@@ -51,6 +59,9 @@ SAMPLES_FILE = "mnist_samples.npz"
 # takes ~1000; a file declaring [1,1,100000,100000] is refused here instead of being allocated (the model file is
 # untrusted input, and the preview and feeds are built on demand from its declared shape).
 MAX_INPUT_ELEMENTS = 1 << 26
+# A temperature outside this range is not a calibration (T = 1e-30 turns every output into a one-hot 100 %, T = 1e30
+# into a uniform 10 %): the file is untrusted, so such a value is ignored with a warning.
+TEMPERATURE_RANGE = (1e-3, 1e3)
 
 
 @dataclass(frozen=True)
@@ -198,10 +209,18 @@ def detect_output_kind(scores: np.ndarray) -> str:
     return "logits"
 
 
-def to_probabilities(scores: np.ndarray, kind: str | None = None) -> np.ndarray:
-    """Class probabilities (float64, summing to 1) from one score vector of the given or detected kind."""
+def to_probabilities(scores: np.ndarray, kind: str | None = None, temperature: float | None = None) -> np.ndarray:
+    """Class probabilities (float64, summing to 1) from one score vector of the given or detected kind.
+
+    ``temperature`` T (temperature scaling): logits and log-probabilities are divided by T before the softmax;
+    probabilities become softmax(log p / T), the same thing. Independent [0, 1] scores are left as they are.
+    """
     scores = np.nan_to_num(np.asarray(scores, dtype=np.float64).ravel(), nan=0.0, posinf=1e30, neginf=-1e30)
     kind = kind or detect_output_kind(scores)
+    if temperature is not None and temperature != 1.0 and kind != "scores01":
+        if kind == "probabilities":
+            scores = np.log(np.maximum(scores, 1e-300))
+        return softmax(scores / temperature)
     if kind == "probabilities":
         probs = np.clip(scores, 0.0, None)
     elif kind == "scores01":
@@ -229,6 +248,38 @@ def parse_labels(metadata: dict[str, str]) -> list[str] | None:
     return None
 
 
+def parse_temperature(metadata: dict[str, str]) -> tuple[float | None, str | None]:
+    """The ``temperature`` metadata value, validated: (T, None), (None, None) when absent, or (None, warning)
+    when it is not a finite number in ``TEMPERATURE_RANGE`` (the file is untrusted; the value is then ignored)."""
+    text = metadata.get(META_TEMPERATURE)
+    if text is None:
+        return None, None
+    shown = repr(text if len(text) <= 40 else text[:40] + "…")
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None, f"metadata temperature {shown} is not a number: ignored"
+    low, high = TEMPERATURE_RANGE
+    if not math.isfinite(value) or value <= 0:
+        return None, f"metadata temperature {shown} is not a finite number > 0: ignored"
+    if not low <= value <= high:
+        return None, f"metadata temperature {shown} is outside {low:g}..{high:g}: ignored"
+    folded = folded_calibration(metadata)
+    if folded is not None and math.isclose(folded[0], value, rel_tol=1e-3):
+        return None, f"metadata temperature {shown} is already folded into {folded[1]}: not applied twice"
+    return value, None
+
+
+def folded_calibration(metadata: dict[str, str]) -> tuple[float, str] | None:
+    """(T, layer) when the ``calibration`` record says a temperature is folded into the weights, else None."""
+    try:
+        record = json.loads(metadata.get(META_CALIBRATION) or "null")
+        temperature, layer = float(record["temperature"]), str(record["folded_into"])
+    except (ValueError, TypeError, KeyError):
+        return None
+    return (temperature, layer) if math.isfinite(temperature) and temperature > 0 and layer else None
+
+
 def resolve_scaling(metadata: dict[str, str], remembered: str | None) -> tuple[str, str]:
     """The scaling to use and where it came from: the file's metadata, the user's remembered choice, default."""
     declared = metadata.get(META_INPUT_SCALE)
@@ -250,6 +301,11 @@ class ModelAdapter:
         declared_kind = self.metadata.get(META_OUTPUT_KIND)
         self.declared_output_kind = declared_kind if declared_kind in OUTPUT_KINDS else None
         self.metadata_labels = parse_labels(self.metadata)
+        self.warnings: list[str] = []  # what in the file was ignored, and why (shown with the model)
+        self.temperature, warning = parse_temperature(self.metadata)
+        if warning:
+            self.warnings.append(warning)
+            warnings.warn(f"{_model_name(model)}: {warning}", UserWarning, stacklevel=2)
         self._output_name: str | None = None
 
     # --- input side ----------------------------------------------------------------------------------------
@@ -344,7 +400,7 @@ class ModelAdapter:
         return self._output_name
 
     def interpret(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
-        return to_probabilities(self.scores(outputs), self.declared_output_kind)
+        return to_probabilities(self.scores(outputs), self.declared_output_kind, self.temperature)
 
     def labels(self, count: int) -> list[str]:
         if self.metadata_labels and len(self.metadata_labels) == count:
@@ -367,7 +423,8 @@ class ModelAdapter:
             self.scores(outputs)  # picks the score output
             batch_scores = np.asarray(outputs[self._output_name])
             batch_scores = batch_scores.reshape(len(images28), -1)
-            return np.stack([to_probabilities(row, self.declared_output_kind) for row in batch_scores])
+            return np.stack([to_probabilities(row, self.declared_output_kind, self.temperature)
+                             for row in batch_scores])
         return np.stack([self.predict(image, scaling) for image in images28])
 
 
