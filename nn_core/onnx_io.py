@@ -26,10 +26,10 @@ _PACKED_4BIT = {getattr(onnx.TensorProto, name) for name in ("INT4", "UINT4", "F
 
 # signatures of files people mistake for ONNX models, checked before protobuf parsing
 _MAGIC = [
-    (b"PK\x03\x04", "a ZIP archive (a PyTorch .pt/.pth checkpoint or a zipped model?) — export it with torch.onnx"),
-    (b"\x89HDF", "an HDF5 file (a Keras .h5 model?) — convert it with tf2onnx"),
-    (b"\x80\x02", "a Python pickle (a PyTorch checkpoint?) — export it with torch.onnx"),
-    (b"\x80\x04", "a Python pickle (a PyTorch checkpoint?) — export it with torch.onnx"),
+    (b"PK\x03\x04", "a ZIP archive, perhaps a PyTorch .pt/.pth checkpoint — export it with torch.onnx"),
+    (b"\x89HDF", "an HDF5 file, perhaps a Keras .h5 model — convert it with tf2onnx"),
+    (b"\x80\x02", "a Python pickle, perhaps a PyTorch checkpoint — export it with torch.onnx"),
+    (b"\x80\x04", "a Python pickle, perhaps a PyTorch checkpoint — export it with torch.onnx"),
     (b"\x89PNG", "a PNG image"),
     (b"\xff\xd8\xff", "a JPEG image"),
     (b"\x1f\x8b", "a gzip-compressed file — decompress it first"),
@@ -46,7 +46,7 @@ def _describe_non_model(head: bytes) -> str | None:
         return "a TensorFlow Lite model — convert it with tf2onnx"
     text = head.lstrip()[:200].lower()
     if text.startswith((b"<!doctype html", b"<html")) or b"<html" in text:
-        return "an HTML page (saved from a web page instead of downloading the raw file?)"
+        return "an HTML page, saved from a web page instead of downloading the raw file"
     if text.startswith((b"{", b"[")):
         return "a JSON file"
     if head and all(32 <= b < 127 or b in b"\t\r\n" for b in head[:200]):
