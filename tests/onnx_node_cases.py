@@ -16,8 +16,12 @@ PLAIN_TYPES = {
 }
 
 
-# beyond the plain numeric types: strings (object arrays, compared exactly)
-EXTRA_TYPES = {onnx.TensorProto.STRING}
+# beyond the plain numeric types: strings (object arrays, compared exactly), bfloat16 and the float8 types
+# (converted bit-exactly by nn_core.ops.float8), the 4-bit integers and float4
+EXTRA_TYPES = {onnx.TensorProto.STRING, onnx.TensorProto.BFLOAT16} | {
+    getattr(onnx.TensorProto, name) for name in ("FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ",
+                                                  "FLOAT8E8M0", "INT4", "UINT4", "FLOAT4E2M1")
+    if hasattr(onnx.TensorProto, name)}
 
 
 def as_array(value) -> np.ndarray:
@@ -64,9 +68,9 @@ def assert_same_value(have, want, where: str = "output") -> None:
     if want.dtype.kind in "OUS":
         assert have.tolist() == want.tolist(), f"{where}: strings {have.tolist()} != {want.tolist()}"
         return
-    if want.dtype.kind not in "biufc":  # bfloat16, float8, int4...: compare the values as float32, exactly
-        np.testing.assert_array_equal(have.astype(np.float32), want.astype(np.float32), err_msg=where)
-        return
+    if want.dtype.kind not in "biufc" or want.dtype.itemsize == 1 and want.dtype.kind == "f":
+        # bfloat16, float8, int4...: the values as float32 (within rtol 1e-3: below their resolution)
+        have, want = have.astype(np.float32), want.astype(np.float32)
     np.testing.assert_allclose(have, want, rtol=1e-3, atol=1e-5, err_msg=where)
 
 

@@ -12,7 +12,17 @@ from onnx_node_cases import as_value, assert_same_value, cases_for
 import nn_core
 
 # case name -> why it is expected to fail; each entry is a real, explained limitation
-KNOWN_FAILURES: dict[str, str] = {}
+KNOWN_FAILURES: dict[str, str] = {
+    **{f"test_attention_{name}_bf16{suffix}": "Attention (and its expanded form) computes bfloat16 in float32 and "
+       "hands back float32; the reference rounds to bfloat16 between steps" for name in (
+           "3d_causal", "4d_causal", "4d_padded_kv", "4d_causal_padded_kv", "4d_attn_mask_causal")
+       for suffix in ("", "_expanded")},
+    "test_celu_bfloat16": "Celu returns float32 for a bfloat16 input (activations.py has no bfloat16 path yet)",
+    "test_celu_bfloat16_expanded": "the expanded Celu's elementwise ops return float32 for bfloat16 inputs",
+    **{f"test_quantizelinear_{name}": "QuantizeLinear has no float8/4-bit output types yet (quantized.py)"
+       for name in ("e4m3fn", "e5m2", "uint4", "int4", "float4e2m1")},
+    "test_dequantizelinear_e4m3fn_float16": "DequantizeLinear of float8 to float16 differs (quantized.py)",
+}
 
 CASES = cases_for(set(nn_core.SUPPORTED_OPS), nn_core.MAX_OPSET)
 

@@ -16,6 +16,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from .float8 import NARROW_FLOATS
+from .float8 import cast as narrow_cast
 from .gradients import sum_to_shape
 from .registry import NodeSpec, Op, register
 from .shape import check_broadcast, element_limit, int_attr
@@ -449,9 +451,27 @@ def onnx_dtype(elem_type: int | str, where: Op) -> np.dtype:
     return dtype
 
 
+def _cast_mode(op: Op) -> tuple[bool, str]:
+    """``saturate`` (opset 19+, float8 targets) and ``round_mode`` (opset 24+, float8 E8M0 targets)."""
+    saturate = op.attr("saturate", 1)
+    if saturate not in (0, 1):
+        raise op.fail(f"attribute 'saturate' must be 0 or 1, got {saturate!r}")
+    round_mode = op.attr("round_mode", "up")
+    if round_mode not in ("up", "down", "nearest"):
+        raise op.fail(f"attribute 'round_mode' must be up, down or nearest, got {round_mode!r}")
+    return bool(saturate), round_mode
+
+
+def _cast(x: np.ndarray, dtype: np.dtype, saturate: bool, round_mode: str) -> np.ndarray:
+    if x.dtype.name in NARROW_FLOATS or dtype.name in NARROW_FLOATS:
+        return narrow_cast(x, dtype, saturate, round_mode)
+    return x.astype(dtype, copy=False)
+
+
 @register("Cast", 1)
 class Cast(Op):
-    """Cast to `to`; float to int truncates toward zero as in C (NumPy's astype does the same)."""
+    """Cast to `to`; float to int truncates toward zero as in C (NumPy's astype does the same). bfloat16 and
+    the float8 types convert bit-exactly as ONNX specifies (``nn_core.ops.float8``: saturate, round_mode)."""
 
     def __init__(self, node: NodeSpec):
         super().__init__(node)
@@ -459,11 +479,12 @@ class Cast(Op):
             raise self.fail("missing attribute 'to'")
         self.dtype = onnx_dtype(self.attr("to"), self)
         self.max_elements = element_limit(self, self.dtype.itemsize)
+        self.saturate, self.round_mode = _cast_mode(self)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         if x.size > self.max_elements:  # a cast to a wider type can outgrow the budget its input met
             self.check_size(x.shape, self.dtype)
-        return x.astype(self.dtype, copy=False)
+        return _cast(x, self.dtype, self.saturate, self.round_mode)
 
     def backward(self, inputs, outputs, grads):
         return [_cast_back(inputs[0], outputs[0], grads[0])]
@@ -479,10 +500,14 @@ def _cast_back(x: np.ndarray, out: np.ndarray, grad: np.ndarray | None) -> np.nd
 
 @register("CastLike", 15)
 class CastLike(Op):
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        self.saturate, self.round_mode = _cast_mode(self)
+
     def run(self, x: np.ndarray, like: np.ndarray) -> np.ndarray:
         if x.size * like.dtype.itemsize > self.node.limits.max_tensor_bytes:
             self.check_size(x.shape, like.dtype)
-        return x.astype(like.dtype, copy=False)
+        return _cast(x, like.dtype, self.saturate, self.round_mode)
 
     def backward(self, inputs, outputs, grads):
         return [_cast_back(inputs[0], outputs[0], grads[0]), None]  # only `like`'s type is used, not its values

@@ -11,6 +11,8 @@ import numpy as np
 
 from . import conv, norm, pool  # noqa: F401  (importing registers their kernels)
 from .conv import FusableOp, fold_batchnorm_into_conv
+from .float8 import NARROW_FLOATS
+from .float8 import cast as narrow_cast
 from .gradients import sum_to_shape
 from .registry import NodeSpec, Op, register
 from .shape import broadcast_dims, element_limit, finite_attr, resolve_axes
@@ -263,12 +265,18 @@ class Einsum(Op):
 
     def run(self, *inputs):
         self.check(inputs)
+        dtype = inputs[0].dtype
+        narrow = dtype.name in NARROW_FLOATS
+        if narrow:  # bfloat16/float8: exact float32 operands, float32 sums, one rounding at the end
+            inputs = tuple(narrow_cast(x, np.dtype(np.float32)) for x in inputs)
         try:
             result = np.einsum(self.equation, *inputs, optimize=len(inputs) > 2)
         except (ValueError, TypeError) as exc:
             shapes = [list(x.shape) for x in inputs]
             raise self.fail(f"equation {self.equation!r} on shapes {shapes}: {exc}") from None
-        return np.asarray(result, dtype=inputs[0].dtype)
+        if narrow:
+            return narrow_cast(np.asarray(result, dtype=np.float32), dtype)
+        return np.asarray(result, dtype=dtype)
 
     def backward(self, inputs, outputs, grads):
         g = grads[0]
