@@ -91,16 +91,17 @@ def all_cases() -> tuple:
         return tuple(collect_testcases(None))
 
 
-def cases_for(supported: set[str], max_opset: int) -> list:
-    """The node cases whose every op is in ``supported``, with plain numeric types or strings, as tensors or as
-    sequences/optionals of them."""
+def cases_for(supported: set[str], max_opset: int, types: set[int] = PLAIN_TYPES) -> list:
+    """The node cases whose every op is in ``supported`` and whose inputs and outputs are tensors of ``types``
+    (plain numeric types unless told; the loader-level conformance adds EXTRA_TYPES), or sequences/optionals of
+    them."""
     chosen = []
     for case in all_cases():
         ops = {n.op_type for n in case.model.graph.node}
         if not ops <= supported or case.name.startswith("test_gradient"):
             continue
         values = list(case.model.graph.input) + list(case.model.graph.output)
-        if not all(value_types_ok(v.type, PLAIN_TYPES | EXTRA_TYPES) for v in values):
+        if not all(value_types_ok(v.type, types) for v in values):
             continue
         if model_opset(case.model) > max_opset:
             continue

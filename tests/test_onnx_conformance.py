@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import onnx
 import pytest
-from onnx_node_cases import as_value, assert_same_value, cases_for
+from onnx_node_cases import EXTRA_TYPES, PLAIN_TYPES, as_value, assert_same_value, cases_for
 
 import nn_core
 
@@ -24,7 +24,7 @@ KNOWN_FAILURES: dict[str, str] = {
     "test_dequantizelinear_e4m3fn_float16": "DequantizeLinear of float8 to float16 differs (quantized.py)",
 }
 
-CASES = cases_for(set(nn_core.SUPPORTED_OPS), nn_core.MAX_OPSET)
+CASES = cases_for(set(nn_core.SUPPORTED_OPS), nn_core.MAX_OPSET, PLAIN_TYPES | EXTRA_TYPES)
 
 
 def test_the_suite_is_substantial():
