@@ -65,7 +65,7 @@ def read_model(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) ->
     if what:
         raise ModelError(f"{path.name}: not an ONNX file (it looks like {what})")
     try:
-        model = onnx.load_model_from_string(data)
+        model = parse_model(data)
     except (DecodeError, ValueError, RuntimeError, RecursionError) as exc:
         raise ModelError(
             f"{path.name}: not an ONNX file, or a truncated/damaged one ({len(data):,} bytes): the protobuf "
@@ -78,6 +78,101 @@ def read_model(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) ->
         raise ModelError(f"{path.name}: not an ONNX model (no IR version; a damaged or foreign protobuf file?)")
     load_external_data(model, path, limits)
     return model
+
+
+# parsing a model in pieces of about this many bytes lets other threads run between them (see parse_model)
+PARSE_PIECE_BYTES = 1 << 20
+_MODEL_GRAPH_FIELD = 7  # ModelProto.graph
+_LENGTH_DELIMITED = 2
+
+
+class _NotSplittable(Exception):
+    """The bytes are not a plain sequence of protobuf fields; the whole-buffer parser says what is wrong."""
+
+
+def parse_model(data: bytes, piece_bytes: int = PARSE_PIECE_BYTES) -> onnx.ModelProto:
+    """``onnx.load_model_from_string(data)``, parsed in pieces of about ``piece_bytes`` so that no single call
+    holds the interpreter for long.
+
+    protobuf's parser keeps Python's global lock for the whole call: a 100 MB ResNet-50 took ~130 ms in one go,
+    during which no other thread (the app's UI above all) could run. Protobuf messages merge field by field, so
+    parsing the model's top-level fields and its graph's fields (nodes, initializers...) a few at a time into
+    the same message gives the very same ModelProto; the lock is free between pieces. Anything the field scanner
+    does not recognise (a truncated length, group wire types) goes to the whole-buffer parser, whose errors are
+    the ones the user sees.
+    """
+    if len(data) <= 4 * piece_bytes:
+        return onnx.load_model_from_string(data)
+    try:
+        pieces = _model_pieces(data, piece_bytes)
+    except _NotSplittable:
+        return onnx.load_model_from_string(data)
+    model = onnx.ModelProto()
+    view = memoryview(data)
+    for into_graph, start, stop in pieces:
+        (model.graph if into_graph else model).MergeFromString(view[start:stop])
+    return model
+
+
+def _fields(data: bytes, start: int, stop: int) -> Iterator[tuple[int, int, int, int]]:
+    """(field number, start of its tag, start of its value, end) of each field in ``data[start:stop]``."""
+    position = start
+    while position < stop:
+        tag_start = position
+        tag, position = _varint(data, position, stop)
+        number, wire = tag >> 3, tag & 7
+        if number == 0:
+            raise _NotSplittable
+        if wire == 0:
+            _, position = _varint(data, position, stop)
+            value = position
+        elif wire == 1:
+            value, position = position, position + 8
+        elif wire == _LENGTH_DELIMITED:
+            length, value = _varint(data, position, stop)
+            position = value + length
+        elif wire == 5:
+            value, position = position, position + 4
+        else:  # groups (3, 4) or invalid wire types
+            raise _NotSplittable
+        if position > stop:
+            raise _NotSplittable
+        yield number, tag_start, value, position
+
+
+def _varint(data: bytes, position: int, stop: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if position >= stop or shift > 63:
+            raise _NotSplittable
+        byte = data[position]
+        position += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, position
+        shift += 7
+
+
+def _model_pieces(data: bytes, piece_bytes: int) -> list[tuple[bool, int, int]]:
+    """Contiguous byte ranges to merge in order: (into the graph?, start, stop), each about ``piece_bytes``."""
+    pieces: list[tuple[bool, int, int]] = []
+
+    def add(into_graph: bool, start: int, stop: int) -> None:
+        if pieces and pieces[-1][0] == into_graph and pieces[-1][2] == start \
+                and pieces[-1][2] - pieces[-1][1] < piece_bytes:
+            pieces[-1] = (into_graph, pieces[-1][1], stop)
+        else:
+            pieces.append((into_graph, start, stop))
+
+    for number, tag_start, value, stop in _fields(data, 0, len(data)):
+        if number == _MODEL_GRAPH_FIELD and stop - value > piece_bytes:
+            if data[tag_start] & 7 != _LENGTH_DELIMITED:
+                raise _NotSplittable
+            for _number, field_start, _value, field_stop in _fields(data, value, stop):
+                add(True, field_start, field_stop)
+        else:
+            add(False, tag_start, stop)
+    return pieces
 
 
 def _read_regular_file(path: Path, max_bytes: int, what: str) -> bytes:
