@@ -1,7 +1,10 @@
 """Losses (NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss) and assorted tensor operators: CumProd, Unique,
-LpNormalization, Det, BitCast, TensorScatter, MaxUnpool, CenterCropPad."""
+LpNormalization, Det, BitCast, TensorScatter, MaxUnpool, CenterCropPad; the Adagrad, Momentum and Adam steps of
+ai.onnx.preview.training."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from onnx import helper
@@ -271,3 +274,100 @@ class CenterCropPad(Op):
         out = np.zeros(new_shape, x.dtype)
         out[tuple(target)] = x[tuple(source)]
         return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Optimizers of the ai.onnx.preview.training domain: one update step of several tensors, as ONNX specifies them
+
+TRAINING_DOMAIN = "ai.onnx.preview.training"
+
+
+class _Optimizer(Op):
+    """Inputs R (learning rate), T (step count), then ``per`` groups of n tensors (X..., G..., states...);
+    outputs the n new X, then the new states group by group."""
+
+    per = 3  # tensor groups per optimized tensor, including X and G
+    required: tuple[str, ...] = ()
+    defaults: dict[str, float] = {}
+
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        tensors = len(node.inputs) - 2
+        if tensors <= 0 or tensors % self.per:
+            raise self.fail(f"takes R, T and {self.per} groups of tensors; got {len(node.inputs)} inputs")
+        self.n = tensors // self.per
+        if len(node.outputs) > self.n * (self.per - 1):
+            raise self.fail(f"declares {len(node.outputs)} outputs for {self.n} optimized tensors")
+        self.values = {}
+        for name in self.required:
+            if self.attr(name) is None:
+                raise self.fail(f"missing attribute '{name}'")
+        for name in (*self.required, *self.defaults):
+            value = self.attr(name, self.defaults.get(name))
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise self.fail(f"attribute '{name}' must be a finite number, got {value!r}")
+            self.values[name] = float(value)
+
+    def run(self, r, t, *tensors):
+        r = float(np.asarray(r).reshape(-1)[0]) if np.size(r) == 1 else None
+        t = int(np.asarray(t).reshape(-1)[0]) if np.size(t) == 1 else None
+        if r is None or t is None:
+            raise self.fail("R and T must be scalars")
+        groups = [tensors[k * self.n:(k + 1) * self.n] for k in range(self.per)]
+        results = [[] for _ in range(self.per - 1)]
+        for i in range(self.n):
+            items = [group[i] for group in groups]
+            shape = items[0].shape
+            if any(item.shape != shape for item in items[1:]):
+                raise self.fail(f"tensor {i}: X, G and the states must share X's shape {list(shape)}")
+            outs = self.step(r, t, *(item.astype(np.float64) for item in items))
+            for k, out in enumerate(outs):
+                results[k].append(out.astype(items[0 if k == 0 else k + 1].dtype))
+        flat = [value for group in results for value in group][: len(self.node.outputs)]
+        return flat[0] if len(flat) == 1 else tuple(flat)
+
+
+@register("Adagrad", 1, domain=TRAINING_DOMAIN)
+class Adagrad(_Optimizer):
+    per = 3
+    defaults = {"decay_factor": 0.0, "epsilon": 0.0, "norm_coefficient": 0.0}
+
+    def step(self, r, t, x, g, h):
+        p = self.values
+        rate = r / (1 + t * p["decay_factor"])
+        g = p["norm_coefficient"] * x + g
+        h = h + g * g
+        return x - rate * g / (np.sqrt(h) + p["epsilon"]), h
+
+
+@register("Momentum", 1, domain=TRAINING_DOMAIN)
+class Momentum(_Optimizer):
+    per = 3
+    required = ("alpha", "beta", "norm_coefficient")
+
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        self.mode = self.attr("mode")
+        if self.mode not in ("standard", "nesterov"):
+            raise self.fail(f"mode must be 'standard' or 'nesterov', got {self.mode!r}")
+
+    def step(self, r, t, x, g, v):
+        p = self.values
+        g = p["norm_coefficient"] * x + g
+        v = p["alpha"] * v + (p["beta"] if t > 0 else 1.0) * g
+        return (x - r * v if self.mode == "standard" else x - r * (g + p["alpha"] * v)), v
+
+
+@register("Adam", 1, domain=TRAINING_DOMAIN)
+class Adam(_Optimizer):
+    per = 4
+    defaults = {"alpha": 0.9, "beta": 0.999, "epsilon": 0.0, "norm_coefficient": 0.0, "norm_coefficient_post": 0.0}
+
+    def step(self, r, t, x, g, v, h):
+        p = self.values
+        g = p["norm_coefficient"] * x + g
+        v = p["alpha"] * v + (1 - p["alpha"]) * g
+        h = p["beta"] * h + (1 - p["beta"]) * g * g
+        rate = r * math.sqrt(1 - p["beta"] ** t) / (1 - p["alpha"] ** t) if t > 0 else r
+        x = x - rate * v / (np.sqrt(h) + p["epsilon"])
+        return (1 - p["norm_coefficient_post"]) * x, v, h
