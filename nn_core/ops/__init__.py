@@ -8,7 +8,7 @@ from .registry import NodeSpec, Op, register, resolve, supported_ops
 
 # every kernel module; each registers its classes on import
 KERNEL_MODULES = ("elementwise", "activations", "reduce", "shape", "nn", "quantized", "contrib_ms", "ml",
-                  "control", "recurrent", "transformer", "misc", "spatial", "signal", "sequence", "strings")
+                  "control", "recurrent", "transformer", "misc", "spatial", "signal", "sequence", "strings", "image")
 
 _loaded = False
 
