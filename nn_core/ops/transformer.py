@@ -363,3 +363,72 @@ class LinearAttention(Op):
             out[:, :, i] = scale * np.einsum("bhd,bhdm->bhm", q[:, :, i], read)
         y = out.transpose(0, 2, 1, 3).reshape(b, t, self.q_heads * d_v).astype(query.dtype)
         return y, state.astype(state_dtype)
+
+
+@register("FlexAttention", 1, domain="ai.onnx.preview")
+class FlexAttention(Op):
+    """Scaled dot-product attention on [B, H, S, D] inputs with optional ``score_mod`` (after Q.K^T * scale) and
+    ``prob_mod`` (after the softmax) subgraphs, each taking and giving one [B, Hq, Sq, Skv] tensor in the
+    softmax precision; grouped-query heads share K/V heads in contiguous groups."""
+
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        from ..graph import implicit_inputs
+        from .control import Body
+
+        self.mods = {}
+        for key in ("score_mod", "prob_mod"):
+            if self.attr(key) is not None:
+                body = Body(self, self.attr(key), key)
+                if body.formal_count != 1 or body.output_count != 1:
+                    raise self.fail(f"{key} must take one input and give one output, it takes {body.formal_count} "
+                                    f"and gives {body.output_count}")
+                self.mods[key] = body
+        outer = implicit_inputs(self.attrs) if self.mods else []
+        for body in self.mods.values():
+            body.bind(outer)
+        self.declared = len(node.inputs) - len(outer)
+        if self.declared != 3:
+            raise self.fail(f"takes Q, K and V, got {self.declared} inputs")
+        precision = self.attr("softmax_precision")
+        self.precision = None
+        if precision is not None:
+            if precision not in (1, 10, 11, 16):  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
+                raise self.fail(f"softmax_precision {precision} must name a floating-point type")
+            # bfloat16 and float16 sums run in float32 here (the closest NumPy has for bfloat16)
+            self.precision = np.dtype(np.float64 if precision == 11 else np.float32)
+        self.scale = self.attr("scale")
+        if self.scale is not None:
+            self.scale = finite_attr(self, "scale", None)
+
+    def run(self, q, k, v, *outer):
+        if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
+            raise self.fail(f"Q, K and V must be rank 4, got {list(q.shape)}, {list(k.shape)}, {list(v.shape)}")
+        batch, heads, length, size = q.shape
+        kv_heads, kv_length = k.shape[1], k.shape[2]
+        if k.shape[0] != batch or v.shape[:3] != k.shape[:3] or k.shape[3] != size:
+            raise self.fail(f"Q {list(q.shape)}, K {list(k.shape)} and V {list(v.shape)} do not fit together")
+        if kv_heads == 0 or heads % kv_heads:
+            raise self.fail(f"{heads} query heads are not a multiple of {kv_heads} key/value heads")
+        self.check_size((batch, heads, length, kv_length), np.float64, "the attention scores")
+        self.check_work(float(batch) * heads * length * kv_length * (size + v.shape[3]))
+        dtype = self.precision or np.dtype(np.float64 if q.dtype == np.float64 else np.float32)
+        group = heads // kv_heads
+        if group > 1:
+            k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
+        scale = self.scale if self.scale is not None else 1.0 / np.sqrt(size)
+        scores = (q.astype(dtype) @ np.swapaxes(k.astype(dtype), -1, -2)) * dtype.type(scale)
+        if "score_mod" in self.mods:
+            scores = self._modify("score_mod", scores, outer)
+        top = np.max(scores, axis=-1, keepdims=True)
+        weights = np.exp(scores - np.where(np.isfinite(top), top, 0))
+        probs = weights / np.sum(weights, axis=-1, keepdims=True)
+        if "prob_mod" in self.mods:
+            probs = self._modify("prob_mod", probs, outer)
+        return (probs @ v.astype(dtype)).astype(q.dtype)
+
+    def _modify(self, key: str, value: np.ndarray, outer: tuple) -> np.ndarray:
+        result = np.asarray(self.mods[key]([value], outer)[0])
+        if result.shape != value.shape:
+            raise self.fail(f"{key} turned a {list(value.shape)} tensor into {list(result.shape)}")
+        return result.astype(value.dtype, copy=False)
