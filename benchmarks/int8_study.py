@@ -250,8 +250,7 @@ def measure(workload: Workload, rounds: int, work: Path) -> dict:
 # ---------------------------------------------------------------- charts (Pillow)
 
 
-COLORS = {"float ours": (90, 90, 200), "float ort": (160, 160, 230), "int8 ours": (200, 90, 60),
-          "int8 ort": (240, 170, 140)}
+COLORS = {"ours": (200, 90, 60), "onnxruntime": (240, 170, 140), "file": (90, 90, 200)}
 
 
 def bar_chart(path: Path, title: str, unit: str, groups: list[str], series: dict[str, list[float]]) -> None:
@@ -293,9 +292,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "docs" / "int8"))
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (ratios: their median)")
     parser.add_argument("--skip-corpus", action="store_true", help="only the bundled model and the MLP")
+    parser.add_argument("--from-results", action="store_true",
+                        help="redraw REPORT.md and the charts from OUT/results.json (no measuring)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.from_results:
+        saved = json.loads((out / "results.json").read_text())
+        write_report(out, saved["rows"], saved["data"], saved["rounds"])
+        return 0
     images, labels, data_name = test_digits()
     work = Path(tempfile.mkdtemp(prefix="int8_study_"))
     rows: list[dict] = []
@@ -350,8 +355,8 @@ def main(argv: list[str] | None = None) -> int:
             if (folder / "meta.json").exists():
                 variant = "float" if name in CORPUS_FLOAT else "int8 (published)"
                 add(name, variant, corpus_workload(folder), "200 digits of expected.npz")
-    (out / "results.json").write_text(json.dumps([{k: v for k, v in r.items() if not k.endswith("pred")}
-                                                  for r in rows], indent=1))
+    (out / "results.json").write_text(json.dumps({"data": data_name, "rounds": args.rounds, "rows": [
+        {k: v for k, v in r.items() if not k.endswith("pred")} for r in rows]}, indent=1))
     write_report(out, rows, data_name, args.rounds)
     return 0
 
@@ -365,9 +370,9 @@ def write_report(out: Path, rows: list[dict], data_name: str, rounds: int) -> No
     labels = [f"{r['model'].replace('bundled ', '')[:15]}\n{r['variant'][:15]}" for r in good]
     for key, title, unit in (("b1", "latency batch 1", "ms"), ("b1000", "latency batch 1000", "ms"),
                              ("mem", "peak memory batch 1000 (peak RSS growth)", "MiB")):
-        bar_chart(out / f"{key}.png", title, unit, labels, {"int8 ours": [r[f"ours_{key}"] for r in good],
-                                                            "int8 ort": [r[f"ort_{key}"] for r in good]})
-    bar_chart(out / "size.png", "file size", "KiB", labels, {"int8 ours": [r["size"] / 1024 for r in good]})
+        bar_chart(out / f"{key}.png", title, unit, labels, {"ours": [r[f"ours_{key}"] for r in good],
+                                                            "onnxruntime": [r[f"ort_{key}"] for r in good]})
+    bar_chart(out / "size.png", "file size", "KiB", labels, {"file": [r["size"] / 1024 for r in good]})
     lines = ["# int8 study: float vs int8, nn_core vs onnxruntime", "",
              "Made by `python benchmarks/int8_study.py` (one thread per engine; ours and onnxruntime interleaved "
              f"in {rounds * 3} rounds at batch 1 (200 runs each), {rounds} at batch 1000; a ratio is the median of "
