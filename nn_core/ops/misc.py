@@ -371,3 +371,85 @@ class Adam(_Optimizer):
         rate = r * math.sqrt(1 - p["beta"] ** t) / (1 - p["alpha"] ** t) if t > 0 else r
         x = x - rate * v / (np.sqrt(h) + p["epsilon"])
         return (1 - p["norm_coefficient_post"]) * x, v, h
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Random generators. Their values are not reproducible across runtimes (ONNX says so even with a seed): a seed
+# makes nn_core's own runs repeatable (NumPy's PCG64 seeded with it), no more.
+
+
+class _Random(Op):
+    foldable = False  # a fresh draw on every run
+
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        from .elementwise import onnx_dtype
+
+        dtype = self.attr("dtype")
+        self.dtype = onnx_dtype(dtype, self) if dtype else None
+        if self.dtype is not None and self.dtype.kind not in "fiub":
+            raise self.fail(f"dtype {self.dtype} is not a numeric type")
+        seed = self.attr("seed")
+        if seed is not None and (not isinstance(seed, (int, float)) or not math.isfinite(seed)):
+            raise self.fail(f"attribute 'seed' must be a finite number, got {seed!r}")
+        self.seed = None if seed is None else int(np.float64(seed).view(np.uint64))  # every float its own seed
+        self.generator = np.random.default_rng(self.seed)
+
+    def _shape_of(self, like: np.ndarray | None) -> tuple[int, ...]:
+        if like is not None:
+            return like.shape
+        shape = self.attr("shape")
+        if not isinstance(shape, list) or any(not isinstance(d, int) or d < 0 for d in shape):
+            raise self.fail(f"attribute 'shape' must list non-negative sizes, got {shape!r}")
+        return tuple(shape)
+
+    def _draw(self, like: np.ndarray | None) -> np.ndarray:
+        shape = self._shape_of(like)
+        dtype = self.dtype or (like.dtype if like is not None else np.dtype(np.float32))
+        self.check_size(shape, np.float64)
+        return self.sample(shape).astype(dtype)
+
+
+class _UniformMixin:
+    def sample(self, shape):
+        low, high = float(self.attr("low", 0.0)), float(self.attr("high", 1.0))
+        return self.generator.uniform(low, high, shape)
+
+
+class _NormalMixin:
+    def sample(self, shape):
+        return self.generator.normal(float(self.attr("mean", 0.0)), float(self.attr("scale", 1.0)), shape)
+
+
+@register("RandomUniform", 1)
+class RandomUniform(_UniformMixin, _Random):
+    def run(self):
+        return self._draw(None)
+
+
+@register("RandomNormal", 1)
+class RandomNormal(_NormalMixin, _Random):
+    def run(self):
+        return self._draw(None)
+
+
+@register("RandomUniformLike", 1)
+class RandomUniformLike(_UniformMixin, _Random):
+    def run(self, like):
+        return self._draw(like)
+
+
+@register("RandomNormalLike", 1)
+class RandomNormalLike(_NormalMixin, _Random):
+    def run(self, like):
+        return self._draw(like)
+
+
+@register("Bernoulli", 15)
+class Bernoulli(_Random):
+    """1 with probability x, else 0, in ``dtype`` (x's type unless told)."""
+
+    def run(self, x):
+        self.check_size(x.shape, np.float64)
+        draws = self.generator.random(x.shape) < x
+        return draws.astype(self.dtype or x.dtype)
