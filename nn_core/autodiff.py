@@ -22,7 +22,6 @@ import numpy as np
 
 from .errors import ModelError
 from .graph import Graph, NodeInfo
-from .ops.registry import NodeSpec, resolve
 from .plan import Step, _shapes, fold_constants, make_kernel
 
 #: a constant True fed to Dropout's training_mode input in a training plan
@@ -82,7 +81,7 @@ class GradientPlan:
             attrs.pop("is_test", None)
             trained = NodeInfo(node.name, node.op_type, node.domain, list(node.inputs[:5]), [y, new_mean, new_var],
                                attrs, node.parameters)
-            kernel = _kernel_at_opset(trained, self.graph, self.fixed, max(self.graph.opset_for(""), 15))
+            kernel = make_kernel(trained, self.graph, self.fixed, opset=max(self.graph.opset_for(""), 15))
             mean, var = trained.inputs[3], trained.inputs[4]
             if mean in self.graph.constants and var in self.graph.constants:
                 self.running.append((mean, var, new_mean, new_var))
@@ -242,22 +241,6 @@ class GradientPlan:
                 raise ModelError(f"{self.graph.source}: the gradient rule of {step.node.describe()} returned shape "
                                  f"{list(np.shape(grad))} for an input of shape {list(np.shape(value))}")
         return result
-
-def _kernel_at_opset(node: NodeInfo, graph: Graph, constants: dict[str, np.ndarray], opset: int):
-    """The node's kernel as it is at ``opset`` (the training mode BatchNormalization has from opset 14 on)."""
-    cls = resolve(node.op_type, opset, node.domain)
-    spec = NodeSpec(op_type=node.op_type, name=node.name, domain=node.domain, inputs=list(node.inputs),
-                    outputs=list(node.outputs), attrs=node.attrs, opset=opset,
-                    consts=[constants.get(name) if name else None for name in node.inputs],
-                    source=graph.source, limits=graph.limits)
-    try:
-        return cls(spec)
-    except ModelError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - named like make_kernel's failures
-        raise ModelError(f"{graph.source}: {node.describe()} cannot be prepared for training: "
-                         f"{type(exc).__name__}: {exc}") from exc
-
 
 _MEMORY_KEPT = False
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ModelError
+from .errors import ModelError, UnsupportedOperatorError
 from .graph import Graph, NodeInfo
 from .ops.quantized import fuse_qdq
 from .ops.registry import NodeSpec, Op, resolve
@@ -52,10 +52,14 @@ def _shapes(values: list[Any]) -> str:
                      for v in values)
 
 
-def make_kernel(node: NodeInfo, graph: Graph, constants: dict[str, np.ndarray]) -> Op:
-    opset = graph.opset_for(node.domain)
+def make_kernel(node: NodeInfo, graph: Graph, constants: dict[str, np.ndarray], opset: int | None = None) -> Op:
+    """The node's kernel, prepared with the constant inputs in ``constants``; at the graph's opset for the node's
+    domain unless ``opset`` asks for another version (training mode BatchNormalization exists from opset 14)."""
+    opset = graph.opset_for(node.domain) if opset is None else opset
     cls = resolve(node.op_type, opset, node.domain)
-    assert cls is not None, "Graph checked support already"
+    if cls is None:
+        raise UnsupportedOperatorError(f"{graph.source}: {node.describe()}: no kernel for {node.op_type} at "
+                                       f"opset {opset}")
     spec = NodeSpec(op_type=node.op_type, name=node.name, domain=node.domain, inputs=list(node.inputs),
                     outputs=list(node.outputs), attrs=node.attrs, opset=opset,
                     consts=[constants.get(name) if name else None for name in node.inputs],
@@ -167,6 +171,19 @@ def drop_dead_steps(steps: list[Step], graph_outputs: set[str]) -> list[Step]:
     return kept[::-1]
 
 
+def _output_checker(source_label: str, steps: list[Step]) -> Callable[[Any, int, int], Any]:
+    """The generated plan's check that a multi-output kernel handed back as many values as its node declares."""
+
+    def checked_outputs(result: Any, count: int, index: int) -> Any:
+        if not isinstance(result, tuple) or len(result) < count:
+            got = len(result) if isinstance(result, tuple) else 1
+            raise ModelError(f"{source_label}: {steps[index].node.describe()} declares {count} outputs "
+                             f"but its kernel produces {got}")
+        return result
+
+    return checked_outputs
+
+
 class FastPlan:
     """The optimised graph compiled into one generated Python function."""
 
@@ -242,16 +259,12 @@ class FastPlan:
                 lines.append(f"    del {', '.join(ref(n) for n in dead)}")
         lines.append(f"    return ({''.join(ref(n) + ', ' for n in self.output_names)})")
         source = "\n".join(lines) + "\n"
-        namespace["_outputs"] = self._checked_outputs
+        namespace["_outputs"] = _output_checker(self.source_label, self.steps)
         exec(compile(source, _SOURCE_NAME, "exec"), namespace)  # noqa: S102 - text built from indices only
-        return source, namespace["plan"]
-
-    def _checked_outputs(self, result: Any, count: int, index: int) -> Any:
-        if not isinstance(result, tuple) or len(result) < count:
-            got = len(result) if isinstance(result, tuple) else 1
-            raise ModelError(f"{self.source_label}: {self.steps[index].node.describe()} declares {count} outputs "
-                             f"but its kernel produces {got}")
-        return result
+        # No reference cycle through the plan: the function's globals would hold the function itself (and a bound
+        # method of this plan would hold the plan), so a replaced model's weights and kernels would wait for the
+        # cyclic garbage collector instead of going when the last reference does.
+        return source, namespace.pop("plan")
 
     def run(self, *inputs: np.ndarray) -> tuple:
         try:
