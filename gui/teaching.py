@@ -31,6 +31,7 @@ from gui.prediction import run_prediction
 from nn_core.interface import META_INPUT_SCALE, ModelAdapter, load_samples
 
 MAX_FOLDS = 5  # held-out evaluation: at most this many extra fine-tunes
+TICKS = 100  # progress units per fine-tune (nn_core.finetune reports each step; Cancel stops it there)
 META_BASE = "personal_base_model"
 META_EXAMPLES = "personal_examples"
 META_DATE = "personal_date"
@@ -320,8 +321,15 @@ def _personalize(base: OpenedModel, scaling: str, images: np.ndarray, labels: np
     mnist_images, mnist_labels = load_samples()
     n = len(labels)
     folds = min(n, MAX_FOLDS) if n >= 2 else 0
-    total = folds + 2
+    total = (folds + 2) * TICKS  # a stage per fine-tune (and one to measure), each in TICKS: a smooth bar
     report(0, total, "Measuring the model as it is…")
+
+    def steps(stage: int, text: str):
+        """finetune's per-step callback for ``stage``: progress within it, and True (stop now) once cancelled."""
+        def callback(step: int, count: int) -> bool:
+            report(stage * TICKS + min(TICKS - 1, step * TICKS // max(count, 1)), total, text)
+            return cancel.is_set()
+        return callback
 
     def accuracy(which: ModelAdapter, pictures: np.ndarray, truth: np.ndarray) -> float:
         return float(np.mean(np.argmax(which.predict_many(pictures, scaling), axis=1) == truth)) if len(truth) \
@@ -329,7 +337,7 @@ def _personalize(base: OpenedModel, scaling: str, images: np.ndarray, labels: np
 
     own_before = accuracy(adapter, images, labels)
     mnist_before = accuracy(adapter, mnist_images, mnist_labels)
-    report(1, total, "Held-out check…")
+    report(TICKS, total, "Held-out check…")
     held_right = 0
     order = np.random.default_rng(0).permutation(n)
     for fold in range(folds):
@@ -337,15 +345,18 @@ def _personalize(base: OpenedModel, scaling: str, images: np.ndarray, labels: np
             raise Cancelled
         out = order[fold::folds]
         keep = np.setdiff1d(np.arange(n), out)
-        tuned = nn_core.finetune(base.model, feeds[keep], labels[keep])
+        text = f"Held-out check {fold + 1} of {folds}…"
+        tuned = nn_core.finetune(base.model, feeds[keep], labels[keep], callback=steps(1 + fold, text))
+        if cancel.is_set():
+            raise Cancelled
         check = ModelAdapter(tuned)
         check.set_scaling(scaling)
         held_right += int(np.sum(np.argmax(check.predict_many(images[out], scaling), axis=1) == labels[out]))
-        report(2 + fold, total, f"Held-out check {fold + 1} of {folds}…")
+        report((2 + fold) * TICKS, total, text)
     if cancel.is_set():
         raise Cancelled
-    report(1 + folds, total, "Learning your examples…")
-    personal = nn_core.finetune(base.model, feeds, labels)
+    report((1 + folds) * TICKS, total, "Learning your examples…")
+    personal = nn_core.finetune(base.model, feeds, labels, callback=steps(1 + folds, "Learning your examples…"))
     if cancel.is_set():
         raise Cancelled
     personal.metadata.update({META_BASE: base.path.name, META_EXAMPLES: str(n),
