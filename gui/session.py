@@ -35,6 +35,61 @@ from gui.strokes import Point, StrokeDocument
 from nn_core.interface import SCALINGS, ModelAdapter, ScalingReport, load_samples
 
 DETECT_CHUNK = 10  # images per run while auto-detecting: progress and cancellation between chunks
+GUESS_CLASSES = 10  # a model without a declared scaling is auto-detected on open when it has this many classes
+# where a scaling comes from (adapter.scaling_source) when it is a guess, not the file's word or the user's choice:
+# "default" = 0..1 assumed, "guessed" = auto-detected on open, "auto-detect" = the user's Ctrl+D
+GUESSED_SOURCES = ("default", "guessed", "auto-detect")
+
+
+def clean_error(message: str, path: str | Path | None = None) -> str:
+    """The engine's message said once, for a line that already names ``path``: leading copies of the file's
+    path or name ("m.onnx: m.onnx: ...") are dropped, "m.onnx loads but ..." reads "it loads but ...", and
+    parentheses inside parentheses become commas ("(it looks like a page (saved ...))" -> "(..., saved ...)")."""
+    text = message.strip()
+    if path is not None:
+        path = Path(path)
+        names = {str(path), path.name}
+        try:
+            names.add(str(path.resolve()))
+        except OSError:
+            pass
+        names.discard("")
+        changed = True
+        while changed:
+            changed = False
+            for name in sorted(names, key=len, reverse=True):
+                for prefix in (f"{name}: ", f"'{name}': ", f"{name!r}: "):
+                    if text.startswith(prefix):
+                        text, changed = text[len(prefix):].lstrip(), True
+            if not changed and text.startswith(f"{path.name} "):
+                text = "it " + text[len(path.name) + 1:]
+    return flatten_parentheses(text)
+
+
+def flatten_parentheses(text: str) -> str:
+    """``a (b (c) d)`` -> ``a (b, c, d)``: one level of parentheses at most (unbalanced text is left alone)."""
+    depth, out = 0, []
+    for char in text:
+        if char == "(":
+            depth += 1
+            if depth > 1:
+                while out and out[-1] == " ":
+                    out.pop()
+                out.append(", ")
+                continue
+        elif char == ")":
+            if depth == 0:
+                return text
+            depth -= 1
+            if depth >= 1:
+                out.append("\0")  # a closing inner parenthesis: a comma if more follows, else nothing
+                continue
+        out.append(char)
+    if depth:
+        return text
+    joined = "".join(out)
+    joined = joined.replace("\0)", ")").replace("\0 ", ", ").replace("\0,", ",").replace("\0", "")
+    return joined.replace(", ,", ",")
 
 
 def prepare_with_layout(path: Path, remembered: dict[str, str]) -> OpenedModel:
@@ -53,7 +108,7 @@ EVENTS = (
     "scaling_changed",  # (code, source)
     "detecting",  # (bool): auto-detection started / ended
     "detect_progress",  # (done, total): images tried so far by the auto-detection under way
-    "scaling_detected",  # (ScalingReport)
+    "scaling_detected",  # (ScalingReport): auto-detect's verdict (guessed on open, or asked for with Ctrl+D)
     "selection_changed",  # (node name or None, map index)
     "recent_changed",  # (list of paths)
     "error",  # (message): something the user must see; the app keeps working
@@ -96,6 +151,9 @@ class Session:
         self.image: np.ndarray | None = None  # the current 28x28 drawing, once rasterized
         self.selection: tuple[str, int] | None = None  # (node name, map index or -1)
         self.detecting = False
+        self.guessing = False  # the detection under way is the automatic guess on open (not remembered)
+        self.guess_on_open = True  # auto-detect the scaling of a model that declares none, when it is opened
+        self.scaling_report: ScalingReport | None = None  # the last auto-detection's verdict for this model
         self._detect_cancel: threading.Event | None = None
         self.trace_wanted = True  # a view shows every node's outputs (activations, graph): predict them too
         self.last_error: str | None = None
@@ -176,9 +234,7 @@ class Session:
 
     def _finish_open(self, result: OpenResult) -> None:
         if result.opened is None:
-            error = result.error or "unknown error"
-            for prefix in (f"{result.path}: ", f"{result.path.name}: "):  # the engine names the file already
-                error = error.removeprefix(prefix)
+            error = clean_error(result.error or "unknown error", result.path)  # the line names the file
             self.report_error(f"Could not open {result.path.name}: {error}")
             self._end_open(result.generation, False)
             return
@@ -201,6 +257,7 @@ class Session:
         self.model, self.adapter, self.model_path, self.model_key = (opened.model, opened.adapter, opened.path,
                                                                       opened.key)
         self.trial = opened.trial
+        self.scaling_report = None
         self.predictor.set_adapter(opened.adapter, opened.trial.seconds)
         self.prediction = None
         self.last_error = None
@@ -209,6 +266,16 @@ class Session:
         self.events.recent_changed.emit(self.settings.remember_recent(opened.path))
         self.events.model_changed.emit(opened)
         self.refresh()
+        if self.guess_on_open and self._worth_guessing(opened):
+            self.auto_detect_scaling(guess=True)
+
+    @staticmethod
+    def _worth_guessing(opened: OpenedModel) -> bool:
+        """A model whose scaling is only assumed (no metadata, nothing remembered) and whose output is ten
+        classes: the MNIST digits can tell its pixel convention (an ImageNet net's 1000 classes cannot)."""
+        probabilities = getattr(opened.trial, "probabilities", None)
+        return opened.adapter.scaling_source == "default" and probabilities is not None \
+            and len(probabilities) == GUESS_CLASSES
 
     # --- the drawing and its predictions -------------------------------------------------------------------
     def drawing_changed(self) -> None:
@@ -315,26 +382,46 @@ class Session:
 
     # --- scaling -------------------------------------------------------------------------------------------
     def set_scaling(self, code: str, source: str = "user") -> bool:
-        """Feed the current model with pixel convention ``code``, remembered for this model; re-predicts."""
+        """Feed the current model with pixel convention ``code``, remembered for this model; re-predicts.
+
+        The user's choice wins over an auto-detection under way (it is cancelled, its verdict dropped). A guess
+        made on open (``source="guessed"``) is not remembered: the next open guesses again, badge and all.
+        """
         if self.adapter is None or code not in SCALINGS:
             return False
+        if source == "user":
+            self.cancel_detection()
         self.adapter.set_scaling(code, source)
-        if self.model_key:
+        if self.model_key and source != "guessed":
             self.settings.remember_scaling(self.model_key, code)
         self.events.scaling_changed.emit(code, source)
         self.refresh()
         return True
 
-    def auto_detect_scaling(self) -> bool:
+    @property
+    def scaling_guessed(self) -> bool:
+        """The current scaling is a guess (assumed 0..1, or auto-detected), not the file's word or the user's."""
+        return self.adapter is not None and self.adapter.scaling_source in GUESSED_SOURCES
+
+    def auto_detect_scaling(self, guess: bool = False) -> bool:
         """Try every scaling on the shipped MNIST digits in the background and keep the best (for this model).
 
-        Reports ``detect_progress(done, total)`` as it goes; ``cancel_detection`` (or installing another model)
-        stops it between chunks. Returns False when there is no model or a detection is already running.
+        Reports ``detect_progress(done, total)`` as it goes; ``cancel_detection`` (or installing another model,
+        or the user choosing a scaling) stops it between chunks and drops its verdict. ``guess=True`` is the
+        automatic guess on open: its verdict is used (source "guessed") but not remembered. Asked for while that
+        guess runs, the detection under way becomes the user's (remembered). Returns False when there is no
+        model or a detection is already running.
         """
         adapter = self.adapter
-        if adapter is None or self.detecting:
+        if adapter is None:
+            return False
+        if self.detecting:
+            if self.guessing and not guess:
+                self.guessing = False  # the user asked for what is running: keep its verdict
+                return True
             return False
         self.detecting = True
+        self.guessing = guess
         cancel = self._detect_cancel = threading.Event()
         self.events.detecting.emit(True)
 
@@ -356,21 +443,23 @@ class Session:
         if not self.detecting or self._detect_cancel is None:
             return False
         self._detect_cancel.set()
-        self.detecting = False
+        self.detecting = self.guessing = False
         self.events.detecting.emit(False)
         return True
 
     def _detected(self, adapter: ModelAdapter, report: ScalingReport | str | None, cancel: threading.Event) -> None:
         if cancel.is_set() or cancel is not self._detect_cancel:
             return  # cancelled (the detecting event was sent then)
-        self.detecting = False
+        guessed = self.guessing
+        self.detecting = self.guessing = False
         self.events.detecting.emit(False)
         if adapter is not self.adapter or report is None:
             return  # the model changed meanwhile
         if isinstance(report, str):
             self.report_error(f"Auto-detect failed: {report}")
             return
-        self.set_scaling(report.best, "auto-detect")
+        self.scaling_report = report
+        self.set_scaling(report.best, "guessed" if guessed else "auto-detect")
         self.events.scaling_detected.emit(report)
 
     # --- selection -----------------------------------------------------------------------------------------
