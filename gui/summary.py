@@ -1,4 +1,5 @@
-"""The loaded model at a glance: inputs, outputs, opset, producer, and a table of its layers."""
+"""The loaded model at a glance: inputs, outputs, opset, producer, how it is fed and calibrated, its reliability
+diagram (``gui.reliability``) and a table of its layers."""
 
 from __future__ import annotations
 
@@ -18,9 +19,15 @@ from PySide6.QtCore import (
 )
 from PySide6.QtWidgets import QHeaderView, QLabel, QTreeView, QVBoxLayout, QWidget
 
+from gui.calibration import Reliability, describe_temperature
+from gui.reliability import ReliabilityView
 from nn_core.interface import SCALING_DESCRIPTIONS, ModelAdapter
 
 COLUMNS = ("#", "Node", "Op", "Output shape", "Parameters")
+# where the scaling came from, in words (adapter.scaling_source)
+SCALING_SOURCES = {"metadata": "from the file", "remembered": "your earlier choice", "user": "your choice",
+                   "guessed": "guessed: auto-detected on open", "auto-detect": "guessed: auto-detected",
+                   "default": "guessed: assumed, the file declares none"}
 
 
 def _tr(text: str) -> str:
@@ -63,8 +70,12 @@ def describe_model(model: Any, adapter: ModelAdapter | None) -> str:
     ]
     if adapter is not None:
         rows.append(("Fed as", html.escape(adapter.layout.describe())))
+        source = SCALING_SOURCES.get(adapter.scaling_source, adapter.scaling_source)
         rows.append(("Scaling", html.escape(f"{adapter.scaling} — {SCALING_DESCRIPTIONS[adapter.scaling]} "
-                                            f"({adapter.scaling_source})")))
+                                            f"({source})")))
+        rows.append(("Calibration", html.escape(describe_temperature(adapter))))
+        for warning in getattr(adapter, "warnings", ()):
+            rows.append(("Ignored", f"<span style='color:#e99'>{html.escape(warning)}</span>"))
     for key in ("input_description", "test_accuracy"):
         if model.metadata.get(key):
             rows.append((key.replace("_", " ").capitalize(), html.escape(model.metadata[key])))
@@ -153,8 +164,11 @@ class ModelSummary(QWidget):
         for column, width in ((0, 56), (2, 110), (3, 150), (4, 90)):
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.Interactive)
             header.resizeSection(column, width)
+        self.reliability = ReliabilityView()
+        self.reliability.set_message("Reliability: measured when a ten-class model is open")
         layout = QVBoxLayout(self)
         layout.addWidget(self.header)
+        layout.addWidget(self.reliability)
         layout.addWidget(self.table, 1)
         self.table.viewport().installEventFilter(self)
 
@@ -174,6 +188,15 @@ class ModelSummary(QWidget):
     def set_model(self, model: Any, adapter: ModelAdapter | None) -> None:
         self.header.setText(describe_model(model, adapter))
         self.nodes.set_nodes(list(model.nodes))
+
+    def set_reliability(self, reliability: Reliability | None, measuring: bool = False,
+                        error: str | None = None) -> None:
+        """The reliability diagram of the current model (None: a line saying why there is none)."""
+        if reliability is None:
+            self.reliability.set_message("Reliability: measuring on the shipped digits…" if measuring else
+                                         f"Reliability: the model failed on a digit ({error})" if error else
+                                         "Reliability: only for ten-class (digit) models")
+        self.reliability.set_reliability(reliability)
 
     def set_shapes(self, records: list) -> None:
         """Fill the output-shape column from a traced run (shapes are only certain once something ran)."""

@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 import nn_core
 from gui import translations
 from gui.activations import ActivationsView
+from gui.calibration import CalibrationState, Reliability
 from gui.canvas import MAX_PEN_WIDTH, MIN_PEN_WIDTH, DrawingCanvas
 from gui.compare_view import open_compare
 from gui.explain import ExplainState, ShownExplanation
@@ -42,7 +43,7 @@ from gui.prediction import Prediction
 from gui.preview import InputPreview
 from gui.probabilities import ProbabilitiesView
 from gui.qt_bridge import QtDispatcher, wait_for
-from gui.session import Session, bundled_model_path
+from gui.session import Session, bundled_model_path, clean_error
 from gui.settings import AppSettings
 from gui.summary import ModelSummary
 from gui.teach_panel import TeachPanel
@@ -88,6 +89,7 @@ class MainWindow(QMainWindow):
         self.graph = GraphView()
         self.summary = ModelSummary()
         self.explaining = ExplainState(self.session)  # the saliency overlay's state and worker
+        self.calibration = CalibrationState(self.session)  # the model view's reliability diagram, measured aside
         # the user's taught examples and personal model: Qt's per-user app-data location unless given
         self.data_dir = Path(data_dir or QStandardPaths.writableLocation(
             QStandardPaths.StandardLocation.AppDataLocation) or Path.home() / ".digitscope")
@@ -132,6 +134,8 @@ class MainWindow(QMainWindow):
         events.detect_progress.connect(self._on_detect_progress)
         events.selection_changed.connect(self._on_selection_changed)
         events.scaling_detected.connect(self._on_scaling_detected)
+        self.calibration.events.reliability.connect(self._on_reliability)
+        self.calibration.events.measuring.connect(lambda _measuring: self._on_reliability(self.calibration.current))
         events.error.connect(self._show_error)
         self.canvas.strokesChanged.connect(self.session.drawing_changed)
         self.canvas.penWidthChanged.connect(self._on_pen_width_changed)
@@ -365,6 +369,13 @@ class MainWindow(QMainWindow):
         self.scaling_combo.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.scaling_combo.activated.connect(lambda index: self.set_scaling(self.scaling_combo.itemData(index)))
         scaling_row.addWidget(self.scaling_combo, 1)
+        # "guessed": the file declares no scaling, so the one in use is auto-detected (or assumed)
+        self.scaling_badge = QLabel()
+        self.scaling_badge.setObjectName("scalingBadge")
+        self.scaling_badge.setStyleSheet("#scalingBadge { background: #8a5a12; color: #fff3dc; border-radius: 6px;"
+                                         " padding: 1px 6px; }")
+        self.scaling_badge.hide()
+        scaling_row.addWidget(self.scaling_badge)
         middle = QWidget()
         middle_layout = QVBoxLayout(middle)
         middle_layout.setContentsMargins(6, 6, 6, 6)
@@ -500,6 +511,7 @@ class MainWindow(QMainWindow):
         self._save_state()
         self.session.close()  # a worker still loading finishes unseen (daemon thread)
         self.explaining.close()
+        self.calibration.close()
         self.teacher.cancel()
         if self.activations.inspector is not None:
             self.activations.inspector.close()
@@ -554,14 +566,39 @@ class MainWindow(QMainWindow):
         if self.adapter is not None:
             self.scaling_combo.setToolTip(self.tr("How pixel values are scaled for this model (now: from "
                                                   "{source})").format(source=self.adapter.scaling_source))
+        self._sync_scaling_badge()
+
+    def _sync_scaling_badge(self) -> None:
+        """The "guessed" badge: shown while the scaling in use is not the file's word or the user's choice."""
+        session = self.session
+        if session.guessing:
+            text, tip = "guessing…", ("The file declares no input scaling: trying each one on 50 MNIST test digits "
+                                      "(choose one to stop)")
+        elif session.scaling_guessed and self.adapter is not None:
+            report = session.scaling_report
+            if self.adapter.scaling_source == "default":
+                text, tip = "guessed", "The file declares no input scaling: 0..1 is assumed (Ctrl+D auto-detects)"
+            else:
+                scores = "" if report is None else " (" + ", ".join(
+                    f"{code} {report.accuracy[code] * 100:.0f}%" for code in SCALINGS) + ")"
+                text, tip = "guessed", (f"The file declares no input scaling: {self.adapter.scaling} was the best "
+                                        f"on the shipped MNIST digits{scores}. Choose one to confirm it.")
+        else:
+            self.scaling_badge.hide()
+            return
+        self.scaling_badge.setText(text)
+        self.scaling_badge.setToolTip(tip)
+        self.scaling_badge.show()
 
     def auto_detect_scaling(self) -> None:
         self.session.auto_detect_scaling()
+        self.autodetect_action.setEnabled(not self.session.detecting)
 
     def _on_detecting(self, running: bool) -> None:
-        self.autodetect_action.setEnabled(not running)
+        self.autodetect_action.setEnabled(not running or self.session.guessing)  # Ctrl+D keeps a guess's verdict
         self.detect_progress.setVisible(running)
         self.cancel_detect_button.setVisible(running)
+        self._sync_scaling_badge()
         if running:
             self.detect_progress.setRange(0, 0)
             self.statusBar().showMessage(self.tr("Trying every input scaling on 50 MNIST test digits…"))
@@ -573,6 +610,9 @@ class MainWindow(QMainWindow):
     def cancel_detection(self) -> None:
         if self.session.cancel_detection():
             self.statusBar().showMessage(self.tr("Auto-detect cancelled"), 5000)
+
+    def _on_reliability(self, reliability: Reliability | None) -> None:
+        self.summary.set_reliability(reliability, self.calibration.measuring, self.calibration.error)
 
     # --- selection: graph node <-> activation card <-> inspector -----------------------------------------
     def _on_graph_node(self, name: str, inspect: bool) -> None:
@@ -737,8 +777,8 @@ class MainWindow(QMainWindow):
         try:
             self.canvas.replace_document_from(str(path))
         except (OSError, ValueError) as exc:
-            self.session.report_error(self.tr("Could not open drawing {name}: {error}").format(name=Path(path).name,
-                                                                                             error=exc))
+            self.session.report_error(self.tr("Could not open drawing {name}: {error}").format(
+                name=Path(path).name, error=clean_error(str(exc), path)))
             return False
         return True
 

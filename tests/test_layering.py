@@ -23,7 +23,7 @@ QT_PACKAGES = ("PySide6", "shiboken6", "PyQt5", "PyQt6", "PySide2")
 # gui modules that are Qt views (or the bridge to Qt): everything else in gui must work without Qt
 QT_VIEWS = {"gui.__main__", "gui.window", "gui.canvas", "gui.activations", "gui.probabilities", "gui.preview",
             "gui.overlay", "gui.teach_panel", "gui.summary", "gui.qt_bridge", "gui.graph_view",
-            "gui.translations", "gui.compare_view"}
+            "gui.translations", "gui.compare_view", "gui.reliability"}
 
 
 def module_name(path: Path) -> str:
