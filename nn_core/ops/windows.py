@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
@@ -127,7 +128,9 @@ class Geometry:
 
     def __init__(self, op: Op, rank: int | None = None, kernel: Sequence[int] | None = None,
                  dilations: bool = True):
-        self.op = op
+        # the node's kernel owns this geometry: a strong reference back would make a reference cycle, and a
+        # replaced model's kernels (weights, scratch buffers) would then wait for the cyclic garbage collector
+        self._op = weakref.ref(op)
         self.auto_pad = auto_pad_attr(op)
         self.kernel_attr = ints_attr(op, "kernel_shape", 1, "positive integers")
         self.strides_attr = ints_attr(op, "strides", 1, "positive integers")
@@ -158,6 +161,10 @@ class Geometry:
             rank = len(self.pads_attr) // 2 if rank is None else rank
         self.rank = rank
         self.kernel = kernel if kernel is not None else self.kernel_attr
+
+    @property
+    def op(self) -> Op:
+        return self._op()
 
     def resolve(self, rank: int, kernel: Sequence[int] | None = None
                 ) -> tuple[list[int], list[int], list[int], list[int] | None]:
