@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -56,3 +57,100 @@ def test_an_empty_graph_field_is_kept():
     data = model.SerializeToString() + b"\x08\x09" * 200  # ir_version repeated: the last one wins
     parsed = parse_model(data, 16)
     assert parsed.HasField("graph") and parsed.ir_version == 9
+
+
+# --- a replaced model is released -------------------------------------------------------------------------------
+def _gc_disabled():
+    import contextlib
+    import gc
+
+    @contextlib.contextmanager
+    def disabled():
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            yield
+        finally:
+            if was:
+                gc.enable()
+
+    return disabled()
+
+
+def test_a_model_and_its_plans_hold_no_reference_cycle():
+    """Reference counting alone frees a dropped model (weights, kernels, plans, scratch buffers): the cyclic
+    collector runs rarely, and until it did, a replaced DenseNet kept ~1 GB alive."""
+    import gc
+    import weakref
+
+    import nn_core
+    from nn_core.interface import ModelAdapter
+
+    for path in MODELS:
+        with _gc_disabled():
+            gc.collect()
+            model = nn_core.load(path)
+            adapter = ModelAdapter(model)
+            image = np.zeros((28, 28), np.float32)
+            image[6:22, 12:16] = 1
+            adapter.predict(image)
+            adapter.predict_traced(image)
+            kernels = [weakref.ref(step.kernel) for step in model._fast_plan().steps]
+            gone = weakref.ref(model)
+            del model, adapter
+            assert gone() is None and all(kernel() is None for kernel in kernels), path.name
+
+
+def test_a_switched_away_model_is_freed_and_memory_trimmed(monkeypatch):
+    """After a switch the old Model object goes (threaded predictor, trial run, traced records and all), and the
+    heap is trimmed in the background (glibc keeps freed arenas otherwise)."""
+    import weakref
+
+    from gui import model_opening
+    from gui.session import Session, bundled_model_path
+    from gui.settings import AppSettings, MemoryStore
+    from tests.conftest import stroke_path
+
+    monkeypatch.setattr(model_opening.MemoryReleaser, "DELAY_SECONDS", 0.0)
+    session = Session(AppSettings(MemoryStore()), predictor_mode="thread")
+    try:
+        session.open_model(ROOT / "tests" / "models" / "torch_avgpool_m11.onnx")
+        assert session.wait_for_open(timeout=60) is True, session.last_error
+        old = weakref.ref(session.model)
+        session.draw(stroke_path("7"))
+        deadline = time.monotonic() + 30
+        while not session.up_to_date:
+            assert time.monotonic() < deadline
+            session.process_pending(wait=0.05)
+        trims = model_opening.MEMORY.trims
+        with _gc_disabled():
+            session.open_model(bundled_model_path())
+            assert session.wait_for_open(timeout=60) is True
+            # workers of the old model (a traced run, an auto-detection chunk) finish and hand back, then it goes
+            deadline = time.monotonic() + 30
+            while old() is not None:
+                assert time.monotonic() < deadline, "the replaced model is still referenced"
+                session.process_pending(wait=0.05)
+        if model_opening.MEMORY.available:
+            deadline = time.monotonic() + 10
+            while model_opening.MEMORY.trims == trims:
+                assert time.monotonic() < deadline, "the heap was not trimmed"
+                time.sleep(0.01)
+    finally:
+        session.close()
+
+
+def test_the_window_keeps_no_replaced_model(window, qtbot, draw_on, digit_path):
+    """The views (graph, activations, model table) let go of the old model too."""
+    import gc
+    import weakref
+
+    window.tabs.setCurrentWidget(window.graph)
+    assert window.open_model(ROOT / "tests" / "models" / "torch_avgpool_m11.onnx", timeout=60)
+    old = weakref.ref(window.model)
+    draw_on(window.canvas, digit_path("7"))
+    qtbot.waitUntil(lambda: window.session.up_to_date, timeout=30_000)
+    assert window.open_model(ROOT / "assets" / "lenet5.onnx", timeout=60)
+    qtbot.waitUntil(lambda: window.session.predictor.is_idle(), timeout=30_000)
+    gc.collect()
+    assert old() is None
