@@ -16,6 +16,7 @@ otherwise (the session hands those back to its own thread through a dispatcher).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -143,3 +144,27 @@ class Predictor:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+
+
+class ChunkPacer:
+    """Slices of a long batch job sized so that each takes about ``target_seconds``: progress and cancellation
+    between them stay frequent on a big model (one image at a time on DenseNet-121, ~1 s each) while a small
+    one still runs ``most`` images per call. The first slice holds one item; each next one is sized from the
+    time the previous took (measured between yields, so the caller's work on the slice is what counts), growing
+    at most fourfold a step. The size learned carries over from one ``slices`` call to the next."""
+
+    def __init__(self, most: int, target_seconds: float = 0.25) -> None:
+        self.most = max(1, int(most))
+        self.target_seconds = target_seconds
+        self.size = 1
+
+    def slices(self, total: int):
+        start = 0
+        while start < total:
+            size = min(self.size, total - start)
+            began = time.perf_counter()
+            yield slice(start, start + size)
+            per_item = (time.perf_counter() - began) / size
+            wanted = self.most if per_item <= 0 else int(self.target_seconds / per_item)
+            self.size = max(1, min(self.most, 4 * size, wanted))
+            start += size

@@ -154,3 +154,18 @@ def test_the_window_keeps_no_replaced_model(window, qtbot, draw_on, digit_path):
     qtbot.waitUntil(lambda: window.session.predictor.is_idle(), timeout=30_000)
     gc.collect()
     assert old() is None
+
+
+def test_auto_detect_slices_follow_the_model_speed():
+    """A slow model is tried one image per run (progress and cancel between), a fast one ten at a time."""
+    from gui.predictor import ChunkPacer
+
+    fast = ChunkPacer(10)
+    assert [s.stop - s.start for s in fast.slices(50)] == [1, 4, 10, 10, 10, 10, 5]
+    slow = ChunkPacer(10, target_seconds=0.02)
+    sizes = []
+    for part in slow.slices(5):
+        time.sleep(0.03 * (part.stop - part.start))
+        sizes.append(part.stop - part.start)
+    assert sizes == [1, 1, 1, 1, 1]
+    assert [s.stop - s.start for s in slow.slices(3)][0] == 1  # the size learned carries over
