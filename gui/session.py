@@ -29,7 +29,7 @@ from gui.events import Dispatch, EventGroup, QueueDispatcher
 from gui.graph_layout import layout_graph
 from gui.model_opening import ModelOpener, OpenedModel, OpenResult, prepare_model
 from gui.prediction import Prediction
-from gui.predictor import Predictor
+from gui.predictor import ChunkPacer, Predictor
 from gui.settings import AppSettings
 from gui.strokes import Point, StrokeDocument
 from nn_core.interface import SCALINGS, ModelAdapter, ScalingReport, load_samples
@@ -481,14 +481,13 @@ def detect_scaling(adapter: ModelAdapter, cancel: threading.Event | None = None,
     images, labels = load_samples()
     total = len(SCALINGS) * len(images)
     accuracy: dict[str, float] = {}
-    done = 0
+    done, pacer = 0, ChunkPacer(DETECT_CHUNK)  # one image per run on a big model: progress shows, cancel is quick
     for code in SCALINGS:
         correct = 0
         failed = False
-        for start in range(0, len(images), DETECT_CHUNK):
+        for chunk in pacer.slices(len(images)):
             if cancel is not None and cancel.is_set():
                 return None
-            chunk = slice(start, start + DETECT_CHUNK)
             if not failed:
                 try:
                     probabilities = adapter.predict_many(images[chunk], code)
