@@ -102,8 +102,8 @@ def test_the_inspector_steps_through_maps_and_shows_kernels_and_the_receptive_fi
 
 
 def test_receptive_fields_follow_the_geometry():
-    from nn_core import load
     from gui.session import bundled_model_path
+    from nn_core import load
 
     model = load(bundled_model_path())
     nodes = list(model.nodes)
