@@ -18,7 +18,8 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,13 +86,16 @@ def prepare_model(path: str | Path, remembered_scalings: Mapping[str, str] | Non
 
 
 class MemoryReleaser:
-    """Hands memory freed by a dead model back to the system, on a background thread.
+    """Hands memory freed by a dead model back to the system, on a background thread, while no model works.
 
     glibc's malloc keeps freed blocks in its arenas for reuse: after switching from DenseNet-121 back to LeNet the
     process stayed at ~1.9 GB although nothing referenced the old model's weights, plans and outputs any more.
-    ``malloc_trim(0)`` returns those pages (1.9 GB -> ~160 MB). It takes ~0.1-0.4 s on such a heap, so it runs on
-    a daemon thread, through ctypes (which lets go of Python's lock during the call), a moment after the last
-    ``release_soon`` so that the model's other arrays (its last outputs) are gone too. A no-op off glibc.
+    ``malloc_trim(0)`` returns those pages (1.9 GB -> ~160 MB). It takes ~0.1-0.4 s on such a heap and holds each
+    arena's lock meanwhile: a worker that allocated from that arena then would wait for it *holding Python's
+    lock*, and the UI would freeze with it (measured: 0.78 s, a DenseNet run allocating during a trim). So the
+    trim runs on a daemon thread, through ctypes (which lets go of Python's lock during the call), only when no
+    model work is under way, and model work (``working()``: the opener, the predictor, auto-detect's slices)
+    waits for a trim under way to end before it starts, without Python's lock. A no-op off glibc.
     """
 
     DELAY_SECONDS = 0.5
@@ -100,6 +104,8 @@ class MemoryReleaser:
         self._trim = _malloc_trim()
         self._condition = threading.Condition()
         self._due: float | None = None
+        self._working = 0  # model work under way (``working`` blocks)
+        self._trimming = False
         self._thread: threading.Thread | None = None
         self.trims = 0  # how many times memory was handed back (tests)
 
@@ -118,14 +124,38 @@ class MemoryReleaser:
                 self._thread.start()
             self._condition.notify_all()
 
+    @contextmanager
+    def working(self) -> Iterator[None]:
+        """Model work (allocating much) is under way in this block: no trim starts meanwhile, and the block
+        starts only once a trim under way has ended."""
+        if self._trim is None:
+            yield
+            return
+        with self._condition:
+            while self._trimming:
+                self._condition.wait()
+            self._working += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._working -= 1
+                self._condition.notify_all()
+
     def _run(self) -> None:
         while True:
             with self._condition:
-                while self._due is None or time.monotonic() < self._due:
-                    self._condition.wait(None if self._due is None else max(0.0, self._due - time.monotonic()))
-                self._due = None
-            self._trim(0)
-            self.trims += 1
+                while self._due is None or time.monotonic() < self._due or self._working:
+                    timeout = None if self._due is None or self._working else self._due - time.monotonic()
+                    self._condition.wait(None if timeout is None else max(0.0, timeout))
+                self._due, self._trimming = None, True
+            try:
+                self._trim(0)
+            finally:
+                with self._condition:
+                    self._trimming = False
+                    self.trims += 1
+                    self._condition.notify_all()
 
 
 def _malloc_trim():
@@ -201,7 +231,9 @@ class ModelOpener:
     def _run(self, generation: int, path: Path, work: Callable[[Path], OpenedModel]) -> None:
         started = time.perf_counter()
         try:
-            result = OpenResult(generation, path, opened=work(path))
+            with MEMORY.working():
+                opened = work(path)
+            result = OpenResult(generation, path, opened=opened)
         except BaseException as exc:  # noqa: BLE001 - whatever went wrong is reported, never raised in a thread
             result = OpenResult(generation, path, error=f"{type(exc).__name__}: {exc}"
                                 if not isinstance(exc, nn_core.ModelError) else str(exc))

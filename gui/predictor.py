@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from gui.model_opening import MEMORY
 from gui.prediction import Prediction, run_prediction
 from nn_core.interface import ModelAdapter
 
@@ -127,7 +128,8 @@ class Predictor:
     def _run_and_deliver(self, adapter: ModelAdapter, image: np.ndarray, generation: int, drawing: int,
                          traced: bool) -> bool:
         """One run, delivered if its model is still current (handed over before the predictor reports idle)."""
-        prediction = run_prediction(adapter, image, generation, drawing, traced)
+        with MEMORY.working():
+            prediction = run_prediction(adapter, image, generation, drawing, traced)
         with self._condition:
             if not traced or self._last_seconds == 0.0:
                 self._last_seconds = prediction.seconds
@@ -163,7 +165,8 @@ class ChunkPacer:
         while start < total:
             size = min(self.size, total - start)
             began = time.perf_counter()
-            yield slice(start, start + size)
+            with MEMORY.working():  # the caller runs the model on this slice
+                yield slice(start, start + size)
             per_item = (time.perf_counter() - began) / size
             wanted = self.most if per_item <= 0 else int(self.target_seconds / per_item)
             self.size = max(1, min(self.most, 4 * size, wanted))
