@@ -54,6 +54,7 @@ class Watchdog:
         threading.Thread(target=self.watch, daemon=True).start()
 
     def watch(self) -> None:
+        import threading
         import traceback
 
         while True:
@@ -64,10 +65,18 @@ class Watchdog:
                 if frame is None:
                     continue
                 text = "".join(traceback.format_stack(frame, limit=12)[-8:])
-                key = text[-300:]
+                # the other threads: one that held the interpreter all along has just let go of it, so its stack
+                # shows the call that ended (or the one it is in, when that call releases it midway)
+                names = {thread.ident: thread.name for thread in threading.enumerate()}
+                others = "".join(
+                    f"  [{names.get(ident, ident)}]\n" + "".join(traceback.format_stack(other, limit=12)[-5:])
+                    for ident, other in sys._current_frames().items()
+                    if ident not in (self.main, threading.get_ident()))
+                key = text[-300:] + others[-300:]
                 if key not in self.seen:
                     self.seen.add(key)
-                    print(f"--- UI thread late {late:.0f} ms in phase {self.heart.phase}:\n{text}", flush=True)
+                    print(f"--- UI thread late {late:.0f} ms in phase {self.heart.phase}:\n{text}"
+                          f"  other threads:\n{others}", flush=True)
 
 
 class Heartbeat:
@@ -191,6 +200,11 @@ def main() -> int:
         # a traced run of the old model may still be under way in the worker (runs cannot be interrupted);
         # once it ends, nothing of the old model remains
         wait(app, lambda: window.session.predictor.is_idle(), 120)
+        # the old model's memory is handed back by a background malloc_trim shortly after it goes
+        from gui.model_opening import MEMORY
+
+        trims = MEMORY.trims
+        wait(app, lambda: MEMORY.trims > trims or not MEMORY.available, 5)
         QTest.qWait(300)
         heart.enter("(done: collecting, closing)")
         import gc
