@@ -19,9 +19,6 @@ KNOWN_FAILURES: dict[str, str] = {
        for suffix in ("", "_expanded")},
     "test_celu_bfloat16": "Celu returns float32 for a bfloat16 input (activations.py has no bfloat16 path yet)",
     "test_celu_bfloat16_expanded": "the expanded Celu's elementwise ops return float32 for bfloat16 inputs",
-    **{f"test_quantizelinear_{name}": "QuantizeLinear has no float8/4-bit output types yet (quantized.py)"
-       for name in ("e4m3fn", "e5m2", "uint4", "int4", "float4e2m1")},
-    "test_dequantizelinear_e4m3fn_float16": "DequantizeLinear of float8 to float16 differs (quantized.py)",
 }
 
 CASES = cases_for(set(nn_core.SUPPORTED_OPS), nn_core.MAX_OPSET, PLAIN_TYPES | EXTRA_TYPES)

@@ -47,3 +47,45 @@ def test_e8m0_matches_onnx(mode, saturate):
     ours = float8.from_float(VALUES, _dtype("FLOAT8E8M0"), saturate, mode)
     want = numpy_helper.to_float8e8m0(VALUES, saturate, mode)
     assert np.array_equal(ours.view(np.uint8), want.view(np.uint8))
+
+
+def test_float4e2m1_matches_ml_dtypes():
+    dtype = _dtype("FLOAT4E2M1")
+    steps = np.arange(-80, 81, dtype=np.float32) / 8  # every tie and its neighbours
+    values = np.concatenate([VALUES, steps, np.nextafter(steps, np.float32(9)), np.nextafter(steps, np.float32(-9)),
+                             np.array([np.nan, -np.nan, 1e-45, -1e-45, 5, -5, 7, -7], np.float32)])
+    ours = float8.from_float(values, dtype)
+    assert ours.dtype == dtype
+    assert np.array_equal(ours.view(np.uint8), values.astype(dtype).view(np.uint8))
+    codes = np.arange(16, dtype=np.uint8).view(dtype)
+    np.testing.assert_array_equal(float8.to_float32(codes), codes.astype(np.float32))
+    assert float8.to_float32(float8.from_float(np.float32(100), dtype)) == 6  # saturates
+
+
+@pytest.mark.parametrize("name", ["FLOAT8E4M3FN", "FLOAT8E5M2", "FLOAT4E2M1", "INT4", "UINT4"])
+def test_quantize_dequantize_narrow_types(name):
+    """QuantizeLinear to the float8 / 4-bit types and back, against onnx's reference implementation."""
+    from onnx.reference import ReferenceEvaluator
+
+    import nn_core
+
+    elem = getattr(onnx.TensorProto, name)
+    x = np.array([[0.0, 0.3, -1.7, 2.5], [100.0, -100.0, 0.74, 1.26], [3.3, -0.5, 7.0, 448.0]], np.float32)
+    scale = np.array([0.5, 1.0, 2.0], np.float32)
+    zero_point = numpy_helper.from_array(np.zeros(3, _dtype(name)), "zp")
+    if name in ("INT4", "UINT4"):
+        zero_point = helper.make_tensor("zp", elem, [3], [1, 2, 3])
+    graph = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "scale", "zp"], ["q"], axis=0),
+         helper.make_node("DequantizeLinear", ["q", "scale16", "zp"], ["y"], axis=0)],
+        "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [3, 4])],
+        [helper.make_tensor_value_info("q", elem, [3, 4]),
+         helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT16, [3, 4])],
+        [numpy_helper.from_array(scale, "scale"), numpy_helper.from_array(scale.astype(np.float16), "scale16"),
+         zero_point])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    want_q, want_y = ReferenceEvaluator(model).run(None, {"x": x})
+    got = nn_core.load_proto(model, name).run({"x": x})
+    assert got["q"].dtype == want_q.dtype and np.array_equal(got["q"].view(np.uint8), want_q.view(np.uint8))
+    assert got["y"].dtype == np.float16
+    np.testing.assert_array_equal(got["y"], want_y)

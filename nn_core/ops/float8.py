@@ -1,5 +1,5 @@
 """Bit-exact conversions between float32 and the narrow float types ONNX defines: bfloat16, the four float8
-formats (E4M3FN, E4M3FNUZ, E5M2, E5M2FNUZ) and float8 E8M0 — in plain NumPy on the bit patterns.
+formats (E4M3FN, E4M3FNUZ, E5M2, E5M2FNUZ), float8 E8M0 and float4 E2M1 — in plain NumPy on the bit patterns.
 
 The arrays carry the dtypes onnx maps these element types to (``onnx.helper.tensor_dtype_to_np_dtype``); this
 module only reads and writes their bytes (``view``), so the conversion rules are the ONNX specification's and
@@ -10,7 +10,11 @@ not those of whichever library provides the dtype objects:
   (E5M2) or NaN (the formats without infinity). NaN stays NaN; the FNUZ formats have no negative zero.
 * float32 -> bfloat16: round to nearest even on the upper 16 bits, NaN kept quiet.
 * float32 -> E8M0 (a power of two, exponent only): ``round_mode`` up / down / nearest, saturating at 2^127.
-* narrow -> float32 is exact (a 256-entry table, or a shift for bfloat16).
+* float32 -> float4 E2M1 (2 exponent bits, 1 mantissa bit, bias 1: 0, 0.5, 1, 1.5, 2, 3, 4, 6 and their
+  negatives; one code per byte, sign in bit 3): round to nearest, ties to even, always saturating at 6
+  (infinities included: the format has neither infinity nor NaN). NaN becomes a zero of the opposite sign, as
+  ml_dtypes (onnx's reference) has it.
+* narrow -> float32 is exact (a 256- or 16-entry table, or a shift for bfloat16).
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ FLOAT8_FORMATS = {
 E8M0 = "float8_e8m0fnu"
 BFLOAT16 = "bfloat16"
 NARROW_FLOATS = frozenset(FLOAT8_FORMATS) | {E8M0, BFLOAT16}
+# float4 E2M1 converts here too (from_float / to_float32) but is not in NARROW_FLOATS: Cast and the kernels that
+# check that set leave it to its dtype's own conversion, which agrees bit for bit
+FLOAT4E2M1 = "float4_e2m1fn"
 
 _TABLES: dict[str, np.ndarray] = {}
 
@@ -42,7 +49,12 @@ def _decode_table(name: str) -> np.ndarray:
     if table is not None:
         return table
     codes = np.arange(256, dtype=np.int64)
-    if name == E8M0:
+    if name == FLOAT4E2M1:  # the low four bits: S.EE.M
+        codes = codes & 0xF
+        exponent, mantissa = (codes >> 1) & 3, codes & 1
+        magnitude = np.where(exponent == 0, mantissa * 0.5, (1 + mantissa / 2.0) * np.ldexp(1.0, exponent - 1))
+        table = np.where(codes & 8, -magnitude, magnitude)
+    elif name == E8M0:
         table = np.ldexp(np.float64(1.0), codes - 127)
         table[255] = np.nan
     else:
@@ -115,6 +127,27 @@ def _encode_float8(x: np.ndarray, name: str, saturate: bool) -> np.ndarray:
     return code.astype(np.uint8)
 
 
+def _encode_float4e2m1(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    bits = x.view(np.uint32).astype(np.int64)
+    magnitude_bits = bits & 0x7FFFFFFF
+    # from 1 (the smallest normal) up: round the float32 mantissa to one bit (ties to even) and rebias 127 -> 1
+    rounded = (magnitude_bits + ((1 << 21) - 1) + ((magnitude_bits >> 22) & 1)) >> 22
+    code = rounded - (126 << 1)
+    # below 1: multiples of 0.5 (the subnormal 0.5 and zero), ties to even; 2 steps is the code of 1
+    magnitude = np.abs(x)
+    tiny = magnitude < np.float32(1.0)
+    if tiny.any():
+        code[tiny] = np.rint(magnitude[tiny] * np.float32(2.0)).astype(np.int64)
+    code = np.minimum(code, 7)  # saturate at 6 (infinities land far above)
+    sign = (bits >> 31).astype(bool)
+    nan = np.isnan(x)
+    if nan.any():
+        code[nan] = 0
+        sign = sign ^ nan
+    return np.where(sign, code | 8, code).astype(np.uint8)
+
+
 def _encode_e8m0(x: np.ndarray, saturate: bool, round_mode: str) -> np.ndarray:
     bits = np.asarray(x, dtype=np.float32).view(np.uint32)
     exponent = ((bits >> 23) & 0xFF).astype(np.int64)
@@ -154,6 +187,8 @@ def from_float(x: np.ndarray, dtype: np.dtype, saturate: bool = True, round_mode
         return _encode_bfloat16(x).view(dtype)
     if name == E8M0:
         return _encode_e8m0(x, saturate, round_mode).view(dtype)
+    if name == FLOAT4E2M1:
+        return _encode_float4e2m1(x).view(dtype)
     return _encode_float8(x, name, saturate).view(dtype)
 
 

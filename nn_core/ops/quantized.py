@@ -12,8 +12,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import onnx
 from onnx import helper
 
+from . import float8
 from .conv import resolve_pads
 from .registry import Op, register
 from .windows import Geometry, check_fits, checked_windows, effective_steps, int_attr
@@ -31,6 +33,15 @@ def _saturate(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 _BOUNDS = {np.dtype(t): (np.iinfo(t).min, np.iinfo(t).max) for t in (np.uint8, np.int8, np.uint16, np.int16,
                                                                       np.int32, np.uint32, np.int64, np.uint64)}
+# the 4- and 2-bit integers (ml_dtypes' dtypes, one value per byte), by the names onnx maps them to
+_BOUNDS.update({np.dtype(helper.tensor_dtype_to_np_dtype(getattr(onnx.TensorProto, name))): bounds
+                for name, bounds in (("INT4", (-8, 7)), ("UINT4", (0, 15)), ("INT2", (-2, 1)), ("UINT2", (0, 3)))
+                if hasattr(onnx.TensorProto, name)})
+
+
+def _is_float_code(dtype: np.dtype) -> bool:
+    """A float8 format or float4 E2M1: quantized values that are floats, converted by nn_core.ops.float8."""
+    return dtype.name in float8.FLOAT8_FORMATS or dtype.name == float8.FLOAT4E2M1
 
 
 def _along_axis(param: np.ndarray, axis: int, ndim: int, block_size: int = 0, dim: int = 0) -> np.ndarray:
@@ -73,6 +84,7 @@ class _PerAxis(Op):
 class QuantizeLinear(_PerAxis):
     def __init__(self, node):
         super().__init__(node)
+        self.saturate = bool(self.attr("saturate", 1))
         output_dtype = self.attr("output_dtype", 0)
         self.default_dtype = np.dtype(helper.tensor_dtype_to_np_dtype(output_dtype)) if output_dtype else None
 
@@ -101,6 +113,8 @@ class QuantizeLinear(_PerAxis):
             dtype = zero_point.dtype  # int32 is accepted too, though the spec lists only 8/16-bit types
         else:
             dtype = self.default_dtype or np.dtype(np.uint8)
+        if _is_float_code(dtype):
+            return self._to_float_code(x, scale, zero_point, dtype)
         # divide (not multiply by 1/scale) and round before adding the zero point, as onnxruntime does
         scaled = np.divide(x, self._shape_param(scale.astype(F32, copy=False), x), dtype=F32)
         np.rint(scaled, out=scaled)
@@ -110,10 +124,24 @@ class QuantizeLinear(_PerAxis):
             scaled += self._shape_param(zero_point, x).astype(scaled.dtype)
         return _saturate(scaled, dtype)
 
+    def _to_float_code(self, x, scale, zero_point, dtype):
+        """float8 / float4 output: x / scale + zero point in float32 (no rounding to integers), then converted
+        to nearest even (float8 saturating as the ``saturate`` attribute says, float4 always)."""
+        scaled = np.divide(x, self._shape_param(scale.astype(F32, copy=False), x), dtype=F32)
+        if zero_point is not None:
+            scaled += self._shape_param(float8.to_float32(zero_point), x)
+        return float8.from_float(scaled, dtype, self.saturate)
+
 
 @register("DequantizeLinear", 10)
 class DequantizeLinear(_PerAxis):
     def run(self, x, scale, zero_point=None):
+        if _is_float_code(x.dtype):  # float8 / float4: decoded exactly, the product formed in float32
+            centred = float8.to_float32(x)
+            if zero_point is not None:
+                centred = centred - self._shape_param(float8.to_float32(zero_point), x)
+            centred = centred * self._shape_param(scale, x)
+            return centred.astype(scale.dtype, copy=False)
         if x.itemsize <= 2 and scale.dtype == F32:  # 8/16-bit values and their differences are exact in float32
             centred = x.astype(F32)
             if zero_point is not None:
