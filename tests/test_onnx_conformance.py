@@ -17,8 +17,6 @@ KNOWN_FAILURES: dict[str, str] = {
        "hands back float32; the reference rounds to bfloat16 between steps" for name in (
            "3d_causal", "4d_causal", "4d_padded_kv", "4d_causal_padded_kv", "4d_attn_mask_causal")
        for suffix in ("", "_expanded")},
-    "test_celu_bfloat16": "Celu returns float32 for a bfloat16 input (activations.py has no bfloat16 path yet)",
-    "test_celu_bfloat16_expanded": "the expanded Celu's elementwise ops return float32 for bfloat16 inputs",
 }
 
 CASES = cases_for(set(nn_core.SUPPORTED_OPS), nn_core.MAX_OPSET, PLAIN_TYPES | EXTRA_TYPES)

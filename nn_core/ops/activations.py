@@ -13,7 +13,9 @@ import math
 
 import numpy as np
 
+from . import float8
 from .elementwise import as_input_grad, erf
+from .float8 import NARROW_FLOATS
 from .registry import NodeSpec, Op, register
 from .shape import check_broadcast, element_limit, finite_attr, finite_or_inf_attr, int_attr
 
@@ -164,6 +166,8 @@ class Elu(Op):
         self.alpha = finite_attr(self, "alpha", 1.0)
 
     def run(self, x: np.ndarray) -> np.ndarray:
+        if x.dtype.name in NARROW_FLOATS:  # bfloat16 (float8): computed in float32, rounded back to nearest even
+            return float8.from_float(self.run(float8.to_float32(x)), x.dtype)
         return np.where(x > 0, x, self.alpha * _exp_minus_one_of_negative_part(x))
 
     def backward(self, inputs, outputs, grads):
@@ -196,6 +200,8 @@ class Celu(Op):
             raise self.fail("attribute 'alpha' must not be 0 (Celu divides by it)")
 
     def run(self, x: np.ndarray) -> np.ndarray:
+        if x.dtype.name in NARROW_FLOATS:  # bfloat16 (float8): computed in float32, rounded back to nearest even
+            return float8.from_float(self.run(float8.to_float32(x)), x.dtype)
         return np.maximum(x, 0) + self.alpha * _exp_minus_one_of_negative_part(x / self.alpha)
 
     def backward(self, inputs, outputs, grads):
