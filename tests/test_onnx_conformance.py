@@ -12,12 +12,7 @@ from onnx_node_cases import EXTRA_TYPES, PLAIN_TYPES, as_value, assert_same_valu
 import nn_core
 
 # case name -> why it is expected to fail; each entry is a real, explained limitation
-KNOWN_FAILURES: dict[str, str] = {
-    **{f"test_attention_{name}_bf16{suffix}": "Attention (and its expanded form) computes bfloat16 in float32 and "
-       "hands back float32; the reference rounds to bfloat16 between steps" for name in (
-           "3d_causal", "4d_causal", "4d_padded_kv", "4d_causal_padded_kv", "4d_attn_mask_causal")
-       for suffix in ("", "_expanded")},
-}
+KNOWN_FAILURES: dict[str, str] = {}
 
 CASES = cases_for(set(nn_core.SUPPORTED_OPS), nn_core.MAX_OPSET, PLAIN_TYPES | EXTRA_TYPES)
 

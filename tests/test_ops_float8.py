@@ -89,3 +89,27 @@ def test_quantize_dequantize_narrow_types(name):
     assert got["q"].dtype == want_q.dtype and np.array_equal(got["q"].view(np.uint8), want_q.view(np.uint8))
     assert got["y"].dtype == np.float16
     np.testing.assert_array_equal(got["y"], want_y)
+
+
+@pytest.mark.parametrize("op", ["MatMul", "Celu", "Elu"])
+def test_bfloat16_kernels_compute_in_float32_and_round_back(op):
+    import nn_core
+
+    bf16 = _dtype("BFLOAT16")
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((2, 3, 16)).astype(np.float32).astype(bf16)
+    b = rng.standard_normal((16, 5)).astype(np.float32).astype(bf16)
+    inputs = ["a", "b"] if op == "MatMul" else ["a"]
+    graph = helper.make_graph(
+        [helper.make_node(op, inputs, ["y"])], "g",
+        [helper.make_tensor_value_info("a", onnx.TensorProto.BFLOAT16, list(a.shape))],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.BFLOAT16, None)],
+        [numpy_helper.from_array(b, "b")] if op == "MatMul" else [])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 22)])
+    y = nn_core.load_proto(model, op).run({"a": a})["y"]
+    a32 = float8.to_float32(a)
+    want = {"MatMul": lambda: a32 @ float8.to_float32(b),
+            "Celu": lambda: np.maximum(a32, 0) + np.minimum(0, np.expm1(a32)),
+            "Elu": lambda: np.where(a32 > 0, a32, np.expm1(np.minimum(a32, 0)))}[op]()
+    assert y.dtype == bf16
+    assert np.array_equal(y.view(np.uint16), float8.from_float(want.astype(np.float32), bf16).view(np.uint16))

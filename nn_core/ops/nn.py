@@ -162,13 +162,19 @@ class MatMul(FusableOp):
             size = a.size * b.size
             if size > self.product_limit or not size:
                 self.check(a, b)
+        # bfloat16 (float8): float32 products and sums, rounded back once to nearest even
+        if a.dtype.kind == "V" and a.dtype.name in NARROW_FLOATS:
+            dtype = a.dtype
+            a, b = narrow_cast(a, np.dtype(np.float32)), narrow_cast(b, np.dtype(np.float32))
+        else:
+            dtype = None
         if a.ndim > 2 and b.ndim == 2:  # (..., K) @ (K, N) is one (prod(...), K) @ (K, N) product
             y = np.matmul(a.reshape(-1, a.shape[-1]), b).reshape(a.shape[:-1] + b.shape[1:])
         else:
             y = np.matmul(a, b)
         if self.act is not None:
             self.act(y)
-        return y
+        return y if dtype is None else narrow_cast(y, dtype)
 
     def backward(self, inputs, outputs, grads):
         a, b = inputs

@@ -154,7 +154,8 @@ class Attention(Op):
         if dtype.itemsize == 2:  # half types: each step rounds to the type, as the ONNX function body does
             acc = dtype.type
             root = dtype.type(np.sqrt(scale))
-            scores = np.matmul(q * root, np.swapaxes(k, -1, -2) * root)
+            # (NumPy's matmul of bfloat16 gives float32: rounded back, as the reference and the function body do)
+            scores = np.matmul(q * root, np.swapaxes(k, -1, -2) * root).astype(dtype, copy=False)
         else:
             acc = _compute_dtype(q)
             scores = np.matmul(q.astype(acc) * acc(scale), np.swapaxes(k.astype(acc), -1, -2))
