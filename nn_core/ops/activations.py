@@ -166,7 +166,8 @@ class Elu(Op):
         self.alpha = finite_attr(self, "alpha", 1.0)
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        if x.dtype.name in NARROW_FLOATS:  # bfloat16 (float8): computed in float32, rounded back to nearest even
+        # bfloat16 (float8): computed in float32, rounded back to nearest even
+        if x.dtype.kind == "V" and x.dtype.name in NARROW_FLOATS:
             return float8.from_float(self.run(float8.to_float32(x)), x.dtype)
         return np.where(x > 0, x, self.alpha * _exp_minus_one_of_negative_part(x))
 
@@ -200,7 +201,8 @@ class Celu(Op):
             raise self.fail("attribute 'alpha' must not be 0 (Celu divides by it)")
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        if x.dtype.name in NARROW_FLOATS:  # bfloat16 (float8): computed in float32, rounded back to nearest even
+        # bfloat16 (float8): computed in float32, rounded back to nearest even
+        if x.dtype.kind == "V" and x.dtype.name in NARROW_FLOATS:
             return float8.from_float(self.run(float8.to_float32(x)), x.dtype)
         return np.maximum(x, 0) + self.alpha * _exp_minus_one_of_negative_part(x / self.alpha)
 
