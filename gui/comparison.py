@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from gui.events import Dispatch, EventGroup
+from gui.localize import translate
 from gui.model_opening import ModelOpener, OpenedModel, OpenResult, prepare_model
 
 DEFAULT_THRESHOLD = 0.05  # a probability gap of 5 points on any class counts as a disagreement
@@ -117,19 +118,26 @@ class Comparison:
         """One line for the user."""
         if self.first.error or self.second.error:
             failed = self.first if self.first.error else self.second
-            return f"{failed.name} failed on this drawing: {failed.error}"
+            return translate("Comparison", "{name} failed on this drawing: {error}").format(name=failed.name,
+                                                                                             error=failed.error)
         if not self.comparable:
-            return "nothing to compare yet"
-        extra = " (the models have different numbers of classes)" if self.class_count_differs else ""
+            return translate("Comparison", "nothing to compare yet")
+        extra = translate("Comparison", " (the models have different numbers of classes)") \
+            if self.class_count_differs else ""
         first, second = self.first, self.second
         if not self.same_top:
-            return (f"disagree: {first.name} says {first.label(first.top)}, {second.name} says "
-                    f"{second.label(second.top)}{extra}")
+            return translate("Comparison", "disagree: {first} says {first_answer}, {second} says "
+                             "{second_answer}").format(first=first.name, first_answer=first.label(first.top),
+                                                       second=second.name,
+                                                       second_answer=second.label(second.top)) + extra
         index = self.max_gap_class
-        gap = f"{self.max_gap * 100:.1f} points on {first.label(index)}"
+        gap = translate("Comparison", "{points} points on {label}").format(points=f"{self.max_gap * 100:.1f}",
+                                                                          label=first.label(index))
         if self.max_gap >= self.threshold:
-            return f"same answer ({first.label(first.top)}), but probabilities differ by up to {gap}{extra}"
-        return f"agree: both say {first.label(first.top)} (largest gap {gap}){extra}"
+            return translate("Comparison", "same answer ({answer}), but probabilities differ by up to "
+                             "{gap}").format(answer=first.label(first.top), gap=gap) + extra
+        return translate("Comparison", "agree: both say {answer} (largest gap {gap})").format(
+            answer=first.label(first.top), gap=gap) + extra
 
 
 def compare(first: Side, second: Side, threshold: float = DEFAULT_THRESHOLD, drawing: int = 0) -> Comparison:
@@ -248,7 +256,7 @@ class Comparer:
             return
         if not result.ok:
             self.last_error = result.error
-            self.events.open_failed.emit(result.path, result.error or "cannot open")
+            self.events.open_failed.emit(result.path, result.error or translate("Comparison", "cannot open"))
             return
         opened = result.opened
         self.second = Model(opened.path.name, opened.adapter, file_size(opened.path), opened.path)
@@ -327,15 +335,19 @@ def describe_model(model: Model | None) -> str:
 def summary_lines(comparison: Comparison) -> list[str]:
     """The latency and size lines under the table."""
     first, second = comparison.first, comparison.second
-    lines = [f"{side.name}: {side.seconds * 1000:.2f} ms per drawing, {side.size_bytes / 1024:,.0f} KiB"
+    lines = [translate("Comparison", "{name}: {ms} ms per drawing, {kib} KiB").format(
+                 name=side.name, ms=f"{side.seconds * 1000:.2f}", kib=f"{side.size_bytes / 1024:,.0f}")
              for side in (first, second)]
     notes = []
     if comparison.speedup is not None:
         speed = comparison.speedup
-        notes.append(f"{second.name} is {speed:.2f}x as fast" if speed >= 1 else
-                     f"{second.name} is {1 / speed:.2f}x slower")
+        notes.append(translate("Comparison", "{name} is {factor}x as fast").format(
+                         name=second.name, factor=f"{speed:.2f}") if speed >= 1 else
+                     translate("Comparison", "{name} is {factor}x slower").format(
+                         name=second.name, factor=f"{1 / speed:.2f}"))
     if comparison.size_ratio is not None:
-        notes.append(f"its file is {comparison.size_ratio:.0%} of {first.name}'s")
+        notes.append(translate("Comparison", "its file is {share} of {name}'s").format(
+            share=f"{comparison.size_ratio:.0%}", name=first.name))
     if notes:
         lines.append("; ".join(notes))
     return lines

@@ -19,11 +19,21 @@ from typing import Any
 import numpy as np
 
 from gui.events import EventGroup
+from gui.localize import translate
 from nn_core.explain import DEFAULT_METHOD, METHOD_NAMES, METHODS, Explainer, Explanation
 from nn_core.interface import ModelAdapter
 
 __all__ = ["DEFAULT_METHOD", "METHODS", "METHOD_NAMES", "ExplainState", "Placement", "ShownExplanation",
-           "placement"]
+           "method_name", "placement"]
+
+
+def method_name(method: str) -> str:
+    """A saliency method's name in the user's language (``METHOD_NAMES`` has the English ones)."""
+    names = {"smoothgrad": translate("Explain", "SmoothGrad"),
+             "integrated_gradients": translate("Explain", "Integrated Gradients"),
+             "gradient_x_input": translate("Explain", "Gradient × input"),
+             "occlusion": translate("Explain", "Occlusion")}
+    return names.get(method) or METHOD_NAMES.get(method, method)
 
 
 @dataclass(frozen=True)
@@ -53,8 +63,9 @@ class ShownExplanation:
         target = self.labels[e.target] if e.target < len(self.labels) else str(e.target)
         if e.contrast is not None:
             other = self.labels[e.contrast] if e.contrast < len(self.labels) else str(e.contrast)
-            return f"Why {target} and not {other}? ({METHOD_NAMES[e.method]})"
-        return f"Why {target}? ({METHOD_NAMES[e.method]})"
+            return translate("Explain", "Why {target} and not {other}? ({method})").format(
+                target=target, other=other, method=method_name(e.method))
+        return translate("Explain", "Why {target}? ({method})").format(target=target, method=method_name(e.method))
 
 
 def placement(strokes: list, canvas_size: tuple[int, int], pen_width: float | None) -> Placement | None:
@@ -239,7 +250,8 @@ class ExplainState:
                 explanation = explainer.explain(image, target, contrast, method)
             where = placement(strokes, size, pen)
         except Exception as exc:  # noqa: BLE001 - shown to the user; the app keeps working
-            return f"Could not explain the drawing: {type(exc).__name__}: {exc}"
+            return translate("Explain", "Could not explain the drawing: {error}").format(
+                error=f"{type(exc).__name__}: {exc}")
         self.last_seconds = explanation.seconds
         return ShownExplanation(key, explanation, where, labels)
 

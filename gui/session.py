@@ -27,6 +27,7 @@ import numpy as np
 
 from gui.events import Dispatch, EventGroup, QueueDispatcher
 from gui.graph_layout import layout_graph
+from gui.localize import translate
 from gui.model_opening import ModelOpener, OpenedModel, OpenResult, prepare_model
 from gui.prediction import Prediction
 from gui.predictor import ChunkPacer, Predictor
@@ -234,8 +235,9 @@ class Session:
 
     def _finish_open(self, result: OpenResult) -> None:
         if result.opened is None:
-            error = clean_error(result.error or "unknown error", result.path)  # the line names the file
-            self.report_error(f"Could not open {result.path.name}: {error}")
+            error = clean_error(result.error or translate("Session", "unknown error"), result.path)  # names the file
+            self.report_error(translate("Session", "Could not open {name}: {error}").format(name=result.path.name,
+                                                                                          error=error))
             self._end_open(result.generation, False)
             return
         self.install(result.opened)
@@ -324,7 +326,8 @@ class Session:
         try:
             image = self.rasterize()
         except Exception as exc:  # noqa: BLE001 - a rasterizer bug must not take the app down mid-stroke
-            self.report_error(f"Could not rasterize the drawing: {type(exc).__name__}: {exc}")
+            self.report_error(translate("Session", "Could not rasterize the drawing: {error}").format(
+                error=f"{type(exc).__name__}: {exc}"))
             return
         self.image = image
         self.events.input_image.emit(self.adapter.model_image(image))
@@ -344,7 +347,8 @@ class Session:
             if prediction.drawing < self.prediction.drawing or self.prediction.traced or not prediction.traced:
                 return
         if prediction.error:
-            self.report_error(f"The model failed on this drawing: {prediction.error}")
+            self.report_error(translate("Session", "The model failed on this drawing: {error}").format(
+                error=prediction.error))
             return
         self.prediction = prediction
         self.events.prediction.emit(prediction)
@@ -456,7 +460,7 @@ class Session:
         if adapter is not self.adapter or report is None:
             return  # the model changed meanwhile
         if isinstance(report, str):
-            self.report_error(f"Auto-detect failed: {report}")
+            self.report_error(translate("Session", "Auto-detect failed: {error}").format(error=report))
             return
         self.scaling_report = report
         self.set_scaling(report.best, "guessed" if guessed else "auto-detect")

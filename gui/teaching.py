@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from gui.events import EventGroup
+from gui.localize import translate
 from gui.model_opening import OpenedModel
 from gui.prediction import run_prediction
 from nn_core.interface import META_INPUT_SCALE, ModelAdapter, load_samples
@@ -135,9 +136,11 @@ class Evaluation:
     seconds: float = 0.0
 
     def summary(self) -> str:
-        return (f"Your {self.examples} examples: {self.own_before:.0%} before → {self.own_held_out:.0%} after "
-                f"(each held out) · MNIST digits: {self.mnist_before:.0%} → {self.mnist_after:.0%} "
-                f"({self.mnist_count} shipped)")
+        return translate("Teacher", "Your {count} examples: {before} before → {after} after (each held out) · "
+                         "MNIST digits: {mnist_before} → {mnist_after} ({mnist_count} shipped)").format(
+            count=self.examples, before=f"{self.own_before:.0%}", after=f"{self.own_held_out:.0%}",
+            mnist_before=f"{self.mnist_before:.0%}", mnist_after=f"{self.mnist_after:.0%}",
+            mnist_count=self.mnist_count)
 
 
 class Cancelled(Exception):
@@ -207,15 +210,15 @@ class Teacher:
         ``last_error``) when it cannot start."""
         session = self.session
         if self.running:
-            self.last_error = "a personalization is already running"
+            self.last_error = translate("Teacher", "a personalization is already running")
             return False
         base = self.base if self.personal_installed else self._current
         if base is None or session.adapter is None:
-            self.last_error = "no model is open"
+            self.last_error = translate("Teacher", "no model is open")
             return False
         images, labels = self.store.arrays()
         if len(labels) == 0:
-            self.last_error = "teach some examples first: draw a digit and press its key"
+            self.last_error = translate("Teacher", "teach some examples first: draw a digit and press its key")
             return False
         self.running = True
         self.last_error = None
@@ -266,7 +269,8 @@ class Teacher:
             self._end()
             return
         if isinstance(outcome, str):
-            self.last_error = f"Cannot personalize {base.path.name}: {outcome}"
+            self.last_error = translate("Teacher", "Cannot personalize {name}: {error}").format(
+                name=base.path.name, error=outcome)
             self._end()
             self.session.report_error(self.last_error)
             return
@@ -298,7 +302,7 @@ class Teacher:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the personal model as ONNX (metadata: base model, examples, date, input scaling)."""
         if self.personal is None:
-            raise ValueError("there is no personal model yet: personalize first")
+            raise ValueError(translate("Teacher", "there is no personal model yet: personalize first"))
         path = Path(path)
         self.personal.model.save(path)
         return path
@@ -315,14 +319,15 @@ def _personalize(base: OpenedModel, scaling: str, images: np.ndarray, labels: np
     adapter = ModelAdapter(base.model)
     adapter.set_scaling(scaling, base.adapter.scaling_source)
     if not adapter.layout.dynamic_batch:
-        raise nn_core.ModelError(f"its input {adapter.layout.describe()} takes a fixed batch; fine-tuning needs "
-                                 "a model whose batch axis is free")
+        raise nn_core.ModelError(translate("Teacher", "its input {layout} takes a fixed batch; fine-tuning needs "
+                                           "a model whose batch axis is free").format(
+            layout=adapter.layout.describe()))
     feeds = adapter.make_batch_feeds(images, scaling)[adapter.layout.input_name]
     mnist_images, mnist_labels = load_samples()
     n = len(labels)
     folds = min(n, MAX_FOLDS) if n >= 2 else 0
     total = (folds + 2) * TICKS  # a stage per fine-tune (and one to measure), each in TICKS: a smooth bar
-    report(0, total, "Measuring the model as it is…")
+    report(0, total, translate("Teacher", "Measuring the model as it is…"))
 
     def steps(stage: int, text: str):
         """finetune's per-step callback for ``stage``: progress within it, and True (stop now) once cancelled."""
@@ -337,7 +342,7 @@ def _personalize(base: OpenedModel, scaling: str, images: np.ndarray, labels: np
 
     own_before = accuracy(adapter, images, labels)
     mnist_before = accuracy(adapter, mnist_images, mnist_labels)
-    report(TICKS, total, "Held-out check…")
+    report(TICKS, total, translate("Teacher", "Held-out check…"))
     held_right = 0
     order = np.random.default_rng(0).permutation(n)
     for fold in range(folds):
@@ -345,7 +350,7 @@ def _personalize(base: OpenedModel, scaling: str, images: np.ndarray, labels: np
             raise Cancelled
         out = order[fold::folds]
         keep = np.setdiff1d(np.arange(n), out)
-        text = f"Held-out check {fold + 1} of {folds}…"
+        text = translate("Teacher", "Held-out check {fold} of {folds}…").format(fold=fold + 1, folds=folds)
         tuned = nn_core.finetune(base.model, feeds[keep], labels[keep], callback=steps(1 + fold, text))
         if cancel.is_set():
             raise Cancelled
@@ -355,8 +360,9 @@ def _personalize(base: OpenedModel, scaling: str, images: np.ndarray, labels: np
         report((2 + fold) * TICKS, total, text)
     if cancel.is_set():
         raise Cancelled
-    report((1 + folds) * TICKS, total, "Learning your examples…")
-    personal = nn_core.finetune(base.model, feeds, labels, callback=steps(1 + folds, "Learning your examples…"))
+    learning = translate("Teacher", "Learning your examples…")
+    report((1 + folds) * TICKS, total, learning)
+    personal = nn_core.finetune(base.model, feeds, labels, callback=steps(1 + folds, learning))
     if cancel.is_set():
         raise Cancelled
     personal.metadata.update({META_BASE: base.path.name, META_EXAMPLES: str(n),
@@ -372,7 +378,7 @@ def _personalize(base: OpenedModel, scaling: str, images: np.ndarray, labels: np
     personal.save(path)  # the personal model survives a crash too (and File > Open recent finds it)
     opened = OpenedModel(path, personal, personal_adapter, f"personal:{base.key}:{n}", trial)
     opened.layout = getattr(base, "layout", None)
-    report(total, total, "Done")
+    report(total, total, translate("Teacher", "Done"))
     evaluation = Evaluation(n, own_before, held_right / n if folds else own_after, own_after, mnist_before,
                             mnist_after, len(mnist_labels), folds, time.perf_counter() - started)
     return opened, evaluation

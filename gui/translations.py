@@ -5,6 +5,9 @@ Every user-facing string of the views goes through Qt's translation system (``se
 (Qt Linguist format, refreshed with ``pyside6-lupdate``), ``digitscope_pt_BR.qm`` its compiled form
 (``pyside6-lrelease``, shipped with PySide6-Essentials), which is what the app loads. The language follows the
 system locale unless the user picked one (View > Language, kept in the settings; it applies at the next start).
+
+The Qt-free modules (session, teaching, explain, comparison) translate through ``gui.localize.translate``, a hook
+that importing this module points at ``QCoreApplication.translate`` (English as written until then).
 """
 
 from __future__ import annotations
@@ -13,10 +16,14 @@ from pathlib import Path
 
 from PySide6.QtCore import QCoreApplication, QLibraryInfo, QLocale, QSettings, QTranslator
 
+from gui import localize
+
 I18N_DIR = Path(__file__).resolve().parent / "i18n"
 SETTING = "ui/language"
 SYSTEM = "system"
 LANGUAGES = {"en": "English", "pt_BR": "Português (Brasil)"}  # shown in their own language
+
+localize.set_translator(QCoreApplication.translate)  # the Qt-free modules' messages go through the translators
 
 
 def available() -> list[str]:
