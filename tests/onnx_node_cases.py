@@ -20,7 +20,7 @@ PLAIN_TYPES = {
 # (converted bit-exactly by nn_core.ops.float8), the 4-bit integers and float4
 EXTRA_TYPES = {onnx.TensorProto.STRING, onnx.TensorProto.BFLOAT16} | {
     getattr(onnx.TensorProto, name) for name in ("FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ",
-                                                  "FLOAT8E8M0", "INT4", "UINT4", "FLOAT4E2M1")
+                                                  "FLOAT8E8M0", "INT4", "UINT4", "INT2", "UINT2", "FLOAT4E2M1")
     if hasattr(onnx.TensorProto, name)}
 
 
