@@ -102,7 +102,7 @@ class CompareView(QDialog):
         if self.session.adapter is None:
             return
         path = self.session.model_path
-        self.comparer.set_first(Path(path).name if path else "model", self.session.adapter, path)
+        self.comparer.set_first(Path(path).name if path else self.tr("model"), self.session.adapter, path)
         self.first_label.setText(self.tr("first: {model}").format(model=describe_model(self.comparer.first)))
         self._resubmit()
 

@@ -8,7 +8,7 @@ from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QAction, QColor, QImage, QLinearGradient, QPainter, QPaintEvent
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSizePolicy, QToolButton, QVBoxLayout, QWidget
 
-from gui.explain import METHOD_NAMES, METHODS, ShownExplanation
+from gui.explain import METHODS, ShownExplanation, method_name
 
 TOWARDS = (255, 140, 30)  # ink that pushes towards the class: orange
 AGAINST = (40, 150, 255)  # ink that pushes away from it (or towards the contrast class): blue
@@ -40,8 +40,8 @@ class LegendBar(QWidget):
         self.setMinimumHeight(18)
         self.setMinimumWidth(200)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-        self.against_text = "against"
-        self.towards_text = "towards"
+        self.against_text = self.tr("against")
+        self.towards_text = self.tr("towards")
 
     def paintEvent(self, event: QPaintEvent) -> None:
         painter = QPainter(self)
@@ -73,19 +73,19 @@ class ExplainBar(QWidget):
         self.toggle_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
         self.method_combo = QComboBox()
         for method in METHODS:
-            self.method_combo.addItem(METHOD_NAMES[method], method)
-        self.method_combo.setToolTip("How the map is computed. SmoothGrad (default) passes the randomization and "
-                                     "deletion sanity checks; gradient × input mostly mirrors the drawing; "
-                                     "occlusion needs no gradients")
+            self.method_combo.addItem(method_name(method), method)
+        self.method_combo.setToolTip(self.tr("How the map is computed. SmoothGrad (default) passes the randomization "
+                                             "and deletion sanity checks; gradient × input mostly mirrors the "
+                                             "drawing; occlusion needs no gradients"))
         self.method_combo.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.method_combo.activated.connect(lambda i: self.methodChosen.emit(self.method_combo.itemData(i)))
         self.contrast_combo = QComboBox()
-        self.contrast_combo.setToolTip("Explain the difference to another class: why this and not that?")
+        self.contrast_combo.setToolTip(self.tr("Explain the difference to another class: why this and not that?"))
         self.contrast_combo.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.contrast_combo.activated.connect(lambda i: self.contrastChosen.emit(self.contrast_combo.itemData(i)))
         self.set_labels([str(i) for i in range(10)])
         self.legend = LegendBar()
-        self.title = QLabel("Explain: show which pixels pushed the prediction (X)")
+        self.title = QLabel(self.tr("Explain: show which pixels pushed the prediction (X)"))
         self.title.setWordWrap(True)
         self.note = QLabel()
         self.note.setWordWrap(True)
@@ -96,7 +96,7 @@ class ExplainBar(QWidget):
         row.setContentsMargins(0, 0, 0, 0)
         row.addWidget(self.toggle_button)
         row.addWidget(self.method_combo)
-        row.addWidget(QLabel("and not"))
+        row.addWidget(QLabel(self.tr("and not")))
         row.addWidget(self.contrast_combo)
         row.addStretch(1)
         second = QHBoxLayout()
@@ -126,18 +126,18 @@ class ExplainBar(QWidget):
 
     def show_explanation(self, shown: ShownExplanation | None) -> None:
         if shown is None:
-            self.title.setText("Explain: show which pixels pushed the prediction (X)")
+            self.title.setText(self.tr("Explain: show which pixels pushed the prediction (X)"))
             self.note.hide()
             return
         e = shown.explanation
         label = shown.labels[e.target] if e.target < len(shown.labels) else str(e.target)
-        self.legend.towards_text = f"towards {label}"
+        self.legend.towards_text = self.tr("towards {label}").format(label=label)
         if e.contrast is not None:
             other = shown.labels[e.contrast] if e.contrast < len(shown.labels) else str(e.contrast)
-            self.legend.against_text = f"towards {other}"
+            self.legend.against_text = self.tr("towards {label}").format(label=other)
         else:
-            self.legend.against_text = f"against {label}"
+            self.legend.against_text = self.tr("against {label}").format(label=label)
         self.legend.update()
-        self.title.setText(f"{shown.title()} · {e.seconds * 1000:.0f} ms")
+        self.title.setText(self.tr("{title} · {ms} ms").format(title=shown.title(), ms=f"{e.seconds * 1000:.0f}"))
         self.note.setText(e.note or "")
         self.note.setVisible(bool(e.note))

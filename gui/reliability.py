@@ -7,7 +7,7 @@ from PySide6.QtCore import QPointF, QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QFont, QPainter, QPaintEvent, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
-from gui.calibration import Reliability
+from gui.calibration import MNIST_SOURCE, PEN_SOURCE, Reliability
 
 BACKGROUND = QColor(32, 32, 36)
 AXIS = QColor(120, 120, 128)
@@ -19,19 +19,16 @@ GAP_UNDER = QColor(90, 200, 120, 150)  # below: underconfident
 DIAGONAL = QColor(255, 170, 60)
 
 
-def _text(text: str) -> str:
-    """The view's strings (not in the Portuguese catalogue yet: gui/i18n is refreshed with pyside6-lupdate)."""
-    return text
-
-
 class ReliabilityView(QWidget):
     """Paints ``set_reliability(Reliability or None)``; ``set_message(text)`` shows a line instead (measuring…,
-    not a ten-class model, an error)."""
+    not a ten-class model, an error). ``calibration`` (set by the model view) says how the model is calibrated in
+    the user's language; the tooltip falls back to ``Reliability.temperature``."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.reliability: Reliability | None = None
         self.message = ""
+        self.calibration = ""
         self.setMinimumHeight(150)
         self.setMinimumWidth(160)
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
@@ -53,7 +50,7 @@ class ReliabilityView(QWidget):
         if self.reliability is None:
             return self.message
         r = self.reliability
-        return _text("ECE {ece} % · {n} digits · accuracy {acc} %, mean confidence {conf} %").format(
+        return self.tr("ECE {ece} % · {n} digits · accuracy {acc} %, mean confidence {conf} %").format(
             ece=f"{r.ece * 100:.1f}", n=r.samples, acc=f"{r.accuracy * 100:.0f}",
             conf=f"{r.mean_confidence * 100:.0f}")
 
@@ -61,15 +58,18 @@ class ReliabilityView(QWidget):
         r = self.reliability
         if r is None:
             return ""
-        lines = [_text("Each bar: the predictions whose confidence falls in that range, and how many of them "
+        lines = [self.tr("Each bar: the predictions whose confidence falls in that range, and how many of them "
                          "were right. A calibrated model's bars reach the diagonal; red above a bar = "
                          "overconfident, green = underconfident."),
-                 _text("Calibration: {how}").format(how=r.temperature or "—")]
+                 self.tr("Calibration: {how}").format(how=self.calibration or r.temperature or "—")]
+        sources = {MNIST_SOURCE: self.tr("MNIST test digits"), PEN_SOURCE: self.tr("pen recordings")}
         for name, count in r.sources.items():
-            lines.append(_text("{count} {name}: ECE {ece} %").format(count=count, name=name,
-                                                                     ece=f"{r.ece_by_source[name] * 100:.1f}"))
-        lines += [f"{row.low:.1f}–{row.high:.1f}: {row.count} · conf {row.confidence * 100:.0f} % · acc "
-                  f"{row.accuracy * 100:.0f} %" for row in r.bins if row.count]
+            lines.append(self.tr("{count} {name}: ECE {ece} %").format(count=count, name=sources.get(name, name),
+                                                                       ece=f"{r.ece_by_source[name] * 100:.1f}"))
+        lines += [self.tr("{low}–{high}: {count} · conf {confidence} % · acc {accuracy} %").format(
+                      low=f"{row.low:.1f}", high=f"{row.high:.1f}", count=row.count,
+                      confidence=f"{row.confidence * 100:.0f}", accuracy=f"{row.accuracy * 100:.0f}")
+                  for row in r.bins if row.count]
         return "\n".join(lines)
 
     def paintEvent(self, event: QPaintEvent) -> None:
@@ -82,7 +82,7 @@ class ReliabilityView(QWidget):
         line = 16.0
         painter.setPen(TEXT)
         painter.drawText(QRectF(8, 2, self.width() - 16, line), Qt.AlignmentFlag.AlignLeft
-                         | Qt.AlignmentFlag.AlignVCenter, _text("Reliability: confidence vs accuracy"))
+                         | Qt.AlignmentFlag.AlignVCenter, self.tr("Reliability: confidence vs accuracy"))
         painter.setPen(DIM)
         painter.drawText(QRectF(8, 2 + line, self.width() - 16, line), Qt.AlignmentFlag.AlignLeft
                          | Qt.AlignmentFlag.AlignVCenter, self.caption())
@@ -117,14 +117,14 @@ class ReliabilityView(QWidget):
         legend_x = plot.right() + 10
         if self.width() - legend_x > 90:
             painter.setPen(DIM)
-            for row_index, (colour, text) in enumerate(((BAR, _text("accuracy")),
-                                                        (GAP_OVER, _text("overconfident")),
-                                                        (GAP_UNDER, _text("underconfident")),
-                                                        (DIAGONAL, _text("perfect")))):
+            for row_index, (colour, text) in enumerate(((BAR, self.tr("accuracy")),
+                                                        (GAP_OVER, self.tr("overconfident")),
+                                                        (GAP_UNDER, self.tr("underconfident")),
+                                                        (DIAGONAL, self.tr("perfect")))):
                 y = plot.top() + row_index * line
                 painter.fillRect(QRectF(legend_x, y + 4, 10, 8), colour)
                 painter.drawText(QRectF(legend_x + 14, y, self.width() - legend_x - 14, line),
                                  Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, text)
             painter.drawText(QRectF(legend_x, plot.bottom() - line, self.width() - legend_x, line),
-                             Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, _text("x: confidence %"))
+                             Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, self.tr("x: confidence %"))
         painter.end()

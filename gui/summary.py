@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 from PySide6.QtCore import (
+    QT_TRANSLATE_NOOP,
     QAbstractTableModel,
     QCoreApplication,
     QEvent,
@@ -19,15 +20,18 @@ from PySide6.QtCore import (
 )
 from PySide6.QtWidgets import QHeaderView, QLabel, QTreeView, QVBoxLayout, QWidget
 
-from gui.calibration import Reliability, describe_temperature
+from gui.calibration import Reliability
 from gui.reliability import ReliabilityView
-from nn_core.interface import SCALING_DESCRIPTIONS, ModelAdapter
+from nn_core.interface import SCALING_DESCRIPTIONS, ModelAdapter, folded_calibration
 
 COLUMNS = ("#", "Node", "Op", "Output shape", "Parameters")
-# where the scaling came from, in words (adapter.scaling_source)
-SCALING_SOURCES = {"metadata": "from the file", "remembered": "your earlier choice", "user": "your choice",
-                   "guessed": "guessed: auto-detected on open", "auto-detect": "guessed: auto-detected",
-                   "default": "guessed: assumed, the file declares none"}
+# where the scaling came from, in words (adapter.scaling_source); translated when shown
+SCALING_SOURCES = {"metadata": QT_TRANSLATE_NOOP("ModelSummary", "from the file"),
+                   "remembered": QT_TRANSLATE_NOOP("ModelSummary", "your earlier choice"),
+                   "user": QT_TRANSLATE_NOOP("ModelSummary", "your choice"),
+                   "guessed": QT_TRANSLATE_NOOP("ModelSummary", "guessed: auto-detected on open"),
+                   "auto-detect": QT_TRANSLATE_NOOP("ModelSummary", "guessed: auto-detected"),
+                   "default": QT_TRANSLATE_NOOP("ModelSummary", "guessed: assumed, the file declares none")}
 
 
 def _tr(text: str) -> str:
@@ -43,7 +47,35 @@ def _texts() -> tuple[str, ...]:
             translate("ModelSummary", "Opset"), translate("ModelSummary", "Inputs"),
             translate("ModelSummary", "Outputs"), translate("ModelSummary", "Nodes"),
             translate("ModelSummary", "Fed as"), translate("ModelSummary", "Scaling"),
-            translate("ModelSummary", "(in memory)"))
+            translate("ModelSummary", "(in memory)"), translate("ModelSummary", "Calibration"),
+            translate("ModelSummary", "Ignored"), translate("ModelSummary", "Input description"),
+            translate("ModelSummary", "Test accuracy"), translate("ModelSummary", "unknown"))
+
+
+def scaling_description(code: str) -> str:
+    """An input scaling in words, in the user's language (``SCALING_DESCRIPTIONS`` has the English)."""
+    translate = QCoreApplication.translate
+    names = {"01": translate("ModelSummary", "0..1, ink = 1 (x/255)"),
+             "255": translate("ModelSummary", "0..255 raw pixels"),
+             "mnist_norm": translate("ModelSummary", "MNIST normalised ((x-0.1307)/0.3081)"),
+             "m11": translate("ModelSummary", "-1..1 (x/127.5-1)"),
+             "inv01": translate("ModelSummary", "inverted 0..1 (dark ink on white)")}
+    return names.get(code) or SCALING_DESCRIPTIONS.get(code, code)
+
+
+def describe_calibration(adapter: ModelAdapter) -> str:
+    """How the model's probabilities are calibrated, in the user's language (``gui.calibration.describe_temperature``
+    in English)."""
+    translate = QCoreApplication.translate
+    temperature = getattr(adapter, "temperature", None)
+    if temperature is not None:
+        return translate("ModelSummary", "temperature {value} from the file's metadata").format(
+            value=f"{temperature:g}")
+    folded = folded_calibration(getattr(adapter, "metadata", {}) or {})
+    if folded is not None:
+        return translate("ModelSummary", "temperature {value} folded into {node}").format(value=f"{folded[0]:g}",
+                                                                                           node=folded[1])
+    return translate("ModelSummary", "not calibrated (no temperature in the file)")
 
 
 def _shape_text(shape: Any) -> str:
@@ -60,8 +92,8 @@ def _spec_text(spec: Any) -> str:
 def describe_model(model: Any, adapter: ModelAdapter | None) -> str:
     """The header as rich text (the view's label shows it; tests read it too)."""
     rows = [
-        ("File", html.escape(Path(model.path).name if getattr(model, "path", None) else "(in memory)")),
-        ("Producer", html.escape(str(getattr(model, "producer", "unknown")))),
+        ("File", html.escape(Path(model.path).name if getattr(model, "path", None) else _tr("(in memory)"))),
+        ("Producer", html.escape(str(getattr(model, "producer", _tr("unknown"))))),
         ("Opset", str(getattr(model, "opset", "?"))),
         ("Inputs", "<br>".join(_spec_text(s) for s in model.inputs)),
         ("Outputs", "<br>".join(_spec_text(s) for s in model.outputs)),
@@ -70,10 +102,10 @@ def describe_model(model: Any, adapter: ModelAdapter | None) -> str:
     ]
     if adapter is not None:
         rows.append(("Fed as", html.escape(adapter.layout.describe())))
-        source = SCALING_SOURCES.get(adapter.scaling_source, adapter.scaling_source)
-        rows.append(("Scaling", html.escape(f"{adapter.scaling} — {SCALING_DESCRIPTIONS[adapter.scaling]} "
+        source = _tr(SCALING_SOURCES.get(adapter.scaling_source, adapter.scaling_source))
+        rows.append(("Scaling", html.escape(f"{adapter.scaling} — {scaling_description(adapter.scaling)} "
                                             f"({source})")))
-        rows.append(("Calibration", html.escape(describe_temperature(adapter))))
+        rows.append(("Calibration", html.escape(describe_calibration(adapter))))
         for warning in getattr(adapter, "warnings", ()):
             rows.append(("Ignored", f"<span style='color:#e99'>{html.escape(warning)}</span>"))
     for key in ("input_description", "test_accuracy"):
@@ -165,7 +197,7 @@ class ModelSummary(QWidget):
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.Interactive)
             header.resizeSection(column, width)
         self.reliability = ReliabilityView()
-        self.reliability.set_message("Reliability: measured when a ten-class model is open")
+        self.reliability.set_message(self.tr("Reliability: measured when a ten-class model is open"))
         layout = QVBoxLayout(self)
         layout.addWidget(self.header)
         layout.addWidget(self.reliability)
@@ -187,15 +219,17 @@ class ModelSummary(QWidget):
 
     def set_model(self, model: Any, adapter: ModelAdapter | None) -> None:
         self.header.setText(describe_model(model, adapter))
+        self.reliability.calibration = describe_calibration(adapter) if adapter is not None else ""
         self.nodes.set_nodes(list(model.nodes))
 
     def set_reliability(self, reliability: Reliability | None, measuring: bool = False,
                         error: str | None = None) -> None:
         """The reliability diagram of the current model (None: a line saying why there is none)."""
         if reliability is None:
-            self.reliability.set_message("Reliability: measuring on the shipped digits…" if measuring else
-                                         f"Reliability: the model failed on a digit ({error})" if error else
-                                         "Reliability: only for ten-class (digit) models")
+            self.reliability.set_message(
+                self.tr("Reliability: measuring on the shipped digits…") if measuring else
+                self.tr("Reliability: the model failed on a digit ({error})").format(error=error) if error else
+                self.tr("Reliability: only for ten-class (digit) models"))
         self.reliability.set_reliability(reliability)
 
     def set_shapes(self, records: list) -> None:

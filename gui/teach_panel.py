@@ -50,7 +50,8 @@ class Gallery(QListWidget):
         for example in examples:
             item = QListWidgetItem(QIcon(thumbnail(example.image)), str(example.label))
             item.setData(Qt.ItemDataRole.UserRole, example.id)
-            item.setToolTip(f"taught as {example.label} · {example.created[:19].replace('T', ' ')}")
+            item.setToolTip(self.tr("taught as {digit} · {date}").format(
+                digit=example.label, date=example.created[:19].replace("T", " ")))
             self.addItem(item)
 
     def selected_ids(self) -> list[str]:
@@ -74,14 +75,15 @@ class TeachPanel(QWidget):
     def __init__(self, teacher: Teacher, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.teacher = teacher
-        intro = QLabel("Wrong? It's a …  (or press the digit key)")
+        intro = QLabel(self.tr("Wrong? It's a …  (or press the digit key)"))
         self.label_buttons = []
         grid = QGridLayout()
         grid.setSpacing(3)
         for digit in range(10):
             button = QToolButton()
             button.setText(str(digit))
-            button.setToolTip(f"Label this drawing {digit} and keep it as your example ({digit})")
+            button.setToolTip(self.tr("Label this drawing {digit} and keep it as your example ({digit})").format(
+                digit=digit))
             button.setMinimumSize(32, 28)
             button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
             button.clicked.connect(lambda _=False, d=digit: self.teachRequested.emit(d))
@@ -90,15 +92,16 @@ class TeachPanel(QWidget):
         self.count_label = QLabel()
         self.gallery = Gallery()
         self.gallery.deleteRequested.connect(self._delete)
-        self.delete_button = QPushButton("Delete selected")
+        self.delete_button = QPushButton(self.tr("Delete selected"))
         self.delete_button.clicked.connect(lambda: self._delete(self.gallery.selected_ids()))
-        self.personalize_button = QPushButton("Personalize")
-        self.personalize_button.setToolTip("Fine-tune the current model on your examples (in the background)")
+        self.personalize_button = QPushButton(self.tr("Personalize"))
+        self.personalize_button.setToolTip(self.tr("Fine-tune the current model on your examples (in the "
+                                                   "background)"))
         self.personalize_button.clicked.connect(self.personalizeRequested.emit)
         self.progress = QProgressBar()
         self.progress.setTextVisible(True)
         self.progress.hide()
-        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button = QPushButton(self.tr("Cancel"))
         self.cancel_button.clicked.connect(teacher.cancel)
         self.cancel_button.hide()
         self.status = QLabel()
@@ -106,9 +109,9 @@ class TeachPanel(QWidget):
         self.result = QLabel()
         self.result.setWordWrap(True)
         self.result.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.revert_button = QPushButton("Use the original model")
+        self.revert_button = QPushButton(self.tr("Use the original model"))
         self.revert_button.clicked.connect(self._toggle_personal)
-        self.save_button = QPushButton("Save personal model…")
+        self.save_button = QPushButton(self.tr("Save personal model…"))
         self.save_button.clicked.connect(self.saveRequested.emit)
 
         layout = QVBoxLayout(self)
@@ -145,7 +148,8 @@ class TeachPanel(QWidget):
         self.gallery.set_examples(examples)
         counts = np.bincount([e.label for e in examples], minlength=10) if examples else np.zeros(10, int)
         per_digit = " ".join(f"{d}:{c}" for d, c in enumerate(counts) if c)
-        self.count_label.setText(f"{len(examples)} examples" + (f" ({per_digit})" if per_digit else ""))
+        count = self.tr("{count} examples").format(count=len(examples))
+        self.count_label.setText(count + (f" ({per_digit})" if per_digit else ""))
         self.personalize_button.setEnabled(bool(examples) and not self.teacher.running)
         self.delete_button.setEnabled(bool(examples))
 
@@ -159,9 +163,9 @@ class TeachPanel(QWidget):
         self.personalize_button.setEnabled(not running and bool(self.teacher.examples))
         if running:
             self.progress.setRange(0, 0)
-            self.status.setText("Personalizing…")
+            self.status.setText(self.tr("Personalizing…"))
         elif self.teacher.evaluation is None or not self.teacher.personal_installed:
-            self.status.setText(self.teacher.last_error or "Stopped.")
+            self.status.setText(self.teacher.last_error or self.tr("Stopped."))
 
     def _on_progress(self, done: int, total: int, text: str) -> None:
         self.progress.setRange(0, total)
@@ -169,7 +173,8 @@ class TeachPanel(QWidget):
         self.status.setText(text)
 
     def _on_personalized(self, evaluation: Evaluation) -> None:
-        self.status.setText(f"Personal model installed ({evaluation.seconds:.1f} s).")
+        self.status.setText(self.tr("Personal model installed ({seconds} s).").format(
+            seconds=f"{evaluation.seconds:.1f}"))
         self.result.setText(evaluation.summary())
         self._sync_model_buttons()
 
@@ -182,6 +187,6 @@ class TeachPanel(QWidget):
     def _sync_model_buttons(self) -> None:
         has_personal = self.teacher.personal is not None
         self.revert_button.setEnabled(has_personal)
-        self.revert_button.setText("Use the original model" if self.teacher.personal_installed or not has_personal
-                                   else "Use the personal model")
+        self.revert_button.setText(self.tr("Use the original model") if self.teacher.personal_installed
+                                   or not has_personal else self.tr("Use the personal model"))
         self.save_button.setEnabled(has_personal)

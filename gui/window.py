@@ -45,10 +45,10 @@ from gui.probabilities import ProbabilitiesView
 from gui.qt_bridge import QtDispatcher, wait_for
 from gui.session import Session, bundled_model_path, clean_error
 from gui.settings import AppSettings
-from gui.summary import ModelSummary
+from gui.summary import ModelSummary, scaling_description
 from gui.teach_panel import TeachPanel
 from gui.teaching import Teacher
-from nn_core.interface import SCALING_DESCRIPTIONS, SCALINGS, ScalingReport
+from nn_core.interface import SCALINGS, ScalingReport
 
 __all__ = ["APPLICATION", "ORGANIZATION", "MainWindow", "bundled_model_path"]
 
@@ -256,7 +256,7 @@ class MainWindow(QMainWindow):
         self.scaling_actions = []
         for number, code in enumerate(SCALINGS, start=1):
             action = self._action(self.tr("Scaling {code}: {description}").format(
-                                  code=code, description=SCALING_DESCRIPTIONS[code]),
+                                  code=code, description=scaling_description(code)),
                                   lambda _=False, c=code: self.set_scaling(c), [f"Ctrl+{number}"], checkable=True)
             self.scaling_actions.append(action)
         self.show_activations_action = self._action(self.tr("&Activations"), lambda: self.tabs.setCurrentIndex(0),
@@ -364,7 +364,7 @@ class MainWindow(QMainWindow):
         scaling_row.addWidget(QLabel(self.tr("Input scaling")))
         self.scaling_combo = QComboBox()
         for code in SCALINGS:
-            self.scaling_combo.addItem(f"{code} — {SCALING_DESCRIPTIONS[code]}", code)
+            self.scaling_combo.addItem(f"{code} — {scaling_description(code)}", code)
         self.scaling_combo.setToolTip(self.tr("How pixel values are scaled for this model (remembered per model)"))
         self.scaling_combo.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.scaling_combo.activated.connect(lambda index: self.set_scaling(self.scaling_combo.itemData(index)))
@@ -572,17 +572,19 @@ class MainWindow(QMainWindow):
         """The "guessed" badge: shown while the scaling in use is not the file's word or the user's choice."""
         session = self.session
         if session.guessing:
-            text, tip = "guessing…", ("The file declares no input scaling: trying each one on 50 MNIST test digits "
-                                      "(choose one to stop)")
+            text, tip = self.tr("guessing…"), self.tr("The file declares no input scaling: trying each one on 50 "
+                                                      "MNIST test digits (choose one to stop)")
         elif session.scaling_guessed and self.adapter is not None:
             report = session.scaling_report
             if self.adapter.scaling_source == "default":
-                text, tip = "guessed", "The file declares no input scaling: 0..1 is assumed (Ctrl+D auto-detects)"
+                text, tip = self.tr("guessed"), self.tr("The file declares no input scaling: 0..1 is assumed "
+                                                        "(Ctrl+D auto-detects)")
             else:
                 scores = "" if report is None else " (" + ", ".join(
                     f"{code} {report.accuracy[code] * 100:.0f}%" for code in SCALINGS) + ")"
-                text, tip = "guessed", (f"The file declares no input scaling: {self.adapter.scaling} was the best "
-                                        f"on the shipped MNIST digits{scores}. Choose one to confirm it.")
+                text, tip = self.tr("guessed"), self.tr(
+                    "The file declares no input scaling: {scaling} was the best on the shipped MNIST "
+                    "digits{scores}. Choose one to confirm it.").format(scaling=self.adapter.scaling, scores=scores)
         else:
             self.scaling_badge.hide()
             return
@@ -723,9 +725,9 @@ class MainWindow(QMainWindow):
         if self.model_path is None:
             return
         if self.teacher.personal_installed and self.teacher.base is not None:
-            self.setWindowTitle(f"Personal model ({self.teacher.base.path.name} + "
-                                f"{self.teacher.personal.model.metadata.get('personal_examples', '?')} examples)"
-                                " — digitscope")
+            self.setWindowTitle(self.tr("Personal model ({name} + {count} examples) — digitscope").format(
+                name=self.teacher.base.path.name,
+                count=self.teacher.personal.model.metadata.get("personal_examples", "?")))
         else:
             self.setWindowTitle(f"{self.model_path.name} — digitscope")
 
@@ -735,7 +737,8 @@ class MainWindow(QMainWindow):
         suggested = str(self.data_dir / self.teacher.personal.path.name)
         path = suggested
         if self.interactive:
-            path, _ = QFileDialog.getSaveFileName(self, "Save personal model", suggested, "ONNX models (*.onnx)")
+            path, _ = QFileDialog.getSaveFileName(self, self.tr("Save personal model"), suggested,
+                                                  self.tr("ONNX models (*.onnx)"))
         if path:
             try:
                 saved = self.teacher.save(path)

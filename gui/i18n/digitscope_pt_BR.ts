@@ -56,6 +56,11 @@
         <translation>Modelos ONNX (*.onnx);;Todos os arquivos (*)</translation>
     </message>
     <message>
+        <location filename="../compare_view.py" line="105"/>
+        <source>model</source>
+        <translation>modelo</translation>
+    </message>
+    <message>
         <location filename="../compare_view.py" line="106"/>
         <source>first: {model}</source>
         <translation>primeiro: {model}</translation>
@@ -178,6 +183,54 @@
     </message>
 </context>
 <context>
+    <name>ExplainBar</name>
+    <message>
+        <location filename="../overlay.py" line="77"/>
+        <source>How the map is computed. SmoothGrad (default) passes the randomization and deletion sanity checks; gradient × input mostly mirrors the drawing; occlusion needs no gradients</source>
+        <translation>Como o mapa é calculado. SmoothGrad (padrão) passa nos testes de sanidade de aleatorização e de remoção; gradiente × entrada em grande parte só reflete o desenho; oclusão dispensa gradientes</translation>
+    </message>
+    <message>
+        <location filename="../overlay.py" line="83"/>
+        <source>Explain the difference to another class: why this and not that?</source>
+        <translation>Explicar a diferença para outra classe: por que esta e não aquela?</translation>
+    </message>
+    <message>
+        <location filename="../overlay.py" line="88"/>
+        <location filename="../overlay.py" line="129"/>
+        <source>Explain: show which pixels pushed the prediction (X)</source>
+        <translation>Explicar: mostrar quais pixels influenciaram a previsão (X)</translation>
+    </message>
+    <message>
+        <location filename="../overlay.py" line="99"/>
+        <source>and not</source>
+        <translation>e não</translation>
+    </message>
+    <message>
+        <location filename="../overlay.py" line="134"/>
+        <location filename="../overlay.py" line="137"/>
+        <source>towards {label}</source>
+        <translation>a favor de {label}</translation>
+    </message>
+    <message>
+        <location filename="../overlay.py" line="139"/>
+        <source>against {label}</source>
+        <translation>contra {label}</translation>
+    </message>
+    <message>
+        <location filename="../overlay.py" line="141"/>
+        <source>{title} · {ms} ms</source>
+        <translation>{title} · {ms} ms</translation>
+    </message>
+</context>
+<context>
+    <name>Gallery</name>
+    <message>
+        <location filename="../teach_panel.py" line="53"/>
+        <source>taught as {digit} · {date}</source>
+        <translation>ensinado como {digit} · {date}</translation>
+    </message>
+</context>
+<context>
     <name>InputPreview</name>
     <message>
         <location filename="../preview.py" line="23"/>
@@ -247,6 +300,19 @@
         <location filename="../activations.py" line="716"/>
         <source>Unit (%1, %2) sees input rows %3–%4, columns %5–%6</source>
         <translation>A unidade (%1, %2) vê as linhas %3–%4 e as colunas %5–%6 da entrada</translation>
+    </message>
+</context>
+<context>
+    <name>LegendBar</name>
+    <message>
+        <location filename="../overlay.py" line="43"/>
+        <source>against</source>
+        <translation>contra</translation>
+    </message>
+    <message>
+        <location filename="../overlay.py" line="44"/>
+        <source>towards</source>
+        <translation>a favor</translation>
     </message>
 </context>
 <context>
@@ -548,102 +614,143 @@
         <translation>Como os valores dos pixels são escalados para este modelo (agora: por {source})</translation>
     </message>
     <message>
-        <location filename="../window.py" line="604"/>
+        <location filename="../window.py" line="575"/>
+        <source>guessing…</source>
+        <translation>estimando…</translation>
+    </message>
+    <message>
+        <location filename="../window.py" line="575"/>
+        <source>The file declares no input scaling: trying each one on 50 MNIST test digits (choose one to stop)</source>
+        <translation>O arquivo não declara a escala da entrada: testando cada uma em 50 dígitos de teste do MNIST (escolha uma para parar)</translation>
+    </message>
+    <message>
+        <location filename="../window.py" line="580"/>
+        <location filename="../window.py" line="585"/>
+        <source>guessed</source>
+        <translation>estimada</translation>
+    </message>
+    <message>
+        <location filename="../window.py" line="580"/>
+        <source>The file declares no input scaling: 0..1 is assumed (Ctrl+D auto-detects)</source>
+        <translation>O arquivo não declara a escala da entrada: presume-se 0..1 (Ctrl+D detecta automaticamente)</translation>
+    </message>
+    <message>
+        <location filename="../window.py" line="586"/>
+        <source>The file declares no input scaling: {scaling} was the best on the shipped MNIST digits{scores}. Choose one to confirm it.</source>
+        <translation>O arquivo não declara a escala da entrada: {scaling} foi a melhor nos dígitos do MNIST incluídos{scores}. Escolha uma para confirmar.</translation>
+    </message>
+    <message>
+        <location filename="../window.py" line="606"/>
         <source>Trying every input scaling on 50 MNIST test digits…</source>
         <translation>Testando todas as escalas de entrada em 50 dígitos de teste do MNIST…</translation>
     </message>
     <message>
-        <location filename="../window.py" line="612"/>
+        <location filename="../window.py" line="614"/>
         <source>Auto-detect cancelled</source>
         <translation>Detecção automática cancelada</translation>
     </message>
     <message>
-        <location filename="../window.py" line="637"/>
+        <location filename="../window.py" line="639"/>
         <source>Scaling {best} is best on {samples} MNIST digits ({scores})</source>
         <translation>A escala {best} é a melhor em {samples} dígitos do MNIST ({scores})</translation>
     </message>
     <message>
-        <location filename="../window.py" line="656"/>
+        <location filename="../window.py" line="658"/>
         <source>inference {engine} ms · views {views} ms</source>
         <translation>inferência {engine} ms · telas {views} ms</translation>
     </message>
     <message>
-        <location filename="../window.py" line="699"/>
+        <location filename="../window.py" line="701"/>
         <source>Draw a digit first, then press its key to teach it</source>
         <translation>Desenhe um dígito primeiro e depois aperte a tecla dele para ensiná-lo</translation>
     </message>
     <message>
-        <location filename="../window.py" line="708"/>
+        <location filename="../window.py" line="710"/>
         <source>Cannot personalize: {error}</source>
         <translation>Não foi possível personalizar: {error}</translation>
     </message>
     <message>
-        <location filename="../window.py" line="743"/>
+        <location filename="../window.py" line="728"/>
+        <source>Personal model ({name} + {count} examples) — digitscope</source>
+        <translation>Modelo pessoal ({name} + {count} exemplos) — digitscope</translation>
+    </message>
+    <message>
+        <location filename="../window.py" line="740"/>
+        <source>Save personal model</source>
+        <translation>Salvar modelo pessoal</translation>
+    </message>
+    <message>
+        <location filename="../window.py" line="741"/>
+        <source>ONNX models (*.onnx)</source>
+        <translation>Modelos ONNX (*.onnx)</translation>
+    </message>
+    <message>
+        <location filename="../window.py" line="746"/>
         <source>Could not save the personal model: {error}</source>
         <translation>Não foi possível salvar o modelo pessoal: {error}</translation>
     </message>
     <message>
-        <location filename="../window.py" line="745"/>
+        <location filename="../window.py" line="748"/>
         <source>Saved {path}</source>
         <translation>{path} salvo</translation>
     </message>
     <message>
-        <location filename="../window.py" line="760"/>
+        <location filename="../window.py" line="763"/>
         <source>Pen width {width}</source>
         <translation>Espessura da caneta {width}</translation>
     </message>
     <message>
-        <location filename="../window.py" line="765"/>
+        <location filename="../window.py" line="768"/>
         <source>Open ONNX model</source>
         <translation>Abrir modelo ONNX</translation>
     </message>
     <message>
-        <location filename="../window.py" line="766"/>
+        <location filename="../window.py" line="769"/>
         <source>ONNX models (*.onnx);;All files (*)</source>
         <translation>Modelos ONNX (*.onnx);;Todos os arquivos (*)</translation>
     </message>
     <message>
-        <location filename="../window.py" line="771"/>
+        <location filename="../window.py" line="774"/>
         <source>Open drawing</source>
         <translation>Abrir desenho</translation>
     </message>
     <message>
-        <location filename="../window.py" line="772"/>
+        <location filename="../window.py" line="775"/>
         <source>Drawings (*.json);;All files (*)</source>
         <translation>Desenhos (*.json);;Todos os arquivos (*)</translation>
     </message>
     <message>
-        <location filename="../window.py" line="780"/>
+        <location filename="../window.py" line="783"/>
         <source>Could not open drawing {name}: {error}</source>
         <translation>Não foi possível abrir o desenho {name}: {error}</translation>
     </message>
     <message>
-        <location filename="../window.py" line="786"/>
+        <location filename="../window.py" line="789"/>
         <source>Save drawing</source>
         <translation>Salvar desenho</translation>
     </message>
     <message>
-        <location filename="../window.py" line="787"/>
+        <location filename="../window.py" line="790"/>
         <source>Drawings (*.json)</source>
         <translation>Desenhos (*.json)</translation>
     </message>
     <message>
-        <location filename="../window.py" line="792"/>
+        <location filename="../window.py" line="795"/>
         <source>Could not save the drawing: {error}</source>
         <translation>Não foi possível salvar o desenho: {error}</translation>
     </message>
     <message>
-        <location filename="../window.py" line="819"/>
+        <location filename="../window.py" line="822"/>
         <source>&lt;h3&gt;digitscope&lt;/h3&gt;&lt;p&gt;Draw a digit and watch a neural network recognise it, layer by layer.&lt;/p&gt;&lt;p&gt;Engine: nn_core {version} — written from scratch on NumPy; reads ONNX models.&lt;/p&gt;&lt;p&gt;Shortcuts: Ctrl+O open · Ctrl+Z undo · Ctrl+Shift+Z / Ctrl+Y redo · Esc / Delete clear · E eraser · [ ] pen width · Ctrl+D auto-detect scaling · Ctrl+1…5 choose scaling · Ctrl+Shift+G graph&lt;/p&gt;</source>
         <translation>&lt;h3&gt;digitscope&lt;/h3&gt;&lt;p&gt;Desenhe um dígito e veja uma rede neural reconhecê-lo, camada por camada.&lt;/p&gt;&lt;p&gt;Motor: nn_core {version} — escrito do zero em NumPy; lê modelos ONNX.&lt;/p&gt;&lt;p&gt;Atalhos: Ctrl+O abrir · Ctrl+Z desfazer · Ctrl+Shift+Z / Ctrl+Y refazer · Esc / Delete limpar · E borracha · [ ] espessura da caneta · Ctrl+D detectar escala · Ctrl+1…5 escolher escala · Ctrl+Shift+G grafo&lt;/p&gt;</translation>
     </message>
     <message>
-        <location filename="../window.py" line="825"/>
+        <location filename="../window.py" line="828"/>
         <source>About digitscope</source>
         <translation>Sobre o digitscope</translation>
     </message>
     <message>
-        <location filename="../window.py" line="827"/>
+        <location filename="../window.py" line="830"/>
         <source>digitscope — draw a digit, watch the network think</source>
         <translation>digitscope — desenhe um dígito, veja a rede pensar</translation>
     </message>
@@ -651,69 +758,184 @@
 <context>
     <name>ModelSummary</name>
     <message>
-        <location filename="../summary.py" line="40"/>
+        <location filename="../summary.py" line="29"/>
+        <source>from the file</source>
+        <translation>do arquivo</translation>
+    </message>
+    <message>
+        <location filename="../summary.py" line="30"/>
+        <source>your earlier choice</source>
+        <translation>sua escolha anterior</translation>
+    </message>
+    <message>
+        <location filename="../summary.py" line="31"/>
+        <source>your choice</source>
+        <translation>sua escolha</translation>
+    </message>
+    <message>
+        <location filename="../summary.py" line="32"/>
+        <source>guessed: auto-detected on open</source>
+        <translation>estimada: detectada automaticamente ao abrir</translation>
+    </message>
+    <message>
+        <location filename="../summary.py" line="33"/>
+        <source>guessed: auto-detected</source>
+        <translation>estimada: detectada automaticamente</translation>
+    </message>
+    <message>
+        <location filename="../summary.py" line="34"/>
+        <source>guessed: assumed, the file declares none</source>
+        <translation>estimada: presumida, o arquivo não declara nenhuma</translation>
+    </message>
+    <message>
+        <location filename="../summary.py" line="44"/>
         <source>Node</source>
         <translation>Nó</translation>
     </message>
     <message>
-        <location filename="../summary.py" line="40"/>
+        <location filename="../summary.py" line="44"/>
         <source>Op</source>
         <translation>Operação</translation>
     </message>
     <message>
-        <location filename="../summary.py" line="41"/>
+        <location filename="../summary.py" line="45"/>
         <source>Output shape</source>
         <translation>Forma da saída</translation>
     </message>
     <message>
-        <location filename="../summary.py" line="41"/>
+        <location filename="../summary.py" line="45"/>
         <source>Parameters</source>
         <translation>Parâmetros</translation>
     </message>
     <message>
-        <location filename="../summary.py" line="42"/>
+        <location filename="../summary.py" line="46"/>
         <source>File</source>
         <translation>Arquivo</translation>
     </message>
     <message>
-        <location filename="../summary.py" line="42"/>
+        <location filename="../summary.py" line="46"/>
         <source>Producer</source>
         <translation>Produtor</translation>
     </message>
     <message>
-        <location filename="../summary.py" line="43"/>
+        <location filename="../summary.py" line="47"/>
         <source>Opset</source>
         <translation>Opset</translation>
     </message>
     <message>
-        <location filename="../summary.py" line="43"/>
+        <location filename="../summary.py" line="47"/>
         <source>Inputs</source>
         <translation>Entradas</translation>
     </message>
     <message>
-        <location filename="../summary.py" line="44"/>
+        <location filename="../summary.py" line="48"/>
         <source>Outputs</source>
         <translation>Saídas</translation>
     </message>
     <message>
-        <location filename="../summary.py" line="44"/>
+        <location filename="../summary.py" line="48"/>
         <source>Nodes</source>
         <translation>Nós</translation>
     </message>
     <message>
-        <location filename="../summary.py" line="45"/>
+        <location filename="../summary.py" line="49"/>
         <source>Fed as</source>
         <translation>Entrada como</translation>
     </message>
     <message>
-        <location filename="../summary.py" line="45"/>
+        <location filename="../summary.py" line="49"/>
         <source>Scaling</source>
         <translation>Escala</translation>
     </message>
     <message>
-        <location filename="../summary.py" line="46"/>
+        <location filename="../summary.py" line="50"/>
         <source>(in memory)</source>
         <translation>(na memória)</translation>
+    </message>
+    <message>
+        <location filename="../summary.py" line="50"/>
+        <source>Calibration</source>
+        <translation>Calibração</translation>
+    </message>
+    <message>
+        <location filename="../summary.py" line="51"/>
+        <source>Ignored</source>
+        <translation>Ignorado</translation>
+    </message>
+    <message>
+        <location filename="../summary.py" line="51"/>
+        <source>Input description</source>
+        <translation>Descrição da entrada</translation>
+    </message>
+    <message>
+        <location filename="../summary.py" line="52"/>
+        <source>Test accuracy</source>
+        <translation>Acurácia de teste</translation>
+    </message>
+    <message>
+        <location filename="../summary.py" line="52"/>
+        <source>unknown</source>
+        <translation>desconhecido</translation>
+    </message>
+    <message>
+        <location filename="../summary.py" line="58"/>
+        <source>0..1, ink = 1 (x/255)</source>
+        <translation>0..1, tinta = 1 (x/255)</translation>
+    </message>
+    <message>
+        <location filename="../summary.py" line="59"/>
+        <source>0..255 raw pixels</source>
+        <translation>0..255, pixels brutos</translation>
+    </message>
+    <message>
+        <location filename="../summary.py" line="60"/>
+        <source>MNIST normalised ((x-0.1307)/0.3081)</source>
+        <translation>normalizada como no MNIST ((x-0.1307)/0.3081)</translation>
+    </message>
+    <message>
+        <location filename="../summary.py" line="61"/>
+        <source>-1..1 (x/127.5-1)</source>
+        <translation>-1..1 (x/127.5-1)</translation>
+    </message>
+    <message>
+        <location filename="../summary.py" line="62"/>
+        <source>inverted 0..1 (dark ink on white)</source>
+        <translation>0..1 invertida (tinta escura no branco)</translation>
+    </message>
+    <message>
+        <location filename="../summary.py" line="72"/>
+        <source>temperature {value} from the file&apos;s metadata</source>
+        <translation>temperatura {value} dos metadados do arquivo</translation>
+    </message>
+    <message>
+        <location filename="../summary.py" line="76"/>
+        <source>temperature {value} folded into {node}</source>
+        <translation>temperatura {value} incorporada a {node}</translation>
+    </message>
+    <message>
+        <location filename="../summary.py" line="78"/>
+        <source>not calibrated (no temperature in the file)</source>
+        <translation>não calibrado (o arquivo não tem temperatura)</translation>
+    </message>
+    <message>
+        <location filename="../summary.py" line="200"/>
+        <source>Reliability: measured when a ten-class model is open</source>
+        <translation>Confiabilidade: medida quando um modelo de dez classes está aberto</translation>
+    </message>
+    <message>
+        <location filename="../summary.py" line="230"/>
+        <source>Reliability: measuring on the shipped digits…</source>
+        <translation>Confiabilidade: medindo nos dígitos incluídos…</translation>
+    </message>
+    <message>
+        <location filename="../summary.py" line="231"/>
+        <source>Reliability: the model failed on a digit ({error})</source>
+        <translation>Confiabilidade: o modelo falhou em um dígito ({error})</translation>
+    </message>
+    <message>
+        <location filename="../summary.py" line="232"/>
+        <source>Reliability: only for ten-class (digit) models</source>
+        <translation>Confiabilidade: só para modelos de dez classes (dígitos)</translation>
     </message>
 </context>
 <context>
@@ -750,6 +972,74 @@
     </message>
 </context>
 <context>
+    <name>ReliabilityView</name>
+    <message>
+        <location filename="../reliability.py" line="53"/>
+        <source>ECE {ece} % · {n} digits · accuracy {acc} %, mean confidence {conf} %</source>
+        <translation>ECE {ece} % · {n} dígitos · acurácia {acc} %, confiança média {conf} %</translation>
+    </message>
+    <message>
+        <location filename="../reliability.py" line="61"/>
+        <source>Each bar: the predictions whose confidence falls in that range, and how many of them were right. A calibrated model&apos;s bars reach the diagonal; red above a bar = overconfident, green = underconfident.</source>
+        <translation>Cada barra: as previsões cuja confiança cai nessa faixa e quantas delas acertaram. As barras de um modelo calibrado chegam à diagonal; vermelho acima de uma barra = confiante demais, verde = confiante de menos.</translation>
+    </message>
+    <message>
+        <location filename="../reliability.py" line="64"/>
+        <source>Calibration: {how}</source>
+        <translation>Calibração: {how}</translation>
+    </message>
+    <message>
+        <location filename="../reliability.py" line="65"/>
+        <source>MNIST test digits</source>
+        <translation>dígitos de teste do MNIST</translation>
+    </message>
+    <message>
+        <location filename="../reliability.py" line="65"/>
+        <source>pen recordings</source>
+        <translation>gravações de caneta</translation>
+    </message>
+    <message>
+        <location filename="../reliability.py" line="67"/>
+        <source>{count} {name}: ECE {ece} %</source>
+        <translation>{count} {name}: ECE {ece} %</translation>
+    </message>
+    <message>
+        <location filename="../reliability.py" line="69"/>
+        <source>{low}–{high}: {count} · conf {confidence} % · acc {accuracy} %</source>
+        <translation>{low}–{high}: {count} · confiança {confidence} % · acurácia {accuracy} %</translation>
+    </message>
+    <message>
+        <location filename="../reliability.py" line="85"/>
+        <source>Reliability: confidence vs accuracy</source>
+        <translation>Confiabilidade: confiança × acurácia</translation>
+    </message>
+    <message>
+        <location filename="../reliability.py" line="120"/>
+        <source>accuracy</source>
+        <translation>acurácia</translation>
+    </message>
+    <message>
+        <location filename="../reliability.py" line="121"/>
+        <source>overconfident</source>
+        <translation>confiante demais</translation>
+    </message>
+    <message>
+        <location filename="../reliability.py" line="122"/>
+        <source>underconfident</source>
+        <translation>confiante de menos</translation>
+    </message>
+    <message>
+        <location filename="../reliability.py" line="123"/>
+        <source>perfect</source>
+        <translation>perfeito</translation>
+    </message>
+    <message>
+        <location filename="../reliability.py" line="129"/>
+        <source>x: confidence %</source>
+        <translation>x: confiança %</translation>
+    </message>
+</context>
+<context>
     <name>Session</name>
     <message>
         <location filename="../session.py" line="238"/>
@@ -775,6 +1065,75 @@
         <location filename="../session.py" line="463"/>
         <source>Auto-detect failed: {error}</source>
         <translation>A detecção automática falhou: {error}</translation>
+    </message>
+</context>
+<context>
+    <name>TeachPanel</name>
+    <message>
+        <location filename="../teach_panel.py" line="78"/>
+        <source>Wrong? It&apos;s a …  (or press the digit key)</source>
+        <translation>Errou? É um …  (ou aperte a tecla do dígito)</translation>
+    </message>
+    <message>
+        <location filename="../teach_panel.py" line="85"/>
+        <source>Label this drawing {digit} and keep it as your example ({digit})</source>
+        <translation>Rotular este desenho como {digit} e guardá-lo como seu exemplo ({digit})</translation>
+    </message>
+    <message>
+        <location filename="../teach_panel.py" line="95"/>
+        <source>Delete selected</source>
+        <translation>Excluir selecionados</translation>
+    </message>
+    <message>
+        <location filename="../teach_panel.py" line="97"/>
+        <source>Personalize</source>
+        <translation>Personalizar</translation>
+    </message>
+    <message>
+        <location filename="../teach_panel.py" line="98"/>
+        <source>Fine-tune the current model on your examples (in the background)</source>
+        <translation>Ajustar o modelo atual aos seus exemplos (em segundo plano)</translation>
+    </message>
+    <message>
+        <location filename="../teach_panel.py" line="104"/>
+        <source>Cancel</source>
+        <translation>Cancelar</translation>
+    </message>
+    <message>
+        <location filename="../teach_panel.py" line="112"/>
+        <location filename="../teach_panel.py" line="190"/>
+        <source>Use the original model</source>
+        <translation>Usar o modelo original</translation>
+    </message>
+    <message>
+        <location filename="../teach_panel.py" line="114"/>
+        <source>Save personal model…</source>
+        <translation>Salvar modelo pessoal…</translation>
+    </message>
+    <message>
+        <location filename="../teach_panel.py" line="151"/>
+        <source>{count} examples</source>
+        <translation>{count} exemplos</translation>
+    </message>
+    <message>
+        <location filename="../teach_panel.py" line="166"/>
+        <source>Personalizing…</source>
+        <translation>Personalizando…</translation>
+    </message>
+    <message>
+        <location filename="../teach_panel.py" line="168"/>
+        <source>Stopped.</source>
+        <translation>Interrompido.</translation>
+    </message>
+    <message>
+        <location filename="../teach_panel.py" line="176"/>
+        <source>Personal model installed ({seconds} s).</source>
+        <translation>Modelo pessoal instalado ({seconds} s).</translation>
+    </message>
+    <message>
+        <location filename="../teach_panel.py" line="191"/>
+        <source>Use the personal model</source>
+        <translation>Usar o modelo pessoal</translation>
     </message>
 </context>
 <context>
