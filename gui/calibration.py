@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from gui.events import EventGroup
+from gui.localize import translate
 from nn_core.interface import ModelAdapter, folded_calibration, load_samples
 
 BINS = 10
@@ -137,14 +138,17 @@ def calibration_samples() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def describe_temperature(adapter: ModelAdapter) -> str:
-    """How the model's probabilities are calibrated, in words."""
+    """How the model's probabilities are calibrated, in words (in the user's language once the app has installed
+    its translator in ``gui.localize``)."""
     temperature = getattr(adapter, "temperature", None)
     if temperature is not None:
-        return f"temperature {temperature:g} from the file's metadata"
+        return translate("ModelSummary", "temperature {value} from the file's metadata").format(
+            value=f"{temperature:g}")
     folded = folded_calibration(getattr(adapter, "metadata", {}) or {})
     if folded is not None:
-        return f"temperature {folded[0]:g} folded into {folded[1]}"
-    return "not calibrated (no temperature in the file)"
+        return translate("ModelSummary", "temperature {value} folded into {node}").format(
+            value=f"{folded[0]:g}", node=folded[1])
+    return translate("ModelSummary", "not calibrated (no temperature in the file)")
 
 
 def measure(adapter: ModelAdapter, scaling: str | None = None, cancel: threading.Event | None = None,

@@ -20,9 +20,9 @@ from PySide6.QtCore import (
 )
 from PySide6.QtWidgets import QHeaderView, QLabel, QTreeView, QVBoxLayout, QWidget
 
-from gui.calibration import Reliability
+from gui.calibration import Reliability, describe_temperature
 from gui.reliability import ReliabilityView
-from nn_core.interface import SCALING_DESCRIPTIONS, ModelAdapter, folded_calibration
+from nn_core.interface import SCALING_DESCRIPTIONS, ModelAdapter
 
 COLUMNS = ("#", "Node", "Op", "Output shape", "Parameters")
 # where the scaling came from, in words (adapter.scaling_source); translated when shown
@@ -63,21 +63,6 @@ def scaling_description(code: str) -> str:
     return names.get(code) or SCALING_DESCRIPTIONS.get(code, code)
 
 
-def describe_calibration(adapter: ModelAdapter) -> str:
-    """How the model's probabilities are calibrated, in the user's language (``gui.calibration.describe_temperature``
-    in English)."""
-    translate = QCoreApplication.translate
-    temperature = getattr(adapter, "temperature", None)
-    if temperature is not None:
-        return translate("ModelSummary", "temperature {value} from the file's metadata").format(
-            value=f"{temperature:g}")
-    folded = folded_calibration(getattr(adapter, "metadata", {}) or {})
-    if folded is not None:
-        return translate("ModelSummary", "temperature {value} folded into {node}").format(value=f"{folded[0]:g}",
-                                                                                           node=folded[1])
-    return translate("ModelSummary", "not calibrated (no temperature in the file)")
-
-
 def _shape_text(shape: Any) -> str:
     if shape is None:
         return "[?]"
@@ -105,7 +90,7 @@ def describe_model(model: Any, adapter: ModelAdapter | None) -> str:
         source = _tr(SCALING_SOURCES.get(adapter.scaling_source, adapter.scaling_source))
         rows.append(("Scaling", html.escape(f"{adapter.scaling} — {scaling_description(adapter.scaling)} "
                                             f"({source})")))
-        rows.append(("Calibration", html.escape(describe_calibration(adapter))))
+        rows.append(("Calibration", html.escape(describe_temperature(adapter))))
         for warning in getattr(adapter, "warnings", ()):
             rows.append(("Ignored", f"<span style='color:#e99'>{html.escape(warning)}</span>"))
     for key in ("input_description", "test_accuracy"):
@@ -219,7 +204,7 @@ class ModelSummary(QWidget):
 
     def set_model(self, model: Any, adapter: ModelAdapter | None) -> None:
         self.header.setText(describe_model(model, adapter))
-        self.reliability.calibration = describe_calibration(adapter) if adapter is not None else ""
+        self.reliability.calibration = describe_temperature(adapter) if adapter is not None else ""
         self.nodes.set_nodes(list(model.nodes))
 
     def set_reliability(self, reliability: Reliability | None, measuring: bool = False,

@@ -903,37 +903,37 @@
         <translation>0..1 invertida (tinta escura no branco)</translation>
     </message>
     <message>
-        <location filename="../summary.py" line="72"/>
+        <location filename="../calibration.py" line="145"/>
         <source>temperature {value} from the file&apos;s metadata</source>
         <translation>temperatura {value} dos metadados do arquivo</translation>
     </message>
     <message>
-        <location filename="../summary.py" line="76"/>
+        <location filename="../calibration.py" line="149"/>
         <source>temperature {value} folded into {node}</source>
         <translation>temperatura {value} incorporada a {node}</translation>
     </message>
     <message>
-        <location filename="../summary.py" line="78"/>
+        <location filename="../calibration.py" line="151"/>
         <source>not calibrated (no temperature in the file)</source>
         <translation>não calibrado (o arquivo não tem temperatura)</translation>
     </message>
     <message>
-        <location filename="../summary.py" line="200"/>
+        <location filename="../summary.py" line="185"/>
         <source>Reliability: measured when a ten-class model is open</source>
         <translation>Confiabilidade: medida quando um modelo de dez classes está aberto</translation>
     </message>
     <message>
-        <location filename="../summary.py" line="230"/>
+        <location filename="../summary.py" line="215"/>
         <source>Reliability: measuring on the shipped digits…</source>
         <translation>Confiabilidade: medindo nos dígitos incluídos…</translation>
     </message>
     <message>
-        <location filename="../summary.py" line="231"/>
+        <location filename="../summary.py" line="216"/>
         <source>Reliability: the model failed on a digit ({error})</source>
         <translation>Confiabilidade: o modelo falhou em um dígito ({error})</translation>
     </message>
     <message>
-        <location filename="../summary.py" line="232"/>
+        <location filename="../summary.py" line="217"/>
         <source>Reliability: only for ten-class (digit) models</source>
         <translation>Confiabilidade: só para modelos de dez classes (dígitos)</translation>
     </message>
