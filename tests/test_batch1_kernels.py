@@ -49,3 +49,37 @@ def test_flat_depthwise_in_chunks_and_without_tiled_weights(monkeypatch):
     monkeypatch.setattr(conv_ops, "DEPTHWISE_TILE_BYTES", 0)
     want, got, plan = _both(x[:1], w, None, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1))
     assert not plan.tile and plan.stacked is None and np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("shape, kernel", [((2, 3, 28, 28), [28, 28]), ((2, 3, 9, 10), [3, 3]),
+                                           ((1, 2, 8, 9), [4, 2]), ((1, 2, 7, 7), [3, 3])])
+def test_side_by_side_pooling_windows_reduce_as_blocks(shape, kernel):
+    from nn_core.ops.pool import _PoolPlan
+
+    x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+    plan = _PoolPlan(x.shape, x.dtype, kernel, kernel, [1, 1], [0, 0], [0, 0], False, -np.inf)
+    assert plan.blocked is not None
+    got_max, got_sum = plan.reduce(x, np.maximum), plan.reduce(x, np.add)
+    plan.blocked = None
+    assert np.array_equal(got_max, plan.reduce(x, np.maximum))
+    np.testing.assert_allclose(got_sum, plan.reduce(x, np.add), rtol=1e-5, atol=1e-5)
+
+
+def test_constant_pad_with_load_time_pads_matches_np_pad():
+    import onnx
+    from onnx import helper
+
+    import nn_core
+
+    pads = [0, 1, 2, 0, 0, 3, 1, 2]
+    node = helper.make_node("Pad", ["x", "pads", "value"], ["y"], mode="constant")
+    x_info = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 3, 4, 5])
+    graph = helper.make_graph([node], "pad", [x_info],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+                              [helper.make_tensor("pads", onnx.TensorProto.INT64, [8], pads),
+                               helper.make_tensor("value", onnx.TensorProto.FLOAT, [], [1.5])])
+    model = nn_core.load_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
+    x = np.random.default_rng(3).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    want = np.pad(x, list(zip(pads[:4], pads[4:])), constant_values=1.5)
+    for _ in range(2):  # the second run uses the cached layout
+        np.testing.assert_array_equal(model.run({"x": x})["y"], want)

@@ -74,6 +74,16 @@ class _PoolPlan:
         padded_sizes = [n + b + t for n, b, t in zip(sizes, begins, self.tails, strict=True)]
         self.needs_crop = any(k == 1 and s == 1 and p != o
                               for k, s, p, o in zip(kernel, strides, padded_sizes, out, strict=True))
+        # side-by-side windows (stride = kernel, no padding) larger than 2x2, e.g. a global pooling written as
+        # MaxPool(kernel = the whole image): the input as (..., out, kernel, ...) blocks, reduced in one call
+        # instead of kernel - 1 passes per axis
+        self.blocked = None
+        if self.direct and sum(kernel) > 2 * len(kernel) and all(
+                (s == k or o == 1) and (d == 1 or k == 1)
+                for k, s, d, o in zip(kernel, strides, dilations, out, strict=True)):
+            index = (slice(None), slice(None)) + tuple(slice(0, o * k) for o, k in zip(out, kernel, strict=True))
+            tail = (channels,) + tuple(v for o, k in zip(out, kernel, strict=True) for v in (o, k))
+            self.blocked = (index, tail, tuple(range(3, 2 + 2 * len(kernel), 2)))
 
     def source(self, x: np.ndarray) -> np.ndarray:
         """The array the windows read: the input itself, or the padded scratch with the input copied in."""
@@ -100,6 +110,10 @@ class _PoolPlan:
 
     def reduce_block(self, source: np.ndarray, combine: np.ufunc) -> np.ndarray:
         """Pool all of ``source`` at once (a chunk small enough to stay in cache)."""
+        if self.blocked is not None:
+            index, tail, axes = self.blocked
+            block = source[index]
+            return combine.reduce(block.reshape(block.shape[0], *tail), axis=axes)
         y = source
         for taps in self.axis_taps:
             reduced = combine(y[taps[0]], y[taps[1]]) if len(taps) > 1 else y[taps[0]].copy()
