@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import os
 import sys
 import threading
 import time
@@ -171,6 +172,30 @@ def _malloc_trim():
 
 MEMORY = MemoryReleaser()
 
+_CORE_RESERVED = False
+
+
+def reserve_a_core_for_the_ui() -> None:
+    """From the first background model work on, BLAS (NumPy's matmul) uses one thread fewer than the cores this
+    process may run on, so a big model computing in the background leaves a core to the UI thread.
+
+    With every core busy in a ResNet/DenseNet matmul (which lets go of Python's lock, so this is not about the
+    lock), the UI thread waited for the CPU: a 5 ms heartbeat saw gaps of 90-150 ms beside a matmul loop on two
+    cores, 20-30 ms with one BLAS thread. Once per process; nothing changes on a single core.
+    """
+    global _CORE_RESERVED
+    if _CORE_RESERVED:
+        return
+    _CORE_RESERVED = True
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    if cores > 1:
+        from nn_core.threads import set_blas_threads
+
+        set_blas_threads(cores - 1)
+
 
 class ModelOpener:
     """Runs ``prepare(path)`` on a worker thread per request; only the latest request's result counts.
@@ -230,6 +255,7 @@ class ModelOpener:
 
     def _run(self, generation: int, path: Path, work: Callable[[Path], OpenedModel]) -> None:
         started = time.perf_counter()
+        reserve_a_core_for_the_ui()
         try:
             with MEMORY.working():
                 opened = work(path)

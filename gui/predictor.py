@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from gui.model_opening import MEMORY
+from gui.model_opening import MEMORY, reserve_a_core_for_the_ui
 from gui.prediction import Prediction, run_prediction
 from nn_core.interface import ModelAdapter
 
@@ -96,6 +96,7 @@ class Predictor:
 
     def _ensure_thread(self) -> None:
         if self._thread is None or not self._thread.is_alive():
+            reserve_a_core_for_the_ui()
             self._stopping = False
             self._thread = threading.Thread(target=self._work, name="digitscope-predictor", daemon=True)
             self._thread.start()

@@ -203,3 +203,16 @@ def test_no_trim_while_a_model_works_and_no_work_starts_during_a_trim():
     finish.set()
     worker.join(5)
     assert log == ["trim", "work"] and releaser.trims == 1
+
+
+def test_background_work_leaves_a_core_to_the_ui(monkeypatch):
+    """BLAS gets one thread fewer than the cores once a model works in the background (2 cores: one thread)."""
+    from gui import model_opening
+
+    calls = []
+    monkeypatch.setattr(model_opening, "_CORE_RESERVED", False)
+    monkeypatch.setattr(model_opening.os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr("nn_core.threads.set_blas_threads", calls.append)
+    model_opening.reserve_a_core_for_the_ui()
+    model_opening.reserve_a_core_for_the_ui()
+    assert calls == [3]
