@@ -40,7 +40,8 @@ def test_finetune_teaches_new_labels_and_leaves_the_original_untouched(bundled, 
     wanted = (labels[:4] + 3) % 10
     weights = {k: np.array(v) for k, v in bundled.initializers.items()}
     before = _predict(bundled, images)
-    tuned = nn_core.finetune(bundled, x, wanted, trainable="all", steps=150, lr=1e-3)
+    tuned = nn_core.finetune(bundled, x, wanted, trainable="all", steps=150, lr=1e-3, examples_per_batch=16,
+                              rivals=0.0)  # relabelling clean digits: replaying their true class would fight it
     assert isinstance(tuned, nn_core.Model) and tuned is not bundled
     np.testing.assert_array_equal(_predict(tuned, x), wanted)
     # the original: same weights, same predictions, same metadata
@@ -69,7 +70,7 @@ def test_finetune_without_early_stopping_runs_its_whole_step_budget(bundled, dig
     images, labels = digits
     wanted = (labels[:10] + 1) % 10  # every example wrong
     tuned = nn_core.finetune(bundled, images[:10], wanted, early_stopping=False)
-    assert json.loads(tuned.metadata["finetuned"])["steps"] == 60
+    assert json.loads(tuned.metadata["finetuned"])["steps"] == 80
 
 
 def test_finetune_saved_model_round_trips(bundled, digits, tmp_path):
