@@ -212,6 +212,82 @@ def test_dynamic_quantize_matmul_and_matmul_integer_to_float_match_onnxruntime()
                                atol=1e-6)
 
 
+def dynamic_chain(k: int, n: int, weight: np.ndarray, zero_point: np.ndarray | None, b_scale: np.ndarray,
+                  bias: np.ndarray | None, relu: bool, scale_first: bool) -> onnx.ModelProto:
+    """The chain quantize_dynamic writes: DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul(scale product)
+    [-> Add(bias)] [-> Relu], the scale product's Mul placed before or after the MatMulInteger."""
+    scale_mul = helper.make_node("Mul", ["xs", "bs"], ["s"])
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"])]
+    nodes += [scale_mul] if scale_first else []
+    nodes += [helper.make_node("MatMulInteger", ["xq", "w", "xz", "wz" if zero_point is not None else ""], ["acc"]),
+              helper.make_node("Cast", ["acc"], ["accf"], to=onnx.TensorProto.FLOAT)]
+    nodes += [] if scale_first else [scale_mul]
+    nodes.append(helper.make_node("Mul", ["accf", "s"], ["y0" if bias is not None or relu else "y"]))
+    if bias is not None:
+        nodes.append(helper.make_node("Add", ["bias", "y0"], ["y1" if relu else "y"]))
+    if relu:
+        nodes.append(helper.make_node("Relu", ["y1" if bias is not None else "y0"], ["y"]))
+    inits = [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(b_scale, "bs")]
+    inits += [] if zero_point is None else [numpy_helper.from_array(zero_point, "wz")]
+    inits += [] if bias is None else [numpy_helper.from_array(bias, "bias")]
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", 1, ["batch", k])],
+                              [helper.make_tensor_value_info("y", 1, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_dynamic_matmul_chain_is_fused_and_bit_exact_with_onnxruntime(case):
+    """quantize_dynamic's chain runs as one DynamicQuantizeMatMul (+Relu) with exactly onnxruntime's values (its
+    default session, which fuses the chain itself, and with graph optimizations off): uint8 and int8 weights,
+    per-tensor and per-column scales and zero points, with and without a bias, a K long enough that the float32
+    product must be split (case 5), batches of 1 and more than a row block."""
+    import onnxruntime as ort
+
+    k, n = (2000, 7) if case == 5 else (96, 24)
+    dtype = np.uint8 if case % 2 == 0 else np.int8
+    info = np.iinfo(dtype)
+    weight = rng.integers(info.min, info.max + 1, (k, n)).astype(dtype)
+    if case == 5:  # every weight at an extreme: the column sums reach k * 255
+        weight = np.where(rng.random((k, n)) < 0.5, info.min, info.max).astype(dtype)
+    zero_point = [None, np.array(3, np.int8), rng.integers(100, 150, n).astype(np.uint8),
+                  rng.integers(-5, 5, n).astype(np.int8), np.array(128, np.uint8), None][case]
+    b_scale = (rng.uniform(0.001, 0.01, n) if case in (1, 3, 5) else rng.uniform(0.001, 0.01, ())).astype(np.float32)
+    bias = None if case == 2 else rng.normal(0, 1, n).astype(np.float32)
+    model = dynamic_chain(k, n, weight, zero_point, b_scale, bias, relu=case in (0, 3, 4), scale_first=case % 2 == 1)
+    ours = nn_core.Model(model)
+    assert ours.plan_ops == ["DynamicQuantizeMatMul" + ("+Relu" if case in (0, 3, 4) else "")]
+    sessions = []
+    for level in (ort.GraphOptimizationLevel.ORT_ENABLE_ALL, ort.GraphOptimizationLevel.ORT_DISABLE_ALL):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.graph_optimization_level = level
+        sessions.append(ort.InferenceSession(model.SerializeToString(), options,
+                                             providers=["CPUExecutionProvider"]))
+    for rows, spread in ((1, 1.0), (3, 50.0), (300, 3.0), (700, 1e4)):
+        x = (rng.normal(0.5, 1, (rows, k)) * spread).astype(np.float32)
+        if case == 4:
+            x = np.abs(x)  # zero point 0: the centred values reach 255
+        got = ours.run({"x": x})["y"]
+        for session in sessions:
+            np.testing.assert_array_equal(got, session.run(None, {"x": x})[0])
+    np.testing.assert_array_equal(ours.run({"x": np.zeros((2, k), np.float32)})["y"],
+                                  sessions[1].run(None, {"x": np.zeros((2, k), np.float32)})[0])
+
+
+def test_dynamic_matmul_chain_with_other_readers_is_left_alone():
+    """A cast product read by a second node is not fused (its value must still exist); results unchanged."""
+    model = dynamic_chain(16, 4, i8(16, 4), None, f32(0.01), None, relu=False, scale_first=True)
+    model.graph.node.append(helper.make_node("Neg", ["accf"], ["z"]))
+    model.graph.output.append(helper.make_tensor_value_info("z", 1, None))
+    ours = nn_core.Model(model)
+    assert "DynamicQuantizeMatMul" not in ours.plan_ops
+    x = rng.normal(0, 1, (3, 16)).astype(np.float32)
+    for got, want in zip(ours.run({"x": x}).values(), ort_outputs(model, x), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_contrib_ops_refuse_bad_attributes():
     node = helper.make_node("QGemm", ["a", "as", "az", "b", "bs", "bz"], ["y"], domain=MS, transB=2)
     with pytest.raises(ModelError, match="transB"):

@@ -15,13 +15,16 @@ import numpy as np
 from .quantized import (
     _BOUNDS,
     _F32_EXACT,
+    _ZERO,
     F32,
     PreparedB,
+    _255,
     _check_matmul,
     _clip,
     _Requantizer,
     _value_bound,
     centred_f32,
+    dynamic_qparams,
     exact_matmul,
 )
 from .registry import NodeSpec, Op, register
@@ -227,7 +230,17 @@ class MatMulIntegerToFloat(Op):
 @register("DynamicQuantizeMatMul", 1, domain=MS_DOMAIN)
 class DynamicQuantizeMatMul(MatMulIntegerToFloat):
     """A (float), B, b_scale, b_zero_point, bias: A quantized to uint8 like DynamicQuantizeLinear, then an exact
-    integer product scaled back to float."""
+    integer product scaled back to float.
+
+    With B, its zero point, b_scale and the bias constant (the chain ``fuse_dynamic_matmuls`` rewrites, or
+    onnxruntime's own fused op) everything but A's quantization parameters is prepared at load time: B
+    zero-centred in float32, b_scale and the bias as float32 vectors, the slices of K whose float32 products
+    stay exact for each bound on the centred A. Per run: A's min and max (its scale and zero point), then per
+    block of rows: the zero-centred quantized block ``clip(rint(a / scale), -zp, 255 - zp)`` (that is q - zp,
+    never stored as uint8), its product with B in float32 BLAS, times ``a_scale * b_scale`` (formed in float32),
+    plus the bias, and a fused Relu, written into the output — the values of the unfused onnxruntime graph."""
+
+    ROW_BLOCK = 256  # rows quantized and multiplied at a time: the block stays in cache between the passes
 
     def __init__(self, node: NodeSpec):
         # inputs: A, B, b_scale, b_zero_point, bias -> the parent's B at 1 and b_zero_point at 3
@@ -237,16 +250,76 @@ class DynamicQuantizeMatMul(MatMulIntegerToFloat):
         if b is not None and (b_zp is not None or len(node.inputs) <= 3 or not node.inputs[3]):
             if b.dtype not in (np.uint8, np.int8) or b.ndim < 1:
                 raise self.fail(f"B must be uint8/int8 of rank >= 1, got {b.dtype} {list(b.shape)}")
+            if b_zp is not None and b_zp.size not in (1, b.shape[-1]):
+                raise self.fail(f"b_zero_point of shape {b_zp.shape} must have 1 or {b.shape[-1]} values")
             self.b = PreparedB(b, b_zp)
+        self.relu = False
+        self.lean = None
+        b_scale, bias = self.const(2), self.const(4)
+        bias_known = len(node.inputs) <= 4 or not node.inputs[4] or bias is not None
+        if self.b is not None and self.b.centred.ndim == 2 and b_scale is not None and bias_known:
+            n = self.b.centred.shape[1]
+            if b_scale.size in (1, n) and b_scale.ndim <= 1 and (bias is None or (bias.size in (1, n)
+                                                                                  and bias.ndim <= 1)):
+                scale = b_scale.astype(F32).reshape(-1)
+                self.lean = (scale[0] if scale.size == 1 else scale,
+                             None if bias is None else bias.astype(F32).reshape(-1), n)
+                # the K slices for each zero point of A: |q - zp| <= max(zp, 255 - zp)
+                self.plans: dict[float, list[slice] | None] = {}
+        self.checked: set[tuple] = set()
+
+    def fuse_activation(self, kind: str, params: dict[str, float]) -> bool:
+        if self.lean is None or kind != "relu" or self.relu:
+            return False
+        self.relu = True
+        return True
 
     def run(self, a, b, b_scale, b_zero_point=None, bias=None):
         if a.dtype != F32:
             raise self.fail(f"A must be float32, got {a.dtype}")
+        if self.lean is not None:
+            return self._lean(a)
         from .quantized import DynamicQuantizeLinear
 
         a_q, a_scale, a_zp = DynamicQuantizeLinear.run(self, a)
         acc = self.product(a_q, a_zp, b, b_zero_point)
-        return self.to_float(acc, F32(a_scale), b_scale, bias)
+        out = self.to_float(acc, F32(a_scale), b_scale, bias)
+        return np.maximum(out, 0, out=out) if self.relu else out
+
+    def _lean(self, a: np.ndarray) -> np.ndarray:
+        b_scale, bias, n = self.lean
+        shape = a.shape
+        if shape not in self.checked:
+            _check_matmul(self, a, self.b.centred)
+            self.checked.add(shape)
+        a_scale, zp = dynamic_qparams(a)
+        low, high = -zp, _255 - zp
+        bound = float(max(zp, high))
+        slices = self.plans.get(bound, False)
+        if slices is False:
+            slices = self.plans[bound] = self.b.slices(bound)
+        scale = a_scale * b_scale  # float32, as the unfused graph's Mul of the two scales
+        rows = a.reshape(-1, shape[-1]) if a.ndim != 2 else a
+        count = rows.shape[0]
+        weights = self.b.centred
+        out = np.empty((count, n), F32)
+        block = self.ROW_BLOCK
+        for start in range(0, count, block):
+            part = rows[start:start + block] if count > block else rows
+            target = out[start:start + block] if count > block else out
+            centred = np.divide(part, a_scale)
+            np.rint(centred, out=centred)
+            _clip(centred, low, high, out=centred)
+            if slices is not None and len(slices) == 1:
+                np.matmul(centred, weights, out=target)
+            else:  # exact integers from float32 slices summed in float64, rounded once to float32 (the Cast)
+                target[...] = self.b.product(centred, bound)
+            target *= scale
+            if bias is not None:
+                target += bias
+            if self.relu:
+                np.maximum(target, _ZERO, out=target)
+        return out.reshape(shape[:-1] + (n,)) if a.ndim != 2 else out
 
 
 # ---------------------------------------------------------------- elementwise

@@ -155,20 +155,33 @@ class DequantizeLinear(_PerAxis):
         return centred
 
 
+def dynamic_qparams(x: np.ndarray) -> tuple[np.float32, np.float32]:
+    """DynamicQuantizeLinear's scale and zero point for float32 ``x`` (both float32): [min(x, 0), max(x, 0)]
+    spans 0..255."""
+    if not x.size:
+        return _ONE, _ZERO
+    low, high = np.minimum.reduce(x, axis=None), np.maximum.reduce(x, axis=None)
+    if low.dtype != F32:
+        low, high = F32(low), F32(high)
+    # min(low, 0) and max(high, 0) (a NaN stays)
+    if low > _ZERO:
+        low = _ZERO
+    if high < _ZERO:
+        high = _ZERO
+    if high == low:  # an all-zero input would give scale 0; onnxruntime uses 1, which quantizes everything to 0
+        return _ONE, _ZERO
+    scale = (high - low) / _255
+    # the zero point rounded half to even (Python's round on the exact float32 value), saturated
+    zero_point = round(float(_ZERO - low / scale))
+    return scale, (_ZERO if zero_point <= 0 else _255 if zero_point >= 255 else F32(zero_point))
+
+
 @register("DynamicQuantizeLinear", 11)
 class DynamicQuantizeLinear(Op):
     """x -> uint8 with a scale and zero point chosen so that [min(x, 0), max(x, 0)] spans 0..255."""
 
     def run(self, x):
-        if x.size:
-            low, high = min(F32(np.minimum.reduce(x, axis=None)), _ZERO), max(F32(np.maximum.reduce(x, axis=None)),
-                                                                           _ZERO)
-        else:
-            low = high = _ZERO
-        # an all-zero input would give scale 0; onnxruntime uses 1 then, which quantizes everything to 0
-        scale = _ONE if high == low else (high - low) / _255
-        # the zero point rounded half to even (Python's round on the exact float32 value), saturated
-        zero_point = F32(min(max(round(float(_ZERO - low / scale)), 0), 255))
+        scale, zero_point = dynamic_qparams(x)
         y = np.divide(x, scale)
         np.rint(y, out=y)
         _clip(y, -zero_point, _255 - zero_point, out=y)
@@ -709,6 +722,91 @@ def _same_param(constants: dict[str, np.ndarray], a: str, b: str) -> bool:
     return x is not None and y is not None and x.dtype == y.dtype and x.shape == y.shape and bool(np.all(x == y))
 
 
+def _is_default_domain(node) -> bool:
+    return node.domain in ("", "ai.onnx")
+
+
+def fuse_dynamic_matmuls(nodes: list, constants: dict[str, np.ndarray], graph_outputs: set[str], make_node
+                         ) -> list:
+    """``DynamicQuantizeLinear(x) -> MatMulInteger(., B) -> Cast(float) -> Mul(., Mul(x_scale, b_scale))
+    [-> Add(., bias)]``, the chain onnxruntime's ``quantize_dynamic`` (and ``nn_core quantize --dynamic``) write
+    for a MatMul / Gemm, rewritten as one ``com.microsoft`` DynamicQuantizeMatMul (x, B, b_scale, b_zero_point,
+    bias), which is what onnxruntime fuses it into and computes the same float32 values: the integer product cast
+    to float32, times the float32 product of the two scales, plus the bias. B, its zero point, b_scale and the
+    bias must be constants (b_scale and bias scalars or one value per column). The DynamicQuantizeLinear and the
+    scale Mul are dropped when nothing else reads them. Arguments as ``fuse_qdq``'s."""
+    producer = {out: node for node in nodes for out in node.outputs if out}
+    readers: dict[str, list] = {}
+    for node in nodes:
+        for name in node.inputs:
+            if name:
+                readers.setdefault(name, []).append(node)
+
+    def only_reader(name: str, op_type: str):
+        users = readers.get(name, [])
+        if len(users) != 1 or name in graph_outputs:
+            return None
+        user = users[0]
+        return user if user.op_type == op_type and _is_default_domain(user) and len(user.inputs) >= 1 else None
+
+    def other_input(node, name: str) -> str | None:
+        if len(node.inputs) != 2 or node.inputs[0] == node.inputs[1] or name not in node.inputs:
+            return None
+        return node.inputs[1] if node.inputs[0] == name else node.inputs[0]
+
+    def per_column(name: str | None, n: int) -> bool:
+        value = constants.get(name) if name else None
+        return value is not None and value.dtype == F32 and value.ndim <= 1 and value.size in (1, n)
+
+    replaced: dict[int, object] = {}
+    removed: set[int] = set()
+    droppable: set[int] = set()
+    for node in nodes:
+        if node.op_type != "MatMulInteger" or not _is_default_domain(node) or len(node.inputs) < 3:
+            continue
+        a, b, a_zp = node.inputs[:3]
+        b_zp = node.inputs[3] if len(node.inputs) > 3 else ""
+        dql = producer.get(a)
+        if (dql is None or dql.op_type != "DynamicQuantizeLinear" or not _is_default_domain(dql)
+                or len(dql.outputs) < 3 or dql.outputs[0] != a or dql.outputs[2] != a_zp or not a_zp):
+            continue
+        weight = constants.get(b)
+        if weight is None or weight.dtype not in (np.uint8, np.int8) or weight.ndim != 2:
+            continue
+        n = weight.shape[1]
+        if b_zp:
+            zp = constants.get(b_zp)
+            if zp is None or zp.dtype != weight.dtype or zp.ndim > 1 or zp.size not in (1, n):
+                continue
+        cast = only_reader(node.outputs[0], "Cast")
+        if cast is None or int(cast.attrs.get("to", 0)) != onnx.TensorProto.FLOAT:
+            continue
+        mul = only_reader(cast.outputs[0], "Mul")
+        scale_name = None if mul is None else other_input(mul, cast.outputs[0])
+        scale_mul = producer.get(scale_name) if scale_name else None
+        if (scale_mul is None or scale_mul.op_type != "Mul" or not _is_default_domain(scale_mul)
+                or not per_column(other_input(scale_mul, dql.outputs[1]), n)):
+            continue
+        b_scale = other_input(scale_mul, dql.outputs[1])
+        last, bias = mul, ""
+        add = only_reader(mul.outputs[0], "Add")
+        if add is not None and per_column(other_input(add, mul.outputs[0]), n):
+            last, bias = add, other_input(add, mul.outputs[0])
+        replaced[id(node)] = make_node(node, node.name, "DynamicQuantizeMatMul", "com.microsoft",
+                                       [dql.inputs[0], b, b_scale, b_zp, bias], [last.outputs[0]], {})
+        removed.update(id(n_) for n_ in (cast, mul, last))
+        droppable.update((id(dql), id(scale_mul)))
+    if not replaced:
+        return nodes
+    result = [replaced.get(id(node), node) for node in nodes if id(node) not in removed]
+    while True:  # the quantizations and scale products no reader is left for
+        read = {name for node in result for name in node.inputs} | graph_outputs
+        kept = [node for node in result if id(node) not in droppable or any(o in read for o in node.outputs if o)]
+        if len(kept) == len(result):
+            return kept
+        result = kept
+
+
 def fuse_qdq(nodes: list, constants: dict[str, np.ndarray], graph_outputs: set[str], make_node) -> list:
     """QDQ groups around Conv / Gemm / MatMul rewritten as the integer ops onnxruntime fuses them into.
 
@@ -722,7 +820,9 @@ def fuse_qdq(nodes: list, constants: dict[str, np.ndarray], graph_outputs: set[s
     readers are dropped.
 
     The fast plan can call it right after ``remove_identities`` (before constants are folded, which would turn
-    the weights' DequantizeLinear into float weights)."""
+    the weights' DequantizeLinear into float weights). Dynamically quantized matmuls are fused first
+    (``fuse_dynamic_matmuls``)."""
+    nodes = fuse_dynamic_matmuls(nodes, constants, graph_outputs, make_node)
     producer = {out: node for node in nodes for out in node.outputs if out}
     readers: dict[str, list] = {}
     for node in nodes:
