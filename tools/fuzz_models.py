@@ -131,6 +131,15 @@ class _Watch:
             self.busy = False
 
 
+def _shape_of(value) -> object:
+    """A JSON-able shape: a tensor's dims, a sequence's list of shapes, None for an empty optional."""
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return [_shape_of(item) for item in value]
+    return list(np.shape(value))
+
+
 def _check_one(request: dict, watch: _Watch) -> dict:
     import numpy as np
 
@@ -157,7 +166,7 @@ def _check_one(request: dict, watch: _Watch) -> dict:
             outputs = model.run(feeds)
             stage = "run_traced"
             traced, _records = model.run_traced(feeds)
-            result["outputs"] = {k: list(np.shape(v)) for k, v in outputs.items()}
+            result["outputs"] = {k: _shape_of(v) for k, v in outputs.items()}
         result["status"] = "ok"
         text = repr(result)
     except BaseException as exc:  # noqa: BLE001 - everything is an outcome here
