@@ -133,6 +133,8 @@ class _Watch:
 
 def _shape_of(value) -> object:
     """A JSON-able shape: a tensor's dims, a sequence's list of shapes, None for an empty optional."""
+    import numpy as np
+
     if value is None:
         return None
     if isinstance(value, list):
