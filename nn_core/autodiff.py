@@ -14,6 +14,7 @@ no rule raises ``UnsupportedOperatorError`` naming it — never a silently wrong
 from __future__ import annotations
 
 import ctypes
+import functools
 import sys
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import numpy as np
 
 from .errors import ModelError
 from .graph import Graph, NodeInfo
+from .ops.conv import make_activation
 from .plan import Step, _shapes, fold_constants, make_kernel
 
 #: a constant True fed to Dropout's training_mode input in a training plan
@@ -66,7 +68,9 @@ class GradientPlan:
         self.input_names = [spec.name for spec in graph.inputs]
         self.output_names = [spec.name for spec in graph.outputs]
         # the hot loops' view of the steps: (step, bound run, inputs, outputs) and (step, takes ``wanted``)
-        self._forward_steps = [(step, step.kernel.run, step.inputs, step.outputs) for step in self.steps]
+        runs = self._relus_into_convs() if training else {}
+        self._forward_steps = [(step, runs.get(id(step), step.kernel.run), step.inputs, step.outputs)
+                               for step in self.steps]
         fused = self._relus_into_pools()
         self._backward_steps = [(step, type(step.kernel).accepts_wanted(), fused.get(id(step)))
                                 for step in reversed(self.steps)]
@@ -181,6 +185,34 @@ class GradientPlan:
                     _accumulate(grads, name, grad)
         return grads
 
+    def _relus_into_convs(self) -> dict[int, object]:
+        """Training plans: a Conv whose output only a Relu reads (not a graph output) applies that ReLU to its
+        output chunk by chunk while still in cache, and the Relu step passes the array on: both names hold the
+        ReLU's output. Nothing reads the Conv's own output but the Relu, whose rule's mask (input > 0) is the
+        same on its output, and Conv's rule never reads its output. The forward run of each step changed, by the
+        step's id."""
+        readers: dict[str, int] = {}
+        for step in self.steps:
+            for name in step.inputs:
+                if name:
+                    readers[name] = readers.get(name, 0) + 1
+        producer = {step.outputs[0]: step for step in self.steps if len(step.outputs) == 1 and step.outputs[0]}
+        runs: dict[int, object] = {}
+        for step in self.steps:
+            if (step.node.op_type != "Relu" or step.node.domain not in ("", "ai.onnx") or len(step.inputs) != 1
+                    or not step.inputs[0] or len(step.outputs) != 1):
+                continue
+            conv = producer.get(step.inputs[0])
+            run_activated = getattr(conv.kernel, "run_activated", None) if conv is not None else None
+            if (conv is None or conv.node.op_type != "Conv" or conv.node.domain not in ("", "ai.onnx")
+                    or run_activated is None or getattr(conv.kernel, "act", None) is not None
+                    or getattr(conv.kernel, "pool", None) is not None or readers.get(step.inputs[0]) != 1
+                    or step.inputs[0] in self.output_names or id(conv) in runs):
+                continue
+            runs[id(conv)] = functools.partial(run_activated, make_activation("relu", {}))
+            runs[id(step)] = _passed_on
+        return runs
+
     def _relus_into_pools(self) -> dict[int, Step]:
         """MaxPool steps (no Indices output) whose input is a Relu's output read by nothing else: the Relu's
         step, by the pool step's id."""
@@ -276,6 +308,11 @@ class _PlanRng:
 
     def random(self, shape):
         return self.plan.rng.random(shape, dtype=np.float32)
+
+
+def _passed_on(x: np.ndarray) -> np.ndarray:
+    """The forward of a Relu whose Conv already applied it (see GradientPlan._relus_into_convs)."""
+    return x
 
 
 def _accumulate(grads: dict[str, np.ndarray], name: str, grad: np.ndarray) -> None:

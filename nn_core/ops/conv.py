@@ -794,8 +794,14 @@ class Conv(FusableOp):
         return entry
 
     def run(self, x, w, b=None):
+        return self.run_activated(self.act, x, w, b)
+
+    def run_activated(self, act: Activation | None, x, w, b=None):
+        """``run`` with ``act`` applied to the output in place of the fused activation (a gradient plan's
+        Conv -> Relu pair: the ReLU applied chunk by chunk while the output is in cache, no pass of its own)."""
         if x.dtype == np.float16:  # BLAS has no half precision: accumulate in float32, round once at the end
-            wide = self.run(x.astype(np.float32), w.astype(np.float32), None if b is None else b.astype(np.float32))
+            wide = self.run_activated(act, x.astype(np.float32), w.astype(np.float32),
+                                      None if b is None else b.astype(np.float32))
             return wide.astype(np.float16)
         if self.static:
             w, b = self.weight, self.bias
@@ -804,12 +810,12 @@ class Conv(FusableOp):
             if matrix is None:
                 matrix = _prepare(plan, w, b, self.group, x.dtype)
             if self.pool is None:
-                return plan.run(x, matrix, self.act)
+                return plan.run(x, matrix, act)
             if isinstance(plan, (_Im2colPlan, _ChannelsLastPlan)):
-                return plan.run(x, matrix, self.act, self.pool)
+                return plan.run(x, matrix, act, self.pool)
             y = self.pool.run(plan.run(x, matrix, None))
-        if self.act is not None:
-            self.act(y)
+        if act is not None:
+            act(y)
         return y
 
     def backward(self, inputs, outputs, grads, wanted=None):

@@ -279,7 +279,7 @@ class MaxPool(_Pool):
                 scratch = self.scratch.get((x.shape, x.dtype))
                 if scratch is None:
                     scratch = self.scratch[(x.shape, x.dtype)] = _TwoByTwoScratch(x.shape, x.dtype)
-                return [_two_by_two_backward(np.ascontiguousarray(x), y, dy, scratch)]
+                return [_two_by_two_backward(x, y, dy, scratch)]
             views = plan.views(x)  # the windows' taps over the input or its padded copy
             source = plan.buffer if plan.buffer is not None else x
             geometry = list(zip(plan.kernel, plan.strides, plan.dilations, plan.out, plan.sizes, strict=True))
@@ -391,7 +391,7 @@ def _two_by_two_backward(x: np.ndarray, y: np.ndarray, dy: np.ndarray, scratch: 
     rows = height // 2
     y, dy = np.ascontiguousarray(y), np.ascontiguousarray(dy)
     grad = np.empty((batch, channels, rows, 2, width), dy.dtype)
-    x_pairs = x.reshape(batch, channels, rows, 2, width)
+    x_pairs = x.reshape(batch, channels, rows, 2, width)  # (a view of a strided x too: one axis is split)
     for start in range(0, batch, scratch.rows):
         stop = min(batch, start + scratch.rows)
         count = stop - start
