@@ -165,12 +165,15 @@ class ConvInputGradPlan:
     """dX of one unit-stride Conv over one input shape (any rank, groups, dilations, pads), chunk by chunk.
 
     Per chunk of images the output gradient is copied into whole padded rows ("full width": zero at the
-    positions past the real output, written once), ``dcolumns = W^T @ dY`` is one batched matmul with the
-    columns' rows in (tap, channel) order, and col2im is one add per kernel tap of a single long run per
-    image and group: the tap's block of dcolumns, (channel, position) with a row stride of one whole padded
-    plane (the matmul writes each row's first ``positions`` entries; the rest stay zero), lands on the padded
-    image at the tap's flat offset, where channel planes follow each other at that same stride. Wrapped or
-    overflowing entries are those zeros (the padded image has slack at its end)."""
+    positions past the real output, written once) and ``dcolumns = W^T @ dY`` is one batched matmul with the
+    columns' rows in (tap, channel) order; each (tap, channel) row is one padded image plane long (the matmul
+    writes its first ``positions`` entries; the rest stay zero), so a tap's block of channel rows lines up with
+    the padded image's channel planes. col2im is then a gather, not a scatter: padded image element ``j`` is
+    the sum over taps of the tap's block at ``j - offset(tap)`` (zero out of range), and ``block(tap) -
+    offset(tap)`` is linear in the tap's coordinates, so the taps form one strided view of dcolumns and col2im
+    is one ``sum`` over its kernel axes per chunk (no zeroing, no overlapping writes). Reads before a block's
+    start fall in the previous tap's zero tail: each row is lengthened past the plane when its tail is
+    shorter than the largest offset, and without padding the sum lands straight in dX."""
 
     def __init__(self, x_shape, dtype, groups: int, out_channels: int, kernel, dilations, begins, ends, out_sizes):
         batch, channels, *sizes = x_shape
@@ -181,37 +184,40 @@ class ConvInputGradPlan:
         padded = [n + b + e for n, b, e in zip(sizes, begins, ends, strict=True)]
         self.plane = plane = math.prod(padded)
         elem = _row_major(padded)
-        self.positions = out_sizes[0] * math.prod(padded[1:])
+        self.positions = positions = out_sizes[0] * math.prod(padded[1:])
         item = np.dtype(dtype).itemsize
-        self.rows = rows = max(1, min(batch, GRAD_CHUNK_BYTES // 2 // max(1, taps * channels * plane * item)))
-        self.tap_offsets = [sum(t * d * e for t, d, e in zip(tap, dilations, elem, strict=True))
-                            for tap in np.ndindex(*kernel)]
-        self.slack = slack = sum((k - 1) * d * e for k, d, e in zip(kernel, dilations, elem, strict=True))
+        tap_steps = [d * e for d, e in zip(dilations, elem, strict=True)]
+        slack = sum((k - 1) * v for k, v in zip(kernel, tap_steps, strict=True))
+        # a row's zero tail must cover the largest tap offset (the gather reads that far back)
+        self.row = row = max(plane, positions + slack)
+        self.rows = rows = max(1, min(batch, GRAD_CHUNK_BYTES // 2 // max(1, taps * channels * row * item)))
         self.channels, self.item, self.padded = channels, item, padded
         # the output gradient over whole padded rows, zero past the real output for good
         self.dy_wide = np.zeros((rows, groups * mg, out_sizes[0], *padded[1:]), dtype)
         self.dy_valid = self.dy_wide[(Ellipsis,) + tuple(slice(0, o) for o in out_sizes[1:])]
-        # dcolumns (image, group, tap, channel, plane): only the first ``positions`` of each row are written
-        self.dcols = np.zeros((rows, groups, taps * cg, plane), dtype)
-        self.dpad = np.empty(rows * channels * plane + slack, dtype)
+        # dcolumns (image, group, tap, channel, row): only the first ``positions`` of each row are written
+        self.dcols = np.zeros((rows, groups, taps * cg, row), dtype)
+        # the gather's view: (kernel..., image, group, channel * row), one tap block back by the tap's offset
+        block = cg * row
+        later = [math.prod(kernel[i + 1:]) for i in range(len(kernel))]
+        self.gather = checked_windows(self.dcols, (*kernel, rows, groups, block), tuple(v * item for v in (
+            *(n * block - t for n, t in zip(later, tap_steps, strict=True)), groups * taps * block, taps * block,
+            1)))
+        self.direct = row == plane and not any(begins) and not any(ends)
         inside = (slice(None), slice(None)) + tuple(slice(b, b + n) for b, n in zip(begins, sizes, strict=True))
-        self.dpad_interior = self.dpad[: rows * channels * plane].reshape(rows, channels, *padded)[inside]
+        self.dpad = None if self.direct else np.empty((rows, channels, row), dtype)
+        self.dpad_interior = None if self.dpad is None else \
+            self.dpad[..., :plane].reshape(rows, channels, *padded)[inside]
         self.chunks: dict[int, tuple] = {}
 
     def _chunk(self, count: int) -> tuple:
         views = self.chunks.get(count)
         if views is None:
-            groups, cg, plane, item = self.groups, self.cg, self.plane, self.item
-            run = (cg - 1) * plane + self.positions
-            dcols = self.dcols[:count]
-            blocks = dcols.reshape(count, groups, self.taps, cg * plane)
-            dpad = self.dpad[: count * self.channels * plane + self.slack]
-            adds = [(checked_windows(dpad[offset:], (count, groups, run),
-                                     (self.channels * plane * item, cg * plane * item, item), writeable=True),
-                     blocks[:, :, tap, :run]) for tap, offset in enumerate(self.tap_offsets)]
-            dy = self.dy_wide[:count].reshape(count, groups, self.mg, self.positions)
-            views = self.chunks[count] = (self.dy_valid[:count], dy, dcols[..., : self.positions], dpad, adds,
-                                          self.dpad_interior[:count])
+            dy = self.dy_wide[:count].reshape(count, self.groups, self.mg, self.positions)
+            gather = self.gather[(slice(None),) * len(self.kernel) + (slice(0, count),)]
+            dpad = None if self.dpad is None else self.dpad[:count].reshape(count, self.groups, -1)
+            views = self.chunks[count] = (self.dy_valid[:count], dy, self.dcols[:count, ..., : self.positions],
+                                          gather, dpad, None if self.dpad is None else self.dpad_interior[:count])
         return views
 
     def weight_matrix(self, w: np.ndarray) -> np.ndarray:
@@ -224,15 +230,18 @@ class ConvInputGradPlan:
         batch = dy.shape[0]
         wt = self.weight_matrix(w)
         dx = np.empty(x_shape, dy.dtype)
+        flat = dx.reshape(batch, self.groups, -1)
+        kernel_axes = tuple(range(len(self.kernel)))
         for start in range(0, batch, self.rows):
             count = min(self.rows, batch - start)
-            dy_valid, dy_rows, dcols, dpad, adds, interior = self._chunk(count)
+            dy_valid, dy_rows, dcols, gather, dpad, interior = self._chunk(count)
             np.copyto(dy_valid, dy[start:start + count])
             np.matmul(wt, dy_rows, out=dcols)
-            dpad.fill(0)
-            for target, block in adds:
-                target += block
-            dx[start:start + count] = interior
+            if dpad is None:
+                np.sum(gather, axis=kernel_axes, out=flat[start:start + count])
+            else:
+                np.sum(gather, axis=kernel_axes, out=dpad)
+                dx[start:start + count] = interior
         return dx
 
 
