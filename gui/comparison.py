@@ -10,7 +10,6 @@ through the dispatcher as a ``compared`` event. The view (gui.compare_view) only
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from gui.events import Dispatch, EventGroup
+from gui.latest import LatestWorker
 from gui.localize import translate
 from gui.model_opening import ModelOpener, OpenedModel, OpenResult, prepare_model
 
@@ -219,11 +219,7 @@ class Comparer:
         self.second: Model | None = None
         self.last: Comparison | None = None
         self.last_error: str | None = None
-        self._condition = threading.Condition()
-        self._pending: tuple[Model, Model, np.ndarray, int] | None = None
-        self._thread: threading.Thread | None = None
-        self._stopping = False
-        self._busy = False
+        self._worker = LatestWorker(self._work, "digitscope-compare")
 
     # --- the models ------------------------------------------------------------------------------------
     def set_first(self, name: str, adapter: Any, path: str | Path | None = None) -> None:
@@ -278,35 +274,15 @@ class Comparer:
         """Compare the latest drawing on the worker thread; a newer drawing replaces a pending one."""
         if image is None or self.first is None or self.second is None:
             return
-        with self._condition:
-            self._pending = (self.first, self.second, np.array(image, np.float32), drawing)
-            if self._thread is None or not self._thread.is_alive():
-                self._stopping = False
-                self._thread = threading.Thread(target=self._work, name="digitscope-compare", daemon=True)
-                self._thread.start()
-            self._condition.notify()
+        self._worker.submit((self.first, self.second, np.array(image, np.float32), drawing))
 
     def is_idle(self) -> bool:
-        with self._condition:
-            return self._pending is None and not self._busy
+        return self._worker.is_idle()
 
-    def _work(self) -> None:
-        while True:
-            with self._condition:
-                while self._pending is None and not self._stopping:
-                    self._condition.wait()
-                if self._stopping:
-                    return
-                first, second, image, drawing = self._pending
-                self._pending = None
-                self._busy = True
-            try:
-                comparison = self._compare(first, second, image, drawing)
-                self._dispatch(lambda c=comparison, f=first, s=second: self._deliver(c, f, s))
-            finally:
-                with self._condition:
-                    self._busy = False
-                first = second = image = None
+    def _work(self, job: tuple[Model, Model, np.ndarray, int]) -> None:
+        first, second, image, drawing = job
+        comparison = self._compare(first, second, image, drawing)
+        self._dispatch(lambda: self._deliver(comparison, first, second))
 
     def _deliver(self, comparison: Comparison, first: Model, second: Model) -> None:
         if first is not self.first or second is not self.second:
@@ -316,13 +292,7 @@ class Comparer:
 
     def shutdown(self) -> None:
         self._opener.cancel()
-        with self._condition:
-            self._stopping = True
-            self._pending = None
-            self._condition.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        self._worker.shutdown()
 
 
 def describe_model(model: Model | None) -> str:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from gui.latest import LatestWorker
 from gui.model_opening import MEMORY, reserve_a_core_for_the_ui
 from gui.prediction import Prediction, run_prediction
 from nn_core.interface import ModelAdapter
@@ -45,11 +46,8 @@ class Predictor:
         self._adapter: ModelAdapter | None = None
         self._generation = 0
         self._last_seconds = 0.0
-        self._condition = threading.Condition()
-        self._pending: tuple[ModelAdapter, np.ndarray, int, int, bool, bool] | None = None
-        self._busy = False
-        self._stopping = False
-        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # the current model's generation and the last run's time
+        self._worker = LatestWorker(self._work, "digitscope-predictor", before_start=reserve_a_core_for_the_ui)
 
     @property
     def adapter(self) -> ModelAdapter | None:
@@ -57,11 +55,11 @@ class Predictor:
 
     def set_adapter(self, adapter: ModelAdapter | None, last_seconds: float = 0.0) -> None:
         """Switch models; results still in flight for the old one are discarded."""
-        with self._condition:
+        with self._lock:
             self._adapter = adapter
             self._generation += 1
-            self._pending = None
             self._last_seconds = last_seconds
+        self._worker.drop_pending()
 
     @property
     def generation(self) -> int:
@@ -72,8 +70,7 @@ class Predictor:
         return self._last_seconds
 
     def is_idle(self) -> bool:
-        with self._condition:
-            return self._pending is None and not self._busy
+        return self._worker.is_idle()
 
     def submit(self, image: np.ndarray, drawing: int = 0, traced: bool = True, bars: bool = True) -> None:
         """Predict ``image`` (drawing number ``drawing``): the probabilities, and with ``traced`` every node's
@@ -88,50 +85,24 @@ class Predictor:
             self._last_seconds = prediction.seconds
             self._deliver(prediction)
             return
-        with self._condition:
-            # replaces any older pending drawing
-            self._pending = (adapter, image, self._generation, drawing, traced, bars or not traced)
-            self._ensure_thread()
-            self._condition.notify()
+        self._worker.submit((adapter, image, self._generation, drawing, traced, bars or not traced))
 
-    def _ensure_thread(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            reserve_a_core_for_the_ui()
-            self._stopping = False
-            self._thread = threading.Thread(target=self._work, name="digitscope-predictor", daemon=True)
-            self._thread.start()
-
-    def _work(self) -> None:
-        while True:
-            with self._condition:
-                while self._pending is None and not self._stopping:
-                    self._condition.wait()
-                if self._stopping:
-                    return
-                adapter, image, generation, drawing, traced, bars = self._pending
-                self._pending = None
-                self._busy = True
-            try:
-                if bars:  # the fused run: the bars as soon as possible
-                    if not self._run_and_deliver(adapter, image, generation, drawing, False):
-                        continue
-                    with self._condition:
-                        if self._pending is not None or self._stopping:
-                            continue  # a newer drawing is waiting: trace that one instead, later
-                if traced:
-                    self._run_and_deliver(adapter, image, generation, drawing, True)
-            finally:
-                with self._condition:
-                    self._busy = False
-                # a replaced model must not live on in this idle thread's locals (memory is released on switch)
-                adapter = image = None
+    def _work(self, job: tuple[ModelAdapter, np.ndarray, int, int, bool, bool]) -> None:
+        adapter, image, generation, drawing, traced, bars = job
+        if bars:  # the fused run: the bars as soon as possible
+            if not self._run_and_deliver(adapter, image, generation, drawing, False):
+                return
+            if self._worker.has_newer():
+                return  # a newer drawing is waiting: trace that one instead, later
+        if traced:
+            self._run_and_deliver(adapter, image, generation, drawing, True)
 
     def _run_and_deliver(self, adapter: ModelAdapter, image: np.ndarray, generation: int, drawing: int,
                          traced: bool) -> bool:
         """One run, delivered if its model is still current (handed over before the predictor reports idle)."""
         with MEMORY.working():
             prediction = run_prediction(adapter, image, generation, drawing, traced)
-        with self._condition:
+        with self._lock:
             if not traced or self._last_seconds == 0.0:
                 self._last_seconds = prediction.seconds
             current = generation == self._generation
@@ -140,13 +111,7 @@ class Predictor:
         return current and prediction.error is None
 
     def shutdown(self) -> None:
-        with self._condition:
-            self._stopping = True
-            self._pending = None
-            self._condition.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        self._worker.shutdown()
 
 
 class ChunkPacer:
