@@ -73,6 +73,11 @@ def _quantize(values: np.ndarray, scale: np.float32, zero_point, dtype: np.dtype
     """Float32 -> 8 bits as onnxruntime's MlasQuantizeLinear: divide, round half to even, add the zero point,
     saturate (in place on values)."""
     np.divide(values, scale, out=values)
+    return _round_saturate(values, zero_point, dtype)
+
+
+def _round_saturate(values: np.ndarray, zero_point, dtype: np.dtype) -> np.ndarray:
+    """Already-scaled float32 -> 8 bits: round half to even, add the zero point, saturate (in place)."""
     np.rint(values, out=values)
     if zero_point:
         values += F32(zero_point)
@@ -340,13 +345,7 @@ class _Binary(Op):
         values = self.combine(a, _scale(self, a_scale, "A_scale"), _scalar(self, a_zero_point, "A_zero_point"),
                               b, _scale(self, b_scale, "B_scale"), _scalar(self, b_zero_point, "B_zero_point"),
                               _scale(self, c_scale, "C_scale"))
-        zero_point = _scalar(self, c_zero_point, "C_zero_point")
-        np.rint(values, out=values)
-        if zero_point:
-            values += F32(zero_point)
-        low, high = _BOUNDS[np.dtype(dtype)]
-        _clip(values, low, high, out=values)
-        return values.astype(dtype)
+        return _round_saturate(values, _scalar(self, c_zero_point, "C_zero_point"), dtype)
 
 
 @register("QLinearAdd", 1, domain=MS_DOMAIN)

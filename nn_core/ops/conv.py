@@ -738,22 +738,29 @@ class Conv(FusableOp):
         if bias is not None and bias.size != out_channels:
             raise self.fail(f"bias of shape {bias.shape} has {bias.size} values for {out_channels} output channels")
 
-    def _plan(self, x: np.ndarray, weight_shape: tuple[int, ...], has_bias: bool) -> _Plan:
-        """The plan for one input shape, after checking (before anything is allocated) that the geometry fits
-        this input and that its output, scratch buffers and work are within the node's Limits."""
+    def _fit(self, x: np.ndarray, weight_shape: tuple[int, ...]) -> tuple:
+        """The geometry of this input against the weight, checked before anything is allocated (the forward
+        and the gradient plans share it): (kernel, strides, dilations, begins, ends, padded, out_sizes)."""
         rank = x.ndim - 2
         if rank < 1 or len(weight_shape) != x.ndim:
             raise self.fail(f"input of shape {x.shape} does not match the weight {tuple(weight_shape)}")
         kernel, strides, dilations, pads = self.geometry.resolve(rank, weight_shape[2:])
-        batch, channels, *sizes = x.shape
-        if channels != weight_shape[1] * self.group:
+        channels, sizes = x.shape[1], x.shape[2:]
+        if channels != weight_shape[1] * self.group or weight_shape[0] % self.group:
             raise self.fail(f"input has {channels} channels but the weight {tuple(weight_shape)} with "
                             f"group={self.group} expects {weight_shape[1] * self.group}")
-        begins, ends = resolve_pads(self.auto_pad, x.shape[2:], kernel, strides, dilations, pads)
+        begins, ends = resolve_pads(self.auto_pad, sizes, kernel, strides, dilations, pads)
         check_fits(self, sizes, begins, ends, kernel, dilations)
         padded = [s + b + e for s, b, e in zip(sizes, begins, ends, strict=True)]
         out_sizes = conv_out_sizes(padded, kernel, dilations, strides)
         strides, dilations = effective_steps(out_sizes, kernel, strides, dilations, padded)
+        return kernel, strides, dilations, begins, ends, padded, out_sizes
+
+    def _plan(self, x: np.ndarray, weight_shape: tuple[int, ...], has_bias: bool) -> _Plan:
+        """The plan for one input shape, after checking (before anything is allocated) that the geometry fits
+        this input and that its output, scratch buffers and work are within the node's Limits."""
+        kernel, strides, dilations, begins, ends, padded, out_sizes = self._fit(x, weight_shape)
+        rank, (batch, channels) = x.ndim - 2, x.shape[:2]
         out_channels = weight_shape[0]
         self.check_size((1, channels, *padded), x.dtype, f"padded input image (pads {begins + ends})")
         self.check_size((batch, out_channels, *out_sizes), x.dtype, "output")
@@ -906,19 +913,8 @@ class Conv(FusableOp):
 
     def _grad_plan(self, x: np.ndarray, weight_shape: tuple[int, ...]) -> ConvGradPlan:
         """The backward plan of one input shape, after the same checks as the forward's."""
-        rank = x.ndim - 2
-        if rank < 1 or len(weight_shape) != x.ndim:
-            raise self.fail(f"input of shape {x.shape} does not match the weight {tuple(weight_shape)}")
-        kernel, strides, dilations, pads = self.geometry.resolve(rank, weight_shape[2:])
-        batch, channels, *sizes = x.shape
-        if channels != weight_shape[1] * self.group or weight_shape[0] % self.group:
-            raise self.fail(f"input has {channels} channels but the weight {tuple(weight_shape)} with "
-                            f"group={self.group} expects {weight_shape[1] * self.group}")
-        begins, ends = resolve_pads(self.auto_pad, x.shape[2:], kernel, strides, dilations, pads)
-        check_fits(self, sizes, begins, ends, kernel, dilations)
-        padded = [s + b + e for s, b, e in zip(sizes, begins, ends, strict=True)]
-        out_sizes = conv_out_sizes(padded, kernel, dilations, strides)
-        strides, dilations = effective_steps(out_sizes, kernel, strides, dilations, padded)
+        kernel, strides, dilations, begins, ends, padded, out_sizes = self._fit(x, weight_shape)
+        batch, channels = x.shape[:2]
         check_taps(self, math.prod(kernel), f"kernel {kernel} (gradient)")
         self.check_size((batch, channels, *padded), x.dtype, "padded input gradient")
         self.check_size((channels * math.prod(kernel), math.prod(out_sizes)), x.dtype, "column buffer")
