@@ -726,6 +726,17 @@ def _is_default_domain(node) -> bool:
     return node.domain in ("", "ai.onnx")
 
 
+def _producers_and_readers(nodes: list) -> tuple[dict[str, object], dict[str, list]]:
+    """The node producing each value, and the nodes reading it (in order), for the graph rewrites below."""
+    producer = {out: node for node in nodes for out in node.outputs if out}
+    readers: dict[str, list] = {}
+    for node in nodes:
+        for name in node.inputs:
+            if name:
+                readers.setdefault(name, []).append(node)
+    return producer, readers
+
+
 def fuse_dynamic_matmuls(nodes: list, constants: dict[str, np.ndarray], graph_outputs: set[str], make_node
                          ) -> list:
     """``DynamicQuantizeLinear(x) -> MatMulInteger(., B) -> Cast(float) -> Mul(., Mul(x_scale, b_scale))
@@ -735,12 +746,7 @@ def fuse_dynamic_matmuls(nodes: list, constants: dict[str, np.ndarray], graph_ou
     to float32, times the float32 product of the two scales, plus the bias. B, its zero point, b_scale and the
     bias must be constants (b_scale and bias scalars or one value per column). The DynamicQuantizeLinear and the
     scale Mul are dropped when nothing else reads them. Arguments as ``fuse_qdq``'s."""
-    producer = {out: node for node in nodes for out in node.outputs if out}
-    readers: dict[str, list] = {}
-    for node in nodes:
-        for name in node.inputs:
-            if name:
-                readers.setdefault(name, []).append(node)
+    producer, readers = _producers_and_readers(nodes)
 
     def only_reader(name: str, op_type: str):
         users = readers.get(name, [])
@@ -823,12 +829,7 @@ def fuse_qdq(nodes: list, constants: dict[str, np.ndarray], graph_outputs: set[s
     the weights' DequantizeLinear into float weights). Dynamically quantized matmuls are fused first
     (``fuse_dynamic_matmuls``)."""
     nodes = fuse_dynamic_matmuls(nodes, constants, graph_outputs, make_node)
-    producer = {out: node for node in nodes for out in node.outputs if out}
-    readers: dict[str, list] = {}
-    for node in nodes:
-        for name in node.inputs:
-            if name:
-                readers.setdefault(name, []).append(node)
+    producer, readers = _producers_and_readers(nodes)
 
     def dq(name: str):
         """(q, scale, zero point) names of the DequantizeLinear producing ``name``, if its parameters are
