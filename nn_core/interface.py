@@ -241,6 +241,8 @@ def parse_labels(metadata: dict[str, str]) -> list[str] | None:
         return None
     try:
         labels = json.loads(text)
+    except RecursionError:  # a hostile file's "[[[[…": no labels rather than a model that cannot open
+        return None
     except json.JSONDecodeError:
         labels = [part.strip() for part in text.split(",")]  # be lenient: "0,1,2,..." is a common spelling
     if isinstance(labels, list) and labels and all(isinstance(lab, (str, int)) for lab in labels):
@@ -275,7 +277,7 @@ def folded_calibration(metadata: dict[str, str]) -> tuple[float, str] | None:
     try:
         record = json.loads(metadata.get(META_CALIBRATION) or "null")
         temperature, layer = float(record["temperature"]), str(record["folded_into"])
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, RecursionError):
         return None
     return (temperature, layer) if math.isfinite(temperature) and temperature > 0 and layer else None
 

@@ -17,6 +17,7 @@ from nn_core.interface import (
     auto_detect_scaling,
     detect_layout,
     detect_output_kind,
+    folded_calibration,
     load_samples,
     parse_labels,
     resolve_scaling,
@@ -176,6 +177,15 @@ def test_labels_from_metadata_or_counting():
     adapter = ModelAdapter(identity_model([1, 1, 28, 28], metadata={"labels": '["a", "b"]'}))
     assert adapter.labels(2) == ["a", "b"]
     assert adapter.labels(3) == ["0", "1", "2"]  # labels that do not match the output are ignored
+
+
+def test_deeply_nested_metadata_json_is_ignored_not_fatal():
+    # a hostile file's metadata: json's parser would raise RecursionError and the model could not open
+    nested = "[" * 100_000
+    assert parse_labels({"labels": nested}) is None
+    assert folded_calibration({"calibration": nested}) is None
+    adapter = ModelAdapter(identity_model([1, 1, 28, 28], metadata={"labels": nested, "calibration": nested}))
+    assert adapter.labels(2) == ["0", "1"]
 
 
 def test_the_class_score_output_is_picked_among_several():
