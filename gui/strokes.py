@@ -167,7 +167,7 @@ class StrokeDocument:
                 raise ValueError(f"not a {FILE_FORMAT} file (format={data.get('format')!r})")
             size = tuple(int(v) for v in data.get("canvas_size", self.size))
             strokes = [Stroke.from_dict(s) for s in data["strokes"]]
-        except (KeyError, TypeError, IndexError, AttributeError, json.JSONDecodeError) as exc:
+        except (KeyError, TypeError, IndexError, AttributeError, json.JSONDecodeError, RecursionError) as exc:
             raise ValueError(f"malformed strokes file: {exc}") from exc
         sx, sy = self.size[0] / size[0], self.size[1] / size[1]
         for stroke in strokes:  # a drawing saved on another canvas size is rescaled to ours

@@ -78,7 +78,7 @@ class ExampleStore:
         for path in sorted(self.directory.glob("*.json")):
             try:
                 examples.append(Example.from_json(json.loads(path.read_text(encoding="utf-8"))))
-            except (OSError, ValueError, KeyError, TypeError) as exc:
+            except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
                 self.skipped.append(f"{path.name}: {exc}")
         examples.sort(key=lambda e: (e.created, e.id))
         return examples
