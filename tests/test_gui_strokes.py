@@ -124,7 +124,8 @@ def test_json_round_trip_and_rescaling(tmp_path):
 
 
 @pytest.mark.parametrize("text", ["not json", json.dumps({"format": "other", "strokes": []}),
-                                  json.dumps({"format": "digitscope-strokes", "strokes": [{"width": 3}]})])
+                                  json.dumps({"format": "digitscope-strokes", "strokes": [{"width": 3}]}),
+                                  "[" * 100_000])
 def test_malformed_files_raise_value_error_and_keep_the_drawing(text):
     doc = StrokeDocument()
     line(doc, [(10, 10), (20, 20)])
