@@ -1056,7 +1056,8 @@ class Pad(Op):
         else:
             self.pads = None if self.const(1) is None else _checked_ints(self, self.const(1), "pads")
             value = self.const(2)
-            self.value = None if value is None else value.item() if value.size == 1 else 0
+            omitted = len(node.inputs) < 3 or not node.inputs[2]  # no constant_value input: pad with 0
+            self.value = 0 if omitted else None if value is None else value.item() if value.size == 1 else 0
             if value is not None and value.size > 1:
                 raise self.fail(f"constant_value must be a scalar, got shape {list(value.shape)}")
             self.axes = None if self.const(3) is None else _ints(self.const(3))
