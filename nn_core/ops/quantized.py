@@ -447,6 +447,93 @@ class ConvInteger(_ConvBase):
         return self._convolve(x, x_zero_point, w, w_zero_point).astype(np.int32)
 
 
+@register("DynamicQuantizeConv", 1, domain="ai.nn_core.fused")
+class DynamicQuantizeConv(Op):
+    """x (float32), W, w_zero_point, w_scale, bias; the convolution's attributes. The chain
+    ``DynamicQuantizeLinear(x) -> ConvInteger(., W, x_zero_point, w_zero_point) -> Cast(float) -> Mul(.,
+    Mul(x_scale, w_scale)) [-> Add(., bias)]`` (``fuse_dynamic_matmuls`` writes it) as one kernel, with a fused
+    Relu and MaxPool.
+
+    Lean path (W and its zero point constant, the integer sums provably below 2**24, w_scale and the bias
+    constants with one value per output channel, w_scale positive): x's scale and zero point from its min and
+    max, then x quantized straight to the zero-centred float32 the convolution multiplies,
+    ``clip(rint(x / scale), -zp, 255 - zp)`` (q - zp, never stored as uint8: three passes instead of the five of
+    quantizing and centring), the float Conv kernel on it (exact integer sums, pooled chunk by chunk while in
+    cache when a MaxPool follows), and only then the scale, bias and Relu on the (pooled) output: with a positive
+    scale each is non-decreasing per channel, so pooling first gives the same values and 4x fewer are touched.
+    Otherwise the chain runs as written, node by node."""
+
+    def __init__(self, node):
+        super().__init__(node)
+        from .registry import NodeSpec
+
+        if len(node.inputs) < 4 or not node.inputs[3]:
+            raise self.fail("takes x, W, w_zero_point, w_scale and an optional bias")
+        w, w_zp = self.const(1), self.const(2)
+        spec = NodeSpec(op_type="ConvInteger", name=node.name, domain="",
+                        inputs=["x", node.inputs[1], "x_zero_point", node.inputs[2]], outputs=list(node.outputs),
+                        attrs={k: v for k, v in node.attrs.items() if k in _CONV_ATTRS}, opset=10,
+                        consts=[None, w, None, w_zp], source=node.source, limits=node.limits)
+        # the unfused graph's integer convolution: its checks, its exact paths (and the lean path's Conv)
+        self.integer = ConvInteger(spec)
+        self.relu = False
+        self.pool: Op | None = None
+        self.lean = None
+        w_scale, bias = self.const(3), self.const(4)
+        bias_known = len(node.inputs) <= 4 or not node.inputs[4] or bias is not None
+        if self.integer.dynamic and w is not None and w_scale is not None and bias_known:
+            channels, rank = w.shape[0], w.ndim
+            if (w_scale.dtype == F32 and _channel_shaped(w_scale.shape, channels, rank, 1)
+                    and bool(np.all(w_scale > 0)) and bool(np.all(np.isfinite(w_scale)))
+                    and (bias is None or bias.dtype == F32 and _channel_shaped(bias.shape, channels, rank, 1))):
+                self.lean = (w_scale.reshape(()) if w_scale.size == 1 else w_scale.reshape((channels,) + (1,) * (
+                    rank - 2)), None if bias is None else bias.reshape(()) if bias.size == 1 else bias.reshape(
+                    (channels,) + (1,) * (rank - 2)))
+
+    def fuse_activation(self, kind: str, params: dict[str, float]) -> bool:
+        if kind != "relu" or self.relu or self.pool is not None:
+            return False
+        self.relu = True
+        return True
+
+    def fuse_pool(self, pool: Op) -> bool:
+        """Absorb the MaxPool reading only this node (lean path only: its scale is positive, see the class)."""
+        if self.lean is None or self.pool is not None or getattr(pool, "op_type", "") != "MaxPool" \
+                or getattr(pool, "want_indices", True) or not self.integer.fast.conv.fuse_pool(pool):
+            return False
+        self.pool = pool
+        return True
+
+    def run(self, x, w, w_zero_point=None, w_scale=None, bias=None):
+        if x.dtype != F32:
+            raise self.fail(f"x must be float32, got {x.dtype}")
+        if self.lean is not None:
+            x_scale, zp = dynamic_qparams(x)
+            if 0 < x_scale < np.inf:  # (not with a NaN or infinite input: then the chain as written)
+                w_scale, bias = self.lean
+                centred = np.divide(x, x_scale)
+                np.rint(centred, out=centred)
+                _clip(centred, -zp, _255 - zp, out=centred)
+                y = self.integer.fast.conv.run(centred, self.integer.fast.weight, None)
+                np.multiply(y, x_scale * w_scale, out=y)  # the scale product formed in float32, as the Mul
+                if bias is not None:
+                    y += bias
+                if self.relu:
+                    np.maximum(y, _ZERO, out=y)
+                return y
+        q, x_scale, x_zp = DynamicQuantizeLinear.run(self, x)
+        if self.pool is not None:  # the fast convolution pools: the exact unpooled sums here
+            acc = self.integer._convolve(q, x_zp, w, w_zero_point).astype(np.int32)
+        else:
+            acc = self.integer.run(q, w, x_zp, w_zero_point)
+        y = acc.astype(F32) * np.multiply(x_scale, w_scale)
+        if bias is not None:
+            y = y + bias
+        if self.relu:
+            y = np.maximum(y, y.dtype.type(0))
+        return y if self.pool is None else self.pool.run(y)
+
+
 @register("QLinearConv", 10)
 class QLinearConv(_ConvBase):
     WEIGHT_INPUT = 3
@@ -737,16 +824,42 @@ def _producers_and_readers(nodes: list) -> tuple[dict[str, object], dict[str, li
     return producer, readers
 
 
+#: the private domain of the kernels the fast plan's rewrites introduce (not ONNX operators; a file that names one
+#: gets the same kernel, which checks its inputs like any other)
+FUSED_DOMAIN = "ai.nn_core.fused"
+
+_CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
+
+
+def _channel_shaped(shape: tuple[int, ...], channels: int, rank: int, axis: int) -> bool:
+    """Whether a value of ``shape`` broadcast against an output of rank ``rank`` gives one value for the whole
+    output or one per slice of ``axis`` (whose length is ``channels``), and never enlarges the output."""
+    if len(shape) > rank:
+        return False
+    padded = (1,) * (rank - len(shape)) + tuple(shape)
+    return all(d == 1 for d in padded) or all(d == (channels if i == axis else 1) for i, d in enumerate(padded))
+
+
 def fuse_dynamic_matmuls(nodes: list, constants: dict[str, np.ndarray], graph_outputs: set[str], make_node
                          ) -> list:
-    """``DynamicQuantizeLinear(x) -> MatMulInteger(., B) -> Cast(float) -> Mul(., Mul(x_scale, b_scale))
-    [-> Add(., bias)]``, the chain onnxruntime's ``quantize_dynamic`` (and ``nn_core quantize --dynamic``) write
-    for a MatMul / Gemm, rewritten as one ``com.microsoft`` DynamicQuantizeMatMul (x, B, b_scale, b_zero_point,
-    bias), which is what onnxruntime fuses it into and computes the same float32 values: the integer product cast
-    to float32, times the float32 product of the two scales, plus the bias. B, its zero point, b_scale and the
-    bias must be constants (b_scale and bias scalars or one value per column). The DynamicQuantizeLinear and the
-    scale Mul are dropped when nothing else reads them. Arguments as ``fuse_qdq``'s."""
+    """The chains ``quantize_dynamic`` (onnxruntime's, and ``nn_core quantize --dynamic``) writes for a MatMul /
+    Gemm / Conv: ``DynamicQuantizeLinear(x) -> MatMulInteger or ConvInteger(., W) -> Cast(float) -> Mul(.,
+    Mul(x_scale, w_scale)) [-> Add(., bias)]``, each rewritten as one node computing the same float32 values
+    (the exact integer product cast to float32, times the float32 product of the two scales, plus the bias):
+
+    - MatMulInteger -> ``com.microsoft`` DynamicQuantizeMatMul (x, W, w_scale, w_zero_point, bias), which is
+      what onnxruntime fuses it into; W, its zero point, w_scale and the bias must be constants, w_scale and the
+      bias scalars or one value per column.
+    - ConvInteger -> DynamicQuantizeConv (``FUSED_DOMAIN``; onnxruntime has no such op, it runs the chain node
+      by node): x, W, w_zero_point, w_scale, bias, the convolution's attributes. W and its zero point must be
+      constants; w_scale and the bias may be any value already computed where the ConvInteger stands (a bias
+      reshaped by a node of its own is folded into a constant only later); the kernel takes its lean path when
+      they turn out to be per-channel constants, and computes the chain as written otherwise.
+
+    The DynamicQuantizeLinear and the scale Mul are dropped when nothing else reads them. Arguments as
+    ``fuse_qdq``'s."""
     producer, readers = _producers_and_readers(nodes)
+    position = {id(node): i for i, node in enumerate(nodes)}
 
     def only_reader(name: str, op_type: str):
         users = readers.get(name, [])
@@ -764,12 +877,21 @@ def fuse_dynamic_matmuls(nodes: list, constants: dict[str, np.ndarray], graph_ou
         value = constants.get(name) if name else None
         return value is not None and value.dtype == F32 and value.ndim <= 1 and value.size in (1, n)
 
+    def ready_before(name: str | None, node) -> bool:
+        """A value the fused node can read where ``node`` stands: a constant, a graph input or computed earlier."""
+        if not name:
+            return False
+        made_by = producer.get(name)
+        return name in constants or made_by is None or position[id(made_by)] < position[id(node)]
+
     replaced: dict[int, object] = {}
     removed: set[int] = set()
     droppable: set[int] = set()
     for node in nodes:
-        if node.op_type != "MatMulInteger" or not _is_default_domain(node) or len(node.inputs) < 3:
+        if node.op_type not in ("MatMulInteger", "ConvInteger") or not _is_default_domain(node) \
+                or not 3 <= len(node.inputs) <= 4:
             continue
+        conv = node.op_type == "ConvInteger"
         a, b, a_zp = node.inputs[:3]
         b_zp = node.inputs[3] if len(node.inputs) > 3 else ""
         dql = producer.get(a)
@@ -777,9 +899,10 @@ def fuse_dynamic_matmuls(nodes: list, constants: dict[str, np.ndarray], graph_ou
                 or len(dql.outputs) < 3 or dql.outputs[0] != a or dql.outputs[2] != a_zp or not a_zp):
             continue
         weight = constants.get(b)
-        if weight is None or weight.dtype not in (np.uint8, np.int8) or weight.ndim != 2:
+        if weight is None or weight.dtype not in (np.uint8, np.int8) or weight.ndim != 2 and not conv \
+                or conv and weight.ndim < 3:
             continue
-        n = weight.shape[1]
+        n = weight.shape[0] if conv else weight.shape[1]
         if b_zp:
             zp = constants.get(b_zp)
             if zp is None or zp.dtype != weight.dtype or zp.ndim > 1 or zp.size not in (1, n):
@@ -790,16 +913,24 @@ def fuse_dynamic_matmuls(nodes: list, constants: dict[str, np.ndarray], graph_ou
         mul = only_reader(cast.outputs[0], "Mul")
         scale_name = None if mul is None else other_input(mul, cast.outputs[0])
         scale_mul = producer.get(scale_name) if scale_name else None
-        if (scale_mul is None or scale_mul.op_type != "Mul" or not _is_default_domain(scale_mul)
-                or not per_column(other_input(scale_mul, dql.outputs[1]), n)):
+        if scale_mul is None or scale_mul.op_type != "Mul" or not _is_default_domain(scale_mul):
             continue
         b_scale = other_input(scale_mul, dql.outputs[1])
+        if not (ready_before(b_scale, node) if conv else per_column(b_scale, n)):
+            continue
         last, bias = mul, ""
         add = only_reader(mul.outputs[0], "Add")
-        if add is not None and per_column(other_input(add, mul.outputs[0]), n):
-            last, bias = add, other_input(add, mul.outputs[0])
-        replaced[id(node)] = make_node(node, node.name, "DynamicQuantizeMatMul", "com.microsoft",
-                                       [dql.inputs[0], b, b_scale, b_zp, bias], [last.outputs[0]], {})
+        add_other = None if add is None else other_input(add, mul.outputs[0])
+        if add is not None and (ready_before(add_other, node) if conv else per_column(add_other, n)):
+            last, bias = add, add_other
+        if conv:
+            attrs = {k: v for k, v in node.attrs.items() if k in _CONV_ATTRS}
+            fused = make_node(node, node.name, "DynamicQuantizeConv", FUSED_DOMAIN,
+                              [dql.inputs[0], b, b_zp, b_scale, bias], [last.outputs[0]], attrs)
+        else:
+            fused = make_node(node, node.name, "DynamicQuantizeMatMul", "com.microsoft",
+                              [dql.inputs[0], b, b_scale, b_zp, bias], [last.outputs[0]], {})
+        replaced[id(node)] = fused
         removed.update(id(n_) for n_ in (cast, mul, last))
         droppable.update((id(dql), id(scale_mul)))
     if not replaced:
