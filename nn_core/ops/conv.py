@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 
 import numpy as np
 
@@ -314,6 +315,43 @@ class _ChannelsLastPlan:
         return y
 
 
+    def single_chunk(self, matrix: np.ndarray, act: Activation | None, pool: Op | None
+                     ) -> Callable[[np.ndarray], np.ndarray] | None:
+        """``run`` for a batch of exactly ``rows`` images with every view and buffer made once (see
+        _Im2colPlan.single_chunk)."""
+        interior, windows, cols, to_channels_last = self.interior, self.windows, self.cols, self.to_channels_last
+        cols_matrix, product, product_nchw = self.cols_matrix, self.product, self.product_nchw
+        if pool is None:
+            out_shape = (self.rows, self.out_channels, *self.out_sizes)
+
+            def run(x: np.ndarray) -> np.ndarray:
+                interior[...] = x.transpose(to_channels_last)
+                np.copyto(cols, windows)
+                np.matmul(cols_matrix, matrix, out=product)
+                y = np.empty(out_shape, x.dtype)
+                if act is None:
+                    np.copyto(y, product_nchw)
+                else:
+                    act.into(product_nchw, y)
+                return y
+
+            return run
+        pooled = _fixed_pooling(pool, product_nchw)
+        if pooled is None:
+            return None
+
+        def run_pooled(x: np.ndarray) -> np.ndarray:
+            interior[...] = x.transpose(to_channels_last)
+            np.copyto(cols, windows)
+            np.matmul(cols_matrix, matrix, out=product)
+            y = pooled()
+            if act is not None:
+                act(y)
+            return y
+
+        return run_pooled
+
+
 def _pool_chunk(pool: Op, chunk: np.ndarray) -> np.ndarray:
     """Max-pool one chunk of a convolution's output. The chunk is already cache-sized and the convolution holds
     its lock, so this goes straight to the pool plan's reduction (measured: a third of MaxPool.run's time at
@@ -338,6 +376,39 @@ def _store_pooled(y: np.ndarray | None, pooled: np.ndarray, batch: int, start: i
     if act is not None:
         act(target)
     return y
+
+
+def _fixed_pooling(pool: Op, source: np.ndarray) -> Callable[[], np.ndarray] | None:
+    """Max pooling of a buffer that a convolution plan reuses on every call, with every view made once: the
+    separable passes of ``reduce_block`` (same ufunc calls in the same order, so bit-identical results), the
+    intermediate passes into buffers of their own and the last into a fresh array (the output). None where
+    the pooling needs a padded copy or the blocked form (left to the general path)."""
+    plan = pool.plan(source)
+    if plan.buffer is not None or plan.blocked is not None or not plan.axis_taps:
+        return None
+    stages = []
+    current = source
+    for index, taps in enumerate(plan.axis_taps):
+        views = [current[tap] for tap in taps]
+        last = index == len(plan.axis_taps) - 1
+        target = None if last else np.empty(views[0].shape, source.dtype)
+        stages.append((views, target))
+        current = target if not last else None
+    crop = plan.crop if plan.needs_crop else None
+
+    def pooled() -> np.ndarray:
+        for views, target in stages:
+            if target is None:  # the last pass: a fresh array
+                target = np.maximum(views[0], views[1]) if len(views) > 1 else views[0].copy()
+            elif len(views) > 1:
+                np.maximum(views[0], views[1], out=target)
+            else:
+                np.copyto(target, views[0])
+            for view in views[2:]:
+                np.maximum(target, view, out=target)
+        return target if crop is None else target[crop]
+
+    return pooled
 
 
 def _full_width_pays(wide_positions: int, exact_positions: int, run_length: int, out_per_group: int) -> bool:
@@ -448,6 +519,44 @@ class _Im2colPlan:
         if pool is not None:
             return pooled
         return y[self.valid] if self.full_width else y
+
+
+    def single_chunk(self, matrix: np.ndarray, act: Activation | None, pool: Op | None
+                     ) -> Callable[[np.ndarray], np.ndarray] | None:
+        """``run`` for a batch of exactly ``rows`` images (batch 1, the window's case) with every view and
+        buffer made once: the same NumPy calls on the same data, without the per-call glue (chunk loop,
+        reshapes, the pooling plan's lookup). None when the pooling needs its general path."""
+        interior, windows, cols, cols_matrix = self.scratch.interior, self.windows, self.cols, self.cols_matrix
+        valid, full_width = self.valid, self.full_width
+        if pool is None:
+            out_shape = (self.rows, self.out_channels, *self.computed_sizes)
+
+            def run(x: np.ndarray) -> np.ndarray:
+                interior[...] = x
+                np.copyto(cols, windows)
+                y = np.matmul(matrix, cols_matrix).reshape(out_shape)
+                if act is not None:
+                    act(y)
+                return y[valid] if full_width else y
+
+            return run
+        if self.chunk_out is None:
+            self.chunk_out = np.empty((self.rows, self.out_channels, *self.computed_sizes), matrix.dtype)
+        product = self.chunk_out.reshape(self.rows, self.groups, -1, self.positions)
+        pooled = _fixed_pooling(pool, self.chunk_out[valid] if full_width else self.chunk_out)
+        if pooled is None:
+            return None
+
+        def run_pooled(x: np.ndarray) -> np.ndarray:
+            interior[...] = x
+            np.copyto(cols, windows)
+            np.matmul(matrix, cols_matrix, out=product)
+            y = pooled()
+            if act is not None:  # after pooling: the fusable activations are monotonic
+                act(y)
+            return y
+
+        return run_pooled
 
 
 class _PointwisePlan:
@@ -707,6 +816,8 @@ class Conv(FusableOp):
         self.pool: Op | None = None
         self.plans: dict[tuple, tuple[_Plan, np.ndarray | None]] = {}
         self.lock = threading.Lock()
+        # (input shape, dtype) -> the plan's single_chunk runner, for batches that fit in one chunk (inference)
+        self.fast: dict[tuple, Callable[[np.ndarray], np.ndarray]] = {}
         self.grad_plans: dict[tuple, ConvGradPlan | ConvInputGradPlan | _Im2colPlan] = {}
         self.weight, self.bias = self.const(1), self.const(2)
         has_bias = len(node.inputs) > 2 and bool(node.inputs[2])
@@ -717,6 +828,10 @@ class Conv(FusableOp):
         self.geometry = Geometry(self, kernel=None if self.weight is None else self.weight.shape[2:])
         self.auto_pad = self.geometry.auto_pad
 
+    def fuse_activation(self, kind: str, params: dict[str, float]) -> bool:
+        self.fast.clear()  # the runners made so far apply the activations fused before
+        return super().fuse_activation(kind, params)
+
     def fuse_pool(self, pool: Op) -> bool:
         """Absorb the MaxPool (no Indices output) that is the only consumer of this convolution's output (after
         any fused activation): each chunk of the batch is then pooled while still in cache and only the pooled
@@ -726,6 +841,7 @@ class Conv(FusableOp):
         if self.act is not None and not self.act.monotonic:
             return False  # the activation is applied after pooling, which is only the same when monotonic
         self.pool = pool
+        self.fast.clear()
         return True
 
     def _check_weight(self, weight: np.ndarray, bias: np.ndarray | None) -> None:
@@ -810,10 +926,23 @@ class Conv(FusableOp):
             wide = self.run_activated(act, x.astype(np.float32), w.astype(np.float32),
                                       None if b is None else b.astype(np.float32))
             return wide.astype(np.float16)
+        if act is self.act and self.static:
+            fast = self.fast.get((x.shape, x.dtype))
+            if fast is not None:
+                with self.lock:
+                    return fast(x)
         if self.static:
             w, b = self.weight, self.bias
         with self.lock:
             plan, matrix = self._entry(x, w, b)
+            if act is self.act and self.static and isinstance(plan, (_Im2colPlan, _ChannelsLastPlan)) \
+                    and x.shape[0] == plan.rows and x.dtype != np.float16:
+                fast = plan.single_chunk(matrix, act, self.pool)
+                if fast is not None:
+                    if len(self.fast) > 16:
+                        self.fast.clear()
+                    self.fast[(x.shape, x.dtype)] = fast
+                    return fast(x)
             if matrix is None:
                 matrix = _prepare(plan, w, b, self.group, x.dtype)
             if self.pool is None:
