@@ -26,3 +26,62 @@ def test_pad_without_constant_value_input_takes_the_cached_layout():
         np.testing.assert_array_equal(loaded.run({"x": x})["y"], want)
     (step,) = loaded._fast_plan().steps
     assert step.kernel.layouts, "an omitted constant_value is 0, known at load time: the layout is cached"
+
+
+def _kernel(node, inputs, const):
+    from nn_core.ops import load_all_kernels, resolve
+    from nn_core.ops.attributes import node_attributes
+    from nn_core.ops.registry import NodeSpec
+
+    load_all_kernels()
+    spec = NodeSpec(op_type=node.op_type, inputs=list(node.input), outputs=list(node.output),
+                    attrs=node_attributes(node), opset=13,
+                    consts=[v if i in const else None for i, v in enumerate(inputs)])
+    return resolve(node.op_type, 13)(spec)
+
+
+# (input shape, weight shape, attributes): full-width and exact NCHW columns, channels-last columns, groups
+CONV_CASES = [((1, 1, 28, 28), (12, 1, 5, 5), {"pads": [2, 2, 2, 2]}),
+              ((1, 12, 14, 14), (24, 12, 5, 5), {}),
+              ((1, 3, 11, 9), (4, 3, 3, 3), {"strides": [2, 2], "pads": [1, 0, 1, 1]}),
+              ((1, 4, 10, 10), (6, 2, 3, 3), {"group": 2, "pads": [1, 1, 1, 1]})]
+
+
+def test_single_chunk_conv_runner_is_the_general_plan_bit_for_bit():
+    from nn_core.ops.conv import _ChannelsLastPlan, _Im2colPlan
+
+    rng = np.random.default_rng(4)
+    kinds = set()
+    for x_shape, w_shape, attrs in CONV_CASES:
+        x = rng.standard_normal(x_shape).astype(np.float32)
+        w = rng.standard_normal(w_shape).astype(np.float32)
+        b = rng.standard_normal(w_shape[0]).astype(np.float32)
+        for pooled in (False, True):
+            for act in (None, ("relu", {}), ("clip", {"min": -0.3, "max": 0.4})):
+                node = helper.make_node("Conv", ["x", "w", "b"], ["y"], **attrs)
+                kernel = _kernel(node, [x, w, b], (1, 2))
+                if act:
+                    kernel.fuse_activation(*act)
+                if pooled:
+                    pool = _kernel(helper.make_node("MaxPool", ["c"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+                                   [x], ())
+                    assert kernel.fuse_pool(pool)
+                first = kernel.run(x, w, b)
+                second = kernel.run(x + 1, w, b)
+                assert kernel.fast, (x_shape, w_shape, attrs)  # the runner was made and kept
+                plan, matrix = next(iter(kernel.plans.values()))
+                kinds.add(type(plan))
+                for got, image in ((first, x), (second, x + 1)):
+                    want = plan.run(image, matrix, kernel.act, kernel.pool) if pooled else \
+                        plan.run(image, matrix, kernel.act)
+                    assert got.shape == want.shape and np.array_equal(got, want), (x_shape, attrs, pooled, act)
+    assert kinds == {_Im2colPlan, _ChannelsLastPlan}
+
+
+def test_a_fused_activation_after_a_run_is_applied():
+    x = np.random.default_rng(5).standard_normal((1, 2, 6, 6)).astype(np.float32)
+    w = np.random.default_rng(6).standard_normal((3, 2, 3, 3)).astype(np.float32)
+    kernel = _kernel(helper.make_node("Conv", ["x", "w"], ["y"]), [x, w], (1,))
+    plain = kernel.run(x, w)
+    kernel.fuse_activation("relu", {})
+    np.testing.assert_array_equal(kernel.run(x, w), np.maximum(plain, 0))
