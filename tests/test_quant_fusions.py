@@ -124,3 +124,125 @@ def test_dynamic_conv_chain_with_other_readers_is_left_alone():
     x = rng.normal(0, 1, (2, 1, 12, 12)).astype(np.float32)
     for got, want in zip(ours.run({"x": x}).values(), ort_sessions(model)[1].run(None, {"x": x}), strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def matmul_chain(prefix: str, x: str, weight: np.ndarray, w_scale: np.ndarray, bias: np.ndarray, out: str
+                 ) -> tuple[list, list]:
+    """One quantize_dynamic MatMul chain from ``x`` to ``out`` (nodes, initializers), uint8 weights."""
+    p = prefix
+    nodes = [helper.make_node("DynamicQuantizeLinear", [x], [p + "q", p + "s", p + "z"]),
+             helper.make_node("Mul", [p + "s", p + "ws"], [p + "scale"]),
+             helper.make_node("MatMulInteger", [p + "q", p + "w", p + "z", p + "wz"], [p + "acc"]),
+             helper.make_node("Cast", [p + "acc"], [p + "accf"], to=onnx.TensorProto.FLOAT),
+             helper.make_node("Mul", [p + "accf", p + "scale"], [p + "y"]),
+             helper.make_node("Add", [p + "y", p + "bias"], [out])]
+    inits = [numpy_helper.from_array(weight, p + "w"), numpy_helper.from_array(w_scale, p + "ws"),
+             numpy_helper.from_array(np.array(128, np.uint8), p + "wz"), numpy_helper.from_array(bias, p + "bias")]
+    return nodes, inits
+
+
+def two_layer_mlp(extra_reader: bool = False) -> onnx.ModelProto:
+    """chain -> Relu -> chain: the second chain quantizes relu(h)."""
+    first, inits = matmul_chain("a_", "x", rng.integers(0, 256, (20, 16)).astype(np.uint8),
+                                np.array(0.01, np.float32), rng.normal(0, 1, 16).astype(np.float32), "h")
+    second, more = matmul_chain("b_", "r", rng.integers(0, 256, (16, 5)).astype(np.uint8),
+                                np.array(0.02, np.float32), rng.normal(0, 1, 5).astype(np.float32), "y")
+    nodes = [*first, helper.make_node("Relu", ["h"], ["r"]), *second]
+    outputs = [helper.make_tensor_value_info("y", 1, None)]
+    if extra_reader:
+        nodes.append(helper.make_node("Neg", ["r"], ["z"]))
+        outputs.append(helper.make_tensor_value_info("z", 1, None))
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", 1, ["batch", 20])], outputs,
+                              inits + more)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("extra_reader", [False, True])
+def test_relu_before_a_dynamic_chain_is_absorbed_into_its_quantization(extra_reader):
+    """The quantization of relu(h) is that of h with its minimum taken as 0: the Relu goes (unless its output is
+    read elsewhere) and the values stay onnxruntime's, also when every h is negative (relu(h) all zero)."""
+    model = two_layer_mlp(extra_reader)
+    ours = nn_core.Model(model)
+    if extra_reader:
+        assert "Relu" in "".join(ours.plan_ops)
+    else:
+        assert ours.plan_ops == ["DynamicQuantizeMatMul", "DynamicQuantizeMatMul"]
+    sessions = ort_sessions(model)
+    for rows, shift in ((1, 0.0), (5, 2.0), (300, -1.0), (2, -1e6)):
+        x = rng.normal(shift, 3, (rows, 20)).astype(np.float32)
+        got = list(ours.run({"x": x}).values())
+        for session in sessions:
+            for have, want in zip(got, session.run(None, {"x": x}), strict=True):
+                np.testing.assert_array_equal(have, want)
+
+
+def test_relu_before_a_dynamic_conv_chain_is_absorbed():
+    """Conv chain -> Relu -> conv chain: the second DynamicQuantizeConv quantizes relu(its input) itself."""
+    first = conv_chain(rng.integers(0, 256, (4, 1, 3, 3)).astype(np.uint8), np.array(128, np.uint8),
+                       np.array(0.01, np.float32), rng.normal(0, 1, (4, 1, 1)).astype(np.float32), relu=False,
+                       pool=False, scale_first=True, attrs={"pads": [1, 1, 1, 1]})
+    second = conv_chain(rng.integers(0, 256, (3, 4, 3, 3)).astype(np.uint8), np.array(120, np.uint8),
+                        np.array(0.02, np.float32), rng.normal(0, 1, (3, 1, 1)).astype(np.float32), relu=True,
+                        pool=True, scale_first=False, channels=4)
+    renamed = []
+    for node in second.graph.node:  # the second chain's names, prefixed; it reads relu(first output)
+        node = onnx.NodeProto.FromString(node.SerializeToString())
+        node.input[:] = ["r" if n == "x" else "b_" + n if n else n for n in node.input]
+        node.output[:] = ["b_" + n for n in node.output]
+        renamed.append(node)
+    inits = [onnx.TensorProto.FromString(t.SerializeToString()) for t in second.graph.initializer]
+    for t in inits:
+        t.name = "b_" + t.name
+    graph = first.graph
+    graph.node.extend([helper.make_node("Relu", ["y"], ["r"]), *renamed])
+    graph.initializer.extend(inits)
+    graph.output[0].name = "b_y"
+    ours = nn_core.Model(first)
+    assert ours.plan_ops[:2] == ["DynamicQuantizeConv", "DynamicQuantizeConv+Relu+MaxPool"]
+    assert "Relu" not in ours.plan_ops
+    sessions = ort_sessions(first)
+    for rows, shift in ((1, 0.0), (4, -0.5), (2, -1e4)):
+        x = rng.normal(shift, 2, (rows, 1, 12, 12)).astype(np.float32)
+        got = ours.run({"x": x})["b_y"]
+        for session in sessions:
+            np.testing.assert_array_equal(got, session.run(None, {"x": x})[0])
+
+
+@pytest.mark.parametrize("form", ["axes_attribute", "axes_input", "vector_index", "other_axis"])
+def test_batch_flatten_written_with_shape_nodes_runs_as_flatten(form):
+    """``x.view(x.size(0), -1)`` exported as Shape -> Gather(0) -> Unsqueeze -> Concat([-1]) -> Reshape runs as one
+    Flatten; a Gather of another axis is a different reshape and keeps its nodes."""
+    opset = 11 if form == "axes_attribute" else 13
+    index = np.array([0] if form == "vector_index" else 1 if form == "other_axis" else 0, np.int64)
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Constant", [], ["i"], value=numpy_helper.from_array(index)),
+             helper.make_node("Constant", [], ["m"], value=numpy_helper.from_array(np.array([-1], np.int64))),
+             helper.make_node("Gather", ["s", "i"], ["g"], axis=0)]
+    if form == "vector_index":
+        first = "g"
+    elif form == "axes_attribute":
+        nodes.append(helper.make_node("Unsqueeze", ["g"], ["u"], axes=[0]))
+        first = "u"
+    else:
+        nodes += [helper.make_node("Constant", [], ["ax"], value=numpy_helper.from_array(np.array([0], np.int64))),
+                  helper.make_node("Unsqueeze", ["g", "ax"], ["u"])]
+        first = "u"
+    nodes += [helper.make_node("Concat", [first, "m"], ["shape"], axis=0),
+              helper.make_node("Reshape", ["x", "shape"], ["y"])]
+    graph = helper.make_graph(nodes, "flat", [helper.make_tensor_value_info("x", 1, ["batch", 3, 4, 5])],
+                              [helper.make_tensor_value_info("y", 1, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 7
+    ours = nn_core.Model(model)
+    if form == "other_axis":
+        assert "Flatten" not in ours.plan_ops and "Reshape" in ours.plan_ops
+    else:
+        assert ours.plan_ops == ["Flatten"]
+    for rows in (1, 3):
+        x = rng.normal(0, 1, (rows, 3, 4, 5)).astype(np.float32)
+        want = ort_sessions(model)[1].run(None, {"x": x})[0]
+        got = ours.run({"x": x})["y"]
+        assert got.shape == want.shape
+        np.testing.assert_array_equal(got, want)

@@ -17,6 +17,7 @@ from .quantized import (
     _F32_EXACT,
     _ZERO,
     F32,
+    FUSED_DOMAIN,
     PreparedB,
     _255,
     _check_matmul,
@@ -259,7 +260,9 @@ class DynamicQuantizeMatMul(MatMulIntegerToFloat):
                 raise self.fail(f"b_zero_point of shape {b_zp.shape} must have 1 or {b.shape[-1]} values")
             self.b = PreparedB(b, b_zp)
         self.relu = False
+        self.relu_input = False
         self.lean = None
+        self.one_slice = False
         b_scale, bias = self.const(2), self.const(4)
         bias_known = len(node.inputs) <= 4 or not node.inputs[4] or bias is not None
         if self.b is not None and self.b.centred.ndim == 2 and b_scale is not None and bias_known:
@@ -271,6 +274,8 @@ class DynamicQuantizeMatMul(MatMulIntegerToFloat):
                              None if bias is None else bias.astype(F32).reshape(-1), n)
                 # the K slices for each zero point of A: |q - zp| <= max(zp, 255 - zp)
                 self.plans: dict[float, list[slice] | None] = {}
+                slices = self.b.slices(255.0)  # whatever the zero point: one float32 product is exact
+                self.one_slice = slices is not None and len(slices) == 1
         self.checked: set[tuple] = set()
 
     def fuse_activation(self, kind: str, params: dict[str, float]) -> bool:
@@ -297,15 +302,26 @@ class DynamicQuantizeMatMul(MatMulIntegerToFloat):
         if shape not in self.checked:
             _check_matmul(self, a, self.b.centred)
             self.checked.add(shape)
-        a_scale, zp = dynamic_qparams(a)
+        a_scale, zp = dynamic_qparams(a, self.relu_input)
+        scale = a_scale * b_scale  # float32, as the unfused graph's Mul of the two scales
+        rows = a.reshape(-1, shape[-1]) if a.ndim != 2 else a
+        count = rows.shape[0]
+        if count <= self.ROW_BLOCK and self.one_slice:  # batch 1: the fewest calls (no slicing, no plan lookup)
+            centred = np.divide(rows, a_scale)
+            np.rint(centred, out=centred)
+            _clip(centred, -zp, _255 - zp, out=centred)
+            out = np.matmul(centred, self.b.centred)
+            out *= scale
+            if bias is not None:
+                out += bias
+            if self.relu:
+                np.maximum(out, _ZERO, out=out)
+            return out.reshape(shape[:-1] + (n,)) if a.ndim != 2 else out
         low, high = -zp, _255 - zp
         bound = float(max(zp, high))
         slices = self.plans.get(bound, False)
         if slices is False:
             slices = self.plans[bound] = self.b.slices(bound)
-        scale = a_scale * b_scale  # float32, as the unfused graph's Mul of the two scales
-        rows = a.reshape(-1, shape[-1]) if a.ndim != 2 else a
-        count = rows.shape[0]
         weights = self.b.centred
         out = np.empty((count, n), F32)
         block = self.ROW_BLOCK
@@ -325,6 +341,22 @@ class DynamicQuantizeMatMul(MatMulIntegerToFloat):
             if self.relu:
                 np.maximum(target, _ZERO, out=target)
         return out.reshape(shape[:-1] + (n,)) if a.ndim != 2 else out
+
+
+@register("DynamicQuantizeMatMul", 1, domain=FUSED_DOMAIN)
+class DynamicQuantizeReluMatMul(DynamicQuantizeMatMul):
+    """com.microsoft's DynamicQuantizeMatMul with attribute ``relu_input``: A is quantized as relu(A) (the Relu
+    before a quantize_dynamic chain absorbed by ``fuse_dynamic_matmuls``: its minimum is taken as 0, one
+    reduction and the Relu pass fewer)."""
+
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        self.relu_input = bool(int_attr(self, "relu_input", 0, choices=(0, 1)))
+
+    def run(self, a, b, b_scale, b_zero_point=None, bias=None):
+        if self.lean is None and self.relu_input and a.dtype == F32:
+            a = np.maximum(a, _ZERO)
+        return super().run(a, b, b_scale, b_zero_point, bias)
 
 
 # ---------------------------------------------------------------- elementwise

@@ -155,12 +155,13 @@ class DequantizeLinear(_PerAxis):
         return centred
 
 
-def dynamic_qparams(x: np.ndarray) -> tuple[np.float32, np.float32]:
+def dynamic_qparams(x: np.ndarray, relu_first: bool = False) -> tuple[np.float32, np.float32]:
     """DynamicQuantizeLinear's scale and zero point for float32 ``x`` (both float32): [min(x, 0), max(x, 0)]
-    spans 0..255."""
+    spans 0..255. ``relu_first``: those of ``relu(x)``, whose minimum is never below 0 (one reduction, not two)."""
     if not x.size:
         return _ONE, _ZERO
-    low, high = np.minimum.reduce(x, axis=None), np.maximum.reduce(x, axis=None)
+    high = np.maximum.reduce(x, axis=None)
+    low = _ZERO if relu_first else np.minimum.reduce(x, axis=None)
     if low.dtype != F32:
         low, high = F32(low), F32(high)
     # min(low, 0) and max(high, 0) (a NaN stays)
@@ -469,6 +470,8 @@ class DynamicQuantizeConv(Op):
 
         if len(node.inputs) < 4 or not node.inputs[3]:
             raise self.fail("takes x, W, w_zero_point, w_scale and an optional bias")
+        # the chain quantizes relu(x) (the Relu before it was absorbed, see fuse_dynamic_matmuls)
+        self.relu_input = bool(int_attr(self, "relu_input", 0, choices=(0, 1)))
         w, w_zp = self.const(1), self.const(2)
         spec = NodeSpec(op_type="ConvInteger", name=node.name, domain="",
                         inputs=["x", node.inputs[1], "x_zero_point", node.inputs[2]], outputs=list(node.outputs),
@@ -508,12 +511,12 @@ class DynamicQuantizeConv(Op):
         if x.dtype != F32:
             raise self.fail(f"x must be float32, got {x.dtype}")
         if self.lean is not None:
-            x_scale, zp = dynamic_qparams(x)
+            x_scale, zp = dynamic_qparams(x, self.relu_input)
             if 0 < x_scale < np.inf:  # (not with a NaN or infinite input: then the chain as written)
                 w_scale, bias = self.lean
                 centred = np.divide(x, x_scale)
                 np.rint(centred, out=centred)
-                _clip(centred, -zp, _255 - zp, out=centred)
+                _clip(centred, -zp, _255 - zp, out=centred)  # (with relu_input: a negative x lands on 0)
                 y = self.integer.fast.conv.run(centred, self.integer.fast.weight, None)
                 np.multiply(y, x_scale * w_scale, out=y)  # the scale product formed in float32, as the Mul
                 if bias is not None:
@@ -521,6 +524,8 @@ class DynamicQuantizeConv(Op):
                 if self.relu:
                     np.maximum(y, _ZERO, out=y)
                 return y
+        if self.relu_input:
+            x = np.maximum(x, _ZERO)
         q, x_scale, x_zp = DynamicQuantizeLinear.run(self, x)
         if self.pool is not None:  # the fast convolution pools: the exact unpooled sums here
             acc = self.integer._convolve(q, x_zp, w, w_zero_point).astype(np.int32)
@@ -856,8 +861,10 @@ def fuse_dynamic_matmuls(nodes: list, constants: dict[str, np.ndarray], graph_ou
       reshaped by a node of its own is folded into a constant only later); the kernel takes its lean path when
       they turn out to be per-channel constants, and computes the chain as written otherwise.
 
-    The DynamicQuantizeLinear and the scale Mul are dropped when nothing else reads them. Arguments as
-    ``fuse_qdq``'s."""
+    A Relu whose only reader is the chain's DynamicQuantizeLinear (itself read only by the chain) is absorbed
+    too: the fused node reads the Relu's input with ``relu_input=1`` (the private DynamicQuantizeMatMul of
+    ``FUSED_DOMAIN`` for a matmul) and quantizes relu(x) from x's maximum alone. The DynamicQuantizeLinear and
+    the scale Mul are dropped when nothing else reads them. Arguments as ``fuse_qdq``'s."""
     producer, readers = _producers_and_readers(nodes)
     position = {id(node): i for i, node in enumerate(nodes)}
 
@@ -923,13 +930,23 @@ def fuse_dynamic_matmuls(nodes: list, constants: dict[str, np.ndarray], graph_ou
         add_other = None if add is None else other_input(add, mul.outputs[0])
         if add is not None and (ready_before(add_other, node) if conv else per_column(add_other, n)):
             last, bias = add, add_other
+        x, attrs = dql.inputs[0], {}
+        relu = producer.get(x)
+        if (relu is not None and relu.op_type == "Relu" and _is_default_domain(relu) and len(relu.inputs) == 1
+                and relu.inputs[0] and x not in graph_outputs and readers.get(x) == [dql]
+                and readers.get(dql.outputs[0]) == readers.get(a_zp) == [node]
+                and readers.get(dql.outputs[1]) == [scale_mul] and readers.get(scale_name) == [mul]):
+            # the quantization of relu(y) is that of y with its minimum taken as 0 (a negative y rounds to a
+            # value clipped to the zero point, 0): the Relu pass and one reduction go
+            x, attrs = relu.inputs[0], {"relu_input": 1}
+            removed.add(id(relu))
         if conv:
-            attrs = {k: v for k, v in node.attrs.items() if k in _CONV_ATTRS}
-            fused = make_node(node, node.name, "DynamicQuantizeConv", FUSED_DOMAIN,
-                              [dql.inputs[0], b, b_zp, b_scale, bias], [last.outputs[0]], attrs)
+            attrs.update((k, v) for k, v in node.attrs.items() if k in _CONV_ATTRS)
+            fused = make_node(node, node.name, "DynamicQuantizeConv", FUSED_DOMAIN, [x, b, b_zp, b_scale, bias],
+                              [last.outputs[0]], attrs)
         else:
-            fused = make_node(node, node.name, "DynamicQuantizeMatMul", "com.microsoft",
-                              [dql.inputs[0], b, b_scale, b_zp, bias], [last.outputs[0]], {})
+            fused = make_node(node, node.name, "DynamicQuantizeMatMul", FUSED_DOMAIN if attrs else "com.microsoft",
+                              [x, b, b_scale, b_zp, bias], [last.outputs[0]], attrs)
         replaced[id(node)] = fused
         removed.update(id(n_) for n_ in (cast, mul, last))
         droppable.update((id(dql), id(scale_mul)))
@@ -942,6 +959,75 @@ def fuse_dynamic_matmuls(nodes: list, constants: dict[str, np.ndarray], graph_ou
         if len(kept) == len(result):
             return kept
         result = kept
+
+
+def _constant_value(name: str, constants: dict[str, np.ndarray], producer: dict) -> np.ndarray | None:
+    """The value of ``name`` when it is a constant or a Constant node's ``value``/``value_int(s)`` (fuse_qdq runs
+    before constants are folded)."""
+    if name in constants:
+        return constants[name]
+    node = producer.get(name)
+    if node is None or node.op_type != "Constant" or not _is_default_domain(node) or len(node.attrs) != 1:
+        return None
+    key, value = next(iter(node.attrs.items()))
+    if key not in ("value", "value_int", "value_ints"):
+        return None
+    value = np.asarray(value)
+    return value if value.dtype.kind in "iu" else None
+
+
+def flatten_batch_reshapes(nodes: list, constants: dict[str, np.ndarray], graph_outputs: set[str], make_node
+                           ) -> list:
+    """``Reshape(x, Concat(Unsqueeze(Gather(Shape(x), 0)), [-1]))`` — ``x.view(x.size(0), -1)`` as PyTorch
+    exports it, five nodes computing ``x.shape[0]`` per run (most of a batch-1 MLP's time spent on shapes) — is
+    ``Flatten(x, axis=1)``: the same (N, rest) for every x it accepts. The Gather may take a 1-D index [0] with no
+    Unsqueeze. The shape nodes are left for the plan's dead-step pass (kept if something else reads them).
+    Arguments as ``fuse_qdq``'s.
+
+    A general graph pass: it lives here because ``fuse_qdq`` is the plan's hook before constant folding, and the
+    dynamically quantized MLPs are where it was measured."""
+    producer, _ = _producers_and_readers(nodes)
+
+    def made_by(name: str, op_type: str):
+        node = producer.get(name) if name else None
+        return node if node is not None and node.op_type == op_type and _is_default_domain(node) else None
+
+    def is_value(name: str, expected: list[int], ndim: int) -> bool:
+        value = _constant_value(name, constants, producer) if name else None
+        return value is not None and value.ndim == ndim and value.reshape(-1).tolist() == expected
+
+    replaced: dict[int, object] = {}
+    for node in nodes:
+        if node.op_type != "Reshape" or not _is_default_domain(node) or len(node.inputs) != 2 \
+                or node.attrs.get("allowzero", 0):
+            continue
+        x, shape = node.inputs
+        concat = made_by(shape, "Concat")
+        if concat is None or concat.attrs.get("axis") != 0 or len(concat.inputs) != 2 \
+                or not is_value(concat.inputs[1], [-1], 1):
+            continue
+        first = concat.inputs[0]
+        gather = made_by(first, "Gather")
+        if gather is not None:  # a 1-D index [0]: already of rank 1
+            index_rank = 1
+        else:
+            unsqueeze = made_by(first, "Unsqueeze")
+            if unsqueeze is None or not unsqueeze.inputs:
+                continue
+            axes = unsqueeze.attrs.get("axes") if len(unsqueeze.inputs) == 1 else _constant_value(
+                unsqueeze.inputs[1], constants, producer)
+            if axes is None or np.asarray(axes).reshape(-1).tolist() != [0]:
+                continue
+            gather, index_rank = made_by(unsqueeze.inputs[0], "Gather"), 0
+        if gather is None or len(gather.inputs) != 2 or gather.attrs.get("axis", 0) != 0 \
+                or not is_value(gather.inputs[1], [0], index_rank):
+            continue
+        shape_of = made_by(gather.inputs[0], "Shape")
+        if shape_of is None or shape_of.inputs[:1] != [x] or shape_of.attrs.get("start", 0) != 0 \
+                or "end" in shape_of.attrs:
+            continue
+        replaced[id(node)] = make_node(node, node.name, "Flatten", "", [x], list(node.outputs), {"axis": 1})
+    return [replaced.get(id(node), node) for node in nodes] if replaced else nodes
 
 
 def fuse_qdq(nodes: list, constants: dict[str, np.ndarray], graph_outputs: set[str], make_node) -> list:
@@ -959,6 +1045,7 @@ def fuse_qdq(nodes: list, constants: dict[str, np.ndarray], graph_outputs: set[s
     The fast plan can call it right after ``remove_identities`` (before constants are folded, which would turn
     the weights' DequantizeLinear into float weights). Dynamically quantized matmuls are fused first
     (``fuse_dynamic_matmuls``)."""
+    nodes = flatten_batch_reshapes(nodes, constants, graph_outputs, make_node)
     nodes = fuse_dynamic_matmuls(nodes, constants, graph_outputs, make_node)
     producer, readers = _producers_and_readers(nodes)
 
