@@ -3,12 +3,15 @@
 Cost control for big models: setting new values only stores references; the image conversion (the only
 expensive part) happens in ``paintEvent``, which Qt calls only for cards inside the scroll area's viewport.
 Cards exist for one page of nodes at a time (``gui.paging``), so a graph of any length builds at most a page of
-widgets.
+widgets. A new model's page of cards is built only while the view is shown, a few cards per event-loop turn
+(``gui.qt_bridge.Steps``): a hundred cards made, laid out and the old ones deleted in one go kept the UI thread
+busy 15-35 ms. ``entries`` finishes a build under way first, so callers always see the current page's cards.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,12 +29,14 @@ from PySide6.QtWidgets import (
 )
 
 from gui.paging import PAGE_SIZE, Pages
+from gui.qt_bridge import shared_steps
 
 HEADER_HEIGHT = 22
 MAX_MAPS_SHOWN = 256
 MAX_VECTOR_CELLS = 4096
 BARS_UP_TO = 64  # vectors up to this long are drawn as bars, longer ones as a heat strip
 GAP_INDEX = 255  # colour-table slot for the gaps between tiles in a mosaic
+CARDS_RETIRED_PER_STEP = 10  # old cards hidden and handed to deleteLater between two looks at the clock
 CARD_BACKGROUND = QColor(32, 32, 36)
 TEXT = QColor(220, 220, 226)
 DIM_TEXT = QColor(145, 145, 155)
@@ -187,6 +192,10 @@ class LayerCard(QWidget):
             self.updateGeometry()
             self.setFixedHeight(self.heightForWidth(max(self.width(), 200)))
         self.update()
+
+    def release(self) -> None:
+        """Let go of the values and the rendered image (the card is being thrown away)."""
+        self._primary, self._cache, self._cache_key = None, None, None
 
     @property
     def primary(self) -> np.ndarray | None:
@@ -792,7 +801,8 @@ class ActivationsView(QScrollArea):
             pager.pageRequested.connect(self.set_page)
         self.setWidget(self._container)
         self.pages = Pages(size=page_size)
-        self.entries: list[LayerCard] = []
+        self._entries: list[LayerCard] = []
+        self._stale = False  # the page's cards are not those of the current nodes: rebuild when shown
         self._by_name: dict[str, LayerCard] = {}
         self._names: list[tuple[str, str]] = []  # (name, op type) of every node, not only this page's
         self._records: list = []
@@ -801,6 +811,19 @@ class ActivationsView(QScrollArea):
         self.context = InspectorContext()
         self.selected_name: str | None = None
         self._show_pages()
+
+    @property
+    def entries(self) -> list[LayerCard]:
+        """The cards of the current page (a rebuild under way, or waiting for the view to be shown, is
+        finished first)."""
+        self.finish_build()
+        return self._entries
+
+    def finish_build(self) -> None:
+        """Build the current page's cards now if they are not (scripts, tests, a node to reveal)."""
+        if self._stale:
+            self._start_rebuild()
+        shared_steps().finish(self)
 
     def set_context(self, model, adapter) -> None:  # noqa: ANN001
         """The model the cards come from (its weights and geometry, for the inspector)."""
@@ -828,7 +851,7 @@ class ActivationsView(QScrollArea):
             index = self.index_of(name)
             if index is not None:
                 card = self.show_node(index)
-        for entry in self.entries:
+        for entry in self._entries:
             if entry.selected != (entry is card):
                 entry.selected = entry is card
                 entry.update()
@@ -857,7 +880,11 @@ class ActivationsView(QScrollArea):
             self.selected_name = None
             if self._inspector is not None:
                 self._inspector.hide()
-        self._show_page(rebuild=new_model)
+            self._rebuild_later()
+            return
+        if self._stale:
+            return  # the cards being built show the latest records when they are done
+        self._show_page(rebuild=False)
         if self._inspector is not None and self._inspector.isVisible():
             card = self._by_name.get(self._inspector.node_name)
             if card is not None:
@@ -876,19 +903,75 @@ class ActivationsView(QScrollArea):
         self.set_page(self.pages.page_of(index))
         return self.entries[index - self.pages.bounds()[0]]
 
+    def _rebuild_later(self) -> None:
+        """A new model's nodes: the old cards go now (with the old model's arrays), the new ones are built while
+        the view is shown, a few per event-loop turn."""
+        shared_steps().cancel(self)  # a build under way is for the previous nodes
+        self._retire(self._entries)
+        self._entries, self._by_name, self._stale = [], {}, True
+        self._show_pages()
+        if self.isVisible():
+            self._start_rebuild()
+
+    def showEvent(self, event) -> None:  # noqa: ANN001
+        super().showEvent(event)
+        if self._stale:
+            self._start_rebuild()
+
+    def _start_rebuild(self) -> None:
+        if not shared_steps().pending(self):
+            shared_steps().start(self, self._rebuild_steps())
+
+    def _rebuild_steps(self) -> Iterator[None]:
+        """The current page's cards, as a job for ``Steps``: one card per ``next()``, values and layout last."""
+        self._retire(self._entries)
+        self._entries, self._by_name = [], {}
+        start, stop = self.pages.bounds()
+        for offset, (name, op_type) in enumerate(self._names[start:stop]):
+            self._add_card(start + offset, name, op_type)
+            yield
+        self._by_name = {card.node_name: card for card in self._entries}
+        for card in self._entries:
+            card.selected = card.node_name == self.selected_name
+        self._stale = False
+        self._show_page(rebuild=False)
+        self._lay_out()
+
+    def _retire(self, cards: list[LayerCard]) -> None:
+        """Take ``cards`` out of the view now (unparented, their arrays released); the widgets are deleted over
+        the next event-loop turns rather than all in one."""
+        for card in cards:
+            self._layout.removeWidget(card)
+            card.hide()
+            card.setParent(None)  # no longer one of the view's widgets; this list keeps it alive until deleted
+            card.release()
+        if cards:
+            shared_steps().start(("retire", id(cards)), self._delete(cards))
+
+    @staticmethod
+    def _delete(cards: list[LayerCard]) -> Iterator[None]:
+        while cards:
+            for card in cards[-CARDS_RETIRED_PER_STEP:]:
+                card.deleteLater()
+            del cards[-CARDS_RETIRED_PER_STEP:]
+            yield
+
     def _show_page(self, rebuild: bool) -> None:
         start, stop = self.pages.bounds()
         if rebuild:
             self._rebuild(self._names[start:stop], start)
-        for card, record in zip(self.entries, self._records[start:stop], strict=True):
+        for card, record in zip(self._entries, self._records[start:stop], strict=True):
             card.set_outputs(dict(record.outputs), self._has_values)
         self._show_pages()
         if rebuild:
-            # Lay the new cards out now: painted before the layout runs, they would all overlap the viewport
-            # and every one of them would be rendered once.
-            self._layout.activate()
-            self._container.resize(self.viewport().width(),
-                                   max(self.viewport().height(), self._container.minimumSizeHint().height()))
+            self._lay_out()
+
+    def _lay_out(self) -> None:
+        # Lay the new cards out now: painted before the layout runs, they would all overlap the viewport and
+        # every one of them would be rendered once.
+        self._layout.activate()
+        self._container.resize(self.viewport().width(),
+                               max(self.viewport().height(), self._container.minimumSizeHint().height()))
 
     def _show_pages(self) -> None:
         for pager in (self.top_pager, self.bottom_pager):
@@ -898,34 +981,39 @@ class ActivationsView(QScrollArea):
         """Keep the layer list (names and shapes) but show no values: nothing is drawn."""
         self._has_values = False
         zero = np.zeros((), np.float32)  # read-only zero-stride views: a page of DenseNet cards zeroed ~200 MB
-        for card in self.entries:
+        for card in self._entries:
             card.set_outputs({name: np.broadcast_to(zero, shape) for name, shape in card.shapes.items()},
                              has_values=False)
 
     def reset(self) -> None:
         self._names, self._records, self._has_values = [], [], False
         self.pages.set_total(0)
+        shared_steps().cancel(self)
+        self._stale = False
         self._rebuild([], 0)
         self._show_pages()
 
     def _rebuild(self, names: list[tuple[str, str]], first_index: int) -> None:
-        for card in self.entries:
-            self._layout.removeWidget(card)
-            card.deleteLater()
-        self.entries = []
+        """The page's cards at once (turning the page: one click, one page)."""
+        shared_steps().cancel(self)
+        self._stale = False
+        self._retire(self._entries)
+        self._entries = []
         for offset, (name, op_type) in enumerate(names):
-            index = first_index + offset
-            card = LayerCard(index, name or f"node {index + 1}", op_type)
-            card.inspectRequested.connect(self._inspect)
-            # after the top pager, before the bottom pager and the stretch
-            self._layout.insertWidget(self._layout.count() - 2, card)
-            # shown now, not when the layout's queued show arrives: the layout below must count the cards
-            if self._container.isVisible():  # (a hidden container shows its cards with itself)
-                card.setVisible(True)
-            self.entries.append(card)
-        self._by_name = {card.node_name: card for card in self.entries}
-        for card in self.entries:
+            self._add_card(first_index + offset, name, op_type)
+        self._by_name = {card.node_name: card for card in self._entries}
+        for card in self._entries:
             card.selected = card.node_name == self.selected_name
+
+    def _add_card(self, index: int, name: str, op_type: str) -> None:
+        card = LayerCard(index, name or f"node {index + 1}", op_type)
+        card.inspectRequested.connect(self._inspect)
+        # after the top pager, before the bottom pager and the stretch
+        self._layout.insertWidget(self._layout.count() - 2, card)
+        # shown now, not when the layout's queued show arrives: the layout must count the cards
+        if self._container.isVisible():  # (a hidden container shows its cards with itself)
+            card.setVisible(True)
+        self._entries.append(card)
 
     def _inspect(self, card: LayerCard, map_index: int) -> None:
         if self._inspector is None:

@@ -2,13 +2,16 @@
 
 The layout (``gui.graph_layout``) is computed once per model off the UI thread; this view only turns it into
 items: one cached item per node (op, output shape, parameters; text dropped when zoomed far out), and all edges
-as one path item, so pan and zoom stay smooth on ResNet-50 and DenseNet-121. A node's colour is the mean
-``|a|`` of its output for the current drawing, on a log scale across the network.
+as one path item, so pan and zoom stay smooth on ResNet-50 and DenseNet-121. The items are built only while the
+view is shown, and a few at a time between events (``gui.qt_bridge.Steps``): DenseNet-121's 910 boxes in one go
+kept the UI thread busy 15-40 ms. A node's colour is the mean ``|a|`` of its output for the current drawing, on a
+log scale across the network.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import (
@@ -33,6 +36,7 @@ from PySide6.QtWidgets import (
 
 from gui.activations import SEQUENTIAL, format_shape
 from gui.graph_layout import GraphLayout, LayoutEdge, LayoutNode
+from gui.qt_bridge import shared_steps
 
 NODE_FILL = QColor(52, 54, 62)
 NODE_BORDER = QColor(100, 102, 112)
@@ -42,6 +46,7 @@ SELECTED_EDGE = QColor(255, 170, 60)
 TEXT = QColor(230, 230, 235)
 MIN_SCALE, MAX_SCALE = 0.02, 4.0
 ZOOM_STEP = 1.2
+EDGES_PER_STEP = 64  # edges added to the path between two looks at the clock (~0.5 ms)
 
 
 def op_colour(op_type: str) -> QColor:
@@ -76,6 +81,7 @@ class NodeItem(QGraphicsItem):
         self.value: float | None = None  # the mean |a| itself
         self.selected = False
         self._rect = QRectF(-node.width / 2, 0, node.width, node.height)
+        self._bounds = self._rect.adjusted(-2, -2, 2, 2)  # asked for often (a Python call from C++ each time)
         self.setPos(node.x, node.y)
         self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.setAcceptedMouseButtons(Qt.MouseButton.LeftButton)
@@ -84,7 +90,7 @@ class NodeItem(QGraphicsItem):
         self.setToolTip(f"{node.name} ({node.op_type})")
 
     def boundingRect(self) -> QRectF:
-        return self._rect.adjusted(-2, -2, 2, 2)
+        return self._bounds
 
     def lines(self) -> list[str]:
         parameters = f"{self.node.parameters:,} params" if self.node.parameters else ""
@@ -136,15 +142,20 @@ class NodeItem(QGraphicsItem):
         event.accept()
 
 
+def add_edge(path: QPainterPath, edge: LayoutEdge) -> None:
+    """Add one edge to ``path``: a smooth vertical curve through its points."""
+    points = edge.points
+    path.moveTo(QPointF(*points[0]))
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        middle = (y0 + y1) / 2
+        path.cubicTo(QPointF(x0, middle), QPointF(x1, middle), QPointF(x1, y1))
+
+
 def edge_path(edges: list[LayoutEdge]) -> QPainterPath:
-    """All edges as one path: a smooth vertical curve through each edge's points."""
+    """All edges as one path."""
     path = QPainterPath()
     for edge in edges:
-        points = edge.points
-        path.moveTo(QPointF(*points[0]))
-        for (x0, y0), (x1, y1) in zip(points, points[1:]):
-            middle = (y0 + y1) / 2
-            path.cubicTo(QPointF(x0, middle), QPointF(x1, middle), QPointF(x1, y1))
+        add_edge(path, edge)
     return path
 
 
@@ -173,34 +184,61 @@ class GraphView(QGraphicsView):
         self._edges: QGraphicsPathItem | None = None
         self._highlight: QGraphicsPathItem | None = None
         self._pending_layout: GraphLayout | None = None
+        self._complete = True  # every item of the current layout is in the scene
         self._shapes: dict[str, str] = {}
         self._activity: dict[str, float] = {}
         self.selected: int | None = None
 
     # --- model -------------------------------------------------------------------------------------------
     def set_layout(self, layout: GraphLayout | None) -> None:
-        """Show a new model's layout; items are built when the view is first shown (a hidden tab costs nothing)."""
+        """Show a new model's layout; its items are built while the view is shown, a few per event-loop turn
+        (a hidden tab costs nothing; ``finish_build`` completes it at once)."""
+        shared_steps().cancel(self)
         self._pending_layout = layout
         self.graph_layout = layout
         self._index_of = layout.index_of() if layout is not None else {}
         self._shapes, self._activity, self.selected = {}, {}, None
         self.scene().clear()
         self.items_by_index, self._edges, self._highlight = [], None, None
+        self._complete = layout is None or not layout.nodes
         if self.isVisible():
-            self._build()
+            self._start_build()
 
     def showEvent(self, event) -> None:  # noqa: ANN001
         super().showEvent(event)
-        if self._pending_layout is not None:
-            self._build()
+        self._start_build()
 
-    def _build(self) -> None:
+    def _start_build(self) -> None:
         layout, self._pending_layout = self._pending_layout, None
-        if layout is None:
-            return
+        if layout is not None:
+            shared_steps().start(self, self._build(layout))
+
+    def finish_build(self) -> None:
+        """Build the current layout's items now (scripts and tests; the view builds them by itself when shown)."""
+        self._start_build()
+        shared_steps().finish(self)
+
+    def _build(self, layout: GraphLayout) -> Iterator[None]:
+        """The items, as a job for ``Steps``: one box (or a few dozen edges) per ``next()``."""
         scene = self.scene()
         scene.setSceneRect(QRectF(0, 0, layout.width, layout.height))
-        edges = QGraphicsPathItem(edge_path(layout.edges))
+        self.resetTransform()
+        self.scale(0.8, 0.8)
+        # the boxes appear where the user will look (the input) while the rest is still being built
+        self.centerOn(QPointF(layout.nodes[0].x, layout.nodes[0].y) if layout.nodes else QPointF(0, 0))
+        items = []
+        for node in layout.nodes:
+            item = NodeItem(node, self)
+            item.shape_text = self._shapes.get(node.name, "")
+            scene.addItem(item)
+            items.append(item)
+            yield
+        path = QPainterPath()
+        for count, edge in enumerate(layout.edges, 1):
+            add_edge(path, edge)
+            if count % EDGES_PER_STEP == 0:
+                yield
+        edges = QGraphicsPathItem(path)
         edges.setPen(QPen(EDGE_COLOUR, 1.2))
         edges.setZValue(0)
         scene.addItem(edges)
@@ -209,23 +247,17 @@ class GraphView(QGraphicsView):
         self._highlight.setPen(QPen(SELECTED_EDGE, 2.5))
         self._highlight.setZValue(0.5)
         scene.addItem(self._highlight)
-        self.items_by_index = []
-        for node in layout.nodes:
-            item = NodeItem(node, self)
-            item.shape_text = self._shapes.get(node.name, "")
-            scene.addItem(item)
-            self.items_by_index.append(item)
+        # shapes, colours and the selection that arrived meanwhile were kept, not applied: apply them now
+        self.items_by_index, self._complete = items, True
+        self.set_shapes_text(self._shapes)
         self._apply_activity()
-        self.resetTransform()
-        self.scale(0.8, 0.8)
-        self.centerOn(QPointF(layout.nodes[0].x, layout.nodes[0].y + layout.height * 0.0) if layout.nodes
-                      else QPointF(0, 0))
         if self.selected is not None:
             self._mark(self.selected)
 
     @property
     def built(self) -> bool:
-        return bool(self.items_by_index) or (self.graph_layout is not None and not self.graph_layout.nodes)
+        """Every item of the current layout is in the scene."""
+        return self._complete
 
     def set_shapes(self, records: list) -> None:
         """Output shapes from a traced run (the trial run when a model opens)."""
@@ -233,6 +265,9 @@ class GraphView(QGraphicsView):
         for record in records:
             shapes[record.name] = "  ".join(format_shape(tuple(getattr(v, "shape", ()))) for v in
                                             record.outputs.values())
+        self.set_shapes_text(shapes)
+
+    def set_shapes_text(self, shapes: dict[str, str]) -> None:
         self._shapes = shapes
         for item in self.items_by_index:
             text = shapes.get(item.node.name, "")
