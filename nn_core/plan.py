@@ -17,6 +17,7 @@ import numpy as np
 
 from .errors import ModelError, UnsupportedOperatorError
 from .graph import Graph, NodeInfo
+from .ops.depthwise import batch1_kernel
 from .ops.quantized import fuse_qdq
 from .ops.registry import NodeSpec, Op, resolve
 from .optimize import FUSABLE_ACTIVATIONS, activation_params, fold_batchnorm, remove_identities
@@ -197,7 +198,7 @@ class FastPlan:
         nodes, _ = fold_constants(graph, nodes, consts)
         nodes = fold_batchnorm(nodes, consts, outputs)
         bn_folded = {n.name for n in nodes if "::bn_folded_weight" in "".join(n.inputs)}
-        steps = [Step(n, make_kernel(n, graph, consts), list(n.inputs), list(n.outputs),
+        steps = [Step(n, batch1_kernel(make_kernel(n, graph, consts)), list(n.inputs), list(n.outputs),
                       ("BatchNormalization",) if n.name in bn_folded else ()) for n in nodes]
         steps = fuse_activations(steps, consts, outputs)
         steps = fuse_pools(steps, outputs)
