@@ -246,3 +246,30 @@ def test_batch_flatten_written_with_shape_nodes_runs_as_flatten(form):
         got = ours.run({"x": x})["y"]
         assert got.shape == want.shape
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype,zero_point", [(np.uint8, 131), (np.int8, -7), (np.uint16, 40000), (np.int16, -300),
+                                              (np.uint8, None)])
+def test_dequantize_with_load_time_parameters_matches_onnxruntime(dtype, zero_point):
+    """DequantizeLinear with a constant per-tensor scale and zero point (its lean path): (x - zp) * scale in
+    float32 as onnxruntime, over the type's whole range."""
+    info = np.iinfo(dtype)
+    x = rng.integers(info.min, info.max + 1, (3, 257)).astype(dtype)
+    x[0, :2] = info.min, info.max
+    inits = [numpy_helper.from_array(np.array(0.0173, np.float32), "s")]
+    inputs = ["x", "s"]
+    if zero_point is not None:
+        inits.append(numpy_helper.from_array(np.array(zero_point, dtype), "z"))
+        inputs.append("z")
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    graph = helper.make_graph([helper.make_node("DequantizeLinear", inputs, ["y"])], "dq",
+                              [helper.make_tensor_value_info("x", elem, [3, 257])],
+                              [helper.make_tensor_value_info("y", 1, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    got = nn_core.Model(model).run({"x": x})["y"]
+    want = ort_sessions(model)[1].run(None, {"x": x})[0]
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
+    expected = (x.astype(np.float64) - (zero_point or 0)).astype(np.float32) * np.float32(0.0173)
+    np.testing.assert_array_equal(got, expected)

@@ -135,7 +135,27 @@ class QuantizeLinear(_PerAxis):
 
 @register("DequantizeLinear", 10)
 class DequantizeLinear(_PerAxis):
+    def __init__(self, node):
+        super().__init__(node)
+        # a per-tensor float32 scale and 8/16-bit zero point known at load time: one subtraction into float32 and
+        # one multiplication, none of the per-call parameter shaping (most of a small tensor's time)
+        self.lean = None
+        scale, zero_point = self.const(1), self.const(2)
+        zp_known = zero_point is not None or len(node.inputs) <= 2 or not node.inputs[2]
+        if (scale is not None and scale.size == 1 and scale.dtype == F32 and zp_known and not self.block_size
+                and (zero_point is None or zero_point.size == 1 and zero_point.dtype.kind in "iu"
+                     and zero_point.itemsize <= 2)):
+            self.lean = (scale.reshape(()), None if zero_point is None else zero_point.dtype,
+                         F32(0 if zero_point is None else zero_point.reshape(-1)[0]))
+
     def run(self, x, scale, zero_point=None):
+        if self.lean is not None:
+            lean_scale, zp_dtype, zp = self.lean
+            # x's type must be the zero point's (a mismatch goes to the checks below)
+            if x.dtype.kind in "iu" and x.itemsize <= 2 and x.ndim and (zp_dtype is None or x.dtype == zp_dtype):
+                centred = np.subtract(x, zp, dtype=F32) if zp else x.astype(F32)
+                centred *= lean_scale
+                return centred
         if _is_float_code(x.dtype):  # float8 / float4: decoded exactly, the product formed in float32
             centred = float8.to_float32(x)
             if zero_point is not None:
