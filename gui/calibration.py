@@ -9,13 +9,17 @@ digits of ``tests/data/mnist_sample.npz`` instead) and, in a checkout, the pen r
 
 ``CalibrationState`` follows a ``gui.session.Session``: when the model or its scaling changes it measures the new
 one on a worker thread (a result for a replaced model or scaling is dropped) and emits ``reliability(Reliability
-or None)``; the model view draws it (``gui.reliability``).
+or None)``; the model view draws it (``gui.reliability``). In the app the measurement waits until it is wanted
+(the model view is shown) or the app is idle (``wanted=False``, then ``measure_pending``): a thousand digits
+through the model on another thread, started with every open, competed for Python's lock with the UI thread
+while the user switched models and drew, and between chunks the worker pauses so the UI thread gets the lock.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +36,7 @@ PEN_SOURCE = "pen recordings"
 PEN_DIR = Path(__file__).resolve().parent.parent / "tests" / "data" / "strokes"
 MNIST_TEST_FILE = Path(__file__).resolve().parent.parent / "tests" / "data" / "mnist_sample.npz"
 CLASSES = 10  # the samples are digits: only a model with ten classes is measured
+PAUSE_SHARE = 0.5  # after each chunk the worker sleeps this share of the chunk's time (Python's lock is free then)
 
 
 @dataclass
@@ -152,16 +157,19 @@ def describe_temperature(adapter: ModelAdapter) -> str:
 
 
 def measure(adapter: ModelAdapter, scaling: str | None = None, cancel: threading.Event | None = None,
-            chunk: int = 20) -> Reliability | None:
+            chunk: int = 50, pause: bool = False) -> Reliability | None:
     """The reliability of ``adapter``'s model on ``calibration_samples()`` (None when cancelled, or when the
-    model's output is not ten classes)."""
+    model's output is not ten classes). ``pause``: sleep between chunks (a background measurement beside a UI)."""
     images, labels, sources = calibration_samples()
     scaling = scaling or adapter.scaling
     rows = []
     for start in range(0, len(images), chunk):
         if cancel is not None and cancel.is_set():
             return None
+        began = time.perf_counter()
         rows.append(adapter.predict_many(images[start:start + chunk], scaling))
+        if pause:
+            time.sleep((time.perf_counter() - began) * PAUSE_SHARE)
     probabilities = np.concatenate(rows)
     if probabilities.shape[1] != CLASSES:
         return None
@@ -174,14 +182,18 @@ class CalibrationState:
     """The current model's reliability, measured off the UI thread whenever the model or its scaling changes.
 
     Events: ``reliability(Reliability or None)`` (None: nothing to show for this model), ``measuring(bool)``.
+    With ``wanted`` False a change only marks the measurement ``pending``; it starts when ``set_wanted(True)`` or
+    ``measure_pending()`` is called (the window: the model view is shown, or the app has been idle a moment).
     """
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: Any, wanted: bool = True) -> None:
         self.session = session
         self.events = EventGroup("reliability", "measuring")
         self.current: Reliability | None = None
         self.error: str | None = None
         self.measuring = False
+        self.wanted = wanted
+        self.pending = False  # the current model (and scaling) is still to be measured
         self._token: threading.Event | None = None
         session.events.model_changed.connect(lambda _opened: self.refresh())
         session.events.scaling_changed.connect(lambda _code, _source: self.refresh())
@@ -196,20 +208,39 @@ class CalibrationState:
         classes = getattr(trial, "probabilities", None)
         if adapter is None or classes is None or len(classes) != CLASSES:
             return  # the digits say nothing about a model of other classes (and an ImageNet net is slow)
+        self.pending = True
+        if self.wanted:
+            self.measure_pending()
+
+    def set_wanted(self, wanted: bool) -> None:
+        """Whether the reliability is on screen: a pending measurement starts as soon as it is."""
+        self.wanted = bool(wanted)
+        if self.wanted:
+            self.measure_pending()
+
+    def measure_pending(self) -> bool:
+        """Start the pending measurement of the current model, if any; returns whether one started."""
+        adapter = self.session.adapter
+        if not self.pending or adapter is None:
+            return False
+        self.pending = False
         token = self._token = threading.Event()
         scaling = adapter.scaling
+        pause = not self.wanted  # nobody is looking: leave the interpreter to the UI between chunks
         self._set_measuring(True)
 
         def work() -> None:
             try:
-                outcome: Reliability | str | None = measure(adapter, scaling, token)
+                outcome: Reliability | str | None = measure(adapter, scaling, token, pause=pause)
             except Exception as exc:  # noqa: BLE001 - a model that fails on a digit shows why, not a traceback
                 outcome = f"{type(exc).__name__}: {exc}"
             self._in_owner(lambda: self._done(token, outcome))
 
         threading.Thread(target=work, name="digitscope-calibration", daemon=True).start()
+        return True
 
     def cancel(self) -> None:
+        self.pending = False
         if self._token is not None:
             self._token.set()
             self._token = None

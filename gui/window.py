@@ -42,7 +42,7 @@ from gui.overlay import ExplainBar, saliency_image
 from gui.prediction import Prediction
 from gui.preview import InputPreview
 from gui.probabilities import ProbabilitiesView
-from gui.qt_bridge import QtDispatcher, wait_for
+from gui.qt_bridge import QtDispatcher, shared_steps, wait_for
 from gui.session import Session, bundled_model_path, clean_error
 from gui.settings import AppSettings
 from gui.summary import ModelSummary, scaling_description
@@ -56,6 +56,7 @@ ORGANIZATION = "digitscope"
 APPLICATION = "digitscope"
 PEN_STEP = 1.25  # [ and ] change the pen width by this factor
 BANNER_LIMIT = 600  # characters of an error shown in the banner (the tooltip has all of it)
+IDLE_MS = 1500  # the reliability of a model is measured once nothing else has happened for this long
 
 
 def _from_session(name: str, doc: str) -> property:
@@ -89,7 +90,8 @@ class MainWindow(QMainWindow):
         self.graph = GraphView()
         self.summary = ModelSummary()
         self.explaining = ExplainState(self.session)  # the saliency overlay's state and worker
-        self.calibration = CalibrationState(self.session)  # the model view's reliability diagram, measured aside
+        # the model view's reliability diagram, measured aside: when that view shows, or once the app is idle
+        self.calibration = CalibrationState(self.session, wanted=False)
         # the user's taught examples and personal model: Qt's per-user app-data location unless given
         self.data_dir = Path(data_dir or QStandardPaths.writableLocation(
             QStandardPaths.StandardLocation.AppDataLocation) or Path.home() / ".digitscope")
@@ -118,6 +120,12 @@ class MainWindow(QMainWindow):
 
     def _connect(self) -> None:
         events = self.session.events
+        self._idle_timer = QTimer(self)
+        self._idle_timer.setSingleShot(True)
+        self._idle_timer.setInterval(IDLE_MS)
+        self._idle_timer.timeout.connect(self._when_idle)
+        for event in (events.model_changed, events.scaling_changed, events.drawing_changed):
+            event.connect(lambda *_args: self._idle_timer.start())  # (re)started: the app is busy now
         events.opening.connect(self._show_opening)
         events.open_ended.connect(self._on_open_ended)
         events.model_changed.connect(self._on_model_changed)
@@ -157,6 +165,8 @@ class MainWindow(QMainWindow):
         self.explain_bar.contrastChosen.connect(lambda c: self.explaining.set_target(self.explaining.target, c))
         self.graph.nodeSelected.connect(self._on_graph_node)
         self.tabs.currentChanged.connect(lambda _index: self._update_trace_wanted())
+        self.tabs.currentChanged.connect(lambda _index: self.calibration.set_wanted(
+            self.tabs.currentWidget() is self.summary))
 
     # --- public API (the session's state, for scripts and tests) -----------------------------------------
     document = _from_session("document", "The stroke document the canvas edits.")
@@ -181,7 +191,17 @@ class MainWindow(QMainWindow):
         """
         generation = self.session.open_model(path)
         self._wait_for_open(generation, timeout)
+        shared_steps().finish()  # the views that show are built too (the UI's own opens build them between events)
         return bool(self.session.outcome(generation))
+
+    def _when_idle(self) -> None:
+        """Background work nobody is waiting for (the reliability diagram) starts once the app is idle."""
+        session = self.session
+        if session.opening is not None or session.detecting or not session.predictor.is_idle() \
+                or shared_steps().pending():
+            self._idle_timer.start()
+            return
+        self.calibration.measure_pending()
 
     def open_model_async(self, path: str | Path) -> None:
         """Start opening a model in the background and return at once (File > Open, drag and drop, recent)."""
