@@ -28,16 +28,16 @@ def test_pad_without_constant_value_input_takes_the_cached_layout():
     assert step.kernel.layouts, "an omitted constant_value is 0, known at load time: the layout is cached"
 
 
-def _kernel(node, inputs, const):
+def _kernel(node, inputs, const, opset=13):
     from nn_core.ops import load_all_kernels, resolve
     from nn_core.ops.attributes import node_attributes
     from nn_core.ops.registry import NodeSpec
 
     load_all_kernels()
     spec = NodeSpec(op_type=node.op_type, inputs=list(node.input), outputs=list(node.output),
-                    attrs=node_attributes(node), opset=13,
+                    attrs=node_attributes(node), opset=opset,
                     consts=[v if i in const else None for i, v in enumerate(inputs)])
-    return resolve(node.op_type, 13)(spec)
+    return resolve(node.op_type, opset)(spec)
 
 
 # (input shape, weight shape, attributes): full-width and exact NCHW columns, channels-last columns, groups
@@ -125,3 +125,52 @@ def test_fast_plan_runs_depthwise_as_matmul_and_the_traced_plan_keeps_every_node
     np.testing.assert_allclose(fast, traced["y"], rtol=1e-5, atol=1e-5)
     plans = [type(next(iter(k.plans.values()))[0]).__name__ for k in kernels]
     assert plans == ["MatmulDepthwisePlan", "_FlatDepthwisePlan"]  # the strided one keeps the tap-by-tap form
+
+
+def test_gather_of_a_constant_scalar_index_is_a_view_of_the_slice():
+    x = np.random.default_rng(9).standard_normal((3, 2, 4, 5)).astype(np.float32)
+    for axis in (0, 2, -1):
+        for index in (0, 1, -2):
+            kernel = _kernel(helper.make_node("Gather", ["x", "i"], ["y"], axis=axis),
+                             [x, np.array(index, np.int64)], (1,))
+            got = kernel.run(x, np.array(index, np.int64))
+            np.testing.assert_array_equal(got, np.take(x, index, axis=axis))
+            assert np.shares_memory(got, x)
+    kernel = _kernel(helper.make_node("Gather", ["x", "i"], ["y"]), [x, np.array(3, np.int64)], (1,))
+    try:
+        kernel.run(x, np.array(3, np.int64))
+    except nn_core.ModelError as exc:
+        assert "out of range" in str(exc)
+    else:
+        raise AssertionError("an index past the axis must be refused")
+
+
+def test_lean_layer_normalization_is_the_general_path_bit_for_bit():
+    rng = np.random.default_rng(10)
+    for shape, axis, with_bias in (((2, 16, 24), -1, True), ((3, 4, 5), 1, False), ((1, 7), 0, True)):
+        x = rng.standard_normal(shape).astype(np.float32) * 3 + 1
+        scale = rng.standard_normal(shape[axis:]).astype(np.float32)
+        bias = rng.standard_normal(shape[axis:]).astype(np.float32) if with_bias else None
+        node = helper.make_node("LayerNormalization", ["x", "s"] + (["b"] if with_bias else []), ["y"], axis=axis)
+        kernel = _kernel(node, [x, scale] + ([bias] if with_bias else []), (1, 2), opset=17)
+        lean = kernel.run(x, scale, bias)
+        assert any(v is not None for v in kernel.lean.values())
+        kernel.lean = {key: None for key in kernel.lean}  # force the general path
+        assert np.array_equal(lean, kernel.run(x, scale, bias)), (shape, axis)
+    # a scale that would broadcast the output beyond the input's shape is left to the general path
+    x = rng.standard_normal((2, 1)).astype(np.float32)
+    scale = rng.standard_normal(4).astype(np.float32)
+    kernel = _kernel(helper.make_node("LayerNormalization", ["x", "s"], ["y"]), [x, scale], (1,), opset=17)
+    assert kernel.run(x, scale).shape == (2, 4) and list(kernel.lean.values()) == [None]
+
+
+def test_global_average_pool_is_np_mean_bit_for_bit():
+    rng = np.random.default_rng(11)
+    kernel = _kernel(helper.make_node("GlobalAveragePool", ["x"], ["y"]), [None], ())
+    wide = rng.standard_normal((1, 8, 14, 16)).astype(np.float32)
+    for x in (rng.standard_normal((1, 256, 7, 7)).astype(np.float32), wide[..., :14],
+              rng.standard_normal((2, 3, 5)).astype(np.float64),
+              rng.standard_normal((1, 2, 3, 3)).astype(np.float16)):
+        want = x.mean(axis=tuple(range(2, x.ndim)), keepdims=True, dtype=x.dtype)
+        got = kernel.run(x)
+        assert got.dtype == want.dtype and np.array_equal(got, want)

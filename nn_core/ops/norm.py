@@ -264,8 +264,20 @@ class LayerNormalization(Op):
         self.axis = int_attr(self, "axis", -1)
         self.epsilon = _epsilon(self)
         self.output_count = len(node.outputs)
+        # per (input shape, dtype): the normalised axes and their size when the lean path applies, else None
+        self.lean: dict[tuple, tuple | None] = {}
 
     def run(self, x, scale, b=None):
+        if self.output_count == 1 and type(x) is np.ndarray and type(scale) is np.ndarray:
+            key = (x.shape, x.dtype, scale.shape, None if b is None else b.shape)
+            lean = self.lean.get(key, False)
+            if lean is False:
+                lean = self._lean_geometry(x, scale, b)
+                if len(self.lean) > 16:
+                    self.lean.clear()
+                self.lean[key] = lean
+            if lean is not None:
+                return self._run_lean(x, scale, b, *lean)
         axis = resolve_axis(self, self.axis, x.ndim)
         normalized, mean, inv_std = _normalize(x, tuple(range(axis, x.ndim)), self.epsilon)
         y = normalized * scale
@@ -275,6 +287,42 @@ class LayerNormalization(Op):
         if self.output_count == 1:
             return y
         return (y, mean, inv_std)[: self.output_count]
+
+    def _lean_geometry(self, x: np.ndarray, scale: np.ndarray, b: np.ndarray | None) -> tuple | None:
+        """(axes, count) when the lean path computes exactly what the general one does: the statistics in the
+        input's own dtype (float32/float64), a non-empty normalised block, and scale and bias that broadcast
+        into the input's shape (so they can be applied in place)."""
+        axis = resolve_axis(self, self.axis, x.ndim)
+        axes = tuple(range(axis, x.ndim))
+        count = math.prod(x.shape[axis:])
+        if x.dtype not in (np.float32, np.float64) or _stats_dtype(x) != x.dtype or not count or not x.ndim:
+            return None
+        if scale.dtype != x.dtype or (b is not None and b.dtype != x.dtype):
+            return None
+        try:
+            shapes = [x.shape, scale.shape] + ([] if b is None else [b.shape])
+            if np.broadcast_shapes(*shapes) != x.shape:
+                return None
+        except ValueError:
+            return None
+        return axes, count
+
+    def _run_lean(self, x: np.ndarray, scale: np.ndarray, b: np.ndarray | None, axes: tuple, count: int
+                  ) -> np.ndarray:
+        """``_normalize`` then scale and bias, the same operations in the same order, with the scale and bias
+        applied in place: a transformer's small LayerNormalization is a dozen NumPy calls of ~1 us each."""
+        mean = np.add.reduce(x, axis=axes, keepdims=True)
+        np.divide(mean, count, out=mean)
+        centered = x - mean
+        variance = np.add.reduce(np.square(centered), axis=axes, keepdims=True)
+        np.divide(variance, count, out=variance)
+        variance += self.epsilon
+        np.divide(1.0, np.sqrt(variance, out=variance), out=variance)
+        centered *= variance
+        centered *= scale
+        if b is not None:
+            centered += b
+        return centered
 
     def backward(self, inputs, outputs, grads):
         x, scale = inputs[0], inputs[1]

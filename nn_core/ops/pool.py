@@ -508,7 +508,11 @@ def _spatial_axes(op: Op, x: np.ndarray) -> tuple[int, ...]:
 @register("GlobalAveragePool", 1)
 class GlobalAveragePool(Op):
     def run(self, x):
-        return x.mean(axis=_spatial_axes(self, x), keepdims=True, dtype=x.dtype)
+        # what x.mean(axis, keepdims=True, dtype=x.dtype) computes (the same sum, divided in place), without
+        # np.mean's Python-level overhead, which dominated at batch 1 (~4 us of a 5 us call)
+        axes = _spatial_axes(self, x)
+        total = np.add.reduce(x, axis=axes, dtype=x.dtype, keepdims=True)
+        return np.true_divide(total, math.prod(x.shape[2:]), out=total, casting="unsafe")
 
     def backward(self, inputs, outputs, grads):
         x, dy = inputs[0], grads[0] if grads else None

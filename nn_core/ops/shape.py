@@ -169,6 +169,8 @@ class Flatten(Op):
 
     def run(self, x):
         axis = self.axis
+        if axis == 1 and x.ndim and x.size:  # the usual (N, ...) -> (N, features): one reshape, no arithmetic
+            return x.reshape(x.shape[0], -1)
         if not -x.ndim <= axis <= x.ndim:
             raise self.fail(f"axis {axis} is out of range for an input of rank {x.ndim}")
         if axis < 0:
@@ -495,9 +497,18 @@ class Gather(Op):
         super().__init__(node)
         self.axis = int_attr(self, "axis", 0)
         self.max_elements = element_limit(self)
+        # a constant scalar index (a transformer's q/k/v split, a class token): the result is a view of one slice
+        index = self.const(1)
+        self.scalar = int(index) if index is not None and index.ndim == 0 and index.dtype.kind in "iu" else None
+        self.selectors: dict[int, tuple] = {}  # input rank -> the basic index of that slice
 
     def run(self, x, indices):
         axis = self.axis
+        if self.scalar is not None and -x.ndim <= axis < x.ndim and -x.shape[axis] <= self.scalar < x.shape[axis]:
+            selector = self.selectors.get(x.ndim)
+            if selector is None:
+                selector = self.selectors[x.ndim] = (slice(None),) * (axis % x.ndim) + (self.scalar,)
+            return x[selector]
         if not -x.ndim <= axis < x.ndim:
             raise self.fail(f"axis {axis} is out of range for data of shape {x.shape}")
         if indices.size * x.size > self.max_elements:
