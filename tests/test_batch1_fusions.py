@@ -174,3 +174,20 @@ def test_global_average_pool_is_np_mean_bit_for_bit():
         want = x.mean(axis=tuple(range(2, x.ndim)), keepdims=True, dtype=x.dtype)
         got = kernel.run(x)
         assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
+def test_single_precision_erf_rounds_like_the_double_precision_series():
+    from nn_core.ops.elementwise import erf
+
+    rng = np.random.default_rng(12)
+    x = np.concatenate([rng.uniform(-6.5, 6.5, 200_000), rng.standard_normal(100_000) * 1e-3,
+                        np.exp(rng.uniform(-80, 2, 100_000)), [0.0, -0.0, 6.0, -6.0, 5.999, np.inf, -np.inf]])
+    x32 = x.astype(np.float32)
+    got = erf(x32)
+    want = erf(x32.astype(np.float64))  # the degree-15 series, accurate to ~1e-15
+    assert got.dtype == np.float32
+    # rounded to the nearest float32 of the double-precision value but at the rare rounding boundary
+    assert np.count_nonzero(got != want.astype(np.float32)) <= 5
+    assert np.max(np.abs(got - want)) <= np.spacing(np.float32(1.0))
+    assert np.isnan(erf(np.array([np.nan, -np.nan], np.float32))).all()
+    assert erf(np.float32(0.5)).shape == () and np.isclose(erf(np.float32(0.5)), 0.5204998778)
