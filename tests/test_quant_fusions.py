@@ -273,3 +273,35 @@ def test_dequantize_with_load_time_parameters_matches_onnxruntime(dtype, zero_po
     np.testing.assert_array_equal(got, want)
     expected = (x.astype(np.float64) - (zero_point or 0)).astype(np.float32) * np.float32(0.0173)
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("out_type,zero_point,y_scale", [(np.uint8, 100, 0.5), (np.int8, -20, 0.5),
+                                                         (np.uint8, 3, 0.05), (np.int8, 0, 0.05)])
+def test_qlinear_conv_requantized_chunk_by_chunk_with_its_pool_matches_onnxruntime(out_type, zero_point, y_scale):
+    """QLinearConv + MaxPool requantizes each pooled chunk inside the convolution: output zero points away from
+    0, int8 and uint8 outputs, a small output scale that saturates many values, per-channel weight scales, a
+    batch of several chunks and a batch of 1."""
+    w = rng.integers(-127, 128, (6, 3, 5, 5)).astype(np.int8)
+    inputs = ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"]
+    nodes = [helper.make_node("QLinearConv", inputs, ["c"], pads=[2] * 4),
+             helper.make_node("MaxPool", ["c"], ["y"], kernel_shape=[2, 2], strides=[2, 2])]
+    consts = {"xs": np.array(0.02, np.float32), "xz": np.array(3, out_type), "w": w,
+              "ws": rng.uniform(0.01, 0.03, 6).astype(np.float32), "wz": np.zeros(6, np.int8),
+              "ys": np.array(y_scale, np.float32), "yz": np.array(zero_point, out_type),
+              "b": rng.integers(-2000, 2000, 6).astype(np.int32)}
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(out_type))  # onnxruntime: x and y of one type
+    graph = helper.make_graph(nodes, "t", [helper.make_tensor_value_info("x", elem, ["batch", 3, 12, 12])],
+                              [helper.make_tensor_value_info("y", elem, None)],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    ours = nn_core.Model(model)
+    assert ours.plan_ops == ["QLinearConv+MaxPool"]
+    session = ort_sessions(model)[1]
+    for rows in (1, 300):
+        info = np.iinfo(out_type)
+        x = rng.integers(info.min, info.max + 1, (rows, 3, 12, 12)).astype(out_type)
+        got = ours.run({"x": x})["y"]
+        want = session.run(None, {"x": x})[0]
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
