@@ -305,3 +305,35 @@ def test_qlinear_conv_requantized_chunk_by_chunk_with_its_pool_matches_onnxrunti
         want = session.run(None, {"x": x})[0]
         assert got.dtype == want.dtype
         np.testing.assert_array_equal(got, want)
+
+
+def test_private_fused_ops_named_by_a_file_check_their_inputs():
+    """The fast plan's private kernels are reachable by a file that names their domain: a bad attribute or a
+    missing input is a ModelError, and an exotic but valid use (a weight scale fed at run time) computes the
+    chain as written."""
+    from nn_core.errors import ModelError
+    from nn_core.ops.quantized import FUSED_DOMAIN
+
+    def model(node, feeds, inits):
+        graph = helper.make_graph([node], "p", [helper.make_tensor_value_info(n, 1, None) for n in feeds],
+                                  [helper.make_tensor_value_info("y", 1, None)], inits)
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                    helper.make_opsetid(FUSED_DOMAIN, 1)])
+        m.ir_version = 8
+        return m
+
+    w = rng.integers(0, 256, (4, 2, 3, 3)).astype(np.uint8)
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array(128, np.uint8), "wz")]
+    bad = helper.make_node("DynamicQuantizeConv", ["x", "w", "wz", "ws"], ["y"], domain=FUSED_DOMAIN, relu_input=5)
+    with pytest.raises(ModelError, match="relu_input"):
+        nn_core.Model(model(bad, ["x", "ws"], inits))
+    short = helper.make_node("DynamicQuantizeConv", ["x", "w", "wz"], ["y"], domain=FUSED_DOMAIN)
+    with pytest.raises(ModelError):
+        nn_core.Model(model(short, ["x"], inits))
+    node = helper.make_node("DynamicQuantizeConv", ["x", "w", "wz", "ws"], ["y"], domain=FUSED_DOMAIN, relu_input=1)
+    ours = nn_core.Model(model(node, ["x", "ws"], inits))
+    x = rng.normal(0, 1, (2, 2, 12, 12)).astype(np.float32)
+    ws = np.array(0.01, np.float32)
+    chain = conv_chain(w, np.array(128, np.uint8), ws, None, relu=False, pool=False, scale_first=True, channels=2)
+    want = ort_sessions(chain)[1].run(None, {"x": np.maximum(x, 0)})[0]
+    np.testing.assert_array_equal(ours.run({"x": x, "ws": ws})["y"], want)
