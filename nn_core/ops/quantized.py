@@ -538,7 +538,10 @@ class DynamicQuantizeConv(Op):
                 np.rint(centred, out=centred)
                 _clip(centred, -zp, _255 - zp, out=centred)  # (with relu_input: a negative x lands on 0)
                 y = self.integer.fast.conv.run(centred, self.integer.fast.weight, None)
-                np.multiply(y, x_scale * w_scale, out=y)  # the scale product formed in float32, as the Mul
+                if y.flags.c_contiguous:  # the scale product formed in float32, as the Mul
+                    np.multiply(y, x_scale * w_scale, out=y)
+                else:  # a strided view (the valid part of full-width rows): the passes run 5x faster on a copy
+                    y = np.multiply(y, x_scale * w_scale)
                 if bias is not None:
                     y += bias
                 if self.relu:
