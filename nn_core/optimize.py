@@ -57,6 +57,77 @@ def fold_batchnorm(nodes: list[NodeInfo], constants: dict[str, np.ndarray], grap
     return result
 
 
+def _per_channel(value: np.ndarray | None, rank: int, channels: int, dtype: np.dtype) -> np.ndarray | None:
+    """A constant that broadcasts against a rank-``rank`` NCHW tensor without growing it and varies at most
+    along the channel axis, as a (channels,) vector in ``dtype``; None for anything else."""
+    if value is None or value.dtype != dtype or value.ndim > rank:
+        return None
+    shape = (1,) * (rank - value.ndim) + value.shape
+    if shape[0] != 1 or shape[1] not in (1, channels) or any(n != 1 for n in shape[2:]):
+        return None
+    return np.broadcast_to(value.reshape(-1), (channels,)) if value.size == 1 else value.reshape(channels)
+
+
+def fold_affine_into_conv(nodes: list[NodeInfo], constants: dict[str, np.ndarray], graph_outputs: set[str]
+                          ) -> tuple[list[NodeInfo], dict[str, tuple[str, ...]]]:
+    """A Conv whose output goes only to a Mul by a per-channel constant and/or an Add of one (a batch
+    normalization exported as its scale and shift, as in the ImageNet models of the onnx wheel) becomes one
+    Conv with rescaled weights and bias, as fold_batchnorm does: the Relu after it can then be fused too.
+    Returns the nodes and, by new node name, the op types absorbed (for the plan's labels)."""
+    uses = _use_counts(nodes, graph_outputs)
+    readers: dict[str, list[NodeInfo]] = {}
+    for node in nodes:
+        for name in node.inputs:
+            if name:
+                readers.setdefault(name, []).append(node)
+    removed: set[int] = set()
+    absorbed: dict[str, tuple[str, ...]] = {}
+    result: list[NodeInfo] = []
+    for node in nodes:
+        if id(node) in removed:
+            continue
+        weight = constants.get(node.inputs[1]) if node.op_type == "Conv" and len(node.inputs) > 1 else None
+        bias_name = node.inputs[2] if weight is not None and len(node.inputs) > 2 else ""
+        bias = constants.get(bias_name) if bias_name else None
+        if (weight is None or weight.dtype.kind != "f" or weight.ndim < 3 or len(node.outputs) != 1
+                or (bias_name and (bias is None or bias.shape != weight.shape[:1] or bias.dtype != weight.dtype))):
+            result.append(node)
+            continue
+        channels, rank = weight.shape[0], weight.ndim
+        output, kinds = node.outputs[0], []
+        while uses.get(output, 0) == 1 and output not in graph_outputs and len(readers.get(output, [])) == 1:
+            follower = readers[output][0]
+            if follower.op_type not in ("Mul", "Add") or len(follower.inputs) != 2 or len(follower.outputs) != 1:
+                break
+            other = follower.inputs[1] if follower.inputs[0] == output else follower.inputs[0]
+            if other == output:
+                break
+            factor = _per_channel(constants.get(other), rank, channels, weight.dtype)
+            if factor is None:
+                break
+            if follower.op_type == "Mul":
+                weight = weight * factor.reshape((channels,) + (1,) * (rank - 1))
+                bias = None if bias is None else bias * factor
+            else:
+                bias = factor.copy() if bias is None else bias + factor
+            removed.add(id(follower))
+            kinds.append(follower.op_type)
+            output = follower.outputs[0]
+        if not kinds:
+            result.append(node)
+            continue
+        w_name, b_name = f"{node.name}::affine_folded_weight", f"{node.name}::affine_folded_bias"
+        constants[w_name] = np.ascontiguousarray(weight)
+        inputs = [node.inputs[0], w_name]
+        if bias is not None:
+            constants[b_name] = np.ascontiguousarray(bias, dtype=weight.dtype)
+            inputs.append(b_name)
+        name = f"{node.name}+affine"
+        absorbed[name] = tuple(kinds)
+        result.append(replace(node, inputs=inputs, outputs=[output], name=name))
+    return result, absorbed
+
+
 def _foldable_bn(bn: NodeInfo, constants: dict[str, np.ndarray], channels: int) -> bool:
     """Only a BatchNormalization whose four parameters are constant float vectors of the conv's channel count
     folds; anything else stays a node of its own, whose kernel checks it against the data."""

@@ -20,7 +20,13 @@ from .graph import Graph, NodeInfo
 from .ops.depthwise import batch1_kernel
 from .ops.quantized import fuse_qdq
 from .ops.registry import NodeSpec, Op, resolve
-from .optimize import FUSABLE_ACTIVATIONS, activation_params, fold_batchnorm, remove_identities
+from .optimize import (
+    FUSABLE_ACTIVATIONS,
+    activation_params,
+    fold_affine_into_conv,
+    fold_batchnorm,
+    remove_identities,
+)
 
 _SOURCE_NAME = "<nn_core plan>"
 
@@ -198,8 +204,14 @@ class FastPlan:
         nodes, _ = fold_constants(graph, nodes, consts)
         nodes = fold_batchnorm(nodes, consts, outputs)
         bn_folded = {n.name for n in nodes if "::bn_folded_weight" in "".join(n.inputs)}
+        nodes, affine_folded = fold_affine_into_conv(nodes, consts, outputs)
+
+        def absorbed(node: NodeInfo) -> tuple[str, ...]:
+            name = node.name[: -len("+affine")] if node.name in affine_folded else node.name
+            return (("BatchNormalization",) if name in bn_folded else ()) + affine_folded.get(node.name, ())
+
         steps = [Step(n, batch1_kernel(make_kernel(n, graph, consts)), list(n.inputs), list(n.outputs),
-                      ("BatchNormalization",) if n.name in bn_folded else ()) for n in nodes]
+                      absorbed(n)) for n in nodes]
         steps = fuse_activations(steps, consts, outputs)
         steps = fuse_pools(steps, outputs)
         self.steps = drop_dead_steps(steps, outputs)

@@ -191,3 +191,47 @@ def test_single_precision_erf_rounds_like_the_double_precision_series():
     assert np.max(np.abs(got - want)) <= np.spacing(np.float32(1.0))
     assert np.isnan(erf(np.array([np.nan, -np.nan], np.float32))).all()
     assert erf(np.float32(0.5)).shape == () and np.isclose(erf(np.float32(0.5)), 0.5204998778)
+
+
+def _conv_affine_model(mul_const, add_const, extra_reader=False):
+    rng = np.random.default_rng(13)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Mul", ["m", "c"], ["d"]),  # the constant first: the product commutes
+             helper.make_node("Add", ["d", "a"], ["e"]),
+             helper.make_node("Relu", ["e"], ["y"])]
+    outputs = [tensor_info("y", None)]
+    if extra_reader:
+        nodes.append(helper.make_node("Neg", ["c"], ["z"]))
+        outputs.append(tensor_info("z", None))
+    weights = {"w": rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
+               "b": rng.standard_normal(4).astype(np.float32), "m": mul_const, "a": add_const}
+    return _load(make_model(nodes, [tensor_info("x", [1, 3, 6, 6])], outputs, weights))
+
+
+def test_conv_then_per_channel_mul_and_add_fold_into_the_conv():
+    rng = np.random.default_rng(14)
+    image = rng.standard_normal((1, 3, 6, 6)).astype(np.float32)
+    per_channel = rng.standard_normal((4, 1, 1)).astype(np.float32)
+    for mul, add in ((per_channel, rng.standard_normal((1, 4, 1, 1)).astype(np.float32)),
+                     (np.array(0.5, np.float32), rng.standard_normal(1).astype(np.float32))):
+        model = _conv_affine_model(mul, add)
+        (step,) = model._fast_plan().steps
+        assert step.label == "Conv+Mul+Add+Relu"
+        traced, records = model.run_traced({"x": image})
+        assert [r.op_type for r in records] == ["Conv", "Mul", "Add", "Relu"]
+        np.testing.assert_allclose(model.run({"x": image})["y"], traced["y"], rtol=1e-5, atol=1e-5)
+
+
+def test_affine_after_conv_is_left_alone_when_it_is_not_per_channel_or_not_the_only_reader():
+    rng = np.random.default_rng(15)
+    image = rng.standard_normal((1, 3, 6, 6)).astype(np.float32)
+    per_channel = rng.standard_normal((4, 1, 1)).astype(np.float32)
+    for model in (_conv_affine_model(rng.standard_normal((1, 1, 6)).astype(np.float32), per_channel),  # per column
+                  _conv_affine_model(rng.standard_normal((2, 4, 1, 1)).astype(np.float32), per_channel),  # grows
+                  _conv_affine_model(per_channel.astype(np.float64), per_channel),  # another dtype
+                  _conv_affine_model(per_channel, per_channel, extra_reader=True)):
+        labels = [step.label for step in model._fast_plan().steps]
+        assert "Mul" in labels, labels
+        traced, _ = model.run_traced({"x": image})
+        for name, value in model.run({"x": image}).items():
+            np.testing.assert_allclose(value, traced[name], rtol=1e-5, atol=1e-5)
