@@ -24,6 +24,7 @@ import numpy as np
 from .errors import ModelError
 from .graph import Graph, NodeInfo
 from .ops.conv import make_activation
+from .ops.conv_pool_train import ConvReluPool, pool_fits
 from .plan import Step, _shapes, fold_constants, make_kernel
 
 #: a constant True fed to Dropout's training_mode input in a training plan
@@ -69,9 +70,13 @@ class GradientPlan:
         self.output_names = [spec.name for spec in graph.outputs]
         # the hot loops' view of the steps: (step, bound run, inputs, outputs) and (step, takes ``wanted``)
         runs = self._relus_into_convs() if training else {}
+        fused = self._relus_into_pools()
         self._forward_steps = [(step, runs.get(id(step), step.kernel.run), step.inputs, step.outputs)
                                for step in self.steps]
-        fused = self._relus_into_pools()
+        # training forwards whose weights are trained run Conv -> Relu -> MaxPool 2x2 blocks as one unit
+        # (ConvReluPool): (unit, conv step, relu step) by the pool step's id
+        self._blocks = self._conv_relu_pools(runs, fused) if training else {}
+        self._forward_cache: tuple[frozenset[str], list] | None = None
         self._backward_steps = [(step, type(step.kernel).accepts_wanted(), fused.get(id(step)))
                                 for step in reversed(self.steps)]
 
@@ -110,13 +115,18 @@ class GradientPlan:
                 result[mean], result[var] = tape.values[new_mean], tape.values[new_var]
         return result
 
-    def forward(self, feeds: Mapping[str, np.ndarray], parameters: Mapping[str, np.ndarray]) -> Tape:
+    def forward(self, feeds: Mapping[str, np.ndarray], parameters: Mapping[str, np.ndarray],
+                wrt: Collection[str] | None = None) -> Tape:
+        """Run the plan, remembering every value. ``wrt``: the values the coming ``backward`` will take
+        gradients for (a training step's weights): a Conv -> Relu -> MaxPool 2x2 block whose weights are among
+        them and whose inside is not then runs as one unit (ConvReluPool), the ReLU's and the convolution's
+        values being the pooled output then; every other value is the same either way."""
         values: dict[str, np.ndarray] = dict(self.fixed)
         values.update(parameters)
         values.update(feeds)
         step = None
         try:
-            for step, run, inputs, outputs in self._forward_steps:
+            for step, run, inputs, outputs in self._steps_for(wrt):
                 result = run(*[values[name] if name else None for name in inputs])
                 if type(result) is np.ndarray and len(outputs) == 1:
                     if outputs[0]:
@@ -171,6 +181,10 @@ class GradientPlan:
                       for name, value in zip(step.inputs, inputs)]
             if not any(wanted):
                 continue
+            block = self._blocks.get(id(step))
+            if block is not None and needed is not None and self._block_backward(block, step, grads, needed,
+                                                                               values):
+                continue
             outputs = [values.get(name) if name else None for name in step.outputs]
             target = step.inputs
             if relu is not None and needed is not None and self._fuses(relu, step, grads, needed, wrt, values):
@@ -213,6 +227,39 @@ class GradientPlan:
             runs[id(step)] = _passed_on
         return runs
 
+    def _conv_relu_pools(self, runs: dict[int, object], fused: dict[int, Step]) -> dict[int, tuple]:
+        """Training plans: Conv -> Relu -> MaxPool 2x2 chains whose Relu already runs inside the Conv (each
+        value read only by the next node, none a graph output): (unit, conv step, relu step), by the pool
+        step's id. Whether a unit runs is decided per forward (``_steps_for``) and per input shape (the unit)."""
+        producer = {step.outputs[0]: step for step in self.steps if len(step.outputs) == 1 and step.outputs[0]}
+        blocks = {}
+        for step in self.steps:
+            relu = fused.get(id(step))
+            conv = producer.get(relu.inputs[0]) if relu is not None else None
+            if conv is None or runs.get(id(relu)) is not _passed_on or id(conv) not in runs \
+                    or not pool_fits(step.kernel) or len(conv.inputs) < 2 or not conv.inputs[0]:
+                continue
+            blocks[id(step)] = (ConvReluPool(conv.kernel, step.kernel), conv, relu)
+        return blocks
+
+    def _steps_for(self, wrt: Collection[str] | None) -> list:
+        """The forward steps of a run whose backward takes gradients for ``wrt`` (cached for the last ``wrt``)."""
+        if wrt is None or not self._blocks:
+            return self._forward_steps
+        key = frozenset(wrt)
+        if self._forward_cache is not None and self._forward_cache[0] == key:
+            return self._forward_cache[1]
+        replaced = {}
+        for step_id, (unit, conv, relu) in self._blocks.items():
+            inside = (conv.outputs[0], relu.outputs[0])
+            if any(name in key for name in conv.inputs[1:3] if name) and not any(name in key for name in inside):
+                replaced[id(conv)] = functools.partial(_block_forward, unit, _run_of(self._forward_steps, conv))
+                replaced[step_id] = functools.partial(_block_pool, unit, _kernel_run(self.steps, step_id))
+        chosen = [(step, replaced.get(id(step), run), inputs, outputs)
+                  for step, run, inputs, outputs in self._forward_steps]
+        self._forward_cache = (key, chosen)
+        return chosen
+
     def _relus_into_pools(self) -> dict[int, Step]:
         """MaxPool steps (no Indices output) whose input is a Relu's output read by nothing else: the Relu's
         step, by the pool step's id."""
@@ -233,6 +280,30 @@ class GradientPlan:
                     and step.inputs[0] not in self.output_names):
                 fused[id(step)] = relu
         return fused
+
+    def _block_backward(self, block: tuple, pool: Step, grads, needed, values) -> bool:
+        """The gradient of a Conv -> Relu -> MaxPool block that its forward ran as one unit, into the Conv's
+        inputs; False (nothing done) when the forward ran node by node."""
+        unit, conv, relu = block
+        x, y = values.get(conv.inputs[0]), values.get(pool.outputs[0])
+        dy = grads.get(pool.outputs[0])
+        if dy is None or not unit.matches(x, y) or conv.outputs[0] in grads or relu.outputs[0] in grads:
+            return False
+        inputs = [values[name] if name else None for name in conv.inputs]
+        wanted = [value is not None and value.dtype.kind == "f" and name in needed
+                  for name, value in zip(conv.inputs, inputs)]
+        w, b = inputs[1], inputs[2] if len(inputs) > 2 else None
+        try:
+            in_grads = unit.backward(x, w, b, y, dy, wanted[0], wanted[1], len(wanted) > 2 and wanted[2])
+        except ModelError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a rule's failure is named like a kernel's
+            raise ModelError(f"{self.graph.source}: the gradient of {conv.node.describe()} (with its ReLU and "
+                             f"pooling) failed: {type(exc).__name__}: {exc}") from exc
+        for name, want, grad in zip(conv.inputs, wanted, in_grads):
+            if want and grad is not None:
+                _accumulate(grads, name, grad)
+        return True
 
     @staticmethod
     def _fuses(relu: Step, pool: Step, grads, needed, wrt, values) -> bool:
@@ -308,6 +379,29 @@ class _PlanRng:
 
     def random(self, shape):
         return self.plan.rng.random(shape, dtype=np.float32)
+
+
+def _run_of(forward_steps: list, wanted: Step):
+    """The forward run bound to ``wanted`` in a plan's forward steps."""
+    return next(run for step, run, _, _ in forward_steps if step is wanted)
+
+
+def _kernel_run(steps: list[Step], step_id: int):
+    """The kernel's own run of the step with this id."""
+    return next(step.kernel.run for step in steps if id(step) == step_id)
+
+
+def _block_forward(unit: ConvReluPool, fallback, x, w, b=None):
+    """A block's Conv step: relu(maxpool(conv)) by the unit (the Relu and MaxPool steps pass it on), or the
+    Conv with its ReLU as usual when the unit does not apply to this input."""
+    y = unit.forward(x, w, b)
+    return fallback(x, w, b) if y is None else y
+
+
+def _block_pool(unit: ConvReluPool, run, x):
+    """A block's MaxPool step: the unit's output passed on, or the pooling when the block ran node by node."""
+    plan = unit.active
+    return x if plan is not None and plan.output is x else run(x)
 
 
 def _passed_on(x: np.ndarray) -> np.ndarray:

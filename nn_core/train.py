@@ -120,7 +120,7 @@ class Trainer:
         if lr is not None:
             self.optimizer.lr = lr
         x = np.asarray(x, dtype=self.input_dtype)
-        tape = self.plan.forward({self.input_name: x}, self.params)
+        tape = self.plan.forward({self.input_name: x}, self.params, wrt=self.trainable)
         loss, cotangents = self.loss(tape.values, labels)
         grads = self.plan.backward(tape, cotangents, wrt=self.trainable)
         grads = {name: grads[name] for name in self.trainable if name in grads}

@@ -1,0 +1,270 @@
+"""Training plans: Conv -> Relu -> MaxPool 2x2 (LeNet's first block) as one unit, forward and backward.
+
+Run node by node, the block writes the convolution's whole output, reads it back to pool it, and its gradient
+reads it again to find each window's maximum (a dozen passes over full-size arrays), then writes a full-size
+gradient that the Conv's weight gradient reads along with columns made a second time. Here the convolution's
+output positions are ordered by *pooling phase* instead: the four taps of every 2x2 window, (row parity, column
+parity), are four separate planes. Then
+
+* the pooling is elementwise maxima of whole planes, and the first maximum of each window (row-major tap
+  order, as MaxPool's rule and torch route it) is comparisons of the same planes, kept as a one-hot mask of
+  the four phases that is also zero where the ReLU output is 0;
+* the backward multiplies the pooled gradient by that mask, which *is* the convolution's output gradient in
+  the phase order, and dW is a matmul per (phase, pooled row) with the forward's own columns (kept; the order
+  of positions does not matter to dW): no full-size gradient in NCHW order, no second im2col.
+
+The phase order comes from the input: split into its four (row, column) parity images, every (tap, phase) row
+of the columns is one contiguous run of a parity image (the full-width trick of conv.py: runs span whole rows of
+``wide`` = pooled width + kernel width // 2 values; the extra positions are computed and never used, and their
+gradient is zero). LeNet-5's conv1 block, batch 128: forward 2.8 -> 2.7 ms, backward 4.6 -> 2.2 ms (pool1's
+rule and conv1's dW; one thread). Only unit strides and dilations, one group, 2-D, an even output, a MaxPool
+of 2x2 windows at stride 2 without padding, and few input channels (where conv.py would pick NCHW columns);
+anything else keeps the node-by-node path.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .conv import CHANNELS_LAST_MIN_RUN
+from .windows import checked_windows
+
+# the forward's GEMM and pooling go through the batch in chunks of about this many bytes of conv output
+CHUNK_BYTES = 1024 * 1024
+# the kept columns of a batch may take at most this much memory (beyond it the node-by-node path runs)
+KEPT_BYTES = 64 * 1024 * 1024
+
+
+def pool_fits(pool) -> bool:
+    """Whether a MaxPool kernel pools 2x2 windows at stride 2 with no padding, dilation, ceil or Indices."""
+    pads = getattr(pool, "pads", None)
+    return (list(getattr(pool, "kernel", [])) == [2, 2] and list(getattr(pool, "strides", [])) == [2, 2]
+            and list(getattr(pool, "dilations", [])) == [1, 1] and not getattr(pool, "ceil_mode", True)
+            and not getattr(pool, "want_indices", True) and getattr(pool, "auto_pad", "") in ("NOTSET", "VALID")
+            and (pads is None or not any(pads)))
+
+
+class PhaseConvPlan:
+    """The unit for one input shape (and weight shape, dtype, bias or not): buffers and views, reused.
+
+    Layouts, chosen so that every elementwise pass runs over whole contiguous arrays (NumPy's fast loops need
+    that; the same pass over rows of a strided array measured three times slower):
+
+    * the input's four parity images, (channel, parity, row, image, column): a parity image's row of every
+      image in turn, ``wide`` values each; only the places that hold input values are ever written, the
+      padding and spare entries stay zero;
+    * the columns, (phase, channel * kh * kw [+ ones], pooled row, image, column): the row of one (tap, phase)
+      is a single contiguous run of a parity image (``pooled rows * batch * wide`` values), so im2col is a
+      few block copies;
+    * the convolution's output, (phase, pooled row, channel, image, column): one matmul per (phase, pooled
+      row), a few pooled rows at a time, and the pooling is elementwise over whole phase planes of them, in
+      cache; the masks and the pooled gradient are (pooled row, channel, image, column) arrays.
+    """
+
+    def __init__(self, x_shape, dtype, weight_shape, has_bias: bool, begins, ends):
+        batch, channels, height, width = x_shape
+        out_channels, _, kh, kw = weight_shape
+        out_h = height + begins[0] + ends[0] - kh + 1
+        out_w = width + begins[1] + ends[1] - kw + 1
+        self.batch, self.channels, self.out_channels = batch, channels, out_channels
+        self.pooled = qh, qw = out_h // 2, out_w // 2
+        self.wide = wide = qw + kw // 2  # a phase image's row: the pooled width and the kernel's reach
+        self.line = line = batch * wide  # one row of every image
+        self.run_length = run = qh * line  # the positions of one phase
+        rows = qh + kh // 2 + 1  # one spare row: the last run's unused tail reads into it
+        self.k = channels * kh * kw
+        k1 = self.k + has_bias
+        self.has_bias = has_bias
+        item = np.dtype(dtype).itemsize
+        self.phases = np.zeros((channels, 4, rows, batch, wide), dtype)
+        self.fills = []  # (target view, source index) per parity
+        for a in range(2):
+            r0 = -((a - begins[0]) // 2)  # the first phase row holding an input row: 2 r0 + a - begin >= 0
+            y0 = 2 * r0 + a - begins[0]
+            count_r = len(range(y0, height, 2))
+            for b in range(2):
+                s0 = -((b - begins[1]) // 2)
+                x0 = 2 * s0 + b - begins[1]
+                count_s = len(range(x0, width, 2))
+                self.fills.append((self.phases[:, 2 * a + b, r0:r0 + count_r, :, s0:s0 + count_s],
+                                   (slice(None), slice(None), slice(y0, None, 2), slice(x0, None, 2))))
+        self.columns = np.empty((4, k1, run), dtype)
+        if has_bias:
+            self.columns[:, self.k] = 1
+        # im2col: for output phase (py, px) and tap parity (e, f), the taps ky = 2t + e, kx = 2u + f read parity
+        # image ((py + e) % 2, (px + f) % 2) from row (py + e) // 2 + t, column (px + f) // 2 + u on
+        self.copies = []
+        flat_phases, flat_columns = self.phases.reshape(-1), self.columns.reshape(-1)
+        for py in range(2):
+            for px in range(2):
+                phase = 2 * py + px
+                for e in range(2):
+                    for f in range(2):
+                        taps_h, taps_w = len(range(e, kh, 2)), len(range(f, kw, 2))
+                        if not taps_h or not taps_w:
+                            continue
+                        parity = 2 * ((py + e) % 2) + (px + f) % 2
+                        start = (parity * rows + (py + e) // 2) * line + (px + f) // 2
+                        shape = (channels, taps_h, taps_w, run)
+                        source = checked_windows(flat_phases[start:], shape, tuple(v * item for v in (
+                            4 * rows * line, line, 1, 1)))
+                        offset = (phase * k1 + e * kw + f) * run
+                        target = checked_windows(flat_columns[offset:], shape, tuple(v * item for v in (
+                            kh * kw * run, 2 * kw * run, 2 * run, 1)), writeable=True)
+                        self.copies.append((target, source))
+        # per phase and pooled row, the convolution's output rows (channel, image, column): the pooling goes
+        # through a few pooled rows at a time, in cache
+        self.span = span = max(1, min(qh, CHUNK_BYTES // max(1, 4 * out_channels * line * item)))
+        self.by_row = self.columns.reshape(4, k1, qh, line).transpose(0, 2, 1, 3)  # (phase, row, K, line)
+        self.product = np.empty((4, span, out_channels, line), dtype)
+        self.lower = np.empty((span, out_channels, line), dtype)
+        self.zeros = np.zeros((span, out_channels, line), dtype)
+        shape = (qh, out_channels, line)
+        self.upper = np.empty(shape, dtype)
+        self.top, self.left_top, self.left_bottom, self.positive = (np.empty(shape, np.bool_) for _ in range(4))
+        # the first maximum of each window, one-hot over the phases, and none where the ReLU output is 0
+        self.route = np.empty((4, *shape), np.bool_)
+        # the pooled gradient in the output's layout (pooled row, channel, image, column): zero past the pooled
+        # width, for good
+        self.pooled_grad = np.zeros((qh, out_channels, batch, wide), dtype)
+        self.source: np.ndarray | None = None  # the input of the last forward
+        self.output: np.ndarray | None = None  # and its output (the gradient goes back only for these two)
+
+    def forward(self, x: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+        """relu(maxpool(conv(x))) with ``matrix`` the weight (M, C * kh * kw [+ bias column])."""
+        for target, index in self.fills:
+            np.copyto(target, x[index].transpose(1, 2, 0, 3))
+        for target, source in self.copies:
+            np.copyto(target, source)
+        qh, qw = self.pooled
+        batch, m = x.shape[0], self.out_channels
+        # the output in NCHW order: the next layer reads it fastest so (a view of the phase layout measured
+        # +0.6 ms in LeNet's conv2 forward and as much in its dW, against 0.2 ms for this copy)
+        y = np.empty((batch, m, qh, qw), x.dtype)
+        upper_all = self.upper
+        for start in range(0, qh, self.span):
+            stop = min(qh, start + self.span)
+            count = stop - start
+            product = self.product[:, :count]
+            np.matmul(matrix, self.by_row[:, start:stop], out=product)
+            p0, p1, p2, p3 = product
+            upper, lower = upper_all[start:stop], self.lower[:count]
+            top, left_top, left_bottom, positive = (a[start:stop] for a in (self.top, self.left_top,
+                                                                            self.left_bottom, self.positive))
+            np.maximum(p0, p1, out=upper)
+            np.maximum(p2, p3, out=lower)
+            np.greater_equal(upper, lower, out=top)  # a tie goes to the upper row, which comes first
+            np.greater_equal(p0, p1, out=left_top)  # and to the left tap
+            np.greater_equal(p2, p3, out=left_bottom)
+            np.maximum(upper, lower, out=upper)
+            np.greater(upper, 0, out=positive)  # where the ReLU passes the gradient
+            np.maximum(upper, self.zeros[:count], out=upper)
+            route = self.route[:, start:stop]
+            np.logical_and(top, positive, out=top)
+            np.greater(positive, top, out=positive)  # positive, and the maximum in the lower row
+            np.logical_and(top, left_top, out=route[0])
+            np.greater(top, left_top, out=route[1])
+            np.logical_and(positive, left_bottom, out=route[2])
+            np.greater(positive, left_bottom, out=route[3])
+            np.copyto(y[:, :, start:stop], upper.reshape(count, m, batch, self.wide).transpose(2, 1, 0, 3)[..., :qw])
+        self.source, self.output = x, y
+        return y
+
+    def weight_grad(self, dy: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """(dW (M, C * kh * kw), dB or None, the convolution's output gradient in phase order) from the pooled
+        output gradient ``dy``: routed to each window's first maximum where the ReLU passed it."""
+        qw = self.pooled[1]
+        grad = self.pooled_grad
+        np.copyto(grad[..., :qw], dy.transpose(2, 1, 0, 3))
+        phased = np.empty(self.route.shape, dy.dtype)
+        flat = grad.reshape(1, *self.route.shape[1:])
+        if np.isfinite(grad).all():
+            np.multiply(flat, self.route, out=phased)
+        else:  # 0 * inf would be NaN off the route
+            phased.fill(0)
+            np.copyto(phased, flat, where=self.route)
+        # one matmul per (phase, pooled row): (channel, batch * wide) by (batch * wide, K)
+        product = np.matmul(phased, self.by_row.transpose(0, 1, 3, 2)).sum(axis=(0, 1))
+        dw = np.ascontiguousarray(product[:, :self.k])
+        return dw, (product[:, self.k] if self.has_bias else None), phased
+
+    def output_grad(self, phased: np.ndarray) -> np.ndarray:
+        """The convolution's output gradient in NCHW order, from the phase order (for dX)."""
+        m, batch = self.out_channels, self.batch
+        qh, qw = self.pooled
+        out = np.empty((batch, m, 2 * qh, 2 * qw), phased.dtype)
+        blocks = out.reshape(batch, m, qh, 2, qw, 2)
+        for k in range(4):
+            np.copyto(blocks[:, :, :, k // 2, :, k % 2],
+                      phased[k].reshape(qh, m, batch, self.wide).transpose(2, 1, 0, 3)[..., :qw])
+        return out
+
+
+class ConvReluPool:
+    """Conv -> Relu -> MaxPool 2x2 of a training plan: decides per input whether the phase unit applies, runs
+    it, and afterwards answers the block's gradient for the arrays it produced."""
+
+    def __init__(self, conv, pool):
+        self.conv, self.pool = conv, pool
+        self.plans: dict[tuple, PhaseConvPlan | None] = {}
+        self.active: PhaseConvPlan | None = None  # the plan of the last forward, if it ran as a unit
+
+    def _plan(self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> PhaseConvPlan | None:
+        key = (x.shape, x.dtype, w.shape, w.dtype, b is None)
+        if key in self.plans:
+            return self.plans[key]
+        plan = None
+        conv = self.conv
+        fits = (x.ndim == 4 and x.dtype in (np.float32, np.float64) and w.dtype == x.dtype
+                and (b is None or b.dtype == x.dtype) and conv.group == 1 and conv.act is None and conv.pool is None)
+        if fits:
+            kernel, strides, dilations, begins, ends, _, out_sizes = conv._fit(x, w.shape)  # (its checks)
+            channels = x.shape[1]
+            fits = (list(strides) == [1, 1] and list(dilations) == [1, 1] and all(o % 2 == 0 for o in out_sizes)
+                    and (b is None or b.size == w.shape[0])
+                    # channels-last columns (wide kernel rows of many channels) beat this layout's im2col
+                    and kernel[1] * channels < CHANNELS_LAST_MIN_RUN)
+            if fits:
+                batch = x.shape[0]
+                out_h, out_w = out_sizes
+                run = (out_h // 2) * batch * (out_w // 2 + kernel[1] // 2)
+                kept = (channels * math.prod(kernel) + 1) * 4 * run * x.dtype.itemsize
+                if kept <= KEPT_BYTES:  # (which bounds every buffer of the unit)
+                    plan = PhaseConvPlan(x.shape, x.dtype, w.shape, b is not None, begins, ends)
+        if len(self.plans) > 8:
+            self.plans.clear()
+        self.plans[key] = plan
+        return plan
+
+    def forward(self, x, w, b=None):
+        """The block's forward: relu(maxpool(conv(x))) through the unit, or None when it does not apply."""
+        self.active = None
+        with self.conv.lock:
+            plan = self._plan(x, w, b)
+            if plan is None:
+                return None
+            matrix = w.reshape(w.shape[0], -1)
+            if b is not None:
+                matrix = np.concatenate([matrix, b.reshape(-1, 1)], axis=1)
+            y = plan.forward(x, np.ascontiguousarray(matrix))
+        self.active = plan
+        return y
+
+    def backward(self, x, w, b, y, dy, want_x: bool, want_w: bool, want_b: bool) -> list:
+        """[dX, dW, dB] (None where not wanted) of the block run by the last ``forward`` on ``x`` giving ``y``."""
+        plan = self.active
+        assert plan is not None and plan.source is x and plan.output is y
+        with self.conv.lock:
+            dw, db, phased = plan.weight_grad(dy.astype(x.dtype, copy=False))
+            dx = None
+            if want_x:
+                dx = self.conv._input_grad(x, w, plan.output_grad(phased))
+        return [dx, dw.reshape(w.shape) if want_w else None,
+                db.reshape(b.shape) if want_b and db is not None else None]
+
+    def matches(self, x, y) -> bool:
+        plan = self.active
+        return plan is not None and plan.source is x and plan.output is y
+
