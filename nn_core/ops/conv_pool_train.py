@@ -10,16 +10,17 @@ parity), are four separate planes. Then
   order, as MaxPool's rule and torch route it) is comparisons of the same planes, kept as a one-hot mask of
   the four phases that is also zero where the ReLU output is 0;
 * the backward multiplies the pooled gradient by that mask, which *is* the convolution's output gradient in
-  the phase order, and dW is a matmul per (phase, pooled row) with the forward's own columns (kept; the order
-  of positions does not matter to dW): no full-size gradient in NCHW order, no second im2col.
+  the phase order, and dW is a matmul per phase with the same columns, made again chunk by chunk (the order
+  of positions does not matter to dW): no full-size gradient in NCHW order, no pass over the convolution's
+  output outside the cache.
 
 The phase order comes from the input: split into its four (row, column) parity images, every (tap, phase) row
 of the columns is one contiguous run of a parity image (the full-width trick of conv.py: runs span whole rows of
 ``wide`` = pooled width + kernel width // 2 values; the extra positions are computed and never used, and their
-gradient is zero). LeNet-5's conv1 block, batch 128: forward 2.8 -> 2.7 ms, backward 4.6 -> 2.2 ms (pool1's
-rule and conv1's dW; one thread). Only unit strides and dilations, one group, 2-D, an even output, a MaxPool
-of 2x2 windows at stride 2 without padding, and few input channels (where conv.py would pick NCHW columns);
-anything else keeps the node-by-node path.
+gradient is zero). A LeNet-5 training step (batch 128, one thread) takes 0.75-0.89 of its node-by-node time
+(the two alternated in one process on a busy machine). Only unit strides and dilations, one group, 2-D, an
+even output, a MaxPool of 2x2 windows at stride 2 without padding, and few input channels (where conv.py would
+pick NCHW columns); anything else keeps the node-by-node path.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ import numpy as np
 from .conv import CHANNELS_LAST_MIN_RUN
 from .windows import checked_windows
 
-# the forward's GEMM and pooling go through the batch in chunks of about this many bytes of conv output
-CHUNK_BYTES = 1024 * 1024
+# the batch goes through in chunks of pooled rows of about this many bytes of columns and convolution output
+CHUNK_BYTES = 2 * 1024 * 1024
 # the kept columns of a batch may take at most this much memory (beyond it the node-by-node path runs)
 KEPT_BYTES = 64 * 1024 * 1024
 
@@ -50,17 +51,19 @@ class PhaseConvPlan:
     """The unit for one input shape (and weight shape, dtype, bias or not): buffers and views, reused.
 
     Layouts, chosen so that every elementwise pass runs over whole contiguous arrays (NumPy's fast loops need
-    that; the same pass over rows of a strided array measured three times slower):
+    that; the same pass over rows of a strided array measured three times slower) and the batch goes through
+    a few pooled rows (of every image) at a time, in cache:
 
     * the input's four parity images, (channel, parity, row, image, column): a parity image's row of every
       image in turn, ``wide`` values each; only the places that hold input values are ever written, the
       padding and spare entries stay zero;
-    * the columns, (phase, channel * kh * kw [+ ones], pooled row, image, column): the row of one (tap, phase)
-      is a single contiguous run of a parity image (``pooled rows * batch * wide`` values), so im2col is a
-      few block copies;
-    * the convolution's output, (phase, pooled row, channel, image, column): one matmul per (phase, pooled
-      row), a few pooled rows at a time, and the pooling is elementwise over whole phase planes of them, in
-      cache; the masks and the pooled gradient are (pooled row, channel, image, column) arrays.
+    * a chunk's columns, (phase, channel * kh * kw [+ ones], pooled row, image, column): the row of one
+      (tap, phase) is a single contiguous run of a parity image, so im2col is a few block copies; made again
+      by the backward (keeping the batch's columns, 12 MB for LeNet's conv1 at batch 128, measured slower on
+      a busy machine: they leave the cache);
+    * the convolution's output of a chunk, (phase, channel, pooled row, image, column): one matmul per phase,
+      and the pooling is elementwise over whole phase planes; the masks and the pooled gradient are kept per
+      chunk in the same (channel, pooled row, image, column) order.
     """
 
     def __init__(self, x_shape, dtype, weight_shape, has_bias: bool, begins, ends):
@@ -72,12 +75,15 @@ class PhaseConvPlan:
         self.pooled = qh, qw = out_h // 2, out_w // 2
         self.wide = wide = qw + kw // 2  # a phase image's row: the pooled width and the kernel's reach
         self.line = line = batch * wide  # one row of every image
-        self.run_length = run = qh * line  # the positions of one phase
-        rows = qh + kh // 2 + 1  # one spare row: the last run's unused tail reads into it
         self.k = channels * kh * kw
         k1 = self.k + has_bias
         self.has_bias = has_bias
         item = np.dtype(dtype).itemsize
+        # pooled rows per chunk: its columns and convolution output in cache
+        self.span = span = max(1, min(qh, CHUNK_BYTES // max(1, 4 * (k1 + out_channels) * line * item)))
+        self.chunks = [(start, min(qh, start + span)) for start in range(0, qh, span)]
+        # spare rows: a last, partial chunk's views still span whole chunks, and a run's unused tail reads on
+        rows = len(self.chunks) * span + kh // 2 + 1
         self.phases = np.zeros((channels, 4, rows, batch, wide), dtype)
         self.fills = []  # (target view, source index) per parity
         for a in range(2):
@@ -90,11 +96,13 @@ class PhaseConvPlan:
                 count_s = len(range(x0, width, 2))
                 self.fills.append((self.phases[:, 2 * a + b, r0:r0 + count_r, :, s0:s0 + count_s],
                                    (slice(None), slice(None), slice(y0, None, 2), slice(x0, None, 2))))
+        run = span * line
         self.columns = np.empty((4, k1, run), dtype)
         if has_bias:
             self.columns[:, self.k] = 1
         # im2col: for output phase (py, px) and tap parity (e, f), the taps ky = 2t + e, kx = 2u + f read parity
-        # image ((py + e) % 2, (px + f) % 2) from row (py + e) // 2 + t, column (px + f) // 2 + u on
+        # image ((py + e) % 2, (px + f) % 2) from row (py + e) // 2 + t, column (px + f) // 2 + u on; the
+        # source views have a leading chunk axis (the chunk's first pooled row)
         self.copies = []
         flat_phases, flat_columns = self.phases.reshape(-1), self.columns.reshape(-1)
         for py in range(2):
@@ -107,51 +115,50 @@ class PhaseConvPlan:
                             continue
                         parity = 2 * ((py + e) % 2) + (px + f) % 2
                         start = (parity * rows + (py + e) // 2) * line + (px + f) // 2
-                        shape = (channels, taps_h, taps_w, run)
-                        source = checked_windows(flat_phases[start:], shape, tuple(v * item for v in (
-                            4 * rows * line, line, 1, 1)))
+                        source = checked_windows(flat_phases[start:], (len(self.chunks), channels, taps_h, taps_w,
+                                                                       run), tuple(v * item for v in (
+                            span * line, 4 * rows * line, line, 1, 1)))
                         offset = (phase * k1 + e * kw + f) * run
-                        target = checked_windows(flat_columns[offset:], shape, tuple(v * item for v in (
-                            kh * kw * run, 2 * kw * run, 2 * run, 1)), writeable=True)
+                        target = checked_windows(flat_columns[offset:], (channels, taps_h, taps_w, run), tuple(
+                            v * item for v in (kh * kw * run, 2 * kw * run, 2 * run, 1)), writeable=True)
                         self.copies.append((target, source))
-        # per phase and pooled row, the convolution's output rows (channel, image, column): the pooling goes
-        # through a few pooled rows at a time, in cache
-        self.span = span = max(1, min(qh, CHUNK_BYTES // max(1, 4 * out_channels * line * item)))
-        self.by_row = self.columns.reshape(4, k1, qh, line).transpose(0, 2, 1, 3)  # (phase, row, K, line)
-        self.product = np.empty((4, span, out_channels, line), dtype)
-        self.lower = np.empty((span, out_channels, line), dtype)
-        self.zeros = np.zeros((span, out_channels, line), dtype)
-        shape = (qh, out_channels, line)
-        self.upper = np.empty(shape, dtype)
-        self.top, self.left_top, self.left_bottom, self.positive = (np.empty(shape, np.bool_) for _ in range(4))
-        # the first maximum of each window, one-hot over the phases, and none where the ReLU output is 0
-        self.route = np.empty((4, *shape), np.bool_)
-        # the pooled gradient in the output's layout (pooled row, channel, image, column): zero past the pooled
-        # width, for good
-        self.pooled_grad = np.zeros((qh, out_channels, batch, wide), dtype)
+        self.product = np.empty((4, out_channels, run), dtype)
+        self.upper = np.empty((out_channels, run), dtype)
+        self.lower = np.empty((out_channels, run), dtype)
+        self.zeros = np.zeros((out_channels, run), dtype)
+        self.top, self.left_top, self.left_bottom, self.positive = (np.empty((out_channels, run), np.bool_)
+                                                                    for _ in range(4))
+        chunks = len(self.chunks)
+        # per chunk, the first maximum of each window, one-hot over the phases, none where the ReLU output is 0
+        self.route = np.empty((chunks, 4, out_channels, run), np.bool_)
+        # per chunk, the pooled gradient (channel, pooled row, image, column): zero past the pooled width, for good
+        self.pooled_grad = np.zeros((chunks, out_channels, span, batch, wide), dtype)
+        self.phased = np.empty((4, out_channels, run), dtype)
         self.source: np.ndarray | None = None  # the input of the last forward
         self.output: np.ndarray | None = None  # and its output (the gradient goes back only for these two)
+
+    def _im2col(self, chunk: int, count: int) -> np.ndarray:
+        """The columns of chunk ``chunk`` (``count`` pooled rows), (phase, K, count * line)."""
+        length = count * self.line
+        for target, source in self.copies:
+            np.copyto(target[..., :length], source[chunk, ..., :length])
+        return self.columns[..., :length]
 
     def forward(self, x: np.ndarray, matrix: np.ndarray) -> np.ndarray:
         """relu(maxpool(conv(x))) with ``matrix`` the weight (M, C * kh * kw [+ bias column])."""
         for target, index in self.fills:
             np.copyto(target, x[index].transpose(1, 2, 0, 3))
-        for target, source in self.copies:
-            np.copyto(target, source)
+        batch, m, wide = x.shape[0], self.out_channels, self.wide
         qh, qw = self.pooled
-        batch, m = x.shape[0], self.out_channels
-        # the output in NCHW order: the next layer reads it fastest so (a view of the phase layout measured
-        # +0.6 ms in LeNet's conv2 forward and as much in its dW, against 0.2 ms for this copy)
         y = np.empty((batch, m, qh, qw), x.dtype)
-        upper_all = self.upper
-        for start in range(0, qh, self.span):
-            stop = min(qh, start + self.span)
+        for chunk, (start, stop) in enumerate(self.chunks):
             count = stop - start
-            product = self.product[:, :count]
-            np.matmul(matrix, self.by_row[:, start:stop], out=product)
+            length = count * self.line
+            product = self.product[..., :length]
+            np.matmul(matrix, self._im2col(chunk, count), out=product)
             p0, p1, p2, p3 = product
-            upper, lower = upper_all[start:stop], self.lower[:count]
-            top, left_top, left_bottom, positive = (a[start:stop] for a in (self.top, self.left_top,
+            upper, lower = self.upper[:, :length], self.lower[:, :length]
+            top, left_top, left_bottom, positive = (a[:, :length] for a in (self.top, self.left_top,
                                                                             self.left_bottom, self.positive))
             np.maximum(p0, p1, out=upper)
             np.maximum(p2, p3, out=lower)
@@ -160,46 +167,48 @@ class PhaseConvPlan:
             np.greater_equal(p2, p3, out=left_bottom)
             np.maximum(upper, lower, out=upper)
             np.greater(upper, 0, out=positive)  # where the ReLU passes the gradient
-            np.maximum(upper, self.zeros[:count], out=upper)
-            route = self.route[:, start:stop]
+            np.maximum(upper, self.zeros[:, :length], out=upper)
+            route = self.route[chunk, :, :, :length]
             np.logical_and(top, positive, out=top)
             np.greater(positive, top, out=positive)  # positive, and the maximum in the lower row
             np.logical_and(top, left_top, out=route[0])
             np.greater(top, left_top, out=route[1])
             np.logical_and(positive, left_bottom, out=route[2])
             np.greater(positive, left_bottom, out=route[3])
-            np.copyto(y[:, :, start:stop], upper.reshape(count, m, batch, self.wide).transpose(2, 1, 0, 3)[..., :qw])
+            np.copyto(y[:, :, start:stop], upper.reshape(m, count, batch, wide).transpose(2, 0, 1, 3)[..., :qw])
         self.source, self.output = x, y
         return y
 
-    def weight_grad(self, dy: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-        """(dW (M, C * kh * kw), dB or None, the convolution's output gradient in phase order) from the pooled
-        output gradient ``dy``: routed to each window's first maximum where the ReLU passed it."""
-        qw = self.pooled[1]
-        grad = self.pooled_grad
-        np.copyto(grad[..., :qw], dy.transpose(2, 1, 0, 3))
-        phased = np.empty(self.route.shape, dy.dtype)
-        flat = grad.reshape(1, *self.route.shape[1:])
-        if np.isfinite(grad).all():
-            np.multiply(flat, self.route, out=phased)
-        else:  # 0 * inf would be NaN off the route
-            phased.fill(0)
-            np.copyto(phased, flat, where=self.route)
-        # one matmul per (phase, pooled row): (channel, batch * wide) by (batch * wide, K)
-        product = np.matmul(phased, self.by_row.transpose(0, 1, 3, 2)).sum(axis=(0, 1))
-        dw = np.ascontiguousarray(product[:, :self.k])
-        return dw, (product[:, self.k] if self.has_bias else None), phased
-
-    def output_grad(self, phased: np.ndarray) -> np.ndarray:
-        """The convolution's output gradient in NCHW order, from the phase order (for dX)."""
-        m, batch = self.out_channels, self.batch
+    def weight_grad(self, dy: np.ndarray, want_output_grad: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(dW (M, C * kh * kw), dB or None, the convolution's output gradient in NCHW order if wanted) from
+        the pooled output gradient ``dy``: routed to each window's first maximum where the ReLU passed it."""
+        batch, m, wide = dy.shape[0], self.out_channels, self.wide
         qh, qw = self.pooled
-        out = np.empty((batch, m, 2 * qh, 2 * qw), phased.dtype)
-        blocks = out.reshape(batch, m, qh, 2, qw, 2)
-        for k in range(4):
-            np.copyto(blocks[:, :, :, k // 2, :, k % 2],
-                      phased[k].reshape(qh, m, batch, self.wide).transpose(2, 1, 0, 3)[..., :qw])
-        return out
+        finite = bool(np.isfinite(dy).all())
+        product = np.zeros((m, self.columns.shape[1]), dy.dtype)
+        out = np.empty((batch, m, 2 * qh, 2 * qw), dy.dtype) if want_output_grad else None
+        for chunk, (start, stop) in enumerate(self.chunks):
+            count = stop - start
+            length = count * self.line
+            grad = self.pooled_grad[chunk, :, :count]
+            np.copyto(grad[..., :qw], dy[:, :, start:stop].transpose(1, 2, 0, 3))
+            flat = grad.reshape(1, m, length)
+            route, phased = self.route[chunk, :, :, :length], self.phased[..., :length]
+            if finite:
+                np.multiply(flat, route, out=phased)
+            else:  # 0 * inf would be NaN off the route
+                phased.fill(0)
+                np.copyto(phased, flat, where=route)
+            # one matmul per phase: (channel, positions) by (positions, K)
+            product += np.matmul(phased, self._im2col(chunk, count).transpose(0, 2, 1)).sum(axis=0)
+            if out is not None:
+                blocks = out[:, :, 2 * start:2 * stop].reshape(batch, m, count, 2, qw, 2)
+                for k in range(4):
+                    np.copyto(blocks[:, :, :, k // 2, :, k % 2],
+                              phased[k].reshape(m, count, batch, wide).transpose(2, 0, 1, 3)[..., :qw])
+        dw = np.ascontiguousarray(product[:, :self.k])
+        return dw, (product[:, self.k] if self.has_bias else None), out
 
 
 class ConvReluPool:
@@ -257,10 +266,8 @@ class ConvReluPool:
         plan = self.active
         assert plan is not None and plan.source is x and plan.output is y
         with self.conv.lock:
-            dw, db, phased = plan.weight_grad(dy.astype(x.dtype, copy=False))
-            dx = None
-            if want_x:
-                dx = self.conv._input_grad(x, w, plan.output_grad(phased))
+            dw, db, out_grad = plan.weight_grad(dy.astype(x.dtype, copy=False), want_x)
+            dx = None if out_grad is None else self.conv._input_grad(x, w, out_grad)
         return [dx, dw.reshape(w.shape) if want_w else None,
                 db.reshape(b.shape) if want_b and db is not None else None]
 
