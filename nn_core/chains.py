@@ -23,40 +23,61 @@ import numpy as np
 from .ops.conv import Activation, make_activation
 from .optimize import FUSABLE_ACTIVATIONS, activation_params
 
-# kernels whose result is always a new array that nothing else holds (multi-input Sum/Max/Min: a single input
+# kernels whose result is always a new array that nothing else holds, or a view of one (Conv: its plans write a
+# fresh output, and a full-width plan hands back a strided view of it; multi-input Sum/Max/Min: a single input
 # is handed back as it is, so those need two or more)
-FRESH_RESULTS = {"Add", "Sub", "Mul", "Div", "MatMul", "Gemm", "BatchNormalization"}
+FRESH_RESULTS = {"Add", "Sub", "Mul", "Div", "MatMul", "Gemm", "BatchNormalization", "Conv"}
 FRESH_WITH_TWO_INPUTS = {"Sum", "Max", "Min"}
 # followers with a constant operand, applied in place with their ufunc (Div: float division only, checked)
 IN_PLACE_BINARY: dict[str, np.ufunc] = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply,
-                                        "Div": np.divide}
+                                        "Div": np.divide, "Sum": np.add}
+# one-input followers: in place where the kernel is that ufunc on a float array, else their kernel (erf,
+# sigmoid: a new array, but no step of their own)
+IN_PLACE_UNARY: dict[str, np.ufunc | None] = {"Exp": np.exp, "Tanh": np.tanh, "Neg": np.negative, "Abs": np.abs,
+                                              "Sqrt": np.sqrt, "Erf": None, "Sigmoid": None}
 
 
 class _Binary:
-    """``y <op> constant`` (or ``constant <op> y``) in place when that is what the kernel computes."""
+    """``y <op> other`` (or ``other <op> y``) in place when that is what the kernel computes; ``other`` is a
+    constant, or (``side`` set) the chain step's run-time argument at that index."""
 
-    def __init__(self, kernel: Any, ufunc: np.ufunc, constant: np.ndarray, y_first: bool):
-        self.kernel, self.ufunc, self.constant, self.y_first = kernel, ufunc, constant, y_first
-        self.fits: dict[tuple, bool] = {}  # (shape, dtype) of y -> in place computes the same
+    def __init__(self, kernel: Any, ufunc: np.ufunc, constant: np.ndarray | None, y_first: bool,
+                 side: int | None = None):
+        self.kernel, self.ufunc, self.constant, self.y_first, self.side = kernel, ufunc, constant, y_first, side
+        self.fits: dict[tuple, bool] = {}  # shapes and dtypes of y and the other operand -> in place is the same
 
-    def _fits(self, y: np.ndarray) -> bool:
-        key = (y.shape, y.dtype)
+    def _fits(self, y: np.ndarray, other: np.ndarray) -> bool:
+        key = (y.shape, y.dtype, other.shape, other.dtype)
         fits = self.fits.get(key)
         if fits is None:
-            c = self.constant
-            fits = (y.dtype.kind == "f" and c.dtype == y.dtype and c.ndim <= y.ndim
-                    and all(n in (1, m) for n, m in zip(c.shape[::-1], y.shape[::-1])))
+            fits = (y.dtype.kind == "f" and other.dtype == y.dtype and other.ndim <= y.ndim
+                    and all(n in (1, m) for n, m in zip(other.shape[::-1], y.shape[::-1])))
             if len(self.fits) > 16:
                 self.fits.clear()
             self.fits[key] = fits
         return fits
 
-    def __call__(self, y: Any) -> Any:
-        if type(y) is np.ndarray and y.flags.writeable and self._fits(y):
+    def __call__(self, y: Any, args: tuple) -> Any:
+        other = self.constant if self.side is None else args[self.side]
+        if type(y) is np.ndarray and type(other) is np.ndarray and y.flags.writeable and self._fits(y, other) \
+                and not np.may_share_memory(y, other):
             if self.y_first:
-                return self.ufunc(y, self.constant, out=y)
-            return self.ufunc(self.constant, y, out=y)
-        return self.kernel.run(y, self.constant) if self.y_first else self.kernel.run(self.constant, y)
+                return self.ufunc(y, other, out=y)
+            return self.ufunc(other, y, out=y)
+        return self.kernel.run(y, other) if self.y_first else self.kernel.run(other, y)
+
+
+class _Unary:
+    """A one-input elementwise follower: its ufunc in place on a writeable float array, else its kernel."""
+
+    def __init__(self, kernel: Any, ufunc: np.ufunc | None):
+        self.kernel, self.ufunc = kernel, ufunc
+
+    def __call__(self, y: Any, args: tuple) -> Any:
+        if self.ufunc is not None and type(y) is np.ndarray and y.flags.writeable and y.dtype.kind == "f" \
+                and y.ndim:
+            return self.ufunc(y, out=y)
+        return self.kernel.run(y)
 
 
 class _Activated:
@@ -65,7 +86,7 @@ class _Activated:
     def __init__(self, kernel: Any, act: Activation):
         self.kernel, self.act = kernel, act
 
-    def __call__(self, y: Any) -> Any:
+    def __call__(self, y: Any, args: tuple) -> Any:
         if type(y) is np.ndarray and y.flags.writeable and y.dtype.kind == "f" and y.ndim:
             self.act(y)
             return y
@@ -73,40 +94,50 @@ class _Activated:
 
 
 class ChainKernel:
-    """The head's kernel, then each follower on its result. ``head`` is kept for what the plan reports."""
+    """The head's kernel on the first ``head_args`` arguments, then each follower on its result (followers
+    with a run-time operand read it from the later arguments)."""
 
     foldable = False
 
-    def __init__(self, head: Any, followers: list[Callable[[Any], Any]]):
-        self.head, self.followers = head, followers
+    def __init__(self, head: Any, head_args: int, followers: list[Callable[[Any, tuple], Any]]):
+        self.head, self.head_args, self.followers = head, head_args, followers
         self.node = head.node
 
     def run(self, *args: Any) -> Any:
-        y = self.head.run(*args)
+        y = self.head.run(*args[: self.head_args])
         for follower in self.followers:
-            y = follower(y)
+            y = follower(y, args)
         return y
 
 
-def _follower(step: Any, produced: str, constants: dict[str, np.ndarray]) -> Callable[[Any], Any] | None:
-    """How the step ``step`` (the only reader of ``produced``) runs as a follower, or None if it cannot."""
+def _follower(step: Any, produced: str, constants: dict[str, np.ndarray], chain_inputs: list[str],
+              ready: Callable[[str], bool]) -> Callable[[Any, tuple], Any] | None:
+    """How ``step`` (the only reader of ``produced``) runs as a follower, or None if it cannot. A run-time
+    operand is appended to ``chain_inputs`` (the chain step's inputs); it must be ``ready`` (computed before
+    the chain's head runs, since the chain runs in the head's place)."""
     node = step.node
-    if len(step.outputs) != 1 or not step.outputs[0]:
+    if len(step.outputs) != 1 or not step.outputs[0] or node.domain not in ("", "ai.onnx"):
         return None
-    if node.op_type in FUSABLE_ACTIVATIONS and len([n for n in step.inputs if n]) >= 1 and \
-            step.inputs[0] == produced and all(n in constants for n in step.inputs[1:] if n):
+    if node.op_type in FUSABLE_ACTIVATIONS:
+        if step.inputs[0] != produced or not all(n in constants for n in step.inputs[1:] if n):
+            return None
         params = activation_params(node, constants)
         act = None if params is None else make_activation(FUSABLE_ACTIVATIONS[node.op_type], params)
         return None if act is None else _Activated(step.kernel, act)
+    if node.op_type in IN_PLACE_UNARY:
+        return _Unary(step.kernel, IN_PLACE_UNARY[node.op_type]) if step.inputs == [produced] else None
     ufunc = IN_PLACE_BINARY.get(node.op_type)
-    if ufunc is None or len(step.inputs) != 2 or node.domain not in ("", "ai.onnx"):
+    if ufunc is None or len(step.inputs) != 2 or not all(step.inputs):
         return None
     first, second = step.inputs
-    if first == produced and second in constants and second != produced:
-        return _Binary(step.kernel, ufunc, constants[second], True)
-    if second == produced and first in constants:
-        return _Binary(step.kernel, ufunc, constants[first], False)
-    return None
+    y_first = first == produced
+    other = second if y_first else first
+    if other in constants:
+        return _Binary(step.kernel, ufunc, constants[other], y_first)
+    if not ready(other):
+        return None
+    chain_inputs.append(other)
+    return _Binary(step.kernel, ufunc, None, y_first, side=len(chain_inputs) - 1)
 
 
 def _fresh_head(step: Any) -> bool:
@@ -127,17 +158,21 @@ def fuse_chains(steps: list[Any], constants: dict[str, np.ndarray], graph_output
         for name in step.inputs:
             if name:
                 readers.setdefault(name, []).append(step)
+    producer = {name: index for index, step in enumerate(steps) for name in step.outputs if name}
     dropped: set[int] = set()
-    for step in steps:
+    for head_index, step in enumerate(steps):
         if id(step) in dropped or not _fresh_head(step):
             continue
-        followers, kinds = [], []
+
+        def ready(name: str, head_index: int = head_index) -> bool:
+            return producer.get(name, -1) < head_index
+        followers, kinds, chain_inputs = [], [], list(step.inputs)
         produced = step.outputs[0]
         while produced and produced not in graph_outputs:
             users = readers.get(produced, [])
             if len(users) != 1 or users[0].inputs.count(produced) != 1 or id(users[0]) in dropped:
                 break
-            follower = _follower(users[0], produced, constants)
+            follower = _follower(users[0], produced, constants, chain_inputs, ready)
             if follower is None:
                 break
             followers.append(follower)
@@ -145,7 +180,8 @@ def fuse_chains(steps: list[Any], constants: dict[str, np.ndarray], graph_output
             dropped.add(id(users[0]))
             produced = users[0].outputs[0]
         if followers:
-            step.kernel = ChainKernel(step.kernel, followers)
+            step.kernel = ChainKernel(step.kernel, len(step.inputs), followers)
+            step.inputs = chain_inputs
             step.outputs = [produced]
             step.fused = (*step.fused, *kinds)
     return [s for s in steps if id(s) not in dropped]
