@@ -306,7 +306,7 @@ class DynamicQuantizeMatMul(MatMulIntegerToFloat):
         scale = a_scale * b_scale  # float32, as the unfused graph's Mul of the two scales
         rows = a.reshape(-1, shape[-1]) if a.ndim != 2 else a
         count = rows.shape[0]
-        if count <= self.ROW_BLOCK and self.one_slice:  # batch 1: the fewest calls (no slicing, no plan lookup)
+        if count <= self.ROW_BLOCK and self.one_slice:  # one row block (batch 1): the fewest calls, no lookups
             centred = np.divide(rows, a_scale)
             np.rint(centred, out=centred)
             _clip(centred, -zp, _255 - zp, out=centred)
