@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from .chains import fuse_chains
 from .errors import ModelError, UnsupportedOperatorError
 from .graph import Graph, NodeInfo
 from .ops.depthwise import batch1_kernel
@@ -215,7 +214,6 @@ class FastPlan:
                       absorbed(n)) for n in nodes]
         steps = fuse_activations(steps, consts, outputs)
         steps = fuse_pools(steps, outputs)
-        steps = fuse_chains(steps, consts, outputs)
         self.steps = drop_dead_steps(steps, outputs)
         self.input_names = [v.name for v in graph.inputs]
         self.output_names = [v.name for v in graph.outputs]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 from helpers import make_model, tensor_info
-from onnx import TensorProto, helper
+from onnx import helper
 
 import nn_core
 
@@ -235,88 +235,3 @@ def test_affine_after_conv_is_left_alone_when_it_is_not_per_channel_or_not_the_o
         traced, _ = model.run_traced({"x": image})
         for name, value in model.run({"x": image}).items():
             np.testing.assert_allclose(value, traced[name], rtol=1e-5, atol=1e-5)
-
-
-def _chain_model(nodes, inputs, outputs, weights, opset=13):
-    return _load(make_model(nodes, inputs, outputs, weights, opset=opset))
-
-
-def test_elementwise_chain_after_a_fresh_result_is_one_step_bit_for_bit():
-    rng = np.random.default_rng(16)
-    weights = {"w": rng.standard_normal((5, 4)).astype(np.float32), "c": rng.standard_normal(4).astype(np.float32),
-               "s": np.array(0.5, np.float32), "d": rng.standard_normal((1, 4)).astype(np.float32)}
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "c"], ["a"]),
-             helper.make_node("Sub", ["s", "a"], ["b"]),  # the constant first: c - y in place
-             helper.make_node("Div", ["b", "d"], ["e"]), helper.make_node("Relu", ["e"], ["y"])]
-    model = _chain_model(nodes, [tensor_info("x", [3, 5])], [tensor_info("y", None)], weights)
-    (step,) = model._fast_plan().steps
-    assert step.label == "MatMul+Add+Sub+Div+Relu"
-    x = rng.standard_normal((3, 5)).astype(np.float32)
-    traced, records = model.run_traced({"x": x})
-    assert [r.op_type for r in records] == ["MatMul", "Add", "Sub", "Div", "Relu"]
-    got = model.run({"x": x})["y"]
-    assert got.dtype == np.float32 and np.array_equal(got, traced["y"])
-
-
-def test_chain_followers_fall_back_to_their_kernels_where_in_place_would_differ():
-    rng = np.random.default_rng(17)
-    # an integer Add, then a constant that grows the result: both out of place, values as unfused
-    nodes = [helper.make_node("Add", ["x", "x"], ["a"]), helper.make_node("Div", ["a", "k"], ["b"]),
-             helper.make_node("Add", ["b", "g"], ["y"])]
-    weights = {"k": np.array(3, np.int64), "g": np.arange(6, dtype=np.int64).reshape(2, 1, 3)}
-    model = _chain_model(nodes, [tensor_info("x", [4, 3], TensorProto.INT64)], [tensor_info("y", None)], weights)
-    assert len(model._fast_plan().steps) == 1
-    x = rng.integers(-50, 50, (4, 3)).astype(np.int64)
-    traced, _ = model.run_traced({"x": x})
-    got = model.run({"x": x})["y"]
-    assert got.shape == (2, 4, 3) and np.array_equal(got, traced["y"])
-    nodes = [helper.make_node("Mul", ["x", "x"], ["a"]), helper.make_node("Add", ["a", "g"], ["y"])]
-    model = _chain_model(nodes, [tensor_info("x", [4, 3])], [tensor_info("y", None)],
-                         {"g": rng.standard_normal((2, 4, 3)).astype(np.float32)})
-    x = rng.standard_normal((4, 3)).astype(np.float32)
-    assert np.array_equal(model.run({"x": x})["y"], model.run_traced({"x": x})[0]["y"])
-
-
-def test_no_chain_through_an_input_handed_back_a_graph_output_or_a_shared_value():
-    rng = np.random.default_rng(18)
-    x = rng.standard_normal((2, 3)).astype(np.float32)
-    kept = x.copy()
-    # Sum of one input hands that input back: a Relu after it must not write into the caller's array
-    model = _chain_model([helper.make_node("Sum", ["x"], ["s"]), helper.make_node("Relu", ["s"], ["y"])],
-                         [tensor_info("x", [2, 3])], [tensor_info("y", None)], {})
-    np.testing.assert_array_equal(model.run({"x": x})["y"], np.maximum(kept, 0))
-    np.testing.assert_array_equal(x, kept)
-    nodes = [helper.make_node("Add", ["x", "x"], ["a"]), helper.make_node("Relu", ["a"], ["y"]),
-             helper.make_node("Neg", ["a"], ["z"])]
-    model = _chain_model(nodes, [tensor_info("x", [2, 3])], [tensor_info("y", None), tensor_info("z", None)], {})
-    assert [s.label for s in model._fast_plan().steps] == ["Add", "Relu", "Neg"]
-    out = model.run({"x": x})
-    np.testing.assert_array_equal(out["z"], -(kept + kept))
-    nodes = [helper.make_node("Add", ["x", "x"], ["a"]), helper.make_node("Relu", ["a"], ["y"])]
-    model = _chain_model(nodes, [tensor_info("x", [2, 3])], [tensor_info("a", None), tensor_info("y", None)], {})
-    out = model.run({"x": x})
-    assert len(model._fast_plan().steps) == 2
-    np.testing.assert_array_equal(out["a"], kept + kept)
-
-
-def test_chain_with_a_run_time_operand_computed_before_the_head():
-    rng = np.random.default_rng(19)
-    weights = {"w": rng.standard_normal((3, 3, 3, 3)).astype(np.float32), "r": np.array(1.41421356, np.float32),
-               "one": np.array(1.0, np.float32), "half": np.array(0.5, np.float32)}
-    nodes = [helper.make_node("Neg", ["x"], ["skip"]),
-             helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
-             helper.make_node("Add", ["c", "skip"], ["s"]), helper.make_node("Relu", ["s"], ["h"]),
-             # a GELU as torch exports it: x/sqrt(2) -> Erf -> +1 -> * x -> * 0.5
-             helper.make_node("Div", ["h", "r"], ["t"]), helper.make_node("Erf", ["t"], ["e"]),
-             helper.make_node("Add", ["e", "one"], ["f"]), helper.make_node("Mul", ["h", "f"], ["g"]),
-             helper.make_node("Mul", ["g", "half"], ["y"]),
-             # a residual whose skip is made after the head: no chain through it
-             helper.make_node("Mul", ["y", "y"], ["p"]), helper.make_node("Exp", ["y"], ["late"]),
-             helper.make_node("Add", ["p", "late"], ["z"])]
-    model = _chain_model(nodes, [tensor_info("x", [1, 3, 5, 5])], [tensor_info("z", None)], weights)
-    labels = [step.label for step in model._fast_plan().steps]
-    assert "Conv+Add+Relu" in labels and "Div+Erf+Add+Mul+Mul" in labels, labels
-    assert "Mul" in labels, labels  # p = y * y is not chained with the later Exp's output
-    x = rng.standard_normal((1, 3, 5, 5)).astype(np.float32)
-    traced, _ = model.run_traced({"x": x})
-    assert np.array_equal(model.run({"x": x})["z"], traced["z"])
