@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import ModelError, UnsupportedOperatorError
 from .graph import Graph, NodeInfo
-from .ops.depthwise import batch1_kernel
+from .ops.batch1 import batch1_kernel
 from .ops.quantized import fuse_qdq
 from .ops.registry import NodeSpec, Op, resolve
 from .optimize import (

@@ -88,8 +88,8 @@ def test_a_fused_activation_after_a_run_is_applied():
 
 
 def test_matmul_depthwise_matches_the_tap_by_tap_form():
+    from nn_core.ops.batch1 import MatmulDepthwisePlan
     from nn_core.ops.conv import _FlatDepthwisePlan, make_activation
-    from nn_core.ops.depthwise import MatmulDepthwisePlan
 
     rng = np.random.default_rng(7)
     cases = [((1, 8, 28, 28), (3, 3), (1, 1), (1, 1, 1, 1)), ((2, 5, 9, 11), (3, 3), (2, 1), (2, 0, 1, 3)),
@@ -110,7 +110,7 @@ def test_matmul_depthwise_matches_the_tap_by_tap_form():
 
 def test_fast_plan_runs_depthwise_as_matmul_and_the_traced_plan_keeps_every_node():
     from nn_core.builder import GraphBuilder
-    from nn_core.ops.depthwise import MatmulDepthwiseConv
+    from nn_core.ops.batch1 import MatmulDepthwiseConv
 
     b = GraphBuilder(input=("input", [None, 6, 12, 12]), seed=0, name="dw")
     x = b.relu(b.conv(b.input, 6, 3, pads=1, groups=6))
@@ -235,3 +235,32 @@ def test_affine_after_conv_is_left_alone_when_it_is_not_per_channel_or_not_the_o
         traced, _ = model.run_traced({"x": image})
         for name, value in model.run({"x": image}).items():
             np.testing.assert_allclose(value, traced[name], rtol=1e-5, atol=1e-5)
+
+
+def test_lean_conv_transpose_is_the_general_kernel_bit_for_bit():
+    from nn_core.ops.batch1 import LeanConvTranspose, batch1_kernel
+
+    rng = np.random.default_rng(20)
+    cases = [((1, 8, 7, 7), (8, 8, 2, 2), {"strides": [2, 2]}),
+             ((2, 8, 14, 14), (8, 4, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1], "output_padding": [1, 1]}),
+             ((1, 4, 5, 6), (4, 3, 2, 3), {"strides": [2, 3], "pads": [1, 0, 0, 2]}),
+             ((1, 4, 5), (4, 2, 3), {"strides": [1], "dilations": [2]}),
+             ((1, 6, 4, 4), (6, 2, 2, 2), {"strides": [2, 2], "group": 3}),
+             ((1, 2, 3, 3), (2, 2, 3, 3), {"strides": [2, 2], "output_shape": [6, 6]}),
+             ((1, 2, 3, 3), (2, 2, 2, 2), {"strides": [2, 2], "pads": [1, 0, 0, 1]})]
+    for x_shape, w_shape, attrs in cases:
+        x = rng.standard_normal(x_shape).astype(np.float32)
+        w = rng.standard_normal(w_shape).astype(np.float32)
+        out_channels = w_shape[1] * attrs.get("group", 1)
+        for bias in (None, rng.standard_normal(out_channels).astype(np.float32)):
+            names = ["x", "w"] + (["b"] if bias is not None else [])
+            inputs = [x, w] + ([bias] if bias is not None else [])
+            node = helper.make_node("ConvTranspose", names, ["y"], **attrs)
+            general = _kernel(node, inputs, (1, 2))
+            lean = batch1_kernel(general)
+            assert type(lean) is LeanConvTranspose
+            for kernel in (general, lean):
+                kernel.fuse_activation("relu", {})
+            for _ in range(2):
+                want, got = general.run(*inputs), lean.run(*inputs)
+                assert got.shape == want.shape and np.array_equal(got, want), (x_shape, attrs, bias is None)

@@ -1,4 +1,7 @@
-"""Depthwise 2-D convolution as im2col + one batched BLAS matmul over the channels, for the fast inference plan.
+"""Kernels the fast inference plan swaps in at batch 1 (``batch1_kernel``): the same operators with layouts and
+per-shape preparation that suit a small batch; the traced and gradient plans keep the registry's kernels.
+
+Depthwise 2-D convolution as im2col + one batched BLAS matmul over the channels.
 
 A depthwise convolution does few multiply-adds per output (one per kernel tap), so the tap-by-tap form of
 conv.py (_FlatDepthwisePlan: per tap, one multiply and one add over the whole image) is bound by NumPy passes over
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .conv import Activation, Conv, _FlatDepthwisePlan, _PaddedScratch, conv_out_sizes
+from .conv import Activation, Conv, ConvTranspose, _FlatDepthwisePlan, _PaddedScratch, conv_out_sizes
 from .registry import Op
 from .windows import checked_windows
 
@@ -105,9 +108,92 @@ class MatmulDepthwiseConv(Conv):
             raise self.fail(f"input {x.shape}, kernel {kernel}: {exc}") from None
 
 
+class LeanConvTranspose(ConvTranspose):
+    """ConvTranspose with constant weights whose per-shape layout is made once: the scatter-add's tap indices and
+    crop (the general kernel rebuilds them in Python on every call), and for side-by-side kernels (strides equal
+    to the kernel, no dilation, output padding or negative pads: a U-Net's 2x2 up-convolution) no scatter at
+    all -- every output pixel comes from exactly one patch value, so the patches are laid out by one transposed
+    copy that also adds the bias. The same operations on the same values as ConvTranspose.run: bit-identical."""
+
+    def __init__(self, node):
+        super().__init__(node)
+        self.layouts: dict[tuple, tuple] = {}
+
+    def _layout(self, x_shape: tuple[int, ...]) -> tuple:
+        key = (x_shape, tuple(self.weight_shape))
+        with self.lock:
+            geometry = self.geometries.get(key)
+            if geometry is None:
+                geometry = self.geometries[key] = self._geometry(x_shape, tuple(self.weight_shape))
+        kernel, strides, dilations, begins, out, room, shift = geometry
+        batch, channels, *in_sizes = x_shape
+        rank, out_channels = len(in_sizes), self.group * self.weight_shape[1]
+        steps = list(zip(strides, kernel, dilations, strict=True))
+        full = [s * (n - 1) + (k - 1) * d + 1 for (s, k, d), n in zip(steps, in_sizes, strict=True)]
+        side_by_side = all(s == k and (d == 1 or k == 1) for s, k, d in steps) and not any(shift) \
+            and list(room) == full
+        crop = (slice(None), slice(None)) + tuple(slice(sh + b, sh + b + o)
+                                                  for sh, b, o in zip(shift, begins, out, strict=True))
+        if side_by_side:
+            # patches (N, M, k..., n...) -> (N, M, n0, k0, n1, k1, ...): output pixel (i * k + t) is patch (t, i)
+            order = (0, 1) + tuple(a for axis in range(rank) for a in (2 + rank + axis, 2 + axis))
+            interleaved = (batch, out_channels) + tuple(v for n, k in zip(in_sizes, kernel, strict=True)
+                                                        for v in (n, k))
+            whole = all(b == 0 and o == f for b, o, f in zip(begins, out, full, strict=True))
+            return True, (order, interleaved, (batch, out_channels, *full), None if whole else crop)
+        taps = []
+        for tap in np.ndindex(*kernel):
+            index = tuple(slice(sh + t * d, sh + t * d + (n - 1) * s + 1, s)
+                          for sh, t, d, s, n in zip(shift, tap, dilations, strides, in_sizes, strict=True))
+            taps.append(((slice(None), slice(None)) + index, (slice(None), slice(None)) + tap))
+        return False, (taps, crop, (batch, out_channels, *room), (batch, out_channels, *kernel, *in_sizes))
+
+    def run(self, x, w, b=None):
+        if self.weight is None or (b is not None and self.bias is None):
+            return super().run(x, w, b)  # run-time weights or bias: the general kernel
+        key = (x.shape, x.dtype)
+        layout = self.layouts.get(key)
+        if layout is None:
+            layout = self._layout(x.shape)
+            if len(self.layouts) > 16:
+                self.layouts.clear()
+            self.layouts[key] = layout
+        weight, bias = self.weight, self.bias
+        batch, channels = x.shape[:2]
+        patches = np.matmul(weight, x.reshape(batch, self.group, channels // self.group, -1))
+        dtype = np.result_type(x.dtype, weight.dtype)
+        side_by_side, parts = layout
+        if side_by_side:
+            order, interleaved, full, crop = parts
+            laid = patches.reshape(interleaved[:2] + tuple(interleaved[3::2]) + tuple(interleaved[2::2]))
+            canvas = np.empty(interleaved, dtype)
+            if bias is not None:
+                rank = len(full) - 2
+                np.add(laid.transpose(order), bias.reshape(bias.shape[:1] + (1,) * (2 * rank)), out=canvas)
+            else:
+                np.copyto(canvas, laid.transpose(order))
+            y = canvas.reshape(full)
+            if crop is not None:
+                y = y[crop] if bias is not None else np.ascontiguousarray(y[crop])
+        else:
+            taps, crop, room, patch_shape = parts
+            patches = patches.reshape(patch_shape)
+            canvas = np.zeros(room, dtype=dtype)
+            for canvas_index, patch_index in taps:
+                canvas[canvas_index] += patches[patch_index]
+            y = canvas[crop]
+            y = y + bias if bias is not None else np.ascontiguousarray(y)
+        if self.act is not None:
+            self.act(y)
+        return y.astype(x.dtype, copy=False)
+
+
 def batch1_kernel(kernel: Op) -> Op:
     """The kernel the fast plan runs for a node: a constant-weight 2-D depthwise Conv becomes a
-    MatmulDepthwiseConv (built afresh from the same node, so with the same checks); anything else stays."""
+    MatmulDepthwiseConv, a constant-weight ConvTranspose a LeanConvTranspose (built afresh from the same node,
+    so with the same checks); anything else stays."""
+    if type(kernel) is ConvTranspose and kernel.weight is not None and kernel.act is None:
+        return LeanConvTranspose(kernel.node)
     if type(kernel) is not Conv or kernel.weight is None or kernel.act is not None or kernel.pool is not None:
         return kernel
     weight = kernel.weight
