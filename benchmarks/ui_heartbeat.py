@@ -79,6 +79,29 @@ class Watchdog:
                           f"  other threads:\n{others}", flush=True)
 
 
+class GcWatch:
+    """With --why: every garbage collection of 5 ms or more, with the thread it ran on and the phase (a full
+    collection holds the interpreter: whichever thread runs it, the UI thread waits)."""
+
+    def __init__(self, heart: Heartbeat, slow_ms: float = 5.0) -> None:
+        import gc
+        import threading
+
+        self.heart, self.slow_ms, self.threading = heart, slow_ms, threading
+        self.started: dict[int, float] = {}
+        self.slow: list[tuple[str, int, float, str]] = []  # (phase, generation, ms, thread)
+        gc.callbacks.append(self.callback)
+
+    def callback(self, stage: str, info: dict) -> None:
+        ident = self.threading.get_ident()
+        if stage == "start":
+            self.started[ident] = time.perf_counter()
+        elif ident in self.started:
+            ms = (time.perf_counter() - self.started.pop(ident)) * 1000
+            if ms >= self.slow_ms:
+                self.slow.append((self.heart.phase, info["generation"], ms, self.threading.current_thread().name))
+
+
 class Heartbeat:
     """Records the time between consecutive beats of a repeating 5 ms timer on the UI thread, per phase.
 
@@ -198,8 +221,10 @@ def main() -> int:
         QTest.qWait(50)
         lenet_rss = rss_mb()
         heart = Heartbeat(account=args.why)
+        collections = None
         if args.why:
             Watchdog(heart)
+            collections = GcWatch(heart)
         QTest.qWait(50)
         for name in args.models:
             latencies: list[float] = []
@@ -256,6 +281,9 @@ def main() -> int:
         print(f"{name}: {nodes} nodes, opened in {open_seconds:.2f} s (in the background); stroke -> bars {text}; "
               f"auto-detect reached {progress[0]}/{progress[1]} images before cancel; memory {rss:.0f} MB")
     print(f"memory: {lenet_rss:.0f} MB on LeNet-5 before, {back_rss:.0f} MB after switching back")
+    if collections is not None:
+        for phase, generation, ms, thread in collections.slow:
+            print(f"  garbage collection of generation {generation}: {ms:.0f} ms on {thread} during {phase}")
     print(f"load average (1, 5, 15 min): {' '.join(f'{v:.2f}' for v in load_before)} before, "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())} after; {os.cpu_count()} cores")
     worst = max(value for phase, value in heart.worst.items() if not phase.startswith("("))

@@ -819,6 +819,11 @@ class ActivationsView(QScrollArea):
         self.finish_build()
         return self._entries
 
+    @property
+    def building(self) -> bool:
+        """The current page's cards are still to be built (the view is hidden, or a build is under way)."""
+        return self._stale
+
     def finish_build(self) -> None:
         """Build the current page's cards now if they are not (scripts, tests, a node to reveal)."""
         if self._stale:

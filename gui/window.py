@@ -7,6 +7,7 @@ to view updates; it computes nothing itself.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -557,6 +558,11 @@ class MainWindow(QMainWindow):
         # The views follow one per event-loop turn: together they kept the UI thread 30-40 ms on DenseNet-121
         # (much more on a busy machine). A prediction for the new model finishes this first (_on_prediction).
         shared_steps().start(MODEL_VIEWS, self._model_views(opened))
+        # Everything alive now (the app, its libraries, the model) lives long: frozen, Python's full collections
+        # stop walking it. They took 50-80 ms with DenseNet open, holding the interpreter on whatever thread ran
+        # them (the UI's or a worker's), so the UI stalled. A replaced model is still freed at once (nothing in
+        # it is kept by a cycle); only cyclic garbage among frozen objects would wait (gc.unfreeze).
+        gc.freeze()
         self._sync_scaling_widgets()
         self.error_banner.hide()
         self.model_label.setText(f"{path.name} · {adapter.layout.describe()}")

@@ -86,6 +86,8 @@ def test_only_visible_cards_are_rendered(qtbot):
     view.show()
     qtbot.waitExposed(view)
     view.set_records(records(150))
+    # the cards are built a few per event-loop turn: wait for the page, then for it to be painted
+    qtbot.waitUntil(lambda: not view.building, timeout=10_000)
     qtbot.wait(50)
     rendered = [card for card in view.entries if card.paint_count]
     assert 0 < len(rendered) < 15  # the first few; not all 151
