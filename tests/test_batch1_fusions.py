@@ -264,3 +264,31 @@ def test_lean_conv_transpose_is_the_general_kernel_bit_for_bit():
             for _ in range(2):
                 want, got = general.run(*inputs), lean.run(*inputs)
                 assert got.shape == want.shape and np.array_equal(got, want), (x_shape, attrs, bias is None)
+
+
+def test_resize_by_interpolation_matrices_matches_the_tap_by_tap_form():
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((1, 3, 9, 12)).astype(np.float32)
+    cases = [({"mode": "linear"}, [1, 1, 2, 2]), ({"mode": "cubic"}, [1, 1, 1.5, 0.75]),
+             ({"mode": "linear", "coordinate_transformation_mode": "align_corners"}, [1, 1, 2.5, 1]),
+             ({"mode": "cubic", "antialias": 1}, [1, 1, 0.5, 0.4]), ({"mode": "linear"}, [1, 2, 2, 1])]
+    for attrs, scales in cases:
+        scales = np.array(scales, np.float32)
+        kernel = _kernel(helper.make_node("Resize", ["x", "", "s"], ["y"], **attrs), [x, None, scales], (1, 2),
+                         opset=18)
+        got = kernel.run(x, None, scales)
+        plans = kernel.plans_for(x, (None, scales))
+        assert all(plan.dense() for plan in plans)
+        want = x
+        for plan in plans:
+            want = plan.apply(want, 0.0)
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, want.astype(np.float32), rtol=1e-6, atol=1e-6)
+    # positions outside a crop take the extrapolation value: the tap-by-tap form
+    roi = np.array([0, 0, -0.2, 0.1, 1, 1, 1.1, 0.9], np.float32)
+    node = helper.make_node("Resize", ["x", "r", "s"], ["y"], mode="linear",
+                            coordinate_transformation_mode="tf_crop_and_resize", extrapolation_value=7.0)
+    scales = np.array([1, 1, 2, 2], np.float32)
+    kernel = _kernel(node, [x, roi, scales], (1, 2), opset=18)
+    got = kernel.run(x, roi, scales)
+    assert not all(plan.dense() for plan in kernel.plans_for(x, (roi, scales))) and (got == 7.0).any()
