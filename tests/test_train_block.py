@@ -66,6 +66,8 @@ def inputs_with_ties(rng, batch, channels, size, dtype):
     (2, 5, (10, 8), (3, 3), (0, 0, 0, 0)),
     (3, 2, (8, 10), (4, 2), (1, 1, 2, 0)),  # even kernel sizes
     (1, 6, (6, 6), (1, 1), (0, 0, 0, 0)),  # a 1x1 kernel
+    (12, 5, (10, 10), (5, 5), (0, 0, 0, 0)),  # LeNet's conv2 shape: channels-last columns
+    (8, 3, (8, 9), (4, 5), (2, 1, 1, 0)),  # channels-last with pads and an even kernel height
 ])
 def test_block_matches_node_by_node(channels, out_channels, size, kernel, pads):
     rng = np.random.default_rng(sum(size) + channels)
@@ -82,11 +84,12 @@ def test_block_matches_node_by_node(channels, out_channels, size, kernel, pads):
     assert "r" not in got and "c" not in got  # the block's inside has no gradient of its own
 
 
-def test_block_input_gradient_and_float32():
+@pytest.mark.parametrize("channels", [2, 8])  # NCHW and channels-last columns
+def test_block_input_gradient_and_float32(channels):
     """dX through the block (it is not the first layer: conv0's weights are trained too), in float32."""
     rng = np.random.default_rng(7)
-    model = block_model(rng, 2, 4, (10, 10), (3, 3), (1, 1, 1, 1), dtype=np.float32, second_conv=True)
-    x = inputs_with_ties(rng, 4, 2, (10, 10), np.float32)
+    model = block_model(rng, channels, 4, (10, 10), (5, 5), (1, 1, 1, 1), dtype=np.float32, second_conv=True)
+    x = inputs_with_ties(rng, 4, channels, (10, 10), np.float32)
     cotangent = rng.standard_normal((4, 3)).astype(np.float32)
     wrt = ["w0", "w", "b", "w2"]
     _, ref, _ = gradients(model, x, cotangent, wrt, blocks=False)
@@ -151,8 +154,8 @@ def test_lenet_training_steps_match_with_and_without_the_block():
             trainer.plan._forward_cache = None
         for _ in range(3):
             trainer.step(x, labels)
-        used = any(unit.active is not None for unit, _, _ in trainer.plan._blocks.values())
-        assert used == blocks
+        used = [unit.active is not None for unit, _, _ in trainer.plan._blocks.values()]
+        assert used == ([True, True] if blocks else [])  # both blocks: NCHW (conv1) and channels-last (conv2)
         results.append(trainer.params)
     for name, value in results[0].items():
         np.testing.assert_allclose(results[1][name], value, rtol=1e-4, atol=1e-5, err_msg=name)

@@ -25,8 +25,6 @@ pick NCHW columns); anything else keeps the node-by-node path.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .conv import CHANNELS_LAST_MIN_RUN
@@ -34,8 +32,8 @@ from .windows import checked_windows
 
 # the batch goes through in chunks of pooled rows of about this many bytes of columns and convolution output
 CHUNK_BYTES = 2 * 1024 * 1024
-# the kept columns of a batch may take at most this much memory (beyond it the node-by-node path runs)
-KEPT_BYTES = 64 * 1024 * 1024
+# the unit's batch-sized buffers may take at most this much memory (beyond it the node-by-node path runs)
+MAX_BYTES = 64 * 1024 * 1024
 
 
 def pool_fits(pool) -> bool:
@@ -137,6 +135,14 @@ class PhaseConvPlan:
         self.source: np.ndarray | None = None  # the input of the last forward
         self.output: np.ndarray | None = None  # and its output (the gradient goes back only for these two)
 
+    def prepare(self, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+        """(M, C, kh, kw) -> (M, C * kh * kw [+ bias column]), the columns' (channel, kernel row, kernel
+        column) order."""
+        matrix = w.reshape(w.shape[0], -1)
+        if b is not None:
+            matrix = np.concatenate([matrix, b.reshape(-1, 1)], axis=1)
+        return np.ascontiguousarray(matrix)
+
     def _im2col(self, chunk: int, count: int) -> np.ndarray:
         """The columns of chunk ``chunk`` (``count`` pooled rows), (phase, K, count * line)."""
         length = count * self.line
@@ -211,16 +217,148 @@ class PhaseConvPlan:
         return dw, (product[:, self.k] if self.has_bias else None), out
 
 
+class ChannelsLastPhasePlan:
+    """The unit with channels-last columns, for many input channels (conv.py's _ChannelsLastPlan, with the
+    output positions in pooling-phase order): per chunk of images, a zero-padded NHWC copy of the chunk, one
+    strided copy into columns (phase, image, pooled row, pooled column) x (kh, kw * C [+ 1]) whose rows are
+    kernel-row runs of kw * C contiguous values, one matmul giving the output channels-last, (phase, image,
+    pooled row, pooled column, channel): each phase plane contiguous, pooled as in PhaseConvPlan. The backward
+    routes the pooled gradient into the same channels-last order, makes the columns again and takes dW as one
+    matmul per chunk; only dX (a convolution that is not the first layer) needs the NCHW output gradient."""
+
+    def __init__(self, x_shape, dtype, weight_shape, has_bias: bool, begins, ends):
+        batch, channels, height, width = x_shape
+        out_channels, _, kh, kw = weight_shape
+        padded = (height + begins[0] + ends[0], width + begins[1] + ends[1])
+        self.pooled = qh, qw = (padded[0] - kh + 1) // 2, (padded[1] - kw + 1) // 2
+        self.out_channels, self.kernel, self.channels = out_channels, (kh, kw), channels
+        self.k = kh * kw * channels
+        k1 = self.k + has_bias
+        self.has_bias = has_bias
+        item = np.dtype(dtype).itemsize
+        area = qh * qw
+        self.rows = rows = max(1, min(batch, CHUNK_BYTES // max(1, 4 * area * (k1 + out_channels) * item)))
+        self.scratch = np.zeros((rows, *padded, channels), dtype)
+        self.interior = self.scratch[:, begins[0]:begins[0] + height, begins[1]:begins[1] + width]
+        hp, wp = padded
+        shape = (2, 2, rows, qh, qw, kh, kw * channels)
+        self.windows = checked_windows(self.scratch, shape, tuple(v * item for v in (
+            wp * channels, channels, hp * wp * channels, 2 * wp * channels, 2 * channels, wp * channels, 1)))
+        self.columns = np.empty((4 * rows * area, k1), dtype)
+        if has_bias:
+            self.columns[:, self.k] = 1
+        self.targets: dict[int, np.ndarray] = {}
+        self.product = np.empty((4 * rows * area, out_channels), dtype)
+        plane = rows * area * out_channels
+        self.upper, self.lower = np.empty(plane, dtype), np.empty(plane, dtype)
+        self.zeros = np.zeros(plane, dtype)
+        self.top, self.left_top, self.left_bottom, self.positive = (np.empty(plane, np.bool_) for _ in range(4))
+        # the first maximum of each window, one-hot over the phases, none where the ReLU output is 0:
+        # (phase, image, pooled row, pooled column, channel)
+        self.route = np.empty((4, batch * area * out_channels), np.bool_)
+        self.grad = np.empty((rows, qh, qw, out_channels), dtype)
+        self.phased = np.empty((4, rows * area, out_channels), dtype)
+        self.source: np.ndarray | None = None
+        self.output: np.ndarray | None = None
+
+    def prepare(self, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+        """(M, C, kh, kw) -> (kh * kw * C [+ bias row], M), the columns' (kernel row, kernel column, channel)
+        order."""
+        matrix = w.transpose(2, 3, 1, 0).reshape(-1, w.shape[0])
+        if b is not None:
+            matrix = np.concatenate([matrix, b.reshape(1, -1)], axis=0)
+        return np.ascontiguousarray(matrix)
+
+    def _im2col(self, x: np.ndarray, start: int, count: int) -> np.ndarray:
+        """The columns of images ``start:start + count`` (at most ``rows``), in the chunk buffer."""
+        self.interior[:count] = x[start:start + count].transpose(0, 2, 3, 1)
+        qh, qw = self.pooled
+        columns = self.columns[: 4 * count * qh * qw]
+        target = self.targets.get(count)
+        if target is None:  # the columns seen with the windows' axes (the last, partial chunk has its own)
+            k1, item = columns.shape[1], columns.itemsize
+            target = self.targets[count] = checked_windows(columns, self.windows[:, :, :count].shape, tuple(
+                v * item for v in (2 * count * qh * qw * k1, count * qh * qw * k1, qh * qw * k1, qw * k1, k1,
+                                   self.windows.shape[-1], 1)), writeable=True)
+        np.copyto(target, self.windows[:, :, :count])
+        return columns
+
+    def forward(self, x: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+        batch, m = x.shape[0], self.out_channels
+        qh, qw = self.pooled
+        y = np.empty((batch, m, qh, qw), x.dtype)
+        for start in range(0, batch, self.rows):
+            count = min(self.rows, batch - start)
+            plane = count * qh * qw * m
+            product = self.product[: 4 * count * qh * qw]
+            np.matmul(self._im2col(x, start, count), matrix, out=product)
+            p0, p1, p2, p3 = product.reshape(4, plane)
+            upper, lower = self.upper[:plane], self.lower[:plane]
+            top, left_top, left_bottom, positive = (a[:plane] for a in (self.top, self.left_top, self.left_bottom,
+                                                                        self.positive))
+            np.maximum(p0, p1, out=upper)
+            np.maximum(p2, p3, out=lower)
+            np.greater_equal(upper, lower, out=top)  # a tie goes to the upper row, which comes first
+            np.greater_equal(p0, p1, out=left_top)  # and to the left tap
+            np.greater_equal(p2, p3, out=left_bottom)
+            np.maximum(upper, lower, out=upper)
+            np.greater(upper, 0, out=positive)  # where the ReLU passes the gradient
+            np.maximum(upper, self.zeros[:plane], out=upper)
+            route = self.route[:, start * qh * qw * m:start * qh * qw * m + plane]
+            np.logical_and(top, positive, out=top)
+            np.greater(positive, top, out=positive)  # positive, and the maximum in the lower row
+            np.logical_and(top, left_top, out=route[0])
+            np.greater(top, left_top, out=route[1])
+            np.logical_and(positive, left_bottom, out=route[2])
+            np.greater(positive, left_bottom, out=route[3])
+            np.copyto(y[start:start + count], upper.reshape(count, qh, qw, m).transpose(0, 3, 1, 2))
+        self.source, self.output = x, y
+        return y
+
+    def weight_grad(self, dy: np.ndarray, want_output_grad: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        x = self.source
+        batch, m = dy.shape[0], self.out_channels
+        qh, qw = self.pooled
+        finite = bool(np.isfinite(dy).all())
+        product = np.zeros((m, self.columns.shape[1]), dy.dtype)
+        out = np.empty((batch, m, 2 * qh, 2 * qw), dy.dtype) if want_output_grad else None
+        for start in range(0, batch, self.rows):
+            count = min(self.rows, batch - start)
+            plane = count * qh * qw * m
+            grad = self.grad[:count]
+            np.copyto(grad, dy[start:start + count].transpose(0, 2, 3, 1))
+            flat = grad.reshape(1, plane)
+            route = self.route[:, start * qh * qw * m:start * qh * qw * m + plane]
+            phased = self.phased[:, : count * qh * qw]
+            if finite:
+                np.multiply(flat, route, out=phased.reshape(4, plane))
+            else:  # 0 * inf would be NaN off the route
+                phased.fill(0)
+                np.copyto(phased.reshape(4, plane), flat, where=route)
+            product += np.matmul(phased.reshape(-1, m).T, self._im2col(x, start, count))
+            if out is not None:
+                blocks = out[start:start + count].reshape(count, m, qh, 2, qw, 2)
+                for k in range(4):
+                    np.copyto(blocks[:, :, :, k // 2, :, k % 2],
+                              phased[k].reshape(count, qh, qw, m).transpose(0, 3, 1, 2))
+        kh, kw = self.kernel
+        dw = np.ascontiguousarray(product[:, : self.k].reshape(m, kh, kw, self.channels).transpose(0, 3, 1, 2))
+        return dw, (product[:, self.k] if self.has_bias else None), out
+
+
 class ConvReluPool:
     """Conv -> Relu -> MaxPool 2x2 of a training plan: decides per input whether the phase unit applies, runs
     it, and afterwards answers the block's gradient for the arrays it produced."""
 
     def __init__(self, conv, pool):
         self.conv, self.pool = conv, pool
-        self.plans: dict[tuple, PhaseConvPlan | None] = {}
-        self.active: PhaseConvPlan | None = None  # the plan of the last forward, if it ran as a unit
+        self.plans: dict[tuple, PhaseConvPlan | ChannelsLastPhasePlan | None] = {}
+        # the plan of the last forward, if it ran as a unit
+        self.active: PhaseConvPlan | ChannelsLastPhasePlan | None = None
 
-    def _plan(self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> PhaseConvPlan | None:
+    def _plan(self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None
+              ) -> PhaseConvPlan | ChannelsLastPhasePlan | None:
         key = (x.shape, x.dtype, w.shape, w.dtype, b is None)
         if key in self.plans:
             return self.plans[key]
@@ -232,16 +370,16 @@ class ConvReluPool:
             kernel, strides, dilations, begins, ends, _, out_sizes = conv._fit(x, w.shape)  # (its checks)
             channels = x.shape[1]
             fits = (list(strides) == [1, 1] and list(dilations) == [1, 1] and all(o % 2 == 0 for o in out_sizes)
-                    and (b is None or b.size == w.shape[0])
-                    # channels-last columns (wide kernel rows of many channels) beat this layout's im2col
-                    and kernel[1] * channels < CHANNELS_LAST_MIN_RUN)
+                    and (b is None or b.size == w.shape[0]))
             if fits:
-                batch = x.shape[0]
-                out_h, out_w = out_sizes
-                run = (out_h // 2) * batch * (out_w // 2 + kernel[1] // 2)
-                kept = (channels * math.prod(kernel) + 1) * 4 * run * x.dtype.itemsize
-                if kept <= KEPT_BYTES:  # (which bounds every buffer of the unit)
-                    plan = PhaseConvPlan(x.shape, x.dtype, w.shape, b is not None, begins, ends)
+                batch, (out_h, out_w), (kh, kw) = x.shape[0], out_sizes, kernel
+                # the batch-sized buffers: the parity images (NCHW columns), the route and pooled gradient
+                line = batch * (out_w // 2 + kw // 2)
+                size = (channels * 4 * (out_h // 2 + kh + 1) + w.shape[0] * (out_h // 2) * 2) * line
+                if size * x.dtype.itemsize <= MAX_BYTES:
+                    # channels-last columns (kernel rows of many channels) beat NCHW ones, as in conv.py
+                    layout = ChannelsLastPhasePlan if kw * channels >= CHANNELS_LAST_MIN_RUN else PhaseConvPlan
+                    plan = layout(x.shape, x.dtype, w.shape, b is not None, begins, ends)
         if len(self.plans) > 8:
             self.plans.clear()
         self.plans[key] = plan
@@ -254,10 +392,7 @@ class ConvReluPool:
             plan = self._plan(x, w, b)
             if plan is None:
                 return None
-            matrix = w.reshape(w.shape[0], -1)
-            if b is not None:
-                matrix = np.concatenate([matrix, b.reshape(-1, 1)], axis=1)
-            y = plan.forward(x, np.ascontiguousarray(matrix))
+            y = plan.forward(x, plan.prepare(w, b))
         self.active = plan
         return y
 
