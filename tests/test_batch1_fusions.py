@@ -292,3 +292,25 @@ def test_resize_by_interpolation_matrices_matches_the_tap_by_tap_form():
     kernel = _kernel(node, [x, roi, scales], (1, 2), opset=18)
     got = kernel.run(x, roi, scales)
     assert not all(plan.dense() for plan in kernel.plans_for(x, (roi, scales))) and (got == 7.0).any()
+
+
+def test_softmax_maximum_over_a_transposed_copy_is_the_same():
+    from nn_core.ops.activations import _trailing_max
+
+    rng = np.random.default_rng(22)
+    for shape, axes in [((2, 2, 16, 16), 3), ((64, 10), 1), ((1, 10), 1), ((40, 5, 6), (1, 2)), ((40, 5, 6), 1),
+                        ((40, 5, 6), 0), ((3, 40), (1,)), ((40,), 0)]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        x.flat[3] = np.nan
+        x.flat[-1] = np.inf
+        want = np.maximum.reduce(x, axis=axes, keepdims=True)
+        got = _trailing_max(x, axes)
+        assert got.shape == want.shape and np.array_equal(got, want, equal_nan=True), (shape, axes)
+    x = rng.standard_normal((2, 2, 16, 16)).astype(np.float32)
+    for opset in (11, 13):
+        for op_type in ("Softmax", "LogSoftmax"):
+            kernel = _kernel(helper.make_node(op_type, ["x"], ["y"], axis=-1), [x], (), opset=opset)
+            shifted = x - x.max(axis=-1, keepdims=True)
+            want = np.exp(shifted) / np.exp(shifted).sum(axis=-1, keepdims=True) if op_type == "Softmax" else \
+                shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+            np.testing.assert_allclose(kernel.run(x), want, rtol=1e-6, atol=1e-7)

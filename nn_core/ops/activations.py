@@ -407,11 +407,25 @@ class _Normalizer(Op):
 # np.maximum.reduce / np.add.reduce: np.max / np.sum without their per-call overhead (which dominates small inputs)
 
 
+def _trailing_max(x: np.ndarray, axes: int | tuple[int, ...]) -> np.ndarray:
+    """np.maximum.reduce(x, axes, keepdims=True) over trailing axes. With many short rows (attention scores)
+    that reduction runs row by row without vectorising (6 us on (2, 2, 16, 16)); on a transposed copy it is
+    elementwise maxima of whole rows (2 us with the copy). Maxima are exact, NaN propagates: the same values."""
+    first = axes if isinstance(axes, int) else (axes[0] if axes else x.ndim)
+    trailing = axes == x.ndim - 1 if isinstance(axes, int) else tuple(axes) == tuple(range(first, x.ndim))
+    length = math.prod(x.shape[first:])
+    if not trailing or first == 0 or not x.flags.c_contiguous or length < 2 or x.size < 16 * length:
+        return np.maximum.reduce(x, axis=axes, keepdims=True)
+    rows = np.ascontiguousarray(x.reshape(-1, length).T)
+    return np.maximum.reduce(rows, axis=0).reshape(x.shape[:first] + (1,) * (x.ndim - first))
+
+
 @register("Softmax", 1)
 class Softmax(_Normalizer):
     def run(self, x: np.ndarray) -> np.ndarray:
         axes = self.axes(x)
-        exps = np.exp(x - np.maximum.reduce(x, axis=axes, keepdims=True))  # every exponent <= 0: no overflow
+        exps = x - _trailing_max(x, axes)
+        np.exp(exps, out=exps)  # every exponent <= 0: no overflow; in place, one array fewer
         exps /= np.add.reduce(exps, axis=axes, keepdims=True)
         return exps
 
@@ -428,7 +442,7 @@ class LogSoftmax(_Normalizer):
     def run(self, x: np.ndarray) -> np.ndarray:
         axes = self.axes(x)
         # x - max - log(sum(exp(x - max))): never exp of a large number nor log of an underflowed 0
-        shifted = x - np.maximum.reduce(x, axis=axes, keepdims=True)
+        shifted = x - _trailing_max(x, axes)
         shifted -= np.log(np.add.reduce(np.exp(shifted), axis=axes, keepdims=True))
         return shifted
 
