@@ -331,10 +331,11 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.from_results:
         saved = json.loads((out / "results.json").read_text())
-        write_report(out, saved["rows"], saved["data"], saved["rounds"])
+        write_report(out, saved["rows"], saved["data"], saved["rounds"], saved.get("load"), saved.get("cores"))
         return 0
     images, labels, data_name = test_digits()
     work = Path(tempfile.mkdtemp(prefix="int8_study_"))
+    loads = [os.getloadavg()[0]]  # how busy the machine was (a shared machine slows both engines alike)
     rows: list[dict] = []
 
     def add(model: str, variant: str, workload: Workload | None, note: str = "", float_path: Path | None = None
@@ -348,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"model": model, "variant": variant, "error": f"{type(exc).__name__}: {str(exc)[:120]}"})
             return
         m.update(model=model, variant=variant, note=note)
+        loads.append(os.getloadavg()[0])
         rows.append(m)
         print(model, variant, {k: v for k, v in m.items() if not k.endswith("pred")}, flush=True)
 
@@ -400,9 +402,10 @@ def main(argv: list[str] | None = None) -> int:
         fresh = {(r["model"], r["variant"]): r for r in rows}
         saved = json.loads((out / "results.json").read_text())["rows"]
         rows = [fresh.pop((r["model"], r["variant"]), r) for r in saved] + list(fresh.values())
-    (out / "results.json").write_text(json.dumps({"data": data_name, "rounds": args.rounds, "rows": rows},
-                                                 indent=1))
-    write_report(out, rows, data_name, args.rounds)
+    load = [round(min(loads), 2), round(max(loads), 2)]
+    (out / "results.json").write_text(json.dumps({"data": data_name, "rounds": args.rounds, "load": load,
+                                                  "cores": os.cpu_count(), "rows": rows}, indent=1))
+    write_report(out, rows, data_name, args.rounds, load, os.cpu_count())
     return 0
 
 
@@ -410,7 +413,8 @@ def fmt(value, digits=2):
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def write_report(out: Path, rows: list[dict], data_name: str, rounds: int) -> None:
+def write_report(out: Path, rows: list[dict], data_name: str, rounds: int, load: list[float] | None = None,
+                 cores: int | None = None) -> None:
     good = [r for r in rows if "error" not in r]
     labels = [f"{r['model'].replace('bundled ', '')[:15]}\n{r['variant'][:15]}" for r in good]
     for key, title, unit in (("b1", "latency batch 1", "ms"), ("b1000", "latency batch 1000", "ms"),
@@ -431,7 +435,9 @@ def write_report(out: Path, rows: list[dict], data_name: str, rounds: int) -> No
              "without the run (median of 3 pairs); `traced` = tracemalloc's peak of our run's allocations. "
              "`ours int8/float`: our engine's time on the int8 model over its time on the float model it was "
              "quantized from, the two alternating in the same run (median of the per-round ratios; < 1: int8 "
-             "faster).", "",
+             "faster)." + (f" The 1-minute load average ranged {load[0]:.1f}-{load[1]:.1f} on {cores} cores while "
+                           "it ran (other work shares the machine: absolute times vary, the same-run ratios less)."
+                           if load else ""), "",
              "| model | variant | size KiB | acc ours % | acc ort % | agree % | b1 ours ms | b1 ort ms | "
              "**b1 ours/ort** | b1000 ours ms | b1000 ort ms | **b1000 ours/ort** | **ours int8/float b1** | "
              "**ours int8/float b1000** | peak MiB ours (traced) | peak MiB ort |",
