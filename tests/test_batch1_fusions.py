@@ -314,3 +314,22 @@ def test_softmax_maximum_over_a_transposed_copy_is_the_same():
             want = np.exp(shifted) / np.exp(shifted).sum(axis=-1, keepdims=True) if op_type == "Softmax" else \
                 shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
             np.testing.assert_allclose(kernel.run(x), want, rtol=1e-6, atol=1e-7)
+
+
+def test_reshape_to_a_run_time_shape_is_validated_once_per_shape_and_still_refuses():
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    kernel = _kernel(helper.make_node("Reshape", ["x", "s"], ["y"]), [x, None], ())
+    for target, want in (([2, 12], (2, 12)), ([0, -1], (2, 12)), ([4, 0, 2], (4, 3, 2)), ([2, 12], (2, 12))):
+        shape = np.array(target, np.int64)
+        for _ in range(2):
+            got = kernel.run(x, shape)
+            assert got.shape == want and np.array_equal(got.reshape(-1), x.reshape(-1))
+    assert len(kernel.targets) == 3
+    for bad in ([-1, -1], [5, 5], [1.5, 16]):
+        for _ in range(2):
+            try:
+                kernel.run(x, np.array(bad))
+            except nn_core.ModelError:
+                pass
+            else:
+                raise AssertionError(f"{bad} must be refused")

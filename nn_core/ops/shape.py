@@ -197,6 +197,9 @@ class Reshape(_ConstArgs):
             self._validate(self.shape)
         # without zeros to copy, NumPy's own -1 inference is exactly ONNX's rule
         self.copies_dims = self.shape is not None and not self.allowzero and 0 in self.shape
+        # a run-time target shape (computed from Shape at run time: the same few vectors again and again) ->
+        # the parsed and validated target
+        self.targets: dict[tuple, tuple[int, ...]] = {}
 
     def _validate(self, target) -> None:
         if len(target) > self.node.limits.max_rank:
@@ -209,8 +212,15 @@ class Reshape(_ConstArgs):
     def run(self, x, shape=None):
         target = self.shape
         if target is None:
-            target = _checked_ints(self, shape, "the target shape")
-            self._validate(target)
+            key = (shape.dtype, shape.shape, shape.tobytes()) if type(shape) is np.ndarray else None
+            target = self.targets.get(key) if key is not None else None
+            if target is None:
+                target = _checked_ints(self, shape, "the target shape")
+                self._validate(target)
+                if key is not None:
+                    if len(self.targets) > 16:
+                        self.targets.clear()
+                    self.targets[key] = target
             if not self.allowzero and 0 in target:
                 target = self._with_copied_dims(target, x.shape)
         elif self.copies_dims:
