@@ -1026,7 +1026,9 @@ class Conv(FusableOp):
             plan = self.grad_plans[key] = self._grad_plan(x, weight_shape)
         return plan
 
-    def _input_grad(self, x: np.ndarray, w: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    def _input_grad(self, x: np.ndarray, w: np.ndarray, dy: np.ndarray | None, fill=None) -> np.ndarray:
+        """dX from ``dy``, or from ``fill(start, count, target)`` writing the output gradient of images
+        ``start:start + count`` into ``target`` (see ConvInputGradPlan.run)."""
         key = ("dx", x.shape, x.dtype, w.shape)
         plan = self.grad_plans.get(key)
         if plan is None:
@@ -1037,7 +1039,10 @@ class Conv(FusableOp):
                                          general.dilations, general.begins, general.ends, general.out_sizes)
             self.grad_plans[key] = plan
         if isinstance(plan, ConvInputGradPlan):
-            return plan.run(w, dy, x.shape)
+            return plan.run(w, dy, x.shape, fill)
+        if dy is None:
+            dy = np.empty((x.shape[0], w.shape[0], *plan.out_sizes), x.dtype)
+            fill(0, x.shape[0], dy)
         return plan.run(x, w, dy, True, False)[0]
 
     def _grad_plan(self, x: np.ndarray, weight_shape: tuple[int, ...]) -> ConvGradPlan:

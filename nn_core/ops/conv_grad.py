@@ -226,16 +226,22 @@ class ConvInputGradPlan:
         return np.ascontiguousarray(grouped.transpose(0, 3, 2, 1)).reshape(self.groups, self.taps * self.cg,
                                                                             self.mg)
 
-    def run(self, w: np.ndarray, dy: np.ndarray, x_shape) -> np.ndarray:
-        batch = dy.shape[0]
+    def run(self, w: np.ndarray, dy: np.ndarray | None, x_shape, fill=None) -> np.ndarray:
+        """dX from the output gradient ``dy``, or from ``fill(start, count, target)``, which writes the output
+        gradient of images ``start:start + count`` into ``target`` (count, M, out...), a view of this plan's
+        buffer (a caller holding it in another layout saves a full-size NCHW copy)."""
+        batch = x_shape[0]
         wt = self.weight_matrix(w)
-        dx = np.empty(x_shape, dy.dtype)
+        dx = np.empty(x_shape, self.dcols.dtype)
         flat = dx.reshape(batch, self.groups, -1)
         kernel_axes = tuple(range(len(self.kernel)))
         for start in range(0, batch, self.rows):
             count = min(self.rows, batch - start)
             dy_valid, dy_rows, dcols, gather, dpad, interior = self._chunk(count)
-            np.copyto(dy_valid, dy[start:start + count])
+            if fill is None:
+                np.copyto(dy_valid, dy[start:start + count])
+            else:
+                fill(start, count, dy_valid)
             np.matmul(wt, dy_rows, out=dcols)
             if dpad is None:
                 np.sum(gather, axis=kernel_axes, out=flat[start:start + count])

@@ -30,8 +30,9 @@ import numpy as np
 from .conv import CHANNELS_LAST_MIN_RUN
 from .windows import checked_windows
 
-# the batch goes through in chunks of pooled rows of about this many bytes of columns and convolution output
-CHUNK_BYTES = 2 * 1024 * 1024
+# the batch goes through in chunks of about this many bytes of columns and convolution output (LeNet step, same
+# process, alternating: 512 KB and 1 MB x0.94-0.98 of 2 MB, 4 MB x1.0-1.08)
+CHUNK_BYTES = 512 * 1024
 # the unit's batch-sized buffers may take at most this much memory (beyond it the node-by-node path runs)
 MAX_BYTES = 64 * 1024 * 1024
 
@@ -223,8 +224,9 @@ class ChannelsLastPhasePlan:
     strided copy into columns (phase, image, pooled row, pooled column) x (kh, kw * C [+ 1]) whose rows are
     kernel-row runs of kw * C contiguous values, one matmul giving the output channels-last, (phase, image,
     pooled row, pooled column, channel): each phase plane contiguous, pooled as in PhaseConvPlan. The backward
-    routes the pooled gradient into the same channels-last order, makes the columns again and takes dW as one
-    matmul per chunk; only dX (a convolution that is not the first layer) needs the NCHW output gradient."""
+    routes the pooled gradient into the same channels-last order, makes the columns again and takes dW as a
+    matmul per phase and chunk; dX (a convolution that is not the first layer) gets the output gradient
+    written from that order straight into its plan's buffer."""
 
     def __init__(self, x_shape, dtype, weight_shape, has_bias: bool, begins, ends):
         batch, channels, height, width = x_shape
@@ -257,7 +259,7 @@ class ChannelsLastPhasePlan:
         # (phase, image, pooled row, pooled column, channel)
         self.route = np.empty((4, batch * area * out_channels), np.bool_)
         self.grad = np.empty((rows, qh, qw, out_channels), dtype)
-        self.phased = np.empty((4, rows * area, out_channels), dtype)
+        self.phased_all: np.ndarray | None = None
         self.source: np.ndarray | None = None
         self.output: np.ndarray | None = None
 
@@ -270,7 +272,8 @@ class ChannelsLastPhasePlan:
         return np.ascontiguousarray(matrix)
 
     def _im2col(self, x: np.ndarray, start: int, count: int) -> np.ndarray:
-        """The columns of images ``start:start + count`` (at most ``rows``), in the chunk buffer."""
+        """The columns of images ``start:start + count`` (at most ``rows``), in the chunk buffer: (phase,
+        image, pooled row, pooled column) x (kernel row, kernel column, channel [, 1])."""
         self.interior[:count] = x[start:start + count].transpose(0, 2, 3, 1)
         qh, qw = self.pooled
         columns = self.columns[: 4 * count * qh * qw]
@@ -316,35 +319,44 @@ class ChannelsLastPhasePlan:
         return y
 
     def weight_grad(self, dy: np.ndarray, want_output_grad: bool = False
-                    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+                    ) -> tuple[np.ndarray, np.ndarray | None, object]:
+        """(dW (M, C, kh, kw), dB or None, and if wanted a ``fill`` for Conv._input_grad that writes the
+        convolution's output gradient straight from the phase order into the dX plan's buffer."""
         x = self.source
         batch, m = dy.shape[0], self.out_channels
         qh, qw = self.pooled
+        area = qh * qw
         finite = bool(np.isfinite(dy).all())
         product = np.zeros((m, self.columns.shape[1]), dy.dtype)
-        out = np.empty((batch, m, 2 * qh, 2 * qw), dy.dtype) if want_output_grad else None
+        # the routed gradient (phase, image, pooled row, pooled column, channel) of the whole batch
+        phased_all = self.phased_all
+        if phased_all is None or phased_all.shape[1] != batch * area:
+            phased_all = self.phased_all = np.empty((4, batch * area, m), dy.dtype)
         for start in range(0, batch, self.rows):
             count = min(self.rows, batch - start)
-            plane = count * qh * qw * m
+            plane = count * area * m
             grad = self.grad[:count]
             np.copyto(grad, dy[start:start + count].transpose(0, 2, 3, 1))
             flat = grad.reshape(1, plane)
-            route = self.route[:, start * qh * qw * m:start * qh * qw * m + plane]
-            phased = self.phased[:, : count * qh * qw]
+            route = self.route[:, start * area * m:start * area * m + plane]
+            phased = phased_all[:, start * area:(start + count) * area]
             if finite:
                 np.multiply(flat, route, out=phased.reshape(4, plane))
             else:  # 0 * inf would be NaN off the route
                 phased.fill(0)
                 np.copyto(phased.reshape(4, plane), flat, where=route)
-            product += np.matmul(phased.reshape(-1, m).T, self._im2col(x, start, count))
-            if out is not None:
-                blocks = out[start:start + count].reshape(count, m, qh, 2, qw, 2)
-                for k in range(4):
-                    np.copyto(blocks[:, :, :, k // 2, :, k % 2],
-                              phased[k].reshape(count, qh, qw, m).transpose(0, 3, 1, 2))
+            columns = self._im2col(x, start, count).reshape(4, count * area, -1)
+            product += np.matmul(phased.transpose(0, 2, 1), columns).sum(axis=0)
         kh, kw = self.kernel
         dw = np.ascontiguousarray(product[:, : self.k].reshape(m, kh, kw, self.channels).transpose(0, 3, 1, 2))
-        return dw, (product[:, self.k] if self.has_bias else None), out
+
+        def fill(start: int, count: int, target: np.ndarray) -> None:
+            blocks = target.reshape(count, m, qh, 2, qw, 2)
+            for k in range(4):
+                np.copyto(blocks[:, :, :, k // 2, :, k % 2], phased_all[k, start * area:(start + count) * area]
+                          .reshape(count, qh, qw, m).transpose(0, 3, 1, 2))
+
+        return dw, (product[:, self.k] if self.has_bias else None), fill if want_output_grad else None
 
 
 class ConvReluPool:
@@ -402,7 +414,11 @@ class ConvReluPool:
         assert plan is not None and plan.source is x and plan.output is y
         with self.conv.lock:
             dw, db, out_grad = plan.weight_grad(dy.astype(x.dtype, copy=False), want_x)
-            dx = None if out_grad is None else self.conv._input_grad(x, w, out_grad)
+            dx = None
+            if callable(out_grad):
+                dx = self.conv._input_grad(x, w, None, fill=out_grad)
+            elif out_grad is not None:
+                dx = self.conv._input_grad(x, w, out_grad)
         return [dx, dw.reshape(w.shape) if want_w else None,
                 db.reshape(b.shape) if want_b and db is not None else None]
 
