@@ -92,15 +92,21 @@ def test_matmul_depthwise_matches_the_tap_by_tap_form():
     from nn_core.ops.conv import _FlatDepthwisePlan, make_activation
 
     rng = np.random.default_rng(7)
-    cases = [((1, 8, 28, 28), (3, 3), (1, 1), (1, 1, 1, 1)), ((2, 5, 9, 11), (3, 3), (2, 1), (2, 0, 1, 3)),
-             ((1, 40, 7, 7), (5, 5), (1, 1), (2, 2, 2, 2)), ((1, 3, 6, 8), (1, 3), (1, 2), (0, 0, 0, 0))]
-    for shape, kernel, dilations, pads in cases:
+    # (input shape, kernel, dilations, pads, strides)
+    cases = [((1, 8, 28, 28), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+             ((2, 5, 9, 11), (3, 3), (2, 1), (2, 0, 1, 3), (1, 1)),
+             ((1, 40, 7, 7), (5, 5), (1, 1), (2, 2, 2, 2), (1, 1)),
+             ((1, 3, 6, 8), (1, 3), (1, 2), (0, 0, 0, 0), (1, 1)),
+             ((1, 12, 14, 14), (3, 3), (1, 1), (1, 1, 1, 1), (2, 2)),
+             ((2, 5, 9, 11), (3, 3), (2, 1), (2, 0, 1, 3), (3, 2)),
+             ((1, 4, 8, 7), (2, 3), (1, 1), (0, 1, 0, 0), (1, 2))]
+    for shape, kernel, dilations, pads, strides in cases:
         x = rng.standard_normal(shape).astype(np.float32)
         w = rng.standard_normal((shape[1], 1, *kernel)).astype(np.float32)
         for bias in (None, rng.standard_normal(shape[1]).astype(np.float32)):
             for act in (None, make_activation("relu", {})):
-                args = (x.shape, x.dtype, list(kernel), [1, 1], list(dilations), list(pads[:2]), list(pads[2:]),
-                        bias is not None)
+                args = (x.shape, x.dtype, list(kernel), list(strides), list(dilations), list(pads[:2]),
+                        list(pads[2:]), bias is not None)
                 flat, mm = _FlatDepthwisePlan(*args), MatmulDepthwisePlan(*args)
                 want = flat.run(x, flat.prepare(w, bias, shape[1], x.dtype), act)
                 got = mm.run(x, mm.prepare(w, bias, shape[1]), act)
@@ -111,20 +117,24 @@ def test_matmul_depthwise_matches_the_tap_by_tap_form():
 def test_fast_plan_runs_depthwise_as_matmul_and_the_traced_plan_keeps_every_node():
     from nn_core.builder import GraphBuilder
     from nn_core.ops.batch1 import MatmulDepthwiseConv
+    from nn_core.ops.conv import Conv
 
     b = GraphBuilder(input=("input", [None, 6, 12, 12]), seed=0, name="dw")
     x = b.relu(b.conv(b.input, 6, 3, pads=1, groups=6))
     x = b.conv(x, 6, 3, strides=2, pads=1, groups=6)
+    x = b.conv(x, 72, 1)
+    x = b.conv(x, 72, 3, strides=2, pads=1, groups=72)
     model = _load(b.build([x], output_names=["y"]))
     kernels = [step.kernel for step in model._fast_plan().steps]
-    assert [type(k) for k in kernels] == [MatmulDepthwiseConv, MatmulDepthwiseConv]
+    assert [type(k) for k in kernels] == [MatmulDepthwiseConv, MatmulDepthwiseConv, Conv, MatmulDepthwiseConv]
     image = np.random.default_rng(8).standard_normal((1, 6, 12, 12)).astype(np.float32)
     fast = model.run({"input": image})["y"]
     traced, records = model.run_traced({"input": image})
-    assert [r.op_type for r in records] == ["Conv", "Relu", "Conv"]
+    assert [r.op_type for r in records] == ["Conv", "Relu", "Conv", "Conv", "Conv"]
     np.testing.assert_allclose(fast, traced["y"], rtol=1e-5, atol=1e-5)
     plans = [type(next(iter(k.plans.values()))[0]).__name__ for k in kernels]
-    assert plans == ["MatmulDepthwisePlan", "_FlatDepthwisePlan"]  # the strided one keeps the tap-by-tap form
+    # a strided layer with many channels keeps the tap-by-tap form
+    assert plans == ["MatmulDepthwisePlan", "MatmulDepthwisePlan", "_PointwisePlan", "_FlatDepthwisePlan"]
 
 
 def test_gather_of_a_constant_scalar_index_is_a_view_of_the_slice():

@@ -10,15 +10,17 @@ columns (channel, tap, position) and reduced over the taps by one batched matmul
 taps, positions), which BLAS runs from cache; the bias rides along as one more column row of ones. Measured on
 MobileNet-style layers at batch 1 (one thread): about half the time of the tap-by-tap form.
 
-Only unit strides: the windows then run over the full padded width (each column row is one contiguous run of the
-padded image, the extra positions are computed and the output is a strided view without them), as conv.py's NCHW
-im2col does. Strided depthwise layers measured no faster this way and keep conv.py's form.
+With unit strides the windows run over the full padded width (each column row is one contiguous run of the padded
+image, the extra positions are computed and the output is a strided view without them), as conv.py's NCHW im2col
+does; strided layers take the exact positions, and only up to STRIDED_CHANNELS channels.
 
 The sums are BLAS's, so results equal the tap-by-tap form within float rounding, not bit for bit: this kernel is
 only swapped in by the fast plan (``batch1_kernel``); the traced and gradient plans keep conv.py's Conv.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -30,6 +32,9 @@ from .windows import checked_windows
 DEPTHWISE_COLUMN_BYTES = 256 * 1024
 # measured at batch 1 (the window's case); larger batches keep conv.py's form, which chunks over images
 SMALL_BATCH = 8
+# strided layers: faster this way up to this many channels (2.5x on 8-12 channels, 1.2x on 32-64); with more,
+# the per-channel matmuls of a small output cost more than the tap-by-tap form's phase images save
+STRIDED_CHANNELS = 64
 
 
 class MatmulDepthwisePlan:
@@ -45,28 +50,33 @@ class MatmulDepthwisePlan:
         (kh, kw), (dh, dw) = kernel, dilations
         self.channels, self.has_bias = channels, has_bias
         self.taps = taps = kh * kw
-        if any(s != 1 for s in strides):
-            # strided: the tap-by-tap form reads each phase image contiguously and measured as fast; not here
-            raise ValueError(f"strides {strides}: only unit strides")
         wp = padded[1]
-        # positions over whole padded rows: one contiguous run of the padded image per (channel, tap); the last
-        # channel's last windows read (kw - 1) * dw past its end, into the scratch's slack
-        self.computed_sizes = [self.out_sizes[0], wp]
-        self.positions = positions = self.out_sizes[0] * wp
-        self.scratch = _PaddedScratch(1, channels, (height, width), begins, ends, dtype, (kw - 1) * dw)
-        channel = self.scratch.channel_elems
         item = dtype.itemsize
         width_k = taps + has_bias
+        self.full_width = all(s == 1 for s in strides)
+        if self.full_width:
+            # positions over whole padded rows: one contiguous run of the padded image per (channel, tap); the
+            # last channel's last windows read (kw - 1) * dw past its end, into the scratch's slack
+            self.computed_sizes = [self.out_sizes[0], wp]
+            position_shape, position_steps, col_steps = (self.out_sizes[0] * wp,), (1,), (1,)
+            slack = (kw - 1) * dw
+        else:  # the exact output positions, read with the strides
+            self.computed_sizes = list(self.out_sizes)
+            position_shape = tuple(self.out_sizes)
+            position_steps, col_steps = (strides[0] * wp, strides[1]), (self.out_sizes[1], 1)
+            slack = 0
+        self.positions = positions = math.prod(position_shape)
+        self.scratch = _PaddedScratch(1, channels, (height, width), begins, ends, dtype, slack)
+        channel = self.scratch.channel_elems
         self.block = max(1, min(channels, DEPTHWISE_COLUMN_BYTES // (width_k * positions * item)))
-        self.windows = checked_windows(self.scratch.flat, (channels, kh, kw, positions),
-                                       tuple(v * item for v in (channel, dh * wp, dw, 1)))
+        self.windows = checked_windows(self.scratch.flat, (channels, kh, kw, *position_shape),
+                                       tuple(v * item for v in (channel, dh * wp, dw, *position_steps)))
         self.cols = np.empty((self.block, width_k, positions), dtype)
         if has_bias:
             self.cols[:, taps] = 1
-        self.cols_taps = checked_windows(self.cols, (self.block, kh, kw, positions),
-                                         tuple(v * item for v in (width_k * positions, kw * positions, positions, 1)),
-                                         writeable=True)
-        self.valid = (Ellipsis, slice(0, self.out_sizes[1]))
+        self.cols_taps = checked_windows(self.cols, (self.block, kh, kw, *position_shape), tuple(
+            v * item for v in (width_k * positions, kw * positions, positions, *col_steps)), writeable=True)
+        self.valid = (Ellipsis, slice(0, self.out_sizes[1])) if self.full_width else None
 
     def prepare(self, weight: np.ndarray, bias: np.ndarray | None, groups: int) -> np.ndarray:
         """(C, 1, kh, kw) [+ bias] -> (C, 1, taps [+ 1]): each channel's row of the batched matmul."""
@@ -88,7 +98,7 @@ class MatmulDepthwisePlan:
                 np.matmul(matrix[start:start + count], cols[:count], out=flat_out[image, start:start + count])
         if act is not None:
             act(y)
-        return y[self.valid]
+        return y[self.valid] if self.valid is not None else y
 
 
 class MatmulDepthwiseConv(Conv):
@@ -100,7 +110,7 @@ class MatmulDepthwiseConv(Conv):
         if not isinstance(plan, _FlatDepthwisePlan) or x.dtype.kind != "f" or x.dtype.itemsize < 4:
             return plan
         kernel, strides, dilations, begins, ends, _, _ = self._fit(x, weight_shape)
-        if any(s != 1 for s in strides) or x.shape[0] > SMALL_BATCH:
+        if (any(s != 1 for s in strides) and x.shape[1] > STRIDED_CHANNELS) or x.shape[0] > SMALL_BATCH:
             return plan
         try:
             return MatmulDepthwisePlan(x.shape, x.dtype, kernel, strides, dilations, begins, ends, has_bias)
