@@ -116,8 +116,7 @@ def test_matmul_depthwise_matches_the_tap_by_tap_form():
 
 def test_fast_plan_runs_depthwise_as_matmul_and_the_traced_plan_keeps_every_node():
     from nn_core.builder import GraphBuilder
-    from nn_core.ops.batch1 import MatmulDepthwiseConv
-    from nn_core.ops.conv import Conv
+    from nn_core.ops.batch1 import LeanConv, MatmulDepthwiseConv
 
     b = GraphBuilder(input=("input", [None, 6, 12, 12]), seed=0, name="dw")
     x = b.relu(b.conv(b.input, 6, 3, pads=1, groups=6))
@@ -126,7 +125,7 @@ def test_fast_plan_runs_depthwise_as_matmul_and_the_traced_plan_keeps_every_node
     x = b.conv(x, 72, 3, strides=2, pads=1, groups=72)
     model = _load(b.build([x], output_names=["y"]))
     kernels = [step.kernel for step in model._fast_plan().steps]
-    assert [type(k) for k in kernels] == [MatmulDepthwiseConv, MatmulDepthwiseConv, Conv, MatmulDepthwiseConv]
+    assert [type(k) for k in kernels] == [MatmulDepthwiseConv, MatmulDepthwiseConv, LeanConv, MatmulDepthwiseConv]
     image = np.random.default_rng(8).standard_normal((1, 6, 12, 12)).astype(np.float32)
     fast = model.run({"input": image})["y"]
     traced, records = model.run_traced({"input": image})
@@ -343,3 +342,41 @@ def test_reshape_to_a_run_time_shape_is_validated_once_per_shape_and_still_refus
                 pass
             else:
                 raise AssertionError(f"{bad} must be refused")
+
+
+def test_pooling_phase_channels_last_conv_matches_conv_then_pool():
+    from nn_core.ops.batch1 import LeanConv, PooledChannelsLastPlan, batch1_kernel
+    from nn_core.ops.conv import _ChannelsLastPlan
+
+    rng = np.random.default_rng(23)
+    # (input, weight, conv attributes, pool attributes, the phase plan expected)
+    cases = [((1, 12, 14, 14), (24, 12, 5, 5), {}, {"kernel_shape": [2, 2], "strides": [2, 2]}, True),
+             ((1, 16, 11, 13), (8, 16, 3, 3), {"pads": [1, 0, 1, 2]}, {"kernel_shape": [2, 2], "strides": [2, 2]},
+              True),
+             ((2, 12, 15, 15), (6, 12, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]},
+              {"kernel_shape": [3, 3], "strides": [3, 3]}, True),
+             ((1, 16, 9, 9), (4, 16, 3, 3), {"dilations": [2, 1]}, {"kernel_shape": [2, 2], "strides": [2, 2]}, True),
+             ((1, 12, 10, 10), (4, 12, 3, 3), {}, {"kernel_shape": [2, 2], "strides": [1, 1]}, False),
+             ((1, 12, 10, 10), (4, 12, 3, 3), {}, {"kernel_shape": [2, 2], "strides": [2, 2], "ceil_mode": 1}, False),
+             ((1, 12, 10, 10), (4, 12, 3, 3), {}, {"kernel_shape": [2, 2], "strides": [2, 2], "pads": [1, 1, 0, 0]},
+              False)]
+    for x_shape, w_shape, conv_attrs, pool_attrs, phased in cases:
+        x = rng.standard_normal(x_shape).astype(np.float32)
+        w = rng.standard_normal(w_shape).astype(np.float32)
+        b = rng.standard_normal(w_shape[0]).astype(np.float32)
+        for act in (("relu", {}), ("clip", {"min": -0.5, "max": 0.5})):
+            general = _kernel(helper.make_node("Conv", ["x", "w", "b"], ["c"], **conv_attrs), [x, w, b], (1, 2))
+            lean = batch1_kernel(general)
+            assert type(lean) is LeanConv
+            outs = []
+            for kernel in (general, lean):
+                kernel.fuse_activation(*act)
+                pool = _kernel(helper.make_node("MaxPool", ["c"], ["p"], **pool_attrs), [x], ())
+                assert kernel.fuse_pool(pool)
+                outs.append([kernel.run(x, w, b), kernel.run(x + 0.5, w, b)])
+            plan = next(iter(lean.plans.values()))[0]
+            assert (type(plan) is PooledChannelsLastPlan) == phased, (x_shape, pool_attrs)
+            assert phased or type(plan) is _ChannelsLastPlan
+            for want, got in zip(*outs):
+                assert got.shape == want.shape
+                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

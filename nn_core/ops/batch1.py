@@ -24,7 +24,16 @@ import math
 
 import numpy as np
 
-from .conv import Activation, Conv, ConvTranspose, _FlatDepthwisePlan, _PaddedScratch, conv_out_sizes
+from .conv import (
+    Activation,
+    Conv,
+    ConvTranspose,
+    _ChannelsLastPlan,
+    _FlatDepthwisePlan,
+    _PaddedScratch,
+    _row_major_strides,
+    conv_out_sizes,
+)
 from .registry import Op
 from .windows import checked_windows
 
@@ -99,6 +108,107 @@ class MatmulDepthwisePlan:
         if act is not None:
             act(y)
         return y[self.valid] if self.valid is not None else y
+
+
+class PooledChannelsLastPlan(_ChannelsLastPlan):
+    """_ChannelsLastPlan for a convolution whose fused MaxPool has side-by-side p x p windows (LeNet's conv2
+    block), one chunk: the column rows (output positions) are laid out by pooling phase -- (image, row phase,
+    column phase, pooled row, pooled column) -- so the matmul's channels-last product holds each phase as one
+    contiguous block, and the pooling is p * p - 1 elementwise maxima of contiguous blocks instead of strided
+    passes over an NCHW view; the activation runs on the pooled block, which is handed back as an NCHW view.
+    Only the positions the pooling reads are computed (floor mode drops a last odd row or column). The im2col
+    copy reads the same runs of kernel width * channels values as the parent's."""
+
+    def __init__(self, x_shape: tuple[int, ...], dtype: np.dtype, out_channels: int, kernel: list[int],
+                 strides: list[int], dilations: list[int], begins: list[int], ends: list[int], has_bias: bool,
+                 window: int):
+        super().__init__(x_shape, dtype, out_channels, kernel, strides, dilations, begins, ends, has_bias)
+        batch, channels, *sizes = x_shape
+        if len(sizes) != 2 or batch != self.rows:
+            raise ValueError("pooling-phase columns need 2-D images in one chunk")
+        p = window
+        pooled = [n // p for n in self.out_sizes]
+        if min(pooled) < 1:
+            raise ValueError(f"output {self.out_sizes} is smaller than the pooling window {p}")
+        padded = [n + b + e for n, b, e in zip(sizes, begins, ends, strict=True)]
+        elem = [e * channels for e in _row_major_strides(padded)]
+        item = dtype.itemsize
+        self.pooled_sizes, self.window = pooled, p
+        taps = p * p
+        positions = taps * pooled[0] * pooled[1]
+        shape = (batch, p, p, *pooled, *self.tap_shape)
+        tap_strides = [d * e for d, e in zip(dilations, elem, strict=True)]
+        if dilations[-1] == 1:
+            tap_strides[-1] = 1
+        else:
+            tap_strides.append(1)
+        steps = (math.prod(padded) * channels, strides[0] * elem[0], strides[1] * elem[1],
+                 p * strides[0] * elem[0], p * strides[1] * elem[1], *tap_strides)
+        self.windows = checked_windows(self.scratch, shape, tuple(v * item for v in steps))
+        width = self.cols_matrix.shape[1]
+        self.cols_matrix = np.empty((batch * positions, width), dtype)
+        if has_bias:
+            self.cols_matrix[:, width - 1] = 1
+        block = pooled[0] * pooled[1]
+        col_steps = (positions * width, p * block * width, block * width, pooled[1] * width, width,
+                     *_row_major_strides(self.tap_shape))
+        self.cols = checked_windows(self.cols_matrix, shape, tuple(v * item for v in col_steps), writeable=True)
+        self.product = np.empty((batch * positions, out_channels), dtype)
+        self.phases = self.product.reshape(batch, taps, block, out_channels)
+
+    def single_chunk(self, matrix: np.ndarray, act: Activation | None, pool: Op | None):
+        interior, windows, cols, to_channels_last = self.interior, self.windows, self.cols, self.to_channels_last
+        cols_matrix, product, phases = self.cols_matrix, self.product, self.phases
+        blocks = [phases[:, k] for k in range(phases.shape[1])]
+        nhwc = (phases.shape[0], *self.pooled_sizes, phases.shape[3])
+
+        def run(x: np.ndarray) -> np.ndarray:
+            interior[...] = x.transpose(to_channels_last)
+            np.copyto(cols, windows)
+            np.matmul(cols_matrix, matrix, out=product)
+            y = np.maximum(blocks[0], blocks[1])
+            for block in blocks[2:]:
+                np.maximum(y, block, out=y)
+            if act is not None:  # after pooling: the fusable activations are monotonic
+                act(y)
+            return y.reshape(nhwc).transpose(0, 3, 1, 2)
+
+        return run
+
+    def run(self, x: np.ndarray, matrix: np.ndarray, act: Activation | None, pool: Op | None = None
+            ) -> np.ndarray:
+        return self.single_chunk(matrix, act, pool)(x)
+
+
+def _side_by_side_window(pool: Op | None) -> int | None:
+    """p when ``pool`` is a 2-D MaxPool over side-by-side p x p windows (kernel = strides, no padding, no
+    dilation, floor mode, no Indices output), else None."""
+    if pool is None or getattr(pool, "op_type", "") != "MaxPool" or getattr(pool, "want_indices", True):
+        return None
+    kernel, strides, dilations = list(pool.kernel), list(pool.strides), list(pool.dilations)
+    pads = pool.pads or []
+    if len(kernel) != 2 or kernel[0] != kernel[1] or strides != kernel or any(d != 1 for d in dilations) \
+            or any(pads) or pool.auto_pad not in ("NOTSET", "", None) or pool.ceil_mode or kernel[0] < 2:
+        return None
+    return kernel[0]
+
+
+class LeanConv(Conv):
+    """Conv whose channels-last shapes with a fused side-by-side MaxPool run as PooledChannelsLastPlan (at
+    small batches, in one chunk); every other shape, and all the checks, are Conv's."""
+
+    def _plan(self, x: np.ndarray, weight_shape: tuple[int, ...], has_bias: bool):
+        plan = super()._plan(x, weight_shape, has_bias)
+        window = _side_by_side_window(self.pool)
+        if type(plan) is not _ChannelsLastPlan or window is None or x.shape[0] != plan.rows \
+                or x.shape[0] > SMALL_BATCH or x.ndim != 4:
+            return plan
+        kernel, strides, dilations, begins, ends, _, _ = self._fit(x, weight_shape)
+        try:
+            return PooledChannelsLastPlan(x.shape, x.dtype, weight_shape[0], kernel, strides, dilations, begins,
+                                          ends, has_bias, window)
+        except ValueError:
+            return plan
 
 
 class MatmulDepthwiseConv(Conv):
@@ -208,5 +318,5 @@ def batch1_kernel(kernel: Op) -> Op:
         return kernel
     weight = kernel.weight
     if weight.ndim != 4 or weight.shape[1] != 1 or kernel.group < 2 or weight.shape[0] != kernel.group:
-        return kernel
+        return LeanConv(kernel.node) if weight.ndim == 4 and kernel.group == 1 else kernel
     return MatmulDepthwiseConv(kernel.node)
