@@ -159,3 +159,12 @@ def test_lenet_training_steps_match_with_and_without_the_block():
         results.append(trainer.params)
     for name, value in results[0].items():
         np.testing.assert_allclose(results[1][name], value, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("budget", [1, 3000, 20000])  # one image row per chunk; chunks across pooled rows
+def test_block_chunks_of_image_rows(monkeypatch, budget):
+    from nn_core.ops import conv_pool_train
+
+    monkeypatch.setattr(conv_pool_train, "ROWS_CHUNK_BYTES", budget)
+    test_block_matches_node_by_node(1, 3, (9, 11), (3, 3), (1, 0, 2, 1))
+    test_block_input_gradient_and_float32(2)

@@ -33,6 +33,9 @@ from .windows import checked_windows
 # the batch goes through in chunks of about this many bytes of columns and convolution output (LeNet step, same
 # process, alternating: 512 KB and 1 MB x0.94-0.98 of 2 MB, 4 MB x1.0-1.08)
 CHUNK_BYTES = 512 * 1024
+# the NCHW unit's chunks, in image rows (LeNet step, alternating: 512 KB-1 MB best; 256 KB x1.03-1.10 and 128 KB
+# x1.17-1.23 from call overhead, 3 MB x1.04-1.09 and 8 MB x1.15-1.23 from leaving the cache)
+ROWS_CHUNK_BYTES = 512 * 1024
 # the unit's batch-sized buffers may take at most this much memory (beyond it the node-by-node path runs)
 MAX_BYTES = 64 * 1024 * 1024
 
@@ -51,18 +54,19 @@ class PhaseConvPlan:
 
     Layouts, chosen so that every elementwise pass runs over whole contiguous arrays (NumPy's fast loops need
     that; the same pass over rows of a strided array measured three times slower) and the batch goes through
-    a few pooled rows (of every image) at a time, in cache:
+    in chunks of image rows (one pooled row of one image: ``wide`` positions), row after row, image after
+    image, in cache:
 
     * the input's four parity images, (channel, parity, row, image, column): a parity image's row of every
       image in turn, ``wide`` values each; only the places that hold input values are ever written, the
       padding and spare entries stay zero;
-    * a chunk's columns, (phase, channel * kh * kw [+ ones], pooled row, image, column): the row of one
-      (tap, phase) is a single contiguous run of a parity image, so im2col is a few block copies; made again
-      by the backward (keeping the batch's columns, 12 MB for LeNet's conv1 at batch 128, measured slower on
-      a busy machine: they leave the cache);
-    * the convolution's output of a chunk, (phase, channel, pooled row, image, column): one matmul per phase,
-      and the pooling is elementwise over whole phase planes; the masks and the pooled gradient are kept per
-      chunk in the same (channel, pooled row, image, column) order.
+    * a chunk's columns, (phase, channel * kh * kw [+ ones], image row, column): the row of one (tap, phase)
+      is a single contiguous run of a parity image, so im2col is a few block copies; made again by the
+      backward (keeping the batch's columns, 12 MB for LeNet's conv1 at batch 128, measured slower on a busy
+      machine: they leave the cache);
+    * the convolution's output of a chunk, (phase, channel, image row, column): one matmul per phase, and the
+      pooling is elementwise over whole phase planes; the masks and the pooled gradient are kept per
+      chunk in the same (channel, image row, column) order.
     """
 
     def __init__(self, x_shape, dtype, weight_shape, has_bias: bool, begins, ends):
@@ -78,11 +82,13 @@ class PhaseConvPlan:
         k1 = self.k + has_bias
         self.has_bias = has_bias
         item = np.dtype(dtype).itemsize
-        # pooled rows per chunk: its columns and convolution output in cache
-        self.span = span = max(1, min(qh, CHUNK_BYTES // max(1, 4 * (k1 + out_channels) * line * item)))
-        self.chunks = [(start, min(qh, start + span)) for start in range(0, qh, span)]
+        # the positions go through in chunks of whole image rows (one pooled row of one image, ``wide``
+        # positions; ``units`` of them, row after row): a chunk's columns and convolution output in cache
+        total = qh * batch
+        self.units = units = max(1, min(total, ROWS_CHUNK_BYTES // max(1, 4 * (k1 + out_channels) * wide * item)))
+        self.chunks = [(start, min(total, start + units)) for start in range(0, total, units)]
         # spare rows: a last, partial chunk's views still span whole chunks, and a run's unused tail reads on
-        rows = len(self.chunks) * span + kh // 2 + 1
+        rows = -(-len(self.chunks) * units // batch) + kh // 2 + 1
         self.phases = np.zeros((channels, 4, rows, batch, wide), dtype)
         self.fills = []  # (target view, source index) per parity
         for a in range(2):
@@ -95,13 +101,13 @@ class PhaseConvPlan:
                 count_s = len(range(x0, width, 2))
                 self.fills.append((self.phases[:, 2 * a + b, r0:r0 + count_r, :, s0:s0 + count_s],
                                    (slice(None), slice(None), slice(y0, None, 2), slice(x0, None, 2))))
-        run = span * line
+        run = units * wide
         self.columns = np.empty((4, k1, run), dtype)
         if has_bias:
             self.columns[:, self.k] = 1
         # im2col: for output phase (py, px) and tap parity (e, f), the taps ky = 2t + e, kx = 2u + f read parity
         # image ((py + e) % 2, (px + f) % 2) from row (py + e) // 2 + t, column (px + f) // 2 + u on; the
-        # source views have a leading chunk axis (the chunk's first pooled row)
+        # source views have a leading chunk axis
         self.copies = []
         flat_phases, flat_columns = self.phases.reshape(-1), self.columns.reshape(-1)
         for py in range(2):
@@ -116,7 +122,7 @@ class PhaseConvPlan:
                         start = (parity * rows + (py + e) // 2) * line + (px + f) // 2
                         source = checked_windows(flat_phases[start:], (len(self.chunks), channels, taps_h, taps_w,
                                                                        run), tuple(v * item for v in (
-                            span * line, 4 * rows * line, line, 1, 1)))
+                            run, 4 * rows * line, line, 1, 1)))
                         offset = (phase * k1 + e * kw + f) * run
                         target = checked_windows(flat_columns[offset:], (channels, taps_h, taps_w, run), tuple(
                             v * item for v in (kh * kw * run, 2 * kw * run, 2 * run, 1)), writeable=True)
@@ -130,8 +136,8 @@ class PhaseConvPlan:
         chunks = len(self.chunks)
         # per chunk, the first maximum of each window, one-hot over the phases, none where the ReLU output is 0
         self.route = np.empty((chunks, 4, out_channels, run), np.bool_)
-        # per chunk, the pooled gradient (channel, pooled row, image, column): zero past the pooled width, for good
-        self.pooled_grad = np.zeros((chunks, out_channels, span, batch, wide), dtype)
+        # per chunk, the pooled gradient (channel, image row, column): zero past the pooled width, for good
+        self.pooled_grad = np.zeros((chunks, out_channels, units, wide), dtype)
         self.phased = np.empty((4, out_channels, run), dtype)
         self.source: np.ndarray | None = None  # the input of the last forward
         self.output: np.ndarray | None = None  # and its output (the gradient goes back only for these two)
@@ -144,9 +150,20 @@ class PhaseConvPlan:
             matrix = np.concatenate([matrix, b.reshape(-1, 1)], axis=1)
         return np.ascontiguousarray(matrix)
 
+    def _pieces(self, start: int, stop: int):
+        """Image rows ``start:stop`` (row after row, image after image) as (pooled row, first image, last image
+        + 1, the first one's index in the chunk) runs within one pooled row each."""
+        batch = self.batch
+        unit = start
+        while unit < stop:
+            row, image = divmod(unit, batch)
+            end = min(stop, (row + 1) * batch)
+            yield row, image, image + end - unit, unit - start
+            unit = end
+
     def _im2col(self, chunk: int, count: int) -> np.ndarray:
-        """The columns of chunk ``chunk`` (``count`` pooled rows), (phase, K, count * line)."""
-        length = count * self.line
+        """The columns of chunk ``chunk`` (``count`` image rows), (phase, K, count * wide)."""
+        length = count * self.wide
         for target, source in self.copies:
             np.copyto(target[..., :length], source[chunk, ..., :length])
         return self.columns[..., :length]
@@ -160,7 +177,7 @@ class PhaseConvPlan:
         y = np.empty((batch, m, qh, qw), x.dtype)
         for chunk, (start, stop) in enumerate(self.chunks):
             count = stop - start
-            length = count * self.line
+            length = count * wide
             product = self.product[..., :length]
             np.matmul(matrix, self._im2col(chunk, count), out=product)
             p0, p1, p2, p3 = product
@@ -182,7 +199,9 @@ class PhaseConvPlan:
             np.greater(top, left_top, out=route[1])
             np.logical_and(positive, left_bottom, out=route[2])
             np.greater(positive, left_bottom, out=route[3])
-            np.copyto(y[:, :, start:stop], upper.reshape(m, count, batch, wide).transpose(2, 0, 1, 3)[..., :qw])
+            units = upper.reshape(m, count, wide)
+            for row, first, last, at in self._pieces(start, stop):
+                np.copyto(y[first:last, :, row], units[:, at:at + last - first, :qw].transpose(1, 0, 2))
         self.source, self.output = x, y
         return y
 
@@ -197,9 +216,10 @@ class PhaseConvPlan:
         out = np.empty((batch, m, 2 * qh, 2 * qw), dy.dtype) if want_output_grad else None
         for chunk, (start, stop) in enumerate(self.chunks):
             count = stop - start
-            length = count * self.line
+            length = count * wide
             grad = self.pooled_grad[chunk, :, :count]
-            np.copyto(grad[..., :qw], dy[:, :, start:stop].transpose(1, 2, 0, 3))
+            for row, first, last, at in self._pieces(start, stop):
+                np.copyto(grad[:, at:at + last - first, :qw], dy[first:last, :, row].transpose(1, 0, 2))
             flat = grad.reshape(1, m, length)
             route, phased = self.route[chunk, :, :, :length], self.phased[..., :length]
             if finite:
@@ -210,10 +230,12 @@ class PhaseConvPlan:
             # one matmul per phase: (channel, positions) by (positions, K)
             product += np.matmul(phased, self._im2col(chunk, count).transpose(0, 2, 1)).sum(axis=0)
             if out is not None:
-                blocks = out[:, :, 2 * start:2 * stop].reshape(batch, m, count, 2, qw, 2)
-                for k in range(4):
-                    np.copyto(blocks[:, :, :, k // 2, :, k % 2],
-                              phased[k].reshape(m, count, batch, wide).transpose(2, 0, 1, 3)[..., :qw])
+                units = phased.reshape(4, m, count, wide)
+                for row, first, last, at in self._pieces(start, stop):
+                    blocks = out[first:last, :, 2 * row:2 * row + 2].reshape(last - first, m, 2, qw, 2)
+                    for k in range(4):
+                        np.copyto(blocks[:, :, k // 2, :, k % 2],
+                                  units[k, :, at:at + last - first, :qw].transpose(1, 0, 2))
         dw = np.ascontiguousarray(product[:, :self.k])
         return dw, (product[:, self.k] if self.has_bias else None), out
 
