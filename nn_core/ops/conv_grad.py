@@ -184,12 +184,16 @@ class ConvInputGradPlan:
         padded = [n + b + e for n, b, e in zip(sizes, begins, ends, strict=True)]
         self.plane = plane = math.prod(padded)
         elem = _row_major(padded)
-        self.positions = positions = out_sizes[0] * math.prod(padded[1:])
+        self.positions = out_sizes[0] * math.prod(padded[1:])
         item = np.dtype(dtype).itemsize
         tap_steps = [d * e for d, e in zip(dilations, elem, strict=True)]
         slack = sum((k - 1) * v for k, v in zip(kernel, tap_steps, strict=True))
-        # a row's zero tail must cover the largest tap offset (the gather reads that far back)
-        self.row = row = max(plane, positions + slack)
+        # the gather reads up to the largest tap offset back, so a row's entries from ``row - slack`` on must be
+        # zero: past the last real output position, (out0 - 1, ..., out_last - 1), everything is (the padded
+        # rows' extra columns too). Unit strides: out + (k - 1) * d = padded per axis, so that bound is the
+        # plane, and with no padding the sum lands straight in dX
+        last = sum((o - 1) * e for o, e in zip(out_sizes, elem, strict=True)) + 1
+        self.row = row = max(plane, last + slack)
         self.rows = rows = max(1, min(batch, GRAD_CHUNK_BYTES // 2 // max(1, taps * channels * row * item)))
         self.channels, self.item, self.padded = channels, item, padded
         # the output gradient over whole padded rows, zero past the real output for good
