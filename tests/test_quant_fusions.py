@@ -337,3 +337,56 @@ def test_private_fused_ops_named_by_a_file_check_their_inputs():
     chain = conv_chain(w, np.array(128, np.uint8), ws, None, relu=False, pool=False, scale_first=True, channels=2)
     want = ort_sessions(chain)[1].run(None, {"x": np.maximum(x, 0)})[0]
     np.testing.assert_array_equal(ours.run({"x": x, "ws": ws})["y"], want)
+
+
+def qdq_conv(dtype, x_zero_point: int, *, same_params: bool = True, q_read_elsewhere: bool = False
+             ) -> onnx.ModelProto:
+    """x -> QuantizeLinear -> DequantizeLinear -> Conv(DQ(w), DQ(int32 bias)) -> QuantizeLinear -> DQ: the
+    first layer of a QDQ model. ``same_params`` False gives the DequantizeLinear a scale of its own."""
+    out = 5
+    w = rng.integers(-127, 128, (out, 2, 3, 3)).astype(np.int8)
+    w_scale = rng.uniform(0.005, 0.02, out).astype(np.float32)
+    x_scale = np.float32(0.03)
+    bias = rng.integers(-500, 500, out).astype(np.int32)
+    c = {"xs": np.array(x_scale, np.float32), "xz": np.array(x_zero_point, dtype),
+         "xs2": np.array(x_scale if same_params else 0.031, np.float32), "w": w, "ws": w_scale,
+         "wz": np.zeros(out, np.int8), "b": bias, "bs": (x_scale * w_scale).astype(np.float32),
+         "bz": np.zeros(out, np.int32), "ys": np.array(0.07, np.float32), "yz": np.array(x_zero_point, dtype)}
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "xs2", "xz"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wd"], axis=0),
+             helper.make_node("DequantizeLinear", ["b", "bs", "bz"], ["bd"], axis=0),
+             helper.make_node("Conv", ["xd", "wd", "bd"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("QuantizeLinear", ["c", "ys", "yz"], ["cq"]),
+             helper.make_node("DequantizeLinear", ["cq", "ys", "yz"], ["y"])]
+    outputs = [helper.make_tensor_value_info("y", 1, None)]
+    if q_read_elsewhere:
+        nodes.append(helper.make_node("Cast", ["xq"], ["xq_float"], to=1))
+        outputs.append(helper.make_tensor_value_info("xq_float", 1, None))
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", 1, ["batch", 2, 9, 9])], outputs,
+                              [numpy_helper.from_array(v, k) for k, v in c.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("dtype,zero_point,variant", [(np.uint8, 128, "fused"), (np.int8, -3, "fused"),
+                                                      (np.uint8, 0, "fused"), (np.uint8, 128, "other_scale"),
+                                                      (np.uint8, 128, "read_elsewhere")])
+def test_input_quantization_done_by_the_first_qlinear_conv(dtype, zero_point, variant):
+    """A QDQ model's QuantizeLinear whose only reader is the first convolution's DequantizeLinear (same scale
+    and zero point) runs inside the QLinearConv, x straight to zero-centred float32; values as onnxruntime's,
+    saturation included. Another scale, or the quantized input read elsewhere, keeps the QuantizeLinear."""
+    model = qdq_conv(dtype, zero_point, same_params=variant != "other_scale",
+                     q_read_elsewhere=variant == "read_elsewhere")
+    ours = nn_core.Model(model)
+    assert ("QuantizeLinear" in ours.plan_ops) == (variant != "fused")
+    if variant != "other_scale":
+        assert "QLinearConv" in ours.plan_ops
+    sessions = ort_sessions(model)
+    for rows, spread in ((1, 1.0), (3, 10.0), (70, 3.0)):
+        x = (rng.normal(0, 1, (rows, 2, 9, 9)) * spread).astype(np.float32)  # 10.0: many inputs saturate
+        got = list(ours.run({"x": x}).values())
+        for session in sessions:
+            for have, want in zip(got, session.run(None, {"x": x}), strict=True):
+                np.testing.assert_array_equal(have, want)
