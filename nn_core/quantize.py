@@ -558,7 +558,7 @@ def to_integer_ops(proto: onnx.ModelProto) -> onnx.ModelProto:
         return _Node(name, op_type, domain, inputs, outputs, attrs)
 
     outputs = {o.name for o in graph.output}
-    fused = fuse_qdq(nodes, constants, outputs, make)
+    fused = fuse_qdq(nodes, constants, outputs, make, private=False)  # standard (and com.microsoft) ops only
     # drop nodes whose outputs nobody reads (the weights' DequantizeLinear), until none is left
     while True:
         read = {n for node in fused for n in node.inputs} | outputs

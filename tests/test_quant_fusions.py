@@ -390,3 +390,27 @@ def test_input_quantization_done_by_the_first_qlinear_conv(dtype, zero_point, va
         for session in sessions:
             for have, want in zip(got, session.run(None, {"x": x}), strict=True):
                 np.testing.assert_array_equal(have, want)
+
+
+def test_rewrites_for_a_file_use_only_standard_and_onnxruntime_ops():
+    """fuse_qdq(private=False), what `nn_core quantize --format qoperator` writes from: none of the engine's
+    private ops (onnxruntime could not load them) — the input's QuantizeLinear stays, no DynamicQuantizeConv,
+    no Relu absorbed into a DynamicQuantizeMatMul; the fast plan (private=True) uses them."""
+    from dataclasses import replace
+
+    from nn_core.graph import Graph
+    from nn_core.ops.quantized import FUSED_DOMAIN, fuse_qdq
+
+    def rewritten(template, name, op_type, domain, inputs, outputs, attrs):
+        return replace(template, name=name, op_type=op_type, domain=domain, inputs=inputs, outputs=outputs,
+                       attrs=attrs)
+
+    conv = conv_chain(rng.integers(0, 256, (4, 1, 3, 3)).astype(np.uint8), None, np.array(0.01, np.float32), None,
+                      relu=False, pool=False, scale_first=True)
+    for model in (qdq_conv(np.uint8, 128), conv, two_layer_mlp()):
+        graph = Graph(model)
+        outputs = {v.name for v in graph.outputs}
+        for private in (False, True):
+            nodes = fuse_qdq(list(graph.nodes), dict(graph.constants), outputs, rewritten, private=private)
+            domains = {node.domain for node in nodes}
+            assert (FUSED_DOMAIN in domains) == private

@@ -903,8 +903,8 @@ def _channel_shaped(shape: tuple[int, ...], channels: int, rank: int, axis: int)
     return all(d == 1 for d in padded) or all(d == (channels if i == axis else 1) for i, d in enumerate(padded))
 
 
-def fuse_dynamic_matmuls(nodes: list, constants: dict[str, np.ndarray], graph_outputs: set[str], make_node
-                         ) -> list:
+def fuse_dynamic_matmuls(nodes: list, constants: dict[str, np.ndarray], graph_outputs: set[str], make_node,
+                         private: bool = True) -> list:
     """The chains ``quantize_dynamic`` (onnxruntime's, and ``nn_core quantize --dynamic``) writes for a MatMul /
     Gemm / Conv: ``DynamicQuantizeLinear(x) -> MatMulInteger or ConvInteger(., W) -> Cast(float) -> Mul(.,
     Mul(x_scale, w_scale)) [-> Add(., bias)]``, each rewritten as one node computing the same float32 values
@@ -922,7 +922,8 @@ def fuse_dynamic_matmuls(nodes: list, constants: dict[str, np.ndarray], graph_ou
     A Relu whose only reader is the chain's DynamicQuantizeLinear (itself read only by the chain) is absorbed
     too: the fused node reads the Relu's input with ``relu_input=1`` (the private DynamicQuantizeMatMul of
     ``FUSED_DOMAIN`` for a matmul) and quantizes relu(x) from x's maximum alone. The DynamicQuantizeLinear and
-    the scale Mul are dropped when nothing else reads them. Arguments as ``fuse_qdq``'s."""
+    the scale Mul are dropped when nothing else reads them. Arguments as ``fuse_qdq``'s; without ``private``
+    only the MatMulInteger chains, as com.microsoft DynamicQuantizeMatMul, with no Relu absorbed."""
     producer, readers = _producers_and_readers(nodes)
     position = {id(node): i for i, node in enumerate(nodes)}
 
@@ -953,7 +954,8 @@ def fuse_dynamic_matmuls(nodes: list, constants: dict[str, np.ndarray], graph_ou
     removed: set[int] = set()
     droppable: set[int] = set()
     for node in nodes:
-        if node.op_type not in ("MatMulInteger", "ConvInteger") or not _is_default_domain(node) \
+        if node.op_type not in ("MatMulInteger", "ConvInteger" if private else "MatMulInteger") \
+                or not _is_default_domain(node) \
                 or not 3 <= len(node.inputs) <= 4:
             continue
         conv = node.op_type == "ConvInteger"
@@ -989,7 +991,7 @@ def fuse_dynamic_matmuls(nodes: list, constants: dict[str, np.ndarray], graph_ou
         if add is not None and (ready_before(add_other, node) if conv else per_column(add_other, n)):
             last, bias = add, add_other
         x, attrs = dql.inputs[0], {}
-        relu = producer.get(x)
+        relu = producer.get(x) if private else None
         if (relu is not None and relu.op_type == "Relu" and _is_default_domain(relu) and len(relu.inputs) == 1
                 and relu.inputs[0] and x not in graph_outputs and readers.get(x) == [dql]
                 and readers.get(dql.outputs[0]) == readers.get(a_zp) == [node]
@@ -1088,7 +1090,8 @@ def flatten_batch_reshapes(nodes: list, constants: dict[str, np.ndarray], graph_
     return [replaced.get(id(node), node) for node in nodes] if replaced else nodes
 
 
-def fuse_qdq(nodes: list, constants: dict[str, np.ndarray], graph_outputs: set[str], make_node) -> list:
+def fuse_qdq(nodes: list, constants: dict[str, np.ndarray], graph_outputs: set[str], make_node,
+             private: bool = True) -> list:
     """QDQ groups around Conv / Gemm / MatMul rewritten as the integer ops onnxruntime fuses them into.
 
     ``DQ(x) -> Conv(DQ(w), DQ(bias)) [-> Relu] -> Q`` becomes ``QLinearConv``; MatMul becomes ``QLinearMatMul``;
@@ -1102,9 +1105,13 @@ def fuse_qdq(nodes: list, constants: dict[str, np.ndarray], graph_outputs: set[s
 
     The fast plan can call it right after ``remove_identities`` (before constants are folded, which would turn
     the weights' DequantizeLinear into float weights). Dynamically quantized matmuls are fused first
-    (``fuse_dynamic_matmuls``)."""
-    nodes = flatten_batch_reshapes(nodes, constants, graph_outputs, make_node)
-    nodes = fuse_dynamic_matmuls(nodes, constants, graph_outputs, make_node)
+    (``fuse_dynamic_matmuls``). ``private`` (the fast plan) also allows the engine's own rewrites, whose ops
+    are not ONNX or onnxruntime operators (``FUSED_DOMAIN``: the input's QuantizeLinear done by the first
+    QLinearConv, dynamic convolutions, Relus absorbed by dynamic quantization) and the batch flatten; a file
+    written from the result (``nn_core quantize --format qoperator``) must pass False."""
+    if private:
+        nodes = flatten_batch_reshapes(nodes, constants, graph_outputs, make_node)
+    nodes = fuse_dynamic_matmuls(nodes, constants, graph_outputs, make_node, private)
     producer, readers = _producers_and_readers(nodes)
 
     def dq(name: str):
@@ -1224,7 +1231,7 @@ def fuse_qdq(nodes: list, constants: dict[str, np.ndarray], graph_outputs: set[s
             op_type, domain = "QLinearConv", ""
             attrs = {k: v for k, v in node.attrs.items() if k in ("auto_pad", "dilations", "group", "kernel_shape",
                                                                    "pads", "strides")}
-            quantize = producer.get(x[0])
+            quantize = producer.get(x[0]) if private else None
             # (not a QuantizeLinear an earlier rewrite took as its own output: its output now comes from there)
             if (quantize is not None and quantize.op_type == "QuantizeLinear" and _is_default_domain(quantize)
                     and id(quantize) not in removed and len(quantize.inputs) == 3
