@@ -189,7 +189,10 @@ class PhaseConvPlan:
             np.copyto(target, x[index].transpose(1, 2, 0, 3))
         batch, m, wide = x.shape[0], self.out_channels, self.wide
         qh, qw = self.pooled
-        y = np.empty((batch, m, qh, qw), x.dtype)
+        # the output is NCHW-shaped over NHWC storage: the next convolution (LeNet's conv2, channels-last) copies
+        # it into its channels-last scratch twice a step (forward and dW) and that copy is then contiguous; the
+        # transposition is paid once, here (step x0.96-1.0 of NCHW storage, alternating)
+        y = np.empty((batch, qh, qw, m), x.dtype).transpose(0, 3, 1, 2)
         for chunk, (start, stop) in enumerate(self.chunks):
             count = stop - start
             length = count * wide
