@@ -167,7 +167,10 @@ def main(args: argparse.Namespace) -> int:
                 line += f", onnxruntime {theirs / 2**20:.1f} MiB, ratio {mine / max(theirs, 1):.2f}"
             print(line)
     if args.profile:
-        print_profile(ours, {spec.name: example_input(spec, batches[0])}, args.seconds)
+        feeds = {spec.name: example_input(spec, batches[0])}
+        print_profile(ours, feeds, args.seconds)
+        if session is not None:
+            print_reference_profile(ort, args.model, args.threads, feeds, args.seconds)
     return 0
 
 
@@ -216,3 +219,51 @@ def print_profile(model, feeds, seconds: float) -> None:
     print(f"\n{'node':40s} {'op':16s} {'time':>12} {'share':>7}")
     for name, spent in sorted(node_time.items(), key=lambda kv: -kv[1])[:40]:
         print(f"{name[:40]:40s} {kinds[name][:16]:16s} {_fmt_time(spent)} {spent / total * 100:6.1f}%")
+
+
+def reference_node_times(ort, path: str, threads: int, feeds: dict, seconds: float) -> dict[tuple[str, str], float]:
+    """onnxruntime's own per-node kernel times (its profiler), median microseconds by (node, op type): where
+    the gap to the reference is, node by node. onnxruntime fuses and inserts nodes of its own (reorders to its
+    blocked layout), so its nodes are not ours one for one; the op types say what they are."""
+    import json
+    import os
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.enable_profiling = True
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    deadline = time.perf_counter() + seconds
+    runs = 0
+    while runs < 5 or (time.perf_counter() < deadline and runs < 1000):
+        session.run(None, feeds)
+        runs += 1
+    trace = session.end_profiling()
+    try:
+        with open(trace) as f:
+            events = json.load(f)
+    finally:
+        os.remove(trace)
+    times: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for event in events:
+        name = event.get("name", "")
+        if event.get("cat") == "Node" and name.endswith("_kernel_time"):
+            times[(name[: -len("_kernel_time")], event.get("args", {}).get("op_name", "?"))].append(event["dur"])
+    return {key: statistics.median(values) for key, values in times.items()}
+
+
+def print_reference_profile(ort, path: str, threads: int, feeds: dict, seconds: float) -> None:
+    times = reference_node_times(ort, path, threads, feeds, seconds)
+    if not times:
+        return
+    total = sum(times.values()) or 1.0
+    print(f"\nonnxruntime's profile (its own nodes; sum of nodes {_fmt_time(total * 1e-6).strip()}):")
+    by_op: dict[str, float] = defaultdict(float)
+    for (_, op), spent in times.items():
+        by_op[op] += spent
+    print(f"{'op type':28s} {'time':>12} {'share':>7}")
+    for op, spent in sorted(by_op.items(), key=lambda kv: -kv[1]):
+        print(f"{op[:28]:28s} {_fmt_time(spent * 1e-6)} {spent / total * 100:6.1f}%")
+    print(f"\n{'node':40s} {'op':16s} {'time':>12} {'share':>7}")
+    for (name, op), spent in sorted(times.items(), key=lambda kv: -kv[1])[:40]:
+        print(f"{name[:40]:40s} {op[:16]:16s} {_fmt_time(spent * 1e-6)} {spent / total * 100:6.1f}%")

@@ -380,3 +380,18 @@ def test_pooling_phase_channels_last_conv_matches_conv_then_pool():
             for want, got in zip(*outs):
                 assert got.shape == want.shape
                 np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_bench_reads_onnxruntime_per_node_times_for_the_profile():
+    import pytest
+
+    ort = pytest.importorskip("onnxruntime")
+    from helpers import BUNDLED
+
+    from nn_core.bench import reference_node_times
+
+    x = np.random.default_rng(24).random((1, 1, 28, 28)).astype(np.float32)
+    times = reference_node_times(ort, str(BUNDLED), 1, {"input": x}, 0.05)
+    ops = {op for _, op in times}
+    assert "Conv" in ops and any(op.endswith("Gemm") for op in ops), ops
+    assert all(t >= 0 for t in times.values())
