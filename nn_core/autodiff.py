@@ -182,8 +182,7 @@ class GradientPlan:
             if not any(wanted):
                 continue
             block = self._blocks.get(id(step))
-            if block is not None and needed is not None and self._block_backward(block, step, grads, needed,
-                                                                               values):
+            if block is not None and self._block_backward(block, step, grads, needed, values):
                 continue
             outputs = [values.get(name) if name else None for name in step.outputs]
             target = step.inputs
@@ -283,14 +282,15 @@ class GradientPlan:
 
     def _block_backward(self, block: tuple, pool: Step, grads, needed, values) -> bool:
         """The gradient of a Conv -> Relu -> MaxPool block that its forward ran as one unit, into the Conv's
-        inputs; False (nothing done) when the forward ran node by node."""
+        inputs; False (nothing done) when the forward ran node by node. (Such a forward holds no value of the
+        block's inside, so its values get no gradient even when ``backward`` is asked for every value.)"""
         unit, conv, relu = block
         x, y = values.get(conv.inputs[0]), values.get(pool.outputs[0])
         dy = grads.get(pool.outputs[0])
         if dy is None or not unit.matches(x, y) or conv.outputs[0] in grads or relu.outputs[0] in grads:
             return False
         inputs = [values[name] if name else None for name in conv.inputs]
-        wanted = [value is not None and value.dtype.kind == "f" and name in needed
+        wanted = [value is not None and value.dtype.kind == "f" and (needed is None or name in needed)
                   for name, value in zip(conv.inputs, inputs)]
         w, b = inputs[1], inputs[2] if len(inputs) > 2 else None
         try:

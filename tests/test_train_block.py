@@ -168,3 +168,18 @@ def test_block_chunks_of_image_rows(monkeypatch, budget):
     monkeypatch.setattr(conv_pool_train, "ROWS_CHUNK_BYTES", budget)
     test_block_matches_node_by_node(1, 3, (9, 11), (3, 3), (1, 0, 2, 1))
     test_block_input_gradient_and_float32(2)
+
+
+def test_a_block_forward_then_a_backward_for_every_value():
+    """A forward that ran the block as a unit, then backward without ``wrt``: the block's rule still answers
+    (the weights' gradients are the node-by-node ones), instead of a pooling rule run on the unit's output."""
+    rng = np.random.default_rng(9)
+    model = block_model(rng, 1, 3, (8, 8), (3, 3), (1, 1, 1, 1))
+    x = inputs_with_ties(rng, 3, 1, (8, 8), np.float64)
+    cotangent = rng.standard_normal((3, 3))
+    _, ref, _ = gradients(model, x, cotangent, ["w", "b"], blocks=False)
+    plan = model.gradient_plan(training=True)
+    tape = plan.forward({"x": x}, dict(model.initializers), wrt=["w", "b"])
+    got = plan.backward(tape, {"y": cotangent})
+    for name in ("w", "b"):
+        np.testing.assert_allclose(got[name], ref[name], rtol=1e-11, atol=1e-11)
