@@ -143,6 +143,29 @@ def fuse_activations(steps: list[Step], constants: dict[str, np.ndarray], graph_
     return [s for s in steps if id(s) not in dropped]
 
 
+def fuse_biases(steps: list[Step], constants: dict[str, np.ndarray], graph_outputs: set[str]) -> list[Step]:
+    """A MatMul whose only reader is an Add of a constant vector takes the addition in (``fuse_bias``): a dense
+    layer exported as MatMul + Add runs as one step, and a Relu after it can then be fused as well."""
+    readers = _readers(steps)
+    dropped: set[int] = set()
+    for step in steps:
+        fuse = getattr(step.kernel, "fuse_bias", None)
+        if fuse is None or len(step.outputs) != 1 or step.outputs[0] in graph_outputs:
+            continue
+        users = readers.get(step.outputs[0], [])
+        if len(users) != 1 or users[0].node.op_type != "Add" or len(users[0].inputs) != 2 \
+                or users[0].node.domain not in ("", "ai.onnx") or len(users[0].outputs) != 1:
+            continue
+        add = users[0]
+        other = add.inputs[1] if add.inputs[0] == step.outputs[0] else add.inputs[0]
+        if other == step.outputs[0] or other not in constants or not fuse(constants[other]):
+            continue
+        step.outputs = list(add.outputs)
+        step.fused = (*step.fused, "Add")
+        dropped.add(id(add))
+    return [s for s in steps if id(s) not in dropped]
+
+
 def fuse_pools(steps: list[Step], graph_outputs: set[str]) -> list[Step]:
     """A convolution whose only reader is a MaxPool pools each chunk while it is still in cache (kernels that
     can do this have ``fuse_pool``)."""
@@ -212,6 +235,7 @@ class FastPlan:
 
         steps = [Step(n, batch1_kernel(make_kernel(n, graph, consts)), list(n.inputs), list(n.outputs),
                       absorbed(n)) for n in nodes]
+        steps = fuse_biases(steps, consts, outputs)
         steps = fuse_activations(steps, consts, outputs)
         steps = fuse_pools(steps, outputs)
         self.steps = drop_dead_steps(steps, outputs)

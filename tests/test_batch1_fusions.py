@@ -395,3 +395,40 @@ def test_bench_reads_onnxruntime_per_node_times_for_the_profile():
     ops = {op for _, op in times}
     assert "Conv" in ops and any(op.endswith("Gemm") for op in ops), ops
     assert all(t >= 0 for t in times.values())
+
+
+def test_matmul_takes_in_a_following_bias_add_and_relu_bit_for_bit():
+    rng = np.random.default_rng(25)
+    w = rng.standard_normal((6, 5)).astype(np.float32)
+    for x_shape in ((3, 6), (2, 3, 6), (6,)):
+        for bias, fused in ((rng.standard_normal(5).astype(np.float32), True),
+                            (rng.standard_normal((1, 5)).astype(np.float32), False),  # could grow a 1-D product
+                            (rng.standard_normal(5).astype(np.float64), False)):  # another dtype
+            nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["c", "m"], ["a"]),
+                     helper.make_node("Relu", ["a"], ["y"])]
+            model = _load(make_model(nodes, [tensor_info("x", list(x_shape))], [tensor_info("y", None)],
+                                     {"w": w, "c": bias}))
+            labels = [step.label for step in model._fast_plan().steps]
+            assert (labels == ["MatMul+Add+Relu"]) == fused, (x_shape, bias.shape, labels)
+            x = rng.standard_normal(x_shape).astype(np.float32)
+            traced, _ = model.run_traced({"x": x})
+            got = model.run({"x": x})["y"]
+            assert got.dtype == traced["y"].dtype and np.array_equal(got, traced["y"])
+
+
+def test_dense_layers_apply_other_and_chained_activations_through_the_activation():
+    rng = np.random.default_rng(26)
+    w, b = rng.standard_normal((4, 6)).astype(np.float32), rng.standard_normal(4).astype(np.float32)
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["g"], transB=1),
+             helper.make_node("Clip", ["g"], ["y"], min=-0.2, max=0.5)]
+    model = _load(make_model(nodes, [tensor_info("x", [2, 6])], [tensor_info("y", None)], {"w": w, "b": b},
+                             opset=6))
+    assert [step.label for step in model._fast_plan().steps] == ["Gemm+Clip"]
+    x = rng.standard_normal((2, 6)).astype(np.float32)
+    np.testing.assert_array_equal(model.run({"x": x})["y"], model.run_traced({"x": x})[0]["y"])
+    kernel = _kernel(helper.make_node("Gemm", ["x", "w", "b"], ["g"], transB=1), [x, w, b], (1, 2))
+    plain = kernel.run(x, w, b)
+    assert kernel.fuse_activation("relu", {}) and kernel.relu_zero is not None
+    np.testing.assert_array_equal(kernel.run(x, w, b), np.maximum(plain, 0))
+    assert kernel.fuse_activation("clip", {"min": -0.2, "max": 0.5}) and kernel.relu_zero is None
+    np.testing.assert_array_equal(kernel.run(x, w, b), np.clip(np.maximum(plain, 0), -0.2, 0.5))

@@ -24,8 +24,32 @@ __all__ = ["fold_batchnorm_into_conv"]
 # matrix products
 
 
+class _DenseActivation(FusableOp):
+    """A dense layer's fused activation. A lone ReLU on the small vectors of a batch-1 dense layer is applied
+    as one np.maximum against a 0-d zero of the output's type (the Activation object's dispatch cost more than
+    the separate Relu kernel it replaces); anything else goes through the Activation. The same values."""
+
+    relu_zero: np.ndarray | None = None  # set when the fused activations are exactly one ReLU
+
+    def fuse_activation(self, kind: str, params: dict[str, float]) -> bool:
+        fused = super().fuse_activation(kind, params)
+        if fused:
+            only_relu = kind == "relu" and self.relu_zero is None and len(self.act.steps) == 1
+            self.relu_zero = np.zeros((), np.float32) if only_relu else None
+        return fused
+
+    def activate(self, y: np.ndarray) -> None:
+        zero = self.relu_zero
+        if zero is None or type(y) is not np.ndarray or not y.ndim:
+            self.act(y)
+            return
+        if zero.dtype is not y.dtype:  # (a 0-d zero of another type would promote y)
+            zero = self.relu_zero = np.zeros((), y.dtype)
+        np.maximum(y, zero, out=y)
+
+
 @register("Gemm", 1)
-class Gemm(FusableOp):
+class Gemm(_DenseActivation):
     """alpha * A' @ B' + beta * C. With a constant B (the usual weight) alpha and the transpose are applied
     once at load time; with a constant C, beta too. C always broadcasts: the legacy ``broadcast=0`` attribute
     of opsets < 7 only forbade what a well-formed model never needs."""
@@ -95,7 +119,7 @@ class Gemm(FusableOp):
         if y.dtype != a.dtype:
             y = y.astype(a.dtype)
         if self.act is not None:
-            self.act(y)
+            self.activate(y)
         return y
 
     def backward(self, inputs, outputs, grads):
@@ -126,7 +150,7 @@ class Gemm(FusableOp):
 
 
 @register("MatMul", 1)
-class MatMul(FusableOp):
+class MatMul(_DenseActivation):
     """NumPy matmul semantics (batched, broadcast, 1-D promotion); a constant 2-D right operand is stored
     contiguous and a batched left operand is folded into one 2-D matmul."""
 
@@ -137,6 +161,18 @@ class MatMul(FusableOp):
         # a constant 2-D B bounds the work by the size of A alone; otherwise by the product of both sizes
         self.a_limit = _left_size_limit(self, self.b) if self.b is not None and self.b.ndim == 2 else -1
         self.product_limit = _product_limit(self)
+        self.bias: np.ndarray | None = None  # a following Add of a constant row, absorbed (fuse_bias)
+
+    def fuse_bias(self, bias: np.ndarray) -> bool:
+        """Absorb the Add of a constant ``bias`` that is the only reader of this product (the bias of a dense
+        layer exported as MatMul + Add): a 1-D float vector of B's width and dtype, added in place to the fresh
+        product, which is what the Add computes. Return True if absorbed."""
+        b = self.b
+        if b is None or b.ndim != 2 or self.act is not None or self.bias is not None or bias.ndim != 1 \
+                or bias.shape[0] != b.shape[1] or bias.dtype != b.dtype or b.dtype.kind != "f":
+            return False
+        self.bias = bias
+        return True
 
     def check(self, a: np.ndarray, b: np.ndarray) -> None:
         """Refuse malformed operands, and a product over the size or work budget (batch dims broadcast)."""
@@ -172,8 +208,13 @@ class MatMul(FusableOp):
             y = np.matmul(a.reshape(-1, a.shape[-1]), b).reshape(a.shape[:-1] + b.shape[1:])
         else:
             y = np.matmul(a, b)
+        if self.bias is not None:
+            if y.dtype == self.bias.dtype:
+                y += self.bias
+            else:  # (a narrower A promotes nothing in place: the Add's own result)
+                y = y + self.bias
         if self.act is not None:
-            self.act(y)
+            self.activate(y)
         return y if dtype is None else narrow_cast(y, dtype)
 
     def backward(self, inputs, outputs, grads):
@@ -181,8 +222,8 @@ class MatMul(FusableOp):
         g = grads[0]
         if g is None:
             return [None, None]
-        if self.act is not None:
-            raise self.fail("has a fused activation: differentiate the unfused graph (GradientPlan)")
+        if self.act is not None or self.bias is not None:
+            raise self.fail("has a fused activation or bias: differentiate the unfused graph (GradientPlan)")
         if a.ndim >= 2 and b.ndim == 2:  # (..., M, K) @ (K, N): one 2-D product each, batch folded into M
             a2 = a.reshape(-1, a.shape[-1])
             g2 = g.reshape(-1, g.shape[-1])
