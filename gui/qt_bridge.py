@@ -144,8 +144,10 @@ class Steps(QObject):
 
     def _turn(self) -> None:
         deadline = time.perf_counter() + self.budget
-        while self._jobs and time.perf_counter() < deadline:
-            self._step(next(iter(self._jobs)))
+        while self._jobs:
+            self._step(next(iter(self._jobs)))  # at least one step per turn, whatever the budget
+            if time.perf_counter() >= deadline:
+                break
         if self._jobs:
             self._timer.start()
 
