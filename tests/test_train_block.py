@@ -16,7 +16,7 @@ from nn_core.train import Trainer
 
 
 def block_model(rng, channels, out_channels, size, kernel, pads, dtype=np.float64, pool_kernel=(2, 2),
-                with_bias=True, second_conv=False):
+                with_bias=True, second_conv=False, limits=None):
     """x -> [conv0 ->] conv -> relu -> maxpool -> flatten -> sum of squares-ish head (a Gemm to 3)."""
     kh, kw = kernel
     np_type = TensorProto.DOUBLE if dtype == np.float64 else TensorProto.FLOAT
@@ -41,7 +41,7 @@ def block_model(rng, channels, out_channels, size, kernel, pads, dtype=np.float6
     nodes.append(helper.make_node("Gemm", ["f", "w2"], ["y"], name="head", transB=1))
     model = make_model(nodes, [tensor_info("x", ["N", channels, *size], np_type)],
                        [tensor_info("y", ["N", 3], np_type)], inits)
-    return nn_core.load_proto(model, "block")
+    return nn_core.load_proto(model, "block", limits=limits)
 
 
 def gradients(model, x, cotangent, wrt, blocks: bool):
@@ -183,3 +183,17 @@ def test_a_block_forward_then_a_backward_for_every_value():
     got = plan.backward(tape, {"y": cotangent})
     for name in ("w", "b"):
         np.testing.assert_allclose(got[name], ref[name], rtol=1e-11, atol=1e-11)
+
+
+def test_block_keeps_the_nodes_limits():
+    """A file's geometry is untrusted: run as a unit, the block is refused over the node's work budget, as the
+    node-by-node forward is."""
+    from nn_core.errors import ModelError
+
+    rng = np.random.default_rng(4)
+    model = block_model(rng, 1, 3, (8, 8), (3, 3), (1, 1, 1, 1), limits=nn_core.Limits(max_node_work=1000))
+    x = inputs_with_ties(rng, 3, 1, (8, 8), np.float64)
+    plan = model.gradient_plan(training=True)
+    for wrt in (None, ["w", "b"]):
+        with pytest.raises(ModelError, match="conv"):
+            plan.forward({"x": x}, dict(model.initializers), wrt=wrt)

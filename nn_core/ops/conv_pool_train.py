@@ -25,6 +25,8 @@ pick NCHW columns); anything else keeps the node-by-node path.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .conv import CHANNELS_LAST_MIN_RUN
@@ -419,16 +421,25 @@ class ConvReluPool:
         fits = (x.ndim == 4 and x.dtype in (np.float32, np.float64) and w.dtype == x.dtype
                 and (b is None or b.dtype == x.dtype) and conv.group == 1 and conv.act is None and conv.pool is None)
         if fits:
-            kernel, strides, dilations, begins, ends, _, out_sizes = conv._fit(x, w.shape)  # (its checks)
-            channels = x.shape[1]
-            fits = (list(strides) == [1, 1] and list(dilations) == [1, 1] and all(o % 2 == 0 for o in out_sizes)
-                    and (b is None or b.size == w.shape[0]))
+            # the node's own checks, as its forward would make them (weights, geometry, sizes and work)
+            conv._check_weight(w, b)
+            kernel, strides, dilations, begins, ends, padded, out_sizes = conv._fit(x, w.shape)
+            batch, channels = x.shape[:2]
+            out_channels, k = w.shape[0], w.shape[1] * math.prod(kernel)
+            conv.check_size((1, channels, *padded), x.dtype, f"padded input image (pads {begins + ends})")
+            conv.check_size((batch, out_channels, *out_sizes), x.dtype, "output")
+            # (a chunk holds at least one image row of NCHW columns, one image of channels-last ones)
+            conv.check_size((4, k + 1, max(out_sizes[-1] + kernel[-1], math.prod(out_sizes) // 4 + 1)), x.dtype,
+                            "column buffer")
+            conv.check_work(batch * out_channels * math.prod(out_sizes) * k, "the convolution")
+            fits = list(strides) == [1, 1] and list(dilations) == [1, 1] and all(o % 2 == 0 for o in out_sizes)
             if fits:
-                batch, (out_h, out_w), (kh, kw) = x.shape[0], out_sizes, kernel
-                # the batch-sized buffers: the parity images (NCHW columns), the route and pooled gradient
-                line = batch * (out_w // 2 + kw // 2)
-                size = (channels * 4 * (out_h // 2 + kh + 1) + w.shape[0] * (out_h // 2) * 2) * line
-                if size * x.dtype.itemsize <= MAX_BYTES:
+                (out_h, out_w), (kh, kw) = out_sizes, kernel
+                # the batch-sized buffers, bounded for either layout: the parity images (NCHW columns), the
+                # route (bool), the pooled and routed gradients, over rows of ``line`` >= batch * pooled width
+                item, line, pooled_h = x.dtype.itemsize, batch * (out_w // 2 + kw // 2), out_h // 2
+                size = (channels * 4 * (pooled_h + kh + 1) * item + out_channels * pooled_h * (5 * item + 4)) * line
+                if size <= MAX_BYTES:
                     # channels-last columns (kernel rows of many channels) beat NCHW ones, as in conv.py
                     layout = ChannelsLastPhasePlan if kw * channels >= CHANNELS_LAST_MIN_RUN else PhaseConvPlan
                     plan = layout(x.shape, x.dtype, w.shape, b is not None, begins, ends)
