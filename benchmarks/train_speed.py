@@ -152,6 +152,9 @@ def profile(trainer: Trainer, batch: int, repeats: int = 20) -> None:
         print(f"{name:10s} {step.node.op_type:10s} {cells[0]:>16s} {cells[1]:>16s}")
     for name in ("loss", "update"):
         print(f"{name:21s} {ms((name, ''), min):7.2f} /{ms((name, ''), np.median):7.2f}")
+    if any(unit.active is not None for unit, _, _ in plan._blocks.values()):
+        print("(a Conv -> Relu -> MaxPool block run as one unit, nn_core/ops/conv_pool_train.py: its forward is on "
+              "the Conv's row, its backward, the Conv's dW and dX included, on the MaxPool's)")
 
 
 def main() -> int:
