@@ -27,7 +27,8 @@ __all__ = ["fold_batchnorm_into_conv"]
 class _DenseActivation(FusableOp):
     """A dense layer's fused activation. A lone ReLU on the small vectors of a batch-1 dense layer is applied
     as one np.maximum against a 0-d zero of the output's type (the Activation object's dispatch cost more than
-    the separate Relu kernel it replaces); anything else goes through the Activation. The same values."""
+    the separate Relu kernel it replaces); anything else, and large outputs, go through the Activation. The
+    same values."""
 
     relu_zero: np.ndarray | None = None  # set when the fused activations are exactly one ReLU
 
@@ -40,8 +41,8 @@ class _DenseActivation(FusableOp):
 
     def activate(self, y: np.ndarray) -> None:
         zero = self.relu_zero
-        if zero is None or type(y) is not np.ndarray or not y.ndim:
-            self.act(y)
+        if zero is None or type(y) is not np.ndarray or not y.ndim or y.size >= 4096:
+            self.act(y)  # (large outputs: its same-shape zeros take NumPy's vectorised loop)
             return
         if zero.dtype is not y.dtype:  # (a 0-d zero of another type would promote y)
             zero = self.relu_zero = np.zeros((), y.dtype)
