@@ -39,7 +39,7 @@ from gui.canvas import MAX_PEN_WIDTH, MIN_PEN_WIDTH, DrawingCanvas
 from gui.compare_view import open_compare
 from gui.explain import ExplainState, ShownExplanation
 from gui.graph_view import GraphView
-from gui.model_opening import OpenedModel
+from gui.model_opening import OpenedModel, dismantle
 from gui.overlay import ExplainBar, saliency_image
 from gui.prediction import Prediction
 from gui.preview import InputPreview
@@ -59,6 +59,7 @@ APPLICATION = "digitscope"
 PEN_STEP = 1.25  # [ and ] change the pen width by this factor
 BANNER_LIMIT = 600  # characters of an error shown in the banner (the tooltip has all of it)
 MODEL_VIEWS = "window: model views"  # the Steps job that shows a new model in the views
+REAP_MS, REAP_PATIENCE = 100, 50  # replaced models: look every 0.1 s whether they are unused, at most 5 s
 IDLE_MS = 1500  # the reliability of a model is measured once nothing else has happened for this long
 
 
@@ -127,6 +128,14 @@ class MainWindow(QMainWindow):
         self._idle_timer.setSingleShot(True)
         self._idle_timer.setInterval(IDLE_MS)
         self._idle_timer.timeout.connect(self._when_idle)
+        # replaced models, let go of a piece per step once nothing works on them any more (see _reap)
+        self._opened: OpenedModel | None = None
+        self._retired: list[OpenedModel] = []
+        self._reap_tries = 0
+        self._prediction_waits = False  # a prediction arrived while the views were turning to its model
+        self._reap_timer = QTimer(self)
+        self._reap_timer.setInterval(REAP_MS)
+        self._reap_timer.timeout.connect(self._reap)
         for event in (events.model_changed, events.scaling_changed, events.drawing_changed):
             event.connect(lambda *_args: self._idle_timer.start())  # (re)started: the app is busy now
         events.opening.connect(self._show_opening)
@@ -557,7 +566,11 @@ class MainWindow(QMainWindow):
         model, adapter, path = opened.model, opened.adapter, opened.path
         # The views follow one per event-loop turn: together they kept the UI thread 30-40 ms on DenseNet-121
         # (much more on a busy machine). A prediction for the new model finishes this first (_on_prediction).
-        shared_steps().start(MODEL_VIEWS, self._model_views(opened))
+        shared_steps().start(MODEL_VIEWS, self._model_views(opened), done=self._show_waiting_prediction)
+        if self._opened is not None:
+            self._retired.append(self._opened)
+            self._reap_timer.start()
+        self._opened = opened
         # Everything alive now (the app, its libraries, the model) lives long: frozen, Python's full collections
         # stop walking it. They took 50-80 ms with DenseNet open, holding the interpreter on whatever thread ran
         # them (the UI's or a worker's), so the UI stalled. A replaced model is still freed at once (nothing in
@@ -570,6 +583,18 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"{path.name} — digitscope")
         self.statusBar().showMessage(self.tr("Opened {name}: {nodes} nodes, {parameters} parameters").format(
             name=path.name, nodes=len(model.nodes), parameters=f"{model.parameter_count:,}"), 5000)
+
+    def _reap(self) -> None:
+        """Hand the replaced models to ``dismantle`` once the views show the new one and no run of the old one is
+        under way (or after REAP_PATIENCE tries): what is still shared then is only let go, never taken apart."""
+        self._reap_tries += 1
+        busy = shared_steps().pending(MODEL_VIEWS) or not self.session.predictor.is_idle()
+        if busy and self._reap_tries < REAP_PATIENCE:
+            return
+        self._reap_timer.stop()
+        self._reap_tries = 0
+        retired, self._retired = self._retired, []
+        shared_steps().start(("retired models", id(retired)), dismantle([retired]))
 
     def _model_views(self, opened: OpenedModel) -> Iterator[None]:
         model, adapter, records = opened.model, opened.adapter, opened.trial.records
@@ -584,6 +609,11 @@ class MainWindow(QMainWindow):
         self.graph.set_shapes(records)
         yield
         self.explain_bar.set_labels(adapter.labels(len(opened.trial.probabilities)))
+
+    def _show_waiting_prediction(self) -> None:
+        if self._prediction_waits:
+            self._prediction_waits = False
+            self._on_prediction(self.session.prediction if self.session.probabilities is not None else None)
 
     def set_scaling(self, code: str) -> None:
         """Use scaling ``code`` for the current model and remember the choice for this model."""
@@ -682,7 +712,10 @@ class MainWindow(QMainWindow):
 
     # --- prediction -> views -----------------------------------------------------------------------------
     def _on_prediction(self, prediction: Prediction | None) -> None:
-        shared_steps().finish(MODEL_VIEWS)  # the views show the model this prediction is for first
+        if shared_steps().pending(MODEL_VIEWS):
+            # for the model the views are still turning to: shown when they are done (_model_views' end)
+            self._prediction_waits = True
+            return
         if prediction is None:  # nothing drawn
             self.probability_view.set_prediction(None)
             self.probability_view.set_computing(False)
