@@ -2,6 +2,7 @@
 
     python benchmarks/train_speed.py                      # batch 128, one thread, no augmentation
     python benchmarks/train_speed.py --profile            # also: where our step spends its time, per node
+    python benchmarks/train_speed.py --node-by-node       # also: our step without the Conv->Relu->MaxPool units
 
 Both train the same network (conv 1->12 5x5 pad 2, ReLU, max-pool 2, conv 12->24 5x5, ReLU, max-pool 2, dense
 600->120->84->10) with softmax cross-entropy and SGD with Nesterov momentum and weight decay, on the same random
@@ -46,9 +47,12 @@ def timed(step, batch: int, steps: int) -> tuple[float, float]:
     return batch * steps / (time.perf_counter() - wall), batch * steps / (time.process_time() - cpu)
 
 
-def ours(batch: int, steps: int, warmup: int) -> tuple[tuple[float, float], Trainer]:
+def ours(batch: int, steps: int, warmup: int, units: bool = True) -> tuple[tuple[float, float], Trainer]:
     model = nn_core.load_proto(lenet5(seed=0), "lenet5")
     trainer = Trainer(model, SGD(lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4))
+    if not units:  # every node by its own kernel and rule (no Conv -> Relu -> MaxPool unit), for comparison
+        trainer.plan._blocks = {}
+        trainer.plan._forward_cache = None
     x, y = data(batch)
     for _ in range(warmup):
         trainer.step(x, y)
@@ -165,18 +169,27 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3, help="alternate ours/torch this many times, keep the best")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--node-by-node", action="store_true",
+                        help="also time our step without the Conv -> Relu -> MaxPool units, alternating")
     args = parser.parse_args()
     set_blas_threads(args.threads)
-    best_ours, best_torch, trainer = [0.0, 0.0], None, None
+    best_ours, best_torch, best_plain, trainer = [0.0, 0.0], None, [0.0, 0.0], None
     for _ in range(args.rounds):
         rates, trainer = ours(args.batch_size, args.steps, args.warmup)
         best_ours = [max(a, b) for a, b in zip(best_ours, rates)]
+        if args.node_by_node:
+            rates, _ = ours(args.batch_size, args.steps, args.warmup, units=False)
+            best_plain = [max(a, b) for a, b in zip(best_plain, rates)]
         rates = theirs(args.batch_size, args.steps, args.warmup, args.threads)
         if rates is not None:
             best_torch = [max(a, b) for a, b in zip(best_torch or [0.0, 0.0], rates)]
     print(f"LeNet-5 training, batch {args.batch_size}, {args.threads} thread(s), no augmentation, best of "
           f"{args.rounds} x {args.steps} steps, images/s by wall clock and by CPU time")
     print(f"ours (nn_core)   {best_ours[0]:9,.0f} {best_ours[1]:9,.0f}")
+    if args.node_by_node:
+        gain = [a / b for a, b in zip(best_ours, best_plain)]
+        print(f"ours, no units   {best_plain[0]:9,.0f} {best_plain[1]:9,.0f}   (with them x{gain[0]:.2f} / "
+              f"x{gain[1]:.2f} the images per second)")
     if best_torch is None:
         print("torch            not installed (pip install torch) - no ratio")
     else:
