@@ -187,3 +187,87 @@ def activation_params(node: NodeInfo, constants: dict[str, np.ndarray]) -> dict[
         low, high = _scalar(bounds[0]), _scalar(bounds[1])
         return None if low is None or high is None else {"min": low, "max": high}
     return None
+
+
+def is_default_domain(node) -> bool:
+    return node.domain in ("", "ai.onnx")
+
+
+def producers_and_readers(nodes: list) -> tuple[dict[str, object], dict[str, list]]:
+    """The node producing each value, and the nodes reading it (in order), for graph rewrites."""
+    producer = {out: node for node in nodes for out in node.outputs if out}
+    readers: dict[str, list] = {}
+    for node in nodes:
+        for name in node.inputs:
+            if name:
+                readers.setdefault(name, []).append(node)
+    return producer, readers
+
+
+def constant_value(name: str, constants: dict[str, np.ndarray], producer: dict) -> np.ndarray | None:
+    """The value of ``name`` when it is a constant or a Constant node's ``value``/``value_int(s)`` (the passes that
+    use it run before constants are folded)."""
+    if name in constants:
+        return constants[name]
+    node = producer.get(name)
+    if node is None or node.op_type != "Constant" or not is_default_domain(node) or len(node.attrs) != 1:
+        return None
+    key, value = next(iter(node.attrs.items()))
+    if key not in ("value", "value_int", "value_ints"):
+        return None
+    value = np.asarray(value)
+    return value if value.dtype.kind in "iu" else None
+
+
+def flatten_batch_reshapes(nodes: list, constants: dict[str, np.ndarray], graph_outputs: set[str], make_node
+                           ) -> list:
+    """``Reshape(x, Concat(Unsqueeze(Gather(Shape(x), 0)), [-1]))`` — ``x.view(x.size(0), -1)`` as PyTorch
+    exports it, five nodes computing ``x.shape[0]`` per run (most of a batch-1 MLP's time spent on shapes) — is
+    ``Flatten(x, axis=1)``: the same (N, rest) for every x it accepts. The Gather may take a 1-D index [0] with no
+    Unsqueeze. The shape nodes are left for the plan's dead-step pass (kept if something else reads them).
+    ``make_node(template, name, op_type, domain, inputs, outputs, attrs)`` builds the Flatten.
+
+    The fast plan runs it before ``fuse_qdq`` and before constants are folded (which would fold nothing here:
+    the shape chain reads x); the dynamically quantized MLPs are where it was measured."""
+    producer, _ = producers_and_readers(nodes)
+
+    def made_by(name: str, op_type: str):
+        node = producer.get(name) if name else None
+        return node if node is not None and node.op_type == op_type and is_default_domain(node) else None
+
+    def is_value(name: str, expected: list[int], ndim: int) -> bool:
+        value = constant_value(name, constants, producer) if name else None
+        return value is not None and value.ndim == ndim and value.reshape(-1).tolist() == expected
+
+    replaced: dict[int, object] = {}
+    for node in nodes:
+        if node.op_type != "Reshape" or not is_default_domain(node) or len(node.inputs) != 2 \
+                or node.attrs.get("allowzero", 0):
+            continue
+        x, shape = node.inputs
+        concat = made_by(shape, "Concat")
+        if concat is None or concat.attrs.get("axis") != 0 or len(concat.inputs) != 2 \
+                or not is_value(concat.inputs[1], [-1], 1):
+            continue
+        first = concat.inputs[0]
+        gather = made_by(first, "Gather")
+        if gather is not None:  # a 1-D index [0]: already of rank 1
+            index_rank = 1
+        else:
+            unsqueeze = made_by(first, "Unsqueeze")
+            if unsqueeze is None or not unsqueeze.inputs:
+                continue
+            axes = unsqueeze.attrs.get("axes") if len(unsqueeze.inputs) == 1 else constant_value(
+                unsqueeze.inputs[1], constants, producer)
+            if axes is None or np.asarray(axes).reshape(-1).tolist() != [0]:
+                continue
+            gather, index_rank = made_by(unsqueeze.inputs[0], "Gather"), 0
+        if gather is None or len(gather.inputs) != 2 or gather.attrs.get("axis", 0) != 0 \
+                or not is_value(gather.inputs[1], [0], index_rank):
+            continue
+        shape_of = made_by(gather.inputs[0], "Shape")
+        if shape_of is None or shape_of.inputs[:1] != [x] or shape_of.attrs.get("start", 0) != 0 \
+                or "end" in shape_of.attrs:
+            continue
+        replaced[id(node)] = make_node(node, node.name, "Flatten", "", [x], list(node.outputs), {"axis": 1})
+    return [replaced.get(id(node), node) for node in nodes] if replaced else nodes

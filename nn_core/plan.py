@@ -23,6 +23,7 @@ from .ops.registry import NodeSpec, Op, resolve
 from .optimize import (
     FUSABLE_ACTIVATIONS,
     activation_params,
+    flatten_batch_reshapes,
     fold_affine_into_conv,
     fold_batchnorm,
     remove_identities,
@@ -222,6 +223,7 @@ class FastPlan:
         outputs = {v.name for v in graph.outputs}
         consts = dict(constants)
         nodes = remove_identities(graph.nodes, outputs)
+        nodes = flatten_batch_reshapes(nodes, consts, outputs, _rewritten_node)
         # before folding, which would turn the weights' DequantizeLinear into float weights
         nodes = fuse_qdq(nodes, consts, outputs, _rewritten_node)
         nodes, _ = fold_constants(graph, nodes, consts)

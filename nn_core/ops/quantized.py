@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from ..optimize import is_default_domain, producers_and_readers
 from . import float8
 from .conv import resolve_pads
 from .registry import Op, register
@@ -872,21 +873,6 @@ def _same_param(constants: dict[str, np.ndarray], a: str, b: str) -> bool:
     return x is not None and y is not None and x.dtype == y.dtype and x.shape == y.shape and bool(np.all(x == y))
 
 
-def _is_default_domain(node) -> bool:
-    return node.domain in ("", "ai.onnx")
-
-
-def _producers_and_readers(nodes: list) -> tuple[dict[str, object], dict[str, list]]:
-    """The node producing each value, and the nodes reading it (in order), for the graph rewrites below."""
-    producer = {out: node for node in nodes for out in node.outputs if out}
-    readers: dict[str, list] = {}
-    for node in nodes:
-        for name in node.inputs:
-            if name:
-                readers.setdefault(name, []).append(node)
-    return producer, readers
-
-
 #: the private domain of the kernels the fast plan's rewrites introduce (not ONNX operators; a file that names one
 #: gets the same kernel, which checks its inputs like any other)
 FUSED_DOMAIN = "ai.nn_core.fused"
@@ -924,7 +910,7 @@ def fuse_dynamic_matmuls(nodes: list, constants: dict[str, np.ndarray], graph_ou
     ``FUSED_DOMAIN`` for a matmul) and quantizes relu(x) from x's maximum alone. The DynamicQuantizeLinear and
     the scale Mul are dropped when nothing else reads them. Arguments as ``fuse_qdq``'s; without ``private``
     only the MatMulInteger chains, as com.microsoft DynamicQuantizeMatMul, with no Relu absorbed."""
-    producer, readers = _producers_and_readers(nodes)
+    producer, readers = producers_and_readers(nodes)
     position = {id(node): i for i, node in enumerate(nodes)}
 
     def only_reader(name: str, op_type: str):
@@ -932,7 +918,7 @@ def fuse_dynamic_matmuls(nodes: list, constants: dict[str, np.ndarray], graph_ou
         if len(users) != 1 or name in graph_outputs:
             return None
         user = users[0]
-        return user if user.op_type == op_type and _is_default_domain(user) and len(user.inputs) >= 1 else None
+        return user if user.op_type == op_type and is_default_domain(user) and len(user.inputs) >= 1 else None
 
     def other_input(node, name: str) -> str | None:
         if len(node.inputs) != 2 or node.inputs[0] == node.inputs[1] or name not in node.inputs:
@@ -955,14 +941,14 @@ def fuse_dynamic_matmuls(nodes: list, constants: dict[str, np.ndarray], graph_ou
     droppable: set[int] = set()
     for node in nodes:
         if node.op_type not in ("MatMulInteger", "ConvInteger" if private else "MatMulInteger") \
-                or not _is_default_domain(node) \
+                or not is_default_domain(node) \
                 or not 3 <= len(node.inputs) <= 4:
             continue
         conv = node.op_type == "ConvInteger"
         a, b, a_zp = node.inputs[:3]
         b_zp = node.inputs[3] if len(node.inputs) > 3 else ""
         dql = producer.get(a)
-        if (dql is None or dql.op_type != "DynamicQuantizeLinear" or not _is_default_domain(dql)
+        if (dql is None or dql.op_type != "DynamicQuantizeLinear" or not is_default_domain(dql)
                 or len(dql.outputs) < 3 or dql.outputs[0] != a or dql.outputs[2] != a_zp or not a_zp):
             continue
         weight = constants.get(b)
@@ -980,7 +966,7 @@ def fuse_dynamic_matmuls(nodes: list, constants: dict[str, np.ndarray], graph_ou
         mul = only_reader(cast.outputs[0], "Mul")
         scale_name = None if mul is None else other_input(mul, cast.outputs[0])
         scale_mul = producer.get(scale_name) if scale_name else None
-        if scale_mul is None or scale_mul.op_type != "Mul" or not _is_default_domain(scale_mul):
+        if scale_mul is None or scale_mul.op_type != "Mul" or not is_default_domain(scale_mul):
             continue
         b_scale = other_input(scale_mul, dql.outputs[1])
         if not (ready_before(b_scale, node) if conv else per_column(b_scale, n)):
@@ -992,7 +978,7 @@ def fuse_dynamic_matmuls(nodes: list, constants: dict[str, np.ndarray], graph_ou
             last, bias = add, add_other
         x, attrs = dql.inputs[0], {}
         relu = producer.get(x) if private else None
-        if (relu is not None and relu.op_type == "Relu" and _is_default_domain(relu) and len(relu.inputs) == 1
+        if (relu is not None and relu.op_type == "Relu" and is_default_domain(relu) and len(relu.inputs) == 1
                 and relu.inputs[0] and x not in graph_outputs and readers.get(x) == [dql]
                 and readers.get(dql.outputs[0]) == readers.get(a_zp) == [node]
                 and readers.get(dql.outputs[1]) == [scale_mul] and readers.get(scale_name) == [mul]):
@@ -1021,75 +1007,6 @@ def fuse_dynamic_matmuls(nodes: list, constants: dict[str, np.ndarray], graph_ou
         result = kept
 
 
-def _constant_value(name: str, constants: dict[str, np.ndarray], producer: dict) -> np.ndarray | None:
-    """The value of ``name`` when it is a constant or a Constant node's ``value``/``value_int(s)`` (fuse_qdq runs
-    before constants are folded)."""
-    if name in constants:
-        return constants[name]
-    node = producer.get(name)
-    if node is None or node.op_type != "Constant" or not _is_default_domain(node) or len(node.attrs) != 1:
-        return None
-    key, value = next(iter(node.attrs.items()))
-    if key not in ("value", "value_int", "value_ints"):
-        return None
-    value = np.asarray(value)
-    return value if value.dtype.kind in "iu" else None
-
-
-def flatten_batch_reshapes(nodes: list, constants: dict[str, np.ndarray], graph_outputs: set[str], make_node
-                           ) -> list:
-    """``Reshape(x, Concat(Unsqueeze(Gather(Shape(x), 0)), [-1]))`` — ``x.view(x.size(0), -1)`` as PyTorch
-    exports it, five nodes computing ``x.shape[0]`` per run (most of a batch-1 MLP's time spent on shapes) — is
-    ``Flatten(x, axis=1)``: the same (N, rest) for every x it accepts. The Gather may take a 1-D index [0] with no
-    Unsqueeze. The shape nodes are left for the plan's dead-step pass (kept if something else reads them).
-    Arguments as ``fuse_qdq``'s.
-
-    A general graph pass: it lives here because ``fuse_qdq`` is the plan's hook before constant folding, and the
-    dynamically quantized MLPs are where it was measured."""
-    producer, _ = _producers_and_readers(nodes)
-
-    def made_by(name: str, op_type: str):
-        node = producer.get(name) if name else None
-        return node if node is not None and node.op_type == op_type and _is_default_domain(node) else None
-
-    def is_value(name: str, expected: list[int], ndim: int) -> bool:
-        value = _constant_value(name, constants, producer) if name else None
-        return value is not None and value.ndim == ndim and value.reshape(-1).tolist() == expected
-
-    replaced: dict[int, object] = {}
-    for node in nodes:
-        if node.op_type != "Reshape" or not _is_default_domain(node) or len(node.inputs) != 2 \
-                or node.attrs.get("allowzero", 0):
-            continue
-        x, shape = node.inputs
-        concat = made_by(shape, "Concat")
-        if concat is None or concat.attrs.get("axis") != 0 or len(concat.inputs) != 2 \
-                or not is_value(concat.inputs[1], [-1], 1):
-            continue
-        first = concat.inputs[0]
-        gather = made_by(first, "Gather")
-        if gather is not None:  # a 1-D index [0]: already of rank 1
-            index_rank = 1
-        else:
-            unsqueeze = made_by(first, "Unsqueeze")
-            if unsqueeze is None or not unsqueeze.inputs:
-                continue
-            axes = unsqueeze.attrs.get("axes") if len(unsqueeze.inputs) == 1 else _constant_value(
-                unsqueeze.inputs[1], constants, producer)
-            if axes is None or np.asarray(axes).reshape(-1).tolist() != [0]:
-                continue
-            gather, index_rank = made_by(unsqueeze.inputs[0], "Gather"), 0
-        if gather is None or len(gather.inputs) != 2 or gather.attrs.get("axis", 0) != 0 \
-                or not is_value(gather.inputs[1], [0], index_rank):
-            continue
-        shape_of = made_by(gather.inputs[0], "Shape")
-        if shape_of is None or shape_of.inputs[:1] != [x] or shape_of.attrs.get("start", 0) != 0 \
-                or "end" in shape_of.attrs:
-            continue
-        replaced[id(node)] = make_node(node, node.name, "Flatten", "", [x], list(node.outputs), {"axis": 1})
-    return [replaced.get(id(node), node) for node in nodes] if replaced else nodes
-
-
 def fuse_qdq(nodes: list, constants: dict[str, np.ndarray], graph_outputs: set[str], make_node,
              private: bool = True) -> list:
     """QDQ groups around Conv / Gemm / MatMul rewritten as the integer ops onnxruntime fuses them into.
@@ -1107,12 +1024,11 @@ def fuse_qdq(nodes: list, constants: dict[str, np.ndarray], graph_outputs: set[s
     the weights' DequantizeLinear into float weights). Dynamically quantized matmuls are fused first
     (``fuse_dynamic_matmuls``). ``private`` (the fast plan) also allows the engine's own rewrites, whose ops
     are not ONNX or onnxruntime operators (``FUSED_DOMAIN``: the input's QuantizeLinear done by the first
-    QLinearConv, dynamic convolutions, Relus absorbed by dynamic quantization) and the batch flatten; a file
-    written from the result (``nn_core quantize --format qoperator``) must pass False."""
-    if private:
-        nodes = flatten_batch_reshapes(nodes, constants, graph_outputs, make_node)
+    QLinearConv, dynamic convolutions, Relus absorbed by dynamic quantization); a file written from the result
+    (``nn_core quantize --format qoperator``) must pass False. (The batch flatten, a general pass, is
+    ``nn_core.optimize.flatten_batch_reshapes``, which the fast plan runs before this.)"""
     nodes = fuse_dynamic_matmuls(nodes, constants, graph_outputs, make_node, private)
-    producer, readers = _producers_and_readers(nodes)
+    producer, readers = producers_and_readers(nodes)
 
     def dq(name: str):
         """(q, scale, zero point) names of the DequantizeLinear producing ``name``, if its parameters are
@@ -1233,7 +1149,7 @@ def fuse_qdq(nodes: list, constants: dict[str, np.ndarray], graph_outputs: set[s
                                                                    "pads", "strides")}
             quantize = producer.get(x[0]) if private else None
             # (not a QuantizeLinear an earlier rewrite took as its own output: its output now comes from there)
-            if (quantize is not None and quantize.op_type == "QuantizeLinear" and _is_default_domain(quantize)
+            if (quantize is not None and quantize.op_type == "QuantizeLinear" and is_default_domain(quantize)
                     and id(quantize) not in removed and len(quantize.inputs) == 3
                     and not {x[0], x[3].outputs[0]} & graph_outputs
                     and [id(n) for n in readers.get(x[0], [])] == [id(x[3])]
