@@ -63,6 +63,13 @@ class Model:
                  tuple((axis, size) for axis, size in enumerate(spec.shape) if isinstance(size, int)))
                 for spec in self.graph.inputs
             ]
+        # one tensor in, tensors out (the window's case): a feed whose dtype is the declared one (the same dtype
+        # object) and whose shape already passed the full check once goes straight to the plan; that check
+        # (list building, a generator per input, a dict per output) measured ~5 us of a 70 us LeNet batch-1 run
+        self._single_feed = ((*self._feed_checks[0][:2], self._output_names[0] if self._output_names else "")
+                             if self._feed_checks is not None and len(self._feed_checks) == 1
+                             and self._plain_outputs and not self._unused_inputs else None)
+        self._checked_shapes: set[tuple[int, ...]] = set()
 
     # ---- description -------------------------------------------------------------------------------------
     @property
@@ -119,6 +126,21 @@ class Model:
     # ---- running -----------------------------------------------------------------------------------------
     def run(self, feeds: Mapping[str, Any], output_names: list[str] | None = None) -> dict[str, np.ndarray]:
         """Run the model on ``{input_name: array}``; returns ``{output_name: array}`` in graph-output order."""
+        single = self._single_feed
+        if single is not None and type(feeds) is dict and len(feeds) == 1 and output_names is None:
+            array = feeds.get(single[0])
+            if type(array) is np.ndarray and array.dtype is single[1] and array.shape in self._checked_shapes:
+                try:
+                    values = (self._plan or self._fast_plan()).run(array)
+                except ModelError:
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    raise as_model_error(exc, self.name, "running") from exc
+                if len(values) == 1:
+                    value = values[0]
+                    if type(value) is np.ndarray and value.flags.c_contiguous:
+                        return {single[2]: value}
+                return {name: _plain_array(value) for name, value in zip(self._output_names, values)}
         try:  # the boundary of error_boundary, inlined: run is the hot path and try costs nothing in 3.11
             values = (self._plan or self._fast_plan()).run(*self._prepare_feeds(feeds))
         except ModelError:
@@ -271,6 +293,10 @@ class Model:
                     break
                 arrays.append(array)
             else:
+                if self._single_feed is not None:
+                    if len(self._checked_shapes) >= 16:  # a caller cycling through shapes: keep it bounded
+                        self._checked_shapes.clear()
+                    self._checked_shapes.add(arrays[0].shape)
                 return arrays
         return self._checked_feeds(feeds)
 
