@@ -87,6 +87,24 @@ def test_a_fused_activation_after_a_run_is_applied():
     np.testing.assert_array_equal(kernel.run(x, w), np.maximum(plain, 0))
 
 
+def test_runner_dispatch_in_run_leaves_other_activations_and_half_precision_to_the_general_path():
+    """Conv.run goes straight to a shape's runner; run_activated with another activation (the gradient plan's
+    Conv -> Relu) and a float16 input of the same shape do not take it."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1, 2, 7, 7)).astype(np.float32)
+    w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    kernel = _kernel(helper.make_node("Conv", ["x", "w"], ["y"]), [x, w], (1,))
+    plain = kernel.run(x, w)
+    np.testing.assert_array_equal(kernel.run(x, w), plain)
+    assert kernel.fast
+    from nn_core.ops.conv import make_activation
+
+    np.testing.assert_array_equal(kernel.run_activated(make_activation("relu", {}), x, w), np.maximum(plain, 0))
+    half = kernel.run(x.astype(np.float16), w)
+    assert half.dtype == np.float16
+    np.testing.assert_allclose(half, plain, rtol=1e-2, atol=1e-2)
+
+
 def test_matmul_depthwise_matches_the_tap_by_tap_form():
     from nn_core.ops.batch1 import MatmulDepthwisePlan
     from nn_core.ops.conv import _FlatDepthwisePlan, make_activation
