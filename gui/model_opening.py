@@ -152,6 +152,16 @@ class MemoryReleaser:
                 self._thread.start()
             self._condition.notify_all()
 
+    def postpone(self) -> None:
+        """The user is interacting: a trim that is due waits until DELAY_SECONDS after this call. A trim holds
+        the heap's locks, and the UI thread's own allocations (a stroke's raster) would wait for it: a trim of
+        a released DenseNet-121 during a stroke stalled the UI 50-150 ms."""
+        if self._trim is None:
+            return
+        with self._condition:
+            if self._due is not None:
+                self._due = max(self._due, time.monotonic() + self.DELAY_SECONDS)
+
     @contextmanager
     def working(self) -> Iterator[None]:
         """Model work (allocating much) is under way in this block: no trim starts meanwhile, and the block

@@ -39,7 +39,7 @@ from gui.canvas import MAX_PEN_WIDTH, MIN_PEN_WIDTH, DrawingCanvas
 from gui.compare_view import open_compare
 from gui.explain import ExplainState, ShownExplanation
 from gui.graph_view import GraphView
-from gui.model_opening import OpenedModel, dismantle
+from gui.model_opening import MEMORY, OpenedModel, dismantle
 from gui.overlay import ExplainBar, saliency_image
 from gui.prediction import Prediction
 from gui.preview import InputPreview
@@ -138,6 +138,7 @@ class MainWindow(QMainWindow):
         self._reap_timer.timeout.connect(self._reap)
         for event in (events.model_changed, events.scaling_changed, events.drawing_changed):
             event.connect(lambda *_args: self._idle_timer.start())  # (re)started: the app is busy now
+        events.drawing_changed.connect(lambda _number: MEMORY.postpone())  # no heap trim under the pen
         events.opening.connect(self._show_opening)
         events.open_ended.connect(self._on_open_ended)
         events.model_changed.connect(self._on_model_changed)

@@ -148,3 +148,17 @@ def test_the_reliability_is_measured_when_the_model_tab_shows(window, qtbot):
     window.tabs.setCurrentWidget(window.summary)
     assert calibration.measuring and not calibration.pending
     qtbot.waitUntil(lambda: calibration.current is not None, timeout=30_000)
+
+
+def test_a_due_heap_trim_waits_while_the_user_draws():
+    """A trim holds the heap's locks: one that is due is pushed back by each drawing change (none is due: no-op)."""
+    from gui.model_opening import MemoryReleaser
+
+    releaser = MemoryReleaser()
+    if not releaser.available:
+        pytest.skip("no malloc_trim here (not glibc)")
+    releaser.postpone()
+    assert releaser._due is None  # nothing to trim: nothing scheduled
+    releaser._due = 0.0  # due long ago (set directly: no thread started)
+    releaser.postpone()
+    assert releaser._due >= releaser.DELAY_SECONDS
