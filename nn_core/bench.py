@@ -1,8 +1,11 @@
 """`python -m nn_core bench`: our latency beside onnxruntime's and onnx's ReferenceEvaluator, in one run.
 
 The references are imported only here, only when installed, and only to be measured against: they are never a
-code path of the engine. Timings are interleaved (ours, theirs, ours, theirs...) after warm-up, so a noisy,
-shared machine slows both sides alike and the ratios hold.
+code path of the engine. Timings are interleaved after warm-up, so a noisy, shared machine slows both sides
+alike and the ratios hold: short blocks of consecutive calls of each engine in turn (ours x10, theirs x10, ...),
+each block's first call left out, so both are measured warm. Alternating call by call (``--block 1``) measures
+each engine right after the other has filled the caches with its own weights and buffers: on LeNet-5 at batch 1
+that added ~25 us to both sides' ~55-80 us (2026-11-30), a cost neither has when run on its own.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", default="1,64,1000", help="comma-separated batch sizes (default 1,64,1000)")
     parser.add_argument("--threads", type=int, default=1, help="threads for BLAS and onnxruntime (default 1)")
     parser.add_argument("--seconds", type=float, default=2.0, help="time budget per batch size and engine")
+    parser.add_argument("--block", type=int, default=10,
+                        help="consecutive calls of each engine per turn, the first left out (default 10; 1: "
+                             "alternate call by call, each engine timed after the other)")
     parser.add_argument("--profile", action="store_true", help="time per node and per op type (ours)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     parser.add_argument("--no-reference", action="store_true", help="skip onnx's ReferenceEvaluator")
@@ -53,18 +59,23 @@ def example_input(spec, batch: int, seed: int = 0) -> np.ndarray:
 
 
 def interleaved_medians(functions: dict[str, Callable[[], object]], seconds: float,
-                        max_repeat: int = 2000) -> dict[str, float]:
-    """Median time of each function, measured round-robin after two warm-up calls each."""
+                        max_repeat: int = 2000, block: int = 1) -> dict[str, float]:
+    """Median time of each function, measured round-robin after two warm-up calls each: ``block`` consecutive
+    calls of each function per turn, the first of a block left out when ``block`` > 1 (so each is timed warm,
+    not right after the others)."""
     times: dict[str, list[float]] = {name: [] for name in functions}
     for fn in functions.values():
         fn()
         fn()
+    block = max(1, block)
     deadline = time.perf_counter() + seconds * len(functions)
     while True:
         for name, fn in functions.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+            for call in range(block):
+                start = time.perf_counter()
+                fn()
+                if call or block == 1:
+                    times[name].append(time.perf_counter() - start)
         rounds = len(next(iter(times.values())))
         if rounds >= max_repeat or (rounds >= 5 and time.perf_counter() > deadline):
             break
@@ -145,14 +156,15 @@ def main(args: argparse.Namespace) -> int:
     if fixed_batch is not None and (len(spec.shape) > 1):
         batches = sorted({fixed_batch}) if any(b != fixed_batch for b in batches) else batches
         print(f"(the model's batch size is fixed at {fixed_batch})")
+    order = f"blocks of {args.block} calls, warm" if args.block > 1 else "call by call"
     print(f"{args.model}: {len(ours.nodes)} nodes, {ours.parameter_count:,} parameters; {args.threads} thread(s); "
-          f"medians of interleaved runs")
+          f"medians of interleaved runs ({order})")
     header = f"{'batch':>6} {'ours':>12} {'per image':>12} {'onnxruntime':>12} {'ours/ort':>9} {'reference':>12} " \
              f"{'ref/ours':>9}"
     print(header)
     for batch in batches:
         a, b, ref_time = measure_batch(ours, session, reference, {spec.name: example_input(spec, batch)},
-                                       args.seconds, with_reference=batch <= 64)
+                                       args.seconds, with_reference=batch <= 64, block=args.block)
         print(f"{batch:6d} {_fmt_time(a)} {_fmt_time(a / batch)} "
               f"{_fmt_time(b) if b else '           -'} {f'{a / b:8.2f}x' if b else '        -'} "
               f"{_fmt_time(ref_time) if ref_time else '           -'} "
@@ -174,13 +186,14 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def measure_batch(ours, session, reference, feeds: dict, seconds: float, with_reference: bool
+def measure_batch(ours, session, reference, feeds: dict, seconds: float, with_reference: bool, block: int = 1
                   ) -> tuple[float, float | None, float | None]:
     """Median seconds per run of ours, onnxruntime (None if absent) and the ReferenceEvaluator (None if skipped)."""
     functions: dict[str, Callable[[], object]] = {"ours": lambda: ours.run(feeds)}
     if session is not None:
         functions["ort"] = lambda: session.run(None, feeds)
-    medians = interleaved_medians(functions, seconds)
+    # large batches take long enough per call that a block would only stretch the time budget
+    medians = interleaved_medians(functions, seconds, block=block if _timed(functions["ours"]) < 0.01 else 1)
     ref_time = None
     if reference is not None and with_reference:  # far slower: timed on its own, a bounded number of times
         once = _timed(lambda: reference.run(None, feeds))
