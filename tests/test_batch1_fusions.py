@@ -450,3 +450,35 @@ def test_dense_layers_apply_other_and_chained_activations_through_the_activation
     np.testing.assert_array_equal(kernel.run(x, w, b), np.maximum(plain, 0))
     assert kernel.fuse_activation("clip", {"min": -0.2, "max": 0.5}) and kernel.relu_zero is None
     np.testing.assert_array_equal(kernel.run(x, w, b), np.clip(np.maximum(plain, 0), -0.2, 0.5))
+
+
+def test_fused_clip_and_relu_passes_equal_numpy_clip_and_maximum():
+    """The fused Clip is two passes (maximum, minimum) with bounds kept per dtype, the fused ReLU a maximum
+    against a kept 0-d zero: the values of np.clip / np.maximum, NaN and reversed bounds included."""
+    from nn_core.ops.conv import _Clip, _Relu
+
+    rng = np.random.default_rng(8)
+    for low, high, dtype in ((-0.3, 0.4, np.float32), (None, 6.0, np.float32), (0.5, -0.5, np.float64),
+                             (None, 3, np.int32), (-2, None, np.int8), (0, 6, np.float16), (0.25, 0.75, np.float32)):
+        x = (rng.standard_normal(300) * 5).astype(dtype)
+        if np.dtype(dtype).kind == "f":
+            x[:3] = [np.nan, np.inf, -np.inf]
+        lo = -np.inf if low is None else low
+        hi = np.inf if high is None else high
+        if np.dtype(dtype).kind != "f":
+            lo, hi = max(lo, np.iinfo(dtype).min), min(hi, np.iinfo(dtype).max)
+        want = np.clip(x, np.dtype(dtype).type(lo), np.dtype(dtype).type(hi))
+        clip, out = _Clip(low, high), np.empty_like(x)
+        for _ in range(2):  # the bounds made on the first call, kept for the second
+            clip.into(x, out)
+            np.testing.assert_array_equal(out, want)
+        y = x.copy()
+        clip.into(y, y)
+        np.testing.assert_array_equal(y, want)
+    relu = _Relu()
+    for dtype in (np.float32, np.float64, np.float32, np.int16):
+        x = (rng.standard_normal(50) * 4).astype(dtype)
+        y = x.copy()
+        relu.into(y, y)
+        assert y.dtype == dtype
+        np.testing.assert_array_equal(y, np.maximum(x, dtype(0)))

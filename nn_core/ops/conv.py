@@ -72,6 +72,8 @@ def as_int_list(value: object, rank: int, default: int) -> list[int]:
 class _Relu:
     def __init__(self):
         self.zeros: dict[tuple, np.ndarray] = {}
+        # the 0-d zero of small outputs, kept (making a scalar of out's type each call cost ~0.1 us of a 1 us pass)
+        self.zero = np.zeros((), np.float32)
 
     def into(self, src: np.ndarray, out: np.ndarray) -> None:
         if src is out and out.size >= 4096 and out.flags.c_contiguous:
@@ -85,7 +87,10 @@ class _Relu:
                 zeros = self.zeros[key] = np.zeros(out.shape, out.dtype)
             np.maximum(out, zeros, out=out)
         else:
-            np.maximum(src, out.dtype.type(0), out=out)
+            zero = self.zero
+            if zero.dtype is not out.dtype:  # (a 0-d zero of another type would promote)
+                zero = self.zero = np.zeros((), out.dtype)
+            np.maximum(src, zero, out=out)
 
 
 class _LeakyRelu:
@@ -106,11 +111,19 @@ class _Clip:
         self.low = -np.inf if low is None else float(low)
         self.high = np.inf if high is None else float(high)
 
+        self.bounds: tuple[np.dtype, np.ndarray, np.ndarray] | None = None
+
     def into(self, src: np.ndarray, out: np.ndarray) -> None:
-        kind = out.dtype.kind
-        low = self.low if kind == "f" or np.isfinite(self.low) else np.iinfo(out.dtype).min
-        high = self.high if kind == "f" or np.isfinite(self.high) else np.iinfo(out.dtype).max
-        np.clip(src, out.dtype.type(low), out.dtype.type(high), out=out)
+        bounds = self.bounds
+        if bounds is None or bounds[0] is not out.dtype:
+            kind = out.dtype.kind
+            low = self.low if kind == "f" or np.isfinite(self.low) else np.iinfo(out.dtype).min
+            high = self.high if kind == "f" or np.isfinite(self.high) else np.iinfo(out.dtype).max
+            bounds = self.bounds = (out.dtype, np.array(low, out.dtype), np.array(high, out.dtype))
+        # np.clip's own checks and dispatch took twice as long as these two passes; the same values, NaN
+        # included (both propagate it), and min(max(x, low), high) is what np.clip computes when low > high
+        np.maximum(src, bounds[1], out=out)
+        np.minimum(out, bounds[2], out=out)
 
 
 class Activation:
