@@ -245,6 +245,7 @@ class FastPlan:
         self.output_names = [v.name for v in graph.outputs]
         self.constants = consts
         self.source, self._function = self._compile()
+        self.function = self._function  # for callers that inline run (Model.run): then call explain on failure
 
     def _compile(self) -> tuple[str, Callable[..., tuple]]:
         """Generate and compile the plan function.
@@ -312,6 +313,9 @@ class FastPlan:
             raise
         except Exception as exc:  # noqa: BLE001 - the one boundary: anything a kernel raises is named
             raise self._explain(exc) from exc
+
+    def explain(self, exc: Exception) -> ModelError:
+        return self._explain(exc)
 
     def _explain(self, exc: Exception) -> ModelError:
         """Find the node that failed from the generated code's line number, and the shapes it was given."""

@@ -68,3 +68,21 @@ def test_checked_shapes_stay_bounded(model):
     for batch in range(1, 40):
         model.run({"input": np.zeros((batch, 1, 28, 28), np.float32)})
     assert 0 < len(model._checked_shapes) <= 16
+
+
+def test_a_failing_node_is_named_on_the_fast_path_too():
+    """The shape passes the feed check, so the second call takes the fast path; the kernel's failure is named
+    the same way (node, inputs) as through FastPlan.run."""
+    from helpers import make_model, tensor_info
+    from onnx import helper
+
+    model = nn_core.load_proto(make_model(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"], name="bad_reshape")],
+        [tensor_info("x", ["N", 4])], [tensor_info("y", None)], {"shape": np.array([3], np.int64)}))
+    x = np.ones((1, 4), np.float32)
+    messages = []
+    for _ in range(2):
+        with pytest.raises(ModelError, match="bad_reshape") as caught:
+            model.run({"x": x})
+        messages.append(str(caught.value))
+    assert (1, 4) in model._checked_shapes and messages[0] == messages[1]
