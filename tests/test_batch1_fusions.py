@@ -150,8 +150,84 @@ def test_fast_plan_runs_depthwise_as_matmul_and_the_traced_plan_keeps_every_node
     assert [r.op_type for r in records] == ["Conv", "Relu", "Conv", "Conv", "Conv"]
     np.testing.assert_allclose(fast, traced["y"], rtol=1e-5, atol=1e-5)
     plans = [type(next(iter(k.plans.values()))[0]).__name__ for k in kernels]
-    # a strided layer with many channels keeps the tap-by-tap form
-    assert plans == ["MatmulDepthwisePlan", "MatmulDepthwisePlan", "_PointwisePlan", "_FlatDepthwisePlan"]
+    # few channels: per-channel matmuls; many: channels-last einsum (strided too)
+    assert plans == ["MatmulDepthwisePlan", "MatmulDepthwisePlan", "ChannelsLastPointwisePlan",
+                     "ChannelsLastDepthwisePlan"]
+
+
+def test_channels_last_depthwise_matches_the_tap_by_tap_form():
+    from nn_core.ops.batch1 import ChannelsLastDepthwisePlan
+    from nn_core.ops.conv import _FlatDepthwisePlan, make_activation
+
+    rng = np.random.default_rng(17)
+    # (input shape, kernel, dilations, pads, strides): unit and strided columns, dilation, odd pads, batch 2
+    cases = [((1, 24, 14, 14), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+             ((2, 20, 9, 11), (3, 3), (2, 1), (2, 0, 1, 3), (1, 1)),
+             ((1, 40, 7, 7), (5, 5), (1, 1), (2, 2, 2, 2), (1, 1)),
+             ((1, 16, 6, 8), (1, 3), (1, 2), (0, 0, 0, 0), (1, 2)),
+             ((1, 72, 14, 14), (3, 3), (1, 1), (1, 1, 1, 1), (2, 2)),
+             ((2, 17, 9, 11), (3, 3), (2, 2), (2, 0, 1, 3), (3, 2)),
+             ((1, 32, 8, 7), (2, 3), (1, 1), (0, 1, 0, 0), (1, 3))]
+    for shape, kernel, dilations, pads, strides in cases:
+        x = rng.standard_normal(shape).astype(np.float32)
+        w = rng.standard_normal((shape[1], 1, *kernel)).astype(np.float32)
+        for bias in (None, rng.standard_normal(shape[1]).astype(np.float32)):
+            for act in (None, make_activation("relu", {})):
+                args = (x.shape, x.dtype, list(kernel), list(strides), list(dilations), list(pads[:2]),
+                        list(pads[2:]), bias is not None)
+                flat, last = _FlatDepthwisePlan(*args), ChannelsLastDepthwisePlan(*args)
+                matrix = last.prepare(w, bias, shape[1])
+                want = flat.run(x, flat.prepare(w, bias, shape[1], x.dtype), act)
+                got = last.run(x, matrix, act)
+                assert got.shape == want.shape
+                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+                # an input with channels-last storage (the previous layer's output) gives the same
+                again = last.run(np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2), matrix, act)
+                np.testing.assert_array_equal(again, got)
+
+
+def test_channels_last_pointwise_matches_the_nchw_matmul_for_either_storage():
+    from nn_core.ops.batch1 import ChannelsLastPointwisePlan
+    from nn_core.ops.conv import _PointwisePlan, make_activation
+
+    rng = np.random.default_rng(18)
+    for shape, out in (((1, 24, 7, 7), 40), ((2, 8, 5, 6), 3)):
+        x = rng.standard_normal(shape).astype(np.float32)
+        w = rng.standard_normal((out, shape[1], 1, 1)).astype(np.float32)
+        nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+        strided = np.pad(x, ((0, 0), (0, 0), (0, 0), (0, 2)))[..., :shape[3]]  # neither layout
+        for bias in (None, rng.standard_normal(out).astype(np.float32)):
+            for act in (None, make_activation("relu", {})):
+                general, last = _PointwisePlan(shape, out, bias is not None), \
+                    ChannelsLastPointwisePlan(shape, out, bias is not None)
+                want = general.run(x, general.prepare(w, bias, 1), act)
+                matrix = last.prepare(w, bias, 1)
+                for image in (x, nhwc, strided):
+                    got = last.run(image, matrix, act)
+                    assert got.shape == want.shape
+                    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+                # a channels-last input stays channels-last, with no copy of it
+                assert last.run(nhwc, matrix, act).transpose(0, 2, 3, 1).flags.c_contiguous
+
+
+def test_mobilenet_style_fast_plan_equals_the_traced_graph():
+    from nn_core.builder import GraphBuilder
+
+    b = GraphBuilder(input=("input", [None, 1, 28, 28]), seed=3, name="mb")
+    x = b.relu(b.batch_norm(b.conv(b.input, 16, 3, pads=1, bias=False)))
+    for out, stride in ((32, 2), (64, 1), (64, 2)):
+        c = b.shape(x)[1]
+        x = b.relu(b.batch_norm(b.conv(x, c, 3, strides=stride, pads=1, groups=c, bias=False)))
+        x = b.relu(b.batch_norm(b.conv(x, out, 1, bias=False)))
+    x = b.gemm(b.flatten(b.global_avg_pool(x)), 10, init="glorot")
+    model = _load(b.build([x], output_names=["logits"]))
+    image = np.random.default_rng(9).standard_normal((1, 1, 28, 28)).astype(np.float32)
+    fast = model.run({"input": image})["logits"]
+    plans = {type(plan).__name__ for step in model._fast_plan().steps
+             for plan, _ in getattr(step.kernel, "plans", {}).values()}
+    assert {"ChannelsLastDepthwisePlan", "ChannelsLastPointwisePlan"} <= plans
+    traced, _ = model.run_traced({"input": image})
+    np.testing.assert_allclose(fast, traced["logits"], rtol=1e-4, atol=1e-5)
 
 
 def test_gather_of_a_constant_scalar_index_is_a_view_of_the_slice():

@@ -31,6 +31,7 @@ from .conv import (
     _ChannelsLastPlan,
     _FlatDepthwisePlan,
     _PaddedScratch,
+    _PointwisePlan,
     _row_major_strides,
     conv_out_sizes,
 )
@@ -44,6 +45,10 @@ SMALL_BATCH = 8
 # strided layers: faster this way up to this many channels (2.5x on 8-12 channels, 1.2x on 32-64); with more,
 # the per-channel matmuls of a small output cost more than the tap-by-tap form's phase images save
 STRIDED_CHANNELS = 64
+# from this many channels a depthwise layer runs channels-last (ChannelsLastDepthwisePlan): one einsum over the
+# taps of a strided window view, whose inner loop runs over contiguous channel vectors. Below it the channel
+# vectors are too short for that loop and MatmulDepthwisePlan's per-channel matmuls are cheaper.
+CHANNELS_LAST_DEPTHWISE = 16
 
 
 class MatmulDepthwisePlan:
@@ -108,6 +113,109 @@ class MatmulDepthwisePlan:
         if act is not None:
             act(y)
         return y[self.valid] if self.valid is not None else y
+
+
+class ChannelsLastDepthwisePlan:
+    """One input shape of a 2-D depthwise convolution computed channels-last, for many channels.
+
+    The input is copied once into a zero-padded (N, Hp, Wp, C) buffer (when it already has channels-last storage,
+    as a previous layer of this kind or a channels-last pointwise conv hands it over, that copy is contiguous).
+    With a unit column stride, one output row's (Wo, C) values of a tap are one contiguous run of that buffer, so
+    a strided view (kh, kw, N, Ho, Wo * C) holds every tap without copying; with a column stride s, each kernel
+    column's taps are first gathered into their own (N, Hp, Wo * C) buffer (kw copies) to get the same runs. One
+    ``einsum`` then reduces the view against the weights laid out over a row, (kh, kw, Wo * C): a single NumPy
+    call whose inner loop multiplies and accumulates runs of Wo * C values, instead of 2 * taps passes over the
+    image (_FlatDepthwisePlan) or one small matmul per channel (MatmulDepthwisePlan). The output is NCHW-shaped
+    over channels-last storage.
+
+    Sums are einsum's, so results equal the tap-by-tap form within float rounding, not bit for bit."""
+
+    def __init__(self, x_shape: tuple[int, ...], dtype: np.dtype, kernel: list[int], strides: list[int],
+                 dilations: list[int], begins: list[int], ends: list[int], has_bias: bool):
+        batch, channels, height, width = x_shape
+        padded = [s + b + e for s, b, e in zip((height, width), begins, ends, strict=True)]
+        self.out_sizes = conv_out_sizes(padded, kernel, dilations, strides)
+        if min(self.out_sizes) <= 0:
+            raise ValueError(f"output size {self.out_sizes} is empty")
+        (kh, kw), (dh, dw), (sh, sw) = kernel, dilations, strides
+        (hp, wp), (ho, wo) = padded, self.out_sizes
+        self.channels, self.has_bias, self.taps = channels, has_bias, kh * kw
+        self.kernel = (kh, kw)
+        self.run_length = run = wo * channels
+        self.pad = np.zeros((batch, hp, wp, channels), dtype)
+        interior = self.pad[:, begins[0]:begins[0] + height, begins[1]:begins[1] + width, :]
+        self.interior = interior.transpose(0, 3, 1, 2)  # written with the NCHW input
+        item = dtype.itemsize
+        self.gathers: list[tuple[np.ndarray, np.ndarray]] = []
+        if sw == 1:
+            row = wp * channels
+            self.windows = checked_windows(self.pad, (kh, kw, batch, ho, run), tuple(
+                v * item for v in (dh * row, dw * channels, hp * row, sh * row, 1)))
+        else:  # per kernel column, the columns it reads at each output column, gathered into runs
+            self.columns = np.empty((kw, batch, hp, wo, channels), dtype)
+            for j in range(kw):
+                source = self.pad[:, :, j * dw: j * dw + (wo - 1) * sw + 1: sw, :]
+                self.gathers.append((self.columns[j], source))
+            self.windows = checked_windows(self.columns, (kh, kw, batch, ho, run), tuple(
+                v * item for v in (dh * run, batch * hp * run, hp * run, sh * run, 1)))
+        self.nhwc = (batch, ho, wo, channels)
+
+    def prepare(self, weight: np.ndarray, bias: np.ndarray | None, groups: int) -> np.ndarray:
+        """(C, 1, kh, kw) [+ bias] -> (taps [+ 1], Wo * C): each tap's channel vector repeated for every output
+        column of a row, then the bias's."""
+        rows = weight.reshape(self.channels, self.taps).T
+        if bias is not None:
+            rows = np.concatenate([rows, bias.astype(weight.dtype, copy=False).reshape(1, -1)], axis=0)
+        return np.ascontiguousarray(np.tile(rows, (1, self.out_sizes[1])))
+
+    def run(self, x: np.ndarray, matrix: np.ndarray, act: Activation | None) -> np.ndarray:
+        self.interior[...] = x
+        for target, source in self.gathers:
+            target[...] = source
+        y = np.einsum("ijnhk,ijk->nhk", self.windows, matrix[:self.taps].reshape(*self.kernel, self.run_length))
+        if self.has_bias:
+            y += matrix[self.taps]
+        if act is not None:
+            act(y)
+        return y.reshape(self.nhwc).transpose(0, 3, 1, 2)
+
+
+class ChannelsLastPointwisePlan(_PointwisePlan):
+    """1x1 convolution (stride 1, no padding, one group) that keeps a channels-last input channels-last: when the
+    NCHW-shaped input has channels-last storage (a ChannelsLastDepthwisePlan's output), its (N * H * W, C) rows
+    are a view and one matmul by the (C, M) weights makes the (N * H * W, M) output, again NCHW-shaped over
+    channels-last storage, with no copy on either side. Any other input takes _PointwisePlan's NCHW matmul."""
+
+    def __init__(self, x_shape: tuple[int, ...], out_channels: int, has_bias: bool):
+        super().__init__(x_shape, out_channels, has_bias)
+        batch, channels, *sizes = x_shape
+        self.rows_shape = (batch * math.prod(sizes), channels)
+        self.nhwc_shape = (batch, *sizes, out_channels)
+
+    @staticmethod
+    def prepare(weight: np.ndarray, bias: np.ndarray | None, groups: int) -> np.ndarray:
+        """(M, C, 1, 1) [+ bias] -> (C [+ 1], M): the weights transposed, then the bias row."""
+        rows = weight.reshape(weight.shape[0], -1).T
+        if bias is not None:
+            rows = np.concatenate([rows, bias.astype(weight.dtype, copy=False).reshape(1, -1)], axis=0)
+        return np.ascontiguousarray(rows)
+
+    def run(self, x: np.ndarray, matrix: np.ndarray, act: Activation | None) -> np.ndarray:
+        channels = self.channels
+        last = x.transpose(0, 2, 3, 1)
+        if last.flags.c_contiguous:
+            y = np.matmul(last.reshape(self.rows_shape), matrix[:channels])
+            if self.has_bias:
+                y += matrix[channels]
+            if act is not None:
+                act(y)
+            return y.reshape(self.nhwc_shape).transpose(0, 3, 1, 2)
+        y = np.matmul(matrix[:channels].T, x.reshape(self.flat_in))
+        if self.has_bias:
+            y += matrix[channels].reshape(-1, 1)
+        if act is not None:
+            act(y)
+        return y.reshape(self.out_shape)
 
 
 class PooledChannelsLastPlan(_ChannelsLastPlan):
@@ -199,6 +307,8 @@ class LeanConv(Conv):
 
     def _plan(self, x: np.ndarray, weight_shape: tuple[int, ...], has_bias: bool):
         plan = super()._plan(x, weight_shape, has_bias)
+        if type(plan) is _PointwisePlan:
+            return ChannelsLastPointwisePlan(x.shape, weight_shape[0], has_bias)
         window = _side_by_side_window(self.pool)
         if type(plan) is not _ChannelsLastPlan or window is None or x.shape[0] != plan.rows \
                 or x.shape[0] > SMALL_BATCH or x.ndim != 4:
@@ -220,9 +330,14 @@ class MatmulDepthwiseConv(Conv):
         if not isinstance(plan, _FlatDepthwisePlan) or x.dtype.kind != "f" or x.dtype.itemsize < 4:
             return plan
         kernel, strides, dilations, begins, ends, _, _ = self._fit(x, weight_shape)
-        if (any(s != 1 for s in strides) and x.shape[1] > STRIDED_CHANNELS) or x.shape[0] > SMALL_BATCH:
+        if x.shape[0] > SMALL_BATCH:
             return plan
         try:
+            if x.shape[1] >= CHANNELS_LAST_DEPTHWISE:
+                return ChannelsLastDepthwisePlan(x.shape, x.dtype, kernel, strides, dilations, begins, ends,
+                                                 has_bias)
+            if any(s != 1 for s in strides) and x.shape[1] > STRIDED_CHANNELS:
+                return plan
             return MatmulDepthwisePlan(x.shape, x.dtype, kernel, strides, dilations, begins, ends, has_bias)
         except ValueError as exc:
             raise self.fail(f"input {x.shape}, kernel {kernel}: {exc}") from None
