@@ -5,7 +5,9 @@ items: one cached item per node (op, output shape, parameters; text dropped when
 as one path item, so pan and zoom stay smooth on ResNet-50 and DenseNet-121. The items are built only while the
 view is shown, and a few at a time between events (``gui.qt_bridge.Steps``): DenseNet-121's 910 boxes in one go
 kept the UI thread busy 15-40 ms. A node's colour is the mean ``|a|`` of its output for the current drawing, on a
-log scale across the network.
+log scale across the network. A new drawing recolours only the boxes in sight; the others are brought up to date
+when they come into view (a box repainted is a Python call from C++, and DenseNet's 910 of them, most far
+off-screen, were ~5 ms of the UI thread per drawing, 3-5x that on a busy machine).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from PySide6.QtGui import (
     QMouseEvent,
     QPainter,
     QPainterPath,
+    QPaintEvent,
     QPen,
     QWheelEvent,
 )
@@ -77,8 +80,9 @@ class NodeItem(QGraphicsItem):
         self.node = node
         self.view = view
         self.shape_text = ""
-        self.activity: float | None = None  # 0..1 on the network's scale, None: nothing drawn
-        self.value: float | None = None  # the mean |a| itself
+        self._activity: float | None = None  # 0..1 on the network's scale, None: nothing drawn
+        self._value: float | None = None  # the mean |a| itself
+        self.colouring = -1  # which of the view's colourings _activity and _value are from (view.bring_up_to_date)
         self.selected = False
         self._rect = QRectF(-node.width / 2, 0, node.width, node.height)
         self._bounds = self._rect.adjusted(-2, -2, 2, 2)  # asked for often (a Python call from C++ each time)
@@ -92,6 +96,18 @@ class NodeItem(QGraphicsItem):
     def boundingRect(self) -> QRectF:
         return self._bounds
 
+    @property
+    def activity(self) -> float | None:
+        """0..1 on the network's scale for the current drawing, None: nothing drawn."""
+        self.view.bring_up_to_date(self, repaint=False)
+        return self._activity
+
+    @property
+    def value(self) -> float | None:
+        """The mean |a| of the node's output for the current drawing."""
+        self.view.bring_up_to_date(self, repaint=False)
+        return self._value
+
     def lines(self) -> list[str]:
         parameters = f"{self.node.parameters:,} params" if self.node.parameters else ""
         value = f"|a| {self.value:.3g}" if self.value is not None else ""
@@ -100,7 +116,8 @@ class NodeItem(QGraphicsItem):
 
     def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
         detail = option.levelOfDetailFromTransform(painter.worldTransform())
-        fill = activity_colour(self.activity) if self.activity is not None else NODE_FILL
+        activity = self.activity  # (brought up to date: this is the paint that shows it)
+        fill = activity_colour(activity) if activity is not None else NODE_FILL
         painter.setPen(QPen(SELECTED_BORDER if self.selected else NODE_BORDER, 3 if self.selected else 1))
         painter.setBrush(fill)
         painter.drawRoundedRect(self._rect, 5, 5)
@@ -108,7 +125,7 @@ class NodeItem(QGraphicsItem):
                          op_colour(self.node.op_type))
         if detail < 0.3:
             return  # far out: the box and its colour tell enough
-        text_colour = QColor(20, 20, 24) if self.activity is not None and self.activity > 0.62 else TEXT
+        text_colour = QColor(20, 20, 24) if activity is not None and activity > 0.62 else TEXT
         painter.setPen(text_colour)
         font = QFont(painter.font())
         font.setPixelSize(12)
@@ -187,6 +204,9 @@ class GraphView(QGraphicsView):
         self._complete = True  # every item of the current layout is in the scene
         self._shapes: dict[str, str] = {}
         self._activity: dict[str, float] = {}
+        self._activity_scale: tuple[float, float] | None = None  # (low, span) of log10 |a|; None: no colours
+        self._colouring = 0  # bumped when the colours change; a box whose own number differs is out of date
+        self._up_to_date = 0  # boxes brought to the current colouring (all of them: nothing to look at)
         self.selected: int | None = None
 
     # --- model -------------------------------------------------------------------------------------------
@@ -198,6 +218,7 @@ class GraphView(QGraphicsView):
         self.graph_layout = layout
         self._index_of = layout.index_of() if layout is not None else {}
         self._shapes, self._activity, self.selected = {}, {}, None
+        self._activity_scale, self._up_to_date = None, 0
         self.scene().clear()
         self.items_by_index, self._edges, self._highlight = [], None, None
         self._complete = layout is None or not layout.nodes
@@ -283,20 +304,45 @@ class GraphView(QGraphicsView):
 
     def _apply_activity(self) -> None:
         values = [v for v in self._activity.values() if v > 0 and math.isfinite(v)]
+        self._activity_scale = None
         if values:
             logs = sorted(math.log10(v) for v in values)
             low = logs[int(0.02 * (len(logs) - 1))]
             high = logs[int(0.98 * (len(logs) - 1))]
-            span = max(high - low, 1e-6)
-        for item in self.items_by_index:
-            value = self._activity.get(item.node.name)
-            if value is None or not values or not math.isfinite(value):
-                new = None
-            else:
-                new = 0.0 if value <= 0 else (math.log10(value) - low) / span
-            if new != item.activity or value != item.value:
-                item.activity, item.value = new, value
-                item.update()
+            self._activity_scale = (low, max(high - low, 1e-6))
+        self._colouring += 1
+        self._up_to_date = 0
+        self._bring_visible_up_to_date()
+
+    def bring_up_to_date(self, item: NodeItem, repaint: bool = True) -> None:
+        """Give ``item`` the current drawing's colour (``repaint``: and redraw it, if that changed it)."""
+        if item.colouring == self._colouring:
+            return
+        item.colouring = self._colouring
+        self._up_to_date += 1
+        value = self._activity.get(item.node.name)
+        if value is None or self._activity_scale is None or not math.isfinite(value):
+            new = None
+        else:
+            low, span = self._activity_scale
+            new = 0.0 if value <= 0 else (math.log10(value) - low) / span
+        if new != item._activity or value != item._value:
+            item._activity, item._value = new, value
+            if repaint:
+                item.update()  # its cached image is out of date
+
+    def _bring_visible_up_to_date(self) -> None:
+        if not self.isVisible() or (self._complete and self._up_to_date >= len(self.items_by_index)):
+            return
+        for item in self.items(self.viewport().rect()):
+            if isinstance(item, NodeItem):
+                self.bring_up_to_date(item)
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        # boxes come into view by scrolling, zooming, resizing or showing the tab: whichever it was, they are
+        # brought up to date before the frame that shows them (their cached images would show old colours)
+        self._bring_visible_up_to_date()
+        super().paintEvent(event)
 
     # --- selection ---------------------------------------------------------------------------------------
     def node_clicked(self, index: int, inspect: bool = False) -> None:

@@ -159,3 +159,47 @@ def test_the_window_fits_800_by_600(qtbot, window):
     qtbot.wait(20)
     header = window.summary.table.header()
     assert sum(header.sectionSize(i) for i in range(header.count())) <= window.summary.table.viewport().width() + 2
+
+
+def test_new_colours_repaint_only_the_boxes_in_sight_and_the_others_when_they_come_into_view(qtbot):
+    from PySide6.QtGui import QColor
+    from PySide6.QtWidgets import QGraphicsItem
+
+    from gui.graph_layout import layout_graph
+    from gui.graph_view import GraphView, activity_colour
+    from nn_core.graph import NodeInfo
+
+    layout = layout_graph([NodeInfo(f"n{i}", "Relu", "", [f"t{i}"], [f"t{i + 1}"]) for i in range(300)])
+    view = GraphView()
+    qtbot.addWidget(view)
+    view.resize(400, 300)
+    view.show()
+    qtbot.waitExposed(view)
+    view.set_layout(layout)
+    view.finish_build()
+    items = view.items_by_index
+    first, last = items[0], items[-1]
+
+    def fill_colour(item) -> QColor:
+        """The colour on screen inside ``item``'s box, right of its text (scrolled into view first)."""
+        view.centerOn(item)
+        rect = item.sceneBoundingRect()
+        point = view.mapFromScene(rect.right() - 10, rect.center().y())
+        return QColor(view.viewport().grab().toImage().pixel(point))
+
+    view.set_activity({f"n{i}": float(i + 1) for i in range(300)})
+    bright = fill_colour(last)  # cached in device coordinates with this colour
+    assert bright == activity_colour(1.0)
+    view.centerOn(first)
+    repainted = []
+    for index, item in enumerate(items):
+        # counts the repaints asked for, and asks for them
+        item.update = lambda index=index, item=item: (repainted.append(index), QGraphicsItem.update(item))
+    view.set_activity({f"n{i}": float(300 - i) for i in range(300)})  # the last node is now the quietest
+    assert 0 in repainted and len(repainted) < len(items) // 2 and 299 not in repainted
+    assert fill_colour(last) == activity_colour(0.0) != bright  # brought up to date as it came into view
+    assert 299 in repainted
+    # read from outside, every box has the current drawing's values wherever it is
+    # (log scale between the 2nd and 98th percentiles of the values 1..300: the 6th and the 294th)
+    expected = (np.log10(150) - np.log10(6)) / (np.log10(294) - np.log10(6))
+    assert last.value == 1.0 and items[150].value == 150.0 and items[150].activity == pytest.approx(expected)
