@@ -334,7 +334,9 @@ class GraphView(QGraphicsView):
     def _bring_visible_up_to_date(self) -> None:
         if not self.isVisible() or (self._complete and self._up_to_date >= len(self.items_by_index)):
             return
-        for item in self.items(self.viewport().rect()):
+        # by bounding rectangles: the default test against each item's shape builds the outline of the edges'
+        # path (every edge of the network) on each call, ~7 ms on DenseNet-121
+        for item in self.items(self.viewport().rect(), Qt.ItemSelectionMode.IntersectsItemBoundingRect):
             if isinstance(item, NodeItem):
                 self.bring_up_to_date(item)
 
