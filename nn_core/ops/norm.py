@@ -266,6 +266,7 @@ class LayerNormalization(Op):
         self.output_count = len(node.outputs)
         # per (input shape, dtype): the normalised axes and their size when the lean path applies, else None
         self.lean: dict[tuple, tuple | None] = {}
+        self.averagers: dict[tuple, np.ndarray] = {}  # (count, dtype) -> the (count, 1) column of 1/count
 
     def run(self, x, scale, b=None):
         if self.output_count == 1 and type(x) is np.ndarray and type(scale) is np.ndarray:
@@ -309,16 +310,24 @@ class LayerNormalization(Op):
 
     def _run_lean(self, x: np.ndarray, scale: np.ndarray, b: np.ndarray | None, axes: tuple, count: int
                   ) -> np.ndarray:
-        """``_normalize`` then scale and bias, the same operations in the same order, with the scale and bias
-        applied in place: a transformer's small LayerNormalization is a dozen NumPy calls of ~1 us each."""
-        mean = np.add.reduce(x, axis=axes, keepdims=True)
-        np.divide(mean, count, out=mean)
-        centered = x - mean
-        variance = np.add.reduce(np.square(centered), axis=axes, keepdims=True)
-        np.divide(variance, count, out=variance)
-        variance += self.epsilon
-        np.divide(1.0, np.sqrt(variance, out=variance), out=variance)
-        centered *= variance
+        """``_normalize`` then scale and bias with fewer NumPy calls: the normalised axes are trailing, so the
+        input is (rows, count) and both row means (of x, then of the squared deviations) are one matrix-vector
+        product by a column of 1/count each -- np.add.reduce over many short rows runs row by row and costs
+        twice as much on a transformer's (tokens, width) -- and the division by the standard deviation, the
+        scale and the bias are applied in place. The sums are BLAS's, equal to the general path within float
+        rounding."""
+        averager = self.averagers.get((count, x.dtype))
+        if averager is None:
+            if len(self.averagers) > 16:
+                self.averagers.clear()
+            averager = self.averagers[(count, x.dtype)] = np.full((count, 1), 1.0 / count, x.dtype)
+        rows = x.reshape(-1, count)
+        centered = rows - np.matmul(rows, averager)
+        deviation = np.matmul(np.square(centered), averager)
+        deviation += self.epsilon
+        np.sqrt(deviation, out=deviation)
+        centered /= deviation
+        centered = centered.reshape(x.shape)
         centered *= scale
         if b is not None:
             centered += b
