@@ -208,6 +208,13 @@ def test_channels_last_pointwise_matches_the_nchw_matmul_for_either_storage():
                     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
                 # a channels-last input stays channels-last, with no copy of it
                 assert last.run(nhwc, matrix, act).transpose(0, 2, 3, 1).flags.c_contiguous
+    # one input channel: contiguous both ways, the output stays NCHW for the layers around it
+    x = rng.standard_normal((2, 1, 6, 5)).astype(np.float32)
+    w = rng.standard_normal((4, 1, 1, 1)).astype(np.float32)
+    last = ChannelsLastPointwisePlan(x.shape, 4, False)
+    got = last.run(x, last.prepare(w, None, 1), None)
+    assert got.flags.c_contiguous
+    np.testing.assert_allclose(got, w.reshape(1, 4, 1, 1) * x, rtol=1e-6)
 
 
 def test_mobilenet_style_fast_plan_equals_the_traced_graph():

@@ -182,7 +182,7 @@ class ChannelsLastDepthwisePlan:
 
 class ChannelsLastPointwisePlan(_PointwisePlan):
     """1x1 convolution (stride 1, no padding, one group) that keeps a channels-last input channels-last: when the
-    NCHW-shaped input has channels-last storage (a ChannelsLastDepthwisePlan's output), its (N * H * W, C) rows
+    NCHW-shaped input has channels-last storage only (a ChannelsLastDepthwisePlan's output), its (N * H * W, C) rows
     are a view and one matmul by the (C, M) weights makes the (N * H * W, M) output, again NCHW-shaped over
     channels-last storage, with no copy on either side. Any other input takes _PointwisePlan's NCHW matmul."""
 
@@ -203,7 +203,8 @@ class ChannelsLastPointwisePlan(_PointwisePlan):
     def run(self, x: np.ndarray, matrix: np.ndarray, act: Activation | None) -> np.ndarray:
         channels = self.channels
         last = x.transpose(0, 2, 3, 1)
-        if last.flags.c_contiguous:
+        # an input contiguous both ways (one channel, or 1x1 images) stays NCHW, as the layers around expect
+        if last.flags.c_contiguous and not x.flags.c_contiguous:
             y = np.matmul(last.reshape(self.rows_shape), matrix[:channels])
             if self.has_bias:
                 y += matrix[channels]
