@@ -167,7 +167,9 @@ def test_channels_last_depthwise_matches_the_tap_by_tap_form():
              ((1, 16, 6, 8), (1, 3), (1, 2), (0, 0, 0, 0), (1, 2)),
              ((1, 72, 14, 14), (3, 3), (1, 1), (1, 1, 1, 1), (2, 2)),
              ((2, 17, 9, 11), (3, 3), (2, 2), (2, 0, 1, 3), (3, 2)),
-             ((1, 32, 8, 7), (2, 3), (1, 1), (0, 1, 0, 0), (1, 3))]
+             ((1, 32, 8, 7), (2, 3), (1, 1), (0, 1, 0, 0), (1, 3)),
+             # one input column: a kernel column that reads only padding at every output column
+             ((1, 16, 5, 1), (3, 3), (1, 1), (1, 2, 1, 2), (2, 2))]
     for shape, kernel, dilations, pads, strides in cases:
         x = rng.standard_normal(shape).astype(np.float32)
         w = rng.standard_normal((shape[1], 1, *kernel)).astype(np.float32)
@@ -176,6 +178,8 @@ def test_channels_last_depthwise_matches_the_tap_by_tap_form():
                 args = (x.shape, x.dtype, list(kernel), list(strides), list(dilations), list(pads[:2]),
                         list(pads[2:]), bias is not None)
                 flat, last = _FlatDepthwisePlan(*args), ChannelsLastDepthwisePlan(*args)
+                if strides[1] > 1 and shape[3] == 1:
+                    assert len(last.copies) < kernel[1]
                 matrix = last.prepare(w, bias, shape[1])
                 want = flat.run(x, flat.prepare(w, bias, shape[1], x.dtype), act)
                 got = last.run(x, matrix, act)
@@ -184,6 +188,11 @@ def test_channels_last_depthwise_matches_the_tap_by_tap_form():
                 # an input with channels-last storage (the previous layer's output) gives the same
                 again = last.run(np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2), matrix, act)
                 np.testing.assert_array_equal(again, got)
+                # the reused buffers hold nothing of the previous call
+                other = rng.standard_normal(shape).astype(np.float32)
+                np.testing.assert_allclose(last.run(other, matrix, act),
+                                           flat.run(other, flat.prepare(w, bias, shape[1], x.dtype), act),
+                                           rtol=1e-5, atol=1e-5)
 
 
 def test_channels_last_pointwise_matches_the_nchw_matmul_for_either_storage():

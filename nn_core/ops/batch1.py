@@ -118,11 +118,12 @@ class MatmulDepthwisePlan:
 class ChannelsLastDepthwisePlan:
     """One input shape of a 2-D depthwise convolution computed channels-last, for many channels.
 
-    The input is copied once into a zero-padded (N, Hp, Wp, C) buffer (when it already has channels-last storage,
-    as a previous layer of this kind or a channels-last pointwise conv hands it over, that copy is contiguous).
-    With a unit column stride, one output row's (Wo, C) values of a tap are one contiguous run of that buffer, so
-    a strided view (kh, kw, N, Ho, Wo * C) holds every tap without copying; with a column stride s, each kernel
-    column's taps are first gathered into their own (N, Hp, Wo * C) buffer (kw copies) to get the same runs. One
+    With a unit column stride the input is copied once into a zero-padded (N, Hp, Wp, C) buffer (when it already
+    has channels-last storage, as a previous layer of this kind or a channels-last pointwise conv hands it over,
+    that copy is contiguous); one output row's (Wo, C) values of a tap are then one contiguous run of it, so a
+    strided view (kh, kw, N, Ho, Wo * C) holds every tap without copying. With a column stride s, the columns
+    each kernel column reads are copied from the input into their own zero-padded (N, Hp, Wo * C) buffer (kw
+    copies of about 1/s of the input each, and no padded copy of the whole input) to get the same runs. One
     ``einsum`` then reduces the view against the weights laid out over a row, (kh, kw, Wo * C): a single NumPy
     call whose inner loop multiplies and accumulates runs of Wo * C values, instead of 2 * taps passes over the
     image (_FlatDepthwisePlan) or one small matmul per channel (MatmulDepthwisePlan). The output is NCHW-shaped
@@ -142,20 +143,29 @@ class ChannelsLastDepthwisePlan:
         self.channels, self.has_bias, self.taps = channels, has_bias, kh * kw
         self.kernel = (kh, kw)
         self.run_length = run = wo * channels
-        self.pad = np.zeros((batch, hp, wp, channels), dtype)
-        interior = self.pad[:, begins[0]:begins[0] + height, begins[1]:begins[1] + width, :]
-        self.interior = interior.transpose(0, 3, 1, 2)  # written with the NCHW input
         item = dtype.itemsize
-        self.gathers: list[tuple[np.ndarray, np.ndarray]] = []
+        # (target, input columns): NCHW-shaped views written with the input's columns on each call
+        self.copies: list[tuple[np.ndarray, tuple]] = []
+        rows = slice(begins[0], begins[0] + height)
         if sw == 1:
+            self.pad = np.zeros((batch, hp, wp, channels), dtype)
+            interior = self.pad[:, rows, begins[1]:begins[1] + width, :]
+            self.copies.append((interior.transpose(0, 3, 1, 2), (Ellipsis,)))
             row = wp * channels
             self.windows = checked_windows(self.pad, (kh, kw, batch, ho, run), tuple(
                 v * item for v in (dh * row, dw * channels, hp * row, sh * row, 1)))
-        else:  # per kernel column, the columns it reads at each output column, gathered into runs
-            self.columns = np.empty((kw, batch, hp, wo, channels), dtype)
+        else:
+            # per kernel column j, the padded columns it reads at each output column (wo * sw + j * dw), gathered
+            # straight from the input into runs: the output columns whose source is padding stay zero
+            self.columns = np.zeros((kw, batch, hp, wo, channels), dtype)
             for j in range(kw):
-                source = self.pad[:, :, j * dw: j * dw + (wo - 1) * sw + 1: sw, :]
-                self.gathers.append((self.columns[j], source))
+                first = max(0, -(-(begins[1] - j * dw) // sw))
+                last = min(wo - 1, (begins[1] + width - 1 - j * dw) // sw)
+                if last < first:
+                    continue
+                start = first * sw + j * dw - begins[1]
+                target = self.columns[j][:, rows, first:last + 1, :].transpose(0, 3, 1, 2)
+                self.copies.append((target, (Ellipsis, slice(start, start + (last - first) * sw + 1, sw))))
             self.windows = checked_windows(self.columns, (kh, kw, batch, ho, run), tuple(
                 v * item for v in (dh * run, batch * hp * run, hp * run, sh * run, 1)))
         self.nhwc = (batch, ho, wo, channels)
@@ -169,9 +179,8 @@ class ChannelsLastDepthwisePlan:
         return np.ascontiguousarray(np.tile(rows, (1, self.out_sizes[1])))
 
     def run(self, x: np.ndarray, matrix: np.ndarray, act: Activation | None) -> np.ndarray:
-        self.interior[...] = x
-        for target, source in self.gathers:
-            target[...] = source
+        for target, columns in self.copies:
+            target[...] = x[columns]
         y = np.einsum("ijnhk,ijk->nhk", self.windows, matrix[:self.taps].reshape(*self.kernel, self.run_length))
         if self.has_bias:
             y += matrix[self.taps]
