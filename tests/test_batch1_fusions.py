@@ -195,6 +195,28 @@ def test_channels_last_depthwise_matches_the_tap_by_tap_form():
                                            rtol=1e-5, atol=1e-5)
 
 
+def test_channels_last_depthwise_buffers_are_checked_against_the_limits_before_allocation():
+    import pytest
+
+    from nn_core.errors import ModelError
+
+    # a tall row stride: Ho = 1 from 64 padded rows, so the kernel columns' copies (3 x 64 rows x 31 x 16 channels
+    # x 4 bytes = 381 KB) are far larger than the output, the padded input (262 KB) or Conv's own column buffer
+    rng = np.random.default_rng(19)
+    x = rng.standard_normal((1, 16, 64, 64)).astype(np.float32)
+    w = rng.standard_normal((16, 1, 1, 3)).astype(np.float32)
+    model = make_model([helper.make_node("Conv", ["x", "w"], ["y"], group=16, strides=[64, 2])],
+                       [tensor_info("x", [1, 16, 64, 64])], [tensor_info("y", None)], {"w": w}, opset=13)
+    want = nn_core.load_proto(model).run({"x": x})["y"]
+    small = nn_core.Limits(max_tensor_bytes=300_000)
+    with pytest.raises(ModelError, match="channels-last column buffer"):
+        nn_core.load_proto(model, limits=small).run({"x": x})
+    # the same layer within the limit computes the convolution
+    np.testing.assert_allclose(want[0, :, 0], np.stack([
+        sum(w[c, 0, 0, j] * x[0, c, 0, 2 * o + j] for j in range(3)) for c in range(16) for o in range(31)
+    ]).reshape(16, 31), rtol=1e-5, atol=1e-5)
+
+
 def test_channels_last_pointwise_matches_the_nchw_matmul_for_either_storage():
     from nn_core.ops.batch1 import ChannelsLastPointwisePlan
     from nn_core.ops.conv import _PointwisePlan, make_activation

@@ -339,9 +339,17 @@ class MatmulDepthwiseConv(Conv):
         plan = super()._plan(x, weight_shape, has_bias)  # the checks, and which strategy the shape gets
         if not isinstance(plan, _FlatDepthwisePlan) or x.dtype.kind != "f" or x.dtype.itemsize < 4:
             return plan
-        kernel, strides, dilations, begins, ends, _, _ = self._fit(x, weight_shape)
+        kernel, strides, dilations, begins, ends, padded, out_sizes = self._fit(x, weight_shape)
         if x.shape[0] > SMALL_BATCH:
             return plan
+        if x.shape[1] >= CHANNELS_LAST_DEPTHWISE:
+            # its own buffers, before they are allocated: a strided layer's per-kernel-column copies (Hp / Ho
+            # times the output per kernel tap, so a tall stride can make them far larger than anything Conv
+            # checked) and the weights laid out over an output row
+            if strides[1] != 1:
+                self.check_size((kernel[1], x.shape[0], padded[0], out_sizes[1], x.shape[1]), x.dtype,
+                                "channels-last column buffer")
+            self.check_size((math.prod(kernel) + 1, out_sizes[1] * x.shape[1]), x.dtype, "row-tiled weights")
         try:
             if x.shape[1] >= CHANNELS_LAST_DEPTHWISE:
                 return ChannelsLastDepthwisePlan(x.shape, x.dtype, kernel, strides, dilations, begins, ends,
