@@ -102,6 +102,29 @@ class GcWatch:
                 self.slow.append((self.heart.phase, info["generation"], ms, self.threading.current_thread().name))
 
 
+class TrimWatch:
+    """With --why: every heap trim (gui.model_opening.MEMORY's malloc_trim) with its phase and duration. A trim holds
+    the allocator's locks, so one under way in the draw or auto-detect phase stalls the UI thread's allocations."""
+
+    def __init__(self, heart: Heartbeat) -> None:
+        from gui.model_opening import MEMORY
+
+        self.heart = heart
+        self.trims: list[tuple[str, float]] = []  # (phase, ms)
+        trim = MEMORY._trim
+        if trim is None:
+            return
+
+        def timed(pad: int) -> int:
+            started = time.perf_counter()
+            try:
+                return trim(pad)
+            finally:
+                self.trims.append((self.heart.phase, (time.perf_counter() - started) * 1000))
+
+        MEMORY._trim = timed
+
+
 class Heartbeat:
     """Records the time between consecutive beats of a repeating 5 ms timer on the UI thread, per phase.
 
@@ -221,10 +244,11 @@ def main() -> int:
         QTest.qWait(50)
         lenet_rss = rss_mb()
         heart = Heartbeat(account=args.why)
-        collections = None
+        collections = trims_seen = None
         if args.why:
             Watchdog(heart)
             collections = GcWatch(heart)
+            trims_seen = TrimWatch(heart)
         QTest.qWait(50)
         for name in args.models:
             latencies: list[float] = []
@@ -254,8 +278,14 @@ def main() -> int:
         # the old model's memory is handed back by a background malloc_trim shortly after it goes
         from gui.model_opening import MEMORY
 
+        # (a trim waits for a calm moment, so the ones put off while the big models worked come now: wait until
+        # the app has given the replaced models to the releaser and none is due any more)
         trims = MEMORY.trims
-        wait(app, lambda: MEMORY.trims > trims or not MEMORY.available, 5)
+        from gui.qt_bridge import shared_steps
+
+        wait(app, lambda: not MEMORY.available or (MEMORY.trims > trims and MEMORY._due is None
+                                                   and not window._retired and not shared_steps().pending()
+                                                   and not MEMORY._trimming), 10)
         QTest.qWait(300)
         heart.enter("(done: collecting, closing)")
         import gc
@@ -284,6 +314,9 @@ def main() -> int:
     if collections is not None:
         for phase, generation, ms, thread in collections.slow:
             print(f"  garbage collection of generation {generation}: {ms:.0f} ms on {thread} during {phase}")
+    if trims_seen is not None:
+        for phase, ms in trims_seen.trims:
+            print(f"  heap trim (malloc_trim): {ms:.0f} ms during {phase}")
     print(f"load average (1, 5, 15 min): {' '.join(f'{v:.2f}' for v in load_before)} before, "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())} after; {os.cpu_count()} cores")
     worst = max(value for phase, value in heart.worst.items() if not phase.startswith("("))

@@ -162,3 +162,43 @@ def test_a_due_heap_trim_waits_while_the_user_draws():
     releaser._due = 0.0  # due long ago (set directly: no thread started)
     releaser.postpone()
     assert releaser._due >= releaser.DELAY_SECONDS
+
+
+def test_a_due_heap_trim_waits_a_calm_moment_after_model_work_ends():
+    """Model work blocks trims; when the last of it ends, a trim that fell due meanwhile waits DELAY_SECONDS more
+    (the user is likely to act on the result at once) instead of starting that instant."""
+    import time
+
+    from gui.model_opening import MemoryReleaser
+
+    releaser = MemoryReleaser()
+    if not releaser.available:
+        pytest.skip("no malloc_trim here (not glibc)")
+    with releaser.working():
+        releaser._due = 0.0  # fell due while the model worked (set directly: no thread started)
+        with releaser.working():
+            pass
+        assert releaser._due == 0.0  # other work still under way: nothing changes yet
+    assert releaser._due >= time.monotonic() + releaser.DELAY_SECONDS - 0.05
+    releaser._due = None
+    with releaser.working():
+        pass
+    assert releaser._due is None  # nothing due: nothing scheduled
+
+
+def test_a_heap_trim_is_put_off_only_until_its_deadline():
+    """However busy the user keeps the app, a due trim is not put off past PATIENCE_SECONDS after it fell due."""
+    import time
+
+    from gui.model_opening import MemoryReleaser
+
+    releaser = MemoryReleaser()
+    if not releaser.available:
+        pytest.skip("no malloc_trim here (not glibc)")
+    deadline = time.monotonic() + releaser.DELAY_SECONDS / 2
+    releaser._due, releaser._deadline = 0.0, deadline  # (set directly: no thread started)
+    releaser.postpone()
+    assert releaser._due == deadline
+    with releaser.working():
+        pass
+    assert releaser._due == deadline
