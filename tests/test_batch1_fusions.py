@@ -464,6 +464,37 @@ def test_softmax_maximum_over_a_transposed_copy_is_the_same():
             np.testing.assert_allclose(kernel.run(x), want, rtol=1e-6, atol=1e-7)
 
 
+def test_softmax_without_the_shift_in_the_safe_range_matches_the_shifted_form():
+    from nn_core.ops.activations import _exp_is_safe
+
+    rng = np.random.default_rng(24)
+    kernel = _kernel(helper.make_node("Softmax", ["x"], ["y"], axis=-1), [None], (), opset=13)
+
+    def reference(x):
+        wide = x.astype(np.float64)
+        exps = np.exp(wide - wide.max(axis=-1, keepdims=True))
+        return exps / exps.sum(axis=-1, keepdims=True)
+
+    for dtype in (np.float32, np.float64):
+        for x in (rng.standard_normal((2, 2, 16, 16)), rng.uniform(-79, 79, (2, 2, 16, 16))):
+            x = x.astype(dtype)
+            assert _exp_is_safe(x)
+            np.testing.assert_allclose(kernel.run(x), reference(x), rtol=2e-6, atol=1e-30)
+        edge = np.array([[80.0, -80.0, 79.5], [-80.0, -79.0, -80.0]], dtype)
+        assert _exp_is_safe(edge)
+        np.testing.assert_allclose(kernel.run(edge), reference(edge), rtol=2e-6, atol=1e-30)
+    # past the bound (a row that would overflow, a row that would underflow), NaN and infinities: the shifted form
+    for x in (np.array([[81.0, 0.0], [1.0, 2.0]], np.float32), np.array([[-100.0, -101.0], [0.0, 1.0]], np.float32)):
+        assert not _exp_is_safe(x)
+        got = kernel.run(x)
+        assert np.isfinite(got).all()
+        np.testing.assert_allclose(got, reference(x), rtol=2e-6)
+    for bad in (np.nan, np.inf, -np.inf):
+        x = np.array([[bad, 0.0], [1.0, 2.0]], np.float32)
+        assert not _exp_is_safe(x)
+        np.testing.assert_allclose(kernel.run(x)[1], reference(x)[1], rtol=2e-6)
+
+
 def test_reshape_to_a_run_time_shape_is_validated_once_per_shape_and_still_refuses():
     x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
     kernel = _kernel(helper.make_node("Reshape", ["x", "s"], ["y"]), [x, None], ())
