@@ -127,9 +127,11 @@ class MemoryReleaser:
     """
 
     DELAY_SECONDS = 0.5
-    # However busy the user and the models keep it, a due trim runs within this long (at the next moment no model
-    # works): put off without end, a replaced ResNet-50's freed heap stayed with the process all through the
-    # DenseNet-121 session after it (2.2 GB instead of 1.3 GB)
+    # The calm a due trim waits for is waited for at most this long after it fell due; past it, the trim starts
+    # at the first moment no model works. Model work itself still blocks it: in ui_heartbeat's script (strokes,
+    # then auto-detect, back to back on DenseNet-121) there is no such moment, and ResNet-50's freed heap stays
+    # until the switch back (~1.9 GB at the end of the DenseNet phase instead of 1.3 GB); a user who pauses for
+    # half a second after a result gets it back then.
     PATIENCE_SECONDS = 10.0
 
     def __init__(self) -> None:
