@@ -492,7 +492,8 @@ def test_softmax_without_the_shift_in_the_safe_range_matches_the_shifted_form():
     for bad in (np.nan, np.inf, -np.inf):
         x = np.array([[bad, 0.0], [1.0, 2.0]], np.float32)
         assert not _exp_is_safe(x)
-        np.testing.assert_allclose(kernel.run(x)[1], reference(x)[1], rtol=2e-6)
+        with np.errstate(invalid="ignore"):  # inf - inf in the row with an infinity, on both sides
+            np.testing.assert_allclose(kernel.run(x)[1], reference(x)[1], rtol=2e-6)
 
 
 def test_reshape_to_a_run_time_shape_is_validated_once_per_shape_and_still_refuses():

@@ -211,15 +211,17 @@ class ChannelsLastPointwisePlan(_PointwisePlan):
 
     def run(self, x: np.ndarray, matrix: np.ndarray, act: Activation | None) -> np.ndarray:
         channels = self.channels
-        last = x.transpose(0, 2, 3, 1)
-        # an input contiguous both ways (one channel, or 1x1 images) stays NCHW, as the layers around expect
-        if last.flags.c_contiguous and not x.flags.c_contiguous:
-            y = np.matmul(last.reshape(self.rows_shape), matrix[:channels])
-            if self.has_bias:
-                y += matrix[channels]
-            if act is not None:
-                act(y)
-            return y.reshape(self.nhwc_shape).transpose(0, 3, 1, 2)
+        # an input contiguous both ways (one channel, or 1x1 images) stays NCHW, as the layers around expect; and
+        # a contiguous NCHW input goes straight to the NCHW matmul without making the transposed view
+        if not x.flags.c_contiguous:
+            last = x.transpose(0, 2, 3, 1)
+            if last.flags.c_contiguous:
+                y = np.matmul(last.reshape(self.rows_shape), matrix[:channels])
+                if self.has_bias:
+                    y += matrix[channels]
+                if act is not None:
+                    act(y)
+                return y.reshape(self.nhwc_shape).transpose(0, 3, 1, 2)
         y = np.matmul(matrix[:channels].T, x.reshape(self.flat_in))
         if self.has_bias:
             y += matrix[channels].reshape(-1, 1)
