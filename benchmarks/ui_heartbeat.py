@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import onnx  # noqa: E402
 from light_models import materialize  # noqa: E402
-from PySide6.QtCore import QElapsedTimer, QPoint, QSettings, Qt, QTimer  # noqa: E402
+from PySide6.QtCore import QElapsedTimer, QEventLoop, QPoint, QSettings, Qt, QTimer  # noqa: E402
 from PySide6.QtTest import QTest  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
@@ -177,12 +177,22 @@ class Heartbeat:
         self.worst.setdefault(phase, 0.0)
 
 
+def pump(ms: int) -> None:
+    """Run the event loop for ``ms`` milliseconds, as the app's own loop runs: Python's lock is let go while it
+    waits. (QTest.qWait keeps the lock: a worker thread then gets it only between the waits, its model runs
+    ~9x slower and cannot hold the lock against the UI — stroke -> bars read 2 s instead of 0.2 s on ResNet-50,
+    and the gaps read too small.)"""
+    loop = QEventLoop()
+    QTimer.singleShot(ms, loop.quit)
+    loop.exec()
+
+
 def wait(app: QApplication, condition, timeout: float) -> bool:
     deadline = time.perf_counter() + timeout
     while not condition():
         if time.perf_counter() > deadline:
             return False
-        QTest.qWait(5)
+        pump(5)
     return True
 
 
@@ -201,7 +211,7 @@ def draw(window, heart: Heartbeat, strokes: int, points: int, latencies: list[fl
         QTest.mousePress(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, widget_points[0])
         for point in widget_points[1:]:
             QTest.mouseMove(canvas, QPoint(point))
-            QTest.qWait(16)
+            pump(16)
         QTest.mouseRelease(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, widget_points[-1])
         released = time.perf_counter()
         drawing = window.session.drawing
@@ -241,7 +251,7 @@ def main() -> int:
         QTest.qWaitForWindowExposed(window)
         window.tabs.setCurrentWidget({"graph": window.graph, "activations": window.activations,
                                       "model": window.summary}[args.tab])
-        QTest.qWait(50)
+        pump(50)
         lenet_rss = rss_mb()
         heart = Heartbeat(account=args.why)
         collections = trims_seen = None
@@ -249,7 +259,7 @@ def main() -> int:
             Watchdog(heart)
             collections = GcWatch(heart)
             trims_seen = TrimWatch(heart)
-        QTest.qWait(50)
+        pump(50)
         for name in args.models:
             latencies: list[float] = []
             heart.enter(f"open {name}")
@@ -257,15 +267,15 @@ def main() -> int:
             window.open_model_async(paths[name])
             wait(app, lambda: window.session.opening is None, 300)
             open_seconds = time.perf_counter() - opened
-            QTest.qWait(100)  # the views settle (the graph's items are built when shown)
+            pump(100)  # the views settle (the graph's items are built when shown)
             heart.enter(f"draw on {name}")
             draw(window, heart, args.strokes, args.points, latencies, app)
             heart.enter(f"auto-detect on {name}")
             window.auto_detect_scaling()
-            QTest.qWait(int(args.detect_seconds * 1000))
+            pump(int(args.detect_seconds * 1000))
             progress = window.detect_progress.value(), window.detect_progress.maximum()
             window.cancel_detection()
-            QTest.qWait(100)
+            pump(100)
             results.append((name, len(window.model.nodes), open_seconds, latencies, progress, rss_mb()))
         heart.enter("switch back to LeNet-5")
         from gui.session import bundled_model_path
@@ -286,7 +296,7 @@ def main() -> int:
         wait(app, lambda: not MEMORY.available or (MEMORY.trims > trims and MEMORY._due is None
                                                    and not window._retired and not shared_steps().pending()
                                                    and not MEMORY._trimming), 10)
-        QTest.qWait(300)
+        pump(300)
         heart.enter("(done: collecting, closing)")
         import gc
 
