@@ -11,11 +11,12 @@ busy 15-35 ms. ``entries`` finishes a build under way first, so callers always s
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
+from PySide6.QtCore import QPointF, QRectF, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPaintEvent, QPixmap, QResizeEvent
 from PySide6.QtWidgets import (
     QDialog,
@@ -79,18 +80,27 @@ class ColourScale:
 
     @classmethod
     def for_values(cls, values: np.ndarray) -> ColourScale:
-        finite = values[np.isfinite(values)] if values.size else values
-        if finite.size == 0:
+        if values.size == 0:
             return cls(0.0, 1.0, False)
-        low, high = float(finite.min()), float(finite.max())
+        low, high = float(values.min()), float(values.max())
+        if not (math.isfinite(low) and math.isfinite(high)):  # rare: only then pay for the mask of finite values
+            finite = values[np.isfinite(values)]
+            if finite.size == 0:
+                return cls(0.0, 1.0, False)
+            low, high = float(finite.min()), float(finite.max())
         if low < 0 < high or (low < 0 and high <= 0):
             limit = max(abs(low), abs(high)) or 1.0
             return cls(-limit, limit, True)  # symmetric, so zero is always the middle (black)
         return cls(0.0, high if high > 0 else 1.0, False)
 
     def indices(self, values: np.ndarray) -> np.ndarray:
-        scaled = (np.nan_to_num(values, nan=0.0) - self.low) / (self.high - self.low)
-        return (np.clip(scaled, 0.0, 1.0) * 254.0 + 0.5).astype(np.uint8)
+        # one float32 copy, then in place: a big layer's 256 maps are ~800k values, painted on the UI thread
+        scaled = np.nan_to_num(np.array(values, dtype=np.float32), copy=False, nan=0.0)
+        scaled -= self.low
+        scaled *= 254.0 / (self.high - self.low)
+        np.clip(scaled, 0.0, 254.0, out=scaled)
+        scaled += 0.5
+        return scaled.astype(np.uint8)
 
     def colours(self) -> list[int]:
         return DIVERGING_COLOURS if self.signed else SEQUENTIAL_COLOURS
@@ -98,6 +108,34 @@ class ColourScale:
     def colour_of(self, value: float) -> QColor:
         index = int(self.indices(np.array([value]))[0])
         return QColor.fromRgb(self.colours()[index])
+
+
+class RenderBudget:
+    """How much card rendering one event-loop turn may do. One repaint of the activation page renders every card
+    in sight whose values changed; on a big model (256 maps of 56x56 a card) that held the UI thread for 70-100 ms
+    (ui_heartbeat --tab activations). Cards render until the turn's budget is spent; the others keep showing
+    their previous image and repaint on a later turn, a few at a time."""
+
+    def __init__(self, seconds: float = 0.012) -> None:
+        self.seconds = seconds
+        self._spent = 0.0
+        self._reset_queued = False
+
+    def available(self) -> bool:
+        return self._spent < self.seconds
+
+    def spend(self, seconds: float) -> None:
+        self._spent += seconds
+        if not self._reset_queued:
+            self._reset_queued = True
+            QTimer.singleShot(0, self._reset)  # runs once this turn's painting is over
+
+    def _reset(self) -> None:
+        self._spent = 0.0
+        self._reset_queued = False
+
+
+RENDER_BUDGET = RenderBudget()
 
 
 def indexed_image(indices: np.ndarray, colours: list[int]) -> QImage:
@@ -282,6 +320,10 @@ class LayerCard(QWidget):
         key = (self._revision, kind, self._columns(self.width()))
         if key == self._cache_key:
             return self._cache
+        if not RENDER_BUDGET.available():
+            QTimer.singleShot(0, self.update)  # after the budget's reset: a later turn renders this card
+            return self._cache  # the previous values' image (or nothing yet) meanwhile
+        began = time.perf_counter()
         self.paint_count += 1
         if kind == "maps":
             maps = as_maps(self._primary)[:MAX_MAPS_SHOWN]
@@ -300,6 +342,7 @@ class LayerCard(QWidget):
         else:
             result = None
         self._cache_key, self._cache = key, result
+        RENDER_BUDGET.spend(time.perf_counter() - began)
         return result
 
     def paintEvent(self, event: QPaintEvent) -> None:

@@ -100,6 +100,31 @@ def test_only_visible_cards_are_rendered(qtbot):
     assert view.entries[0].paint_count == before
 
 
+def test_a_repaint_renders_cards_within_the_turns_budget_and_the_rest_on_later_turns(qtbot, monkeypatch):
+    import gui.activations as activations
+
+    budget = activations.RenderBudget(seconds=1e-9)  # spent by the first card a turn renders
+    monkeypatch.setattr(activations, "RENDER_BUDGET", budget)
+    view = ActivationsView()
+    qtbot.addWidget(view)
+    view.resize(420, 900)
+    view.show()
+    qtbot.waitExposed(view)
+    view.set_records(records(6))
+    qtbot.waitUntil(lambda: not view.building, timeout=10_000)
+    cards = view.entries[:4]
+    qtbot.waitUntil(lambda: all(card.paint_count for card in cards), timeout=5_000)
+    images = [card._cache[0] for card in cards]
+    before = [card.paint_count for card in cards]
+    view.set_records(records(6))  # new values
+    qtbot.waitUntil(lambda: budget.available(), timeout=5_000)
+    for card in cards:
+        card.repaint()  # one turn: only the first renders; the others keep their previous image
+    assert [c.paint_count - b for c, b in zip(cards, before)] == [1, 0, 0, 0]
+    assert all(card._cache[0] is image for card, image in zip(cards[1:], images[1:]))
+    qtbot.waitUntil(lambda: all(c.paint_count == b + 1 for c, b in zip(cards, before)), timeout=5_000)
+
+
 def test_cards_show_shape_and_value_range(qtbot):
     view = ActivationsView()
     qtbot.addWidget(view)
