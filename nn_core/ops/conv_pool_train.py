@@ -51,6 +51,28 @@ def pool_fits(pool) -> bool:
             and (pads is None or not any(pads)))
 
 
+def pool_relu_and_route(phases, upper, lower, top, left_top, left_bottom, positive, zeros, route) -> None:
+    """ReLU(max over each 2x2 window) into ``upper``, and ``route[k]``: whether tap k (upper-left, upper-right,
+    lower-left, lower-right) is its window's first maximum (row-major, so a tie goes to the upper row, then the
+    left tap) where the ReLU passes the gradient. ``phases`` holds the four taps' planes, the other arguments
+    are same-shaped scratch planes; elementwise passes over whole planes, in cache."""
+    p0, p1, p2, p3 = phases
+    np.maximum(p0, p1, out=upper)
+    np.maximum(p2, p3, out=lower)
+    np.greater_equal(upper, lower, out=top)  # a tie goes to the upper row, which comes first
+    np.greater_equal(p0, p1, out=left_top)  # and to the left tap
+    np.greater_equal(p2, p3, out=left_bottom)
+    np.maximum(upper, lower, out=upper)
+    np.greater(upper, 0, out=positive)  # where the ReLU passes the gradient
+    np.maximum(upper, zeros, out=upper)
+    np.logical_and(top, positive, out=top)
+    np.greater(positive, top, out=positive)  # positive, and the maximum in the lower row
+    np.logical_and(top, left_top, out=route[0])
+    np.greater(top, left_top, out=route[1])
+    np.logical_and(positive, left_bottom, out=route[2])
+    np.greater(positive, left_bottom, out=route[3])
+
+
 class PhaseConvPlan:
     """The unit for one input shape (and weight shape, dtype, bias or not): buffers and views, reused.
 
@@ -200,25 +222,10 @@ class PhaseConvPlan:
             length = count * wide
             product = self.product[..., :length]
             np.matmul(matrix, self._im2col(chunk, count), out=product)
-            p0, p1, p2, p3 = product
-            upper, lower = self.upper[:, :length], self.lower[:, :length]
-            top, left_top, left_bottom, positive = (a[:, :length] for a in (self.top, self.left_top,
-                                                                            self.left_bottom, self.positive))
-            np.maximum(p0, p1, out=upper)
-            np.maximum(p2, p3, out=lower)
-            np.greater_equal(upper, lower, out=top)  # a tie goes to the upper row, which comes first
-            np.greater_equal(p0, p1, out=left_top)  # and to the left tap
-            np.greater_equal(p2, p3, out=left_bottom)
-            np.maximum(upper, lower, out=upper)
-            np.greater(upper, 0, out=positive)  # where the ReLU passes the gradient
-            np.maximum(upper, self.zeros[:, :length], out=upper)
-            route = self.route[chunk, :, :, :length]
-            np.logical_and(top, positive, out=top)
-            np.greater(positive, top, out=positive)  # positive, and the maximum in the lower row
-            np.logical_and(top, left_top, out=route[0])
-            np.greater(top, left_top, out=route[1])
-            np.logical_and(positive, left_bottom, out=route[2])
-            np.greater(positive, left_bottom, out=route[3])
+            upper = self.upper[:, :length]
+            pool_relu_and_route(product, upper, *(a[:, :length] for a in (
+                self.lower, self.top, self.left_top, self.left_bottom, self.positive, self.zeros)),
+                self.route[chunk, :, :, :length])
             units = upper.reshape(m, count, wide)
             for row, first, last, at in self._pieces(start, stop):
                 np.copyto(y[first:last, :, row], units[:, at:at + last - first, :qw].transpose(1, 0, 2))
@@ -337,25 +344,10 @@ class ChannelsLastPhasePlan:
             plane = count * qh * qw * m
             product = self.product[: 4 * count * qh * qw]
             np.matmul(self._im2col(x, start, count), matrix, out=product)
-            p0, p1, p2, p3 = product.reshape(4, plane)
-            upper, lower = self.upper[:plane], self.lower[:plane]
-            top, left_top, left_bottom, positive = (a[:plane] for a in (self.top, self.left_top, self.left_bottom,
-                                                                        self.positive))
-            np.maximum(p0, p1, out=upper)
-            np.maximum(p2, p3, out=lower)
-            np.greater_equal(upper, lower, out=top)  # a tie goes to the upper row, which comes first
-            np.greater_equal(p0, p1, out=left_top)  # and to the left tap
-            np.greater_equal(p2, p3, out=left_bottom)
-            np.maximum(upper, lower, out=upper)
-            np.greater(upper, 0, out=positive)  # where the ReLU passes the gradient
-            np.maximum(upper, self.zeros[:plane], out=upper)
-            route = self.route[:, start * qh * qw * m:start * qh * qw * m + plane]
-            np.logical_and(top, positive, out=top)
-            np.greater(positive, top, out=positive)  # positive, and the maximum in the lower row
-            np.logical_and(top, left_top, out=route[0])
-            np.greater(top, left_top, out=route[1])
-            np.logical_and(positive, left_bottom, out=route[2])
-            np.greater(positive, left_bottom, out=route[3])
+            upper = self.upper[:plane]
+            pool_relu_and_route(product.reshape(4, plane), upper, *(a[:plane] for a in (
+                self.lower, self.top, self.left_top, self.left_bottom, self.positive, self.zeros)),
+                self.route[:, start * qh * qw * m:start * qh * qw * m + plane])
             np.copyto(y[start:start + count], upper.reshape(count, qh, qw, m).transpose(0, 3, 1, 2))
         self.source, self.output = x, y
         return y
