@@ -33,7 +33,7 @@ from .conv import (
     _PaddedScratch,
     _PointwisePlan,
     _row_major_strides,
-    conv_out_sizes,
+    padded_and_out_sizes,
 )
 from .registry import Op
 from .windows import checked_windows
@@ -57,10 +57,7 @@ class MatmulDepthwisePlan:
     def __init__(self, x_shape: tuple[int, ...], dtype: np.dtype, kernel: list[int], strides: list[int],
                  dilations: list[int], begins: list[int], ends: list[int], has_bias: bool):
         batch, channels, height, width = x_shape
-        padded = [s + b + e for s, b, e in zip((height, width), begins, ends, strict=True)]
-        self.out_sizes = conv_out_sizes(padded, kernel, dilations, strides)
-        if min(self.out_sizes) <= 0:
-            raise ValueError(f"output size {self.out_sizes} is empty")
+        padded, self.out_sizes = padded_and_out_sizes((height, width), kernel, strides, dilations, begins, ends)
         (kh, kw), (dh, dw) = kernel, dilations
         self.channels, self.has_bias = channels, has_bias
         self.taps = taps = kh * kw
@@ -134,10 +131,7 @@ class ChannelsLastDepthwisePlan:
     def __init__(self, x_shape: tuple[int, ...], dtype: np.dtype, kernel: list[int], strides: list[int],
                  dilations: list[int], begins: list[int], ends: list[int], has_bias: bool):
         batch, channels, height, width = x_shape
-        padded = [s + b + e for s, b, e in zip((height, width), begins, ends, strict=True)]
-        self.out_sizes = conv_out_sizes(padded, kernel, dilations, strides)
-        if min(self.out_sizes) <= 0:
-            raise ValueError(f"output size {self.out_sizes} is empty")
+        padded, self.out_sizes = padded_and_out_sizes((height, width), kernel, strides, dilations, begins, ends)
         (kh, kw), (dh, dw), (sh, sw) = kernel, dilations, strides
         (hp, wp), (ho, wo) = padded, self.out_sizes
         self.channels, self.has_bias, self.taps = channels, has_bias, kh * kw

@@ -201,6 +201,16 @@ def conv_out_sizes(padded: list[int], kernel: list[int], dilations: list[int], s
     return [(p - (k - 1) * d - 1) // s + 1 for p, k, d, s in zip(padded, kernel, dilations, strides, strict=True)]
 
 
+def padded_and_out_sizes(sizes, kernel, strides, dilations, begins, ends) -> tuple[list[int], list[int]]:
+    """The padded input sizes and the output sizes of a convolution's spatial axes; an empty output is a
+    ValueError (the plans that call this are made per input shape, after the node's own checks)."""
+    padded = [s + b + e for s, b, e in zip(sizes, begins, ends, strict=True)]
+    out_sizes = conv_out_sizes(padded, kernel, dilations, strides)
+    if min(out_sizes) <= 0:
+        raise ValueError(f"output size {out_sizes} is empty")
+    return padded, out_sizes
+
+
 def _row_major_strides(shape: list[int]) -> list[int]:
     strides, step = [], 1
     for size in reversed(shape):
@@ -656,10 +666,7 @@ class _FlatDepthwisePlan:
     def __init__(self, x_shape: tuple[int, ...], dtype: np.dtype, kernel: list[int], strides: list[int],
                  dilations: list[int], begins: list[int], ends: list[int], has_bias: bool):
         batch, channels, height, width = x_shape
-        padded = [s + b + e for s, b, e in zip((height, width), begins, ends, strict=True)]
-        self.out_sizes = conv_out_sizes(padded, kernel, dilations, strides)
-        if min(self.out_sizes) <= 0:
-            raise ValueError(f"output size {self.out_sizes} is empty")
+        padded, self.out_sizes = padded_and_out_sizes((height, width), kernel, strides, dilations, begins, ends)
         (sh, sw), (dh, dw), (kh, kw) = strides, dilations, kernel
         self.channels, self.has_bias = channels, has_bias
         self.hq, self.wq = hq, wq = -(-padded[0] // sh), -(-padded[1] // sw)
