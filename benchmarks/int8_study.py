@@ -129,17 +129,19 @@ def corpus_workload(folder: Path) -> Workload | None:
     return Workload(path, feeds, meta.get("score_output"), indices, np.asarray(z["labels"]).astype(np.int64))
 
 
+def median_seconds(run, feeds: list[dict], inner: int) -> float:
+    """The median over ``inner`` passes of the time ``run`` takes over all of ``feeds``."""
+    times = []
+    for _ in range(inner):
+        start = time.perf_counter()
+        for f in feeds:
+            run(f)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
 def interleaved(ours, theirs, feeds: list[dict], inner: int, rounds: int) -> tuple[float, float, float]:
     """Median ms of ours and onnxruntime, and the median of the per-round ratios."""
-    def one(run):
-        times = []
-        for _ in range(inner):
-            start = time.perf_counter()
-            for f in feeds:
-                run(f)
-            times.append(time.perf_counter() - start)
-        return float(np.median(times))
-
     run_ours = ours.run
     names = None
 
@@ -149,27 +151,18 @@ def interleaved(ours, theirs, feeds: list[dict], inner: int, rounds: int) -> tup
     run_ours(feeds[0]), run_ort(feeds[0])
     a, b = [], []
     for _ in range(rounds):
-        a.append(one(run_ours))
-        b.append(one(run_ort))
+        a.append(median_seconds(run_ours, feeds, inner))
+        b.append(median_seconds(run_ort, feeds, inner))
     return float(np.median(a)) * 1e3, float(np.median(b)) * 1e3, float(np.median(np.array(a) / np.array(b)))
 
 
 def interleaved_runs(first, second, feeds: list[dict], inner: int, rounds: int) -> float:
     """The median over rounds of first's time / second's time, the two alternating (both our engine: an int8
     model against its float sibling on the same feeds)."""
-    def one(run):
-        times = []
-        for _ in range(inner):
-            start = time.perf_counter()
-            for f in feeds:
-                run(f)
-            times.append(time.perf_counter() - start)
-        return float(np.median(times))
-
     first(feeds[0]), second(feeds[0])
     ratios = []
     for _ in range(rounds):
-        ratios.append(one(first) / one(second))
+        ratios.append(median_seconds(first, feeds, inner) / median_seconds(second, feeds, inner))
     return float(np.median(ratios))
 
 

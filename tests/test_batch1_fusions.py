@@ -105,9 +105,23 @@ def test_runner_dispatch_in_run_leaves_other_activations_and_half_precision_to_t
     np.testing.assert_allclose(half, plain, rtol=1e-2, atol=1e-2)
 
 
+def _depthwise_cases(cases, rng):
+    """(x, w, bias, activation, plan arguments) for each (input shape, kernel, dilations, pads, strides), with
+    and without a bias and a fused ReLU."""
+    from nn_core.ops.conv import make_activation
+
+    for shape, kernel, dilations, pads, strides in cases:
+        x = rng.standard_normal(shape).astype(np.float32)
+        w = rng.standard_normal((shape[1], 1, *kernel)).astype(np.float32)
+        for bias in (None, rng.standard_normal(shape[1]).astype(np.float32)):
+            for act in (None, make_activation("relu", {})):
+                yield x, w, bias, act, (x.shape, x.dtype, list(kernel), list(strides), list(dilations),
+                                        list(pads[:2]), list(pads[2:]), bias is not None)
+
+
 def test_matmul_depthwise_matches_the_tap_by_tap_form():
     from nn_core.ops.batch1 import MatmulDepthwisePlan
-    from nn_core.ops.conv import _FlatDepthwisePlan, make_activation
+    from nn_core.ops.conv import _FlatDepthwisePlan
 
     rng = np.random.default_rng(7)
     # (input shape, kernel, dilations, pads, strides)
@@ -118,18 +132,12 @@ def test_matmul_depthwise_matches_the_tap_by_tap_form():
              ((1, 12, 14, 14), (3, 3), (1, 1), (1, 1, 1, 1), (2, 2)),
              ((2, 5, 9, 11), (3, 3), (2, 1), (2, 0, 1, 3), (3, 2)),
              ((1, 4, 8, 7), (2, 3), (1, 1), (0, 1, 0, 0), (1, 2))]
-    for shape, kernel, dilations, pads, strides in cases:
-        x = rng.standard_normal(shape).astype(np.float32)
-        w = rng.standard_normal((shape[1], 1, *kernel)).astype(np.float32)
-        for bias in (None, rng.standard_normal(shape[1]).astype(np.float32)):
-            for act in (None, make_activation("relu", {})):
-                args = (x.shape, x.dtype, list(kernel), list(strides), list(dilations), list(pads[:2]),
-                        list(pads[2:]), bias is not None)
-                flat, mm = _FlatDepthwisePlan(*args), MatmulDepthwisePlan(*args)
-                want = flat.run(x, flat.prepare(w, bias, shape[1], x.dtype), act)
-                got = mm.run(x, mm.prepare(w, bias, shape[1]), act)
-                assert got.shape == want.shape
-                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    for x, w, bias, act, args in _depthwise_cases(cases, rng):
+        flat, mm = _FlatDepthwisePlan(*args), MatmulDepthwisePlan(*args)
+        want = flat.run(x, flat.prepare(w, bias, x.shape[1], x.dtype), act)
+        got = mm.run(x, mm.prepare(w, bias, x.shape[1]), act)
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_fast_plan_runs_depthwise_as_matmul_and_the_traced_plan_keeps_every_node():
@@ -157,7 +165,7 @@ def test_fast_plan_runs_depthwise_as_matmul_and_the_traced_plan_keeps_every_node
 
 def test_channels_last_depthwise_matches_the_tap_by_tap_form():
     from nn_core.ops.batch1 import ChannelsLastDepthwisePlan
-    from nn_core.ops.conv import _FlatDepthwisePlan, make_activation
+    from nn_core.ops.conv import _FlatDepthwisePlan
 
     rng = np.random.default_rng(17)
     # (input shape, kernel, dilations, pads, strides): unit and strided columns, dilation, odd pads, batch 2
@@ -170,29 +178,24 @@ def test_channels_last_depthwise_matches_the_tap_by_tap_form():
              ((1, 32, 8, 7), (2, 3), (1, 1), (0, 1, 0, 0), (1, 3)),
              # one input column: a kernel column that reads only padding at every output column
              ((1, 16, 5, 1), (3, 3), (1, 1), (1, 2, 1, 2), (2, 2))]
-    for shape, kernel, dilations, pads, strides in cases:
-        x = rng.standard_normal(shape).astype(np.float32)
-        w = rng.standard_normal((shape[1], 1, *kernel)).astype(np.float32)
-        for bias in (None, rng.standard_normal(shape[1]).astype(np.float32)):
-            for act in (None, make_activation("relu", {})):
-                args = (x.shape, x.dtype, list(kernel), list(strides), list(dilations), list(pads[:2]),
-                        list(pads[2:]), bias is not None)
-                flat, last = _FlatDepthwisePlan(*args), ChannelsLastDepthwisePlan(*args)
-                if strides[1] > 1 and shape[3] == 1:
-                    assert len(last.copies) < kernel[1]
-                matrix = last.prepare(w, bias, shape[1])
-                want = flat.run(x, flat.prepare(w, bias, shape[1], x.dtype), act)
-                got = last.run(x, matrix, act)
-                assert got.shape == want.shape
-                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-                # an input with channels-last storage (the previous layer's output) gives the same
-                again = last.run(np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2), matrix, act)
-                np.testing.assert_array_equal(again, got)
-                # the reused buffers hold nothing of the previous call
-                other = rng.standard_normal(shape).astype(np.float32)
-                np.testing.assert_allclose(last.run(other, matrix, act),
-                                           flat.run(other, flat.prepare(w, bias, shape[1], x.dtype), act),
-                                           rtol=1e-5, atol=1e-5)
+    for x, w, bias, act, args in _depthwise_cases(cases, rng):
+        flat, last = _FlatDepthwisePlan(*args), ChannelsLastDepthwisePlan(*args)
+        kernel, strides = args[2], args[3]
+        if strides[1] > 1 and x.shape[3] == 1:
+            assert len(last.copies) < kernel[1]
+        matrix = last.prepare(w, bias, x.shape[1])
+        want = flat.run(x, flat.prepare(w, bias, x.shape[1], x.dtype), act)
+        got = last.run(x, matrix, act)
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        # an input with channels-last storage (the previous layer's output) gives the same
+        again = last.run(np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2), matrix, act)
+        np.testing.assert_array_equal(again, got)
+        # the reused buffers hold nothing of the previous call
+        other = rng.standard_normal(x.shape).astype(np.float32)
+        np.testing.assert_allclose(last.run(other, matrix, act),
+                                   flat.run(other, flat.prepare(w, bias, x.shape[1], x.dtype), act),
+                                   rtol=1e-5, atol=1e-5)
 
 
 def test_channels_last_depthwise_buffers_are_checked_against_the_limits_before_allocation():
