@@ -141,19 +141,14 @@ class Model:
                     value = values[0]
                     if type(value) is np.ndarray and value.flags.c_contiguous:
                         return {single[2]: value}
-                return {name: _plain_array(value) for name, value in zip(self._output_names, values)}
+                return self._results(values)
         try:  # the boundary of error_boundary, inlined: run is the hot path and try costs nothing in 3.11
             values = (self._plan or self._fast_plan()).run(*self._prepare_feeds(feeds))
         except ModelError:
             raise
         except Exception as exc:  # noqa: BLE001
             raise as_model_error(exc, self.name, "running") from exc
-        # kernels may hand back strided views (a convolution skipping a copy); callers get plain arrays
-        if self._plain_outputs:
-            result = {name: _plain_array(value) for name, value in zip(self._output_names, values)}
-        else:
-            result = {spec.name: _plain_array(value) if spec.kind == "tensor" else _plain_value(value)
-                      for spec, value in zip(self.graph.outputs, values)}
+        result = self._results(values)
         if output_names is not None:
             return {name: result[name] for name in output_names}
         return result
@@ -327,6 +322,22 @@ class Model:
             else:
                 arrays.append(_checked_value(self.name, spec, feeds[spec.name]))
         return arrays
+
+    def _results(self, values: list[Any]) -> dict[str, Any]:
+        """The outputs by name. Kernels may hand back strided views (a convolution skipping a copy); callers get
+        plain arrays. A file can declare a tensor output that its graph computes as a sequence, a map or an
+        empty optional: that is refused, naming the output."""
+        result = {}
+        for spec, value in zip(self.graph.outputs, values):
+            if spec.kind == "tensor":
+                if type(value) is not np.ndarray and (value is None or isinstance(value, (list, tuple, dict))):
+                    computed = "nothing (an empty optional)" if value is None else f"a {type(value).__name__}"
+                    raise ModelError(f"{self.name}: output '{spec.name}' is declared a tensor, but the graph "
+                                     f"computed {computed}")
+                result[spec.name] = _plain_array(value)
+            else:
+                result[spec.name] = _plain_value(value)
+        return result
 
     def _describe_inputs(self) -> str:
         return ", ".join(f"'{v.name}' {v.describe_shape()}" for v in self.graph.inputs)

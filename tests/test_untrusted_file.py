@@ -344,3 +344,22 @@ def test_an_unknown_element_type_in_an_attribute_is_refused_at_load():
 
     message = _refused_within(5, lambda: nn_core.load_proto(_mutated(cast_to_99), "bad.onnx"))
     assert "element type 99" in message and "relu2" in message
+
+
+@pytest.mark.parametrize("feed_shape", [[2], [3]])  # [3]: a first run of that shape, on the full-check path
+def test_a_tensor_output_the_graph_computes_as_a_sequence_is_a_model_error_naming_it(feed_shape):
+    # found by tools/fuzz_models.py: a node swapped for SequenceConstruct under an output declared a tensor
+    graph = helper.make_graph(
+        # two same-shape tensors: the old path stacked them silently into one array
+        [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Neg", ["x"], ["b"]),
+         helper.make_node("SequenceConstruct", ["a", "b"], ["y"], name="seq")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    model = nn_core.load_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+                               name="sequence_out.onnx")
+    for shape in ([2], feed_shape):  # the second run of a shape takes the checked-shape fast path
+        feed = {"x": np.ones(shape, np.float32)}
+        with pytest.raises(nn_core.ModelError, match=r"sequence_out\.onnx: output 'y' is declared a tensor.*list"):
+            model.run(feed)
