@@ -363,3 +363,18 @@ def test_a_tensor_output_the_graph_computes_as_a_sequence_is_a_model_error_namin
         feed = {"x": np.ones(shape, np.float32)}
         with pytest.raises(nn_core.ModelError, match=r"sequence_out\.onnx: output 'y' is declared a tensor.*list"):
             model.run(feed)
+
+
+@pytest.mark.parametrize("dims", [[3, 0], [2**20, 2**20, 0], [2**40, 7, 2**40, 0]])
+@pytest.mark.parametrize("data_type", [TensorProto.FLOAT, TensorProto.INT4])
+def test_an_empty_attribute_tensor_with_huge_other_dims_is_read_without_work_or_refused(dims, data_type):
+    # found by tools/fuzz_models.py: onnx's reader sized work by the non-zero dims (MemoryError in a worker)
+    from nn_core.ops.attributes import tensor_to_array
+
+    tensor = helper.make_tensor("t", data_type, dims, [])
+    if np.prod(np.array(dims, dtype=object)[np.array(dims) > 0]) >= 2**63:
+        with pytest.raises(nn_core.ModelError, match=r"tensor 't' has dims .* too large"):
+            tensor_to_array(tensor, "hostile.onnx")
+    else:
+        array = tensor_to_array(tensor, "hostile.onnx")
+        assert array.shape == tuple(dims) and array.size == 0

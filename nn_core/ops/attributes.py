@@ -54,6 +54,11 @@ def tensor_to_array(tensor: onnx.TensorProto, where: str = "model", limits: Limi
             need = (count + 1) // 2
         if stored != need and not (count == 0 and stored == 0):
             raise ModelError(f"{where}: tensor '{tensor.name}' of shape {dims} holds {stored:,} values, not {need:,}")
+    if count == 0:  # onnx's reader sizes some work by the non-zero dims ([2**40, 7, 2**40, 0] int4: MemoryError)
+        try:
+            return np.zeros(dims, dtype)
+        except ValueError:  # NumPy refuses dims whose non-zero product overflows, even for an empty array
+            raise ModelError(f"{where}: tensor '{tensor.name}' has dims {dims} too large to describe") from None
     try:
         return np.asarray(numpy_helper.to_array(tensor))
     except ModelError:
