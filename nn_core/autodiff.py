@@ -69,13 +69,21 @@ class GradientPlan:
         self.input_names = [spec.name for spec in graph.inputs]
         self.output_names = [spec.name for spec in graph.outputs]
         # the hot loops' view of the steps: (step, bound run, inputs, outputs) and (step, takes ``wanted``)
-        runs = self._relus_into_convs() if training else {}
-        fused = self._relus_into_pools()
+        # the step making each single-output value, and how many step inputs read each value: the fusion passes'
+        # view of the graph
+        producer = {step.outputs[0]: step for step in self.steps if len(step.outputs) == 1 and step.outputs[0]}
+        readers: dict[str, int] = {}
+        for step in self.steps:
+            for name in step.inputs:
+                if name:
+                    readers[name] = readers.get(name, 0) + 1
+        runs = self._relus_into_convs(producer, readers) if training else {}
+        fused = self._relus_into_pools(producer, readers)
         self._forward_steps = [(step, runs.get(id(step), step.kernel.run), step.inputs, step.outputs)
                                for step in self.steps]
         # training forwards whose weights are trained run Conv -> Relu -> MaxPool 2x2 blocks as one unit
         # (ConvReluPool): (unit, conv step, relu step) by the pool step's id
-        self._blocks = self._conv_relu_pools(runs, fused) if training else {}
+        self._blocks = self._conv_relu_pools(runs, fused, producer) if training else {}
         self._forward_cache: tuple[frozenset[str], list] | None = None
         self._backward_steps = [(step, type(step.kernel).accepts_wanted(), fused.get(id(step)))
                                 for step in reversed(self.steps)]
@@ -198,18 +206,12 @@ class GradientPlan:
                     _accumulate(grads, name, grad)
         return grads
 
-    def _relus_into_convs(self) -> dict[int, object]:
+    def _relus_into_convs(self, producer: dict[str, Step], readers: dict[str, int]) -> dict[int, object]:
         """Training plans: a Conv whose output only a Relu reads (not a graph output) applies that ReLU to its
         output chunk by chunk while still in cache, and the Relu step passes the array on: both names hold the
         ReLU's output. Nothing reads the Conv's own output but the Relu, whose rule's mask (input > 0) is the
         same on its output, and Conv's rule never reads its output. The forward run of each step changed, by the
         step's id."""
-        readers: dict[str, int] = {}
-        for step in self.steps:
-            for name in step.inputs:
-                if name:
-                    readers[name] = readers.get(name, 0) + 1
-        producer = {step.outputs[0]: step for step in self.steps if len(step.outputs) == 1 and step.outputs[0]}
         runs: dict[int, object] = {}
         for step in self.steps:
             if (step.node.op_type != "Relu" or step.node.domain not in ("", "ai.onnx") or len(step.inputs) != 1
@@ -226,11 +228,11 @@ class GradientPlan:
             runs[id(step)] = _passed_on
         return runs
 
-    def _conv_relu_pools(self, runs: dict[int, object], fused: dict[int, Step]) -> dict[int, tuple]:
+    def _conv_relu_pools(self, runs: dict[int, object], fused: dict[int, Step], producer: dict[str, Step]
+                         ) -> dict[int, tuple]:
         """Training plans: Conv -> Relu -> MaxPool 2x2 chains whose Relu already runs inside the Conv (each
         value read only by the next node, none a graph output): (unit, conv step, relu step), by the pool
         step's id. Whether a unit runs is decided per forward (``_steps_for``) and per input shape (the unit)."""
-        producer = {step.outputs[0]: step for step in self.steps if len(step.outputs) == 1 and step.outputs[0]}
         blocks = {}
         for step in self.steps:
             relu = fused.get(id(step))
@@ -259,15 +261,9 @@ class GradientPlan:
         self._forward_cache = (key, chosen)
         return chosen
 
-    def _relus_into_pools(self) -> dict[int, Step]:
+    def _relus_into_pools(self, producer: dict[str, Step], readers: dict[str, int]) -> dict[int, Step]:
         """MaxPool steps (no Indices output) whose input is a Relu's output read by nothing else: the Relu's
         step, by the pool step's id."""
-        readers: dict[str, int] = {}
-        for step in self.steps:
-            for name in step.inputs:
-                if name:
-                    readers[name] = readers.get(name, 0) + 1
-        producer = {step.outputs[0]: step for step in self.steps if len(step.outputs) == 1 and step.outputs[0]}
         fused = {}
         for step in self.steps:
             if (step.node.op_type != "MaxPool" or step.node.domain not in ("", "ai.onnx") or len(step.inputs) != 1
