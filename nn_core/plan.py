@@ -244,8 +244,8 @@ class FastPlan:
         self.input_names = [v.name for v in graph.inputs]
         self.output_names = [v.name for v in graph.outputs]
         self.constants = consts
-        self.source, self._function = self._compile()
-        self.function = self._function  # for callers that inline run (Model.run): then call explain on failure
+        # callers may call ``function`` themselves (Model.run inlines ``run``); then ``explain`` names a failure
+        self.source, self.function = self._compile()
 
     def _compile(self) -> tuple[str, Callable[..., tuple]]:
         """Generate and compile the plan function.
@@ -308,16 +308,13 @@ class FastPlan:
 
     def run(self, *inputs: np.ndarray) -> tuple:
         try:
-            return self._function(*inputs)
+            return self.function(*inputs)
         except ModelError:
             raise
         except Exception as exc:  # noqa: BLE001 - the one boundary: anything a kernel raises is named
-            raise self._explain(exc) from exc
+            raise self.explain(exc) from exc
 
     def explain(self, exc: Exception) -> ModelError:
-        return self._explain(exc)
-
-    def _explain(self, exc: Exception) -> ModelError:
         """Find the node that failed from the generated code's line number, and the shapes it was given."""
         tb = exc.__traceback__
         while tb is not None and tb.tb_frame.f_code.co_filename != _SOURCE_NAME:
