@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +30,9 @@ class Prediction:
     drawing: int = 0  # which drawing it is for: the session's drawing number when the image was submitted
     traced: bool = True  # records hold every node's outputs (False: the fused run, probabilities only)
     activity: dict[str, float] = field(default_factory=dict)  # node name -> mean |output| (traced runs)
+    # view name -> what that view would otherwise compute from this run on the UI thread, computed on the thread
+    # that ran it (``Predictor.prepare``)
+    prepared: dict[str, Any] = field(default_factory=dict)
 
 
 def node_activity(records: list) -> dict[str, float]:

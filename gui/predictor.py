@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -47,6 +48,10 @@ class Predictor:
         self._generation = 0
         self._last_seconds = 0.0
         self._lock = threading.Lock()  # the current model's generation and the last run's time
+        # prepare(prediction, cancelled): what the views make of a traced run, computed on the worker's thread
+        # (the UI thread then only shows it); returns prediction.prepared. Synchronous runs skip it: they are on
+        # the caller's thread anyway, and the views compute only what they show.
+        self.prepare: Callable[[Prediction, Callable[[], bool]], dict[str, Any]] | None = None
         self._worker = LatestWorker(self._work, "digitscope-predictor", before_start=reserve_a_core_for_the_ui)
 
     @property
@@ -102,6 +107,9 @@ class Predictor:
         """One run, delivered if its model is still current (handed over before the predictor reports idle)."""
         with MEMORY.working():
             prediction = run_prediction(adapter, image, generation, drawing, traced)
+            if traced and prediction.error is None and self.prepare is not None \
+                    and generation == self._generation:
+                prediction.prepared = self._prepared(prediction)
         with self._lock:
             if not traced or self._last_seconds == 0.0:
                 self._last_seconds = prediction.seconds
@@ -109,6 +117,12 @@ class Predictor:
         if current:
             self._deliver(prediction)
         return current and prediction.error is None
+
+    def _prepared(self, prediction: Prediction) -> dict[str, Any]:
+        try:
+            return self.prepare(prediction, self._worker.has_newer)
+        except Exception:  # noqa: BLE001 - a view's head start is optional: without it the view computes itself
+            return {}
 
     def shutdown(self) -> None:
         self._worker.shutdown()

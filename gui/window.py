@@ -91,6 +91,9 @@ class MainWindow(QMainWindow):
         self.probability_view = ProbabilitiesView()
         self.preview = InputPreview()
         self.activations = ActivationsView()
+        # the activation cards' value ranges and pictures are made on the predictor's thread, for a traced run
+        self.session.predictor.prepare = lambda prediction, cancelled: {
+            "activations": self.activations.prepare(prediction.records, cancelled)}
         self.graph = GraphView()
         self.summary = ModelSummary()
         self.explaining = ExplainState(self.session)  # the saliency overlay's state and worker
@@ -728,7 +731,7 @@ class MainWindow(QMainWindow):
         self.probability_view.set_prediction(prediction.probabilities, prediction.labels)
         self.probability_view.set_computing(self.session.computing)
         if prediction.traced:
-            self.activations.set_records(prediction.records)
+            self.activations.set_records(prediction.records, prepared=prediction.prepared.get("activations"))
             self.graph.set_activity(prediction.activity)
         view_ms = (time.perf_counter() - started) * 1000
         self.timing_label.setText(self.tr("inference {engine} ms · views {views} ms").format(

@@ -12,7 +12,7 @@ from PySide6.QtGui import QColor, QImage, QMouseEvent  # noqa: E402
 from PySide6.QtTest import QTest  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from gui.activations import ActivationsView, ColourScale, as_maps, as_vector  # noqa: E402
+from gui.activations import GAP_INDEX, ActivationsView, ColourScale, as_maps, as_vector, mosaic  # noqa: E402
 from gui.canvas import DrawingCanvas  # noqa: E402
 from gui.preview import InputPreview  # noqa: E402
 from gui.probabilities import headline  # noqa: E402
@@ -114,15 +114,70 @@ def test_a_repaint_renders_cards_within_the_turns_budget_and_the_rest_on_later_t
     qtbot.waitUntil(lambda: not view.building, timeout=10_000)
     cards = view.entries[:4]
     qtbot.waitUntil(lambda: all(card.paint_count for card in cards), timeout=5_000)
-    images = [card._cache[0] for card in cards]
+    images = [card._cache.image for card in cards]
     before = [card.paint_count for card in cards]
     view.set_records(records(6))  # new values
     qtbot.waitUntil(lambda: budget.available(), timeout=5_000)
     for card in cards:
         card.repaint()  # one turn: only the first renders; the others keep their previous image
     assert [c.paint_count - b for c, b in zip(cards, before)] == [1, 0, 0, 0]
-    assert all(card._cache[0] is image for card, image in zip(cards[1:], images[1:]))
+    assert all(card._cache.image is image for card, image in zip(cards[1:], images[1:]))
     qtbot.waitUntil(lambda: all(c.paint_count == b + 1 for c, b in zip(cards, before)), timeout=5_000)
+
+
+def test_a_mosaic_tiles_the_maps_row_by_row_with_one_pixel_gaps():
+    maps = np.arange(7 * 3 * 2, dtype=np.float32).reshape(7, 3, 2)
+    scale = ColourScale(0.0, float(maps.max()), False)
+    image, rows = mosaic(maps, 3, scale)
+    assert rows == 3 and image.shape == (3 * 4 - 1, 3 * 3 - 1) and image.flags.c_contiguous
+    tiles = scale.indices(maps)
+    expected = np.full(image.shape, GAP_INDEX, np.uint8)
+    for i in range(7):
+        r, c = divmod(i, 3)
+        expected[r * 4: r * 4 + 3, c * 3: c * 3 + 2] = tiles[i]
+    np.testing.assert_array_equal(image, expected)  # the two empty cells of the last row stay gap-coloured
+
+
+def test_pictures_prepared_off_the_ui_thread_are_painted_without_rendering(qtbot):
+    import threading
+
+    view = ActivationsView()
+    qtbot.addWidget(view)
+    view.resize(420, 400)
+    view.show()
+    qtbot.waitExposed(view)
+    data = records(30)
+    view.set_records(data)
+    qtbot.waitUntil(lambda: not view.building, timeout=10_000)
+    fresh = records(30)
+    for record in fresh:
+        for value in record.outputs.values():
+            value *= 2  # other values than the ones shown
+    prepared = {}
+    worker = threading.Thread(target=lambda: prepared.update(view.prepare(fresh, lambda: False)))
+    worker.start()
+    worker.join()
+    first, last = view._sight
+    assert first == 0 and 0 < last < 20
+    assert set(prepared) == set(range(31))  # every card of the page gets its value range
+    pictured = [index for index, card in prepared.items() if card.picture is not None]
+    assert pictured == list(range(min(30, 2 * last + 2)))  # those in sight and the next screenful
+    view.set_records(fresh, prepared=prepared)
+    before = [card.paint_count for card in view.entries]
+    for card in view.entries[: last + 1]:
+        card.repaint()
+    assert [card.paint_count for card in view.entries] == before  # painted from the prepared pictures
+    card = view.entries[0]
+    values = fresh[0].outputs["t0"]
+    assert card.value_range() == (float(values.min()), float(values.max()))
+    assert card._rendered() is prepared[0].picture
+    view.resize(300, 400)  # other columns: the card renders itself
+    qtbot.waitUntil(lambda: card.paint_count > before[0], timeout=5_000)
+    view.hide()
+    assert view.prepare(fresh, lambda: False) == {}  # nothing for a hidden view
+    view.show()
+    cut_short = view.prepare(fresh, lambda: True)  # a newer drawing waits: ranges only
+    assert len(cut_short) == 31 and all(card.picture is None for card in cut_short.values())
 
 
 def test_cards_show_shape_and_value_range(qtbot):
@@ -150,7 +205,8 @@ def test_clicking_a_map_opens_an_inspector_that_reports_values_on_hover(qtbot):
     card = view.entries[0]
     body = card.body_rect()
     # click the second tile of the first row
-    image, columns, rows, _ = card._rendered()
+    rendered = card._rendered()
+    image, columns = rendered.image, rendered.columns
     tile_width = card._image_rect(image, body).width() / columns
     QTest.mouseClick(card, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
                      QPoint(int(body.x() + tile_width * 1.5), int(body.y() + 5)))
