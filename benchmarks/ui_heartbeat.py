@@ -125,6 +125,59 @@ class TrimWatch:
         MEMORY._trim = timed
 
 
+class TurnWatch:
+    """With --why: every UI-thread event that took ``slow_ms`` or more (an event-loop turn's pieces), with the
+    events nested in it that took 2 ms or more, and how much of it the UI thread ran on a CPU. Installed as the
+    application's ``notify``, so it times each event as Qt delivers it."""
+
+    def __init__(self, heart: Heartbeat, slow_ms: float = 20.0) -> None:
+        self.heart, self.slow_ms = heart, slow_ms
+        self.depth = 0
+        self.nested: list[tuple[int, str, float]] = []
+        self.slow: list[tuple[str, str, float, float, list[tuple[int, str, float]]]] = []
+
+    @staticmethod
+    def describe(receiver, event) -> str:
+        name = type(receiver).__name__
+        if name == "QtDispatcher":  # a function handed over from a worker: name the function
+            return name
+        try:
+            kind = event.type().name
+        except AttributeError:
+            kind = str(event.type())
+        return f"{name}.{kind}"
+
+    def notify(self, call, receiver, event) -> bool:
+        described = self.describe(receiver, event)
+        self.depth += 1
+        ran_before = self.heart._read_sched()
+        began = time.perf_counter()
+        try:
+            return call(receiver, event)
+        finally:
+            ms = (time.perf_counter() - began) * 1000
+            self.depth -= 1
+            if self.depth == 0:
+                if ms >= self.slow_ms:
+                    after = self.heart._read_sched()
+                    ran = (after[0] - ran_before[0]) / 1e6 if after and ran_before else float("nan")
+                    self.slow.append((self.heart.phase, described, ms, ran, self.nested))
+                self.nested = []
+            elif ms >= 2.0:
+                self.nested.append((self.depth, described, ms))
+
+
+class WatchedApplication(QApplication):
+    """The application, with each event's delivery timed by ``turns`` once set (--why)."""
+
+    turns: TurnWatch | None = None
+
+    def notify(self, receiver, event) -> bool:  # noqa: ANN001
+        if self.turns is None:
+            return super().notify(receiver, event)
+        return self.turns.notify(super().notify, receiver, event)
+
+
 class Heartbeat:
     """Records the time between consecutive beats of a repeating 5 ms timer on the UI thread, per phase.
 
@@ -235,7 +288,8 @@ def main() -> int:
     args = parser.parse_args()
 
     load_before = os.getloadavg()  # the machine may be shared: gaps mean little without the load beside them
-    app = QApplication.instance() or QApplication(sys.argv[:1])
+    # (with --why, every event's delivery is timed: a Python call per event, so only then)
+    app = QApplication.instance() or (WatchedApplication if args.why else QApplication)(sys.argv[:1])
     from gui.window import MainWindow
 
     results = []
@@ -254,11 +308,13 @@ def main() -> int:
         pump(50)
         lenet_rss = rss_mb()
         heart = Heartbeat(account=args.why)
-        collections = trims_seen = None
+        collections = trims_seen = turns = None
         if args.why:
             Watchdog(heart)
             collections = GcWatch(heart)
             trims_seen = TrimWatch(heart)
+            if isinstance(app, WatchedApplication):
+                turns = app.turns = TurnWatch(heart)
         pump(50)
         for name in args.models:
             latencies: list[float] = []
@@ -324,6 +380,10 @@ def main() -> int:
     if collections is not None:
         for phase, generation, ms, thread in collections.slow:
             print(f"  garbage collection of generation {generation}: {ms:.0f} ms on {thread} during {phase}")
+    if turns is not None:
+        for phase, described, ms, ran, nested in turns.slow:
+            inner = "; ".join(f"{'  ' * (depth - 1)}{what} {inner_ms:.0f}" for depth, what, inner_ms in nested[:12])
+            print(f"  UI event {described} took {ms:.0f} ms (ran {ran:.0f}) during {phase}: {inner}")
     if trims_seen is not None:
         for phase, ms in trims_seen.trims:
             print(f"  heap trim (malloc_trim): {ms:.0f} ms during {phase}")
