@@ -187,6 +187,28 @@ def fuse_pools(steps: list[Step], graph_outputs: set[str]) -> list[Step]:
     return [s for s in steps if id(s) not in dropped]
 
 
+def fuse_normalizers(steps: list[Step], graph_outputs: set[str]) -> list[Step]:
+    """A dense layer whose only reader is a Softmax or LogSoftmax normalises its own fresh output in place
+    (kernels that can do this have ``fuse_normalizer``): a classifier's head is one step."""
+    readers = _readers(steps)
+    dropped: set[int] = set()
+    for step in steps:
+        fuse = getattr(step.kernel, "fuse_normalizer", None)
+        if fuse is None or len(step.outputs) != 1 or step.outputs[0] in graph_outputs:
+            continue
+        users = readers.get(step.outputs[0], [])
+        if len(users) != 1 or users[0].node.op_type not in ("Softmax", "LogSoftmax") \
+                or users[0].node.domain not in ("", "ai.onnx") or len(users[0].inputs) != 1 \
+                or len(users[0].outputs) != 1:
+            continue
+        normalizer = users[0]
+        if fuse(normalizer.kernel):
+            step.outputs = list(normalizer.outputs)
+            step.fused = (*step.fused, normalizer.node.op_type)
+            dropped.add(id(normalizer))
+    return [s for s in steps if id(s) not in dropped]
+
+
 def _rewritten_node(template: NodeInfo, name: str, op_type: str, domain: str, inputs: list[str],
                     outputs: list[str], attrs: dict[str, Any]) -> NodeInfo:
     return replace(template, name=name, op_type=op_type, domain=domain, inputs=inputs, outputs=outputs, attrs=attrs)
@@ -240,6 +262,7 @@ class FastPlan:
         steps = fuse_biases(steps, consts, outputs)
         steps = fuse_activations(steps, consts, outputs)
         steps = fuse_pools(steps, outputs)
+        steps = fuse_normalizers(steps, outputs)
         self.steps = drop_dead_steps(steps, outputs)
         self.input_names = [v.name for v in graph.inputs]
         self.output_names = [v.name for v in graph.outputs]

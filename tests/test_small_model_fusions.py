@@ -1,0 +1,162 @@
+"""Issue 10, small digit models at batch 1: the pooling runners and the dense layer's absorbed Softmax /
+LogSoftmax give what the general paths give (within float rounding, against the separable passes, the traced
+graph and onnxruntime), are really taken, and hand back arrays no later run overwrites."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import make_model, ort_run, tensor_info
+from onnx import helper
+
+import nn_core
+
+
+def _kernel(node, opset=13):
+    from nn_core.ops import load_all_kernels, resolve
+    from nn_core.ops.attributes import node_attributes
+    from nn_core.ops.registry import NodeSpec
+
+    load_all_kernels()
+    spec = NodeSpec(op_type=node.op_type, inputs=list(node.input), outputs=list(node.output),
+                    attrs=node_attributes(node), opset=opset, consts=[None] * len(node.input))
+    return resolve(node.op_type, opset)(spec)
+
+
+def _separable(kernel, x: np.ndarray) -> np.ndarray:
+    """The pooling by the general path: the separable passes over the (padded) scratch, then the divisor."""
+    plan = kernel.plan(x)
+    y = plan.reduce(plan.source(x), np.add if kernel.op_type == "AveragePool" else np.maximum)
+    if kernel.op_type == "AveragePool":
+        divisor = plan.window_counts(kernel.include_pad)
+        y = y / (divisor if isinstance(divisor, float) else divisor.astype(y.dtype))
+    return y
+
+
+AVERAGE_CASES = [
+    ((1, 4, 24, 24), dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1, count_include_pad=1)),  # LeNet-5
+    ((1, 8, 8, 8), dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1, count_include_pad=0)),
+    ((2, 3, 7, 9), dict(kernel_shape=[3, 2], strides=[2, 3], pads=[1, 0, 2, 1], count_include_pad=1)),
+    ((1, 3, 7, 9), dict(kernel_shape=[3, 2], strides=[2, 3], pads=[1, 0, 2, 1], ceil_mode=1)),
+    ((1, 2, 9, 9), dict(kernel_shape=[2, 2], dilations=[2, 2], pads=[1, 1, 0, 0])),
+    ((1, 10, 2, 2), dict(kernel_shape=[2, 2], strides=[2, 2])),  # global, written as a window
+    ((1, 10, 4, 4), dict(kernel_shape=[4, 4], strides=[4, 4])),
+    ((1, 2, 5, 5), dict(kernel_shape=[4, 4], strides=[4, 4])),  # one window, not the whole input
+    ((1, 16, 32, 32), dict(kernel_shape=[2, 2], strides=[2, 2])),  # over the matrix size: straight passes
+]
+
+
+@pytest.mark.parametrize("shape, attrs", AVERAGE_CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_average_pool_runners_match_the_separable_passes(shape, attrs, dtype):
+    node = helper.make_node("AveragePool", ["x"], ["y"], **attrs)
+    kernel = _kernel(node, opset=19)
+    rng = np.random.default_rng(len(shape) + sum(shape))
+    x = rng.standard_normal(shape).astype(dtype)
+    want = _separable(_kernel(node, opset=19), x)
+    first = kernel.run(x)
+    assert (x.shape, x.dtype) in kernel.fast  # the runner is kept for the next calls
+    kept = first.copy()
+    second = kernel.run(x + 1)
+    np.testing.assert_allclose(first, want, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6)
+    np.testing.assert_array_equal(first, kept)  # not a buffer the second run wrote into
+    assert second is not first and first.dtype == dtype and first.shape == want.shape
+    # a strided view of the same shape (a convolution may hand one over)
+    wide = np.zeros(shape[:-1] + (2 * shape[-1],), dtype)
+    wide[..., ::2] = x
+    np.testing.assert_allclose(kernel.run(wide[..., ::2]), first, rtol=1e-6 if dtype == np.float32 else 1e-14)
+
+
+def test_average_pool_as_matrices_matches_onnxruntime():
+    for shape, attrs in AVERAGE_CASES[:5]:
+        proto = make_model([helper.make_node("AveragePool", ["x"], ["y"], **attrs)],
+                           [tensor_info("x", list(shape))], [tensor_info("y", None)], opset=19)
+        x = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
+        np.testing.assert_allclose(nn_core.load_proto(proto).run({"x": x})["y"], ort_run(proto, {"x": x})[0],
+                                   rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape, attrs", [
+    ((1, 4, 28, 28), dict(kernel_shape=[28, 28], strides=[28, 28])),  # global, written as a window
+    ((1, 4, 28, 28), dict(kernel_shape=[2, 2], strides=[2, 2])),
+    ((1, 3, 7, 7), dict(kernel_shape=[3, 3], strides=[2, 2])),
+    ((1, 3, 7, 7), dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])),  # scratch: general path
+    ((1, 2, 5, 5), dict(kernel_shape=[4, 4], strides=[4, 4])),
+])
+def test_max_pool_runners_match_the_separable_passes(shape, attrs):
+    node = helper.make_node("MaxPool", ["x"], ["y"], **attrs)
+    kernel = _kernel(node)
+    x = np.random.default_rng(6).standard_normal(shape).astype(np.float32)
+    x[0, 0, 0, 0] = np.nan  # propagates on every path
+    want = _separable(_kernel(node), x)
+    first = kernel.run(x)
+    kept = first.copy()
+    kernel.run(-x)
+    np.testing.assert_array_equal(first, want)
+    np.testing.assert_array_equal(first, kept)
+    assert ((x.shape, x.dtype) in kernel.fast) == ("pads" not in attrs)
+
+
+def _dense_head(op: str, normalizer: str, opset: int, axis: int | None, x_shape=(1, 12)):
+    rng = np.random.default_rng(9)
+    w = rng.standard_normal((x_shape[-1], 10)).astype(np.float32)
+    b = rng.standard_normal(10).astype(np.float32)
+    if op == "Gemm":
+        nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["h"])]
+    else:
+        nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["h"])]
+    nodes += [helper.make_node("Relu", ["h"], ["r"]),
+              helper.make_node(normalizer, ["r"], ["y"], **({} if axis is None else {"axis": axis}))]
+    return make_model(nodes, [tensor_info("x", ["N", *x_shape[1:]])], [tensor_info("y", None)],
+                      {"w": w, "b": b}, opset=opset)
+
+
+@pytest.mark.parametrize("op", ["Gemm", "MatMul"])
+@pytest.mark.parametrize("normalizer", ["Softmax", "LogSoftmax"])
+@pytest.mark.parametrize("opset, axis", [(13, None), (11, None), (13, 1), (11, -1)])
+def test_dense_layer_absorbs_the_softmax_after_it(op, normalizer, opset, axis):
+    proto = _dense_head(op, normalizer, opset, axis)
+    model = nn_core.load_proto(proto)
+    fused = "Add+" if op == "MatMul" else ""
+    assert model.plan_ops == [f"{op}+{fused}Relu+{normalizer}"]
+    rng = np.random.default_rng(10)
+    for batch in (1, 3):
+        x = (rng.standard_normal((batch, 12)) * 4).astype(np.float32)
+        first = model.run({"x": x})["y"]
+        kept = first.copy()
+        second = model.run({"x": -x})["y"]
+        np.testing.assert_array_equal(first, kept)  # the second run wrote elsewhere
+        traced, _ = model.run_traced({"x": x})
+        np.testing.assert_allclose(first, traced["y"], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(first, ort_run(proto, {"x": x})[0], rtol=1e-5, atol=1e-6)
+        assert second is not first and first.dtype == np.float32
+
+
+def test_a_softmax_over_other_axes_goes_to_its_own_kernel():
+    # opset 11: axis 0 of the (N, 10) product normalises over everything, not each row
+    proto = _dense_head("Gemm", "Softmax", 11, 0)
+    model = nn_core.load_proto(proto)
+    assert model.plan_ops == ["Gemm+Relu+Softmax"]
+    x = np.random.default_rng(11).standard_normal((3, 12)).astype(np.float32)
+    got = model.run({"x": x})["y"]
+    np.testing.assert_allclose(got.sum(), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(got, ort_run(proto, {"x": x})[0], rtol=1e-5, atol=1e-7)
+    # a 3-D MatMul product and a middle axis (opset 13): the Softmax kernel's own rule
+    proto = _dense_head("MatMul", "LogSoftmax", 13, 1, x_shape=(2, 5, 12))
+    x = np.random.default_rng(12).standard_normal((2, 5, 12)).astype(np.float32)
+    np.testing.assert_allclose(nn_core.load_proto(proto).run({"x": x})["y"], ort_run(proto, {"x": x})[0],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_a_softmax_that_is_also_read_elsewhere_or_an_output_is_not_absorbed():
+    rng = np.random.default_rng(13)
+    w = rng.standard_normal((6, 4)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Softmax", ["h"], ["y"]),
+             helper.make_node("Neg", ["h"], ["z"])]
+    model = nn_core.load_proto(make_model(nodes, [tensor_info("x", [1, 6])],
+                                          [tensor_info("y", None), tensor_info("z", None)], {"w": w}))
+    assert model.plan_ops == ["MatMul", "Softmax", "Neg"]
+    x = rng.standard_normal((1, 6)).astype(np.float32)
+    out = model.run({"x": x})
+    np.testing.assert_allclose(out["z"], -(x @ w), rtol=1e-6)
+    np.testing.assert_allclose(out["y"].sum(), 1.0, rtol=1e-6)
