@@ -154,7 +154,27 @@ def remove_identities(nodes: list[NodeInfo], graph_outputs: set[str]) -> list[No
             alias[node.outputs[0]] = inputs[0]
             continue
         kept.append(replace(node, inputs=inputs) if inputs != node.inputs else node)
-    return kept
+    return _rename_into_outputs(kept, graph_outputs)
+
+
+def _rename_into_outputs(nodes: list[NodeInfo], graph_outputs: set[str]) -> list[NodeInfo]:
+    """An Identity that only renames a node's output as a graph output (TensorFlow exporters end a graph so):
+    the node then writes the graph output itself, when nothing else reads the value it wrote."""
+    uses = _use_counts(nodes, graph_outputs)
+    producer = {name: index for index, node in enumerate(nodes) for name in node.outputs if name}
+    result: list[NodeInfo | None] = list(nodes)
+    for index, node in enumerate(nodes):
+        if node.op_type != "Identity" or not is_default_domain(node) or len(node.inputs) != 1 \
+                or len(node.outputs) != 1 or node.outputs[0] not in graph_outputs:
+            continue
+        source, target = node.inputs[0], node.outputs[0]
+        at = producer.get(source)
+        if at is None or uses.get(source) != 1 or result[at] is None:
+            continue
+        made = result[at]
+        result[at] = replace(made, outputs=[target if name == source else name for name in made.outputs])
+        result[index] = None
+    return [node for node in result if node is not None]
 
 
 def _scalar(value: object) -> float | None:

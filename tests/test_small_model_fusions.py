@@ -160,3 +160,37 @@ def test_a_softmax_that_is_also_read_elsewhere_or_an_output_is_not_absorbed():
     out = model.run({"x": x})
     np.testing.assert_allclose(out["z"], -(x @ w), rtol=1e-6)
     np.testing.assert_allclose(out["y"].sum(), 1.0, rtol=1e-6)
+
+
+def test_an_identity_naming_a_graph_output_is_written_by_its_producer():
+    """A TensorFlow export's last node is an Identity from the softmax to the output's name: the producer writes
+    the output itself. Not when the value is read elsewhere or is an output too."""
+    rng = np.random.default_rng(14)
+    w = rng.standard_normal((6, 4)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Softmax", ["h"], ["s"]),
+             helper.make_node("Identity", ["s"], ["y"])]
+    model = nn_core.load_proto(make_model(nodes, [tensor_info("x", [1, 6])], [tensor_info("y", None)], {"w": w}))
+    assert model.plan_ops == ["MatMul+Softmax"]
+    x = rng.standard_normal((1, 6)).astype(np.float32)
+    np.testing.assert_allclose(model.run({"x": x})["y"], model.run_traced({"x": x})[0]["y"], rtol=1e-6)
+    negated = helper.make_node("Neg", ["s"], ["z"])
+    for outputs, extra in (([tensor_info("y", None), tensor_info("s", None)], []),
+                           ([tensor_info("y", None), tensor_info("z", None)], [negated])):
+        model = nn_core.load_proto(make_model(nodes + extra, [tensor_info("x", [1, 6])], outputs, {"w": w}))
+        assert "Identity" in model.plan_ops
+        out = model.run({"x": x})
+        np.testing.assert_array_equal(out["y"], out.get("s", -out.get("z", 0)))
+
+
+def test_a_pad_of_zeros_hands_its_input_on():
+    proto = make_model([helper.make_node("Pad", ["x", "pads"], ["p"], mode="constant"),
+                        helper.make_node("AveragePool", ["p"], ["y"], kernel_shape=[2, 2], strides=[2, 2])],
+                       [tensor_info("x", [1, 3, 2, 2])], [tensor_info("y", None)],
+                       {"pads": np.zeros(8, np.int64)}, opset=13)
+    model = nn_core.load_proto(proto)
+    x = np.random.default_rng(15).standard_normal((1, 3, 2, 2)).astype(np.float32)
+    pad = model._fast_plan().steps[0].kernel
+    assert pad.run(x) is x and pad.run(x) is x  # (the layout made on the first call, read on the second)
+    np.testing.assert_allclose(model.run({"x": x})["y"], x.mean(axis=(2, 3), keepdims=True), rtol=1e-6)
+    with pytest.raises(nn_core.ModelError, match="pads"):  # a rank the pads do not fit is still refused
+        pad.run(x[0])
