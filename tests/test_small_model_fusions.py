@@ -194,3 +194,53 @@ def test_a_pad_of_zeros_hands_its_input_on():
     np.testing.assert_allclose(model.run({"x": x})["y"], x.mean(axis=(2, 3), keepdims=True), rtol=1e-6)
     with pytest.raises(nn_core.ModelError, match="pads"):  # a rank the pads do not fit is still refused
         pad.run(x[0])
+
+
+@pytest.mark.parametrize("attrs, scales", [
+    ({"coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}, [1, 1, 2, 2]),  # U-Net's
+    ({}, [1, 1, 1.5, 0.75]),
+    ({"coordinate_transformation_mode": "align_corners"}, [1, 1, 2, 0.5]),
+    ({"nearest_mode": "ceil"}, [1, 2, 0.6, 3]),
+])
+def test_nearest_resize_by_repeats_is_the_gather(attrs, scales):
+    x = np.random.default_rng(16).standard_normal((1, 3, 9, 12)).astype(np.float32)
+    node = helper.make_node("Resize", ["x", "", "s"], ["y"], mode="nearest", **attrs)
+    scales = np.array(scales, np.float32)
+    kernel = _kernel(node, opset=18)
+    got = kernel.run(x, None, scales)
+    plans = kernel.plans_for(x, (None, scales))
+    assert all(plan.repeats() is not None for plan in plans)
+    want = x
+    for plan in plans:
+        want = plan.apply(want, 0.0)
+    np.testing.assert_array_equal(got, want)
+    assert got is not x and not np.shares_memory(got, x)
+    proto = make_model([node], [tensor_info("x", list(x.shape))], [tensor_info("y", None)], {"s": scales}, opset=18)
+    np.testing.assert_array_equal(got, ort_run(proto, {"x": x})[0])
+
+
+def test_a_reversed_crop_is_gathered():
+    x = np.arange(2 * 6, dtype=np.float32).reshape(1, 2, 6)
+    node = helper.make_node("Resize", ["x", "r", "s"], ["y"], mode="nearest",
+                            coordinate_transformation_mode="tf_crop_and_resize")
+    roi = np.array([0, 0, 1, 1, 1, 0], np.float32)  # the last axis from 1 down to 0: reversed
+    scales = np.array([1, 1, 1], np.float32)
+    kernel = _kernel(node, opset=18)
+    got = kernel.run(x, roi, scales)
+    assert kernel.plans_for(x, (roi, scales))[-1].repeats() is None
+    np.testing.assert_array_equal(got, x[..., ::-1])
+
+
+def test_bilinear_resize_of_float32_and_float64_images():
+    node = helper.make_node("Resize", ["x", "", "s"], ["y"], mode="linear")
+    scales = np.array([1, 1, 2, 2], np.float32)
+    x = np.random.default_rng(17).standard_normal((1, 4, 14, 14))
+    kernel = _kernel(node, opset=18)
+    wide = kernel.run(x, None, scales)
+    narrow = kernel.run(x.astype(np.float32), None, scales)
+    assert wide.dtype == np.float64 and narrow.dtype == np.float32
+    want = x
+    for plan in kernel.plans_for(x, (None, scales)):
+        want = plan.apply(want, 0.0)
+    np.testing.assert_allclose(wide, want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(narrow, want, rtol=1e-6, atol=1e-6)
