@@ -12,14 +12,14 @@ from onnx import helper
 import nn_core
 
 
-def _kernel(node, opset=13):
+def _kernel(node, opset=13, consts=None):
     from nn_core.ops import load_all_kernels, resolve
     from nn_core.ops.attributes import node_attributes
     from nn_core.ops.registry import NodeSpec
 
     load_all_kernels()
     spec = NodeSpec(op_type=node.op_type, inputs=list(node.input), outputs=list(node.output),
-                    attrs=node_attributes(node), opset=opset, consts=[None] * len(node.input))
+                    attrs=node_attributes(node), opset=opset, consts=consts or [None] * len(node.input))
     return resolve(node.op_type, opset)(spec)
 
 
@@ -244,3 +244,19 @@ def test_bilinear_resize_of_float32_and_float64_images():
         want = plan.apply(want, 0.0)
     np.testing.assert_allclose(wide, want, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(narrow, want, rtol=1e-6, atol=1e-6)
+
+
+def test_dense_products_by_ndarray_dot_are_matmul():
+    rng = np.random.default_rng(18)
+    w = rng.standard_normal((6, 5)).astype(np.float32)
+    matmul = _kernel(helper.make_node("MatMul", ["x", "w"], ["y"]), consts=[None, w])
+    gemm = _kernel(helper.make_node("Gemm", ["x", "w"], ["y"]), consts=[None, w])
+    for shape in ((1, 6), (3, 6), (6,), (2, 3, 6), (2, 1, 3, 6)):
+        x = rng.standard_normal(shape).astype(np.float32)
+        got = matmul.run(x, w)
+        assert got.shape == np.matmul(x, w).shape
+        np.testing.assert_allclose(got, np.matmul(x, w), rtol=1e-6, atol=1e-6)
+        if x.ndim == 2:
+            np.testing.assert_allclose(gemm.run(x, w), x @ w, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError):  # a 0-d operand is not a product (the plan names the node)
+        matmul.run(np.ones((), np.float32), w)
