@@ -260,3 +260,24 @@ def test_dense_products_by_ndarray_dot_are_matmul():
             np.testing.assert_allclose(gemm.run(x, w), x @ w, rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError):  # a 0-d operand is not a product (the plan names the node)
         matmul.run(np.ones((), np.float32), w)
+
+
+@pytest.mark.parametrize("normalizer", ["Softmax", "LogSoftmax"])
+def test_the_absorbed_normaliser_at_the_extremes_is_its_kernel(normalizer):
+    """Rows whose exponentials overflow, underflow, or hold NaN and infinities: the shifted form, as the kernel;
+    a single row of ordinary logits takes the unshifted Softmax. Within rounding of the kernel, NaN where it is."""
+    eye = np.eye(4, dtype=np.float32)
+    gemm = _kernel(helper.make_node("Gemm", ["x", "w"], ["y"]), consts=[None, eye])
+    kernel = _kernel(helper.make_node(normalizer, ["x"], ["y"]))
+    assert gemm.fuse_normalizer(kernel) and not gemm.fuse_activation("relu", {})
+    rows = [[1.0, 2.0, 3.0, 4.0], [-300.0, -310.0, -200.0, -250.0], [90.0, 95.0, 80.0, -5.0],
+            [-120.0, 0.5, -90.0, -1.0], [np.nan, 1.0, 2.0, 3.0], [np.inf, 1.0, 2.0, 3.0], [-0.2, -0.1, -0.4, -3.0]]
+    for dtype in (np.float32, np.float64):
+        for row in rows:
+            x = np.array([row], dtype)
+            with np.errstate(invalid="ignore", over="ignore"):
+                want, got = kernel.run(x.copy()), gemm.run(x, eye)
+            assert got.dtype == dtype and got.shape == (1, 4)
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-30 if normalizer == "Softmax" else 1e-5)
+        x = np.array(rows[:4], dtype)  # several rows at once
+        np.testing.assert_allclose(gemm.run(x, eye), kernel.run(x.copy()), rtol=1e-6, atol=1e-30)

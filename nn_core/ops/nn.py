@@ -24,7 +24,7 @@ __all__ = ["fold_batchnorm_into_conv"]
 # matrix products
 
 
-_WIDE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
 
 
 class _DenseActivation(FusableOp):
@@ -54,26 +54,44 @@ class _DenseActivation(FusableOp):
         if self.normalizer is not None or kernel.op_type not in ("Softmax", "LogSoftmax"):
             return False
         self.normalizer = kernel
+        self.ones: dict[tuple, np.ndarray] = {}  # (row length, dtype) -> a column of ones: row sums by BLAS
         return True
 
     def normalize(self, y: np.ndarray) -> np.ndarray:
-        """The absorbed normaliser applied to the fresh product ``y``: over the last axis of a float32/float64
-        product, ``y - max`` exponentiated and divided by its sum in place (LogSoftmax: less the log of that
-        sum), which is what the kernels compute (Softmax without the shift when its inputs are small: the same
-        within rounding), in four NumPy calls instead of the kernel's seven; other axes and types go to the
-        kernel itself."""
+        """The absorbed normaliser applied to the fresh product ``y``, over its last axis when that is the
+        normaliser's axis and ``y`` is float32/float64 (other axes and types go to the kernel itself).
+
+        Row sums are one BLAS product with a column of ones (~0.3 us; np.add.reduce costs ~0.7 us on a row of
+        ten). LogSoftmax is ``y - max - log(sum(exp(y - max)))``, as its kernel. Softmax of one row (batch 1)
+        first tries ``exp(y) / sum``: when that sum is at least 1 and finite, no exponential overflowed and any
+        that underflowed is below float's normal range in the shifted form too, so the shift by the maximum (a
+        reduction and a subtraction) is skipped, as the Softmax kernel skips it for small inputs; otherwise,
+        and for several rows, ``exp(y - max) / sum``. Sums in another order: equal within rounding."""
         kernel = self.normalizer
         last = y.ndim - 1
-        if type(y) is not np.ndarray or last < 0 or y.dtype not in _WIDE_FLOATS \
-                or kernel.axes(y) not in (last, (last,)):  # type: ignore[attr-defined]
+        dtype = y.dtype
+        if type(y) is not np.ndarray or last < 0 or (dtype is not _FLOAT32 and dtype is not _FLOAT64) \
+                or not y.size or kernel.axes(y) not in (last, (last,)):  # type: ignore[attr-defined]
             return kernel.run(y)
-        y -= np.maximum.reduce(y, axis=last, keepdims=True)
-        if kernel.op_type == "Softmax":
-            np.exp(y, out=y)
-            y /= np.add.reduce(y, axis=last, keepdims=True)
+        width = y.shape[last]
+        rows = y.reshape(-1, width)
+        ones = self.ones.get((width, dtype))
+        if ones is None:
+            ones = self.ones[(width, dtype)] = np.ones((width, 1), dtype)
+        softmax = kernel.op_type == "Softmax"
+        if softmax and rows.shape[0] == 1:
+            exps = np.exp(rows)
+            total = exps.dot(ones)
+            if 1.0 <= total[0, 0] < np.inf:
+                exps /= total
+                return exps.reshape(y.shape)
+        rows -= np.maximum.reduce(rows, axis=1, keepdims=True)
+        if softmax:
+            np.exp(rows, out=rows)
+            rows /= rows.dot(ones)
         else:
-            y -= np.log(np.add.reduce(np.exp(y), axis=last, keepdims=True))
-        return y
+            rows -= np.log(np.exp(rows).dot(ones))
+        return rows.reshape(y.shape)
 
     def activate(self, y: np.ndarray) -> None:
         zero = self.relu_zero
