@@ -28,7 +28,7 @@ ACTIVATIONS = [None, ("relu", {}), ("clip", {"min": 0.0, "max": 6.0}), ("clip", 
 
 
 @pytest.mark.parametrize("act", ACTIVATIONS)
-@pytest.mark.parametrize("shape", [(3, 5), (2, 7, 33), (700, 96)])  # the last one past FULL_OPERAND_BYTES
+@pytest.mark.parametrize("shape", [(3, 5), (2, 7, 33), (700, 96), (1, 12, 4099), (2, 0, 5)])
 def test_finisher_is_the_bias_then_the_activation_bit_for_bit(shape, act):
     from nn_core.ops.batch1 import finisher
     from nn_core.ops.conv import make_activation
@@ -36,22 +36,29 @@ def test_finisher_is_the_bias_then_the_activation_bit_for_bit(shape, act):
     rng = np.random.default_rng(1)
     y = rng.standard_normal(shape).astype(np.float32) * 4
     y.flat[::7] = np.nan
-    bias = rng.standard_normal(shape[-1]).astype(np.float32)
     activation = make_activation(*act) if act else None
-    for b in (None, bias):
+    # no bias, a bias per last-axis element (channels-last rows), one per second axis (NCHW channels)
+    for b in (None, rng.standard_normal(shape[-1]).astype(np.float32),
+              rng.standard_normal((shape[-2], 1)).astype(np.float32) if len(shape) == 3 else None):
         want = y.copy()
         if b is not None:
             want += b
         if activation is not None:
             activation(want)
-        for lay_out in (True, False):
+        finish = finisher(shape, y.dtype, b, activation)
+        for _ in range(2):  # the shared and laid-out operands are not changed by a call
             got = y.copy()
-            finish = finisher(shape, y.dtype, b, activation, lay_out)
             finish(got)
-            finish_again = y.copy()
-            finish(finish_again)  # the laid-out operands are not changed by a call
             np.testing.assert_array_equal(got, want)
-            np.testing.assert_array_equal(finish_again, want)
+
+
+def test_epilogue_rows_divide_the_output_and_repeat_the_bias():
+    from nn_core.ops.batch1 import EPILOGUE_RUN, _epilogue_run
+
+    for size, period in ((25088, 896), (12544, 256), (49 * 256, 256), (7, 7), (4099 * 12, 4099), (1 << 20, 1)):
+        run = _epilogue_run(size, period)
+        assert size % run == 0 and run % period == 0
+        assert run >= min(EPILOGUE_RUN, size)
 
 
 def _depthwise_node(channels, kernel, strides, pads, dilations):

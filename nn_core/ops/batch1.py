@@ -52,44 +52,80 @@ STRIDED_CHANNELS = 64
 # taps of a strided window view, whose inner loop runs over contiguous channel vectors. Below it the channel
 # vectors are too short for that loop and MatmulDepthwisePlan's per-channel matmuls are cheaper.
 CHANNELS_LAST_DEPTHWISE = 16
-# a fused bias and activation take operands laid out over the whole output up to this many bytes each: NumPy's SIMD
-# loops run about twice as fast on two same-shape contiguous operands as against a broadcast row or a 0-d bound
-# (measured on 12-50 K float32 outputs: a bias row 4.6 -> 2.4 us, a ReLU or Clip bound 5.3 -> 2.8 us per pass)
-FULL_OPERAND_BYTES = 256 * 1024
+# an epilogue pass (bias, ReLU or Clip bound) is a same-shape SIMD loop over rows of at least this many elements:
+# NumPy runs a broadcast operand of one short row (a channel vector) or a 0-d bound about half as fast
+EPILOGUE_RUN = 8192
+# constant operands (ReLU's zeros, Clip's bounds) are shared by every layer, laid out up to this many elements:
+# one buffer per value, which stays in cache as each layer reads it, instead of one per layer
+SHARED_CONSTANT_ELEMENTS = 1 << 18
+_constants: dict[tuple[str, float], np.ndarray] = {}
 
 
-def finisher(shape: tuple[int, ...], dtype: np.dtype, bias: np.ndarray | None, act: Activation | None,
-             lay_out: bool = True) -> Callable[[np.ndarray], None]:
-    """The in-place epilogue of a fresh C-contiguous output of ``shape``: + ``bias`` (broadcastable to ``shape``),
-    then ``act``. With ``lay_out`` (a runner kept for many calls), ReLU and Clip bounds and the bias are laid out
-    over the whole output when it is small, so each pass is a same-shape SIMD loop. The passes and their order
-    are the activation's own (max, then min for a Clip, whose infinite bound is skipped as a no-op), so results
-    are the same bit for bit either way."""
-    full = lay_out and dtype.kind == "f" and math.prod(shape) * dtype.itemsize <= FULL_OPERAND_BYTES
+def _constant(value: float, dtype: np.dtype, size: int) -> np.ndarray:
+    """A read-only run of ``size`` elements equal to ``value``, shared (grown when a longer one is asked)."""
+    key = (dtype.str, value)
+    run = _constants.get(key)
+    if run is None or run.size < size:
+        run = np.full(size, value, dtype)
+        run.flags.writeable = False
+        _constants[key] = run
+    return run[:size]
 
-    def laid(values: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(np.broadcast_to(values, shape)) if full else values
+
+def _epilogue_run(size: int, period: int) -> int:
+    """The row length the epilogue works in: a multiple of ``period`` (the bias repeats with it) that divides
+    ``size``, at least EPILOGUE_RUN when the output allows."""
+    count = size // period
+    for k in range(1, count + 1):
+        if count % k == 0 and k * period >= EPILOGUE_RUN:
+            return k * period
+    return size
+
+
+def finisher(shape: tuple[int, ...], dtype: np.dtype, bias: np.ndarray | None, act: Activation | None
+             ) -> Callable[[np.ndarray], None]:
+    """The in-place epilogue of a fresh C-contiguous output of ``shape``: + ``bias`` (broadcastable to ``shape``
+    over its trailing axes), then ``act``. The output is worked as rows of at least EPILOGUE_RUN elements: the
+    bias laid out over one row, ReLU's zeros and Clip's bounds shared runs, so each pass is a same-shape SIMD
+    loop without a whole-output operand per layer. The passes and their order are the activation's own (max,
+    then min for a Clip, whose infinite bound is skipped as a no-op), so results are the same bit for bit."""
+    size = math.prod(shape)
+    floating = dtype.kind == "f" and size > 0
+    if floating and bias is not None:
+        period = math.prod(shape[len(shape) - bias.ndim:])
+    else:
+        period = 1
+    run = _epilogue_run(size, period) if floating else 0
+    rows = (size // run, run) if floating else shape
+    shared = floating and run <= SHARED_CONSTANT_ELEMENTS
+
+    def bound(value: float) -> np.ndarray:
+        return _constant(value, dtype, run) if shared else np.array(value, dtype)
 
     passes: list[tuple[Callable, np.ndarray | None]] = []
     if bias is not None:
-        passes.append((np.add, laid(bias.astype(dtype, copy=False))))
+        values = bias.astype(dtype, copy=False)
+        if floating:
+            values = np.ascontiguousarray(np.broadcast_to(values, shape).reshape(rows)[0])
+        passes.append((np.add, values))
     for step in act.steps if act is not None else ():
-        if dtype.kind == "f" and type(step) is _Relu:
-            passes.append((np.maximum, laid(np.zeros((), dtype))))
-        elif dtype.kind == "f" and type(step) is _Clip:
+        if floating and type(step) is _Relu:
+            passes.append((np.maximum, bound(0.0)))
+        elif floating and type(step) is _Clip:
             if step.low != -np.inf:
-                passes.append((np.maximum, laid(np.array(step.low, dtype))))
+                passes.append((np.maximum, bound(step.low)))
             if step.high != np.inf:
-                passes.append((np.minimum, laid(np.array(step.high, dtype))))
+                passes.append((np.minimum, bound(step.high)))
         else:
             passes.append((step.into, None))
 
     def finish(y: np.ndarray) -> None:
+        flat = y.reshape(rows)
         for function, operand in passes:
             if operand is None:
-                function(y, y)
+                function(flat, flat)
             else:
-                function(y, operand, out=y)
+                function(flat, operand, out=flat)
 
     return finish
 
@@ -139,15 +175,14 @@ class MatmulDepthwisePlan:
             matrix = np.concatenate([matrix, bias.astype(weight.dtype, copy=False).reshape(-1, 1, 1)], axis=2)
         return np.ascontiguousarray(matrix)
 
-    def runner(self, matrix: np.ndarray, act: Activation | None, lay_out: bool = True
-               ) -> Callable[[np.ndarray], np.ndarray]:
+    def runner(self, matrix: np.ndarray, act: Activation | None) -> Callable[[np.ndarray], np.ndarray]:
         """The convolution of an input of this plan's shape with ``matrix`` (``prepare``) and ``act``, with
         everything that is the same on every call bound once."""
         channels, positions, valid, batch = self.channels, self.positions, self.valid, self.batch
         interior, windows, cols, cols_taps = self.scratch.interior, self.windows, self.cols, self.cols_taps
         chunks = [(start, min(self.block, channels - start)) for start in range(0, channels, self.block)]
         shape = (batch, channels, *self.computed_sizes)
-        finish = finisher(shape, matrix.dtype, None, act, lay_out)
+        finish = finisher(shape, matrix.dtype, None, act)
 
         def run(x: np.ndarray) -> np.ndarray:
             y = np.empty(shape, x.dtype)
@@ -163,7 +198,7 @@ class MatmulDepthwisePlan:
         return run
 
     def run(self, x: np.ndarray, matrix: np.ndarray, act: Activation | None) -> np.ndarray:
-        return self.runner(matrix, act, lay_out=False)(x)
+        return self.runner(matrix, act)(x)
 
 
 class ChannelsLastDepthwisePlan:
@@ -226,14 +261,13 @@ class ChannelsLastDepthwisePlan:
             rows = np.concatenate([rows, bias.astype(weight.dtype, copy=False).reshape(1, -1)], axis=0)
         return np.ascontiguousarray(np.tile(rows, (1, self.out_sizes[1])))
 
-    def runner(self, matrix: np.ndarray, act: Activation | None, lay_out: bool = True
-               ) -> Callable[[np.ndarray], np.ndarray]:
+    def runner(self, matrix: np.ndarray, act: Activation | None) -> Callable[[np.ndarray], np.ndarray]:
         """The convolution of an input of this plan's shape with ``matrix`` (``prepare``) and ``act``, with
         everything that is the same on every call bound once."""
         copies, windows, nhwc = self.copies, self.windows, self.nhwc
         weights = matrix[:self.taps].reshape(*self.kernel, self.run_length)
         finish = finisher((nhwc[0], nhwc[1], self.run_length), matrix.dtype,
-                          matrix[self.taps] if self.has_bias else None, act, lay_out)
+                          matrix[self.taps] if self.has_bias else None, act)
 
         def run(x: np.ndarray) -> np.ndarray:
             for target, columns in copies:
@@ -245,7 +279,7 @@ class ChannelsLastDepthwisePlan:
         return run
 
     def run(self, x: np.ndarray, matrix: np.ndarray, act: Activation | None) -> np.ndarray:
-        return self.runner(matrix, act, lay_out=False)(x)
+        return self.runner(matrix, act)(x)
 
 
 class ChannelsLastPointwisePlan(_PointwisePlan):
@@ -268,8 +302,7 @@ class ChannelsLastPointwisePlan(_PointwisePlan):
             rows = np.concatenate([rows, bias.astype(weight.dtype, copy=False).reshape(1, -1)], axis=0)
         return np.ascontiguousarray(rows)
 
-    def runner(self, matrix: np.ndarray, act: Activation | None, lay_out: bool = True
-               ) -> Callable[[np.ndarray], np.ndarray]:
+    def runner(self, matrix: np.ndarray, act: Activation | None) -> Callable[[np.ndarray], np.ndarray]:
         """The convolution of an input of this plan's shape with ``matrix`` (``prepare``) and ``act``; each
         storage's epilogue is made when an input of that storage first comes."""
         channels, rows_shape, nhwc_shape, flat_in, out_shape = \
@@ -283,8 +316,7 @@ class ChannelsLastPointwisePlan(_PointwisePlan):
             done = finishes.get(rows)
             if done is None:
                 done = finishes[rows] = finisher(y.shape, matrix.dtype,
-                                                 bias if rows or bias is None else bias.reshape(-1, 1), act,
-                                                 lay_out)
+                                                 bias if rows or bias is None else bias.reshape(-1, 1), act)
             done(y)
 
         def run(x: np.ndarray) -> np.ndarray:
@@ -303,7 +335,7 @@ class ChannelsLastPointwisePlan(_PointwisePlan):
         return run
 
     def run(self, x: np.ndarray, matrix: np.ndarray, act: Activation | None) -> np.ndarray:
-        return self.runner(matrix, act, lay_out=False)(x)
+        return self.runner(matrix, act)(x)
 
 
 class PooledChannelsLastPlan(_ChannelsLastPlan):
