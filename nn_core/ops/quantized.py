@@ -15,10 +15,12 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from ..errors import ModelError
 from ..optimize import is_default_domain, producers_and_readers
 from . import float8
 from .conv import resolve_pads
-from .registry import Op, register
+from .registry import MAX_OPSET, NodeSpec, Op, register, resolve
+from .shape import check_broadcast
 from .windows import Geometry, check_fits, checked_windows, effective_steps, int_attr
 
 F32 = np.float32
@@ -403,6 +405,75 @@ class _Requantizer:
         return acc.astype(self.dtype)
 
 
+# memory-order axis permutations of the index layouts seen (a handful: one per layer shape and plan)
+_MEMORY_ORDERS: dict[tuple[int, ...], tuple[tuple[int, ...], tuple[int, ...]] | None] = {}
+
+
+def _take(table: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``table[index]`` for in-range indices, in the indices' memory order: a convolution's output is often a
+    transposed view of a channels-last buffer, and np.take would first copy it into C order, a strided pass
+    that costs more than the lookup. The result has the indices' layout."""
+    if index.flags.c_contiguous or index.ndim < 2:
+        return np.take(table, index, mode="wrap")
+    key = index.strides
+    orders = _MEMORY_ORDERS.get(key)
+    if key not in _MEMORY_ORDERS:
+        order = np.argsort([-abs(step) for step in index.strides], kind="stable")
+        if len(_MEMORY_ORDERS) > 64:
+            _MEMORY_ORDERS.clear()
+        orders = _MEMORY_ORDERS[key] = (tuple(order.tolist()), tuple(np.argsort(order).tolist()))
+    laid = index.transpose(orders[0])
+    if not laid.flags.c_contiguous:
+        return np.take(table, index, mode="wrap")
+    return np.take(table, laid, mode="wrap").transpose(orders[1])
+
+
+# x + 1.5 * 2**23 in float32, for |x| <= 2**22, is x rounded half to even to an integer (the sum's spacing is 1),
+# held in the low bits of the sum: its bits are this plus the integer
+_ROUNDER = F32(1.5 * 2 ** 23)
+_ROUNDER_BITS = int(np.array(_ROUNDER).view(np.int32))
+
+
+class _TableRequantizer:
+    """``_Requantizer``'s multiply and clip, then the value's entry in a QLinearLookup table (per channel,
+    axis 1, for a 2-D table) in place of the shift into 8 bits: what requantizing and the lookup did in two
+    steps, without the codes between. The rows are reordered once by code (entry i is code min + i).
+
+    The rounding and the index come from one float32 addition: clipped values are within +-255, so adding
+    1.5 * 2**23 + an even row offset rounds them half to even (the offset is even, so ties go where they would
+    without it), and the sum's bits, less a constant, are the index (int32, in place): four passes where
+    multiply, round, clip, offset, conversion to an integer type took five, one of them writing 8-byte
+    integers."""
+
+    def __init__(self, requant: _Requantizer, table: np.ndarray, ndim: int):
+        self.multiplier, self.low, self.high = requant.multiplier, requant.low, requant.high
+        by_code = np.roll(table, -128, axis=-1) if requant.dtype == np.int8 else table
+        self.monotonic = bool(np.all(np.diff(by_code.astype(np.int16), axis=-1) >= 0))
+        self.flat = np.ascontiguousarray(by_code).reshape(-1)
+        # the clipped, rounded value r has index r + zero_point - min (+ 256 per row); an odd shift is taken
+        # as the even one below it and the 1 back from the bits' constant
+        shift = int(requant.zero_point) - int(_BOUNDS[requant.dtype][0])
+        odd = shift & 1
+        rows = np.arange(table.shape[0] if table.ndim == 2 else 1, dtype=np.int64) * 256 + shift - odd
+        rounder = (rows + int(_ROUNDER)).astype(F32)  # exact: below 2**24 (at most _TABLE_CHANNELS rows)
+        self.rounder = rounder.reshape((-1,) + (1,) * (ndim - 2)) if table.ndim == 2 else rounder[0]
+        self.base = np.int32(_ROUNDER_BITS - odd)
+
+    def __call__(self, acc: np.ndarray) -> np.ndarray:
+        if acc.dtype != F32:
+            acc = acc.astype(F32)
+        if acc.flags.c_contiguous:
+            np.multiply(acc, self.multiplier, out=acc)
+        else:
+            acc = np.multiply(acc, self.multiplier)
+        _clip(acc, self.low, self.high, out=acc)  # (clipping to integers commutes with rounding)
+        acc += self.rounder
+        index = acc.view(np.int32)
+        index -= self.base
+        # the clip keeps every index in range, so take's "wrap" never wraps and spares the bounds check
+        return _take(self.flat, index)
+
+
 def _scalar_param(op: Op, value: np.ndarray | None, what: str) -> None:
     if value is not None and value.size != 1:
         raise op.fail(f"{what} of shape {value.shape} must be a single value")
@@ -417,6 +488,7 @@ class _FastConv:
                  bias: np.ndarray | None):
         """``x_dtype`` None: the input's type and zero point are known only when run (an 8-bit input whose zero
         point comes from DynamicQuantizeLinear): the bound is then the widest an 8-bit ``x - zp`` reaches, 255."""
+        from .batch1 import batch1_kernel
         from .conv import Conv
         from .registry import NodeSpec
 
@@ -435,7 +507,9 @@ class _FastConv:
                                                                                      else ""],
                         outputs=list(node.outputs), attrs=node.attrs, opset=11,
                         consts=[None, self.weight, self.bias], source=node.source, limits=node.limits)
-        self.conv = Conv(spec)
+        # the fast plan's small-batch kernels (depthwise and channels-last layouts): any order of summing these
+        # integers is exact under the bound above, so they give the same values as Conv
+        self.conv = batch1_kernel(Conv(spec))
 
     def __call__(self, x: np.ndarray, zero_point=None) -> np.ndarray:
         zp = self.x_zero_point if zero_point is None else zero_point
@@ -625,8 +699,12 @@ class QLinearConv(_ConvBase):
             acc = acc.astype(np.float64) + bias.astype(np.float64).reshape((1, -1) + (1,) * (acc.ndim - 2))
         multiplier = (x_scale.astype(F32) * w_scale.astype(F32) / y_scale.astype(F32)).reshape(-1)
         dtype = x.dtype if y_zero_point is None else y_zero_point.dtype
-        y = _Requantizer(multiplier, y_zero_point, dtype, 1, acc.ndim)(acc)
+        y = self._looked_up(_Requantizer(multiplier, y_zero_point, dtype, 1, acc.ndim)(acc))
         return self.pool.run(y) if self.pool is not None else y
+
+    def _looked_up(self, y: np.ndarray) -> np.ndarray:
+        """The requantized output as this node hands it on (the fused variant's table)."""
+        return y
 
 
 @register("QLinearConv", 1, domain="ai.nn_core.fused")
@@ -635,11 +713,13 @@ class QuantizingQLinearConv(QLinearConv):
     x_scale and x_zero_point — the QuantizeLinear whose only reader was this convolution (``fuse_qdq``; a QDQ
     model's first layer). On the fast path x goes straight to the zero-centred float32 the convolution
     multiplies, ``clip(rint(x / x_scale), min - zp, max - zp)`` (three passes, where quantizing to 8 bits and
-    centring again took five, and one kernel call fewer); otherwise through the QuantizeLinear kernel."""
+    centring again took five, and one kernel call fewer); otherwise through the QuantizeLinear kernel.
+
+    An optional constant input 9 is a QLinearLookup table the output codes go through (``fuse_lookups``: the
+    lookup that was the only reader of this convolution). On the fast path the requantized sums index the table
+    directly (``_TableRequantizer``), the 8-bit codes between are never made."""
 
     def __init__(self, node):
-        from .registry import NodeSpec
-
         super().__init__(node)
         self.quantize_input = bool(int_attr(self, "quantize_input", 0, choices=(0, 1)))
         spec = NodeSpec(op_type="QuantizeLinear", name=node.name, domain="", inputs=["x", *node.inputs[1:3]],
@@ -651,8 +731,35 @@ class QuantizingQLinearConv(QLinearConv):
             low, high = _BOUNDS[self.fast.x_dtype]
             zp = self.fast.x_zero_point
             self.entry = (F32(self.const(1).reshape(-1)[0]), F32(low) - zp, F32(high) - zp)
+        if len(node.inputs) > 10:
+            raise self.fail(f"takes at most 10 inputs, got {len(node.inputs)}")
+        self.table = self.lookup = None
+        if len(node.inputs) == 10 and node.inputs[9]:
+            table = self.const(9)
+            if table is None:
+                raise self.fail("the lookup table (input 9) must be a constant")
+            self.lookup = QLinearLookup(NodeSpec(op_type="QLinearLookup", name=node.name, domain=FUSED_DOMAIN,
+                                                 inputs=["y", node.inputs[9]], outputs=list(node.outputs),
+                                                 consts=[None, table], source=node.source, limits=node.limits))
+            self.table = table
+            weights = self.const(self.WEIGHT_INPUT)
+            if table.ndim == 2 and weights is not None and table.shape[0] != weights.shape[0]:
+                raise self.fail(f"lookup table of {table.shape[0]} rows for {weights.shape[0]} output channels")
+            if self.requant is not None:
+                self.requant = _TableRequantizer(self.requant, table, weights.ndim)
+
+    def fuse_pool(self, pool: Op) -> bool:
+        """As QLinearConv's; with a table only when it is non-decreasing in the code (per channel), so that
+        pooling before the lookup gives what pooling after it does."""
+        if self.table is not None and not (isinstance(self.requant, _TableRequantizer) and self.requant.monotonic):
+            return False
+        return super().fuse_pool(pool)
+
+    def _looked_up(self, y: np.ndarray) -> np.ndarray:
+        return y if self.lookup is None else self.lookup.run(y, self.table)
 
     def run(self, x, x_scale, x_zero_point, *rest):
+        rest = rest[:6]  # the table (input 9) is this kernel's own constant
         if not self.quantize_input:
             return super().run(x, x_scale, x_zero_point, *rest)
         if self.entry is not None and x.dtype == F32:
@@ -887,6 +994,69 @@ def _channel_shaped(shape: tuple[int, ...], channels: int, rank: int, axis: int)
         return False
     padded = (1,) * (rank - len(shape)) + tuple(shape)
     return all(d == 1 for d in padded) or all(d == (channels if i == axis else 1) for i, d in enumerate(padded))
+
+
+# ---------------------------------------------------------------- lookup tables
+
+
+def _byte_index(x: np.ndarray) -> np.ndarray:
+    """An 8-bit tensor's bytes, the index into a table of 256 entries (an int8 code c is entry c & 0xFF)."""
+    return x.view(np.uint8)
+
+
+@register("QLinearLookup", 1, domain=FUSED_DOMAIN)
+class QLinearLookup(Op):
+    """x, table or a, b, table: 8-bit codes through a table (``fuse_lookups`` writes it for ``DequantizeLinear
+    -> elementwise float ops -> QuantizeLinear``, computed once by running those ops on every code, so the
+    results are theirs bit for bit).
+
+    One input: ``table`` (256,) indexed by x's byte, or (C, 256) with one row per channel (axis 1) of x. Two
+    inputs: ``table`` (65536,) indexed by ``a's byte * 256 + b's byte`` (a and b broadcast)."""
+
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        if len(node.inputs) not in (2, 3) or not all(node.inputs):
+            raise self.fail("takes x and a table, or a, b and a table")
+        self.binary = len(node.inputs) == 3
+        self.offsets: dict[int, np.ndarray] = {}  # per rank: each channel's first entry in the flat table
+        table = self.const(len(node.inputs) - 1)
+        if table is not None:
+            self._check_table(table)
+
+    def _check_table(self, table: np.ndarray) -> None:
+        if table.dtype not in (np.uint8, np.int8):
+            raise self.fail(f"table must be uint8 or int8, got {table.dtype}")
+        if self.binary and table.shape != (65536,) or not self.binary and (
+                table.ndim not in (1, 2) or table.shape[-1] != 256 or table.ndim == 1 and table.size != 256):
+            wanted = "[65536]" if self.binary else "[256] or [C, 256]"
+            raise self.fail(f"table of shape {list(table.shape)} must be {wanted}")
+
+    def _check_codes(self, x: np.ndarray) -> None:
+        if x.dtype.kind not in "iu" or x.dtype.itemsize != 1:
+            raise self.fail(f"inputs must be 8-bit integers, got {x.dtype}")
+
+    def run(self, *args: np.ndarray):
+        *codes, table = args
+        if table is not self.const(len(args) - 1):
+            self._check_table(table)
+        for x in codes:
+            self._check_codes(x)
+        if self.binary:
+            a, b = codes
+            check_broadcast(self, np.intp, a, b)
+            index = np.left_shift(_byte_index(a), 8, dtype=np.intp)
+            return np.take(table, np.bitwise_or(index, _byte_index(b), dtype=np.intp))
+        x = codes[0]
+        if table.ndim == 1:
+            return np.take(table, _byte_index(x))
+        channels = table.shape[0]
+        if x.ndim < 2 or x.shape[1] != channels:
+            raise self.fail(f"input of shape {list(x.shape)} does not have the table's {channels} channels on axis 1")
+        offsets = self.offsets.get(x.ndim)
+        if offsets is None or offsets.size != channels:
+            offsets = self.offsets[x.ndim] = (np.arange(channels, dtype=np.intp) * 256).reshape(
+                (channels,) + (1,) * (x.ndim - 2))
+        return np.take(table.reshape(-1), np.add(_byte_index(x), offsets, dtype=np.intp))
 
 
 def fuse_dynamic_matmuls(nodes: list, constants: dict[str, np.ndarray], graph_outputs: set[str], make_node,
@@ -1173,5 +1343,205 @@ def fuse_qdq(nodes: list, constants: dict[str, np.ndarray], graph_outputs: set[s
         read = {name for node in result for name in node.inputs} | graph_outputs
         kept = [node for node in result if node.op_type != "DequantizeLinear" or node.outputs[0] in read]
         if len(kept) == len(result):
-            return result
+            return fuse_lookups(result, constants, graph_outputs, make_node) if private else result
         result = kept
+
+
+#: the elementwise ops a lookup table may stand for: float32 arithmetic where each result is correctly rounded
+#: operations on that element alone (no exp or tanh, whose vector and scalar paths may differ in the last
+#: place), so a table computed on the codes holds exactly what the ops compute on any tensor
+_TABLE_UNARY = {"BatchNormalization", "Relu", "LeakyRelu", "Clip", "HardSigmoid", "HardSwish"}
+_TABLE_BINARY = {"Add", "Sub", "Mul"}
+#: a per-channel table is computed on channels x 256 codes (float32 intermediates): wider layers keep their ops
+_TABLE_CHANNELS = 4096
+#: the output zero point's input of the ops whose codes a table may read
+_ZERO_POINT_INPUT = {"QLinearConv": 7, "QGemm": 8, "QLinearMatMul": 7, "QuantizeLinear": 2}
+
+
+def _table_kernel(node, opset: int, consts: list[np.ndarray | None]) -> Op:
+    cls = resolve(node.op_type, opset, "")
+    if cls is None:
+        raise ValueError(f"no kernel for {node.op_type}")
+    return cls(NodeSpec(op_type=node.op_type, name=node.name, inputs=list(node.inputs), outputs=list(node.outputs),
+                        attrs=dict(node.attrs), opset=opset, consts=consts))
+
+
+def _chain_table(starts: list, ops: list, quantize, constants: dict[str, np.ndarray], channels: int
+                 ) -> np.ndarray | None:
+    """The table of ``starts`` (one or two DequantizeLinear) -> ``ops`` -> ``quantize``, computed by the kernels
+    the unfused plan runs, on every code (per channel when ``channels``), in QLinearLookup's layout; None when a
+    kernel refuses the nodes (the unfused plan then reports it, naming the file)."""
+    def consts(node) -> list[np.ndarray | None]:
+        return [constants.get(name) if name else None for name in node.inputs]
+
+    codes = [np.arange(256, dtype=np.uint8).view(constants[dq.inputs[2]].dtype) for dq in starts]
+    if len(starts) == 2:  # every pair: a down the rows, b along them
+        values = [codes[0].reshape(256, 1), codes[1].reshape(1, 256)]
+    else:
+        values = [np.tile(codes[0], (1, channels, 1)) if channels else codes[0]]
+    try:
+        with np.errstate(all="ignore"):
+            values = [DequantizeLinear(NodeSpec(op_type=dq.op_type, name=dq.name, inputs=list(dq.inputs),
+                                                outputs=list(dq.outputs), attrs=dict(dq.attrs), opset=MAX_OPSET,
+                                                consts=consts(dq))).run(v, *consts(dq)[1:])
+                      for dq, v in zip(starts, values, strict=True)]
+            for node in ops:
+                # Clip's bounds are attributes before opset 11 and inputs from it; the others read the same at
+                # every opset the graph's checks let through (BatchNormalization only in inference, see
+                # fuse_lookups)
+                opset = 1 if node.op_type == "Clip" and {"min", "max"} & set(node.attrs) else MAX_OPSET
+                kernel = _table_kernel(node, opset, consts(node))
+                values = [kernel.run(*values, *consts(node)[len(values):])]
+            q = quantize
+            table = QuantizeLinear(NodeSpec(op_type=q.op_type, name=q.name, inputs=list(q.inputs),
+                                            outputs=list(q.outputs), attrs=dict(q.attrs), opset=MAX_OPSET,
+                                            consts=consts(q))).run(values[0], *consts(q)[1:])
+    except (ModelError, ArithmeticError, TypeError, ValueError):
+        return None
+    wanted = (65536,) if len(starts) == 2 else (channels, 256) if channels else (256,)
+    if not isinstance(table, np.ndarray) or table.size != math.prod(wanted) or table.dtype.itemsize != 1:
+        return None
+    return np.ascontiguousarray(table.reshape(wanted))
+
+
+def fuse_lookups(nodes: list, constants: dict[str, np.ndarray], graph_outputs: set[str], make_node) -> list:
+    """``DequantizeLinear -> elementwise float ops -> QuantizeLinear`` (per-tensor 8-bit parameters, each value
+    read only by the next node) rewritten as one QLinearLookup (``FUSED_DOMAIN``) through a table computed here
+    by the ops' own kernels: unary chains (BatchNormalization in inference with constant statistics, Relu,
+    LeakyRelu, Clip, HardSigmoid, HardSwish) over 256 codes, or over 256 codes per channel with a
+    BatchNormalization (only when the codes come from a QLinearConv or QGemm whose constant weights give the
+    channel count); ``DequantizeLinear x2 -> Add/Sub/Mul -> unary ops -> QuantizeLinear`` (a residual sum) over
+    all 65536 pairs. onnxruntime runs these as QLinearAdd or node by node; the table gives the unfused plan's
+    values bit for bit, in one pass instead of one per node. A lookup whose codes come only from a QLinearConv
+    is then done by that convolution on its requantized sums (``FUSED_DOMAIN`` QLinearConv, the table as input
+    9). Arguments as ``fuse_qdq``'s (the fast plan's private rewrite)."""
+    producer, readers = producers_and_readers(nodes)
+
+    def single_reader(name: str, node) -> bool:
+        users = readers.get(name, [])
+        return name not in graph_outputs and len(users) == 1 and users[0] is node
+
+    def per_tensor(scale_name: str, zp_name: str) -> bool:
+        scale, zp = constants.get(scale_name), constants.get(zp_name)
+        return (scale is not None and zp is not None and scale.size == 1 and zp.size == 1 and scale.dtype == F32
+                and zp.dtype in (np.uint8, np.int8))
+
+    def code_type(name: str) -> np.dtype | None:
+        """The type of the codes ``name`` when its producer's constant zero point says it."""
+        node = producer.get(name)
+        index = _ZERO_POINT_INPUT.get(node.op_type) if node is not None else None
+        if index is None or len(node.inputs) <= index or node.outputs[0] != name:
+            return None
+        zp = constants.get(node.inputs[index])
+        return None if zp is None else zp.dtype
+
+    def start(name: str, reader):
+        """The DequantizeLinear producing ``name``, read only by ``reader``, with per-tensor parameters, whose
+        codes are known to be of its zero point's type (the table is indexed by their bytes)."""
+        node = producer.get(name)
+        if (node is None or node.op_type != "DequantizeLinear" or not is_default_domain(node) or len(node.inputs) != 3
+                or set(node.attrs) - {"axis"} or not single_reader(name, reader)
+                or not per_tensor(node.inputs[1], node.inputs[2])
+                or code_type(node.inputs[0]) != constants[node.inputs[2]].dtype):
+            return None
+        return node
+
+    def unary(node) -> int | None:
+        """The channels of an op the table may take in (0: the same for every channel), or None."""
+        if node.op_type not in _TABLE_UNARY or len(node.outputs) != 1 or not node.inputs or not node.inputs[0] \
+                or any(name and name not in constants for name in node.inputs[1:]):
+            return None
+        if node.op_type != "BatchNormalization":
+            return 0
+        params = [constants.get(name) for name in node.inputs[1:5]] if len(node.inputs) == 5 else []
+        if len(params) != 4 or any(p is None or p.ndim != 1 for p in params) or node.attrs.get("training_mode", 0) \
+                or len({p.size for p in params}) != 1 or not 0 < params[0].size <= _TABLE_CHANNELS:
+            return None
+        return params[0].size
+
+    def channels_of(codes: str) -> int:
+        """The channel count (axis 1) of the integer op making ``codes``, from its constant weights, or 0."""
+        node = producer.get(codes)
+        if node is None or node.op_type not in ("QLinearConv", "QGemm") or len(node.inputs) < 4:
+            return 0
+        weight = constants.get(node.inputs[3])
+        if weight is None or weight.ndim < 2:
+            return 0
+        if node.op_type == "QLinearConv":
+            return weight.shape[0]
+        return weight.shape[0] if node.attrs.get("transB", 0) else weight.shape[1]
+
+    replaced: dict[int, list] = {}
+    removed: set[int] = set()
+    for end in nodes:
+        if (end.op_type == "QuantizeLinear" and is_default_domain(end) and len(end.inputs) == 3
+                and not set(end.attrs) - {"axis", "saturate"}):
+            q = end
+        elif end.op_type == "QLinearConv" and end.domain == FUSED_DOMAIN and end.attrs.get("quantize_input") == 1:
+            # fuse_qdq gave the chain's QuantizeLinear to the convolution reading it: taken back, the codes
+            # come from the table
+            q = make_node(end, end.name, "QuantizeLinear", "", end.inputs[:3], [f"{end.inputs[0]}::codes"], {})
+        else:
+            continue
+        if not per_tensor(q.inputs[1], q.inputs[2]):
+            continue
+        ops, starts, channels, name, reader = [], [], 0, q.inputs[0], end
+        while not starts:
+            node = producer.get(name)
+            if node is None or not single_reader(name, reader) or not is_default_domain(node) or id(node) in removed:
+                break
+            if node.op_type == "DequantizeLinear":
+                starts = [n for n in [start(name, reader)] if n is not None]
+                break
+            if node.op_type in _TABLE_BINARY and len(node.inputs) == 2 and not node.attrs and not channels \
+                    and node.inputs[0] != node.inputs[1] and len(node.outputs) == 1:
+                pair = [start(node.inputs[0], node), start(node.inputs[1], node)]
+                starts = pair if all(pair) else []
+                ops.append(node)
+                break
+            wide = unary(node)
+            if wide is None or wide and channels and wide != channels:
+                break
+            channels = channels or wide
+            ops.append(node)
+            name, reader = node.inputs[0], node
+        if not starts or channels and channels_of(starts[0].inputs[0]) != channels:
+            continue
+        ops.reverse()
+        table = _chain_table(starts, ops, q, constants, channels)
+        if table is None:
+            continue
+        table_name = f"{q.outputs[0]}::lookup"
+        constants[table_name] = table
+        replaced[id(end)] = [make_node(q, q.name, "QLinearLookup", FUSED_DOMAIN,
+                                       [dq.inputs[0] for dq in starts] + [table_name], [q.outputs[0]], {})]
+        if end is not q:
+            attrs = {k: v for k, v in end.attrs.items() if k != "quantize_input"}
+            replaced[id(end)].append(make_node(end, end.name, end.op_type, end.domain,
+                                               [q.outputs[0], *end.inputs[1:]], list(end.outputs), attrs))
+        removed.update(id(n) for n in (*starts, *ops))
+    if not replaced:
+        return nodes
+    result = [new for node in nodes if id(node) not in removed for new in replaced.get(id(node), [node])]
+    return _lookups_into_convolutions(result, graph_outputs, make_node)
+
+
+def _lookups_into_convolutions(nodes: list, graph_outputs: set[str], make_node) -> list:
+    """A one-input QLinearLookup whose codes are read only by it, from a QLinearConv: the convolution looks its
+    requantized values up itself (``FUSED_DOMAIN`` QLinearConv with the table as input 9)."""
+    producer, readers = producers_and_readers(nodes)
+    replaced: dict[int, object] = {}
+    removed: set[int] = set()
+    for lookup in nodes:
+        if lookup.op_type != "QLinearLookup" or lookup.domain != FUSED_DOMAIN or len(lookup.inputs) != 2:
+            continue
+        codes = lookup.inputs[0]
+        conv = producer.get(codes)
+        if (conv is None or conv.op_type != "QLinearConv" or conv.domain not in ("", "ai.onnx", FUSED_DOMAIN)
+                or not 8 <= len(conv.inputs) <= 9 or codes in graph_outputs or len(readers.get(codes, [])) != 1):
+            continue
+        inputs = list(conv.inputs) + [""] * (9 - len(conv.inputs)) + [lookup.inputs[1]]
+        replaced[id(conv)] = make_node(conv, conv.name, "QLinearConv", FUSED_DOMAIN, inputs, [lookup.outputs[0]],
+                                       dict(conv.attrs))
+        removed.add(id(lookup))
+    return [replaced.get(id(node), node) for node in nodes if id(node) not in removed]
