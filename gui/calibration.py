@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from gui.background import start_background_thread
 from gui.events import EventGroup
 from gui.localize import translate
 from nn_core.interface import ModelAdapter, folded_calibration, load_samples
@@ -236,7 +237,7 @@ class CalibrationState:
                 outcome = f"{type(exc).__name__}: {exc}"
             self._in_owner(lambda: self._done(token, outcome))
 
-        threading.Thread(target=work, name="digitscope-calibration", daemon=True).start()
+        start_background_thread(work, "digitscope-calibration")
         return True
 
     def cancel(self) -> None:

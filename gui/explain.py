@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from gui.background import start_background_thread
 from gui.events import EventGroup
 from gui.localize import translate
 from nn_core.explain import DEFAULT_METHOD, METHOD_NAMES, METHODS, Explainer, Explanation
@@ -221,8 +222,7 @@ class ExplainState:
         with self._condition:
             self._pending = job
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._work, name="digitscope-explain", daemon=True)
-                self._thread.start()
+                self._thread = start_background_thread(self._work, "digitscope-explain")
             self._condition.notify()
 
     def _work(self) -> None:

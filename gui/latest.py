@@ -11,6 +11,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from gui.background import start_background_thread
+
 
 class LatestWorker:
     """Runs ``handle(job)`` on one daemon thread for the newest job submitted.
@@ -37,8 +39,7 @@ class LatestWorker:
                 if self._before_start is not None:
                     self._before_start()
                 self._stopping = False
-                self._thread = threading.Thread(target=self._work, name=self._name, daemon=True)
-                self._thread.start()
+                self._thread = start_background_thread(self._work, self._name)
             self._condition.notify()
 
     def drop_pending(self) -> None:

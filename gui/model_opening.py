@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 import nn_core
+from gui.background import start_background_thread
 from gui.prediction import Prediction, run_prediction
 from nn_core.interface import ModelAdapter
 
@@ -296,9 +297,7 @@ class ModelOpener:
             generation = self._generation
             self._path, self._running, self._result = path, True, None
             self._condition.notify_all()
-        thread = threading.Thread(target=self._run, args=(generation, path, work),
-                                  name=f"digitscope-open-{generation}", daemon=True)
-        thread.start()
+        start_background_thread(self._run, f"digitscope-open-{generation}", generation, path, work)
         return generation
 
     def cancel(self) -> bool:

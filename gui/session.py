@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from gui.background import start_background_thread
 from gui.events import Dispatch, EventGroup, QueueDispatcher
 from gui.graph_layout import layout_graph
 from gui.localize import translate
@@ -439,7 +440,7 @@ class Session:
                 report = f"{type(exc).__name__}: {exc}"
             self._in_owner(lambda: self._detected(adapter, report, cancel))
 
-        threading.Thread(target=work, name="digitscope-autodetect", daemon=True).start()
+        start_background_thread(work, "digitscope-autodetect")
         return True
 
     def cancel_detection(self) -> bool:

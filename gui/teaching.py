@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from gui.background import start_background_thread
 from gui.events import EventGroup
 from gui.localize import translate
 from gui.model_opening import OpenedModel
@@ -240,7 +241,7 @@ class Teacher:
                 outcome = f"{exc}"
             self._in_owner(lambda: self._finished(base, outcome, cancel))
 
-        threading.Thread(target=work, name="digitscope-personalize", daemon=True).start()
+        start_background_thread(work, "digitscope-personalize")
         return True
 
     def _in_owner(self, function) -> None:
