@@ -167,6 +167,33 @@ class TurnWatch:
                 self.nested.append((self.depth, described, ms))
 
 
+class StepWatch:
+    """With --why: every slice of UI work run by ``gui.qt_bridge``'s shared Steps that took ``slow_ms`` or more,
+    with its job's key and where the job's generator stood when the slice ended."""
+
+    def __init__(self, heart: Heartbeat, slow_ms: float = 10.0) -> None:
+        from gui.qt_bridge import shared_steps
+
+        self.heart, self.slow_ms = heart, slow_ms
+        self.slow: list[tuple[str, str, float]] = []  # (phase, job, ms)
+        steps = shared_steps()
+        step = steps._step
+
+        def timed(key) -> None:  # noqa: ANN001
+            job = steps._jobs.get(key)
+            began = time.perf_counter()
+            try:
+                step(key)
+            finally:
+                ms = (time.perf_counter() - began) * 1000
+                if ms >= self.slow_ms:
+                    frame = getattr(job, "gi_frame", None)
+                    where = f" at {frame.f_code.co_name}:{frame.f_lineno}" if frame is not None else ""
+                    self.slow.append((self.heart.phase, f"{key!r:.60}{where}", ms))
+
+        steps._step = timed
+
+
 class WatchedApplication(QApplication):
     """The application, with each event's delivery timed by ``turns`` once set (--why)."""
 
@@ -308,13 +335,14 @@ def main() -> int:
         pump(50)
         lenet_rss = rss_mb()
         heart = Heartbeat(account=args.why)
-        collections = trims_seen = turns = None
+        collections = trims_seen = turns = slices = None
         if args.why:
             Watchdog(heart)
             collections = GcWatch(heart)
             trims_seen = TrimWatch(heart)
             if isinstance(app, WatchedApplication):
                 turns = app.turns = TurnWatch(heart)
+            slices = StepWatch(heart)
         pump(50)
         for name in args.models:
             latencies: list[float] = []
@@ -384,6 +412,9 @@ def main() -> int:
         for phase, described, ms, ran, nested in turns.slow:
             inner = "; ".join(f"{'  ' * (depth - 1)}{what} {inner_ms:.0f}" for depth, what, inner_ms in nested[:12])
             print(f"  UI event {described} took {ms:.0f} ms (ran {ran:.0f}) during {phase}: {inner}")
+    if slices is not None:
+        for phase, job, ms in slices.slow:
+            print(f"  UI slice of {job} took {ms:.0f} ms during {phase}")
     if trims_seen is not None:
         for phase, ms in trims_seen.trims:
             print(f"  heap trim (malloc_trim): {ms:.0f} ms during {phase}")
