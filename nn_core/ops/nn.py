@@ -771,8 +771,9 @@ class _ResizeBase(Op):
         last = x.ndim - 1
         for plan in plans:
             matrix = plan.interpolation_matrix(wide)
-            if plan.axis == last:
-                y = np.matmul(y, matrix.T)
+            if plan.axis == last:  # one 2-D product over all the rows (np.matmul loops over the leading axes)
+                rows = math.prod(y.shape[:last])
+                y = y.reshape(rows, y.shape[last]).dot(matrix.T).reshape(y.shape[:last] + matrix.shape[:1])
             elif plan.axis == last - 1:
                 y = np.matmul(matrix, y)
             else:
