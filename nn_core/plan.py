@@ -18,6 +18,7 @@ import numpy as np
 from .errors import ModelError, UnsupportedOperatorError
 from .graph import Graph, NodeInfo
 from .ops.batch1 import batch1_kernel
+from .ops.channels_last import prefer_channels_last
 from .ops.quantized import fuse_qdq
 from .ops.registry import NodeSpec, Op, resolve
 from .optimize import (
@@ -263,6 +264,7 @@ class FastPlan:
         steps = fuse_activations(steps, consts, outputs)
         steps = fuse_pools(steps, outputs)
         steps = fuse_normalizers(steps, outputs)
+        steps = prefer_channels_last(steps)
         self.steps = drop_dead_steps(steps, outputs)
         self.input_names = [v.name for v in graph.inputs]
         self.output_names = [v.name for v in graph.outputs]

@@ -250,11 +250,19 @@ class _ChannelsLastPlan:
     made of kernel-height runs of kernel-width * channels contiguous values, much longer runs than the NCHW
     layout's output-width ones, so the im2col copy is cheap for convolutions with many input channels. The
     matmul (positions, K) @ (K, M) is also a single large GEMM per chunk; its (positions, M) result is
-    transposed into the NCHW output while the activation is applied."""
+    transposed into the NCHW output while the activation is applied -- or, with ``channels_last`` (the fast
+    plan's convolutions, see Conv.channels_last), it *is* the output's storage: the output is handed back
+    NCHW-shaped over channels-last memory, no transposing copy is made, the activation runs in place over
+    contiguous memory, and a next convolution of this kind (or a channels-last pointwise one) reads it with
+    contiguous copies. A 1x1 convolution with strides and no padding (a ResNet shortcut) takes its columns
+    straight from the input, one strided copy, without the padded scratch.
+    """
 
     def __init__(self, x_shape: tuple[int, ...], dtype: np.dtype, out_channels: int, kernel: list[int],
-                 strides: list[int], dilations: list[int], begins: list[int], ends: list[int], has_bias: bool):
+                 strides: list[int], dilations: list[int], begins: list[int], ends: list[int], has_bias: bool,
+                 channels_last: bool = False):
         batch, channels, *sizes = x_shape
+        self.channels_last = channels_last
         rank = len(sizes)
         padded = [s + b + e for s, b, e in zip(sizes, begins, ends, strict=True)]
         self.out_sizes = conv_out_sizes(padded, kernel, dilations, strides)
@@ -267,10 +275,35 @@ class _ChannelsLastPlan:
         item = dtype.itemsize
         self.rows = rows = max(1, min(batch, CHUNK_BYTES // (positions * width * item)))
         self.positions = positions
+        self.to_channels_last = (0, *range(2, rank + 2), 1)
+        self.to_nchw = (0, rank + 1, *range(1, rank + 1))
+        self.nhwc_shape = (*self.out_sizes, out_channels)
+        self.cols_matrix = np.empty((rows * positions, width), dtype)
+        self.has_bias = has_bias
+        if has_bias:
+            self.cols_matrix[:, k_total] = 1
+        # a strided 1x1 convolution without padding: its columns are the input's pixels at the strides
+        self.subsample: tuple | None = None
+        # (a subclass lays out its own windows over the padded scratch, so it always gets one)
+        if type(self) is _ChannelsLastPlan and all(k == 1 for k in kernel) and not any(begins) and not any(ends):
+            self.subsample = (slice(None),) + tuple(slice(0, (o - 1) * s + 1, s)
+                                                    for o, s in zip(self.out_sizes, strides, strict=True))
+            self.cols = self.cols_matrix[:, :k_total].reshape(rows, *self.out_sizes, channels)
+            self.tap_shape = [channels]
+        else:
+            self._padded_windows(x_shape, dtype, kernel, strides, dilations, begins, padded)
+        self.product = np.empty((rows * positions, out_channels), dtype)  # the pooled path's chunk
+        self.product_nchw = self.product.reshape(rows, *self.nhwc_shape).transpose(self.to_nchw)
+
+    def _padded_windows(self, x_shape: tuple[int, ...], dtype: np.dtype, kernel: list[int], strides: list[int],
+                        dilations: list[int], begins: list[int], padded: list[int]) -> None:
+        """The padded NHWC scratch (``interior`` is where the input goes), its window view and the column
+        buffer split the same way (``cols``), for the im2col copy."""
+        batch, channels, *sizes = x_shape
+        rows, item, width = self.rows, dtype.itemsize, self.cols_matrix.shape[1]
         self.scratch = np.zeros((rows, *padded, channels), dtype)
         self.interior = self.scratch[(slice(None),) + tuple(slice(b, b + n) for b, n in
                                                             zip(begins, sizes, strict=True))]
-        self.to_channels_last = (0, *range(2, rank + 2), 1)
         elem = [e * channels for e in _row_major_strides(padded)]  # element strides of the padded NHWC axes
         # window axes: image, output position..., kernel offset..., channel; the last kernel axis and the
         # channel axis form one contiguous run when the last dilation is 1
@@ -284,16 +317,10 @@ class _ChannelsLastPlan:
         shape = (rows, *self.out_sizes, *tap_shape)
         steps = (math.prod(padded) * channels, *(s * e for s, e in zip(strides, elem, strict=True)), *tap_strides)
         self.windows = checked_windows(self.scratch, shape, tuple(v * item for v in steps))
-        self.cols_matrix = np.empty((rows * positions, width), dtype)
-        self.has_bias, self.tap_shape = has_bias, tap_shape
-        if has_bias:
-            self.cols_matrix[:, k_total] = 1
-        col_steps = (positions * width, *(v * width for v in _row_major_strides(self.out_sizes)),
+        self.tap_shape = tap_shape
+        col_steps = (self.positions * width, *(v * width for v in _row_major_strides(self.out_sizes)),
                      *_row_major_strides(tap_shape))
         self.cols = checked_windows(self.cols_matrix, shape, tuple(v * item for v in col_steps), writeable=True)
-        self.product = np.empty((rows * positions, out_channels), dtype)
-        self.product_nchw = self.product.reshape(rows, *self.out_sizes, out_channels).transpose(
-            0, rank + 1, *range(1, rank + 1))
 
     @staticmethod
     def prepare(weight: np.ndarray, bias: np.ndarray | None, groups: int = 1) -> np.ndarray:
@@ -304,68 +331,103 @@ class _ChannelsLastPlan:
             matrix = np.concatenate([matrix, bias.astype(weight.dtype, copy=False).reshape(1, -1)], axis=0)
         return np.ascontiguousarray(matrix)
 
+    def _fill(self, source: np.ndarray, count: int) -> None:
+        """Copy the columns of ``count`` images (``source``, NCHW-shaped, any storage) into the column buffer."""
+        if self.subsample is not None:
+            np.copyto(self.cols[:count], source.transpose(self.to_channels_last)[self.subsample])
+        else:
+            self.interior[:count] = source.transpose(self.to_channels_last)
+            np.copyto(self.cols[:count], self.windows[:count])
+
     def columns(self, x: np.ndarray, start: int, count: int) -> np.ndarray:
         """The column matrix of images ``start:start + count`` (at most ``rows``), in the chunk buffer."""
-        source = x if count == x.shape[0] else x[start:start + count]
-        self.interior[:count] = source.transpose(self.to_channels_last)
-        np.copyto(self.cols[:count], self.windows[:count])
+        self._fill(x if count == x.shape[0] else x[start:start + count], count)
         return self.cols_matrix[: count * self.positions]
 
     def run(self, x: np.ndarray, matrix: np.ndarray, act: Activation | None, pool: Op | None = None
             ) -> np.ndarray:
         batch = x.shape[0]
-        y = None if pool else np.empty((batch, self.out_channels, *self.out_sizes), x.dtype)
-        rows, positions = self.rows, self.positions
-        interior, windows, cols = self.interior, self.windows, self.cols
-        cols_matrix, product, product_nchw = self.cols_matrix, self.product, self.product_nchw
+        rows, positions, channels_last = self.rows, self.positions, self.channels_last
+        y = None
+        if pool is None:
+            # channels-last: the storage of the whole output, each chunk's product is written straight into it
+            y = np.empty((batch * positions, self.out_channels) if channels_last else
+                         (batch, self.out_channels, *self.out_sizes), x.dtype)
         for start in range(0, batch, rows):
             count = min(rows, batch - start)
-            if count != rows:  # the last, partial chunk
-                interior, windows, cols = interior[:count], windows[:count], cols[:count]
-                cols_matrix, product = cols_matrix[: count * positions], product[: count * positions]
-                product_nchw = product_nchw[:count]
-            interior[...] = (x if count == batch else x[start:start + count]).transpose(self.to_channels_last)
-            np.copyto(cols, windows)
-            np.matmul(cols_matrix, matrix, out=product)
+            self._fill(x if count == batch else x[start:start + count], count)
+            cols_matrix = self.cols_matrix[: count * positions]
             if pool is not None:  # pool the chunk while it is in cache, then activate the 4x smaller result
-                y = _store_pooled(y, _pool_chunk(pool, product_nchw), batch, start, act)
-                continue
-            target = y if count == batch else y[start:start + count]
-            if act is None:
-                np.copyto(target, product_nchw)
+                np.matmul(cols_matrix, matrix, out=self.product[: count * positions])
+                y = _store_pooled(y, _pool_chunk(pool, self.product_nchw[:count], channels_last), batch, start,
+                                  act)
+            elif channels_last:
+                target = y[start * positions:(start + count) * positions]
+                np.matmul(cols_matrix, matrix, out=target)
+                if act is not None:
+                    act(target)
             else:
-                act.into(product_nchw, target)
-        return y
-
+                np.matmul(cols_matrix, matrix, out=self.product[: count * positions])
+                target = y if count == batch else y[start:start + count]
+                if act is None:
+                    np.copyto(target, self.product_nchw[:count])
+                else:
+                    act.into(self.product_nchw[:count], target)
+        if pool is not None or not channels_last:
+            return y
+        return y.reshape(batch, *self.nhwc_shape).transpose(self.to_nchw)
 
     def single_chunk(self, matrix: np.ndarray, act: Activation | None, pool: Op | None
                      ) -> Callable[[np.ndarray], np.ndarray] | None:
         """``run`` for a batch of exactly ``rows`` images with every view and buffer made once (see
         _Im2colPlan.single_chunk)."""
-        interior, windows, cols, to_channels_last = self.interior, self.windows, self.cols, self.to_channels_last
-        cols_matrix, product, product_nchw = self.cols_matrix, self.product, self.product_nchw
-        if pool is None:
-            out_shape = (self.rows, self.out_channels, *self.out_sizes)
+        cols, cols_matrix, to_channels_last = self.cols, self.cols_matrix, self.to_channels_last
+        subsample, product, product_nchw = self.subsample, self.product, self.product_nchw
+        if subsample is None:
+            interior, windows = self.interior, self.windows
+        if pool is None and self.channels_last:
+            out_shape, to_nchw = (self.rows, *self.nhwc_shape), self.to_nchw
 
             def run(x: np.ndarray) -> np.ndarray:
-                interior[...] = x.transpose(to_channels_last)
-                np.copyto(cols, windows)
+                if subsample is None:
+                    interior[...] = x.transpose(to_channels_last)
+                    np.copyto(cols, windows)
+                else:
+                    np.copyto(cols, x.transpose(to_channels_last)[subsample])
+                y = np.matmul(cols_matrix, matrix)
+                if act is not None:
+                    act(y)
+                return y.reshape(out_shape).transpose(to_nchw)
+
+            return run
+        if pool is None:
+            nchw_shape = (self.rows, self.out_channels, *self.out_sizes)
+
+            def run_nchw(x: np.ndarray) -> np.ndarray:
+                if subsample is None:
+                    interior[...] = x.transpose(to_channels_last)
+                    np.copyto(cols, windows)
+                else:
+                    np.copyto(cols, x.transpose(to_channels_last)[subsample])
                 np.matmul(cols_matrix, matrix, out=product)
-                y = np.empty(out_shape, x.dtype)
+                y = np.empty(nchw_shape, x.dtype)
                 if act is None:
                     np.copyto(y, product_nchw)
                 else:
                     act.into(product_nchw, y)
                 return y
 
-            return run
-        pooled = _fixed_pooling(pool, product_nchw)
+            return run_nchw
+        pooled = _fixed_pooling(pool, product_nchw, self.channels_last)
         if pooled is None:
             return None
 
         def run_pooled(x: np.ndarray) -> np.ndarray:
-            interior[...] = x.transpose(to_channels_last)
-            np.copyto(cols, windows)
+            if subsample is None:
+                interior[...] = x.transpose(to_channels_last)
+                np.copyto(cols, windows)
+            else:
+                np.copyto(cols, x.transpose(to_channels_last)[subsample])
             np.matmul(cols_matrix, matrix, out=product)
             y = pooled()
             if act is not None:
@@ -375,12 +437,76 @@ class _ChannelsLastPlan:
         return run_pooled
 
 
-def _pool_chunk(pool: Op, chunk: np.ndarray) -> np.ndarray:
+def _pool_chunk(pool: Op, chunk: np.ndarray, channels_last: bool) -> np.ndarray:
     """Max-pool one chunk of a convolution's output. The chunk is already cache-sized and the convolution holds
     its lock, so this goes straight to the pool plan's reduction (measured: a third of MaxPool.run's time at
-    batch 1 was locking, plan lookup and re-chunking)."""
+    batch 1 was locking, plan lookup and re-chunking); a channels-last chunk that would need the plan's padded
+    NCHW copy is pooled by _ChannelsLastPool instead."""
     plan = pool.plan(chunk)
+    if channels_last and plan.buffer is not None and plan.axis_taps:
+        return _ChannelsLastPool(plan, chunk.shape)(chunk)
     return plan.reduce_block(plan.source(chunk), np.maximum)  # source: the chunk, or a padded copy of it
+
+
+class _ChannelsLastPool:
+    """Max (or sum) pooling of a channels-last array (NCHW-shaped) without a padded copy of it.
+
+    Separable passes, one spatial axis at a time: each kernel tap of an axis reads a strided slice of the
+    previous stage and combines it into the output positions whose window holds it, so the padding (and
+    ceil_mode's overhang) is never read -- as if it held ``fill`` (the lowest value for a maximum, 0 for a sum),
+    which is what a position no tap reaches gets. Every pass runs over contiguous channel vectors, and the
+    result is channels-last again. (The pooling operator's own padded buffer is NCHW: copying a channels-last
+    array into it is a transposing copy, and its NCHW result would mix layouts with the channels-last arrays
+    downstream.)"""
+
+    def __init__(self, plan, nchw_shape: tuple[int, ...], combine: np.ufunc = np.maximum):
+        self.combine = combine
+        batch, channels, *sizes = nchw_shape
+        rank = len(sizes)
+        self.to_channels_last = (0, *range(2, rank + 2), 1)
+        self.to_nchw = (0, rank + 1, *range(1, rank + 1))
+        # per pass: the output shape, then (output index, input index, covers every output) per tap, the taps
+        # covering every output first (the pass starts from them instead of from a filled array)
+        self.stages: list[tuple[tuple[int, ...], list[tuple[tuple, tuple, bool]]]] = []
+        shape = [batch, *sizes, channels]
+        geometry = zip(sizes, plan.kernel, plan.strides, plan.dilations, plan.begins, plan.out, strict=True)
+        for axis, (n, k, s, d, b, o) in enumerate(geometry):
+            if k == 1 and s == 1 and b == 0 and o == n:
+                continue
+            prefix = (slice(None),) * (axis + 1)
+            taps = []
+            for t in range(k):
+                low, high = max(0, -(-(b - t * d) // s)), min(o - 1, (n - 1 + b - t * d) // s)
+                if low <= high:
+                    first = low * s + t * d - b
+                    taps.append((prefix + (slice(low, high + 1),),
+                                 prefix + (slice(first, first + (high - low) * s + 1, s),), high - low + 1 == o))
+            taps.sort(key=lambda tap: not tap[2])
+            shape[axis + 1] = o
+            self.stages.append((tuple(shape), taps))
+
+    def __call__(self, source: np.ndarray) -> np.ndarray:
+        y = source.transpose(self.to_channels_last)
+        if not self.stages:
+            return source.copy()
+        for shape, taps in self.stages:
+            out = np.empty(shape, y.dtype)
+            rest = taps
+            if len(taps) > 1 and taps[1][2]:
+                self.combine(y[taps[0][1]], y[taps[1][1]], out=out)
+                rest = taps[2:]
+            elif taps and taps[0][2]:
+                np.copyto(out, y[taps[0][1]])
+                rest = taps[1:]
+            elif self.combine is np.add:
+                out.fill(0)
+            else:
+                out.fill(-np.inf if out.dtype.kind == "f" else np.iinfo(out.dtype).min)
+            for out_index, in_index, _ in rest:
+                target = out[out_index]
+                self.combine(target, y[in_index], out=target)
+            y = out
+        return y.transpose(self.to_nchw)
 
 
 def _store_pooled(y: np.ndarray | None, pooled: np.ndarray, batch: int, start: int, act: Activation | None
@@ -401,12 +527,16 @@ def _store_pooled(y: np.ndarray | None, pooled: np.ndarray, batch: int, start: i
     return y
 
 
-def _fixed_pooling(pool: Op, source: np.ndarray) -> Callable[[], np.ndarray] | None:
+def _fixed_pooling(pool: Op, source: np.ndarray, channels_last: bool) -> Callable[[], np.ndarray] | None:
     """Max pooling of a buffer that a convolution plan reuses on every call, with every view made once: the
     separable passes of ``reduce_block`` (same ufunc calls in the same order, so bit-identical results), the
     intermediate passes into buffers of their own and the last into a fresh array (the output). None where
-    the pooling needs a padded copy or the blocked form (left to the general path)."""
+    the pooling needs a padded copy or the blocked form (left to the general path) -- except that a channels-last
+    ``source`` needing a padded copy is pooled by _ChannelsLastPool."""
     plan = pool.plan(source)
+    if channels_last and plan.buffer is not None and plan.axis_taps:
+        separable = _ChannelsLastPool(plan, source.shape)
+        return lambda: separable(source)
     if plan.buffer is not None or plan.blocked is not None or not plan.axis_taps:
         return None
     stages = []
@@ -414,7 +544,7 @@ def _fixed_pooling(pool: Op, source: np.ndarray) -> Callable[[], np.ndarray] | N
     for index, taps in enumerate(plan.axis_taps):
         views = [current[tap] for tap in taps]
         last = index == len(plan.axis_taps) - 1
-        target = None if last else np.empty(views[0].shape, source.dtype)
+        target = None if last else np.empty_like(views[0])  # (in the source's layout)
         stages.append((views, target))
         current = target if not last else None
     crop = plan.crop if plan.needs_crop else None
@@ -453,8 +583,9 @@ class _Im2colPlan:
 
     def __init__(self, x_shape: tuple[int, ...], dtype: np.dtype, groups: int, out_channels: int,
                  kernel: list[int], strides: list[int], dilations: list[int], begins: list[int], ends: list[int],
-                 has_bias: bool, exact: bool = False):
+                 has_bias: bool, exact: bool = False, channels_last: bool = False):
         batch, channels, *sizes = x_shape
+        self.channels_last = channels_last
         self.out_channels, self.groups = out_channels, groups
         cg = channels // groups
         padded = [s + b + e for s, b, e in zip(sizes, begins, ends, strict=True)]
@@ -499,6 +630,8 @@ class _Im2colPlan:
         # (a strided array, which every kernel accepts), so no copy of the output is ever made
         self.computed_sizes = [self.out_sizes[0], *padded[1:]] if self.full_width else self.out_sizes
         self.valid = (Ellipsis,) + tuple(slice(0, o) for o in self.out_sizes[1:])
+        rank = len(sizes)
+        self.to_nchw = (0, rank + 1, *range(1, rank + 1))
         self.chunk_out: np.ndarray | None = None  # allocated when a pooling is fused
 
     @staticmethod
@@ -511,15 +644,43 @@ class _Im2colPlan:
         np.copyto(self.cols[:count], self.windows[:count])
         return self.cols_matrix[:count]
 
+    # With ``channels_last`` (the fast plan's, see Conv.channels_last) the product is made channels-last,
+    # (position, K) @ (K, M / groups) per image and group -- the same GEMM with its operands swapped, as fast --
+    # so that the output has the storage the channels-last plans produce and read: a network whose first
+    # convolution has few channels (this plan) stays in one layout (an elementwise Add of a channels-last and
+    # an NCHW array was measured 25 times slower than of two alike).
+
+    def _storage(self, count: int, dtype: np.dtype) -> np.ndarray:
+        """A buffer for the output of ``count`` images: (image, M, computed position...), or channels-last."""
+        if self.channels_last:
+            return np.empty((count, *self.computed_sizes, self.out_channels), dtype)
+        return np.empty((count, self.out_channels, *self.computed_sizes), dtype)
+
+    def _target(self, storage: np.ndarray) -> np.ndarray:
+        """The matmul's view of an output buffer: (image, group, M / groups, position), or channels-last
+        (image, group, position, M / groups)."""
+        if self.channels_last:
+            return storage.reshape(storage.shape[0], self.positions, self.groups, -1).transpose(0, 2, 1, 3)
+        return storage.reshape(storage.shape[0], self.groups, -1, self.positions)
+
+    def _operands(self, columns: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The two matmul operands whose product is ``_target``'s layout."""
+        if self.channels_last:
+            return columns.transpose(0, 1, 3, 2), matrix.transpose(0, 2, 1)
+        return matrix, columns
+
+    def _nchw(self, storage: np.ndarray) -> np.ndarray:
+        return storage.transpose(self.to_nchw) if self.channels_last else storage
+
     def run(self, x: np.ndarray, matrix: np.ndarray, act: Activation | None, pool: Op | None = None
             ) -> np.ndarray:
         batch = x.shape[0]
         if pool is None:
-            y = np.empty((batch, self.out_channels, *self.computed_sizes), x.dtype)
+            y = self._storage(batch, x.dtype)
         else:  # the convolution of one chunk goes to a scratch buffer, only its pooling to the output
             pooled = None
             if self.chunk_out is None:
-                self.chunk_out = np.empty((self.rows, self.out_channels, *self.computed_sizes), x.dtype)
+                self.chunk_out = self._storage(self.rows, x.dtype)
         rows = self.rows
         interior, windows, cols, cols_matrix = self.scratch.interior, self.windows, self.cols, self.cols_matrix
         for start in range(0, batch, rows):
@@ -533,47 +694,66 @@ class _Im2colPlan:
                 target = y if count == batch else y[start:start + count]
             else:
                 target = self.chunk_out if count == self.rows else self.chunk_out[:count]
-            np.matmul(matrix, cols_matrix, out=target.reshape(count, self.groups, -1, self.positions))
+            np.matmul(*self._operands(cols_matrix, matrix), out=self._target(target))
             if pool is not None:
-                chunk = target[self.valid] if self.full_width else target
-                pooled = _store_pooled(pooled, _pool_chunk(pool, chunk), batch, start, act)
+                chunk = self._nchw(target)
+                chunk = chunk[self.valid] if self.full_width else chunk
+                pooled = _store_pooled(pooled, _pool_chunk(pool, chunk, self.channels_last), batch, start, act)
             elif act is not None:
                 act(target)
         if pool is not None:
             return pooled
+        y = self._nchw(y)
         return y[self.valid] if self.full_width else y
-
 
     def single_chunk(self, matrix: np.ndarray, act: Activation | None, pool: Op | None
                      ) -> Callable[[np.ndarray], np.ndarray] | None:
         """``run`` for a batch of exactly ``rows`` images (batch 1, the window's case) with every view and
         buffer made once: the same NumPy calls on the same data, without the per-call glue (chunk loop,
         reshapes, the pooling plan's lookup). None when the pooling needs its general path."""
-        interior, windows, cols, cols_matrix = self.scratch.interior, self.windows, self.cols, self.cols_matrix
+        interior, windows, cols = self.scratch.interior, self.windows, self.cols
+        first, second = self._operands(self.cols_matrix, matrix)
         valid, full_width = self.valid, self.full_width
+        if pool is None and self.channels_last:
+            storage_shape = (self.rows, *self.computed_sizes, self.out_channels)
+            target_shape = (self.rows, self.positions, self.groups, self.out_channels // self.groups)
+            to_nchw = self.to_nchw
+
+            def run_channels_last(x: np.ndarray) -> np.ndarray:
+                interior[...] = x
+                np.copyto(cols, windows)
+                y = np.empty(storage_shape, x.dtype)
+                np.matmul(first, second, out=y.reshape(target_shape).transpose(0, 2, 1, 3))
+                if act is not None:
+                    act(y)
+                y = y.transpose(to_nchw)
+                return y[valid] if full_width else y
+
+            return run_channels_last
         if pool is None:
             out_shape = (self.rows, self.out_channels, *self.computed_sizes)
 
             def run(x: np.ndarray) -> np.ndarray:
                 interior[...] = x
                 np.copyto(cols, windows)
-                y = np.matmul(matrix, cols_matrix).reshape(out_shape)
+                y = np.matmul(first, second).reshape(out_shape)
                 if act is not None:
                     act(y)
                 return y[valid] if full_width else y
 
             return run
         if self.chunk_out is None:
-            self.chunk_out = np.empty((self.rows, self.out_channels, *self.computed_sizes), matrix.dtype)
-        product = self.chunk_out.reshape(self.rows, self.groups, -1, self.positions)
-        pooled = _fixed_pooling(pool, self.chunk_out[valid] if full_width else self.chunk_out)
+            self.chunk_out = self._storage(self.rows, matrix.dtype)
+        product = self._target(self.chunk_out)
+        chunk = self._nchw(self.chunk_out)
+        pooled = _fixed_pooling(pool, chunk[valid] if full_width else chunk, self.channels_last)
         if pooled is None:
             return None
 
         def run_pooled(x: np.ndarray) -> np.ndarray:
             interior[...] = x
             np.copyto(cols, windows)
-            np.matmul(matrix, cols_matrix, out=product)
+            np.matmul(first, second, out=product)
             y = pooled()
             if act is not None:  # after pooling: the fusable activations are monotonic
                 act(y)
@@ -834,6 +1014,8 @@ class Conv(FusableOp):
         super().__init__(node)
         self.group = int_attr(self, "group", 1, minimum=1)
         self.pool: Op | None = None
+        # outputs NCHW-shaped over channels-last storage (prefer_channels_last)
+        self.channels_last = False
         self.plans: dict[tuple, tuple[_Plan, np.ndarray | None]] = {}
         self.lock = threading.Lock()
         # (input shape, dtype) -> the plan's single_chunk runner, for batches that fit in one chunk (inference)
@@ -851,6 +1033,15 @@ class Conv(FusableOp):
     def fuse_activation(self, kind: str, params: dict[str, float]) -> bool:
         self.fast.clear()  # the runners made so far apply the activations fused before
         return super().fuse_activation(kind, params)
+
+    def prefer_channels_last(self) -> None:
+        """From now on, hand out the outputs of the im2col and channels-last plans NCHW-shaped over channels-last
+        storage: no transposing copy of the product, and a next convolution reads it with contiguous copies.
+        The fast plan asks this of every convolution (ops/channels_last.py), so that a network stays in one
+        layout; the traced and gradient plans keep NCHW outputs."""
+        self.channels_last = True
+        self.plans.clear()
+        self.fast.clear()
 
     def fuse_pool(self, pool: Op) -> bool:
         """Absorb the MaxPool (no Indices output) that is the only consumer of this convolution's output (after
@@ -917,8 +1108,9 @@ class Conv(FusableOp):
                 return _DepthwisePlan(x.shape, x.dtype, *geometry, has_bias)
             run = kernel[-1] * channels if dilations[-1] == 1 else channels
             if self.group == 1 and run >= CHANNELS_LAST_MIN_RUN:
-                return _ChannelsLastPlan(x.shape, x.dtype, out_channels, *geometry, has_bias)
-            plan = _Im2colPlan(x.shape, x.dtype, self.group, out_channels, *geometry, has_bias)
+                return _ChannelsLastPlan(x.shape, x.dtype, out_channels, *geometry, has_bias, self.channels_last)
+            plan = _Im2colPlan(x.shape, x.dtype, self.group, out_channels, *geometry, has_bias,
+                               channels_last=self.channels_last)
             self.check_size((batch, out_channels, *plan.computed_sizes), x.dtype, "output")
             return plan
         except ValueError as exc:

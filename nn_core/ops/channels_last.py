@@ -1,0 +1,103 @@
+"""The fast plan's convolutions in one layout: NCHW-shaped arrays over channels-last (NHWC) storage.
+
+A convolution computed as im2col + GEMM makes its product channels-last, (position, K) @ (K, M), or NCHW with the
+operands swapped; either is as fast. Handing the output out NCHW (a transposing copy of every product) and then
+copying it back to channels-last for the next convolution's columns cost ImageNet-size networks at batch 1 about
+a third of their convolution time. So every convolution of the fast plan keeps channels-last outputs
+(Conv.prefer_channels_last), and the kernels between them get channels-last inputs: elementwise operations keep
+their operands' layout by themselves (NumPy allocates results in the input's order); Concat on axis 1 too.
+
+The pooling operators pad through an NCHW buffer, which for a channels-last input is a transposing copy and an
+NCHW result (and an Add of an NCHW and a channels-last array is many times slower than of two alike): their
+channels-last inputs go through conv.py's _ChannelsLastPool here, separable passes that never read the padding.
+The traced and gradient plans keep the registry's kernels and NCHW outputs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .conv import Conv, _ChannelsLastPool
+from .pool import AveragePool, MaxPool
+
+
+def _channels_last(x: np.ndarray) -> bool:
+    """Whether ``x`` (N, C, spatial...) has channels-last storage and not also NCHW (one channel or 1x1 images
+    are both)."""
+    return x.ndim >= 3 and not x.flags.c_contiguous and x.transpose(0, *range(2, x.ndim), 1).flags.c_contiguous
+
+
+class ChannelsLastMaxPool(MaxPool):
+    """MaxPool (no Indices output) whose channels-last inputs needing padding are pooled without a padded copy;
+    any other input is MaxPool's."""
+
+    def __init__(self, node):
+        super().__init__(node)
+        self.separable: dict[tuple, _ChannelsLastPool | None] = {}
+
+    def run(self, x):
+        if not _channels_last(x):
+            return super().run(x)
+        key = (x.shape, x.dtype)
+        if key not in self.separable:
+            with self.lock:
+                plan = self.plan(x)  # (the node's checks of this shape)
+            # without padding MaxPool's passes read the input itself and keep its layout
+            pooled = _ChannelsLastPool(plan, x.shape) if plan.buffer is not None and plan.axis_taps else None
+            if len(self.separable) > 16:
+                self.separable.clear()
+            self.separable[key] = pooled
+        pooled = self.separable[key]
+        return super().run(x) if pooled is None else pooled(x)
+
+
+class ChannelsLastAveragePool(AveragePool):
+    """AveragePool whose channels-last float inputs needing padding are summed without a padded copy, then divided
+    by the same window counts as AveragePool's; any other input is AveragePool's."""
+
+    def __init__(self, node):
+        super().__init__(node)
+        self.separable: dict[tuple, tuple[_ChannelsLastPool, Any] | None] = {}
+
+    def run(self, x):
+        if not _channels_last(x) or x.dtype.kind != "f":
+            return super().run(x)
+        key = (x.shape, x.dtype)
+        if key not in self.separable:
+            with self.lock:
+                plan = self.plan(x)
+            entry = None
+            if plan.buffer is not None and plan.axis_taps:
+                divisor = plan.window_counts(self.include_pad)  # a float, or per output position
+                if not isinstance(divisor, float):
+                    divisor = divisor.astype(x.dtype)
+                entry = (_ChannelsLastPool(plan, x.shape, np.add), divisor)
+            if len(self.separable) > 16:
+                self.separable.clear()
+            self.separable[key] = entry
+        entry = self.separable[key]
+        if entry is None:
+            return super().run(x)
+        summed, divisor = entry
+        y = summed(x)
+        if isinstance(divisor, float):
+            y *= y.dtype.type(1.0 / divisor)
+        else:
+            y /= divisor
+        return y
+
+
+def prefer_channels_last(steps: list[Any]) -> list[Any]:
+    """The fast plan's steps with every convolution handing out channels-last outputs and the poolings taking
+    channels-last inputs without a padded NCHW copy (kernels built afresh from the same node: the same checks)."""
+    for step in steps:
+        kernel = step.kernel
+        if isinstance(kernel, Conv):
+            kernel.prefer_channels_last()
+        elif type(kernel) is MaxPool and not kernel.want_indices:
+            step.kernel = ChannelsLastMaxPool(kernel.node)
+        elif type(kernel) is AveragePool:
+            step.kernel = ChannelsLastAveragePool(kernel.node)
+    return steps

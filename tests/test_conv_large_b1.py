@@ -1,0 +1,166 @@
+"""Issue 10, ImageNet-size topologies at batch 1: the fast plan's convolutions hand out channels-last outputs
+(Conv.prefer_channels_last) and its poolings take channels-last inputs without a padded NCHW copy
+(ops/channels_last.py). Each against the NCHW kernels it stands in for, the traced graph and onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import make_model, ort_run, tensor_info
+from onnx import helper
+
+import nn_core
+
+
+def _kernel(node, inputs, const, opset=13):
+    from nn_core.ops import load_all_kernels, resolve
+    from nn_core.ops.attributes import node_attributes
+    from nn_core.ops.registry import NodeSpec
+
+    load_all_kernels()
+    spec = NodeSpec(op_type=node.op_type, inputs=list(node.input), outputs=list(node.output),
+                    attrs=node_attributes(node), opset=opset,
+                    consts=[v if i in const else None for i, v in enumerate(inputs)])
+    return resolve(node.op_type, opset)(spec)
+
+
+def _is_channels_last(y: np.ndarray) -> bool:
+    """Channels adjacent in memory (a full-width plan's output is a view with gaps between rows)."""
+    return y.strides[1] == y.itemsize and y.strides[-1] == y.shape[1] * y.itemsize
+
+
+# (input shape, weight shape, attributes): channels-last columns (3x3, strided, a strided 1x1 without padding),
+# NCHW columns exact and full-width, groups, a batch over several chunks
+CONV_CASES = [((1, 16, 9, 11), (24, 16, 3, 3), {"pads": [1, 1, 1, 1]}),
+              ((2, 32, 10, 10), (8, 32, 3, 3), {"strides": [2, 2], "pads": [0, 1, 1, 0]}),
+              ((1, 40, 9, 9), (16, 40, 1, 1), {"strides": [2, 2]}),
+              ((3, 24, 7, 8), (12, 24, 1, 1), {"strides": [2, 3]}),
+              ((1, 3, 23, 23), (8, 3, 7, 7), {"strides": [2, 2], "pads": [3, 3, 3, 3]}),
+              ((1, 1, 12, 12), (6, 1, 5, 5), {"pads": [2, 2, 2, 2]}),
+              ((1, 6, 10, 10), (9, 2, 3, 3), {"group": 3, "pads": [1, 1, 1, 1]}),
+              ((40, 8, 12, 12), (16, 8, 3, 3), {"pads": [1, 1, 1, 1]}),
+              ((40, 2, 12, 12), (4, 2, 3, 3), {"pads": [1, 1, 1, 1]})]
+# MaxPool attributes after a convolution: padded, ceil_mode, dilated, side by side, unpadded
+POOLS = [{"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]},
+         {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1},
+         {"kernel_shape": [2, 3], "strides": [1, 2], "pads": [0, 1, 1, 0], "dilations": [2, 1]},
+         {"kernel_shape": [2, 2], "strides": [2, 2]},
+         {"kernel_shape": [3, 3], "strides": [2, 2]}]
+
+
+@pytest.mark.parametrize("case", range(len(CONV_CASES)))
+def test_channels_last_conv_equals_the_nchw_kernel(case):
+    """Same values as the NCHW plans (fused activation, fused pooling of every kind, bias or not), over
+    channels-last storage; twice, so the per-shape runner made on the first call is what the second runs."""
+    x_shape, w_shape, attrs = CONV_CASES[case]
+    rng = np.random.default_rng(case)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(w_shape[0]).astype(np.float32)
+    for with_bias in (True, False):
+        inputs = ["x", "w", "b"] if with_bias else ["x", "w"]
+        for pool_attrs in (None, *POOLS):
+            for act in (None, ("relu", {})):
+                kernels = []
+                for channels_last in (False, True):
+                    kernel = _kernel(helper.make_node("Conv", inputs, ["y"], **attrs), [x, w, b], (1, 2))
+                    if act:
+                        kernel.fuse_activation(*act)
+                    if pool_attrs:
+                        pool = _kernel(helper.make_node("MaxPool", ["c"], ["p"], **pool_attrs), [x], ())
+                        assert kernel.fuse_pool(pool)
+                    if channels_last:
+                        kernel.prefer_channels_last()
+                    kernels.append(kernel)
+                args = (x, w, b) if with_bias else (x, w)
+                for image in (x, x - 0.5):
+                    want = kernels[0].run(image, *args[1:])
+                    for _ in range(2):
+                        got = kernels[1].run(image, *args[1:])
+                        where = (case, with_bias, pool_attrs, act)
+                        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=str(where))
+                        assert pool_attrs is not None or _is_channels_last(got), where
+
+
+@pytest.mark.parametrize("pool_attrs", POOLS + [{"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]},
+                                                {"kernel_shape": [2, 2], "pads": [1, 0, 0, 1]}])
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool", "AveragePool_include_pad"])
+def test_channels_last_poolings_equal_the_pooling_operators(op, pool_attrs):
+    from nn_core.ops.channels_last import ChannelsLastAveragePool, ChannelsLastMaxPool
+
+    attrs = dict(pool_attrs)
+    if op == "AveragePool_include_pad":
+        op, attrs["count_include_pad"] = "AveragePool", 1
+    node = helper.make_node(op, ["x"], ["y"], **attrs)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 5, 9, 11)).astype(np.float32)
+    nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    plain = _kernel(node, [x], ())
+    lean = (ChannelsLastMaxPool if op == "MaxPool" else ChannelsLastAveragePool)(plain.node)
+    want = plain.run(x)
+    for image in (nhwc, x, nhwc):  # channels-last, NCHW (the operator's own path), then the cached runner
+        got = lean.run(image)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+        assert got.shape == want.shape
+
+
+def _residual_net(rng: np.random.Generator):
+    """A small ImageNet-style stem and blocks: 7x7/2 conv (3 channels, NCHW columns) + BN + ReLU + padded
+    MaxPool, a bottleneck with a strided 1x1 shortcut and an Add + ReLU, a fire module (Concat of a 1x1 and a
+    3x3 conv), a padded AveragePool and a ceil-mode MaxPool, then global pooling and a dense layer."""
+    def w(*shape):
+        return (rng.standard_normal(shape) * (2.0 / np.prod(shape[1:])) ** 0.5).astype(np.float32)
+
+    inits = {"w0": w(16, 3, 7, 7), "b0": w(16, 1)[:, 0], "s": rng.uniform(0.5, 1.5, 16).astype(np.float32),
+             "bb": w(16, 1)[:, 0], "m": w(16, 1)[:, 0], "v": rng.uniform(0.5, 2, 16).astype(np.float32),
+             "w1": w(8, 16, 1, 1), "w2": w(8, 8, 3, 3), "w3": w(32, 8, 1, 1), "ws": w(32, 16, 1, 1),
+             "w4": w(8, 32, 1, 1), "w5": w(12, 8, 1, 1), "w6": w(12, 8, 3, 3), "wd": w(10, 24), "bd": w(10, 1)[:, 0]}
+    nodes = [
+        helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], strides=[2, 2], pads=[3, 3, 3, 3]),
+        helper.make_node("BatchNormalization", ["c0", "s", "bb", "m", "v"], ["n0"]),
+        helper.make_node("Relu", ["n0"], ["r0"]),
+        helper.make_node("MaxPool", ["r0"], ["p0"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["p0", "w1"], ["c1"]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("Conv", ["r2", "w3"], ["c3"]),
+        helper.make_node("Conv", ["p0", "ws"], ["cs"], strides=[2, 2]),
+        helper.make_node("Add", ["c3", "cs"], ["a"]),
+        helper.make_node("Relu", ["a"], ["r3"]),
+        helper.make_node("Conv", ["r3", "w4"], ["c4"]),
+        helper.make_node("Relu", ["c4"], ["r4"]),
+        helper.make_node("Conv", ["r4", "w5"], ["c5"]),
+        helper.make_node("Conv", ["r4", "w6"], ["c6"], pads=[1, 1, 1, 1]),
+        helper.make_node("Concat", ["c5", "c6"], ["cat"], axis=1),
+        helper.make_node("AveragePool", ["cat"], ["ap"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("MaxPool", ["ap"], ["mp"], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+        helper.make_node("GlobalAveragePool", ["mp"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "wd", "bd"], ["y"], transB=1),
+    ]
+    return make_model(nodes, [tensor_info("x", [1, 3, 45, 45])], [tensor_info("y", None)], inits)
+
+
+def test_residual_net_runs_channels_last_and_matches_onnxruntime_and_the_traced_graph():
+    rng = np.random.default_rng(3)
+    model = _residual_net(rng)
+    loaded = nn_core.load_proto(model)
+    x = rng.standard_normal((1, 3, 45, 45)).astype(np.float32)
+    want = ort_run(model, {"x": x})[0]
+    for _ in range(2):
+        np.testing.assert_allclose(loaded.run({"x": x})["y"], want, rtol=1e-4, atol=1e-4)
+    traced, _ = loaded.run_traced({"x": x})
+    np.testing.assert_allclose(traced["y"], want, rtol=1e-4, atol=1e-4)
+    plan = loaded._fast_plan()
+    kinds = {type(step.kernel).__name__ for step in plan.steps}
+    assert {"ChannelsLastMaxPool", "ChannelsLastAveragePool"} <= kinds, kinds
+    # every array between the stem and the global pooling is channels-last
+    values = dict(plan.constants)
+    values["x"] = x
+    for step in plan.steps:
+        outs = step.kernel.run(*[values[n] if n else None for n in step.inputs])
+        outs = list(outs) if isinstance(outs, tuple) else [outs]
+        values.update(zip(step.outputs, outs))
+        if step.node.op_type in ("Conv", "Add", "Concat", "MaxPool", "AveragePool") and outs[0].shape[2] > 1:
+            assert _is_channels_last(outs[0]), step.label
