@@ -50,8 +50,10 @@ SMALL_BATCH = 8
 STRIDED_CHANNELS = 64
 # from this many channels a depthwise layer runs channels-last (ChannelsLastDepthwisePlan): one einsum over the
 # taps of a strided window view, whose inner loop runs over contiguous channel vectors. Below it the channel
-# vectors are too short for that loop and MatmulDepthwisePlan's per-channel matmuls are cheaper.
-CHANNELS_LAST_DEPTHWISE = 16
+# vectors are too short for that loop and MatmulDepthwisePlan's per-channel matmuls are cheaper. (8 and 12
+# channels, the depthwise-separable fixtures dwsep_l11/d20: 1-3% faster channels-last in same-run A/B, where the
+# output also reaches the pointwise conv after it without a copy)
+CHANNELS_LAST_DEPTHWISE = 8
 # an epilogue pass (bias, ReLU or Clip bound) is a same-shape SIMD loop over rows of at least this many elements:
 # NumPy runs a broadcast operand of one short row (a channel vector) or a 0-d bound about half as fast
 EPILOGUE_RUN = 8192
