@@ -82,6 +82,9 @@ def test_average_pool_as_matrices_matches_onnxruntime():
     ((1, 3, 7, 7), dict(kernel_shape=[3, 3], strides=[2, 2])),
     ((1, 3, 7, 7), dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])),  # scratch: general path
     ((1, 2, 5, 5), dict(kernel_shape=[4, 4], strides=[4, 4])),
+    ((1, 3, 7, 8), dict(kernel_shape=[2, 2], strides=[2, 2])),  # an odd height: its last row is left out
+    ((1, 3, 7, 9), dict(kernel_shape=[2, 2], strides=[2, 2])),
+    ((2, 5, 13, 12), dict(kernel_shape=[4, 4], strides=[4, 4])),  # blocks, or passes on an NCHW input
 ])
 def test_max_pool_runners_match_the_separable_passes(shape, attrs):
     node = helper.make_node("MaxPool", ["x"], ["y"], **attrs)
@@ -95,6 +98,11 @@ def test_max_pool_runners_match_the_separable_passes(shape, attrs):
     np.testing.assert_array_equal(first, want)
     np.testing.assert_array_equal(first, kept)
     assert ((x.shape, x.dtype) in kernel.fast) == ("pads" not in attrs)
+    # channels-last storage (a convolution may hand that over): the same maxima
+    stored = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    np.testing.assert_array_equal(kernel.run(stored), want)
+    plan = kernel.plan(x)
+    np.testing.assert_array_equal(plan.reduce_block(plan.source(stored), np.maximum), want)
 
 
 def _dense_head(op: str, normalizer: str, opset: int, axis: int | None, x_shape=(1, 12)):
