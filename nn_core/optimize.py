@@ -13,8 +13,10 @@ import numpy as np
 from .graph import NodeInfo
 from .ops.conv import fold_batchnorm_into_conv
 
-# single-input activations a Conv/Gemm/MatMul kernel can apply in place to its own output
-FUSABLE_ACTIVATIONS = {"Relu": "relu", "LeakyRelu": "leaky_relu", "Clip": "clip"}
+# single-input activations a Conv/Gemm/MatMul kernel can apply to its own output (each kernel's fuse_activation
+# says which kinds it takes: the squashing curves only the dense layers)
+FUSABLE_ACTIVATIONS = {"Relu": "relu", "LeakyRelu": "leaky_relu", "Clip": "clip", "Tanh": "tanh",
+                       "Sigmoid": "sigmoid"}
 
 
 def _use_counts(nodes: list[NodeInfo], graph_outputs: set[str]) -> dict[str, int]:
@@ -190,7 +192,7 @@ def activation_params(node: NodeInfo, constants: dict[str, np.ndarray]) -> dict[
     """The parameters of a fusable activation node, or None when they are not known at load time (or are not
     plain numbers, in which case the node is left to its own kernel, which reports the problem)."""
     kind = FUSABLE_ACTIVATIONS.get(node.op_type)
-    if kind == "relu":
+    if kind in ("relu", "tanh", "sigmoid"):
         return {}
     if kind == "leaky_relu":
         alpha = _scalar(node.attrs.get("alpha", 0.01))

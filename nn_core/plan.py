@@ -133,7 +133,8 @@ def fuse_activations(steps: list[Step], constants: dict[str, np.ndarray], graph_
         if id(step) in dropped or len(step.outputs) != 1 or step.outputs[0] in graph_outputs:
             continue
         users = readers.get(step.outputs[0], [])
-        if len(users) != 1 or users[0].node.op_type not in FUSABLE_ACTIVATIONS:
+        if len(users) != 1 or users[0].node.op_type not in FUSABLE_ACTIVATIONS \
+                or users[0].node.domain not in ("", "ai.onnx"):
             continue
         activation = users[0]
         params = activation_params(activation.node, constants)

@@ -289,3 +289,26 @@ def test_the_absorbed_normaliser_at_the_extremes_is_its_kernel(normalizer):
             np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-30 if normalizer == "Softmax" else 1e-5)
         x = np.array(rows[:4], dtype)  # several rows at once
         np.testing.assert_allclose(gemm.run(x, eye), kernel.run(x.copy()), rtol=1e-6, atol=1e-30)
+
+
+def test_dense_layers_take_in_a_following_tanh_or_sigmoid_bit_for_bit():
+    rng = np.random.default_rng(19)
+    w, b = rng.standard_normal((6, 5)).astype(np.float32), rng.standard_normal(5).astype(np.float32)
+    k = rng.standard_normal((2, 3, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["g"]), helper.make_node("Tanh", ["g"], ["t"]),
+             helper.make_node("Relu", ["t"], ["r"]),  # after the curve: a step of its own
+             helper.make_node("MatMul", ["r", "w2"], ["m"]), helper.make_node("Add", ["m", "b2"], ["a"]),
+             helper.make_node("Sigmoid", ["a"], ["y"])]
+    model = nn_core.load_proto(make_model(nodes, [tensor_info("x", ["N", 6])], [tensor_info("y", None)],
+                                          {"w": w, "b": b, "w2": w[:5] * 2, "b2": b}))
+    assert model.plan_ops == ["Gemm+Tanh", "Relu", "MatMul+Add+Sigmoid"]
+    for batch in (1, 4):
+        x = (rng.standard_normal((batch, 6)) * 3).astype(np.float32)
+        first = model.run({"x": x})["y"]
+        kept = first.copy()
+        model.run({"x": -x})
+        np.testing.assert_array_equal(first, kept)
+        np.testing.assert_array_equal(first, model.run_traced({"x": x})[0]["y"])
+    conv = [helper.make_node("Conv", ["x", "k"], ["c"]), helper.make_node("Tanh", ["c"], ["y"])]
+    model = nn_core.load_proto(make_model(conv, [tensor_info("x", [1, 3, 5, 5])], [tensor_info("y", None)], {"k": k}))
+    assert model.plan_ops == ["Conv", "Tanh"]  # a convolution has no such epilogue

@@ -6,10 +6,12 @@ Einsum, and the resamplers Resize and Upsample.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
 from . import conv, norm, pool  # noqa: F401  (importing registers their kernels)
+from .activations import sigmoid
 from .conv import FusableOp, fold_batchnorm_into_conv
 from .float8 import NARROW_FLOATS
 from .float8 import cast as narrow_cast
@@ -25,6 +27,8 @@ __all__ = ["fold_batchnorm_into_conv"]
 
 
 _FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
+# the activations a dense layer applies by their kernels' own functions (optimize.FUSABLE_ACTIVATIONS kinds)
+_CURVES: dict[str, Callable[[np.ndarray], np.ndarray]] = {"tanh": np.tanh, "sigmoid": sigmoid}
 
 
 class _DenseActivation(FusableOp):
@@ -34,10 +38,16 @@ class _DenseActivation(FusableOp):
     same values."""
 
     relu_zero: np.ndarray | None = None  # set when the fused activations are exactly one ReLU
+    # a following Tanh or Sigmoid (an MLP's squashing), absorbed: its kernel's own function, applied after the
+    # other fused activations
+    curve: Callable[[np.ndarray], np.ndarray] | None = None
 
     def fuse_activation(self, kind: str, params: dict[str, float]) -> bool:
-        if self.normalizer is not None:  # it would come after the normalisation, which runs last
+        if self.normalizer is not None or self.curve is not None:  # they run after any other activation
             return False
+        if kind in _CURVES:
+            self.curve = _CURVES[kind]
+            return True
         fused = super().fuse_activation(kind, params)
         if fused:
             only_relu = kind == "relu" and self.relu_zero is None and len(self.act.steps) == 1
@@ -176,6 +186,8 @@ class Gemm(_DenseActivation):
             y = y.astype(a.dtype)
         if self.act is not None:
             self.activate(y)
+        if self.curve is not None:
+            y = self.curve(y)
         return y if self.normalizer is None else self.normalize(y)
 
     def backward(self, inputs, outputs, grads):
@@ -184,7 +196,7 @@ class Gemm(_DenseActivation):
         g = grads[0]
         if g is None:
             return [None] * len(inputs)
-        if self.act is not None or self.normalizer is not None:
+        if self.act is not None or self.curve is not None or self.normalizer is not None:
             raise self.fail("has a fused activation: differentiate the unfused graph (GradientPlan)")
         g_ab = g * g.dtype.type(self.alpha) if self.alpha != 1.0 else g
         # Y = A' @ B' with A' = A.T if transA, B' = B.T if transB: two products, on transposed views (BLAS reads
@@ -224,7 +236,7 @@ class MatMul(_DenseActivation):
         layer exported as MatMul + Add): a 1-D float vector of B's width and dtype, added in place to the fresh
         product, which is what the Add computes. Return True if absorbed."""
         b = self.b
-        if b is None or b.ndim != 2 or self.act is not None or self.normalizer is not None \
+        if b is None or b.ndim != 2 or self.act is not None or self.curve is not None or self.normalizer is not None \
                 or self.bias is not None or bias.ndim != 1 \
                 or bias.shape[0] != b.shape[1] or bias.dtype != b.dtype or b.dtype.kind != "f":
             return False
@@ -276,6 +288,8 @@ class MatMul(_DenseActivation):
             self.activate(y)
         if dtype is not None:
             y = narrow_cast(y, dtype)
+        if self.curve is not None:
+            y = self.curve(y)
         return y if self.normalizer is None else self.normalize(y)
 
     def backward(self, inputs, outputs, grads):
@@ -283,7 +297,7 @@ class MatMul(_DenseActivation):
         g = grads[0]
         if g is None:
             return [None, None]
-        if self.act is not None or self.bias is not None or self.normalizer is not None:
+        if self.act is not None or self.curve is not None or self.bias is not None or self.normalizer is not None:
             raise self.fail("has a fused activation or bias: differentiate the unfused graph (GradientPlan)")
         if a.ndim >= 2 and b.ndim == 2:  # (..., M, K) @ (K, N): one 2-D product each, batch folded into M
             a2 = a.reshape(-1, a.shape[-1])
