@@ -54,11 +54,11 @@ STRIDED_CHANNELS = 64
 # channels, the depthwise-separable fixtures dwsep_l11/d20: 1-3% faster channels-last in same-run A/B, where the
 # output also reaches the pointwise conv after it without a copy)
 CHANNELS_LAST_DEPTHWISE = 8
-# an epilogue pass (bias, ReLU or Clip bound) is a same-shape SIMD loop over rows of at least this many elements:
-# NumPy runs a broadcast operand of one short row (a channel vector) or a 0-d bound about half as fast
+# an epilogue's bias is added over rows of at least this many elements: NumPy runs a broadcast operand of one
+# short row (a channel vector) or a 0-d bound about half as fast as a same-shape one
 EPILOGUE_RUN = 8192
-# constant operands (ReLU's zeros, Clip's bounds) are shared by every layer, laid out up to this many elements:
-# one buffer per value, which stays in cache as each layer reads it, instead of one per layer
+# constant operands (ReLU's zeros, Clip's bounds) are laid out over outputs of up to this many elements and shared
+# by every layer: one buffer per value, which stays in cache as each layer reads it, instead of one per layer
 SHARED_CONSTANT_ELEMENTS = 1 << 18
 _constants: dict[tuple[str, float], np.ndarray] = {}
 
@@ -87,47 +87,49 @@ def _epilogue_run(size: int, period: int) -> int:
 def finisher(shape: tuple[int, ...], dtype: np.dtype, bias: np.ndarray | None, act: Activation | None
              ) -> Callable[[np.ndarray], None]:
     """The in-place epilogue of a fresh C-contiguous output of ``shape``: + ``bias`` (broadcastable to ``shape``
-    over its trailing axes), then ``act``. The output is worked as rows of at least EPILOGUE_RUN elements: the
-    bias laid out over one row, ReLU's zeros and Clip's bounds shared runs, so each pass is a same-shape SIMD
-    loop without a whole-output operand per layer. The passes and their order are the activation's own (max,
-    then min for a Clip, whose infinite bound is skipped as a no-op), so results are the same bit for bit."""
+    over its trailing axes), then ``act``. Each pass is a same-shape SIMD loop over the flat output: ReLU's zeros
+    and Clip's bounds are shared runs (one per value for every layer, so they stay in cache), the bias is laid out
+    over rows of at least EPILOGUE_RUN elements (over the whole output when that is one row), and a one-row
+    output is worked as a 1-D array (a 2-D call costs ~0.3 us more, a third of a small layer's pass). The passes
+    and their order are the activation's own (max, then min for a Clip, whose infinite bound is skipped as a
+    no-op), so results are the same bit for bit."""
     size = math.prod(shape)
     floating = dtype.kind == "f" and size > 0
-    if floating and bias is not None:
-        period = math.prod(shape[len(shape) - bias.ndim:])
-    else:
-        period = 1
+    period = math.prod(shape[len(shape) - bias.ndim:]) if floating and bias is not None else 1
     run = _epilogue_run(size, period) if floating else 0
-    rows = (size // run, run) if floating else shape
-    shared = floating and run <= SHARED_CONSTANT_ELEMENTS
+    shared = floating and size <= SHARED_CONSTANT_ELEMENTS
+    flat_shape = (size,) if floating else shape
 
     def bound(value: float) -> np.ndarray:
-        return _constant(value, dtype, run) if shared else np.array(value, dtype)
+        return _constant(value, dtype, size) if shared else np.array(value, dtype)
 
-    passes: list[tuple[Callable, np.ndarray | None]] = []
+    passes: list[tuple[Callable, np.ndarray | None, tuple[int, ...]]] = []
     if bias is not None:
         values = bias.astype(dtype, copy=False)
         if floating:
-            values = np.ascontiguousarray(np.broadcast_to(values, shape).reshape(rows)[0])
-        passes.append((np.add, values))
+            rows = (size // run, run) if run < size else flat_shape
+            values = np.ascontiguousarray(np.broadcast_to(values, shape).reshape(-1)[:run])
+            passes.append((np.add, values, rows))
+        else:
+            passes.append((np.add, values, shape))
     for step in act.steps if act is not None else ():
         if floating and type(step) is _Relu:
-            passes.append((np.maximum, bound(0.0)))
+            passes.append((np.maximum, bound(0.0), flat_shape))
         elif floating and type(step) is _Clip:
             if step.low != -np.inf:
-                passes.append((np.maximum, bound(step.low)))
+                passes.append((np.maximum, bound(step.low), flat_shape))
             if step.high != np.inf:
-                passes.append((np.minimum, bound(step.high)))
+                passes.append((np.minimum, bound(step.high), flat_shape))
         else:
-            passes.append((step.into, None))
+            passes.append((step.into, None, shape))
 
     def finish(y: np.ndarray) -> None:
-        flat = y.reshape(rows)
-        for function, operand in passes:
+        for function, operand, view in passes:
+            part = y.reshape(view)
             if operand is None:
-                function(flat, flat)
+                function(part, part)
             else:
-                function(flat, operand, out=flat)
+                function(part, operand, out=part)
 
     return finish
 
