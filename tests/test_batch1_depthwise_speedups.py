@@ -178,3 +178,24 @@ def test_clip_bounds_given_as_inputs_fuse_and_match():
     traced, _ = loaded.run_traced({"x": x})
     for _ in range(2):
         np.testing.assert_allclose(loaded.run({"x": x})["y"], traced["y"], rtol=1e-5, atol=1e-6)
+
+
+def test_half_precision_input_reuses_the_float32_runner():
+    from nn_core.ops.batch1 import batch1_kernel
+
+    rng = np.random.default_rng(17)
+    w = rng.standard_normal((24, 1, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(24).astype(np.float32)
+    node = _depthwise_node(24, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1))
+    lean = batch1_kernel(_kernel(node, [None, w, b], (1, 2)))
+    general = _kernel(node, [None, w, b], (1, 2))
+    x = rng.standard_normal((1, 24, 6, 9)).astype(np.float16)
+    first = lean.run(x, w, b)
+    (key, runner), = lean.fast.items()
+    assert key == (x.shape, np.dtype(np.float32))
+    second = lean.run(x, w, b)
+    assert lean.fast[key] is runner, "the second half-precision call takes the kept runner"
+    assert first.dtype == second.dtype == np.float16
+    np.testing.assert_array_equal(first, second)
+    np.testing.assert_allclose(first.astype(np.float32), general.run(x, w, b).astype(np.float32), rtol=2e-2,
+                               atol=2e-2)

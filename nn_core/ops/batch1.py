@@ -434,14 +434,20 @@ class RunnerConv(Conv):
 
     def run_activated(self, act: Activation | None, x, w, b=None):
         if act is self.act and self.static and x.dtype != np.float16:
+            key = (x.shape, x.dtype)
             with self.lock:
-                plan, matrix = self._entry(x, self.weight, self.bias)
-                make = getattr(plan, "runner", None)
-                if make is not None:
-                    fast = make(matrix, act) if self.pool is None else _pooled(make(matrix, None), self.pool, act)
-                    if len(self.fast) > 16:
-                        self.fast.clear()
-                    self.fast[(x.shape, x.dtype)] = fast
+                # (a float16 input comes here as float32 on every call, through Conv's widening)
+                fast = self.fast.get(key)
+                if fast is None:
+                    plan, matrix = self._entry(x, self.weight, self.bias)
+                    make = getattr(plan, "runner", None)
+                    if make is not None:
+                        fast = make(matrix, act) if self.pool is None else \
+                            _pooled(make(matrix, None), self.pool, act)
+                        if len(self.fast) > 16:
+                            self.fast.clear()
+                        self.fast[key] = fast
+                if fast is not None:
                     return fast(x)
         return super().run_activated(act, x, w, b)
 
