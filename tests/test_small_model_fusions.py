@@ -312,3 +312,27 @@ def test_dense_layers_take_in_a_following_tanh_or_sigmoid_bit_for_bit():
     conv = [helper.make_node("Conv", ["x", "k"], ["c"]), helper.make_node("Tanh", ["c"], ["y"])]
     model = nn_core.load_proto(make_model(conv, [tensor_info("x", [1, 3, 5, 5])], [tensor_info("y", None)], {"k": k}))
     assert model.plan_ops == ["Conv", "Tanh"]  # a convolution has no such epilogue
+
+
+def test_a_residual_sum_takes_in_its_relu():
+    rng = np.random.default_rng(20)
+    nodes = [helper.make_node("Neg", ["x"], ["n"]), helper.make_node("Add", ["x", "n2"], ["s"]),
+             helper.make_node("Relu", ["s"], ["y"]), helper.make_node("Mul", ["n", "n"], ["n2"])]
+    nodes = [nodes[0], nodes[3], nodes[1], nodes[2]]
+    model = nn_core.load_proto(make_model(nodes, [tensor_info("x", ["N", 3, 4])], [tensor_info("y", None)]))
+    assert model.plan_ops == ["Neg", "Mul", "Add+Relu"]
+    x = rng.standard_normal((2, 3, 4)).astype(np.float32)
+    x[0, 0, 0] = np.nan
+    first = model.run({"x": x})["y"]
+    kept = first.copy()
+    model.run({"x": -x})
+    np.testing.assert_array_equal(first, kept)
+    np.testing.assert_array_equal(first, model.run_traced({"x": x})[0]["y"])
+    add = model._fast_plan().steps[-1].kernel
+    with pytest.raises(nn_core.ModelError, match="fused activation"):
+        add.backward([x, x], [first], [first])
+    ints = add.run(np.array([[-3, 2]], np.int32), np.array([1], np.int32))
+    assert ints.dtype == np.int32 and ints.tolist() == [[0, 3]]
+    assert not _kernel(helper.make_node("Mul", ["a", "b"], ["y"])).fuse_activation("relu", {})
+    assert _kernel(helper.make_node("Add", ["a", "b"], ["y"])).has_gradient()
+    assert not _kernel(helper.make_node("Equal", ["a", "b"], ["y"])).has_gradient()

@@ -255,6 +255,8 @@ _BINARY_DERIVATIVES: dict[str, Callable[..., tuple[np.ndarray | None, np.ndarray
 
 def _binary_backward(self, inputs, outputs, grads):
     """The gradient rule of the binary arithmetic kernels: ``_BINARY_DERIVATIVES``, then broadcasting undone."""
+    if getattr(self, "relu", False):
+        raise self.fail("has a fused activation: differentiate the unfused graph (GradientPlan)")
     a, b = inputs
     aligned = self.aligned(a, b)
     da, db = _BINARY_DERIVATIVES[self.op_type](a, aligned, outputs[0], grads[0])
@@ -328,11 +330,25 @@ def _make_binary_kernel(op_type: str, compute: Callable[[np.ndarray, np.ndarray]
     class Binary(_Broadcasting):
         __doc__ = f"ONNX {op_type}, broadcasting."
         boolean = op_type in _BOOLEAN_RESULTS
+        # Add only: a following Relu absorbed (the fast plan's fuse_activations; a residual block's sum and its
+        # ReLU in one step), applied in place to the fresh float sum
+        relu = False
+
+        def fuse_activation(self, kind: str, params: dict[str, float]) -> bool:
+            if op_type != "Add" or kind != "relu" or self.relu:
+                return False
+            self.relu = True
+            return True
 
         def run(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
             if a.size * b.size > self.max_elements:
                 self.check(a, b)
-            return compute(a, b)
+            if not self.relu:
+                return compute(a, b)
+            y = compute(a, b)
+            if type(y) is np.ndarray and y.dtype.kind == "f":
+                return np.maximum(y, y.dtype.type(0), out=y)  # what the Relu kernel computes, in place
+            return np.maximum(y, np.zeros((), np.result_type(y)))
 
         backward = _binary_backward if op_type in _BINARY_DERIVATIVES else Op.backward
 
