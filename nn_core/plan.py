@@ -29,6 +29,7 @@ from .optimize import (
     fold_batchnorm,
     remove_identities,
 )
+from .transformer_fusion import fuse_transformer_steps
 
 _SOURCE_NAME = "<nn_core plan>"
 
@@ -263,6 +264,7 @@ class FastPlan:
                       absorbed(n)) for n in nodes]
         steps = fuse_biases(steps, consts, outputs)
         steps = fuse_activations(steps, consts, outputs)
+        steps = fuse_transformer_steps(steps, consts, outputs)
         steps = fuse_pools(steps, outputs)
         steps = fuse_normalizers(steps, outputs)
         steps = prefer_channels_last(steps)

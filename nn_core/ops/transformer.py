@@ -10,12 +10,40 @@ from __future__ import annotations
 import numpy as np
 from onnx import helper
 
+from .activations import softmax_last_axis_
 from .registry import NodeSpec, Op, register
 from .shape import finite_attr, int_attr, resolve_axis
 
 
 def _compute_dtype(x: np.ndarray):
     return np.float64 if x.dtype == np.float64 else np.float32
+
+
+def packed_qkv_attention(qkv: np.ndarray, picks: list[int], scale: tuple[bool, float] | None, merge: int
+                         ) -> np.ndarray:
+    """Attention heads from one packed projection ``qkv`` of shape (B, S, P, H, D), as a transformer exports
+    it: q, k and v are its slices ``picks`` along P (each (B, H, S, D) after the heads' transpose), the
+    scores ``q @ k^T`` divided by (``scale`` = (True, c)) or multiplied by ((False, c)) c, then a softmax over
+    the keys and the product with v. ``merge`` 0 returns the heads' outputs (B, H, S, D); 1 transposed to
+    (B, S, H, D); 2 reshaped to (B, S, H * D).
+
+    The slices and transposes are views (BLAS reads the strided rows), the scaling and softmax are in place on
+    the fresh scores, and merged outputs are written by the second product straight into the (B, S, H, D)
+    layout: a dozen graph nodes in about ten NumPy calls."""
+    q = qkv[:, :, picks[0]].transpose(0, 2, 1, 3)
+    keys_t = qkv[:, :, picks[1]].transpose(0, 2, 3, 1)
+    v = qkv[:, :, picks[2]].transpose(0, 2, 1, 3)
+    scores = np.matmul(q, keys_t)
+    if scale is not None:
+        divide, number = scale
+        (np.divide if divide else np.multiply)(scores, qkv.dtype.type(number), out=scores)
+    softmax_last_axis_(scores)
+    if not merge:
+        return np.matmul(scores, v)
+    batch, heads, tokens, depth = v.shape
+    out = np.empty((batch, tokens, heads, depth), qkv.dtype)
+    np.matmul(scores, v, out=out.transpose(0, 2, 1, 3))
+    return out if merge == 1 else out.reshape(batch, tokens, heads * depth)
 
 
 @register("RMSNormalization", 23)
