@@ -267,7 +267,7 @@ class FastPlan:
         steps = fuse_transformer_steps(steps, consts, outputs)
         steps = fuse_pools(steps, outputs)
         steps = fuse_normalizers(steps, outputs)
-        steps = prefer_channels_last(steps)
+        steps = prefer_channels_last(steps, graph)
         self.steps = drop_dead_steps(steps, outputs)
         self.input_names = [v.name for v in graph.inputs]
         self.output_names = [v.name for v in graph.outputs]

@@ -39,7 +39,9 @@ CONV_CASES = [((1, 16, 9, 11), (24, 16, 3, 3), {"pads": [1, 1, 1, 1]}),
               ((1, 1, 12, 12), (6, 1, 5, 5), {"pads": [2, 2, 2, 2]}),
               ((1, 6, 10, 10), (9, 2, 3, 3), {"group": 3, "pads": [1, 1, 1, 1]}),
               ((40, 8, 12, 12), (16, 8, 3, 3), {"pads": [1, 1, 1, 1]}),
-              ((40, 2, 12, 12), (4, 2, 3, 3), {"pads": [1, 1, 1, 1]})]
+              ((40, 2, 12, 12), (4, 2, 3, 3), {"pads": [1, 1, 1, 1]}),
+              ((1, 3, 64, 64), (8, 3, 7, 7), {"strides": [2, 2], "pads": [3, 3, 3, 3]}),  # a stem, blocked
+              ((1, 32, 40, 36), (16, 32, 3, 3), {"pads": [1, 1, 1, 1]})]  # columns in blocks of rows
 # MaxPool attributes after a convolution: padded, ceil_mode, dilated, side by side, unpadded
 POOLS = [{"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]},
          {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1},
@@ -49,9 +51,12 @@ POOLS = [{"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]},
 
 
 @pytest.mark.parametrize("case", range(len(CONV_CASES)))
-def test_channels_last_conv_equals_the_nchw_kernel(case):
-    """Same values as the NCHW plans (fused activation, fused pooling of every kind, bias or not), over
-    channels-last storage; twice, so the per-shape runner made on the first call is what the second runs."""
+def test_channels_last_conv_equals_the_nchw_kernel(case, monkeypatch):
+    """Same values as the NCHW plans with the whole image's columns at once (fused activation, fused pooling of
+    every kind, bias or not), over channels-last storage; twice, so the per-shape runner made on the first call
+    is what the second runs."""
+    from nn_core.ops import conv
+
     x_shape, w_shape, attrs = CONV_CASES[case]
     rng = np.random.default_rng(case)
     x = rng.standard_normal(x_shape).astype(np.float32)
@@ -74,11 +79,13 @@ def test_channels_last_conv_equals_the_nchw_kernel(case):
                     kernels.append(kernel)
                 args = (x, w, b) if with_bias else (x, w)
                 for image in (x, x - 0.5):
-                    want = kernels[0].run(image, *args[1:])
+                    with monkeypatch.context() as unblocked:
+                        unblocked.setattr(conv, "BLOCK_BYTES", 1 << 40)
+                        want = kernels[0].run(image, *args[1:])
                     for _ in range(2):
                         got = kernels[1].run(image, *args[1:])
                         where = (case, with_bias, pool_attrs, act)
-                        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=str(where))
+                        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4, err_msg=str(where))
                         assert pool_attrs is not None or _is_channels_last(got), where
 
 
@@ -104,7 +111,7 @@ def test_channels_last_poolings_equal_the_pooling_operators(op, pool_attrs):
         assert got.shape == want.shape
 
 
-def _residual_net(rng: np.random.Generator):
+def _residual_net(rng: np.random.Generator, size: int):
     """A small ImageNet-style stem and blocks: 7x7/2 conv (3 channels, NCHW columns) + BN + ReLU + padded
     MaxPool, a bottleneck with a strided 1x1 shortcut and an Add + ReLU, a fire module (Concat of a 1x1 and a
     3x3 conv), a padded AveragePool and a ceil-mode MaxPool, then global pooling and a dense layer."""
@@ -139,14 +146,14 @@ def _residual_net(rng: np.random.Generator):
         helper.make_node("Flatten", ["g"], ["f"]),
         helper.make_node("Gemm", ["f", "wd", "bd"], ["y"], transB=1),
     ]
-    return make_model(nodes, [tensor_info("x", [1, 3, 45, 45])], [tensor_info("y", None)], inits)
+    return make_model(nodes, [tensor_info("x", [1, 3, size, size])], [tensor_info("y", None)], inits)
 
 
 def test_residual_net_runs_channels_last_and_matches_onnxruntime_and_the_traced_graph():
     rng = np.random.default_rng(3)
-    model = _residual_net(rng)
+    model = _residual_net(rng, 97)
     loaded = nn_core.load_proto(model)
-    x = rng.standard_normal((1, 3, 45, 45)).astype(np.float32)
+    x = rng.standard_normal((1, 3, 97, 97)).astype(np.float32)
     want = ort_run(model, {"x": x})[0]
     for _ in range(2):
         np.testing.assert_allclose(loaded.run({"x": x})["y"], want, rtol=1e-4, atol=1e-4)
@@ -164,3 +171,50 @@ def test_residual_net_runs_channels_last_and_matches_onnxruntime_and_the_traced_
         values.update(zip(step.outputs, outs))
         if step.node.op_type in ("Conv", "Add", "Concat", "MaxPool", "AveragePool") and outs[0].shape[2] > 1:
             assert _is_channels_last(outs[0]), step.label
+
+
+def test_large_image_goes_through_the_channels_last_plan_in_blocks_of_rows():
+    from nn_core.ops.conv import _ChannelsLastPlan
+
+    x_shape, w_shape, attrs = CONV_CASES[-1]
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    kernel = _kernel(helper.make_node("Conv", ["x", "w"], ["y"], **attrs), [x, w], (1,))
+    kernel.prefer_channels_last()
+    kernel.run(x, w)
+    plan, _ = next(iter(kernel.plans.values()))
+    assert type(plan) is _ChannelsLastPlan and 1 < plan.block_rows < plan.out_sizes[0]
+    assert plan.out_sizes[0] % plan.block_rows  # a last, shorter block
+
+
+def test_large_stem_of_few_channels_takes_channels_last_columns_in_blocks():
+    from nn_core.ops.conv import _ChannelsLastPlan, _Im2colPlan
+
+    x_shape, w_shape, attrs = CONV_CASES[-2]
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    kinds = []
+    for channels_last in (False, True):
+        kernel = _kernel(helper.make_node("Conv", ["x", "w"], ["y"], **attrs), [x, w], (1,))
+        if channels_last:
+            kernel.prefer_channels_last()
+        kernel.run(x, w)
+        kinds.append(type(next(iter(kernel.plans.values()))[0]))
+    assert kinds == [_Im2colPlan, _ChannelsLastPlan]
+
+
+def test_models_of_small_images_keep_nchw_kernels():
+    """Below LARGE_IMAGE pixels (the digit models) the fast plan keeps NCHW outputs and the pooling operators."""
+    from nn_core.ops.conv import Conv
+    from nn_core.ops.pool import AveragePool, MaxPool
+
+    rng = np.random.default_rng(4)
+    model = _residual_net(rng, 45)
+    loaded = nn_core.load_proto(model)
+    x = rng.standard_normal((1, 3, 45, 45)).astype(np.float32)
+    np.testing.assert_allclose(loaded.run({"x": x})["y"], ort_run(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
+    steps = loaded._fast_plan().steps
+    assert not any(isinstance(s.kernel, Conv) and s.kernel.channels_last for s in steps)
+    assert {type(s.kernel) for s in steps if s.node.op_type in ("MaxPool", "AveragePool")} == {MaxPool, AveragePool}

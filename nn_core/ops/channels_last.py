@@ -10,7 +10,9 @@ their operands' layout by themselves (NumPy allocates results in the input's ord
 The pooling operators pad through an NCHW buffer, which for a channels-last input is a transposing copy and an
 NCHW result (and an Add of an NCHW and a channels-last array is many times slower than of two alike): their
 channels-last inputs go through conv.py's _ChannelsLastPool here, separable passes that never read the padding.
-The traced and gradient plans keep the registry's kernels and NCHW outputs.
+The traced and gradient plans keep the registry's kernels and NCHW outputs. So do models of small images (the
+digit models: their batch-1 kernels are tuned for NCHW arrays of a few thousand values, some of them through BLAS
+calls that a strided operand would send to NumPy's slow loops).
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ import numpy as np
 
 from .conv import Conv, _ChannelsLastPool
 from .pool import AveragePool, MaxPool
+
+# the rewrite is for models whose image input has at least this many pixels (ImageNet's 224x224, not MNIST's 28x28
+# or CIFAR's 32x32); an input of unknown size is left alone
+LARGE_IMAGE = 96 * 96
 
 
 def _channels_last(x: np.ndarray) -> bool:
@@ -89,9 +95,22 @@ class ChannelsLastAveragePool(AveragePool):
         return y
 
 
-def prefer_channels_last(steps: list[Any]) -> list[Any]:
-    """The fast plan's steps with every convolution handing out channels-last outputs and the poolings taking
-    channels-last inputs without a padded NCHW copy (kernels built afresh from the same node: the same checks)."""
+def _large_images(graph: Any) -> bool:
+    """Whether some input of ``graph`` is a batch of images (rank 4, or 5 for volumes) of LARGE_IMAGE pixels."""
+    for value in graph.inputs:
+        shape = value.shape
+        if shape and len(shape) in (4, 5) and all(isinstance(n, int) for n in shape[2:]) \
+                and int(np.prod(shape[2:])) >= LARGE_IMAGE:
+            return True
+    return False
+
+
+def prefer_channels_last(steps: list[Any], graph: Any) -> list[Any]:
+    """The fast plan's steps of a model of large images (``graph``'s inputs) with every convolution handing out
+    channels-last outputs and the poolings taking channels-last inputs without a padded NCHW copy (kernels built
+    afresh from the same node: the same checks)."""
+    if not _large_images(graph):
+        return steps
     for step in steps:
         kernel = step.kernel
         if isinstance(kernel, Conv):
