@@ -1041,22 +1041,31 @@ class QLinearLookup(Op):
             self._check_table(table)
         for x in codes:
             self._check_codes(x)
+        # indices as 16-bit integers where they fit (np.take widens them as it reads, one pass fewer than
+        # widening first); every index is in range, so "wrap" never wraps and spares the bounds check
         if self.binary:
-            a, b = codes
-            check_broadcast(self, np.intp, a, b)
-            index = np.left_shift(_byte_index(a), 8, dtype=np.intp)
-            return np.take(table, np.bitwise_or(index, _byte_index(b), dtype=np.intp))
-        x = codes[0]
+            a, b = _byte_index(codes[0]), _byte_index(codes[1])
+            if a.shape != b.shape:
+                check_broadcast(self, np.uint16, a, b)
+                return np.take(table, np.bitwise_or(np.left_shift(a, 8, dtype=np.uint16), b), mode="wrap")
+            index = a.astype(np.uint16)
+            index <<= 8
+            index |= b
+            return np.take(table, index, mode="wrap")
+        x = _byte_index(codes[0])
         if table.ndim == 1:
-            return np.take(table, _byte_index(x))
+            return np.take(table, x, mode="wrap")
         channels = table.shape[0]
         if x.ndim < 2 or x.shape[1] != channels:
             raise self.fail(f"input of shape {list(x.shape)} does not have the table's {channels} channels on axis 1")
         offsets = self.offsets.get(x.ndim)
         if offsets is None or offsets.size != channels:
-            offsets = self.offsets[x.ndim] = (np.arange(channels, dtype=np.intp) * 256).reshape(
+            wide = np.uint16 if channels <= 256 else np.intp
+            offsets = self.offsets[x.ndim] = (np.arange(channels, dtype=wide) * wide(256)).reshape(
                 (channels,) + (1,) * (x.ndim - 2))
-        return np.take(table.reshape(-1), np.add(_byte_index(x), offsets, dtype=np.intp))
+        index = x.astype(offsets.dtype)
+        index += offsets
+        return np.take(table.reshape(-1), index, mode="wrap")
 
 
 def fuse_dynamic_matmuls(nodes: list, constants: dict[str, np.ndarray], graph_outputs: set[str], make_node,
