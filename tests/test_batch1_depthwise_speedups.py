@@ -199,3 +199,17 @@ def test_half_precision_input_reuses_the_float32_runner():
     np.testing.assert_array_equal(first, second)
     np.testing.assert_allclose(first.astype(np.float32), general.run(x, w, b).astype(np.float32), rtol=2e-2,
                                atol=2e-2)
+
+
+def test_shared_bounds_keep_the_sign_of_a_zero_bound():
+    from nn_core.ops.batch1 import finisher
+    from nn_core.ops.conv import make_activation
+
+    y = np.array([-1.0, -0.0, 0.0, 2.0], np.float32)
+    for low in (0.0, -0.0):
+        act = make_activation("clip", {"min": low})
+        want = y.copy()
+        act(want)
+        got = y.copy()
+        finisher(y.shape, y.dtype, None, act)(got)
+        assert got.tobytes() == want.tobytes(), low

@@ -60,12 +60,12 @@ EPILOGUE_RUN = 8192
 # constant operands (ReLU's zeros, Clip's bounds) are laid out over outputs of up to this many elements and shared
 # by every layer: one buffer per value, which stays in cache as each layer reads it, instead of one per layer
 SHARED_CONSTANT_ELEMENTS = 1 << 18
-_constants: dict[tuple[str, float], np.ndarray] = {}
+_constants: dict[tuple[str, bytes], np.ndarray] = {}
 
 
 def _constant(value: float, dtype: np.dtype, size: int) -> np.ndarray:
     """A read-only run of ``size`` elements equal to ``value``, shared (grown when a longer one is asked)."""
-    key = (dtype.str, value)
+    key = (dtype.str, np.array(value, dtype).tobytes())  # by bits: -0.0 is not 0.0's run, a NaN finds its own
     run = _constants.get(key)
     if run is None or run.size < size:
         run = np.full(size, value, dtype)
