@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .ops.activations import ErfGelu
+from .ops.norm import layer_norm_rows, row_averager
 from .ops.transformer import packed_qkv_attention
 
 
@@ -86,16 +87,21 @@ class _Graph:
 
 
 class FusedChain:
-    """A chain of steps run as one: ``fast(*inputs)`` computes its output, or returns None when the inputs are
-    not what it was prepared for; then the chain's own kernels run, in order, on their own inputs."""
+    """A chain of steps run as one: ``fast(*inputs)`` computes its outputs, or returns None when the inputs are
+    not what it was prepared for; then the chain's own kernels run, in order, on their own inputs.
 
-    def __init__(self, members: list[_Step], inputs: list[str], constants: dict[str, np.ndarray],
-                 fast: Callable[..., np.ndarray | None]):
+    The fused step goes in the place of ``members[place]`` and the plan drops the members in ``removed``."""
+
+    def __init__(self, members: list[_Step], inputs: list[str], outputs: list[str],
+                 constants: dict[str, np.ndarray], fast: Callable[..., Any], place: int = -1,
+                 removed: list[_Step] | None = None):
         self.members = members
         self.inputs = inputs
-        self.output = members[-1].outputs[0]
+        self.outputs = outputs
         self.constants = {n: constants[n] for m in members for n in m.inputs if n and n in constants}
         self.fast = fast
+        self.place = members[place]
+        self.removed = members if removed is None else removed
 
     def run(self, *inputs: np.ndarray) -> Any:
         result = self.fast(*inputs)
@@ -106,14 +112,19 @@ class FusedChain:
         values.update(zip(self.inputs, inputs))
         for member in self.members:
             values[member.outputs[0]] = member.kernel.run(*[values[n] if n else None for n in member.inputs])
-        return values[self.output]
+        if len(self.outputs) == 1:
+            return values[self.outputs[0]]
+        return tuple(values[name] for name in self.outputs)
 
 
-def _fused_step(members: list[_Step], inputs: list[str], graph: _Graph, fast: Callable) -> _Step:
-    """One step in place of ``members`` (in plan order): named after the first, labelled with all of them."""
+def _fused_step(members: list[_Step], inputs: list[str], graph: _Graph, fast: Callable, outputs: list[str] | None
+                = None, place: int = -1, removed: list[_Step] | None = None) -> _Step:
+    """One step for ``members`` (sorted here into plan order), named after the first, labelled with all of them;
+    its output is the last member's unless ``outputs`` says otherwise."""
     ordered = sorted(members, key=lambda m: graph.order[id(m)])
-    kernel = FusedChain(ordered, inputs, graph.constants, fast)
-    return replace(ordered[0], kernel=kernel, inputs=list(inputs), outputs=[ordered[-1].outputs[0]],
+    outputs = [ordered[-1].outputs[0]] if outputs is None else outputs
+    kernel = FusedChain(ordered, inputs, outputs, graph.constants, fast, place, removed)
+    return replace(ordered[0], kernel=kernel, inputs=list(inputs), outputs=list(outputs),
                    fused=tuple(m.node.op_type for m in ordered[1:]))
 
 
@@ -291,32 +302,137 @@ def _match_flatten(reshape: _Step, graph: _Graph) -> _Step | None:
             return None  # (an empty tensor: -1 could not be inferred, which the chain reports its own way)
         return value.reshape(*value.shape[:keep], -1)
 
-    return _fused_step([shape, head, concat, reshape], [x], graph, fast)
+    # the shape nodes stay: their values may have other readers (else the dead-step pass drops them)
+    return _fused_step([shape, head, concat, reshape], [x], graph, fast, removed=[reshape])
 
 
-_MATCHERS = {"Erf": _match_gelu, "Softmax": _match_attention, "Reshape": _match_flatten}
+# ----------------------------------------------------------------------------------------------------------------
+# LayerNormalization over the last axis, with the residual Add before it and a mean over the tokens after it:
+#   [s = Add(a, b) ->] LayerNormalization(s, scale, bias) [-> ReduceMean over axis 1 of (B, S, E)]
+# The Add's sum stays an output of the step when something else reads it (the next residual connection).
+
+
+def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
+    if not graph.plain(norm, "LayerNormalization") or len(norm.inputs) not in (2, 3) \
+            or getattr(norm.kernel, "axis", None) != -1:
+        return None
+    scale = graph.const(norm.inputs[1])
+    bias = graph.const(norm.inputs[2]) if len(norm.inputs) == 3 and norm.inputs[2] else None
+    if scale is None or scale.dtype != np.float32 or scale.ndim != 1 or not scale.size \
+            or (len(norm.inputs) == 3 and norm.inputs[2] and (bias is None or bias.shape != scale.shape
+                                                            or bias.dtype != np.float32)):
+        return None
+    width = scale.shape[0]
+    epsilon = float(norm.kernel.epsilon)
+    averager = row_averager(width, np.dtype(np.float32))
+    members, x = [norm], norm.inputs[0]
+    add = graph.made_by(x, "Add", 2)
+    operands: list[str | None] = []  # the Add's operands: names of inputs, None for the constant one
+    if add is not None and x not in graph.constants:
+        operands = [None if n in graph.constants else n for n in add.inputs]
+        if all(n is None for n in operands) or operands[0] == operands[1]:
+            operands = []
+    if operands:
+        members.insert(0, add)
+        constant = next((graph.constants[n] for n in add.inputs if n in graph.constants), None)
+        if constant is not None and constant.dtype != np.float32:
+            return None
+        inputs = [n for n in operands if n is not None]
+    else:
+        inputs = [x]
+    mean, keepdims = norm, False
+    user = graph.only_reader(norm)
+    if graph.plain(user, "ReduceMean") and getattr(user.kernel, "static_axes", None) in ([1], [-2]):
+        mean, keepdims = user, bool(user.kernel.keepdims)
+        members.append(user)
+    outputs = [mean.outputs[0]]
+    if operands and (len(graph.readers.get(x, [])) > 1 or x in graph.graph_outputs):
+        outputs.insert(0, x)  # the sum, for its other readers
+    total = _residual_sum(operands, constant if operands else None, width)
+    tokens: dict[int, np.ndarray] = {}  # token count -> the (1, S) row of 1/S whose product is the tokens' mean
+    both = len(outputs) == 2
+
+    def fast(*values: np.ndarray) -> Any:
+        x = total(*values)
+        if x is None or (mean is not norm and (x.ndim != 3 or not x.shape[1])):
+            return None
+        y = layer_norm_rows(x, averager, epsilon, scale, bias)
+        if mean is not norm:
+            row = tokens.get(x.shape[1])
+            if row is None:
+                if len(tokens) > 16:
+                    tokens.clear()
+                row = tokens[x.shape[1]] = np.full((1, x.shape[1]), 1.0 / x.shape[1], np.float32)
+            y = np.matmul(row, y)
+            if not keepdims:
+                y = y.reshape(y.shape[0], width)
+        return (x, y) if both else y
+
+    return _fused_step(members, inputs, graph, fast, outputs, place=0)
+
+
+def _residual_sum(operands: list[str | None], constant: np.ndarray | None, width: int
+                  ) -> Callable[..., np.ndarray | None]:
+    """The function of the fused step's inputs that gives the float32 input of the normalisation whose last axis
+    has ``width`` values, or None: the Add of ``operands`` (None for the constant one) when there are any, else
+    the input itself. A sum must have the shape of each variable operand (no broadcasting that grows one, which
+    the Add kernel checks against the limits); other shapes and types go to the chain."""
+    if not operands:
+        def single(x: np.ndarray) -> np.ndarray | None:
+            ok = type(x) is np.ndarray and x.dtype == np.float32 and x.shape[-1:] == (width,)
+            return x if ok else None
+
+        return single
+    if constant is None:
+        def pair(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+            ok = type(a) is np.ndarray and type(b) is np.ndarray and a.dtype == np.float32 \
+                and b.dtype == np.float32 and a.shape == b.shape and a.shape[-1:] == (width,)
+            return np.add(a, b) if ok else None
+
+        return pair
+    constant_first = operands[0] is None
+    grows: dict[tuple[int, ...], bool] = {}  # the variable's shape -> whether adding the constant changes it
+
+    def with_constant(x: np.ndarray) -> np.ndarray | None:
+        if type(x) is not np.ndarray or x.dtype != np.float32 or x.shape[-1:] != (width,):
+            return None
+        changes = grows.get(x.shape)
+        if changes is None:
+            try:
+                changes = np.broadcast_shapes(x.shape, constant.shape) != x.shape
+            except ValueError:
+                changes = True
+            if len(grows) > 16:
+                grows.clear()
+            grows[x.shape] = changes
+        if changes:
+            return None
+        return np.add(constant, x) if constant_first else np.add(x, constant)
+
+    return with_constant
+
+
+_MATCHERS = {"Erf": _match_gelu, "Softmax": _match_attention, "Reshape": _match_flatten,
+             "LayerNormalization": _match_layer_norm}
 
 
 def fuse_transformer_steps(steps: list[Any], constants: dict[str, np.ndarray], graph_outputs: set[str]
                            ) -> list[Any]:
-    """Each matched chain of ``steps`` replaced by one step at the place of its last member (its inputs are
-    computed before its first member, its output read only after its last). Steps left without readers (a
-    flatten's shape nodes) are for the plan's dead-step pass."""
+    """Each matched chain of ``steps`` replaced by one step in the place its matcher chose (where its inputs are
+    computed and its outputs not yet read). Steps left without readers (a flatten's shape nodes) are for the
+    plan's dead-step pass."""
     graph = _Graph(steps, constants, graph_outputs)
-    replaced: dict[int, Any] = {}
+    placed: dict[int, Any] = {}
+    taken: set[int] = set()
     dropped: set[int] = set()
     for step in steps:
         matcher = _MATCHERS.get(step.node.op_type)
-        if matcher is None or id(step) in dropped:
+        if matcher is None or id(step) in taken:
             continue
         fused = matcher(step, graph)
-        if fused is None:
+        if fused is None or any(id(m) in taken for m in fused.kernel.members):
             continue
-        members = fused.kernel.members
-        if any(id(m) in dropped or id(m) in replaced for m in members):
-            continue
-        if matcher is _match_flatten:  # the shape nodes stay (their values may have other readers)
-            members = members[-1:]
-        replaced[id(members[-1])] = fused
-        dropped.update(id(m) for m in members[:-1])
-    return [replaced.get(id(s), s) for s in steps if id(s) not in dropped]
+        taken.update(id(m) for m in fused.kernel.members)
+        placed[id(fused.kernel.place)] = fused
+        dropped.update(id(m) for m in fused.kernel.removed if m is not fused.kernel.place)
+    return [placed.get(id(s), s) for s in steps if id(s) not in dropped]

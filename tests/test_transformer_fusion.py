@@ -216,6 +216,73 @@ def test_attention_falls_back_to_the_chain_on_other_sizes():
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# LayerNormalization with the residual Add before it and the mean over tokens after it
+
+
+def _norm_model(add="pair", mean=None, sum_read=True, bias=True, width=24, x_shape=(2, 7, 24), opset=17):
+    rng = np.random.default_rng(6)
+    consts = {"gamma": rng.standard_normal(width).astype(F32), "beta": rng.standard_normal(width).astype(F32),
+              "pos": rng.standard_normal((1,) + tuple(x_shape[1:])).astype(F32)}
+    inputs = [tensor_info("a", list(x_shape))]
+    nodes, normalized = [], "a"
+    if add == "pair":
+        inputs.append(tensor_info("b", list(x_shape)))
+        nodes.append(helper.make_node("Add", ["a", "b"], ["s"]))
+        normalized = "s"
+    elif add == "constant":
+        nodes.append(helper.make_node("Add", ["pos", "a"], ["s"]))
+        normalized = "s"
+    ln_inputs = [normalized, "gamma", "beta"] if bias else [normalized, "gamma"]
+    nodes.append(helper.make_node("LayerNormalization", ln_inputs, ["y"], axis=-1, epsilon=1e-5))
+    out = "y"
+    if mean is not None:
+        axes, keepdims = mean
+        nodes.append(helper.make_node("ReduceMean", ["y"], ["m"], axes=axes, keepdims=keepdims))
+        out = "m"
+    outputs = [tensor_info(out, None)]
+    if sum_read and add:  # the next residual connection reads the sum
+        nodes.append(helper.make_node("Add", [normalized, out if mean is None else normalized], ["r"]))
+        outputs.append(tensor_info("r", None))
+    return make_model(nodes, inputs, outputs, consts, opset=opset)
+
+
+@pytest.mark.parametrize("case", [{}, {"add": "constant"}, {"add": None}, {"sum_read": False},
+                                  {"mean": ([1], 0), "sum_read": False}, {"mean": ([-2], 1)}, {"bias": False},
+                                  {"x_shape": (5, 24), "add": "constant"}])
+def test_residual_add_and_layer_norm_are_one_step_equal_to_the_unfused_graph(case):
+    model = _norm_model(**case)
+    x_shape = case.get("x_shape", (2, 7, 24))
+    rng = np.random.default_rng(7)
+    feeds = {i.name: (rng.standard_normal(x_shape) * 3 + 1).astype(F32) for i in model.graph.input}
+    loaded = nn_core.load_proto(model)
+    fast, unfused = loaded.run(feeds), loaded.run_traced(feeds)[0]
+    want = dict(zip([o.name for o in model.graph.output], ort_run(model, feeds)))
+    assert any("LayerNormalization" in op and "+" in op for op in loaded.plan_ops) or case.get("add", 1) is None
+    assert len([op for op in loaded.plan_ops if "LayerNormalization" in op]) == 1
+    for name, value in fast.items():
+        _close(value, unfused[name])
+        _close(value, want[name])
+
+
+def test_layer_norm_step_falls_back_to_the_chain_on_other_inputs():
+    model = _norm_model(x_shape=("N", 7, 24))
+    loaded = nn_core.load_proto(model)
+    (step,) = [s for s in loaded._fast_plan().steps if "LayerNormalization" in s.label]
+    rng = np.random.default_rng(8)
+    a = rng.standard_normal((2, 7, 24)).astype(F32)
+    for b in (rng.standard_normal((1, 7, 24)).astype(F32), a.astype(np.float64)):  # broadcast, another type
+        for got, want in zip(step.kernel.run(a, b), step.kernel.chain(a, b)):
+            np.testing.assert_array_equal(got, want)
+    with pytest.raises(ModelError):  # widths the scale does not fit: the chain's kernels say so
+        loaded.run({"a": a[..., :20], "b": a[..., :20]})
+
+
+def test_reduce_mean_over_other_axes_stays_a_step_of_its_own():
+    loaded = nn_core.load_proto(_norm_model(mean=([2], 0), sum_read=False))
+    assert "ReduceMean" in loaded.plan_ops
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # flatten
 
 

@@ -509,14 +509,12 @@ _ONES: dict[tuple[int, np.dtype], np.ndarray] = {}
 
 
 def softmax_last_axis_(x: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis of a float32/float64 ``x``, in place (``x`` is returned): what the Softmax
+    """Softmax over the last axis of a non-empty float32/float64 ``x``, in place (``x`` is returned): what the Softmax
     kernel computes, within rounding, with the row sums as one matrix product by a column of ones -- on
     attention scores, many rows of a few values, np.add.reduce runs row by row at several times the cost."""
-    if _exp_is_safe(x):
-        np.exp(x, out=x)
-    else:
-        x -= _trailing_max(x, x.ndim - 1)
-        np.exp(x, out=x)
+    if not (np.maximum.reduce(x, axis=None) <= _EXP_SAFE and np.minimum.reduce(x, axis=None) >= -_EXP_SAFE):
+        x -= _trailing_max(x, x.ndim - 1)  # (as _exp_is_safe: NaN and infinities take this path too)
+    np.exp(x, out=x)
     key = (x.shape[-1], x.dtype)
     ones = _ONES.get(key)
     if ones is None:

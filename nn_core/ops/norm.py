@@ -257,6 +257,32 @@ class InstanceNormalization(Op):
                 g.sum(axis=outer).reshape(b.shape).astype(b.dtype)]
 
 
+def row_averager(count: int, dtype: np.dtype) -> np.ndarray:
+    """The (count, 1) column of 1/count whose product with (rows, count) is the rows' means."""
+    return np.full((count, 1), 1.0 / count, dtype)
+
+
+def layer_norm_rows(x: np.ndarray, averager: np.ndarray, epsilon: float, scale: np.ndarray,
+                    b: np.ndarray | None) -> np.ndarray:
+    """LayerNormalization of float ``x`` over its trailing axes of ``averager.shape[0]`` values, with ``scale`` and
+    ``b`` broadcasting into x's shape, in nine NumPy calls: x is (rows, count), so both row means (of x, then of
+    the squared deviations) are one matrix-vector product by ``averager`` (row_averager) each -- np.add.reduce over
+    many short rows runs row by row and costs twice as much on a transformer's (tokens, width) -- and the
+    division by the standard deviation, the scale and the bias are applied in place. The sums are BLAS's, equal
+    to ``_normalize``'s within float rounding."""
+    rows = x.reshape(-1, averager.shape[0])
+    centered = rows - np.matmul(rows, averager)
+    deviation = np.matmul(np.square(centered), averager)
+    deviation += epsilon
+    np.sqrt(deviation, out=deviation)
+    centered /= deviation
+    centered = centered.reshape(x.shape)
+    centered *= scale
+    if b is not None:
+        centered += b
+    return centered
+
+
 @register("LayerNormalization", 17)
 class LayerNormalization(Op):
     def __init__(self, node: NodeSpec):
@@ -310,28 +336,13 @@ class LayerNormalization(Op):
 
     def _run_lean(self, x: np.ndarray, scale: np.ndarray, b: np.ndarray | None, axes: tuple, count: int
                   ) -> np.ndarray:
-        """``_normalize`` then scale and bias with fewer NumPy calls: the normalised axes are trailing, so the
-        input is (rows, count) and both row means (of x, then of the squared deviations) are one matrix-vector
-        product by a column of 1/count each -- np.add.reduce over many short rows runs row by row and costs
-        twice as much on a transformer's (tokens, width) -- and the division by the standard deviation, the
-        scale and the bias are applied in place. The sums are BLAS's, equal to the general path within float
-        rounding."""
+        """``_normalize`` then scale and bias in few NumPy calls (layer_norm_rows), the averager kept per size."""
         averager = self.averagers.get((count, x.dtype))
         if averager is None:
             if len(self.averagers) > 16:
                 self.averagers.clear()
-            averager = self.averagers[(count, x.dtype)] = np.full((count, 1), 1.0 / count, x.dtype)
-        rows = x.reshape(-1, count)
-        centered = rows - np.matmul(rows, averager)
-        deviation = np.matmul(np.square(centered), averager)
-        deviation += self.epsilon
-        np.sqrt(deviation, out=deviation)
-        centered /= deviation
-        centered = centered.reshape(x.shape)
-        centered *= scale
-        if b is not None:
-            centered += b
-        return centered
+            averager = self.averagers[(count, x.dtype)] = row_averager(count, x.dtype)
+        return layer_norm_rows(x, averager, self.epsilon, scale, b)
 
     def backward(self, inputs, outputs, grads):
         x, scale = inputs[0], inputs[1]
