@@ -332,12 +332,18 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
         operands = [None if n in graph.constants else n for n in add.inputs]
         if all(n is None for n in operands) or operands[0] == operands[1]:
             operands = []
+    perm = None  # a Transpose before the Add (of a constant: the patch embedding's tokens plus positions)
     if operands:
         members.insert(0, add)
         constant = next((graph.constants[n] for n in add.inputs if n in graph.constants), None)
         if constant is not None and constant.dtype != np.float32:
             return None
         inputs = [n for n in operands if n is not None]
+        turned = graph.made_by(inputs[0], "Transpose", 1) if constant is not None else None
+        order = None if turned is None else _perm(turned)
+        if order is not None and sorted(order) == list(range(len(order))) and graph.only_reader(turned) is add:
+            members.insert(0, turned)
+            perm, inputs = tuple(order), [turned.inputs[0]]
     else:
         inputs = [x]
     mean, keepdims = norm, False
@@ -348,7 +354,7 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
     outputs = [mean.outputs[0]]
     if operands and (len(graph.readers.get(x, [])) > 1 or x in graph.graph_outputs):
         outputs.insert(0, x)  # the sum, for its other readers
-    total = _residual_sum(operands, constant if operands else None, width)
+    total = _residual_sum(operands, constant if operands else None, width, perm)
     tokens: dict[int, np.ndarray] = {}  # token count -> the (1, S) row of 1/S whose product is the tokens' mean
     both = len(outputs) == 2
 
@@ -371,12 +377,13 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
     return _fused_step(members, inputs, graph, fast, outputs, place=0)
 
 
-def _residual_sum(operands: list[str | None], constant: np.ndarray | None, width: int
-                  ) -> Callable[..., np.ndarray | None]:
+def _residual_sum(operands: list[str | None], constant: np.ndarray | None, width: int,
+                  perm: tuple[int, ...] | None = None) -> Callable[..., np.ndarray | None]:
     """The function of the fused step's inputs that gives the float32 input of the normalisation whose last axis
     has ``width`` values, or None: the Add of ``operands`` (None for the constant one) when there are any, else
-    the input itself. A sum must have the shape of each variable operand (no broadcasting that grows one, which
-    the Add kernel checks against the limits); other shapes and types go to the chain."""
+    the input itself; with ``perm``, the variable operand of an Add of a constant is that transpose of the input.
+    A sum must have the shape of each variable operand (no broadcasting that grows one, which the Add kernel
+    checks against the limits); other shapes and types go to the chain."""
     if not operands:
         def single(x: np.ndarray) -> np.ndarray | None:
             ok = type(x) is np.ndarray and x.dtype == np.float32 and x.shape[-1:] == (width,)
@@ -394,7 +401,13 @@ def _residual_sum(operands: list[str | None], constant: np.ndarray | None, width
     grows: dict[tuple[int, ...], bool] = {}  # the variable's shape -> whether adding the constant changes it
 
     def with_constant(x: np.ndarray) -> np.ndarray | None:
-        if type(x) is not np.ndarray or x.dtype != np.float32 or x.shape[-1:] != (width,):
+        if type(x) is not np.ndarray or x.dtype != np.float32:
+            return None
+        if perm is not None:
+            if x.ndim != len(perm):
+                return None
+            x = x.transpose(perm)
+        if x.shape[-1:] != (width,):
             return None
         changes = grows.get(x.shape)
         if changes is None:
@@ -407,7 +420,8 @@ def _residual_sum(operands: list[str | None], constant: np.ndarray | None, width
             grows[x.shape] = changes
         if changes:
             return None
-        return np.add(constant, x) if constant_first else np.add(x, constant)
+        # (in C order: a transposed operand would otherwise give its own layout, which the rows view would copy)
+        return np.add(constant, x, order="C") if constant_first else np.add(x, constant, order="C")
 
     return with_constant
 

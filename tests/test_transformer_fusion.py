@@ -229,8 +229,11 @@ def _norm_model(add="pair", mean=None, sum_read=True, bias=True, width=24, x_sha
         inputs.append(tensor_info("b", list(x_shape)))
         nodes.append(helper.make_node("Add", ["a", "b"], ["s"]))
         normalized = "s"
-    elif add == "constant":
-        nodes.append(helper.make_node("Add", ["pos", "a"], ["s"]))
+    elif add in ("constant", "transposed"):
+        if add == "transposed":  # a patch embedding's (B, E, S) -> (B, S, E), then the positions
+            inputs = [tensor_info("a", [x_shape[0], x_shape[2], x_shape[1]])]
+            nodes.append(helper.make_node("Transpose", ["a"], ["at"], perm=[0, 2, 1]))
+        nodes.append(helper.make_node("Add", ["pos", "a" if add == "constant" else "at"], ["s"]))
         normalized = "s"
     ln_inputs = [normalized, "gamma", "beta"] if bias else [normalized, "gamma"]
     nodes.append(helper.make_node("LayerNormalization", ln_inputs, ["y"], axis=-1, epsilon=1e-5))
@@ -246,19 +249,20 @@ def _norm_model(add="pair", mean=None, sum_read=True, bias=True, width=24, x_sha
     return make_model(nodes, inputs, outputs, consts, opset=opset)
 
 
-@pytest.mark.parametrize("case", [{}, {"add": "constant"}, {"add": None}, {"sum_read": False},
+@pytest.mark.parametrize("case", [{}, {"add": "constant"}, {"add": "transposed"}, {"add": None}, {"sum_read": False},
                                   {"mean": ([1], 0), "sum_read": False}, {"mean": ([-2], 1)}, {"bias": False},
                                   {"x_shape": (5, 24), "add": "constant"}])
 def test_residual_add_and_layer_norm_are_one_step_equal_to_the_unfused_graph(case):
     model = _norm_model(**case)
-    x_shape = case.get("x_shape", (2, 7, 24))
     rng = np.random.default_rng(7)
-    feeds = {i.name: (rng.standard_normal(x_shape) * 3 + 1).astype(F32) for i in model.graph.input}
+    feeds = {i.name: (rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]) * 3 + 1).astype(F32)
+             for i in model.graph.input}
     loaded = nn_core.load_proto(model)
     fast, unfused = loaded.run(feeds), loaded.run_traced(feeds)[0]
     want = dict(zip([o.name for o in model.graph.output], ort_run(model, feeds)))
     assert any("LayerNormalization" in op and "+" in op for op in loaded.plan_ops) or case.get("add", 1) is None
     assert len([op for op in loaded.plan_ops if "LayerNormalization" in op]) == 1
+    assert case.get("add") != "transposed" or loaded.plan_ops[0] == "Transpose+Add+LayerNormalization"
     for name, value in fast.items():
         _close(value, unfused[name])
         _close(value, want[name])
