@@ -40,8 +40,10 @@ CONV_CASES = [((1, 16, 9, 11), (24, 16, 3, 3), {"pads": [1, 1, 1, 1]}),
               ((1, 6, 10, 10), (9, 2, 3, 3), {"group": 3, "pads": [1, 1, 1, 1]}),
               ((40, 8, 12, 12), (16, 8, 3, 3), {"pads": [1, 1, 1, 1]}),
               ((40, 2, 12, 12), (4, 2, 3, 3), {"pads": [1, 1, 1, 1]}),
+              ((1, 64, 12, 10), (16, 64, 3, 3), {"pads": [1, 1, 1, 1]}),  # few outputs: kernel rows shifted
+              ((2, 32, 11, 13), (8, 32, 3, 2), {"strides": [1, 2], "dilations": [2, 1], "pads": [2, 1, 2, 0]}),
               ((1, 3, 64, 64), (8, 3, 7, 7), {"strides": [2, 2], "pads": [3, 3, 3, 3]}),  # a stem, blocked
-              ((1, 32, 40, 36), (16, 32, 3, 3), {"pads": [1, 1, 1, 1]})]  # columns in blocks of rows
+              ((1, 16, 46, 44), (32, 16, 3, 3), {"pads": [1, 1, 1, 1]})]  # columns in blocks of rows
 # MaxPool attributes after a convolution: padded, ceil_mode, dilated, side by side, unpadded
 POOLS = [{"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]},
          {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1},
@@ -171,6 +173,19 @@ def test_residual_net_runs_channels_last_and_matches_onnxruntime_and_the_traced_
         values.update(zip(step.outputs, outs))
         if step.node.op_type in ("Conv", "Add", "Concat", "MaxPool", "AveragePool") and outs[0].shape[2] > 1:
             assert _is_channels_last(outs[0]), step.label
+
+
+def test_few_output_channels_take_the_row_shift_plan():
+    from nn_core.ops.conv import _RowShiftPlan
+
+    for case in (-4, -3):
+        x_shape, w_shape, attrs = CONV_CASES[case]
+        x = np.zeros(x_shape, np.float32)
+        w = np.ones(w_shape, np.float32)
+        kernel = _kernel(helper.make_node("Conv", ["x", "w"], ["y"], **attrs), [x, w], (1,))
+        kernel.prefer_channels_last()
+        kernel.run(x, w)
+        assert type(next(iter(kernel.plans.values()))[0]) is _RowShiftPlan
 
 
 def test_large_image_goes_through_the_channels_last_plan_in_blocks_of_rows():
