@@ -509,24 +509,21 @@ class AveragePool(_Pool):
 
         The separable passes need no scratch when there is no padding: they then run straight from the input.
 
-        A window covering the whole input is one sum over the spatial axes, scaled. A small float 2-D pooling
-        is two matrix products, ``Ah @ x @ Aw.T``: row ``o`` of an axis's matrix holds, at the input positions
-        of window ``o``, 1 over that axis's share of the divisor (the divisor is the product of per-axis counts,
-        ``window_counts``), so padding and ceil_mode's overhang are columns that are simply absent and no
-        padded copy is made. Two BLAS calls instead of a copy into the scratch, kh + kw - 2 strided passes and
-        a divide (lenet_avgpool's 3x3/2 ceil_mode pooling of a (1, 4, 24, 24) image: ~10 -> ~3 us). The sums
-        run in another order: equal within rounding."""
+        A window covering the whole input is one product per plane with a column of 1 / divisor. A small float
+        2-D pooling is two matrix products, ``Ah @ x @ Aw.T``: row ``o`` of an axis's matrix holds, at the input
+        positions of window ``o``, 1 over that axis's share of the divisor (the divisor is the product of
+        per-axis counts, ``window_counts``), so padding and ceil_mode's overhang are columns that are simply
+        absent and no padded copy is made. Two BLAS calls instead of a copy into the scratch, kh + kw - 2
+        strided passes and a divide (lenet_avgpool's 3x3/2 ceil_mode pooling of a (1, 4, 24, 24) image: ~10 ->
+        ~3 us). The sums run in another order: equal within rounding."""
         if x.dtype not in _WIDE_FLOATS:
             return None
         if plan.whole() and isinstance(divisor, float):
-            axes, scale = tuple(range(2, x.ndim)), x.dtype.type(1.0 / divisor)
-
-            def pooled(x: np.ndarray) -> np.ndarray:
-                total = np.add.reduce(x, axis=axes, keepdims=True)
-                total *= scale
-                return total
-
-            return pooled
+            # each plane's mean as one BLAS product with a column of 1 / divisor (~0.3 us; the reduction over
+            # the spatial axes and the scaling ~1.5 us at batch 1)
+            planes, size = x.shape[0] * x.shape[1], math.prod(x.shape[2:])
+            column, shape = np.full((size, 1), 1.0 / divisor, x.dtype), x.shape[:2] + (1,) * (x.ndim - 2)
+            return lambda x: x.reshape(planes, size).dot(column).reshape(shape)
         if x.ndim != 4 or x.size > MATRIX_POOL_ELEMENTS or max(plan.out) > MATRIX_POOL_OUT:
             if not plan.in_one_block(x):
                 return None
