@@ -405,27 +405,34 @@ class _Requantizer:
         return acc.astype(self.dtype)
 
 
-# memory-order axis permutations of the index layouts seen (a handful: one per layer shape and plan)
-_MEMORY_ORDERS: dict[tuple[int, ...], tuple[tuple[int, ...], tuple[int, ...]] | None] = {}
+# memory-order axis permutations of the array layouts seen (a handful: one per layer shape and plan), None for
+# a layout with gaps
+_MEMORY_ORDERS: dict[tuple, tuple[tuple[int, ...], tuple[int, ...]] | None] = {}
+
+
+def _memory_order(array: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """(axes in memory order, its inverse) when ``array`` is a transposed view of a contiguous buffer (a
+    convolution's output is often one of a channels-last buffer), else None."""
+    key = (array.shape, array.strides)
+    if key not in _MEMORY_ORDERS:
+        order = np.argsort([-abs(step) for step in array.strides], kind="stable")
+        if len(_MEMORY_ORDERS) > 64:
+            _MEMORY_ORDERS.clear()
+        dense = array.transpose(order).flags.c_contiguous
+        _MEMORY_ORDERS[key] = (tuple(order.tolist()), tuple(np.argsort(order).tolist())) if dense else None
+    return _MEMORY_ORDERS[key]
 
 
 def _take(table: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """``table[index]`` for in-range indices, in the indices' memory order: a convolution's output is often a
-    transposed view of a channels-last buffer, and np.take would first copy it into C order, a strided pass
-    that costs more than the lookup. The result has the indices' layout."""
+    """``table[index]`` for in-range indices, in the indices' memory order: np.take would first copy a
+    transposed view into C order, a strided pass that costs more than the lookup. The result has the indices'
+    layout."""
     if index.flags.c_contiguous or index.ndim < 2:
         return np.take(table, index, mode="wrap")
-    key = index.strides
-    orders = _MEMORY_ORDERS.get(key)
-    if key not in _MEMORY_ORDERS:
-        order = np.argsort([-abs(step) for step in index.strides], kind="stable")
-        if len(_MEMORY_ORDERS) > 64:
-            _MEMORY_ORDERS.clear()
-        orders = _MEMORY_ORDERS[key] = (tuple(order.tolist()), tuple(np.argsort(order).tolist()))
-    laid = index.transpose(orders[0])
-    if not laid.flags.c_contiguous:
+    orders = _memory_order(index)
+    if orders is None:
         return np.take(table, index, mode="wrap")
-    return np.take(table, laid, mode="wrap").transpose(orders[1])
+    return np.take(table, index.transpose(orders[0]), mode="wrap").transpose(orders[1])
 
 
 # x + 1.5 * 2**23 in float32, for |x| <= 2**22, is x rounded half to even to an integer (the sum's spacing is 1),
@@ -462,9 +469,11 @@ class _TableRequantizer:
     def __call__(self, acc: np.ndarray) -> np.ndarray:
         if acc.dtype != F32:
             acc = acc.astype(F32)
-        if acc.flags.c_contiguous:
+        if acc.flags.c_contiguous or _memory_order(acc) is not None:
+            # in place, also in a transposed buffer: a new array of a large layer's size is fresh pages from the
+            # system on every call, whose faults cost as much as the passes
             np.multiply(acc, self.multiplier, out=acc)
-        else:
+        else:  # a view with gaps (the valid part of full-width rows): the passes run faster on a copy
             acc = np.multiply(acc, self.multiplier)
         _clip(acc, self.low, self.high, out=acc)  # (clipping to integers commutes with rounding)
         acc += self.rounder
