@@ -212,6 +212,27 @@ def fuse_normalizers(steps: list[Step], graph_outputs: set[str]) -> list[Step]:
     return [s for s in steps if id(s) not in dropped]
 
 
+def fuse_flattens(steps: list[Step], graph_outputs: set[str]) -> list[Step]:
+    """A kernel whose only reader is a Flatten(axis=1) hands over the flattened result itself (kernels that can
+    do this have ``fuse_flatten``: GlobalAveragePool, whose (N, C) means then come from one product)."""
+    readers = _readers(steps)
+    dropped: set[int] = set()
+    for step in steps:
+        fuse = getattr(step.kernel, "fuse_flatten", None)
+        if fuse is None or len(step.outputs) != 1 or step.outputs[0] in graph_outputs:
+            continue
+        users = readers.get(step.outputs[0], [])
+        if len(users) != 1 or users[0].node.op_type != "Flatten" or users[0].node.domain not in ("", "ai.onnx") \
+                or users[0].node.attrs.get("axis", 1) != 1 or len(users[0].inputs) != 1 \
+                or len(users[0].outputs) != 1:
+            continue
+        if fuse():
+            step.outputs = list(users[0].outputs)
+            step.fused = (*step.fused, "Flatten")
+            dropped.add(id(users[0]))
+    return [s for s in steps if id(s) not in dropped]
+
+
 def _rewritten_node(template: NodeInfo, name: str, op_type: str, domain: str, inputs: list[str],
                     outputs: list[str], attrs: dict[str, Any]) -> NodeInfo:
     return replace(template, name=name, op_type=op_type, domain=domain, inputs=inputs, outputs=outputs, attrs=attrs)
@@ -267,6 +288,7 @@ class FastPlan:
         steps = fuse_transformer_steps(steps, consts, outputs)
         steps = fuse_pools(steps, outputs)
         steps = fuse_normalizers(steps, outputs)
+        steps = fuse_flattens(steps, outputs)
         steps = prefer_channels_last(steps, graph)
         self.steps = drop_dead_steps(steps, outputs)
         self.input_names = [v.name for v in graph.inputs]

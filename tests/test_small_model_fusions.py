@@ -336,3 +336,45 @@ def test_a_residual_sum_takes_in_its_relu():
     assert not _kernel(helper.make_node("Mul", ["a", "b"], ["y"])).fuse_activation("relu", {})
     assert _kernel(helper.make_node("Add", ["a", "b"], ["y"])).has_gradient()
     assert not _kernel(helper.make_node("Equal", ["a", "b"], ["y"])).has_gradient()
+
+
+@pytest.mark.parametrize("shape, dtype", [((1, 8, 14, 14), np.float32), ((3, 5, 7), np.float64),
+                                          ((2, 4, 3, 3), np.float16), ((1, 6, 9, 9), np.float32)])
+def test_global_average_pool_takes_in_the_flatten_after_it(shape, dtype):
+    from onnx import TensorProto
+
+    elem = {np.float32: TensorProto.FLOAT, np.float64: TensorProto.DOUBLE, np.float16: TensorProto.FLOAT16}[dtype]
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["g"]), helper.make_node("Flatten", ["g"], ["y"])]
+    model = nn_core.load_proto(make_model(nodes, [tensor_info("x", ["N", *shape[1:]], elem)],
+                                          [tensor_info("y", None, elem)]))
+    assert model.plan_ops == ["GlobalAveragePool+Flatten"]
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal(shape).astype(dtype)
+    if shape[-1] == 9:  # a strided view (channels-last storage)
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    first = model.run({"x": x})["y"]
+    kept = first.copy()
+    model.run({"x": x + 1})
+    np.testing.assert_array_equal(first, kept)
+    want = x.mean(axis=tuple(range(2, x.ndim)), dtype=dtype).reshape(shape[0], -1)
+    assert first.dtype == dtype and first.shape == (shape[0], shape[1])
+    np.testing.assert_allclose(first, want, rtol={np.float16: 1e-3, np.float32: 1e-5, np.float64: 1e-12}[dtype],
+                               atol=1e-6)
+    kernel = model._fast_plan().steps[0].kernel
+    with pytest.raises(nn_core.ModelError, match="fused Flatten"):
+        kernel.backward([x], [first], [first])
+    with pytest.raises(nn_core.ModelError):
+        kernel.run(x.reshape(shape[0], -1))  # no spatial axis: refused as by the unfused kernel
+
+
+def test_a_flatten_on_another_axis_or_a_read_pool_stays_apart():
+    x = np.random.default_rng(22).standard_normal((2, 3, 4, 4)).astype(np.float32)
+    for nodes, outputs in (([helper.make_node("GlobalAveragePool", ["x"], ["g"]),
+                             helper.make_node("Flatten", ["g"], ["y"], axis=2)], ["y"]),
+                           ([helper.make_node("GlobalAveragePool", ["x"], ["g"]),
+                             helper.make_node("Flatten", ["g"], ["y"])], ["y", "g"])):
+        model = nn_core.load_proto(make_model(nodes, [tensor_info("x", [2, 3, 4, 4])],
+                                              [tensor_info(name, None) for name in outputs]))
+        assert model.plan_ops == ["GlobalAveragePool", "Flatten"]
+        out = model.run({"x": x})
+        np.testing.assert_allclose(out["y"].reshape(-1), x.mean(axis=(2, 3)).reshape(-1), rtol=1e-6)
