@@ -2,9 +2,10 @@
 
 At batch 1 a small Vision Transformer's time goes to per-step overhead and to operators exported as many small
 nodes, each a NumPy call or several: GELU as Div -> Erf -> Add -> Mul -> Mul, attention as Reshape -> Transpose
--> three Gathers -> Transpose -> MatMul -> Div -> Softmax -> MatMul -> Transpose -> Reshape, and ``x.flatten(2)``
-as Shape -> Slice -> Concat -> Reshape. ``fuse_transformer_steps`` replaces each such chain of fast-plan steps
-by one step whose kernel computes the chain in few NumPy calls.
+-> three Gathers -> Transpose -> MatMul -> Div -> Softmax -> MatMul -> Transpose -> Reshape, ``x.flatten(2)``
+as Shape -> Slice -> Concat -> Reshape, and each LayerNormalization between a residual Add and (at the end) a
+mean over the tokens. ``fuse_transformer_steps`` replaces each such chain of fast-plan steps by one step whose
+kernel computes the chain in few NumPy calls.
 
 A model file is untrusted, so a chain is only matched when every attribute, constant and reader count it relies
 on is checked, and the fused kernel checks at run time what only the inputs can tell (dtype, sizes, rank); when
@@ -140,7 +141,7 @@ def _match_gelu(erf: _Step, graph: _Graph) -> _Step | None:
         x, divisor = scale.inputs[0], graph.scalar(scale.inputs[1])
     elif graph.plain(scale, "Mul", 2):
         x, multiplier = _variable_and_scalar(scale, graph)
-        divisor = None if not multiplier else 1 / multiplier
+        divisor = 1 / multiplier if multiplier else None
     else:
         return None
     if divisor is None or not divisor or x in graph.constants or graph.only_reader(scale) is not erf:
@@ -171,7 +172,10 @@ def _match_gelu(erf: _Step, graph: _Graph) -> _Step | None:
         members = [half, scale, erf, add, product]
     if factor is None or any(m.outputs[0] in graph.graph_outputs for m in members[:-1]):
         return None
-    gelu = ErfGelu(divisor, offset, factor)
+    try:
+        gelu = ErfGelu(divisor, offset, factor)
+    except ValueError:  # constants whose folded forms leave float32's range: the chain computes them itself
+        return None
     ranks = max(graph.constants[n].ndim for m in members for n in m.inputs if n in graph.constants)
 
     def fast(value: np.ndarray) -> np.ndarray | None:

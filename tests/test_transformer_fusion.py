@@ -72,7 +72,8 @@ def test_gelu_chain_with_other_constants_and_vector_constants():
         _close(fast, unfused)
 
 
-@pytest.mark.parametrize("change", ["vector", "nan", "zero_divisor", "y_is_read_twice", "rank_4_constant"])
+@pytest.mark.parametrize("change", ["vector", "nan", "zero_divisor", "tiny_divisor", "y_is_read_twice",
+                                    "rank_4_constant"])
 def test_gelu_chains_it_must_not_take_stay_unfused(change):
     x = (np.random.default_rng(2).standard_normal((2, 5, 48))).astype(F32)
     model = _gelu_model("torch")
@@ -83,6 +84,8 @@ def test_gelu_chains_it_must_not_take_stay_unfused(change):
         init["one"].CopyFrom(helper.make_tensor("one", 1, [], [float("nan")]))
     elif change == "zero_divisor":
         init["d"].CopyFrom(helper.make_tensor("d", 1, [], [0.0]))
+    elif change == "tiny_divisor":  # 1 / divisor leaves float32's range
+        init["d"].CopyFrom(helper.make_tensor("d", 1, [], [1e-44]))
     elif change == "rank_4_constant":  # would broadcast the rank-3 x up to rank 4
         init["half"].CopyFrom(helper.make_tensor("half", 1, [1, 1, 1, 1], [0.5]))
     else:  # an intermediate value is a graph output

@@ -310,11 +310,13 @@ class ErfGelu:
     sqrt(2), offset 1, factor 0.5."""
 
     def __init__(self, divisor: float, offset: float, factor: float):
-        if not all(math.isfinite(v) for v in (divisor, offset, factor)) or divisor == 0:
-            raise ValueError(f"GELU constants must be finite and the divisor non-zero: {divisor}, {offset}, {factor}")
-        self.scale = np.float32(_GELU_STEPS / abs(divisor))  # |x| -> the table's fractional row
+        with np.errstate(over="ignore"):
+            self.scale = np.float32(_GELU_STEPS / abs(divisor)) if divisor else None  # |x| -> fractional row
+            self.linear = np.float32(factor * offset)
+        if not all(math.isfinite(v) for v in (divisor, offset, factor)) or not self.scale \
+                or not np.isfinite(self.scale) or not np.isfinite(self.linear):
+            raise ValueError(f"GELU constants out of float32 range: {divisor}, {offset}, {factor}")
         self.last_row = np.float32(len(_ERF_VALUES) - 1)
-        self.linear = np.float32(factor * offset)
         signed = factor if divisor > 0 else -factor
         self.values = (_ERF_VALUES * signed).astype(np.float32)
         self.slopes = (_ERF_SLOPES * signed).astype(np.float32)
