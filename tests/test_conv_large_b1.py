@@ -233,3 +233,46 @@ def test_models_of_small_images_keep_nchw_kernels():
     steps = loaded._fast_plan().steps
     assert not any(isinstance(s.kernel, Conv) and s.kernel.channels_last for s in steps)
     assert {type(s.kernel) for s in steps if s.node.op_type in ("MaxPool", "AveragePool")} == {MaxPool, AveragePool}
+
+
+def _densenet_block(rng: np.random.Generator, relu_as_node: bool):
+    """DenseNet's pre-activation as the onnx wheel exports it: Concat -> BatchNormalization -> Mul -> Add -> Relu
+    -> 1x1 Conv, with the Mul and Add constants shaped (C, 1, 1) and (1, C, 1, 1)."""
+    c = 12
+    inits = {"w0": rng.standard_normal((8, 3, 3, 3)).astype(np.float32),
+             "s": rng.uniform(0.5, 1.5, c).astype(np.float32), "b": rng.standard_normal(c).astype(np.float32),
+             "m": rng.standard_normal(c).astype(np.float32), "v": rng.uniform(0.5, 2, c).astype(np.float32),
+             "k": rng.standard_normal((c, 1, 1)).astype(np.float32),
+             "t": rng.standard_normal((1, c, 1, 1)).astype(np.float32),
+             "w1": rng.standard_normal((6, c, 1, 1)).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Conv", ["x", "w2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Concat", ["c0", "c2"], ["cat"], axis=1),
+             helper.make_node("BatchNormalization", ["cat", "s", "b", "m", "v"], ["n"]),
+             helper.make_node("Mul", ["k", "n"], ["scaled"]),
+             helper.make_node("Add", ["scaled", "t"], ["shifted"])]
+    if relu_as_node:
+        nodes += [helper.make_node("Relu", ["shifted"], ["r"]), helper.make_node("Conv", ["r", "w1"], ["y"])]
+    else:
+        nodes += [helper.make_node("Conv", ["shifted", "w1"], ["y"])]
+    inits["w2"] = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    return make_model(nodes, [tensor_info("x", [1, 3, 97, 97])], [tensor_info("y", None)], inits)
+
+
+@pytest.mark.parametrize("relu", [True, False])
+def test_batchnorm_mul_add_relu_chain_is_one_step(relu):
+    from nn_core.ops.affine_chains import ChannelAffine
+
+    rng = np.random.default_rng(8)
+    model = _densenet_block(rng, relu)
+    loaded = nn_core.load_proto(model)
+    x = rng.standard_normal((1, 3, 97, 97)).astype(np.float32)
+    want = ort_run(model, {"x": x})[0]
+    np.testing.assert_allclose(loaded.run({"x": x})["y"], want, rtol=1e-4, atol=1e-4)
+    (step,) = [s for s in loaded._fast_plan().steps if isinstance(s.kernel, ChannelAffine)]
+    assert step.label == "BatchNormalization+Mul+Add" + ("+Relu" if relu else "")
+    # an input the chain was not made for (half precision) runs through the original kernels
+    cat = np.abs(rng.standard_normal((1, 12, 49, 49))).astype(np.float16)
+    half = step.kernel.run(cat)
+    np.testing.assert_allclose(half.astype(np.float32), step.kernel.run(cat.astype(np.float32)), rtol=2e-2,
+                               atol=2e-2)

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .affine_chains import fuse_affine_chains
 from .conv import Conv, _ChannelsLastPool
 from .pool import AveragePool, MaxPool
 
@@ -108,7 +109,8 @@ def _large_images(graph: Any) -> bool:
 def prefer_channels_last(steps: list[Any], graph: Any) -> list[Any]:
     """The fast plan's steps of a model of large images (``graph``'s inputs) with every convolution handing out
     channels-last outputs and the poolings taking channels-last inputs without a padded NCHW copy (kernels built
-    afresh from the same node: the same checks)."""
+    afresh from the same node: the same checks), and each BatchNormalization -> per-channel Mul/Add -> ReLU chain
+    made one step (affine_chains.py)."""
     if not _large_images(graph):
         return steps
     for step in steps:
@@ -119,4 +121,4 @@ def prefer_channels_last(steps: list[Any], graph: Any) -> list[Any]:
             step.kernel = ChannelsLastMaxPool(kernel.node)
         elif type(kernel) is AveragePool:
             step.kernel = ChannelsLastAveragePool(kernel.node)
-    return steps
+    return fuse_affine_chains(steps, {value.name for value in graph.outputs})
