@@ -88,6 +88,9 @@ class Steps(QObject):
     def __init__(self, parent: QObject | None = None, budget: float = BUDGET_SECONDS) -> None:
         super().__init__(parent)
         self.budget = budget
+        # called before each turn that runs jobs (the window puts heap trims off meanwhile: a trim holds the heap's
+        # locks, and the frees and allocations of a turn dismantling a replaced model would wait for them)
+        self.before_turn: Callable[[], None] | None = None
         self._jobs: dict[Any, Job] = {}  # key -> job, in start order
         self._done: dict[Any, Callable[[], None]] = {}
         self._running: Job | None = None
@@ -143,6 +146,8 @@ class Steps(QObject):
                 done()
 
     def _turn(self) -> None:
+        if self.before_turn is not None:
+            self.before_turn()
         deadline = time.perf_counter() + self.budget
         while self._jobs:
             self._step(next(iter(self._jobs)))  # at least one step per turn, whatever the budget

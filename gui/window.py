@@ -142,6 +142,7 @@ class MainWindow(QMainWindow):
         for event in (events.model_changed, events.scaling_changed, events.drawing_changed):
             event.connect(lambda *_args: self._idle_timer.start())  # (re)started: the app is busy now
         events.drawing_changed.connect(lambda _number: MEMORY.postpone())  # no heap trim under the pen
+        shared_steps().before_turn = MEMORY.postpone  # nor while the UI works through views or a dismantled model
         events.opening.connect(self._show_opening)
         events.open_ended.connect(self._on_open_ended)
         events.model_changed.connect(self._on_model_changed)

@@ -44,6 +44,26 @@ def test_a_job_runs_between_events_not_at_once(qtbot):
     assert any(0 < count < 6 for count in seen)  # it ran while the job was part-way through
 
 
+def test_before_turn_is_called_once_per_turn_that_runs_jobs(qtbot):
+    steps = Steps(budget=0.0)
+    log: list = []
+    calls: list[int] = []
+    steps.before_turn = lambda: calls.append(len(log))  # how far the job had got at each turn's start
+    steps.start("k", counting_job(log, 3))
+    qtbot.waitUntil(lambda: not steps.pending(), timeout=5000)
+    qtbot.wait(20)
+    assert calls == [0, 1, 2, 3]  # one step a turn, the fourth ends the job; none once no job is left
+
+
+def test_a_window_puts_heap_trims_off_while_its_ui_works_through_jobs(qtbot):
+    from gui.model_opening import MEMORY
+    from gui.window import MainWindow
+
+    window = MainWindow(None)
+    qtbot.addWidget(window)
+    assert shared_steps().before_turn == MEMORY.postpone
+
+
 def test_a_job_is_replaced_by_one_under_the_same_key_and_done_is_called_once_at_its_end(qtbot):
     steps = Steps(budget=0.0)
     log: list = []
