@@ -213,3 +213,18 @@ def test_shared_bounds_keep_the_sign_of_a_zero_bound():
         got = y.copy()
         finisher(y.shape, y.dtype, None, act)(got)
         assert got.tobytes() == want.tobytes(), low
+
+
+def test_a_shape_without_a_runner_goes_straight_to_conv():
+    from nn_core.ops.batch1 import SMALL_BATCH, batch1_kernel
+
+    rng = np.random.default_rng(19)
+    w = rng.standard_normal((16, 1, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    node = _depthwise_node(16, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1))
+    lean = batch1_kernel(_kernel(node, [None, w, b], (1, 2)))
+    general = _kernel(node, [None, w, b], (1, 2))
+    x = rng.standard_normal((SMALL_BATCH + 1, 16, 5, 6)).astype(np.float32)  # a large batch: Conv's own plan
+    for _ in range(2):
+        np.testing.assert_array_equal(lean.run(x, w, b), general.run(x, w, b))
+    assert lean.general == {(x.shape, x.dtype)} and not lean.fast

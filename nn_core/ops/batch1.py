@@ -438,16 +438,25 @@ class RunnerConv(Conv):
     MaxPool pools the runner's output, then the activation is applied, as Conv does for these plans. Everything
     else, and the first call's checks and plan, are Conv's."""
 
+    def __init__(self, node):
+        super().__init__(node)
+        # input shapes whose plan is Conv's own (no runner here): straight to Conv, without a second look-up
+        self.general: set[tuple] = set()
+
     def run_activated(self, act: Activation | None, x, w, b=None):
-        if act is self.act and self.static and x.dtype != np.float16:
-            key = (x.shape, x.dtype)
+        key = (x.shape, x.dtype)
+        if act is self.act and self.static and x.dtype != np.float16 and key not in self.general:
             with self.lock:
                 # (a float16 input comes here as float32 on every call, through Conv's widening)
                 fast = self.fast.get(key)
                 if fast is None:
                     plan, matrix = self._entry(x, self.weight, self.bias)
                     make = getattr(plan, "runner", None)
-                    if make is not None:
+                    if make is None:
+                        if len(self.general) > 16:
+                            self.general.clear()
+                        self.general.add(key)
+                    else:
                         fast = make(matrix, act) if self.pool is None else \
                             _pooled(make(matrix, None), self.pool, act)
                         if len(self.fast) > 16:
