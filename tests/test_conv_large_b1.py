@@ -40,6 +40,8 @@ CONV_CASES = [((1, 16, 9, 11), (24, 16, 3, 3), {"pads": [1, 1, 1, 1]}),
               ((1, 6, 10, 10), (9, 2, 3, 3), {"group": 3, "pads": [1, 1, 1, 1]}),
               ((40, 8, 12, 12), (16, 8, 3, 3), {"pads": [1, 1, 1, 1]}),
               ((40, 2, 12, 12), (4, 2, 3, 3), {"pads": [1, 1, 1, 1]}),
+              ((1, 24, 9, 10), (12, 6, 1, 1), {"group": 4}),  # grouped 1x1: per-group matmuls, no copy
+              ((2, 12, 5, 6), (9, 4, 1, 1), {"group": 3}),
               ((1, 64, 12, 10), (16, 64, 3, 3), {"pads": [1, 1, 1, 1]}),  # few outputs: kernel rows shifted
               ((2, 32, 11, 13), (8, 32, 3, 2), {"strides": [1, 2], "dilations": [2, 1], "pads": [2, 1, 2, 0]}),
               ((1, 3, 64, 64), (8, 3, 7, 7), {"strides": [2, 2], "pads": [3, 3, 3, 3]}),  # a stem, blocked
@@ -80,7 +82,8 @@ def test_channels_last_conv_equals_the_nchw_kernel(case, monkeypatch):
                         kernel.prefer_channels_last()
                     kernels.append(kernel)
                 args = (x, w, b) if with_bias else (x, w)
-                for image in (x, x - 0.5):
+                channels_last_x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2) - 0.5
+                for image in (x, channels_last_x):
                     with monkeypatch.context() as unblocked:
                         unblocked.setattr(conv, "BLOCK_BYTES", 1 << 40)
                         want = kernels[0].run(image, *args[1:])
@@ -173,6 +176,19 @@ def test_residual_net_runs_channels_last_and_matches_onnxruntime_and_the_traced_
         values.update(zip(step.outputs, outs))
         if step.node.op_type in ("Conv", "Add", "Concat", "MaxPool", "AveragePool") and outs[0].shape[2] > 1:
             assert _is_channels_last(outs[0]), step.label
+
+
+def test_grouped_pointwise_convolutions_take_no_im2col():
+    from nn_core.ops.conv import _GroupedPointwisePlan
+
+    for case in (-6, -5):
+        x_shape, w_shape, attrs = CONV_CASES[case]
+        x = np.zeros(x_shape, np.float32)
+        w = np.ones(w_shape, np.float32)
+        kernel = _kernel(helper.make_node("Conv", ["x", "w"], ["y"], **attrs), [x, w], (1,))
+        kernel.prefer_channels_last()
+        kernel.run(x, w)
+        assert type(next(iter(kernel.plans.values()))[0]) is _GroupedPointwisePlan
 
 
 def test_few_output_channels_take_the_row_shift_plan():

@@ -566,6 +566,60 @@ class _RowShiftPlan:
         return lambda x: self.run(x, matrix, act, pool)
 
 
+class _GroupedPointwisePlan:
+    """1x1 convolution with groups (ShuffleNet's), stride 1, no padding, for a channels-last output: one batched
+    matmul over the groups straight from the input -- each group's (positions, C / groups) rows are a strided
+    view of a channels-last input (or the transposed view of an NCHW one), which BLAS reads as it is -- into
+    each group's columns of the (positions, M) output, so no im2col copy of the input is made (the NCHW im2col
+    plan copied every input value once per call for these). The bias and the activation are passes over the
+    output."""
+
+    def __init__(self, x_shape: tuple[int, ...], groups: int, out_channels: int, has_bias: bool):
+        batch, channels, *sizes = x_shape
+        rank = len(sizes)
+        self.rows, self.groups, self.channels, self.out_channels = batch, groups, channels, out_channels
+        self.has_bias = has_bias
+        self.per_image = math.prod(sizes)
+        self.to_channels_last = (0, *range(2, rank + 2), 1)
+        self.to_nchw = (0, rank + 1, *range(1, rank + 1))
+        self.nhwc_shape = (batch, *sizes, out_channels)
+
+    @staticmethod
+    def prepare(weight: np.ndarray, bias: np.ndarray | None, groups: int) -> np.ndarray:
+        """(M, C / g, 1...) [+ bias] -> (g, C / g [+ 1], M / g): each group's weights transposed, then its bias."""
+        out_channels = weight.shape[0]
+        matrix = weight.reshape(groups, out_channels // groups, -1).transpose(0, 2, 1)
+        if bias is not None:
+            matrix = np.concatenate([matrix, bias.astype(weight.dtype, copy=False).reshape(groups, 1, -1)], axis=1)
+        return np.ascontiguousarray(matrix)
+
+    def run(self, x: np.ndarray, matrix: np.ndarray, act: Activation | None, pool: Op | None = None
+            ) -> np.ndarray:
+        groups, cg = self.groups, self.channels // self.groups
+        positions = x.shape[0] * self.per_image
+        last = x.transpose(self.to_channels_last)
+        if x.shape[0] == 1 and x.flags.c_contiguous:  # NCHW: each group's rows are a transposed view
+            operand = x.reshape(groups, cg, positions).transpose(0, 2, 1)
+        else:
+            if not last.flags.c_contiguous:
+                last = np.ascontiguousarray(last)
+            operand = last.reshape(positions, groups, cg).transpose(1, 0, 2)
+        y = np.empty((positions, self.out_channels), x.dtype)
+        np.matmul(operand, matrix[:, :cg], out=y.reshape(positions, groups, -1).transpose(1, 0, 2))
+        if self.has_bias:
+            y += matrix[:, cg].reshape(-1)
+        if act is not None:
+            act(y)
+        y = y.reshape(self.nhwc_shape).transpose(self.to_nchw)
+        if pool is not None:  # (a monotonic activation commutes with the max pooling)
+            y = _pool_chunk(pool, y, True)
+        return y
+
+    def single_chunk(self, matrix: np.ndarray, act: Activation | None, pool: Op | None
+                     ) -> Callable[[np.ndarray], np.ndarray]:
+        return lambda x: self.run(x, matrix, act, pool)
+
+
 def _pool_chunk(pool: Op, chunk: np.ndarray, channels_last: bool) -> np.ndarray:
     """Max-pool one chunk of a convolution's output. The chunk is already cache-sized and the convolution holds
     its lock, so this goes straight to the pool plan's reduction (measured: a third of MaxPool.run's time at
@@ -1130,7 +1184,10 @@ CHANNELS_LAST_MIN_RUN_BLOCKED = 16
 # fast at 64 -> 64 on 56x56; 4-12% slower with 4x more outputs than inputs, a SqueezeNet expand layer)
 ROW_SHIFT_RATIO = 1
 
-_Plan = _Im2colPlan | _ChannelsLastPlan | _RowShiftPlan | _PointwisePlan | _DepthwisePlan | _FlatDepthwisePlan
+_Plan = _Im2colPlan | _ChannelsLastPlan | _RowShiftPlan | _GroupedPointwisePlan | _PointwisePlan | _DepthwisePlan \
+    | _FlatDepthwisePlan
+# the plans that run a fused MaxPool themselves and have a single_chunk runner
+_FUSING = (_Im2colPlan, _ChannelsLastPlan, _RowShiftPlan, _GroupedPointwisePlan)
 
 
 def _prepare(plan: _Plan, w: np.ndarray, b: np.ndarray | None, groups: int, dtype: np.dtype):
@@ -1238,6 +1295,9 @@ class Conv(FusableOp):
         try:
             if self.group == 1 and all(k == 1 for k in kernel) and all(s == 1 for s in strides) and no_padding:
                 return _PointwisePlan(x.shape, out_channels, has_bias)
+            if self.channels_last and 1 < self.group < channels and all(k == 1 for k in kernel) \
+                    and all(s == 1 for s in strides) and no_padding:
+                return _GroupedPointwisePlan(x.shape, self.group, out_channels, has_bias)
             if self.group > 1 and self.group == channels == out_channels and math.prod(kernel) <= MAX_TAPS:
                 self.check_size((batch, channels, *padded), x.dtype, "padded input")
                 if rank == 2:
@@ -1295,7 +1355,7 @@ class Conv(FusableOp):
             w, b = self.weight, self.bias
         with self.lock:
             plan, matrix = self._entry(x, w, b)
-            if act is self.act and self.static and isinstance(plan, (_Im2colPlan, _ChannelsLastPlan, _RowShiftPlan)) \
+            if act is self.act and self.static and isinstance(plan, _FUSING) \
                     and x.shape[0] == plan.rows and x.dtype != np.float16:
                 fast = plan.single_chunk(matrix, act, self.pool)
                 if fast is not None:
@@ -1307,7 +1367,7 @@ class Conv(FusableOp):
                 matrix = _prepare(plan, w, b, self.group, x.dtype)
             if self.pool is None:
                 return plan.run(x, matrix, act)
-            if isinstance(plan, (_Im2colPlan, _ChannelsLastPlan, _RowShiftPlan)):
+            if isinstance(plan, _FUSING):
                 return plan.run(x, matrix, act, self.pool)
             y = self.pool.run(plan.run(x, matrix, None))
         if act is not None:
