@@ -266,3 +266,28 @@ def test_lookup_kernel_indexes_by_byte_per_channel_and_by_pairs():
     a, b = rng.integers(0, 256, (2, 3, 1)).astype(np.uint8), rng.integers(0, 256, (1, 4)).astype(np.uint8)
     got = lookup_kernel(3, pairs).run(a, b, pairs)
     np.testing.assert_array_equal(got, pairs[a.astype(np.intp) * 256 + b])
+
+
+def test_batchnorm_after_a_quantized_gemm_with_dequantized_parameters():
+    """onnxruntime's quantizer writes a BatchNormalization's scale as a DequantizeLinear of int8 codes (folded
+    only after the fusions): the chain after the QGemm is still one per-channel table (blank11's classifier)."""
+    b = QDQ(np.int8)
+    _, x = b.qdq("x", 0.02, 3)
+    flat = b.node("Flatten", [x])
+    _, flat = b.qdq(flat, 0.02, 3)
+    n, k = 16, 3 * 8 * 8
+    w = rng.integers(-127, 128, (n, k)).astype(np.int8)
+    w_scale = rng.uniform(0.002, 0.02, n).astype(np.float32)
+    wdq = b.node("DequantizeLinear", [b.const(w, "w"), b.const(w_scale), b.const(np.zeros(n, np.int8))], axis=0)
+    bdq = b.node("DequantizeLinear", [b.const(rng.integers(-500, 500, n).astype(np.int32), "b"),
+                                      b.const(w_scale * np.float32(0.02)), b.const(np.zeros(n, np.int32))], axis=0)
+    y = b.node("Gemm", [flat, wdq, bdq], transB=1)
+    _, y = b.qdq(y, 0.05, -5)
+    scale = b.node("DequantizeLinear", [b.const(rng.integers(20, 127, n).astype(np.int8)),
+                                        b.const(np.array(0.02, np.float32)), b.const(np.array(0, np.int8))])
+    y = b.node("BatchNormalization", [y, scale, *(b.const(v) for v in (
+        rng.normal(0, 1, n).astype(np.float32), rng.normal(0, 1, n).astype(np.float32),
+        rng.uniform(0.5, 2, n).astype(np.float32)))])
+    _, y = b.qdq(y, 0.04, -128)
+    ours = assert_exact(b.model(y))
+    assert "QLinearLookup" in ours.plan_ops and "BatchNormalization" not in ours.plan_ops, ours.plan_ops

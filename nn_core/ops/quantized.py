@@ -1466,10 +1466,29 @@ def fuse_lookups(nodes: list, constants: dict[str, np.ndarray], graph_outputs: s
             return None
         return node
 
+    def constant(name: str) -> bool:
+        """Whether ``name`` is a constant, or a DequantizeLinear of constants (a QDQ model's BatchNormalization
+        scale), whose value is then put in ``constants`` now, as folding the node later does."""
+        node = producer.get(name)
+        if name in constants or node is None:
+            return name in constants
+        if (node.op_type != "DequantizeLinear" or not is_default_domain(node) or len(node.outputs) != 1
+                or not all(i in constants for i in node.inputs if i)):
+            return False
+        values = [constants.get(i) if i else None for i in node.inputs]
+        try:
+            with np.errstate(all="ignore"):
+                constants[name] = DequantizeLinear(NodeSpec(
+                    op_type=node.op_type, name=node.name, inputs=list(node.inputs), outputs=list(node.outputs),
+                    attrs=dict(node.attrs), opset=MAX_OPSET, consts=values)).run(*values)
+        except (ModelError, ArithmeticError, TypeError, ValueError):
+            return False
+        return True
+
     def unary(node) -> int | None:
         """The channels of an op the table may take in (0: the same for every channel), or None."""
         if node.op_type not in _TABLE_UNARY or len(node.outputs) != 1 or not node.inputs or not node.inputs[0] \
-                or any(name and name not in constants for name in node.inputs[1:]):
+                or not all(constant(name) for name in node.inputs[1:] if name):
             return None
         if node.op_type != "BatchNormalization":
             return 0
