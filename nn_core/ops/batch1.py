@@ -44,7 +44,7 @@ from .conv import (
     _row_major_strides,
     padded_and_out_sizes,
 )
-from .registry import Op
+from .registry import NodeSpec, Op
 from .windows import checked_windows
 
 # the column buffer of one chunk of channels is kept around this size, so the copy and the matmul stay in cache
@@ -114,7 +114,8 @@ def finisher(shape: tuple[int, ...], dtype: np.dtype, bias: np.ndarray | None, a
         values = bias.astype(dtype, copy=False)
         if floating:
             rows = (size // run, run) if run < size else flat_shape
-            values = np.ascontiguousarray(np.broadcast_to(values, shape).reshape(-1)[:run])
+            block = np.broadcast_to(values, shape[len(shape) - bias.ndim:]).reshape(-1)  # one period
+            values = np.tile(block, run // period)
             passes.append((np.add, values, rows))
         else:
             passes.append((np.add, values, shape))
@@ -438,7 +439,7 @@ class RunnerConv(Conv):
     MaxPool pools the runner's output, then the activation is applied, as Conv does for these plans. Everything
     else, and the first call's checks and plan, are Conv's."""
 
-    def __init__(self, node):
+    def __init__(self, node: NodeSpec):
         super().__init__(node)
         # input shapes whose plan is Conv's own (no runner here): straight to Conv, without a second look-up
         self.general: set[tuple] = set()
@@ -469,6 +470,8 @@ class RunnerConv(Conv):
 
 def _pooled(runner: Callable[[np.ndarray], np.ndarray], pool: Op, act: Activation | None
             ) -> Callable[[np.ndarray], np.ndarray]:
+    """``runner``'s output pooled, then activated: Conv's order for a plan that does not pool its chunks."""
+
     def run(x: np.ndarray) -> np.ndarray:
         y = pool.run(runner(x))
         if act is not None:
