@@ -292,3 +292,26 @@ def test_batchnorm_mul_add_relu_chain_is_one_step(relu):
     half = step.kernel.run(cat)
     np.testing.assert_allclose(half.astype(np.float32), step.kernel.run(cat.astype(np.float32)), rtol=2e-2,
                                atol=2e-2)
+
+
+def test_residual_sum_and_relu_are_taken_into_the_convolution():
+    """Conv -> Sum(conv, earlier value) -> Relu is one step (the later of the two convolutions feeding the sum);
+    a Sum with an operand that broadcasts runs the Sum kernel itself; values as onnxruntime's."""
+    from nn_core.ops.residual import ResidualConv
+
+    rng = np.random.default_rng(9)
+    inits = {name: (rng.standard_normal(shape) * 0.3).astype(np.float32) for name, shape in (
+        ("wa", (8, 3, 3, 3)), ("wb", (8, 8, 3, 3)), ("bb", (8,)), ("wc", (8, 8, 1, 1)), ("t", (1, 8, 1, 1)))}
+    nodes = [helper.make_node("Conv", ["x", "wa"], ["a"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Conv", ["a", "wb", "bb"], ["b"], pads=[1, 1, 1, 1]),
+             helper.make_node("Sum", ["a", "b"], ["s"]),
+             helper.make_node("Relu", ["s"], ["r"]),
+             helper.make_node("Conv", ["r", "wc"], ["c"]),
+             helper.make_node("Sum", ["c", "t"], ["y"])]
+    model = make_model(nodes, [tensor_info("x", [1, 3, 100, 100])], [tensor_info("y", None)], inits)
+    loaded = nn_core.load_proto(model)
+    x = rng.standard_normal((1, 3, 100, 100)).astype(np.float32)
+    for _ in range(2):
+        np.testing.assert_allclose(loaded.run({"x": x})["y"], ort_run(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
+    labels = [(step.label, type(step.kernel)) for step in loaded._fast_plan().steps]
+    assert labels == [("Conv", labels[0][1]), ("Conv+Sum+Relu", ResidualConv), ("Conv+Sum", ResidualConv)]

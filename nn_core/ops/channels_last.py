@@ -24,6 +24,7 @@ import numpy as np
 from .affine_chains import fuse_affine_chains
 from .conv import Conv, _ChannelsLastPool
 from .pool import AveragePool, MaxPool
+from .residual import fuse_residuals
 
 # the rewrite is for models whose image input has at least this many pixels (ImageNet's 224x224, not MNIST's 28x28
 # or CIFAR's 32x32); an input of unknown size is left alone
@@ -109,8 +110,9 @@ def _large_images(graph: Any) -> bool:
 def prefer_channels_last(steps: list[Any], graph: Any) -> list[Any]:
     """The fast plan's steps of a model of large images (``graph``'s inputs) with every convolution handing out
     channels-last outputs and the poolings taking channels-last inputs without a padded NCHW copy (kernels built
-    afresh from the same node: the same checks), and each BatchNormalization -> per-channel Mul/Add -> ReLU chain
-    made one step (affine_chains.py)."""
+    afresh from the same node: the same checks), each BatchNormalization -> per-channel Mul/Add -> ReLU chain
+    made one step (affine_chains.py), and each residual sum (and ReLU) taken into the convolution before it
+    (residual.py)."""
     if not _large_images(graph):
         return steps
     for step in steps:
@@ -121,4 +123,5 @@ def prefer_channels_last(steps: list[Any], graph: Any) -> list[Any]:
             step.kernel = ChannelsLastMaxPool(kernel.node)
         elif type(kernel) is AveragePool:
             step.kernel = ChannelsLastAveragePool(kernel.node)
-    return fuse_affine_chains(steps, {value.name for value in graph.outputs})
+    outputs = {value.name for value in graph.outputs}
+    return fuse_residuals(fuse_affine_chains(steps, outputs), outputs)
