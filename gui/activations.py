@@ -391,7 +391,7 @@ class LayerCard(QWidget):
         if key == self._cache_key:
             return self._cache
         if not RENDER_BUDGET.available():
-            QTimer.singleShot(0, self.update)  # after the budget's reset: a later turn renders this card
+            QTimer.singleShot(0, self, self.update)  # a later turn renders it (unless it is deleted by then)
             return self._cache  # the previous values' image (or nothing yet) meanwhile
         began = time.perf_counter()
         self.paint_count += 1

@@ -17,27 +17,45 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import shiboken6
 from PySide6.QtCore import QEventLoop, QObject, QTimer, Signal
 
 
-class QtDispatcher(QObject):
-    """``dispatcher(function)`` from any thread: ``function()`` runs soon in this object's (the UI) thread."""
+class _Relay(QObject):
+    """Carries hand-overs to the UI thread for every ``QtDispatcher``; made once, on the UI thread, never deleted.
 
-    _call = Signal(object)
+    A worker emitting a signal of an object the UI thread is deleting meanwhile (a window closed while its
+    calibration or prediction still runs) crashed the process: emitting from one thread is not safe against
+    deletion on another. This object outlives the workers; whether the dispatcher is still there is checked on
+    the UI thread, where it is deleted."""
+
+    call = Signal(object, object)  # (dispatcher, function)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.call.connect(self._run)  # auto connection: queued when emitted from another thread
+
+    @staticmethod
+    def _run(dispatcher: QtDispatcher, function: Callable[[], None]) -> None:
+        if shiboken6.isValid(dispatcher):  # its owner is gone: nobody wants the result
+            function()
+
+
+_RELAY: _Relay | None = None
+
+
+class QtDispatcher(QObject):
+    """``dispatcher(function)`` from any thread: ``function()`` runs soon in the UI thread, unless this object
+    (owned by the view that wants the results) has been deleted by then. Make it on the UI thread."""
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self._call.connect(self._run)  # auto connection: queued when emitted from another thread
+        global _RELAY
+        if _RELAY is None:
+            _RELAY = _Relay()
 
     def __call__(self, function: Callable[[], None]) -> None:
-        try:
-            self._call.emit(function)
-        except RuntimeError:  # the receiver is gone (deleted at shutdown): nobody wants the result
-            pass
-
-    @staticmethod
-    def _run(function: Callable[[], None]) -> None:
-        function()
+        _RELAY.call.emit(self, function)
 
 
 def wait_for(done: Callable[[], bool], subscribe: Callable[[Callable[..., None]], Callable[[], None]],

@@ -29,6 +29,26 @@ def counting_job(log: list, steps: int, name: str = "job"):
         log.append((name, "closed"))
 
 
+def test_a_hand_over_runs_on_the_ui_thread_unless_its_dispatcher_was_deleted_meanwhile(qtbot):
+    import threading
+
+    import shiboken6
+
+    from gui.qt_bridge import QtDispatcher
+
+    kept, dropped = QtDispatcher(), QtDispatcher()
+    ran: list[tuple[str, int]] = []
+    workers = [threading.Thread(target=lambda d=d, tag=tag: d(lambda: ran.append((tag, threading.get_ident()))))
+               for d, tag in ((kept, "kept"), (dropped, "dropped"))]
+    for worker in workers:
+        worker.start()
+        worker.join()
+    shiboken6.delete(dropped)  # its owner went away before the event loop ran
+    qtbot.waitUntil(lambda: bool(ran), timeout=5000)
+    qtbot.wait(20)
+    assert ran == [("kept", threading.get_ident())]
+
+
 def test_a_job_runs_between_events_not_at_once(qtbot):
     steps = Steps(budget=0.0)  # one step per event-loop turn
     log: list = []
