@@ -315,3 +315,16 @@ def test_residual_sum_and_relu_are_taken_into_the_convolution():
         np.testing.assert_allclose(loaded.run({"x": x})["y"], ort_run(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
     labels = [(step.label, type(step.kernel)) for step in loaded._fast_plan().steps]
     assert labels == [("Conv", labels[0][1]), ("Conv+Sum+Relu", ResidualConv), ("Conv+Sum", ResidualConv)]
+
+
+def test_row_shift_buffer_is_checked_against_the_limits_before_allocation():
+    """A tall vertical dilation makes the row-shifted columns (every padded row) far larger than the output's
+    columns that Conv checks: refused by name before anything is allocated."""
+    rng = np.random.default_rng(10)
+    w = rng.standard_normal((16, 64, 2, 3)).astype(np.float32)
+    model = make_model([helper.make_node("Conv", ["x", "w"], ["y"], dilations=[999, 1], name="tall")],
+                       [tensor_info("x", [1, 64, 1000, 100])], [tensor_info("y", None)], {"w": w})
+    loaded = nn_core.load_proto(model, limits=nn_core.Limits(max_tensor_bytes=40 * 2**20))
+    x = np.zeros((1, 64, 1000, 100), np.float32)
+    with pytest.raises(nn_core.ModelError, match="tall.*row column buffer"):
+        loaded.run({"x": x})

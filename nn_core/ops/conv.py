@@ -1305,6 +1305,8 @@ class Conv(FusableOp):
                 return _DepthwisePlan(x.shape, x.dtype, *geometry, has_bias)
             if self.channels_last and self.group == 1 and rank == 2 and strides[0] == 1 and kernel[0] > 1 \
                     and ROW_SHIFT_RATIO * out_channels <= channels and kernel[1] * channels >= CHANNELS_LAST_MIN_RUN:
+                # its buffer spans every padded row (more than the output's with a tall dilation)
+                self.check_size((padded[0] * out_sizes[1], kernel[1] * channels + 1), x.dtype, "row column buffer")
                 return _RowShiftPlan(x.shape, x.dtype, out_channels, *geometry, has_bias)
             run = kernel[-1] * channels if dilations[-1] == 1 else channels
             blocked = self.channels_last and math.prod(out_sizes) * (k_group + 1) * x.dtype.itemsize > BLOCK_BYTES
