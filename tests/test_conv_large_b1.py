@@ -328,3 +328,29 @@ def test_row_shift_buffer_is_checked_against_the_limits_before_allocation():
     x = np.zeros((1, 64, 1000, 100), np.float32)
     with pytest.raises(nn_core.ModelError, match="tall.*row column buffer"):
         loaded.run({"x": x})
+
+
+def test_affine_chain_with_double_constants_keeps_the_promoted_type():
+    """A Mul by a float64 constant promotes float32 values to float64: the fused step runs the original kernels."""
+    from onnx import TensorProto
+
+    rng = np.random.default_rng(11)
+    c = 4
+    inits = {"w": rng.standard_normal((c, 3, 3, 3)).astype(np.float32),
+             "s": np.ones(c, np.float32), "b": np.zeros(c, np.float32), "m": np.zeros(c, np.float32),
+             "v": np.ones(c, np.float32), "k": rng.standard_normal((c, 1, 1)).astype(np.float64)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c0"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c0"], ["r"]),  # (a BatchNormalization right after a Conv is folded into it)
+             helper.make_node("BatchNormalization", ["r", "s", "b", "m", "v"], ["n"]),
+             helper.make_node("Mul", ["n", "k"], ["y"])]
+    model = make_model(nodes, [tensor_info("x", [1, 3, 100, 100])], [tensor_info("y", None, TensorProto.DOUBLE)],
+                       inits)
+    loaded = nn_core.load_proto(model)
+    x = rng.standard_normal((1, 3, 100, 100)).astype(np.float32)
+    from nn_core.ops.affine_chains import ChannelAffine
+
+    assert any(isinstance(step.kernel, ChannelAffine) for step in loaded._fast_plan().steps)
+    y = loaded.run({"x": x})["y"]
+    traced, _ = loaded.run_traced({"x": x})
+    assert y.dtype == traced["y"].dtype == np.float64
+    np.testing.assert_allclose(y, traced["y"], rtol=1e-5, atol=1e-5)

@@ -43,10 +43,12 @@ class ChannelAffine:
         self.factor64, self.shift64 = factor, shift
         self.laid_out: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self.chain = chain  # (kernel, inputs with None where the running value goes)
+        # the Mul/Add constants' types: another than the input's would promote the result (float64 * float32)
+        self.operand_types = {value.dtype for _, inputs in chain[1:] for value in inputs if value is not None}
 
     def run(self, x: np.ndarray) -> np.ndarray:
         if x.ndim < 2 or (self.rank and x.ndim != self.rank) or x.shape[1] != self.channels \
-                or x.dtype not in (np.float32, np.float64):
+                or x.dtype not in (np.float32, np.float64) or any(t != x.dtype for t in self.operand_types):
             y = x
             for kernel, inputs in self.chain:
                 y = kernel.run(*[y if value is None else value for value in inputs])
