@@ -281,10 +281,10 @@ def _perm(step: _Step) -> list[int] | None:
 # x.flatten(k): Reshape(x, Concat(Slice(Shape(x), [0], [k]), [-1]))
 
 
-def _match_flatten(reshape: _Step, graph: _Graph) -> _Step | None:
+def _flatten_chain(reshape: _Step, graph: _Graph) -> tuple[list[_Step], int] | None:
+    """([Shape, Slice, Concat, Reshape], k) when ``reshape`` is x.flatten(k) from its shape nodes."""
     if not graph.plain(reshape, "Reshape", 2) or reshape.inputs[1] in graph.constants:
         return None
-    x = reshape.inputs[0]
     concat = graph.made_by(reshape.inputs[1], "Concat", 2)
     if concat is None or concat.node.attrs.get("axis") != 0 or graph.ints(concat.inputs[1]) != [-1] \
             or graph.const(concat.inputs[1]).ndim != 1:
@@ -296,10 +296,17 @@ def _match_flatten(reshape: _Step, graph: _Graph) -> _Step | None:
         return None
     end = graph.ints(head.inputs[2])
     shape = graph.made_by(head.inputs[0], "Shape", 1)
-    if end is None or len(end) != 1 or not 1 <= end[0] <= 8 or shape is None or shape.inputs[0] != x \
-            or shape.node.attrs:
+    if end is None or len(end) != 1 or not 1 <= end[0] <= 8 or shape is None \
+            or shape.inputs[0] != reshape.inputs[0] or shape.node.attrs:
         return None
-    keep = end[0]
+    return [shape, head, concat, reshape], end[0]
+
+
+def _match_flatten(reshape: _Step, graph: _Graph) -> _Step | None:
+    chain = _flatten_chain(reshape, graph)
+    if chain is None:
+        return None
+    members, keep = chain
 
     def fast(value: np.ndarray) -> np.ndarray | None:
         if type(value) is not np.ndarray or value.ndim < keep or not value.size:
@@ -307,7 +314,7 @@ def _match_flatten(reshape: _Step, graph: _Graph) -> _Step | None:
         return value.reshape(*value.shape[:keep], -1)
 
     # the shape nodes stay: their values may have other readers (else the dead-step pass drops them)
-    return _fused_step([shape, head, concat, reshape], [x], graph, fast, removed=[reshape])
+    return _fused_step(members, [reshape.inputs[0]], graph, fast, removed=[reshape])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -336,7 +343,9 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
         operands = [None if n in graph.constants else n for n in add.inputs]
         if all(n is None for n in operands) or operands[0] == operands[1]:
             operands = []
-    perm = None  # a Transpose before the Add (of a constant: the patch embedding's tokens plus positions)
+    # a Transpose before an Add of a constant (a ViT's patch tokens plus their positions), perhaps of the patch
+    # embedding itself: the function of the step's input that gives the Add's variable operand
+    prepare = None
     if operands:
         members.insert(0, add)
         constant = next((graph.constants[n] for n in add.inputs if n in graph.constants), None)
@@ -346,8 +355,14 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
         turned = graph.made_by(inputs[0], "Transpose", 1) if constant is not None else None
         order = None if turned is None else _perm(turned)
         if order is not None and sorted(order) == list(range(len(order))) and graph.only_reader(turned) is add:
-            members.insert(0, turned)
-            perm, inputs = tuple(order), [turned.inputs[0]]
+            patches = _match_patch_embedding(turned, graph) if order == [0, 2, 1] else None
+            if patches is not None:
+                embedding, image, prepare = patches
+                members[:0] = [*embedding, turned]
+                inputs = [image]
+            else:
+                members.insert(0, turned)
+                prepare, inputs = _transposer(tuple(order)), [turned.inputs[0]]
     else:
         inputs = [x]
     mean, keepdims = norm, False
@@ -358,7 +373,7 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
     outputs = [mean.outputs[0]]
     if operands and (len(graph.readers.get(x, [])) > 1 or x in graph.graph_outputs):
         outputs.insert(0, x)  # the sum, for its other readers
-    total = _residual_sum(operands, constant if operands else None, width, perm)
+    total = _residual_sum(operands, constant if operands else None, width, prepare)
     tokens: dict[int, np.ndarray] = {}  # token count -> the (1, S) row of 1/S whose product is the tokens' mean
     both = len(outputs) == 2
 
@@ -381,11 +396,78 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
     return _fused_step(members, inputs, graph, fast, outputs, place=0)
 
 
+def _match_patch_embedding(turned: _Step, graph: _Graph) -> tuple[list[_Step], str, Callable] | None:
+    """A ViT's patch embedding before the (B, E, S) -> (B, S, E) ``turned``: a 2-D Conv whose stride is its kernel
+    (no padding, dilation or groups), its output flattened to (B, E, S) -- x.flatten(2) as Shape -> Slice ->
+    Concat -> Reshape, or a Reshape to a constant shape. Returns (its steps, the image's name, the function of
+    the image that gives the tokens (B, S, E) or None): each patch is one row and the convolution one matrix
+    product of the patches by the weights, with the layout the transpose asks for straight away."""
+    flat = graph.made_by(turned.inputs[0], "Reshape", 2)
+    conv = None if flat is None else graph.made_by(flat.inputs[0], "Conv")
+    if conv is None or len(conv.inputs) not in (2, 3) or graph.only_reader(flat) is not turned:
+        return None
+    weight = graph.const(conv.inputs[1])
+    bias = graph.const(conv.inputs[2]) if len(conv.inputs) == 3 and conv.inputs[2] else None
+    if weight is None or weight.dtype != np.float32 or weight.ndim != 4 or not weight.size \
+            or (len(conv.inputs) == 3 and conv.inputs[2]
+                and (bias is None or bias.dtype != np.float32 or bias.shape != weight.shape[:1])):
+        return None
+    attrs = conv.node.attrs
+    kernel = list(weight.shape[2:])
+    if [int(v) for v in attrs.get("strides", [1, 1])] != kernel \
+            or [int(v) for v in attrs.get("kernel_shape", kernel)] != kernel \
+            or any(int(v) for v in attrs.get("pads", [0] * 4)) \
+            or any(int(v) != 1 for v in attrs.get("dilations", [1, 1])) or int(attrs.get("group", 1)) != 1 \
+            or attrs.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):
+        return None
+    target = graph.ints(flat.inputs[1])
+    if target is None:  # x.flatten(2): its shape nodes go too, when they read nothing else
+        chain = _flatten_chain(flat, graph)
+        if chain is None or chain[1] != 2 or any(graph.only_reader(m) is None for m in chain[0][:-1]):
+            return None
+        steps = [conv, *chain[0]]
+    else:
+        if len(target) != 3 or target[1] != weight.shape[0]:
+            return None
+        steps = [conv, flat]
+    readers = {id(r) for r in graph.readers.get(conv.outputs[0], [])}
+    if readers != {id(m) for m in steps if conv.outputs[0] in m.inputs} \
+            or any(m.outputs[0] in graph.graph_outputs for m in steps):
+        return None
+    channels, (kh, kw) = weight.shape[1], kernel
+    matrix = np.ascontiguousarray(weight.reshape(weight.shape[0], -1).T)  # (C kh kw, E)
+
+    def tokens(x: np.ndarray) -> np.ndarray | None:
+        if x.ndim != 4 or x.shape[1] != channels:
+            return None
+        batch, _, height, width = x.shape
+        rows, cols = height // kh, width // kw
+        if not batch or not rows or not cols or (target is not None and target != [batch, matrix.shape[1],
+                                                                                 rows * cols]):
+            return None
+        grid = x[:, :, :rows * kh, :cols * kw].reshape(batch, channels, rows, kh, cols, kw)
+        patches = grid.transpose(0, 2, 4, 1, 3, 5).reshape(batch * rows * cols, channels * kh * kw)
+        y = patches.dot(matrix)
+        if bias is not None:
+            y += bias
+        return y.reshape(batch, rows * cols, matrix.shape[1])
+
+    return steps, conv.inputs[0], tokens
+
+
+def _transposer(perm: tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray | None]:
+    def transpose(x: np.ndarray) -> np.ndarray | None:
+        return x.transpose(perm) if x.ndim == len(perm) else None
+
+    return transpose
+
+
 def _residual_sum(operands: list[str | None], constant: np.ndarray | None, width: int,
-                  perm: tuple[int, ...] | None = None) -> Callable[..., np.ndarray | None]:
+                  prepare: Callable[[np.ndarray], np.ndarray | None] | None = None
+                  ) -> Callable[..., np.ndarray | None]:
     """The function of the fused step's inputs that gives the float32 input of the normalisation whose last axis
     has ``width`` values, or None: the Add of ``operands`` (None for the constant one) when there are any, else
-    the input itself; with ``perm``, the variable operand of an Add of a constant is that transpose of the input.
+    the input itself; with ``prepare``, the variable operand of an Add of a constant is ``prepare(input)``.
     A sum must have the shape of each variable operand (no broadcasting that grows one, which the Add kernel
     checks against the limits); other shapes and types go to the chain."""
     if not operands:
@@ -407,11 +489,9 @@ def _residual_sum(operands: list[str | None], constant: np.ndarray | None, width
     def with_constant(x: np.ndarray) -> np.ndarray | None:
         if type(x) is not np.ndarray or x.dtype != np.float32:
             return None
-        if perm is not None:
-            if x.ndim != len(perm):
-                return None
-            x = x.transpose(perm)
-        if x.shape[-1:] != (width,):
+        if prepare is not None:
+            x = prepare(x)
+        if x is None or x.shape[-1:] != (width,):
             return None
         changes = grows.get(x.shape)
         if changes is None:
@@ -430,8 +510,8 @@ def _residual_sum(operands: list[str | None], constant: np.ndarray | None, width
     return with_constant
 
 
-_MATCHERS = {"Erf": _match_gelu, "Softmax": _match_attention, "Reshape": _match_flatten,
-             "LayerNormalization": _match_layer_norm}
+_MATCHERS = {"LayerNormalization": _match_layer_norm, "Erf": _match_gelu, "Softmax": _match_attention,
+             "Reshape": _match_flatten}
 
 
 def fuse_transformer_steps(steps: list[Any], constants: dict[str, np.ndarray], graph_outputs: set[str]
@@ -443,14 +523,14 @@ def fuse_transformer_steps(steps: list[Any], constants: dict[str, np.ndarray], g
     placed: dict[int, Any] = {}
     taken: set[int] = set()
     dropped: set[int] = set()
-    for step in steps:
-        matcher = _MATCHERS.get(step.node.op_type)
-        if matcher is None or id(step) in taken:
-            continue
-        fused = matcher(step, graph)
-        if fused is None or any(id(m) in taken for m in fused.kernel.members):
-            continue
-        taken.update(id(m) for m in fused.kernel.members)
-        placed[id(fused.kernel.place)] = fused
-        dropped.update(id(m) for m in fused.kernel.removed if m is not fused.kernel.place)
+    for op_type, matcher in _MATCHERS.items():  # in this order: a normalisation may take a patch embedding
+        for step in steps:
+            if step.node.op_type != op_type or id(step) in taken:
+                continue
+            fused = matcher(step, graph)
+            if fused is None or any(id(m) in taken for m in fused.kernel.members):
+                continue
+            taken.update(id(m) for m in fused.kernel.members)
+            placed[id(fused.kernel.place)] = fused
+            dropped.update(id(m) for m in fused.kernel.removed if m is not fused.kernel.place)
     return [placed.get(id(s), s) for s in steps if id(s) not in dropped]

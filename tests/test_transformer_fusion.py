@@ -289,6 +289,66 @@ def test_reduce_mean_over_other_axes_stays_a_step_of_its_own():
     assert "ReduceMean" in loaded.plan_ops
 
 
+def _patch_model(flatten="shape_nodes", image=(2, 2, 13, 12), kernel=4, pads=None, conv_out_is_output=False):
+    rng = np.random.default_rng(9)
+    batch, channels, height, width = image
+    pad = pads[0] if pads else 0
+    tokens, embed = ((height + 2 * pad - kernel) // kernel + 1) * ((width + 2 * pad - kernel) // kernel + 1), 6
+    consts = {"w": rng.standard_normal((embed, channels, kernel, kernel)).astype(F32),
+              "wb": rng.standard_normal(embed).astype(F32),
+              "pos": rng.standard_normal((1, tokens, embed)).astype(F32),
+              "gamma": rng.standard_normal(embed).astype(F32), "beta": rng.standard_normal(embed).astype(F32),
+              "starts": np.array([0], np.int64), "ends": np.array([2], np.int64), "rest": np.array([-1], np.int64),
+              "target": np.array([batch, embed, tokens], np.int64)}
+    conv_attrs = {"kernel_shape": [kernel, kernel], "strides": [kernel, kernel]}
+    if pads:
+        conv_attrs["pads"] = pads
+    nodes = [helper.make_node("Conv", ["x", "w", "wb"], ["c"], **conv_attrs)]
+    if flatten == "shape_nodes":
+        nodes += [helper.make_node("Shape", ["c"], ["shape"]),
+                  helper.make_node("Slice", ["shape", "starts", "ends"], ["head"]),
+                  helper.make_node("Concat", ["head", "rest"], ["flat_shape"], axis=0),
+                  helper.make_node("Reshape", ["c", "flat_shape"], ["f"])]
+    else:
+        nodes.append(helper.make_node("Reshape", ["c", "target"], ["f"]))
+    nodes += [helper.make_node("Transpose", ["f"], ["t"], perm=[0, 2, 1]),
+              helper.make_node("Add", ["t", "pos"], ["s"]),
+              helper.make_node("LayerNormalization", ["s", "gamma", "beta"], ["y"], axis=-1)]
+    outputs = [tensor_info("y", None)] + ([tensor_info("c", None)] if conv_out_is_output else [])
+    return make_model(nodes, [tensor_info("x", list(image))], outputs, consts, opset=17)
+
+
+@pytest.mark.parametrize("case", [{}, {"flatten": "constant"}, {"image": (1, 3, 16, 16), "kernel": 8}])
+def test_patch_embedding_goes_into_the_layer_norm_step(case):
+    model = _patch_model(**case)
+    x = np.random.default_rng(10).standard_normal(case.get("image", (2, 2, 13, 12))).astype(F32)
+    fast, unfused, loaded = _fast_and_unfused(model, {"x": x})
+    assert loaded.plan_ops[0].startswith("Conv+") and loaded.plan_ops[0].endswith("LayerNormalization")
+    assert len(loaded.plan_ops) == 1
+    _close(fast, unfused)
+    _close(fast, ort_run(model, {"x": x})[0])
+
+
+@pytest.mark.parametrize("case", [{"pads": [1, 1, 1, 1], "image": (2, 2, 14, 14)}, {"conv_out_is_output": True}])
+def test_convolutions_that_are_not_a_plain_patch_embedding_keep_their_step(case):
+    model = _patch_model(**case)
+    x = np.random.default_rng(11).standard_normal(case.get("image", (2, 2, 13, 12))).astype(F32)
+    loaded = nn_core.load_proto(model)
+    assert "Conv" in loaded.plan_ops
+    fast, unfused = loaded.run({"x": x}), loaded.run_traced({"x": x})[0]
+    for name, value in fast.items():
+        _close(value, unfused[name])
+
+
+def test_patch_embedding_falls_back_to_the_chain_on_other_images():
+    loaded = nn_core.load_proto(_patch_model(flatten="constant"))
+    (step,) = loaded._fast_plan().steps
+    x = np.random.default_rng(12).standard_normal((2, 2, 13, 12)).astype(F32)
+    np.testing.assert_array_equal(step.kernel.run(x.astype(np.float64)), step.kernel.chain(x.astype(np.float64)))
+    with pytest.raises(ModelError):  # a batch the constant reshape does not fit: its kernel refuses it
+        loaded.run({"x": x[:1]})
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # flatten
 
