@@ -291,3 +291,14 @@ def test_batchnorm_after_a_quantized_gemm_with_dequantized_parameters():
     _, y = b.qdq(y, 0.04, -128)
     ours = assert_exact(b.model(y))
     assert "QLinearLookup" in ours.plan_ops and "BatchNormalization" not in ours.plan_ops, ours.plan_ops
+
+
+def test_table_after_a_convolution_without_the_float32_path(monkeypatch):
+    """A QLinearConv whose sums are not provably below 2**24 runs its exact float64 path; the table it took in
+    is then applied to its requantized codes, with the same values."""
+    from nn_core.ops import quantized
+
+    monkeypatch.setattr(quantized, "_F32_EXACT", 1.0)  # no convolution takes the float32 path
+    ours = assert_exact(conv_block(np.uint8, bn_relu), rounds=1)
+    kernel = ours._fast_plan().steps[0].kernel
+    assert kernel.fast is None and kernel.lookup is not None

@@ -414,13 +414,14 @@ def _memory_order(array: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]] 
     """(axes in memory order, its inverse) when ``array`` is a transposed view of a contiguous buffer (a
     convolution's output is often one of a channels-last buffer), else None."""
     key = (array.shape, array.strides)
-    if key not in _MEMORY_ORDERS:
+    orders = _MEMORY_ORDERS.get(key, False)
+    if orders is False:  # (a local result: another thread may clear the cache meanwhile)
         order = np.argsort([-abs(step) for step in array.strides], kind="stable")
         if len(_MEMORY_ORDERS) > 64:
             _MEMORY_ORDERS.clear()
         dense = array.transpose(order).flags.c_contiguous
-        _MEMORY_ORDERS[key] = (tuple(order.tolist()), tuple(np.argsort(order).tolist())) if dense else None
-    return _MEMORY_ORDERS[key]
+        orders = _MEMORY_ORDERS[key] = (tuple(order.tolist()), tuple(np.argsort(order).tolist())) if dense else None
+    return orders
 
 
 def _take(table: np.ndarray, index: np.ndarray) -> np.ndarray:
