@@ -15,7 +15,13 @@ of the batch. What keeps it close to onnxruntime on small CNNs:
   the output returned as a strided view without them); 1x1 convolutions are one plain matmul and depthwise
   ones a sum of shifted, scaled copies;
 * a fused activation runs on the chunk in cache, and a fused MaxPool (``fuse_pool``) pools the chunk before
-  anything is written out.
+  anything is written out;
+* the fast plan of a model of large images (ops/channels_last.py) asks for channels-last outputs
+  (``prefer_channels_last``): the GEMM's (positions, M) product is then the output's storage, handed out
+  NCHW-shaped, and the next convolution reads it with contiguous copies. In that mode one large image's columns
+  go in blocks of output rows (BLOCK_BYTES), convolutions with no more outputs than inputs take columns along the
+  kernel width only, one matmul per kernel row (_RowShiftPlan), and grouped 1x1 convolutions read their input
+  in place (_GroupedPointwisePlan).
 """
 
 from __future__ import annotations
