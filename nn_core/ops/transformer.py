@@ -37,7 +37,7 @@ def packed_qkv_attention(qkv: np.ndarray, picks: list[int], scale: tuple[bool, f
     if scale is not None:
         divide, number = scale
         (np.divide if divide else np.multiply)(scores, qkv.dtype.type(number), out=scores)
-    softmax_last_axis_(scores)
+    scores = softmax_last_axis_(scores)
     if not merge:
         return np.matmul(scores, v)
     batch, heads, tokens, depth = v.shape
