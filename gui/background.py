@@ -13,7 +13,9 @@ the UI thread, and on a loaded machine the UI waited for both of the things they
   running 2 of them. ``SWITCH_INTERVAL`` makes a worker let go sooner.
 
 ui_heartbeat --models densenet121 --tab activations, three alternating rounds each at load 3.4-5.5 on 2 cores:
-worst gap 49-161 ms as before, 50-74 ms with the short switch interval alone, 38-59 ms with both.
+worst gap 49-161 ms as before, 50-74 ms with the short switch interval alone, 38-59 ms with both. Both models,
+four alternating rounds at load 4.4-5.9, worst gap with the short interval: 103-196 ms at nice 0, 41-136 ms at
+nice 4, 45-104 ms at nice 10.
 
 The memory releaser's thread is not one of these: it holds the heap's locks while it trims, which the UI thread
 may wait on, so slowing it down would slow the UI too.
