@@ -1,5 +1,6 @@
-"""Issue 10, depthwise-separable models at batch 1: the per-shape runners of nn_core/ops/batch1.py (bias and
-activation laid out over the output, the plan bound once) against the general Conv kernel and onnxruntime."""
+"""Issue 10, depthwise-separable models at batch 1: the per-shape runners of nn_core/ops/batch1.py (the plan bound
+once, the bias and activation as same-shape passes over the flat output) against the general Conv kernel and
+onnxruntime."""
 
 from __future__ import annotations
 
