@@ -378,20 +378,21 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
     both = len(outputs) == 2
 
     def fast(*values: np.ndarray) -> Any:
-        x = total(*values)
-        if x is None or (mean is not norm and (x.ndim != 3 or not x.shape[1])):
+        summed = total(*values)
+        if summed is None or (mean is not norm and (summed.ndim != 3 or not summed.shape[1])):
             return None
-        y = layer_norm_rows(x, averager, epsilon, scale, bias)
+        y = layer_norm_rows(summed, averager, epsilon, scale, bias)
         if mean is not norm:
-            row = tokens.get(x.shape[1])
+            count = summed.shape[1]
+            row = tokens.get(count)
             if row is None:
                 if len(tokens) > 16:
                     tokens.clear()
-                row = tokens[x.shape[1]] = np.full((1, x.shape[1]), 1.0 / x.shape[1], np.float32)
+                row = tokens[count] = np.full((1, count), 1.0 / count, np.float32)
             y = np.matmul(row, y)
             if not keepdims:
                 y = y.reshape(y.shape[0], width)
-        return (x, y) if both else y
+        return (summed, y) if both else y
 
     return _fused_step(members, inputs, graph, fast, outputs, place=0)
 
