@@ -24,6 +24,7 @@ import numpy as np
 
 from .ops.activations import ErfGelu
 from .ops.norm import layer_norm_rows, row_averager
+from .ops.quantized import FUSED_DOMAIN
 from .ops.transformer import packed_qkv_attention
 
 
@@ -125,8 +126,11 @@ def _fused_step(members: list[_Step], inputs: list[str], graph: _Graph, fast: Ca
     ordered = sorted(members, key=lambda m: graph.order[id(m)])
     outputs = [ordered[-1].outputs[0]] if outputs is None else outputs
     kernel = FusedChain(ordered, inputs, outputs, graph.constants, fast, place, removed)
-    return replace(ordered[0], kernel=kernel, inputs=list(inputs), outputs=list(outputs),
-                   fused=tuple(m.node.op_type for m in ordered[1:]))
+    # in a domain of its own: the passes after this one match steps by op type in the default domain, and a fused
+    # step is not its first node (an Add + LayerNormalization step taken for the residual Add of a convolution
+    # would lose its second output)
+    return replace(ordered[0], node=replace(ordered[0].node, domain=FUSED_DOMAIN), kernel=kernel,
+                   inputs=list(inputs), outputs=list(outputs), fused=tuple(m.node.op_type for m in ordered[1:]))
 
 
 # ----------------------------------------------------------------------------------------------------------------

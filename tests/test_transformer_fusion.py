@@ -284,6 +284,25 @@ def test_layer_norm_step_falls_back_to_the_chain_on_other_inputs():
         loaded.run({"a": a[..., :20], "b": a[..., :20]})
 
 
+def test_later_passes_do_not_take_a_fused_step_for_its_first_node():
+    """A large image's convolution takes the residual Add after it (residual.py): not the Add of an Add +
+    LayerNormalization step, which would lose the step's second output."""
+    rng = np.random.default_rng(13)
+    consts = {"w": (rng.standard_normal((4, 4, 3, 3)) * 0.2).astype(F32),
+              "gamma": rng.standard_normal(96).astype(F32), "beta": rng.standard_normal(96).astype(F32)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c", "x"], ["s"]),
+             helper.make_node("LayerNormalization", ["s", "gamma", "beta"], ["y"], axis=-1)]
+    model = make_model(nodes, [tensor_info("x", [1, 4, 96, 96])], [tensor_info("y", None), tensor_info("s", None)],
+                       consts, opset=17)
+    x = rng.standard_normal((1, 4, 96, 96)).astype(F32)
+    loaded = nn_core.load_proto(model)
+    assert loaded.plan_ops == ["Conv", "Add+LayerNormalization"]
+    fast, unfused = loaded.run({"x": x}), loaded.run_traced({"x": x})[0]
+    for name in ("y", "s"):
+        _close(fast[name], unfused[name])
+
+
 def test_reduce_mean_over_other_axes_stays_a_step_of_its_own():
     loaded = nn_core.load_proto(_norm_model(mean=([2], 0), sum_read=False))
     assert "ReduceMean" in loaded.plan_ops
