@@ -41,10 +41,11 @@ class Step:
     inputs: list[str]
     outputs: list[str]
     fused: tuple[str, ...] = ()  # op types of the nodes absorbed into this one (BatchNormalization, Relu...)
+    before: tuple[str, ...] = ()  # op types of absorbed nodes that ran before this one (Tanh before a pooling)
 
     @property
     def label(self) -> str:
-        return "+".join((self.node.op_type, *self.fused))
+        return "+".join((*self.before, self.node.op_type, *self.fused))
 
 
 @dataclass
@@ -233,6 +234,28 @@ def fuse_flattens(steps: list[Step], graph_outputs: set[str]) -> list[Step]:
     return [s for s in steps if id(s) not in dropped]
 
 
+def fuse_preactivations(steps: list[Step], graph_outputs: set[str]) -> list[Step]:
+    """A Tanh or Sigmoid whose only reader is a one-input kernel that can apply it first (``fuse_preactivation``:
+    AveragePool; LeNet-5's conv -> tanh -> average pooling) becomes part of that kernel's step. After every
+    pass that replaces kernels, which would drop what a kernel absorbed."""
+    readers = _readers(steps)
+    dropped: set[int] = set()
+    for step in steps:
+        if step.node.op_type not in ("Tanh", "Sigmoid") or step.node.domain not in ("", "ai.onnx") \
+                or step.fused or len(step.inputs) != 1 or len(step.outputs) != 1 \
+                or step.outputs[0] in graph_outputs:
+            continue
+        users = readers.get(step.outputs[0], [])
+        if len(users) != 1 or users[0].inputs != step.outputs:
+            continue
+        fuse = getattr(users[0].kernel, "fuse_preactivation", None)
+        if fuse is not None and fuse(step.node.op_type):
+            users[0].inputs = list(step.inputs)
+            users[0].before = (*step.before, step.node.op_type, *users[0].before)
+            dropped.add(id(step))
+    return [s for s in steps if id(s) not in dropped]
+
+
 def _rewritten_node(template: NodeInfo, name: str, op_type: str, domain: str, inputs: list[str],
                     outputs: list[str], attrs: dict[str, Any]) -> NodeInfo:
     return replace(template, name=name, op_type=op_type, domain=domain, inputs=inputs, outputs=outputs, attrs=attrs)
@@ -290,6 +313,7 @@ class FastPlan:
         steps = fuse_normalizers(steps, outputs)
         steps = fuse_flattens(steps, outputs)
         steps = prefer_channels_last(steps, graph)
+        steps = fuse_preactivations(steps, outputs)
         self.steps = drop_dead_steps(steps, outputs)
         self.input_names = [v.name for v in graph.inputs]
         self.output_names = [v.name for v in graph.outputs]

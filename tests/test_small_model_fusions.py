@@ -378,3 +378,30 @@ def test_a_flatten_on_another_axis_or_a_read_pool_stays_apart():
         assert model.plan_ops == ["GlobalAveragePool", "Flatten"]
         out = model.run({"x": x})
         np.testing.assert_allclose(out["y"].reshape(-1), x.mean(axis=(2, 3)).reshape(-1), rtol=1e-6)
+
+
+@pytest.mark.parametrize("activation", ["Tanh", "Sigmoid"])
+def test_an_average_pool_takes_in_the_activation_before_it_bit_for_bit(activation):
+    rng = np.random.default_rng(23)
+    k = rng.standard_normal((4, 1, 5, 5)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "k"], ["c"]), helper.make_node(activation, ["c"], ["a"]),
+             helper.make_node("AveragePool", ["a"], ["y"], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1,
+                              count_include_pad=1)]
+    model = nn_core.load_proto(make_model(nodes, [tensor_info("x", ["N", 1, 28, 28])], [tensor_info("y", None)],
+                                          {"k": k}, opset=19))
+    assert model.plan_ops == ["Conv", f"{activation}+AveragePool"]
+    for batch in (1, 2):
+        x = (rng.standard_normal((batch, 1, 28, 28)) * 3).astype(np.float32)
+        first = model.run({"x": x})["y"]
+        kept = first.copy()
+        model.run({"x": -x})
+        np.testing.assert_array_equal(first, kept)
+        np.testing.assert_array_equal(first, model.run_traced({"x": x})[0]["y"])
+    pool = model._fast_plan().steps[-1].kernel
+    with pytest.raises(nn_core.ModelError, match="fused activation"):
+        pool.backward([x], [first], [first])
+    # an activation that is read elsewhere too, or an output, stays a step of its own
+    for outputs in (["y", "a"],):
+        model = nn_core.load_proto(make_model(nodes, [tensor_info("x", ["N", 1, 28, 28])],
+                                              [tensor_info(name, None) for name in outputs], {"k": k}, opset=19))
+        assert model.plan_ops == ["Conv", activation, "AveragePool"]

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .activations import sigmoid
 from .conv import resolve_pads
 from .registry import NodeSpec, Op, register
 from .windows import Geometry, check_fits, check_taps, effective_steps, int_attr
@@ -33,6 +34,8 @@ MATRIX_POOL_OUT = 16
 # many elements (an 8x8 image pooled to 4x4: 64 x 16): NumPy's batched matmul costs ~0.3 us per image plane
 KRONECKER_POOL = 16384
 _WIDE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+# the activations an AveragePool takes in before it: the functions of their kernels (activations.py)
+_PREACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"Tanh": np.tanh, "Sigmoid": sigmoid}
 
 
 def _lowest(dtype: np.dtype):
@@ -478,12 +481,26 @@ def _two_by_two_backward(x: np.ndarray, y: np.ndarray, dy: np.ndarray, scratch: 
 
 @register("AveragePool", 1)
 class AveragePool(_Pool):
+    # a Tanh or Sigmoid whose only reader is this pooling, absorbed by the fast plan (fuse_preactivation): its
+    # kernel's own function applied to the input first, the same values as the two steps, one step fewer
+    pre: Callable[[np.ndarray], np.ndarray] | None = None
+
     def __init__(self, node: NodeSpec):
         super().__init__(node)
         self.include_pad = bool(int_attr(self, "count_include_pad", 0, choices=(0, 1)))
         self.divisors: dict[tuple, np.ndarray | float] = {}
 
+    def fuse_preactivation(self, op_type: str) -> bool:
+        """Absorb the ``op_type`` activation node whose output only this pooling reads. Not in subclasses,
+        whose own ``run`` would pool the input before the activation."""
+        if type(self) is not AveragePool or self.pre is not None or op_type not in _PREACTIVATIONS:
+            return False
+        self.pre = _PREACTIVATIONS[op_type]
+        return True
+
     def run(self, x):
+        if self.pre is not None:
+            x = self.pre(x)
         fast = self.fast.get((x.shape, x.dtype))
         if fast is not None:
             return fast(x)
@@ -557,6 +574,8 @@ class AveragePool(_Pool):
 
     def backward(self, inputs, outputs, grads):
         """Each window spreads its output gradient evenly (over its divisor) to the elements it averaged."""
+        if self.pre is not None:
+            raise self.fail("has a fused activation: differentiate the unfused graph (GradientPlan)")
         x, dy = inputs[0], grads[0] if grads else None
         if dy is None or x is None or x.dtype.kind != "f":
             return [None]
