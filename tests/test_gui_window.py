@@ -269,6 +269,24 @@ def test_threaded_predictor_delivers_the_latest_drawing(qtbot, settings, activat
     window.close()
 
 
+def test_a_threaded_traced_run_brings_the_pictures_of_the_cards_in_sight(qtbot, settings, activate, draw_on,
+                                                                          digit_path):
+    window = MainWindow(None, settings=settings, predictor_mode="thread")
+    qtbot.addWidget(window)
+    activate(window)
+    window.tabs.setCurrentWidget(window.activations)
+    qtbot.waitUntil(lambda: not window.activations.building, timeout=10000)
+    draw_on(window.canvas, digit_path("7"))
+    qtbot.waitUntil(lambda: window.session.up_to_date and window.session.prediction.traced, timeout=10000)
+    prepared = window.session.prediction.prepared["activations"]
+    pictured = [index for index, card in prepared.items() if card.picture is not None]
+    assert pictured and len(prepared) == window.activations.node_count  # LeNet's nodes fit on one page
+    for index in pictured:
+        card = window.activations.entries[index]
+        assert card._rendered() is prepared[index].picture  # shown as made on the worker, not rendered again
+    window.close()
+
+
 # --- settings and state -------------------------------------------------------------------------------------
 def test_window_state_and_pen_width_are_saved(qtbot, settings):
     window = MainWindow(None, settings=settings)
