@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from PySide6.QtCore import QPointF, QRectF, QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QPointF, QRectF, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPaintEvent, QPixmap, QResizeEvent
 from PySide6.QtWidgets import (
     QDialog,
@@ -1066,9 +1066,11 @@ class ActivationsView(QScrollArea):
         super().hideEvent(event)
         self._shown = False
 
-    def resizeEvent(self, event: QResizeEvent) -> None:
-        super().resizeEvent(event)
-        self._update_sight()
+    def viewportEvent(self, event: QEvent) -> bool:
+        handled = super().viewportEvent(event)
+        if event.type() == QEvent.Type.Resize:  # (the view's size, or a scroll bar came or went: the cards' width)
+            self._update_sight()
+        return handled
 
     def _update_sight(self, _scrolled_to: int = 0) -> None:
         """Note the cards' width and which cards are in sight, for ``prepare``."""
