@@ -383,13 +383,18 @@ def test_input_quantization_done_by_the_first_qlinear_conv(dtype, zero_point, va
     assert ("QuantizeLinear" in ours.plan_ops) == (variant != "fused")
     if variant != "other_scale":
         assert "QLinearConv" in ours.plan_ops
-    sessions = ort_sessions(model)
+    integer, unfused = ort_sessions(model)
     for rows, spread in ((1, 1.0), (3, 10.0), (70, 3.0)):
         x = (rng.normal(0, 1, (rows, 2, 9, 9)) * spread).astype(np.float32)  # 10.0: many inputs saturate
         got = list(ours.run({"x": x}).values())
-        for session in sessions:
-            for have, want in zip(got, session.run(None, {"x": x}), strict=True):
-                np.testing.assert_array_equal(have, want)
+        # onnxruntime's unfused graph convolves in float, whose rounding can land a sum near a half-step on the
+        # other side (about 1 value in 30,000 here): our integer result must equal the fused one everywhere and
+        # the unfused one wherever onnxruntime agrees with itself
+        fused_want, unfused_want = integer.run(None, {"x": x}), unfused.run(None, {"x": x})
+        for have, want, other in zip(got, fused_want, unfused_want, strict=True):
+            np.testing.assert_array_equal(have, want)
+            agreed = want == other
+            np.testing.assert_array_equal(have[agreed], other[agreed])
 
 
 def test_rewrites_for_a_file_use_only_standard_and_onnxruntime_ops():
