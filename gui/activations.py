@@ -1083,7 +1083,9 @@ class ActivationsView(QScrollArea):
         tops = [card.y() for card in entries]
         first = max(0, bisect.bisect_right(tops, top) - 1)
         last = max(first, bisect.bisect_left(tops, bottom) - 1)
-        self._card_width = entries[0].width()
+        # from the viewport, not a card: when the viewport is resized the cards follow only afterwards
+        margins = self._layout.contentsMargins()
+        self._card_width = self.viewport().width() - margins.left() - margins.right()
         self._sight = (entries[first].index, entries[last].index)
 
     def _start_rebuild(self) -> None:

@@ -278,15 +278,17 @@ def test_a_threaded_traced_run_brings_the_pictures_of_the_cards_in_sight(qtbot, 
     qtbot.waitUntil(lambda: not window.activations.building, timeout=10000)
     # the first values make the cards taller and bring the scroll bar, which narrows them: a run prepared before
     # that has pictures for the old width (those cards render themselves), so the check is on a later drawing
+    view = window.activations
     for digit in ("7", "1"):
         draw_on(window.canvas, digit_path(digit))
         qtbot.waitUntil(lambda: window.session.up_to_date and window.session.prediction.traced, timeout=10000)
+        qtbot.wait(50)  # the layout the new values asked for
+        qtbot.waitUntil(lambda: view._card_width == view.entries[0].width(), timeout=5000)
     prepared = window.session.prediction.prepared["activations"]
     pictured = [index for index, card in prepared.items() if card.picture is not None]
-    assert pictured and len(prepared) == window.activations.node_count  # LeNet's nodes fit on one page
+    assert pictured and len(prepared) == view.node_count  # LeNet's nodes fit on one page
     for index in pictured:
-        card = window.activations.entries[index]
-        assert card._rendered() is prepared[index].picture  # shown as made on the worker, not rendered again
+        assert view.entries[index]._rendered() is prepared[index].picture  # as made on the worker, not rendered
     window.close()
 
 
