@@ -226,6 +226,15 @@ def producers_and_readers(nodes: list) -> tuple[dict[str, object], dict[str, lis
     return producer, readers
 
 
+def sole_reader(readers: dict[str, list], item, graph_outputs: set[str]):
+    """The one node or step reading ``item``'s only output, or None: when it has more outputs or readers, or the
+    output is a graph output (which must stay visible, so nothing may absorb its producer)."""
+    if len(item.outputs) != 1 or item.outputs[0] in graph_outputs:
+        return None
+    users = readers.get(item.outputs[0], [])
+    return users[0] if len(users) == 1 else None
+
+
 def constant_value(name: str, constants: dict[str, np.ndarray], producer: dict) -> np.ndarray | None:
     """The value of ``name`` when it is a constant or a Constant node's ``value``/``value_int(s)`` (the passes that
     use it run before constants are folded)."""

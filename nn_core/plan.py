@@ -27,7 +27,10 @@ from .optimize import (
     flatten_batch_reshapes,
     fold_affine_into_conv,
     fold_batchnorm,
+    is_default_domain,
+    producers_and_readers,
     remove_identities,
+    sole_reader,
 )
 from .transformer_fusion import fuse_transformer_steps
 
@@ -119,139 +122,106 @@ def fold_constants(graph: Graph, nodes: list[NodeInfo], constants: dict[str, np.
     return remaining, folded
 
 
-def _readers(steps: list[Step]) -> dict[str, list[Step]]:
-    readers: dict[str, list[Step]] = {}
+def _absorb_sole_readers(steps: list[Step], graph_outputs: set[str], take: Callable[[Step, Step], bool]
+                         ) -> list[Step]:
+    """Each step whose sole reader ``take(step, reader)`` takes in (the kernel absorbing it when it returns True)
+    becomes one step with the reader: it writes the reader's outputs, its label gains the reader's op type, and the
+    reader's step is dropped."""
+    _, readers = producers_and_readers(steps)
+    dropped: set[int] = set()
     for step in steps:
-        for name in step.inputs:
-            if name:
-                readers.setdefault(name, []).append(step)
-    return readers
+        reader = None if id(step) in dropped else sole_reader(readers, step, graph_outputs)
+        if reader is not None and take(step, reader):
+            step.outputs = list(reader.outputs)
+            step.fused = (*step.fused, reader.node.op_type)
+            dropped.add(id(reader))
+    return [s for s in steps if id(s) not in dropped]
+
+
+def _one_in_one_out(step: Step, *op_types: str) -> bool:
+    """``step`` is a default-domain node of one of ``op_types`` with one input and one output."""
+    return step.node.op_type in op_types and is_default_domain(step.node) and len(step.inputs) == 1 \
+        and len(step.outputs) == 1
 
 
 def fuse_activations(steps: list[Step], constants: dict[str, np.ndarray], graph_outputs: set[str]) -> list[Step]:
-    readers = _readers(steps)
-    dropped: set[int] = set()
-    for step in steps:
-        if id(step) in dropped or len(step.outputs) != 1 or step.outputs[0] in graph_outputs:
-            continue
-        users = readers.get(step.outputs[0], [])
-        if len(users) != 1 or users[0].node.op_type not in FUSABLE_ACTIVATIONS \
-                or users[0].node.domain not in ("", "ai.onnx"):
-            continue
-        activation = users[0]
+    """A kernel whose sole reader is an activation it can apply (``fuse_activation``) applies it to its output."""
+
+    def take(step: Step, activation: Step) -> bool:
+        kind = FUSABLE_ACTIVATIONS.get(activation.node.op_type)
+        if kind is None or not is_default_domain(activation.node):
+            return False
         params = activation_params(activation.node, constants)
-        if params is None or not step.kernel.fuse_activation(FUSABLE_ACTIVATIONS[activation.node.op_type], params):
-            continue
-        step.outputs = list(activation.outputs)
-        step.fused = (*step.fused, activation.node.op_type)
-        dropped.add(id(activation))
-    return [s for s in steps if id(s) not in dropped]
+        return params is not None and step.kernel.fuse_activation(kind, params)
+
+    return _absorb_sole_readers(steps, graph_outputs, take)
 
 
 def fuse_biases(steps: list[Step], constants: dict[str, np.ndarray], graph_outputs: set[str]) -> list[Step]:
     """A MatMul whose only reader is an Add of a constant vector takes the addition in (``fuse_bias``): a dense
     layer exported as MatMul + Add runs as one step, and a Relu after it can then be fused as well."""
-    readers = _readers(steps)
-    dropped: set[int] = set()
-    for step in steps:
+
+    def take(step: Step, add: Step) -> bool:
         fuse = getattr(step.kernel, "fuse_bias", None)
-        if fuse is None or len(step.outputs) != 1 or step.outputs[0] in graph_outputs:
-            continue
-        users = readers.get(step.outputs[0], [])
-        if len(users) != 1 or users[0].node.op_type != "Add" or len(users[0].inputs) != 2 \
-                or users[0].node.domain not in ("", "ai.onnx") or len(users[0].outputs) != 1:
-            continue
-        add = users[0]
+        if fuse is None or add.node.op_type != "Add" or not is_default_domain(add.node) or len(add.inputs) != 2 \
+                or len(add.outputs) != 1:
+            return False
         other = add.inputs[1] if add.inputs[0] == step.outputs[0] else add.inputs[0]
-        if other == step.outputs[0] or other not in constants or not fuse(constants[other]):
-            continue
-        step.outputs = list(add.outputs)
-        step.fused = (*step.fused, "Add")
-        dropped.add(id(add))
-    return [s for s in steps if id(s) not in dropped]
+        return other != step.outputs[0] and other in constants and fuse(constants[other])
+
+    return _absorb_sole_readers(steps, graph_outputs, take)
 
 
 def fuse_pools(steps: list[Step], graph_outputs: set[str]) -> list[Step]:
     """A convolution whose only reader is a MaxPool pools each chunk while it is still in cache (kernels that
     can do this have ``fuse_pool``)."""
-    readers = _readers(steps)
-    dropped: set[int] = set()
-    for step in steps:
+
+    def take(step: Step, pool: Step) -> bool:
         fuse = getattr(step.kernel, "fuse_pool", None)
-        if fuse is None or len(step.outputs) != 1 or step.outputs[0] in graph_outputs:
-            continue
-        users = readers.get(step.outputs[0], [])
-        if len(users) != 1 or users[0].node.op_type != "MaxPool" or len(users[0].inputs) != 1:
-            continue
-        pool = users[0]
-        if fuse(pool.kernel):
-            step.outputs = list(pool.outputs)
-            step.fused = (*step.fused, "MaxPool")
-            dropped.add(id(pool))
-    return [s for s in steps if id(s) not in dropped]
+        return fuse is not None and _one_in_one_out(pool, "MaxPool") and fuse(pool.kernel)
+
+    return _absorb_sole_readers(steps, graph_outputs, take)
 
 
 def fuse_normalizers(steps: list[Step], graph_outputs: set[str]) -> list[Step]:
     """A dense layer whose only reader is a Softmax or LogSoftmax normalises its own fresh output in place
     (kernels that can do this have ``fuse_normalizer``): a classifier's head is one step."""
-    readers = _readers(steps)
-    dropped: set[int] = set()
-    for step in steps:
+
+    def take(step: Step, normalizer: Step) -> bool:
         fuse = getattr(step.kernel, "fuse_normalizer", None)
-        if fuse is None or len(step.outputs) != 1 or step.outputs[0] in graph_outputs:
-            continue
-        users = readers.get(step.outputs[0], [])
-        if len(users) != 1 or users[0].node.op_type not in ("Softmax", "LogSoftmax") \
-                or users[0].node.domain not in ("", "ai.onnx") or len(users[0].inputs) != 1 \
-                or len(users[0].outputs) != 1:
-            continue
-        normalizer = users[0]
-        if fuse(normalizer.kernel):
-            step.outputs = list(normalizer.outputs)
-            step.fused = (*step.fused, normalizer.node.op_type)
-            dropped.add(id(normalizer))
-    return [s for s in steps if id(s) not in dropped]
+        return fuse is not None and _one_in_one_out(normalizer, "Softmax", "LogSoftmax") and fuse(normalizer.kernel)
+
+    return _absorb_sole_readers(steps, graph_outputs, take)
 
 
 def fuse_flattens(steps: list[Step], graph_outputs: set[str]) -> list[Step]:
     """A kernel whose only reader is a Flatten(axis=1) hands over the flattened result itself (kernels that can
     do this have ``fuse_flatten``: GlobalAveragePool, whose (N, C) means then come from one product)."""
-    readers = _readers(steps)
-    dropped: set[int] = set()
-    for step in steps:
+
+    def take(step: Step, flatten: Step) -> bool:
         fuse = getattr(step.kernel, "fuse_flatten", None)
-        if fuse is None or len(step.outputs) != 1 or step.outputs[0] in graph_outputs:
-            continue
-        users = readers.get(step.outputs[0], [])
-        if len(users) != 1 or users[0].node.op_type != "Flatten" or users[0].node.domain not in ("", "ai.onnx") \
-                or users[0].node.attrs.get("axis", 1) != 1 or len(users[0].inputs) != 1 \
-                or len(users[0].outputs) != 1:
-            continue
-        if fuse():
-            step.outputs = list(users[0].outputs)
-            step.fused = (*step.fused, "Flatten")
-            dropped.add(id(users[0]))
-    return [s for s in steps if id(s) not in dropped]
+        return fuse is not None and _one_in_one_out(flatten, "Flatten") \
+            and flatten.node.attrs.get("axis", 1) == 1 and fuse()
+
+    return _absorb_sole_readers(steps, graph_outputs, take)
 
 
 def fuse_preactivations(steps: list[Step], graph_outputs: set[str]) -> list[Step]:
     """A Tanh or Sigmoid whose only reader is a one-input kernel that can apply it first (``fuse_preactivation``:
     AveragePool; LeNet-5's conv -> tanh -> average pooling) becomes part of that kernel's step. After every
     pass that replaces kernels, which would drop what a kernel absorbed."""
-    readers = _readers(steps)
+    _, readers = producers_and_readers(steps)
     dropped: set[int] = set()
     for step in steps:
-        if step.node.op_type not in ("Tanh", "Sigmoid") or step.node.domain not in ("", "ai.onnx") \
-                or step.fused or len(step.inputs) != 1 or len(step.outputs) != 1 \
-                or step.outputs[0] in graph_outputs:
+        if not _one_in_one_out(step, "Tanh", "Sigmoid") or step.fused:
             continue
-        users = readers.get(step.outputs[0], [])
-        if len(users) != 1 or users[0].inputs != step.outputs:
+        user = sole_reader(readers, step, graph_outputs)
+        if user is None or user.inputs != step.outputs:
             continue
-        fuse = getattr(users[0].kernel, "fuse_preactivation", None)
+        fuse = getattr(user.kernel, "fuse_preactivation", None)
         if fuse is not None and fuse(step.node.op_type):
-            users[0].inputs = list(step.inputs)
-            users[0].before = (*step.before, step.node.op_type, *users[0].before)
+            user.inputs = list(step.inputs)
+            user.before = (*step.before, step.node.op_type, *user.before)
             dropped.add(id(step))
     return [s for s in steps if id(s) not in dropped]
 

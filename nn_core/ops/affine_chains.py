@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..optimize import producers_and_readers, sole_reader
 from .norm import BatchNormalization
 
 
@@ -65,21 +66,10 @@ class ChannelAffine:
         return y
 
 
-def _only_reader(readers: dict[str, list], step: Any, graph_outputs: set[str]) -> Any | None:
-    if len(step.outputs) != 1 or step.outputs[0] in graph_outputs:
-        return None
-    users = readers.get(step.outputs[0], [])
-    return users[0] if len(users) == 1 else None
-
-
 def fuse_affine_chains(steps: list[Any], graph_outputs: set[str]) -> list[Any]:
     """``steps`` with each BatchNormalization (inference, constant parameters) whose output goes only through
     Mul/Add nodes by per-channel constants, and possibly a ReLU, made one ChannelAffine step."""
-    readers: dict[str, list] = {}
-    for step in steps:
-        for name in step.inputs:
-            if name:
-                readers.setdefault(name, []).append(step)
+    _, readers = producers_and_readers(steps)
     dropped: set[int] = set()
     for step in steps:
         kernel = step.kernel
@@ -91,7 +81,7 @@ def fuse_affine_chains(steps: list[Any], graph_outputs: set[str]) -> list[Any]:
         chain = [(kernel, [None] + [kernel.const(i) for i in range(1, 5)])]
         last, relu, absorbed = step, False, []
         while not relu:
-            user = _only_reader(readers, last, graph_outputs)
+            user = sole_reader(readers, last, graph_outputs)
             if user is None:
                 break
             op = user.node.op_type

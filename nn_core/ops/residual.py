@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..optimize import producers_and_readers, sole_reader
 from .conv import Conv
 
 
@@ -38,39 +39,26 @@ class ResidualConv:
         return y
 
 
-def _only_reader(readers: dict[str, list], step: Any, graph_outputs: set[str]) -> Any | None:
-    if len(step.outputs) != 1 or step.outputs[0] in graph_outputs:
-        return None
-    users = readers.get(step.outputs[0], [])
-    return users[0] if len(users) == 1 else None
-
-
 def fuse_residuals(steps: list[Any], graph_outputs: set[str]) -> list[Any]:
     """``steps`` with each Conv whose only reader is a two-input Add or Sum (and that sum's only reader a Relu,
     absorbed too) made one ResidualConv step, where the sum's other operand is already computed (a ResNet block's
     shortcut convolution comes after its main branch, so that is the one fused). The Conv must not have an
     activation or a pooling fused (the sum comes first)."""
-    readers: dict[str, list] = {}
-    produced_at: dict[str, int] = {}
-    for index, step in enumerate(steps):
-        for name in step.inputs:
-            if name:
-                readers.setdefault(name, []).append(step)
-        for name in step.outputs:
-            produced_at[name] = index
+    _, readers = producers_and_readers(steps)
+    produced_at = {name: index for index, step in enumerate(steps) for name in step.outputs}
     dropped: set[int] = set()
     for index, step in enumerate(steps):
         kernel = step.kernel
         if not isinstance(kernel, Conv) or kernel.act is not None or kernel.pool is not None or id(step) in dropped:
             continue
-        add = _only_reader(readers, step, graph_outputs)
+        add = sole_reader(readers, step, graph_outputs)
         if add is None or add.node.op_type not in ("Add", "Sum") or add.node.domain not in ("", "ai.onnx") \
                 or len(add.inputs) != 2 or add.inputs.count(step.outputs[0]) != 1 or id(add) in dropped:
             continue
         other = add.inputs[1 - add.inputs.index(step.outputs[0])]
         if not other or produced_at.get(other, -1) >= index:
             continue
-        relu = None if getattr(add.kernel, "relu", False) else _only_reader(readers, add, graph_outputs)
+        relu = None if getattr(add.kernel, "relu", False) else sole_reader(readers, add, graph_outputs)
         if relu is not None and (relu.node.op_type != "Relu" or relu.node.domain not in ("", "ai.onnx")
                                  or len(relu.inputs) != 1 or id(relu) in dropped):
             relu = None
