@@ -66,3 +66,17 @@ def small_cnn(rng: np.random.Generator, with_bn: bool = True, opset: int = 13) -
         helper.make_node("Gemm", ["r2", "w3", "b3"], ["y"], name="fc2", transB=1),
     ]
     return make_model(nodes, [tensor_info("x", ["N", 1, 8, 8])], [tensor_info("y", ["N", 3])], inits, opset=opset)
+
+
+def build_kernel(node: onnx.NodeProto, inputs: list, const: set[int] | tuple = (), opset: int = 13):
+    """The node's kernel object itself, as the loader makes it, with the inputs at the indices in ``const``
+    known at load time (to test what a kernel prepares or fuses)."""
+    from nn_core.ops import load_all_kernels, resolve
+    from nn_core.ops.attributes import node_attributes
+    from nn_core.ops.registry import NodeSpec
+
+    load_all_kernels()
+    spec = NodeSpec(op_type=node.op_type, inputs=list(node.input), outputs=list(node.output),
+                    attrs=node_attributes(node), opset=opset,
+                    consts=[v if i in const else None for i, v in enumerate(inputs)])
+    return resolve(node.op_type, opset)(spec)

@@ -6,23 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import make_model, tensor_info
+from helpers import build_kernel, make_model, tensor_info
 from onnx import helper
 
 import nn_core
-
-
-def _kernel(node, inputs, const, opset=13):
-    from nn_core.ops import load_all_kernels, resolve
-    from nn_core.ops.attributes import node_attributes
-    from nn_core.ops.registry import NodeSpec
-
-    load_all_kernels()
-    spec = NodeSpec(op_type=node.op_type, inputs=list(node.input), outputs=list(node.output),
-                    attrs=node_attributes(node), opset=opset,
-                    consts=[v if i in const else None for i, v in enumerate(inputs)])
-    return resolve(node.op_type, opset)(spec)
-
 
 ACTIVATIONS = [None, ("relu", {}), ("clip", {"min": 0.0, "max": 6.0}), ("clip", {"min": -0.5}),
                ("clip", {"max": 0.25}), ("leaky_relu", {"alpha": 0.1})]
@@ -92,8 +79,8 @@ def test_depthwise_runner_matches_the_general_conv(case):
     b = rng.standard_normal(channels).astype(np.float32)
     node = _depthwise_node(channels, kernel, strides, pads, dilations)
     for act in ACTIVATIONS[:3]:
-        general = _kernel(node, [None, w, b], (1, 2))
-        lean = batch1_kernel(_kernel(node, [None, w, b], (1, 2)))
+        general = build_kernel(node, [None, w, b], (1, 2))
+        lean = batch1_kernel(build_kernel(node, [None, w, b], (1, 2)))
         for k in (general, lean):
             if act:
                 k.fuse_activation(*act)
@@ -118,12 +105,12 @@ def test_pointwise_runner_with_a_fused_maxpool_pools_then_activates():
     b = rng.standard_normal(12).astype(np.float32)
     conv = helper.make_node("Conv", ["x", "w", "b"], ["c"])
     pool_node = helper.make_node("MaxPool", ["c"], ["y"], kernel_shape=[2, 2], strides=[2, 2])
-    lean = batch1_kernel(_kernel(conv, [x, w, b], (1, 2)))
+    lean = batch1_kernel(build_kernel(conv, [x, w, b], (1, 2)))
     assert type(lean) is LeanConv
     lean.fuse_activation("clip", {"min": 0.0, "max": 0.5})
-    assert lean.fuse_pool(_kernel(pool_node, [x], ()))
-    plain = _kernel(conv, [x, w, b], (1, 2))
-    pool = _kernel(pool_node, [x], ())
+    assert lean.fuse_pool(build_kernel(pool_node, [x], ()))
+    plain = build_kernel(conv, [x, w, b], (1, 2))
+    pool = build_kernel(pool_node, [x], ())
     for image in (x, nhwc, x + 1):
         want = np.clip(pool.run(plain.run(np.ascontiguousarray(image), w, b)), 0.0, 0.5)
         np.testing.assert_allclose(lean.run(image, w, b), want, rtol=1e-5, atol=1e-6)
@@ -188,8 +175,8 @@ def test_half_precision_input_reuses_the_float32_runner():
     w = rng.standard_normal((24, 1, 3, 3)).astype(np.float32)
     b = rng.standard_normal(24).astype(np.float32)
     node = _depthwise_node(24, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1))
-    lean = batch1_kernel(_kernel(node, [None, w, b], (1, 2)))
-    general = _kernel(node, [None, w, b], (1, 2))
+    lean = batch1_kernel(build_kernel(node, [None, w, b], (1, 2)))
+    general = build_kernel(node, [None, w, b], (1, 2))
     x = rng.standard_normal((1, 24, 6, 9)).astype(np.float16)
     first = lean.run(x, w, b)
     (key, runner), = lean.fast.items()
@@ -223,8 +210,8 @@ def test_a_shape_without_a_runner_goes_straight_to_conv():
     w = rng.standard_normal((16, 1, 3, 3)).astype(np.float32)
     b = rng.standard_normal(16).astype(np.float32)
     node = _depthwise_node(16, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1))
-    lean = batch1_kernel(_kernel(node, [None, w, b], (1, 2)))
-    general = _kernel(node, [None, w, b], (1, 2))
+    lean = batch1_kernel(build_kernel(node, [None, w, b], (1, 2)))
+    general = build_kernel(node, [None, w, b], (1, 2))
     x = rng.standard_normal((SMALL_BATCH + 1, 16, 5, 6)).astype(np.float32)  # a large batch: Conv's own plan
     for _ in range(2):
         np.testing.assert_array_equal(lean.run(x, w, b), general.run(x, w, b))

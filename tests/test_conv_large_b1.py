@@ -6,22 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import make_model, ort_run, tensor_info
+from helpers import build_kernel, make_model, ort_run, tensor_info
 from onnx import helper
 
 import nn_core
-
-
-def _kernel(node, inputs, const, opset=13):
-    from nn_core.ops import load_all_kernels, resolve
-    from nn_core.ops.attributes import node_attributes
-    from nn_core.ops.registry import NodeSpec
-
-    load_all_kernels()
-    spec = NodeSpec(op_type=node.op_type, inputs=list(node.input), outputs=list(node.output),
-                    attrs=node_attributes(node), opset=opset,
-                    consts=[v if i in const else None for i, v in enumerate(inputs)])
-    return resolve(node.op_type, opset)(spec)
 
 
 def _is_channels_last(y: np.ndarray) -> bool:
@@ -72,11 +60,11 @@ def test_channels_last_conv_equals_the_nchw_kernel(case, monkeypatch):
             for act in (None, ("relu", {})):
                 kernels = []
                 for channels_last in (False, True):
-                    kernel = _kernel(helper.make_node("Conv", inputs, ["y"], **attrs), [x, w, b], (1, 2))
+                    kernel = build_kernel(helper.make_node("Conv", inputs, ["y"], **attrs), [x, w, b], (1, 2))
                     if act:
                         kernel.fuse_activation(*act)
                     if pool_attrs:
-                        pool = _kernel(helper.make_node("MaxPool", ["c"], ["p"], **pool_attrs), [x], ())
+                        pool = build_kernel(helper.make_node("MaxPool", ["c"], ["p"], **pool_attrs), [x], ())
                         assert kernel.fuse_pool(pool)
                     if channels_last:
                         kernel.prefer_channels_last()
@@ -107,7 +95,7 @@ def test_channels_last_poolings_equal_the_pooling_operators(op, pool_attrs):
     rng = np.random.default_rng(7)
     x = rng.standard_normal((2, 5, 9, 11)).astype(np.float32)
     nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
-    plain = _kernel(node, [x], ())
+    plain = build_kernel(node, [x], ())
     lean = (ChannelsLastMaxPool if op == "MaxPool" else ChannelsLastAveragePool)(plain.node)
     want = plain.run(x)
     for image in (nhwc, x, nhwc):  # channels-last, NCHW (the operator's own path), then the cached runner
@@ -185,7 +173,7 @@ def test_grouped_pointwise_convolutions_take_no_im2col():
         x_shape, w_shape, attrs = CONV_CASES[case]
         x = np.zeros(x_shape, np.float32)
         w = np.ones(w_shape, np.float32)
-        kernel = _kernel(helper.make_node("Conv", ["x", "w"], ["y"], **attrs), [x, w], (1,))
+        kernel = build_kernel(helper.make_node("Conv", ["x", "w"], ["y"], **attrs), [x, w], (1,))
         kernel.prefer_channels_last()
         kernel.run(x, w)
         assert type(next(iter(kernel.plans.values()))[0]) is _GroupedPointwisePlan
@@ -198,7 +186,7 @@ def test_few_output_channels_take_the_row_shift_plan():
         x_shape, w_shape, attrs = CONV_CASES[case]
         x = np.zeros(x_shape, np.float32)
         w = np.ones(w_shape, np.float32)
-        kernel = _kernel(helper.make_node("Conv", ["x", "w"], ["y"], **attrs), [x, w], (1,))
+        kernel = build_kernel(helper.make_node("Conv", ["x", "w"], ["y"], **attrs), [x, w], (1,))
         kernel.prefer_channels_last()
         kernel.run(x, w)
         assert type(next(iter(kernel.plans.values()))[0]) is _RowShiftPlan
@@ -211,7 +199,7 @@ def test_large_image_goes_through_the_channels_last_plan_in_blocks_of_rows():
     rng = np.random.default_rng(5)
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = rng.standard_normal(w_shape).astype(np.float32)
-    kernel = _kernel(helper.make_node("Conv", ["x", "w"], ["y"], **attrs), [x, w], (1,))
+    kernel = build_kernel(helper.make_node("Conv", ["x", "w"], ["y"], **attrs), [x, w], (1,))
     kernel.prefer_channels_last()
     kernel.run(x, w)
     plan, _ = next(iter(kernel.plans.values()))
@@ -228,7 +216,7 @@ def test_large_stem_of_few_channels_takes_channels_last_columns_in_blocks():
     w = rng.standard_normal(w_shape).astype(np.float32)
     kinds = []
     for channels_last in (False, True):
-        kernel = _kernel(helper.make_node("Conv", ["x", "w"], ["y"], **attrs), [x, w], (1,))
+        kernel = build_kernel(helper.make_node("Conv", ["x", "w"], ["y"], **attrs), [x, w], (1,))
         if channels_last:
             kernel.prefer_channels_last()
         kernel.run(x, w)

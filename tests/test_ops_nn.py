@@ -7,7 +7,7 @@ import itertools
 
 import numpy as np
 import pytest
-from helpers import make_model, ort_run, tensor_info
+from helpers import build_kernel, make_model, ort_run, tensor_info
 from onnx import TensorProto, helper
 from onnx_node_cases import cases_for, check_case_with_kernels
 
@@ -156,19 +156,6 @@ def apply_reference(kind, params, y):
     if kind == "leaky_relu":
         return np.where(y < 0, y * np.float32(params["alpha"]), y)
     return np.clip(y, params.get("min", -np.inf), params.get("max", np.inf)).astype(y.dtype)
-
-
-def build_kernel(node, inputs, const, opset=13):
-    """The node's kernel object itself (to call fuse_activation), with inputs ``const`` known at load time."""
-    from nn_core.ops import load_all_kernels, resolve
-    from nn_core.ops.attributes import node_attributes
-    from nn_core.ops.registry import NodeSpec
-
-    load_all_kernels()
-    spec = NodeSpec(op_type=node.op_type, inputs=list(node.input), outputs=list(node.output),
-                    attrs=node_attributes(node), opset=opset,
-                    consts=[v if i in const else None for i, v in enumerate(inputs)])
-    return resolve(node.op_type, opset)(spec)
 
 
 ACTIVATIONS = [("relu", {}), ("leaky_relu", {"alpha": 0.1}), ("leaky_relu", {"alpha": 3.0}),
