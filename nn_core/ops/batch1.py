@@ -45,7 +45,7 @@ from .conv import (
     padded_and_out_sizes,
 )
 from .registry import NodeSpec, Op
-from .windows import checked_windows
+from .windows import WindowError, checked_windows
 
 # the column buffer of one chunk of channels is kept around this size, so the copy and the matmul stay in cache
 DEPTHWISE_COLUMN_BYTES = 256 * 1024
@@ -66,6 +66,9 @@ EPILOGUE_RUN = 8192
 # constant operands (ReLU's zeros, Clip's bounds) are laid out over outputs of up to this many elements and shared
 # by every layer: one buffer per value, which stays in cache as each layer reads it, instead of one per layer
 SHARED_CONSTANT_ELEMENTS = 1 << 18
+# a transposed convolution runs as PhaseTransposePlan while its phase-laid weights (phases * offsets per input
+# channel) are at most this many times the kernel's taps: beyond, the zeros cost more than the scatter-add saves
+PHASE_DENSITY = 2
 _constants: dict[tuple[str, bytes], np.ndarray] = {}
 
 
@@ -531,84 +534,158 @@ class MatmulDepthwiseConv(RunnerConv):
             raise self.fail(f"input {x.shape}, kernel {kernel}: {exc}") from None
 
 
+class PhaseTransposePlan:
+    """ConvTranspose of one input shape (float, constant weights) as one convolution over the input followed by
+    a depth-to-space interleave, instead of the scatter-add of kernel patches.
+
+    Along an axis with stride s, output o = s * j + r (phase r) reads input j + (begin + r - t * d) / s through
+    each tap t for which that division is exact: every phase is a small correlation of the input over the same
+    few offsets (offsets omin..omax, about (k - 1) * d / s + 1 of them). So the columns are the zero-padded input
+    at those offsets (one window copy, like a Conv's im2col), one matmul by the weights laid out per (phase,
+    output channel) -- zeros where a tap does not reach that phase, the bias as one more column against a row of
+    ones -- gives every phase at once, and one transposed copy interleaves the phases into the output. For a
+    U-Net's 3x3 stride-2 up-convolution at batch 1 this replaces nine strided adds over a zeroed canvas, a crop
+    and a bias pass. The sums are BLAS's: equal to the scatter-add's within float rounding, not bit for bit.
+
+    Raises ValueError when the phase layout would be mostly zeros (dilations larger than the strides), where
+    the scatter-add does less work."""
+
+    def __init__(self, x_shape: tuple[int, ...], dtype: np.dtype, weight: np.ndarray, bias: np.ndarray | None,
+                 group: int, kernel: list[int], strides: list[int], dilations: list[int], begins: list[int],
+                 out: list[int], check_size: Callable[[tuple, np.dtype, str], None]):
+        batch, channels, *sizes = x_shape
+        rank = len(sizes)
+        cg, mg = channels // group, weight.shape[1]
+        # per axis: the offset (input index - j) of each (phase, tap) that meets, None where it does not
+        reach: list[list[list[int | None]]] = []
+        for s, k, d, b in zip(strides, kernel, dilations, begins, strict=True):
+            reach.append([[(b + r - t * d) // s if (b + r - t * d) % s == 0 else None for t in range(k)]
+                          for r in range(s)])
+        lows = [min(o for phase in axis for o in phase if o is not None) for axis in reach]
+        highs = [max(o for phase in axis for o in phase if o is not None) for axis in reach]
+        window = [h - lo + 1 for h, lo in zip(highs, lows, strict=True)]
+        if math.prod(strides) * math.prod(window) > PHASE_DENSITY * math.prod(kernel):
+            raise ValueError(f"phase layout of {window} offsets over strides {strides} is mostly zeros")
+        steps = [-(-o // s) for o, s in zip(out, strides, strict=True)]  # outputs per phase (the last may crop)
+        before = [max(0, -lo) for lo in lows]
+        after = [max(0, j + h - n) for j, h, n in zip(steps, highs, sizes, strict=True)]
+        padded = [n + a + z for n, a, z in zip(sizes, before, after, strict=True)]
+        item, k_group, positions = dtype.itemsize, cg * math.prod(window), math.prod(steps)
+        width = k_group + (bias is not None)
+        # its own buffers, before any is allocated (the node checked the general kernel's, not these)
+        check_size((batch, channels, *padded), dtype, "zero-padded input")
+        check_size((batch, group, width, positions), dtype, "phase column buffer")
+        check_size((group, math.prod(strides) * mg, width), dtype, "phase weights")
+        check_size((batch, group * mg, *(j * s for j, s in zip(steps, strides, strict=True))), dtype,
+                   "phase-interleaved output")
+        self.scratch = np.zeros((batch, channels, *padded), dtype)
+        self.interior = self.scratch[(slice(None), slice(None)) +
+                                     tuple(slice(a, a + n) for a, n in zip(before, sizes, strict=True))]
+        start = self.scratch[(slice(None), slice(None)) +
+                             tuple(slice(a + lo, None) for a, lo in zip(before, lows, strict=True))]
+        rows = _row_major_strides(padded)
+        shape = (batch, group, cg, *window, *steps)
+        image = math.prod(padded)
+        self.windows = checked_windows(start, shape, tuple(v * item for v in (
+            channels * image, cg * image, image, *rows, *rows)))
+        self.cols = np.empty((batch, group, width, positions), dtype)
+        if bias is not None:
+            self.cols[:, :, k_group] = 1
+        self.cols_windows = checked_windows(self.cols, shape, tuple(v * item for v in (
+            group * width * positions, width * positions, math.prod(window) * positions,
+            *(w * positions for w in _row_major_strides(window)), *_row_major_strides(steps))), writeable=True)
+        # weights (group, phase..., M/group, width): tap t of a phase sits at its offset's column
+        matrix = np.zeros((group, *strides, mg, cg, *window), dtype)
+        grouped = weight.reshape(group, cg, mg, *kernel)
+        for phase in np.ndindex(*strides):
+            for tap in np.ndindex(*kernel):
+                offsets = [reach[a][phase[a]][tap[a]] for a in range(rank)]
+                if all(o is not None for o in offsets):
+                    at = tuple(o - lo for o, lo in zip(offsets, lows, strict=True))
+                    matrix[(slice(None), *phase, slice(None), slice(None), *at)] = \
+                        grouped[(slice(None), slice(None), slice(None), *tap)].transpose(0, 2, 1)
+        matrix = matrix.reshape(group, math.prod(strides) * mg, k_group)
+        if bias is not None:
+            column = np.broadcast_to(bias.astype(dtype).reshape(group, 1, mg), (group, math.prod(strides), mg))
+            matrix = np.concatenate([matrix, column.reshape(group, -1, 1)], axis=2)
+        self.matrix = np.ascontiguousarray(matrix)
+        # product (batch, group, phase..., M/group, j...) -> output (batch, group, M/group, j0, r0, j1, r1, ...)
+        self.order = (0, 1, 2 + rank) + tuple(a for axis in range(rank) for a in (3 + rank + axis, 2 + axis))
+        self.product_shape = (batch, group, *strides, mg, *steps)
+        self.interleaved = (batch, group, mg) + tuple(v for j, s in zip(steps, strides, strict=True)
+                                                      for v in (j, s))
+        self.full = (batch, group * mg, *(j * s for j, s in zip(steps, strides, strict=True)))
+        whole = all(j * s == o for j, s, o in zip(steps, strides, out, strict=True))
+        self.crop = None if whole else (slice(None), slice(None)) + tuple(slice(0, o) for o in out)
+
+    def runner(self) -> Callable[[np.ndarray], np.ndarray]:
+        """The transposed convolution of an input of this plan's shape (before any fused activation); it fills
+        the plan's buffers, so the caller serializes calls."""
+        interior, windows, cols, cols_windows, matrix = \
+            self.interior, self.windows, self.cols, self.cols_windows, self.matrix
+        product_shape, order, interleaved, full, crop = \
+            self.product_shape, self.order, self.interleaved, self.full, self.crop
+
+        def run(x: np.ndarray) -> np.ndarray:
+            interior[...] = x
+            np.copyto(cols_windows, windows)
+            product = np.matmul(matrix, cols)  # (group, phases * M/group, width) @ (batch, group, width, j)
+            y = np.empty(full, product.dtype)
+            np.copyto(y.reshape(interleaved), product.reshape(product_shape).transpose(order))
+            return y if crop is None else y[crop]
+
+        return run
+
+
 class LeanConvTranspose(ConvTranspose):
-    """ConvTranspose with constant weights whose per-shape layout is made once: the scatter-add's tap indices and
-    crop (the general kernel rebuilds them in Python on every call), and for side-by-side kernels (strides equal
-    to the kernel, no dilation, output padding or negative pads: a U-Net's 2x2 up-convolution) no scatter at
-    all -- every output pixel comes from exactly one patch value, so the patches are laid out by one transposed
-    copy that also adds the bias. The same operations on the same values as ConvTranspose.run: bit-identical."""
+    """ConvTranspose with constant weights whose float inputs (of the weight's type) run as a PhaseTransposePlan,
+    made once per input shape after the general kernel's geometry checks; other inputs, and layouts the phase
+    form would fill mostly with zeros, take the general kernel."""
 
-    def __init__(self, node):
+    def __init__(self, node: NodeSpec):
         super().__init__(node)
-        self.layouts: dict[tuple, tuple] = {}
+        self.kernel_weight = self.const(1)  # (C, M/group, k...): the phase plan lays it out its own way
+        # per (input shape, dtype): the phase plan's runner, or None for the general kernel
+        self.runners: dict[tuple, Callable[[np.ndarray], np.ndarray] | None] = {}
 
-    def _layout(self, x_shape: tuple[int, ...]) -> tuple:
-        key = (x_shape, tuple(self.weight_shape))
-        with self.lock:
-            geometry = self.geometries.get(key)
-            if geometry is None:
-                geometry = self.geometries[key] = self._geometry(x_shape, tuple(self.weight_shape))
-        kernel, strides, dilations, begins, out, room, shift = geometry
-        batch, channels, *in_sizes = x_shape
-        rank, out_channels = len(in_sizes), self.group * self.weight_shape[1]
-        steps = list(zip(strides, kernel, dilations, strict=True))
-        full = [s * (n - 1) + (k - 1) * d + 1 for (s, k, d), n in zip(steps, in_sizes, strict=True)]
-        side_by_side = all(s == k and (d == 1 or k == 1) for s, k, d in steps) and not any(shift) \
-            and list(room) == full
-        crop = (slice(None), slice(None)) + tuple(slice(sh + b, sh + b + o)
-                                                  for sh, b, o in zip(shift, begins, out, strict=True))
-        if side_by_side:
-            # patches (N, M, k..., n...) -> (N, M, n0, k0, n1, k1, ...): output pixel (i * k + t) is patch (t, i)
-            order = (0, 1) + tuple(a for axis in range(rank) for a in (2 + rank + axis, 2 + axis))
-            interleaved = (batch, out_channels) + tuple(v for n, k in zip(in_sizes, kernel, strict=True)
-                                                        for v in (n, k))
-            whole = all(b == 0 and o == f for b, o, f in zip(begins, out, full, strict=True))
-            return True, (order, interleaved, (batch, out_channels, *full), None if whole else crop)
-        taps = []
-        for tap in np.ndindex(*kernel):
-            index = tuple(slice(sh + t * d, sh + t * d + (n - 1) * s + 1, s)
-                          for sh, t, d, s, n in zip(shift, tap, dilations, strides, in_sizes, strict=True))
-            taps.append(((slice(None), slice(None)) + index, (slice(None), slice(None)) + tap))
-        return False, (taps, crop, (batch, out_channels, *room), (batch, out_channels, *kernel, *in_sizes))
+    def _runner(self, x: np.ndarray) -> Callable[[np.ndarray], np.ndarray] | None:
+        """The phase plan's runner for ``x``'s shape, or None; call with the lock held."""
+        key = (x.shape, tuple(self.weight_shape))
+        geometry = self.geometries.get(key)
+        if geometry is None:
+            geometry = self.geometries[key] = self._geometry(x.shape, tuple(self.weight_shape))
+        if x.dtype != self.weight.dtype or x.dtype.kind != "f":
+            return None
+        kernel, strides, dilations, begins, out, _, _ = geometry
+        bias = None if self.bias is None else self.bias.reshape(-1)
+        try:
+            plan = PhaseTransposePlan(x.shape, x.dtype, self.kernel_weight, bias, self.group, kernel, strides,
+                                      dilations, begins, out, self.check_size)
+        except WindowError as exc:
+            raise self.fail(f"input {x.shape}, kernel {kernel}: {exc}") from None
+        except ValueError:
+            return None  # a sparse phase layout: the scatter-add
+        return plan.runner()
 
     def run(self, x, w, b=None):
         if self.weight is None or (b is not None and self.bias is None):
             return super().run(x, w, b)  # run-time weights or bias: the general kernel
         key = (x.shape, x.dtype)
-        layout = self.layouts.get(key)
-        if layout is None:
-            layout = self._layout(x.shape)
-            if len(self.layouts) > 16:
-                self.layouts.clear()
-            self.layouts[key] = layout
-        weight, bias = self.weight, self.bias
-        batch, channels = x.shape[:2]
-        patches = np.matmul(weight, x.reshape(batch, self.group, channels // self.group, -1))
-        dtype = np.result_type(x.dtype, weight.dtype)
-        side_by_side, parts = layout
-        if side_by_side:
-            order, interleaved, full, crop = parts
-            laid = patches.reshape(interleaved[:2] + tuple(interleaved[3::2]) + tuple(interleaved[2::2]))
-            canvas = np.empty(interleaved, dtype)
-            if bias is not None:
-                rank = len(full) - 2
-                np.add(laid.transpose(order), bias.reshape(bias.shape[:1] + (1,) * (2 * rank)), out=canvas)
+        with self.lock:
+            if key in self.runners:
+                runner = self.runners[key]
             else:
-                np.copyto(canvas, laid.transpose(order))
-            y = canvas.reshape(full)
-            if crop is not None:
-                y = y[crop] if bias is not None else np.ascontiguousarray(y[crop])
-        else:
-            taps, crop, room, patch_shape = parts
-            patches = patches.reshape(patch_shape)
-            canvas = np.zeros(room, dtype=dtype)
-            for canvas_index, patch_index in taps:
-                canvas[canvas_index] += patches[patch_index]
-            y = canvas[crop]
-            y = y + bias if bias is not None else np.ascontiguousarray(y)
+                runner = self._runner(x)
+                if len(self.runners) > 16:
+                    self.runners.clear()
+                self.runners[key] = runner
+            if runner is not None:
+                y = runner(x)  # (the plan's buffers are shared by calls)
+        if runner is None:
+            return super().run(x, w, b)
         if self.act is not None:
             self.act(y)
-        return y.astype(x.dtype, copy=False)
+        return y
 
 
 def batch1_kernel(kernel: Op) -> Op:
