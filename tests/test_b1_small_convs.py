@@ -7,7 +7,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from helpers import make_model, ort_run, tensor_info
+from helpers import build_kernel, make_model, ort_run, tensor_info
 from onnx import helper
 
 import nn_core
@@ -29,16 +29,8 @@ CASES = [((1, 8, 14, 14), (8, 4, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]
          ((1, 2, 3, 4, 3), (2, 2, 2, 3, 2), {"strides": [2, 1, 2], "pads": [0, 1, 0, 0, 1, 1]})]
 
 
-def _kernel(node, inputs, const=(1, 2)):
-    from nn_core.ops import load_all_kernels, resolve
-    from nn_core.ops.attributes import node_attributes
-    from nn_core.ops.registry import NodeSpec
-
-    load_all_kernels()
-    spec = NodeSpec(op_type=node.op_type, name="up", inputs=list(node.input), outputs=list(node.output),
-                    attrs=node_attributes(node), opset=13,
-                    consts=[v if i in const else None for i, v in enumerate(inputs)])
-    return resolve(node.op_type, 13)(spec)
+def _kernel(node, inputs):
+    return build_kernel(node, inputs, (1, 2))
 
 
 def _case(index: int, with_bias: bool, dtype=np.float32):
@@ -138,7 +130,7 @@ def test_phase_transpose_buffers_are_held_to_the_limits():
     node = helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], strides=[2, 2])
     general = _kernel(node, [x, w, b])
     limits = dataclasses.replace(nn_core.DEFAULT_LIMITS, max_tensor_bytes=4096)
-    spec = dataclasses.replace(general.node, limits=limits)
+    spec = dataclasses.replace(general.node, name="up", limits=limits)
     assert type(general)(spec).run(x, w, b).shape == (1, 1, 16, 16)
     with pytest.raises(nn_core.ModelError, match="node 'up'.*(zero-padded input|phase column buffer)"):
         batch1_kernel(type(general)(spec)).run(x, w, b)
