@@ -134,3 +134,39 @@ def test_phase_transpose_buffers_are_held_to_the_limits():
     assert type(general)(spec).run(x, w, b).shape == (1, 1, 16, 16)
     with pytest.raises(nn_core.ModelError, match="node 'up'.*(zero-padded input|phase column buffer)"):
         batch1_kernel(type(general)(spec)).run(x, w, b)
+
+
+# (input shape, weight shape, attributes) whose columns Conv takes channels-last: few outputs, images >= 14
+NCHW_CASES = [((1, 16, 14, 14), (8, 16, 3, 3), {"pads": [1, 1, 1, 1]}),
+              ((2, 12, 15, 17), (5, 12, 3, 3), {"pads": [1, 0, 2, 1]}),
+              ((3, 16, 16, 14), (4, 16, 3, 3), {"strides": [2, 1]}),
+              ((1, 32, 14, 14), (8, 32, 3, 3), {"dilations": [2, 1], "pads": [2, 1, 2, 1]})]
+
+
+@pytest.mark.parametrize("case", NCHW_CASES)
+def test_few_output_channels_take_nchw_columns_at_small_batches(case):
+    from nn_core.ops.batch1 import LeanConv, batch1_kernel
+    from nn_core.ops.conv import _ChannelsLastPlan, _Im2colPlan
+
+    x_shape, w_shape, attrs = case
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(w_shape[0]).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], **attrs)
+    general = build_kernel(node, [x, w, b], (1, 2))
+    lean = batch1_kernel(build_kernel(node, [x, w, b], (1, 2)))
+    assert type(lean) is LeanConv
+    for kernel in (general, lean):
+        kernel.fuse_activation("relu", {})
+    want = general.run(x, w, b)
+    assert type(general.plans[(x.shape, x.dtype)][0]) is _ChannelsLastPlan
+    for _ in range(2):
+        got = lean.run(x, w, b)
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert type(lean.plans[(x.shape, x.dtype)][0]) is _Im2colPlan
+    # a larger batch keeps Conv's channels-last columns
+    xb = np.repeat(x, 9 // x.shape[0] + 1, axis=0)
+    np.testing.assert_allclose(lean.run(xb, w, b), general.run(xb, w, b), rtol=1e-5, atol=1e-5)
+    assert type(lean.plans[(xb.shape, xb.dtype)][0]) is _ChannelsLastPlan

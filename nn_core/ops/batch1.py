@@ -38,6 +38,7 @@ from .conv import (
     _ChannelsLastPlan,
     _Clip,
     _FlatDepthwisePlan,
+    _Im2colPlan,
     _PaddedScratch,
     _PointwisePlan,
     _Relu,
@@ -66,6 +67,12 @@ EPILOGUE_RUN = 8192
 # constant operands (ReLU's zeros, Clip's bounds) are laid out over outputs of up to this many elements and shared
 # by every layer: one buffer per value, which stays in cache as each layer reads it, instead of one per layer
 SHARED_CONSTANT_ELEMENTS = 1 << 18
+# a convolution whose columns Conv takes channels-last runs NCHW im2col instead (conv.py's _Im2colPlan) at small
+# batches when it has at most NCHW_OUT_CHANNELS outputs and images of at least NCHW_MIN_SIZE: the channels-last
+# GEMM's few output columns, and the transposing copies into and out of NHWC, cost more than the NCHW columns'
+# shorter runs (a U-Net's 16 -> 8 channel 14x14 conv: 16 -> 11 us alone)
+NCHW_OUT_CHANNELS = 8
+NCHW_MIN_SIZE = 14
 # a transposed convolution runs as PhaseTransposePlan while its phase-laid weights (phases * offsets per input
 # channel) are at most this many times the kernel's taps: beyond, the zeros cost more than the scatter-add saves
 PHASE_DENSITY = 2
@@ -486,13 +493,25 @@ def _pooled(runner: Callable[[np.ndarray], np.ndarray], pool: Op, act: Activatio
 
 class LeanConv(RunnerConv):
     """Conv whose channels-last shapes with a fused side-by-side MaxPool run as PooledChannelsLastPlan (at
-    small batches, in one chunk); every other shape, and all the checks, are Conv's."""
+    small batches, in one chunk), and whose other channels-last shapes with few output channels run NCHW
+    columns (NCHW_OUT_CHANNELS); every other shape, and all the checks, are Conv's."""
 
     def _plan(self, x: np.ndarray, weight_shape: tuple[int, ...], has_bias: bool):
         plan = super()._plan(x, weight_shape, has_bias)
         if type(plan) is _PointwisePlan:
             return ChannelsLastPointwisePlan(x.shape, weight_shape[0], has_bias)
         window = _side_by_side_window(self.pool)
+        if type(plan) is _ChannelsLastPlan and window is None and x.shape[0] <= SMALL_BATCH and x.ndim == 4 \
+                and not self.channels_last and weight_shape[0] <= NCHW_OUT_CHANNELS \
+                and min(x.shape[2:]) >= NCHW_MIN_SIZE:
+            kernel, strides, dilations, begins, ends, _, _ = self._fit(x, weight_shape)
+            try:
+                nchw = _Im2colPlan(x.shape, x.dtype, 1, weight_shape[0], kernel, strides, dilations, begins, ends,
+                                   has_bias)
+            except ValueError as exc:
+                raise self.fail(f"input {x.shape}, kernel {kernel}: {exc}") from None
+            self.check_size((x.shape[0], weight_shape[0], *nchw.computed_sizes), x.dtype, "output")
+            return nchw
         if type(plan) is not _ChannelsLastPlan or window is None or x.shape[0] != plan.rows \
                 or x.shape[0] > SMALL_BATCH or x.ndim != 4:
             return plan
