@@ -166,30 +166,27 @@ def test_residual_net_runs_channels_last_and_matches_onnxruntime_and_the_traced_
             assert _is_channels_last(outs[0]), step.label
 
 
+def _plan_type_chosen(case: int) -> type:
+    """The plan class a channels-last Conv picks for CONV_CASES[case] at its first run."""
+    x_shape, w_shape, attrs = CONV_CASES[case]
+    x = np.zeros(x_shape, np.float32)
+    w = np.ones(w_shape, np.float32)
+    kernel = build_kernel(helper.make_node("Conv", ["x", "w"], ["y"], **attrs), [x, w], (1,))
+    kernel.prefer_channels_last()
+    kernel.run(x, w)
+    return type(next(iter(kernel.plans.values()))[0])
+
+
 def test_grouped_pointwise_convolutions_take_no_im2col():
     from nn_core.ops.conv import _GroupedPointwisePlan
 
-    for case in (-6, -5):
-        x_shape, w_shape, attrs = CONV_CASES[case]
-        x = np.zeros(x_shape, np.float32)
-        w = np.ones(w_shape, np.float32)
-        kernel = build_kernel(helper.make_node("Conv", ["x", "w"], ["y"], **attrs), [x, w], (1,))
-        kernel.prefer_channels_last()
-        kernel.run(x, w)
-        assert type(next(iter(kernel.plans.values()))[0]) is _GroupedPointwisePlan
+    assert all(_plan_type_chosen(case) is _GroupedPointwisePlan for case in (-6, -5))
 
 
 def test_few_output_channels_take_the_row_shift_plan():
     from nn_core.ops.conv import _RowShiftPlan
 
-    for case in (-4, -3):
-        x_shape, w_shape, attrs = CONV_CASES[case]
-        x = np.zeros(x_shape, np.float32)
-        w = np.ones(w_shape, np.float32)
-        kernel = build_kernel(helper.make_node("Conv", ["x", "w"], ["y"], **attrs), [x, w], (1,))
-        kernel.prefer_channels_last()
-        kernel.run(x, w)
-        assert type(next(iter(kernel.plans.values()))[0]) is _RowShiftPlan
+    assert all(_plan_type_chosen(case) is _RowShiftPlan for case in (-4, -3))
 
 
 def test_large_image_goes_through_the_channels_last_plan_in_blocks_of_rows():
