@@ -364,14 +364,20 @@ class PooledChannelsLastPlan(_ChannelsLastPlan):
     block), one chunk: the column rows (output positions) are laid out by pooling phase -- (image, row phase,
     column phase, pooled row, pooled column) -- so the matmul's channels-last product holds each phase as one
     contiguous block, and the pooling is p * p - 1 elementwise maxima of contiguous blocks instead of strided
-    passes over an NCHW view; the activation runs on the pooled block, which is handed back as an NCHW view.
-    Only the positions the pooling reads are computed (floor mode drops a last odd row or column). The im2col
-    copy reads the same runs of kernel width * channels values as the parent's."""
+    passes over an NCHW view. The product's blocks sit in a stage buffer followed by one block of zeros, so the
+    pooling is a single maximum.reduce over the blocks, which with a fused ReLU takes the zeros in as one more
+    candidate (max(max(blocks), 0)); other activations run on the pooled result. That result is a fresh array,
+    handed back as an NCHW view of channels-last storage, or -- with ``flatten`` (a Flatten(axis=1) absorbed by
+    the node) -- reduced straight into a contiguous (N, C * pooled rows * pooled columns) array through a
+    transposed view, which is the flattened NCHW order with no copy of its own. Only the positions the pooling
+    reads are computed (floor mode drops a last odd row or column). The im2col copy reads the same runs of
+    kernel width * channels values as the parent's."""
 
     def __init__(self, x_shape: tuple[int, ...], dtype: np.dtype, out_channels: int, kernel: list[int],
                  strides: list[int], dilations: list[int], begins: list[int], ends: list[int], has_bias: bool,
-                 window: int):
+                 window: int, flatten: bool = False):
         super().__init__(x_shape, dtype, out_channels, kernel, strides, dilations, begins, ends, has_bias)
+        self.flatten = flatten
         batch, channels, *sizes = x_shape
         if len(sizes) != 2 or batch != self.rows:
             raise ValueError("pooling-phase columns need 2-D images in one chunk")
@@ -402,25 +408,37 @@ class PooledChannelsLastPlan(_ChannelsLastPlan):
         col_steps = (positions * width, p * block * width, block * width, pooled[1] * width, width,
                      *_row_major_strides(self.tap_shape))
         self.cols = checked_windows(self.cols_matrix, shape, tuple(v * item for v in col_steps), writeable=True)
-        self.product = np.empty((batch * positions, out_channels), dtype)
-        self.phases = self.product.reshape(batch, taps, block, out_channels)
+        # (image, pooling phase, pooled position, M); the last phase is the zeros a fused ReLU pools with
+        self.stages = np.zeros((batch, taps + 1, block, out_channels), dtype)
+        self.product = self.stages[:, :taps].reshape(batch, positions, out_channels)
 
     def single_chunk(self, matrix: np.ndarray, act: Activation | None, pool: Op | None):
         interior, windows, cols, to_channels_last = self.interior, self.windows, self.cols, self.to_channels_last
-        cols_matrix, product, phases = self.cols_matrix, self.product, self.phases
-        blocks = [phases[:, k] for k in range(phases.shape[1])]
-        nhwc = (phases.shape[0], *self.pooled_sizes, phases.shape[3])
+        batch, phases, block, channels = self.stages.shape
+        # one image: 2-D operands (a batch of one 2-D product through NumPy's batched matmul costs ~0.5 us more)
+        product = self.product[0] if batch == 1 else self.product
+        cols_matrix = self.cols_matrix
+        if batch > 1:
+            cols_matrix = cols_matrix.reshape(batch, -1, cols_matrix.shape[1])
+        # after pooling: the fusable activations are monotonic; a ReLU alone is the zero phase of the reduce
+        relu = act is not None and len(act.steps) == 1 and type(act.steps[0]) is _Relu \
+            and matrix.dtype.kind == "f"
+        stages = self.stages if relu else self.stages[:, :phases - 1]
+        rest = None if relu else act
+        flatten, nhwc = self.flatten, (batch, *self.pooled_sizes, channels)
 
         def run(x: np.ndarray) -> np.ndarray:
             interior[...] = x.transpose(to_channels_last)
             np.copyto(cols, windows)
             np.matmul(cols_matrix, matrix, out=product)
-            y = np.maximum(blocks[0], blocks[1])
-            for block in blocks[2:]:
-                np.maximum(y, block, out=y)
-            if act is not None:  # after pooling: the fusable activations are monotonic
-                act(y)
-            return y.reshape(nhwc).transpose(0, 3, 1, 2)
+            if flatten:
+                y = np.empty((batch, channels * block), product.dtype)
+                np.maximum.reduce(stages, axis=1, out=y.reshape(batch, channels, block).transpose(0, 2, 1))
+            else:
+                y = np.maximum.reduce(stages, axis=1)
+            if rest is not None:
+                rest(y)
+            return y if flatten else y.reshape(nhwc).transpose(0, 3, 1, 2)
 
         return run
 
@@ -494,7 +512,26 @@ def _pooled(runner: Callable[[np.ndarray], np.ndarray], pool: Op, act: Activatio
 class LeanConv(RunnerConv):
     """Conv whose channels-last shapes with a fused side-by-side MaxPool run as PooledChannelsLastPlan (at
     small batches, in one chunk), and whose other channels-last shapes with few output channels run NCHW
-    columns (NCHW_OUT_CHANNELS); every other shape, and all the checks, are Conv's."""
+    columns (NCHW_OUT_CHANNELS); every other shape, and all the checks, are Conv's. It can absorb the
+    Flatten(axis=1) that is its output's only reader (fuse_flatten): the pooled plan then reduces straight into
+    the flattened array, and any other plan's output is flattened by ``run``."""
+
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        self.flattened = False
+
+    def fuse_flatten(self) -> bool:
+        """Hand back the output flattened to (N, rest), as the Flatten(axis=1) reading it would."""
+        self.flattened = True
+        self.plans.clear()
+        self.fast.clear()
+        return True
+
+    def run(self, x, w, b=None):
+        y = super().run(x, w, b)
+        if not self.flattened or y.ndim == 2:  # (the pooled plan's runner flattens itself)
+            return y
+        return y.reshape(y.shape[0], math.prod(y.shape[1:]))  # (not -1: an empty batch has no size to infer)
 
     def _plan(self, x: np.ndarray, weight_shape: tuple[int, ...], has_bias: bool):
         plan = super()._plan(x, weight_shape, has_bias)
@@ -518,7 +555,7 @@ class LeanConv(RunnerConv):
         kernel, strides, dilations, begins, ends, _, _ = self._fit(x, weight_shape)
         try:
             return PooledChannelsLastPlan(x.shape, x.dtype, weight_shape[0], kernel, strides, dilations, begins,
-                                          ends, has_bias, window)
+                                          ends, has_bias, window, self.flattened)
         except ValueError:
             return plan
 
