@@ -77,11 +77,7 @@ def fold_affine_into_conv(nodes: list[NodeInfo], constants: dict[str, np.ndarray
     Conv with rescaled weights and bias, as fold_batchnorm does: the Relu after it can then be fused too.
     Returns the nodes and, by new node name, the op types absorbed (for the plan's labels)."""
     uses = _use_counts(nodes, graph_outputs)
-    readers: dict[str, list[NodeInfo]] = {}
-    for node in nodes:
-        for name in node.inputs:
-            if name:
-                readers.setdefault(name, []).append(node)
+    _, readers = producers_and_readers(nodes)
     removed: set[int] = set()
     absorbed: dict[str, tuple[str, ...]] = {}
     result: list[NodeInfo] = []
