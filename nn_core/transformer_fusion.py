@@ -26,6 +26,7 @@ from .ops.activations import ErfGelu
 from .ops.norm import layer_norm_rows, row_averager
 from .ops.quantized import FUSED_DOMAIN
 from .ops.transformer import packed_qkv_attention
+from .optimize import producers_and_readers, sole_reader
 
 
 class _Step(Protocol):  # plan.Step (not imported: plan imports this module)
@@ -42,16 +43,8 @@ class _Graph:
     def __init__(self, steps: list[_Step], constants: dict[str, np.ndarray], graph_outputs: set[str]):
         self.constants = constants
         self.graph_outputs = graph_outputs
-        self.producer: dict[str, _Step] = {}
-        self.readers: dict[str, list[_Step]] = {}
+        self.producer, self.readers = producers_and_readers(steps)
         self.order = {id(step): index for index, step in enumerate(steps)}
-        for step in steps:
-            for name in step.outputs:
-                if name:
-                    self.producer[name] = step
-            for name in step.inputs:
-                if name:
-                    self.readers.setdefault(name, []).append(step)
 
     def plain(self, step: _Step | None, op_type: str, inputs: int | None = None) -> bool:
         """``step`` is an unfused default-domain ``op_type`` node with one output (and ``inputs`` inputs)."""
@@ -65,9 +58,7 @@ class _Graph:
 
     def only_reader(self, step: _Step) -> _Step | None:
         """The single step reading ``step``'s output, when it has one and the output is not a graph output."""
-        name = step.outputs[0]
-        users = self.readers.get(name, [])
-        return users[0] if len(users) == 1 and name not in self.graph_outputs else None
+        return sole_reader(self.readers, step, self.graph_outputs)
 
     def const(self, name: str) -> np.ndarray | None:
         return self.constants.get(name) if name else None
