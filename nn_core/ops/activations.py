@@ -516,8 +516,8 @@ def softmax_last_axis_(x: np.ndarray) -> np.ndarray:
     sums are one matrix-vector product by a column of ones -- on attention scores, many rows of a few values,
     np.add.reduce runs row by row at several times the cost (and a stacked np.matmul at twice)."""
     rows = x.reshape(-1, x.shape[-1])
-    if not (np.maximum.reduce(rows, axis=None) <= _EXP_SAFE and np.minimum.reduce(rows, axis=None) >= -_EXP_SAFE):
-        rows -= _trailing_max(rows, 1)  # (as _exp_is_safe: NaN and infinities take this path too)
+    if not _exp_is_safe(rows):  # (NaN and infinities take the shifted path too)
+        rows -= _trailing_max(rows, 1)
     np.exp(rows, out=rows)
     key = (rows.shape[1], rows.dtype)
     ones = _ONES.get(key)
