@@ -274,10 +274,7 @@ class _ChannelsLastPlan:
         batch, channels, *sizes = x_shape
         self.channels_last = channels_last
         rank = len(sizes)
-        padded = [s + b + e for s, b, e in zip(sizes, begins, ends, strict=True)]
-        self.out_sizes = conv_out_sizes(padded, kernel, dilations, strides)
-        if min(self.out_sizes) <= 0:
-            raise ValueError(f"output size {self.out_sizes} is empty")
+        padded, self.out_sizes = padded_and_out_sizes(sizes, kernel, strides, dilations, begins, ends)
         self.out_channels = out_channels
         positions = math.prod(self.out_sizes)
         k_total = channels * math.prod(kernel)
@@ -777,10 +774,7 @@ class _Im2colPlan:
         self.channels_last = channels_last
         self.out_channels, self.groups = out_channels, groups
         cg = channels // groups
-        padded = [s + b + e for s, b, e in zip(sizes, begins, ends, strict=True)]
-        self.out_sizes = conv_out_sizes(padded, kernel, dilations, strides)
-        if min(self.out_sizes) <= 0:
-            raise ValueError(f"output size {self.out_sizes} is empty")
+        padded, self.out_sizes = padded_and_out_sizes(sizes, kernel, strides, dilations, begins, ends)
         wide_positions = self.out_sizes[0] * math.prod(padded[1:])  # whole padded rows but along the first axis
         exact_positions = math.prod(self.out_sizes)
         self.full_width = not exact and all(s == 1 for s in strides) and _full_width_pays(
@@ -981,10 +975,7 @@ class _DepthwisePlan:
     def __init__(self, x_shape: tuple[int, ...], dtype: np.dtype, kernel: list[int], strides: list[int],
                  dilations: list[int], begins: list[int], ends: list[int], has_bias: bool):
         batch, channels, *sizes = x_shape
-        padded = [s + b + e for s, b, e in zip(sizes, begins, ends, strict=True)]
-        self.out_sizes = conv_out_sizes(padded, kernel, dilations, strides)
-        if min(self.out_sizes) <= 0:
-            raise ValueError(f"output size {self.out_sizes} is empty")
+        padded, self.out_sizes = padded_and_out_sizes(sizes, kernel, strides, dilations, begins, ends)
         self.scratch = _PaddedScratch(batch, channels, tuple(sizes), begins, ends, dtype, 0)
         block = self.scratch.flat.reshape(batch, channels, *padded)
         self.taps = []
