@@ -409,19 +409,23 @@ class _ChannelsLastPlan:
         _Im2colPlan.single_chunk)."""
         cols, cols_matrix, to_channels_last = self.cols, self.cols_matrix, self.to_channels_last
         subsample, product, product_nchw = self.subsample, self.product, self.product_nchw
-        if subsample is None:
-            interior, windows = self.interior, self.windows
         if self.block_rows != self.out_sizes[0]:  # in blocks: the general path's, one call a block
             return self._blocked_chunk(matrix, act, pool)
+        if subsample is None:
+            interior, windows = self.interior, self.windows
+
+            def fill(x: np.ndarray) -> None:  # the columns of x, through the padded channels-last scratch
+                interior[...] = x.transpose(to_channels_last)
+                np.copyto(cols, windows)
+        else:
+            def fill(x: np.ndarray) -> None:  # the columns of x: its strided positions, no padding
+                np.copyto(cols, x.transpose(to_channels_last)[subsample])
+
         if pool is None and self.channels_last:
             out_shape, to_nchw = (self.rows, *self.nhwc_shape), self.to_nchw
 
             def run(x: np.ndarray) -> np.ndarray:
-                if subsample is None:
-                    interior[...] = x.transpose(to_channels_last)
-                    np.copyto(cols, windows)
-                else:
-                    np.copyto(cols, x.transpose(to_channels_last)[subsample])
+                fill(x)
                 y = np.matmul(cols_matrix, matrix)
                 if act is not None:
                     act(y)
@@ -432,11 +436,7 @@ class _ChannelsLastPlan:
             nchw_shape = (self.rows, self.out_channels, *self.out_sizes)
 
             def run_nchw(x: np.ndarray) -> np.ndarray:
-                if subsample is None:
-                    interior[...] = x.transpose(to_channels_last)
-                    np.copyto(cols, windows)
-                else:
-                    np.copyto(cols, x.transpose(to_channels_last)[subsample])
+                fill(x)
                 np.matmul(cols_matrix, matrix, out=product)
                 y = np.empty(nchw_shape, x.dtype)
                 if act is None:
@@ -451,11 +451,7 @@ class _ChannelsLastPlan:
             return None
 
         def run_pooled(x: np.ndarray) -> np.ndarray:
-            if subsample is None:
-                interior[...] = x.transpose(to_channels_last)
-                np.copyto(cols, windows)
-            else:
-                np.copyto(cols, x.transpose(to_channels_last)[subsample])
+            fill(x)
             np.matmul(cols_matrix, matrix, out=product)
             y = pooled()
             if act is not None:
