@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import weakref
 
+import numpy as np
 import pytest
 
 pytest.importorskip("pytestqt")
@@ -122,14 +123,19 @@ def chain(count: int) -> list[NodeInfo]:
     return [NodeInfo(f"n{i}", "Relu", "", [f"t{i}"], [f"t{i + 1}"]) for i in range(count)]
 
 
-def test_the_graph_is_built_a_few_items_per_turn_with_what_arrived_meanwhile(qtbot):
-    layout = layout_graph(chain(300))
+
+def shown_graph(qtbot) -> GraphView:
+    """A graph view of 400 x 300, shown and exposed, with no layout yet."""
     view = GraphView()
     qtbot.addWidget(view)
     view.resize(400, 300)
     view.show()
     qtbot.waitExposed(view)
-    view.set_layout(layout)
+    return view
+
+def test_the_graph_is_built_a_few_items_per_turn_with_what_arrived_meanwhile(qtbot):
+    view = shown_graph(qtbot)
+    view.set_layout(layout_graph(chain(300)))
     assert not view.built and view.items_by_index == []  # nothing built inside the call
     view.set_activity({f"n{i}": float(i + 1) for i in range(299)})  # arrives while the build is under way
     view.select("n5")
@@ -149,6 +155,43 @@ def test_a_hidden_graph_builds_nothing_until_shown_or_asked(qtbot):
     view.finish_build()
     assert view.built and len(view.items_by_index) == 1
 
+
+
+def test_new_colours_repaint_only_the_boxes_in_sight_and_the_others_when_they_come_into_view(qtbot):
+    from PySide6.QtGui import QColor
+    from PySide6.QtWidgets import QGraphicsItem
+
+    from gui.graph_view import activity_colour
+
+    view = shown_graph(qtbot)
+    view.set_layout(layout_graph(chain(300)))
+    view.finish_build()
+    items = view.items_by_index
+    first, last = items[0], items[-1]
+
+    def fill_colour(item) -> QColor:
+        """The colour on screen inside ``item``'s box, right of its text (scrolled into view first)."""
+        view.centerOn(item)
+        rect = item.sceneBoundingRect()
+        point = view.mapFromScene(rect.right() - 10, rect.center().y())
+        return QColor(view.viewport().grab().toImage().pixel(point))
+
+    view.set_activity({f"n{i}": float(i + 1) for i in range(300)})
+    bright = fill_colour(last)  # cached in device coordinates with this colour
+    assert bright == activity_colour(1.0)
+    view.centerOn(first)
+    repainted = []
+    for index, item in enumerate(items):
+        # counts the repaints asked for, and asks for them
+        item.update = lambda index=index, item=item: (repainted.append(index), QGraphicsItem.update(item))
+    view.set_activity({f"n{i}": float(300 - i) for i in range(300)})  # the last node is now the quietest
+    assert 0 in repainted and len(repainted) < len(items) // 2 and 299 not in repainted
+    assert fill_colour(last) == activity_colour(0.0) != bright  # brought up to date as it came into view
+    assert 299 in repainted
+    # read from outside, every box has the current drawing's values wherever it is
+    # (log scale between the 2nd and 98th percentiles of the values 1..300: the 6th and the 294th)
+    expected = (np.log10(150) - np.log10(6)) / (np.log10(294) - np.log10(6))
+    assert last.value == 1.0 and items[150].value == 150.0 and items[150].activity == pytest.approx(expected)
 
 def test_a_prediction_for_a_new_model_waits_until_the_views_show_that_model(qtbot, window, draw_on, digit_path):
     from gui.model_opening import prepare_model

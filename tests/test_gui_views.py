@@ -79,12 +79,18 @@ def records(count: int) -> list:
             for i in range(count)] + [NodeRecord("dense", "Gemm", {"logits": rng.normal(size=(1, 10))})]
 
 
-def test_only_visible_cards_are_rendered(qtbot):
+def shown_view(qtbot, width: int, height: int) -> ActivationsView:
+    """An activation view of this size, shown and exposed."""
     view = ActivationsView()
     qtbot.addWidget(view)
-    view.resize(420, 360)
+    view.resize(width, height)
     view.show()
     qtbot.waitExposed(view)
+    return view
+
+
+def test_only_visible_cards_are_rendered(qtbot):
+    view = shown_view(qtbot, 420, 360)
     view.set_records(records(150))
     # the cards are built a few per event-loop turn: wait for the page, then for it to be painted
     qtbot.waitUntil(lambda: not view.building, timeout=10_000)
@@ -105,11 +111,7 @@ def test_a_repaint_renders_cards_within_the_turns_budget_and_the_rest_on_later_t
 
     budget = activations.RenderBudget(seconds=1e-9)  # spent by the first card a turn renders
     monkeypatch.setattr(activations, "RENDER_BUDGET", budget)
-    view = ActivationsView()
-    qtbot.addWidget(view)
-    view.resize(420, 900)
-    view.show()
-    qtbot.waitExposed(view)
+    view = shown_view(qtbot, 420, 900)
     view.set_records(records(6))
     qtbot.waitUntil(lambda: not view.building, timeout=10_000)
     cards = view.entries[:4]
@@ -141,11 +143,7 @@ def test_a_mosaic_tiles_the_maps_row_by_row_with_one_pixel_gaps():
 def test_pictures_prepared_off_the_ui_thread_are_painted_without_rendering(qtbot):
     import threading
 
-    view = ActivationsView()
-    qtbot.addWidget(view)
-    view.resize(420, 400)
-    view.show()
-    qtbot.waitExposed(view)
+    view = shown_view(qtbot, 420, 400)
     data = records(30)
     view.set_records(data)
     qtbot.waitUntil(lambda: not view.building, timeout=10_000)
@@ -194,11 +192,7 @@ def test_cards_show_shape_and_value_range(qtbot):
 
 
 def test_clicking_a_map_opens_an_inspector_that_reports_values_on_hover(qtbot):
-    view = ActivationsView()
-    qtbot.addWidget(view)
-    view.resize(500, 500)
-    view.show()
-    qtbot.waitExposed(view)
+    view = shown_view(qtbot, 500, 500)
     data = records(1)
     view.set_records(data)
     qtbot.wait(20)
