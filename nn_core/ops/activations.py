@@ -510,6 +510,18 @@ def _exp_is_safe(x: np.ndarray) -> bool:
 _ONES: dict[tuple[int, np.dtype], np.ndarray] = {}
 
 
+def ones_column(width: int, dtype: np.dtype) -> np.ndarray:
+    """A (width, 1) column of ones of ``dtype``, kept (a few at a time): ``rows.dot(ones_column(...))`` is the
+    row sums of 2-D ``rows`` as one BLAS product."""
+    key = (width, dtype)
+    ones = _ONES.get(key)
+    if ones is None:
+        if len(_ONES) > 16:
+            _ONES.clear()
+        ones = _ONES[key] = np.ones((width, 1), dtype)
+    return ones
+
+
 def softmax_last_axis_(x: np.ndarray) -> np.ndarray:
     """Softmax over the last axis of a non-empty float32/float64 ``x``: what the Softmax kernel computes, within
     rounding, in place when x is C-contiguous (the result is returned either way). x is taken as 2-D rows; their
@@ -519,13 +531,7 @@ def softmax_last_axis_(x: np.ndarray) -> np.ndarray:
     if not _exp_is_safe(rows):  # (NaN and infinities take the shifted path too)
         rows -= _trailing_max(rows, 1)
     np.exp(rows, out=rows)
-    key = (rows.shape[1], rows.dtype)
-    ones = _ONES.get(key)
-    if ones is None:
-        if len(_ONES) > 16:
-            _ONES.clear()
-        ones = _ONES[key] = np.ones((rows.shape[1], 1), rows.dtype)
-    rows /= rows.dot(ones)
+    rows /= rows.dot(ones_column(rows.shape[1], rows.dtype))
     return rows.reshape(x.shape)
 
 

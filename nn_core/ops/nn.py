@@ -11,7 +11,7 @@ from collections.abc import Callable
 import numpy as np
 
 from . import conv, norm, pool  # noqa: F401  (importing registers their kernels)
-from .activations import sigmoid
+from .activations import ones_column, sigmoid
 from .conv import FusableOp, fold_batchnorm_into_conv
 from .float8 import NARROW_FLOATS
 from .float8 import cast as narrow_cast
@@ -66,7 +66,6 @@ class _DenseActivation(FusableOp):
         if self.normalizer is not None or kernel.op_type not in ("Softmax", "LogSoftmax"):
             return False
         self.normalizer = kernel
-        self.ones: dict[tuple, np.ndarray] = {}  # (row length, dtype) -> a column of ones: row sums by BLAS
         return True
 
     def normalize(self, y: np.ndarray) -> np.ndarray:
@@ -88,9 +87,7 @@ class _DenseActivation(FusableOp):
             return kernel.run(y)
         width = y.shape[last]
         rows = y.reshape(-1, width)
-        ones = self.ones.get((width, dtype))
-        if ones is None:
-            ones = self.ones[(width, dtype)] = np.ones((width, 1), dtype)
+        ones = ones_column(width, dtype)  # row sums by BLAS
         softmax = kernel.op_type == "Softmax"
         if softmax and rows.shape[0] <= _FEW_ROWS:
             exps = np.exp(rows)
