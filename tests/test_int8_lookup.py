@@ -302,3 +302,21 @@ def test_table_after_a_convolution_without_the_float32_path(monkeypatch):
     ours = assert_exact(conv_block(np.uint8, bn_relu), rounds=1)
     kernel = ours._fast_plan().steps[0].kernel
     assert kernel.fast is None and kernel.lookup is not None
+
+
+def test_fused_convolution_refuses_a_table_wider_than_its_float32_index():
+    """A file may name the fused QLinearConv itself: a per-channel table of more rows than fuse_lookups writes
+    (whose row offsets would leave float32's exact integers in _TableRequantizer) is refused by name."""
+    from nn_core.ops.quantized import _TABLE_CHANNELS, QuantizingQLinearConv
+
+    rows = _TABLE_CHANNELS + 1
+    consts = [None, np.array(0.1, np.float32), np.array(0, np.uint8), np.ones((rows, 1, 1, 1), np.int8),
+              np.array(0.1, np.float32), np.array(0, np.int8), np.array(0.1, np.float32), np.array(0, np.uint8),
+              None, np.zeros((rows, 256), np.uint8)]
+    names = ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "", "t"]
+    spec = NodeSpec(op_type="QLinearConv", name="wide", domain="ai.nn_core.fused", inputs=names, outputs=["y"],
+                    consts=consts)
+    with pytest.raises(nn_core.ModelError, match=f"'wide'.*{rows} rows"):
+        QuantizingQLinearConv(spec)
+    consts[3], consts[9] = consts[3][:-1], consts[9][:-1]
+    QuantizingQLinearConv(spec)  # (the widest fuse_lookups writes is accepted)

@@ -755,6 +755,8 @@ class QuantizingQLinearConv(QLinearConv):
             weights = self.const(self.WEIGHT_INPUT)
             if table.ndim == 2 and weights is not None and table.shape[0] != weights.shape[0]:
                 raise self.fail(f"lookup table of {table.shape[0]} rows for {weights.shape[0]} output channels")
+            if table.ndim == 2 and table.shape[0] > _TABLE_CHANNELS:  # (fuse_lookups writes no wider one)
+                raise self.fail(f"lookup table of {table.shape[0]} rows: at most {_TABLE_CHANNELS}")
             if self.requant is not None:
                 self.requant = _TableRequantizer(self.requant, table, weights.ndim)
 
