@@ -194,6 +194,11 @@ def mosaic(maps: np.ndarray, columns: int, scale: ColourScale) -> tuple[np.ndarr
     return np.ascontiguousarray(out[:-1, :-1]), rows
 
 
+def primary_output(outputs: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The output a card shows: a node's first output that has a value (None when none has)."""
+    return next((np.asarray(v) for v in outputs.values() if v is not None), None)
+
+
 def kind_of(primary: np.ndarray | None) -> str:
     """How a card shows ``primary``: "maps", "bars", "strip", "text", or "none" without a value."""
     if primary is None:
@@ -304,7 +309,7 @@ class LayerCard(QWidget):
         old_shape = self._primary.shape if self._primary is not None else None
         old_has_values = self._has_values
         self.shapes = {name: tuple(np.shape(value)) for name, value in outputs.items()}
-        self._primary = next((np.asarray(v) for v in outputs.values() if v is not None), None)
+        self._primary = primary_output(outputs)
         self._has_values = has_values
         self._revision += 1
         if prepared is not None:
@@ -993,17 +998,16 @@ class ActivationsView(QScrollArea):
         start, stop = self.pages.bounds()
         stop = min(stop, len(records))
         width, (first, last) = self._card_width, self._sight
-        prepared = {}
-        for index in range(start, stop):
-            primary = next((np.asarray(v) for v in records[index].outputs.values() if v is not None), None)
-            prepared[index] = PreparedCard(kind_of(primary), value_range(primary))
+        primaries = {index: primary_output(records[index].outputs) for index in range(start, stop)}
+        prepared = {index: PreparedCard(kind_of(primary), value_range(primary))
+                    for index, primary in primaries.items()}
         in_sight = max(0, last - first + 1)
         for index in range(max(first, start), min(stop, last + 1 + in_sight)):
             if cancelled():
                 break
             kind = prepared[index].kind
             if width > 0 and kind in ("maps", "strip"):
-                primary = next(np.asarray(v) for v in records[index].outputs.values() if v is not None)
+                primary = primaries[index]
                 columns = map_columns(primary, width)
                 prepared[index] = PreparedCard(kind, prepared[index].range, columns,
                                                render_body(primary, kind, columns))
