@@ -257,9 +257,22 @@ class InstanceNormalization(Op):
                 g.sum(axis=outer).reshape(b.shape).astype(b.dtype)]
 
 
+# (count, dtype) -> row_averager's column (read-only: shared by every caller)
+_AVERAGERS: dict[tuple[int, np.dtype], np.ndarray] = {}
+
+
 def row_averager(count: int, dtype: np.dtype) -> np.ndarray:
-    """The (count, 1) column of 1/count whose product with (rows, count) is the rows' means."""
-    return np.full((count, 1), 1.0 / count, dtype)
+    """The (count, 1) column of 1/count whose product with (rows, count) is the rows' means, kept (a few at a
+    time) and read-only."""
+    key = (count, dtype)
+    column = _AVERAGERS.get(key)
+    if column is None:
+        if len(_AVERAGERS) > 16:
+            _AVERAGERS.clear()
+        column = np.full((count, 1), 1.0 / count, dtype)
+        column.setflags(write=False)
+        _AVERAGERS[key] = column
+    return column
 
 
 def layer_norm_rows(x: np.ndarray, averager: np.ndarray, epsilon: float, scale: np.ndarray,
@@ -293,7 +306,6 @@ class LayerNormalization(Op):
         self.output_count = len(node.outputs)
         # per (input shape, dtype): the normalised axes and their size when the lean path applies, else None
         self.lean: dict[tuple, tuple | None] = {}
-        self.averagers: dict[tuple, np.ndarray] = {}  # (count, dtype) -> the (count, 1) column of 1/count
 
     def run(self, x, scale, b=None):
         if self.output_count == 1 and type(x) is np.ndarray and type(scale) is np.ndarray:
@@ -338,12 +350,7 @@ class LayerNormalization(Op):
     def _run_lean(self, x: np.ndarray, scale: np.ndarray, b: np.ndarray | None, axes: tuple, count: int
                   ) -> np.ndarray:
         """``_normalize`` then scale and bias in few NumPy calls (layer_norm_rows), the averager kept per size."""
-        averager = self.averagers.get((count, x.dtype))
-        if averager is None:
-            if len(self.averagers) > 16:
-                self.averagers.clear()
-            averager = self.averagers[(count, x.dtype)] = row_averager(count, x.dtype)
-        return layer_norm_rows(x, averager, self.epsilon, scale, b)
+        return layer_norm_rows(x, row_averager(count, x.dtype), self.epsilon, scale, b)
 
     def backward(self, inputs, outputs, grads):
         x, scale = inputs[0], inputs[1]

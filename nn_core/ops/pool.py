@@ -18,6 +18,7 @@ import numpy as np
 
 from .activations import sigmoid
 from .conv import resolve_pads
+from .norm import row_averager
 from .registry import NodeSpec, Op, register
 from .windows import Geometry, check_fits, check_taps, effective_steps, int_attr
 
@@ -675,7 +676,6 @@ class GlobalAveragePool(Op):
         if self.flattened:
             return False
         self.flattened = True
-        self.columns: dict[tuple, np.ndarray] = {}  # (spatial size, dtype) -> the column of 1 / size
         return True
 
     def run(self, x):
@@ -688,12 +688,7 @@ class GlobalAveragePool(Op):
         if dtype is not _WIDE_FLOATS[0] and dtype is not _WIDE_FLOATS[1]:
             return self._plain_means(x).reshape(x.shape[0], -1)
         size = math.prod(x.shape[2:])
-        column = self.columns.get((size, dtype))
-        if column is None:
-            if len(self.columns) > 16:
-                self.columns.clear()
-            column = self.columns[(size, dtype)] = np.full((size, 1), 1.0 / size, dtype)
-        return x.reshape(x.shape[0] * x.shape[1], size).dot(column).reshape(x.shape[:2])
+        return x.reshape(x.shape[0] * x.shape[1], size).dot(row_averager(size, dtype)).reshape(x.shape[:2])
 
     def _plain_means(self, x: np.ndarray) -> np.ndarray:
         # what x.mean(axis, keepdims=True, dtype=x.dtype) computes (the same sum, divided in place), without
