@@ -139,8 +139,6 @@ class TurnWatch:
     @staticmethod
     def describe(receiver, event) -> str:
         name = type(receiver).__name__
-        if name == "QtDispatcher":  # a function handed over from a worker: name the function
-            return name
         try:
             kind = event.type().name
         except AttributeError:
