@@ -470,20 +470,23 @@ def test_softmax_without_the_shift_in_the_safe_range_matches_the_shifted_form():
     for dtype in (np.float32, np.float64):
         for x in (rng.standard_normal((2, 2, 16, 16)), rng.uniform(-79, 79, (2, 2, 16, 16))):
             x = x.astype(dtype)
-            assert _exp_is_safe(x)
+            assert _exp_is_safe(x, x.shape[-1])
             np.testing.assert_allclose(kernel.run(x), reference(x), rtol=2e-6, atol=1e-30)
         edge = np.array([[80.0, -80.0, 79.5], [-80.0, -79.0, -80.0]], dtype)
-        assert _exp_is_safe(edge)
+        assert _exp_is_safe(edge, edge.shape[-1])
         np.testing.assert_allclose(kernel.run(edge), reference(edge), rtol=2e-6, atol=1e-30)
+    # the bound falls with the number of values summed: 10,000 exponentials of 80 would overflow the sum
+    assert not _exp_is_safe(np.full((1, 10_000), 80.0, np.float32), 10_000)
+    assert _exp_is_safe(np.full((1, 10_000), 78.0, np.float32), 10_000)
     # past the bound (a row that would overflow, a row that would underflow), NaN and infinities: the shifted form
     for x in (np.array([[81.0, 0.0], [1.0, 2.0]], np.float32), np.array([[-100.0, -101.0], [0.0, 1.0]], np.float32)):
-        assert not _exp_is_safe(x)
+        assert not _exp_is_safe(x, x.shape[-1])
         got = kernel.run(x)
         assert np.isfinite(got).all()
         np.testing.assert_allclose(got, reference(x), rtol=2e-6)
     for bad in (np.nan, np.inf, -np.inf):
         x = np.array([[bad, 0.0], [1.0, 2.0]], np.float32)
-        assert not _exp_is_safe(x)
+        assert not _exp_is_safe(x, x.shape[-1])
         with np.errstate(invalid="ignore"):  # inf - inf in the row with an infinity, on both sides
             np.testing.assert_allclose(kernel.run(x)[1], reference(x)[1], rtol=2e-6)
 

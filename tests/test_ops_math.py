@@ -292,6 +292,18 @@ def test_log_softmax_is_exact_at_extreme_logits():
     np.testing.assert_allclose(softmax.sum(axis=1), 1.0, rtol=1e-6)
 
 
+@pytest.mark.parametrize(("opset", "shape", "axis"), [(13, (1, 10_000), -1), (11, (1, 100, 100), 1)])
+def test_softmax_over_many_large_logits_sums_to_one(opset, shape, axis):
+    # each exponential is finite (e^80 < float32's max) but ten thousand of them are not: skipping the shift by
+    # the maximum there would divide by inf and give zeros
+    logits = np.random.default_rng(3).uniform(79.0, 80.0, shape).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        have = run(node("Softmax", axis=axis), [logits], opset)
+    np.testing.assert_allclose(have.reshape(shape[0], -1).sum(axis=1), 1.0, rtol=1e-4)
+    matches_ort(node("Softmax", axis=axis), [logits], opset)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Reductions
 

@@ -495,15 +495,20 @@ def _trailing_max(x: np.ndarray, axes: int | tuple[int, ...]) -> np.ndarray:
 # 1.8e-35 > 1.2e-38, the smallest normal), so Softmax needs no shift by the row maximum (LogSoftmax keeps it:
 # x - log(sum(exp(x))) would subtract two values of up to 80, losing digits of a result near 0)
 _EXP_SAFE = 80.0
+# ln of float32's largest value (3.4e38) less a margin for rounding: the sum of n exponentials stays finite while
+# every exponent is at most this minus ln(n) (without it, 10,000 logits of 80 sum to inf and Softmax gives 0s)
+_LOG_FLOAT32_MAX = 88.0
 
 
-def _exp_is_safe(x: np.ndarray) -> bool:
-    """Whether every value of a float32/float64 ``x`` lies in [-_EXP_SAFE, _EXP_SAFE]: two whole-array reductions
-    (~0.5 us each on attention scores) instead of the row maxima of many short rows and a subtraction (~4 us).
-    NaN and infinities fail the comparison and keep the shifted form."""
+def _exp_is_safe(x: np.ndarray, summed: int) -> bool:
+    """Whether Softmax may skip the shift on a float32/float64 ``x`` whose sums run over ``summed`` values: every
+    value in [-_EXP_SAFE, _EXP_SAFE], and low enough that ``summed`` exponentials add up to a finite sum. Two
+    whole-array reductions (~0.5 us each on attention scores) instead of the row maxima of many short rows and a
+    subtraction (~4 us). NaN and infinities fail the comparison and keep the shifted form."""
     if x.dtype not in (np.float32, np.float64) or not x.size or not x.ndim:
         return False
-    return bool(np.maximum.reduce(x, axis=None) <= _EXP_SAFE and np.minimum.reduce(x, axis=None) >= -_EXP_SAFE)
+    upper = min(_EXP_SAFE, _LOG_FLOAT32_MAX - math.log(max(summed, 1)))
+    return bool(np.maximum.reduce(x, axis=None) <= upper and np.minimum.reduce(x, axis=None) >= -_EXP_SAFE)
 
 
 # (row length, dtype) -> a column of ones: row sums of many short rows as one matrix product
@@ -528,7 +533,7 @@ def softmax_last_axis_(x: np.ndarray) -> np.ndarray:
     sums are one matrix-vector product by a column of ones -- on attention scores, many rows of a few values,
     np.add.reduce runs row by row at several times the cost (and a stacked np.matmul at twice)."""
     rows = x.reshape(-1, x.shape[-1])
-    if not _exp_is_safe(rows):  # (NaN and infinities take the shifted path too)
+    if not _exp_is_safe(rows, rows.shape[1]):  # (NaN and infinities take the shifted path too)
         rows -= _trailing_max(rows, 1)
     np.exp(rows, out=rows)
     rows /= rows.dot(ones_column(rows.shape[1], rows.dtype))
@@ -539,7 +544,8 @@ def softmax_last_axis_(x: np.ndarray) -> np.ndarray:
 class Softmax(_Normalizer):
     def run(self, x: np.ndarray) -> np.ndarray:
         axes = self.axes(x)
-        if _exp_is_safe(x):  # the shift by the maximum cancels in the quotient: the same within rounding
+        summed = x.shape[axes] if isinstance(axes, int) else math.prod(x.shape[axes[0]:] if axes else ())
+        if _exp_is_safe(x, summed):  # the shift by the maximum cancels in the quotient: the same within rounding
             exps = np.exp(x)
             exps /= np.add.reduce(exps, axis=axes, keepdims=True)
             return exps
