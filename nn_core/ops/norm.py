@@ -464,6 +464,10 @@ class MeanVarianceNormalization(Op):
 # LRN
 
 
+# LRN windows of up to this many neighbouring channels are summed by shifted adds, wider ones by running sums
+_LRN_SHIFTED_ADDS = 8
+
+
 @register("LRN", 1)
 class LRN(Op):
     """Local response normalization across channels: x / (bias + alpha/size * sum of squares)^beta."""
@@ -480,20 +484,34 @@ class LRN(Op):
     def run(self, x):
         if x.ndim < 2:
             raise self.fail(f"input must have a channel axis, got shape {list(x.shape)}")
-        channels = x.shape[1]
         before, after = (self.size - 1) // 2, self.size - 1 - (self.size - 1) // 2
-        squares = np.square(x.astype(_stats_dtype(x), copy=False))
-        # window sums over channels via a running sum with one leading zero plane
-        running = np.zeros((x.shape[0], channels + 1) + x.shape[2:], dtype=squares.dtype)
-        np.cumsum(squares, axis=1, out=running[:, 1:])
-        top = np.minimum(np.arange(channels) + after + 1, channels)
-        bottom = np.maximum(np.arange(channels) - before, 0)
-        window = running[:, top] - running[:, bottom]
-        return (x / (self.bias + self.alpha / self.size * window) ** self.beta).astype(x.dtype, copy=False)
+        acc = x.astype(_stats_dtype(x), copy=False)
+        # every pass below allocates in x's layout (ufunc outputs follow their inputs), so a channels-last map
+        # from the fast plan's convolutions stays channels-last for the pooling and convolutions after it
+        base = self._window_sums(np.multiply(acc, acc), before, after)
+        base *= self.alpha / self.size
+        base += self.bias
+        if self.beta == 0.75:  # (GoogLeNet's, AlexNet's) base^0.75 = sqrt(base) * sqrt(sqrt(base)): two vector
+            root = np.sqrt(base, out=base)  # square roots, several times faster than a float power
+            root *= np.sqrt(root)
+        else:
+            np.power(base, self.beta, out=base)
+        return np.divide(acc, base, out=base).astype(x.dtype, copy=False)
 
     def _window_sums(self, values: np.ndarray, before: int, after: int) -> np.ndarray:
-        """For each channel c, the sum of ``values`` over channels [c - before, c + after] (clipped)."""
+        """For each channel c, the sum of ``values`` over channels [c - before, c + after] (clipped), in
+        ``values``' layout. A window of a few channels is that many shifted adds of ``values`` (no cancellation:
+        every term is added, none subtracted); a wide one is a difference of running sums (as many passes
+        whatever the width)."""
         channels = values.shape[1]
+        before, after = min(before, channels - 1), min(after, channels - 1)
+        if before + after <= _LRN_SHIFTED_ADDS:
+            sums = values.copy(order="K")
+            for shift in range(1, before + 1):  # channel c also gets c - shift
+                np.add(sums[:, shift:], values[:, :-shift], out=sums[:, shift:])
+            for shift in range(1, after + 1):  # ... and c + shift
+                np.add(sums[:, :-shift], values[:, shift:], out=sums[:, :-shift])
+            return sums
         running = np.zeros((values.shape[0], channels + 1) + values.shape[2:], dtype=values.dtype)
         np.cumsum(values, axis=1, out=running[:, 1:])
         top = np.minimum(np.arange(channels) + after + 1, channels)
