@@ -23,7 +23,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from .ops.activations import ErfGelu
-from .ops.norm import layer_norm_rows, row_averager
+from .ops.nn import MatMul
+from .ops.norm import layer_norm_rows, normalized_rows, row_averager
 from .ops.quantized import FUSED_DOMAIN
 from .ops.transformer import packed_qkv_attention
 from .optimize import producers_and_readers, sole_reader
@@ -121,7 +122,8 @@ def _fused_step(members: list[_Step], inputs: list[str], graph: _Graph, fast: Ca
     # step is not its first node (an Add + LayerNormalization step taken for the residual Add of a convolution
     # would lose its second output)
     return replace(ordered[0], node=replace(ordered[0].node, domain=FUSED_DOMAIN), kernel=kernel,
-                   inputs=list(inputs), outputs=list(outputs), fused=tuple(m.node.op_type for m in ordered[1:]))
+                   inputs=list(inputs), outputs=list(outputs),
+                   fused=tuple(t for m in ordered[1:] for t in (m.node.op_type, *m.fused)))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -366,9 +368,14 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
         inputs = [x]
     mean, keepdims = norm, False
     user = graph.only_reader(norm)
+    dense = _dense_reading(norm, graph, width)
     if graph.plain(user, "ReduceMean") and getattr(user.kernel, "static_axes", None) in ([1], [-2]):
         mean, keepdims = user, bool(user.kernel.keepdims)
         members.append(user)
+    elif dense is not None:
+        weight, dense_bias = _folded_affine(scale, bias, dense.kernel.b, dense.kernel.bias)
+        members.append(dense)
+        mean = dense
     outputs = [mean.outputs[0]]
     if operands and (len(graph.readers.get(x, [])) > 1 or x in graph.graph_outputs):
         outputs.insert(0, x)  # the sum, for its other readers
@@ -378,6 +385,13 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
 
     def fast(*values: np.ndarray) -> Any:
         summed = total(*values)
+        if dense is not None:
+            if summed is None or summed.size > dense.kernel.a_limit:
+                return None  # (a product over the budgets: the chain's MatMul says so)
+            y = normalized_rows(summed, averager, epsilon).dot(weight)
+            y += dense_bias
+            y = y.reshape(summed.shape[:-1] + weight.shape[1:])
+            return (summed, y) if both else y
         if summed is None or (mean is not norm and (summed.ndim != 3 or not summed.shape[1])):
             return None
         y = layer_norm_rows(summed, averager, epsilon, scale, bias)
@@ -394,6 +408,35 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
         return (summed, y) if both else y
 
     return _fused_step(members, inputs, graph, fast, outputs, place=0)
+
+
+def _dense_reading(norm: _Step, graph: _Graph, width: int) -> _Step | None:
+    """The dense layer that is the only reader of ``norm``'s output, when it is one fast-plan step: a MatMul by
+    a constant float32 (``width``, N) matrix whose only other node is the Add of a constant (N,) bias
+    (fuse_biases)."""
+    dense = graph.only_reader(norm)
+    if dense is None or type(dense.kernel) is not MatMul or dense.node.domain not in ("", "ai.onnx") \
+            or dense.fused != ("Add",) or len(dense.outputs) != 1 or not dense.outputs[0] \
+            or dense.inputs[0] != norm.outputs[0] or dense.inputs[1] == norm.outputs[0]:
+        return None
+    kernel = dense.kernel
+    weight, bias = kernel.b, kernel.bias
+    if weight is None or bias is None or kernel.act is not None or kernel.curve is not None \
+            or kernel.normalizer is not None or weight.dtype != np.float32 or bias.dtype != np.float32 \
+            or weight.ndim != 2 or bias.shape != weight.shape[1:] or weight.shape[0] != width:
+        return None
+    return dense
+
+
+def _folded_affine(scale: np.ndarray, shift: np.ndarray | None, weight: np.ndarray, bias: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(W', b') with normalized @ W' + b' == (normalized * scale + shift) @ weight + bias: a LayerNormalization's
+    scale and shift folded into the dense layer that reads it (two NumPy calls fewer per run), computed in float64
+    and rounded once."""
+    wide = weight.astype(np.float64)
+    folded_bias = bias.astype(np.float64) + (0.0 if shift is None else shift.astype(np.float64) @ wide)
+    folded = scale.astype(np.float64)[:, None] * wide
+    return folded.astype(np.float32), folded_bias.astype(np.float32)
 
 
 def _match_patch_embedding(turned: _Step, graph: _Graph

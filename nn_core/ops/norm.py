@@ -275,22 +275,27 @@ def row_averager(count: int, dtype: np.dtype) -> np.ndarray:
     return column
 
 
-def layer_norm_rows(x: np.ndarray, averager: np.ndarray, epsilon: float, scale: np.ndarray,
-                    b: np.ndarray | None) -> np.ndarray:
-    """LayerNormalization of float ``x`` over its trailing axes of ``averager.shape[0]`` values, with ``scale`` and
-    ``b`` broadcasting into x's shape, in nine NumPy calls: x is (rows, count), so both row means (of x, then of
-    the squared deviations) are one matrix-vector product by ``averager`` (row_averager) each -- np.add.reduce over
-    many short rows runs row by row and costs twice as much on a transformer's (tokens, width) -- and the
-    division by the standard deviation, the scale and the bias are applied in place. The products are
-    ndarray.dot, which on 2-D operands is np.matmul's with ~0.35 us less dispatch each. The sums are BLAS's,
-    equal to ``_normalize``'s within float rounding."""
+def normalized_rows(x: np.ndarray, averager: np.ndarray, epsilon: float) -> np.ndarray:
+    """The (rows, count) normalisation of float ``x`` over its trailing axes of ``averager.shape[0]`` values,
+    without scale or bias, in seven NumPy calls: both row means (of x, then of the squared deviations) are one
+    matrix-vector product by ``averager`` (row_averager) each -- np.add.reduce over many short rows runs row by row
+    and costs twice as much on a transformer's (tokens, width) -- and the division by the standard deviation is in
+    place. The products are ndarray.dot, which on 2-D operands is np.matmul's with ~0.35 us less dispatch each.
+    The sums are BLAS's, equal to ``_normalize``'s within float rounding."""
     rows = x.reshape(-1, averager.shape[0])
     centered = rows - rows.dot(averager)
     deviation = np.square(centered).dot(averager)
     deviation += epsilon
     np.sqrt(deviation, out=deviation)
     centered /= deviation
-    centered = centered.reshape(x.shape)
+    return centered
+
+
+def layer_norm_rows(x: np.ndarray, averager: np.ndarray, epsilon: float, scale: np.ndarray,
+                    b: np.ndarray | None) -> np.ndarray:
+    """LayerNormalization of float ``x`` over its trailing axes (``normalized_rows``), with ``scale`` and ``b``
+    broadcasting into x's shape applied in place: nine NumPy calls."""
+    centered = normalized_rows(x, averager, epsilon).reshape(x.shape)
     centered *= scale
     if b is not None:
         centered += b

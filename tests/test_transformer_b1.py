@@ -1,0 +1,162 @@
+"""Batch-1 fast paths of the transformer steps (issue 10): attention's softmax without the shift when the sum of
+the scores' squares bounds them, and a LayerNormalization whose scale and bias are folded into the dense layer
+that reads it. Each against the unfused graph (the traced plan), onnxruntime and the general kernels, with the
+fallbacks to the chain on inputs the fused kernels were not prepared for."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import make_model, ort_run, tensor_info
+from onnx import helper
+
+import nn_core
+from nn_core.ops.activations import softmax_last_axis_
+from nn_core.ops.transformer import _SQUARES_BOUND, _attention_softmax_
+
+F32 = np.float32
+
+
+def _close(got: np.ndarray, want: np.ndarray) -> None:
+    scale = float(np.abs(want).max())
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=3e-7 * max(scale, 1.0))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# attention's softmax
+
+
+@pytest.mark.parametrize("spread", [0.01, 1.0, 1.9, 2.1, 30.0])
+def test_attention_softmax_equals_the_shifted_softmax_on_both_sides_of_the_bound(spread):
+    """(2, 2, 16, 16) scores whose sum of squares is below, near and above the bound, and far past exp's range."""
+    rng = np.random.default_rng(0)
+    scores = (rng.standard_normal((2, 2, 16, 16)) * spread).astype(F32)
+    want = softmax_last_axis_(scores.copy())
+    wide = scores.astype(np.float64)
+    exact = np.exp(wide - wide.max(-1, keepdims=True))
+    exact /= exact.sum(-1, keepdims=True)
+    got = _attention_softmax_(scores)
+    assert got.dtype == F32 and got.shape == (2, 2, 16, 16)
+    _close(got, want)
+    _close(got, exact)
+
+
+def test_attention_softmax_shifts_a_few_large_scores_among_small_ones():
+    """One score past exp's range: the sum of squares is over the bound, so the shifted form runs."""
+    scores = np.zeros((1, 1, 4, 8), F32)
+    scores[0, 0, 1, 3] = 200.0
+    got = _attention_softmax_(scores)
+    assert np.all(np.isfinite(got))
+    assert got[0, 0, 1, 3] == 1 and got[0, 0, 0, 0] == F32(1 / 8)
+
+
+def test_attention_softmax_keeps_nan_and_infinities_to_the_shifted_form():
+    for bad in (np.nan, np.inf, -np.inf):
+        scores = np.zeros((1, 1, 2, 4), F32)
+        scores[0, 0, 0, 1] = bad
+        with np.errstate(invalid="ignore"):
+            want = softmax_last_axis_(scores.copy())
+            got = _attention_softmax_(scores)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(got[0, 0, 1], np.full(4, 0.25, F32))
+
+
+def test_squares_bound_keeps_every_unshifted_exponential_and_sum_finite():
+    edge = F32(np.sqrt(_SQUARES_BOUND))
+    assert np.isfinite(np.exp(edge) * F32(1e9)) and np.exp(-edge) >= np.finfo(F32).tiny
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# LayerNormalization folded into the dense layer after it
+
+
+def _norm_dense_model(residual=True, bias=True, sum_read=True, width=24, out=40, x_shape=(2, 7, 24),
+                      dense_read_twice=False, activation=None):
+    rng = np.random.default_rng(1)
+    consts = {"gamma": (rng.standard_normal(width) + 1).astype(F32), "beta": rng.standard_normal(width).astype(F32),
+              "w": (rng.standard_normal((width, out)) / 5).astype(F32), "wb": rng.standard_normal(out).astype(F32)}
+    inputs = [tensor_info("a", list(x_shape))]
+    nodes, normalized = [], "a"
+    if residual:
+        inputs.append(tensor_info("b", list(x_shape)))
+        nodes.append(helper.make_node("Add", ["a", "b"], ["s"]))
+        normalized = "s"
+    nodes += [helper.make_node("LayerNormalization", [normalized, "gamma", "beta"] if bias else [normalized, "gamma"],
+                               ["n"], axis=-1, epsilon=1e-5),
+              helper.make_node("MatMul", ["n", "w"], ["m"]),
+              helper.make_node("Add", ["wb", "m"], ["y"])]
+    last = "y"
+    if activation:
+        nodes.append(helper.make_node(activation, ["y"], ["act"]))
+        last = "act"
+    outputs = [tensor_info(last, None)]
+    if residual and sum_read:
+        nodes.append(helper.make_node("Add", [normalized, normalized], ["r"]))
+        outputs.append(tensor_info("r", None))
+    if dense_read_twice:
+        outputs.append(tensor_info("n", None))
+    return make_model(nodes, inputs, outputs, consts, opset=17)
+
+
+def _feeds(model, seed=2, shift=1.0):
+    rng = np.random.default_rng(seed)
+    return {i.name: (rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]) * 3 + shift).astype(F32)
+            for i in model.graph.input}
+
+
+@pytest.mark.parametrize("case", [{}, {"residual": False}, {"sum_read": False}, {"bias": False},
+                                  {"x_shape": (5, 24)}, {"x_shape": (1, 1, 24)}, {"width": 7, "out": 3,
+                                                                                  "x_shape": (3, 7)}])
+def test_layer_norm_and_the_dense_layer_after_it_are_one_step(case):
+    model = _norm_dense_model(**case)
+    feeds = _feeds(model)
+    loaded = nn_core.load_proto(model)
+    fused = [op for op in loaded.plan_ops if "LayerNormalization" in op]
+    assert fused and fused[0].endswith("LayerNormalization+MatMul+Add")
+    fast, unfused = loaded.run(feeds), loaded.run_traced(feeds)[0]
+    want = dict(zip([o.name for o in model.graph.output], ort_run(model, feeds)))
+    for name, value in fast.items():
+        assert value.shape == want[name].shape and value.dtype == F32
+        _close(value, unfused[name])
+        _close(value, want[name])
+
+
+def test_layer_norm_of_rows_with_a_large_mean_is_as_accurate_after_the_fold():
+    """Rows of mean 300 and spread 3: float32 centring loses digits whichever way it is done; the folded step's
+    error against float64 stays that of the unfused graph's."""
+    model = _norm_dense_model(residual=False)
+    feeds = _feeds(model, shift=300.0)
+    loaded = nn_core.load_proto(model)
+    consts = {i.name: np.frombuffer(i.raw_data, F32).reshape(i.dims) for i in model.graph.initializer}
+    a = feeds["a"].astype(np.float64)
+    centered = a - a.mean(-1, keepdims=True)
+    normalized = centered / np.sqrt(np.square(centered).mean(-1, keepdims=True) + 1e-5)
+    exact = (normalized * consts["gamma"] + consts["beta"]) @ consts["w"].astype(np.float64) + consts["wb"]
+    error = np.abs(loaded.run(feeds)["y"] - exact).max()
+    assert error <= 1.5 * np.abs(loaded.run_traced(feeds)[0]["y"] - exact).max() + 1e-6
+
+
+@pytest.mark.parametrize("change", ["normalized_is_output", "relu_after_dense"])
+def test_dense_layers_it_must_not_take_keep_their_step(change):
+    model = _norm_dense_model(dense_read_twice=change == "normalized_is_output",
+                              activation="Relu" if change == "relu_after_dense" else None)
+    feeds = _feeds(model)
+    loaded = nn_core.load_proto(model)
+    assert not any(op.endswith("LayerNormalization+MatMul+Add") for op in loaded.plan_ops)
+    fast, unfused = loaded.run(feeds), loaded.run_traced(feeds)[0]
+    for name, value in fast.items():
+        _close(value, unfused[name])
+
+
+def test_layer_norm_dense_step_falls_back_to_the_chain_on_other_inputs():
+    model = _norm_dense_model(x_shape=("N", 7, 24))
+    loaded = nn_core.load_proto(model)
+    (step,) = [s for s in loaded._fast_plan().steps if "LayerNormalization" in s.label]
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((2, 7, 24)).astype(F32)
+    for b in (rng.standard_normal((1, 7, 24)).astype(F32), a.astype(np.float64)):  # broadcast, another type
+        for got, want in zip(step.kernel.run(a, b), step.kernel.chain(a, b)):
+            np.testing.assert_array_equal(got, want)
+    one = rng.standard_normal((1, 7, 24)).astype(F32)  # batch 1 takes the fast path
+    for got, want in zip(step.kernel.run(one, one), step.kernel.chain(one, one)):
+        _close(got, want)
