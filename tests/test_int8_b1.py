@@ -1,0 +1,69 @@
+"""Batch-1 int8 paths (issue 10): requantization in the accumulator's own memory order, row-major prepared
+operands. Each is held bit-exact against the reference it replaces (a straightforward NumPy formula of the same
+float32 arithmetic, or the operand as it was laid out before)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nn_core.ops.quantized import PreparedB, _Requantizer
+
+rng = np.random.default_rng(11)
+
+
+def reference_codes(acc: np.ndarray, multiplier: np.ndarray, zero_point: int, dtype: type) -> np.ndarray:
+    """onnxruntime's requantization spelled out: float32 product, round half to even, add the zero point,
+    saturate."""
+    info = np.iinfo(dtype)
+    shaped = multiplier.reshape((1, -1) + (1,) * (acc.ndim - 2)) if multiplier.size > 1 else multiplier.reshape(())
+    rounded = np.rint(acc.astype(np.float32) * shaped).astype(np.float64) + zero_point
+    return np.clip(rounded, info.min, info.max).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype, zero_point", [(np.uint8, 0), (np.uint8, 131), (np.int8, 0), (np.int8, -7)])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "gaps"])
+def test_requantizer_gives_the_codes_in_every_layout(dtype, zero_point, layout):
+    """Contiguous sums, a transposed (channels-last) buffer and a view with gaps (the valid part of padded rows)
+    give the same codes, ties rounded to even, saturated at both ends; the result keeps the sums' layout, not a
+    C-order copy written through strides."""
+    channels, height, width = 5, 7, 9
+    sums = np.concatenate([np.arange(-600, 600), rng.integers(-40000, 40000, 1500)])
+    sums = rng.permutation(np.resize(sums, channels * height * width)).astype(np.float32)
+    sums = sums.reshape(1, channels, height, width)
+    multiplier = np.array([0.5, 0.25, 0.0371, 1.0, 0.003], np.float32)
+    want = reference_codes(sums, multiplier, zero_point, dtype)
+    if layout == "channels_last":
+        acc = np.ascontiguousarray(sums.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    elif layout == "gaps":
+        padded = np.zeros((1, channels, height, width + 2), np.float32)
+        padded[..., :width] = sums
+        acc = padded[..., :width]
+    else:
+        acc = sums.copy()
+    got = _Requantizer(multiplier, np.array(zero_point, dtype), dtype, 1, 4)(acc)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, want)
+    if layout == "channels_last":
+        assert got.transpose(0, 2, 3, 1).flags.c_contiguous
+
+
+def test_requantizer_takes_float64_sums():
+    sums = rng.integers(-2 ** 30, 2 ** 30, (3, 40)).astype(np.float64)
+    multiplier = np.float32(1e-7)
+    got = _Requantizer(np.array(multiplier), np.array(3, np.uint8), np.uint8, -1, 2)(sums.copy())
+    np.testing.assert_array_equal(got, reference_codes(sums.astype(np.float32), np.array(multiplier), 3, np.uint8))
+
+
+def test_prepared_operand_is_row_major_and_gives_the_same_products():
+    """A transposed constant (QGemm's transB) is stored row-major; the exact products are those of the operand
+    as given, also on the sliced (K split) path."""
+    b = rng.integers(-128, 128, (48, 600)).astype(np.int8)
+    zero_point = rng.integers(-3, 3, 48).astype(np.int8)
+    prepared = PreparedB(b.T, zero_point)
+    assert prepared.centred.flags.c_contiguous
+    centred = b.T.astype(np.float64) - zero_point.astype(np.float64)
+    a = rng.integers(-255, 256, (2, 600)).astype(np.float32)
+    np.testing.assert_array_equal(prepared.product(a, 255.0), a.astype(np.float64) @ centred)
+    big = rng.integers(-2 ** 20, 2 ** 20, (2, 600)).astype(np.float32)  # past float32's exact range: sliced
+    np.testing.assert_array_equal(prepared.product(big, float(2 ** 20)), big.astype(np.float64) @ centred)
