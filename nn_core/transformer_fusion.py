@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .ops.activations import ErfGelu
-from .ops.nn import MatMul
+from .ops.nn import Gemm, MatMul
 from .ops.norm import layer_norm_rows, normalized_rows, row_averager
 from .ops.quantized import FUSED_DOMAIN
 from .ops.transformer import packed_qkv_attention
@@ -366,17 +366,17 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
                 prepare, inputs = _transposer(tuple(order)), [turned.inputs[0]]
     else:
         inputs = [x]
-    mean, keepdims = norm, False
+    mean, keepdims = None, False  # the ReduceMean over the tokens after the normalisation, if any
     user = graph.only_reader(norm)
-    dense = _dense_reading(norm, graph, width)
     if graph.plain(user, "ReduceMean") and getattr(user.kernel, "static_axes", None) in ([1], [-2]):
         mean, keepdims = user, bool(user.kernel.keepdims)
         members.append(user)
-    elif dense is not None:
-        weight, dense_bias = _folded_affine(scale, bias, dense.kernel.b, dense.kernel.bias)
-        members.append(dense)
-        mean = dense
-    outputs = [mean.outputs[0]]
+    dense = _dense_reading(mean or norm, graph, width) if not keepdims else None
+    if dense is not None:
+        dense_step, weight, dense_bias, limit = dense
+        weight, dense_bias = _folded_affine(scale, bias, weight, dense_bias)
+        members.append(dense_step)
+    outputs = [members[-1].outputs[0]]
     if operands and (len(graph.readers.get(x, [])) > 1 or x in graph.graph_outputs):
         outputs.insert(0, x)  # the sum, for its other readers
     total = _residual_sum(operands, constant if operands else None, width, prepare)
@@ -385,17 +385,14 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
 
     def fast(*values: np.ndarray) -> Any:
         summed = total(*values)
-        if dense is not None:
-            if summed is None or summed.size > dense.kernel.a_limit:
-                return None  # (a product over the budgets: the chain's MatMul says so)
-            y = normalized_rows(summed, averager, epsilon).dot(weight)
-            y += dense_bias
-            y = y.reshape(summed.shape[:-1] + weight.shape[1:])
-            return (summed, y) if both else y
-        if summed is None or (mean is not norm and (summed.ndim != 3 or not summed.shape[1])):
-            return None
-        y = layer_norm_rows(summed, averager, epsilon, scale, bias)
-        if mean is not norm:
+        if summed is None or (mean is not None and (summed.ndim != 3 or not summed.shape[1])) \
+                or (dense is not None and summed.size > limit):
+            return None  # (a product over the budgets: the chain's dense layer says so)
+        if dense is None:
+            y = layer_norm_rows(summed, averager, epsilon, scale, bias)
+        else:  # (the scale and bias are in the dense layer's weights)
+            y = normalized_rows(summed, averager, epsilon).reshape(summed.shape)
+        if mean is not None:
             count = summed.shape[1]
             row = tokens.get(count)
             if row is None:
@@ -405,27 +402,36 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
             y = np.matmul(row, y)
             if not keepdims:
                 y = y.reshape(y.shape[0], width)
+        if dense is not None:
+            product = y.reshape(-1, width).dot(weight)
+            product += dense_bias
+            y = product.reshape(y.shape[:-1] + weight.shape[1:])
         return (summed, y) if both else y
 
     return _fused_step(members, inputs, graph, fast, outputs, place=0)
 
 
-def _dense_reading(norm: _Step, graph: _Graph, width: int) -> _Step | None:
-    """The dense layer that is the only reader of ``norm``'s output, when it is one fast-plan step: a MatMul by
-    a constant float32 (``width``, N) matrix whose only other node is the Add of a constant (N,) bias
-    (fuse_biases)."""
-    dense = graph.only_reader(norm)
-    if dense is None or type(dense.kernel) is not MatMul or dense.node.domain not in ("", "ai.onnx") \
-            or dense.fused != ("Add",) or len(dense.outputs) != 1 or not dense.outputs[0] \
-            or dense.inputs[0] != norm.outputs[0] or dense.inputs[1] == norm.outputs[0]:
+def _dense_reading(step: _Step, graph: _Graph, width: int
+                   ) -> tuple[_Step, np.ndarray, np.ndarray, int] | None:
+    """The dense layer that is the only reader of ``step``'s output, when it is one fast-plan step with constant
+    float32 weights of ``width`` rows and a bias, as (its step, its (width, N) weights, its (N,) bias, the largest
+    input within its budgets): a MatMul whose only other node is the Add of the bias (fuse_biases), or a Gemm
+    whose C is the bias (alpha and transB are in its prepared weights; beta in its C)."""
+    dense = graph.only_reader(step)
+    if dense is None or type(dense.kernel) not in (MatMul, Gemm) or dense.node.domain not in ("", "ai.onnx") \
+            or len(dense.outputs) != 1 or not dense.outputs[0] or dense.inputs[0] != step.outputs[0] \
+            or step.outputs[0] in dense.inputs[1:]:
         return None
     kernel = dense.kernel
-    weight, bias = kernel.b, kernel.bias
-    if weight is None or bias is None or kernel.act is not None or kernel.curve is not None \
-            or kernel.normalizer is not None or weight.dtype != np.float32 or bias.dtype != np.float32 \
-            or weight.ndim != 2 or bias.shape != weight.shape[1:] or weight.shape[0] != width:
+    matmul = type(kernel) is MatMul
+    weight, bias = kernel.b, (kernel.bias if matmul else kernel.c)
+    if weight is None or bias is None or weight.ndim != 2 or weight.shape[0] != width \
+            or dense.fused != (("Add",) if matmul else ()) or (not matmul and kernel.trans_a) \
+            or kernel.act is not None or kernel.curve is not None or kernel.normalizer is not None \
+            or weight.dtype != np.float32 or bias.dtype != np.float32 \
+            or bias.shape not in (weight.shape[1:], (1,) + weight.shape[1:]):
         return None
-    return dense
+    return dense, weight, bias.reshape(weight.shape[1:]), kernel.a_limit
 
 
 def _folded_affine(scale: np.ndarray, shift: np.ndarray | None, weight: np.ndarray, bias: np.ndarray

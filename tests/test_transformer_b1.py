@@ -160,3 +160,43 @@ def test_layer_norm_dense_step_falls_back_to_the_chain_on_other_inputs():
     one = rng.standard_normal((1, 7, 24)).astype(F32)  # batch 1 takes the fast path
     for got, want in zip(step.kernel.run(one, one), step.kernel.chain(one, one)):
         _close(got, want)
+
+
+def _mean_head_model(alpha=1.0, beta=1.0, trans_b=1, c_shape=(10,), keepdims=0, trans_a=0):
+    rng = np.random.default_rng(4)
+    consts = {"gamma": (rng.standard_normal(24) + 1).astype(F32), "beta": rng.standard_normal(24).astype(F32),
+              "w": (rng.standard_normal((10, 24) if trans_b else (24, 10)) / 5).astype(F32),
+              "c": rng.standard_normal(c_shape).astype(F32)}
+    nodes = [helper.make_node("Add", ["a", "b"], ["s"]),
+             helper.make_node("LayerNormalization", ["s", "gamma", "beta"], ["n"], axis=-1, epsilon=1e-5),
+             helper.make_node("ReduceMean", ["n"], ["m"], axes=[1], keepdims=keepdims)]
+    head_input = "m"
+    if trans_a:
+        nodes.append(helper.make_node("Transpose", ["m"], ["mt"], perm=[1, 0]))
+        head_input = "mt"
+    nodes.append(helper.make_node("Gemm", [head_input, "w", "c"], ["y"], alpha=alpha, beta=beta, transB=trans_b,
+                                  transA=trans_a))
+    inputs = [tensor_info("a", [3, 16, 24]), tensor_info("b", [3, 16, 24])]
+    return make_model(nodes, inputs, [tensor_info("y", None)], consts, opset=17)
+
+
+@pytest.mark.parametrize("case", [{}, {"alpha": 0.5, "beta": 2.0}, {"trans_b": 0}, {"c_shape": (1, 10)}])
+def test_layer_norm_token_mean_and_the_classifier_head_are_one_step(case):
+    model = _mean_head_model(**case)
+    feeds = _feeds(model)
+    loaded = nn_core.load_proto(model)
+    assert loaded.plan_ops == ["Add+LayerNormalization+ReduceMean+Gemm"]
+    fast, unfused = loaded.run(feeds)["y"], loaded.run_traced(feeds)[0]["y"]
+    assert fast.shape == (3, 10)
+    _close(fast, unfused)
+    _close(fast, ort_run(model, feeds)[0])
+
+
+@pytest.mark.parametrize("case", [{"c_shape": (3, 10)}, {"keepdims": 1, "c_shape": (1, 10)}])
+def test_heads_it_must_not_take_keep_their_step(case):
+    """A C of one row per image is not a bias to fold; a kept token axis is not the (images, width) A of a Gemm."""
+    model = _mean_head_model(**case)
+    feeds = _feeds(model)
+    loaded = nn_core.load_proto(model)
+    assert "Gemm" in loaded.plan_ops
+    _close(loaded.run(feeds)["y"], loaded.run_traced(feeds)[0]["y"])

@@ -280,28 +280,33 @@ class Shrink(Op):
 # elementwise.erf on float32 (a piecewise cubic: five gathers, ~20 NumPy calls) and the four arithmetic nodes
 # around it cost a transformer's small MLP activations (a few thousand values) ~30 us, spent on calls, not on
 # arithmetic. x (offset + erf(x / d)) = offset x + sign(d) |x| erf(|x| / |d|), since erf is odd; so one table of
-# erf over [0, _GELU_ERF_LIMIT] at steps of 1/_GELU_STEPS, read with two gathers (value, step to the next value)
-# and linearly interpolated, gives the whole activation in 13 float32 calls. The interpolation is within 3e-8 of
-# erf (h^2/8 max|erf''| at h = 1/2048), about float32's rounding of erf near 1, which the unfused graph's Erf node
-# also has; the table's last row is erf = 1 exactly with no slope, so the tail is exact: x (1 + erf(x / sqrt 2))
-# is 0 for x <= -6.4 and x from 6.4 on (the error of stopping there, 1 - erf(4.5) = 2e-10, is below both).
+# erf over [0, _GELU_ERF_LIMIT] at steps of 1/_GELU_STEPS, linearly interpolated, gives the whole activation in
+# 11 float32 calls. Each step's line is kept as intercept and slope in the row number r = |x| / |d| * _GELU_STEPS
+# (erf ~ intercept[k] + slope[k] r for k <= r < k + 1), read with two gathers at the truncated row: no fractional
+# part to compute (a floor and a subtraction fewer than value + slope * (r - k)); the terms stay below 1, so their
+# float32 sum is within ~1e-7 of erf. The interpolation is within 3e-8 of erf (h^2/8 max|erf''| at h = 1/2048),
+# about float32's rounding of erf near 1, which the unfused graph's Erf node also has; the table's last row is
+# erf = 1 exactly with no slope, so the tail is exact: x (1 + erf(x / sqrt 2)) is 0 for x <= -6.4 and x from 6.4
+# on (the error of stopping there, 1 - erf(4.5) = 2e-10, is below both).
 
 _GELU_STEPS = 2048
 _GELU_ERF_LIMIT = 4.5
 
 
 def _erf_interpolation_tables() -> tuple[np.ndarray, np.ndarray]:
-    """erf(k h) and erf((k + 1) h) - erf(k h), h = 1 / _GELU_STEPS, for the rows k below the limit; then 1 and 0.
-    Two flat tables, not one of pairs: a gather of rows of a 2-D table costs NumPy ~30 us here, two flat ones 2."""
+    """The intercepts and slopes, in the row number r, of the lines through erf(k h) and erf((k + 1) h), h = 1 /
+    _GELU_STEPS, for the rows k below the limit; then 1 and 0. Two flat tables, not one of pairs: a gather of rows
+    of a 2-D table costs NumPy ~30 us here, two flat ones 2."""
     last = int(_GELU_ERF_LIMIT * _GELU_STEPS)
-    values = erf(np.arange(last + 1, dtype=np.float64) / _GELU_STEPS)
+    rows = np.arange(last + 1, dtype=np.float64)
+    values = erf(rows / _GELU_STEPS)
     values[last] = 1.0
     slopes = np.zeros(last + 1)
     slopes[:last] = np.diff(values)
-    return values, slopes
+    return values - slopes * rows, slopes
 
 
-_ERF_VALUES, _ERF_SLOPES = _erf_interpolation_tables()
+_ERF_INTERCEPTS, _ERF_SLOPES = _erf_interpolation_tables()
 
 
 class ErfGelu:
@@ -313,13 +318,14 @@ class ErfGelu:
         with np.errstate(over="ignore"):
             self.scale = np.float32(_GELU_STEPS / abs(divisor)) if divisor else None  # |x| -> fractional row
             self.linear = np.float32(factor * offset)
+            signed = factor if divisor > 0 else -factor
+            self.intercepts = (_ERF_INTERCEPTS * signed).astype(np.float32)
+            self.slopes = (_ERF_SLOPES * signed).astype(np.float32)
         if not all(math.isfinite(v) for v in (divisor, offset, factor)) or not self.scale \
-                or not np.isfinite(self.scale) or not np.isfinite(self.linear):
+                or not np.isfinite(self.scale) or not np.isfinite(self.linear) \
+                or not np.isfinite(self.intercepts).all():
             raise ValueError(f"GELU constants out of float32 range: {divisor}, {offset}, {factor}")
-        self.last_row = np.float32(len(_ERF_VALUES) - 1)
-        signed = factor if divisor > 0 else -factor
-        self.values = (_ERF_VALUES * signed).astype(np.float32)
-        self.slopes = (_ERF_SLOPES * signed).astype(np.float32)
+        self.last_row = np.float32(len(_ERF_INTERCEPTS) - 1)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if not x.ndim:  # (NumPy gives 0-d results as scalars, which cannot be written in place)
@@ -327,11 +333,9 @@ class ErfGelu:
         magnitude = np.abs(x)
         row = np.multiply(magnitude, self.scale)
         np.fmin(row, self.last_row, out=row)  # past the table, and NaN (which |x| carries through): last row
-        whole = np.floor(row)
-        index = whole.astype(np.intp)
-        row -= whole
-        row *= self.slopes[index]
-        row += self.values[index]  # factor erf(|x| / |divisor|), signed as the divisor
+        index = row.astype(np.intp)  # (truncation: the row's floor, as it is not negative)
+        row *= self.slopes.take(index)
+        row += self.intercepts.take(index)  # factor erf(|x| / |divisor|), signed as the divisor
         row *= magnitude
         np.multiply(x, self.linear, out=magnitude)
         row += magnitude
