@@ -1,10 +1,12 @@
 """Batch-1 int8 paths (issue 10): requantization in the accumulator's own memory order, row-major prepared
-operands. Each is held bit-exact against the reference it replaces (a straightforward NumPy formula of the same
-float32 arithmetic, or the operand as it was laid out before)."""
+operands, a QOperator file's input quantization done by its first convolution. Each is held bit-exact against
+the reference it replaces (a straightforward NumPy formula of the same float32 arithmetic, the operand as it was
+laid out before, onnxruntime on the same file)."""
 
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 
 from nn_core.ops.quantized import PreparedB, _Requantizer
@@ -67,3 +69,32 @@ def test_prepared_operand_is_row_major_and_gives_the_same_products():
     np.testing.assert_array_equal(prepared.product(a, 255.0), a.astype(np.float64) @ centred)
     big = rng.integers(-2 ** 20, 2 ** 20, (2, 600)).astype(np.float32)  # past float32's exact range: sliced
     np.testing.assert_array_equal(prepared.product(big, float(2 ** 20)), big.astype(np.float64) @ centred)
+
+
+@pytest.mark.parametrize("dtype, zero_point", [(np.uint8, 128), (np.int8, -3), (np.uint8, 0)])
+@pytest.mark.parametrize("variant", ["fused", "other_scale", "read_elsewhere"])
+def test_qoperator_input_quantization_done_by_the_first_qlinear_conv(dtype, zero_point, variant):
+    """A QOperator file's QuantizeLinear -> QLinearConv (``nn_core quantize --format qoperator`` writes it) runs
+    as one kernel quantizing x on entry, with onnxruntime's values (saturation included); a QuantizeLinear with
+    another scale, or whose codes something else reads too, stays a step of its own."""
+    import onnxruntime as ort
+    from test_quant_fusions import qdq_conv
+
+    import nn_core
+    from nn_core.quantize import to_integer_ops
+
+    model = to_integer_ops(qdq_conv(dtype, zero_point, q_read_elsewhere=variant == "read_elsewhere"))
+    assert [n.op_type for n in model.graph.node][:2] == ["QuantizeLinear", "QLinearConv"]
+    if variant == "other_scale":  # the convolution's own x_scale differs from the QuantizeLinear's
+        conv = next(n for n in model.graph.node if n.op_type == "QLinearConv")
+        model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(0.031, np.float32), "other_xs"))
+        conv.input[1] = "other_xs"
+    ours = nn_core.Model(model)
+    assert ("QuantizeLinear" in ours.plan_ops) == (variant != "fused")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    for rows, spread in ((1, 1.0), (3, 10.0), (70, 3.0)):  # 10.0: many inputs saturate
+        x = (rng.normal(0, 1, (rows, 2, 9, 9)) * spread).astype(np.float32)
+        for have, want in zip(ours.run({"x": x}).values(), session.run(None, {"x": x}), strict=True):
+            np.testing.assert_array_equal(have, want)

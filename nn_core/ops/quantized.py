@@ -1264,8 +1264,32 @@ def fuse_qdq(nodes: list, constants: dict[str, np.ndarray], graph_outputs: set[s
 
     replaced: dict[int, object] = {}
     removed: set[int] = set()
+
+    def entry_quantize(codes: str, reader, scale: str, zero_point: str):
+        """The QuantizeLinear making ``codes``, read only by ``reader``, with this scale and zero point: a
+        QLinearConv reading them does it on entry (QuantizingQLinearConv). Not one an earlier rewrite took as its
+        own output (its output now comes from there)."""
+        quantize = producer.get(codes)
+        if (quantize is None or quantize.op_type != "QuantizeLinear" or not is_default_domain(quantize)
+                or id(quantize) in removed or len(quantize.inputs) != 3 or codes in graph_outputs
+                or [id(n) for n in readers.get(codes, [])] != [id(reader)]
+                or set(quantize.attrs) - {"axis", "saturate"}
+                or not _same_param(constants, quantize.inputs[1], scale)
+                or not _same_param(constants, quantize.inputs[2], zero_point)):
+            return None
+        return quantize
+
     for node in nodes:
         if node.domain not in ("", "ai.onnx") or id(node) in removed:
+            continue
+        if private and node.op_type == "QLinearConv" and 8 <= len(node.inputs) <= 9:
+            # a QOperator file's first layer: QuantizeLinear -> QLinearConv
+            quantize = entry_quantize(node.inputs[0], node, node.inputs[1], node.inputs[2])
+            if quantize is not None:
+                replaced[id(node)] = make_node(node, node.name, "QLinearConv", FUSED_DOMAIN,
+                                               [quantize.inputs[0], *node.inputs[1:]], list(node.outputs),
+                                               {**node.attrs, "quantize_input": 1})
+                removed.add(id(quantize))
             continue
         if node.op_type in _PASS_THROUGH:
             x = dq(node.inputs[0]) if node.inputs else None
@@ -1345,17 +1369,9 @@ def fuse_qdq(nodes: list, constants: dict[str, np.ndarray], graph_outputs: set[s
             op_type, domain = "QLinearConv", ""
             attrs = {k: v for k, v in node.attrs.items() if k in ("auto_pad", "dilations", "group", "kernel_shape",
                                                                    "pads", "strides")}
-            quantize = producer.get(x[0]) if private else None
-            # (not a QuantizeLinear an earlier rewrite took as its own output: its output now comes from there)
-            if (quantize is not None and quantize.op_type == "QuantizeLinear" and is_default_domain(quantize)
-                    and id(quantize) not in removed and len(quantize.inputs) == 3
-                    and not {x[0], x[3].outputs[0]} & graph_outputs
-                    and [id(n) for n in readers.get(x[0], [])] == [id(x[3])]
-                    and [id(n) for n in readers.get(x[3].outputs[0], [])] == [id(node)]
-                    and not set(quantize.attrs) - {"axis", "saturate"}
-                    and _same_param(constants, quantize.inputs[1], x[1])
-                    and _same_param(constants, quantize.inputs[2], x[2])):
-                # the input's QuantizeLinear is done on entry (QuantizingQLinearConv)
+            quantize = entry_quantize(x[0], x[3], x[1], x[2]) if private and x[3].outputs[0] not in graph_outputs \
+                and [id(n) for n in readers.get(x[3].outputs[0], [])] == [id(node)] else None
+            if quantize is not None:
                 inputs[0], domain, attrs["quantize_input"] = quantize.inputs[0], FUSED_DOMAIN, 1
                 removed.add(id(quantize))
         elif node.op_type == "MatMul":
