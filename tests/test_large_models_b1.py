@@ -60,3 +60,29 @@ def test_lrn_float16_and_float64_keep_their_type():
     got16 = kernel.run(x.astype(np.float16))
     assert got16.dtype == np.float16
     np.testing.assert_allclose(got16, want, rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("case", [((1, 16, 46, 44), (32, 16, 3, 3), True),  # small weights: in blocks of rows
+                                  ((1, 64, 24, 24), (192, 64, 3, 3), False),  # 0.4 MB of weights: whole
+                                  ((1, 96, 14, 14), (160, 96, 3, 3), False)])
+def test_channels_last_plan_blocks_only_under_small_weights(case):
+    """Columns over BLOCK_BYTES go in blocks of output rows only while the weight matrix that every block's GEMM
+    packs again is small; either way the values are the NCHW kernel's, strided or not."""
+    from nn_core.ops import conv
+
+    x_shape, w_shape, blocked = case
+    rng = np.random.default_rng(len(w_shape))
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = (rng.standard_normal(w_shape) * 0.05).astype(np.float32)
+    b = rng.standard_normal(w_shape[0]).astype(np.float32)
+    for strides in ([1, 1], [2, 2]):
+        node = helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1], strides=strides)
+        want = build_kernel(node, [x, w, b], (1, 2)).run(x, w, b)
+        kernel = build_kernel(node, [x, w, b], (1, 2))
+        kernel.prefer_channels_last()
+        for _ in range(2):
+            np.testing.assert_allclose(kernel.run(_channels_last(x), w, b), want, rtol=1e-5, atol=1e-4)
+        (plan, _), = kernel.plans.values()
+        assert type(plan) is conv._ChannelsLastPlan
+        # (a strided image's columns fit in one block)
+        assert (plan.block_rows < plan.out_sizes[0]) == (blocked and strides == [1, 1]), (case, strides)

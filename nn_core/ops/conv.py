@@ -43,6 +43,15 @@ CHUNK_BYTES = 1024 * 1024
 # this size (measured at batch 1: a 224x224 stem's 7.4 MB of columns, or 56x56x64 -> 3x3 conv's 7.2 MB, 10-15%
 # faster in blocks of 0.5 MB, the GEMMs as fast)
 BLOCK_BYTES = 512 * 1024
+# ... unless its weight matrix is larger than this: every block's GEMM packs the whole matrix again (measured at
+# batch 1, whole against blocks: ResNet-50's strided 3x3 convolutions, 128 -> 128 at 56x56 to 512 -> 512 at 14x14,
+# 0.6-2.4 MB of weights, 12-24% faster whole; 192 -> 256 at 14x14 20%; up to 0.25 MB, as fast or faster in blocks)
+BLOCKED_WEIGHT_BYTES = BLOCK_BYTES // 2
+
+
+def _blocks_pay(column_bytes: int, weight_bytes: int) -> bool:
+    """Whether one image's im2col columns and matmul go in blocks of output rows (BLOCK_BYTES)."""
+    return column_bytes > BLOCK_BYTES and weight_bytes <= BLOCKED_WEIGHT_BYTES
 
 # ----------------------------------------------------------------------------------------------------------------
 # padding / output size arithmetic (shared with pool.py)
@@ -301,7 +310,8 @@ class _ChannelsLastPlan:
             self._padded_windows(x_shape, dtype, kernel, strides, dilations, begins, padded)
         # output rows (first spatial axis) per block of one image's im2col copy and matmul
         self.block_rows = self.out_sizes[0]
-        if rows == 1 and self.subsample is None and positions * width * item > BLOCK_BYTES:
+        if rows == 1 and self.subsample is None \
+                and _blocks_pay(positions * width * item, width * out_channels * item):
             self.block_rows = max(1, BLOCK_BYTES * self.out_sizes[0] // (positions * width * item))
         self.product = np.empty((rows * positions, out_channels), dtype)  # the pooled path's chunk
         self.product_nchw = self.product.reshape(rows, *self.nhwc_shape).transpose(self.to_nchw)
@@ -1302,7 +1312,9 @@ class Conv(FusableOp):
                 self.check_size((padded[0] * out_sizes[1], kernel[1] * channels + 1), x.dtype, "row column buffer")
                 return _RowShiftPlan(x.shape, x.dtype, out_channels, *geometry, has_bias)
             run = kernel[-1] * channels if dilations[-1] == 1 else channels
-            blocked = self.channels_last and math.prod(out_sizes) * (k_group + 1) * x.dtype.itemsize > BLOCK_BYTES
+            item = x.dtype.itemsize
+            blocked = self.channels_last and _blocks_pay(math.prod(out_sizes) * (k_group + 1) * item,
+                                                         (k_group + 1) * out_channels * item)
             if self.group == 1 and (run >= CHANNELS_LAST_MIN_RUN or blocked and run >= CHANNELS_LAST_MIN_RUN_BLOCKED):
                 return _ChannelsLastPlan(x.shape, x.dtype, out_channels, *geometry, has_bias, self.channels_last)
             plan = _Im2colPlan(x.shape, x.dtype, self.group, out_channels, *geometry, has_bias,
