@@ -76,6 +76,11 @@ NCHW_MIN_SIZE = 14
 # a transposed convolution runs as PhaseTransposePlan while its phase-laid weights (phases * offsets per input
 # channel) are at most this many times the kernel's taps: beyond, the zeros cost more than the scatter-add saves
 PHASE_DENSITY = 2
+# a convolution with a fused side-by-side p x p MaxPool runs as PhasePooledIm2colPlan while its phase offsets,
+# (kernel + p - 1) ** 2, are at most this many times the kernel's taps: LeNet-5's 5x5 pooled by 2 (1.44) gains
+# ~4 us of its ~17 us conv1; the 3x3 convolutions of torch_avgpool_m11 (1.78) gained nothing, the zero weights'
+# BLAS work and the phase copies costing what the pooling passes saved
+PHASE_POOL_DENSITY = 1.5
 _constants: dict[tuple[str, bytes], np.ndarray] = {}
 
 
@@ -447,6 +452,156 @@ class PooledChannelsLastPlan(_ChannelsLastPlan):
         return self.single_chunk(matrix, act, pool)(x)
 
 
+class PhasePooledIm2colPlan(_Im2colPlan):
+    """_Im2colPlan of a 2-D convolution (one group, unit strides and dilations) whose fused MaxPool has
+    side-by-side p x p windows, at small batches in one chunk: the pooling becomes part of the matmul's layout.
+
+    Pooled position (P, Q) takes the maximum over the p * p phases (a, b) of the convolution at (p P + a,
+    p Q + b), which reads padded[p P + a + i, p Q + b + j] through tap (i, j): every phase reads the same
+    (kernel + p - 1)^2 offsets s = a + i, t = b + j of a stride-p window. So the columns are those offsets at the
+    pooled positions only, one weight row per (phase, output channel) holds the kernel at its phase's offsets
+    (zeros elsewhere, the bias in the ones row's column), and one matmul makes every phase as a contiguous block
+    of a stage buffer that ends in a block of zeros: the pooling (and a fused ReLU, the zeros as one more
+    candidate) is one maximum.reduce over the blocks -- instead of the full convolution, strided pooling passes
+    over it and a ReLU pass. The padded input is stored space-to-depth, (row phase, column phase, row // p,
+    column // p), so that offset (s, t) = (p s' + sb, p t' + tb) at (P, Q) is element (P + s', Q + t') of
+    phase image (sb, tb): each column row is then one contiguous run over whole phase-image rows (full width:
+    the few positions past the pooled width are computed and left out of the output view, as _Im2colPlan's
+    full-width columns). Only the rows the pooling reads are computed (floor mode drops a last odd row or
+    column). Sums are BLAS's: equal to the general path's within float rounding.
+
+    An output with a NaN (an infinite or NaN input: the zero weights make 0 * inf) is made again by
+    _Im2colPlan's path (``run``), so non-finite inputs give the general kernels' values. Raises ValueError when
+    the phase offsets outnumber the kernel's taps by more than PHASE_POOL_DENSITY, or the pooled output is
+    empty."""
+
+    def __init__(self, x_shape: tuple[int, ...], dtype: np.dtype, out_channels: int, kernel: list[int],
+                 strides: list[int], dilations: list[int], begins: list[int], ends: list[int], has_bias: bool,
+                 window: int, check_size: Callable[[tuple, np.dtype, str], None]):
+        batch, channels, *sizes = x_shape
+        (kh, kw), p = kernel, window
+        if any(v != 1 for v in (*strides, *dilations)):
+            raise ValueError("phase pooling needs unit strides and dilations")
+        if (kh + p - 1) * (kw + p - 1) > PHASE_POOL_DENSITY * kh * kw:
+            raise ValueError(f"phase offsets of kernel {kernel} pooled by {p} are mostly zeros")
+        super().__init__(x_shape, dtype, 1, out_channels, kernel, strides, dilations, begins, ends, has_bias)
+        if batch != self.rows:
+            raise ValueError("phase pooling runs one chunk")
+        pooled = [n // p for n in self.out_sizes]
+        if min(pooled) < 1:
+            raise ValueError(f"output {self.out_sizes} is smaller than the pooling window {p}")
+        offsets = (kh + p - 1, kw + p - 1)  # s and t, of the stride-p window
+        runs = [-(-o // p) for o in offsets]  # s' and t'; the last few may be past the offsets (zero weights)
+        # phase-image sizes: every padded row and column, and every window (the zeros past the padding too)
+        split = [max(-(-n // p), q + r - 1) for n, q, r in zip(self.padded, pooled, runs, strict=True)]
+        positions = pooled[0] * split[1]  # whole phase-image rows
+        k_phase = channels * p * runs[0] * p * runs[1]
+        phases = p * p
+        plane = split[0] * split[1]
+        slack = (runs[0] - 1) * split[1] + runs[1] - 1  # the last windows' reach past the last phase image
+        # its own buffers, before any is allocated (the node checked the general plan's)
+        check_size((batch * channels * phases * plane + slack,), dtype, "space-to-depth padded input")
+        check_size((batch, k_phase + 1, positions), dtype, "phase column buffer")
+        check_size((phases * out_channels, k_phase + 1), dtype, "phase weights")
+        check_size((batch, phases + 1, out_channels, positions), dtype, "phase stage buffer")
+        self.window, self.kernel_shape, self.channels, self.runs, self.k_phase = p, (kh, kw), channels, runs, \
+            k_phase
+        self.depth = np.zeros(batch * channels * phases * plane + slack, dtype)
+        phase_images = self.depth[:batch * channels * phases * plane].reshape(batch, channels, p, p, *split)
+        # per (row phase, column phase): the input's rows and columns that land there, and where; or, when the
+        # padding and the sizes are multiples of p, the input's (row // p, row % p, column // p, column % p) view
+        # in one copy
+        self.copies: list[tuple[np.ndarray, tuple]] = []
+        self.aligned: tuple[np.ndarray, tuple, tuple] | None = None
+        if all(b % p == 0 and n % p == 0 for b, n in zip(begins, sizes, strict=True)):
+            interior = tuple(slice(b // p, (b + n) // p) for b, n in zip(begins, sizes, strict=True))
+            self.aligned = (phase_images[(Ellipsis, *interior)], (batch, channels, sizes[0] // p, p, sizes[1] // p,
+                                                                  p), (0, 1, 3, 5, 2, 4))
+        for sb in range(p if self.aligned is None else 0):
+            for tb in range(p):
+                index, target = [], [slice(None), slice(None), sb, tb]
+                for n, b, phase in zip(sizes, begins, (sb, tb), strict=True):
+                    first = (phase - b) % p
+                    count = len(range(first, n, p))
+                    start = (b + first) // p
+                    index.append(slice(first, n, p))
+                    target.append(slice(start, start + count))
+                if all(t.stop > t.start for t in target[4:]):
+                    self.copies.append((phase_images[tuple(target)], (Ellipsis, *index)))
+        item = dtype.itemsize
+        shape = (batch, channels, p, runs[0], p, runs[1], positions)
+        self.phase_windows = checked_windows(self.depth, shape, tuple(v * item for v in (
+            channels * phases * plane, phases * plane, p * plane, split[1], plane, 1, 1)))
+        self.phase_cols = np.empty((batch, k_phase + 1, positions), dtype)
+        self.phase_cols[:, k_phase] = 1  # the bias row (zero weights without a bias)
+        self.phase_cols_windows = checked_windows(self.phase_cols, shape, tuple(v * item for v in (
+            (k_phase + 1) * positions, *(v * positions for v in _row_major_strides([channels, p, runs[0], p,
+                                                                                     runs[1]])), 1)),
+            writeable=True)
+        # (image, phase, output channel, position); the last phase is the zeros a fused ReLU pools with
+        self.stages = np.zeros((batch, phases + 1, out_channels, positions), dtype)
+        self.computed_pooled = (batch, out_channels, pooled[0], split[1])
+        self.pooled_valid = (Ellipsis, slice(0, pooled[1])) if pooled[1] != split[1] else None
+
+    def phase_weights(self, matrix: np.ndarray) -> np.ndarray:
+        """_Im2colPlan's (1, M, C * kh * kw [+ 1]) weights -> (p * p * M, phase columns + 1): phase (a, b)'s rows
+        hold tap (i, j) at offset (a + i, b + j), in the (channel, s % p, s // p, t % p, t // p) order of the
+        columns."""
+        (kh, kw), p, channels, (runs_s, runs_t) = self.kernel_shape, self.window, self.channels, self.runs
+        out_channels = matrix.shape[1]
+        taps = matrix[0, :, :channels * kh * kw].reshape(out_channels, channels, kh, kw)
+        laid = np.zeros((p, p, out_channels, channels, runs_s * p, runs_t * p), matrix.dtype)
+        for a in range(p):
+            for b in range(p):
+                laid[a, b, :, :, a:a + kh, b:b + kw] = taps
+        laid = laid.reshape(p, p, out_channels, channels, runs_s, p, runs_t, p).transpose(0, 1, 2, 3, 5, 4, 7, 6)
+        weights = np.zeros((p * p * out_channels, self.k_phase + 1), matrix.dtype)
+        weights[:, :self.k_phase] = laid.reshape(p * p * out_channels, self.k_phase)
+        if self.has_bias:
+            weights[:, self.k_phase] = np.tile(matrix[0, :, -1], p * p)
+        return weights
+
+    def single_chunk(self, matrix: np.ndarray, act: Activation | None, pool: Op | None
+                     ) -> Callable[[np.ndarray], np.ndarray] | None:
+        if pool is None:
+            return super().single_chunk(matrix, act, pool)
+        copies, aligned, windows, cols_windows = self.copies, self.aligned, self.phase_windows, \
+            self.phase_cols_windows
+        weights = self.phase_weights(matrix)
+        batch, phases, channels, positions = self.stages.shape
+        product = self.stages[:, :phases - 1].reshape(batch, (phases - 1) * channels, positions)
+        cols = self.phase_cols
+        if batch == 1:  # 2-D operands (NumPy's batched matmul of one costs more)
+            product, cols = product[0], cols[0]
+        # after pooling: the fusable activations are monotonic; a ReLU alone is the zero phase of the reduce
+        relu = act is not None and len(act.steps) == 1 and type(act.steps[0]) is _Relu \
+            and matrix.dtype.kind == "f"
+        stages = self.stages if relu else self.stages[:, :phases - 1]
+        rest = None if relu else act
+        shape, valid = self.computed_pooled, self.pooled_valid
+        zeros = _constant(0.0, matrix.dtype, math.prod(shape))
+
+        def run(x: np.ndarray) -> np.ndarray:
+            if aligned is not None:
+                target, split_shape, order = aligned
+                target[...] = x.reshape(split_shape).transpose(order)
+            for target, source in copies:
+                target[...] = x[source]
+            np.copyto(cols_windows, windows)
+            np.matmul(weights, cols, out=product)
+            y = np.maximum.reduce(stages, axis=1)
+            if rest is not None:
+                rest(y)
+            # an infinite input meets the zero weights of the phases that do not read it (0 * inf: NaN), and a
+            # NaN survives the maxima: then the general path's columns and pooling give the values to hand back
+            if y.reshape(-1).dot(zeros) != 0:
+                return self.run(x, matrix, act, pool)
+            y = y.reshape(shape)
+            return y if valid is None else y[valid]
+
+        return run
+
+
 def _side_by_side_window(pool: Op | None) -> int | None:
     """p when ``pool`` is a 2-D MaxPool over side-by-side p x p windows (kernel = strides, no padding, no
     dilation, floor mode, no Indices output), else None."""
@@ -549,6 +704,16 @@ class LeanConv(RunnerConv):
                 raise self.fail(f"input {x.shape}, kernel {kernel}: {exc}") from None
             self.check_size((x.shape[0], weight_shape[0], *nchw.computed_sizes), x.dtype, "output")
             return nchw
+        if type(plan) is _Im2colPlan and window is not None and x.shape[0] <= SMALL_BATCH and x.ndim == 4 \
+                and self.group == 1 and not self.channels_last:
+            kernel, strides, dilations, begins, ends, _, _ = self._fit(x, weight_shape)
+            try:
+                return PhasePooledIm2colPlan(x.shape, x.dtype, weight_shape[0], kernel, strides, dilations, begins,
+                                             ends, has_bias, window, self.check_size)
+            except WindowError as exc:
+                raise self.fail(f"input {x.shape}, kernel {kernel}: {exc}") from None
+            except ValueError:
+                return plan
         if type(plan) is not _ChannelsLastPlan or window is None or x.shape[0] != plan.rows \
                 or x.shape[0] > SMALL_BATCH or x.ndim != 4:
             return plan
