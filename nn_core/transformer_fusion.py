@@ -411,12 +411,12 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
     return _fused_step(members, inputs, graph, fast, outputs, place=0)
 
 
-def _dense_reading(step: _Step, graph: _Graph, width: int
+def _dense_reading(step: _Step, graph: _Graph, width: int | None = None
                    ) -> tuple[_Step, np.ndarray, np.ndarray, int] | None:
     """The dense layer that is the only reader of ``step``'s output, when it is one fast-plan step with constant
-    float32 weights of ``width`` rows and a bias, as (its step, its (width, N) weights, its (N,) bias, the largest
-    input within its budgets): a MatMul whose only other node is the Add of the bias (fuse_biases), or a Gemm
-    whose C is the bias (alpha and transB are in its prepared weights; beta in its C)."""
+    float32 weights (of ``width`` rows, when given) and a bias, as (its step, its (rows, N) weights, its (N,)
+    bias, the largest input within its budgets): a MatMul whose only other node is the Add of the bias
+    (fuse_biases), or a Gemm whose C is the bias (alpha and transB are in its prepared weights; beta in its C)."""
     dense = graph.only_reader(step)
     if dense is None or type(dense.kernel) not in (MatMul, Gemm) or dense.node.domain not in ("", "ai.onnx") \
             or len(dense.outputs) != 1 or not dense.outputs[0] or dense.inputs[0] != step.outputs[0] \
@@ -425,7 +425,7 @@ def _dense_reading(step: _Step, graph: _Graph, width: int
     kernel = dense.kernel
     matmul = type(kernel) is MatMul
     weight, bias = kernel.b, (kernel.bias if matmul else kernel.c)
-    if weight is None or bias is None or weight.ndim != 2 or weight.shape[0] != width \
+    if weight is None or bias is None or weight.ndim != 2 or weight.shape[0] != (width or weight.shape[0]) \
             or dense.fused != (("Add",) if matmul else ()) or (not matmul and kernel.trans_a) \
             or kernel.act is not None or kernel.curve is not None or kernel.normalizer is not None \
             or weight.dtype != np.float32 or bias.dtype != np.float32 \
@@ -578,6 +578,32 @@ def _residual_sum(operands: list[str | None], constant: np.ndarray | None, width
     return with_constant
 
 
+def _with_dense_reader(fused: _Step, graph: _Graph) -> _Step:
+    """``fused`` (one output) computing the dense layer that is its output's only reader as well, when there is
+    one (_dense_reading): one product and the bias on the fresh output, without the MatMul kernel's own checks
+    and reshapes (~1 us a run); inputs it does not fit go to the chain, whose MatMul decides."""
+    found = _dense_reading(fused, graph) if len(fused.outputs) == 1 else None
+    if found is None:
+        return fused
+    dense, weight, bias, limit = found
+    rows = weight.shape[0]
+    inner = fused.kernel.fast
+    ranks = (2,) if type(dense.kernel) is Gemm else None  # (Gemm's A is a matrix; MatMul's of any rank >= 1)
+
+    def fast(*values: np.ndarray) -> np.ndarray | None:
+        y = inner(*values)
+        if y is None or not y.ndim or (ranks and y.ndim not in ranks) or y.shape[-1] != rows or y.size > limit:
+            return None
+        product = y.reshape(-1, rows).dot(weight)
+        product += bias
+        return product.reshape(y.shape[:-1] + weight.shape[1:])
+
+    members = [*fused.kernel.members, dense]
+    ordered = sorted(members, key=lambda m: graph.order[id(m)])
+    place = next(i for i, m in enumerate(ordered) if m is fused.kernel.place)
+    return _fused_step(members, fused.inputs, graph, fast, place=place, removed=[*fused.kernel.removed, dense])
+
+
 _MATCHERS = {"LayerNormalization": _match_layer_norm, "Erf": _match_gelu, "Softmax": _match_attention,
              "Reshape": _match_flatten}
 
@@ -597,6 +623,9 @@ def fuse_transformer_steps(steps: list[Any], constants: dict[str, np.ndarray], g
                 continue
             fused = matcher(step, graph)
             if fused is None or any(id(m) in taken for m in fused.kernel.members):
+                continue
+            fused = _with_dense_reader(fused, graph)
+            if any(id(m) in taken for m in fused.kernel.members):
                 continue
             taken.update(id(m) for m in fused.kernel.members)
             placed[id(fused.kernel.place)] = fused

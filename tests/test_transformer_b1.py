@@ -192,11 +192,74 @@ def test_layer_norm_token_mean_and_the_classifier_head_are_one_step(case):
     _close(fast, ort_run(model, feeds)[0])
 
 
-@pytest.mark.parametrize("case", [{"c_shape": (3, 10)}, {"keepdims": 1, "c_shape": (1, 10)}])
-def test_heads_it_must_not_take_keep_their_step(case):
-    """A C of one row per image is not a bias to fold; a kept token axis is not the (images, width) A of a Gemm."""
-    model = _mean_head_model(**case)
+def test_heads_it_must_not_take_keep_their_step():
+    """A C of one row per image is not a bias to fold."""
+    model = _mean_head_model(c_shape=(3, 10))
     feeds = _feeds(model)
     loaded = nn_core.load_proto(model)
-    assert "Gemm" in loaded.plan_ops
+    assert loaded.plan_ops == ["Add+LayerNormalization+ReduceMean", "Gemm"]
     _close(loaded.run(feeds)["y"], loaded.run_traced(feeds)[0]["y"])
+
+
+def test_a_kept_token_axis_leaves_the_head_to_the_chain():
+    """keepdims=1 gives the Gemm a 3-D A: the step does not fold the normalisation into it, and its fused head
+    hands such an A to the chain (Gemm's A is a matrix), whose kernels compute what the unfused graph does."""
+    model = _mean_head_model(keepdims=1, c_shape=(1, 10))
+    feeds = _feeds(model)
+    loaded = nn_core.load_proto(model)
+    (step,) = loaded._fast_plan().steps
+    assert step.kernel.fast(feeds["a"], feeds["b"]) is None
+    np.testing.assert_array_equal(loaded.run(feeds)["y"], loaded.run_traced(feeds)[0]["y"])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# a dense layer reading a fused step's only output
+
+
+def _gelu_dense_model(batch=2, rows_in=48, out=24, trans=False):
+    rng = np.random.default_rng(5)
+    consts = {"d": np.array(np.sqrt(2), F32), "one": np.array(1.0, F32), "half": np.array(0.5, F32),
+              "w": (rng.standard_normal((rows_in, out)) / 5).astype(F32), "wb": rng.standard_normal(out).astype(F32)}
+    nodes = [helper.make_node("Div", ["x", "d"], ["z"]), helper.make_node("Erf", ["z"], ["e"]),
+             helper.make_node("Add", ["e", "one"], ["p"]), helper.make_node("Mul", ["x", "p"], ["t"]),
+             helper.make_node("Mul", ["t", "half"], ["g"]), helper.make_node("MatMul", ["g", "w"], ["m"]),
+             helper.make_node("Add", ["m", "wb"], ["y"])]
+    return make_model(nodes, [tensor_info("x", [batch, 16, rows_in] if batch else ["N", rows_in])],
+                      [tensor_info("y", None)], consts, opset=17)
+
+
+@pytest.mark.parametrize("batch", [2, 1])
+def test_gelu_and_the_dense_layer_after_it_are_one_step(batch):
+    model = _gelu_dense_model(batch=batch)
+    feeds = _feeds(model)
+    loaded = nn_core.load_proto(model)
+    assert loaded.plan_ops == ["Div+Erf+Add+Mul+Mul+MatMul+Add"]
+    fast, unfused = loaded.run(feeds)["y"], loaded.run_traced(feeds)[0]["y"]
+    assert fast.shape == (batch, 16, 24)
+    _close(fast, unfused)
+    _close(fast, ort_run(model, feeds)[0])
+
+
+def test_fused_step_with_a_dense_reader_falls_back_to_the_chain_on_other_inputs():
+    loaded = nn_core.load_proto(_gelu_dense_model(batch=0))
+    (step,) = loaded._fast_plan().steps
+    x = np.random.default_rng(6).standard_normal((3, 48))
+    np.testing.assert_array_equal(step.kernel.run(x), step.kernel.chain(x))  # float64: the chain
+    _close(step.kernel.run(x.astype(F32)), step.kernel.chain(x.astype(F32)))
+    with pytest.raises(nn_core.ModelError):  # a width the weights do not fit: the chain's MatMul says so
+        loaded.run({"x": np.ones((3, 40), F32)})
+
+
+def test_attention_and_its_output_projection_are_one_step():
+    """The exported ViT: attention over the packed projection, then the projection back to the width."""
+    import onnx
+    from helpers import ROOT
+
+    model = onnx.load(str(ROOT / "tests" / "models" / "grad" / "vit_l17.onnx"))
+    loaded = nn_core.load_proto(model)
+    assert any(op.endswith("Softmax+MatMul+Transpose+Reshape+MatMul+Add") for op in loaded.plan_ops)
+    assert len(loaded.plan_ops) == 5
+    x = np.random.default_rng(7).standard_normal((2, 1, 28, 28)).astype(F32)
+    fast = loaded.run({"input": x})["output"]
+    _close(fast, loaded.run_traced({"input": x})[0]["output"])
+    _close(fast, ort_run(model, {"input": x})[0])
