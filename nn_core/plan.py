@@ -21,6 +21,7 @@ from .ops.batch1 import batch1_kernel
 from .ops.channels_last import prefer_channels_last
 from .ops.quantized import fuse_qdq
 from .ops.registry import NodeSpec, Op, resolve
+from .ops.separable import fuse_separable_chains
 from .optimize import (
     FUSABLE_ACTIVATIONS,
     activation_params,
@@ -284,6 +285,7 @@ class FastPlan:
         steps = fuse_flattens(steps, outputs)
         steps = prefer_channels_last(steps, graph)
         steps = fuse_preactivations(steps, outputs)
+        steps = fuse_separable_chains(steps, outputs)
         self.steps = drop_dead_steps(steps, outputs)
         self.input_names = [v.name for v in graph.inputs]
         self.output_names = [v.name for v in graph.outputs]

@@ -1,0 +1,257 @@
+"""Depthwise-separable chains at batch 1: depthwise conv -> pointwise conv -> depthwise conv -> ... as one step.
+
+Run layer by layer (MatmulDepthwiseConv, LeanConv), every depthwise conv copies its input, the pointwise conv's
+fresh output, into a zero-padded channels-last buffer, and each layer is a step of its own. Inside one step the
+values between the layers are nobody else's, so they live in buffers reused on every call (SeparableChain), laid
+out for the layer that reads them: a depthwise conv's input buffer is its image's rows, channels-last and
+without side padding, between zero rows for the top and bottom padding (and a row of slack where a window runs
+past the first or last row). The pointwise conv before it writes its product straight into those rows (one
+contiguous (H * W, M) block, the GEMM's ``out``) and adds its bias and applies its activation there in place.
+
+Read as one flat run, the left neighbours of a row's first columns are the end of the row above and the right
+neighbours of its last columns the start of the row below, so an output row's values of one kernel tap are still
+one contiguous run of the buffer (the einsum of ChannelsLastDepthwisePlan over (kh, kw, Ho, Wo * C)): the side
+padding is in the weights instead, laid out over an output row with zeros at the output columns whose source for
+that tap would be padding. Those zeros multiply finite values to exactly 0, so results equal the layer by layer
+kernels' within float rounding (the sums are BLAS's and einsum's); a non-finite value in a row's first or last
+columns also reaches, as NaN, the output at the other end of the next or previous row, where zero padding would
+have kept it out (a model whose activations overflow has no finite result anyway).
+
+Only one image of a float dtype runs this way; other inputs run the layers' own kernels one after the other.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..optimize import producers_and_readers, sole_reader
+from .batch1 import CHANNELS_LAST_DEPTHWISE, LeanConv, MatmulDepthwiseConv, finisher
+from .conv import Conv
+from .windows import WindowError, checked_windows
+
+_UNBUILT = object()  # a runners entry not made yet (None is made: the kernels in turn)
+
+
+def _chainable(kernel: Any) -> bool:
+    return isinstance(kernel, Conv) and kernel.static and kernel.pool is None and kernel.weight.ndim == 4 \
+        and kernel.weight.dtype.kind == "f"
+
+
+def is_chain_depthwise(kernel: Any) -> bool:
+    """A batch-1 depthwise conv with constant float weights and no fused pooling, of enough channels to run
+    channels-last on its own (CHANNELS_LAST_DEPTHWISE; fewer run faster as per-channel matmuls)."""
+    return type(kernel) is MatmulDepthwiseConv and _chainable(kernel) \
+        and kernel.weight.shape[0] >= CHANNELS_LAST_DEPTHWISE
+
+
+def is_chain_pointwise(kernel: Any) -> bool:
+    """A batch-1 1x1 conv (one group) with constant float weights, no fused pooling, not flattened."""
+    return type(kernel) is LeanConv and _chainable(kernel) and not kernel.flattened and kernel.group == 1 \
+        and kernel.weight.shape[2:] == (1, 1)
+
+
+def _column_strided(kernel: Conv) -> bool:
+    strides = kernel.geometry.strides_attr
+    return bool(strides) and len(strides) == 2 and strides[1] != 1
+
+
+def _like(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A read-only array of ``shape`` that allocates nothing: for a kernel's geometry checks of an input shape."""
+    return np.broadcast_to(np.zeros((), dtype), shape)
+
+
+class _DepthwiseGeometry:
+    """One depthwise conv of a chain at one input shape: its sizes, the layout of its input buffer and which
+    output columns each kernel column reads from the image rather than its side padding."""
+
+    def __init__(self, conv: Conv, shape: tuple[int, ...], dtype: np.dtype):
+        kernel, strides, dilations, begins, ends, padded, out_sizes = \
+            conv._fit(_like(shape, dtype), conv.weight.shape)
+        _, self.channels, self.height, self.width = shape
+        (self.kh, self.kw), (self.sh, self.sw), (self.dh, self.dw) = kernel, strides, dilations
+        (self.top, self.left), (_, right) = begins, ends
+        self.out_height, self.out_width = out_sizes
+        conv.check_work(self.channels * math.prod(out_sizes) * math.prod(kernel), "the convolution")
+        # slack rows before the padded rows for the windows that start left of the first row, after them for
+        # those that end right of the last
+        self.lead = -(-self.left // self.width)
+        self.padded_rows = padded[0]
+        self.rows = self.lead + padded[0] + -(-right // self.width)
+        sources = np.arange(self.out_width)[None, :] * self.sw + np.arange(self.kw)[:, None] * self.dw - self.left
+        self.inside = (sources >= 0) & (sources < self.width)  # (kw, Wo)
+
+    def interior(self, buffer: np.ndarray) -> np.ndarray:
+        """The image's rows of this conv's input ``buffer``: one contiguous (H, W, C) block."""
+        start = self.lead + self.top
+        return buffer[start:start + self.height]
+
+
+class SeparableChain:
+    """The kernels of a depthwise-separable chain (depthwise, pointwise, depthwise, pointwise, ...; each layer's
+    output read by the next alone) as one step's kernel: ``run(x)`` is the last pointwise conv's output, NCHW-shaped
+    over channels-last storage like ChannelsLastPointwisePlan's. One image of the kernels' float dtype runs through
+    the chain's buffers (module docstring), made once per input shape after the kernels' own geometry checks and
+    with each buffer checked against the Limits by the layer it belongs to; anything else runs the kernels in turn.
+    """
+
+    def __init__(self, node: Any, kernels: list[Conv]):
+        self.node = node
+        self.kernels = kernels
+        self.lock = threading.Lock()  # the buffers are shared by calls (the GUI runs models on worker threads)
+        # per (input shape, dtype): the chain's runner, or None for the kernels in turn
+        self.runners: dict[tuple, Callable[[np.ndarray], np.ndarray] | None] = {}
+
+    def run(self, x: np.ndarray, *_constants: np.ndarray | None) -> np.ndarray:
+        key = (x.shape, x.dtype)
+        with self.lock:
+            runner = self.runners.get(key, _UNBUILT)
+            if runner is _UNBUILT:
+                runner = self._runner(x.shape, x.dtype)
+                if len(self.runners) > 16:
+                    self.runners.clear()
+                self.runners[key] = runner
+            if runner is not None:
+                return runner(x)
+        for kernel in self.kernels:
+            x = kernel.run(x, kernel.weight, kernel.bias)
+        return x
+
+    def _runner(self, shape: tuple[int, ...], dtype: np.dtype) -> Callable[[np.ndarray], np.ndarray] | None:
+        """The chain's runner for one input shape, or None where it does not apply; call with the lock held."""
+        if len(shape) != 4 or shape[0] != 1 or 0 in shape or dtype.kind != "f" or dtype.itemsize < 4 \
+                or any(kernel.weight.dtype != dtype for kernel in self.kernels):
+            return None
+        pairs = list(zip(self.kernels[::2], self.kernels[1::2], strict=True))
+        geometries: list[_DepthwiseGeometry] = []
+        for depthwise, pointwise in pairs:
+            geometry = _DepthwiseGeometry(depthwise, shape, dtype)
+            shape = (1, geometry.channels, geometry.out_height, geometry.out_width)
+            _, _, _, begins, ends, _, out_sizes = pointwise._fit(_like(shape, dtype), pointwise.weight.shape)
+            if any(begins) or any(ends) or list(out_sizes) != list(shape[2:]):
+                return None
+            shape = (1, pointwise.weight.shape[0], *out_sizes)
+            geometries.append(geometry)
+        inputs = [self._input_buffer(depthwise, geometry, dtype)
+                  for (depthwise, _), geometry in zip(pairs, geometries, strict=True)]
+        # one scratch for every depthwise output: the next stage finds it in cache (each stage's part was checked
+        # by its layer in _stage before any view of it is used)
+        between = np.empty(max(g.out_height * g.out_width * g.channels for g in geometries), dtype)
+        stages = []
+        for index, ((depthwise, pointwise), geometry) in enumerate(zip(pairs, geometries, strict=True)):
+            after = geometries[index + 1] if index + 1 < len(pairs) else None
+            try:
+                stages.append(self._stage(depthwise, pointwise, geometry, inputs[index], after,
+                                          inputs[index + 1] if after is not None else None, dtype, between))
+            except WindowError as exc:
+                raise depthwise.fail(f"input {shape}: {exc}") from None
+        interior = geometries[0].interior(inputs[0])
+        final = stages[-1]
+
+        def run(x: np.ndarray) -> np.ndarray:
+            interior[...] = x[0].transpose(1, 2, 0)
+            for stage in stages[:-1]:
+                stage()
+            return final()
+
+        return run
+
+    @staticmethod
+    def _input_buffer(depthwise: Conv, geometry: _DepthwiseGeometry, dtype: np.dtype) -> np.ndarray:
+        """A depthwise conv's (rows, W, C) input buffer; only its interior rows are ever written."""
+        shape = (geometry.rows, geometry.width, geometry.channels)
+        depthwise.check_size(shape, dtype, "separable chain input buffer")
+        return np.zeros(shape, dtype)
+
+    @staticmethod
+    def _stage(depthwise: Conv, pointwise: Conv, geometry: _DepthwiseGeometry, source: np.ndarray,
+               after: _DepthwiseGeometry | None, target: np.ndarray | None, dtype: np.dtype,
+               between_scratch: np.ndarray) -> Callable[[], np.ndarray | None]:
+        """One depthwise conv from its input buffer ``source`` and the pointwise conv after it, into ``target``
+        (the next depthwise conv's input buffer, laid out by ``after``) or, for the last pair, a fresh output."""
+        g, item = geometry, dtype.itemsize
+        channels, width_out, height_out = g.channels, g.out_width, g.out_height
+        run, row = width_out * channels, g.width * channels
+        flat = source.reshape(-1)
+        # tap (i, j) of output (h, w) reads buffer row lead + h * sh + i * dh, column w * sw + j * dw - left
+        start = (g.lead * g.width - g.left) * channels
+        copies: list[tuple[np.ndarray, np.ndarray]] = []
+        if g.sw == 1:
+            windows = checked_windows(flat[start:], (g.kh, g.kw, height_out, run), tuple(
+                v * item for v in (g.dh * row, g.dw * channels, g.sh * row, 1)))
+        else:
+            # per kernel column j, the columns it reads at each output column, gathered into contiguous runs
+            depthwise.check_size((g.kw, g.padded_rows, run), dtype, "separable chain column buffer")
+            columns = np.empty((g.kw, g.padded_rows, width_out, channels), dtype)
+            for j in range(g.kw):
+                copies.append((columns[j], checked_windows(
+                    flat[start + j * g.dw * channels:], (g.padded_rows, width_out, channels),
+                    tuple(v * item for v in (row, g.sw * channels, 1)))))
+            windows = checked_windows(columns.reshape(-1), (g.kh, g.kw, height_out, run), tuple(
+                v * item for v in (g.dh * run, g.padded_rows * run, g.sh * run, 1)))
+        # the depthwise weights laid out over an output row, as ChannelsLastDepthwisePlan's, 0 where the tap's
+        # source column is side padding
+        taps = depthwise.weight.reshape(channels, g.kh, g.kw).transpose(1, 2, 0).astype(dtype)
+        weights = np.where(g.inside[None, :, :, None], taps[:, :, None, :], dtype.type(0))
+        weights = np.ascontiguousarray(weights.reshape(g.kh, g.kw, run))
+        depthwise.check_size((height_out, run), dtype, "separable chain depthwise output")
+        between = between_scratch[:height_out * run].reshape(height_out, run)
+        finish_depthwise = finisher((height_out, width_out, channels), dtype, depthwise.bias, depthwise.act)
+        rows_in = between.reshape(height_out * width_out, channels)
+        out_channels = pointwise.weight.shape[0]
+        matrix = np.ascontiguousarray(pointwise.weight.reshape(out_channels, channels).T, dtype)
+        out_shape = (height_out * width_out, out_channels)
+        pointwise.check_size(out_shape, dtype, "output")
+        finish_pointwise = finisher(out_shape, dtype, pointwise.bias, pointwise.act)
+        product = None if after is None else after.interior(target).reshape(out_shape)
+        nhwc = (1, height_out, width_out, out_channels)
+
+        def stage() -> np.ndarray | None:
+            for column, gathered in copies:
+                np.copyto(column, gathered)
+            np.einsum("ijhk,ijk->hk", windows, weights, out=between)
+            finish_depthwise(between)
+            if product is not None:
+                np.matmul(rows_in, matrix, out=product)
+                finish_pointwise(product)
+                return None
+            y = np.matmul(rows_in, matrix)
+            finish_pointwise(y)
+            return y.reshape(nhwc).transpose(0, 3, 1, 2)
+
+        return stage
+
+
+def fuse_separable_chains(steps: list[Any], graph_outputs: set[str]) -> list[Any]:
+    """``steps`` with each run of depthwise conv -> pointwise conv (-> depthwise conv -> pointwise conv ...), every
+    one the sole reader of the one before, made one SeparableChain step in the first one's place (its inputs, the
+    last one's outputs). A run must hold at least one depthwise-pointwise pair and ends with a pointwise conv. It
+    does not start at a depthwise conv with a column stride: on its own (ChannelsLastDepthwisePlan) that layer
+    gathers its kernel columns straight from its input, where the chain would first copy the input into its
+    buffer (2-3% slower on the dwsep fixtures, whose only chain it would be)."""
+    _, readers = producers_and_readers(steps)
+    dropped: set[int] = set()
+    for step in steps:
+        if id(step) in dropped or not is_chain_depthwise(step.kernel) or _column_strided(step.kernel):
+            continue
+        chain = [step]
+        while True:
+            reader = sole_reader(readers, chain[-1], graph_outputs)
+            wanted = is_chain_pointwise if len(chain) % 2 else is_chain_depthwise
+            if reader is None or id(reader) in dropped or reader.inputs[0] != chain[-1].outputs[0] \
+                    or not wanted(reader.kernel):
+                break
+            chain.append(reader)
+        if len(chain) % 2:
+            chain.pop()
+        if len(chain) < 2:
+            continue
+        step.kernel = SeparableChain(step.node, [s.kernel for s in chain])
+        step.outputs = list(chain[-1].outputs)
+        step.fused = (*step.fused, *(t for s in chain[1:] for t in (*s.before, s.node.op_type, *s.fused)))
+        dropped.update(id(s) for s in chain[1:])
+    return [s for s in steps if id(s) not in dropped]
