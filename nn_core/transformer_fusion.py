@@ -26,7 +26,7 @@ from .ops.activations import ErfGelu
 from .ops.nn import Gemm, MatMul
 from .ops.norm import layer_norm_rows, normalized_rows, row_averager
 from .ops.quantized import FUSED_DOMAIN
-from .ops.transformer import packed_qkv_attention
+from .ops.transformer import PackedQkvAttention
 from .optimize import producers_and_readers, sole_reader
 
 
@@ -260,11 +260,12 @@ def _match_attention(softmax: _Step, graph: _Graph) -> _Step | None:
             or any(graph.only_reader(m) is None for m in inner if m is not heads):
         return None
     size = math.prod(target)
+    attention = PackedQkvAttention(tuple(target), picks, scale, merge)
 
     def fast(qkv: np.ndarray) -> np.ndarray | None:
         if type(qkv) is not np.ndarray or qkv.dtype != np.float32 or qkv.size != size:
             return None
-        return packed_qkv_attention(qkv.reshape(target), picks, scale, merge)
+        return attention(qkv)
 
     return _fused_step(members, [split.inputs[0]], graph, fast)
 

@@ -162,7 +162,7 @@ def test_layer_norm_dense_step_falls_back_to_the_chain_on_other_inputs():
         _close(got, want)
 
 
-def _mean_head_model(alpha=1.0, beta=1.0, trans_b=1, c_shape=(10,), keepdims=0, trans_a=0):
+def _mean_head_model(alpha=1.0, beta=1.0, trans_b=1, c_shape=(10,), keepdims=0, trans_a=0, tokens=16):
     rng = np.random.default_rng(4)
     consts = {"gamma": (rng.standard_normal(24) + 1).astype(F32), "beta": rng.standard_normal(24).astype(F32),
               "w": (rng.standard_normal((10, 24) if trans_b else (24, 10)) / 5).astype(F32),
@@ -176,11 +176,12 @@ def _mean_head_model(alpha=1.0, beta=1.0, trans_b=1, c_shape=(10,), keepdims=0, 
         head_input = "mt"
     nodes.append(helper.make_node("Gemm", [head_input, "w", "c"], ["y"], alpha=alpha, beta=beta, transB=trans_b,
                                   transA=trans_a))
-    inputs = [tensor_info("a", [3, 16, 24]), tensor_info("b", [3, 16, 24])]
+    inputs = [tensor_info("a", [3, tokens, 24]), tensor_info("b", [3, tokens, 24])]
     return make_model(nodes, inputs, [tensor_info("y", None)], consts, opset=17)
 
 
-@pytest.mark.parametrize("case", [{}, {"alpha": 0.5, "beta": 2.0}, {"trans_b": 0}, {"c_shape": (1, 10)}])
+@pytest.mark.parametrize("case", [{}, {"alpha": 0.5, "beta": 2.0}, {"trans_b": 0}, {"c_shape": (1, 10)},
+                                  {"tokens": 7}, {"tokens": 300}])
 def test_layer_norm_token_mean_and_the_classifier_head_are_one_step(case):
     model = _mean_head_model(**case)
     feeds = _feeds(model)

@@ -19,31 +19,41 @@ def _compute_dtype(x: np.ndarray):
     return np.float64 if x.dtype == np.float64 else np.float32
 
 
-def packed_qkv_attention(qkv: np.ndarray, picks: list[int], scale: tuple[bool, float] | None, merge: int
-                         ) -> np.ndarray:
-    """Attention heads from one packed projection ``qkv`` of shape (B, S, P, H, D), as a transformer exports
-    it: q, k and v are its slices ``picks`` along P (each (B, H, S, D) after the heads' transpose), the
+class PackedQkvAttention:
+    """Attention heads from one packed projection ``qkv`` of shape ``target`` = (B, S, P, H, D), as a transformer
+    exports it: q, k and v are its slices ``picks`` along P (each (B, H, S, D) after the heads' transpose), the
     scores ``q @ k^T`` divided by (``scale`` = (True, c)) or multiplied by ((False, c)) c, then a softmax over
     the keys and the product with v. ``merge`` 0 returns the heads' outputs (B, H, S, D); 1 transposed to
     (B, S, H, D); 2 reshaped to (B, S, H * D).
 
     The slices and transposes are views (BLAS reads the strided rows), the scaling and softmax are in place on
     the fresh scores, and merged outputs are written by the second product straight into the (B, S, H, D)
-    layout: a dozen graph nodes in about ten NumPy calls."""
-    q = qkv[:, :, picks[0]].transpose(0, 2, 1, 3)
-    keys_t = qkv[:, :, picks[1]].transpose(0, 2, 3, 1)
-    v = qkv[:, :, picks[2]].transpose(0, 2, 1, 3)
-    scores = np.matmul(q, keys_t)
-    if scale is not None:
-        divide, number = scale
-        (np.divide if divide else np.multiply)(scores, qkv.dtype.type(number), out=scores)
-    scores = _attention_softmax_(scores)
-    if not merge:
-        return np.matmul(scores, v)
-    batch, heads, tokens, depth = v.shape
-    out = np.empty((batch, tokens, heads, depth), qkv.dtype)
-    np.matmul(scores, v, out=out.transpose(0, 2, 1, 3))
-    return out if merge == 1 else out.reshape(batch, tokens, heads * depth)
+    layout: a dozen graph nodes in about ten NumPy calls. Everything the shapes decide is prepared here, once:
+    at batch 1 the Python around the calls costs as much as a few of them."""
+
+    def __init__(self, target: tuple[int, ...], picks: list[int], scale: tuple[bool, float] | None, merge: int):
+        self.target = target
+        self.picks = picks
+        batch, tokens, _, heads, depth = target
+        self.scale = None if scale is None else (np.divide if scale[0] else np.multiply, np.float32(scale[1]))
+        self.merge = merge
+        self.merged_shape = (batch, tokens, heads, depth)
+        self.joined_shape = (batch, tokens, heads * depth)
+
+    def __call__(self, qkv: np.ndarray) -> np.ndarray:
+        """The heads' outputs for a float32 ``qkv`` of ``target``'s size."""
+        parts = qkv.reshape(self.target).transpose(2, 0, 3, 1, 4)  # (P, B, H, S, D)
+        q_pick, k_pick, v_pick = self.picks
+        scores = np.matmul(parts[q_pick], parts[k_pick].swapaxes(2, 3))
+        if self.scale is not None:
+            operation, number = self.scale
+            operation(scores, number, out=scores)
+        scores = _attention_softmax_(scores)
+        if not self.merge:
+            return np.matmul(scores, parts[v_pick])
+        out = np.empty(self.merged_shape, np.float32)
+        np.matmul(scores, parts[v_pick], out=out.transpose(0, 2, 1, 3))
+        return out if self.merge == 1 else out.reshape(self.joined_shape)
 
 
 # Softmax needs no shift by the row maximum while every score lies in [-_UNSHIFTED_BOUND, _UNSHIFTED_BOUND]: then
