@@ -206,7 +206,11 @@ def fold_batchnorm_into_conv(
     BatchNormalization(scale, b, mean, var, epsilon) over its output channels (axis 0 of ``weight``)."""
     factor = scale.astype(np.float64) / np.sqrt(var.astype(np.float64) + epsilon)
     shape = (-1,) + (1,) * (weight.ndim - 1)
-    new_weight = (weight.astype(np.float64) * factor.reshape(shape)).astype(weight.dtype)
+    # float32 weights are scaled in float32 by the factor rounded once (within an ulp of the float64 product):
+    # a float64 copy of every weight was most of the folding's time, ~0.2 s of ResNet-50's load
+    work = np.float32 if weight.dtype == np.float32 else np.float64
+    new_weight = (weight.astype(work, copy=False) * factor.astype(work).reshape(shape)).astype(weight.dtype,
+                                                                                              copy=False)
     old_bias = np.zeros(weight.shape[0]) if bias is None else bias.astype(np.float64)
     new_bias = (old_bias - mean.astype(np.float64)) * factor + b.astype(np.float64)
     return new_weight, new_bias.astype(weight.dtype)
