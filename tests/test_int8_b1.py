@@ -72,11 +72,12 @@ def test_prepared_operand_is_row_major_and_gives_the_same_products():
 
 
 @pytest.mark.parametrize("dtype, zero_point", [(np.uint8, 128), (np.int8, -3), (np.uint8, 0)])
-@pytest.mark.parametrize("variant", ["fused", "other_scale", "read_elsewhere"])
+@pytest.mark.parametrize("variant", ["fused", "other_scale", "read_elsewhere", "scale_fed"])
 def test_qoperator_input_quantization_done_by_the_first_qlinear_conv(dtype, zero_point, variant):
     """A QOperator file's QuantizeLinear -> QLinearConv (``nn_core quantize --format qoperator`` writes it) runs
     as one kernel quantizing x on entry, with onnxruntime's values (saturation included); a QuantizeLinear with
-    another scale, or whose codes something else reads too, stays a step of its own."""
+    another scale, whose codes something else reads too, or whose scale (the same value as the convolution's)
+    is fed at run time, stays a step of its own."""
     import onnxruntime as ort
     from test_quant_fusions import qdq_conv
 
@@ -89,6 +90,13 @@ def test_qoperator_input_quantization_done_by_the_first_qlinear_conv(dtype, zero
         conv = next(n for n in model.graph.node if n.op_type == "QLinearConv")
         model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(0.031, np.float32), "other_xs"))
         conv.input[1] = "other_xs"
+    feeds = {}
+    if variant == "scale_fed":  # one value, named alike by both nodes
+        next(n for n in model.graph.node if n.op_type == "QLinearConv").input[1] = "xs"
+        scale = next(t for t in model.graph.initializer if t.name == "xs")
+        model.graph.initializer.remove(scale)
+        model.graph.input.append(onnx.helper.make_tensor_value_info("xs", onnx.TensorProto.FLOAT, []))
+        feeds["xs"] = onnx.numpy_helper.to_array(scale)
     ours = nn_core.Model(model)
     assert ("QuantizeLinear" in ours.plan_ops) == (variant != "fused")
     options = ort.SessionOptions()
@@ -96,5 +104,6 @@ def test_qoperator_input_quantization_done_by_the_first_qlinear_conv(dtype, zero
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     for rows, spread in ((1, 1.0), (3, 10.0), (70, 3.0)):  # 10.0: many inputs saturate
         x = (rng.normal(0, 1, (rows, 2, 9, 9)) * spread).astype(np.float32)
-        for have, want in zip(ours.run({"x": x}).values(), session.run(None, {"x": x}), strict=True):
+        for have, want in zip(ours.run({"x": x, **feeds}).values(), session.run(None, {"x": x, **feeds}),
+                              strict=True):
             np.testing.assert_array_equal(have, want)

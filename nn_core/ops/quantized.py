@@ -1272,6 +1272,7 @@ def fuse_qdq(nodes: list, constants: dict[str, np.ndarray], graph_outputs: set[s
         quantize = producer.get(codes)
         if (quantize is None or quantize.op_type != "QuantizeLinear" or not is_default_domain(quantize)
                 or id(quantize) in removed or len(quantize.inputs) != 3 or codes in graph_outputs
+                or any(name not in constants or constants[name].size != 1 for name in (scale, zero_point))
                 or [id(n) for n in readers.get(codes, [])] != [id(reader)]
                 or set(quantize.attrs) - {"axis", "saturate"}
                 or not _same_param(constants, quantize.inputs[1], scale)
