@@ -29,6 +29,10 @@ from .ops.quantized import FUSED_DOMAIN
 from .ops.transformer import PackedQkvAttention
 from .optimize import producers_and_readers, sole_reader
 
+# the run-time type checks compare dtypes by identity (~20 ns, == with a type ~100 ns): arrays of native float32
+# share this one; float32 of another byte order is not it, and goes to the chain
+_FLOAT32 = np.dtype(np.float32)
+
 
 class _Step(Protocol):  # plan.Step (not imported: plan imports this module)
     node: Any
@@ -176,7 +180,7 @@ def _match_gelu(erf: _Step, graph: _Graph) -> _Step | None:
     ranks = max(graph.constants[n].ndim for m in members for n in m.inputs if n in graph.constants)
 
     def fast(value: np.ndarray) -> np.ndarray | None:
-        if type(value) is not np.ndarray or value.dtype != np.float32 or value.ndim < ranks:
+        if type(value) is not np.ndarray or value.dtype is not _FLOAT32 or value.ndim < ranks:
             return None
         return gelu(value)
 
@@ -263,7 +267,7 @@ def _match_attention(softmax: _Step, graph: _Graph) -> _Step | None:
     attention = PackedQkvAttention(tuple(target), picks, scale, merge)
 
     def fast(qkv: np.ndarray) -> np.ndarray | None:
-        if type(qkv) is not np.ndarray or qkv.dtype != np.float32 or qkv.size != size:
+        if type(qkv) is not np.ndarray or qkv.dtype is not _FLOAT32 or qkv.size != size:
             return None
         return attention(qkv)
 
@@ -333,7 +337,7 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
         return None
     width = scale.shape[0]
     epsilon = float(norm.kernel.epsilon)
-    averager = row_averager(width, np.dtype(np.float32))
+    averager = row_averager(width, _FLOAT32)
     members, x = [norm], norm.inputs[0]
     add = graph.made_by(x, "Add", 2)
     operands: list[str | None] = []  # the Add's operands: names of inputs, None for the constant one
@@ -384,29 +388,38 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
     tokens: dict[int, np.ndarray] = {}  # token count -> the (1, S) row of 1/S whose product is the tokens' mean
     both = len(outputs) == 2
 
+    tail = weight.shape[1:] if dense is not None else ()
+
     def fast(*values: np.ndarray) -> Any:
         summed = total(*values)
-        if summed is None or (mean is not None and (summed.ndim != 3 or not summed.shape[1])) \
-                or (dense is not None and summed.size > limit):
+        if summed is None or (dense is not None and summed.size > limit):
             return None  # (a product over the budgets: the chain's dense layer says so)
+        if mean is None:
+            if dense is None:
+                y = layer_norm_rows(summed, averager, epsilon, scale, bias)
+            else:  # (the scale and bias are in the dense layer's weights)
+                y = normalized_rows(summed, averager, epsilon).dot(weight)
+                y += dense_bias
+                y = y.reshape(summed.shape[:-1] + tail)
+            return (summed, y) if both else y
+        if summed.ndim != 3 or not summed.shape[1]:
+            return None
         if dense is None:
             y = layer_norm_rows(summed, averager, epsilon, scale, bias)
-        else:  # (the scale and bias are in the dense layer's weights)
+        else:
             y = normalized_rows(summed, averager, epsilon).reshape(summed.shape)
-        if mean is not None:
-            count = summed.shape[1]
-            row = tokens.get(count)
-            if row is None:
-                if len(tokens) > 16:
-                    tokens.clear()
-                row = tokens[count] = np.full((1, count), 1.0 / count, np.float32)
-            y = np.matmul(row, y)
-            if not keepdims:
-                y = y.reshape(y.shape[0], width)
-        if dense is not None:
-            product = y.reshape(-1, width).dot(weight)
-            product += dense_bias
-            y = product.reshape(y.shape[:-1] + weight.shape[1:])
+        count = summed.shape[1]
+        row = tokens.get(count)
+        if row is None:
+            if len(tokens) > 16:
+                tokens.clear()
+            row = tokens[count] = np.full((1, count), 1.0 / count, np.float32)
+        y = np.matmul(row, y)
+        if not keepdims:
+            y = y.reshape(y.shape[0], width)
+        if dense is not None:  # (not with keepdims: the mean is (B, width))
+            y = y.dot(weight)
+            y += dense_bias
         return (summed, y) if both else y
 
     return _fused_step(members, inputs, graph, fast, outputs, place=0)
@@ -539,16 +552,17 @@ def _residual_sum(operands: list[str | None], constant: np.ndarray | None, width
     the input itself; with ``prepare``, the variable operand of an Add of a constant is ``prepare(input)``.
     A sum must have the shape of each variable operand (no broadcasting that grows one, which the Add kernel
     checks against the limits); other shapes and types go to the chain."""
+    last = (width,)
     if not operands:
         def single(x: np.ndarray) -> np.ndarray | None:
-            ok = type(x) is np.ndarray and x.dtype == np.float32 and x.shape[-1:] == (width,)
+            ok = type(x) is np.ndarray and x.dtype is _FLOAT32 and x.shape[-1:] == last
             return x if ok else None
 
         return single
     if constant is None:
         def pair(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
-            ok = type(a) is np.ndarray and type(b) is np.ndarray and a.dtype == np.float32 \
-                and b.dtype == np.float32 and a.shape == b.shape and a.shape[-1:] == (width,)
+            ok = type(a) is np.ndarray and type(b) is np.ndarray and a.dtype is _FLOAT32 \
+                and b.dtype is _FLOAT32 and a.shape == b.shape and a.shape[-1:] == last
             return np.add(a, b) if ok else None
 
         return pair
@@ -556,11 +570,11 @@ def _residual_sum(operands: list[str | None], constant: np.ndarray | None, width
     grows: dict[tuple[int, ...], bool] = {}  # the variable's shape -> whether adding the constant changes it
 
     def with_constant(x: np.ndarray) -> np.ndarray | None:
-        if type(x) is not np.ndarray or x.dtype != np.float32:
+        if type(x) is not np.ndarray or x.dtype is not _FLOAT32:
             return None
         if prepare is not None:
             x = prepare(x)
-        if x is None or x.shape[-1:] != (width,):
+        if x is None or x.shape[-1:] != last:
             return None
         changes = grows.get(x.shape)
         if changes is None:
