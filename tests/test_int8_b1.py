@@ -107,3 +107,51 @@ def test_qoperator_input_quantization_done_by_the_first_qlinear_conv(dtype, zero
         for have, want in zip(ours.run({"x": x, **feeds}).values(), session.run(None, {"x": x, **feeds}),
                               strict=True):
             np.testing.assert_array_equal(have, want)
+
+
+@pytest.mark.parametrize("dtype, zero_point", [(np.uint8, 0), (np.uint8, 200), (np.int8, -5), (np.int8, 0)])
+def test_quantize_linear_lean_path_in_every_layout(dtype, zero_point):
+    """QuantizeLinear with load-time per-tensor parameters: onnxruntime's codes (divide, round half to even, add
+    the zero point, saturate) for contiguous and channels-last inputs, the latter's layout kept."""
+    from nn_core.ops.quantized import QuantizeLinear
+    from nn_core.ops.registry import NodeSpec
+
+    scale, zp = np.array(0.05, np.float32), np.array(zero_point, dtype)
+    kernel = QuantizeLinear(NodeSpec(op_type="QuantizeLinear", name="q", inputs=["x", "s", "z"], outputs=["y"],
+                                     attrs={}, opset=13, consts=[None, scale, zp]))
+    x = (rng.standard_normal((1, 7, 5, 6)) * 8).astype(np.float32)
+    x.flat[:40] = (np.arange(40) - 20) * np.float32(0.025)  # halves of the step: ties
+    info = np.iinfo(dtype)
+    want = np.clip(np.rint(x / scale).astype(np.float64) + zero_point, info.min, info.max).astype(dtype)
+    laid = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    for value in (x, laid):
+        got = kernel.run(value, scale, zp)
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, want)
+    assert kernel.run(laid, scale, zp).transpose(0, 2, 3, 1).flags.c_contiguous
+
+
+def test_dynamic_quantize_linear_matches_onnxruntime_in_every_layout():
+    import onnxruntime as ort
+    from onnx import helper
+
+    from nn_core.ops.quantized import DynamicQuantizeLinear
+    from nn_core.ops.registry import NodeSpec
+
+    graph = helper.make_graph([helper.make_node("DynamicQuantizeLinear", ["x"], ["y", "s", "z"])], "dql",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info(n, t, None) for n, t in (
+                                  ("y", onnx.TensorProto.UINT8), ("s", onnx.TensorProto.FLOAT),
+                                  ("z", onnx.TensorProto.UINT8))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    kernel = DynamicQuantizeLinear(NodeSpec(op_type="DynamicQuantizeLinear", name="d", inputs=["x"],
+                                            outputs=["y", "s", "z"], attrs={}, opset=13, consts=[None]))
+    for shift in (0.0, 2.0, -3.0):  # zero point inside, at 0, at 255
+        x = (rng.standard_normal((1, 6, 5, 4)) + shift).astype(np.float32)
+        laid = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+        want = session.run(None, {"x": x})
+        for value in (x, laid):
+            for have, expected in zip(kernel.run(value), want, strict=True):
+                np.testing.assert_array_equal(have, expected)

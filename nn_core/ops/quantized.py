@@ -28,6 +28,17 @@ F32 = np.float32
 _clip = getattr(np, "_core", getattr(np, "core", None)).umath.clip
 
 
+def _shifted_codes(values: np.ndarray, zero_point: np.float32, dtype: np.dtype) -> np.ndarray:
+    """Rounded ``values`` already clipped to ``[min - zero_point, max - zero_point]`` (float32 scratch, changed in
+    place) as codes of ``dtype``: shifted in place (exact: integers within the type's range), then converted in
+    their own memory order. (The shift fused into the conversion, one pass fewer, is a casting loop slower than
+    both on small tensors, and on a transposed (channels-last) input it wrote a C-order array through strides:
+    6x the time on a 64x28x28 layer.)"""
+    if zero_point:
+        values += zero_point
+    return values.astype(dtype)
+
+
 def _saturate(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Clip already-rounded ``values`` into ``dtype``'s range (in place: pass a scratch array), then convert."""
     low, high = _BOUNDS[np.dtype(dtype)]
@@ -109,9 +120,7 @@ class QuantizeLinear(_PerAxis):
             scaled = np.divide(x, scale)
             np.rint(scaled, out=scaled)
             _clip(scaled, low, high, out=scaled)
-            if zp:
-                return np.add(scaled, zp, out=np.empty(scaled.shape, dtype), casting="unsafe")
-            return scaled.astype(dtype)
+            return _shifted_codes(scaled, zp, dtype)
         if zero_point is not None:
             dtype = zero_point.dtype  # int32 is accepted too, though the spec lists only 8/16-bit types
         else:
@@ -209,11 +218,7 @@ class DynamicQuantizeLinear(Op):
         y = np.divide(x, scale)
         np.rint(y, out=y)
         _clip(y, -zero_point, _255 - zero_point, out=y)
-        if zero_point:
-            y = np.add(y, zero_point, out=np.empty(y.shape, np.uint8), casting="unsafe")
-        else:
-            y = y.astype(np.uint8)
-        return y, np.array(scale, F32), np.array(zero_point, np.uint8)
+        return _shifted_codes(y, zero_point, np.uint8), np.array(scale, F32), np.array(zero_point, np.uint8)
 
 
 # ---------------------------------------------------------------- integer convolution
@@ -375,10 +380,8 @@ class _Requantizer:
     round a value just past a half the wrong way), then clipped into the output type. Works in place on acc.
 
     Five passes: multiply, round, clip to ``[min - zp, max - zp]`` (integers, so clipping the rounded value is
-    saturating the shifted one), the shift by the zero point in place, and the conversion to 8 bits in the
-    values' own memory order. (The shift fused into the conversion is one pass fewer but a casting loop, slower
-    than both on small tensors, and on a transposed (channels-last) convolution output it wrote a C-order array
-    through strides: 6x the time on a 64x28x28 layer.)"""
+    saturating the shifted one), then the shift by the zero point and the conversion to 8 bits
+    (``_shifted_codes``)."""
 
     def __init__(self, multiplier: np.ndarray, zero_point: np.ndarray | None, dtype: np.dtype, channel_axis: int,
                  ndim: int):
@@ -403,9 +406,7 @@ class _Requantizer:
             acc = np.multiply(acc, self.multiplier)
         np.rint(acc, out=acc)
         _clip(acc, self.low, self.high, out=acc)
-        if self.zero_point:
-            acc += self.zero_point  # (exact: integers within the output type's range)
-        return acc.astype(self.dtype)
+        return _shifted_codes(acc, self.zero_point, self.dtype)
 
 
 # memory-order axis permutations of the array layouts seen (a handful: one per layer shape and plan), None for
