@@ -53,6 +53,10 @@ def _blocks_pay(column_bytes: int, weight_bytes: int) -> bool:
     """Whether one image's im2col columns and matmul go in blocks of output rows (BLOCK_BYTES)."""
     return column_bytes > BLOCK_BYTES and weight_bytes <= BLOCKED_WEIGHT_BYTES
 
+
+# an NCHW input of at most this many channels is copied into a channels-last scratch channel by channel
+_FEW_CHANNELS = 4
+
 # ----------------------------------------------------------------------------------------------------------------
 # padding / output size arithmetic (shared with pool.py)
 
@@ -356,12 +360,22 @@ class _ChannelsLastPlan:
             matrix = np.concatenate([matrix, bias.astype(weight.dtype, copy=False).reshape(1, -1)], axis=0)
         return np.ascontiguousarray(matrix)
 
+    def _load(self, interior: np.ndarray, source: np.ndarray) -> None:
+        """Copy ``source`` (NCHW-shaped, any storage) into ``interior`` (channels-last). An NCHW image of a few
+        channels (a network's RGB input) goes channel by channel, each contiguous plane into a strided one:
+        NumPy's transposing copy runs its innermost loop over the 3 channels, ~3x slower (224x224: 133 -> 38 us)."""
+        if source.flags.c_contiguous and source.shape[1] <= _FEW_CHANNELS:
+            for channel in range(source.shape[1]):
+                interior[..., channel] = source[:, channel]
+        else:
+            interior[...] = source.transpose(self.to_channels_last)
+
     def _fill(self, source: np.ndarray, count: int) -> None:
         """Copy the columns of ``count`` images (``source``, NCHW-shaped, any storage) into the column buffer."""
         if self.subsample is not None:
             np.copyto(self.cols[:count], source.transpose(self.to_channels_last)[self.subsample])
         else:
-            self.interior[:count] = source.transpose(self.to_channels_last)
+            self._load(self.interior[:count], source)
             np.copyto(self.cols[:count], self.windows[:count])
 
     def columns(self, x: np.ndarray, start: int, count: int) -> np.ndarray:
@@ -378,7 +392,7 @@ class _ChannelsLastPlan:
             self._fill(source, count)
             np.matmul(self.cols_matrix[: count * self.positions], matrix, out=target)
             return
-        self.interior[:1] = source.transpose(self.to_channels_last)  # (blocks only with one image a chunk)
+        self._load(self.interior[:1], source)  # (blocks only with one image a chunk)
         inner = self.positions // self.out_sizes[0]
         for start in range(0, self.out_sizes[0], rows):
             stop = min(start + rows, self.out_sizes[0])
@@ -426,10 +440,10 @@ class _ChannelsLastPlan:
         if self.block_rows != self.out_sizes[0]:  # in blocks: the general path's, one call a block
             return self._blocked_chunk(matrix, act, pool)
         if subsample is None:
-            interior, windows = self.interior, self.windows
+            interior, windows, load = self.interior, self.windows, self._load
 
             def fill(x: np.ndarray) -> None:  # the columns of x, through the padded channels-last scratch
-                interior[...] = x.transpose(to_channels_last)
+                load(interior, x)
                 np.copyto(cols, windows)
         else:
             def fill(x: np.ndarray) -> None:  # the columns of x: its strided positions, no padding
