@@ -59,6 +59,12 @@ def test_phase_transpose_matches_the_general_kernel(index: int, with_bias: bool)
         got = lean.run(*inputs)
         assert got.shape == want.shape and got.dtype == want.dtype
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # the output is the caller's: a next call (its product and full-width columns in the plan's buffers) leaves
+    # it as it was
+    kept = got.copy()
+    other = lean.run(-inputs[0], *inputs[1:])
+    np.testing.assert_array_equal(got, kept)
+    np.testing.assert_allclose(other, general.run(-inputs[0], *inputs[1:]), rtol=1e-5, atol=1e-5)
     # a fused ReLU is applied after the bias, as in the general kernel
     for kernel in (general, lean):
         kernel.fuse_activation("relu", {})

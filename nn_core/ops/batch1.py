@@ -764,7 +764,9 @@ class PhaseTransposePlan:
     few offsets (offsets omin..omax, about (k - 1) * d / s + 1 of them). So the columns are the zero-padded input
     at those offsets (one window copy, like a Conv's im2col), one matmul by the weights laid out per (phase,
     output channel) -- zeros where a tap does not reach that phase, the bias as one more column against a row of
-    ones -- gives every phase at once, and one transposed copy interleaves the phases into the output. For a
+    ones -- gives every phase at once, and one transposed copy interleaves the phases into the output. The
+    columns run over whole padded rows of the last axis (full width, as _Im2colPlan's: one contiguous run of the
+    padded input per channel and offset), and the interleave leaves the extra positions out. For a
     U-Net's 3x3 stride-2 up-convolution at batch 1 this replaces nine strided adds over a zeroed canvas, a crop
     and a bias pass. The sums are BLAS's: equal to the scatter-add's within float rounding, not bit for bit.
 
@@ -791,30 +793,35 @@ class PhaseTransposePlan:
         before = [max(0, -lo) for lo in lows]
         after = [max(0, j + h - n) for j, h, n in zip(steps, highs, sizes, strict=True)]
         padded = [n + a + z for n, a, z in zip(sizes, before, after, strict=True)]
-        item, k_group, positions = dtype.itemsize, cg * math.prod(window), math.prod(steps)
+        # full width: the positions run over whole padded rows of the last axis (one contiguous run of the padded
+        # input per (channel, offset), instead of a run per output row); the interleave leaves out the rest
+        wide = [*steps[:-1], padded[-1]]
+        item, k_group, positions = dtype.itemsize, cg * math.prod(window), math.prod(wide)
         width = k_group + (bias is not None)
         # its own buffers, before any is allocated (the node checked the general kernel's, not these)
         check_size((batch, channels, *padded), dtype, "zero-padded input")
         check_size((batch, group, width, positions), dtype, "phase column buffer")
+        check_size((batch, group, math.prod(strides) * mg, positions), dtype, "phase product")
         check_size((group, math.prod(strides) * mg, width), dtype, "phase weights")
         check_size((batch, group * mg, *(j * s for j, s in zip(steps, strides, strict=True))), dtype,
                    "phase-interleaved output")
-        self.scratch = np.zeros((batch, channels, *padded), dtype)
+        # the last channel's full-width windows read past its last row: by the start's offset and the offsets
+        image, rows = math.prod(padded), _row_major_strides(padded)
+        first = sum((a + lo) * r for a, lo, r in zip(before, lows, rows, strict=True))
+        slack = before[-1] + lows[-1] + window[-1] - 1
+        flat = np.zeros(batch * channels * image + slack, dtype)
+        self.scratch = flat[:batch * channels * image].reshape(batch, channels, *padded)
         self.interior = self.scratch[(slice(None), slice(None)) +
                                      tuple(slice(a, a + n) for a, n in zip(before, sizes, strict=True))]
-        start = self.scratch[(slice(None), slice(None)) +
-                             tuple(slice(a + lo, None) for a, lo in zip(before, lows, strict=True))]
-        rows = _row_major_strides(padded)
-        shape = (batch, group, cg, *window, *steps)
-        image = math.prod(padded)
-        self.windows = checked_windows(start, shape, tuple(v * item for v in (
+        shape = (batch, group, cg, *window, *wide)
+        self.windows = checked_windows(flat[first:], shape, tuple(v * item for v in (
             channels * image, cg * image, image, *rows, *rows)))
         self.cols = np.empty((batch, group, width, positions), dtype)
         if bias is not None:
             self.cols[:, :, k_group] = 1
         self.cols_windows = checked_windows(self.cols, shape, tuple(v * item for v in (
             group * width * positions, width * positions, math.prod(window) * positions,
-            *(w * positions for w in _row_major_strides(window)), *_row_major_strides(steps))), writeable=True)
+            *(w * positions for w in _row_major_strides(window)), *_row_major_strides(wide))), writeable=True)
         # weights (group, phase..., M/group, width): tap t of a phase sits at its offset's column
         matrix = np.zeros((group, *strides, mg, cg, *window), dtype)
         grouped = weight.reshape(group, cg, mg, *kernel)
@@ -830,9 +837,13 @@ class PhaseTransposePlan:
             column = np.broadcast_to(bias.astype(dtype).reshape(group, 1, mg), (group, math.prod(strides), mg))
             matrix = np.concatenate([matrix, column.reshape(group, -1, 1)], axis=2)
         self.matrix = np.ascontiguousarray(matrix)
-        # product (batch, group, phase..., M/group, j...) -> output (batch, group, M/group, j0, r0, j1, r1, ...)
-        self.order = (0, 1, 2 + rank) + tuple(a for axis in range(rank) for a in (3 + rank + axis, 2 + axis))
-        self.product_shape = (batch, group, *strides, mg, *steps)
+        # product (batch, group, phase..., M/group, j...) -> output (batch, group, M/group, j0, r0, j1, r1, ...),
+        # the full-width positions past steps[-1] left out: one view per phase of the last axis, made once over
+        # the plan's product buffer
+        self.product = np.empty((batch, group, math.prod(strides) * mg, positions), dtype)
+        order = (0, 1, 2 + rank) + tuple(a for axis in range(rank) for a in (3 + rank + axis, 2 + axis))
+        phases = self.product.reshape(batch, group, *strides, mg, *wide).transpose(order)[..., :steps[-1], :]
+        self.phase_sources = [phases[..., phase] for phase in range(strides[-1])]
         self.interleaved = (batch, group, mg) + tuple(v for j, s in zip(steps, strides, strict=True)
                                                       for v in (j, s))
         self.full = (batch, group * mg, *(j * s for j, s in zip(steps, strides, strict=True)))
@@ -842,22 +853,21 @@ class PhaseTransposePlan:
     def runner(self) -> Callable[[np.ndarray], np.ndarray]:
         """The transposed convolution of an input of this plan's shape (before any fused activation); it fills
         the plan's buffers, so the caller serializes calls."""
-        interior, windows, cols, cols_windows, matrix = \
-            self.interior, self.windows, self.cols, self.cols_windows, self.matrix
-        product_shape, order, interleaved, full, crop = \
-            self.product_shape, self.order, self.interleaved, self.full, self.crop
-        last_stride = interleaved[-1]
+        interior, windows, cols, cols_windows, matrix, product, sources = \
+            self.interior, self.windows, self.cols, self.cols_windows, self.matrix, self.product, \
+            self.phase_sources
+        interleaved, full, crop = self.interleaved, self.full, self.crop
 
         def run(x: np.ndarray) -> np.ndarray:
             interior[...] = x
             np.copyto(cols_windows, windows)
-            product = np.matmul(matrix, cols)  # (group, phases * M/group, width) @ (batch, group, width, j)
+            np.matmul(matrix, cols, out=product)  # (group, phases * M/group, width) @ (batch, group, width, j)
             y = np.empty(full, product.dtype)
-            laid, phases = y.reshape(interleaved), product.reshape(product_shape).transpose(order)
+            laid = y.reshape(interleaved)
             # one copy per phase of the last axis: NumPy's loop then runs along output rows, not over the
             # 2-element (last stride) innermost axis (3x3 stride-2 up-convolution at 28x28: 6.4 -> 4.0 us)
-            for phase in range(last_stride):
-                np.copyto(laid[..., phase], phases[..., phase])
+            for phase, source in enumerate(sources):
+                np.copyto(laid[..., phase], source)
             return y if crop is None else y[crop]
 
         return run
