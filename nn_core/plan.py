@@ -18,6 +18,7 @@ import numpy as np
 from .errors import ModelError, UnsupportedOperatorError
 from .graph import Graph, NodeInfo
 from .ops.batch1 import batch1_kernel
+from .ops.channel_shuffle import fuse_shuffled_depthwise
 from .ops.channels_last import prefer_channels_last
 from .ops.quantized import fuse_qdq
 from .ops.registry import NodeSpec, Op, resolve
@@ -285,6 +286,7 @@ class FastPlan:
         steps = fuse_flattens(steps, outputs)
         steps = prefer_channels_last(steps, graph)
         steps = fuse_preactivations(steps, outputs)
+        steps = fuse_shuffled_depthwise(steps, outputs)
         steps = fuse_separable_chains(steps, outputs)
         self.steps = drop_dead_steps(steps, outputs)
         self.input_names = [v.name for v in graph.inputs]
