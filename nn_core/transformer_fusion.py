@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -204,7 +204,51 @@ def _variable_and_scalar(step: _Step, graph: _Graph) -> tuple[str, float | None]
 #   [-> Transpose [0, 2, 1, 3] [-> Reshape (B, S, H * D)]]
 
 
+class _Attention(NamedTuple):
+    """A matched attention chain: its steps, the packed projection it reads, the step giving its result, and
+    what PackedQkvAttention is made of."""
+
+    members: list[_Step]
+    qkv: str
+    final: _Step
+    target: tuple[int, ...]
+    picks: list[int]
+    scale: tuple[bool, float] | None
+    merge: int
+
+
 def _match_attention(softmax: _Step, graph: _Graph) -> _Step | None:
+    found = _attention_chain(softmax, graph)
+    if found is None:
+        return None
+    size = math.prod(found.target)
+    attention = PackedQkvAttention(found.target, found.picks, found.scale, found.merge)
+
+    def fast(qkv: np.ndarray) -> np.ndarray | None:
+        if type(qkv) is not np.ndarray or qkv.dtype is not _FLOAT32 or qkv.size != size:
+            return None
+        return attention(qkv)
+
+    return _fused_step(found.members, [found.qkv], graph, fast)
+
+
+def _attention_reading(projection: _Step, graph: _Graph) -> _Attention | None:
+    """The attention chain whose split Reshape is the only reader of ``projection``'s output, found from its
+    query's scores: the Gather whose reader is a MatMul read by the scale or by the Softmax."""
+    split = graph.only_reader(projection)
+    heads = graph.only_reader(split) if graph.plain(split, "Reshape", 2) else None
+    for gather in [] if heads is None else graph.readers.get(heads.outputs[0], []):
+        scores = graph.only_reader(gather)
+        after = graph.only_reader(scores) if graph.plain(scores, "MatMul", 2) else None
+        if graph.plain(after, "Div", 2) or graph.plain(after, "Mul", 2):
+            after = graph.only_reader(after)
+        found = _attention_chain(after, graph) if graph.plain(after, "Softmax", 1) else None
+        if found is not None and found.qkv == projection.outputs[0] and any(m is split for m in found.members):
+            return found
+    return None
+
+
+def _attention_chain(softmax: _Step, graph: _Graph) -> _Attention | None:
     if not graph.plain(softmax, "Softmax", 1) or getattr(softmax.kernel, "axis", None) not in (-1, 3):
         return None  # (axis -1 and 3 of a rank-4 input are the last axis at every opset)
     members = [softmax]
@@ -263,15 +307,7 @@ def _match_attention(softmax: _Step, graph: _Graph) -> _Step | None:
     if any(m.outputs[0] in graph.graph_outputs for m in inner) \
             or any(graph.only_reader(m) is None for m in inner if m is not heads):
         return None
-    size = math.prod(target)
-    attention = PackedQkvAttention(tuple(target), picks, scale, merge)
-
-    def fast(qkv: np.ndarray) -> np.ndarray | None:
-        if type(qkv) is not np.ndarray or qkv.dtype is not _FLOAT32 or qkv.size != size:
-            return None
-        return attention(qkv)
-
-    return _fused_step(members, [split.inputs[0]], graph, fast)
+    return _Attention(members, split.inputs[0], final, tuple(target), picks, scale, merge)
 
 
 def _perm(step: _Step) -> list[int] | None:
@@ -377,11 +413,19 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
         mean, keepdims = user, bool(user.kernel.keepdims)
         members.append(user)
     dense = _dense_reading(mean or norm, graph, width) if not keepdims else None
+    attention, columns = None, None  # attention on the dense layer's output as a packed projection
     if dense is not None:
         dense_step, weight, dense_bias, limit = dense
-        weight, dense_bias = _folded_affine(scale, bias, weight, dense_bias)
         members.append(dense_step)
-    outputs = [members[-1].outputs[0]]
+        attention = _attention_reading(dense_step, graph) if mean is None else None
+        if attention is not None and math.prod(attention.target[2:]) == weight.shape[1]:
+            columns = _query_scale(attention, weight.shape[1])
+        if columns is None:
+            attention = None
+        else:
+            members += attention.members
+        weight, dense_bias = _folded_affine(scale, bias, weight, dense_bias, columns)
+    outputs = [(attention.final if attention is not None else members[-1]).outputs[0]]
     if operands and (len(graph.readers.get(x, [])) > 1 or x in graph.graph_outputs):
         outputs.insert(0, x)  # the sum, for its other readers
     total = _residual_sum(operands, constant if operands else None, width, prepare)
@@ -389,6 +433,9 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
     both = len(outputs) == 2
 
     tail = weight.shape[1:] if dense is not None else ()
+    if attention is not None:  # (the scores' scale is in the query's columns of the weights)
+        heads = PackedQkvAttention(attention.target, attention.picks, None, attention.merge)
+        size = math.prod(attention.target)
 
     def fast(*values: np.ndarray) -> Any:
         summed = total(*values)
@@ -400,7 +447,12 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
             else:  # (the scale and bias are in the dense layer's weights)
                 y = normalized_rows(summed, averager, epsilon).dot(weight)
                 y += dense_bias
-                y = y.reshape(summed.shape[:-1] + tail)
+                if attention is None:
+                    y = y.reshape(summed.shape[:-1] + tail)
+                elif y.size == size:
+                    y = heads(y)
+                else:
+                    return None  # (other tokens than the split's: its Reshape says so)
             return (summed, y) if both else y
         if summed.ndim != 3 or not summed.shape[1]:
             return None
@@ -425,16 +477,19 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
     return _fused_step(members, inputs, graph, fast, outputs, place=0)
 
 
-def _dense_reading(step: _Step, graph: _Graph, width: int | None = None
+def _dense_reading(step: _Step, graph: _Graph, width: int | None = None, output: int = 0
                    ) -> tuple[_Step, np.ndarray, np.ndarray, int] | None:
-    """The dense layer that is the only reader of ``step``'s output, when it is one fast-plan step with constant
+    """The dense layer that is the only reader of ``step``'s output (its ``output``-th; the step's only one
+    unless given), when it is one fast-plan step with constant
     float32 weights (of ``width`` rows, when given) and a bias, as (its step, its (rows, N) weights, its (N,)
     bias, the largest input within its budgets): a MatMul whose only other node is the Add of the bias
     (fuse_biases), or a Gemm whose C is the bias (alpha and transB are in its prepared weights; beta in its C)."""
-    dense = graph.only_reader(step)
+    name = step.outputs[output]
+    readers = graph.readers.get(name, [])
+    dense = readers[0] if len(readers) == 1 and name not in graph.graph_outputs \
+        and (output or len(step.outputs) == 1) else None
     if dense is None or type(dense.kernel) not in (MatMul, Gemm) or dense.node.domain not in ("", "ai.onnx") \
-            or len(dense.outputs) != 1 or not dense.outputs[0] or dense.inputs[0] != step.outputs[0] \
-            or step.outputs[0] in dense.inputs[1:]:
+            or len(dense.outputs) != 1 or not dense.outputs[0] or dense.inputs[0] != name or name in dense.inputs[1:]:
         return None
     kernel = dense.kernel
     matmul = type(kernel) is MatMul
@@ -448,15 +503,34 @@ def _dense_reading(step: _Step, graph: _Graph, width: int | None = None
     return dense, weight, bias.reshape(weight.shape[1:]), kernel.a_limit
 
 
-def _folded_affine(scale: np.ndarray, shift: np.ndarray | None, weight: np.ndarray, bias: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """(W', b') with normalized @ W' + b' == (normalized * scale + shift) @ weight + bias: a LayerNormalization's
-    scale and shift folded into the dense layer that reads it (two NumPy calls fewer per run), computed in float64
-    and rounded once."""
+def _folded_affine(scale: np.ndarray, shift: np.ndarray | None, weight: np.ndarray, bias: np.ndarray,
+                   columns: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(W', b') with normalized @ W' + b' == ((normalized * scale + shift) @ weight + bias) * columns: a
+    LayerNormalization's scale and shift folded into the dense layer that reads it (two NumPy calls fewer per
+    run), and a factor per output column (the attention scores' scale, on the query's columns) if given;
+    computed in float64 and rounded once."""
     wide = weight.astype(np.float64)
     folded_bias = bias.astype(np.float64) + (0.0 if shift is None else shift.astype(np.float64) @ wide)
     folded = scale.astype(np.float64)[:, None] * wide
+    if columns is not None:
+        folded *= columns
+        folded_bias *= columns
     return folded.astype(np.float32), folded_bias.astype(np.float32)
+
+
+def _query_scale(attention: _Attention, width: int) -> np.ndarray | None:
+    """The factor per column of a (tokens, P * H * D) packed projection that applies ``attention``'s scale to
+    its scores (q @ k^T / c == (q / c) @ k^T): 1/c (or c) on the query's H * D columns, 1 elsewhere; None when
+    the scale is not finite and nonzero in float32 as a factor (then the graph's own order of rounding stays)."""
+    columns = np.ones(width)
+    if attention.scale is not None:
+        divide, number = attention.scale
+        factor = 1.0 / number if divide and number else (number if not divide else math.inf)
+        if not math.isfinite(factor) or not np.isfinite(np.float32(factor)) or not np.float32(factor):
+            return None
+        span = math.prod(attention.target[3:])
+        columns[attention.picks[0] * span:(attention.picks[0] + 1) * span] = factor
+    return columns
 
 
 def _match_patch_embedding(turned: _Step, graph: _Graph
@@ -594,10 +668,11 @@ def _residual_sum(operands: list[str | None], constant: np.ndarray | None, width
 
 
 def _with_dense_reader(fused: _Step, graph: _Graph) -> _Step:
-    """``fused`` (one output) computing the dense layer that is its output's only reader as well, when there is
+    """``fused`` computing the dense layer that is the only reader of its (last) output as well, when there is
     one (_dense_reading): one product and the bias on the fresh output, without the MatMul kernel's own checks
     and reshapes (~1 us a run); inputs it does not fit go to the chain, whose MatMul decides."""
-    found = _dense_reading(fused, graph) if len(fused.outputs) == 1 else None
+    last = len(fused.outputs) - 1
+    found = _dense_reading(fused, graph, output=last)
     if found is None:
         return fused
     dense, weight, bias, limit = found
@@ -605,18 +680,23 @@ def _with_dense_reader(fused: _Step, graph: _Graph) -> _Step:
     inner = fused.kernel.fast
     ranks = (2,) if type(dense.kernel) is Gemm else None  # (Gemm's A is a matrix; MatMul's of any rank >= 1)
 
-    def fast(*values: np.ndarray) -> np.ndarray | None:
-        y = inner(*values)
-        if y is None or not y.ndim or (ranks and y.ndim not in ranks) or y.shape[-1] != rows or y.size > limit:
+    def fast(*values: np.ndarray) -> Any:
+        result = inner(*values)
+        if result is None:
+            return None
+        y = result[last] if last else result
+        if not y.ndim or (ranks and y.ndim not in ranks) or y.shape[-1] != rows or y.size > limit:
             return None
         product = y.reshape(-1, rows).dot(weight)
         product += bias
-        return product.reshape(y.shape[:-1] + weight.shape[1:])
+        product = product.reshape(y.shape[:-1] + weight.shape[1:])
+        return (*result[:last], product) if last else product
 
     members = [*fused.kernel.members, dense]
     ordered = sorted(members, key=lambda m: graph.order[id(m)])
     place = next(i for i, m in enumerate(ordered) if m is fused.kernel.place)
-    return _fused_step(members, fused.inputs, graph, fast, place=place, removed=[*fused.kernel.removed, dense])
+    return _fused_step(members, fused.inputs, graph, fast, [*fused.outputs[:last], dense.outputs[0]], place=place,
+                       removed=[*fused.kernel.removed, dense])
 
 
 _MATCHERS = {"LayerNormalization": _match_layer_norm, "Erf": _match_gelu, "Softmax": _match_attention,

@@ -251,16 +251,94 @@ def test_fused_step_with_a_dense_reader_falls_back_to_the_chain_on_other_inputs(
         loaded.run({"x": np.ones((3, 40), F32)})
 
 
-def test_attention_and_its_output_projection_are_one_step():
-    """The exported ViT: attention over the packed projection, then the projection back to the width."""
+def test_the_vits_encoder_is_four_steps():
+    """The exported ViT: the patch embedding, its LayerNormalization, the packed projection, attention and the
+    projection back to the width are one step; then the MLP's first layer with its normalisation, GELU with
+    the second layer, and the head with the last normalisation and the tokens' mean."""
     import onnx
     from helpers import ROOT
 
     model = onnx.load(str(ROOT / "tests" / "models" / "grad" / "vit_l17.onnx"))
     loaded = nn_core.load_proto(model)
-    assert any(op.endswith("Softmax+MatMul+Transpose+Reshape+MatMul+Add") for op in loaded.plan_ops)
-    assert len(loaded.plan_ops) == 5
+    assert len(loaded.plan_ops) == 4
+    assert "LayerNormalization+MatMul+Add+Reshape" in loaded.plan_ops[0]
+    assert loaded.plan_ops[0].endswith("Softmax+MatMul+Transpose+Reshape+MatMul+Add")
     x = np.random.default_rng(7).standard_normal((2, 1, 28, 28)).astype(F32)
     fast = loaded.run({"input": x})["output"]
     _close(fast, loaded.run_traced({"input": x})[0]["output"])
     _close(fast, ort_run(model, {"input": x})[0])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# LayerNormalization, the packed projection and attention as one step (the scores' scale in the query's weights)
+
+
+def _norm_attention_model(scale="div", picks=(0, 1, 2), merge=2, tokens=5, heads=3, depth=4, width=10,
+                          out_columns=None, factor=None, batch_dim=None):
+    from test_transformer_fusion import _attention_model
+
+    model = _attention_model(batch=2, tokens=tokens, heads=heads, depth=depth, scale=scale, picks=picks,
+                             merge=merge, batch_dim=batch_dim, opset=17)
+    rng = np.random.default_rng(9)
+    columns = out_columns or 3 * heads * depth
+    consts = {"gamma": (rng.standard_normal(width) + 1).astype(F32), "beta": rng.standard_normal(width).astype(F32),
+              "wq": (rng.standard_normal((width, columns)) / np.sqrt(width)).astype(F32),
+              "bq": rng.standard_normal(columns).astype(F32)}
+    if factor is not None:
+        next(i for i in model.graph.initializer if i.name == "c").CopyFrom(helper.make_tensor("c", 1, [], [factor]))
+    front = [helper.make_node("Add", ["a", "b"], ["res"]),
+             helper.make_node("LayerNormalization", ["res", "gamma", "beta"], ["n"], axis=-1, epsilon=1e-5),
+             helper.make_node("MatMul", ["n", "wq"], ["m"]), helper.make_node("Add", ["m", "bq"], ["qkv"])]
+    nodes = front + list(model.graph.node)
+    shape = [batch_dim or 2, tokens, width]
+    inputs = [tensor_info("a", shape), tensor_info("b", shape)]
+    graph = helper.make_graph(nodes, "norm_attention", inputs, list(model.graph.output) + [tensor_info("res", None)],
+                              list(model.graph.initializer) + [helper.make_tensor(k, 1, v.shape, v.reshape(-1))
+                                                               for k, v in consts.items()])
+    built = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    built.ir_version = 8
+    return built
+
+
+@pytest.mark.parametrize("case", [{}, {"scale": "mul"}, {"scale": "none"}, {"picks": (2, 0, 1)}, {"merge": 0},
+                                  {"merge": 1}, {"tokens": 16, "heads": 2, "depth": 12, "width": 24}])
+def test_layer_norm_projection_and_attention_are_one_step(case):
+    model = _norm_attention_model(**case)
+    feeds = _feeds(model)
+    loaded = nn_core.load_proto(model)
+    assert len(loaded.plan_ops) == 1 and "LayerNormalization+MatMul+Add+Reshape" in loaded.plan_ops[0]
+    fast, unfused = loaded.run(feeds), loaded.run_traced(feeds)[0]
+    want = dict(zip([o.name for o in model.graph.output], ort_run(model, feeds)))
+    for name, value in fast.items():
+        _close(value, unfused[name])
+        _close(value, want[name])
+
+
+@pytest.mark.parametrize("case", [{"out_columns": 40}, {"factor": 0.0}, {"factor": 1e-45}])
+def test_projections_attention_does_not_read_as_packed_stay_apart(case):
+    """A projection wider than the split's P * H * D columns (its rows are not the tokens), and scales whose
+    factor on the query would be infinite or not a float32: the attention stays a step of its own."""
+    model = _norm_attention_model(**case)
+    if case.get("out_columns"):  # a split of 2 x 5 x 3 x 3 x 4 = 360 = 2 x 5 x 36 values from 2 x 5 x 40: refused
+        loaded = nn_core.load_proto(model)
+        assert not any("LayerNormalization+MatMul+Add+Reshape" in op for op in loaded.plan_ops)
+        return
+    feeds = _feeds(model)
+    loaded = nn_core.load_proto(model)
+    assert not any("LayerNormalization+MatMul+Add+Reshape" in op for op in loaded.plan_ops)
+    with np.errstate(all="ignore"):
+        fast, unfused = loaded.run(feeds), loaded.run_traced(feeds)[0]
+    for name, value in fast.items():
+        np.testing.assert_allclose(value, unfused[name], rtol=1e-5, atol=1e-6)
+
+
+def test_layer_norm_attention_step_falls_back_to_the_chain_on_other_inputs():
+    model = _norm_attention_model(batch_dim="N")
+    loaded = nn_core.load_proto(model)
+    (step,) = loaded._fast_plan().steps
+    rng = np.random.default_rng(10)
+    a = rng.standard_normal((2, 5, 10)).astype(F32)
+    for got, want in zip(step.kernel.run(a, a.astype(np.float64)), step.kernel.chain(a, a.astype(np.float64))):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(nn_core.ModelError, match="Reshape"):  # a batch the split does not fit, as unfused
+        loaded.run({"a": a[:1], "b": a[:1]})
