@@ -579,26 +579,34 @@ def _match_patch_embedding(turned: _Step, graph: _Graph
         return None
     channels, (kh, kw) = weight.shape[1], kernel
     matrix = np.ascontiguousarray(weight.reshape(weight.shape[0], -1).T)  # (C kh kw, E)
-    gathers: dict[tuple[int, int], np.ndarray] = {}  # (height, width) -> an image's patches as flat positions
+    # the input's shape -> (the patches of an image as flat positions, the batch, the patches' and the tokens'
+    # shapes), or None for a shape the embedding does not fit: everything but the gather and product, once
+    prepared: dict[tuple[int, ...], tuple | None] = {}
 
-    def tokens(x: np.ndarray) -> np.ndarray | None:
-        if x.ndim != 4 or x.shape[1] != channels:
+    def prepare(shape: tuple[int, ...]) -> tuple | None:
+        if len(shape) != 4 or shape[1] != channels:
             return None
-        batch, _, height, width = x.shape
+        batch, _, height, width = shape
         rows, cols = height // kh, width // kw
         if not batch or not rows or not cols or (target is not None and target != [batch, matrix.shape[1],
                                                                                  rows * cols]):
             return None
-        index = gathers.get((height, width))
-        if index is None:
-            if len(gathers) > 16:
-                gathers.clear()
-            # (no larger than one image: the patches leave out at most the edge rows and columns)
-            grid = np.arange(channels * height * width).reshape(channels, height, width)
-            grid = grid[:, :rows * kh, :cols * kw].reshape(channels, rows, kh, cols, kw)
-            index = gathers[(height, width)] = grid.transpose(1, 3, 0, 2, 4).ravel()
-        patches = x.reshape(batch, -1).take(index, axis=1).reshape(batch * rows * cols, channels * kh * kw)
-        return patches.dot(matrix).reshape(batch, rows * cols, matrix.shape[1])
+        # (no larger than one image: the patches leave out at most the edge rows and columns)
+        grid = np.arange(channels * height * width).reshape(channels, height, width)
+        grid = grid[:, :rows * kh, :cols * kw].reshape(channels, rows, kh, cols, kw)
+        return (grid.transpose(1, 3, 0, 2, 4).ravel(), batch, (batch * rows * cols, channels * kh * kw),
+                (batch, rows * cols, matrix.shape[1]))
+
+    def tokens(x: np.ndarray) -> np.ndarray | None:
+        entry = prepared.get(x.shape, False)
+        if entry is False:
+            if len(prepared) > 16:
+                prepared.clear()
+            entry = prepared[x.shape] = prepare(x.shape)
+        if entry is None:
+            return None
+        index, batch, patches, out = entry
+        return x.reshape(batch, -1).take(index, axis=1).reshape(patches).dot(matrix).reshape(out)
 
     return steps, conv.inputs[0], tokens, bias
 
@@ -641,25 +649,26 @@ def _residual_sum(operands: list[str | None], constant: np.ndarray | None, width
 
         return pair
     constant_first = operands[0] is None
-    grows: dict[tuple[int, ...], bool] = {}  # the variable's shape -> whether adding the constant changes it
+    # the variable's shape -> whether it does not fit: another width, or adding the constant changes its shape
+    unfit: dict[tuple[int, ...], bool] = {}
 
     def with_constant(x: np.ndarray) -> np.ndarray | None:
         if type(x) is not np.ndarray or x.dtype is not _FLOAT32:
             return None
         if prepare is not None:
             x = prepare(x)
-        if x is None or x.shape[-1:] != last:
-            return None
-        changes = grows.get(x.shape)
-        if changes is None:
+            if x is None:
+                return None
+        refused = unfit.get(x.shape)
+        if refused is None:
             try:
-                changes = np.broadcast_shapes(x.shape, constant.shape) != x.shape
+                refused = x.shape[-1:] != last or np.broadcast_shapes(x.shape, constant.shape) != x.shape
             except ValueError:
-                changes = True
-            if len(grows) > 16:
-                grows.clear()
-            grows[x.shape] = changes
-        if changes:
+                refused = True
+            if len(unfit) > 16:
+                unfit.clear()
+            unfit[x.shape] = refused
+        if refused:
             return None
         # (in C order: a transposed operand would otherwise give its own layout, which the rows view would copy)
         return np.add(constant, x, order="C") if constant_first else np.add(x, constant, order="C")
