@@ -201,3 +201,13 @@ def test_chain_buffers_are_checked_against_the_limits():
     small = nn_core.Limits(max_tensor_bytes=104_000)
     with pytest.raises(ModelError, match="dw0.*separable chain input buffer"):
         nn_core.load_proto(proto, limits=small).run({"x": x})
+
+
+def test_chain_work_is_checked_against_the_limits_per_layer():
+    rng = np.random.default_rng(11)
+    proto = _separable_net(rng, [{"out": 64}], "Relu", channels=16, size=(12, 12), stem=False)
+    x = rng.standard_normal((1, 16, 12, 12)).astype(np.float32)
+    # the depthwise conv's 20,736 multiply-adds fit, the pointwise conv's 147,456 do not
+    small = nn_core.Limits(max_node_work=100_000)
+    with pytest.raises(ModelError, match="pw0"):
+        nn_core.load_proto(proto, limits=small).run({"x": x})

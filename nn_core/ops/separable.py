@@ -206,6 +206,7 @@ class SeparableChain:
         matrix = np.ascontiguousarray(pointwise.weight.reshape(out_channels, channels).T, dtype)
         out_shape = (height_out * width_out, out_channels)
         pointwise.check_size(out_shape, dtype, "output")
+        pointwise.check_work(math.prod(out_shape) * channels, "the convolution")
         finish_pointwise = finisher(out_shape, dtype, pointwise.bias, pointwise.act)
         product = None if after is None else after.interior(target).reshape(out_shape)
         nhwc = (1, height_out, width_out, out_channels)
