@@ -16,10 +16,11 @@ CHAIN = "Conv+{act}+Conv+{act}"
 
 
 def _separable_net(rng: np.random.Generator, blocks: list[dict], activation: str | None, channels: int = 16,
-                   size: tuple[int, int] = (12, 12), stem: bool = True) -> object:
+                   size: tuple[int, int] = (12, 12), stem: bool = True, bias: bool = True) -> object:
     """x (N, 3 or ``channels``, H, W) -> [3x3 stem conv ->] per block: depthwise conv (the block's pads, strides,
     dilations, kernel) -> activation -> 1x1 conv to the block's ``out`` channels -> activation -> ReduceMean over
-    the image. Random weights and biases, so padding, the bias and the activation all show in the output."""
+    the image. Random weights and biases (or none), so padding, the bias and the activation all show in the
+    output."""
     nodes, inits = [], {}
     current, width = "x", 3 if stem else channels
 
@@ -45,13 +46,14 @@ def _separable_net(rng: np.random.Generator, blocks: list[dict], activation: str
         kernel = block.get("kernel", (3, 3))
         weights(f"dw{index}", (width, 1, *kernel))
         nodes.append(helper.make_node(
-            "Conv", [current, f"dw{index}_w", f"dw{index}_b"], [f"dw{index}"], name=f"dw{index}", group=width,
+            "Conv", [current, f"dw{index}_w", f"dw{index}_b" if bias else ""], [f"dw{index}"], name=f"dw{index}",
+            group=width,
             kernel_shape=list(kernel), pads=block.get("pads", [1, 1, 1, 1]), strides=block.get("strides", [1, 1]),
             dilations=block.get("dilations", [1, 1])))
         current = activate(f"dw{index}", f"dw{index}")
         weights(f"pw{index}", (block["out"], width, 1, 1))
-        nodes.append(helper.make_node("Conv", [current, f"pw{index}_w", f"pw{index}_b"], [f"pw{index}"],
-                                      name=f"pw{index}"))
+        nodes.append(helper.make_node("Conv", [current, f"pw{index}_w", f"pw{index}_b" if bias else ""],
+                                      [f"pw{index}"], name=f"pw{index}"))
         current, width = activate(f"pw{index}", f"pw{index}"), block["out"]
     nodes.append(helper.make_node("ReduceMean", [current], ["y"], name="mean", axes=[2, 3], keepdims=0))
     inputs = [tensor_info("x", ["N", 3 if stem else channels, *size])]
@@ -105,6 +107,12 @@ def test_a_chain_does_not_start_at_a_column_strided_depthwise_conv():
     blocks = [{"out": 16, "strides": [2, 2]}, {"out": 16}, {"out": 8, "strides": [2, 2]}]
     model = _check(_separable_net(rng, blocks, "Relu"), rng)
     assert model.plan_ops == ["Conv+Relu"] * 3 + ["+".join(["Conv+Relu"] * 4), "ReduceMean"]
+
+
+def test_chain_of_convolutions_without_bias():
+    rng = np.random.default_rng(12)
+    model = _check(_separable_net(rng, MOBILENET_BLOCKS, "Relu", bias=False), rng)
+    assert max(op.count("Conv") for op in model.plan_ops) == 2 * len(MOBILENET_BLOCKS)
 
 
 def test_chain_without_stem_reads_an_nchw_graph_input_and_keeps_it():
