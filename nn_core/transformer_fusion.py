@@ -26,7 +26,7 @@ from .ops.activations import ErfGelu
 from .ops.nn import Gemm, MatMul
 from .ops.norm import layer_norm_rows, normalized_rows, row_averager
 from .ops.quantized import FUSED_DOMAIN
-from .ops.transformer import PackedQkvAttention
+from .ops.transformer import UNSHIFTED_BOUND, PackedQkvAttention
 from .optimize import producers_and_readers, sole_reader
 
 # the run-time type checks compare dtypes by identity (~20 ns, == with a type ~100 ns): arrays of native float32
@@ -434,7 +434,8 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
 
     tail = weight.shape[1:] if dense is not None else ()
     if attention is not None:  # (the scores' scale is in the query's columns of the weights)
-        heads = PackedQkvAttention(attention.target, attention.picks, None, attention.merge)
+        heads = PackedQkvAttention(attention.target, attention.picks, None, attention.merge,
+                                   _scores_bounded(weight, dense_bias, attention, width))
         size = math.prod(attention.target)
 
     def fast(*values: np.ndarray) -> Any:
@@ -518,6 +519,29 @@ def _folded_affine(scale: np.ndarray, shift: np.ndarray | None, weight: np.ndarr
     return folded.astype(np.float32), folded_bias.astype(np.float32)
 
 
+# the largest projection block (elements) whose spectral norm _scores_bounded takes at load time (an SVD)
+_BOUNDED_BLOCK = 1 << 16
+
+
+def _scores_bounded(weight: np.ndarray, bias: np.ndarray, attention: _Attention, width: int) -> bool:
+    """Whether every score of ``attention`` on normalized @ weight + bias (the scale in the query's columns) is
+    within UNSHIFTED_BOUND for any input: a normalised row has length at most sqrt(width) (its squares sum to
+    width var / (var + epsilon)), so a head's query and key have lengths at most ||W||_2 sqrt(width) + |b| over
+    their blocks of the weights and bias, and a score at most the product of the two. Then the softmax runs
+    without testing the scores (a NaN row stays NaN, as in the shifted form). Margins cover float32 rounding."""
+    span = math.prod(attention.target[3:])
+    if width * span > _BOUNDED_BLOCK:
+        return False
+
+    def length(pick: int) -> float:
+        block = weight[:, pick * span:(pick + 1) * span].astype(np.float64)
+        shift = bias[pick * span:(pick + 1) * span].astype(np.float64)
+        return float(np.linalg.norm(block, 2)) * math.sqrt(width) * 1.001 + float(np.linalg.norm(shift))
+
+    bound = length(attention.picks[0]) * length(attention.picks[1])
+    return math.isfinite(bound) and bound <= 0.9 * UNSHIFTED_BOUND
+
+
 def _query_scale(attention: _Attention, width: int) -> np.ndarray | None:
     """The factor per column of a (tokens, P * H * D) packed projection that applies ``attention``'s scale to
     its scores (q @ k^T / c == (q / c) @ k^T): 1/c (or c) on the query's H * D columns, 1 elsewhere; None when
@@ -526,7 +550,9 @@ def _query_scale(attention: _Attention, width: int) -> np.ndarray | None:
     if attention.scale is not None:
         divide, number = attention.scale
         factor = 1.0 / number if divide and number else (number if not divide else math.inf)
-        if not math.isfinite(factor) or not np.isfinite(np.float32(factor)) or not np.float32(factor):
+        with np.errstate(over="ignore"):
+            single = np.float32(factor) if math.isfinite(factor) else np.float32(0)
+        if not np.isfinite(single) or not single:
             return None
         span = math.prod(attention.target[3:])
         columns[attention.picks[0] * span:(attention.picks[0] + 1) * span] = factor

@@ -274,7 +274,7 @@ def test_the_vits_encoder_is_four_steps():
 
 
 def _norm_attention_model(scale="div", picks=(0, 1, 2), merge=2, tokens=5, heads=3, depth=4, width=10,
-                          out_columns=None, factor=None, batch_dim=None):
+                          out_columns=None, factor=None, batch_dim=None, weight_scale=1.0):
     from test_transformer_fusion import _attention_model
 
     model = _attention_model(batch=2, tokens=tokens, heads=heads, depth=depth, scale=scale, picks=picks,
@@ -282,7 +282,7 @@ def _norm_attention_model(scale="div", picks=(0, 1, 2), merge=2, tokens=5, heads
     rng = np.random.default_rng(9)
     columns = out_columns or 3 * heads * depth
     consts = {"gamma": (rng.standard_normal(width) + 1).astype(F32), "beta": rng.standard_normal(width).astype(F32),
-              "wq": (rng.standard_normal((width, columns)) / np.sqrt(width)).astype(F32),
+              "wq": (rng.standard_normal((width, columns)) * weight_scale / np.sqrt(width)).astype(F32),
               "bq": rng.standard_normal(columns).astype(F32)}
     if factor is not None:
         next(i for i in model.graph.initializer if i.name == "c").CopyFrom(helper.make_tensor("c", 1, [], [factor]))
@@ -342,3 +342,58 @@ def test_layer_norm_attention_step_falls_back_to_the_chain_on_other_inputs():
         np.testing.assert_array_equal(got, want)
     with pytest.raises(nn_core.ModelError, match="Reshape"):  # a batch the split does not fit, as unfused
         loaded.run({"a": a[:1], "b": a[:1]})
+
+
+def _attention_heads(loaded):
+    """The PackedQkvAttention inside the first step of a LayerNormalization + attention model."""
+    fast = loaded._fast_plan().steps[0].kernel.fast
+    while "heads" not in fast.__code__.co_freevars:
+        fast = dict(zip(fast.__code__.co_freevars, [c.cell_contents for c in fast.__closure__]))["inner"]
+    return dict(zip(fast.__code__.co_freevars, [c.cell_contents for c in fast.__closure__]))["heads"]
+
+
+def test_scores_bounded_by_the_weights_skip_the_softmax_test_and_stay_within_the_bound():
+    """Normalised rows have length at most sqrt(width): rows along the weights' leading singular vectors, of
+    any scale (the normalisation undoes it), give the largest scores, which stay within the bound proven."""
+    from nn_core.ops.transformer import UNSHIFTED_BOUND
+
+    model = _norm_attention_model(tokens=16, heads=2, depth=12, width=24, weight_scale=0.2)
+    loaded = nn_core.load_proto(model)
+    assert _attention_heads(loaded).softmax.__name__ == "_unshifted_softmax_"
+    from onnx import numpy_helper
+
+    weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    _, _, directions = np.linalg.svd(weights["wq"][:, :24].T * weights["gamma"])
+    rng = np.random.default_rng(11)
+    a = np.concatenate([directions[:1] * rng.choice([-1e3, 1, 1e6], (2, 16, 1)), rng.standard_normal((2, 16, 24))],
+                       axis=1)[:, :16].astype(F32)
+    feeds = {"a": a, "b": np.zeros_like(a)}
+    traced = loaded.run_traced(feeds)[1]
+    scores = next(r for r in traced if r.op_type == "Div").outputs
+    assert np.abs(next(iter(scores.values()))).max() <= UNSHIFTED_BOUND
+    fast, unfused = loaded.run(feeds), loaded.run_traced(feeds)[0]
+    for name, value in fast.items():
+        _close(value, unfused[name])
+
+
+def test_scores_the_weights_do_not_bound_keep_the_softmax_test():
+    model = _norm_attention_model(tokens=16, heads=2, depth=12, width=24, weight_scale=4.0)
+    loaded = nn_core.load_proto(model)
+    assert _attention_heads(loaded).softmax.__name__ == "_attention_softmax_"
+    feeds = _feeds(model)
+    fast, unfused = loaded.run(feeds), loaded.run_traced(feeds)[0]
+    assert np.all(np.isfinite(fast["y"]))
+    for name, value in fast.items():
+        np.testing.assert_allclose(value, unfused[name], rtol=1e-4, atol=1e-4 * float(np.abs(unfused[name]).max()))
+
+
+def test_a_nan_row_stays_in_its_own_image_with_bounded_scores():
+    model = _norm_attention_model(tokens=16, heads=2, depth=12, width=24, weight_scale=0.2)
+    loaded = nn_core.load_proto(model)
+    feeds = _feeds(model)
+    feeds["a"][1, 3, 5] = np.nan
+    with np.errstate(invalid="ignore"):
+        fast, unfused = loaded.run(feeds)["y"], loaded.run_traced(feeds)[0]["y"]
+    np.testing.assert_array_equal(np.isnan(fast), np.isnan(unfused))
+    assert np.all(np.isfinite(fast[0])) and np.all(np.isnan(fast[1]))
+    _close(fast[0], unfused[0])

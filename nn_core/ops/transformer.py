@@ -29,14 +29,17 @@ class PackedQkvAttention:
     The slices and transposes are views (BLAS reads the strided rows), the scaling and softmax are in place on
     the fresh scores, and merged outputs are written by the second product straight into the (B, S, H, D)
     layout: a dozen graph nodes in about ten NumPy calls. Everything the shapes decide is prepared here, once:
-    at batch 1 the Python around the calls costs as much as a few of them."""
+    at batch 1 the Python around the calls costs as much as a few of them. ``bounded``: the caller has proven
+    every score within [-UNSHIFTED_BOUND, UNSHIFTED_BOUND] (or NaN), so the softmax needs no test of them."""
 
-    def __init__(self, target: tuple[int, ...], picks: list[int], scale: tuple[bool, float] | None, merge: int):
+    def __init__(self, target: tuple[int, ...], picks: list[int], scale: tuple[bool, float] | None, merge: int,
+                 bounded: bool = False):
         self.target = target
         self.picks = picks
         batch, tokens, _, heads, depth = target
         self.scale = None if scale is None else (np.divide if scale[0] else np.multiply, np.float32(scale[1]))
         self.merge = merge
+        self.softmax = _unshifted_softmax_ if bounded else _attention_softmax_
         self.merged_shape = (batch, tokens, heads, depth)
         self.joined_shape = (batch, tokens, heads * depth)
 
@@ -48,7 +51,7 @@ class PackedQkvAttention:
         if self.scale is not None:
             operation, number = self.scale
             operation(scores, number, out=scores)
-        scores = _attention_softmax_(scores)
+        scores = self.softmax(scores)
         if not self.merge:
             return np.matmul(scores, parts[v_pick])
         out = np.empty(self.merged_shape, np.float32)
@@ -56,14 +59,14 @@ class PackedQkvAttention:
         return out if self.merge == 1 else out.reshape(self.joined_shape)
 
 
-# Softmax needs no shift by the row maximum while every score lies in [-_UNSHIFTED_BOUND, _UNSHIFTED_BOUND]: then
+# Softmax needs no shift by the row maximum while every score lies in [-UNSHIFTED_BOUND, UNSHIFTED_BOUND]: then
 # exp neither overflows (e^64 ~ 6e27, so a row of up to 5e10 of them sums below float32's 3.4e38) nor underflows
 # (e^-64 ~ 1.6e-28 is a normal float32). The sum of squares bounds every score (max |s| <= sqrt(sum s^2)); it is
 # one BLAS dot product (~0.4 us on a small ViT's scores) where the exact test, a maximum and a minimum over all
 # scores, is two reductions (~1 us each). Its float32 rounding (relative n * 2^-24) is far inside the margin left
 # below 64^2; NaN and infinities fail the comparison.
-_UNSHIFTED_BOUND = 64.0
-_SQUARES_BOUND = 0.9 * _UNSHIFTED_BOUND ** 2
+UNSHIFTED_BOUND = 64.0
+_SQUARES_BOUND = 0.9 * UNSHIFTED_BOUND ** 2
 
 
 def _attention_softmax_(scores: np.ndarray) -> np.ndarray:
@@ -72,11 +75,18 @@ def _attention_softmax_(scores: np.ndarray) -> np.ndarray:
     shift; otherwise ``softmax_last_axis_``, which decides from the scores' exact range."""
     flat = scores.reshape(-1)
     if flat.dot(flat) <= _SQUARES_BOUND:
-        rows = scores.reshape(-1, scores.shape[-1])
-        np.exp(rows, out=rows)
-        rows /= rows.dot(ones_column(rows.shape[1], rows.dtype))
-        return scores
+        return _unshifted_softmax_(scores)
     return softmax_last_axis_(scores)
+
+
+def _unshifted_softmax_(scores: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis of fresh, C-contiguous float32 ``scores`` known to lie within
+    [-UNSHIFTED_BOUND, UNSHIFTED_BOUND] (or NaN, which stays NaN), in place: exp, and the row sums as one product
+    by a column of ones."""
+    rows = scores.reshape(-1, scores.shape[-1])
+    np.exp(rows, out=rows)
+    rows /= rows.dot(ones_column(rows.shape[1], rows.dtype))
+    return scores
 
 
 @register("RMSNormalization", 23)
