@@ -48,6 +48,16 @@ from .conv import (
 from .registry import NodeSpec, Op
 from .windows import WindowError, checked_windows
 
+try:  # the C function np.einsum hands its operands to when optimize is off: the depthwise layers call it once each
+    # per run, and np.einsum's Python wrapper (array-function dispatch, keyword checks) costs ~1.5 us of that call
+    # (of 10-35 us at MobileNet-style sizes)
+    from numpy._core.multiarray import c_einsum as tap_einsum  # NumPy 2
+except ImportError:
+    try:
+        from numpy.core.multiarray import c_einsum as tap_einsum  # NumPy 1
+    except ImportError:
+        tap_einsum = np.einsum
+
 # the column buffer of one chunk of channels is kept around this size, so the copy and the matmul stay in cache
 DEPTHWISE_COLUMN_BYTES = 256 * 1024
 # measured at batch 1 (the window's case); larger batches keep conv.py's form, which chunks over images
@@ -298,7 +308,7 @@ class ChannelsLastDepthwisePlan:
         def run(x: np.ndarray) -> np.ndarray:
             for target, columns in copies:
                 target[...] = x[columns]
-            y = np.einsum("ijnhk,ijk->nhk", windows, weights)
+            y = tap_einsum("ijnhk,ijk->nhk", windows, weights)
             finish(y)
             return y.reshape(nhwc).transpose(0, 3, 1, 2)
 

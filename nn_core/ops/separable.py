@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..optimize import producers_and_readers, sole_reader
-from .batch1 import CHANNELS_LAST_DEPTHWISE, LeanConv, MatmulDepthwiseConv, finisher
+from .batch1 import CHANNELS_LAST_DEPTHWISE, LeanConv, MatmulDepthwiseConv, finisher, tap_einsum
 from .conv import Conv
 from .windows import WindowError, checked_windows
 
@@ -214,7 +214,7 @@ class SeparableChain:
         def stage() -> np.ndarray | None:
             for column, gathered in copies:
                 np.copyto(column, gathered)
-            np.einsum("ijhk,ijk->hk", windows, weights, out=between)
+            tap_einsum("ijhk,ijk->hk", windows, weights, out=between)
             finish_depthwise(between)
             if product is not None:
                 np.matmul(rows_in, matrix, out=product)
