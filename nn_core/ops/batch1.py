@@ -676,10 +676,11 @@ def _pooled(runner: Callable[[np.ndarray], np.ndarray], pool: Op, act: Activatio
 
 class LeanConv(RunnerConv):
     """Conv whose channels-last shapes with a fused side-by-side MaxPool run as PooledChannelsLastPlan (at
-    small batches, in one chunk), and whose other channels-last shapes with few output channels run NCHW
-    columns (NCHW_OUT_CHANNELS); every other shape, and all the checks, are Conv's. It can absorb the
-    Flatten(axis=1) that is its output's only reader (fuse_flatten): the pooled plan then reduces straight into
-    the flattened array, and any other plan's output is flattened by ``run``."""
+    small batches, in one chunk), its NCHW-column shapes with such a pooling as PhasePooledIm2colPlan (where
+    the phase offsets are few enough, PHASE_POOL_DENSITY), and whose other channels-last shapes with few output
+    channels run NCHW columns (NCHW_OUT_CHANNELS); every other shape, and all the checks, are Conv's. It can
+    absorb the Flatten(axis=1) that is its output's only reader (fuse_flatten): the pooled plan then reduces
+    straight into the flattened array, and any other plan's output is flattened by ``run``."""
 
     def __init__(self, node: NodeSpec):
         super().__init__(node)
