@@ -135,6 +135,39 @@ def _fused_step(members: list[_Step], inputs: list[str], graph: _Graph, fast: Ca
 
 
 def _match_gelu(erf: _Step, graph: _Graph) -> _Step | None:
+    found = _gelu_chain(erf, graph)
+    if found is None:
+        return None
+    members, x, gelu, ranks = found
+
+    def fast(value: np.ndarray) -> np.ndarray | None:
+        if type(value) is not np.ndarray or value.dtype is not _FLOAT32 or value.ndim < ranks:
+            return None
+        return gelu(value)
+
+    return _fused_step(members, [x], graph, fast)
+
+
+def _gelu_reading(step: _Step, graph: _Graph) -> tuple[list[_Step], str, ErfGelu, int] | None:
+    """The GELU chain (_gelu_chain) or exact Gelu node whose input is ``step``'s output and that reads it alone,
+    as _gelu_chain gives it."""
+    x = step.outputs[0]
+    readers = graph.readers.get(x, [])
+    gelu = graph.only_reader(step)
+    if graph.plain(gelu, "Gelu", 1) and getattr(gelu.kernel, "approximate", None) == "none":
+        return [gelu], x, ErfGelu(math.sqrt(2), 1.0, 0.5), 0  # (a Gelu node, opset 20)
+    for reader in [] if x in graph.graph_outputs else readers:
+        erf = graph.only_reader(reader) if graph.plain(reader, "Div", 2) or graph.plain(reader, "Mul", 2) else None
+        found = _gelu_chain(erf, graph)
+        if found is not None and found[1] == x and {id(r) for r in readers} <= {id(m) for m in found[0]}:
+            return found
+    return None
+
+
+def _gelu_chain(erf: _Step | None, graph: _Graph) -> tuple[list[_Step], str, ErfGelu, int] | None:
+    """(its steps, the last one giving the activation; its input; the ErfGelu it computes; the largest rank of
+    its constants, which an input must have so that they do not broadcast it up) for the GELU chain around
+    ``erf``."""
     if not graph.plain(erf, "Erf", 1):
         return None
     scale = graph.producer.get(erf.inputs[0])
@@ -177,14 +210,7 @@ def _match_gelu(erf: _Step, graph: _Graph) -> _Step | None:
         gelu = ErfGelu(divisor, offset, factor)
     except ValueError:  # constants whose folded forms leave float32's range: the chain computes them itself
         return None
-    ranks = max(graph.constants[n].ndim for m in members for n in m.inputs if n in graph.constants)
-
-    def fast(value: np.ndarray) -> np.ndarray | None:
-        if type(value) is not np.ndarray or value.dtype is not _FLOAT32 or value.ndim < ranks:
-            return None
-        return gelu(value)
-
-    return _fused_step(members, [x], graph, fast)
+    return members, x, gelu, max(graph.constants[n].ndim for m in members for n in m.inputs if n in graph.constants)
 
 
 def _variable_and_scalar(step: _Step, graph: _Graph) -> tuple[str, float | None]:
@@ -414,6 +440,7 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
         members.append(user)
     dense = _dense_reading(mean or norm, graph, width) if not keepdims else None
     attention, columns = None, None  # attention on the dense layer's output as a packed projection
+    mlp = None  # or GELU and a second dense layer after it
     if dense is not None:
         dense_step, weight, dense_bias, limit = dense
         members.append(dense_step)
@@ -425,6 +452,11 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
         else:
             members += attention.members
         weight, dense_bias = _folded_affine(scale, bias, weight, dense_bias, columns)
+        mlp = _mlp_reading(dense_step, graph, weight, dense_bias) if mean is None and attention is None else None
+        if mlp is not None:
+            members += mlp.members
+            hidden, tail = weight.shape[1], mlp.second.shape[1:]
+            weight, dense_bias = mlp.weight, mlp.bias
     outputs = [(attention.final if attention is not None else members[-1]).outputs[0]]
     if operands and (len(graph.readers.get(x, [])) > 1 or x in graph.graph_outputs):
         outputs.insert(0, x)  # the sum, for its other readers
@@ -432,7 +464,8 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
     tokens: dict[int, np.ndarray] = {}  # token count -> the (1, S) row of 1/S whose product is the tokens' mean
     both = len(outputs) == 2
 
-    tail = weight.shape[1:] if dense is not None else ()
+    if dense is not None and mlp is None:
+        tail = weight.shape[1:]
     if attention is not None:  # (the scores' scale is in the query's columns of the weights)
         heads = PackedQkvAttention(attention.target, attention.picks, None, attention.merge,
                                    _scores_bounded(weight, dense_bias, attention, width))
@@ -448,7 +481,13 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
             else:  # (the scale and bias are in the dense layer's weights)
                 y = normalized_rows(summed, averager, epsilon).dot(weight)
                 y += dense_bias
-                if attention is None:
+                if mlp is not None:
+                    if summed.ndim < mlp.ranks or summed.size // width * hidden > mlp.limit:
+                        return None  # (constants that would broadcast the input up; a product over the budgets)
+                    product = mlp.gelu.odd_part(y[:, :hidden]).dot(mlp.second)
+                    product += y[:, hidden:]
+                    y = product.reshape(summed.shape[:-1] + tail)
+                elif attention is None:
                     y = y.reshape(summed.shape[:-1] + tail)
                 elif y.size == size:
                     y = heads(y)
@@ -476,6 +515,42 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
         return (summed, y) if both else y
 
     return _fused_step(members, inputs, graph, fast, outputs, place=0)
+
+
+class _Mlp(NamedTuple):
+    """GELU and a second dense layer after a LayerNormalization's dense layer: ``weight`` and ``bias`` give the
+    first layer's output and, after it, the second layer's product of the GELU's linear part (plus its bias);
+    ``second`` is the second layer's weights, which the GELU's odd part is multiplied by."""
+
+    members: list[_Step]
+    weight: np.ndarray
+    bias: np.ndarray
+    gelu: ErfGelu
+    second: np.ndarray
+    limit: int
+    ranks: int
+
+
+def _mlp_reading(first: _Step, graph: _Graph, weight: np.ndarray, bias: np.ndarray) -> _Mlp | None:
+    """The GELU chain reading the dense layer ``first`` (its weights and bias as folded), and the dense layer
+    reading the GELU, as an _Mlp. GELU(x) = linear x + odd(x), so the second layer's
+    GELU(x) @ W2 + b2 = odd(x) @ W2 + (x @ linear W2 + b2), and with x = n @ W1 + b1 the bracket is
+    n @ (linear W1 W2) + (linear b1 W2 + b2): the same product of the normalised rows n gives x and it, two
+    NumPy calls fewer than the GELU's linear part and the second bias. Only while W1 W2 is no larger than the
+    two layers' weights together (a transformer's MLP: width x width against 8 x width^2)."""
+    found = _gelu_reading(first, graph)
+    second = None if found is None else _dense_reading(found[0][-1], graph, weight.shape[1])
+    if second is None or weight.shape[0] * second[1].shape[1] > weight.size + second[1].size:
+        return None
+    gelu_members, _, gelu, ranks = found
+    second_step, second_weight, second_bias, limit = second
+    linear = float(gelu.linear)
+    wide, after = weight.astype(np.float64), second_weight.astype(np.float64)
+    joint = np.concatenate([wide, linear * (wide @ after)], axis=1)
+    shift = bias.astype(np.float64)
+    joint_bias = np.concatenate([shift, linear * (shift @ after) + second_bias.astype(np.float64)])
+    return _Mlp([*gelu_members, second_step], joint.astype(np.float32), joint_bias.astype(np.float32), gelu,
+                second_weight, limit, ranks)
 
 
 def _dense_reading(step: _Step, graph: _Graph, width: int | None = None, output: int = 0

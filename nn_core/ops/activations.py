@@ -330,6 +330,18 @@ class ErfGelu:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if not x.ndim:  # (NumPy gives 0-d results as scalars, which cannot be written in place)
             return self(x.reshape(1)).reshape(())
+        row, magnitude = self._odd_part(x)
+        np.multiply(x, self.linear, out=magnitude)
+        row += magnitude
+        return row
+
+    def odd_part(self, x: np.ndarray) -> np.ndarray:
+        """The activation less its linear part ``factor * offset * x`` (``linear``), for a caller that folds
+        that part into a matrix product: factor sign(divisor) |x| erf(|x| / |divisor|), of a non-0-d ``x``."""
+        return self._odd_part(x)[0]
+
+    def _odd_part(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(odd_part(x), a fresh array of x's shape that the caller may overwrite)."""
         magnitude = np.abs(x)
         row = np.multiply(magnitude, self.scale)
         np.fmin(row, self.last_row, out=row)  # past the table, and NaN (which |x| carries through): last row
@@ -337,9 +349,7 @@ class ErfGelu:
         row *= self.slopes.take(index)
         row += self.intercepts.take(index)  # factor erf(|x| / |divisor|), signed as the divisor
         row *= magnitude
-        np.multiply(x, self.linear, out=magnitude)
-        row += magnitude
-        return row
+        return row, magnitude
 
 
 _STANDARD_GELU = ErfGelu(math.sqrt(2), 1.0, 0.5)
