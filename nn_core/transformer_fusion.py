@@ -484,7 +484,7 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
                 if mlp is not None:
                     if summed.ndim < mlp.ranks or summed.size // width * hidden > mlp.limit:
                         return None  # (constants that would broadcast the input up; a product over the budgets)
-                    product = mlp.gelu.odd_part(y[:, :hidden]).dot(mlp.second)
+                    product = mlp.gelu.odd_part(y[:, :hidden], mlp.bounded).dot(mlp.second)
                     product += y[:, hidden:]
                     y = product.reshape(summed.shape[:-1] + tail)
                 elif attention is None:
@@ -529,6 +529,7 @@ class _Mlp(NamedTuple):
     second: np.ndarray
     limit: int
     ranks: int
+    bounded: bool  # the first layer's outputs are proven small enough for ErfGelu.odd_part's bounded form
 
 
 def _mlp_reading(first: _Step, graph: _Graph, weight: np.ndarray, bias: np.ndarray) -> _Mlp | None:
@@ -549,8 +550,11 @@ def _mlp_reading(first: _Step, graph: _Graph, weight: np.ndarray, bias: np.ndarr
     joint = np.concatenate([wide, linear * (wide @ after)], axis=1)
     shift = bias.astype(np.float64)
     joint_bias = np.concatenate([shift, linear * (shift @ after) + second_bias.astype(np.float64)])
+    # a normalised row has length at most sqrt(width) (_scores_bounded), so |x_j| <= |W1[:, j]| sqrt(width) +
+    # |b1_j|: within what the GELU's table rows hold exactly, it needs no clamp (margins for float32 rounding)
+    largest = float((np.linalg.norm(wide, axis=0) * math.sqrt(weight.shape[0]) * 1.001 + np.abs(shift)).max())
     return _Mlp([*gelu_members, second_step], joint.astype(np.float32), joint_bias.astype(np.float32), gelu,
-                second_weight, limit, ranks)
+                second_weight, limit, ranks, gelu.rows_exact_to(2 * largest))
 
 
 def _dense_reading(step: _Step, graph: _Graph, width: int | None = None, output: int = 0

@@ -473,3 +473,32 @@ def test_layer_norm_mlp_step_falls_back_to_the_chain_on_other_inputs():
         np.testing.assert_array_equal(got, want)
     for got, want in zip(step.kernel.run(a[:1], a[:1]), step.kernel.chain(a[:1], a[:1])):  # batch 1: fast
         _close(got, want)
+
+
+def test_gelu_odd_part_without_the_clamp_equals_the_clamped_one_within_its_bound():
+    """Past the table (finite, within rows_exact_to) the gathers' clip reads its last row, as the clamp does;
+    NaN stays NaN."""
+    import math
+
+    from nn_core.ops.activations import ErfGelu
+
+    gelu = ErfGelu(math.sqrt(2), 1.0, 0.5)
+    x = np.concatenate([np.linspace(-30, 30, 20001), [np.nan, 0.0, -0.0, 1e5, -1e5]]).astype(F32)
+    assert gelu.rows_exact_to(1e5) and not gelu.rows_exact_to(1e20) and not gelu.rows_exact_to(math.inf)
+    with np.errstate(invalid="ignore"):  # (NaN's cast to an index)
+        np.testing.assert_array_equal(gelu.odd_part(x, bounded=True), gelu.odd_part(x))
+    np.testing.assert_array_equal(gelu.odd_part(x) + gelu.linear * x, gelu(x))
+    assert not ErfGelu(1e-30, 1.0, 0.5).rows_exact_to(1e5)  # (rows of 2e38: no longer exact integers)
+
+
+def test_layer_norm_mlp_with_bounded_activations_keeps_a_nan_row_to_its_image():
+    model = _mlp_model()
+    loaded = nn_core.load_proto(model)
+    fast = loaded._fast_plan().steps[0].kernel.fast
+    assert fast.__closure__[fast.__code__.co_freevars.index("mlp")].cell_contents.bounded
+    feeds = _feeds(model)
+    feeds["a"][1, 2, 3] = np.nan
+    with np.errstate(invalid="ignore"):
+        got, want = loaded.run(feeds)["y"], loaded.run_traced(feeds)[0]["y"]
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    _close(got[0], want[0])

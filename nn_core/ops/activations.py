@@ -335,19 +335,28 @@ class ErfGelu:
         row += magnitude
         return row
 
-    def odd_part(self, x: np.ndarray) -> np.ndarray:
+    def odd_part(self, x: np.ndarray, bounded: bool = False) -> np.ndarray:
         """The activation less its linear part ``factor * offset * x`` (``linear``), for a caller that folds
-        that part into a matrix product: factor sign(divisor) |x| erf(|x| / |divisor|), of a non-0-d ``x``."""
-        return self._odd_part(x)[0]
+        that part into a matrix product: factor sign(divisor) |x| erf(|x| / |divisor|), of a non-0-d ``x``.
+        ``bounded``: the caller has proven every |x| (but NaN) at most a magnitude ``rows_exact_to`` accepts."""
+        return self._odd_part(x, bounded)[0]
 
-    def _odd_part(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def rows_exact_to(self, magnitude: float) -> bool:
+        """Whether the table rows |x| / |divisor| * _GELU_STEPS of inputs up to ``magnitude`` convert to
+        integers exactly (well below 2^63): then odd_part may leave out the clamp to the table."""
+        return math.isfinite(magnitude) and magnitude * float(self.scale) < 2.0 ** 62
+
+    def _odd_part(self, x: np.ndarray, bounded: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(odd_part(x), a fresh array of x's shape that the caller may overwrite)."""
         magnitude = np.abs(x)
         row = np.multiply(magnitude, self.scale)
-        np.fmin(row, self.last_row, out=row)  # past the table, and NaN (which |x| carries through): last row
-        index = row.astype(np.intp)  # (truncation: the row's floor, as it is not negative)
-        row *= self.slopes.take(index)
-        row += self.intercepts.take(index)  # factor erf(|x| / |divisor|), signed as the divisor
+        if bounded:  # rows past the table (finite: their truncation is exact) are its last one by the gathers' clip
+            index, mode = row.astype(np.intp), "clip"  # (NaN's index, whatever it is, is clipped; NaN stays)
+        else:
+            np.fmin(row, self.last_row, out=row)  # past the table, and NaN (which |x| carries through): last row
+            index, mode = row.astype(np.intp), "raise"  # (truncation: the row's floor, as it is not negative)
+        row *= self.slopes.take(index, mode=mode)
+        row += self.intercepts.take(index, mode=mode)  # factor erf(|x| / |divisor|), signed as the divisor
         row *= magnitude
         return row, magnitude
 
