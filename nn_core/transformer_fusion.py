@@ -24,7 +24,7 @@ import numpy as np
 
 from .ops.activations import ErfGelu
 from .ops.nn import Gemm, MatMul
-from .ops.norm import layer_norm_rows, normalized_rows, row_averager
+from .ops.norm import centered_rows, layer_norm_rows, normalized_rows, row_averager
 from .ops.quantized import FUSED_DOMAIN
 from .ops.transformer import UNSHIFTED_BOUND, PackedQkvAttention
 from .optimize import producers_and_readers, sole_reader
@@ -462,6 +462,18 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
         outputs.insert(0, x)  # the sum, for its other readers
     total = _residual_sum(operands, constant if operands else None, width, prepare)
     tokens: dict[int, np.ndarray] = {}  # token count -> the (1, S) row of 1/S whose product is the tokens' mean
+    # (images, tokens) -> the (B, B * S) matrix whose product with the (B * S, width) rows is each image's mean of
+    # its tokens (1/S in an image's columns), for a few images (its size grows with their square); else None
+    block_means: dict[tuple[int, int], np.ndarray | None] = {}
+
+    def token_averages(images: int, count: int) -> np.ndarray | None:
+        averages = block_means.get((images, count), False)
+        if averages is False:
+            if len(block_means) > 16:
+                block_means.clear()
+            averages = block_means[images, count] = np.kron(np.eye(images, dtype=np.float32), np.full(
+                (1, count), 1.0 / count, np.float32)) if images * images * count <= _BLOCK_MEANS else None
+        return averages
     both = len(outputs) == 2
 
     if dense is not None and mlp is None:
@@ -496,6 +508,13 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
             return (summed, y) if both else y
         if summed.ndim != 3 or not summed.shape[1]:
             return None
+        if dense is not None:  # (not with keepdims)
+            averages = token_averages(summed.shape[0], summed.shape[1])
+            if averages is not None:  # the mean's weights divided by each row's deviation, not the rows
+                centered, deviation = centered_rows(summed, averager, epsilon)
+                y = np.divide(averages, deviation.reshape(1, -1)).dot(centered).dot(weight)
+                y += dense_bias
+                return (summed, y) if both else y
         if dense is None:
             y = layer_norm_rows(summed, averager, epsilon, scale, bias)
         else:
@@ -515,6 +534,11 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
         return (summed, y) if both else y
 
     return _fused_step(members, inputs, graph, fast, outputs, place=0)
+
+
+# the largest (images, images x tokens) matrix of the tokens' means kept (elements); larger batches take the
+# batched product by a row of 1/S
+_BLOCK_MEANS = 1 << 12
 
 
 class _Mlp(NamedTuple):

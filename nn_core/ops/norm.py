@@ -282,13 +282,20 @@ def normalized_rows(x: np.ndarray, averager: np.ndarray, epsilon: float) -> np.n
     and costs twice as much on a transformer's (tokens, width) -- and the division by the standard deviation is in
     place. The products are ndarray.dot, which on 2-D operands is np.matmul's with ~0.35 us less dispatch each.
     The sums are BLAS's, equal to ``_normalize``'s within float rounding."""
+    centered, deviation = centered_rows(x, averager, epsilon)
+    centered /= deviation
+    return centered
+
+
+def centered_rows(x: np.ndarray, averager: np.ndarray, epsilon: float) -> tuple[np.ndarray, np.ndarray]:
+    """(x's rows less their means, their (rows, 1) standard deviations sqrt(variance + epsilon)): what
+    normalized_rows divides, for a caller that applies the division to fewer values (a mean's weights)."""
     rows = x.reshape(-1, averager.shape[0])
     centered = rows - rows.dot(averager)
     deviation = np.square(centered).dot(averager)
     deviation += epsilon
     np.sqrt(deviation, out=deviation)
-    centered /= deviation
-    return centered
+    return centered, deviation
 
 
 def layer_norm_rows(x: np.ndarray, averager: np.ndarray, epsilon: float, scale: np.ndarray,
