@@ -708,8 +708,8 @@ def _match_patch_embedding(turned: _Step, graph: _Graph
         return None
     channels, (kh, kw) = weight.shape[1], kernel
     matrix = np.ascontiguousarray(weight.reshape(weight.shape[0], -1).T)  # (C kh kw, E)
-    # the input's shape -> (the patches of an image as flat positions, the batch, the patches' and the tokens'
-    # shapes), or None for a shape the embedding does not fit: everything but the gather and product, once
+    # the input's shape -> (the patches of the batch as flat positions, the patches' and the tokens' shapes), or
+    # None for a shape the embedding does not fit: everything but the gather and product, once
     prepared: dict[tuple[int, ...], tuple | None] = {}
 
     def prepare(shape: tuple[int, ...]) -> tuple | None:
@@ -720,10 +720,10 @@ def _match_patch_embedding(turned: _Step, graph: _Graph
         if not batch or not rows or not cols or (target is not None and target != [batch, matrix.shape[1],
                                                                                  rows * cols]):
             return None
-        # (no larger than one image: the patches leave out at most the edge rows and columns)
-        grid = np.arange(channels * height * width).reshape(channels, height, width)
-        grid = grid[:, :rows * kh, :cols * kw].reshape(channels, rows, kh, cols, kw)
-        return (grid.transpose(1, 3, 0, 2, 4).ravel(), batch, (batch * rows * cols, channels * kh * kw),
+        # (no larger than the input: the patches leave out at most the edge rows and columns)
+        grid = np.arange(batch * channels * height * width).reshape(batch, channels, height, width)
+        grid = grid[:, :, :rows * kh, :cols * kw].reshape(batch, channels, rows, kh, cols, kw)
+        return (grid.transpose(0, 2, 4, 1, 3, 5).ravel(), (batch * rows * cols, channels * kh * kw),
                 (batch, rows * cols, matrix.shape[1]))
 
     def tokens(x: np.ndarray) -> np.ndarray | None:
@@ -734,8 +734,8 @@ def _match_patch_embedding(turned: _Step, graph: _Graph
             entry = prepared[x.shape] = prepare(x.shape)
         if entry is None:
             return None
-        index, batch, patches, out = entry
-        return x.reshape(batch, -1).take(index, axis=1).reshape(patches).dot(matrix).reshape(out)
+        index, patches, out = entry
+        return x.take(index).reshape(patches).dot(matrix).reshape(out)
 
     return steps, conv.inputs[0], tokens, bias
 

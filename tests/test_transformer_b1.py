@@ -503,3 +503,15 @@ def test_layer_norm_mlp_with_bounded_activations_keeps_a_nan_row_to_its_image():
         got, want = loaded.run(feeds)["y"], loaded.run_traced(feeds)[0]["y"]
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     _close(got[0], want[0])
+
+
+def test_patch_embedding_gathers_a_strided_image_as_a_contiguous_one():
+    from test_transformer_fusion import _patch_model
+
+    loaded = nn_core.load_proto(_patch_model(image=(2, 2, 12, 12)))
+    (step,) = loaded._fast_plan().steps
+    x = np.random.default_rng(14).standard_normal((2, 2, 12, 12)).astype(F32)
+    strided = np.ascontiguousarray(x.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)  # x's values, column-major
+    assert not strided.flags.c_contiguous
+    np.testing.assert_array_equal(step.kernel.run(strided), step.kernel.run(x))
+    _close(step.kernel.run(x), step.kernel.chain(x))
