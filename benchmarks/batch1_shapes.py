@@ -191,6 +191,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=1.5, help="time budget per model (default 1.5)")
     parser.add_argument("--quick", action="store_true", help="leave out the ImageNet-size light models")
     args = parser.parse_args()
+    from nn_core.threads import set_blas_threads
+
+    # the environment variables above reach OpenBLAS only if NumPy was not loaded before this module (a wrapper
+    # script importing NumPy first left BLAS on every core): set the count in the loaded library too
+    set_blas_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         models = build_set(Path(tmp), args.names, args.quick)
         print("batch-1 latency, 1 thread, ours vs onnxruntime in the same run (median of per-round ratios)")
