@@ -633,7 +633,7 @@ def _scores_bounded(weight: np.ndarray, bias: np.ndarray, attention: _Attention,
     their blocks of the weights and bias, and a score at most the product of the two. Then the softmax runs
     without testing the scores (a NaN row stays NaN, as in the shifted form). Margins cover float32 rounding."""
     span = math.prod(attention.target[3:])
-    if width * span > _BOUNDED_BLOCK:
+    if width * span > _BOUNDED_BLOCK or not np.isfinite(weight).all():  # (an SVD of NaN does not converge)
         return False
 
     def length(pick: int) -> float:

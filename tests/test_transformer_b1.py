@@ -515,3 +515,18 @@ def test_patch_embedding_gathers_a_strided_image_as_a_contiguous_one():
     assert not strided.flags.c_contiguous
     np.testing.assert_array_equal(step.kernel.run(strided), step.kernel.run(x))
     _close(step.kernel.run(x), step.kernel.chain(x))
+
+
+def test_projection_weights_that_are_not_finite_leave_the_scores_to_the_softmax_test():
+    model = _norm_attention_model(tokens=16, heads=2, depth=12, width=24, weight_scale=0.2)
+    from onnx import numpy_helper
+
+    init = next(i for i in model.graph.initializer if i.name == "wq")
+    values = numpy_helper.to_array(init).copy()
+    values[0, 3] = np.nan
+    init.CopyFrom(numpy_helper.from_array(values, "wq"))
+    loaded = nn_core.load_proto(model)
+    assert _attention_heads(loaded).softmax.__name__ == "_attention_softmax_"
+    with np.errstate(invalid="ignore"):
+        fast, unfused = loaded.run(_feeds(model))["y"], loaded.run_traced(_feeds(model))[0]["y"]
+    np.testing.assert_array_equal(np.isnan(fast), np.isnan(unfused))
