@@ -785,7 +785,12 @@ class QuantizingQLinearConv(QLinearConv):
             centred = np.divide(x, scale)
             np.rint(centred, out=centred)
             _clip(centred, low, high, out=centred)
-            return self.requant(self.fast.conv.run(centred, self.fast.weight, self.fast.bias))
+            # a NaN survives the clip and would spread over its window's sums: then the QuantizeLinear kernel's
+            # codes, as the unfused graph has them (one BLAS dot finds it; the codes' squares cannot overflow)
+            flat = centred.ravel(order="K")
+            square_sum = flat.dot(flat)
+            if square_sum == square_sum:
+                return self.requant(self.fast.conv.run(centred, self.fast.weight, self.fast.bias))
         return super().run(self.quantize.run(x, x_scale, x_zero_point), x_scale, x_zero_point, *rest)
 
 
