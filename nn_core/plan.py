@@ -286,7 +286,7 @@ class FastPlan:
         steps = fuse_flattens(steps, outputs)
         steps = prefer_channels_last(steps, graph)
         steps = fuse_preactivations(steps, outputs)
-        steps = fuse_shuffled_depthwise(steps, outputs)
+        steps = fuse_shuffled_depthwise(steps, consts, outputs)
         steps = fuse_separable_chains(steps, outputs)
         self.steps = drop_dead_steps(steps, outputs)
         self.input_names = [v.name for v in graph.inputs]

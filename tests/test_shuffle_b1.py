@@ -5,7 +5,7 @@ kernels (the steps as written) and onnxruntime."""
 import numpy as np
 import pytest
 from helpers import make_model, ort_run, tensor_info
-from onnx import helper
+from onnx import TensorProto, helper
 
 import nn_core
 
@@ -88,3 +88,26 @@ def test_the_shuffled_output_is_fresh():
     np.testing.assert_array_equal(first, kept)
     want, _ = model.run_traced({"x": first_x})
     np.testing.assert_allclose(first, want["d"], rtol=1e-4, atol=1e-4)
+
+
+def test_a_split_shape_fed_at_run_time_keeps_the_steps_as_written():
+    # the fused step keeps its group count per input shape: a target shape that can change between runs must not
+    # be answered from it (the second run's 4 groups would have been shuffled as the first run's 2)
+    rng = np.random.default_rng(4)
+    channels, size = 24, 6
+    inits = {"merge": np.array([0, -1, size, size], np.int64),
+             "dw": rng.standard_normal((channels, 1, 3, 3)).astype(np.float32),
+             "db": rng.standard_normal(channels).astype(np.float32)}
+    nodes = [helper.make_node("Reshape", ["x", "split"], ["r1"], name="split"),
+             helper.make_node("Transpose", ["r1"], ["t"], name="transpose", perm=[0, 2, 1, 3, 4]),
+             helper.make_node("Reshape", ["t", "merge"], ["r2"], name="merge"),
+             helper.make_node("Conv", ["r2", "dw", "db"], ["y"], name="dw", group=channels, pads=[1, 1, 1, 1])]
+    inputs = [tensor_info("x", [1, channels, size, size]),
+              helper.make_tensor_value_info("split", TensorProto.INT64, [5])]
+    model = nn_core.load_proto(make_model(nodes, inputs, [tensor_info("y", None)], inits))
+    assert not any("Reshape+Transpose+Reshape+Conv" in op for op in model.plan_ops)
+    x = rng.standard_normal((1, channels, size, size)).astype(np.float32)
+    for groups in (2, 4):
+        feeds = {"x": x, "split": np.array([0, groups, -1, size, size], np.int64)}
+        want, _ = model.run_traced(feeds)
+        np.testing.assert_allclose(model.run(feeds)["y"], want["y"], rtol=1e-4, atol=1e-4, err_msg=f"{groups}")

@@ -96,17 +96,21 @@ class ShuffledDepthwise:
         return permuted
 
 
-def fuse_shuffled_depthwise(steps: list[Any], graph_outputs: set[str]) -> list[Any]:
+def fuse_shuffled_depthwise(steps: list[Any], constants: dict[str, np.ndarray], graph_outputs: set[str]
+                            ) -> list[Any]:
     """``steps`` with each channel shuffle (Reshape -> Transpose (perm 0, 2, 1, 3, 4) -> Reshape, default domain,
-    nothing fused into them) whose only reader is a batch-1 depthwise conv without a fused pooling made one
-    ShuffledDepthwise step with it, in the first Reshape's place; each step the sole reader of the one before."""
+    nothing fused into them, both target shapes constants) whose only reader is a batch-1 depthwise conv without a
+    fused pooling made one ShuffledDepthwise step with it, in the first Reshape's place; each step the sole reader
+    of the one before. (ShuffledDepthwise keeps its group count per input shape: a target shape fed at run time
+    could change it from one run to the next.)"""
     _, readers = producers_and_readers(steps)
     dropped: set[int] = set()
 
     def plain(step: Any, op_type: str, reads: Any = None) -> bool:
         return step is not None and step.node.op_type == op_type and is_default_domain(step.node) \
             and not step.fused and not step.before and len(step.outputs) == 1 and id(step) not in dropped \
-            and (reads is None or step.inputs[0] == reads.outputs[0])
+            and (reads is None or step.inputs[0] == reads.outputs[0]) \
+            and (op_type != "Reshape" or (len(step.inputs) > 1 and step.inputs[1] in constants))
 
     for step in steps:
         if not plain(step, "Reshape"):
