@@ -219,3 +219,45 @@ def test_chain_work_is_checked_against_the_limits_per_layer():
     small = nn_core.Limits(max_node_work=100_000)
     with pytest.raises(ModelError, match="pw0"):
         nn_core.load_proto(proto, limits=small).run({"x": x})
+
+
+def _clipped_pair(rng: np.random.Generator, channels: int = 16) -> object:
+    """Depthwise 3x3 -> ReLU6 -> pointwise -> ReLU6: a chain whose unfused output stays finite for an inf input."""
+    inits = {"dw_w": (rng.standard_normal((channels, 1, 3, 3)) * 0.5).astype(np.float32),
+             "dw_b": rng.standard_normal(channels).astype(np.float32),
+             "pw_w": (rng.standard_normal((channels, channels, 1, 1)) * 0.3).astype(np.float32),
+             "pw_b": rng.standard_normal(channels).astype(np.float32),
+             "lo": np.float32(0.0), "hi": np.float32(6.0)}
+    nodes = [helper.make_node("Conv", ["x", "dw_w", "dw_b"], ["dw"], group=channels, pads=[1, 1, 1, 1]),
+             helper.make_node("Clip", ["dw", "lo", "hi"], ["dwa"]),
+             helper.make_node("Conv", ["dwa", "pw_w", "pw_b"], ["pw"]),
+             helper.make_node("Clip", ["pw", "lo", "hi"], ["y"])]
+    return make_model(nodes, [tensor_info("x", [1, channels, 6, 6])], [tensor_info("y", None)], inits)
+
+
+@pytest.mark.parametrize("column", [0, 5])
+def test_a_non_finite_value_at_a_row_end_gives_the_layers_values(column):
+    # the chain's side padding is zero weights: 0 x inf at the far end of the neighbouring row would be NaN where
+    # the layers' zero padding never reads the value; with ReLU6 after it the layers' output is finite
+    rng = np.random.default_rng(11)
+    model = nn_core.load_proto(_clipped_pair(rng))
+    assert any("Conv+Clip+Conv" in op for op in model.plan_ops)
+    x = rng.standard_normal((1, 16, 6, 6)).astype(np.float32)
+    x[0, :, 2, column] = np.inf
+    want, _ = model.run_traced({"x": x})
+    assert np.isfinite(want["y"]).all()
+    np.testing.assert_allclose(model.run({"x": x})["y"], want["y"], rtol=1e-5, atol=1e-5)
+    finite = rng.standard_normal((1, 16, 6, 6)).astype(np.float32)  # and the chain still serves finite inputs
+    np.testing.assert_allclose(model.run({"x": finite})["y"], model.run_traced({"x": finite})[0]["y"], rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_a_nan_input_gives_nan_where_the_layers_do():
+    rng = np.random.default_rng(12)
+    model = nn_core.load_proto(_clipped_pair(rng))
+    x = rng.standard_normal((1, 16, 6, 6)).astype(np.float32)
+    x[0, 3, 1, 2] = np.nan
+    want, _ = model.run_traced({"x": x})
+    got = model.run({"x": x})["y"]
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want["y"]))
+    np.testing.assert_allclose(got, want["y"], rtol=1e-5, atol=1e-5)

@@ -13,9 +13,10 @@ neighbours of its last columns the start of the row below, so an output row's va
 one contiguous run of the buffer (the einsum of ChannelsLastDepthwisePlan over (kh, kw, Ho, Wo * C)): the side
 padding is in the weights instead, laid out over an output row with zeros at the output columns whose source for
 that tap would be padding. Those zeros multiply finite values to exactly 0, so results equal the layer by layer
-kernels' within float rounding (the sums are BLAS's and einsum's); a non-finite value in a row's first or last
-columns also reaches, as NaN, the output at the other end of the next or previous row, where zero padding would
-have kept it out (a model whose activations overflow has no finite result anyway).
+kernels' within float rounding (the sums are BLAS's and einsum's). A non-finite value in a row's first or last
+columns would also reach, as NaN (0 x inf), the output at the other end of the next or previous row, where zero
+padding keeps it out; NaN survives every later layer of the chain (activations and products propagate it), so a
+NaN in the chain's output -- one dot product finds it -- sends that input through the layers' own kernels.
 
 Only one image of a float dtype runs this way; other inputs run the layers' own kernels one after the other.
 """
@@ -104,7 +105,7 @@ class SeparableChain:
         self.kernels = kernels
         self.lock = threading.Lock()  # the buffers are shared by calls (the GUI runs models on worker threads)
         # per (input shape, dtype): the chain's runner, or None for the kernels in turn
-        self.runners: dict[tuple, Callable[[np.ndarray], np.ndarray] | None] = {}
+        self.runners: dict[tuple, Callable[[np.ndarray], np.ndarray | None] | None] = {}
 
     def run(self, x: np.ndarray, *_constants: np.ndarray | None) -> np.ndarray:
         key = (x.shape, x.dtype)
@@ -115,14 +116,17 @@ class SeparableChain:
                 if len(self.runners) > 16:
                     self.runners.clear()
                 self.runners[key] = runner
-            if runner is not None:
-                return runner(x)
+            y = runner(x) if runner is not None else None
+        if y is not None:
+            return y
         for kernel in self.kernels:
             x = kernel.run(x, kernel.weight, kernel.bias)
         return x
 
-    def _runner(self, shape: tuple[int, ...], dtype: np.dtype) -> Callable[[np.ndarray], np.ndarray] | None:
-        """The chain's runner for one input shape, or None where it does not apply; call with the lock held."""
+    def _runner(self, shape: tuple[int, ...], dtype: np.dtype
+                ) -> Callable[[np.ndarray], np.ndarray | None] | None:
+        """The chain's runner for one input shape, or None where it does not apply; call with the lock held. The
+        runner hands back None for an output with a NaN (which the kernels in turn may not have)."""
         if len(shape) != 4 or shape[0] != 1 or 0 in shape or dtype.kind != "f" or dtype.itemsize < 4 \
                 or any(kernel.weight.dtype != dtype for kernel in self.kernels):
             return None
@@ -152,11 +156,14 @@ class SeparableChain:
         interior = geometries[0].interior(inputs[0])
         final = stages[-1]
 
-        def run(x: np.ndarray) -> np.ndarray:
+        def run(x: np.ndarray) -> np.ndarray | None:
             interior[...] = x[0].transpose(1, 2, 0)
             for stage in stages[:-1]:
                 stage()
-            return final()
+            y = final()
+            rows = y.transpose(0, 2, 3, 1).reshape(-1)  # (a view: the storage is channels-last)
+            # a sum of squares is NaN only if a value is (module docstring): then the kernels in turn decide
+            return None if math.isnan(rows.dot(rows)) else y
 
         return run
 
