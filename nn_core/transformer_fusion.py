@@ -496,7 +496,8 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
                 if mlp is not None:
                     if summed.ndim < mlp.ranks or summed.size // width * hidden > mlp.limit:
                         return None  # (constants that would broadcast the input up; a product over the budgets)
-                    product = mlp.gelu.odd_part(y[:, :hidden], mlp.bounded).dot(mlp.second)
+                    x = y[:, :hidden]
+                    product = (mlp.gelu.row_odd_part(x) if mlp.bounded else mlp.gelu.odd_part(x)).dot(mlp.second)
                     product += y[:, hidden:]
                     y = product.reshape(summed.shape[:-1] + tail)
                 elif attention is None:
@@ -553,7 +554,7 @@ class _Mlp(NamedTuple):
     second: np.ndarray
     limit: int
     ranks: int
-    bounded: bool  # the first layer's outputs are proven small enough for ErfGelu.odd_part's bounded form
+    bounded: bool  # the first layer's outputs are proven small: it gives GELU's table rows (row_odd_part)
 
 
 def _mlp_reading(first: _Step, graph: _Graph, weight: np.ndarray, bias: np.ndarray) -> _Mlp | None:
@@ -576,9 +577,15 @@ def _mlp_reading(first: _Step, graph: _Graph, weight: np.ndarray, bias: np.ndarr
     joint_bias = np.concatenate([shift, linear * (shift @ after) + second_bias.astype(np.float64)])
     # a normalised row has length at most sqrt(width) (_scores_bounded), so |x_j| <= |W1[:, j]| sqrt(width) +
     # |b1_j|: within what the GELU's table rows hold exactly, it needs no clamp (margins for float32 rounding)
+    # (then the first layer gives the table rows x * scale, the factor in its weights: ErfGelu.row_odd_part)
     largest = float((np.linalg.norm(wide, axis=0) * math.sqrt(weight.shape[0]) * 1.001 + np.abs(shift)).max())
+    bounded = gelu.rows_exact_to(2 * largest)
+    if bounded:
+        hidden = weight.shape[1]
+        joint[:, :hidden] *= float(gelu.scale)
+        joint_bias[:hidden] *= float(gelu.scale)
     return _Mlp([*gelu_members, second_step], joint.astype(np.float32), joint_bias.astype(np.float32), gelu,
-                second_weight, limit, ranks, gelu.rows_exact_to(2 * largest))
+                second_weight, limit, ranks, bounded)
 
 
 def _dense_reading(step: _Step, graph: _Graph, width: int | None = None, output: int = 0

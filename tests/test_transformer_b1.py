@@ -476,20 +476,27 @@ def test_layer_norm_mlp_step_falls_back_to_the_chain_on_other_inputs():
         _close(got, want)
 
 
-def test_gelu_odd_part_without_the_clamp_equals_the_clamped_one_within_its_bound():
-    """Past the table (finite, within rows_exact_to) the gathers' clip reads its last row, as the clamp does;
-    NaN stays NaN."""
+def test_gelu_odd_part_from_table_rows_equals_the_odd_part_within_its_bound():
+    """Rows x * scale (past the table too, finite, within rows_exact_to) give odd_part(x) within float32
+    rounding of |x|; NaN stays NaN; the linear part and the odd part make the activation."""
     import math
 
     from nn_core.ops.activations import ErfGelu
+    from nn_core.ops.elementwise import erf
 
     gelu = ErfGelu(math.sqrt(2), 1.0, 0.5)
     x = np.concatenate([np.linspace(-30, 30, 20001), [np.nan, 0.0, -0.0, 1e5, -1e5]]).astype(F32)
     assert gelu.rows_exact_to(1e5) and not gelu.rows_exact_to(1e20) and not gelu.rows_exact_to(math.inf)
-    with np.errstate(invalid="ignore"):  # (NaN's cast to an index)
-        np.testing.assert_array_equal(gelu.odd_part(x, bounded=True), gelu.odd_part(x))
-    np.testing.assert_array_equal(gelu.odd_part(x) + gelu.linear * x, gelu(x))
     assert not ErfGelu(1e-30, 1.0, 0.5).rows_exact_to(1e5)  # (rows of 2e38: no longer exact integers)
+    with np.errstate(invalid="ignore"):  # (NaN's cast to an index)
+        got = gelu.row_odd_part(x * gelu.scale)
+    want = gelu.odd_part(x)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    wide = x.astype(np.float64)
+    exact = 0.5 * np.abs(wide) * erf(np.abs(wide) / math.sqrt(2))
+    finite = np.isfinite(wide)
+    assert np.all(np.abs(got[finite] - exact[finite]) <= 2e-7 * np.maximum(np.abs(wide[finite]), 1e-30))
+    np.testing.assert_array_equal(want + gelu.linear * x, gelu(x))
 
 
 def test_layer_norm_mlp_with_bounded_activations_keeps_a_nan_row_to_its_image():

@@ -326,6 +326,7 @@ class ErfGelu:
                 or not np.isfinite(self.intercepts).all():
             raise ValueError(f"GELU constants out of float32 range: {divisor}, {offset}, {factor}")
         self.last_row = np.float32(len(_ERF_INTERCEPTS) - 1)
+        self.row_lines: tuple[np.ndarray, np.ndarray] | None = None  # (slopes, intercepts) / scale: row_odd_part
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if not x.ndim:  # (NumPy gives 0-d results as scalars, which cannot be written in place)
@@ -335,28 +336,41 @@ class ErfGelu:
         row += magnitude
         return row
 
-    def odd_part(self, x: np.ndarray, bounded: bool = False) -> np.ndarray:
+    def odd_part(self, x: np.ndarray) -> np.ndarray:
         """The activation less its linear part ``factor * offset * x`` (``linear``), for a caller that folds
-        that part into a matrix product: factor sign(divisor) |x| erf(|x| / |divisor|), of a non-0-d ``x``.
-        ``bounded``: the caller has proven every |x| (but NaN) at most a magnitude ``rows_exact_to`` accepts."""
-        return self._odd_part(x, bounded)[0]
+        that part into a matrix product: factor sign(divisor) |x| erf(|x| / |divisor|), of a non-0-d ``x``."""
+        return self._odd_part(x)[0]
 
     def rows_exact_to(self, magnitude: float) -> bool:
-        """Whether the table rows |x| / |divisor| * _GELU_STEPS of inputs up to ``magnitude`` convert to
-        integers exactly (well below 2^63): then odd_part may leave out the clamp to the table."""
+        """Whether the table rows |x| * ``scale`` (|x| / |divisor| * _GELU_STEPS) of inputs up to ``magnitude``
+        convert to integers exactly (well below 2^63): then row_odd_part may take them unclamped."""
         return math.isfinite(magnitude) and magnitude * float(self.scale) < 2.0 ** 62
 
-    def _odd_part(self, x: np.ndarray, bounded: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def row_odd_part(self, rows: np.ndarray) -> np.ndarray:
+        """odd_part(x) from ``rows`` = x * ``scale`` (a caller's product with the factor in its weights) of
+        inputs proven within rows_exact_to (or NaN): |x| erf = (|rows| / scale) (intercept + slope |rows|), the
+        1/scale kept in the tables, and rows past the table (finite, exactly truncated) read its last line by the
+        gathers' clip; NaN's index, whatever it is, is clipped too, and NaN stays. Two calls fewer than
+        odd_part: no multiply by the scale, no clamp."""
+        if self.row_lines is None:  # (made on first use: most instances never need them)
+            self.row_lines = (self.slopes / self.scale, self.intercepts / self.scale)
+        row_slopes, row_intercepts = self.row_lines
+        row = np.abs(rows)
+        index = row.astype(np.intp)
+        lines = row_slopes.take(index, mode="clip")
+        lines *= row
+        lines += row_intercepts.take(index, mode="clip")
+        lines *= row
+        return lines
+
+    def _odd_part(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(odd_part(x), a fresh array of x's shape that the caller may overwrite)."""
         magnitude = np.abs(x)
         row = np.multiply(magnitude, self.scale)
-        if bounded:  # rows past the table (finite: their truncation is exact) are its last one by the gathers' clip
-            index, mode = row.astype(np.intp), "clip"  # (NaN's index, whatever it is, is clipped; NaN stays)
-        else:
-            np.fmin(row, self.last_row, out=row)  # past the table, and NaN (which |x| carries through): last row
-            index, mode = row.astype(np.intp), "raise"  # (truncation: the row's floor, as it is not negative)
-        row *= self.slopes.take(index, mode=mode)
-        row += self.intercepts.take(index, mode=mode)  # factor erf(|x| / |divisor|), signed as the divisor
+        np.fmin(row, self.last_row, out=row)  # past the table, and NaN (which |x| carries through): last row
+        index = row.astype(np.intp)  # (truncation: the row's floor, as it is not negative)
+        row *= self.slopes.take(index)
+        row += self.intercepts.take(index)  # factor erf(|x| / |divisor|), signed as the divisor
         row *= magnitude
         return row, magnitude
 
