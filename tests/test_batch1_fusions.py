@@ -405,6 +405,28 @@ def test_lean_conv_transpose_matches_the_general_kernel():
                 np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=str((x_shape, attrs)))
 
 
+def test_lean_conv_transpose_of_an_infinite_input_gives_the_general_kernels_values():
+    # the phase weights hold zeros where a tap does not reach a phase: 0 * inf would be NaN at outputs the
+    # scatter-add never adds the infinity to
+    from nn_core.ops.batch1 import LeanConvTranspose, batch1_kernel
+
+    rng = np.random.default_rng(25)
+    x = rng.standard_normal((1, 4, 5, 5)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2], pads=[1, 1, 1, 1])
+    general = build_kernel(node, [x, w], (1,))
+    lean = batch1_kernel(general)
+    assert type(lean) is LeanConvTranspose
+    x[0, 1, 2, 3] = np.inf
+    with np.errstate(invalid="ignore"):
+        want, got = general.run(x, w), lean.run(x, w)
+    assert np.isfinite(want).sum() > np.isfinite(want).size // 2
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    finite = rng.standard_normal(x.shape).astype(np.float32)  # and the phase plan still serves finite inputs
+    np.testing.assert_allclose(lean.run(finite, w), general.run(finite, w), rtol=1e-5, atol=1e-5)
+
+
 def test_resize_by_interpolation_matrices_matches_the_tap_by_tap_form():
     rng = np.random.default_rng(21)
     x = rng.standard_normal((1, 3, 9, 12)).astype(np.float32)

@@ -552,6 +552,16 @@ def _exp_is_safe(x: np.ndarray, summed: int) -> bool:
 _ONES: dict[tuple[int, np.dtype], np.ndarray] = {}
 
 
+def has_nan(values: np.ndarray) -> bool:
+    """Whether float ``values`` hold a NaN, from one BLAS dot of the values with themselves (~0.5 us on 10^4
+    values; np.isnan(...).any() makes a bool array first): squares are never negative, so infinities sum to inf and
+    only a NaN makes the sum NaN. The batch-1 plans that keep padding as zero weights (0 * inf is NaN where zero
+    padding would never have read the value) check their outputs with it and redo the rare input that has one."""
+    flat = values.reshape(-1)
+    total = flat.dot(flat)
+    return bool(total != total)
+
+
 def ones_column(width: int, dtype: np.dtype) -> np.ndarray:
     """A (width, 1) column of ones of ``dtype``, kept (a few at a time): ``rows.dot(ones_column(...))`` is the
     row sums of 2-D ``rows`` as one BLAS product."""

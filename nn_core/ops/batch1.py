@@ -31,6 +31,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .activations import has_nan
 from .conv import (
     Activation,
     Conv,
@@ -589,7 +590,6 @@ class PhasePooledIm2colPlan(_Im2colPlan):
         stages = self.stages if relu else self.stages[:, :phases - 1]
         rest = None if relu else act
         shape, valid = self.computed_pooled, self.pooled_valid
-        zeros = _constant(0.0, matrix.dtype, math.prod(shape))
 
         def run(x: np.ndarray) -> np.ndarray:
             if aligned is not None:
@@ -604,7 +604,7 @@ class PhasePooledIm2colPlan(_Im2colPlan):
                 rest(y)
             # an infinite input meets the zero weights of the phases that do not read it (0 * inf: NaN), and a
             # NaN survives the maxima: then the general path's columns and pooling give the values to hand back
-            if y.reshape(-1).dot(zeros) != 0:
+            if has_nan(y):
                 return self.run(x, matrix, act, pool)
             y = y.reshape(shape)
             return y if valid is None else y[valid]
@@ -936,7 +936,9 @@ class LeanConvTranspose(ConvTranspose):
                 self.runners[key] = runner
             if runner is not None:
                 y = runner(x)  # (the plan's buffers are shared by calls)
-        if runner is None:
+        # an infinite input meets the phase weights' zeros (0 * inf: NaN where the scatter-add never reads it):
+        # the general kernel then gives the values (has_nan)
+        if runner is None or has_nan(y):
             return super().run(x, w, b)
         if self.act is not None:
             self.act(y)

@@ -16,7 +16,7 @@ that tap would be padding. Those zeros multiply finite values to exactly 0, so r
 kernels' within float rounding (the sums are BLAS's and einsum's). A non-finite value in a row's first or last
 columns would also reach, as NaN (0 x inf), the output at the other end of the next or previous row, where zero
 padding keeps it out; NaN survives every later layer of the chain (activations and products propagate it), so a
-NaN in the chain's output -- one dot product finds it -- sends that input through the layers' own kernels.
+NaN in the chain's output (``has_nan``) sends that input through the layers' own kernels.
 
 Only one image of a float dtype runs this way; other inputs run the layers' own kernels one after the other.
 """
@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..optimize import producers_and_readers, sole_reader
+from .activations import has_nan
 from .batch1 import CHANNELS_LAST_DEPTHWISE, LeanConv, MatmulDepthwiseConv, finisher, tap_einsum
 from .conv import Conv
 from .windows import WindowError, checked_windows
@@ -161,9 +162,8 @@ class SeparableChain:
             for stage in stages[:-1]:
                 stage()
             y = final()
-            rows = y.transpose(0, 2, 3, 1).reshape(-1)  # (a view: the storage is channels-last)
-            # a sum of squares is NaN only if a value is (module docstring): then the kernels in turn decide
-            return None if math.isnan(rows.dot(rows)) else y
+            # (module docstring) then the kernels in turn decide; the channels-last storage as one flat view
+            return None if has_nan(y.transpose(0, 2, 3, 1)) else y
 
         return run
 
