@@ -66,7 +66,12 @@ class _DenseActivation(FusableOp):
         if self.normalizer is not None or kernel.op_type not in ("Softmax", "LogSoftmax"):
             return False
         self.normalizer = kernel
+        self.softmax = kernel.op_type == "Softmax"
         return True
+
+    softmax = False  # the absorbed normaliser is a Softmax (else a LogSoftmax)
+    # the rank whose last axis the absorbed normaliser was found to normalise (its axes depend on the rank alone)
+    last_axis_rank = -1
 
     def normalize(self, y: np.ndarray) -> np.ndarray:
         """The absorbed normaliser applied to the fresh product ``y``, over its last axis when that is the
@@ -78,25 +83,33 @@ class _DenseActivation(FusableOp):
         overflowed and any that underflowed is below float's normal range in the shifted form too, so the shift
         by the maximum (a reduction and a broadcast subtraction, ~1.5 us on (2, 10)) is skipped, as the Softmax
         kernel skips it for small inputs; otherwise, and for many rows, ``exp(y - max) / sum``. Sums in another
-        order: equal within rounding."""
-        kernel = self.normalizer
-        last = y.ndim - 1
+        order: equal within rounding. (A batch-1 classifier head spends ~2 us in this arithmetic: the checks
+        around it are kept to a rank comparison.)"""
         dtype = y.dtype
-        if type(y) is not np.ndarray or last < 0 or (dtype is not _FLOAT32 and dtype is not _FLOAT64) \
-                or not y.size or kernel.axes(y) not in (last, (last,)):  # type: ignore[attr-defined]
-            return kernel.run(y)
-        width = y.shape[last]
-        rows = y.reshape(-1, width)
+        if (dtype is not _FLOAT32 and dtype is not _FLOAT64) or type(y) is not np.ndarray or not y.size:
+            return self.normalizer.run(y)
+        if y.ndim != self.last_axis_rank:
+            last = y.ndim - 1
+            if last < 0 or self.normalizer.axes(y) not in (last, (last,)):  # type: ignore[attr-defined]
+                return self.normalizer.run(y)
+            self.last_axis_rank = y.ndim
+        width = y.shape[-1]
+        rows = y if y.ndim == 2 else y.reshape(-1, width)
         ones = ones_column(width, dtype)  # row sums by BLAS
-        softmax = kernel.op_type == "Softmax"
+        softmax = self.softmax
         if softmax and rows.shape[0] <= _FEW_ROWS:
             exps = np.exp(rows)
             totals = exps.dot(ones)
             # the sums as Python floats: a comparison per row is cheaper than NumPy calls on a few values, and
             # NaN fails both bounds
-            if all(1.0 <= total < math.inf for total in totals.ravel().tolist()):
+            if rows.shape[0] == 1:
+                total = totals.item()
+                fine = 1.0 <= total < math.inf
+            else:
+                fine = all(1.0 <= total < math.inf for total in totals.ravel().tolist())
+            if fine:
                 exps /= totals
-                return exps.reshape(y.shape)
+                return exps if exps.shape == y.shape else exps.reshape(y.shape)
         rows -= np.maximum.reduce(rows, axis=1, keepdims=True)
         if softmax:
             np.exp(rows, out=rows)
