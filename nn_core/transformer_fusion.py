@@ -474,8 +474,8 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
             averages = block_means[images, count] = np.kron(np.eye(images, dtype=np.float32), np.full(
                 (1, count), 1.0 / count, np.float32)) if images * images * count <= _BLOCK_MEANS else None
         return averages
-    both = len(outputs) == 2
 
+    both = len(outputs) == 2
     if dense is not None and mlp is None:
         tail = weight.shape[1:]
     if attention is not None:  # (the scores' scale is in the query's columns of the weights)
@@ -496,8 +496,9 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
                 if mlp is not None:
                     if summed.ndim < mlp.ranks or summed.size // width * hidden > mlp.limit:
                         return None  # (constants that would broadcast the input up; a product over the budgets)
-                    x = y[:, :hidden]
-                    product = (mlp.gelu.row_odd_part(x) if mlp.bounded else mlp.gelu.odd_part(x)).dot(mlp.second)
+                    first = y[:, :hidden]  # (then the second layer's product of GELU's linear part, and its bias)
+                    odd = mlp.gelu.row_odd_part(first) if mlp.bounded else mlp.gelu.odd_part(first)
+                    product = odd.dot(mlp.second)
                     product += y[:, hidden:]
                     y = product.reshape(summed.shape[:-1] + tail)
                 elif attention is None:
