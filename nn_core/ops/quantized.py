@@ -18,6 +18,7 @@ from onnx import helper
 from ..errors import ModelError
 from ..optimize import is_default_domain, producers_and_readers
 from . import float8
+from .batch1 import _epilogue_run
 from .conv import resolve_pads
 from .registry import MAX_OPSET, NodeSpec, Op, register, resolve
 from .shape import check_broadcast
@@ -470,10 +471,47 @@ class _TableRequantizer:
         rounder = (rows + int(_ROUNDER)).astype(F32)  # exact: below 2**24 (at most _TABLE_CHANNELS rows)
         self.rounder = rounder.reshape((-1,) + (1,) * (ndim - 2)) if table.ndim == 2 else rounder[0]
         self.base = np.int32(_ROUNDER_BITS - odd)
+        # per (shape, strides) of the sums: None, or how a channels-last layout is worked as rows (_channel_rows)
+        self.layouts: dict[tuple, tuple | None] = {}
+
+    def _channel_rows(self, acc: np.ndarray) -> tuple | None:
+        """For sums stored channels-last (channels the fastest axis in memory, as the depthwise and pointwise
+        plans hand them out) with a per-channel multiplier or table: (memory orders, rows shape, multiplier,
+        rounder) to work them as rows of at least EPILOGUE_RUN values in memory order, with the per-channel
+        operands tiled over a row: NumPy runs a same-shape operand twice as fast as a channel vector broadcast
+        along the image (64 channels of 28x28: 11 -> 5 us a pass). Else None."""
+        key = (acc.shape, acc.strides)
+        entry = self.layouts.get(key, False)
+        if entry is not False:
+            return entry
+        entry = None
+        orders = _memory_order(acc)
+        channels = acc.shape[1] if acc.ndim > 2 else 0
+        per_channel = [np.ndim(v) > 0 for v in (self.multiplier, self.rounder)]
+        if orders is not None and channels > 1 and orders[0][-1] == 1 and any(per_channel):
+            run = _epilogue_run(acc.size, channels)
+            multiplier, rounder = (np.tile(np.reshape(v, -1), run // channels) if wide else v
+                                   for v, wide in zip((self.multiplier, self.rounder), per_channel, strict=True))
+            entry = (orders, (acc.size // run, run), multiplier, rounder)
+        if len(self.layouts) > 16:
+            self.layouts.clear()
+        self.layouts[key] = entry
+        return entry
 
     def __call__(self, acc: np.ndarray) -> np.ndarray:
         if acc.dtype != F32:
             acc = acc.astype(F32)
+        rows = None if acc.flags.c_contiguous else self._channel_rows(acc)
+        if rows is not None:  # the same passes, in place, over the memory-order rows
+            orders, rows_shape, multiplier, rounder = rows
+            stored = acc.transpose(orders[0])
+            flat = stored.reshape(rows_shape)  # (a view: acc is dense in this order)
+            np.multiply(flat, multiplier, out=flat)
+            _clip(flat, self.low, self.high, out=flat)
+            flat += rounder
+            index = flat.view(np.int32)
+            index -= self.base
+            return self.flat.take(index, mode="wrap").reshape(stored.shape).transpose(orders[1])
         if acc.flags.c_contiguous or _memory_order(acc) is not None:
             # in place, also in a transposed buffer: a new array of a large layer's size is fresh pages from the
             # system on every call, whose faults cost as much as the passes
