@@ -63,6 +63,8 @@ def test_only_channels_last_layouts_are_worked_as_rows():
     assert requant._channel_rows(np.zeros((1, 3, 40, 44), np.float32)[..., :40]) is None
     rows = requant._channel_rows(channels_last(sums))
     assert rows is not None and rows[1] == (1, 4800)
+    assert requant._channel_rows(np.zeros((0, 40, 40, 3), np.float32).transpose(0, 3, 1, 2)) is None  # (no rows)
+    assert requant(np.zeros((0, 40, 40, 3), np.float32).transpose(0, 3, 1, 2)).shape == (0, 3, 40, 40)
     scalar = _TableRequantizer(_Requantizer(np.array(0.5, np.float32), np.array(3, np.uint8), np.uint8, 1, 4),
                                rng.integers(0, 256, 256).astype(np.uint8), 4)
     assert scalar._channel_rows(channels_last(sums)) is None

@@ -488,7 +488,7 @@ class _TableRequantizer:
         orders = _memory_order(acc)
         channels = acc.shape[1] if acc.ndim > 2 else 0
         per_channel = [np.ndim(v) > 0 for v in (self.multiplier, self.rounder)]
-        if orders is not None and channels > 1 and orders[0][-1] == 1 and any(per_channel):
+        if orders is not None and channels > 1 and acc.size and orders[0][-1] == 1 and any(per_channel):
             run = _epilogue_run(acc.size, channels)
             multiplier, rounder = (np.tile(np.reshape(v, -1), run // channels) if wide else v
                                    for v, wide in zip((self.multiplier, self.rounder), per_channel, strict=True))
