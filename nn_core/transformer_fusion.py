@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from .ops.activations import ErfGelu
+from .ops.activations import ErfGelu, has_nan
 from .ops.nn import Gemm, MatMul
 from .ops.norm import centered_rows, layer_norm_rows, normalized_rows, row_averager
 from .ops.quantized import FUSED_DOMAIN
@@ -452,7 +452,8 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
         else:
             members += attention.members
         weight, dense_bias = _folded_affine(scale, bias, weight, dense_bias, columns)
-        mlp = _mlp_reading(dense_step, graph, weight, dense_bias) if mean is None and attention is None else None
+        mlp = _mlp_reading(dense_step, graph, weight, dense_bias, epsilon) \
+            if mean is None and attention is None else None
         if mlp is not None:
             members += mlp.members
             hidden, tail = weight.shape[1], mlp.second.shape[1:]
@@ -480,7 +481,7 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
         tail = weight.shape[1:]
     if attention is not None:  # (the scores' scale is in the query's columns of the weights)
         heads = PackedQkvAttention(attention.target, attention.picks, None, attention.merge,
-                                   _scores_bounded(weight, dense_bias, attention, width))
+                                   _scores_bounded(weight, dense_bias, attention, width, epsilon))
         size = math.prod(attention.target)
 
     def fast(*values: np.ndarray) -> Any:
@@ -516,7 +517,10 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
                 centered, deviation = centered_rows(summed, averager, epsilon)
                 y = np.divide(averages, deviation.reshape(1, -1)).dot(centered).dot(weight)
                 y += dense_bias
-                return (summed, y) if both else y
+                # the block matrix's zeros meet every image's rows: a non-finite token would make every image
+                # NaN (0 * inf), where the mean image by image keeps the others finite
+                if not has_nan(y):
+                    return (summed, y) if both else y
         if dense is None:
             y = layer_norm_rows(summed, averager, epsilon, scale, bias)
         else:
@@ -558,7 +562,8 @@ class _Mlp(NamedTuple):
     bounded: bool  # the first layer's outputs are proven small: it gives GELU's table rows (row_odd_part)
 
 
-def _mlp_reading(first: _Step, graph: _Graph, weight: np.ndarray, bias: np.ndarray) -> _Mlp | None:
+def _mlp_reading(first: _Step, graph: _Graph, weight: np.ndarray, bias: np.ndarray, epsilon: float
+                 ) -> _Mlp | None:
     """The GELU chain reading the dense layer ``first`` (its weights and bias as folded), and the dense layer
     reading the GELU, as an _Mlp. GELU(x) = linear x + odd(x), so the second layer's
     GELU(x) @ W2 + b2 = odd(x) @ W2 + (x @ linear W2 + b2), and with x = n @ W1 + b1 the bracket is
@@ -576,11 +581,11 @@ def _mlp_reading(first: _Step, graph: _Graph, weight: np.ndarray, bias: np.ndarr
     joint = np.concatenate([wide, linear * (wide @ after)], axis=1)
     shift = bias.astype(np.float64)
     joint_bias = np.concatenate([shift, linear * (shift @ after) + second_bias.astype(np.float64)])
-    # a normalised row has length at most sqrt(width) (_scores_bounded), so |x_j| <= |W1[:, j]| sqrt(width) +
+    # a normalised row has length at most sqrt(width) (_rows_bounded), so |x_j| <= |W1[:, j]| sqrt(width) +
     # |b1_j|: within what the GELU's table rows hold exactly, it needs no clamp (margins for float32 rounding)
     # (then the first layer gives the table rows x * scale, the factor in its weights: ErfGelu.row_odd_part)
     largest = float((np.linalg.norm(wide, axis=0) * math.sqrt(weight.shape[0]) * 1.001 + np.abs(shift)).max())
-    bounded = gelu.rows_exact_to(2 * largest)
+    bounded = _rows_bounded(epsilon) and gelu.rows_exact_to(2 * largest)
     if bounded:
         hidden = weight.shape[1]
         joint[:, :hidden] *= float(gelu.scale)
@@ -632,17 +637,29 @@ def _folded_affine(scale: np.ndarray, shift: np.ndarray | None, weight: np.ndarr
 
 # the largest projection block (elements) whose spectral norm _scores_bounded takes at load time (an SVD)
 _BOUNDED_BLOCK = 1 << 16
+# the smallest LayerNormalization epsilon for which a float32 normalised row is as short as in exact arithmetic:
+# squares below float32's normal range (~1.2e-38) lose digits or vanish from the variance, so with a tinier
+# epsilon a row of ~1e-22 values divides by about sqrt(epsilon) and comes out many times longer than sqrt(width);
+# from this epsilon on such rows come out below 1e-9
+_BOUNDED_EPSILON = 1e-20
 
 
-def _scores_bounded(weight: np.ndarray, bias: np.ndarray, attention: _Attention, width: int) -> bool:
+def _rows_bounded(epsilon: float) -> bool:
+    """Whether the normalised rows of a LayerNormalization of ``epsilon`` have length at most sqrt(width) in
+    float32 too (width var / (var + epsilon) under the root), which the bounds on what reads them rest on."""
+    return epsilon >= _BOUNDED_EPSILON
+
+
+def _scores_bounded(weight: np.ndarray, bias: np.ndarray, attention: _Attention, width: int, epsilon: float
+                    ) -> bool:
     """Whether every score of ``attention`` on normalized @ weight + bias (the scale in the query's columns) is
     within UNSHIFTED_BOUND for any input: a normalised row has length at most sqrt(width) (its squares sum to
     width var / (var + epsilon)), so a head's query and key have lengths at most ||W||_2 sqrt(width) + |b| over
     their blocks of the weights and bias, and a score at most the product of the two. Then the softmax runs
     without testing the scores (a NaN row stays NaN, as in the shifted form). Margins cover float32 rounding."""
     span = math.prod(attention.target[3:])
-    if width * span > _BOUNDED_BLOCK or not np.isfinite(weight).all():  # (an SVD of NaN does not converge)
-        return False
+    if width * span > _BOUNDED_BLOCK or not np.isfinite(weight).all() or not _rows_bounded(epsilon):
+        return False  # (an SVD of NaN does not converge)
 
     def length(pick: int) -> float:
         block = weight[:, pick * span:(pick + 1) * span].astype(np.float64)
