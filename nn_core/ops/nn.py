@@ -27,8 +27,11 @@ __all__ = ["fold_batchnorm_into_conv"]
 
 
 _FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
-# up to this many rows a fused Softmax first tries exponentials without the shift (checked per row in Python)
-_FEW_ROWS = 8
+# a fused Softmax of up to this many values (a batch-1 classifier's scores) skips the shift by the maximum when
+# its rows allow it, checked in Python; 256 exponentials of at most _EXP_SAFE sum to ~1.4e37, finite in float32
+_SCANNED = 256
+# the largest value exponentiated without the shift: e^80 ~ 5.5e34
+_EXP_SAFE = 80.0
 # the activations a dense layer applies by their kernels' own functions (optimize.FUSABLE_ACTIVATIONS kinds)
 _CURVES: dict[str, Callable[[np.ndarray], np.ndarray]] = {"tanh": np.tanh, "sigmoid": sigmoid}
 
@@ -78,13 +81,13 @@ class _DenseActivation(FusableOp):
         normaliser's axis and ``y`` is float32/float64 (other axes and types go to the kernel itself).
 
         Row sums are one BLAS product with a column of ones (~0.3 us; np.add.reduce costs ~0.7 us on a row of
-        ten). LogSoftmax is ``y - max - log(sum(exp(y - max)))``, as its kernel. Softmax of a few rows (small
-        batches) first tries ``exp(y) / sum``: when every row's sum is at least 1 and finite, no exponential
-        overflowed and any that underflowed is below float's normal range in the shifted form too, so the shift
-        by the maximum (a reduction and a broadcast subtraction, ~1.5 us on (2, 10)) is skipped, as the Softmax
-        kernel skips it for small inputs; otherwise, and for many rows, ``exp(y - max) / sum``. Sums in another
-        order: equal within rounding. (A batch-1 classifier head spends ~2 us in this arithmetic: the checks
-        around it are kept to a rank comparison.)"""
+        ten). LogSoftmax is ``y - max - log(sum(exp(y - max)))``, as its kernel. A small Softmax (a few rows of
+        a few scores) whose every row's maximum is in [0, _EXP_SAFE] is ``exp(y) / sum``: no exponential
+        overflows, each row's sum is at least 1, and any that underflows is below float's normal range in the
+        shifted form too, so the shift by the maximum (a reduction and a broadcast subtraction, ~1.5 us on
+        (2, 10)) is skipped, as the Softmax kernel skips it for small inputs; otherwise ``exp(y - max) / sum``. A
+        NaN row is NaN either way. Sums in another order: equal within rounding. (A batch-1 classifier head
+        spends ~2 us in this arithmetic: the checks around it are kept to a rank comparison.)"""
         dtype = y.dtype
         if (dtype is not _FLOAT32 and dtype is not _FLOAT64) or type(y) is not np.ndarray or not y.size:
             return self.normalizer.run(y)
@@ -97,18 +100,13 @@ class _DenseActivation(FusableOp):
         rows = y if y.ndim == 2 else y.reshape(-1, width)
         ones = ones_column(width, dtype)  # row sums by BLAS
         softmax = self.softmax
-        if softmax and rows.shape[0] <= _FEW_ROWS:
-            exps = np.exp(rows)
-            totals = exps.dot(ones)
-            # the sums as Python floats: a comparison per row is cheaper than NumPy calls on a few values, and
-            # NaN fails both bounds
-            if rows.shape[0] == 1:
-                total = totals.item()
-                fine = 1.0 <= total < math.inf
-            else:
-                fine = all(1.0 <= total < math.inf for total in totals.ravel().tolist())
-            if fine:
-                exps /= totals
+        if softmax and rows.size <= _SCANNED:
+            # each row's maximum from Python floats (cheaper than a NumPy reduction on a few values): from 0 to
+            # _EXP_SAFE, no exponential nor sum overflows (no warning either) and the row's sum is at least 1
+            if (0.0 <= max(rows[0].tolist()) <= _EXP_SAFE) if rows.shape[0] == 1 else \
+                    all(0.0 <= max(row) <= _EXP_SAFE for row in rows.tolist()):
+                exps = np.exp(rows)
+                exps /= exps.dot(ones)
                 return exps if exps.shape == y.shape else exps.reshape(y.shape)
         rows -= np.maximum.reduce(rows, axis=1, keepdims=True)
         if softmax:
