@@ -41,10 +41,10 @@ def test_finisher_is_the_bias_then_the_activation_bit_for_bit(shape, act):
 
 
 def test_epilogue_rows_divide_the_output_and_repeat_the_bias():
-    from nn_core.ops.batch1 import EPILOGUE_RUN, _epilogue_run
+    from nn_core.ops.batch1 import EPILOGUE_RUN, epilogue_run
 
     for size, period in ((25088, 896), (12544, 256), (49 * 256, 256), (7, 7), (4099 * 12, 4099), (1 << 20, 1)):
-        run = _epilogue_run(size, period)
+        run = epilogue_run(size, period)
         assert size % run == 0 and run % period == 0
         assert run >= min(EPILOGUE_RUN, size)
 

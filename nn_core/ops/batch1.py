@@ -106,7 +106,7 @@ def _constant(value: float, dtype: np.dtype, size: int) -> np.ndarray:
     return run[:size]
 
 
-def _epilogue_run(size: int, period: int) -> int:
+def epilogue_run(size: int, period: int) -> int:
     """The row length the epilogue works in: a multiple of ``period`` (the bias repeats with it) that divides
     ``size``, at least EPILOGUE_RUN when the output allows."""
     count = size // period
@@ -128,7 +128,7 @@ def finisher(shape: tuple[int, ...], dtype: np.dtype, bias: np.ndarray | None, a
     size = math.prod(shape)
     floating = dtype.kind == "f" and size > 0
     period = math.prod(shape[len(shape) - bias.ndim:]) if floating and bias is not None else 1
-    run = _epilogue_run(size, period) if floating else 0
+    run = epilogue_run(size, period) if floating else 0
     shared = floating and size <= SHARED_CONSTANT_ELEMENTS
     flat_shape = (size,) if floating else shape
 

@@ -20,15 +20,11 @@ import numpy as np
 
 from ..optimize import is_default_domain, producers_and_readers, sole_reader
 from .batch1 import MatmulDepthwiseConv
+from .windows import stand_in
 
 # (N, g, C / g, H, W) -> (N, C / g, g, H, W): the shuffle's transpose
 SHUFFLE_PERM = (0, 2, 1, 3, 4)
 _UNMADE = object()  # a groups entry not made yet (None is made: the steps in their own order)
-
-
-def _like(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """A read-only array of ``shape`` that allocates nothing: for the Reshape kernels' checks and shapes."""
-    return np.broadcast_to(np.zeros((), dtype), shape)
 
 
 class ShuffledDepthwise:
@@ -68,11 +64,11 @@ class ShuffledDepthwise:
         """g when the three kernels shuffle an input of ``shape`` in g groups back to ``shape``, else None."""
         if len(shape) != 4 or self.transpose.perm != SHUFFLE_PERM:
             return None
-        split = self.split.run(_like(shape, dtype), target)
+        split = self.split.run(stand_in(shape, dtype), target)
         if split.shape[:1] + split.shape[3:] != shape[:1] + shape[2:] or split.shape[1] * split.shape[2] != shape[1]:
             return None
         shuffled = self.transpose.run(split)
-        if self.merge.run(_like(shuffled.shape, dtype), final_target).shape != shape:
+        if self.merge.run(stand_in(shuffled.shape, dtype), final_target).shape != shape:
             return None
         return int(split.shape[1])
 

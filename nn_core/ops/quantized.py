@@ -18,7 +18,8 @@ from onnx import helper
 from ..errors import ModelError
 from ..optimize import is_default_domain, producers_and_readers
 from . import float8
-from .batch1 import _epilogue_run
+from .activations import has_nan
+from .batch1 import epilogue_run
 from .conv import resolve_pads
 from .registry import MAX_OPSET, NodeSpec, Op, register, resolve
 from .shape import check_broadcast
@@ -489,7 +490,7 @@ class _TableRequantizer:
         channels = acc.shape[1] if acc.ndim > 2 else 0
         per_channel = [np.ndim(v) > 0 for v in (self.multiplier, self.rounder)]
         if orders is not None and channels > 1 and acc.size and orders[0][-1] == 1 and any(per_channel):
-            run = _epilogue_run(acc.size, channels)
+            run = epilogue_run(acc.size, channels)
             multiplier, rounder = (np.tile(np.reshape(v, -1), run // channels) if wide else v
                                    for v, wide in zip((self.multiplier, self.rounder), per_channel, strict=True))
             entry = (orders, (acc.size // run, run), multiplier, rounder)
@@ -825,9 +826,7 @@ class QuantizingQLinearConv(QLinearConv):
             _clip(centred, low, high, out=centred)
             # a NaN survives the clip and would spread over its window's sums: then the QuantizeLinear kernel's
             # codes, as the unfused graph has them (one BLAS dot finds it; the codes' squares cannot overflow)
-            flat = centred.ravel(order="K")
-            square_sum = flat.dot(flat)
-            if square_sum == square_sum:
+            if not has_nan(centred.ravel(order="K")):
                 return self.requant(self.fast.conv.run(centred, self.fast.weight, self.fast.bias))
         return super().run(self.quantize.run(x, x_scale, x_zero_point), x_scale, x_zero_point, *rest)
 

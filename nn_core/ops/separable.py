@@ -34,7 +34,7 @@ from ..optimize import producers_and_readers, sole_reader
 from .activations import has_nan
 from .batch1 import CHANNELS_LAST_DEPTHWISE, LeanConv, MatmulDepthwiseConv, finisher, tap_einsum
 from .conv import Conv
-from .windows import WindowError, checked_windows
+from .windows import WindowError, checked_windows, stand_in
 
 _UNBUILT = object()  # a runners entry not made yet (None is made: the kernels in turn)
 
@@ -62,18 +62,13 @@ def _column_strided(kernel: Conv) -> bool:
     return bool(strides) and len(strides) == 2 and strides[1] != 1
 
 
-def _like(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """A read-only array of ``shape`` that allocates nothing: for a kernel's geometry checks of an input shape."""
-    return np.broadcast_to(np.zeros((), dtype), shape)
-
-
 class _DepthwiseGeometry:
     """One depthwise conv of a chain at one input shape: its sizes, the layout of its input buffer and which
     output columns each kernel column reads from the image rather than its side padding."""
 
     def __init__(self, conv: Conv, shape: tuple[int, ...], dtype: np.dtype):
         kernel, strides, dilations, begins, ends, padded, out_sizes = \
-            conv._fit(_like(shape, dtype), conv.weight.shape)
+            conv._fit(stand_in(shape, dtype), conv.weight.shape)
         _, self.channels, self.height, self.width = shape
         (self.kh, self.kw), (self.sh, self.sw), (self.dh, self.dw) = kernel, strides, dilations
         (self.top, self.left), (_, right) = begins, ends
@@ -136,7 +131,7 @@ class SeparableChain:
         for depthwise, pointwise in pairs:
             geometry = _DepthwiseGeometry(depthwise, shape, dtype)
             shape = (1, geometry.channels, geometry.out_height, geometry.out_width)
-            _, _, _, begins, ends, _, out_sizes = pointwise._fit(_like(shape, dtype), pointwise.weight.shape)
+            _, _, _, begins, ends, _, out_sizes = pointwise._fit(stand_in(shape, dtype), pointwise.weight.shape)
             if any(begins) or any(ends) or list(out_sizes) != list(shape[2:]):
                 return None
             shape = (1, pointwise.weight.shape[0], *out_sizes)

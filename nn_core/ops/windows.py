@@ -37,6 +37,12 @@ def _extent(array: np.ndarray) -> int:
     return sum((n - 1) * s for n, s in zip(array.shape, array.strides, strict=True)) + array.itemsize
 
 
+def stand_in(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A read-only array of ``shape`` and ``dtype`` that allocates nothing (one zero, broadcast): for asking a
+    kernel's geometry checks and output shape about an input shape without making the input."""
+    return np.broadcast_to(np.zeros((), dtype), shape)
+
+
 def checked_windows(base: np.ndarray, shape: Sequence[int], strides: Sequence[int], *,
                     writeable: bool = False) -> np.ndarray:
     """``as_strided(base, shape, strides)`` after proving that the view stays inside ``base``'s memory.
