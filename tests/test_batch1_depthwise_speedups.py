@@ -216,3 +216,15 @@ def test_a_shape_without_a_runner_goes_straight_to_conv():
     for _ in range(2):
         np.testing.assert_array_equal(lean.run(x, w, b), general.run(x, w, b))
     assert lean.general == {(x.shape, x.dtype)} and not lean.fast
+
+
+def test_the_depthwise_einsum_in_use_computes_what_np_einsum_does():
+    # the layers call NumPy's private C einsum when it is there and agrees with np.einsum (checked at import)
+    from nn_core.ops import batch1
+
+    assert batch1.tap_einsum is np.einsum or batch1._private_einsum_agrees()
+    rng = np.random.default_rng(7)
+    windows, weights = rng.standard_normal((3, 3, 5, 40)), rng.standard_normal((3, 3, 40))
+    out = np.empty((5, 40))
+    batch1.tap_einsum("ijhk,ijk->hk", windows, weights, out=out)
+    np.testing.assert_allclose(out, np.einsum("ijhk,ijk->hk", windows, weights), rtol=1e-12)

@@ -59,6 +59,23 @@ except ImportError:
     except ImportError:
         tap_einsum = np.einsum
 
+
+def _private_einsum_agrees() -> bool:
+    """Whether the private C function still computes what np.einsum does on the layers' form (a NumPy release
+    may change it without notice): checked once at import, on a few values."""
+    try:
+        taps = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+        weights = np.arange(12, dtype=np.float32).reshape(3, 4)
+        out = np.empty((2, 4), np.float32)
+        tap_einsum("ijk,jk->ik", taps, weights, out=out)
+        return bool(np.array_equal(out, np.einsum("ijk,jk->ik", taps, weights)))
+    except Exception:  # noqa: BLE001 - any failure means: use the public function
+        return False
+
+
+if tap_einsum is not np.einsum and not _private_einsum_agrees():
+    tap_einsum = np.einsum
+
 # the column buffer of one chunk of channels is kept around this size, so the copy and the matmul stay in cache
 DEPTHWISE_COLUMN_BYTES = 256 * 1024
 # measured at batch 1 (the window's case); larger batches keep conv.py's form, which chunks over images
