@@ -531,7 +531,7 @@ def _trailing_max(x: np.ndarray, axes: int | tuple[int, ...]) -> np.ndarray:
 # |x| up to this bound: exp(x) neither overflows nor underflows to 0 in float32 (e^80 ~ 5.5e34 < 3.4e38, e^-80 ~
 # 1.8e-35 > 1.2e-38, the smallest normal), so Softmax needs no shift by the row maximum (LogSoftmax keeps it:
 # x - log(sum(exp(x))) would subtract two values of up to 80, losing digits of a result near 0)
-_EXP_SAFE = 80.0
+EXP_SAFE = 80.0
 # ln of float32's largest value (3.4e38) less a margin for rounding: the sum of n exponentials stays finite while
 # every exponent is at most this minus ln(n) (without it, 10,000 logits of 80 sum to inf and Softmax gives 0s)
 _LOG_FLOAT32_MAX = 88.0
@@ -539,13 +539,13 @@ _LOG_FLOAT32_MAX = 88.0
 
 def _exp_is_safe(x: np.ndarray, summed: int) -> bool:
     """Whether Softmax may skip the shift on a float32/float64 ``x`` whose sums run over ``summed`` values: every
-    value in [-_EXP_SAFE, _EXP_SAFE], and low enough that ``summed`` exponentials add up to a finite sum. Two
+    value in [-EXP_SAFE, EXP_SAFE], and low enough that ``summed`` exponentials add up to a finite sum. Two
     whole-array reductions (~0.5 us each on attention scores) instead of the row maxima of many short rows and a
     subtraction (~4 us). NaN and infinities fail the comparison and keep the shifted form."""
     if x.dtype not in (np.float32, np.float64) or not x.size or not x.ndim:
         return False
-    upper = min(_EXP_SAFE, _LOG_FLOAT32_MAX - math.log(max(summed, 1)))
-    return bool(np.maximum.reduce(x, axis=None) <= upper and np.minimum.reduce(x, axis=None) >= -_EXP_SAFE)
+    upper = min(EXP_SAFE, _LOG_FLOAT32_MAX - math.log(max(summed, 1)))
+    return bool(np.maximum.reduce(x, axis=None) <= upper and np.minimum.reduce(x, axis=None) >= -EXP_SAFE)
 
 
 # (row length, dtype) -> a column of ones: row sums of many short rows as one matrix product

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import numpy as np
 
 from . import conv, norm, pool  # noqa: F401  (importing registers their kernels)
-from .activations import ones_column, sigmoid
+from .activations import EXP_SAFE, ones_column, sigmoid
 from .conv import FusableOp, fold_batchnorm_into_conv
 from .float8 import NARROW_FLOATS
 from .float8 import cast as narrow_cast
@@ -28,10 +28,8 @@ __all__ = ["fold_batchnorm_into_conv"]
 
 _FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
 # a fused Softmax of up to this many values (a batch-1 classifier's scores) skips the shift by the maximum when
-# its rows allow it, checked in Python; 256 exponentials of at most _EXP_SAFE sum to ~1.4e37, finite in float32
+# its rows allow it, checked in Python; 256 exponentials of at most EXP_SAFE (80) sum to ~1.4e37, finite in float32
 _SCANNED = 256
-# the largest value exponentiated without the shift: e^80 ~ 5.5e34
-_EXP_SAFE = 80.0
 # the activations a dense layer applies by their kernels' own functions (optimize.FUSABLE_ACTIVATIONS kinds)
 _CURVES: dict[str, Callable[[np.ndarray], np.ndarray]] = {"tanh": np.tanh, "sigmoid": sigmoid}
 
@@ -82,7 +80,7 @@ class _DenseActivation(FusableOp):
 
         Row sums are one BLAS product with a column of ones (~0.3 us; np.add.reduce costs ~0.7 us on a row of
         ten). LogSoftmax is ``y - max - log(sum(exp(y - max)))``, as its kernel. A small Softmax (a few rows of
-        a few scores) whose every row's maximum is in [0, _EXP_SAFE] is ``exp(y) / sum``: no exponential
+        a few scores) whose every row's maximum is in [0, EXP_SAFE] is ``exp(y) / sum``: no exponential
         overflows, each row's sum is at least 1, and any that underflows is below float's normal range in the
         shifted form too, so the shift by the maximum (a reduction and a broadcast subtraction, ~1.5 us on
         (2, 10)) is skipped, as the Softmax kernel skips it for small inputs; otherwise ``exp(y - max) / sum``. A
@@ -102,9 +100,9 @@ class _DenseActivation(FusableOp):
         softmax = self.softmax
         if softmax and rows.size <= _SCANNED:
             # each row's maximum from Python floats (cheaper than a NumPy reduction on a few values): from 0 to
-            # _EXP_SAFE, no exponential nor sum overflows (no warning either) and the row's sum is at least 1
-            if (0.0 <= max(rows[0].tolist()) <= _EXP_SAFE) if rows.shape[0] == 1 else \
-                    all(0.0 <= max(row) <= _EXP_SAFE for row in rows.tolist()):
+            # EXP_SAFE, no exponential nor sum overflows (no warning either) and the row's sum is at least 1
+            if (0.0 <= max(rows[0].tolist()) <= EXP_SAFE) if rows.shape[0] == 1 else \
+                    all(0.0 <= max(row) <= EXP_SAFE for row in rows.tolist()):
                 exps = np.exp(rows)
                 exps /= exps.dot(ones)
                 return exps if exps.shape == y.shape else exps.reshape(y.shape)
