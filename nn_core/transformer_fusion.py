@@ -23,6 +23,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from .ops.activations import ErfGelu, has_nan
+from .ops.caches import keep
 from .ops.nn import Gemm, MatMul
 from .ops.norm import centered_rows, layer_norm_rows, normalized_rows, row_averager
 from .ops.quantized import FUSED_DOMAIN
@@ -470,10 +471,8 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
     def token_averages(images: int, count: int) -> np.ndarray | None:
         averages = block_means.get((images, count), False)
         if averages is False:
-            if len(block_means) > 16:
-                block_means.clear()
-            averages = block_means[images, count] = np.kron(np.eye(images, dtype=np.float32), np.full(
-                (1, count), 1.0 / count, np.float32)) if images * images * count <= _BLOCK_MEANS else None
+            averages = keep(block_means, (images, count), np.kron(np.eye(images, dtype=np.float32), np.full(
+                (1, count), 1.0 / count, np.float32)) if images * images * count <= _BLOCK_MEANS else None)
         return averages
 
     both = len(outputs) == 2
@@ -528,9 +527,7 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
         count = summed.shape[1]
         row = tokens.get(count)
         if row is None:
-            if len(tokens) > 16:
-                tokens.clear()
-            row = tokens[count] = np.full((1, count), 1.0 / count, np.float32)
+            row = keep(tokens, count, np.full((1, count), 1.0 / count, np.float32))
         y = np.matmul(row, y)
         if not keepdims:
             y = y.reshape(y.shape[0], width)
@@ -754,9 +751,7 @@ def _match_patch_embedding(turned: _Step, graph: _Graph
     def tokens(x: np.ndarray) -> np.ndarray | None:
         entry = prepared.get(x.shape, False)
         if entry is False:
-            if len(prepared) > 16:
-                prepared.clear()
-            entry = prepared[x.shape] = prepare(x.shape)
+            entry = keep(prepared, x.shape, prepare(x.shape))
         if entry is None:
             return None
         index, patches, out = entry
@@ -819,9 +814,7 @@ def _residual_sum(operands: list[str | None], constant: np.ndarray | None, width
                 refused = x.shape[-1:] != last or np.broadcast_shapes(x.shape, constant.shape) != x.shape
             except ValueError:
                 refused = True
-            if len(unfit) > 16:
-                unfit.clear()
-            unfit[x.shape] = refused
+            keep(unfit, x.shape, refused)
         if refused:
             return None
         # (in C order: a transposed operand would otherwise give its own layout, which the rows view would copy)

@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from . import float8
+from .caches import keep
 from .elementwise import as_input_grad, erf
 from .float8 import NARROW_FLOATS
 from .registry import NodeSpec, Op, register
@@ -568,9 +569,7 @@ def ones_column(width: int, dtype: np.dtype) -> np.ndarray:
     key = (width, dtype)
     ones = _ONES.get(key)
     if ones is None:
-        if len(_ONES) > 16:
-            _ONES.clear()
-        ones = _ONES[key] = np.ones((width, 1), dtype)
+        ones = keep(_ONES, key, np.ones((width, 1), dtype))
     return ones
 
 

@@ -32,6 +32,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .activations import has_nan
+from .caches import KEPT_ENTRIES, keep
 from .conv import (
     Activation,
     Conv,
@@ -664,15 +665,13 @@ class RunnerConv(Conv):
                     plan, matrix = self._entry(x, self.weight, self.bias)
                     make = getattr(plan, "runner", None)
                     if make is None:
-                        if len(self.general) > 16:
+                        if len(self.general) > KEPT_ENTRIES:
                             self.general.clear()
                         self.general.add(key)
                     else:
                         fast = make(matrix, act) if self.pool is None else \
                             _pooled(make(matrix, None), self.pool, act)
-                        if len(self.fast) > 16:
-                            self.fast.clear()
-                        self.fast[key] = fast
+                        keep(self.fast, key, fast)
                 if fast is not None:
                     return fast(x)
         return super().run_activated(act, x, w, b)
@@ -948,9 +947,7 @@ class LeanConvTranspose(ConvTranspose):
                 runner = self.runners[key]
             else:
                 runner = self._runner(x)
-                if len(self.runners) > 16:
-                    self.runners.clear()
-                self.runners[key] = runner
+                keep(self.runners, key, runner)
             if runner is not None:
                 y = runner(x)  # (the plan's buffers are shared by calls)
         # an infinite input meets the phase weights' zeros (0 * inf: NaN where the scatter-add never reads it):

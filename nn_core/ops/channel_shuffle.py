@@ -20,6 +20,7 @@ import numpy as np
 
 from ..optimize import is_default_domain, producers_and_readers, sole_reader
 from .batch1 import MatmulDepthwiseConv
+from .caches import keep
 from .windows import stand_in
 
 # (N, g, C / g, H, W) -> (N, C / g, g, H, W): the shuffle's transpose
@@ -46,9 +47,7 @@ class ShuffledDepthwise:
         groups = self.groups.get(key, _UNMADE)
         if groups is _UNMADE:
             groups = self._shuffle_groups(x.shape, x.dtype, shape, final_shape)
-            if len(self.groups) > 16:
-                self.groups.clear()
-            self.groups[key] = groups
+            keep(self.groups, key, groups)
         if groups is None:
             shuffled = self.merge.run(self.transpose.run(self.split.run(x, shape)), final_shape)
             return self.conv.run(shuffled, self.conv.weight, self.conv.bias)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .affine_chains import fuse_affine_chains
+from .caches import keep
 from .conv import Conv, _ChannelsLastPool
 from .pool import AveragePool, MaxPool
 from .residual import fuse_residuals
@@ -54,9 +55,7 @@ class ChannelsLastMaxPool(MaxPool):
                 plan = self.plan(x)  # (the node's checks of this shape)
             # without padding MaxPool's passes read the input itself and keep its layout
             pooled = _ChannelsLastPool(plan, x.shape) if plan.buffer is not None and plan.axis_taps else None
-            if len(self.separable) > 16:
-                self.separable.clear()
-            self.separable[key] = pooled
+            keep(self.separable, key, pooled)
         pooled = self.separable[key]
         return super().run(x) if pooled is None else pooled(x)
 
@@ -82,9 +81,7 @@ class ChannelsLastAveragePool(AveragePool):
                 if not isinstance(divisor, float):
                     divisor = divisor.astype(x.dtype)
                 entry = (_ChannelsLastPool(plan, x.shape, np.add), divisor)
-            if len(self.separable) > 16:
-                self.separable.clear()
-            self.separable[key] = entry
+            keep(self.separable, key, entry)
         entry = self.separable[key]
         if entry is None:
             return super().run(x)

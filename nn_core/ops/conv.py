@@ -32,6 +32,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .caches import keep
 from .conv_grad import ConvGradPlan, ConvInputGradPlan, conv_transpose_backward
 from .registry import NodeSpec, Op, register
 from .windows import MAX_TAPS, Geometry, check_fits, check_taps, checked_windows, effective_steps, int_attr, ints_attr
@@ -1391,9 +1392,7 @@ class Conv(FusableOp):
                     and x.shape[0] == plan.rows and x.dtype != np.float16:
                 fast = plan.single_chunk(matrix, act, self.pool)
                 if fast is not None:
-                    if len(self.fast) > 16:
-                        self.fast.clear()
-                    self.fast[(x.shape, x.dtype)] = fast
+                    keep(self.fast, (x.shape, x.dtype), fast)
                     return fast(x)
             if matrix is None:
                 matrix = _prepare(plan, w, b, self.group, x.dtype)

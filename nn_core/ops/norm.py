@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from .caches import keep
 from .gradients import sum_to_shape
 from .registry import NodeSpec, Op, register
 from .shape import finite_attr, int_attr, resolve_axes, resolve_axis
@@ -267,11 +268,9 @@ def row_averager(count: int, dtype: np.dtype) -> np.ndarray:
     key = (count, dtype)
     column = _AVERAGERS.get(key)
     if column is None:
-        if len(_AVERAGERS) > 16:
-            _AVERAGERS.clear()
         column = np.full((count, 1), 1.0 / count, dtype)
         column.setflags(write=False)
-        _AVERAGERS[key] = column
+        keep(_AVERAGERS, key, column)
     return column
 
 
@@ -325,9 +324,7 @@ class LayerNormalization(Op):
             lean = self.lean.get(key, False)
             if lean is False:
                 lean = self._lean_geometry(x, scale, b)
-                if len(self.lean) > 16:
-                    self.lean.clear()
-                self.lean[key] = lean
+                keep(self.lean, key, lean)
             if lean is not None:
                 return self._run_lean(x, scale, b, *lean)
         axis = resolve_axis(self, self.axis, x.ndim)

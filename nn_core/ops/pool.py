@@ -17,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .activations import sigmoid
+from .caches import keep
 from .conv import resolve_pads
 from .norm import row_averager
 from .registry import NodeSpec, Op, register
@@ -242,9 +243,7 @@ class _Pool(Op):
     def remember(self, x: np.ndarray, runner: Callable[[np.ndarray], np.ndarray] | None) -> None:
         """Keep the lock-free ``runner`` of ``x``'s shape (if there is one) for the next calls."""
         if runner is not None:
-            if len(self.fast) > 16:  # a caller cycling through shapes: keep it bounded
-                self.fast.clear()
-            self.fast[(x.shape, x.dtype)] = runner
+            keep(self.fast, (x.shape, x.dtype), runner)
 
     def plan(self, x: np.ndarray) -> _PoolPlan:
         key = (x.shape, x.dtype)

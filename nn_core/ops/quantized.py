@@ -20,6 +20,7 @@ from ..optimize import is_default_domain, producers_and_readers
 from . import float8
 from .activations import has_nan
 from .batch1 import epilogue_run
+from .caches import keep
 from .conv import resolve_pads
 from .registry import MAX_OPSET, NodeSpec, Op, register, resolve
 from .shape import check_broadcast
@@ -494,9 +495,7 @@ class _TableRequantizer:
             multiplier, rounder = (np.tile(np.reshape(v, -1), run // channels) if wide else v
                                    for v, wide in zip((self.multiplier, self.rounder), per_channel, strict=True))
             entry = (orders, (acc.size // run, run), multiplier, rounder)
-        if len(self.layouts) > 16:
-            self.layouts.clear()
-        self.layouts[key] = entry
+        keep(self.layouts, key, entry)
         return entry
 
     def __call__(self, acc: np.ndarray) -> np.ndarray:

@@ -33,6 +33,7 @@ import numpy as np
 from ..optimize import producers_and_readers, sole_reader
 from .activations import has_nan
 from .batch1 import CHANNELS_LAST_DEPTHWISE, LeanConv, MatmulDepthwiseConv, finisher, tap_einsum
+from .caches import keep
 from .conv import Conv
 from .windows import WindowError, checked_windows, stand_in
 
@@ -109,9 +110,7 @@ class SeparableChain:
             runner = self.runners.get(key, _UNBUILT)
             if runner is _UNBUILT:
                 runner = self._runner(x.shape, x.dtype)
-                if len(self.runners) > 16:
-                    self.runners.clear()
-                self.runners[key] = runner
+                keep(self.runners, key, runner)
             y = runner(x) if runner is not None else None
         if y is not None:
             return y

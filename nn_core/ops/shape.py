@@ -12,6 +12,7 @@ import weakref
 import numpy as np
 from onnx import helper
 
+from .caches import keep
 from .gradients import sum_to_shape
 from .registry import Op, register
 
@@ -218,9 +219,7 @@ class Reshape(_ConstArgs):
                 target = _checked_ints(self, shape, "the target shape")
                 self._validate(target)
                 if key is not None:
-                    if len(self.targets) > 16:
-                        self.targets.clear()
-                    self.targets[key] = target
+                    keep(self.targets, key, target)
             if not self.allowzero and 0 in target:
                 target = self._with_copied_dims(target, x.shape)
         elif self.copies_dims:
@@ -1104,9 +1103,7 @@ class Pad(Op):
                 if all(b >= 0 and e >= 0 for b, e in widths):
                     entry = (tuple(n + b + e for n, (b, e) in zip(x.shape, widths)), any(b or e for b, e in widths),
                              tuple(slice(b, b + n) for n, (b, _) in zip(x.shape, widths)))
-                if len(self.layouts) > 16:
-                    self.layouts.clear()
-                self.layouts[key] = entry
+                keep(self.layouts, key, entry)
             if entry:
                 shape, padded, interior = entry
                 if not padded:  # all pads 0 (exporters write such a Pad before an AveragePool): the input itself
