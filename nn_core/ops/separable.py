@@ -32,9 +32,9 @@ import numpy as np
 
 from ..optimize import producers_and_readers, sole_reader
 from .activations import has_nan
-from .batch1 import CHANNELS_LAST_DEPTHWISE, LeanConv, MatmulDepthwiseConv, finisher, tap_einsum
+from .batch1 import CHANNELS_LAST_DEPTHWISE, LeanConv, MatmulDepthwiseConv, finisher, tap_einsum, tiled_operand
 from .caches import keep
-from .conv import Conv
+from .conv import Conv, _Clip, _Relu
 from .windows import WindowError, checked_windows, stand_in
 
 _UNBUILT = object()  # a runners entry not made yet (None is made: the kernels in turn)
@@ -105,18 +105,22 @@ class SeparableChain:
         self.runners: dict[tuple, Callable[[np.ndarray], np.ndarray | None] | None] = {}
 
     def run(self, x: np.ndarray, *_constants: np.ndarray | None) -> np.ndarray:
+        y = self.through_buffers(x)
+        if y is not None:
+            return y
+        for kernel in self.kernels:
+            x = kernel.run(x, kernel.weight, kernel.bias)
+        return x
+
+    def through_buffers(self, x: np.ndarray) -> np.ndarray | None:
+        """The chain's output for ``x`` computed in its buffers, or None where they do not apply (``_runner``)."""
         key = (x.shape, x.dtype)
         with self.lock:
             runner = self.runners.get(key, _UNBUILT)
             if runner is _UNBUILT:
                 runner = self._runner(x.shape, x.dtype)
                 keep(self.runners, key, runner)
-            y = runner(x) if runner is not None else None
-        if y is not None:
-            return y
-        for kernel in self.kernels:
-            x = kernel.run(x, kernel.weight, kernel.bias)
-        return x
+            return runner(x) if runner is not None else None
 
     def _runner(self, shape: tuple[int, ...], dtype: np.dtype
                 ) -> Callable[[np.ndarray], np.ndarray | None] | None:
@@ -168,8 +172,7 @@ class SeparableChain:
         depthwise.check_size(shape, dtype, "separable chain input buffer")
         return np.zeros(shape, dtype)
 
-    @staticmethod
-    def _stage(depthwise: Conv, pointwise: Conv, geometry: _DepthwiseGeometry, source: np.ndarray,
+    def _stage(self, depthwise: Conv, pointwise: Conv, geometry: _DepthwiseGeometry, source: np.ndarray,
                after: _DepthwiseGeometry | None, target: np.ndarray | None, dtype: np.dtype,
                between_scratch: np.ndarray) -> Callable[[], np.ndarray | None]:
         """One depthwise conv from its input buffer ``source`` and the pointwise conv after it, into ``target``
@@ -201,14 +204,20 @@ class SeparableChain:
         weights = np.ascontiguousarray(weights.reshape(g.kh, g.kw, run))
         depthwise.check_size((height_out, run), dtype, "separable chain depthwise output")
         between = between_scratch[:height_out * run].reshape(height_out, run)
-        finish_depthwise = finisher((height_out, width_out, channels), dtype, depthwise.bias, depthwise.act)
         rows_in = between.reshape(height_out * width_out, channels)
         out_channels = pointwise.weight.shape[0]
         matrix = np.ascontiguousarray(pointwise.weight.reshape(out_channels, channels).T, dtype)
         out_shape = (height_out * width_out, out_channels)
         pointwise.check_size(out_shape, dtype, "output")
         pointwise.check_work(math.prod(out_shape) * channels, "the convolution")
-        finish_pointwise = finisher(out_shape, dtype, pointwise.bias, pointwise.act)
+        bounds = self._carried_bounds(depthwise)
+        if bounds is None:
+            finish_depthwise = self._finisher(depthwise, (height_out, width_out, channels), dtype, True)
+            finish_pointwise = self._finisher(pointwise, out_shape, dtype, after is not None)
+        else:
+            finish_depthwise, bias = _carrying_finisher((height_out, width_out, channels), dtype, depthwise.bias,
+                                                        bounds, pointwise.bias, matrix)
+            finish_pointwise = finisher(out_shape, dtype, bias, pointwise.act)
         product = None if after is None else after.interior(target).reshape(out_shape)
         nhwc = (1, height_out, width_out, out_channels)
 
@@ -226,6 +235,54 @@ class SeparableChain:
             return y.reshape(nhwc).transpose(0, 3, 1, 2)
 
         return stage
+
+    def _finisher(self, kernel: Conv, shape: tuple[int, ...], dtype: np.dtype, inside: bool
+                  ) -> Callable[[np.ndarray], None]:
+        """The in-place epilogue of ``kernel``'s channels-last output of ``shape`` (``inside``: a layer's output
+        the next layer of the chain reads): its bias and activation (a hook for chains of other layers'
+        epilogues, nn_core.ops.separable_int8)."""
+        return finisher(shape, dtype, kernel.bias, kernel.act)
+
+    def _carried_bounds(self, depthwise: Conv) -> tuple[float, float] | None:
+        """The (low, high) bounds of ``depthwise``'s activation when its bias is to be carried into the pointwise
+        conv's after it (_carrying_finisher): a float layer with a bias whose activation is none, a ReLU or a Clip;
+        otherwise None (both layers' own epilogues, ``_finisher``)."""
+        if depthwise.bias is None or depthwise.weight.dtype.kind != "f":
+            return None
+        steps = depthwise.act.steps if depthwise.act is not None else []
+        if not steps:
+            return -math.inf, math.inf
+        if len(steps) == 1 and type(steps[0]) is _Relu:
+            return 0.0, math.inf
+        if len(steps) == 1 and type(steps[0]) is _Clip:
+            return steps[0].low, steps[0].high
+        return None
+
+
+def _carrying_finisher(shape: tuple[int, ...], dtype: np.dtype, bias: np.ndarray, bounds: tuple[float, float],
+                       pointwise_bias: np.ndarray | None, matrix: np.ndarray
+                       ) -> tuple[Callable[[np.ndarray], None], np.ndarray]:
+    """A depthwise conv's epilogue that leaves its ``bias`` to the pointwise conv after it (whose weights are
+    ``matrix``, (C, M)), and that conv's bias with it. The activation clamps to ``bounds``, and
+    clamp(x + b, low, high) = clamp(x, low - b, high - b) + b: clamping the depthwise sums to the shifted bounds
+    is one pass (two for a Clip) instead of the bias's pass and the activation's, and the + b reaches the
+    pointwise conv's output as b @ matrix, added by its bias pass. Results equal the layer by layer kernels'
+    within float rounding (the rounding of x + b moves to the pointwise conv's sums)."""
+    wide = bias.astype(np.float64)
+    passes = []
+    for function, bound in ((np.maximum, bounds[0]), (np.minimum, bounds[1])):
+        if math.isfinite(bound):
+            passes.append((function, *tiled_operand(bound - wide, shape, dtype)))
+
+    def finish(y: np.ndarray) -> None:
+        for function, operand, rows in passes:
+            part = y.reshape(rows)
+            function(part, operand, out=part)
+
+    carried = wide @ matrix.astype(np.float64)
+    if pointwise_bias is not None:
+        carried += pointwise_bias.astype(np.float64).reshape(-1)
+    return finish, carried.astype(dtype)
 
 
 def fuse_separable_chains(steps: list[Any], graph_outputs: set[str]) -> list[Any]:

@@ -1,0 +1,94 @@
+"""A separable chain's depthwise bias carried into the pointwise conv after it (nn_core/ops/separable.py,
+_carrying_finisher): the depthwise sums are clamped to the activation's bounds shifted by the bias, and the bias
+reaches the output through the pointwise weights. Against the general kernels of the traced plan and
+onnxruntime, with biases that move many values across the bounds."""
+
+import numpy as np
+import pytest
+from helpers import make_model, ort_run, tensor_info
+from onnx import helper
+from test_separable_b1 import MOBILENET_BLOCKS, _check, _separable_net
+
+import nn_core
+from nn_core.ops.separable import SeparableChain
+
+
+def _chain(model: nn_core.Model) -> SeparableChain:
+    (chain,) = [s.kernel for s in model._fast_plan().steps if isinstance(s.kernel, SeparableChain)]
+    return chain
+
+
+@pytest.mark.parametrize(("activation", "bounds"), [("Relu", (0.0, np.inf)), ("Clip", (0.0, 6.0)),
+                                                   (None, (-np.inf, np.inf)), ("LeakyRelu", None)])
+def test_the_bias_is_carried_only_past_a_clamp_or_no_activation(activation, bounds):
+    rng = np.random.default_rng(3)
+    model = _check(_separable_net(rng, MOBILENET_BLOCKS, activation), rng)
+    chain = _chain(model)
+    assert [chain._carried_bounds(kernel) for kernel in chain.kernels[::2]] == [bounds] * len(MOBILENET_BLOCKS)
+
+
+def test_no_depthwise_bias_leaves_both_epilogues_as_they_are():
+    rng = np.random.default_rng(4)
+    model = _check(_separable_net(rng, MOBILENET_BLOCKS, "Relu", bias=False), rng)
+    assert _chain(model)._carried_bounds(_chain(model).kernels[0]) is None
+
+
+def _one_pair(rng: np.random.Generator, depthwise_bias: np.ndarray, activation: list[helper.NodeProto],
+              pointwise_bias: bool, channels: int = 16, size: int = 9) -> object:
+    """x -> depthwise 3x3 (pads 1, the given bias) -> ``activation`` nodes (reading 'dw', ending in 'act') ->
+    1x1 conv to 8 channels [+ bias] -> y: the chain's output itself, no reduction that could hide a value."""
+    inits = {"dw_w": rng.standard_normal((channels, 1, 3, 3)).astype(np.float32),
+             "dw_b": depthwise_bias.astype(np.float32),
+             "pw_w": (rng.standard_normal((8, channels, 1, 1)) * 0.3).astype(np.float32),
+             "lo": np.float32(-0.5), "hi": np.float32(1.5)}
+    if pointwise_bias:
+        inits["pw_b"] = rng.standard_normal(8).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "dw_w", "dw_b"], ["dw"], group=channels, pads=[1, 1, 1, 1]),
+             *activation,
+             helper.make_node("Conv", ["act", "pw_w", "pw_b" if pointwise_bias else ""], ["y"])]
+    return make_model(nodes, [tensor_info("x", ["N", channels, size, size])],
+                      [tensor_info("y", ["N", 8, size, size])], inits)
+
+
+CLAMPS = {
+    "relu": [helper.make_node("Relu", ["dw"], ["act"])],
+    "clip": [helper.make_node("Clip", ["dw", "lo", "hi"], ["act"])],
+    "clip_min_only": [helper.make_node("Clip", ["dw", "lo"], ["act"])],
+    "clip_max_only": [helper.make_node("Clip", ["dw", "", "hi"], ["act"])],
+    "none": [helper.make_node("Identity", ["dw"], ["act"])],
+}
+
+
+@pytest.mark.parametrize("clamp", sorted(CLAMPS))
+@pytest.mark.parametrize("pointwise_bias", [True, False])
+def test_carried_bias_matches_the_layers(clamp, pointwise_bias):
+    rng = np.random.default_rng(5)
+    # from well below to well above the bounds: most channels' values end up clamped at one bound or the other
+    bias = np.linspace(-4.0, 4.0, 16)
+    proto = _one_pair(rng, bias, CLAMPS[clamp], pointwise_bias)
+    model = nn_core.load_proto(proto)
+    assert _chain(model)._carried_bounds(_chain(model).kernels[0]) is not None
+    for size_rng in range(3):
+        x = np.random.default_rng(size_rng).standard_normal((1, 16, 9, 9)).astype(np.float32)
+        got = model.run({"x": x})["y"]
+        want, _ = model.run_traced({"x": x})
+        np.testing.assert_allclose(got, want["y"], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(got, ort_run(proto, {"x": x})[0], rtol=1e-4, atol=1e-5)
+
+
+def test_carried_bias_at_batch_two_runs_the_layers():
+    rng = np.random.default_rng(6)
+    proto = _one_pair(rng, np.linspace(-2.0, 2.0, 16), CLAMPS["relu"], True)
+    model = nn_core.load_proto(proto)
+    x = rng.standard_normal((2, 16, 9, 9)).astype(np.float32)
+    np.testing.assert_allclose(model.run({"x": x})["y"], ort_run(proto, {"x": x})[0], rtol=1e-4, atol=1e-5)
+
+
+def test_nan_input_still_gives_the_layers_values():
+    rng = np.random.default_rng(7)
+    proto = _one_pair(rng, np.linspace(-2.0, 2.0, 16), CLAMPS["clip"], True)
+    model = nn_core.load_proto(proto)
+    x = rng.standard_normal((1, 16, 9, 9)).astype(np.float32)
+    x[0, 3, 4, 4] = np.nan
+    want, _ = model.run_traced({"x": x})
+    np.testing.assert_array_equal(np.isnan(model.run({"x": x})["y"]), np.isnan(want["y"]))
