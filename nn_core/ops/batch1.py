@@ -391,7 +391,7 @@ class ChannelsLastPointwisePlan(_PointwisePlan):
             if not x.flags.c_contiguous:
                 last = x.transpose(0, 2, 3, 1)
                 if last.flags.c_contiguous:
-                    y = last.reshape(rows_shape).dot(weights)
+                    y = np.matmul(last.reshape(rows_shape), weights)
                     finish(y, True)
                     return y.reshape(nhwc_shape).transpose(0, 3, 1, 2)
             y = product(weights_t, x.reshape(flat_in))
