@@ -48,6 +48,10 @@ BLOCK_BYTES = 512 * 1024
 # batch 1, whole against blocks: ResNet-50's strided 3x3 convolutions, 128 -> 128 at 56x56 to 512 -> 512 at 14x14,
 # 0.6-2.4 MB of weights, 12-24% faster whole; 192 -> 256 at 14x14 20%; up to 0.25 MB, as fast or faster in blocks)
 BLOCKED_WEIGHT_BYTES = BLOCK_BYTES // 2
+# a max-pooled channels-last product larger than this (about a core's L2 cache) is made and pooled in bands of
+# about BLOCK_BYTES (_BandedPool): the SqueezeNet stem's 3 MB product, 12% of the layer's time; ShuffleNet's
+# 1.2 MB one, which stays in cache, lost 2-4%
+BANDED_POOL_BYTES = 2 * 1024 * 1024
 
 
 def _blocks_pay(column_bytes: int, weight_bytes: int) -> bool:
@@ -677,7 +681,10 @@ class _ChannelsLastPool:
     array into it is a transposing copy, and its NCHW result would mix layouts with the channels-last arrays
     downstream.)"""
 
-    def __init__(self, plan, nchw_shape: tuple[int, ...], combine: np.ufunc = np.maximum):
+    def __init__(self, plan, nchw_shape: tuple[int, ...], combine: np.ufunc = np.maximum,
+                 begins: list[int] | None = None, out: list[int] | None = None):
+        """``plan`` is the pooling's _PoolPlan (its kernel, strides, dilations, begins and output sizes);
+        ``begins`` and ``out`` replace its own (a band of rows of the input, see _BandedPool)."""
         self.combine = combine
         batch, channels, *sizes = nchw_shape
         rank = len(sizes)
@@ -687,7 +694,8 @@ class _ChannelsLastPool:
         # covering every output first (the pass starts from them instead of from a filled array)
         self.stages: list[tuple[tuple[int, ...], list[tuple[tuple, tuple, bool]]]] = []
         shape = [batch, *sizes, channels]
-        geometry = zip(sizes, plan.kernel, plan.strides, plan.dilations, plan.begins, plan.out, strict=True)
+        geometry = zip(sizes, plan.kernel, plan.strides, plan.dilations, begins or plan.begins, out or plan.out,
+                       strict=True)
         for axis, (n, k, s, d, b, o) in enumerate(geometry):
             if k == 1 and s == 1 and b == 0 and o == n:
                 continue
@@ -703,12 +711,18 @@ class _ChannelsLastPool:
             shape[axis + 1] = o
             self.stages.append((tuple(shape), taps))
 
-    def __call__(self, source: np.ndarray) -> np.ndarray:
+    def __call__(self, source: np.ndarray, into: np.ndarray | None = None) -> np.ndarray:
+        """The pooled ``source``, NCHW-shaped over channels-last storage; the last pass writes into ``into``
+        (channels-last, the output's shape) when given."""
         y = source.transpose(self.to_channels_last)
         if not self.stages:
-            return source.copy()
+            if into is None:
+                return source.copy()
+            np.copyto(into, y)
+            return into.transpose(self.to_nchw)
+        last = self.stages[-1][0]
         for shape, taps in self.stages:
-            out = np.empty(shape, y.dtype)
+            out = into if into is not None and shape is last else np.empty(shape, y.dtype)
             rest = taps
             if len(taps) > 1 and taps[1][2]:
                 self.combine(y[taps[0][1]], y[taps[1][1]], out=out)
@@ -725,6 +739,66 @@ class _ChannelsLastPool:
                 self.combine(target, y[in_index], out=target)
             y = out
         return y.transpose(self.to_nchw)
+
+
+class _BandedPool:
+    """Max pooling of a convolution's channels-last product made a band of rows at a time: each band of pooled
+    rows has the product rows its windows read made into a buffer of about BLOCK_BYTES (the rows it shares with
+    the band before, where windows overlap, are moved to the buffer's start, not computed again) and pooled into
+    the output's rows while they are in cache. Pooling the whole product (3 MB for SqueezeNet's 111x111x64 stem)
+    read it back from memory in every pass. The passes are _ChannelsLastPool's over the band, the pooling's
+    geometry shifted to the band's first row: the same values."""
+
+    def __init__(self, plan, nchw_shape: tuple[int, ...], dtype: np.dtype,
+                 compute: Callable[[int, int, np.ndarray], None]):
+        """``plan``: the pooling's _PoolPlan of the product (one image, 2-D); ``compute(first, stop, buffer)``
+        writes product rows ``first:stop`` into ``buffer``, (rows * width, channels)."""
+        _, channels, height, width = nchw_shape
+        kernel, stride, dilation, begin, out = (plan.kernel[0], plan.strides[0], plan.dilations[0], plan.begins[0],
+                                                plan.out[0])
+        row_bytes = width * channels * dtype.itemsize
+        per_band = max(1, BLOCK_BYTES // row_bytes // stride)  # pooled rows a band
+        self.bands: list[tuple[int, int, int, int, _ChannelsLastPool]] = []
+        for first_out in range(0, out, per_band):
+            stop_out = min(out, first_out + per_band)
+            first = max(0, first_out * stride - begin)
+            stop = min(height, (stop_out - 1) * stride - begin + (kernel - 1) * dilation + 1)
+            if stop <= first:
+                raise ValueError("a band of pooled rows reads no row of the product")
+            pool = _ChannelsLastPool(plan, (1, channels, stop - first, width), np.maximum,
+                                     [first - first_out * stride + begin, *plan.begins[1:]],
+                                     [stop_out - first_out, *plan.out[1:]])
+            self.bands.append((first, stop, first_out, stop_out, pool))
+        widest = max(stop - first for first, stop, *_ in self.bands)
+        self.buffer = np.empty((widest * width, channels), dtype)
+        self.shape = (1, *plan.out, channels)
+        self.width, self.channels, self.compute = width, channels, compute
+
+    def __call__(self) -> np.ndarray:
+        """The pooled product, channels-last (NCHW-shaped), a fresh array."""
+        y = np.empty(self.shape, self.buffer.dtype)
+        width, channels, buffer = self.width, self.channels, self.buffer
+        made = made_stop = 0  # the rows of the product in the buffer: made:made_stop (from its start)
+        for first, stop, first_out, stop_out, pool in self.bands:
+            kept = max(0, made_stop - first)  # rows this band shares with the last one: moved, not computed again
+            if kept:
+                buffer[: kept * width] = buffer[(first - made) * width:(made_stop - made) * width]
+            self.compute(first + kept, stop, buffer[kept * width:(stop - first) * width])
+            made, made_stop = first, stop
+            band = buffer[: (stop - first) * width]
+            pool(band.reshape(1, stop - first, width, channels).transpose(0, 3, 1, 2), y[:, first_out:stop_out])
+        return y.transpose(0, 3, 1, 2)
+
+
+def _banded_pooling(pool: Op, product_nchw: np.ndarray, compute: Callable[[int, int, np.ndarray], None]
+                    ) -> _BandedPool | None:
+    """A _BandedPool for a channels-last product of one 2-D image larger than BANDED_POOL_BYTES, or None."""
+    if product_nchw.shape[0] != 1 or product_nchw.ndim != 4 or product_nchw.nbytes <= BANDED_POOL_BYTES:
+        return None
+    try:
+        return _BandedPool(pool.plan(product_nchw), product_nchw.shape, product_nchw.dtype, compute)
+    except ValueError:
+        return None
 
 
 def _store_pooled(y: np.ndarray | None, pooled: np.ndarray, batch: int, start: int, act: Activation | None
@@ -961,6 +1035,23 @@ class _Im2colPlan:
             self.chunk_out = self._storage(self.rows, matrix.dtype)
         product = self._target(self.chunk_out)
         chunk = self._nchw(self.chunk_out)
+        if self.channels_last and self.groups == 1 and not full_width and len(self.out_sizes) == 2:
+            width, rows_first, rows_second = self.out_sizes[1], first[0, 0], second[0]
+
+            def rows_product(start: int, stop: int, band: np.ndarray) -> None:
+                np.matmul(rows_first[start * width:stop * width], rows_second, out=band)
+
+            banded = _banded_pooling(pool, chunk, rows_product)
+            if banded is not None:
+                def run_banded(x: np.ndarray) -> np.ndarray:
+                    interior[...] = x
+                    np.copyto(cols, windows)
+                    y = banded()
+                    if act is not None:
+                        act(y)
+                    return y
+
+                return run_banded
         pooled = _fixed_pooling(pool, chunk[valid] if full_width else chunk, self.channels_last)
         if pooled is None:
             return None
