@@ -23,6 +23,7 @@ from .ops.channels_last import prefer_channels_last
 from .ops.quantized import fuse_qdq
 from .ops.registry import NodeSpec, Op, resolve
 from .ops.separable import fuse_separable_chains
+from .ops.separable_int8 import fuse_quantized_separable_chains
 from .optimize import (
     FUSABLE_ACTIVATIONS,
     activation_params,
@@ -288,6 +289,7 @@ class FastPlan:
         steps = fuse_preactivations(steps, outputs)
         steps = fuse_shuffled_depthwise(steps, consts, outputs)
         steps = fuse_separable_chains(steps, outputs)
+        steps = fuse_quantized_separable_chains(steps, outputs)
         self.steps = drop_dead_steps(steps, outputs)
         self.input_names = [v.name for v in graph.inputs]
         self.output_names = [v.name for v in graph.outputs]

@@ -103,9 +103,13 @@ def test_quantized_separable_model_matches_onnxruntime_and_the_plan_without_rows
             return None
 
     rows_kept = 0
-    for step in without._fast_plan().steps:
-        if isinstance(getattr(step.kernel, "requant", None), _TableRequantizer):
-            step.kernel.requant.layouts = Refused()
+    def requantizers(model: nn_core.Model) -> list[_TableRequantizer]:
+        """The table requantizers of the plan's convolutions, also of those inside a separable chain's step."""
+        kernels = [k for step in model._fast_plan().steps for k in getattr(step.kernel, "layers", [step.kernel])]
+        return [k.requant for k in kernels if isinstance(getattr(k, "requant", None), _TableRequantizer)]
+
+    for requant in requantizers(without):
+        requant.layouts = Refused()
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -115,8 +119,6 @@ def test_quantized_separable_model_matches_onnxruntime_and_the_plan_without_rows
             got = ours.run({"input": x})["logits"]
             np.testing.assert_array_equal(got, without.run({"input": x})["logits"])
             np.testing.assert_array_equal(got, session.run(None, {"input": x})[0])
-    for step in ours._fast_plan().steps:
-        requant = getattr(step.kernel, "requant", None)
-        if isinstance(requant, _TableRequantizer):
-            rows_kept += sum(entry is not None for entry in requant.layouts.values())
+    for requant in requantizers(ours):
+        rows_kept += sum(entry is not None for entry in requant.layouts.values())
     assert rows_kept >= 5
