@@ -21,11 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from ..optimize import producers_and_readers, sole_reader
 from .affine_chains import fuse_affine_chains
 from .caches import keep
 from .conv import Conv, _ChannelsLastPool
 from .pool import AveragePool, MaxPool
 from .residual import fuse_residuals
+from .shape import Concat
 
 # the rewrite is for models whose image input has at least this many pixels (ImageNet's 224x224, not MNIST's 28x28
 # or CIFAR's 32x32); an input of unknown size is left alone
@@ -94,6 +96,44 @@ class ChannelsLastAveragePool(AveragePool):
         return y
 
 
+class PooledConcat:
+    """Concat on the channel axis -> MaxPool as one step: each part pooled, then the pooled parts concatenated (a
+    maximum over a window of one channel's values does not see the other channels). SqueezeNet's Fire modules
+    concatenate two 55x55x64 maps only to pool them: the full-size channels-last concatenation (a copy with an
+    inner loop of one pixel's channels, to a 1.5 MB array read back by the pooling) becomes one of the 4x smaller
+    pooled parts. Parts that are not same-sized images go through the two kernels in the graph's order (the
+    Concat's checks and error first)."""
+
+    def __init__(self, concat: Concat, pool: ChannelsLastMaxPool):
+        self.node, self.concat, self.pool = concat.node, concat, pool
+
+    def run(self, *inputs):
+        parts = [x for x in inputs if x is not None]
+        first = parts[0] if parts else None
+        if first is None or first.ndim < 3 or any(x.shape[0] != first.shape[0] or x.shape[2:] != first.shape[2:]
+                                                  or x.dtype != first.dtype for x in parts):
+            return self.pool.run(self.concat.run(*inputs))
+        return self.concat.run(*[self.pool.run(x) for x in parts])
+
+
+def _pool_concats(steps: list[Any], graph_outputs: set[str]) -> list[Any]:
+    """``steps`` with each Concat on axis 1 whose output only a ChannelsLastMaxPool (no Indices) reads made one
+    PooledConcat step."""
+    _, readers = producers_and_readers(steps)
+    dropped: set[int] = set()
+    for step in steps:
+        if type(step.kernel) is not Concat or step.kernel.axis != 1:
+            continue
+        user = sole_reader(readers, step, graph_outputs)
+        if user is None or type(user.kernel) is not ChannelsLastMaxPool or len(user.outputs) != 1:
+            continue
+        step.kernel = PooledConcat(step.kernel, user.kernel)
+        step.outputs = list(user.outputs)
+        step.fused = (*step.fused, user.node.op_type, *user.fused)
+        dropped.add(id(user))
+    return [s for s in steps if id(s) not in dropped]
+
+
 def _large_images(graph: Any) -> bool:
     """Whether some input of ``graph`` is a batch of images (rank 4, or 5 for volumes) of LARGE_IMAGE pixels."""
     for value in graph.inputs:
@@ -108,8 +148,8 @@ def prefer_channels_last(steps: list[Any], graph: Any) -> list[Any]:
     """The fast plan's steps of a model of large images (``graph``'s inputs) with every convolution handing out
     channels-last outputs and the poolings taking channels-last inputs without a padded NCHW copy (kernels built
     afresh from the same node: the same checks), each BatchNormalization -> per-channel Mul/Add -> ReLU chain
-    made one step (affine_chains.py), and each residual sum (and ReLU) taken into the convolution before it
-    (residual.py)."""
+    made one step (affine_chains.py), each residual sum (and ReLU) taken into the convolution before it
+    (residual.py), and each channel Concat that only a MaxPool reads pooled part by part (PooledConcat)."""
     if not _large_images(graph):
         return steps
     for step in steps:
@@ -121,4 +161,4 @@ def prefer_channels_last(steps: list[Any], graph: Any) -> list[Any]:
         elif type(kernel) is AveragePool:
             step.kernel = ChannelsLastAveragePool(kernel.node)
     outputs = {value.name for value in graph.outputs}
-    return fuse_residuals(fuse_affine_chains(steps, outputs), outputs)
+    return _pool_concats(fuse_residuals(fuse_affine_chains(steps, outputs), outputs), outputs)
