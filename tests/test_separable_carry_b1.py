@@ -10,6 +10,7 @@ from onnx import helper
 from test_separable_b1 import MOBILENET_BLOCKS, _check, _separable_net
 
 import nn_core
+from nn_core.ops import separable
 from nn_core.ops.separable import SeparableChain
 
 
@@ -92,3 +93,56 @@ def test_nan_input_still_gives_the_layers_values():
     x[0, 3, 4, 4] = np.nan
     want, _ = model.run_traced({"x": x})
     np.testing.assert_array_equal(np.isnan(model.run({"x": x})["y"]), np.isnan(want["y"]))
+
+
+
+# ---- a column-strided layer's kernel columns written phase by phase by the pointwise conv before it
+
+def _phase_written(monkeypatch: pytest.MonkeyPatch, blocks: list[dict], size: tuple[int, int],
+                   seed: int) -> list[tuple[int, int]]:
+    """Check the net of ``blocks`` (after a first block at unit stride) against the general kernels and
+    onnxruntime; the (stride, kernel columns) of each layer whose column buffers were written by phases."""
+    built: list[tuple[int, int]] = []
+    made = separable._PhaseColumns.__init__
+
+    def counting(self, depthwise, geometry, dtype):
+        made(self, depthwise, geometry, dtype)
+        built.append((geometry.sw, geometry.kw))
+
+    monkeypatch.setattr(separable._PhaseColumns, "__init__", counting)
+    rng = np.random.default_rng(seed)
+    for activation in ("Relu", "Clip"):
+        _check(_separable_net(rng, [{"out": 12}, *blocks], activation, channels=12, size=size), rng)
+    return built
+
+
+def test_mobilenet_strided_layers_read_phase_written_columns(monkeypatch):
+    assert _phase_written(monkeypatch, MOBILENET_BLOCKS, (12, 12), 8) == [(2, 3), (2, 3)] * 2
+
+
+@pytest.mark.parametrize(("block", "size", "phased"), [
+    ({"out": 8, "strides": [2, 2]}, (9, 8), True),  # pads 1: kernel column 0 reads phase 1 shifted left
+    ({"out": 8, "strides": [2, 2]}, (8, 9), False),  # odd width: not whole phases, the gathering copies
+    ({"out": 8, "strides": [1, 2], "pads": [1, 0, 1, 0]}, (6, 8), False),  # 3 columns from 8: 7 of 8 read
+    ({"out": 8, "strides": [2, 3], "kernel": (3, 5), "pads": [1, 1, 1, 1]}, (7, 9), True),  # shifts both ways
+    ({"out": 8, "strides": [2, 2], "dilations": [1, 2], "pads": [0, 2, 0, 2]}, (6, 10), True),
+    ({"out": 8, "strides": [2, 2], "kernel": (1, 1), "pads": [0, 0, 0, 0]}, (8, 8), True),  # one phase read
+    ({"out": 8, "strides": [2, 2], "pads": [1, 0, 1, 1]}, (8, 8), True),  # column 2 reads phase 0 shifted right
+    ({"out": 8, "strides": [2, 2], "pads": [1, 2, 1, 0]}, (8, 8), False),  # phase 1 only read shifted: gathered
+])
+def test_strided_geometries_match_the_general_kernels(monkeypatch, block, size, phased):
+    built = _phase_written(monkeypatch, [block, {"out": 6}], size, 9)
+    assert bool(built) == phased
+
+
+def test_phase_written_outputs_are_fresh_and_batch_two_runs_the_layers():
+    rng = np.random.default_rng(11)
+    proto = _separable_net(rng, [{"out": 12}, *MOBILENET_BLOCKS], "Relu", channels=12, size=(12, 12))
+    model = nn_core.load_proto(proto)
+    first = rng.standard_normal((1, 3, 12, 12)).astype(np.float32)
+    kept = model.run({"x": first})["y"]
+    copy = kept.copy()
+    model.run({"x": rng.standard_normal((1, 3, 12, 12)).astype(np.float32)})
+    np.testing.assert_array_equal(kept, copy)
+    x = rng.standard_normal((2, 3, 12, 12)).astype(np.float32)
+    np.testing.assert_allclose(model.run({"x": x})["y"], ort_run(proto, {"x": x})[0], rtol=1e-4, atol=1e-5)

@@ -7,6 +7,8 @@ out for the layer that reads them: a depthwise conv's input buffer is its image'
 without side padding, between zero rows for the top and bottom padding (and a row of slack where a window runs
 past the first or last row). The pointwise conv before it writes its product straight into those rows (one
 contiguous (H * W, M) block, the GEMM's ``out``) and adds its bias and applies its activation there in place.
+A depthwise conv with a column stride reads kernel-column buffers instead, which the pointwise conv before it
+writes one column phase at a time where the image allows (_PhaseColumns).
 
 Read as one flat run, the left neighbours of a row's first columns are the end of the row above and the right
 neighbours of its last columns the start of the row below, so an output row's values of one kernel tap are still
@@ -89,6 +91,56 @@ class _DepthwiseGeometry:
         return buffer[start:start + self.height]
 
 
+class _PhaseColumns:
+    """The kernel-column buffers of a column-strided depthwise conv (stride s) of a chain, written by the pointwise
+    conv before it: where the image is s * Wo columns wide, the pixels of column phase r (columns s * w + r) are an
+    evenly strided set of the depthwise output rows the pointwise conv multiplies, so it multiplies each phase on
+    its own (a strided GEMM operand, no copy) into the buffer of a kernel column that reads that phase unshifted,
+    and the kernel columns that read a phase shifted by whole output columns copy it from there. That replaces
+    gathering every kernel column from a full input buffer (kw copies of the image, strided by s channel vectors)
+    with fewer contiguous copies, and the input buffer with nothing. The buffers' padding rows and columns are
+    zeros, never written."""
+
+    def __init__(self, depthwise: Conv, geometry: _DepthwiseGeometry, dtype: np.dtype):
+        g = geometry
+        depthwise.check_size((g.kw, g.padded_rows, g.out_width * g.channels), dtype, "separable chain column buffer")
+        self.columns = np.zeros((g.kw, g.padded_rows, g.out_width, g.channels), dtype)
+        self.sw = g.sw
+        interiors = self.columns[:, g.top:g.top + g.height]
+        offsets = [_phase_and_shift(g, j) for j in range(g.kw)]
+        homes = {phase: j for j, (phase, shift) in reversed(list(enumerate(offsets))) if shift == 0}
+        # (phase, its kernel column's image rows as (H * Wo, C) pixels)
+        self.phases = [(phase, interiors[j].reshape(-1, g.channels)) for phase, j in sorted(homes.items())]
+        self.shifted = []  # (target, source): a kernel column's image columns from its phase's, shifted
+        for j, (phase, shift) in enumerate(offsets):
+            if homes[phase] != j:
+                low, high = max(0, -shift), g.out_width - max(0, shift)
+                self.shifted.append((interiors[j][:, low:high], interiors[homes[phase]][:, low + shift:high + shift]))
+
+    @staticmethod
+    def fits(geometry: _DepthwiseGeometry) -> bool:
+        """A column stride, an image of whole phases (s * Wo columns) and, for every phase a kernel column reads,
+        one that reads it unshifted."""
+        g = geometry
+        if g.sw == 1 or g.width != g.sw * g.out_width:
+            return False
+        offsets = [_phase_and_shift(g, j) for j in range(g.kw)]
+        return {phase for phase, _ in offsets} == {phase for phase, shift in offsets if shift == 0}
+
+    def phase_products(self, pixels: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(the rows of ``pixels``, (H * W, C') in image order, of one column phase; where their product goes)
+        for each phase read."""
+        by_phase = pixels.reshape(-1, self.sw * pixels.shape[1])
+        width = pixels.shape[1]
+        return [(by_phase[:, phase * width:(phase + 1) * width], target) for phase, target in self.phases]
+
+
+def _phase_and_shift(geometry: _DepthwiseGeometry, j: int) -> tuple[int, int]:
+    """Kernel column j reads, at output column w, image column s * (w + shift) + phase."""
+    shift, phase = divmod(j * geometry.dw - geometry.left, geometry.sw)
+    return phase, shift
+
+
 class SeparableChain:
     """The kernels of a depthwise-separable chain (depthwise, pointwise, depthwise, pointwise, ...; each layer's
     output read by the next alone) as one step's kernel: ``run(x)`` is the last pointwise conv's output, NCHW-shaped
@@ -139,8 +191,11 @@ class SeparableChain:
                 return None
             shape = (1, pointwise.weight.shape[0], *out_sizes)
             geometries.append(geometry)
-        inputs = [self._input_buffer(depthwise, geometry, dtype)
-                  for (depthwise, _), geometry in zip(pairs, geometries, strict=True)]
+        # a column-strided layer's kernel-column buffers are written by the pointwise conv before it, phase by
+        # phase (_PhaseColumns), where its geometry allows; the chain's first layer reads the graph's input
+        inputs = [_PhaseColumns(depthwise, geometry, dtype) if index and _PhaseColumns.fits(geometry)
+                  else self._input_buffer(depthwise, geometry, dtype)
+                  for index, ((depthwise, _), geometry) in enumerate(zip(pairs, geometries, strict=True))]
         # one scratch for every depthwise output: the next stage finds it in cache (each stage's part was checked
         # by its layer in _stage before any view of it is used)
         between = np.empty(max(g.out_height * g.out_width * g.channels for g in geometries), dtype)
@@ -172,22 +227,29 @@ class SeparableChain:
         depthwise.check_size(shape, dtype, "separable chain input buffer")
         return np.zeros(shape, dtype)
 
-    def _stage(self, depthwise: Conv, pointwise: Conv, geometry: _DepthwiseGeometry, source: np.ndarray,
-               after: _DepthwiseGeometry | None, target: np.ndarray | None, dtype: np.dtype,
+    def _stage(self, depthwise: Conv, pointwise: Conv, geometry: _DepthwiseGeometry,
+               source: np.ndarray | _PhaseColumns, after: _DepthwiseGeometry | None,
+               target: np.ndarray | _PhaseColumns | None, dtype: np.dtype,
                between_scratch: np.ndarray) -> Callable[[], np.ndarray | None]:
-        """One depthwise conv from its input buffer ``source`` and the pointwise conv after it, into ``target``
-        (the next depthwise conv's input buffer, laid out by ``after``) or, for the last pair, a fresh output."""
+        """One depthwise conv from ``source`` (its input buffer, or its kernel-column buffers) and the pointwise
+        conv after it, into ``target`` (the next depthwise conv's input buffer, laid out by ``after``, or its
+        kernel-column buffers) or, for the last pair, a fresh output."""
         g, item = geometry, dtype.itemsize
         channels, width_out, height_out = g.channels, g.out_width, g.out_height
         run, row = width_out * channels, g.width * channels
-        flat = source.reshape(-1)
-        # tap (i, j) of output (h, w) reads buffer row lead + h * sh + i * dh, column w * sw + j * dw - left
-        start = (g.lead * g.width - g.left) * channels
         copies: list[tuple[np.ndarray, np.ndarray]] = []
-        if g.sw == 1:
+        if isinstance(source, _PhaseColumns):
+            copies.extend(source.shifted)
+            columns = source.columns
+        elif g.sw == 1:
+            flat = source.reshape(-1)
+            # tap (i, j) of output (h, w) reads buffer row lead + h * sh + i * dh, column w * sw + j * dw - left
+            start = (g.lead * g.width - g.left) * channels
             windows = checked_windows(flat[start:], (g.kh, g.kw, height_out, run), tuple(
                 v * item for v in (g.dh * row, g.dw * channels, g.sh * row, 1)))
         else:
+            flat = source.reshape(-1)
+            start = (g.lead * g.width - g.left) * channels
             # per kernel column j, the columns it reads at each output column, gathered into contiguous runs
             depthwise.check_size((g.kw, g.padded_rows, run), dtype, "separable chain column buffer")
             columns = np.empty((g.kw, g.padded_rows, width_out, channels), dtype)
@@ -195,6 +257,7 @@ class SeparableChain:
                 copies.append((columns[j], checked_windows(
                     flat[start + j * g.dw * channels:], (g.padded_rows, width_out, channels),
                     tuple(v * item for v in (row, g.sw * channels, 1)))))
+        if g.sw != 1:
             windows = checked_windows(columns.reshape(-1), (g.kh, g.kw, height_out, run), tuple(
                 v * item for v in (g.dh * run, g.padded_rows * run, g.sh * run, 1)))
         # the depthwise weights laid out over an output row, as ChannelsLastDepthwisePlan's, 0 where the tap's
@@ -213,12 +276,18 @@ class SeparableChain:
         bounds = self._carried_bounds(depthwise)
         if bounds is None:
             finish_depthwise = self._finisher(depthwise, (height_out, width_out, channels), dtype, True)
-            finish_pointwise = self._finisher(pointwise, out_shape, dtype, after is not None)
         else:
             finish_depthwise, bias = _carrying_finisher((height_out, width_out, channels), dtype, depthwise.bias,
                                                         bounds, pointwise.bias, matrix)
-            finish_pointwise = finisher(out_shape, dtype, bias, pointwise.act)
-        product = None if after is None else after.interior(target).reshape(out_shape)
+        # (rows of the depthwise output, where the pointwise conv writes their product): one block into the next
+        # input buffer's rows, or one per column phase into the next layer's kernel-column buffers
+        if isinstance(target, _PhaseColumns):
+            products = target.phase_products(rows_in)
+        else:
+            products = [] if after is None else [(rows_in, after.interior(target).reshape(out_shape))]
+        finished = products[0][1].shape if products else out_shape  # (each phase's product is finished alone)
+        finish_pointwise = self._finisher(pointwise, finished, dtype, after is not None) if bounds is None \
+            else finisher(finished, dtype, bias, pointwise.act)
         nhwc = (1, height_out, width_out, out_channels)
 
         def stage() -> np.ndarray | None:
@@ -226,9 +295,10 @@ class SeparableChain:
                 np.copyto(column, gathered)
             tap_einsum("ijhk,ijk->hk", windows, weights, out=between)
             finish_depthwise(between)
-            if product is not None:
-                np.matmul(rows_in, matrix, out=product)
-                finish_pointwise(product)
+            if products:
+                for pixels, product in products:
+                    np.matmul(pixels, matrix, out=product)
+                    finish_pointwise(product)
                 return None
             y = np.matmul(rows_in, matrix)
             finish_pointwise(y)
