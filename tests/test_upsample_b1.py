@@ -1,10 +1,15 @@
 """Batch-1 kernels of the upsampling models (issue 10): the 1x1 convolution of a one-image NCHW input (batch1.py's
-ChannelsLastPointwisePlan, a 2-D dot) against the general pointwise kernel."""
+ChannelsLastPointwisePlan, a 2-D dot) against the general pointwise kernel, and Resize's resampler kept per input
+(matrix products, repeats or the tap-by-tap gather) against the gather and onnxruntime."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import build_kernel, make_model, ort_run, tensor_info
+from onnx import TensorProto, helper
+
+import nn_core
 
 # (input shape, output channels): one input channel (the skip branch of upsample_l13), odd sizes, 1x1 images,
 # batches of 2 and 3 (the stacked matmul)
@@ -37,3 +42,67 @@ def test_pointwise_nchw_input_matches_the_general_kernel(case, dtype):
             np.testing.assert_allclose(run(-x), general.run(-x, general.prepare(w, bias, 1), act), rtol=tolerance,
                                        atol=tolerance)
             np.testing.assert_array_equal(got, kept)
+
+
+# (attributes, input shape, sizes): upsample_l13's nearest and bilinear x2, odd and shrinking sizes, cubic, one
+# resized axis, a crop with extrapolation (the gather), a 3-D input (the matrix product on a leading axis)
+RESIZE_CASES = [({"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"},
+                 (1, 4, 7, 7), (1, 4, 14, 14)),
+                ({"mode": "linear"}, (1, 4, 14, 14), (1, 4, 28, 28)),
+                ({"mode": "linear", "coordinate_transformation_mode": "align_corners"}, (2, 3, 5, 7), (2, 3, 9, 4)),
+                ({"mode": "nearest"}, (1, 2, 5, 6), (1, 2, 13, 4)),
+                ({"mode": "cubic", "coordinate_transformation_mode": "pytorch_half_pixel"}, (1, 3, 6, 5),
+                 (1, 3, 11, 10)),
+                ({"mode": "linear"}, (1, 2, 6, 5), (1, 2, 6, 9)),
+                ({"mode": "linear"}, (3, 6, 5), (7, 6, 5)),
+                ({"mode": "linear", "coordinate_transformation_mode": "tf_crop_and_resize",
+                  "extrapolation_value": 2.0}, (1, 2, 5, 5), (1, 2, 8, 8))]
+
+
+def _resize_inputs(case, dtype=np.float32):
+    attrs, shape, sizes = case
+    x = (np.random.default_rng(len(shape) + sum(sizes)).standard_normal(shape) * 4).astype(dtype)
+    roi = np.array([0.0] * len(shape) + [1.0] * len(shape), np.float32)
+    if attrs.get("coordinate_transformation_mode") == "tf_crop_and_resize":
+        roi[2:4], roi[6:8] = -0.2, 1.1  # outside the image: extrapolated
+    return x, roi, np.array(np.array(sizes), np.int64)
+
+
+@pytest.mark.parametrize("case", RESIZE_CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, np.int32])
+def test_resize_resampler_matches_the_gather(case, dtype):
+    x, roi, sizes = _resize_inputs(case, dtype)
+    node = helper.make_node("Resize", ["x", "roi", "", "sizes"], ["y"], **case[0])
+    kernel = build_kernel(node, [x, roi, None, sizes], (1, 3))
+    plans = kernel.plans_for(x, (roi, None, sizes))
+    want = kernel._gather_resample(x, plans)
+    tolerance = {np.float16: 1e-2, np.float32: 1e-5}.get(dtype, 1e-9)
+    got = kernel.run(x, roi, None, sizes)
+    assert got.shape == want.shape == case[2] and got.dtype == x.dtype
+    np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=tolerance, atol=tolerance)
+    # the next call (the kept resampler) leaves the first output and the input as they were
+    kept, before = got.copy(), x.copy()
+    again = kernel.run(x[::-1].copy(), roi, None, sizes)
+    np.testing.assert_array_equal(got, kept)
+    np.testing.assert_array_equal(x, before)
+    np.testing.assert_allclose(again.astype(np.float64),
+                               kernel._gather_resample(x[::-1].copy(), plans).astype(np.float64),
+                               rtol=tolerance, atol=tolerance)
+    # other sizes for the same input: their own plans and resampler
+    other = sizes.copy()
+    other[-1] += 1
+    assert kernel.run(x, roi, None, other).shape == case[2][:-1] + (case[2][-1] + 1,)
+
+
+@pytest.mark.parametrize("case", RESIZE_CASES)
+def test_resize_in_a_model_matches_onnxruntime(case):
+    x, roi, sizes = _resize_inputs(case)
+    node = helper.make_node("Resize", ["x", "roi", "", "sizes"], ["y"], **case[0])
+    model = make_model([node], [tensor_info("x", list(x.shape))], [tensor_info("y", None, TensorProto.FLOAT)],
+                       {"roi": roi, "sizes": sizes})
+    session = nn_core.load_proto(model)
+    for image in (x, -x):
+        (theirs,) = ort_run(model, {"x": image})
+        ours = session.run({"x": image})["y"]
+        assert ours.shape == theirs.shape
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)

@@ -12,6 +12,7 @@ import numpy as np
 
 from . import conv, norm, pool  # noqa: F401  (importing registers their kernels)
 from .activations import EXP_SAFE, ones_column, sigmoid
+from .caches import keep
 from .conv import FusableOp, fold_batchnorm_into_conv
 from .float8 import NARROW_FLOATS
 from .float8 import cast as narrow_cast
@@ -767,13 +768,27 @@ class _ResizeBase(Op):
         return plans
 
     def resample(self, x: np.ndarray, plans: list[_AxisResample]) -> np.ndarray:
-        if plans and x.dtype.kind == "f" and all(plan.dense() for plan in plans):
-            return self._resample_by_matrices(x, plans)
+        return self.resampler(x.shape, x.dtype, plans)(x)
+
+    def resampler(self, shape: tuple[int, ...], dtype: np.dtype, plans: list[_AxisResample]
+                  ) -> Callable[[np.ndarray], np.ndarray]:
+        """The resampling by ``plans`` of an input of ``shape`` and ``dtype``, its strategy and operands chosen
+        here once: Resize keeps it per input (``run``), so a call is only the NumPy calls of the strategy."""
+        if plans and dtype.kind == "f" and all(plan.dense() for plan in plans):
+            return self._matrices_resampler(shape, dtype, plans)
         if plans and all(plan.repeats() is not None for plan in plans):
-            y = x
-            for plan in plans:
-                y = y.repeat(plan.repeats(), axis=plan.axis)
-            return y
+            repeats = [(plan.repeats(), plan.axis) for plan in plans]
+
+            def repeat(x: np.ndarray) -> np.ndarray:
+                y = x
+                for counts, axis in repeats:
+                    y = y.repeat(counts, axis=axis)
+                return y
+
+            return repeat
+        return lambda x: self._gather_resample(x, plans)
+
+    def _gather_resample(self, x: np.ndarray, plans: list[_AxisResample]) -> np.ndarray:
         y = x
         for plan in plans:
             y = plan.apply(y, self.extrapolation)
@@ -785,25 +800,38 @@ class _ResizeBase(Op):
         return y
 
     @staticmethod
-    def _resample_by_matrices(x: np.ndarray, plans: list[_AxisResample]) -> np.ndarray:
+    def _matrices_resampler(shape: tuple[int, ...], dtype: np.dtype, plans: list[_AxisResample]
+                            ) -> Callable[[np.ndarray], np.ndarray]:
         """An interpolating resize as one matrix product per axis (the weights ``apply`` sums tap by tap, as
         the (out, size) matrix of the backward): two BLAS calls for an image instead of a gather, a multiply and
         an add per tap and axis on float64 copies, 35 -> 9 us on a (1, 4, 14, 14) bilinear upsampling. A float32
         image is multiplied in float32 (as onnxruntime does; ~3x faster again than converting it to float64 and
-        back), other floats in float64: sums in another order, equal within the type's rounding."""
-        wide = np.dtype(np.float32) if x.dtype == np.float32 else np.dtype(np.float64)
-        y = x.astype(wide, copy=False)  # (every step below makes a new array: x itself is never written)
-        last = x.ndim - 1
+        back), other floats in float64: sums in another order, equal within the type's rounding. The operands
+        and every intermediate shape are laid out here, for an input of ``shape``."""
+        wide = np.dtype(np.float32) if dtype == np.float32 else np.dtype(np.float64)
+        last = len(shape) - 1
+        current = list(shape)
+        # per axis: (matrix, (rows, length) to view the last axis's input in, or None, the shape after the axis)
+        steps: list[tuple[np.ndarray, tuple[int, int] | None, tuple[int, ...]]] = []
         for plan in plans:
             matrix = plan.interpolation_matrix(wide)
-            if plan.axis == last:  # one 2-D product over all the rows (np.matmul loops over the leading axes)
-                rows = math.prod(y.shape[:last])
-                y = y.reshape(rows, y.shape[last]).dot(matrix.T).reshape(y.shape[:last] + matrix.shape[:1])
-            elif plan.axis == last - 1:
-                y = np.matmul(matrix, y)
-            else:
-                y = np.moveaxis(np.tensordot(matrix, y, axes=([1], [plan.axis])), 0, plan.axis)
-        return y.astype(x.dtype, copy=False)
+            rows = (math.prod(current[:last]), current[last]) if plan.axis == last else None
+            current[plan.axis] = matrix.shape[0]
+            # (the last axis: one 2-D product over all the rows, np.matmul would loop over the leading axes)
+            steps.append((np.ascontiguousarray(matrix.T) if rows else matrix, rows, tuple(current)))
+
+        def run(x: np.ndarray) -> np.ndarray:
+            y = x if x.dtype == wide else x.astype(wide)  # (every step below makes a new array: x is never written)
+            for (matrix, rows, after), plan in zip(steps, plans, strict=True):
+                if rows is not None:
+                    y = y.reshape(rows).dot(matrix).reshape(after)
+                elif plan.axis == last - 1:
+                    y = np.matmul(matrix, y)
+                else:
+                    y = np.moveaxis(np.tensordot(matrix, y, axes=([1], [plan.axis])), 0, plan.axis)
+            return y if y.dtype == x.dtype else y.astype(x.dtype)
+
+        return run
 
     def plans_for(self, x: np.ndarray, rest) -> list[_AxisResample]:
         raise NotImplementedError
@@ -872,11 +900,18 @@ class Resize(_ResizeBase):
         self.policy = _choice(self, "keep_aspect_ratio_policy", "stretch", ("stretch", "not_larger", "not_smaller"))
         self.legacy = node.opset < 11
         self.plans: dict[tuple, list[_AxisResample]] = {}
+        self.resamplers: dict[tuple, Callable[[np.ndarray], np.ndarray]] = {}  # by input dtype and plans' key
 
     def run(self, x, *rest):
-        return self.resample(x, self.plans_for(x, rest))
+        key = (x.dtype, *self._inputs_key(x, rest)[0])
+        run = self.resamplers.get(key)
+        if run is None:
+            run = keep(self.resamplers, key, self.resampler(x.shape, x.dtype, self.plans_for(x, rest)))
+        return run(x)
 
-    def plans_for(self, x: np.ndarray, rest) -> list[_AxisResample]:
+    def _inputs_key(self, x: np.ndarray, rest) -> tuple[tuple, tuple]:
+        """What the plans depend on -- the input's shape and the bytes of the scales, sizes and crop given --,
+        and those (roi, scales, sizes) themselves, each None when absent or empty."""
         if self.legacy:
             roi, scales, sizes = None, rest[0], None
         else:
@@ -886,7 +921,10 @@ class Resize(_ResizeBase):
         scales = None if scales is None or scales.size == 0 else scales
         sizes = None if sizes is None or sizes.size == 0 else sizes
         roi = None if roi is None or roi.size == 0 else roi
-        key = (x.shape, _bytes(scales), _bytes(sizes), _bytes(roi))
+        return (x.shape, _bytes(scales), _bytes(sizes), _bytes(roi)), (roi, scales, sizes)
+
+    def plans_for(self, x: np.ndarray, rest) -> list[_AxisResample]:
+        key, (roi, scales, sizes) = self._inputs_key(x, rest)
         plans = self.plans.get(key)
         if plans is None:
             if len(self.plans) > 64:  # input shapes fed at run time must not grow the cache without bound
