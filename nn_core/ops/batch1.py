@@ -903,11 +903,16 @@ class PhaseTransposePlan:
             self.interior, self.windows, self.cols, self.cols_windows, self.matrix, self.product, \
             self.phase_sources
         interleaved, full, crop = self.interleaved, self.full, self.crop
+        # (group, phases * M/group, width) @ (batch, group, width, j); one image of one group as 2-D operands for
+        # np.dot, which costs ~0.4 us less a call than np.matmul on these small products (1.2 -> 0.8 us at 7x7)
+        single = cols.shape[0] * cols.shape[1] == 1
+        product_operands = (matrix[0], cols[0, 0], product[0, 0]) if single else (matrix, cols, product)
+        multiply = np.dot if single else np.matmul
 
         def run(x: np.ndarray) -> np.ndarray:
             interior[...] = x
             np.copyto(cols_windows, windows)
-            np.matmul(matrix, cols, out=product)  # (group, phases * M/group, width) @ (batch, group, width, j)
+            multiply(*product_operands[:2], out=product_operands[2])
             y = np.empty(full, product.dtype)
             laid = y.reshape(interleaved)
             # one copy per phase of the last axis: NumPy's loop then runs along output rows, not over the

@@ -514,7 +514,7 @@ class _AxisResample:
         self.axis, self.index, self.weight, self.outside = axis, index, weight, outside
         self.size = size  # the input's length along the axis
         self.matrix: np.ndarray | None = None  # (out, size) interpolation matrix, built by the first backward
-        self.matrix32: np.ndarray | None = None  # the same in float32, for float32 images (_resample_by_matrices)
+        self.matrix32: np.ndarray | None = None  # the same in float32, for float32 images (_matrices_resampler)
         self.spec: tuple = (0, 1.0, None)  # (output length, scale, crop) it was planned for
         self.is_dense: bool | None = None  # see dense()
         self.counts: int | np.ndarray | None = None  # see repeats()
