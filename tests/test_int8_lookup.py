@@ -245,7 +245,7 @@ def test_lookup_kernel_refuses_bad_tables_and_inputs_by_name():
     with pytest.raises(nn_core.ModelError, match="'lk'.*table"):
         lookup_kernel(2, np.zeros(255, np.uint8))
     with pytest.raises(nn_core.ModelError, match="'lk'.*table"):
-        lookup_kernel(2, np.zeros(256, np.float32))
+        lookup_kernel(2, np.zeros(256, np.float64))
     with pytest.raises(nn_core.ModelError, match="'lk'.*65536"):
         lookup_kernel(3, np.zeros(256, np.uint8))
     with pytest.raises(nn_core.ModelError, match="'lk'.*x and a table"):
@@ -320,3 +320,58 @@ def test_fused_convolution_refuses_a_table_wider_than_its_float32_index():
         QuantizingQLinearConv(spec)
     consts[3], consts[9] = consts[3][:-1], consts[9][:-1]
     QuantizingQLinearConv(spec)  # (the widest fuse_lookups writes is accepted)
+
+
+def float_tail(dtype: type, tail, negative: bool = False) -> onnx.ModelProto:
+    """x -> Q/DQ -> Conv -> Q/DQ -> BatchNormalization -> ``tail(builder, value)`` -> y: a chain of table ops
+    whose value is read as float (a classifier's tail before its pooling), no QuantizeLinear after it."""
+    _, odd = zero_points(dtype)
+    b = QDQ(dtype)
+    _, x = b.qdq("x", 0.02, odd)
+    y = b.conv(x, 0.02, 6)
+    _, y = b.qdq(y, 0.05, odd)
+    return b.model(tail(b, b.batch_norm(y, negative=negative)))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_float_tail_is_a_float_table_the_convolution_looks_up(dtype):
+    """Conv -> Q/DQ -> BatchNormalization -> Relu -> GlobalAveragePool: the DequantizeLinear, BatchNormalization
+    and Relu become a per-channel table of float32 values the convolution indexes; the same values bit for
+    bit (held to our unfused plan: onnxruntime's BatchNormalization may round its float values otherwise, and it
+    may sum the pooled values in another order)."""
+    ours = assert_exact(float_tail(dtype, lambda b, y: b.node("GlobalAveragePool", [b.node("Relu", [y])])),
+                        onnxruntime=False)
+    assert ours.plan_ops == ["QLinearConv", "GlobalAveragePool"], ours.plan_ops
+
+
+def test_float_tail_as_the_graph_output():
+    ours = assert_exact(float_tail(np.uint8, lambda b, y: b.node("Relu", [y])), onnxruntime=False)
+    assert ours.plan_ops == ["QLinearConv"], ours.plan_ops
+
+
+@pytest.mark.parametrize("negative", [False, True])
+def test_float_table_before_a_maxpool(negative):
+    """A MaxPool reading the float table's values is taken into the convolution only when the table is
+    non-decreasing per channel (a negative BatchNormalization scale keeps it a step of its own)."""
+    ours = assert_exact(float_tail(np.uint8, lambda b, y: b.node(
+        "MaxPool", [b.node("Relu", [y])], kernel_shape=[2, 2], strides=[2, 2]), negative=negative),
+        onnxruntime=False)
+    assert ("MaxPool" in ours.plan_ops) == negative, ours.plan_ops
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_residual_sum_read_as_float_is_one_float_pair_table(dtype):
+    """DQ(a), DQ(b) -> Add -> Relu -> GlobalAveragePool: one float32 table over all 65536 pairs of codes."""
+    low, odd = zero_points(dtype)
+    b = QDQ(dtype)
+    _, x = b.qdq("x", 0.02, odd)
+    a = b.node("Relu", [b.conv(x, 0.02, 3)])
+    qa, a_dq = b.qdq(a, 0.04, low)
+    c = b.conv(a_dq, 0.04, 3)
+    _, c_dq = b.qdq(c, 0.05, odd)
+    a_again = b.node("DequantizeLinear", [qa, b.const(np.array(0.04, np.float32)), b.const(np.array(low, dtype))])
+    y = b.node("GlobalAveragePool", [b.node("Relu", [b.node("Add", [a_again, c_dq])])])
+    ours = assert_exact(b.model(y), onnxruntime=False)  # (onnxruntime runs a QLinearAdd)
+    assert "QLinearLookup" in ours.plan_ops and "Add" not in ours.plan_ops, ours.plan_ops
+    lookup = next(s.kernel for s in ours._fast_plan().steps if isinstance(s.kernel, QLinearLookup))
+    assert lookup.const(2).dtype == np.float32

@@ -463,7 +463,8 @@ class _TableRequantizer:
     def __init__(self, requant: _Requantizer, table: np.ndarray, ndim: int):
         self.multiplier, self.low, self.high = requant.multiplier, requant.low, requant.high
         by_code = np.roll(table, -128, axis=-1) if requant.dtype == np.int8 else table
-        self.monotonic = bool(np.all(np.diff(by_code.astype(np.int16), axis=-1) >= 0))
+        # (in float64: 8-bit codes' differences would wrap, a dequantizing table's are floats)
+        self.monotonic = bool(np.all(np.diff(by_code.astype(np.float64), axis=-1) >= 0))
         self.flat = np.ascontiguousarray(by_code).reshape(-1)
         # the clipped, rounded value r has index r + zero_point - min (+ 256 per row); an odd shift is taken
         # as the even one below it and the 1 back from the bits' constant
@@ -1069,7 +1070,8 @@ def _byte_index(x: np.ndarray) -> np.ndarray:
 class QLinearLookup(Op):
     """x, table or a, b, table: 8-bit codes through a table (``fuse_lookups`` writes it for ``DequantizeLinear
     -> elementwise float ops -> QuantizeLinear``, computed once by running those ops on every code, so the
-    results are theirs bit for bit).
+    results are theirs bit for bit). A float32 table is such a chain without the QuantizeLinear: the ops' float
+    values themselves.
 
     One input: ``table`` (256,) indexed by x's byte, or (C, 256) with one row per channel (axis 1) of x. Two
     inputs: ``table`` (65536,) indexed by ``a's byte * 256 + b's byte`` (a and b broadcast)."""
@@ -1085,8 +1087,8 @@ class QLinearLookup(Op):
             self._check_table(table)
 
     def _check_table(self, table: np.ndarray) -> None:
-        if table.dtype not in (np.uint8, np.int8):
-            raise self.fail(f"table must be uint8 or int8, got {table.dtype}")
+        if table.dtype not in (np.uint8, np.int8, np.float32):
+            raise self.fail(f"table must be uint8, int8 or float32, got {table.dtype}")
         if self.binary and table.shape != (65536,) or not self.binary and (
                 table.ndim not in (1, 2) or table.shape[-1] != 256 or table.ndim == 1 and table.size != 256):
             wanted = "[65536]" if self.binary else "[256] or [C, 256]"
@@ -1455,9 +1457,10 @@ def _table_kernel(node, opset: int, consts: list[np.ndarray | None]) -> Op:
 
 def _chain_table(starts: list, ops: list, quantize, constants: dict[str, np.ndarray], channels: int
                  ) -> np.ndarray | None:
-    """The table of ``starts`` (one or two DequantizeLinear) -> ``ops`` -> ``quantize``, computed by the kernels
-    the unfused plan runs, on every code (per channel when ``channels``), in QLinearLookup's layout; None when a
-    kernel refuses the nodes (the unfused plan then reports it, naming the file)."""
+    """The table of ``starts`` (one or two DequantizeLinear) -> ``ops`` -> ``quantize`` (None: the ops' float32
+    values), computed by the kernels the unfused plan runs, on every code (per channel when ``channels``), in
+    QLinearLookup's layout; None when a kernel refuses the nodes (the unfused plan then reports it, naming the
+    file)."""
     def consts(node) -> list[np.ndarray | None]:
         return [constants.get(name) if name else None for name in node.inputs]
 
@@ -1480,13 +1483,14 @@ def _chain_table(starts: list, ops: list, quantize, constants: dict[str, np.ndar
                 kernel = _table_kernel(node, opset, consts(node))
                 values = [kernel.run(*values, *consts(node)[len(values):])]
             q = quantize
-            table = QuantizeLinear(NodeSpec(op_type=q.op_type, name=q.name, inputs=list(q.inputs),
-                                            outputs=list(q.outputs), attrs=dict(q.attrs), opset=MAX_OPSET,
-                                            consts=consts(q))).run(values[0], *consts(q)[1:])
+            table = values[0] if q is None else QuantizeLinear(NodeSpec(
+                op_type=q.op_type, name=q.name, inputs=list(q.inputs), outputs=list(q.outputs), attrs=dict(q.attrs),
+                opset=MAX_OPSET, consts=consts(q))).run(values[0], *consts(q)[1:])
     except (ModelError, ArithmeticError, TypeError, ValueError):
         return None
     wanted = (65536,) if len(starts) == 2 else (channels, 256) if channels else (256,)
-    if not isinstance(table, np.ndarray) or table.size != math.prod(wanted) or table.dtype.itemsize != 1:
+    typed = table.dtype == F32 if quantize is None else table.dtype.itemsize == 1
+    if not isinstance(table, np.ndarray) or table.size != math.prod(wanted) or not typed:
         return None
     return np.ascontiguousarray(table.reshape(wanted))
 
@@ -1501,7 +1505,9 @@ def fuse_lookups(nodes: list, constants: dict[str, np.ndarray], graph_outputs: s
     all 65536 pairs. onnxruntime runs these as QLinearAdd or node by node; the table gives the unfused plan's
     values bit for bit, in one pass instead of one per node. A lookup whose codes come only from a QLinearConv
     is then done by that convolution on its requantized sums (``FUSED_DOMAIN`` QLinearConv, the table as input
-    9). Arguments as ``fuse_qdq``'s (the fast plan's private rewrite)."""
+    9). A chain whose last op's value is read as float (no QuantizeLinear after it: a model's tail of
+    DequantizeLinear -> BatchNormalization -> Relu -> GlobalAveragePool) becomes a lookup in a table of those
+    float32 values. Arguments as ``fuse_qdq``'s (the fast plan's private rewrite)."""
     producer, readers = producers_and_readers(nodes)
 
     def single_reader(name: str, node) -> bool:
@@ -1577,24 +1583,37 @@ def fuse_lookups(nodes: list, constants: dict[str, np.ndarray], graph_outputs: s
             return weight.shape[0]
         return weight.shape[0] if node.attrs.get("transB", 0) else weight.shape[1]
 
+    def read_as_float(node) -> bool:
+        """A table op none of whose readers could take its value into a table of their own."""
+        if node.op_type not in _TABLE_UNARY | _TABLE_BINARY or not is_default_domain(node) or len(node.outputs) != 1:
+            return False
+        users = readers.get(node.outputs[0], [])
+        return all(user.op_type not in _TABLE_UNARY | _TABLE_BINARY | {"QuantizeLinear", "QLinearConv"}
+                   for user in users)
+
     replaced: dict[int, list] = {}
     removed: set[int] = set()
     for end in nodes:
         if (end.op_type == "QuantizeLinear" and is_default_domain(end) and len(end.inputs) == 3
                 and not set(end.attrs) - {"axis", "saturate"}):
             q = end
+        elif read_as_float(end):
+            q = None
         elif end.op_type == "QLinearConv" and end.domain == FUSED_DOMAIN and end.attrs.get("quantize_input") == 1:
             # fuse_qdq gave the chain's QuantizeLinear to the convolution reading it: taken back, the codes
             # come from the table
             q = make_node(end, end.name, "QuantizeLinear", "", end.inputs[:3], [f"{end.inputs[0]}::codes"], {})
         else:
             continue
-        if not per_tensor(q.inputs[1], q.inputs[2]):
+        if q is not None and not per_tensor(q.inputs[1], q.inputs[2]):
             continue
-        ops, starts, channels, name, reader = [], [], 0, q.inputs[0], end
+        # from the value the QuantizeLinear reads, or from the float end itself (whose readers may be any)
+        ops, starts, channels = [], [], 0
+        name, reader = (q.inputs[0], end) if q is not None else (end.outputs[0], None)
         while not starts:
             node = producer.get(name)
-            if node is None or not single_reader(name, reader) or not is_default_domain(node) or id(node) in removed:
+            if node is None or reader is not None and not single_reader(name, reader) or not is_default_domain(node) \
+                    or id(node) in removed:
                 break
             if node.op_type == "DequantizeLinear":
                 starts = [n for n in [start(name, reader)] if n is not None]
@@ -1617,15 +1636,16 @@ def fuse_lookups(nodes: list, constants: dict[str, np.ndarray], graph_outputs: s
         table = _chain_table(starts, ops, q, constants, channels)
         if table is None:
             continue
-        table_name = f"{q.outputs[0]}::lookup"
+        last = q if q is not None else end
+        table_name = f"{last.outputs[0]}::lookup"
         constants[table_name] = table
-        replaced[id(end)] = [make_node(q, q.name, "QLinearLookup", FUSED_DOMAIN,
-                                       [dq.inputs[0] for dq in starts] + [table_name], [q.outputs[0]], {})]
-        if end is not q:
+        replaced[id(end)] = [make_node(last, last.name, "QLinearLookup", FUSED_DOMAIN,
+                                       [dq.inputs[0] for dq in starts] + [table_name], [last.outputs[0]], {})]
+        if q is not None and end is not q:
             attrs = {k: v for k, v in end.attrs.items() if k != "quantize_input"}
             replaced[id(end)].append(make_node(end, end.name, end.op_type, end.domain,
                                                [q.outputs[0], *end.inputs[1:]], list(end.outputs), attrs))
-        removed.update(id(n) for n in (*starts, *ops))
+        removed.update(id(n) for n in (*starts, *ops) if n is not end)
     if not replaced:
         return nodes
     result = [new for node in nodes if id(node) not in removed for new in replaced.get(id(node), [node])]

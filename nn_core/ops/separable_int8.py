@@ -47,6 +47,42 @@ def _code_type(kernel: QLinearConv) -> np.dtype:
     return requant.flat.dtype if isinstance(requant, _TableRequantizer) else requant.dtype
 
 
+def centring_requantizer(layer: QLinearConv, after: QLinearConv, laid_out: Callable[[Any], Any]
+                         ) -> Callable[[np.ndarray, np.ndarray], None]:
+    """``centre(sums, out)``: ``layer``'s requantization of its exact ``sums`` (with the bias) into ``out`` (C-order,
+    their shape, ``sums`` itself allowed) as the codes ``after`` multiplies, ``code - x_zero_point`` in float32.
+    The passes are the layer's requantizer's own, in its order (module docstring); ``laid_out`` lays a
+    per-channel operand out against ``out``'s shape."""
+    requant = layer.requant
+    multiplier, low, high = laid_out(requant.multiplier), requant.low, requant.high
+    next_zero_point = after.fast.x_zero_point
+    if isinstance(requant, _TableRequantizer):
+        rounder, base = laid_out(requant.rounder), requant.base
+        centred_table = requant.flat.astype(F32) - next_zero_point  # exact: 8-bit codes
+
+        def centre_looked_up(sums: np.ndarray, out: np.ndarray) -> None:
+            np.multiply(sums, multiplier, out=out)
+            _clip(out, low, high, out=out)
+            out += rounder
+            index = out.view(np.int32)
+            index -= base
+            # the clip keeps every index in range (as _TableRequantizer's); take reads the indices into its own
+            # array before it writes
+            centred_table.take(index, mode="wrap", out=out)
+
+        return centre_looked_up
+    shift = requant.zero_point - next_zero_point  # exact: both 8-bit zero points
+
+    def centre(sums: np.ndarray, out: np.ndarray) -> None:
+        np.multiply(sums, multiplier, out=out)
+        np.rint(out, out=out)
+        _clip(out, low, high, out=out)
+        if shift:
+            out += shift
+
+    return centre
+
+
 class QuantizedSeparableChain(SeparableChain):
     """The QLinearConv kernels of a depthwise-separable chain (module docstring) as one step's kernel: ``run(x)``
     takes the first layer's input codes and returns the last layer's output codes."""
@@ -80,7 +116,6 @@ class QuantizedSeparableChain(SeparableChain):
         if not inside:
             return add_bias  # the exact sums, requantized by the last layer itself (run)
         layer, after = self.neighbours[id(kernel)]
-        requant = layer.requant
         size, channels = math.prod(shape), shape[-1]
         run = epilogue_run(size, channels)
         rows = (size // run, run)
@@ -90,37 +125,14 @@ class QuantizedSeparableChain(SeparableChain):
             operand twice as fast as a broadcast channel vector)."""
             return np.tile(np.reshape(value, -1), run // channels) if np.ndim(value) else value
 
-        multiplier, low, high = tiled(requant.multiplier), requant.low, requant.high
-        next_zero_point = after.fast.x_zero_point
-        if isinstance(requant, _TableRequantizer):
-            rounder, base = tiled(requant.rounder), requant.base
-            centred_table = requant.flat.astype(F32) - next_zero_point  # exact: 8-bit codes
+        centre = centring_requantizer(layer, after, tiled)
 
-            def requantize(y: np.ndarray) -> None:
-                add_bias(y)
-                flat = y.reshape(rows)
-                np.multiply(flat, multiplier, out=flat)
-                _clip(flat, low, high, out=flat)
-                flat += rounder
-                index = flat.view(np.int32)
-                index -= base
-                # the clip keeps every index in range (as _TableRequantizer's); take reads the indices into
-                # its own array before it writes
-                centred_table.take(index, mode="wrap", out=flat)
-
-            return requantize
-        shift = requant.zero_point - next_zero_point  # exact: both 8-bit zero points
-
-        def requantize_codes(y: np.ndarray) -> None:
+        def requantize(y: np.ndarray) -> None:
             add_bias(y)
             flat = y.reshape(rows)
-            np.multiply(flat, multiplier, out=flat)
-            np.rint(flat, out=flat)
-            _clip(flat, low, high, out=flat)
-            if shift:
-                flat += shift
+            centre(flat, flat)
 
-        return requantize_codes
+        return requantize
 
 
 def fuse_quantized_separable_chains(steps: list[Any], graph_outputs: set[str]) -> list[Any]:
@@ -151,3 +163,4 @@ def fuse_quantized_separable_chains(steps: list[Any], graph_outputs: set[str]) -
         step.fused = (*step.fused, *(t for s in chain[1:] for t in (*s.before, s.node.op_type, *s.fused)))
         dropped.update(id(s) for s in chain[1:])
     return [s for s in steps if id(s) not in dropped]
+
