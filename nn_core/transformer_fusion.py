@@ -478,6 +478,12 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
     both = len(outputs) == 2
     if dense is not None and mlp is None:
         tail = weight.shape[1:]
+    if mlp is not None:  # (read once here: a NamedTuple's fields and a bound method cost ~50 ns a look-up)
+        mlp_ranks, mlp_limit, second = mlp.ranks, mlp.limit, mlp.second
+        odd_part = mlp.gelu.row_odd_part if mlp.bounded else mlp.gelu.odd_part
+    # the epsilon as the rows' float32 (what NumPy converts a Python float to on each addition, ~0.1 us)
+    with np.errstate(over="ignore"):
+        row_epsilon = np.float32(epsilon) if np.isfinite(np.float32(epsilon)) else epsilon
     if attention is not None:  # (the scores' scale is in the query's columns of the weights)
         heads = PackedQkvAttention(attention.target, attention.picks, None, attention.merge,
                                    _scores_bounded(weight, dense_bias, attention, width, epsilon))
@@ -489,16 +495,16 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
             return None  # (a product over the budgets: the chain's dense layer says so)
         if mean is None:
             if dense is None:
-                y = layer_norm_rows(summed, averager, epsilon, scale, bias)
+                y = layer_norm_rows(summed, averager, row_epsilon, scale, bias)
             else:  # (the scale and bias are in the dense layer's weights)
-                y = normalized_rows(summed, averager, epsilon).dot(weight)
+                y = normalized_rows(summed, averager, row_epsilon).dot(weight)
                 y += dense_bias
                 if mlp is not None:
-                    if summed.ndim < mlp.ranks or summed.size // width * hidden > mlp.limit:
+                    if summed.ndim < mlp_ranks or summed.size // width * hidden > mlp_limit:
                         return None  # (constants that would broadcast the input up; a product over the budgets)
-                    first = y[:, :hidden]  # (then the second layer's product of GELU's linear part, and its bias)
-                    odd = mlp.gelu.row_odd_part(first) if mlp.bounded else mlp.gelu.odd_part(first)
-                    product = odd.dot(mlp.second)
+                    # the GELU's odd part of the first columns, then the second layer's product of GELU's linear
+                    # part and its bias, from the last ones
+                    product = odd_part(y[:, :hidden]).dot(second)
                     product += y[:, hidden:]
                     y = product.reshape(summed.shape[:-1] + tail)
                 elif attention is None:
@@ -513,7 +519,7 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
         if dense is not None:  # (not with keepdims)
             averages = token_averages(summed.shape[0], summed.shape[1])
             if averages is not None:  # the mean's weights divided by each row's deviation, not the rows
-                centered, deviation = centered_rows(summed, averager, epsilon)
+                centered, deviation = centered_rows(summed, averager, row_epsilon)
                 y = np.divide(averages, deviation.reshape(1, -1)).dot(centered).dot(weight)
                 y += dense_bias
                 # the block matrix's zeros meet every image's rows: a non-finite token would make every image
@@ -521,9 +527,9 @@ def _match_layer_norm(norm: _Step, graph: _Graph) -> _Step | None:
                 if not has_nan(y):
                     return (summed, y) if both else y
         if dense is None:
-            y = layer_norm_rows(summed, averager, epsilon, scale, bias)
+            y = layer_norm_rows(summed, averager, row_epsilon, scale, bias)
         else:
-            y = normalized_rows(summed, averager, epsilon).reshape(summed.shape)
+            y = normalized_rows(summed, averager, row_epsilon).reshape(summed.shape)
         count = summed.shape[1]
         row = tokens.get(count)
         if row is None:
