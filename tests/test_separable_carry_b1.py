@@ -146,3 +146,18 @@ def test_phase_written_outputs_are_fresh_and_batch_two_runs_the_layers():
     np.testing.assert_array_equal(kept, copy)
     x = rng.standard_normal((2, 3, 12, 12)).astype(np.float32)
     np.testing.assert_allclose(model.run({"x": x})["y"], ort_run(proto, {"x": x})[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("block", [
+    {"out": 8, "strides": [2, 2]},
+    {"out": 8, "strides": [1, 2], "pads": [0, 0, 0, 0]},
+    {"out": 8, "strides": [2, 3], "kernel": (3, 5), "pads": [1, 2, 1, 0]},  # wide, more left padding
+    {"out": 8, "strides": [2, 2], "dilations": [2, 2], "pads": [2, 2, 2, 2]},
+])
+@pytest.mark.parametrize("size", [(8, 8), (7, 9)])
+def test_a_column_strided_first_layer_gathers_from_the_input(block, size):
+    rng = np.random.default_rng(12)
+    for activation in ("Relu", "Clip", None):
+        model = _check(_separable_net(rng, [block, {"out": 6}], activation, channels=12, size=size, stem=False),
+                       rng)
+        assert sum(op.count("Conv") for op in model.plan_ops) == 4 and len(model.plan_ops) == 2

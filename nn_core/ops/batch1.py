@@ -263,6 +263,26 @@ class MatmulDepthwisePlan:
         return self.runner(matrix, act)(x)
 
 
+def column_gathers(columns: np.ndarray, rows: slice, left: int, width: int, dw: int, sw: int
+                   ) -> list[tuple[np.ndarray, tuple]]:
+    """(target, input columns) per kernel column j of a column-strided depthwise conv: the padded columns j reads
+    at each output column (wo * sw + j * dw), to gather from an NCHW input of ``width`` columns (``left`` of side
+    padding) into the image ``rows`` of ``columns[j]``, zeros of shape (kw, N, Hp, Wo, C), as runs: the output
+    columns whose source is padding are left zero. The targets are NCHW-shaped views, to be written with
+    ``target[...] = x[columns]``."""
+    out_width = columns.shape[3]
+    copies = []
+    for j in range(columns.shape[0]):
+        first = max(0, -(-(left - j * dw) // sw))
+        last = min(out_width - 1, (left + width - 1 - j * dw) // sw)
+        if last < first:
+            continue
+        start = first * sw + j * dw - left
+        target = columns[j][:, rows, first:last + 1, :].transpose(0, 3, 1, 2)
+        copies.append((target, (Ellipsis, slice(start, start + (last - first) * sw + 1, sw))))
+    return copies
+
+
 class ChannelsLastDepthwisePlan:
     """One input shape of a 2-D depthwise convolution computed channels-last, for many channels.
 
@@ -300,17 +320,8 @@ class ChannelsLastDepthwisePlan:
             self.windows = checked_windows(self.pad, (kh, kw, batch, ho, run), tuple(
                 v * item for v in (dh * row, dw * channels, hp * row, sh * row, 1)))
         else:
-            # per kernel column j, the padded columns it reads at each output column (wo * sw + j * dw), gathered
-            # straight from the input into runs: the output columns whose source is padding stay zero
             self.columns = np.zeros((kw, batch, hp, wo, channels), dtype)
-            for j in range(kw):
-                first = max(0, -(-(begins[1] - j * dw) // sw))
-                last = min(wo - 1, (begins[1] + width - 1 - j * dw) // sw)
-                if last < first:
-                    continue
-                start = first * sw + j * dw - begins[1]
-                target = self.columns[j][:, rows, first:last + 1, :].transpose(0, 3, 1, 2)
-                self.copies.append((target, (Ellipsis, slice(start, start + (last - first) * sw + 1, sw))))
+            self.copies.extend(column_gathers(self.columns, rows, begins[1], width, dw, sw))
             self.windows = checked_windows(self.columns, (kh, kw, batch, ho, run), tuple(
                 v * item for v in (dh * run, batch * hp * run, hp * run, sh * run, 1)))
         self.nhwc = (batch, ho, wo, channels)

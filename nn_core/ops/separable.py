@@ -34,7 +34,15 @@ import numpy as np
 
 from ..optimize import producers_and_readers, sole_reader
 from .activations import has_nan
-from .batch1 import CHANNELS_LAST_DEPTHWISE, LeanConv, MatmulDepthwiseConv, finisher, tap_einsum, tiled_operand
+from .batch1 import (
+    CHANNELS_LAST_DEPTHWISE,
+    LeanConv,
+    MatmulDepthwiseConv,
+    column_gathers,
+    finisher,
+    tap_einsum,
+    tiled_operand,
+)
 from .caches import keep
 from .conv import Conv, _Clip, _Relu
 from .windows import WindowError, checked_windows, stand_in
@@ -61,6 +69,7 @@ def is_chain_pointwise(kernel: Any) -> bool:
 
 
 def _column_strided(kernel: Conv) -> bool:
+    """Whether a conv has a column stride (separable_int8's chains do not start at such a depthwise conv)."""
     strides = kernel.geometry.strides_attr
     return bool(strides) and len(strides) == 2 and strides[1] != 1
 
@@ -91,7 +100,31 @@ class _DepthwiseGeometry:
         return buffer[start:start + self.height]
 
 
-class _PhaseColumns:
+class _ColumnBuffers:
+    """The kernel-column buffers of a column-strided depthwise conv of a chain, zeros of (kw, Hp, Wo, C) whose
+    padding is never written: kernel column j's runs, the image columns it reads at each output column. As the
+    chain's first layer, each call gathers them from the chain's NCHW input (``gathers``: (target, input
+    columns), ChannelsLastDepthwisePlan's copies); ``shifted`` (target, source) copies, none here, run before the
+    layer reads them."""
+
+    def __init__(self, depthwise: Conv, geometry: _DepthwiseGeometry, dtype: np.dtype):
+        g = geometry
+        depthwise.check_size((g.kw, g.padded_rows, g.out_width * g.channels), dtype, "separable chain column buffer")
+        self.columns = np.zeros((g.kw, g.padded_rows, g.out_width, g.channels), dtype)
+        self.gathers: list[tuple[np.ndarray, tuple]] = []
+        self.shifted: list[tuple[np.ndarray, np.ndarray]] = []
+
+    @classmethod
+    def gathered(cls, depthwise: Conv, geometry: _DepthwiseGeometry, dtype: np.dtype) -> _ColumnBuffers:
+        """The buffers of the chain's first layer, gathered from its input."""
+        g = geometry
+        buffers = cls(depthwise, g, dtype)
+        buffers.gathers = column_gathers(buffers.columns[:, None], slice(g.top, g.top + g.height), g.left, g.width,
+                                         g.dw, g.sw)
+        return buffers
+
+
+class _PhaseColumns(_ColumnBuffers):
     """The kernel-column buffers of a column-strided depthwise conv (stride s) of a chain, written by the pointwise
     conv before it: where the image is s * Wo columns wide, the pixels of column phase r (columns s * w + r) are an
     evenly strided set of the depthwise output rows the pointwise conv multiplies, so it multiplies each phase on
@@ -102,9 +135,8 @@ class _PhaseColumns:
     zeros, never written."""
 
     def __init__(self, depthwise: Conv, geometry: _DepthwiseGeometry, dtype: np.dtype):
+        super().__init__(depthwise, geometry, dtype)
         g = geometry
-        depthwise.check_size((g.kw, g.padded_rows, g.out_width * g.channels), dtype, "separable chain column buffer")
-        self.columns = np.zeros((g.kw, g.padded_rows, g.out_width, g.channels), dtype)
         self.sw = g.sw
         interiors = self.columns[:, g.top:g.top + g.height]
         offsets = [_phase_and_shift(g, j) for j in range(g.kw)]
@@ -193,9 +225,11 @@ class SeparableChain:
             geometries.append(geometry)
         # a column-strided layer's kernel-column buffers are written by the pointwise conv before it, phase by
         # phase (_PhaseColumns), where its geometry allows; the chain's first layer reads the graph's input
-        inputs = [_PhaseColumns(depthwise, geometry, dtype) if index and _PhaseColumns.fits(geometry)
-                  else self._input_buffer(depthwise, geometry, dtype)
-                  for index, ((depthwise, _), geometry) in enumerate(zip(pairs, geometries, strict=True))]
+        inputs: list[np.ndarray | _ColumnBuffers] = [
+            _PhaseColumns(depthwise, geometry, dtype) if index and _PhaseColumns.fits(geometry)
+            else _ColumnBuffers.gathered(depthwise, geometry, dtype) if geometry.sw != 1 and not index
+            else self._input_buffer(depthwise, geometry, dtype)
+            for index, ((depthwise, _), geometry) in enumerate(zip(pairs, geometries, strict=True))]
         # one scratch for every depthwise output: the next stage finds it in cache (each stage's part was checked
         # by its layer in _stage before any view of it is used)
         between = np.empty(max(g.out_height * g.out_width * g.channels for g in geometries), dtype)
@@ -207,11 +241,15 @@ class SeparableChain:
                                           inputs[index + 1] if after is not None else None, dtype, between))
             except WindowError as exc:
                 raise depthwise.fail(f"input {shape}: {exc}") from None
-        interior = geometries[0].interior(inputs[0])
+        first = inputs[0]
+        # the input's copies into the first layer's buffer: (target, input index)
+        gathers = first.gathers if isinstance(first, _ColumnBuffers) else \
+            [(geometries[0].interior(first).transpose(2, 0, 1)[None], (Ellipsis,))]
         final = stages[-1]
 
         def run(x: np.ndarray) -> np.ndarray | None:
-            interior[...] = x[0].transpose(1, 2, 0)
+            for target, columns in gathers:
+                target[...] = x[columns]
             for stage in stages[:-1]:
                 stage()
             y = final()
@@ -228,8 +266,8 @@ class SeparableChain:
         return np.zeros(shape, dtype)
 
     def _stage(self, depthwise: Conv, pointwise: Conv, geometry: _DepthwiseGeometry,
-               source: np.ndarray | _PhaseColumns, after: _DepthwiseGeometry | None,
-               target: np.ndarray | _PhaseColumns | None, dtype: np.dtype,
+               source: np.ndarray | _ColumnBuffers, after: _DepthwiseGeometry | None,
+               target: np.ndarray | _ColumnBuffers | None, dtype: np.dtype,
                between_scratch: np.ndarray) -> Callable[[], np.ndarray | None]:
         """One depthwise conv from ``source`` (its input buffer, or its kernel-column buffers) and the pointwise
         conv after it, into ``target`` (the next depthwise conv's input buffer, laid out by ``after``, or its
@@ -238,7 +276,7 @@ class SeparableChain:
         channels, width_out, height_out = g.channels, g.out_width, g.out_height
         run, row = width_out * channels, g.width * channels
         copies: list[tuple[np.ndarray, np.ndarray]] = []
-        if isinstance(source, _PhaseColumns):
+        if isinstance(source, _ColumnBuffers):
             copies.extend(source.shifted)
             columns = source.columns
         elif g.sw == 1:
@@ -358,14 +396,13 @@ def _carrying_finisher(shape: tuple[int, ...], dtype: np.dtype, bias: np.ndarray
 def fuse_separable_chains(steps: list[Any], graph_outputs: set[str]) -> list[Any]:
     """``steps`` with each run of depthwise conv -> pointwise conv (-> depthwise conv -> pointwise conv ...), every
     one the sole reader of the one before, made one SeparableChain step in the first one's place (its inputs, the
-    last one's outputs). A run must hold at least one depthwise-pointwise pair and ends with a pointwise conv. It
-    does not start at a depthwise conv with a column stride: on its own (ChannelsLastDepthwisePlan) that layer
-    gathers its kernel columns straight from its input, where the chain would first copy the input into its
-    buffer (2-3% slower on the dwsep fixtures, whose only chain it would be)."""
+    last one's outputs). A run must hold at least one depthwise-pointwise pair and ends with a pointwise conv. One
+    that starts at a depthwise conv with a column stride gathers that layer's kernel columns straight from its
+    input, as the layer on its own does (_ColumnBuffers.gathered)."""
     _, readers = producers_and_readers(steps)
     dropped: set[int] = set()
     for step in steps:
-        if id(step) in dropped or not is_chain_depthwise(step.kernel) or _column_strided(step.kernel):
+        if id(step) in dropped or not is_chain_depthwise(step.kernel):
             continue
         chain = [step]
         while True:
