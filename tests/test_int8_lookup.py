@@ -375,3 +375,26 @@ def test_residual_sum_read_as_float_is_one_float_pair_table(dtype):
     assert "QLinearLookup" in ours.plan_ops and "Add" not in ours.plan_ops, ours.plan_ops
     lookup = next(s.kernel for s in ours._fast_plan().steps if isinstance(s.kernel, QLinearLookup))
     assert lookup.const(2).dtype == np.float32
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "gaps", "batch"])
+def test_requantizers_lay_per_channel_operands_over_row_major_sums(layout):
+    """Row-major sums (C order, NCHW rows with gaps, a batch of 3) take the per-channel multiplier and rounder
+    spelled out over their shape, made once per shape; the codes and looked-up values are the broadcast ones."""
+    multiplier = np.array([0.5, 0.25, 1.0, 0.125, 0.0371], np.float32)
+    batch = 3 if layout == "batch" else 1
+    sums = rng.integers(-3000, 3000, (batch, 5, 6, 9)).astype(np.float32)
+    if layout == "gaps":
+        padded = np.zeros((batch, 5, 6, 11), np.float32)
+        padded[..., :9] = sums
+        sums = padded[..., :9]
+    plain = _Requantizer(multiplier, np.array(7, np.uint8), np.uint8, 1, 4)
+    shaped = multiplier.reshape(1, 5, 1, 1)
+    want = np.clip(np.rint(np.array(sums) * shaped) + 7, 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(plain(sums.copy() if layout != "gaps" else sums), want)
+    assert list(plain.laid_multipliers) == [sums.shape]
+    table = rng.integers(0, 256, (5, 256)).astype(np.uint8)
+    looked_up = _TableRequantizer(_Requantizer(multiplier, np.array(7, np.uint8), np.uint8, 1, 4), table, 4)
+    got = looked_up(sums.copy() if layout != "gaps" else sums)
+    np.testing.assert_array_equal(got, table[np.arange(5).reshape(1, 5, 1, 1), want])
+    assert list(looked_up.laid_rounders) == [sums.shape]

@@ -377,6 +377,20 @@ _ZERO, _ONE, _255 = F32(0), F32(1), F32(255)
 _DTYPE_BOUND = {np.dtype(np.uint8): 255.0, np.dtype(np.int8): 128.0}
 
 
+def _laid_over(cache: dict, value: np.ndarray | np.float32, acc: np.ndarray) -> np.ndarray | np.float32:
+    """A per-channel ``value`` (broadcastable against ``acc``) spelled out over ``acc``'s shape in C order, when acc
+    is stored in that order (C-contiguous, or NCHW rows with gaps: a convolution's valid columns): NumPy runs a
+    same-shape operand two to three times as fast as a channel vector broadcast along short image rows (6 x 28
+    x 28 sums: 7.8 -> 6.2 us a requantization). Made once per shape (``cache``, bounded), the size of an output
+    the convolution already checked; any other value or layout is handed back as it is."""
+    if np.ndim(value) == 0 or acc.ndim < 3 or list(acc.strides) != sorted(acc.strides, reverse=True):
+        return value
+    laid = cache.get(acc.shape)
+    if laid is None:
+        laid = keep(cache, acc.shape, np.ascontiguousarray(np.broadcast_to(value, acc.shape)))
+    return laid
+
+
 class _Requantizer:
     """``saturate(rint(acc * multiplier) + zero_point)`` as onnxruntime's output processors do it: the multiplier
     formed in float32, the product rounded half to even *before* the zero point is added (adding first could
@@ -399,14 +413,16 @@ class _Requantizer:
         self.zero_point = F32(0 if zero_point is None else np.asarray(zero_point).reshape(-1)[0])
         info = np.iinfo(self.dtype)
         self.low, self.high = F32(info.min) - self.zero_point, F32(info.max) - self.zero_point
+        self.laid_multipliers: dict[tuple[int, ...], np.ndarray] = {}  # per shape of the sums (_laid_over)
 
     def __call__(self, acc: np.ndarray) -> np.ndarray:
         if acc.dtype != F32:
             acc = acc.astype(F32)  # exact integers from a float64 accumulation: one float32 rounding, as ORT
+        multiplier = _laid_over(self.laid_multipliers, self.multiplier, acc)
         if acc.flags.c_contiguous:
-            np.multiply(acc, self.multiplier, out=acc)
+            np.multiply(acc, multiplier, out=acc)
         else:  # a strided view (a convolution's valid part): the passes run three times faster on a copy
-            acc = np.multiply(acc, self.multiplier)
+            acc = np.multiply(acc, multiplier)
         np.rint(acc, out=acc)
         _clip(acc, self.low, self.high, out=acc)
         return _shifted_codes(acc, self.zero_point, self.dtype)
@@ -476,6 +492,9 @@ class _TableRequantizer:
         self.base = np.int32(_ROUNDER_BITS - odd)
         # per (shape, strides) of the sums: None, or how a channels-last layout is worked as rows (_channel_rows)
         self.layouts: dict[tuple, tuple | None] = {}
+        # per shape of row-major sums: the multiplier and the rounder laid over it (_laid_over)
+        self.laid_multipliers: dict[tuple[int, ...], np.ndarray] = {}
+        self.laid_rounders: dict[tuple[int, ...], np.ndarray] = {}
 
     def _channel_rows(self, acc: np.ndarray) -> tuple | None:
         """For sums stored channels-last (channels the fastest axis in memory, as the depthwise and pointwise
@@ -513,14 +532,15 @@ class _TableRequantizer:
             index = flat.view(np.int32)
             index -= self.base
             return self.flat.take(index, mode="wrap").reshape(stored.shape).transpose(orders[1])
+        multiplier = _laid_over(self.laid_multipliers, self.multiplier, acc)
         if acc.flags.c_contiguous or _memory_order(acc) is not None:
             # in place, also in a transposed buffer: a new array of a large layer's size is fresh pages from the
             # system on every call, whose faults cost as much as the passes
-            np.multiply(acc, self.multiplier, out=acc)
+            np.multiply(acc, multiplier, out=acc)
         else:  # a view with gaps (the valid part of full-width rows): the passes run faster on a copy
-            acc = np.multiply(acc, self.multiplier)
+            acc = np.multiply(acc, multiplier)
         _clip(acc, self.low, self.high, out=acc)  # (clipping to integers commutes with rounding)
-        acc += self.rounder
+        acc += _laid_over(self.laid_rounders, self.rounder, acc)
         index = acc.view(np.int32)
         index -= self.base
         # the clip keeps every index in range, so take's "wrap" never wraps and spares the bounds check
