@@ -80,7 +80,7 @@ def test_chain_is_one_step_and_matches_the_general_kernels(activation):
     rng = np.random.default_rng(1)
     model = _check(_separable_net(rng, MOBILENET_BLOCKS, activation, size=(13, 11)), rng)
     conv = "Conv" + (f"+{activation}" if activation else "")
-    assert model.plan_ops == [conv, "+".join([conv] * 2 * len(MOBILENET_BLOCKS)), "ReduceMean"]
+    assert model.plan_ops == [conv, "+".join([conv] * 2 * len(MOBILENET_BLOCKS) + ["ReduceMean"])]
 
 
 @pytest.mark.parametrize("block", [
@@ -106,7 +106,7 @@ def test_a_chain_starting_at_a_column_strided_depthwise_conv_gathers_its_columns
     blocks = [{"out": 16, "strides": [2, 2]}, {"out": 16}, {"out": 8, "strides": [2, 2]}]
     for size in ((12, 12), (11, 13), (4, 5)):  # odd sizes: windows read past the image's right side
         model = _check(_separable_net(rng, blocks, "Relu", size=size), rng)
-        assert model.plan_ops == ["Conv+Relu", "+".join(["Conv+Relu"] * 6), "ReduceMean"]
+        assert model.plan_ops == ["Conv+Relu", "+".join(["Conv+Relu"] * 6 + ["ReduceMean"])]
 
 
 def test_chain_of_convolutions_without_bias():
@@ -120,7 +120,7 @@ def test_chain_without_stem_reads_an_nchw_graph_input_and_keeps_it():
     proto = _separable_net(rng, [{"out": 10}, {"out": 12, "strides": [2, 2]}], "Relu", channels=9, size=(9, 9),
                            stem=False)
     model = nn_core.load_proto(proto)
-    assert model.plan_ops == ["+".join(["Conv+Relu"] * 4), "ReduceMean"]
+    assert model.plan_ops == ["+".join(["Conv+Relu"] * 4 + ["ReduceMean"])]
     x = rng.standard_normal((1, 9, 9, 9)).astype(np.float32)
     kept = x.copy()
     got = model.run({"x": x})["y"]

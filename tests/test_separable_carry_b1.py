@@ -160,4 +160,87 @@ def test_a_column_strided_first_layer_gathers_from_the_input(block, size):
     for activation in ("Relu", "Clip", None):
         model = _check(_separable_net(rng, [block, {"out": 6}], activation, channels=12, size=size, stem=False),
                        rng)
-        assert sum(op.count("Conv") for op in model.plan_ops) == 4 and len(model.plan_ops) == 2
+        assert model.plan_ops == ["+".join(["Conv"] * 4 if activation is None else [f"Conv+{activation}"] * 4)
+                                  + "+ReduceMean"]
+
+
+# ---- a per-channel mean over the image after the chain, absorbed
+
+def _chain_then(rng: np.random.Generator, tail: list[helper.NodeProto], out_shape: list, opset: int = 13,
+                extra: dict | None = None) -> object:
+    """x (N, 8, 10, 10) -> depthwise 3x3 (pads 1) + ReLU -> 1x1 to 12 channels + ReLU ('pw') -> ``tail``
+    (reading 'pw', ending in 'y')."""
+    inits = {"dw_w": rng.standard_normal((8, 1, 3, 3)).astype(np.float32),
+             "dw_b": rng.standard_normal(8).astype(np.float32),
+             "pw_w": rng.standard_normal((12, 8, 1, 1)).astype(np.float32),
+             "pw_b": rng.standard_normal(12).astype(np.float32), **(extra or {})}
+    nodes = [helper.make_node("Conv", ["x", "dw_w", "dw_b"], ["dw"], group=8, pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["dw"], ["dwa"]),
+             helper.make_node("Conv", ["dwa", "pw_w", "pw_b"], ["pwc"]),
+             helper.make_node("Relu", ["pwc"], ["pw"]), *tail]
+    return make_model(nodes, [tensor_info("x", ["N", 8, 10, 10])], [tensor_info("y", out_shape)], inits,
+                      opset=opset)
+
+
+MEANS = {
+    "gap": ([helper.make_node("GlobalAveragePool", ["pw"], ["y"])], ["N", 12, 1, 1], 13, None),
+    "gap_flatten": ([helper.make_node("GlobalAveragePool", ["pw"], ["g"]), helper.make_node("Flatten", ["g"], ["y"])],
+                    ["N", 12], 13, None),
+    "reduce_keepdims": ([helper.make_node("ReduceMean", ["pw"], ["y"], axes=[2, 3])], ["N", 12, 1, 1], 13, None),
+    "reduce_flat_negative_axes": ([helper.make_node("ReduceMean", ["pw"], ["y"], axes=[-1, -2], keepdims=0)],
+                                  ["N", 12], 13, None),
+    "reduce_axes_input": ([helper.make_node("ReduceMean", ["pw", "axes"], ["y"], keepdims=0)], ["N", 12], 18,
+                          {"axes": np.array([2, 3], np.int64)}),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(MEANS))
+def test_a_mean_over_the_image_is_absorbed_and_matches(kind):
+    tail, out_shape, opset, extra = MEANS[kind]
+    rng = np.random.default_rng(13)
+    proto = _chain_then(rng, tail, out_shape, opset, extra)
+    model = nn_core.load_proto(proto)
+    assert len(model.plan_ops) == 1 and model.plan_ops[0].startswith("Conv+Relu+Conv+Relu+")
+    for batch in (1, 2, 1):  # batch 2: the layers' kernels, then the mean's
+        x = rng.standard_normal((batch, 8, 10, 10)).astype(np.float32)
+        got = model.run({"x": x})["y"]
+        want, _ = model.run_traced({"x": x})
+        assert got.shape == want["y"].shape
+        np.testing.assert_allclose(got, want["y"], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(got, ort_run(proto, {"x": x})[0], rtol=1e-4, atol=1e-5)
+    x[0, 2, 5, 5] = np.nan  # the kernels in turn, then the mean: NaN where the layers give it
+    want, _ = model.run_traced({"x": x})
+    np.testing.assert_array_equal(np.isnan(model.run({"x": x})["y"]), np.isnan(want["y"]))
+
+
+@pytest.mark.parametrize("tail", [
+    [helper.make_node("ReduceMean", ["pw"], ["y"], axes=[1, 2, 3])],  # over the channels too
+    [helper.make_node("ReduceMean", ["pw"], ["y"], axes=[3])],
+    [helper.make_node("ReduceMax", ["pw"], ["y"], axes=[2, 3])],
+    [helper.make_node("ReduceMean", ["pw"], ["m"], axes=[2, 3]), helper.make_node("Add", ["m", "pw"], ["y"])],
+])
+def test_other_reductions_and_a_shared_output_are_not_absorbed(tail):
+    rng = np.random.default_rng(14)
+    proto = _chain_then(rng, tail, None)
+    model = _check_free(proto, rng)
+    assert model.plan_ops[0] == "Conv+Relu+Conv+Relu"
+
+
+def test_absorbed_means_are_fresh_arrays():
+    rng = np.random.default_rng(15)
+    tail, out_shape, opset, extra = MEANS["gap_flatten"]
+    model = nn_core.load_proto(_chain_then(rng, tail, out_shape, opset, extra))
+    first = model.run({"x": rng.standard_normal((1, 8, 10, 10)).astype(np.float32)})["y"]
+    kept = first.copy()
+    model.run({"x": rng.standard_normal((1, 8, 10, 10)).astype(np.float32)})
+    np.testing.assert_array_equal(first, kept)
+
+
+def _check_free(proto: object, rng: np.random.Generator) -> nn_core.Model:
+    """The model against the traced plan and onnxruntime on one image, whatever its output's shape."""
+    model = nn_core.load_proto(proto)
+    x = rng.standard_normal((1, 8, 10, 10)).astype(np.float32)
+    want, _ = model.run_traced({"x": x})
+    np.testing.assert_allclose(model.run({"x": x})["y"], want["y"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.run({"x": x})["y"], ort_run(proto, {"x": x})[0], rtol=1e-4, atol=1e-5)
+    return model

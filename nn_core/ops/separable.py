@@ -45,6 +45,8 @@ from .batch1 import (
 )
 from .caches import keep
 from .conv import Conv, _Clip, _Relu
+from .norm import row_averager
+from .pool import GlobalAveragePool
 from .windows import WindowError, checked_windows, stand_in
 
 _UNBUILT = object()  # a runners entry not made yet (None is made: the kernels in turn)
@@ -181,6 +183,10 @@ class SeparableChain:
     with each buffer checked against the Limits by the layer it belongs to; anything else runs the kernels in turn.
     """
 
+    # the GlobalAveragePool or ReduceMean over the image reading the last layer alone, absorbed (absorb_mean)
+    mean: Any = None
+    mean_shape: Callable[[int], tuple[int, ...]] | None = None
+
     def __init__(self, node: Any, kernels: list[Conv]):
         self.node = node
         self.kernels = kernels
@@ -194,7 +200,15 @@ class SeparableChain:
             return y
         for kernel in self.kernels:
             x = kernel.run(x, kernel.weight, kernel.bias)
-        return x
+        return x if self.mean is None else self.mean.run(x)
+
+    def absorb_mean(self, kernel: Any, flat: bool) -> None:
+        """Hand back the per-channel means over the image of the last layer's output, as ``kernel`` (a
+        GlobalAveragePool or ReduceMean over the two image axes reading it alone) does: (N, M) when ``flat``,
+        else (N, M, 1, 1). In the chain's buffers that is one product of the output's channels-last rows with a
+        column of 1 / (H * W), as GlobalAveragePool's own flattened form, and a NaN check of M values."""
+        self.mean = kernel
+        self.mean_shape = (lambda m: (1, m)) if flat else (lambda m: (1, m, 1, 1))
 
     def through_buffers(self, x: np.ndarray) -> np.ndarray | None:
         """The chain's output for ``x`` computed in its buffers, or None where they do not apply (``_runner``)."""
@@ -246,6 +260,10 @@ class SeparableChain:
         gathers = first.gathers if isinstance(first, _ColumnBuffers) else \
             [(geometries[0].interior(first).transpose(2, 0, 1)[None], (Ellipsis,))]
         final = stages[-1]
+        last = geometries[-1]
+        pixels = last.out_height * last.out_width
+        averager = row_averager(pixels, dtype) if self.mean is not None else None
+        mean_shape = self.mean_shape(pairs[-1][1].weight.shape[0]) if self.mean_shape is not None else None
 
         def run(x: np.ndarray) -> np.ndarray | None:
             for target, columns in gathers:
@@ -253,6 +271,10 @@ class SeparableChain:
             for stage in stages[:-1]:
                 stage()
             y = final()
+            if averager is not None:
+                # (M, H * W) of the channels-last (H * W, M) storage, times the column of 1 / (H * W)
+                y = y.reshape(y.shape[1], pixels).dot(averager).reshape(mean_shape)
+                return None if has_nan(y) else y
             # (module docstring) then the kernels in turn decide; the channels-last storage as one flat view
             return None if has_nan(y.transpose(0, 2, 3, 1)) else y
 
@@ -393,6 +415,21 @@ def _carrying_finisher(shape: tuple[int, ...], dtype: np.dtype, bias: np.ndarray
     return finish, carried.astype(dtype)
 
 
+def _image_mean(step: Any) -> bool | None:
+    """For a step that is a per-channel mean over the two image axes of a 4-D input (a GlobalAveragePool, with
+    the Flatten it may have absorbed, or a ReduceMean with constant axes 2 and 3): whether its output is flat,
+    (N, C) rather than (N, C, 1, 1). None for any other step."""
+    kernel = step.kernel
+    if step.before:
+        return None
+    if type(kernel) is GlobalAveragePool and set(step.fused) <= {"Flatten"}:
+        return bool(kernel.flattened)
+    if step.node.op_type == "ReduceMean" and not step.fused and getattr(kernel, "static_axes", None) is not None \
+            and sorted(a % 4 for a in kernel.static_axes) == [2, 3] and all(-4 <= a < 4 for a in kernel.static_axes):
+        return not kernel.keepdims
+    return None
+
+
 def fuse_separable_chains(steps: list[Any], graph_outputs: set[str]) -> list[Any]:
     """``steps`` with each run of depthwise conv -> pointwise conv (-> depthwise conv -> pointwise conv ...), every
     one the sole reader of the one before, made one SeparableChain step in the first one's place (its inputs, the
@@ -417,6 +454,11 @@ def fuse_separable_chains(steps: list[Any], graph_outputs: set[str]) -> list[Any
         if len(chain) < 2:
             continue
         step.kernel = SeparableChain(step.node, [s.kernel for s in chain])
+        reader = sole_reader(readers, chain[-1], graph_outputs)
+        flat = _image_mean(reader) if reader is not None and id(reader) not in dropped else None
+        if flat is not None and reader.inputs[0] == chain[-1].outputs[0]:
+            step.kernel.absorb_mean(reader.kernel, flat)
+            chain.append(reader)
         step.outputs = list(chain[-1].outputs)
         step.fused = (*step.fused, *(t for s in chain[1:] for t in (*s.before, s.node.op_type, *s.fused)))
         dropped.update(id(s) for s in chain[1:])
