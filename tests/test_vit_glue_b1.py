@@ -1,0 +1,32 @@
+"""The small helpers the ViT's fused steps run on every call (issue 10, batch-1 speed): each must give what the
+plain NumPy expression gives, bit for bit, whatever the batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nn_core.transformer_fusion import _TILED_BIAS_ELEMENTS, _bias_adder
+
+
+@pytest.mark.parametrize("rows", [0, 1, 2, 32, 33, _TILED_BIAS_ELEMENTS // 72 + 1])
+def test_bias_adder_equals_the_broadcast_addition_for_any_row_count(rows):
+    """Small products take the bias repeated over their rows, large ones (past _TILED_BIAS_ELEMENTS) the
+    broadcast row; row counts change from call to call (the batch), each keeping its own repeated bias."""
+    rng = np.random.default_rng(rows)
+    bias = rng.standard_normal(72).astype(np.float32)
+    add = _bias_adder(bias)
+    for count in (rows, 3, rows):  # (a row count met again reads its kept copy)
+        y = rng.standard_normal((count, 72)).astype(np.float32)
+        expected = y + bias
+        add(y)
+        np.testing.assert_array_equal(y, expected)
+
+
+def test_bias_adder_keeps_nan_and_infinities_where_the_addition_does():
+    bias = np.array([1.0, -np.inf, np.nan, 0.0], np.float32)
+    y = np.array([[np.inf, 1.0, 2.0, np.nan], [0.0, np.inf, -1.0, 3.0]], np.float32)
+    with np.errstate(invalid="ignore"):  # (inf - inf)
+        expected = y + bias
+        _bias_adder(bias)(y)
+    np.testing.assert_array_equal(y, expected)
