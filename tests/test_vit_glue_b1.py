@@ -30,3 +30,22 @@ def test_bias_adder_keeps_nan_and_infinities_where_the_addition_does():
         expected = y + bias
         _bias_adder(bias)(y)
     np.testing.assert_array_equal(y, expected)
+
+
+@pytest.mark.parametrize("constant_first", [True, False])
+def test_residual_sum_with_a_constant_equals_the_addition_at_every_batch(constant_first):
+    """A ViT's patch tokens plus their positions: the positions broadcast over the batch while small (batch 1,
+    2), the constant itself past _TILED_BIAS_ELEMENTS; a shape the addition would grow or that has another
+    width goes to the chain (None)."""
+    from nn_core.transformer_fusion import _residual_sum
+
+    rng = np.random.default_rng(7)
+    positions = rng.standard_normal((1, 16, 24)).astype(np.float32)
+    total = _residual_sum([None, "x"] if constant_first else ["x", None], positions, 24)
+    big = _TILED_BIAS_ELEMENTS // (16 * 24) + 1
+    for batch in (1, 2, big, 2):
+        x = rng.standard_normal((batch, 16, 24)).astype(np.float32)
+        np.testing.assert_array_equal(total(x), positions + x if constant_first else x + positions)
+    assert total(rng.standard_normal((2, 16, 23)).astype(np.float32)) is None  # another width
+    assert total(rng.standard_normal((16, 24)).astype(np.float32)) is None  # the addition would grow it
+    assert total(rng.standard_normal((2, 16, 24))) is None  # float64: the chain's
