@@ -10,6 +10,7 @@ from onnx import helper
 from test_separable_b1 import MOBILENET_BLOCKS, _check, _separable_net
 
 import nn_core
+from nn_core.errors import ModelError
 from nn_core.ops import separable
 from nn_core.ops.separable import SeparableChain
 
@@ -244,3 +245,84 @@ def _check_free(proto: object, rng: np.random.Generator) -> nn_core.Model:
     np.testing.assert_allclose(model.run({"x": x})["y"], want["y"], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(model.run({"x": x})["y"], ort_run(proto, {"x": x})[0], rtol=1e-4, atol=1e-5)
     return model
+
+
+# ---- a last pointwise conv with a fused MaxPool over side-by-side windows, pooled in the chain
+
+def _pooled_pair(rng: np.random.Generator, size: tuple[int, int], pool: dict, activation: str | None,
+                 alpha: float = 0.2, then_chain: bool = False) -> object:
+    """x (N, 8, H, W) -> depthwise 3x3 (pads 1) [+ act] -> 1x1 to 12 [+ act] -> MaxPool(**pool) [-> a strided
+    depthwise 3x3 and a 1x1 to 6, a chain of its own] -> y."""
+    inits = {"dw_w": rng.standard_normal((8, 1, 3, 3)).astype(np.float32),
+             "dw_b": rng.standard_normal(8).astype(np.float32),
+             "pw_w": rng.standard_normal((12, 8, 1, 1)).astype(np.float32),
+             "pw_b": rng.standard_normal(12).astype(np.float32),
+             "dw2_w": rng.standard_normal((12, 1, 3, 3)).astype(np.float32),
+             "pw2_w": rng.standard_normal((6, 12, 1, 1)).astype(np.float32),
+             "lo": np.float32(-1.0), "hi": np.float32(2.0)}
+
+    def act(name: str) -> list:
+        if activation is None:
+            return [helper.make_node("Identity", [name], [f"{name}_a"])]
+        attrs = {"alpha": alpha} if activation == "LeakyRelu" else {}
+        inputs = [name, "lo", "hi"] if activation == "Clip" else [name]
+        return [helper.make_node(activation, inputs, [f"{name}_a"], **attrs)]
+
+    nodes = [helper.make_node("Conv", ["x", "dw_w", "dw_b"], ["dw"], group=8, pads=[1, 1, 1, 1]), *act("dw"),
+             helper.make_node("Conv", ["dw_a", "pw_w", "pw_b"], ["pw"]), *act("pw"),
+             helper.make_node("MaxPool", ["pw_a"], ["p" if then_chain else "y"], **pool)]
+    if then_chain:
+        nodes += [helper.make_node("Conv", ["p", "dw2_w"], ["dw2"], group=12, pads=[1, 1, 1, 1], strides=[2, 2]),
+                  helper.make_node("Relu", ["dw2"], ["dw2_a"]), helper.make_node("Conv", ["dw2_a", "pw2_w"], ["y"])]
+    return make_model(nodes, [tensor_info("x", ["N", 8, *size])], [tensor_info("y", None)],
+                      {k: v for k, v in inits.items() if then_chain or not k.endswith("2_w")})
+
+
+def _check_pooled(proto: object, rng: np.random.Generator, size: tuple[int, int]) -> nn_core.Model:
+    model = nn_core.load_proto(proto)
+    for batch in (1, 2, 1):
+        x = rng.standard_normal((batch, 8, *size)).astype(np.float32) * 2
+        got = model.run({"x": x})["y"]
+        want, _ = model.run_traced({"x": x})
+        assert got.shape == want["y"].shape
+        np.testing.assert_allclose(got, want["y"], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(got, ort_run(proto, {"x": x})[0], rtol=1e-4, atol=1e-5)
+    return model
+
+
+SQUARE_2 = {"kernel_shape": [2, 2], "strides": [2, 2]}
+
+
+@pytest.mark.parametrize("activation", ["Relu", "Clip", "LeakyRelu", None])
+@pytest.mark.parametrize("size", [(8, 8), (9, 7), (10, 12)])  # odd sizes: the pooling drops a row / column
+def test_a_pooled_last_pointwise_conv_is_pooled_in_the_chain(activation, size):
+    rng = np.random.default_rng(16)
+    model = _check_pooled(_pooled_pair(rng, size, SQUARE_2, activation), rng, size)
+    assert len(model.plan_ops) == 1 and model.plan_ops[0].endswith("MaxPool")
+
+
+def test_a_pooled_chain_feeds_a_strided_chain():
+    rng = np.random.default_rng(17)
+    model = _check_pooled(_pooled_pair(rng, (12, 12), SQUARE_2, "Clip", then_chain=True), rng, (12, 12))
+    assert model.plan_ops == ["Conv+Clip+Conv+Clip+MaxPool", "Conv+Relu+Conv"]
+
+
+@pytest.mark.parametrize("pool", [{"kernel_shape": [3, 3], "strides": [3, 3]}, SQUARE_2])
+def test_pooled_window_sizes_and_an_image_smaller_than_the_window(pool):
+    rng = np.random.default_rng(18)
+    _check_pooled(_pooled_pair(rng, (11, 9), pool, "Relu"), rng, (11, 9))
+    model = nn_core.load_proto(_pooled_pair(rng, (1, 1), pool, "Relu"))  # no window fits: the kernels decide
+    assert len(model.plan_ops) == 1
+    with pytest.raises(ModelError, match="MaxPool"):  # the pooling's own error, as without the chain
+        model.run({"x": np.ones((1, 8, 1, 1), np.float32)})
+
+
+@pytest.mark.parametrize(("pool", "alpha"), [
+    ({"kernel_shape": [2, 2], "strides": [1, 1]}, 0.2),  # overlapping windows
+    ({"kernel_shape": [2, 2], "strides": [2, 2], "pads": [1, 1, 1, 1]}, 0.2),
+    (SQUARE_2, -0.5),  # a decreasing LeakyRelu does not commute with the maximum
+])
+def test_other_poolings_are_not_pooled_in_the_chain(pool, alpha):
+    rng = np.random.default_rng(19)
+    model = _check_pooled(_pooled_pair(rng, (8, 8), pool, "LeakyRelu", alpha=alpha), rng, (8, 8))
+    assert not any(op.endswith("MaxPool") and op.count("Conv") == 2 for op in model.plan_ops)

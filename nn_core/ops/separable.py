@@ -38,6 +38,7 @@ from .batch1 import (
     CHANNELS_LAST_DEPTHWISE,
     LeanConv,
     MatmulDepthwiseConv,
+    _side_by_side_window,
     column_gathers,
     finisher,
     tap_einsum,
@@ -53,21 +54,31 @@ _UNBUILT = object()  # a runners entry not made yet (None is made: the kernels i
 
 
 def _chainable(kernel: Any) -> bool:
-    return isinstance(kernel, Conv) and kernel.static and kernel.pool is None and kernel.weight.ndim == 4 \
-        and kernel.weight.dtype.kind == "f"
+    return isinstance(kernel, Conv) and kernel.static and kernel.weight.ndim == 4 and kernel.weight.dtype.kind == "f"
 
 
 def is_chain_depthwise(kernel: Any) -> bool:
     """A batch-1 depthwise conv with constant float weights and no fused pooling, of enough channels to run
     channels-last on its own (CHANNELS_LAST_DEPTHWISE; fewer run faster as per-channel matmuls)."""
-    return type(kernel) is MatmulDepthwiseConv and _chainable(kernel) \
+    return type(kernel) is MatmulDepthwiseConv and _chainable(kernel) and kernel.pool is None \
         and kernel.weight.shape[0] >= CHANNELS_LAST_DEPTHWISE
+
+
+def _pointwise(kernel: Any) -> bool:
+    return type(kernel) is LeanConv and _chainable(kernel) and not kernel.flattened and kernel.group == 1 \
+        and kernel.weight.shape[2:] == (1, 1)
 
 
 def is_chain_pointwise(kernel: Any) -> bool:
     """A batch-1 1x1 conv (one group) with constant float weights, no fused pooling, not flattened."""
-    return type(kernel) is LeanConv and _chainable(kernel) and not kernel.flattened and kernel.group == 1 \
-        and kernel.weight.shape[2:] == (1, 1)
+    return _pointwise(kernel) and kernel.pool is None
+
+
+def _is_pooled_pointwise(kernel: Any) -> bool:
+    """A 1x1 conv as is_chain_pointwise's but with a fused MaxPool over side-by-side windows and an activation
+    that commutes with it (non-decreasing): a chain's last layer, pooled in the chain's buffers."""
+    return _pointwise(kernel) and _side_by_side_window(kernel.pool) is not None \
+        and (kernel.act is None or kernel.act.monotonic)
 
 
 def _column_strided(kernel: Conv) -> bool:
@@ -228,6 +239,7 @@ class SeparableChain:
                 or any(kernel.weight.dtype != dtype for kernel in self.kernels):
             return None
         pairs = list(zip(self.kernels[::2], self.kernels[1::2], strict=True))
+        window = _side_by_side_window(pairs[-1][1].pool)  # a pooled last layer's (_is_pooled_pointwise)
         geometries: list[_DepthwiseGeometry] = []
         for depthwise, pointwise in pairs:
             geometry = _DepthwiseGeometry(depthwise, shape, dtype)
@@ -237,6 +249,9 @@ class SeparableChain:
                 return None
             shape = (1, pointwise.weight.shape[0], *out_sizes)
             geometries.append(geometry)
+        final_sizes = [size // window for size in shape[2:]] if window else shape[2:]
+        if 0 in final_sizes:  # (an image smaller than the pooling window: the kernels in turn decide)
+            return None
         # a column-strided layer's kernel-column buffers are written by the pointwise conv before it, phase by
         # phase (_PhaseColumns), where its geometry allows; the chain's first layer reads the graph's input
         inputs: list[np.ndarray | _ColumnBuffers] = [
@@ -260,8 +275,7 @@ class SeparableChain:
         gathers = first.gathers if isinstance(first, _ColumnBuffers) else \
             [(geometries[0].interior(first).transpose(2, 0, 1)[None], (Ellipsis,))]
         final = stages[-1]
-        last = geometries[-1]
-        pixels = last.out_height * last.out_width
+        pixels = math.prod(final_sizes)
         averager = row_averager(pixels, dtype) if self.mean is not None else None
         mean_shape = self.mean_shape(pairs[-1][1].weight.shape[0]) if self.mean_shape is not None else None
 
@@ -346,15 +360,34 @@ class SeparableChain:
         else:
             products = [] if after is None else [(rows_in, after.interior(target).reshape(out_shape))]
         finished = products[0][1].shape if products else out_shape  # (each phase's product is finished alone)
+        nhwc = (1, height_out, width_out, out_channels)
+        pooled: list[np.ndarray] = []  # a pooled last layer's window views of its product, reused on every call
+        window = _side_by_side_window(pointwise.pool) if after is None else None
+        if window:
+            # bias and activation after the pooling, on a quarter of the values: a per-channel bias and a
+            # non-decreasing activation commute with the maximum exactly (rounding is monotonic)
+            rows, columns = height_out // window, width_out // window
+            full = np.empty((height_out, width_out, out_channels), dtype)
+            blocks = full[:rows * window, :columns * window].reshape(rows, window, columns, window, out_channels)
+            pooled = [blocks[:, a, :, b] for a in range(window) for b in range(window)]
+            products = [(rows_in, full.reshape(out_shape))]
+            finished, nhwc = (rows * columns, out_channels), (1, rows, columns, out_channels)
         finish_pointwise = self._finisher(pointwise, finished, dtype, after is not None) if bounds is None \
             else finisher(finished, dtype, bias, pointwise.act)
-        nhwc = (1, height_out, width_out, out_channels)
 
         def stage() -> np.ndarray | None:
             for column, gathered in copies:
                 np.copyto(column, gathered)
             tap_einsum("ijhk,ijk->hk", windows, weights, out=between)
             finish_depthwise(between)
+            if pooled:
+                np.matmul(rows_in, matrix, out=products[0][1])
+                y = np.empty(nhwc, dtype)
+                np.maximum(pooled[0], pooled[1], out=y[0])
+                for block in pooled[2:]:
+                    np.maximum(y[0], block, out=y[0])
+                finish_pointwise(y.reshape(finished))
+                return y.transpose(0, 3, 1, 2)
             if products:
                 for pixels, product in products:
                     np.matmul(pixels, matrix, out=product)
@@ -444,9 +477,12 @@ def fuse_separable_chains(steps: list[Any], graph_outputs: set[str]) -> list[Any
         chain = [step]
         while True:
             reader = sole_reader(readers, chain[-1], graph_outputs)
-            wanted = is_chain_pointwise if len(chain) % 2 else is_chain_depthwise
-            if reader is None or id(reader) in dropped or reader.inputs[0] != chain[-1].outputs[0] \
-                    or not wanted(reader.kernel):
+            if reader is None or id(reader) in dropped or reader.inputs[0] != chain[-1].outputs[0]:
+                break
+            if len(chain) % 2 and _is_pooled_pointwise(reader.kernel):
+                chain.append(reader)  # the pooling ends the chain
+                break
+            if not (is_chain_pointwise if len(chain) % 2 else is_chain_depthwise)(reader.kernel):
                 break
             chain.append(reader)
         if len(chain) % 2:
