@@ -499,6 +499,9 @@ class _Normalizer(Op):
         self.coerce_2d = node.opset < 13
         self.axis = int_attr(self, "axis", 1 if self.coerce_2d else -1)
         self.resolved_rank, self.resolved_axes = -1, 0
+        # the first normalised axis when the normalised axes are the input's trailing ones (resolved with them),
+        # else None
+        self.trailing_from: int | None = None
 
     def axes(self, x: np.ndarray) -> int | tuple[int, ...]:
         """The axis (from opset 13) or axes (before) to normalise over, resolved once per input rank."""
@@ -507,6 +510,7 @@ class _Normalizer(Op):
                 raise self.fail(f"axis {self.axis} is out of range for an input of shape {x.shape}")
             axis = self.axis % x.ndim if x.ndim else 0
             self.resolved_axes = tuple(range(axis, x.ndim)) if self.coerce_2d else axis
+            self.trailing_from = axis if x.ndim and (self.coerce_2d or axis == x.ndim - 1) else None
             self.resolved_rank = x.ndim
         return self.resolved_axes
 
@@ -586,10 +590,37 @@ def softmax_last_axis_(x: np.ndarray) -> np.ndarray:
     return rows.reshape(x.shape)
 
 
+# a Softmax of at most this many values (a classifier's scores) over trailing axes is small_softmax_rows'
+SMALL_SOFTMAX = 256
+_FLOAT_TYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def small_softmax_rows(rows: np.ndarray) -> np.ndarray:
+    """Softmax of each row of a 2-D float32/float64 ``rows`` of at most SMALL_SOFTMAX values, as a fresh array.
+
+    On a classifier's ten scores the whole-array range check of the general path (two reductions and their
+    Python glue, ~2.5 us) costs more than the arithmetic: each row's maximum is taken from Python floats instead.
+    Rows whose maxima all lie in [0, EXP_SAFE] skip the shift (no exponential overflows, each sum is at least 1,
+    and a value whose exponential underflows is below float's normal range in the shifted form too); any other
+    row (and NaN or an infinity, as in the general path) takes ``exp(x - max)``. Row sums are one BLAS product
+    with a column of ones (np.add.reduce costs twice as much on a row of ten). Equal to the general path within
+    rounding."""
+    if all(0.0 <= max(row) <= EXP_SAFE for row in rows.tolist()):
+        exps = np.exp(rows)
+    else:
+        exps = rows - np.maximum.reduce(rows, axis=1, keepdims=True)
+        np.exp(exps, out=exps)
+    exps /= exps.dot(ones_column(rows.shape[1], rows.dtype))
+    return exps
+
+
 @register("Softmax", 1)
 class Softmax(_Normalizer):
     def run(self, x: np.ndarray) -> np.ndarray:
         axes = self.axes(x)
+        first = self.trailing_from
+        if first is not None and 0 < x.size <= SMALL_SOFTMAX and x.dtype in _FLOAT_TYPES:
+            return small_softmax_rows(x.reshape(-1, math.prod(x.shape[first:]))).reshape(x.shape)
         summed = x.shape[axes] if isinstance(axes, int) else math.prod(x.shape[axes[0]:] if axes else ())
         if _exp_is_safe(x, summed):  # the shift by the maximum cancels in the quotient: the same within rounding
             exps = np.exp(x)
