@@ -49,3 +49,29 @@ def test_residual_sum_with_a_constant_equals_the_addition_at_every_batch(constan
     assert total(rng.standard_normal((2, 16, 23)).astype(np.float32)) is None  # another width
     assert total(rng.standard_normal((16, 24)).astype(np.float32)) is None  # the addition would grow it
     assert total(rng.standard_normal((2, 16, 24))) is None  # float64: the chain's
+
+
+@pytest.mark.parametrize("tokens", [1, 16, 32, 33, 40])
+@pytest.mark.parametrize("merge", [0, 1, 2])
+def test_bounded_attention_sums_by_a_square_or_a_column_of_ones(tokens, merge):
+    """Short score rows (up to _SQUARE_SUMS_TOKENS) take their sums from a square of ones, longer ones from a
+    column: both are the softmax within float32 rounding, and a NaN row stays NaN."""
+    from nn_core.ops.transformer import _SQUARE_SUMS_TOKENS, PackedQkvAttention
+
+    batch, heads, depth = 2, 3, 5
+    rng = np.random.default_rng(tokens)
+    qkv = (rng.standard_normal((batch, tokens, 3 * heads * depth)) * 0.5).astype(np.float32)
+    attention = PackedQkvAttention((batch, tokens, 3, heads, depth), [2, 0, 1], None, merge, bounded=True)
+    assert attention.ones.shape == ((tokens, tokens) if tokens <= _SQUARE_SUMS_TOKENS else (tokens, 1))
+    parts = qkv.astype(np.float64).reshape(batch, tokens, 3, heads, depth).transpose(2, 0, 3, 1, 4)
+    scores = parts[2] @ parts[0].swapaxes(2, 3)
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    expected = (weights / weights.sum(-1, keepdims=True)) @ parts[1]  # (B, H, S, D)
+    if merge:
+        expected = expected.transpose(0, 2, 1, 3)
+    if merge == 2:
+        expected = expected.reshape(batch, tokens, heads * depth)
+    np.testing.assert_allclose(attention(qkv), expected, rtol=2e-5, atol=1e-6)
+    qkv[1, 0, :] = np.nan  # a token's query, key and value: every score row of the second image meets it
+    out = attention(qkv)
+    assert np.isnan(out[1]).all() and np.isfinite(out[0]).all()
