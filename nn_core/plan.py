@@ -20,6 +20,7 @@ from .graph import Graph, NodeInfo
 from .ops.batch1 import batch1_kernel
 from .ops.channel_shuffle import fuse_shuffled_depthwise
 from .ops.channels_last import prefer_channels_last
+from .ops.qgemm_chain import fuse_quantized_gemm_chains
 from .ops.quantized import fuse_qdq
 from .ops.registry import NodeSpec, Op, resolve
 from .ops.separable import fuse_separable_chains
@@ -290,6 +291,7 @@ class FastPlan:
         steps = fuse_shuffled_depthwise(steps, consts, outputs)
         steps = fuse_separable_chains(steps, outputs)
         steps = fuse_quantized_separable_chains(steps, outputs)
+        steps = fuse_quantized_gemm_chains(steps, outputs)
         self.steps = drop_dead_steps(steps, outputs)
         self.input_names = [v.name for v in graph.inputs]
         self.output_names = [v.name for v in graph.outputs]

@@ -47,15 +47,14 @@ def _code_type(kernel: QLinearConv) -> np.dtype:
     return requant.flat.dtype if isinstance(requant, _TableRequantizer) else requant.dtype
 
 
-def centring_requantizer(layer: QLinearConv, after: QLinearConv, laid_out: Callable[[Any], Any]
+def centring_requantizer(requant: _Requantizer | _TableRequantizer, next_zero_point: np.float32,
+                         laid_out: Callable[[Any], Any] = lambda operand: operand
                          ) -> Callable[[np.ndarray, np.ndarray], None]:
-    """``centre(sums, out)``: ``layer``'s requantization of its exact ``sums`` (with the bias) into ``out`` (C-order,
-    their shape, ``sums`` itself allowed) as the codes ``after`` multiplies, ``code - x_zero_point`` in float32.
-    The passes are the layer's requantizer's own, in its order (module docstring); ``laid_out`` lays a
-    per-channel operand out against ``out``'s shape."""
-    requant = layer.requant
+    """``centre(sums, out)``: a layer's requantization (``requant``) of its exact ``sums`` (with the bias) into
+    ``out`` (C-order, their shape, ``sums`` itself allowed) as the codes the next layer multiplies,
+    ``code - next_zero_point`` in float32. The passes are the requantizer's own, in its order (module
+    docstring); ``laid_out`` lays a per-channel operand out against ``out``'s shape."""
     multiplier, low, high = laid_out(requant.multiplier), requant.low, requant.high
-    next_zero_point = after.fast.x_zero_point
     if isinstance(requant, _TableRequantizer):
         rounder, base = laid_out(requant.rounder), requant.base
         centred_table = requant.flat.astype(F32) - next_zero_point  # exact: 8-bit codes
@@ -125,7 +124,7 @@ class QuantizedSeparableChain(SeparableChain):
             operand twice as fast as a broadcast channel vector)."""
             return np.tile(np.reshape(value, -1), run // channels) if np.ndim(value) else value
 
-        centre = centring_requantizer(layer, after, tiled)
+        centre = centring_requantizer(layer.requant, after.fast.x_zero_point, tiled)
 
         def requantize(y: np.ndarray) -> None:
             add_bias(y)
