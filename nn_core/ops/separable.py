@@ -180,6 +180,13 @@ class _PhaseColumns(_ColumnBuffers):
         return [(by_phase[:, phase * width:(phase + 1) * width], target) for phase, target in self.phases]
 
 
+def _maximum_into(out: np.ndarray, parts: list[np.ndarray]) -> None:
+    """``out`` = the elementwise maximum of two or more same-shape ``parts``."""
+    np.maximum(parts[0], parts[1], out=out)
+    for part in parts[2:]:
+        np.maximum(out, part, out=out)
+
+
 def _phase_and_shift(geometry: _DepthwiseGeometry, j: int) -> tuple[int, int]:
     """Kernel column j reads, at output column w, image column s * (w + shift) + phase."""
     shift, phase = divmod(j * geometry.dw - geometry.left, geometry.sw)
@@ -361,16 +368,21 @@ class SeparableChain:
             products = [] if after is None else [(rows_in, after.interior(target).reshape(out_shape))]
         finished = products[0][1].shape if products else out_shape  # (each phase's product is finished alone)
         nhwc = (1, height_out, width_out, out_channels)
-        pooled: list[np.ndarray] = []  # a pooled last layer's window views of its product, reused on every call
+        # a pooled last layer's views, reused on every call: the rows of each window row of its product (runs of
+        # whole image rows) and, of their maximum (``rows_max``), the columns of each window column
+        window_rows: list[np.ndarray] = []
+        window_columns: list[np.ndarray] = []
         window = _side_by_side_window(pointwise.pool) if after is None else None
         if window:
             # bias and activation after the pooling, on a quarter of the values: a per-channel bias and a
             # non-decreasing activation commute with the maximum exactly (rounding is monotonic)
             rows, columns = height_out // window, width_out // window
-            full = np.empty((height_out, width_out, out_channels), dtype)
-            blocks = full[:rows * window, :columns * window].reshape(rows, window, columns, window, out_channels)
-            pooled = [blocks[:, a, :, b] for a in range(window) for b in range(window)]
-            products = [(rows_in, full.reshape(out_shape))]
+            full = np.empty(out_shape, dtype)
+            window_rows = list(full[:rows * window * width_out].reshape(rows, window, -1).transpose(1, 0, 2))
+            rows_max = np.empty((rows, width_out, out_channels), dtype)
+            window_columns = list(rows_max[:, :columns * window].reshape(rows, columns, window, out_channels)
+                                  .transpose(2, 0, 1, 3))
+            products = [(rows_in, full)]
             finished, nhwc = (rows * columns, out_channels), (1, rows, columns, out_channels)
         finish_pointwise = self._finisher(pointwise, finished, dtype, after is not None) if bounds is None \
             else finisher(finished, dtype, bias, pointwise.act)
@@ -380,12 +392,11 @@ class SeparableChain:
                 np.copyto(column, gathered)
             tap_einsum("ijhk,ijk->hk", windows, weights, out=between)
             finish_depthwise(between)
-            if pooled:
+            if window_rows:
                 np.matmul(rows_in, matrix, out=products[0][1])
+                _maximum_into(rows_max.reshape(rows, -1), window_rows)
                 y = np.empty(nhwc, dtype)
-                np.maximum(pooled[0], pooled[1], out=y[0])
-                for block in pooled[2:]:
-                    np.maximum(y[0], block, out=y[0])
+                _maximum_into(y[0], window_columns)
                 finish_pointwise(y.reshape(finished))
                 return y.transpose(0, 3, 1, 2)
             if products:
