@@ -23,6 +23,7 @@ import numpy as np
 
 from ..optimize import producers_and_readers, sole_reader
 from .affine_chains import fuse_affine_chains
+from .batch1 import finisher
 from .caches import keep
 from .conv import Conv, _ChannelsLastPool
 from .pool import AveragePool, MaxPool
@@ -134,6 +135,71 @@ def _pool_concats(steps: list[Any], graph_outputs: set[str]) -> list[Any]:
     return [s for s in steps if id(s) not in dropped]
 
 
+class ConcatPointwise:
+    """Concat on the channel axis -> 1x1 convolution as one step, without the concatenation: the convolution of
+    the concatenated channels is the sum of each part's rows times its block of the weights, so each part is
+    multiplied where it is (channels-last rows, a view) and the products summed into the output, whose bias and
+    activation are added after. SqueezeNet's Fire modules concatenate their two expand convolutions' 64-256
+    channels only for the next squeeze convolution to project them to 16-64: the concatenation copied them all
+    (its inner loop one pixel's channels); the sums are over the 4x smaller output. Parts that are not
+    channels-last float images of one size and the weights' type, or whose channels do not add up to the
+    weights', go through the two kernels in the graph's order."""
+
+    def __init__(self, concat: Concat, conv: Conv, conv_inputs: int):
+        """``conv_inputs``: how many inputs of the step, at its end, are the convolution's weight and bias."""
+        self.node, self.concat, self.conv, self.conv_inputs = concat.node, concat, conv, conv_inputs
+        self.blocks: dict[tuple, tuple[list[np.ndarray], Any]] = {}  # per (part channels, shape, dtype)
+
+    def run(self, *inputs):
+        parts = inputs[:len(inputs) - self.conv_inputs]
+        present = [x for x in parts if x is not None]
+        first = present[0] if present else None
+        weight = self.conv.weight
+        if first is None or first.ndim != 4 or first.dtype != weight.dtype or first.dtype.kind != "f" \
+                or first.dtype.itemsize < 4 \
+                or sum(x.shape[1] for x in present) != weight.shape[1] \
+                or any(x.ndim != 4 or x.shape[0] != first.shape[0] or x.shape[2:] != first.shape[2:]
+                       or x.dtype != first.dtype or not _channels_last(x) for x in present):
+            return self.conv.run(self.concat.run(*parts), *inputs[len(parts):])
+        batch, _, height, width = first.shape
+        key = (tuple(x.shape[1] for x in present), batch, height, width, first.dtype)
+        entry = self.blocks.get(key)
+        if entry is None:
+            matrix = weight.reshape(weight.shape[0], -1).T  # (C, M)
+            starts = np.cumsum([0, *key[0]])
+            entry = ([np.ascontiguousarray(matrix[a:b]) for a, b in zip(starts[:-1], starts[1:], strict=True)],
+                     finisher((batch * height * width, weight.shape[0]), weight.dtype, self.conv.bias,
+                              self.conv.act))
+            keep(self.blocks, key, entry)
+        blocks, finish = entry
+        rows = [x.transpose(0, 2, 3, 1).reshape(-1, x.shape[1]) for x in present]
+        y = np.matmul(rows[0], blocks[0])
+        for part, block in zip(rows[1:], blocks[1:], strict=True):
+            y += np.matmul(part, block)
+        finish(y)
+        return y.reshape(batch, height, width, -1).transpose(0, 3, 1, 2)
+
+
+def _concat_pointwise(steps: list[Any], graph_outputs: set[str]) -> list[Any]:
+    """``steps`` with each Concat on axis 1 whose output only a 1x1, stride-1, unpadded convolution of constant
+    weights (one group, no fused pooling) reads, as its image, made one ConcatPointwise step."""
+    _, readers = producers_and_readers(steps)
+    dropped: set[int] = set()
+    for step in steps:
+        if type(step.kernel) is not Concat or step.kernel.axis != 1:
+            continue
+        user = sole_reader(readers, step, graph_outputs)
+        if user is None or len(user.outputs) != 1 or user.inputs[0] != step.outputs[0] \
+                or user.inputs.count(step.outputs[0]) != 1 or not _pointwise(user.kernel) or user.kernel.group != 1:
+            continue
+        step.kernel = ConcatPointwise(step.kernel, user.kernel, len(user.inputs) - 1)
+        step.inputs = [*step.inputs, *user.inputs[1:]]
+        step.outputs = list(user.outputs)
+        step.fused = (*step.fused, user.node.op_type, *user.fused)
+        dropped.add(id(user))
+    return [s for s in steps if id(s) not in dropped]
+
+
 class PooledPointwise:
     """AveragePool -> 1x1 convolution as one step, the convolution first: both are linear per pixel and the
     pooling's weights sum to one (window counts over the input only, or no padding), so the average of the
@@ -151,15 +217,20 @@ class PooledPointwise:
         return y
 
 
-def _pointwise_first(pool: Any, conv: Any) -> bool:
-    """Whether ``conv`` (reading ``pool``'s output) is a 1x1, stride-1, unpadded convolution of constant weights
-    without a fused pooling, and ``pool`` an average whose weights sum to one."""
+def _pointwise(conv: Any) -> bool:
+    """Whether ``conv`` is a 1x1, stride-1, unpadded convolution of constant weights without a fused pooling."""
     if not isinstance(conv, Conv) or not conv.static or conv.pool is not None or conv.weight.ndim < 3 \
             or any(k != 1 for k in conv.weight.shape[2:]):
         return False
-    geometry = conv.geometry
-    if any(s != 1 for s in geometry.strides_attr or ()) or any(geometry.pads_attr or ()):
-        return False  # (any auto_pad pads a 1x1 stride-1 window by nothing)
+    geometry = conv.geometry  # (any auto_pad pads a 1x1 stride-1 window by nothing)
+    return not any(s != 1 for s in geometry.strides_attr or ()) and not any(geometry.pads_attr or ())
+
+
+def _pointwise_first(pool: Any, conv: Any) -> bool:
+    """Whether ``conv`` (reading ``pool``'s output) is _pointwise and ``pool`` an average whose weights sum to
+    one."""
+    if not _pointwise(conv):
+        return False
     padded = any(pool.geometry.pads_attr or ()) or pool.geometry.auto_pad not in ("NOTSET", "VALID") \
         or pool.ceil_mode
     return not (pool.include_pad and padded)
@@ -227,8 +298,9 @@ def prefer_channels_last(steps: list[Any], graph: Any) -> list[Any]:
     channels-last outputs and the poolings taking channels-last inputs without a padded NCHW copy (kernels built
     afresh from the same node: the same checks), each BatchNormalization -> per-channel Mul/Add -> ReLU chain
     made one step (affine_chains.py), each residual sum (and ReLU) taken into the convolution before it
-    (residual.py), each channel Concat that only a MaxPool reads pooled part by part (PooledConcat), and each
-    AveragePool next to a 1x1 convolution run in the cheaper order with it (PooledPointwise, PointwiseOfPooled)."""
+    (residual.py), each channel Concat that only a MaxPool reads pooled part by part (PooledConcat) and each one
+    that only a 1x1 convolution reads left out (ConcatPointwise), and each AveragePool next to a 1x1 convolution
+    run in the cheaper order with it (PooledPointwise, PointwiseOfPooled)."""
     if not _large_images(graph):
         return steps
     for step in steps:
@@ -241,4 +313,4 @@ def prefer_channels_last(steps: list[Any], graph: Any) -> list[Any]:
             step.kernel = ChannelsLastAveragePool(kernel.node)
     outputs = {value.name for value in graph.outputs}
     steps = _pool_concats(fuse_residuals(fuse_affine_chains(steps, outputs), outputs), outputs)
-    return _convolve_before_pooling(steps, outputs)
+    return _concat_pointwise(_convolve_before_pooling(steps, outputs), outputs)
