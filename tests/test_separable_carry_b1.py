@@ -250,9 +250,9 @@ def _check_free(proto: object, rng: np.random.Generator) -> nn_core.Model:
 # ---- a last pointwise conv with a fused MaxPool over side-by-side windows, pooled in the chain
 
 def _pooled_pair(rng: np.random.Generator, size: tuple[int, int], pool: dict, activation: str | None,
-                 alpha: float = 0.2, then_chain: bool = False) -> object:
-    """x (N, 8, H, W) -> depthwise 3x3 (pads 1) [+ act] -> 1x1 to 12 [+ act] -> MaxPool(**pool) [-> a strided
-    depthwise 3x3 and a 1x1 to 6, a chain of its own] -> y."""
+                 alpha: float = 0.2, then_chain: bool = False, then_stride: int = 2) -> object:
+    """x (N, 8, H, W) -> depthwise 3x3 (pads 1) [+ act] -> 1x1 to 12 [+ act] -> MaxPool(**pool) [-> a depthwise
+    3x3 of stride ``then_stride`` and a 1x1 to 6] -> y."""
     inits = {"dw_w": rng.standard_normal((8, 1, 3, 3)).astype(np.float32),
              "dw_b": rng.standard_normal(8).astype(np.float32),
              "pw_w": rng.standard_normal((12, 8, 1, 1)).astype(np.float32),
@@ -272,7 +272,8 @@ def _pooled_pair(rng: np.random.Generator, size: tuple[int, int], pool: dict, ac
              helper.make_node("Conv", ["dw_a", "pw_w", "pw_b"], ["pw"]), *act("pw"),
              helper.make_node("MaxPool", ["pw_a"], ["p" if then_chain else "y"], **pool)]
     if then_chain:
-        nodes += [helper.make_node("Conv", ["p", "dw2_w"], ["dw2"], group=12, pads=[1, 1, 1, 1], strides=[2, 2]),
+        nodes += [helper.make_node("Conv", ["p", "dw2_w"], ["dw2"], group=12, pads=[1, 1, 1, 1],
+                                   strides=[then_stride] * 2),
                   helper.make_node("Relu", ["dw2"], ["dw2_a"]), helper.make_node("Conv", ["dw2_a", "pw2_w"], ["y"])]
     return make_model(nodes, [tensor_info("x", ["N", 8, *size])], [tensor_info("y", None)],
                       {k: v for k, v in inits.items() if then_chain or not k.endswith("2_w")})
@@ -301,10 +302,13 @@ def test_a_pooled_last_pointwise_conv_is_pooled_in_the_chain(activation, size):
     assert len(model.plan_ops) == 1 and model.plan_ops[0].endswith("MaxPool")
 
 
-def test_a_pooled_chain_feeds_a_strided_chain():
+@pytest.mark.parametrize("size", [(12, 12), (13, 10), (5, 4)])
+@pytest.mark.parametrize("then_stride", [1, 2])
+def test_a_pooled_pointwise_conv_inside_a_chain_pools_into_the_next_layers_rows(size, then_stride):
     rng = np.random.default_rng(17)
-    model = _check_pooled(_pooled_pair(rng, (12, 12), SQUARE_2, "Clip", then_chain=True), rng, (12, 12))
-    assert model.plan_ops == ["Conv+Clip+Conv+Clip+MaxPool", "Conv+Relu+Conv"]
+    proto = _pooled_pair(rng, size, SQUARE_2, "Clip", then_chain=True, then_stride=then_stride)
+    model = _check_pooled(proto, rng, size)
+    assert model.plan_ops == ["Conv+Clip+Conv+Clip+MaxPool+Conv+Relu+Conv"]
 
 
 @pytest.mark.parametrize("pool", [{"kernel_shape": [3, 3], "strides": [3, 3]}, SQUARE_2])

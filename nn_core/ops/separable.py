@@ -76,9 +76,14 @@ def is_chain_pointwise(kernel: Any) -> bool:
 
 def _is_pooled_pointwise(kernel: Any) -> bool:
     """A 1x1 conv as is_chain_pointwise's but with a fused MaxPool over side-by-side windows and an activation
-    that commutes with it (non-decreasing): a chain's last layer, pooled in the chain's buffers."""
+    that commutes with it (non-decreasing): pooled in the chain's buffers, into the next layer's input rows or
+    the chain's output."""
     return _pointwise(kernel) and _side_by_side_window(kernel.pool) is not None \
         and (kernel.act is None or kernel.act.monotonic)
+
+
+def _is_chain_or_pooled_pointwise(kernel: Any) -> bool:
+    return is_chain_pointwise(kernel) or _is_pooled_pointwise(kernel)
 
 
 def _column_strided(kernel: Conv) -> bool:
@@ -246,7 +251,6 @@ class SeparableChain:
                 or any(kernel.weight.dtype != dtype for kernel in self.kernels):
             return None
         pairs = list(zip(self.kernels[::2], self.kernels[1::2], strict=True))
-        window = _side_by_side_window(pairs[-1][1].pool)  # a pooled last layer's (_is_pooled_pointwise)
         geometries: list[_DepthwiseGeometry] = []
         for depthwise, pointwise in pairs:
             geometry = _DepthwiseGeometry(depthwise, shape, dtype)
@@ -254,15 +258,17 @@ class SeparableChain:
             _, _, _, begins, ends, _, out_sizes = pointwise._fit(stand_in(shape, dtype), pointwise.weight.shape)
             if any(begins) or any(ends) or list(out_sizes) != list(shape[2:]):
                 return None
-            shape = (1, pointwise.weight.shape[0], *out_sizes)
+            window = _side_by_side_window(pointwise.pool)  # a pooled pointwise conv's (_is_pooled_pointwise)
+            shape = (1, pointwise.weight.shape[0], *(size // window if window else size for size in out_sizes))
+            if 0 in shape:  # (an image smaller than the pooling window: the kernels in turn decide)
+                return None
             geometries.append(geometry)
-        final_sizes = [size // window for size in shape[2:]] if window else shape[2:]
-        if 0 in final_sizes:  # (an image smaller than the pooling window: the kernels in turn decide)
-            return None
+        final_sizes = shape[2:]
         # a column-strided layer's kernel-column buffers are written by the pointwise conv before it, phase by
         # phase (_PhaseColumns), where its geometry allows; the chain's first layer reads the graph's input
         inputs: list[np.ndarray | _ColumnBuffers] = [
-            _PhaseColumns(depthwise, geometry, dtype) if index and _PhaseColumns.fits(geometry)
+            _PhaseColumns(depthwise, geometry, dtype)
+            if index and _PhaseColumns.fits(geometry) and pairs[index - 1][1].pool is None
             else _ColumnBuffers.gathered(depthwise, geometry, dtype) if geometry.sw != 1 and not index
             else self._input_buffer(depthwise, geometry, dtype)
             for index, ((depthwise, _), geometry) in enumerate(zip(pairs, geometries, strict=True))]
@@ -365,14 +371,16 @@ class SeparableChain:
         if isinstance(target, _PhaseColumns):
             products = target.phase_products(rows_in)
         else:
-            products = [] if after is None else [(rows_in, after.interior(target).reshape(out_shape))]
+            products = [] if after is None or pointwise.pool is not None else \
+                [(rows_in, after.interior(target).reshape(out_shape))]
         finished = products[0][1].shape if products else out_shape  # (each phase's product is finished alone)
         nhwc = (1, height_out, width_out, out_channels)
         # a pooled last layer's views, reused on every call: the rows of each window row of its product (runs of
         # whole image rows) and, of their maximum (``rows_max``), the columns of each window column
         window_rows: list[np.ndarray] = []
         window_columns: list[np.ndarray] = []
-        window = _side_by_side_window(pointwise.pool) if after is None else None
+        pooled_into = None  # the next layer's input rows (not column phases), for a pooled conv inside the chain
+        window = _side_by_side_window(pointwise.pool)
         if window:
             # bias and activation after the pooling, on a quarter of the values: a per-channel bias and a
             # non-decreasing activation commute with the maximum exactly (rounding is monotonic)
@@ -384,6 +392,8 @@ class SeparableChain:
                                   .transpose(2, 0, 1, 3))
             products = [(rows_in, full)]
             finished, nhwc = (rows * columns, out_channels), (1, rows, columns, out_channels)
+            if after is not None:
+                pooled_into = after.interior(target).reshape(nhwc)
         finish_pointwise = self._finisher(pointwise, finished, dtype, after is not None) if bounds is None \
             else finisher(finished, dtype, bias, pointwise.act)
 
@@ -395,10 +405,10 @@ class SeparableChain:
             if window_rows:
                 np.matmul(rows_in, matrix, out=products[0][1])
                 _maximum_into(rows_max.reshape(rows, -1), window_rows)
-                y = np.empty(nhwc, dtype)
+                y = np.empty(nhwc, dtype) if pooled_into is None else pooled_into
                 _maximum_into(y[0], window_columns)
                 finish_pointwise(y.reshape(finished))
-                return y.transpose(0, 3, 1, 2)
+                return y.transpose(0, 3, 1, 2) if pooled_into is None else None
             if products:
                 for pixels, product in products:
                     np.matmul(pixels, matrix, out=product)
@@ -490,10 +500,8 @@ def fuse_separable_chains(steps: list[Any], graph_outputs: set[str]) -> list[Any
             reader = sole_reader(readers, chain[-1], graph_outputs)
             if reader is None or id(reader) in dropped or reader.inputs[0] != chain[-1].outputs[0]:
                 break
-            if len(chain) % 2 and _is_pooled_pointwise(reader.kernel):
-                chain.append(reader)  # the pooling ends the chain
-                break
-            if not (is_chain_pointwise if len(chain) % 2 else is_chain_depthwise)(reader.kernel):
+            wanted = _is_chain_or_pooled_pointwise if len(chain) % 2 else is_chain_depthwise
+            if not wanted(reader.kernel):
                 break
             chain.append(reader)
         if len(chain) % 2:
