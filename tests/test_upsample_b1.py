@@ -106,3 +106,20 @@ def test_resize_in_a_model_matches_onnxruntime(case):
         ours = session.run({"x": image})["y"]
         assert ours.shape == theirs.shape
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+def test_upsample_keeps_a_resampler_per_scales(mode):
+    x = np.random.default_rng(5).standard_normal((1, 3, 4, 5)).astype(np.float32)
+    node = helper.make_node("Upsample", ["x", "scales"], ["y"], mode=mode)
+    kernel = build_kernel(node, [x, None], (), opset=9)
+    for scales in ([1, 1, 2, 2], [1, 1, 3, 1.5], [1, 1, 2, 2]):
+        values = np.array(scales, np.float32)
+        want = kernel._gather_resample(x, kernel.plans_for(x, (values,)))
+        got = kernel.run(x, values)
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    model = make_model([node], [tensor_info("x", list(x.shape))], [tensor_info("y", None)],
+                       {"scales": np.array([1, 1, 2, 3], np.float32)}, opset=9)
+    (theirs,) = ort_run(model, {"x": x})
+    np.testing.assert_allclose(nn_core.load_proto(model).run({"x": x})["y"], theirs, rtol=1e-5, atol=1e-5)

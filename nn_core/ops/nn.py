@@ -115,6 +115,14 @@ class _DenseActivation(FusableOp):
             rows -= np.log(np.exp(rows).dot(ones))
         return rows.reshape(y.shape)
 
+    def finish(self, y: np.ndarray) -> np.ndarray:
+        """The fresh product ``y`` (bias added) through the fused activation, curve and normaliser."""
+        if self.act is not None:
+            self.activate(y)
+        if self.curve is not None:
+            y = self.curve(y)
+        return y if self.normalizer is None else self.normalize(y)
+
     def activate(self, y: np.ndarray) -> None:
         zero = self.relu_zero
         if zero is None or type(y) is not np.ndarray or not y.ndim or y.size >= 4096:
@@ -196,11 +204,7 @@ class Gemm(_DenseActivation):
             y += c
         if y.dtype != a.dtype:
             y = y.astype(a.dtype)
-        if self.act is not None:
-            self.activate(y)
-        if self.curve is not None:
-            y = self.curve(y)
-        return y if self.normalizer is None else self.normalize(y)
+        return self.finish(y)
 
     def backward(self, inputs, outputs, grads):
         a, b = inputs[0], inputs[1]
@@ -767,13 +771,23 @@ class _ResizeBase(Op):
             plans.append(plan)
         return plans
 
-    def resample(self, x: np.ndarray, plans: list[_AxisResample]) -> np.ndarray:
-        return self.resampler(x.shape, x.dtype, plans)(x)
+    def __init__(self, node: NodeSpec):
+        super().__init__(node)
+        # (input dtype, the plans' key) -> the resampler made for them (see resample)
+        self.resamplers: dict[tuple, Callable[[np.ndarray], np.ndarray]] = {}
+
+    def resample(self, x: np.ndarray, key: tuple, rest) -> np.ndarray:
+        """``x`` resampled by the resampler kept under ``key`` (what ``plans_for(x, rest)`` depends on) and x's
+        dtype, made the first time: later calls skip the plan look-up and the choice of strategy."""
+        run = self.resamplers.get((x.dtype, key))
+        if run is None:
+            run = keep(self.resamplers, (x.dtype, key), self.resampler(x.shape, x.dtype, self.plans_for(x, rest)))
+        return run(x)
 
     def resampler(self, shape: tuple[int, ...], dtype: np.dtype, plans: list[_AxisResample]
                   ) -> Callable[[np.ndarray], np.ndarray]:
         """The resampling by ``plans`` of an input of ``shape`` and ``dtype``, its strategy and operands chosen
-        here once: Resize keeps it per input (``run``), so a call is only the NumPy calls of the strategy."""
+        here once, so a call is only the NumPy calls of the strategy."""
         if plans and dtype.kind == "f" and all(plan.dense() for plan in plans):
             return self._matrices_resampler(shape, dtype, plans)
         if plans and all(plan.repeats() is not None for plan in plans):
@@ -900,14 +914,9 @@ class Resize(_ResizeBase):
         self.policy = _choice(self, "keep_aspect_ratio_policy", "stretch", ("stretch", "not_larger", "not_smaller"))
         self.legacy = node.opset < 11
         self.plans: dict[tuple, list[_AxisResample]] = {}
-        self.resamplers: dict[tuple, Callable[[np.ndarray], np.ndarray]] = {}  # by input dtype and plans' key
 
     def run(self, x, *rest):
-        key = (x.dtype, *self._inputs_key(x, rest)[0])
-        run = self.resamplers.get(key)
-        if run is None:
-            run = keep(self.resamplers, key, self.resampler(x.shape, x.dtype, self.plans_for(x, rest)))
-        return run(x)
+        return self.resample(x, self._inputs_key(x, rest)[0], rest)
 
     def _inputs_key(self, x: np.ndarray, rest) -> tuple[tuple, tuple]:
         """What the plans depend on -- the input's shape and the bytes of the scales, sizes and crop given --,
@@ -1017,7 +1026,9 @@ class Upsample(_ResizeBase):
         self.plans: dict[tuple, list[_AxisResample]] = {}
 
     def run(self, x, scales=None):
-        return self.resample(x, self.plans_for(x, (scales,)))
+        # (the scales' type and bytes: plans_for reads the values from them, or from the attribute when absent)
+        given = None if scales is None else (scales.dtype.str, scales.tobytes())
+        return self.resample(x, (x.shape, given), (scales,))
 
     def coordinate_inputs(self, x: np.ndarray, rest) -> tuple[int | None, int | None, list[int]]:
         return (1 if rest and rest[0] is not None else None), None, list(range(x.ndim))
