@@ -330,3 +330,60 @@ def test_other_poolings_are_not_pooled_in_the_chain(pool, alpha):
     rng = np.random.default_rng(19)
     model = _check_pooled(_pooled_pair(rng, (8, 8), pool, "LeakyRelu", alpha=alpha), rng, (8, 8))
     assert not any(op.endswith("MaxPool") and op.count("Conv") == 2 for op in model.plan_ops)
+
+
+# ---- the dense conv before the first depthwise conv, the chain's head
+
+def _headed(rng: np.random.Generator, head: dict, size: tuple[int, int], channels: int = 2, bias: bool = True,
+            activation: str = "Relu", shared: bool = False) -> object:
+    """x (N, ``channels``, H, W) -> conv to 8 (``head``: its attributes) [+ bias] + act -> depthwise 3x3
+    (pads 1) + ReLU -> 1x1 to 6 -> y [+ the head's output, pooled to 1x1, when ``shared``]."""
+    kernel = head.get("kernel_shape", [3, 3])
+    inits = {"h_w": rng.standard_normal((8, channels, *kernel)).astype(np.float32),
+             "h_b": rng.standard_normal(8).astype(np.float32),
+             "dw_w": rng.standard_normal((8, 1, 3, 3)).astype(np.float32),
+             "pw_w": rng.standard_normal((6, 8, 1, 1)).astype(np.float32)}
+    attrs = {"alpha": 0.1} if activation == "LeakyRelu" else {}
+    nodes = [helper.make_node("Conv", ["x", "h_w", "h_b" if bias else ""], ["h"], **head),
+             helper.make_node(activation, ["h"], ["ha"], **attrs),
+             helper.make_node("Conv", ["ha", "dw_w"], ["dw"], group=8, pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["dw"], ["dwa"]),
+             helper.make_node("Conv", ["dwa", "pw_w"], ["y"])]
+    outputs = [tensor_info("y", None)]
+    if shared:
+        nodes.append(helper.make_node("GlobalMaxPool", ["ha"], ["z"]))
+        outputs.append(tensor_info("z", None))
+    return make_model(nodes, [tensor_info("x", ["N", channels, *size])], outputs, inits)
+
+
+@pytest.mark.parametrize("head", [
+    {"pads": [1, 1, 1, 1]},
+    {"pads": [0, 1, 2, 0], "strides": [2, 1]},
+    {"kernel_shape": [5, 3], "pads": [2, 1, 2, 1], "dilations": [1, 2]},
+    {"kernel_shape": [1, 1]},
+    {"kernel_shape": [2, 2], "strides": [2, 2]},
+])
+@pytest.mark.parametrize("size", [(10, 10), (9, 11)])
+def test_the_head_conv_writes_into_the_first_layers_rows(head, size):
+    rng = np.random.default_rng(20)
+    for bias, activation in ((True, "Relu"), (False, "LeakyRelu")):
+        proto = _headed(rng, {**head, "kernel_shape": head.get("kernel_shape", [3, 3])}, size, bias=bias,
+                        activation=activation)
+        model = nn_core.load_proto(proto)
+        assert len(model.plan_ops) == 1
+        for batch in (1, 2):
+            x = rng.standard_normal((batch, 2, *size)).astype(np.float32)
+            want, _ = model.run_traced({"x": x})
+            np.testing.assert_allclose(model.run({"x": x})["y"], want["y"], rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(model.run({"x": x})["y"], ort_run(proto, {"x": x})[0], rtol=1e-4, atol=1e-5)
+
+
+def test_a_head_whose_output_is_read_elsewhere_stays_a_step():
+    rng = np.random.default_rng(21)
+    proto = _headed(rng, {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}, (8, 8), shared=True)
+    model = nn_core.load_proto(proto)
+    assert model.plan_ops[0] == "Conv+Relu" and "Conv+Relu+Conv" in model.plan_ops[1]
+    x = rng.standard_normal((1, 2, 8, 8)).astype(np.float32)
+    got, want = model.run({"x": x}), ort_run(proto, {"x": x})
+    np.testing.assert_allclose(got["y"], want[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got["z"], want[1], rtol=1e-4, atol=1e-5)

@@ -82,6 +82,12 @@ def _is_pooled_pointwise(kernel: Any) -> bool:
         and (kernel.act is None or kernel.act.monotonic)
 
 
+def _is_head(kernel: Any) -> bool:
+    """A batch-1 dense 2-D conv (one group) with constant float weights, no fused pooling, not flattened."""
+    return type(kernel) is LeanConv and _chainable(kernel) and kernel.pool is None and not kernel.flattened \
+        and kernel.group == 1
+
+
 def _is_chain_or_pooled_pointwise(kernel: Any) -> bool:
     return is_chain_pointwise(kernel) or _is_pooled_pointwise(kernel)
 
@@ -185,6 +191,38 @@ class _PhaseColumns(_ColumnBuffers):
         return [(by_phase[:, phase * width:(phase + 1) * width], target) for phase, target in self.phases]
 
 
+def _head(conv: Conv, shape: tuple[int, ...], dtype: np.dtype, geometry: _DepthwiseGeometry, target: np.ndarray
+          ) -> Callable[[np.ndarray], None]:
+    """The chain's head conv (absorb_head) for an input of ``shape``: the input copied into a zero-padded buffer,
+    its columns (Cin * kh * kw, Ho * Wo) copied from a window view of that, and one GEMM of them, transposed, with
+    the weights straight into the first depthwise conv's input rows (``target``, laid out by ``geometry``), whose
+    bias and activation follow there."""
+    kernel, strides, dilations, begins, _, padded, out_sizes = conv._fit(stand_in(shape, dtype), conv.weight.shape)
+    channels, height, width = shape[1:]
+    (kh, kw), (sh, sw), (dh, dw), (hp, wp), (ho, wo) = kernel, strides, dilations, padded, out_sizes
+    taps, out_channels, item = channels * kh * kw, conv.weight.shape[0], dtype.itemsize
+    conv.check_size((channels, hp, wp), dtype, "separable chain head input buffer")
+    conv.check_size((taps, ho * wo), dtype, "separable chain head columns")
+    conv.check_work(taps * ho * wo * out_channels, "the convolution")
+    padded_input = np.zeros((channels, hp, wp), dtype)
+    interior = padded_input[:, begins[0]:begins[0] + height, begins[1]:begins[1] + width]
+    windows = checked_windows(padded_input, (channels, kh, kw, ho, wo), tuple(
+        v * item for v in (hp * wp, dh * wp, dw, sh * wp, sw)))
+    columns = np.empty((channels, kh, kw, ho, wo), dtype)
+    rows = columns.reshape(taps, ho * wo).T
+    matrix = np.ascontiguousarray(conv.weight.reshape(out_channels, taps).T, dtype)
+    product = geometry.interior(target).reshape(ho * wo, out_channels)
+    finish = finisher((ho * wo, out_channels), dtype, conv.bias, conv.act)
+
+    def run(x: np.ndarray) -> None:
+        interior[...] = x[0]
+        np.copyto(columns, windows)
+        np.matmul(rows, matrix, out=product)
+        finish(product)
+
+    return run
+
+
 def _maximum_into(out: np.ndarray, parts: list[np.ndarray]) -> None:
     """``out`` = the elementwise maximum of two or more same-shape ``parts``."""
     np.maximum(parts[0], parts[1], out=out)
@@ -209,6 +247,8 @@ class SeparableChain:
     # the GlobalAveragePool or ReduceMean over the image reading the last layer alone, absorbed (absorb_mean)
     mean: Any = None
     mean_shape: Callable[[int], tuple[int, ...]] | None = None
+    # the dense conv before the first depthwise conv, absorbed (absorb_head)
+    head: Conv | None = None
 
     def __init__(self, node: Any, kernels: list[Conv]):
         self.node = node
@@ -221,9 +261,15 @@ class SeparableChain:
         y = self.through_buffers(x)
         if y is not None:
             return y
-        for kernel in self.kernels:
+        for kernel in self.kernels if self.head is None else [self.head, *self.kernels]:
             x = kernel.run(x, kernel.weight, kernel.bias)
         return x if self.mean is None else self.mean.run(x)
+
+    def absorb_head(self, kernel: Conv) -> None:
+        """Take the input of ``kernel``, a dense conv (_is_head) whose output the first depthwise conv alone
+        reads: in the chain's buffers its product goes straight into that layer's input rows (_head), without
+        its NCHW output and the transposing copy of it."""
+        self.head = kernel
 
     def absorb_mean(self, kernel: Any, flat: bool) -> None:
         """Hand back the per-channel means over the image of the last layer's output, as ``kernel`` (a
@@ -247,10 +293,15 @@ class SeparableChain:
                 ) -> Callable[[np.ndarray], np.ndarray | None] | None:
         """The chain's runner for one input shape, or None where it does not apply; call with the lock held. The
         runner hands back None for an output with a NaN (which the kernels in turn may not have)."""
+        head = self.head
         if len(shape) != 4 or shape[0] != 1 or 0 in shape or dtype.kind != "f" or dtype.itemsize < 4 \
-                or any(kernel.weight.dtype != dtype for kernel in self.kernels):
+                or any(kernel.weight.dtype != dtype for kernel in [*self.kernels, *([head] if head else [])]):
             return None
         pairs = list(zip(self.kernels[::2], self.kernels[1::2], strict=True))
+        input_shape = shape
+        if head is not None:
+            out_sizes = head._fit(stand_in(shape, dtype), head.weight.shape)[-1]
+            shape = (1, head.weight.shape[0], *out_sizes)
         geometries: list[_DepthwiseGeometry] = []
         for depthwise, pointwise in pairs:
             geometry = _DepthwiseGeometry(depthwise, shape, dtype)
@@ -269,7 +320,7 @@ class SeparableChain:
         inputs: list[np.ndarray | _ColumnBuffers] = [
             _PhaseColumns(depthwise, geometry, dtype)
             if index and _PhaseColumns.fits(geometry) and pairs[index - 1][1].pool is None
-            else _ColumnBuffers.gathered(depthwise, geometry, dtype) if geometry.sw != 1 and not index
+            else _ColumnBuffers.gathered(depthwise, geometry, dtype) if geometry.sw != 1 and not index and not head
             else self._input_buffer(depthwise, geometry, dtype)
             for index, ((depthwise, _), geometry) in enumerate(zip(pairs, geometries, strict=True))]
         # one scratch for every depthwise output: the next stage finds it in cache (each stage's part was checked
@@ -285,14 +336,20 @@ class SeparableChain:
                 raise depthwise.fail(f"input {shape}: {exc}") from None
         first = inputs[0]
         # the input's copies into the first layer's buffer: (target, input index)
-        gathers = first.gathers if isinstance(first, _ColumnBuffers) else \
+        gathers = first.gathers if isinstance(first, _ColumnBuffers) else [] if head else \
             [(geometries[0].interior(first).transpose(2, 0, 1)[None], (Ellipsis,))]
+        try:
+            run_head = None if head is None else _head(head, input_shape, dtype, geometries[0], first)
+        except WindowError as exc:
+            raise head.fail(f"input {input_shape}: {exc}") from None
         final = stages[-1]
         pixels = math.prod(final_sizes)
         averager = row_averager(pixels, dtype) if self.mean is not None else None
         mean_shape = self.mean_shape(pairs[-1][1].weight.shape[0]) if self.mean_shape is not None else None
 
         def run(x: np.ndarray) -> np.ndarray | None:
+            if run_head is not None:
+                run_head(x)
             for target, columns in gathers:
                 target[...] = x[columns]
             for stage in stages[:-1]:
@@ -490,7 +547,7 @@ def fuse_separable_chains(steps: list[Any], graph_outputs: set[str]) -> list[Any
     last one's outputs). A run must hold at least one depthwise-pointwise pair and ends with a pointwise conv. One
     that starts at a depthwise conv with a column stride gathers that layer's kernel columns straight from its
     input, as the layer on its own does (_ColumnBuffers.gathered)."""
-    _, readers = producers_and_readers(steps)
+    producers, readers = producers_and_readers(steps)
     dropped: set[int] = set()
     for step in steps:
         if id(step) in dropped or not is_chain_depthwise(step.kernel):
@@ -514,6 +571,13 @@ def fuse_separable_chains(steps: list[Any], graph_outputs: set[str]) -> list[Any
         if flat is not None and reader.inputs[0] == chain[-1].outputs[0]:
             step.kernel.absorb_mean(reader.kernel, flat)
             chain.append(reader)
+        head = producers.get(step.inputs[0])
+        if head is not None and id(head) not in dropped and _is_head(head.kernel) \
+                and head.outputs[0] == step.inputs[0] and sole_reader(readers, head, graph_outputs) is step:
+            # the chain's step is the head's (its node and inputs), the depthwise conv's dropped with the rest
+            step.kernel.absorb_head(head.kernel)
+            head.kernel, step = step.kernel, head
+            chain.insert(0, head)
         step.outputs = list(chain[-1].outputs)
         step.fused = (*step.fused, *(t for s in chain[1:] for t in (*s.before, s.node.op_type, *s.fused)))
         dropped.update(id(s) for s in chain[1:])
