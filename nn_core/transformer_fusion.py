@@ -33,10 +33,21 @@ from .optimize import producers_and_readers, sole_reader
 # the run-time type checks compare dtypes by identity (~20 ns, == with a type ~100 ns): arrays of native float32
 # share this one; float32 of another byte order is not it, and goes to the chain
 _FLOAT32 = np.dtype(np.float32)
-# the largest product (elements) whose bias _bias_adder adds as a same-shape array: NumPy runs the addition of a
-# broadcast row about half as fast (a small ViT's (32, 72) product: ~1.0 us against ~0.4 us); past this size the
-# row's broadcast costs little beside the work, and a copy of the bias per row count would cost memory
+# the largest addition (elements) whose constant operand -- a dense layer's bias, a ViT's positions -- is spread to
+# its shape (_spread, kept per shape): NumPy runs the addition of a broadcast operand about half as fast (a small
+# ViT's (32, 72) product plus its bias: ~1.0 us against ~0.4 us); past this size the broadcast costs little beside
+# the work, and a copy per shape would cost memory
 _TILED_BIAS_ELEMENTS = 1 << 14
+
+
+def _spread(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+    """A read-only copy of ``values`` broadcast to ``shape`` (C order), the same-shape operand of an addition;
+    None past _TILED_BIAS_ELEMENTS."""
+    if math.prod(shape) > _TILED_BIAS_ELEMENTS:
+        return None
+    spread = np.broadcast_to(values, shape).copy()
+    spread.setflags(write=False)
+    return spread
 
 
 def _bias_adder(bias: np.ndarray) -> Callable[[np.ndarray], None]:
@@ -48,8 +59,7 @@ def _bias_adder(bias: np.ndarray) -> Callable[[np.ndarray], None]:
     def add(y: np.ndarray) -> None:
         rows = repeated.get(y.shape[0], False)
         if rows is False:
-            rows = keep(repeated, y.shape[0], np.tile(bias, (y.shape[0], 1)) if y.size <= _TILED_BIAS_ELEMENTS
-                        else None)
+            rows = keep(repeated, y.shape[0], _spread(bias, y.shape))
         if rows is None:
             y += bias
         else:
@@ -840,8 +850,8 @@ def _residual_sum(operands: list[str | None], constant: np.ndarray | None, width
                 return None
         except ValueError:
             return None
-        return np.ascontiguousarray(np.broadcast_to(constant, shape)) if math.prod(shape) <= _TILED_BIAS_ELEMENTS \
-            else constant
+        spread = _spread(constant, shape)
+        return constant if spread is None else spread
 
     def with_constant(x: np.ndarray) -> np.ndarray | None:
         if type(x) is not np.ndarray or x.dtype is not _FLOAT32:
