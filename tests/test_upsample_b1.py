@@ -123,3 +123,48 @@ def test_upsample_keeps_a_resampler_per_scales(mode):
                        {"scales": np.array([1, 1, 2, 3], np.float32)}, opset=9)
     (theirs,) = ort_run(model, {"x": x})
     np.testing.assert_allclose(nn_core.load_proto(model).run({"x": x})["y"], theirs, rtol=1e-5, atol=1e-5)
+
+
+# (input shape, weight shape, attributes, whether the phase layout adds zeros of its own): a U-Net's 2x2 stride-2
+# up-convolution (every phase reaches its one offset), stride 1 with padding (covered; the padding's zeros meet
+# finite weights), a 3x3 stride-2 one (phases reach 1 or 2 of the 2 offsets per axis), a begin pad that puts the
+# two phases of a 2x2 stride-2 kernel on different offsets (groups), a stride 3 as large as the kernel
+TRANSPOSE_CASES = [((1, 8, 7, 7), (8, 8, 2, 2), {"strides": [2, 2]}, False),
+                   ((1, 3, 5, 6), (3, 2, 3, 3), {"pads": [1, 1, 1, 1]}, False),
+                   ((1, 8, 6, 5), (8, 4, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1], "output_padding": [1, 1]},
+                    True),
+                   ((1, 4, 5, 5), (4, 3, 2, 2), {"strides": [2, 2], "group": 2, "pads": [1, 0, 0, 1]}, True),
+                   ((1, 2, 4, 3), (2, 2, 3, 3), {"strides": [3, 3]}, False)]
+
+
+@pytest.mark.parametrize("case", TRANSPOSE_CASES)
+@pytest.mark.parametrize("infinite_weight", [False, True])
+def test_phase_transpose_non_finite_values_match_the_scatter_add(case, infinite_weight):
+    """Infinities and NaNs in the input give the general kernel's outputs, whether or not the plan checks for
+    NaN: it checks only where its layout has zeros of its own or a weight is not finite."""
+    from nn_core.ops.batch1 import LeanConvTranspose, PhaseTransposePlan, batch1_kernel
+
+    x_shape, w_shape, attrs, adds_zeros = case
+    rng = np.random.default_rng(sum(x_shape))
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    if infinite_weight:
+        w[0, 0, 0, 0] = np.inf
+    b = rng.standard_normal(w_shape[1] * attrs.get("group", 1)).astype(np.float32)
+    node = helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], **attrs)
+    general = build_kernel(node, [x, w, b], (1, 2))
+    lean = batch1_kernel(build_kernel(node, [x, w, b], (1, 2)))
+    assert type(lean) is LeanConvTranspose
+    np.testing.assert_allclose(lean.run(x, w, b), general.run(x, w, b), rtol=1e-5, atol=1e-5)
+    kernel, strides, dilations, begins, out, _, _ = lean.geometries[(x.shape, w.shape)]
+    plan = PhaseTransposePlan(x.shape, x.dtype, w, b, lean.group, kernel, strides, dilations, begins, out,
+                              lean.check_size)
+    assert plan.checks_nan == (adds_zeros or infinite_weight)
+    for value in (np.inf, -np.inf, np.nan):
+        bad = x.copy()
+        bad[0, -1, 1, -1] = value
+        bad[0, 0, 0, 0] = -value
+        want = general.run(bad, w, b)
+        got = lean.run(bad, w, b)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

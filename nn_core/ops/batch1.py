@@ -906,14 +906,22 @@ class PhaseTransposePlan:
         self.full = (batch, group * mg, *(j * s for j, s in zip(steps, strides, strict=True)))
         whole = all(j * s == o for j, s, o in zip(steps, strides, out, strict=True))
         self.crop = None if whole else (slice(None), slice(None)) + tuple(slice(0, o) for o in out)
+        # An infinite input meets the zeros the layout adds (0 * inf: NaN where the scatter-add never reads the
+        # value), so outputs are checked for NaN -- unless every phase reaches every offset of the window along
+        # every axis (a 2x2 stride-2 up-convolution) and the weights are finite: then the only zeros are the
+        # padding's, which finite weights turn into zeros, and a NaN comes only where the scatter-add makes one
+        covered = all(sorted(o for o in phase if o is not None) == list(range(lo, hi + 1))
+                      for axis, lo, hi in zip(reach, lows, highs, strict=True) for phase in axis)
+        self.checks_nan = not (covered and bool(np.isfinite(weight).all()))
 
-    def runner(self) -> Callable[[np.ndarray], np.ndarray]:
-        """The transposed convolution of an input of this plan's shape (before any fused activation); it fills
-        the plan's buffers, so the caller serializes calls."""
+    def runner(self) -> Callable[[np.ndarray], np.ndarray | None]:
+        """The transposed convolution of an input of this plan's shape (before any fused activation), or None
+        for an input whose output the layout's zeros made NaN (the general kernel's then); it fills the plan's
+        buffers, so the caller serializes calls."""
         interior, windows, cols, cols_windows, matrix, product, sources = \
             self.interior, self.windows, self.cols, self.cols_windows, self.matrix, self.product, \
             self.phase_sources
-        interleaved, full, crop = self.interleaved, self.full, self.crop
+        interleaved, full, crop, checks_nan = self.interleaved, self.full, self.crop, self.checks_nan
         # (group, phases * M/group, width) @ (batch, group, width, j); one image of one group as 2-D operands for
         # np.dot, which costs ~0.4 us less a call than np.matmul on these small products (1.2 -> 0.8 us at 7x7)
         single = cols.shape[0] * cols.shape[1] == 1
@@ -930,7 +938,9 @@ class PhaseTransposePlan:
             # 2-element (last stride) innermost axis (3x3 stride-2 up-convolution at 28x28: 6.4 -> 4.0 us)
             for phase, source in enumerate(sources):
                 np.copyto(laid[..., phase], source)
-            return y if crop is None else y[crop]
+            if crop is not None:
+                y = y[crop]
+            return None if checks_nan and has_nan(y) else y
 
         return run
 
@@ -944,9 +954,9 @@ class LeanConvTranspose(ConvTranspose):
         super().__init__(node)
         self.kernel_weight = self.const(1)  # (C, M/group, k...): the phase plan lays it out its own way
         # per (input shape, dtype): the phase plan's runner, or None for the general kernel
-        self.runners: dict[tuple, Callable[[np.ndarray], np.ndarray] | None] = {}
+        self.runners: dict[tuple, Callable[[np.ndarray], np.ndarray | None] | None] = {}
 
-    def _runner(self, x: np.ndarray) -> Callable[[np.ndarray], np.ndarray] | None:
+    def _runner(self, x: np.ndarray) -> Callable[[np.ndarray], np.ndarray | None] | None:
         """The phase plan's runner for ``x``'s shape, or None; call with the lock held."""
         key = (x.shape, tuple(self.weight_shape))
         geometry = self.geometries.get(key)
@@ -975,11 +985,8 @@ class LeanConvTranspose(ConvTranspose):
             else:
                 runner = self._runner(x)
                 keep(self.runners, key, runner)
-            if runner is not None:
-                y = runner(x)  # (the plan's buffers are shared by calls)
-        # an infinite input meets the phase weights' zeros (0 * inf: NaN where the scatter-add never reads it):
-        # the general kernel then gives the values (has_nan)
-        if runner is None or has_nan(y):
+            y = None if runner is None else runner(x)  # (the plan's buffers are shared by calls)
+        if y is None:
             return super().run(x, w, b)
         if self.act is not None:
             self.act(y)
