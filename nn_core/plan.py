@@ -23,6 +23,7 @@ from .ops.channels_last import prefer_channels_last
 from .ops.qgemm_chain import fuse_quantized_gemm_chains
 from .ops.quantized import fuse_qdq
 from .ops.registry import NodeSpec, Op, resolve
+from .ops.residual_int8 import fuse_conv_pair_lookups
 from .ops.separable import fuse_separable_chains
 from .ops.separable_int8 import fuse_quantized_separable_chains
 from .optimize import (
@@ -292,6 +293,7 @@ class FastPlan:
         steps = fuse_separable_chains(steps, outputs)
         steps = fuse_quantized_separable_chains(steps, outputs)
         steps = fuse_quantized_gemm_chains(steps, outputs)
+        steps = fuse_conv_pair_lookups(steps, outputs)
         self.steps = drop_dead_steps(steps, outputs)
         self.input_names = [v.name for v in graph.inputs]
         self.output_names = [v.name for v in graph.outputs]
