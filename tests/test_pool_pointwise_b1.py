@@ -110,3 +110,17 @@ def test_convolution_before_a_strided_pooling_runs_on_the_pooled_map(pool_attrs,
 def test_convolution_before_a_pooling_stays_first_where_the_order_matters_or_costs(pool_attrs, act):
     labels = _labels_and_check(_model(np.random.default_rng(4), pool_attrs, False, act=act))
     assert "Conv+AveragePool" not in labels and "Conv+Relu+AveragePool" not in labels, labels
+
+
+def test_projection_that_absorbed_a_flatten_keeps_its_order():
+    """A 1x1 convolution that hands out its output flattened (an absorbed Flatten) is not reordered."""
+    rng = np.random.default_rng(5)
+    inits = {"w0": _weights(rng, 24, 3, 3, 3), "w1": _weights(rng, 8, 24, 1, 1)}
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], strides=[2, 2]),
+             helper.make_node("Relu", ["c0"], ["r0"]),
+             helper.make_node("AveragePool", ["r0"], ["p"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["p", "w1"], ["c1"]),
+             helper.make_node("Flatten", ["c1"], ["y"])]
+    model = make_model(nodes, [tensor_info("x", [1, 3, 99, 99])], [tensor_info("y", None)], inits)
+    labels = _labels_and_check(model)
+    assert labels[-2:] == ["AveragePool", "Conv+Flatten"], labels
