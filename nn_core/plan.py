@@ -17,6 +17,7 @@ import numpy as np
 
 from .errors import ModelError, UnsupportedOperatorError
 from .graph import Graph, NodeInfo
+from .ops.averaged_conv import fuse_averaged_convs
 from .ops.batch1 import batch1_kernel
 from .ops.channel_shuffle import fuse_shuffled_depthwise
 from .ops.channels_last import prefer_channels_last
@@ -294,6 +295,7 @@ class FastPlan:
         steps = fuse_quantized_separable_chains(steps, outputs)
         steps = fuse_quantized_gemm_chains(steps, outputs)
         steps = fuse_conv_pair_lookups(steps, outputs)
+        steps = fuse_averaged_convs(steps, outputs)
         self.steps = drop_dead_steps(steps, outputs)
         self.input_names = [v.name for v in graph.inputs]
         self.output_names = [v.name for v in graph.outputs]
