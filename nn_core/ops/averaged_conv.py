@@ -73,7 +73,7 @@ class AveragedConv:
         if x.ndim != 4 or x.dtype != weight.dtype or x.dtype.kind != "f" or conv.group != 1:
             return None
         kernel, strides, dilations, begins, _, padded, out_sizes = conv._fit(x, weight.shape)
-        if list(pool.kernel) != list(out_sizes) or any(pool.pads or ()) or any(d != 1 for d in pool.dilations) \
+        if list(pool.kernel) != list(out_sizes) or any(pool.pads or ()) or any(d != 1 for d in pool.dilations or ()) \
                 or pool.auto_pad not in ("NOTSET", "", None):
             return None
         channels, height, width = x.shape[1:]
