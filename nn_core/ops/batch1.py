@@ -424,8 +424,9 @@ class PooledChannelsLastPlan(_ChannelsLastPlan):
     pooling is a single maximum.reduce over the blocks, which with a fused ReLU takes the zeros in as one more
     candidate (max(max(blocks), 0)); other activations run on the pooled result. That result is a fresh array,
     handed back as an NCHW view of channels-last storage, or -- with ``flatten`` (a Flatten(axis=1) absorbed by
-    the node) -- reduced straight into a contiguous (N, C * pooled rows * pooled columns) array through a
-    transposed view, which is the flattened NCHW order with no copy of its own. Only the positions the pooling
+    the node) -- copied into a contiguous (N, C * pooled rows * pooled columns) array, the flattened NCHW order,
+    by one transposing copy of the small pooled result (reducing straight into that array through a transposed
+    view wrote it element by element: LeNet's 600 values 2.6 -> 2.2 us). Only the positions the pooling
     reads are computed (floor mode drops a last odd row or column). The im2col copy reads the same runs of
     kernel width * channels values as the parent's."""
 
@@ -481,20 +482,16 @@ class PooledChannelsLastPlan(_ChannelsLastPlan):
             and matrix.dtype.kind == "f"
         stages = self.stages if relu else self.stages[:, :phases - 1]
         rest = None if relu else act
-        flatten, nhwc = self.flatten, (batch, *self.pooled_sizes, channels)
+        flatten, nhwc, flat = self.flatten, (batch, *self.pooled_sizes, channels), (batch, channels * block)
 
         def run(x: np.ndarray) -> np.ndarray:
             interior[...] = x.transpose(to_channels_last)
             np.copyto(cols, windows)
             np.matmul(cols_matrix, matrix, out=product)
-            if flatten:
-                y = np.empty((batch, channels * block), product.dtype)
-                np.maximum.reduce(stages, axis=1, out=y.reshape(batch, channels, block).transpose(0, 2, 1))
-            else:
-                y = np.maximum.reduce(stages, axis=1)
+            y = np.maximum.reduce(stages, axis=1)
             if rest is not None:
                 rest(y)
-            return y if flatten else y.reshape(nhwc).transpose(0, 3, 1, 2)
+            return y.transpose(0, 2, 1).reshape(flat) if flatten else y.reshape(nhwc).transpose(0, 3, 1, 2)
 
         return run
 
