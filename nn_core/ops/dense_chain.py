@@ -85,6 +85,8 @@ class DenseChain:
         self.last = (buffers[-1], self._extended(kernels[-1]), kernels[-1].finish)
 
     def _extended(self, kernel: Gemm | MatMul) -> np.ndarray:
+        """``kernel``'s (K, N) weights with its bias as row K (zeros without one): a copy of weights the kernel
+        already holds, one row larger, so bounded by what the model's loading checked."""
         width = kernel.b.shape[1]
         bias = _layer_bias(kernel, width)
         extended = np.zeros((kernel.b.shape[0] + 1, width), self.dtype)
