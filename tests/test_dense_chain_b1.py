@@ -1,8 +1,9 @@
 """Issue 10, dense heads at batch 1: consecutive Gemm / MatMul layers run as one DenseChain step (the bias of
 each later layer a row of its weights, the hidden layers in the chain's buffers). Against the traced graph (the
 unfused kernels) and onnxruntime: Gemm attributes (transB, alpha, beta, bias shapes, no bias), MatMul + Add,
-hidden activations (ReLU, LeakyRelu, Tanh, Sigmoid) and a final Softmax / LogSoftmax, float64, batch > 1 and
-other shapes falling back to the kernels in turn, kept outputs, threads, and where a chain must stop."""
+hidden activations (ReLU, LeakyRelu, Tanh, Sigmoid) and a final Softmax / LogSoftmax, float64, a few rows,
+larger batches and other shapes falling back to the kernels in turn, kept outputs, threads, and where a chain
+must stop."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from helpers import make_model, ort_run, tensor_info
 from onnx import TensorProto, helper
 
 import nn_core
-from nn_core.ops.dense_chain import DenseChain
+from nn_core.ops.dense_chain import MAX_ROWS, DenseChain
 
 
 def _head(widths: list[int], layers: list[dict], dtype=np.float32, seed: int = 0, batch=None):
@@ -93,11 +94,26 @@ def test_chain_matches_the_kernels_and_onnxruntime(widths, layers, dtype):
     _check(proto, rng.standard_normal((1, widths[0])).astype(dtype), len(layers), with_onnxruntime)
 
 
+@pytest.mark.parametrize("widths, layers", CASES)
 @pytest.mark.parametrize("batch", [2, 5])
-def test_batches_run_the_kernels_in_turn(batch):
+def test_a_few_rows_run_through_row_buffers(widths, layers, batch):
+    # (more than one row: hidden outputs in buffers of their own shape, biases added by the finishing passes)
+    proto = _head(widths, layers)
+    x = np.random.default_rng(2).standard_normal((batch, widths[0])).astype(np.float32)
+    x[-1, 0] = np.nan  # a NaN row stays in its row
+    _check(proto, x, len(layers))
+    kernel = _chain_steps(nn_core.load_proto(proto))[0].kernel
+    kernel.run(x)
+    assert set(kernel.buffers) == {batch}
+
+
+def test_a_large_batch_runs_the_kernels_in_turn():
     proto = _head([600, 120, 84, 10], LENET_HEAD)
-    x = np.random.default_rng(2).standard_normal((batch, 600)).astype(np.float32)
+    x = np.random.default_rng(2).standard_normal((MAX_ROWS + 1, 600)).astype(np.float32)
     _check(proto, x, 3)
+    kernel = _chain_steps(nn_core.load_proto(proto))[0].kernel
+    kernel.run(x)
+    assert not kernel.buffers
 
 
 def test_outputs_are_fresh_and_later_runs_keep_them():

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..optimize import producers_and_readers, sole_reader
 from .batch1 import finisher
+from .caches import keep
 from .nn import Gemm, MatMul
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -55,10 +56,41 @@ def _chainable(step: Any, constants: dict[str, np.ndarray]) -> bool:
     return _layer_bias(kernel, kernel.b.shape[1]) is not False
 
 
+#: the most rows (images) the chain's buffers take; a larger batch runs the layers' own kernels, whose products
+#: then dominate the per-call overhead the buffers save
+MAX_ROWS = 64
+
+
+class _Buffers:
+    """The chain's layers laid out for ``rows`` input rows. One row: each hidden layer's output in a buffer whose
+    last column is a constant 1, which the next layer's bias row multiplies (module docstring). More rows: each
+    hidden layer's output in a buffer of its own shape (NumPy's products need a contiguous ``out``, which a
+    column-extended buffer's rows are not), its bias added by its finishing passes."""
+
+    def __init__(self, chain: DenseChain, rows: int):
+        kernels, dtype = chain.kernels, chain.dtype
+        extend = rows == 1
+        widths = [kernel.b.shape[1] for kernel in kernels]
+        buffers = [np.ones((rows, width + extend), dtype) for width in widths[:-1]]
+        outs = [buffer[:, :-1] if extend else buffer for buffer in buffers]
+        biases = [_layer_bias(kernel, width) for kernel, width in zip(kernels, widths, strict=True)]
+        # (what the layer reads, its weights, its output rows, its bias and activation passes, its curve); the
+        # first layer reads the chain's input
+        self.hidden = [(buffers[index - 1] if index else None,
+                        chain.extended[index] if extend and index else kernel.b, outs[index],
+                        finisher((rows, widths[index]), dtype, None if extend and index else biases[index],
+                                 kernel.act), kernel.curve)
+                       for index, kernel in enumerate(kernels[:-1])]
+        last = kernels[-1]
+        self.last = (buffers[-1], chain.extended[-1] if extend else last.b, None if extend else biases[-1],
+                     last.finish)
+
+
 class DenseChain:
     """The dense layers ``kernels`` (each reading the one before) as one step's kernel: ``run(a)`` is the last
-    layer's output. A (1, K) input of the weights' float type runs through the chain's buffers (module
-    docstring); anything else (a batch, another type or shape) runs the kernels in turn, with their checks."""
+    layer's output. A (rows, K) input of the weights' float type, up to MAX_ROWS rows within the first kernel's
+    size budget, runs through the chain's buffers (module docstring); anything else (a larger batch, another type
+    or shape) runs the kernels in turn, with their checks."""
 
     def __init__(self, node: Any, kernels: list[Gemm | MatMul], arguments: list[list[np.ndarray | None]]):
         self.node = node
@@ -66,27 +98,15 @@ class DenseChain:
         self.arguments = arguments  # each kernel's constant operands, as the plan would pass them
         self.lock = threading.Lock()  # the buffers are shared by calls (the GUI runs models on worker threads)
         first = kernels[0]
-        dtype = first.b.dtype
-        self.dtype = dtype
+        self.dtype = dtype = first.b.dtype
         self.width = first.b.shape[0]
-        # the fast path's input shape, (1, K): within the first kernel's own size budget, or never taken (None)
-        fits = self.width <= first.a_limit and all(k.b.dtype == dtype for k in kernels)
-        self.shape = (1, self.width) if fits else None
-        # the first layer: its product into the first buffer's row, then its bias and activation passes there
-        buffers = [np.ones((1, kernel.b.shape[1] + 1), dtype) for kernel in kernels[:-1]]
-        self.first = (first.b, buffers[0][:, :-1], finisher((1, first.b.shape[1]), dtype,
-                                                            _layer_bias(first, first.b.shape[1]), first.act),
-                      first.curve)
-        # each later hidden layer: (the buffer it reads, its weights with the bias as one more row (zeros without
-        # a bias), its output row in the next buffer, its activation passes, its curve)
-        self.hidden = [(buffers[index - 1], self._extended(kernel), buffers[index][:, :-1],
-                        finisher((1, kernel.b.shape[1]), dtype, None, kernel.act), kernel.curve)
-                       for index, kernel in enumerate(kernels[:-1]) if index]
-        self.last = (buffers[-1], self._extended(kernels[-1]), kernels[-1].finish)
+        self.typed = all(k.b.dtype == dtype for k in kernels)
+        # every layer after the first: its (K, N) weights with the bias as row K (zeros without one), a copy of
+        # weights the kernel already holds, one row larger, so bounded by what the model's loading checked
+        self.extended = [None] + [self._extended(kernel) for kernel in kernels[1:]]
+        self.buffers: dict[int, _Buffers] = {}
 
     def _extended(self, kernel: Gemm | MatMul) -> np.ndarray:
-        """``kernel``'s (K, N) weights with its bias as row K (zeros without one): a copy of weights the kernel
-        already holds, one row larger, so bounded by what the model's loading checked."""
         width = kernel.b.shape[1]
         bias = _layer_bias(kernel, width)
         extended = np.zeros((kernel.b.shape[0] + 1, width), self.dtype)
@@ -96,27 +116,31 @@ class DenseChain:
         return extended
 
     def run(self, a: np.ndarray, *_constants: np.ndarray | None) -> np.ndarray:
-        if type(a) is np.ndarray and a.dtype is self.dtype and a.shape == self.shape:
-            return self.through_buffers(a)
+        if type(a) is np.ndarray and a.dtype is self.dtype and a.ndim == 2:
+            buffers = self.buffers.get(a.shape[0])
+            if buffers is not None and a.shape[1] == self.width:
+                return self.through_buffers(a, buffers)
+            rows = a.shape[0]
+            if self.typed and 0 < rows <= MAX_ROWS and a.shape[1] == self.width and a.size <= self.kernels[0].a_limit:
+                with self.lock:
+                    buffers = keep(self.buffers, rows, _Buffers(self, rows))
+                return self.through_buffers(a, buffers)
         for kernel, arguments in zip(self.kernels, self.arguments, strict=True):
             a = kernel.run(a, *arguments)
         return a
 
-    def through_buffers(self, a: np.ndarray) -> np.ndarray:
-        """The chain's output for a (1, K) ``a`` of the weights' type: each hidden layer into its buffer's row."""
-        weights, row, finish, curve = self.first
-        source, extended, last_finish = self.last
+    def through_buffers(self, a: np.ndarray, buffers: _Buffers) -> np.ndarray:
+        """The chain's output for a (rows, K) ``a`` of the weights' type: each hidden layer into its buffer."""
+        source, weights, bias, last_finish = buffers.last
         with self.lock:
-            np.dot(a, weights, out=row)
-            finish(row)
-            if curve is not None:  # (an absorbed Tanh or Sigmoid)
-                row[...] = curve(row)
-            for buffer, extended_weights, row, finish, curve in self.hidden:
-                np.dot(buffer, extended_weights, out=row)
-                finish(row)
-                if curve is not None:
-                    row[...] = curve(row)
-            y = source.dot(extended)  # fresh: the caller keeps it
+            for reads, layer_weights, out, finish, curve in buffers.hidden:
+                np.dot(a if reads is None else reads, layer_weights, out=out)
+                finish(out)
+                if curve is not None:  # (an absorbed Tanh or Sigmoid)
+                    out[...] = curve(out)
+            y = source.dot(weights)  # fresh: the caller keeps it
+        if bias is not None:
+            y += bias
         return last_finish(y)
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import numpy as np
 
 from . import conv, norm, pool  # noqa: F401  (importing registers their kernels)
-from .activations import EXP_SAFE, ones_column, sigmoid
+from .activations import SMALL_SOFTMAX, ones_column, sigmoid, small_softmax_rows
 from .caches import keep
 from .conv import FusableOp, fold_batchnorm_into_conv
 from .float8 import NARROW_FLOATS
@@ -28,9 +28,6 @@ __all__ = ["fold_batchnorm_into_conv"]
 
 
 _FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
-# a fused Softmax of up to this many values (a batch-1 classifier's scores) skips the shift by the maximum when
-# its rows allow it, checked in Python; 256 exponentials of at most EXP_SAFE (80) sum to ~1.4e37, finite in float32
-_SCANNED = 256
 # the activations a dense layer applies by their kernels' own functions (optimize.FUSABLE_ACTIVATIONS kinds)
 _CURVES: dict[str, Callable[[np.ndarray], np.ndarray]] = {"tanh": np.tanh, "sigmoid": sigmoid}
 
@@ -81,11 +78,9 @@ class _DenseActivation(FusableOp):
 
         Row sums are one BLAS product with a column of ones (~0.3 us; np.add.reduce costs ~0.7 us on a row of
         ten). LogSoftmax is ``y - max - log(sum(exp(y - max)))``, as its kernel. A small Softmax (a few rows of
-        a few scores) whose every row's maximum is in [0, EXP_SAFE] is ``exp(y) / sum``: no exponential
-        overflows, each row's sum is at least 1, and any that underflows is below float's normal range in the
-        shifted form too, so the shift by the maximum (a reduction and a broadcast subtraction, ~1.5 us on
-        (2, 10)) is skipped, as the Softmax kernel skips it for small inputs; otherwise ``exp(y - max) / sum``. A
-        NaN row is NaN either way. Sums in another order: equal within rounding. (A batch-1 classifier head
+        a few scores) is the Softmax kernel's own small-input form (activations.small_softmax_rows, which skips
+        the shift by the maximum where the rows allow it); otherwise ``exp(y - max) / sum``. A NaN row is NaN
+        either way. Sums in another order: equal within rounding. (A batch-1 classifier head
         spends ~2 us in this arithmetic: the checks around it are kept to a rank comparison.)"""
         dtype = y.dtype
         if (dtype is not _FLOAT32 and dtype is not _FLOAT64) or type(y) is not np.ndarray or not y.size:
@@ -99,14 +94,9 @@ class _DenseActivation(FusableOp):
         rows = y if y.ndim == 2 else y.reshape(-1, width)
         ones = ones_column(width, dtype)  # row sums by BLAS
         softmax = self.softmax
-        if softmax and rows.size <= _SCANNED:
-            # each row's maximum from Python floats (cheaper than a NumPy reduction on a few values): from 0 to
-            # EXP_SAFE, no exponential nor sum overflows (no warning either) and the row's sum is at least 1
-            if (0.0 <= max(rows[0].tolist()) <= EXP_SAFE) if rows.shape[0] == 1 else \
-                    all(0.0 <= max(row) <= EXP_SAFE for row in rows.tolist()):
-                exps = np.exp(rows)
-                exps /= exps.dot(ones)
-                return exps if exps.shape == y.shape else exps.reshape(y.shape)
+        if softmax and rows.size <= SMALL_SOFTMAX:
+            exps = small_softmax_rows(rows)
+            return exps if exps.shape == y.shape else exps.reshape(y.shape)
         rows -= np.maximum.reduce(rows, axis=1, keepdims=True)
         if softmax:
             np.exp(rows, out=rows)
