@@ -22,6 +22,7 @@ from .ops.batch1 import batch1_kernel
 from .ops.channel_shuffle import fuse_shuffled_depthwise
 from .ops.channels_last import prefer_channels_last
 from .ops.dense_chain import fuse_dense_chains
+from .ops.layout_folds import fold_nhwc_flattens
 from .ops.qgemm_chain import fuse_quantized_gemm_chains
 from .ops.quantized import fuse_qdq
 from .ops.registry import NodeSpec, Op, resolve
@@ -297,6 +298,7 @@ class FastPlan:
         steps = fuse_quantized_gemm_chains(steps, outputs)
         steps = fuse_conv_pair_lookups(steps, outputs)
         steps = fuse_dense_chains(steps, consts, outputs)
+        steps = fold_nhwc_flattens(steps, consts, outputs)
         steps = fuse_averaged_convs(steps, outputs)
         self.steps = drop_dead_steps(steps, outputs)
         self.input_names = [v.name for v in graph.inputs]
