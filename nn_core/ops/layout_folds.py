@@ -72,19 +72,26 @@ class FoldedNhwcFlatten:
         self.dense = dense
         self.rows = rows
         self.width = _weights_of(dense).shape[0]
-        # (channels, the dense kernel for them): replaced as one tuple, so a concurrent call sees a matched pair
-        self.folded: tuple[int, Any] = (0, None)
+        # (channels, the dense kernel whose weights are permuted for them), and (input shape, its flatten's shape,
+        # that kernel's run) of the last folded call: each replaced as one tuple, so a concurrent call sees a
+        # matched set; a repeated input shape is the one test of the folded path
+        self.permuted: tuple[int, Any] = (0, None)
+        self.folded: tuple[tuple[int, ...], tuple[int, int], Any] = ((), (0, 0), None)
 
     def run(self, x: np.ndarray, *constants: np.ndarray | None) -> np.ndarray:
+        shape, flat, dense_run = self.folded
+        if type(x) is np.ndarray and x.shape == shape:
+            return dense_run(x.reshape(flat), *constants)
         if type(x) is np.ndarray and x.ndim == 4:
             batch, channels, height, width = x.shape
             if channels * height * width == self.width and (self.rows is None or batch == self.rows):
-                folded = self.folded
-                if folded[0] != channels:
-                    folded = self.folded = (channels, _with_rows_permuted(self.dense, channels))
-                return folded[1].run(x.reshape(batch, self.width), *constants)
-        flat = self.reshape.run(self.transpose.run(x), *self.reshape_arguments)
-        return self.dense.run(flat, *constants)
+                permuted = self.permuted
+                if permuted[0] != channels:
+                    permuted = self.permuted = (channels, _with_rows_permuted(self.dense, channels))
+                self.folded = (x.shape, (batch, self.width), permuted[1].run)
+                return permuted[1].run(x.reshape(batch, self.width), *constants)
+        flat_input = self.reshape.run(self.transpose.run(x), *self.reshape_arguments)
+        return self.dense.run(flat_input, *constants)
 
 
 def fold_nhwc_flattens(steps: list[Any], constants: dict[str, np.ndarray], graph_outputs: set[str]) -> list[Any]:
