@@ -12,20 +12,24 @@ import nn_core
 from nn_core import ModelError
 
 MODELS = Path(__file__).resolve().parent / "models"
-FOLDED = "Transpose+Reshape+"
+FOLDED = ("Transpose+Reshape+", "Transpose+Flatten+")
 
 
-def _flatten_head(rng: np.random.Generator, shape: list[int], head: str, width: int = 24,
-                  perm: tuple[int, ...] = (0, 2, 3, 1)) -> object:
-    """x (N, C, H, W) -> Transpose(perm) -> Reshape(shape) -> ``head``: one Gemm, Gemm+Relu+Gemm+Softmax, or
-    MatMul+Add+MatMul+Add+Softmax, whose first layer takes ``width`` inputs."""
-    inits = {"shape": np.array(shape, np.int64),
-             "w1": (rng.standard_normal((8, width)) * 0.3).astype(np.float32),
+def _flatten_head(rng: np.random.Generator, shape: list[int] | None, head: str, width: int = 24,
+                  perm: tuple[int, ...] = (0, 2, 3, 1), flatten_axis: int = 1) -> object:
+    """x (N, C, H, W) -> Transpose(perm) -> Reshape(shape) (Flatten(flatten_axis) when ``shape`` is None) ->
+    ``head``: one Gemm, Gemm+Relu+Gemm+Softmax, or MatMul+Add+MatMul+Add+Softmax, whose first layer takes
+    ``width`` inputs."""
+    inits = {"w1": (rng.standard_normal((8, width)) * 0.3).astype(np.float32),
              "b1": (rng.standard_normal(8) * 0.1).astype(np.float32),
              "w2": (rng.standard_normal((5, 8)) * 0.3).astype(np.float32),
              "b2": (rng.standard_normal(5) * 0.1).astype(np.float32)}
-    nodes = [helper.make_node("Transpose", ["x"], ["t"], name="to_nhwc", perm=list(perm)),
-             helper.make_node("Reshape", ["t", "shape"], ["f"], name="flatten")]
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], name="to_nhwc", perm=list(perm))]
+    if shape is None:
+        nodes.append(helper.make_node("Flatten", ["t"], ["f"], name="flatten", axis=flatten_axis))
+    else:
+        inits["shape"] = np.array(shape, np.int64)
+        nodes.append(helper.make_node("Reshape", ["t", "shape"], ["f"], name="flatten"))
     if head == "gemm":
         nodes.append(helper.make_node("Gemm", ["f", "w1", "b1"], ["y"], name="fc1", transB=1))
         out_width = 8
@@ -58,7 +62,7 @@ def _assert_matches_general(model, x: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("head", ["gemm", "gemm_chain", "matmul_chain"])
-@pytest.mark.parametrize("shape", [[-1, 24], [0, -1], [0, 24]])
+@pytest.mark.parametrize("shape", [[-1, 24], [0, -1], [0, 24], None])
 @pytest.mark.parametrize("batch", [1, 3])
 def test_flatten_folds_into_the_dense_layer(tmp_path, head, shape, batch):
     rng = np.random.default_rng(5)
@@ -101,6 +105,14 @@ def test_other_permutations_are_not_folded(tmp_path, perm):
     rng = np.random.default_rng(6)
     model = _load(tmp_path, _flatten_head(rng, [0, -1], "gemm", perm=perm))
     assert model.plan_ops[:2] == ["Transpose", "Reshape"]
+    _assert_matches_general(model, rng.standard_normal((2, 4, 2, 3)).astype(np.float32))
+
+
+def test_flatten_of_another_axis_is_not_folded(tmp_path):
+    """Flatten(axis=2) of the (N, H, W, C) tensor is (N * H, W * C): not a row per image."""
+    rng = np.random.default_rng(12)
+    model = _load(tmp_path, _flatten_head(rng, None, "gemm", width=12, flatten_axis=2))
+    assert model.plan_ops[:2] == ["Transpose", "Flatten"]
     _assert_matches_general(model, rng.standard_normal((2, 4, 2, 3)).astype(np.float32))
 
 

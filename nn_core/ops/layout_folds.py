@@ -1,11 +1,12 @@
 """A channels-last flatten in front of a dense layer, folded into the layer's weights: FoldedNhwcFlatten.
 
 Keras models exported to ONNX convolve in NCHW but flatten in NHWC order: ``Transpose(perm=[0, 2, 3, 1])``, then
-``Reshape`` to (N, C*H*W), then the first dense layer. The flatten of the NHWC tensor is a fixed permutation of
-the NCHW flatten: with S = H*W spatial positions, element (s, c) of the NHWC rows is element (c, s) of the NCHW
-rows, and the permutation depends on S and C alone. Multiplying the NCHW flatten (a free view of a contiguous
-convolution output) by the weights with their rows permuted the same way gives the same product, without the
-transposing copy the Reshape makes and without two plan steps (keras_nhwc_l12, batch 2: ~1.4 us of ~30).
+``Reshape`` to (N, C*H*W) (or PyTorch's ``Flatten``), then the first dense layer. The flatten of the NHWC tensor
+is a fixed permutation of the NCHW flatten: with S = H*W spatial positions, element (s, c) of the NHWC rows is
+element (c, s) of the NCHW rows, and the permutation depends on S and C alone. Multiplying the NCHW flatten (a
+free view of a contiguous convolution output) by the weights with their rows permuted the same way gives the same
+product, without the transposing copy the Reshape makes and without two plan steps (keras_nhwc_l12, batch 2:
+~1.4 us of ~30).
 """
 
 from __future__ import annotations
@@ -95,9 +96,9 @@ class FoldedNhwcFlatten:
 
 
 def fold_nhwc_flattens(steps: list[Any], constants: dict[str, np.ndarray], graph_outputs: set[str]) -> list[Any]:
-    """``steps`` with each Transpose(perm=[0, 2, 3, 1]) -> Reshape to (N, C*H*W) -> dense layer (Gemm / MatMul
-    with constant weights, or a DenseChain), each the sole reader of the one before, made one FoldedNhwcFlatten
-    step in the dense layer's place reading the Transpose's input. After fuse_dense_chains."""
+    """``steps`` with each Transpose(perm=[0, 2, 3, 1]) -> Reshape to (N, C*H*W) or Flatten(axis=1) -> dense
+    layer (Gemm / MatMul with constant weights, or a DenseChain), each the sole reader of the one before, made one
+    FoldedNhwcFlatten step in the dense layer's place reading the Transpose's input. After fuse_dense_chains."""
     _, readers = producers_and_readers(steps)
     dropped: set[int] = set()
     for transpose in steps:
@@ -106,10 +107,15 @@ def fold_nhwc_flattens(steps: list[Any], constants: dict[str, np.ndarray], graph
                 != _NHWC_ORDER or transpose.fused or transpose.before or len(transpose.outputs) != 1:
             continue
         reshape = sole_reader(readers, transpose, graph_outputs)
-        if reshape is None or reshape.node.op_type != "Reshape" or not is_default_domain(reshape.node) \
-                or reshape.fused or reshape.before or len(reshape.inputs) != 2 or len(reshape.outputs) != 1 \
-                or reshape.inputs[0] != transpose.outputs[0] or reshape.inputs[1] not in constants \
-                or reshape.node.attrs.get("allowzero", 0):
+        if reshape is None or not is_default_domain(reshape.node) or reshape.fused or reshape.before \
+                or len(reshape.outputs) != 1 or reshape.inputs[:1] != transpose.outputs:
+            continue
+        if reshape.node.op_type == "Flatten" and len(reshape.inputs) == 1 and reshape.node.attrs.get("axis", 1) == 1:
+            reshape_arguments, target = [], None
+        elif reshape.node.op_type == "Reshape" and len(reshape.inputs) == 2 and reshape.inputs[1] in constants \
+                and not reshape.node.attrs.get("allowzero", 0):
+            reshape_arguments, target = [constants[reshape.inputs[1]]], constants[reshape.inputs[1]]
+        else:
             continue
         dense = sole_reader(readers, reshape, graph_outputs)
         if dense is None or dense.before or not dense.inputs or dense.inputs[0] != reshape.outputs[0] \
@@ -118,12 +124,11 @@ def fold_nhwc_flattens(steps: list[Any], constants: dict[str, np.ndarray], graph
         weights = _weights_of(dense.kernel)
         if weights is None:
             continue
-        rows = _batch_rows(constants[reshape.inputs[1]], weights.shape[0])
+        rows = None if target is None else _batch_rows(target, weights.shape[0])
         if rows is False:
             continue
-        dense.kernel = FoldedNhwcFlatten(transpose.kernel, reshape.kernel, [constants[reshape.inputs[1]]],
-                                         dense.kernel, rows)
+        dense.kernel = FoldedNhwcFlatten(transpose.kernel, reshape.kernel, reshape_arguments, dense.kernel, rows)
         dense.inputs = [transpose.inputs[0], *dense.inputs[1:]]
-        dense.before = ("Transpose", "Reshape")
+        dense.before = ("Transpose", reshape.node.op_type)
         dropped.update((id(transpose), id(reshape)))
     return [s for s in steps if id(s) not in dropped]
