@@ -634,29 +634,39 @@ class _GroupedPointwisePlan:
 
     def run(self, x: np.ndarray, matrix: np.ndarray, act: Activation | None, pool: Op | None = None
             ) -> np.ndarray:
-        groups, cg = self.groups, self.channels // self.groups
-        positions = x.shape[0] * self.per_image
-        last = x.transpose(self.to_channels_last)
-        if x.shape[0] == 1 and x.flags.c_contiguous:  # NCHW: each group's rows are a transposed view
-            operand = x.reshape(groups, cg, positions).transpose(0, 2, 1)
-        else:
-            if not last.flags.c_contiguous:
-                last = np.ascontiguousarray(last)
-            operand = last.reshape(positions, groups, cg).transpose(1, 0, 2)
-        y = np.empty((positions, self.out_channels), x.dtype)
-        np.matmul(operand, matrix[:, :cg], out=y.reshape(positions, groups, -1).transpose(1, 0, 2))
-        if self.has_bias:
-            y += matrix[:, cg].reshape(-1)
-        if act is not None:
-            act(y)
-        y = y.reshape(self.nhwc_shape).transpose(self.to_nchw)
-        if pool is not None:  # (a monotonic activation commutes with the max pooling)
-            y = _pool_chunk(pool, y, True)
-        return y
+        return self.single_chunk(matrix, act, pool)(x)
 
     def single_chunk(self, matrix: np.ndarray, act: Activation | None, pool: Op | None
                      ) -> Callable[[np.ndarray], np.ndarray]:
-        return lambda x: self.run(x, matrix, act, pool)
+        """The convolution of an input of this plan's shape with ``matrix`` (``prepare``), ``act`` and ``pool``,
+        its epilogue made once: batch1's finisher adds the bias as same-shape runs and applies a ReLU against
+        shared zeros (a broadcast bias add is NumPy's non-SIMD loop: ~10 us more on ShuffleNet's 28x28x136)."""
+        from .batch1 import finisher  # batch1 builds on this module
+
+        groups, cg, out_channels = self.groups, self.channels // self.groups, self.out_channels
+        positions = self.rows * self.per_image
+        weights = matrix[:, :cg]
+        finish = finisher((positions, out_channels), matrix.dtype,
+                          matrix[:, cg].reshape(-1) if self.has_bias else None, act)
+        to_channels_last, to_nchw, nhwc_shape = self.to_channels_last, self.to_nchw, self.nhwc_shape
+
+        def run(x: np.ndarray) -> np.ndarray:
+            if x.shape[0] == 1 and x.flags.c_contiguous:  # NCHW: each group's rows are a transposed view
+                operand = x.reshape(groups, cg, positions).transpose(0, 2, 1)
+            else:
+                last = x.transpose(to_channels_last)
+                if not last.flags.c_contiguous:
+                    last = np.ascontiguousarray(last)
+                operand = last.reshape(positions, groups, cg).transpose(1, 0, 2)
+            y = np.empty((positions, out_channels), x.dtype)
+            np.matmul(operand, weights, out=y.reshape(positions, groups, -1).transpose(1, 0, 2))
+            finish(y)
+            y = y.reshape(nhwc_shape).transpose(to_nchw)
+            if pool is not None:  # (a monotonic activation commutes with the max pooling)
+                y = _pool_chunk(pool, y, True)
+            return y
+
+        return run
 
 
 def _pool_chunk(pool: Op, chunk: np.ndarray, channels_last: bool) -> np.ndarray:
