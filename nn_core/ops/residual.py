@@ -5,15 +5,26 @@ steps, each a pass that allocated a fresh array as large as the block's output. 
 fresh array, so the shortcut is added into it and the ReLU applied in place (ResidualConv): the same two passes,
 no new arrays, the same values bit for bit (the sum of two float32 values does not depend on their order). An
 operand that broadcasts (of another shape) goes through the original Add/Sum and Relu kernels.
+
+A ResNet block that changes shape sums two 1x1 convolutions without padding (its last one and the shortcut's
+projection, either of them strided): relu(x1 @ W1 + b1 + x2 @ W2 + b2) is one matmul of the two inputs'
+channels-last rows side by side (and a ones column) by the two weight matrices stacked (and the biases summed),
+ProjectedResidual. Separately, the projection's output was written out, and the block's output was read back
+from memory by three passes after its GEMM (bias, sum, ReLU); the one GEMM (the same multiply-adds) is followed
+by the ReLU alone, and its column copy is small (the inputs have a quarter of the output's channels, or are
+strided).
 """
 
 from __future__ import annotations
 
+import math
+import threading
 from typing import Any
 
 import numpy as np
 
 from ..optimize import producers_and_readers, sole_reader
+from .caches import keep
 from .conv import Conv
 
 
@@ -39,11 +50,97 @@ class ResidualConv:
         return y
 
 
+class _StackedColumns:
+    """One pair of input layouts' scratch: ``columns`` (positions, K1 + K2 + 1), the two inputs' channels-last rows
+    side by side and a last column of ones; ``matrix`` (K1 + K2 + 1, M), the two weight matrices stacked and the
+    biases' sum (rounded once) as the last row; ``fills`` each input's block of columns and its strided pick."""
+
+    def __init__(self, nhwc_shape: tuple[int, ...], picks: list[tuple], convs: tuple[Conv, Conv], dtype: np.dtype):
+        self.nhwc_shape = nhwc_shape
+        widths = [conv.weight.shape[1] for conv in convs]
+        self.columns = np.empty((math.prod(nhwc_shape[:-1]), sum(widths) + 1), dtype)
+        self.columns[:, -1] = 1
+        bias = np.zeros(nhwc_shape[-1])
+        for conv in convs:
+            if conv.bias is not None:
+                bias += conv.bias
+        blocks = [conv.weight.reshape(conv.weight.shape[0], -1).T for conv in convs]
+        self.matrix = np.ascontiguousarray(np.concatenate([*blocks, bias.reshape(1, -1)]).astype(dtype))
+        starts = [0, widths[0], widths[0] + widths[1]]
+        self.fills = [(self.columns[:, start:stop], pick)
+                      for start, stop, pick in zip(starts[:-1], starts[1:], picks, strict=True)]
+
+
+class ProjectedResidual:
+    """``relu(conv1(x1) + conv2(x2))`` for two 1x1 convolutions of constant weights without padding (either
+    strided), as one matmul over stacked columns (see the module's docstring). The step's inputs are conv1's, then
+    conv2's. Inputs that are not channels-last float images giving one output shape run the two kernels and the
+    sum (ResidualConv)."""
+
+    def __init__(self, node: Any, first: Conv, second: Conv, add: Any, relu: Any | None, first_inputs: int):
+        self.node, self.convs, self.first_inputs = node, (first, second), first_inputs
+        self.separate = ResidualConv(node, first, add, relu, first_inputs)
+        self.stacked: dict[tuple, _StackedColumns | None] = {}
+        self.lock = threading.Lock()
+
+    def _layout(self, images: tuple[Any, Any]) -> _StackedColumns | None:
+        """The scratch for these inputs, or None where the one-matmul form does not apply."""
+        if any(type(x) is not np.ndarray or x.ndim != 4 or x.dtype not in (np.float32, np.float64)
+               or x.dtype != images[0].dtype or not x.transpose(0, 2, 3, 1).flags.c_contiguous for x in images):
+            return None
+        picks, outputs = [], set()
+        for conv, x in zip(self.convs, images, strict=True):
+            weight = conv.weight
+            if not conv.static or conv.group != 1 or weight.dtype != x.dtype or weight.shape[2:] != (1, 1) \
+                    or conv.act is not None or conv.pool is not None:
+                return None
+            _, strides, _, begins, ends, _, out_sizes = conv._fit(x, weight.shape)  # (the node's own checks)
+            if any(begins) or any(ends):
+                return None
+            picks.append((slice(None), *(slice(0, (o - 1) * s + 1, s) for o, s in zip(out_sizes, strides)),
+                          slice(None)))
+            outputs.add((x.shape[0], *out_sizes, weight.shape[0]))
+        if len(outputs) != 1:
+            return None
+        nhwc_shape = outputs.pop()
+        # as large as the two inputs' picked positions together (and a ones column): checked all the same
+        width = sum(conv.weight.shape[1] for conv in self.convs) + 1
+        self.convs[0].check_size((math.prod(nhwc_shape[:-1]), width), images[0].dtype, "stacked column buffer")
+        return _StackedColumns(nhwc_shape, picks, self.convs, images[0].dtype)
+
+    def run(self, *inputs: np.ndarray) -> np.ndarray:
+        split = self.first_inputs
+        images = (inputs[0], inputs[split])
+        key = tuple((getattr(x, "shape", None), getattr(x, "dtype", None), getattr(x, "strides", None))
+                    for x in images)
+        with self.lock:  # the column buffer is this step's scratch
+            stacked = self.stacked[key] if key in self.stacked else keep(self.stacked, key, self._layout(images))
+            if stacked is not None:
+                for (target, pick), x in zip(stacked.fills, images, strict=True):
+                    source = x.transpose(0, 2, 3, 1)[pick]
+                    np.copyto(target.reshape(source.shape), source)
+                y = np.matmul(stacked.columns, stacked.matrix)  # a fresh output
+        if stacked is None:
+            return self.separate.run(*inputs[:split], self.convs[1].run(*inputs[split:]))
+        if self.separate.rectify:
+            np.maximum(y, y.dtype.type(0), out=y)
+        return y.reshape(stacked.nhwc_shape).transpose(0, 3, 1, 2)
+
+
+def _pointwise(kernel: Any) -> bool:
+    """A 1x1 Conv of constant weights and one group, nothing fused after it (no activation, pooling or
+    Flatten): ProjectedResidual's operand."""
+    return isinstance(kernel, Conv) and not getattr(kernel, "flattened", False) and kernel.static \
+        and kernel.group == 1 and kernel.act is None and kernel.pool is None and kernel.weight.ndim == 4 \
+        and kernel.weight.shape[2:] == (1, 1)
+
+
 def fuse_residuals(steps: list[Any], graph_outputs: set[str]) -> list[Any]:
     """``steps`` with each Conv whose only reader is a two-input Add or Sum (and that sum's only reader a Relu,
     absorbed too) made one ResidualConv step, where the sum's other operand is already computed (a ResNet block's
     shortcut convolution comes after its main branch, so that is the one fused). The Conv must not have an
-    activation or a pooling fused (the sum comes first)."""
+    activation or a pooling fused (the sum comes first). Where both operands are 1x1 convolutions (the other's
+    only reader the sum), the step is a ProjectedResidual instead and takes the other's inputs too."""
     _, readers = producers_and_readers(steps)
     produced_at = {name: index for index, step in enumerate(steps) for name in step.outputs}
     dropped: set[int] = set()
@@ -63,9 +160,18 @@ def fuse_residuals(steps: list[Any], graph_outputs: set[str]) -> list[Any]:
                                  or len(relu.inputs) != 1 or id(relu) in dropped):
             relu = None
         last = relu or add
-        step.kernel = ResidualConv(step.node, kernel, add.kernel, None if relu is None else relu.kernel,
-                                   len(step.inputs))
-        step.inputs = [*step.inputs, other]
+        relu_kernel = None if relu is None else relu.kernel
+        projection = steps[produced_at[other]] if other in produced_at else None
+        if projection is not None and _pointwise(kernel) and _pointwise(projection.kernel) \
+                and id(projection) not in dropped and sole_reader(readers, projection, graph_outputs) is add:
+            step.kernel = ProjectedResidual(step.node, kernel, projection.kernel, add.kernel, relu_kernel,
+                                            len(step.inputs))
+            step.inputs = [*step.inputs, *projection.inputs]
+            step.before = (*projection.before, projection.node.op_type, *projection.fused, *step.before)
+            dropped.add(id(projection))
+        else:
+            step.kernel = ResidualConv(step.node, kernel, add.kernel, relu_kernel, len(step.inputs))
+            step.inputs = [*step.inputs, other]
         step.outputs = list(last.outputs)
         step.fused = (*step.fused, add.node.op_type, *add.fused, *(("Relu",) if relu is not None else ()))
         dropped.update(id(s) for s in (add, relu) if s is not None)
