@@ -146,3 +146,52 @@ def test_keras_fixtures_fold_their_flatten_and_match_onnxruntime(path, batch):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     want = session.run(None, {name: x})[0]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def _conv(rng: np.random.Generator, channels: int, out_channels: int, kernel: int, strides: int, pads: int,
+          bias: bool, relu: bool) -> object:
+    """x (N, channels, H, W) -> Conv (-> Relu) -> y."""
+    inits = {"w": (rng.standard_normal((out_channels, channels, kernel, kernel)) * 0.3).astype(np.float32)}
+    inputs = ["x", "w"]
+    if bias:
+        inits["b"] = (rng.standard_normal(out_channels) * 0.1).astype(np.float32)
+        inputs.append("b")
+    nodes = [helper.make_node("Conv", inputs, ["c" if relu else "y"], name="conv", kernel_shape=[kernel, kernel],
+                              strides=[strides, strides], pads=[pads] * 4)]
+    if relu:
+        nodes.append(helper.make_node("Relu", ["c"], ["y"], name="relu"))
+    return make_model(nodes, [tensor_info("x", ["N", channels, "H", "W"])], [tensor_info("y", None)], inits)
+
+
+@pytest.mark.parametrize(("channels", "out_channels", "kernel", "strides", "pads", "size"), [
+    (1, 4, 5, 2, 0, 28),  # keras_nhwc_l12's first layer
+    (4, 6, 3, 2, 0, 12),  # and its second
+    (3, 5, 3, 1, 1, 9),   # unit strides: full-width columns
+    (2, 3, 4, 3, 2, 11),  # odd sizes, padding, a stride past the kernel's half
+])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("batch", [2, 3])
+def test_small_conv_of_a_few_images_in_one_product(tmp_path, channels, out_channels, kernel, strides, pads, size,
+                                                    bias, batch):
+    """A small convolution of a few images multiplies their columns side by side (one product, an output seen
+    through the product's layout): the general kernels' values, run after run, each output kept intact."""
+    rng = np.random.default_rng(size + batch)
+    model = _load(tmp_path, _conv(rng, channels, out_channels, kernel, strides, pads, bias, relu=True))
+    plan = model._fast_plan()
+    first_x, second_x = (rng.standard_normal((batch, channels, size, size)).astype(np.float32) for _ in range(2))
+    first = plan.run(first_x)[0]  # (the plan's own output: Model.run hands back a contiguous copy of this one)
+    assert not first.flags.c_contiguous  # (the product's (M, image, ...) storage)
+    kept = first.copy()
+    second = plan.run(second_x)[0]
+    np.testing.assert_array_equal(first, kept)
+    for x, got in ((first_x, first), (second_x, second)):
+        want, _ = model.run_traced({"x": x})
+        np.testing.assert_allclose(got, want["y"], rtol=1e-5, atol=1e-5)
+
+
+def test_larger_conv_of_a_few_images_keeps_the_stacked_product(tmp_path):
+    rng = np.random.default_rng(13)
+    model = _load(tmp_path, _conv(rng, 8, 16, 3, 2, 0, bias=True, relu=False))
+    x = rng.standard_normal((2, 8, 21, 21)).astype(np.float32)
+    _assert_matches_general(model, x)
+    assert model._fast_plan().run(x)[0].flags.c_contiguous

@@ -1023,6 +1023,40 @@ class _Im2colPlan:
         y = self._nchw(y)
         return y[self.valid] if self.full_width else y
 
+    def _images_side_by_side(self, weights: np.ndarray, act: Activation | None
+                             ) -> Callable[[np.ndarray], np.ndarray]:
+        """single_chunk's ``run`` for a few images of one group whose whole product has at most SMALL_DOT_MACS
+        multiply-adds: their columns side by side in one (K [+ 1], images * positions) matrix (a buffer the size
+        of the columns this plan checked), so that one 2-D np.dot by the (M, K [+ 1]) ``weights`` makes every
+        image (np.matmul of the stacked operands broadcasts the weights per image: ~0.6 us more a layer at two
+        images, keras_nhwc_l12's batch). The output is that product's (M, image, ...) storage seen as
+        (image, M, ...): a strided array, as the full-width outputs are (only small layers, whose readers' passes
+        over a strided array cost little)."""
+        rows, positions, item = self.rows, self.positions, self.cols_matrix.dtype.itemsize
+        columns = np.empty((self.k_group + self.has_bias, rows * positions), self.cols_matrix.dtype)
+        if self.has_bias:
+            columns[self.k_group] = 1
+        shape = self.cols.shape  # (image, group, channel, kernel..., position...), as the windows
+        rank = len(self.out_sizes)
+        taps_shape, position_shape = shape[2:3 + rank], shape[3 + rank:]
+        side_by_side = checked_windows(columns, shape, tuple(v * item for v in (
+            positions, 0, *(v * rows * positions for v in _row_major_strides(list(taps_shape))),
+            *_row_major_strides(list(position_shape)))), writeable=True)
+        interior, windows, valid, full_width = self.scratch.interior, self.windows, self.valid, self.full_width
+        product_shape = (self.out_channels, rows, *self.computed_sizes)
+        to_images = (1, 0, *range(2, 2 + len(self.computed_sizes)))
+
+        def run(x: np.ndarray) -> np.ndarray:
+            interior[...] = x
+            np.copyto(side_by_side, windows)
+            y = weights.dot(columns)
+            if act is not None:
+                act(y)
+            y = y.reshape(product_shape).transpose(to_images)
+            return y[valid] if full_width else y
+
+        return run
+
     def single_chunk(self, matrix: np.ndarray, act: Activation | None, pool: Op | None
                      ) -> Callable[[np.ndarray], np.ndarray] | None:
         """``run`` for a batch of exactly ``rows`` images (batch 1, the window's case) with every view and
@@ -1051,6 +1085,9 @@ class _Im2colPlan:
                 return y[valid] if full_width else y
 
             return run_channels_last
+        if pool is None and self.rows > 1 and self.groups == 1 \
+                and matrix.shape[1] * matrix.shape[2] * self.rows * self.positions <= SMALL_DOT_MACS:
+            return self._images_side_by_side(matrix[0], act)
         if pool is None:
             out_shape = (self.rows, self.out_channels, *self.computed_sizes)
 
