@@ -380,10 +380,11 @@ def test_residual_sum_read_as_float_is_one_float_pair_table(dtype):
     assert table.dtype == np.float32
 
 
-@pytest.mark.parametrize("layout", ["contiguous", "gaps", "batch"])
-def test_requantizers_lay_per_channel_operands_over_row_major_sums(layout):
-    """Row-major sums (C order, NCHW rows with gaps, a batch of 3) take the per-channel multiplier and rounder
-    spelled out over their shape, made once per shape; the codes and looked-up values are the broadcast ones."""
+@pytest.mark.parametrize("layout", ["contiguous", "gaps", "batch", "channels_last"])
+def test_requantizers_lay_per_channel_operands_over_the_sums_layout(layout):
+    """Sums in C order, NCHW rows with gaps, a batch of 3 or channels-last take the per-channel multiplier and
+    rounder spelled out over their shape in their own memory order, made once per shape and strides; the codes
+    and looked-up values are the broadcast ones."""
     multiplier = np.array([0.5, 0.25, 1.0, 0.125, 0.0371], np.float32)
     batch = 3 if layout == "batch" else 1
     sums = rng.integers(-3000, 3000, (batch, 5, 6, 9)).astype(np.float32)
@@ -391,13 +392,36 @@ def test_requantizers_lay_per_channel_operands_over_row_major_sums(layout):
         padded = np.zeros((batch, 5, 6, 11), np.float32)
         padded[..., :9] = sums
         sums = padded[..., :9]
+    if layout == "channels_last":
+        sums = np.ascontiguousarray(sums.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    key = (sums.shape, sums.strides)
+
+    def fresh(values: np.ndarray) -> np.ndarray:  # the sums as a kernel hands them over, kept for the next call
+        copied = np.empty_like(values, order="K")
+        copied[...] = values
+        return values if layout == "gaps" else copied
+
     plain = _Requantizer(multiplier, np.array(7, np.uint8), np.uint8, 1, 4)
     shaped = multiplier.reshape(1, 5, 1, 1)
     want = np.clip(np.rint(np.array(sums) * shaped) + 7, 0, 255).astype(np.uint8)
-    np.testing.assert_array_equal(plain(sums.copy() if layout != "gaps" else sums), want)
-    assert list(plain.laid_multipliers) == [sums.shape]
+    for _ in range(2):
+        np.testing.assert_array_equal(plain(fresh(sums)), want)
+    assert list(plain.laid_multipliers) == [key]
+    laid = plain.laid_multipliers[key]
+    assert laid.shape == sums.shape and np.argsort(laid.strides).tolist() == np.argsort(sums.strides).tolist()
     table = rng.integers(0, 256, (5, 256)).astype(np.uint8)
     looked_up = _TableRequantizer(_Requantizer(multiplier, np.array(7, np.uint8), np.uint8, 1, 4), table, 4)
-    got = looked_up(sums.copy() if layout != "gaps" else sums)
+    got = looked_up(fresh(sums))
     np.testing.assert_array_equal(got, table[np.arange(5).reshape(1, 5, 1, 1), want])
-    assert list(looked_up.laid_rounders) == [sums.shape]
+    if layout != "channels_last":  # (channels-last sums are worked as rows of channels, _channel_rows)
+        # (the rounder is added to the multiplied sums: sums with gaps were multiplied into a fresh array)
+        assert [shape for shape, _ in looked_up.laid_rounders] == [sums.shape]
+
+
+def test_a_per_tensor_multiplier_is_remembered_unlaid():
+    """A scalar multiplier stays a scalar; the per-shape answer is still remembered (one lookup a call)."""
+    plain = _Requantizer(np.array([0.5], np.float32), np.array(7, np.uint8), np.uint8, 1, 4)
+    sums = rng.integers(-3000, 3000, (1, 5, 6, 9)).astype(np.float32)
+    want = np.clip(np.rint(sums * np.float32(0.5)) + 7, 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(plain(sums.copy()), want)
+    assert [np.ndim(v) for v in plain.laid_multipliers.values()] == [0]

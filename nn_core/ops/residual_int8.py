@@ -42,7 +42,7 @@ class ConvPairLookup:
         odd = int(requant.zero_point) & 1
         self.rounder = F32(int(_ROUNDER) + int(requant.zero_point) - odd)  # exact: below 2**24
         self.base = np.int32(_ROUNDER_BITS - odd)
-        self.laid_multipliers: dict[tuple[int, ...], np.ndarray] = {}
+        self.laid_multipliers: dict[tuple, np.ndarray] = {}
 
     def run(self, x: np.ndarray, other: np.ndarray, *_constants: np.ndarray | None) -> np.ndarray:
         if x.dtype != self.conv.fast.x_dtype or other.dtype.itemsize != 1 or other.dtype.kind not in "iu":
