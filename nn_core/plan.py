@@ -23,6 +23,7 @@ from .ops.channel_shuffle import fuse_shuffled_depthwise
 from .ops.channels_last import prefer_channels_last
 from .ops.dense_chain import fuse_dense_chains
 from .ops.layout_folds import fold_nhwc_flattens
+from .ops.preactivation_max import fold_preactivations_into_pointwise, fuse_channel_clamps
 from .ops.qgemm_chain import fuse_quantized_gemm_chains
 from .ops.quantized import fuse_qdq
 from .ops.registry import NodeSpec, Op, resolve
@@ -277,6 +278,7 @@ class FastPlan:
         nodes = fold_batchnorm(nodes, consts, outputs)
         bn_folded = {n.name for n in nodes if "::bn_folded_weight" in "".join(n.inputs)}
         nodes, affine_folded = fold_affine_into_conv(nodes, consts, outputs)
+        nodes = fold_preactivations_into_pointwise(nodes, consts, outputs)
 
         def absorbed(node: NodeInfo) -> tuple[str, ...]:
             name = node.name[: -len("+affine")] if node.name in affine_folded else node.name
@@ -284,7 +286,7 @@ class FastPlan:
 
         steps = [Step(n, batch1_kernel(make_kernel(n, graph, consts)), list(n.inputs), list(n.outputs),
                       absorbed(n)) for n in nodes]
-        steps = fuse_biases(steps, consts, outputs)
+        steps = fuse_channel_clamps(fuse_biases(steps, consts, outputs), consts, outputs)
         steps = fuse_activations(steps, consts, outputs)
         steps = fuse_transformer_steps(steps, consts, outputs)
         steps = fuse_pools(steps, outputs)

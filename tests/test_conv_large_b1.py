@@ -253,7 +253,9 @@ def _densenet_block(rng: np.random.Generator, relu_as_node: bool):
              helper.make_node("Mul", ["k", "n"], ["scaled"]),
              helper.make_node("Add", ["scaled", "t"], ["shifted"])]
     if relu_as_node:
-        nodes += [helper.make_node("Relu", ["shifted"], ["r"]), helper.make_node("Conv", ["r", "w1"], ["y"])]
+        # (padded: an unpadded 1x1 convolution would take the ReLU's bounds form instead, test_densenet_b1.py)
+        nodes += [helper.make_node("Relu", ["shifted"], ["r"]),
+                  helper.make_node("Conv", ["r", "w1"], ["y"], pads=[1, 1, 1, 1])]
     else:
         nodes += [helper.make_node("Conv", ["shifted", "w1"], ["y"])]
     inits["w2"] = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
