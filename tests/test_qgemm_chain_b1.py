@@ -71,3 +71,47 @@ def test_a_wrong_input_width_is_refused_by_the_first_layer():
     model = nn_core.load_proto(quantize(_mlp([40, 10]), fmt="qdq", count=20))
     with pytest.raises(nn_core.ModelError):
         _chain(model).run(np.zeros((1, 700), np.uint8))
+
+
+@pytest.mark.parametrize("fmt", ["qdq", "qoperator"])
+def test_one_row_through_bias_rows_equals_the_layers_in_turn(fmt):
+    """Batch 1 runs through the chain's input rows ending in 1 (the bias a row of the weights): the same codes or
+    floats bit for bit as the layers in turn, call after call (an earlier output is not overwritten), saturating
+    inputs included; a layer whose sums would need more than one float32 slice keeps the sliced products."""
+    model = nn_core.load_proto(quantize(_mlp([120, 84, 10]), fmt=fmt, count=20))
+    chain = _chain(model)
+
+    def in_turn(a: np.ndarray) -> np.ndarray:
+        for layer, parameters in zip(chain.layers, chain.parameters):
+            a = layer.run(a, *parameters)
+        return a
+
+    kept = []
+    for low, high in ((0, 256), (0, 2), (250, 256), (100, 140)):
+        codes = rng.integers(low, high, (1, 784)).astype(np.uint8)
+        got = chain.run(codes)
+        np.testing.assert_array_equal(got, in_turn(codes))
+        kept.append((got, got.copy()))
+    assert chain.one_row[np.dtype(np.uint8)] is not None
+    for got, copy in kept:
+        np.testing.assert_array_equal(got, copy)
+    chain.one_row.clear()
+    # as if layer 2's sums needed two float32 slices: the chain keeps the general products, still bit-exact
+    chain.layers[1].b.slices = lambda a_bound, bias_bound=0.0: [slice(0, 60), slice(60, 120)]
+    codes = rng.integers(0, 256, (1, 784)).astype(np.uint8)
+    np.testing.assert_array_equal(chain.run(codes), in_turn(codes))
+    assert chain.one_row[np.dtype(np.uint8)] is None
+
+
+def test_one_row_from_threads_matches_one_at_a_time():
+    """The input rows are shared by calls: threads running the chain at once each get their own row's result."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = nn_core.load_proto(quantize(_mlp([64, 10]), fmt="qdq", count=20))
+    chain = _chain(model)
+    inputs = [rng.integers(0, 256, (1, 784)).astype(np.uint8) for _ in range(32)]
+    want = [chain.run(codes).copy() for codes in inputs]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(5):
+            for got, expected in zip(pool.map(chain.run, inputs), want):
+                np.testing.assert_array_equal(got, expected)

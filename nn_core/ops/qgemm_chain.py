@@ -7,10 +7,16 @@ requantized straight into that float32 (separable_int8.centring_requantizer: the
 the shift from the output's zero point to the next input's instead of the conversion): the same integers, so the
 same output codes bit for bit, two NumPy calls fewer per layer and one step, on vectors where each call's cost
 is most of the work (LeNet's 120- and 84-wide layers).
+
+One row (batch 1) also drops each layer's bias pass: every layer reads its centred input from a buffer of the
+chain's own ending in a constant 1 and multiplies it by its weights with the bias as one more row (as DenseChain
+does for float layers). The sums are integers whose every partial sum the layer's bound keeps below 2**24, so
+float32 adds them exactly in any order: the same sums bit for bit.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -46,6 +52,11 @@ class QuantizedGemmChain:
         self.centres = [centring_requantizer(layer.requant, after.lean[0])
                         for layer, after in zip(layers, layers[1:])]
         self.checked: set[tuple] = set()  # the input shapes and types whose every layer's shapes were checked
+        # per input type: None, or each layer's weights with the bias row below them (_one_row_layers)
+        self.one_row: dict[np.dtype, list[np.ndarray] | None] = {}
+        # each layer's (1, K + 1) input row ending in 1, shared by calls (the GUI runs models on worker threads)
+        self.rows = [np.ones((1, layer.b.centred.shape[-2] + 1), F32) for layer in layers]
+        self.lock = threading.Lock()
 
     def run(self, a: np.ndarray, *_constants: np.ndarray | None) -> np.ndarray:
         if a.ndim != 2 or a.dtype not in _CODES:
@@ -55,6 +66,12 @@ class QuantizedGemmChain:
         key = (a.shape, a.dtype)
         if key not in self.checked:
             self._check(a)
+        if a.shape[0] == 1:
+            extended = self.one_row.get(a.dtype, False)
+            if extended is False:
+                extended = self.one_row[a.dtype] = self._one_row_layers(a.dtype)
+            if extended is not None:
+                return self._one_row(a, extended)
         first = self.layers[0]
         zero_point, bounds, _ = first.lean
         centred = np.subtract(a, zero_point, dtype=F32) if zero_point else a.astype(F32)
@@ -70,6 +87,37 @@ class QuantizedGemmChain:
         # the float output, as the layer's lean path gives it
         if sums.dtype != F32:
             sums = sums.astype(F32)
+        sums *= last.lean[2]
+        return sums
+
+    def _one_row_layers(self, dtype: np.dtype) -> list[np.ndarray] | None:
+        """Each layer's weights with its bias as one more row, when every layer's sums from a ``dtype`` input are
+        exact in one float32 product (a single slice) and its bias is one float32 value per output; else None."""
+        extended = []
+        for layer, before in zip(self.layers, [None, *self.layers[:-1]], strict=True):
+            weights, bias = layer.b.centred, layer.c
+            columns = weights.shape[-1]
+            if weights.ndim != 2 or bias is not None and (bias.dtype != F32 or bias.size != columns):
+                return None
+            slices = layer.b.slices(layer.lean[1][dtype if before is None else before.requant.dtype], layer.c_bound)
+            if slices is None or len(slices) != 1:
+                return None
+            row = np.zeros((1, columns), F32) if bias is None else bias.reshape(1, columns)
+            extended.append(np.ascontiguousarray(np.concatenate([weights, row])))
+        return extended
+
+    def _one_row(self, a: np.ndarray, extended: list[np.ndarray]) -> np.ndarray:
+        """The chain on one row of codes through its input rows (module docstring); only the output is fresh."""
+        zero_point = self.layers[0].lean[0]
+        rows = self.rows
+        with self.lock:
+            np.subtract(a, zero_point, dtype=F32, out=rows[0][:, :-1])
+            for index, centre in enumerate(self.centres):
+                centre(np.matmul(rows[index], extended[index]), rows[index + 1][:, :-1])
+            sums = np.matmul(rows[-1], extended[-1])
+        last = self.layers[-1]
+        if last.requant is not None:
+            return last.requant(sums)
         sums *= last.lean[2]
         return sums
 
