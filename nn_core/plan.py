@@ -24,6 +24,7 @@ from .ops.channels_last import prefer_channels_last
 from .ops.dense_chain import fuse_dense_chains
 from .ops.layout_folds import fold_nhwc_flattens
 from .ops.preactivation_max import fold_preactivations_into_pointwise, fuse_channel_clamps
+from .ops.qconv_pair import fuse_centred_conv_pairs
 from .ops.qgemm_chain import fuse_quantized_gemm_chains
 from .ops.quantized import fuse_qdq
 from .ops.registry import NodeSpec, Op, resolve
@@ -299,6 +300,7 @@ class FastPlan:
         steps = fuse_quantized_separable_chains(steps, outputs)
         steps = fuse_quantized_gemm_chains(steps, outputs)
         steps = fuse_conv_pair_lookups(steps, outputs)
+        steps = fuse_centred_conv_pairs(steps, outputs)
         steps = fuse_dense_chains(steps, consts, outputs)
         steps = fold_nhwc_flattens(steps, consts, outputs)
         steps = fuse_averaged_convs(steps, outputs)

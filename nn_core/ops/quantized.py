@@ -766,6 +766,11 @@ class QLinearConv(_ConvBase):
         if bias is not None and bias.size != out_channels:
             raise self.fail(f"bias of shape {bias.shape} has {bias.size} values for {out_channels} output channels")
 
+    def exact_sums(self, x: np.ndarray) -> np.ndarray | None:
+        """The fast path's exact sums of ``x`` (bias included) before requantization; None when x does not take
+        it (then ``run`` is the way)."""
+        return self.fast(x) if self.fast is not None and x.dtype == self.fast.x_dtype else None
+
     def run(self, x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point, bias=None):
         if self.fast is not None and x.dtype == self.fast.x_dtype:
             return self.requant(self.fast(x))
@@ -839,12 +844,9 @@ class QuantizingQLinearConv(QLinearConv):
     def _looked_up(self, y: np.ndarray) -> np.ndarray:
         return y if self.lookup is None else self.lookup.run(y, self.table)
 
-    def run(self, x, x_scale, x_zero_point, *rest):
+    def exact_sums(self, x: np.ndarray) -> np.ndarray | None:
         if not self.quantize_input:
-            if self.fast is not None and x.dtype == self.fast.x_dtype:  # (QLinearConv's fast path, one call less)
-                return self.requant(self.fast(x))
-            return super().run(x, x_scale, x_zero_point, *rest[:6])  # (input 9, the table, is the kernel's own)
-        rest = rest[:6]
+            return super().exact_sums(x)
         if self.entry is not None and x.dtype == F32:
             scale, low, high = self.entry
             centred = np.divide(x, scale)
@@ -853,7 +855,16 @@ class QuantizingQLinearConv(QLinearConv):
             # a NaN survives the clip and would spread over its window's sums: then the QuantizeLinear kernel's
             # codes, as the unfused graph has them (one BLAS dot finds it; the codes' squares cannot overflow)
             if not has_nan(centred.ravel(order="K")):
-                return self.requant(self.fast.conv.run(centred, self.fast.weight, self.fast.bias))
+                return self.fast.conv.run(centred, self.fast.weight, self.fast.bias)
+        return None
+
+    def run(self, x, x_scale, x_zero_point, *rest):
+        sums = self.exact_sums(x)
+        if sums is not None:
+            return self.requant(sums)
+        rest = rest[:6]  # (input 9, the table, is the kernel's own)
+        if not self.quantize_input:
+            return super().run(x, x_scale, x_zero_point, *rest)
         return super().run(self.quantize.run(x, x_scale, x_zero_point), x_scale, x_zero_point, *rest)
 
 

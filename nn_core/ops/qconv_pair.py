@@ -1,0 +1,75 @@
+"""Two quantized convolutions in a row (LeNet's int8 conv1 -> conv2, each with its pool) as one step.
+
+Alone, the first convolution requantizes its sums to 8-bit codes (multiply, round, clip, shift, convert) and the
+second centres those codes again into the float32 it multiplies (``code - zero_point``). Here the first one's
+sums are requantized straight into that float32 (separable_int8.centring_requantizer: the requantizer's own
+passes in its order, the shift from its output zero point to the second's input zero point instead of the
+conversion): the same integers, so the same output codes bit for bit, two passes and one step fewer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..optimize import producers_and_readers, sole_reader
+from .quantized import F32, QLinearConv, _Requantizer
+from .separable_int8 import centring_requantizer
+
+
+def _coding_layer(kernel: Any) -> bool:
+    """A QLinearConv on its fast path whose output is plain 8-bit codes (no table after the requantization)."""
+    return isinstance(kernel, QLinearConv) and kernel.fast is not None and type(kernel.requant) is _Requantizer
+
+
+def _centred_reader(kernel: Any, codes: np.dtype) -> bool:
+    """A QLinearConv whose fast path takes 8-bit ``codes`` of that type as they are (it centres them itself)."""
+    return isinstance(kernel, QLinearConv) and kernel.fast is not None and kernel.fast.x_dtype == codes \
+        and not getattr(kernel, "quantize_input", False)
+
+
+class CentredConvPair:
+    """``first`` -> ``second`` (module docstring) as one step's kernel: ``run(x, *first's constants)``. An input
+    ``first``'s fast path does not take runs the two kernels in turn."""
+
+    def __init__(self, node: Any, first: QLinearConv, first_parameters: list, second: QLinearConv,
+                 second_parameters: list):
+        self.node = node
+        self.first, self.second = first, second
+        self.first_parameters, self.second_parameters = first_parameters, second_parameters
+        self.centre = centring_requantizer(first.requant, second.fast.x_zero_point)
+
+    def run(self, x: np.ndarray, *_constants: np.ndarray | None) -> np.ndarray:
+        sums = self.first.exact_sums(x)
+        if sums is None:
+            codes = self.first.run(x, *self.first_parameters)
+            return self.second.run(codes, *self.second_parameters)
+        if sums.dtype != F32:
+            sums = sums.astype(F32)  # exact integers from a float64 accumulation: one float32 rounding, as alone
+        centred = np.empty(sums.shape, F32)  # the first convolution's output size, which its kernel checked
+        self.centre(sums, centred)
+        second = self.second
+        return second.requant(second.fast.conv.run(centred, second.fast.weight, second.fast.bias))
+
+
+def fuse_centred_conv_pairs(steps: list[Any], graph_outputs: set[str]) -> list[Any]:
+    """``steps`` with each QLinearConv whose 8-bit codes only a following QLinearConv reads (as its input x, on
+    its fast path) made one CentredConvPair step in the first one's place."""
+    _, readers = producers_and_readers(steps)
+    dropped: set[int] = set()
+    for step in steps:
+        if id(step) in dropped or not _coding_layer(step.kernel) or len(step.outputs) != 1:
+            continue
+        reader = sole_reader(readers, step, graph_outputs)
+        if reader is None or id(reader) in dropped or reader.before or reader.inputs[0] != step.outputs[0] \
+                or step.outputs[0] in reader.inputs[1:] \
+                or not _centred_reader(reader.kernel, step.kernel.requant.dtype):
+            continue
+        first, second = step.kernel, reader.kernel
+        step.kernel = CentredConvPair(step.node, first, [first.const(i) for i in range(1, len(step.inputs))],
+                                      second, [second.const(i) for i in range(1, len(reader.inputs))])
+        step.outputs = list(reader.outputs)
+        step.fused = (*step.fused, reader.node.op_type, *reader.fused)
+        dropped.add(id(reader))
+    return [s for s in steps if id(s) not in dropped]
