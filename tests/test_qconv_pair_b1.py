@@ -91,3 +91,26 @@ def test_codes_read_elsewhere_keep_two_steps():
     x = rng.standard_normal((1, 1, 10, 10)).astype(np.float32)
     for have, want in zip(ours.run({"x": x}).values(), ort_run(proto, {"x": x}), strict=True):
         np.testing.assert_array_equal(have, want)
+
+
+@pytest.mark.parametrize("activation", ["Relu", "LeakyRelu"])
+def test_a_stem_convolution_centres_its_codes_into_a_separable_chain(activation, monkeypatch):
+    """A QDQ model's stem convolution (its codes looked up in its activation's table) read only by a quantized
+    separable chain requantizes into the chain's centred input: bit-exact with the two steps and onnxruntime,
+    at batch 1 and 3; a shape the chain's buffers refuse goes through the chain's layers on the same codes."""
+    from test_separable_b1 import MOBILENET_BLOCKS
+    from test_separable_int8 import _quantized
+
+    proto = _quantized(np.random.default_rng(5), MOBILENET_BLOCKS, activation, size=(13, 11))
+    ours, plain = nn_core.load_proto(proto), _without_pass(proto, monkeypatch)
+    pairs = _pairs(ours)
+    assert len(pairs) == 1 and pairs[0].kernel.chain is not None and not _pairs(plain)
+    dims = tuple(d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim[1:])
+    for batch, scale in ((1, 1.0), (1, 20.0), (3, 1.0)):
+        x = (rng.standard_normal((batch, *dims)) * scale).astype(np.float32)
+        got = ours.run({"x": x})["y"]
+        np.testing.assert_array_equal(got, plain.run({"x": x})["y"])
+        np.testing.assert_array_equal(got, ort_run(proto, {"x": x})[0])
+    monkeypatch.setattr(pairs[0].kernel.chain, "run_centred", lambda centred: None)
+    x = rng.standard_normal((1, *dims)).astype(np.float32)
+    np.testing.assert_array_equal(ours.run({"x": x})["y"], plain.run({"x": x})["y"])

@@ -13,6 +13,7 @@ from onnx import helper
 from test_separable_b1 import MOBILENET_BLOCKS, _separable_net
 
 import nn_core
+from nn_core.ops.qconv_pair import CentredConvPair
 from nn_core.ops.separable_int8 import QuantizedSeparableChain
 from nn_core.quantize import quantize
 
@@ -30,7 +31,10 @@ def _quantized(rng: np.random.Generator, blocks: list[dict], activation: str | N
 
 
 def _chain_kernels(model: nn_core.Model) -> list[QuantizedSeparableChain]:
-    return [s.kernel for s in model._fast_plan().steps if isinstance(s.kernel, QuantizedSeparableChain)]
+    """The plan's chains, also those a stem convolution before them runs as its reader (qconv_pair)."""
+    kernels = [step.kernel.chain if isinstance(step.kernel, CentredConvPair) else step.kernel
+               for step in model._fast_plan().steps]
+    return [kernel for kernel in kernels if isinstance(kernel, QuantizedSeparableChain)]
 
 
 def _check(model_proto: object, rng: np.random.Generator, batch: int = 1, shape: tuple[int, ...] | None = None,

@@ -14,31 +14,46 @@ from typing import Any
 import numpy as np
 
 from ..optimize import producers_and_readers, sole_reader
-from .quantized import F32, QLinearConv, _Requantizer
-from .separable_int8 import centring_requantizer
+from .quantized import F32, QLinearConv, _Requantizer, _TableRequantizer
+from .separable_int8 import QuantizedSeparableChain, centring_requantizer
 
 
-def _coding_layer(kernel: Any) -> bool:
-    """A QLinearConv on its fast path whose output is plain 8-bit codes (no table after the requantization)."""
-    return isinstance(kernel, QLinearConv) and kernel.fast is not None and type(kernel.requant) is _Requantizer
+def _code_type(kernel: Any) -> np.dtype | None:
+    """The 8-bit code type of a QLinearConv's fast-path output (plain codes, or looked up in an 8-bit table: a
+    float table's values are no codes); None for any other kernel."""
+    if not isinstance(kernel, QLinearConv) or kernel.fast is None:
+        return None
+    if type(kernel.requant) is _Requantizer:
+        return kernel.requant.dtype
+    if type(kernel.requant) is _TableRequantizer and kernel.requant.flat.dtype.itemsize == 1:
+        return kernel.requant.flat.dtype
+    return None
 
 
 def _centred_reader(kernel: Any, codes: np.dtype) -> bool:
-    """A QLinearConv whose fast path takes 8-bit ``codes`` of that type as they are (it centres them itself)."""
-    return isinstance(kernel, QLinearConv) and kernel.fast is not None and kernel.fast.x_dtype == codes \
-        and not getattr(kernel, "quantize_input", False)
+    """A QLinearConv whose fast path takes 8-bit ``codes`` of that type as they are (it centres them itself), or
+    a quantized separable chain starting with such a layer."""
+    first = kernel.layers[0] if isinstance(kernel, QuantizedSeparableChain) else kernel
+    return isinstance(first, QLinearConv) and first.fast is not None and first.fast.x_dtype == codes \
+        and not getattr(first, "quantize_input", False)
 
 
 class CentredConvPair:
     """``first`` -> ``second`` (module docstring) as one step's kernel: ``run(x, *first's constants)``. An input
     ``first``'s fast path does not take runs the two kernels in turn."""
 
-    def __init__(self, node: Any, first: QLinearConv, first_parameters: list, second: QLinearConv,
-                 second_parameters: list):
+    def __init__(self, node: Any, first: QLinearConv, first_parameters: list,
+                 second: QLinearConv | QuantizedSeparableChain, second_parameters: list):
         self.node = node
         self.first, self.second = first, second
         self.first_parameters, self.second_parameters = first_parameters, second_parameters
-        self.centre = centring_requantizer(first.requant, second.fast.x_zero_point)
+        self.chain = second if isinstance(second, QuantizedSeparableChain) else None
+        # the QLinearConv kernels the step runs, in order (as a chain's ``layers``)
+        self.layers = [first, *(self.chain.layers if self.chain is not None else [second])]
+        reader = second.layers[0] if self.chain is not None else second
+        self.zero_point = reader.fast.x_zero_point  # the second's input zero point
+        self.codes = _code_type(first)
+        self.centre = centring_requantizer(first.requant, self.zero_point)
 
     def run(self, x: np.ndarray, *_constants: np.ndarray | None) -> np.ndarray:
         sums = self.first.exact_sums(x)
@@ -50,7 +65,13 @@ class CentredConvPair:
         centred = np.empty(sums.shape, F32)  # the first convolution's output size, which its kernel checked
         self.centre(sums, centred)
         second = self.second
-        return second.requant(second.fast.conv.run(centred, second.fast.weight, second.fast.bias))
+        if self.chain is None:
+            return second.requant(second.fast.conv.run(centred, second.fast.weight, second.fast.bias))
+        codes = self.chain.run_centred(centred)
+        if codes is None:  # a shape the chain's buffers do not take: its layers in turn, on the codes (exact)
+            centred += self.zero_point
+            codes = self.chain.run(centred.astype(self.codes))
+        return codes
 
 
 def fuse_centred_conv_pairs(steps: list[Any], graph_outputs: set[str]) -> list[Any]:
@@ -59,16 +80,19 @@ def fuse_centred_conv_pairs(steps: list[Any], graph_outputs: set[str]) -> list[A
     _, readers = producers_and_readers(steps)
     dropped: set[int] = set()
     for step in steps:
-        if id(step) in dropped or not _coding_layer(step.kernel) or len(step.outputs) != 1:
+        codes = _code_type(step.kernel)
+        if id(step) in dropped or codes is None or len(step.outputs) != 1:
             continue
         reader = sole_reader(readers, step, graph_outputs)
         if reader is None or id(reader) in dropped or reader.before or reader.inputs[0] != step.outputs[0] \
                 or step.outputs[0] in reader.inputs[1:] \
-                or not _centred_reader(reader.kernel, step.kernel.requant.dtype):
+                or not _centred_reader(reader.kernel, codes):
             continue
         first, second = step.kernel, reader.kernel
+        second_parameters = [] if isinstance(second, QuantizedSeparableChain) else [
+            second.const(i) for i in range(1, len(reader.inputs))]
         step.kernel = CentredConvPair(step.node, first, [first.const(i) for i in range(1, len(step.inputs))],
-                                      second, [second.const(i) for i in range(1, len(reader.inputs))])
+                                      second, second_parameters)
         step.outputs = list(reader.outputs)
         step.fused = (*step.fused, reader.node.op_type, *reader.fused)
         dropped.add(id(reader))

@@ -97,12 +97,19 @@ class QuantizedSeparableChain(SeparableChain):
         first = self.layers[0].fast
         if x.dtype == first.x_dtype:
             zero_point = first.x_zero_point
-            sums = self.through_buffers(np.subtract(x, zero_point, dtype=F32) if zero_point else x.astype(F32))
-            if sums is not None:
-                return self.layers[-1].requant(sums)
+            codes = self.run_centred(np.subtract(x, zero_point, dtype=F32) if zero_point else x.astype(F32))
+            if codes is not None:
+                return codes
         for layer, parameters in zip(self.layers, self.parameters, strict=True):
             x = layer.run(x, *parameters)
         return x
+
+    def run_centred(self, centred: np.ndarray) -> np.ndarray | None:
+        """The last layer's codes for the first layer's input codes given centred (``code - zero_point`` as
+        float32, as a convolution before the chain may requantize into: qconv_pair); None for an input the
+        chain's buffers do not take (then ``run`` on the codes is the way)."""
+        sums = self.through_buffers(centred)
+        return None if sums is None else self.layers[-1].requant(sums)
 
     def _carried_bounds(self, depthwise: Conv) -> None:
         """Never: a depthwise layer's bias is part of the sums it requantizes, so it cannot be carried past them."""
