@@ -541,6 +541,24 @@ def _image_mean(step: Any) -> bool | None:
     return None
 
 
+def alternating_chain(step: Any, readers: dict, graph_outputs: set[str], dropped: set[int],
+                      takes: Callable[[Any, Any, bool], bool]) -> list[Any]:
+    """``step`` (a depthwise layer) and the steps after it, each the sole reader of the one before's output as its
+    image and not yet fused, while ``takes(reader, before, pointwise)`` accepts them (``pointwise``: the reader
+    stands in a pointwise layer's place, the layers alternating); a chain ends at a pointwise layer, so a trailing
+    depthwise one is left out."""
+    chain = [step]
+    while True:
+        reader = sole_reader(readers, chain[-1], graph_outputs)
+        if reader is None or id(reader) in dropped or reader.inputs[0] != chain[-1].outputs[0] \
+                or not takes(reader, chain[-1], len(chain) % 2 == 1):
+            break
+        chain.append(reader)
+    if len(chain) % 2:
+        chain.pop()
+    return chain
+
+
 def fuse_separable_chains(steps: list[Any], graph_outputs: set[str]) -> list[Any]:
     """``steps`` with each run of depthwise conv -> pointwise conv (-> depthwise conv -> pointwise conv ...), every
     one the sole reader of the one before, made one SeparableChain step in the first one's place (its inputs, the
@@ -552,17 +570,8 @@ def fuse_separable_chains(steps: list[Any], graph_outputs: set[str]) -> list[Any
     for step in steps:
         if id(step) in dropped or not is_chain_depthwise(step.kernel):
             continue
-        chain = [step]
-        while True:
-            reader = sole_reader(readers, chain[-1], graph_outputs)
-            if reader is None or id(reader) in dropped or reader.inputs[0] != chain[-1].outputs[0]:
-                break
-            wanted = _is_chain_or_pooled_pointwise if len(chain) % 2 else is_chain_depthwise
-            if not wanted(reader.kernel):
-                break
-            chain.append(reader)
-        if len(chain) % 2:
-            chain.pop()
+        chain = alternating_chain(step, readers, graph_outputs, dropped, lambda reader, _before, pointwise: (
+            _is_chain_or_pooled_pointwise if pointwise else is_chain_depthwise)(reader.kernel))
         if len(chain) < 2:
             continue
         step.kernel = SeparableChain(step.node, [s.kernel for s in chain])

@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from ..optimize import producers_and_readers, sole_reader
+from ..optimize import producers_and_readers
 from .batch1 import epilogue_run, finisher
 from .conv import Conv
 from .quantized import F32, QLinearConv, _clip, _Requantizer, _TableRequantizer
-from .separable import SeparableChain, _column_strided, is_chain_depthwise, is_chain_pointwise
+from .separable import SeparableChain, _column_strided, alternating_chain, is_chain_depthwise, is_chain_pointwise
 
 # QLinearConv's inputs after x: x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point, bias
 _PARAMETER_INPUTS = range(1, 9)
@@ -141,6 +141,13 @@ class QuantizedSeparableChain(SeparableChain):
         return requantize
 
 
+def _takes(reader: Any, before: Any, pointwise: bool) -> bool:
+    """A QLinearConv whose float kernel is a chain layer of the wanted kind, reading codes of ``before``'s type."""
+    kernel = _float_kernel(reader.kernel)
+    return kernel is not None and (is_chain_pointwise if pointwise else is_chain_depthwise)(kernel) \
+        and _code_type(before.kernel) == reader.kernel.fast.x_dtype
+
+
 def fuse_quantized_separable_chains(steps: list[Any], graph_outputs: set[str]) -> list[Any]:
     """``steps`` with each run of QLinearConv depthwise -> pointwise (-> depthwise -> pointwise ...) whose float
     kernels make a separable chain (separable.fuse_separable_chains' rules), every one the sole reader of the
@@ -151,17 +158,7 @@ def fuse_quantized_separable_chains(steps: list[Any], graph_outputs: set[str]) -
         start = _float_kernel(step.kernel)
         if id(step) in dropped or start is None or not is_chain_depthwise(start) or _column_strided(start):
             continue
-        chain = [step]
-        while True:
-            reader = sole_reader(readers, chain[-1], graph_outputs)
-            wanted = is_chain_pointwise if len(chain) % 2 else is_chain_depthwise
-            kernel = None if reader is None else _float_kernel(reader.kernel)
-            if kernel is None or id(reader) in dropped or reader.inputs[0] != chain[-1].outputs[0] \
-                    or not wanted(kernel) or _code_type(chain[-1].kernel) != reader.kernel.fast.x_dtype:
-                break
-            chain.append(reader)
-        if len(chain) % 2:
-            chain.pop()
+        chain = alternating_chain(step, readers, graph_outputs, dropped, _takes)
         if len(chain) < 2:
             continue
         step.kernel = QuantizedSeparableChain(step.node, [s.kernel for s in chain])
