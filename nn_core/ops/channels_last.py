@@ -17,6 +17,7 @@ calls that a strided operand would send to NumPy's slow loops).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -117,22 +118,34 @@ class PooledConcat:
         return self.concat.run(*[self.pool.run(x) for x in parts])
 
 
-def _pool_concats(steps: list[Any], graph_outputs: set[str]) -> list[Any]:
-    """``steps`` with each Concat on axis 1 whose output only a ChannelsLastMaxPool (no Indices) reads made one
-    PooledConcat step."""
+def _concat_into_reader(steps: list[Any], graph_outputs: set[str], merge: Callable[[Any, Any], bool]) -> list[Any]:
+    """``steps`` with each Concat on axis 1 and the step that alone reads its output made one step in the
+    Concat's place (the reader's outputs, its ops recorded as fused) where ``merge(concat, reader)`` sets that
+    step's kernel (and inputs) and returns True."""
     _, readers = producers_and_readers(steps)
     dropped: set[int] = set()
     for step in steps:
         if type(step.kernel) is not Concat or step.kernel.axis != 1:
             continue
         user = sole_reader(readers, step, graph_outputs)
-        if user is None or type(user.kernel) is not ChannelsLastMaxPool or len(user.outputs) != 1:
+        if user is None or len(user.outputs) != 1 or not merge(step, user):
             continue
-        step.kernel = PooledConcat(step.kernel, user.kernel)
         step.outputs = list(user.outputs)
         step.fused = (*step.fused, user.node.op_type, *user.fused)
         dropped.add(id(user))
     return [s for s in steps if id(s) not in dropped]
+
+
+def _pool_concats(steps: list[Any], graph_outputs: set[str]) -> list[Any]:
+    """``steps`` with each Concat on axis 1 whose output only a ChannelsLastMaxPool (no Indices) reads made one
+    PooledConcat step."""
+    def merge(concat: Any, user: Any) -> bool:
+        if type(user.kernel) is not ChannelsLastMaxPool:
+            return False
+        concat.kernel = PooledConcat(concat.kernel, user.kernel)
+        return True
+
+    return _concat_into_reader(steps, graph_outputs, merge)
 
 
 class ConcatPointwise:
@@ -183,21 +196,15 @@ class ConcatPointwise:
 def _concat_pointwise(steps: list[Any], graph_outputs: set[str]) -> list[Any]:
     """``steps`` with each Concat on axis 1 whose output only a 1x1, stride-1, unpadded convolution of constant
     weights (one group, no fused pooling) reads, as its image, made one ConcatPointwise step."""
-    _, readers = producers_and_readers(steps)
-    dropped: set[int] = set()
-    for step in steps:
-        if type(step.kernel) is not Concat or step.kernel.axis != 1:
-            continue
-        user = sole_reader(readers, step, graph_outputs)
-        if user is None or len(user.outputs) != 1 or user.inputs[0] != step.outputs[0] \
-                or user.inputs.count(step.outputs[0]) != 1 or not _pointwise(user.kernel) or user.kernel.group != 1:
-            continue
-        step.kernel = ConcatPointwise(step.kernel, user.kernel, len(user.inputs) - 1)
-        step.inputs = [*step.inputs, *user.inputs[1:]]
-        step.outputs = list(user.outputs)
-        step.fused = (*step.fused, user.node.op_type, *user.fused)
-        dropped.add(id(user))
-    return [s for s in steps if id(s) not in dropped]
+    def merge(concat: Any, user: Any) -> bool:
+        if user.inputs[0] != concat.outputs[0] or user.inputs.count(concat.outputs[0]) != 1 \
+                or not _pointwise(user.kernel) or user.kernel.group != 1:
+            return False
+        concat.kernel = ConcatPointwise(concat.kernel, user.kernel, len(user.inputs) - 1)
+        concat.inputs = [*concat.inputs, *user.inputs[1:]]
+        return True
+
+    return _concat_into_reader(steps, graph_outputs, merge)
 
 
 class PooledPointwise:
