@@ -181,22 +181,31 @@ def test_monotonic_table_before_a_maxpool_is_pooled_by_the_convolution():
     assert "MaxPool" not in ours.plan_ops, ours.plan_ops
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
-@pytest.mark.parametrize("op", ["Add", "Mul", "Sub"])
-def test_residual_sum_of_two_dequantized_tensors_is_one_pair_table(dtype, op):
-    """DQ(a), DQ(b) -> Add -> Relu -> Q (a residual block): one table over all 65536 pairs of codes."""
+def residual_block(dtype: type, op: str, conv_first: bool, zero_point_shift: int = 0,
+                   float_out: bool = False):
+    """x -> Q/DQ -> Conv -> Relu -> Q (a) -> DQ -> Conv -> Q/DQ (c); DQ(a) and DQ(c) -> ``op`` (c first or second)
+    -> Relu -> Q/DQ (or read as float by a GlobalAveragePool)."""
     low, odd = zero_points(dtype)
     b = QDQ(dtype)
     _, x = b.qdq("x", 0.02, odd)
     a = b.node("Relu", [b.conv(x, 0.02, 3)])
     qa, a_dq = b.qdq(a, 0.04, low)
     c = b.conv(a_dq, 0.04, 3)
-    _, c_dq = b.qdq(c, 0.05, odd)
+    _, c_dq = b.qdq(c, 0.05, odd + zero_point_shift)
     # the residual reads a's codes again through a DequantizeLinear of its own
     a_again = b.node("DequantizeLinear", [qa, b.const(np.array(0.04, np.float32)), b.const(np.array(low, dtype))])
-    total = b.node("Relu", [b.node(op, [a_again, c_dq])])
+    total = b.node("Relu", [b.node(op, [c_dq, a_again] if conv_first else [a_again, c_dq])])
+    if float_out:
+        return b.model(b.node("GlobalAveragePool", [total]))
     _, y = b.qdq(total, 0.06, low)
-    ours = assert_exact(b.model(y), onnxruntime=False)
+    return b.model(y)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+@pytest.mark.parametrize("op", ["Add", "Mul", "Sub"])
+def test_residual_sum_of_two_dequantized_tensors_is_one_pair_table(dtype, op):
+    """DQ(a), DQ(b) -> Add -> Relu -> Q (a residual block): one table over all 65536 pairs of codes."""
+    ours = assert_exact(residual_block(dtype, op, conv_first=False), onnxruntime=False)
     assert any("QLinearLookup" in label for label in ours.plan_ops) and op not in ours.plan_ops, ours.plan_ops
 
 
@@ -363,16 +372,8 @@ def test_float_table_before_a_maxpool(negative):
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8])
 def test_residual_sum_read_as_float_is_one_float_pair_table(dtype):
     """DQ(a), DQ(b) -> Add -> Relu -> GlobalAveragePool: one float32 table over all 65536 pairs of codes."""
-    low, odd = zero_points(dtype)
-    b = QDQ(dtype)
-    _, x = b.qdq("x", 0.02, odd)
-    a = b.node("Relu", [b.conv(x, 0.02, 3)])
-    qa, a_dq = b.qdq(a, 0.04, low)
-    c = b.conv(a_dq, 0.04, 3)
-    _, c_dq = b.qdq(c, 0.05, odd)
-    a_again = b.node("DequantizeLinear", [qa, b.const(np.array(0.04, np.float32)), b.const(np.array(low, dtype))])
-    y = b.node("GlobalAveragePool", [b.node("Relu", [b.node("Add", [a_again, c_dq])])])
-    ours = assert_exact(b.model(y), onnxruntime=False)  # (onnxruntime runs a QLinearAdd)
+    ours = assert_exact(residual_block(dtype, "Add", conv_first=False, float_out=True), onnxruntime=False)
+    # (onnxruntime runs a QLinearAdd)
     assert any("QLinearLookup" in label for label in ours.plan_ops) and "Add" not in ours.plan_ops, ours.plan_ops
     # the lookup, or the convolution making one operand's codes with it (nn_core/ops/residual_int8.py)
     table = next(s.kernel.table if isinstance(s.kernel, ConvPairLookup) else s.kernel.const(2)
