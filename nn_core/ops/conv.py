@@ -26,6 +26,7 @@ of the batch. What keeps it close to onnxruntime on small CNNs:
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections.abc import Callable
@@ -405,11 +406,19 @@ class _ChannelsLastPlan:
             np.matmul(self.cols_matrix[: count * self.positions], matrix, out=target)
             return
         self._load(self.interior[:1], source)  # (blocks only with one image a chunk)
+        self._product_rows(matrix, self.windows, self.cols, 0, self.out_sizes[0], target)
+
+    def _product_rows(self, matrix: np.ndarray, windows: np.ndarray, cols: np.ndarray, first: int, stop: int,
+                      target: np.ndarray) -> None:
+        """Output rows ``first:stop`` of the loaded image (in ``interior``) times ``matrix`` into ``target``,
+        ((stop - first) * width, M), in blocks of at most ``block_rows`` rows (their im2col copy from ``windows``
+        into ``cols``, views of one image split by output row, then the matmul)."""
         inner = self.positions // self.out_sizes[0]
-        for start in range(0, self.out_sizes[0], rows):
-            stop = min(start + rows, self.out_sizes[0])
-            np.copyto(self.cols[:1, : stop - start], self.windows[:1, start:stop])
-            np.matmul(self.cols_matrix[: (stop - start) * inner], matrix, out=target[start * inner:stop * inner])
+        for start in range(first, stop, self.block_rows):
+            end = min(start + self.block_rows, stop)
+            np.copyto(cols[:1, : end - start], windows[:1, start:end])
+            np.matmul(self.cols_matrix[: (end - start) * inner], matrix,
+                      out=target[(start - first) * inner:(end - first) * inner])
 
     def run(self, x: np.ndarray, matrix: np.ndarray, act: Activation | None, pool: Op | None = None
             ) -> np.ndarray:
@@ -500,10 +509,42 @@ class _ChannelsLastPlan:
 
         return run_pooled
 
+    def _phased_views(self, phases: int) -> tuple[np.ndarray, np.ndarray]:
+        """The window and column views of one 2-D image with each output row's positions in ``phases`` phases
+        (column j at j % phases, j // phases: the even columns, then the odd ones for 2), for _BandedPool's
+        phased product. (image, row, phase, column // phases, taps...)."""
+        height, width = self.out_sizes
+        if phases == 1:
+            return self.windows, self.cols
+        shape = (1, height, phases, width // phases, *self.windows.shape[3:])
+        image, row, column, *taps = self.windows.strides
+        windows = checked_windows(self.scratch, shape, (image, row, column, column * phases, *taps))
+        image, row, column, *taps = self.cols.strides
+        cols = checked_windows(self.cols_matrix, shape, (image, row, column * (width // phases), column, *taps),
+                               writeable=True)
+        return windows, cols
+
     def _blocked_chunk(self, matrix: np.ndarray, act: Activation | None, pool: Op | None
                        ) -> Callable[[np.ndarray], np.ndarray] | None:
         """single_chunk of a plan whose one image goes in blocks (the per-call glue is small beside them)."""
         multiply, product, product_nchw = self._multiply, self.product, self.product_nchw
+        banded = None
+        if pool is not None and self.channels_last and len(self.out_sizes) == 2:
+            phases = _column_phases(pool, product_nchw)
+            windows, cols = self._phased_views(phases)
+            banded = _banded_pooling(pool, product_nchw, functools.partial(self._product_rows, matrix, windows, cols),
+                                     phases)
+        if banded is not None:  # each band of product rows pooled while in cache, not the whole product after
+            interior, load = self.interior, self._load
+
+            def run_banded(x: np.ndarray) -> np.ndarray:
+                load(interior, x)
+                y = banded()
+                if act is not None:
+                    act(y)
+                return y
+
+            return run_banded
         if pool is not None:
             pooled = _fixed_pooling(pool, product_nchw, self.channels_last)
             if pooled is None:
@@ -692,9 +733,13 @@ class _ChannelsLastPool:
     downstream.)"""
 
     def __init__(self, plan, nchw_shape: tuple[int, ...], combine: np.ufunc = np.maximum,
-                 begins: list[int] | None = None, out: list[int] | None = None):
+                 begins: list[int] | None = None, out: list[int] | None = None, phases: int = 1):
         """``plan`` is the pooling's _PoolPlan (its kernel, strides, dilations, begins and output sizes);
-        ``begins`` and ``out`` replace its own (a band of rows of the input, see _BandedPool)."""
+        ``begins`` and ``out`` replace its own (a band of rows of the input, see _BandedPool). With ``phases``
+        > 1 the source's last spatial axis is stored phase by phase (position j at j % phases, j // phases), its
+        size a multiple of ``phases`` and its pooling stride ``phases``: each tap of that axis's pass then reads
+        one phase's contiguous run instead of a strided slice (NumPy's maximum over runs of a few channels
+        costs ~5x more an element than over long contiguous ones); the result is in the usual order."""
         self.combine = combine
         batch, channels, *sizes = nchw_shape
         rank = len(sizes)
@@ -702,11 +747,15 @@ class _ChannelsLastPool:
         self.to_nchw = (0, rank + 1, *range(1, rank + 1))
         # per pass: the output shape, then (output index, input index, covers every output) per tap, the taps
         # covering every output first (the pass starts from them instead of from a filled array)
-        self.stages: list[tuple[tuple[int, ...], list[tuple[tuple, tuple, bool]]]] = []
+        # and the shape the pass's input is seen as (split into phases) or None
+        self.stages: list[tuple[tuple[int, ...], list[tuple[tuple, tuple, bool]], tuple[int, ...] | None]] = []
         shape = [batch, *sizes, channels]
         geometry = zip(sizes, plan.kernel, plan.strides, plan.dilations, begins or plan.begins, out or plan.out,
                        strict=True)
         for axis, (n, k, s, d, b, o) in enumerate(geometry):
+            phased = phases > 1 and axis == rank - 1
+            if phased and (s != phases or n % phases):
+                raise ValueError(f"{phases} phases of {n} positions pooled with stride {s}")
             if k == 1 and s == 1 and b == 0 and o == n:
                 continue
             prefix = (slice(None),) * (axis + 1)
@@ -715,11 +764,13 @@ class _ChannelsLastPool:
                 low, high = max(0, -(-(b - t * d) // s)), min(o - 1, (n - 1 + b - t * d) // s)
                 if low <= high:
                     first = low * s + t * d - b
-                    taps.append((prefix + (slice(low, high + 1),),
-                                 prefix + (slice(first, first + (high - low) * s + 1, s),), high - low + 1 == o))
+                    read = (first % s, slice(first // s, first // s + high - low + 1)) if phased else \
+                        (slice(first, first + (high - low) * s + 1, s),)
+                    taps.append((prefix + (slice(low, high + 1),), prefix + read, high - low + 1 == o))
             taps.sort(key=lambda tap: not tap[2])
+            split = (*shape[:axis + 1], phases, n // phases, channels) if phased else None
             shape[axis + 1] = o
-            self.stages.append((tuple(shape), taps))
+            self.stages.append((tuple(shape), taps, split))
 
     def __call__(self, source: np.ndarray, into: np.ndarray | None = None) -> np.ndarray:
         """The pooled ``source``, NCHW-shaped over channels-last storage; the last pass writes into ``into``
@@ -731,7 +782,9 @@ class _ChannelsLastPool:
             np.copyto(into, y)
             return into.transpose(self.to_nchw)
         last = self.stages[-1][0]
-        for shape, taps in self.stages:
+        for shape, taps, split in self.stages:
+            if split is not None:
+                y = y.reshape(split)
             out = into if into is not None and shape is last else np.empty(shape, y.dtype)
             rest = taps
             if len(taps) > 1 and taps[1][2]:
@@ -760,9 +813,10 @@ class _BandedPool:
     geometry shifted to the band's first row: the same values."""
 
     def __init__(self, plan, nchw_shape: tuple[int, ...], dtype: np.dtype,
-                 compute: Callable[[int, int, np.ndarray], None]):
+                 compute: Callable[[int, int, np.ndarray], None], phases: int = 1):
         """``plan``: the pooling's _PoolPlan of the product (one image, 2-D); ``compute(first, stop, buffer)``
-        writes product rows ``first:stop`` into ``buffer``, (rows * width, channels)."""
+        writes product rows ``first:stop`` into ``buffer``, (rows * width, channels), each row's columns in
+        ``phases`` phases (see _ChannelsLastPool)."""
         _, channels, height, width = nchw_shape
         kernel, stride, dilation, begin, out = (plan.kernel[0], plan.strides[0], plan.dilations[0], plan.begins[0],
                                                 plan.out[0])
@@ -777,7 +831,7 @@ class _BandedPool:
                 raise ValueError("a band of pooled rows reads no row of the product")
             pool = _ChannelsLastPool(plan, (1, channels, stop - first, width), np.maximum,
                                      [first - first_out * stride + begin, *plan.begins[1:]],
-                                     [stop_out - first_out, *plan.out[1:]])
+                                     [stop_out - first_out, *plan.out[1:]], phases)
             self.bands.append((first, stop, first_out, stop_out, pool))
         widest = max(stop - first for first, stop, *_ in self.bands)
         self.buffer = np.empty((widest * width, channels), dtype)
@@ -800,15 +854,22 @@ class _BandedPool:
         return y.transpose(0, 3, 1, 2)
 
 
-def _banded_pooling(pool: Op, product_nchw: np.ndarray, compute: Callable[[int, int, np.ndarray], None]
-                    ) -> _BandedPool | None:
+def _banded_pooling(pool: Op, product_nchw: np.ndarray, compute: Callable[[int, int, np.ndarray], None],
+                    phases: int = 1) -> _BandedPool | None:
     """A _BandedPool for a channels-last product of one 2-D image larger than BANDED_POOL_BYTES, or None."""
     if product_nchw.shape[0] != 1 or product_nchw.ndim != 4 or product_nchw.nbytes <= BANDED_POOL_BYTES:
         return None
     try:
-        return _BandedPool(pool.plan(product_nchw), product_nchw.shape, product_nchw.dtype, compute)
+        return _BandedPool(pool.plan(product_nchw), product_nchw.shape, product_nchw.dtype, compute, phases)
     except ValueError:
         return None
+
+
+def _column_phases(pool: Op, product_nchw: np.ndarray) -> int:
+    """The phases a 2-D product's columns can be made in for its pooling (see _ChannelsLastPool): the pooling's
+    column stride when it divides the width, else 1."""
+    stride = pool.plan(product_nchw).strides[-1]
+    return stride if stride > 1 and product_nchw.shape[-1] % stride == 0 else 1
 
 
 def _store_pooled(y: np.ndarray | None, pooled: np.ndarray, batch: int, start: int, act: Activation | None
