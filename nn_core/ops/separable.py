@@ -20,6 +20,10 @@ columns would also reach, as NaN (0 x inf), the output at the other end of the n
 padding keeps it out; NaN survives every later layer of the chain (activations and products propagate it), so a
 NaN in the chain's output (``has_nan``) sends that input through the layers' own kernels.
 
+Biases move down the chain where the activations allow (SeparableChain._carries): a layer leaves its output short
+by its bias, clamped to its activation's bounds less the bias, and the next layer adds what that leaves out of its
+own sums to its own bias, so most layers' epilogues are one pass, the activation's, instead of two.
+
 Only one image of a float dtype runs this way; other inputs run the layers' own kernels one after the other.
 """
 
@@ -161,7 +165,7 @@ class _PhaseColumns(_ColumnBuffers):
     def __init__(self, depthwise: Conv, geometry: _DepthwiseGeometry, dtype: np.dtype):
         super().__init__(depthwise, geometry, dtype)
         g = geometry
-        self.sw = g.sw
+        self.sw, self.out_width = g.sw, g.out_width
         interiors = self.columns[:, g.top:g.top + g.height]
         offsets = [_phase_and_shift(g, j) for j in range(g.kw)]
         homes = {phase: j for j, (phase, shift) in reversed(list(enumerate(offsets))) if shift == 0}
@@ -191,12 +195,14 @@ class _PhaseColumns(_ColumnBuffers):
         return [(by_phase[:, phase * width:(phase + 1) * width], target) for phase, target in self.phases]
 
 
-def _head(conv: Conv, shape: tuple[int, ...], dtype: np.dtype, geometry: _DepthwiseGeometry, target: np.ndarray
-          ) -> Callable[[np.ndarray], None]:
+def _head(conv: Conv, shape: tuple[int, ...], dtype: np.dtype, geometry: _DepthwiseGeometry, target: np.ndarray,
+          carry: bool) -> tuple[Callable[[np.ndarray], None], np.ndarray | None]:
     """The chain's head conv (absorb_head) for an input of ``shape``: the input copied into a zero-padded buffer,
     its columns (Cin * kh * kw, Ho * Wo) copied from a window view of that, and one GEMM of them, transposed, with
     the weights straight into the first depthwise conv's input rows (``target``, laid out by ``geometry``), whose
-    bias and activation follow there."""
+    bias and activation follow there; with ``carry`` (SeparableChain._carries) the bias is left out, the sums
+    clamped to the shifted bounds, and comes back as the constant every row is short by (float64, (Wo, M)),
+    else None."""
     kernel, strides, dilations, begins, _, padded, out_sizes = conv._fit(stand_in(shape, dtype), conv.weight.shape)
     channels, height, width = shape[1:]
     (kh, kw), (sh, sw), (dh, dw), (hp, wp), (ho, wo) = kernel, strides, dilations, padded, out_sizes
@@ -212,7 +218,12 @@ def _head(conv: Conv, shape: tuple[int, ...], dtype: np.dtype, geometry: _Depthw
     rows = columns.reshape(taps, ho * wo).T
     matrix = np.ascontiguousarray(conv.weight.reshape(out_channels, taps).T, dtype)
     product = geometry.interior(target).reshape(ho * wo, out_channels)
-    finish = finisher((ho * wo, out_channels), dtype, conv.bias, conv.act)
+    carried = None
+    if carry:
+        carried = np.broadcast_to(conv.bias.astype(np.float64), (wo, out_channels))
+        finish = _clamping_finisher((ho * wo, out_channels), dtype, carried[0], _clamp_bounds(conv.act))
+    else:
+        finish = finisher((ho * wo, out_channels), dtype, conv.bias, conv.act)
 
     def run(x: np.ndarray) -> None:
         interior[...] = x[0]
@@ -220,7 +231,7 @@ def _head(conv: Conv, shape: tuple[int, ...], dtype: np.dtype, geometry: _Depthw
         np.matmul(rows, matrix, out=product)
         finish(product)
 
-    return run
+    return run, carried
 
 
 def _maximum_into(out: np.ndarray, parts: list[np.ndarray]) -> None:
@@ -326,26 +337,32 @@ class SeparableChain:
         # one scratch for every depthwise output: the next stage finds it in cache (each stage's part was checked
         # by its layer in _stage before any view of it is used)
         between = np.empty(max(g.out_height * g.out_width * g.channels for g in geometries), dtype)
+        carries = self._carries(pairs)
+        first = inputs[0]
+        try:
+            run_head, incoming = (None, None) if head is None else \
+                _head(head, input_shape, dtype, geometries[0], first, carries[0])
+        except WindowError as exc:
+            raise head.fail(f"input {input_shape}: {exc}") from None
         stages = []
         for index, ((depthwise, pointwise), geometry) in enumerate(zip(pairs, geometries, strict=True)):
             after = geometries[index + 1] if index + 1 < len(pairs) else None
             try:
-                stages.append(self._stage(depthwise, pointwise, geometry, inputs[index], after,
-                                          inputs[index + 1] if after is not None else None, dtype, between))
+                stage, incoming = self._stage(depthwise, pointwise, geometry, inputs[index], after,
+                                              inputs[index + 1] if after is not None else None, dtype, between,
+                                              incoming, carries[index + 1])
             except WindowError as exc:
                 raise depthwise.fail(f"input {shape}: {exc}") from None
-        first = inputs[0]
+            stages.append(stage)
         # the input's copies into the first layer's buffer: (target, input index)
         gathers = first.gathers if isinstance(first, _ColumnBuffers) else [] if head else \
             [(geometries[0].interior(first).transpose(2, 0, 1)[None], (Ellipsis,))]
-        try:
-            run_head = None if head is None else _head(head, input_shape, dtype, geometries[0], first)
-        except WindowError as exc:
-            raise head.fail(f"input {input_shape}: {exc}") from None
         final = stages[-1]
         pixels = math.prod(final_sizes)
         averager = row_averager(pixels, dtype) if self.mean is not None else None
         mean_shape = self.mean_shape(pairs[-1][1].weight.shape[0]) if self.mean_shape is not None else None
+        # the last layer's output is short by what it carried (``carries``): its mean over the image is added back
+        carried_mean = None if incoming is None else incoming.mean(axis=0).astype(dtype).reshape(mean_shape)
 
         def run(x: np.ndarray) -> np.ndarray | None:
             if run_head is not None:
@@ -358,11 +375,38 @@ class SeparableChain:
             if averager is not None:
                 # (M, H * W) of the channels-last (H * W, M) storage, times the column of 1 / (H * W)
                 y = y.reshape(y.shape[1], pixels).dot(averager).reshape(mean_shape)
+                if carried_mean is not None:
+                    y += carried_mean
                 return None if has_nan(y) else y
             # (module docstring) then the kernels in turn decide; the channels-last storage as one flat view
             return None if has_nan(y.transpose(0, 2, 3, 1)) else y
 
         return run
+
+    def _carries(self, pairs: list[tuple[Conv, Conv]]) -> list[bool]:
+        """Per layer pair, and one more for the chain's end: whether the layer before the pair's depthwise conv
+        (the head, or the pointwise conv of the pair before) leaves its output short by its bias, clamped to its
+        activation's shifted bounds (_clamping_finisher), which drops the bias pass of every pointwise conv but
+        the last: relu(P + b) = max(P, -b) + b. The depthwise conv after it reads the output short by b in every
+        image row and, its padding rows filled with -b (_fill_padding_rows), in those too, so what its sums
+        lack is the same for every output row (_depthwise_of_rows: only the side padding, zero weights, makes it
+        differ along a row) and its carrying epilogue takes it on as a bias laid over a row, as a per-channel
+        one is; the pointwise conv after that carries it on in turn. Taken where both layers around the carried
+        constant carry their biases on (the depthwise one _carried_bounds, the pointwise ones unpooled: a bias
+        per channel commutes with their pooling, one per column does not) and, at the end, into the mean over
+        the image that the chain absorbed (the constant's mean added back to it)."""
+        producers = [self.head, *(pointwise for _, pointwise in pairs[:-1])]
+        carries = []
+        for index, ((depthwise, pointwise), producer) in enumerate(zip(pairs, producers, strict=True)):
+            # the head carries its own bias; a pointwise conv the depthwise bias it took on (and its own)
+            leaves = producer is not None and producer.bias is not None if index == 0 \
+                else self._carried_bounds(pairs[index - 1][0]) is not None
+            carries.append(leaves and producer.pool is None and _clamp_bounds(producer.act) is not None
+                           and self._carried_bounds(depthwise) is not None and pointwise.pool is None)
+        last_depthwise, last_pointwise = pairs[-1]
+        into_mean = self.mean is not None and last_pointwise.pool is None \
+            and _clamp_bounds(last_pointwise.act) is not None and self._carried_bounds(last_depthwise) is not None
+        return [*carries, into_mean]
 
     @staticmethod
     def _input_buffer(depthwise: Conv, geometry: _DepthwiseGeometry, dtype: np.dtype) -> np.ndarray:
@@ -374,10 +418,14 @@ class SeparableChain:
     def _stage(self, depthwise: Conv, pointwise: Conv, geometry: _DepthwiseGeometry,
                source: np.ndarray | _ColumnBuffers, after: _DepthwiseGeometry | None,
                target: np.ndarray | _ColumnBuffers | None, dtype: np.dtype,
-               between_scratch: np.ndarray) -> Callable[[], np.ndarray | None]:
+               between_scratch: np.ndarray, incoming: np.ndarray | None = None, carry_out: bool = False
+               ) -> tuple[Callable[[], np.ndarray | None], np.ndarray | None]:
         """One depthwise conv from ``source`` (its input buffer, or its kernel-column buffers) and the pointwise
         conv after it, into ``target`` (the next depthwise conv's input buffer, laid out by ``after``, or its
-        kernel-column buffers) or, for the last pair, a fresh output."""
+        kernel-column buffers) or, for the last pair, a fresh output. ``incoming`` (float64, (W, C)): what the
+        layer before left out of every row of the input, carried into this pair (_carries). With ``carry_out``
+        the pointwise conv's output is left short by its bias too, clamped to its activation's shifted bounds
+        (_clamping_finisher), and that constant (float64, (Wo, M)) comes back with the stage; else None."""
         g, item = geometry, dtype.itemsize
         channels, width_out, height_out = g.channels, g.out_width, g.out_height
         run, row = width_out * channels, g.width * channels
@@ -421,7 +469,11 @@ class SeparableChain:
         if bounds is None:
             finish_depthwise = self._finisher(depthwise, (height_out, width_out, channels), dtype, True)
         else:
-            finish_depthwise, bias = _carrying_finisher((height_out, width_out, channels), dtype, depthwise.bias,
+            depthwise_bias = depthwise.bias.astype(np.float64)
+            if incoming is not None:
+                _fill_padding_rows(source, g, incoming, dtype)
+                depthwise_bias = depthwise_bias + _depthwise_of_rows(depthwise, g, incoming)
+            finish_depthwise, bias = _carrying_finisher((height_out, width_out, channels), dtype, depthwise_bias,
                                                         bounds, pointwise.bias, matrix)
         # (rows of the depthwise output, where the pointwise conv writes their product): one block into the next
         # input buffer's rows, or one per column phase into the next layer's kernel-column buffers
@@ -451,8 +503,24 @@ class SeparableChain:
             finished, nhwc = (rows * columns, out_channels), (1, rows, columns, out_channels)
             if after is not None:
                 pooled_into = after.interior(target).reshape(nhwc)
-        finish_pointwise = self._finisher(pointwise, finished, dtype, after is not None) if bounds is None \
-            else finisher(finished, dtype, bias, pointwise.act)
+        carried = None
+        if bounds is None:
+            finishes = [self._finisher(pointwise, finished, dtype, after is not None)]
+        else:
+            # a constant carried per output column (Wo, M) is split as the product is, by column phase (the
+            # pooled pointwise convs, _carries, take none); one per channel is the same for each phase
+            parts = [(finished, bias)] if bias.ndim == 1 else [((height_out, width_out, out_channels), bias)] \
+                if not isinstance(target, _PhaseColumns) else [
+                    ((height_out, target.out_width, out_channels),
+                     bias.reshape(target.out_width, target.sw, out_channels)[:, phase]) for phase, _ in target.phases]
+            clamp = _clamp_bounds(pointwise.act) if carry_out else None
+            finishes = [finisher(shape, dtype, part, pointwise.act) if clamp is None
+                        else _clamping_finisher(shape, dtype, part, clamp) for shape, part in parts]
+            if clamp is not None:
+                carried = np.broadcast_to(bias, (width_out, out_channels))
+        finish_pointwise = finishes[0]
+        product_runs = [(pixels, product, finishes[index % len(finishes)])
+                        for index, (pixels, product) in enumerate(products)]
 
         def stage() -> np.ndarray | None:
             for column, gathered in copies:
@@ -466,16 +534,16 @@ class SeparableChain:
                 _maximum_into(y[0], window_columns)
                 finish_pointwise(y.reshape(finished))
                 return y.transpose(0, 3, 1, 2) if pooled_into is None else None
-            if products:
-                for pixels, product in products:
+            if product_runs:
+                for pixels, product, finish in product_runs:
                     np.matmul(pixels, matrix, out=product)
-                    finish_pointwise(product)
+                    finish(product)
                 return None
             y = np.matmul(rows_in, matrix)
             finish_pointwise(y)
             return y.reshape(nhwc).transpose(0, 3, 1, 2)
 
-        return stage
+        return stage, carried
 
     def _finisher(self, kernel: Conv, shape: tuple[int, ...], dtype: np.dtype, inside: bool
                   ) -> Callable[[np.ndarray], None]:
@@ -490,40 +558,85 @@ class SeparableChain:
         otherwise None (both layers' own epilogues, ``_finisher``)."""
         if depthwise.bias is None or depthwise.weight.dtype.kind != "f":
             return None
-        steps = depthwise.act.steps if depthwise.act is not None else []
-        if not steps:
-            return -math.inf, math.inf
-        if len(steps) == 1 and type(steps[0]) is _Relu:
-            return 0.0, math.inf
-        if len(steps) == 1 and type(steps[0]) is _Clip:
-            return steps[0].low, steps[0].high
-        return None
+        return _clamp_bounds(depthwise.act)
 
 
-def _carrying_finisher(shape: tuple[int, ...], dtype: np.dtype, bias: np.ndarray, bounds: tuple[float, float],
-                       pointwise_bias: np.ndarray | None, matrix: np.ndarray
-                       ) -> tuple[Callable[[np.ndarray], None], np.ndarray]:
-    """A depthwise conv's epilogue that leaves its ``bias`` to the pointwise conv after it (whose weights are
-    ``matrix``, (C, M)), and that conv's bias with it. The activation clamps to ``bounds``, and
-    clamp(x + b, low, high) = clamp(x, low - b, high - b) + b: clamping the depthwise sums to the shifted bounds
-    is one pass (two for a Clip) instead of the bias's pass and the activation's, and the + b reaches the
-    pointwise conv's output as b @ matrix, added by its bias pass. Results equal the layer by layer kernels'
-    within float rounding (the rounding of x + b moves to the pointwise conv's sums)."""
-    wide = bias.astype(np.float64)
+def _clamp_bounds(act: Any) -> tuple[float, float] | None:
+    """The (low, high) bounds an activation clamps to: none, a ReLU or a Clip; None for any other."""
+    steps = act.steps if act is not None else []
+    if not steps:
+        return -math.inf, math.inf
+    if len(steps) == 1 and type(steps[0]) is _Relu:
+        return 0.0, math.inf
+    if len(steps) == 1 and type(steps[0]) is _Clip:
+        return steps[0].low, steps[0].high
+    return None
+
+
+def _clamping_finisher(shape: tuple[int, ...], dtype: np.dtype, carried: np.ndarray, bounds: tuple[float, float]
+                       ) -> Callable[[np.ndarray], None]:
+    """The in-place epilogue of an output of ``shape`` short by ``carried`` (float64, broadcastable to ``shape``
+    over its trailing axes) whose activation clamps to ``bounds``: clamp(x + c, low, high) = clamp(x, low - c,
+    high - c) + c, so the output is clamped to the shifted bounds (one pass, two for a Clip) and stays short by
+    ``carried``, which the layer reading it takes on."""
     passes = []
     for function, bound in ((np.maximum, bounds[0]), (np.minimum, bounds[1])):
         if math.isfinite(bound):
-            passes.append((function, *tiled_operand(bound - wide, shape, dtype)))
+            passes.append((function, *tiled_operand(bound - carried, shape, dtype)))
 
     def finish(y: np.ndarray) -> None:
         for function, operand, rows in passes:
             part = y.reshape(rows)
             function(part, operand, out=part)
 
-    carried = wide @ matrix.astype(np.float64)
+    return finish
+
+
+def _carrying_finisher(shape: tuple[int, ...], dtype: np.dtype, bias: np.ndarray, bounds: tuple[float, float],
+                       pointwise_bias: np.ndarray | None, matrix: np.ndarray
+                       ) -> tuple[Callable[[np.ndarray], None], np.ndarray]:
+    """A depthwise conv's epilogue that leaves its ``bias`` (float64: per channel, or per output column and
+    channel, (Wo, C), when it carries a constant from the layer before too: _depthwise_of_rows) to the pointwise
+    conv after it (whose weights are ``matrix``, (C, M)), and that conv's bias with it. The sums are clamped to
+    the shifted bounds (_clamping_finisher: one pass instead of the bias's and the activation's), and the + b
+    reaches the pointwise conv's output as b @ matrix (float64, (M,) or (Wo, M)), which its epilogue adds or
+    carries on. Results equal the layer by layer kernels' within float rounding (the rounding of x + b
+    moves to the pointwise conv's sums)."""
+    carried = bias @ matrix.astype(np.float64)
     if pointwise_bias is not None:
         carried += pointwise_bias.astype(np.float64).reshape(-1)
-    return finish, carried.astype(dtype)
+    return _clamping_finisher(shape, dtype, bias, bounds), carried
+
+
+def _depthwise_of_rows(depthwise: Conv, geometry: _DepthwiseGeometry, row: np.ndarray) -> np.ndarray:
+    """The depthwise conv (no bias) of an image whose every row, its top and bottom padding rows too, is ``row``
+    (float64, (W, C)), between zero side padding: one output row (float64, (Wo, C)), every output row's. That is
+    what the constant a layer before left out of the conv's input (SeparableChain._carries) adds to its sums,
+    the padding rows holding minus the constant (_fill_padding_rows)."""
+    g = geometry
+    column_taps = depthwise.weight.reshape(g.channels, g.kh, g.kw).astype(np.float64).sum(axis=1).T  # (kw, C)
+    sources = np.arange(g.out_width)[None, :] * g.sw + np.arange(g.kw)[:, None] * g.dw - g.left  # (kw, Wo)
+    values = row[np.clip(sources, 0, g.width - 1)] * g.inside[:, :, None]  # (kw, Wo, C), 0 at side padding
+    return np.einsum("jwc,jc->wc", values, column_taps)
+
+
+def _fill_padding_rows(source: np.ndarray | _ColumnBuffers, geometry: _DepthwiseGeometry, row: np.ndarray,
+                       dtype: np.dtype) -> None:
+    """Fill the rows of a depthwise conv's input buffer (or kernel-column buffers) outside its image, once, with
+    minus the constant ``row`` ((W, C)) that the layer before left out of the image's rows: the conv then reads
+    an image short by ``row`` everywhere, padding rows included, and what that leaves out of its sums is one
+    output row's worth (_depthwise_of_rows). The side padding stays 0 (in the weights, or in the columns)."""
+    g = geometry
+    if isinstance(source, _ColumnBuffers):
+        sources = np.arange(g.out_width)[None, :] * g.sw + np.arange(g.kw)[:, None] * g.dw - g.left  # (kw, Wo)
+        filled = (-row[np.clip(sources, 0, g.width - 1)] * g.inside[:, :, None]).astype(dtype)
+        for rows in (slice(0, g.top), slice(g.top + g.height, None)):
+            source.columns[:, rows] = filled[:, None]
+    else:
+        filled = (-row).astype(dtype)
+        start = g.lead + g.top
+        for rows in (slice(0, start), slice(start + g.height, None)):
+            source[rows] = filled
 
 
 def _image_mean(step: Any) -> bool | None:
