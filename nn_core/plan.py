@@ -19,7 +19,7 @@ from .errors import ModelError, UnsupportedOperatorError
 from .graph import Graph, NodeInfo
 from .ops.averaged_conv import fuse_averaged_convs
 from .ops.batch1 import batch1_kernel
-from .ops.channel_shuffle import fuse_shuffled_depthwise
+from .ops.channel_shuffle import carry_depthwise_biases, fuse_shuffled_depthwise
 from .ops.channels_last import prefer_channels_last
 from .ops.dense_chain import fuse_dense_chains
 from .ops.layout_folds import fold_nhwc_flattens
@@ -280,6 +280,7 @@ class FastPlan:
         bn_folded = {n.name for n in nodes if "::bn_folded_weight" in "".join(n.inputs)}
         nodes, affine_folded = fold_affine_into_conv(nodes, consts, outputs)
         nodes = fold_preactivations_into_pointwise(nodes, consts, outputs)
+        nodes = carry_depthwise_biases(nodes, consts, outputs)
 
         def absorbed(node: NodeInfo) -> tuple[str, ...]:
             name = node.name[: -len("+affine")] if node.name in affine_folded else node.name

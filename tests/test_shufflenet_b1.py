@@ -1,6 +1,8 @@
 """Issue 10, ShuffleNet at batch 1: the grouped 1x1 convolution's channels-last plan (_GroupedPointwisePlan)
-finishes its output with batch1's finisher (bias as same-shape runs, ReLU/Clip against shared constants). Each
-case against the NCHW kernel it stands in for; the light ShuffleNet end to end against onnxruntime."""
+finishes its output with batch1's finisher (bias as same-shape runs, ReLU/Clip against shared constants), and a
+depthwise conv's bias is carried into the unpadded conv that alone reads it (carry_depthwise_biases). Each case
+against the kernels it stands in for (the NCHW kernel, the traced plan's general kernels) and onnxruntime; the
+light ShuffleNet end to end against onnxruntime."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import build_kernel, ort_run
+from helpers import build_kernel, make_model, ort_run, tensor_info
 from onnx import helper
 
 import nn_core
@@ -107,3 +109,88 @@ def test_light_shufflenet_matches_onnxruntime():
     np.testing.assert_allclose(first[key], want, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(loaded.run({name: x})[key], want, rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(first[key], kept)
+
+
+CARRIED = "::carried_bias"
+
+
+def _depthwise_then_conv(rng: np.random.Generator, size: int, channels: int = 12, out_channels: int = 8,
+                         groups: int = 4, kernel: int = 1, strides: int = 1, pads: int = 0, next_bias: bool = True,
+                         relu: bool = False, depthwise_bias: np.ndarray | None = None, depthwise_groups: int = 0,
+                         keep_depthwise: bool = False) -> object:
+    """x (N, ``channels``, size, size) -> 3x3 depthwise conv with a bias (pads 1) [-> Relu] -> Conv to
+    ``out_channels`` in ``groups`` with a ``kernel`` window, ``strides`` and ``pads`` [and a bias] -> y (and the
+    depthwise output ``d`` also a graph output when ``keep_depthwise``)."""
+    depthwise_groups = depthwise_groups or channels
+    inits = {"dw": rng.standard_normal((channels, channels // depthwise_groups, 3, 3)).astype(np.float32),
+             "db": rng.standard_normal(channels).astype(np.float32) if depthwise_bias is None else depthwise_bias,
+             "w": (rng.standard_normal((out_channels, channels // groups, kernel, kernel)) * 0.3).astype(np.float32)}
+    inputs = ["x", "w"]
+    if next_bias:
+        inits["b"] = rng.standard_normal(out_channels).astype(np.float32)
+        inputs.append("b")
+    nodes = [helper.make_node("Conv", ["x", "dw", "db"], ["d"], name="dw", group=depthwise_groups, pads=[1] * 4)]
+    if relu:
+        nodes.append(helper.make_node("Relu", ["d"], ["dr"], name="relu"))
+    inputs[0] = "dr" if relu else "d"
+    nodes.append(helper.make_node("Conv", inputs, ["y"], name="next", group=groups, strides=[strides] * 2,
+                                  pads=[pads] * 4))
+    outputs = [tensor_info("y", None)] + ([tensor_info("d", None)] if keep_depthwise else [])
+    return make_model(nodes, [tensor_info("x", ["N", channels, size, size])], outputs, inits)
+
+
+def _run_checked(proto: object, x: np.ndarray) -> nn_core.Model:
+    """The plan's outputs against the traced plan's general kernels and onnxruntime, run twice (the first
+    results intact)."""
+    model = nn_core.load_proto(proto)
+    first = model.run({"x": x})
+    kept = {name: value.copy() for name, value in first.items()}
+    second = model.run({"x": x})
+    want, _ = model.run_traced({"x": x})
+    for index, (name, value) in enumerate(first.items()):
+        np.testing.assert_allclose(value, want[name], rtol=1e-4, atol=1e-4, err_msg=name)
+        np.testing.assert_allclose(value, ort_run(proto, {"x": x})[index], rtol=1e-4, atol=1e-4, err_msg=name)
+        np.testing.assert_array_equal(second[name], value, err_msg=name)
+        np.testing.assert_array_equal(value, kept[name], err_msg=name)
+    return model
+
+
+def _carried(model: nn_core.Model) -> bool:
+    plan = model._fast_plan()
+    depthwise_inputs = [len(step.inputs) for step in plan.steps if step.node.name.startswith("dw")]
+    return any(name.endswith(CARRIED) for name in plan.constants) and depthwise_inputs[:1] == [2]
+
+
+# (size, out channels, groups, kernel, strides, next bias): ShuffleNet's grouped 1x1 (with and without its own
+# bias), 12 groups of one channel, a strided and a 3x3 unpadded reader, a large image (the channels-last
+# depthwise plan)
+CARRY_CASES = [(9, 8, 4, 1, 1, True), (9, 8, 4, 1, 1, False), (7, 12, 12, 1, 1, True), (10, 8, 2, 1, 2, True),
+               (9, 6, 3, 3, 1, True), (11, 4, 4, 3, 2, False), (100, 8, 4, 1, 1, True)]
+
+
+@pytest.mark.parametrize("case", range(len(CARRY_CASES)))
+@pytest.mark.parametrize("batch", [1, 2])
+def test_the_depthwise_bias_is_carried_into_the_unpadded_reader(case, batch):
+    size, out_channels, groups, kernel, strides, next_bias = CARRY_CASES[case]
+    rng = np.random.default_rng(case * 10 + batch)
+    proto = _depthwise_then_conv(rng, size, out_channels=out_channels, groups=groups, kernel=kernel,
+                                 strides=strides, next_bias=next_bias)
+    model = _run_checked(proto, rng.standard_normal((batch, 12, size, size)).astype(np.float32))
+    assert _carried(model)
+
+
+@pytest.mark.parametrize("change", ["padded reader", "relu between", "depthwise output kept", "infinite bias",
+                                    "not depthwise", "one-group reader"])
+def test_the_depthwise_bias_stays_where_it_would_change_the_result(change):
+    """A padded reader (its border windows see the padding, not the bias), an activation between, the depthwise
+    output a graph output, a bias that is not finite, a grouped conv that is not depthwise, a one-group reader
+    (a separable chain's): nothing carried, the same values as the general kernels."""
+    rng = np.random.default_rng(11)
+    bias = np.full(12, np.inf, np.float32) if change == "infinite bias" else None
+    proto = _depthwise_then_conv(rng, 9, pads=1 if change == "padded reader" else 0,
+                                 groups=1 if change == "one-group reader" else 4,
+                                 relu=change == "relu between", keep_depthwise=change == "depthwise output kept",
+                                 depthwise_bias=bias, depthwise_groups=6 if change == "not depthwise" else 0)
+    model = _run_checked(proto, rng.standard_normal((1, 12, 9, 9)).astype(np.float32)) \
+        if change != "infinite bias" else nn_core.load_proto(proto)
+    assert not _carried(model)

@@ -9,6 +9,10 @@ it commutes with the shuffle: the depthwise conv with its weights (and bias) in 
 reading the grouped conv's channels-last output as it is, then the shuffle of its output -- the same values, a
 copy of the output's size instead of the input's (a quarter after a stride-2 layer), and no transposing copy into
 the depthwise conv. ShuffledDepthwise is that pair as one step.
+
+The depthwise conv's (batch-normalized) bias is a pass of its own over the channels-last output (the einsum has
+no place for it), while the grouped 1x1 conv that alone reads it adds its own bias inside its epilogue anyway:
+carry_depthwise_biases moves the first bias into the second's (nothing sits between the two to make them differ).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ..graph import NodeInfo
 from ..optimize import is_default_domain, producers_and_readers, sole_reader
 from .batch1 import MatmulDepthwiseConv
 from .caches import keep
@@ -127,3 +132,59 @@ def fuse_shuffled_depthwise(steps: list[Any], constants: dict[str, np.ndarray], 
         step.fused = ("Transpose", "Reshape", *conv.before, conv.node.op_type, *conv.fused)
         dropped.update((id(transpose), id(merge), id(conv)))
     return [s for s in steps if id(s) not in dropped]
+
+
+def _unpadded(node: NodeInfo) -> bool:
+    auto_pad = node.attrs.get("auto_pad", "NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    pads = node.attrs.get("pads")
+    return auto_pad in ("NOTSET", "VALID", "") and (pads is None or all(int(p) == 0 for p in pads))
+
+
+def carry_depthwise_biases(nodes: list[NodeInfo], constants: dict[str, np.ndarray], graph_outputs: set[str]
+                           ) -> list[NodeInfo]:
+    """``nodes`` with the constant bias b of each depthwise Conv (weights (C, 1, k...), group C) whose output only
+    an unpadded grouped Conv B with constant weights W reads (as its image, once) moved into B's bias: B(y + b) =
+    B(y) + W b, since every output of an unpadded convolution sums all its window's taps of every channel of its
+    group; computed in float64 once, B's bias (made if it had none) gains sum over its group's channels and taps
+    of W * b. The depthwise Conv loses its bias input. Biases that are not finite stay (0 * inf is no zero); a
+    one-group reader is left alone: a depthwise -> pointwise pair is a separable chain's (separable.py), which
+    carries its biases its own way."""
+    _, readers = producers_and_readers(nodes)
+    carried: dict[int, NodeInfo] = {}
+    for node in nodes:
+        if node.op_type != "Conv" or not is_default_domain(node) or len(node.inputs) < 3 or not node.inputs[2] \
+                or len(node.outputs) != 1 or node.outputs[0] in graph_outputs or id(node) in carried:
+            continue
+        weight, bias = constants.get(node.inputs[1]), constants.get(node.inputs[2])
+        if weight is None or bias is None or weight.dtype.kind != "f" or bias.dtype != weight.dtype \
+                or weight.ndim < 3 or weight.shape[1] != 1 or bias.shape != weight.shape[:1] \
+                or int(node.attrs.get("group", 1)) != weight.shape[0] or not np.isfinite(bias).all():
+            continue
+        reader = sole_reader(readers, node, graph_outputs)
+        if reader is None or reader.op_type != "Conv" or not is_default_domain(reader) or id(reader) in carried \
+                or len(reader.inputs) < 2 or reader.inputs[0] != node.outputs[0] \
+                or node.outputs[0] in reader.inputs[1:] or not _unpadded(reader):
+            continue
+        groups = int(reader.attrs.get("group", 1))
+        next_weight = constants.get(reader.inputs[1])
+        next_bias_name = reader.inputs[2] if len(reader.inputs) > 2 else ""
+        next_bias = constants.get(next_bias_name) if next_bias_name else None
+        channels = weight.shape[0]
+        if next_weight is None or next_weight.dtype != weight.dtype or next_weight.ndim != weight.ndim \
+                or groups < 2 or next_weight.shape[0] % groups or next_weight.shape[1] * groups != channels \
+                or (next_bias_name and (next_bias is None or next_bias.dtype != weight.dtype
+                                        or next_bias.shape != next_weight.shape[:1])):
+            continue
+        # (M, C / g) summed over the taps, by group: (g, M / g, C / g) @ (g, C / g, 1)
+        taps_summed = next_weight.astype(np.float64).sum(axis=tuple(range(2, next_weight.ndim)))
+        added = np.matmul(taps_summed.reshape(groups, -1, channels // groups),
+                          bias.astype(np.float64).reshape(groups, -1, 1)).reshape(-1)
+        total = added if next_bias is None else added + next_bias.astype(np.float64)
+        name = f"{reader.name}::carried_bias"
+        while name in constants:
+            name += "_"
+        constants[name] = total.astype(weight.dtype)
+        carried[id(node)] = replace(node, inputs=node.inputs[:2])
+        carried[id(reader)] = replace(reader, inputs=[*reader.inputs[:2], name])
+    return [carried.get(id(node), node) for node in nodes]
