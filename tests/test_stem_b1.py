@@ -91,24 +91,26 @@ def test_blocked_banded_stem_equals_pooling_the_whole_product(size, kernel_size,
 
 
 def test_column_phases_follow_the_pooling_stride():
-    """Phases where the pooling's column stride divides the product's width, one otherwise."""
+    """As many phases as the pooling's column stride, one where the stride is wider than the product."""
     from nn_core.ops import conv
 
     x = np.zeros((1, 3, 8, 8), np.float32)
-    for attrs, width, phases in [(POOLS[0], 30, 2), (POOLS[0], 29, 1), (POOLS[4], 30, 1), (POOLS[5], 24, 3),
-                                 (POOLS[5], 25, 1)]:
+    for attrs, width, phases in [(POOLS[0], 30, 2), (POOLS[0], 29, 2), (POOLS[4], 30, 1), (POOLS[5], 24, 3),
+                                 (POOLS[5], 25, 3), (POOLS[5], 2, 1)]:
         pool = build_kernel(helper.make_node("MaxPool", ["c"], ["p"], **attrs), [x], ())
         assert conv._column_phases(pool, np.zeros((1, 4, 9, width), np.float32)) == phases, (attrs, width)
 
 
-@pytest.mark.parametrize("pool_attrs", [POOLS[0], POOLS[1], POOLS[5]])
-def test_phased_pooling_equals_plain_pooling(pool_attrs):
-    """_ChannelsLastPool over columns stored phase by phase gives the plain pooling of the same values; a width
-    the phases do not divide, or a column stride other than the phases, is refused."""
+@pytest.mark.parametrize("width", [24, 23, 25])
+@pytest.mark.parametrize("pool_attrs", [POOLS[0], POOLS[1], POOLS[3], POOLS[5]])
+def test_phased_pooling_equals_plain_pooling(pool_attrs, width):
+    """_ChannelsLastPool over columns stored phase by phase (phases of unequal lengths where the stride does not
+    divide the width) gives the plain pooling of the same values; a column stride other than the phases is
+    refused."""
     from nn_core.ops import conv
 
     rng = np.random.default_rng(3)
-    source = rng.standard_normal((1, 11, 24, 5)).astype(np.float32)  # (image, row, column, channel)
+    source = rng.standard_normal((1, 11, width, 5)).astype(np.float32)  # (image, row, column, channel)
     stride = pool_attrs["strides"][1]
     phased = np.concatenate([source[:, :, phase::stride] for phase in range(stride)], axis=2)
     pool = build_kernel(helper.make_node("MaxPool", ["c"], ["p"], **pool_attrs), [source], ())
@@ -118,9 +120,6 @@ def test_phased_pooling_equals_plain_pooling(pool_attrs):
     got = conv._ChannelsLastPool(plan, nchw.shape, phases=stride)(phased.transpose(0, 3, 1, 2))
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(got, pool.run(np.ascontiguousarray(nchw)))
-    odd = np.ascontiguousarray(rng.standard_normal((1, 5, 11, 23)).astype(np.float32))
-    with pytest.raises(ValueError):
-        conv._ChannelsLastPool(pool.plan(odd), odd.shape, phases=stride)
     with pytest.raises(ValueError):
         conv._ChannelsLastPool(plan, nchw.shape, phases=stride + 1)
 
@@ -161,3 +160,47 @@ def test_resnet_stem_runs_in_phased_bands_and_matches_onnxruntime():
     (step,) = loaded._fast_plan().steps
     assert step.label == "Conv+BatchNormalization+Relu+MaxPool"
     assert _runners(step.kernel) == {"run_banded"}
+
+
+# (input height and width, pooling): ShuffleNet's stem (3x3/2 convolution, padded 3x3/2 MaxPool: a product small
+# enough to be pooled whole) at even and odd output widths, a 3x3/2 MaxPool without padding (SqueezeNet's) and a
+# stride 1 one (no phases)
+IM2COL_STEMS = [((40, 40), POOLS[0]), ((41, 37), POOLS[0]), ((39, 44), POOLS[3]), ((39, 44), POOLS[1]),
+                ((30, 29), POOLS[4])]
+
+
+@pytest.mark.parametrize("banded", [False, True])
+@pytest.mark.parametrize("size, pool_attrs", IM2COL_STEMS)
+def test_phased_im2col_stem_equals_the_plain_one(size, pool_attrs, banded, monkeypatch):
+    """A convolution of few channels (NCHW columns) made channels-last and (``banded``) made and pooled a band of
+    rows at a time from band columns of its own, each row's positions in the pooling's column phases, gives the
+    values of the same plan without phases, bit for bit, with and without bias and ReLU, a NaN included, twice;
+    a batch of two agrees too. A product pooled whole (not ``banded``) takes the plain runner."""
+    from nn_core.ops import conv
+
+    rng = np.random.default_rng(len(str((size, pool_attrs))))
+    x = rng.standard_normal((1, 3, *size)).astype(np.float32)
+    x[0, 0, 7, 5] = np.nan
+    w = rng.standard_normal((24, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(24).astype(np.float32)
+    conv_attrs = {"strides": [2, 2], "pads": [1, 1, 1, 1]}
+    if banded:  # bands of one to a few pooled rows
+        monkeypatch.setattr(conv, "BANDED_POOL_BYTES", 0)
+        monkeypatch.setattr(conv, "BLOCK_BYTES", 3 * 22 * 24 * 4)
+    for bias in (b, None):
+        for act in (None, ("relu", {})):
+            args = (w, b) if bias is not None else (w,)
+            context = str((size, pool_attrs, bias is None, act))
+            with monkeypatch.context() as patch:
+                patch.setattr(conv, "_column_phases", lambda *_: 1)
+                plain = _stem(x, w, bias, conv_attrs, pool_attrs, act)
+                want = plain.run(x, *args)
+            phased = _stem(x, w, bias, conv_attrs, pool_attrs, act)
+            for _ in range(2):
+                got = phased.run(x, *args)
+                np.testing.assert_array_equal(got, want, err_msg=context)
+            (plan, _), = phased.plans.values()
+            assert isinstance(plan, conv._Im2colPlan), context
+            assert _runners(phased) == {"run_banded" if banded else "run_pooled"}, context
+            pair = np.concatenate([x, -x])
+            np.testing.assert_array_equal(phased.run(pair, *args), plain.run(pair, *args), err_msg=context)

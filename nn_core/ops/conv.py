@@ -406,17 +406,18 @@ class _ChannelsLastPlan:
             np.matmul(self.cols_matrix[: count * self.positions], matrix, out=target)
             return
         self._load(self.interior[:1], source)  # (blocks only with one image a chunk)
-        self._product_rows(matrix, self.windows, self.cols, 0, self.out_sizes[0], target)
+        self._product_rows(matrix, [(self.windows, self.cols)], 0, self.out_sizes[0], target)
 
-    def _product_rows(self, matrix: np.ndarray, windows: np.ndarray, cols: np.ndarray, first: int, stop: int,
-                      target: np.ndarray) -> None:
+    def _product_rows(self, matrix: np.ndarray, views: list[tuple[np.ndarray, np.ndarray]], first: int,
+                      stop: int, target: np.ndarray) -> None:
         """Output rows ``first:stop`` of the loaded image (in ``interior``) times ``matrix`` into ``target``,
-        ((stop - first) * width, M), in blocks of at most ``block_rows`` rows (their im2col copy from ``windows``
-        into ``cols``, views of one image split by output row, then the matmul)."""
+        ((stop - first) * width, M), in blocks of at most ``block_rows`` rows (their im2col copy by the (windows,
+        columns) ``views`` of one image, indexed by output row next, then the matmul)."""
         inner = self.positions // self.out_sizes[0]
         for start in range(first, stop, self.block_rows):
             end = min(start + self.block_rows, stop)
-            np.copyto(cols[:1, : end - start], windows[:1, start:end])
+            for windows, cols in views:
+                np.copyto(cols[:1, : end - start], windows[:1, start:end])
             np.matmul(self.cols_matrix[: (end - start) * inner], matrix,
                       out=target[(start - first) * inner:(end - first) * inner])
 
@@ -509,20 +510,10 @@ class _ChannelsLastPlan:
 
         return run_pooled
 
-    def _phased_views(self, phases: int) -> tuple[np.ndarray, np.ndarray]:
-        """The window and column views of one 2-D image with each output row's positions in ``phases`` phases
-        (column j at j % phases, j // phases: the even columns, then the odd ones for 2), for _BandedPool's
-        phased product. (image, row, phase, column // phases, taps...)."""
-        height, width = self.out_sizes
-        if phases == 1:
-            return self.windows, self.cols
-        shape = (1, height, phases, width // phases, *self.windows.shape[3:])
-        image, row, column, *taps = self.windows.strides
-        windows = checked_windows(self.scratch, shape, (image, row, column, column * phases, *taps))
-        image, row, column, *taps = self.cols.strides
-        cols = checked_windows(self.cols_matrix, shape, (image, row, column * (width // phases), column, *taps),
-                               writeable=True)
-        return windows, cols
+    def _phased_views(self, phases: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(windows, columns) pairs copying one 2-D image's columns with each output row's positions in
+        ``phases`` phases (see _phased_positions), for _BandedPool's phased product."""
+        return _phased_positions(self.windows[:1], self.cols[:1], phases, 2)
 
     def _blocked_chunk(self, matrix: np.ndarray, act: Activation | None, pool: Op | None
                        ) -> Callable[[np.ndarray], np.ndarray] | None:
@@ -531,18 +522,14 @@ class _ChannelsLastPlan:
         banded = None
         if pool is not None and self.channels_last and len(self.out_sizes) == 2:
             phases = _column_phases(pool, product_nchw)
-            windows, cols = self._phased_views(phases)
-            banded = _banded_pooling(pool, product_nchw, functools.partial(self._product_rows, matrix, windows, cols),
-                                     phases)
+            compute = functools.partial(self._product_rows, matrix, self._phased_views(phases))
+            banded = _banded_pooling(pool, product_nchw, lambda _: compute, phases)  # (its blocks' own buffers)
         if banded is not None:  # each band of product rows pooled while in cache, not the whole product after
             interior, load = self.interior, self._load
 
             def run_banded(x: np.ndarray) -> np.ndarray:
                 load(interior, x)
-                y = banded()
-                if act is not None:
-                    act(y)
-                return y
+                return banded(act)
 
             return run_banded
         if pool is not None:
@@ -736,10 +723,10 @@ class _ChannelsLastPool:
                  begins: list[int] | None = None, out: list[int] | None = None, phases: int = 1):
         """``plan`` is the pooling's _PoolPlan (its kernel, strides, dilations, begins and output sizes);
         ``begins`` and ``out`` replace its own (a band of rows of the input, see _BandedPool). With ``phases``
-        > 1 the source's last spatial axis is stored phase by phase (position j at j % phases, j // phases), its
-        size a multiple of ``phases`` and its pooling stride ``phases``: each tap of that axis's pass then reads
-        one phase's contiguous run instead of a strided slice (NumPy's maximum over runs of a few channels
-        costs ~5x more an element than over long contiguous ones); the result is in the usual order."""
+        > 1 the source's last spatial axis is stored phase by phase (see _phased_positions), its pooling stride
+        ``phases``: each tap of that axis's pass then reads one phase's contiguous run instead of a strided slice
+        (NumPy's maximum over runs of a few channels costs ~5x more an element than over long contiguous ones);
+        the result is in the usual order."""
         self.combine = combine
         batch, channels, *sizes = nchw_shape
         rank = len(sizes)
@@ -747,15 +734,15 @@ class _ChannelsLastPool:
         self.to_nchw = (0, rank + 1, *range(1, rank + 1))
         # per pass: the output shape, then (output index, input index, covers every output) per tap, the taps
         # covering every output first (the pass starts from them instead of from a filled array)
-        # and the shape the pass's input is seen as (split into phases) or None
-        self.stages: list[tuple[tuple[int, ...], list[tuple[tuple, tuple, bool]], tuple[int, ...] | None]] = []
+        self.stages: list[tuple[tuple[int, ...], list[tuple[tuple, tuple, bool]]]] = []
         shape = [batch, *sizes, channels]
         geometry = zip(sizes, plan.kernel, plan.strides, plan.dilations, begins or plan.begins, out or plan.out,
                        strict=True)
         for axis, (n, k, s, d, b, o) in enumerate(geometry):
             phased = phases > 1 and axis == rank - 1
-            if phased and (s != phases or n % phases):
-                raise ValueError(f"{phases} phases of {n} positions pooled with stride {s}")
+            if phased and s != phases:
+                raise ValueError(f"{phases} phases of positions pooled with stride {s}")
+            phase_starts = _phase_starts(n, phases) if phased else []
             if k == 1 and s == 1 and b == 0 and o == n:
                 continue
             prefix = (slice(None),) * (axis + 1)
@@ -764,13 +751,13 @@ class _ChannelsLastPool:
                 low, high = max(0, -(-(b - t * d) // s)), min(o - 1, (n - 1 + b - t * d) // s)
                 if low <= high:
                     first = low * s + t * d - b
-                    read = (first % s, slice(first // s, first // s + high - low + 1)) if phased else \
-                        (slice(first, first + (high - low) * s + 1, s),)
-                    taps.append((prefix + (slice(low, high + 1),), prefix + read, high - low + 1 == o))
+                    start = phase_starts[first % s] + first // s if phased else first
+                    read = slice(start, start + high - low + 1) if phased else \
+                        slice(first, first + (high - low) * s + 1, s)
+                    taps.append((prefix + (slice(low, high + 1),), prefix + (read,), high - low + 1 == o))
             taps.sort(key=lambda tap: not tap[2])
-            split = (*shape[:axis + 1], phases, n // phases, channels) if phased else None
             shape[axis + 1] = o
-            self.stages.append((tuple(shape), taps, split))
+            self.stages.append((tuple(shape), taps))
 
     def __call__(self, source: np.ndarray, into: np.ndarray | None = None) -> np.ndarray:
         """The pooled ``source``, NCHW-shaped over channels-last storage; the last pass writes into ``into``
@@ -782,9 +769,7 @@ class _ChannelsLastPool:
             np.copyto(into, y)
             return into.transpose(self.to_nchw)
         last = self.stages[-1][0]
-        for shape, taps, split in self.stages:
-            if split is not None:
-                y = y.reshape(split)
+        for shape, taps in self.stages:
             out = into if into is not None and shape is last else np.empty(shape, y.dtype)
             rest = taps
             if len(taps) > 1 and taps[1][2]:
@@ -813,10 +798,11 @@ class _BandedPool:
     geometry shifted to the band's first row: the same values."""
 
     def __init__(self, plan, nchw_shape: tuple[int, ...], dtype: np.dtype,
-                 compute: Callable[[int, int, np.ndarray], None], phases: int = 1):
-        """``plan``: the pooling's _PoolPlan of the product (one image, 2-D); ``compute(first, stop, buffer)``
-        writes product rows ``first:stop`` into ``buffer``, (rows * width, channels), each row's columns in
-        ``phases`` phases (see _ChannelsLastPool)."""
+                 compute_for: Callable[[int], Callable[[int, int, np.ndarray], None]], phases: int = 1):
+        """``plan``: the pooling's _PoolPlan of the product (one image, 2-D); ``compute_for(rows)``, given the most
+        product rows a band makes, returns ``compute(first, stop, buffer)``, which writes product rows
+        ``first:stop`` into ``buffer``, (rows * width, channels), each row's columns in ``phases`` phases (see
+        _ChannelsLastPool)."""
         _, channels, height, width = nchw_shape
         kernel, stride, dilation, begin, out = (plan.kernel[0], plan.strides[0], plan.dilations[0], plan.begins[0],
                                                 plan.out[0])
@@ -836,10 +822,12 @@ class _BandedPool:
         widest = max(stop - first for first, stop, *_ in self.bands)
         self.buffer = np.empty((widest * width, channels), dtype)
         self.shape = (1, *plan.out, channels)
-        self.width, self.channels, self.compute = width, channels, compute
+        self.width, self.channels, self.compute = width, channels, compute_for(widest)
 
-    def __call__(self) -> np.ndarray:
-        """The pooled product, channels-last (NCHW-shaped), a fresh array."""
+    def __call__(self, act: Activation | None = None) -> np.ndarray:
+        """The pooled product, channels-last (NCHW-shaped), a fresh array; ``act`` applied to it after pooling
+        (the fusable activations are monotonic), over its contiguous storage: on the NCHW-shaped view a ReLU
+        missed NumPy's SIMD loop (55x55x64: 40 us against ~10)."""
         y = np.empty(self.shape, self.buffer.dtype)
         width, channels, buffer = self.width, self.channels, self.buffer
         made = made_stop = 0  # the rows of the product in the buffer: made:made_stop (from its start)
@@ -851,25 +839,45 @@ class _BandedPool:
             made, made_stop = first, stop
             band = buffer[: (stop - first) * width]
             pool(band.reshape(1, stop - first, width, channels).transpose(0, 3, 1, 2), y[:, first_out:stop_out])
+        if act is not None:
+            act(y)
         return y.transpose(0, 3, 1, 2)
 
 
-def _banded_pooling(pool: Op, product_nchw: np.ndarray, compute: Callable[[int, int, np.ndarray], None],
-                    phases: int = 1) -> _BandedPool | None:
+def _banded_pooling(pool: Op, product_nchw: np.ndarray,
+                    compute_for: Callable[[int], Callable[[int, int, np.ndarray], None]], phases: int = 1
+                    ) -> _BandedPool | None:
     """A _BandedPool for a channels-last product of one 2-D image larger than BANDED_POOL_BYTES, or None."""
     if product_nchw.shape[0] != 1 or product_nchw.ndim != 4 or product_nchw.nbytes <= BANDED_POOL_BYTES:
         return None
     try:
-        return _BandedPool(pool.plan(product_nchw), product_nchw.shape, product_nchw.dtype, compute, phases)
+        return _BandedPool(pool.plan(product_nchw), product_nchw.shape, product_nchw.dtype, compute_for, phases)
     except ValueError:
         return None
 
 
 def _column_phases(pool: Op, product_nchw: np.ndarray) -> int:
-    """The phases a 2-D product's columns can be made in for its pooling (see _ChannelsLastPool): the pooling's
-    column stride when it divides the width, else 1."""
+    """The phases a product's columns are made in for its pooling (see _ChannelsLastPool): the pooling's column
+    stride, or 1 when it is wider than the product."""
     stride = pool.plan(product_nchw).strides[-1]
-    return stride if stride > 1 and product_nchw.shape[-1] % stride == 0 else 1
+    return stride if stride <= product_nchw.shape[-1] else 1
+
+
+def _phase_starts(size: int, phases: int) -> list[int]:
+    """Where each phase starts along an axis of ``size`` positions stored phase by phase: position j at
+    ``_phase_starts[j % phases] + j // phases`` (the even positions, then the odd ones, for 2 phases)."""
+    return [sum(len(range(earlier, size, phases)) for earlier in range(phase)) for phase in range(phases)]
+
+
+def _phased_positions(windows: np.ndarray, cols: np.ndarray, phases: int, axis: int
+                      ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(windows, columns) view pairs whose copies put the columns of each row of output positions (the views'
+    ``axis``, the last position axis) phase by phase (see _phase_starts): slices of a plan's own checked views."""
+    before = (slice(None),) * axis
+    size = cols.shape[axis]
+    return [(windows[before + (slice(phase, None, phases),)],
+             cols[before + (slice(start, start + len(range(phase, size, phases))),)])
+            for phase, start in enumerate(_phase_starts(size, phases))]
 
 
 def _store_pooled(y: np.ndarray | None, pooled: np.ndarray, batch: int, start: int, act: Activation | None
@@ -1118,6 +1126,28 @@ class _Im2colPlan:
 
         return run
 
+    def _band_product(self, weights: np.ndarray, phases: int, band_rows: int
+                      ) -> Callable[[int, int, np.ndarray], None]:
+        """_BandedPool's ``compute(first, stop, band)`` for one image of one group, 2-D, channels-last: the columns
+        of output rows ``first:stop`` (each row's positions in ``phases`` phases) copied into a buffer of
+        ``band_rows`` rows of its own, then times ``weights`` (K [+ 1], M) into ``band``. The band-sized buffer
+        stays in cache from band to band, where the plan's whole column buffer (1.4 MB for SqueezeNet's stem)
+        cycled through it."""
+        width, k_group = self.out_sizes[1], self.k_group
+        local = np.empty((k_group + self.has_bias, band_rows, width), weights.dtype)  # (band_rows <= out_sizes[0])
+        if self.has_bias:
+            local[k_group] = 1
+        local_cols = local[:k_group].reshape(1, 1, *self.cols.shape[2:-2], band_rows, width)
+        copies = _phased_positions(self.windows, local_cols, phases, local_cols.ndim - 1)
+        columns = local.reshape(len(local), band_rows * width).T  # (position, K [+ 1])
+
+        def compute(first: int, stop: int, band: np.ndarray) -> None:
+            for source, target in copies:
+                np.copyto(target[..., : stop - first, :], source[..., first:stop, :])
+            np.matmul(columns[: (stop - first) * width], weights, out=band)
+
+        return compute
+
     def single_chunk(self, matrix: np.ndarray, act: Activation | None, pool: Op | None
                      ) -> Callable[[np.ndarray], np.ndarray] | None:
         """``run`` for a batch of exactly ``rows`` images (batch 1, the window's case) with every view and
@@ -1166,20 +1196,14 @@ class _Im2colPlan:
         product = self._target(self.chunk_out)
         chunk = self._nchw(self.chunk_out)
         if self.channels_last and self.groups == 1 and not full_width and len(self.out_sizes) == 2:
-            width, rows_first, rows_second = self.out_sizes[1], first[0, 0], second[0]
-
-            def rows_product(start: int, stop: int, band: np.ndarray) -> None:
-                np.matmul(rows_first[start * width:stop * width], rows_second, out=band)
-
-            banded = _banded_pooling(pool, chunk, rows_product)
+            # each row's positions in the pooling's column phases, so that its column pass reads contiguous runs
+            # (a product pooled whole, ShuffleNet's 1.2 MB, was not faster so: the phased copy cost what it saved)
+            phases = _column_phases(pool, chunk)
+            banded = _banded_pooling(pool, chunk, functools.partial(self._band_product, second[0], phases), phases)
             if banded is not None:
                 def run_banded(x: np.ndarray) -> np.ndarray:
                     interior[...] = x
-                    np.copyto(cols, windows)
-                    y = banded()
-                    if act is not None:
-                        act(y)
-                    return y
+                    return banded(act)
 
                 return run_banded
         pooled = _fixed_pooling(pool, chunk[valid] if full_width else chunk, self.channels_last)
