@@ -7,7 +7,7 @@ and onnxruntime, with biases large enough that many values cross the bounds."""
 import numpy as np
 import pytest
 from helpers import ort_run
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 from test_separable_b1 import MOBILENET_BLOCKS, _separable_net
 
 import nn_core
@@ -126,3 +126,26 @@ def test_a_nan_input_gives_nan_where_the_layers_do():
     x[0, 1, 5, 0] = np.nan
     want, _ = model.run_traced({"x": x})
     np.testing.assert_array_equal(np.isnan(model.run({"x": x})["y"]), np.isnan(want["y"]))
+
+
+def _pooled_after_first_block(proto: object) -> object:
+    """``proto`` (_separable_net) with a 2x2 MaxPool after the first block's pointwise conv (as dwsep's)."""
+    (reader,) = [node for node in proto.graph.node if node.name == "dw1"]
+    source = reader.input[0]
+    reader.input[0] = "pooled"
+    index = next(i for i, node in enumerate(proto.graph.node) if source in node.output)
+    proto.graph.node.insert(index + 1, helper.make_node("MaxPool", [source], ["pooled"], kernel_shape=[2, 2],
+                                                        strides=[2, 2]))
+    return proto
+
+
+@pytest.mark.parametrize("activation", ["Relu", "Clip"])
+@pytest.mark.parametrize(("size", "stride"), [((28, 28), 2), ((13, 10), 2), ((12, 12), 1)])
+def test_a_pooled_pointwise_conv_carries_its_bias_per_channel_into_the_next_block(activation, size, stride):
+    rng = np.random.default_rng(9)
+    blocks = [{"out": 12}, {"out": 16, "strides": [stride, stride]}]
+    proto = _pooled_after_first_block(_loud_biases(_separable_net(rng, blocks, activation, channels=8, size=size)))
+    model = _check(proto)
+    assert "MaxPool" in model.plan_ops[0] and len(model.plan_ops) == 1
+    # not into the first block (its pooled pointwise conv would read a constant per column), then on
+    assert _carries(model) == [False, True, True]

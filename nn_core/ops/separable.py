@@ -392,16 +392,18 @@ class SeparableChain:
         lack is the same for every output row (_depthwise_of_rows: only the side padding, zero weights, makes it
         differ along a row) and its carrying epilogue takes it on as a bias laid over a row, as a per-channel
         one is; the pointwise conv after that carries it on in turn. Taken where both layers around the carried
-        constant carry their biases on (the depthwise one _carried_bounds, the pointwise ones unpooled: a bias
-        per channel commutes with their pooling, one per column does not) and, at the end, into the mean over
-        the image that the chain absorbed (the constant's mean added back to it)."""
+        constant carry their biases on (the depthwise one _carried_bounds) and the pointwise conv after it is
+        unpooled (a constant per column does not commute with its pooling; a pooled one carries on its bias per
+        channel, which does) and, at the end, into the mean over the image that the chain absorbed (the
+        constant's mean added back to it)."""
         producers = [self.head, *(pointwise for _, pointwise in pairs[:-1])]
         carries = []
         for index, ((depthwise, pointwise), producer) in enumerate(zip(pairs, producers, strict=True)):
             # the head carries its own bias; a pointwise conv the depthwise bias it took on (and its own)
             leaves = producer is not None and producer.bias is not None if index == 0 \
                 else self._carried_bounds(pairs[index - 1][0]) is not None
-            carries.append(leaves and producer.pool is None and _clamp_bounds(producer.act) is not None
+            # (a pooled pointwise conv carries on what it took on only per channel: not carried into, below)
+            carries.append(leaves and _clamp_bounds(producer.act) is not None
                            and self._carried_bounds(depthwise) is not None and pointwise.pool is None)
         last_depthwise, last_pointwise = pairs[-1]
         into_mean = self.mean is not None and last_pointwise.pool is None \
@@ -516,8 +518,8 @@ class SeparableChain:
             clamp = _clamp_bounds(pointwise.act) if carry_out else None
             finishes = [finisher(shape, dtype, part, pointwise.act) if clamp is None
                         else _clamping_finisher(shape, dtype, part, clamp) for shape, part in parts]
-            if clamp is not None:
-                carried = np.broadcast_to(bias, (width_out, out_channels))
+            if clamp is not None:  # (the next layer's rows: pooled ones are narrower)
+                carried = np.broadcast_to(bias, (after.width if after is not None else width_out, out_channels))
         finish_pointwise = finishes[0]
         product_runs = [(pixels, product, finishes[index % len(finishes)])
                         for index, (pixels, product) in enumerate(products)]
