@@ -827,7 +827,7 @@ class _BandedPool:
     def __call__(self, act: Activation | None = None) -> np.ndarray:
         """The pooled product, channels-last (NCHW-shaped), a fresh array; ``act`` applied to it after pooling
         (the fusable activations are monotonic), over its contiguous storage: on the NCHW-shaped view a ReLU
-        missed NumPy's SIMD loop (55x55x64: 40 us against ~10)."""
+        missed NumPy's SIMD loop (55x55x64, in cache: 42 us against 18)."""
         y = np.empty(self.shape, self.buffer.dtype)
         width, channels, buffer = self.width, self.channels, self.buffer
         made = made_stop = 0  # the rows of the product in the buffer: made:made_stop (from its start)
