@@ -586,9 +586,14 @@ def _clamping_finisher(shape: tuple[int, ...], dtype: np.dtype, carried: np.ndar
         if math.isfinite(bound):
             passes.append((function, *tiled_operand(bound - carried, shape, dtype)))
 
+    # the views of the last output finished: the chain hands the same buffers every call, and the reshapes cost
+    # as much as a small layer's pass
+    last: list = [None, []]
+
     def finish(y: np.ndarray) -> None:
-        for function, operand, rows in passes:
-            part = y.reshape(rows)
+        if y is not last[0]:
+            last[:] = y, [(function, operand, y.reshape(rows)) for function, operand, rows in passes]
+        for function, operand, part in last[1]:
             function(part, operand, out=part)
 
     return finish
