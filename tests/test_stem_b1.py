@@ -204,3 +204,26 @@ def test_phased_im2col_stem_equals_the_plain_one(size, pool_attrs, banded, monke
             assert _runners(phased) == {"run_banded" if banded else "run_pooled"}, context
             pair = np.concatenate([x, -x])
             np.testing.assert_array_equal(phased.run(pair, *args), plain.run(pair, *args), err_msg=context)
+
+
+@pytest.mark.parametrize("pool_attrs", [*POOLS, {"kernel_shape": [1, 1]},
+                                        {"kernel_shape": [1, 3], "pads": [0, 1, 0, 1]}])
+def test_bound_pooling_equals_the_pooling(pool_attrs):
+    """_ChannelsLastPool.bound (every view made once over a fixed source, the passes before the last in shared
+    scratch buffers) writes what __call__ returns, twice, after the source changed in place; no pass at all (a
+    1x1 window) is a copy."""
+    from nn_core.ops import conv
+
+    rng = np.random.default_rng(4)
+    storage = rng.standard_normal((1, 13, 22, 5)).astype(np.float32)  # (image, row, column, channel)
+    source = storage.transpose(0, 3, 1, 2)
+    pool = build_kernel(helper.make_node("MaxPool", ["c"], ["p"], **pool_attrs), [source], ())
+    separable = conv._ChannelsLastPool(pool.plan(source), source.shape)
+    scratch = [np.full(size, np.nan, np.float32) for size in separable.intermediate_sizes()]
+    run = separable.bound(source, scratch)
+    for _ in range(2):
+        want = separable(source)
+        got = np.empty(want.transpose(0, 2, 3, 1).shape, np.float32)
+        run(got)
+        np.testing.assert_array_equal(got.transpose(0, 3, 1, 2), want)
+        storage *= -1

@@ -771,22 +771,52 @@ class _ChannelsLastPool:
         last = self.stages[-1][0]
         for shape, taps in self.stages:
             out = into if into is not None and shape is last else np.empty(shape, y.dtype)
-            rest = taps
-            if len(taps) > 1 and taps[1][2]:
-                self.combine(y[taps[0][1]], y[taps[1][1]], out=out)
-                rest = taps[2:]
-            elif taps and taps[0][2]:
-                np.copyto(out, y[taps[0][1]])
-                rest = taps[1:]
-            elif self.combine is np.add:
-                out.fill(0)
-            else:
-                out.fill(-np.inf if out.dtype.kind == "f" else np.iinfo(out.dtype).min)
-            for out_index, in_index, _ in rest:
-                target = out[out_index]
-                self.combine(target, y[in_index], out=target)
+            self._pass([y[tap[1]] for tap in taps], taps, out)
             y = out
         return y.transpose(self.to_nchw)
+
+    def _pass(self, reads: list[np.ndarray], taps: list[tuple[tuple, tuple, bool]], out: np.ndarray) -> None:
+        """One pass: the taps' input views ``reads`` combined into ``out``."""
+        first = 0  # the taps combined from the second one on (into what the first ones made)
+        if len(taps) > 1 and taps[1][2]:
+            self.combine(reads[0], reads[1], out=out)
+            first = 2
+        elif taps and taps[0][2]:
+            np.copyto(out, reads[0])
+            first = 1
+        elif self.combine is np.add:
+            out.fill(0)
+        else:
+            out.fill(-np.inf if out.dtype.kind == "f" else np.iinfo(out.dtype).min)
+        for (out_index, _, _), read in zip(taps[first:], reads[first:], strict=True):
+            target = out[out_index]
+            self.combine(target, read, out=target)
+
+    def intermediate_sizes(self) -> list[int]:
+        """The element counts of the passes before the last (see ``bound``)."""
+        return [math.prod(shape) for shape, _ in self.stages[:-1]]
+
+    def bound(self, source: np.ndarray, scratch: list[np.ndarray]) -> Callable[[np.ndarray], None]:
+        """``__call__`` over a fixed ``source`` (NCHW-shaped over channels-last storage: a band of _BandedPool's
+        buffer) with the input views of every pass made once, each pass before the last into its flat buffer of
+        ``scratch``, at least ``intermediate_sizes`` (a _BandedPool's bands share them, running one after
+        another). The function returned writes the last pass into its argument (channels-last, the output's
+        shape). Making the views on every call cost ~3-8 us a band (SqueezeNet's and ResNet's stems: 7 bands)."""
+        y = source.transpose(self.to_channels_last)
+        if not self.stages:
+            return lambda into: np.copyto(into, y)
+        passes = []
+        for index, (shape, taps) in enumerate(self.stages):
+            out = scratch[index][: math.prod(shape)].reshape(shape) if index < len(self.stages) - 1 else None
+            passes.append(([y[tap[1]] for tap in taps], taps, out))
+            y = out
+        run_pass = self._pass
+
+        def run(into: np.ndarray) -> None:
+            for reads, taps, out in passes:
+                run_pass(reads, taps, into if out is None else out)
+
+        return run
 
 
 class _BandedPool:
@@ -808,7 +838,7 @@ class _BandedPool:
                                                 plan.out[0])
         row_bytes = width * channels * dtype.itemsize
         per_band = max(1, BLOCK_BYTES // row_bytes // stride)  # pooled rows a band
-        self.bands: list[tuple[int, int, int, int, _ChannelsLastPool]] = []
+        bands: list[tuple[int, int, int, int, _ChannelsLastPool]] = []
         for first_out in range(0, out, per_band):
             stop_out = min(out, first_out + per_band)
             first = max(0, first_out * stride - begin)
@@ -818,18 +848,27 @@ class _BandedPool:
             pool = _ChannelsLastPool(plan, (1, channels, stop - first, width), np.maximum,
                                      [first - first_out * stride + begin, *plan.begins[1:]],
                                      [stop_out - first_out, *plan.out[1:]], phases)
-            self.bands.append((first, stop, first_out, stop_out, pool))
-        widest = max(stop - first for first, stop, *_ in self.bands)
+            bands.append((first, stop, first_out, stop_out, pool))
+        widest = max(stop - first for first, stop, *_ in bands)
         self.buffer = np.empty((widest * width, channels), dtype)
+        # the passes before the last of every band's pooling share these buffers (the largest band's sizes: the
+        # buffers __call__ would make for it on every call)
+        sizes = [pool.intermediate_sizes() for *_, pool in bands]
+        scratch = [np.empty(max(band[index] for band in sizes if index < len(band)), dtype)
+                   for index in range(max(map(len, sizes)))]
+        # per band: its product rows first:stop, its pooled rows first_out:stop_out, its bound pooling
+        self.bands = [(first, stop, first_out, stop_out, pool.bound(
+            self.buffer[: (stop - first) * width].reshape(1, stop - first, width, channels).transpose(0, 3, 1, 2),
+            scratch)) for first, stop, first_out, stop_out, pool in bands]
         self.shape = (1, *plan.out, channels)
-        self.width, self.channels, self.compute = width, channels, compute_for(widest)
+        self.width, self.compute = width, compute_for(widest)
 
     def __call__(self, act: Activation | None = None) -> np.ndarray:
         """The pooled product, channels-last (NCHW-shaped), a fresh array; ``act`` applied to it after pooling
         (the fusable activations are monotonic), over its contiguous storage: on the NCHW-shaped view a ReLU
         missed NumPy's SIMD loop (55x55x64, in cache: 42 us against 18)."""
         y = np.empty(self.shape, self.buffer.dtype)
-        width, channels, buffer = self.width, self.channels, self.buffer
+        width, buffer = self.width, self.buffer
         made = made_stop = 0  # the rows of the product in the buffer: made:made_stop (from its start)
         for first, stop, first_out, stop_out, pool in self.bands:
             kept = max(0, made_stop - first)  # rows this band shares with the last one: moved, not computed again
@@ -837,8 +876,7 @@ class _BandedPool:
                 buffer[: kept * width] = buffer[(first - made) * width:(made_stop - made) * width]
             self.compute(first + kept, stop, buffer[kept * width:(stop - first) * width])
             made, made_stop = first, stop
-            band = buffer[: (stop - first) * width]
-            pool(band.reshape(1, stop - first, width, channels).transpose(0, 3, 1, 2), y[:, first_out:stop_out])
+            pool(y[:, first_out:stop_out])
         if act is not None:
             act(y)
         return y.transpose(0, 3, 1, 2)
