@@ -945,7 +945,16 @@ def _fixed_pooling(pool: Op, source: np.ndarray, channels_last: bool) -> Callabl
     plan = pool.plan(source)
     if channels_last and plan.buffer is not None and plan.axis_taps:
         separable = _ChannelsLastPool(plan, source.shape)
-        return lambda: separable(source)
+        # (its passes before the last into buffers of their own, as __call__ would make them on every call)
+        run = separable.bound(source, [np.empty(size, source.dtype) for size in separable.intermediate_sizes()])
+        shape = separable.stages[-1][0] if separable.stages else source.transpose(separable.to_channels_last).shape
+
+        def pooled_channels_last() -> np.ndarray:
+            y = np.empty(shape, source.dtype)
+            run(y)
+            return y.transpose(separable.to_nchw)
+
+        return pooled_channels_last
     if plan.buffer is not None or plan.blocked is not None or not plan.axis_taps:
         return None
     stages = []
