@@ -194,3 +194,31 @@ def test_the_depthwise_bias_stays_where_it_would_change_the_result(change):
     model = _run_checked(proto, rng.standard_normal((1, 12, 9, 9)).astype(np.float32)) \
         if change != "infinite bias" else nn_core.load_proto(proto)
     assert not _carried(model)
+
+
+@pytest.mark.parametrize(("size", "strides", "band_pixels"), [(100, 1, 112), (101, 2, 112), (97, 1, 300),
+                                                               (100, 2, 10 ** 9)])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_the_shuffle_is_copied_in_bands_of_rows(size, strides, band_pixels, batch, monkeypatch):
+    """The channels-last depthwise output shuffled into NCHW a band of rows at a time (one row, two, three with
+    a short last band, the whole image) gives the shuffle's values, in a fresh array each run."""
+    from test_shuffle_b1 import _shuffle_unit
+
+    from nn_core.ops import channel_shuffle
+
+    monkeypatch.setattr(channel_shuffle, "SHUFFLE_BAND_PIXELS", band_pixels)
+    rng = np.random.default_rng(size + strides + batch)
+    proto = _shuffle_unit(rng, size, strides)
+    del proto.graph.node[-1]  # the shuffled depthwise output is the graph's
+    del proto.graph.output[:]
+    proto.graph.output.append(tensor_info("d", None))
+    model = nn_core.load_proto(proto)
+    x = rng.standard_normal((batch, 8, size, size)).astype(np.float32)
+    first = model.run({"x": x})["d"]
+    kept = first.copy()
+    model.run({"x": x * 2})
+    want, _ = model.run_traced({"x": x})
+    np.testing.assert_allclose(first, want["d"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(first, ort_run(proto, {"x": x})[0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(first, kept)
+    assert "Reshape+Transpose+Reshape+Conv" in model.plan_ops
