@@ -9,8 +9,11 @@ import pytest
 from helpers import ort_run
 from onnx import helper, numpy_helper
 from test_separable_b1 import MOBILENET_BLOCKS, _separable_net
+from test_separable_int8 import _quantized
 
 import nn_core
+import nn_core.plan as plan
+from nn_core.ops.qconv_pair import CentredConvPair
 from nn_core.ops.separable import SeparableChain
 
 
@@ -149,3 +152,26 @@ def test_a_pooled_pointwise_conv_carries_its_bias_per_channel_into_the_next_bloc
     assert "MaxPool" in model.plan_ops[0] and len(model.plan_ops) == 1
     # not into the first block (its pooled pointwise conv would read a constant per column), then on
     assert _carries(model) == [False, True, True]
+
+
+def test_a_stem_pair_lays_its_requantization_over_each_layout_of_its_sums(monkeypatch):
+    """qconv_pair.CentredConvPair._centre: one centring requantizer per layout of the stem's sums (batch 1 and 3
+    here), each bit-exact with the plan without the pair and onnxruntime, run after run."""
+    proto = _quantized(np.random.default_rng(10), MOBILENET_BLOCKS, "Relu", size=(13, 11))
+    ours = nn_core.load_proto(proto)
+    with monkeypatch.context() as patch:
+        patch.setattr(plan, "fuse_centred_conv_pairs", lambda steps, outputs: steps)
+        plain = nn_core.load_proto(proto)
+        plain._fast_plan()
+    (pair,) = [s.kernel for s in ours._fast_plan().steps if isinstance(s.kernel, CentredConvPair)]
+    rng = np.random.default_rng(11)
+    kept = []
+    for batch, scale in ((1, 1.0), (3, 1.0), (1, 25.0)):  # saturating last
+        x = (rng.standard_normal((batch, 3, 13, 11)) * scale).astype(np.float32)
+        got = ours.run({"x": x})["y"]
+        np.testing.assert_array_equal(got, plain.run({"x": x})["y"])
+        np.testing.assert_array_equal(got, ort_run(proto, {"x": x})[0])
+        kept.append((got, got.copy()))
+    assert len(pair.centres) == 2
+    for got, copy in kept:
+        np.testing.assert_array_equal(got, copy)

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from ..optimize import producers_and_readers, sole_reader
-from .quantized import F32, QLinearConv, _Requantizer, _TableRequantizer
+from .caches import keep
+from .quantized import F32, QLinearConv, _laid_over, _Requantizer, _TableRequantizer
 from .separable_int8 import QuantizedSeparableChain, centring_requantizer
 
 
@@ -53,7 +54,10 @@ class CentredConvPair:
         reader = second.layers[0] if self.chain is not None else second
         self.zero_point = reader.fast.x_zero_point  # the second's input zero point
         self.codes = _code_type(first)
-        self.centre = centring_requantizer(first.requant, self.zero_point)
+        # per (shape, strides) of the first one's sums: its requantization into the centred codes, with the
+        # per-channel operands laid over the sums (_laid_over: NumPy runs a channel vector broadcast along the
+        # image rows several times slower than a same-shape operand)
+        self.centres: dict[tuple, Any] = {}
 
     def run(self, x: np.ndarray, *_constants: np.ndarray | None) -> np.ndarray:
         sums = self.first.exact_sums(x)
@@ -63,7 +67,7 @@ class CentredConvPair:
         if sums.dtype != F32:
             sums = sums.astype(F32)  # exact integers from a float64 accumulation: one float32 rounding, as alone
         centred = np.empty(sums.shape, F32)  # the first convolution's output size, which its kernel checked
-        self.centre(sums, centred)
+        self._centre(sums)(sums, centred)
         second = self.second
         if self.chain is None:
             return second.requant(second.fast.conv.run(centred, second.fast.weight, second.fast.bias))
@@ -72,6 +76,17 @@ class CentredConvPair:
             centred += self.zero_point
             codes = self.chain.run(centred.astype(self.codes))
         return codes
+
+    def _centre(self, sums: np.ndarray) -> Any:
+        """The first one's centring requantizer for sums laid out as ``sums`` (made once per layout: the laid
+        operands are the size of the sums, which the first convolution checked)."""
+        key = (sums.shape, sums.strides)
+        centre = self.centres.get(key)
+        if centre is None:
+            centre = centring_requantizer(self.first.requant, self.zero_point,
+                                          lambda operand: _laid_over({}, operand, sums))
+            keep(self.centres, key, centre)
+        return centre
 
 
 def fuse_centred_conv_pairs(steps: list[Any], graph_outputs: set[str]) -> list[Any]:
