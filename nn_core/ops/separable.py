@@ -121,6 +121,12 @@ class _DepthwiseGeometry:
         self.rows = self.lead + padded[0] + -(-right // self.width)
         sources = np.arange(self.out_width)[None, :] * self.sw + np.arange(self.kw)[:, None] * self.dw - self.left
         self.inside = (sources >= 0) & (sources < self.width)  # (kw, Wo)
+        self.sources = np.clip(sources, 0, self.width - 1)  # (the image column each tap reads where inside)
+
+    def tap_columns(self, row: np.ndarray) -> np.ndarray:
+        """The values of an image ``row`` ((W, C)) that each kernel column reads at each output column, 0 where it
+        reads side padding: (kw, Wo, C)."""
+        return row[self.sources] * self.inside[:, :, None]
 
     def interior(self, buffer: np.ndarray) -> np.ndarray:
         """The image's rows of this conv's input ``buffer``: one contiguous (H, W, C) block."""
@@ -424,10 +430,11 @@ class SeparableChain:
                ) -> tuple[Callable[[], np.ndarray | None], np.ndarray | None]:
         """One depthwise conv from ``source`` (its input buffer, or its kernel-column buffers) and the pointwise
         conv after it, into ``target`` (the next depthwise conv's input buffer, laid out by ``after``, or its
-        kernel-column buffers) or, for the last pair, a fresh output. ``incoming`` (float64, (W, C)): what the
-        layer before left out of every row of the input, carried into this pair (_carries). With ``carry_out``
-        the pointwise conv's output is left short by its bias too, clamped to its activation's shifted bounds
-        (_clamping_finisher), and that constant (float64, (Wo, M)) comes back with the stage; else None."""
+        kernel-column buffers) or, for the last pair, its output (fresh, or a buffer of the chain's own where only
+        the chain's mean reads it). ``incoming`` (float64, (W, C)): what the layer before left out of every row
+        of the input, carried into this pair (_carries). With ``carry_out`` the pointwise conv's output is left
+        short by its bias too, clamped to its activation's shifted bounds (_clamping_finisher), and that
+        constant (float64, (Wo, M)) comes back with the stage; else None."""
         g, item = geometry, dtype.itemsize
         channels, width_out, height_out = g.channels, g.out_width, g.out_height
         run, row = width_out * channels, g.width * channels
@@ -629,9 +636,7 @@ def _depthwise_of_rows(depthwise: Conv, geometry: _DepthwiseGeometry, row: np.nd
     the padding rows holding minus the constant (_fill_padding_rows)."""
     g = geometry
     column_taps = depthwise.weight.reshape(g.channels, g.kh, g.kw).astype(np.float64).sum(axis=1).T  # (kw, C)
-    sources = np.arange(g.out_width)[None, :] * g.sw + np.arange(g.kw)[:, None] * g.dw - g.left  # (kw, Wo)
-    values = row[np.clip(sources, 0, g.width - 1)] * g.inside[:, :, None]  # (kw, Wo, C), 0 at side padding
-    return np.einsum("jwc,jc->wc", values, column_taps)
+    return np.einsum("jwc,jc->wc", g.tap_columns(row), column_taps)
 
 
 def _fill_padding_rows(source: np.ndarray | _ColumnBuffers, geometry: _DepthwiseGeometry, row: np.ndarray,
@@ -642,8 +647,7 @@ def _fill_padding_rows(source: np.ndarray | _ColumnBuffers, geometry: _Depthwise
     output row's worth (_depthwise_of_rows). The side padding stays 0 (in the weights, or in the columns)."""
     g = geometry
     if isinstance(source, _ColumnBuffers):
-        sources = np.arange(g.out_width)[None, :] * g.sw + np.arange(g.kw)[:, None] * g.dw - g.left  # (kw, Wo)
-        filled = (-row[np.clip(sources, 0, g.width - 1)] * g.inside[:, :, None]).astype(dtype)
+        filled = (-g.tap_columns(row)).astype(dtype)
         for rows in (slice(0, g.top), slice(g.top + g.height, None)):
             source.columns[:, rows] = filled[:, None]
     else:
