@@ -222,3 +222,56 @@ def test_the_shuffle_is_copied_in_bands_of_rows(size, strides, band_pixels, batc
     np.testing.assert_allclose(first, ort_run(proto, {"x": x})[0], rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(first, kept)
     assert "Reshape+Transpose+Reshape+Conv" in model.plan_ops
+
+
+def _depthwise_reference(x: np.ndarray, weight: np.ndarray, pads: list[int]) -> np.ndarray:
+    node = helper.make_node("Conv", ["x", "w"], ["y"], group=weight.shape[0], pads=pads)
+    return build_kernel(node, [x, weight], (1,)).run(x, weight)
+
+
+def test_depthwise_layers_of_one_shape_share_the_padded_buffer():
+    """Two stride-1 channels-last depthwise plans of one shape and padding share one padded buffer and its lock
+    (other padding or strides: their own); run in turn with their own weights and inputs, each gives its own
+    convolution, the padding still zero."""
+    from nn_core.ops.batch1 import ChannelsLastDepthwisePlan
+
+    shape, pads = (1, 24, 11, 9), [1, 1, 1, 1]
+    rng = np.random.default_rng(21)
+    plans = [ChannelsLastDepthwisePlan(shape, np.dtype(np.float32), [3, 3], [1, 1], [1, 1], [1, 1], [1, 1], False)
+             for _ in range(2)]
+    other = ChannelsLastDepthwisePlan(shape, np.dtype(np.float32), [3, 3], [1, 1], [1, 1], [0, 1], [2, 1], False)
+    strided = ChannelsLastDepthwisePlan(shape, np.dtype(np.float32), [3, 3], [1, 2], [1, 1], [1, 1], [1, 1], False)
+    assert plans[0].pad is plans[1].pad and plans[0].lock is plans[1].lock
+    assert other.pad is not plans[0].pad and other.lock is not plans[0].lock
+    assert strided.lock is not plans[0].lock
+    weights = [rng.standard_normal((24, 1, 3, 3)).astype(np.float32) for _ in plans]
+    runners = [plan.runner(plan.prepare(w, None, 24), None) for plan, w in zip(plans, weights, strict=True)]
+    for _ in range(2):
+        for runner, weight in zip(runners, weights, strict=True):
+            x = np.ascontiguousarray(rng.standard_normal((1, 11, 9, 24)).astype(np.float32)).transpose(0, 3, 1, 2)
+            np.testing.assert_allclose(runner(x), _depthwise_reference(x, weight, pads), rtol=1e-5, atol=1e-5)
+
+
+def test_a_shared_padded_buffer_under_threads():
+    """Threads running two depthwise plans that share a buffer, each with its own weights and inputs, at once:
+    every result is its own convolution."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from nn_core.ops.batch1 import ChannelsLastDepthwisePlan
+
+    shape = (1, 32, 20, 20)
+    rng = np.random.default_rng(22)
+    cases = []
+    for _ in range(2):
+        plan = ChannelsLastDepthwisePlan(shape, np.dtype(np.float32), [3, 3], [1, 1], [1, 1], [1, 1], [1, 1], False)
+        weight = rng.standard_normal((32, 1, 3, 3)).astype(np.float32)
+        x = np.ascontiguousarray(rng.standard_normal((1, 20, 20, 32)).astype(np.float32)).transpose(0, 3, 1, 2)
+        cases.append((plan.runner(plan.prepare(weight, None, 32), None), x,
+                      _depthwise_reference(x, weight, [1, 1, 1, 1])))
+
+    def work(index: int) -> bool:
+        runner, x, want = cases[index % 2]
+        return all(np.allclose(runner(x), want, rtol=1e-5, atol=1e-5) for _ in range(30))
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(work, range(8)))

@@ -27,6 +27,7 @@ evicting its buffers in between), so these keep per-layer buffers small and shar
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -283,6 +284,13 @@ def column_gathers(columns: np.ndarray, rows: slice, left: int, width: int, dw: 
     return copies
 
 
+# ChannelsLastDepthwisePlan's zero-padded input buffers with their locks, per (N, Hp, Wp, C, dtype, pads): the
+# layers of one shape (ShuffleNet's 3-7 units of a stage) share one, which is then still in cache when the next
+# of them copies its input in (each layer's own buffer had been evicted since its last call); every sharer writes
+# the same interior, so the padding stays zero
+_shared_pads: dict[tuple, tuple[np.ndarray, threading.Lock]] = {}
+
+
 class ChannelsLastDepthwisePlan:
     """One input shape of a 2-D depthwise convolution computed channels-last, for many channels.
 
@@ -312,8 +320,14 @@ class ChannelsLastDepthwisePlan:
         # (target, input columns): NCHW-shaped views written with the input's columns on each call
         self.copies: list[tuple[np.ndarray, tuple]] = []
         rows = slice(begins[0], begins[0] + height)
+        # held while the input is copied in and read (a buffer shared with other layers' plans)
+        self.lock = threading.Lock()
         if sw == 1:
-            self.pad = np.zeros((batch, hp, wp, channels), dtype)
+            key = (batch, hp, wp, channels, dtype.str, tuple(begins), tuple(ends))
+            shared = _shared_pads.get(key)
+            if shared is None:
+                shared = keep(_shared_pads, key, (np.zeros((batch, hp, wp, channels), dtype), self.lock))
+            self.pad, self.lock = shared
             interior = self.pad[:, rows, begins[1]:begins[1] + width, :]
             self.copies.append((interior.transpose(0, 3, 1, 2), (Ellipsis,)))
             row = wp * channels
@@ -337,15 +351,16 @@ class ChannelsLastDepthwisePlan:
     def runner(self, matrix: np.ndarray, act: Activation | None) -> Callable[[np.ndarray], np.ndarray]:
         """The convolution of an input of this plan's shape with ``matrix`` (``prepare``) and ``act``, with
         everything that is the same on every call bound once."""
-        copies, windows, nhwc = self.copies, self.windows, self.nhwc
+        copies, windows, nhwc, lock = self.copies, self.windows, self.nhwc, self.lock
         weights = matrix[:self.taps].reshape(*self.kernel, self.run_length)
         finish = finisher((nhwc[0], nhwc[1], self.run_length), matrix.dtype,
                           matrix[self.taps] if self.has_bias else None, act)
 
         def run(x: np.ndarray) -> np.ndarray:
-            for target, columns in copies:
-                target[...] = x[columns]
-            y = tap_einsum("ijnhk,ijk->nhk", windows, weights)
+            with lock:
+                for target, columns in copies:
+                    target[...] = x[columns]
+                y = tap_einsum("ijnhk,ijk->nhk", windows, weights)
             finish(y)
             return y.reshape(nhwc).transpose(0, 3, 1, 2)
 
