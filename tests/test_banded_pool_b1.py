@@ -22,14 +22,19 @@ POOLS = [{"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]},
          {"kernel_shape": [5, 2], "strides": [1, 1], "pads": [2, 0, 2, 1]}]
 
 
-def _runners(kernel) -> set[str]:
+def runners(kernel) -> set[str]:
+    """The names of the fast runners a conv kernel made (one per input shape)."""
     return {runner.__name__ for runner in kernel.fast.values()}
 
 
-def _stem(x, w, b, pool_attrs, act):
+#: the convolution attributes of this file's stems
+STEM_CONV = {"strides": [2, 2], "pads": [1, 0, 1, 1]}
+
+
+def pooled_conv(x, w, b, conv_attrs, pool_attrs, act):
+    """A channels-last Conv kernel for ``x`` with its MaxPool (and activation ``act``, or none) fused."""
     inputs = ["x", "w", "b"] if b is not None else ["x", "w"]
-    kernel = build_kernel(helper.make_node("Conv", inputs, ["y"], strides=[2, 2], pads=[1, 0, 1, 1]), [x, w, b],
-                          (1, 2))
+    kernel = build_kernel(helper.make_node("Conv", inputs, ["y"], **conv_attrs), [x, w, b], (1, 2))
     if act:
         kernel.fuse_activation(*act)
     pool = build_kernel(helper.make_node("MaxPool", ["c"], ["p"], **pool_attrs), [x], ())
@@ -53,18 +58,18 @@ def test_banded_pooling_equals_pooling_the_whole_product(pool_attrs, monkeypatch
     for bias in (b, None):
         for act in (None, ("relu", {})):
             args = (w, b) if bias is not None else (w,)
-            whole = _stem(x, w, bias, pool_attrs, act)
+            whole = pooled_conv(x, w, bias, STEM_CONV, pool_attrs, act)
             want = whole.run(x, *args)
-            assert _runners(whole) != {"run_banded"}
+            assert runners(whole) != {"run_banded"}
             with monkeypatch.context() as small:
                 small.setattr(conv, "BANDED_POOL_BYTES", 0)
                 small.setattr(conv, "BLOCK_BYTES", 3 * 18 * 16 * 4)  # product rows of 18 x 16 values: 1-3 a band
-                banded = _stem(x, w, bias, pool_attrs, act)
+                banded = pooled_conv(x, w, bias, STEM_CONV, pool_attrs, act)
                 for _ in range(2):
                     got = banded.run(x, *args)
                     np.testing.assert_array_equal(got, want, err_msg=str((pool_attrs, bias is None, act)))
                     assert got.strides[1] == got.itemsize  # channels-last
-                assert _runners(banded) == {"run_banded"}
+                assert runners(banded) == {"run_banded"}
                 pair = np.concatenate([x, x[:, :, ::-1]])
                 np.testing.assert_array_equal(banded.run(pair, *args), whole.run(pair, *args))
 
@@ -77,7 +82,7 @@ def test_banded_output_is_fresh_each_run(monkeypatch):
     x = rng.standard_normal((1, 3, 41, 37)).astype(np.float32)
     w = rng.standard_normal((16, 3, 3, 3)).astype(np.float32)
     monkeypatch.setattr(conv, "BANDED_POOL_BYTES", 0)
-    kernel = _stem(x, w, None, POOLS[0], ("relu", {}))
+    kernel = pooled_conv(x, w, None, STEM_CONV, POOLS[0], ("relu", {}))
     first = kernel.run(x, w)
     kept = first.copy()
     kernel.run(-x, w)
@@ -94,11 +99,16 @@ def test_imagenet_stem_runs_in_bands_and_matches_onnxruntime():
              helper.make_node("Relu", ["c"], ["r"]),
              helper.make_node("MaxPool", ["r"], ["y"], kernel_shape=[3, 3], strides=[2, 2])]
     model = make_model(nodes, [tensor_info("x", [1, 3, 224, 224])], [tensor_info("y", None)], {"w": w, "b": b})
+    assert_banded_stem(model, rng.standard_normal((1, 3, 224, 224)).astype(np.float32), "Conv+Relu+MaxPool", 1e-5)
+
+
+def assert_banded_stem(model, x: np.ndarray, label: str, tolerance: float) -> None:
+    """``model`` (input "x", output "y") is one fast-plan step labelled ``label`` that takes the banded runner,
+    and gives onnxruntime's values on ``x`` (twice: the second run reuses the band buffers)."""
     loaded = nn_core.load_proto(model)
-    x = rng.standard_normal((1, 3, 224, 224)).astype(np.float32)
     want = ort_run(model, {"x": x})[0]
     for _ in range(2):
-        np.testing.assert_allclose(loaded.run({"x": x})["y"], want, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(loaded.run({"x": x})["y"], want, rtol=tolerance, atol=tolerance)
     (step,) = loaded._fast_plan().steps
-    assert step.label == "Conv+Relu+MaxPool"
-    assert _runners(step.kernel) == {"run_banded"}
+    assert step.label == label
+    assert runners(step.kernel) == {"run_banded"}

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import build_kernel, make_model, ort_run, tensor_info
+from helpers import build_kernel, make_model, tensor_info
 from onnx import helper
-
-import nn_core
+from test_banded_pool_b1 import assert_banded_stem, pooled_conv, runners
 
 # MaxPool attributes: ResNet's (two phases), ceil_mode, side by side, unpadded over an odd width (one phase),
 # stride 1 (one phase), stride 3 (three phases where the width allows), a dilated window
@@ -28,21 +27,6 @@ POOLS = [{"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]},
 STEMS = [((60, 60), 7, {"strides": [2, 2], "pads": [3, 3, 3, 3]}),
          ((59, 58), 7, {"strides": [2, 2], "pads": [3, 2, 2, 3]}),
          ((31, 24), 6, {"pads": [2, 3, 3, 2]})]
-
-
-def _runners(kernel) -> set[str]:
-    return {runner.__name__ for runner in kernel.fast.values()}
-
-
-def _stem(x, w, b, conv_attrs, pool_attrs, act):
-    inputs = ["x", "w", "b"] if b is not None else ["x", "w"]
-    kernel = build_kernel(helper.make_node("Conv", inputs, ["y"], **conv_attrs), [x, w, b], (1, 2))
-    if act:
-        kernel.fuse_activation(*act)
-    pool = build_kernel(helper.make_node("MaxPool", ["c"], ["p"], **pool_attrs), [x], ())
-    assert kernel.fuse_pool(pool)
-    kernel.prefer_channels_last()
-    return kernel
 
 
 def _unfused(x, args, conv_attrs, pool_attrs, act) -> np.ndarray:
@@ -83,17 +67,17 @@ def test_blocked_banded_stem_equals_pooling_the_whole_product(size, kernel_size,
             with monkeypatch.context() as patch:
                 _blocked_and_banded(patch)
                 patch.setattr(conv, "_banded_pooling", lambda *_: None)
-                whole = _stem(x, w, bias, conv_attrs, pool_attrs, act)
+                whole = pooled_conv(x, w, bias, conv_attrs, pool_attrs, act)
                 want = whole.run(x, *args)
-                assert _runners(whole) == {"run_pooled"}, context
+                assert runners(whole) == {"run_pooled"}, context
             with monkeypatch.context() as patch:
                 _blocked_and_banded(patch)
-                banded = _stem(x, w, bias, conv_attrs, pool_attrs, act)
+                banded = pooled_conv(x, w, bias, conv_attrs, pool_attrs, act)
                 for _ in range(2):
                     got = banded.run(x, *args)
                     np.testing.assert_array_equal(got, want, err_msg=context)
                     assert got.strides[1] == got.itemsize  # channels-last
-                assert _runners(banded) == {"run_banded"}, context
+                assert runners(banded) == {"run_banded"}, context
                 (plan, _), = banded.plans.values()
                 assert isinstance(plan, conv._ChannelsLastPlan) and plan.block_rows < plan.out_sizes[0]
                 pair = np.concatenate([x, x[:, :, ::-1]])
@@ -140,11 +124,11 @@ def test_banded_stem_output_is_fresh_each_run(monkeypatch):
     x = rng.standard_normal((1, 3, 60, 60)).astype(np.float32)
     w = rng.standard_normal((16, 3, 7, 7)).astype(np.float32)
     _blocked_and_banded(monkeypatch)
-    kernel = _stem(x, w, None, STEMS[0][2], POOLS[0], ("relu", {}))
+    kernel = pooled_conv(x, w, None, STEMS[0][2], POOLS[0], ("relu", {}))
     first = kernel.run(x, w)
     kept = first.copy()
     kernel.run(-x, w)
-    assert _runners(kernel) == {"run_banded"}
+    assert runners(kernel) == {"run_banded"}
     np.testing.assert_array_equal(first, kept)
 
 
@@ -162,14 +146,8 @@ def test_resnet_stem_runs_in_phased_bands_and_matches_onnxruntime():
              helper.make_node("MaxPool", ["r"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])]
     model = make_model(nodes, [tensor_info("x", [1, 3, 224, 224])], [tensor_info("y", None)],
                        {"w": w, "s": scale, "h": shift, "m": mean, "v": var})
-    loaded = nn_core.load_proto(model)
-    x = rng.standard_normal((1, 3, 224, 224)).astype(np.float32)
-    want = ort_run(model, {"x": x})[0]
-    for _ in range(2):
-        np.testing.assert_allclose(loaded.run({"x": x})["y"], want, rtol=1e-4, atol=1e-4)
-    (step,) = loaded._fast_plan().steps
-    assert step.label == "Conv+BatchNormalization+Relu+MaxPool"
-    assert _runners(step.kernel) == {"run_banded"}
+    assert_banded_stem(model, rng.standard_normal((1, 3, 224, 224)).astype(np.float32),
+                       "Conv+BatchNormalization+Relu+MaxPool", 1e-4)
 
 
 # (input height and width, pooling): ShuffleNet's stem (3x3/2 convolution, padded 3x3/2 MaxPool: a product small
@@ -204,17 +182,17 @@ def test_phased_im2col_stem_equals_the_plain_one(size, pool_attrs, banded, monke
             context = str((size, pool_attrs, bias is None, act))
             with monkeypatch.context() as patch:
                 patch.setattr(conv, "_column_phases", lambda *_: 1)
-                plain = _stem(x, w, bias, conv_attrs, pool_attrs, act)
+                plain = pooled_conv(x, w, bias, conv_attrs, pool_attrs, act)
                 want = plain.run(x, *args)
             np.testing.assert_allclose(want, _unfused(x, args, conv_attrs, pool_attrs, act), rtol=1e-5, atol=1e-5,
                                        err_msg=context)
-            phased = _stem(x, w, bias, conv_attrs, pool_attrs, act)
+            phased = pooled_conv(x, w, bias, conv_attrs, pool_attrs, act)
             for _ in range(2):
                 got = phased.run(x, *args)
                 np.testing.assert_array_equal(got, want, err_msg=context)
             (plan, _), = phased.plans.values()
             assert isinstance(plan, conv._Im2colPlan), context
-            assert _runners(phased) == {"run_banded" if banded else "run_pooled"}, context
+            assert runners(phased) == {"run_banded" if banded else "run_pooled"}, context
             pair = np.concatenate([x, -x])
             np.testing.assert_array_equal(phased.run(pair, *args), plain.run(pair, *args), err_msg=context)
             kept = got.copy()  # the output of a runner whose buffers the next call reuses is not overwritten
