@@ -169,3 +169,47 @@ def test_the_projection_block_takes_the_constant_into_its_stacked_bias():
     loaded = nn_core.load_proto(model)
     assert ProjectedResidual in [type(step.kernel) for step in loaded._fast_plan().steps]
     _check(model, 1, 96, seed=5)
+
+
+def _pooled_conv(size: int, pool: dict) -> object:
+    """A 3x3 48 -> 192 convolution (332 KB of weights, more than BLOCKED_WEIGHT_BYTES) with a bias and a ReLU,
+    then a MaxPool of ``pool``: Inception-v2's 64 -> 192 layer's kind."""
+    rng = np.random.default_rng(size)
+    inits = {"w": (rng.standard_normal((192, 48, 3, 3)) * 0.1).astype(np.float32),
+             "b": rng.standard_normal(192).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("MaxPool", ["r"], ["y"], **pool)]
+    return make_model(nodes, [tensor_info("x", [1, 48, size, size])], [tensor_info("y", None)], inits)
+
+
+@pytest.mark.parametrize("size,pool", [
+    (100, {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    (97, {"kernel_shape": [3, 3], "strides": [2, 2]}),
+    (99, {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}),
+])
+def test_a_pooled_convolution_of_heavier_weights_is_made_and_pooled_in_bands(size, pool):
+    """Its product (7 MB) is larger than BANDED_POOL_BYTES: blocks of output rows, pooled band by band, with the
+    values of the plan that pools the whole product and onnxruntime's."""
+    from nn_core.ops import conv
+
+    model = _pooled_conv(size, pool)
+    x = np.random.default_rng(6).standard_normal((1, 48, size, size)).astype(np.float32)
+    banded = nn_core.load_proto(model)
+    got = banded.run({"x": x})["y"]
+    kept = got.copy()
+    plans = [plan for step in banded._fast_plan().steps for plan, _ in getattr(step.kernel, "plans", {}).values()]
+    assert any(plan.block_rows < plan.out_sizes[0] for plan in plans)
+    saved = conv.BANDED_WEIGHT_BYTES
+    conv.BANDED_WEIGHT_BYTES = conv.BLOCKED_WEIGHT_BYTES
+    try:
+        whole = nn_core.load_proto(model)
+        want = whole.run({"x": x})["y"]
+        plans = [plan for step in whole._fast_plan().steps for plan, _ in getattr(step.kernel, "plans", {}).values()]
+        assert all(plan.block_rows == plan.out_sizes[0] for plan in plans)
+    finally:
+        conv.BANDED_WEIGHT_BYTES = saved
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got, ort_run(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
+    banded.run({"x": x * 2})
+    np.testing.assert_array_equal(got, kept)  # a fresh output
