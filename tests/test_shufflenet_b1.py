@@ -275,3 +275,30 @@ def test_a_shared_padded_buffer_under_threads():
 
     with ThreadPoolExecutor(4) as pool:
         assert all(pool.map(work, range(8)))
+
+
+@pytest.mark.parametrize(("shape", "strides", "weight_run"), [((1, 24, 11, 12), 1, 48), ((1, 24, 11, 12), 2, 48),
+                                                              ((1, 24, 9, 13), 1, 48), ((2, 16, 8, 8), 1, 1),
+                                                              ((1, 24, 11, 12), 1, 10 ** 9)])
+@pytest.mark.parametrize("bias", [False, True])
+def test_depthwise_weights_laid_over_bands_of_a_row(shape, strides, weight_run, bias, monkeypatch):
+    """The channels-last depthwise einsum over bands of a row (2-column bands, one band of a prime width, 1-column
+    bands at batch 2, the whole row), with and without a bias and a ReLU, against the Conv kernel."""
+    from nn_core.ops import batch1
+    from nn_core.ops.conv import make_activation
+
+    monkeypatch.setattr(batch1, "DEPTHWISE_WEIGHT_RUN", weight_run)
+    batch, channels, height, width = shape
+    rng = np.random.default_rng(sum(shape) + strides)
+    weight = rng.standard_normal((channels, 1, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(channels).astype(np.float32) if bias else None
+    plan = batch1.ChannelsLastDepthwisePlan(shape, np.dtype(np.float32), [3, 3], [strides, strides], [1, 1], [1, 1],
+                                            [1, 1], bias)
+    run = plan.runner(plan.prepare(weight, b, channels), make_activation("relu", {}))
+    x = np.ascontiguousarray(rng.standard_normal((batch, height, width, channels)).astype(np.float32))
+    x = x.transpose(0, 3, 1, 2)
+    node = helper.make_node("Conv", ["x", "w", "b"] if bias else ["x", "w"], ["y"], group=channels,
+                            pads=[1, 1, 1, 1], strides=[strides, strides])
+    arrays = [x, weight, b] if bias else [x, weight]
+    want = np.maximum(build_kernel(node, arrays, tuple(range(1, len(arrays)))).run(*arrays), 0)
+    np.testing.assert_allclose(run(x), want, rtol=1e-5, atol=1e-5)

@@ -289,6 +289,11 @@ def column_gathers(columns: np.ndarray, rows: slice, left: int, width: int, dw: 
 # of them copies its input in (each layer's own buffer had been evicted since its last call); every sharer writes
 # the same interior, so the padding stays zero
 _shared_pads: dict[tuple, tuple[np.ndarray, threading.Lock]] = {}
+# ChannelsLastDepthwisePlan lays its weights over the fewest output columns (a divisor of the output width) whose
+# channels make at least this many elements, and its einsum reads them again for each such band of a row: the
+# inner loop keeps runs as long, and each layer's weights shrink from Wo copies to a few (28x28x136: 152 -> 76 KB,
+# read from beyond L2 on each call in the model)
+DEPTHWISE_WEIGHT_RUN = 1024
 
 
 class ChannelsLastDepthwisePlan:
@@ -300,8 +305,9 @@ class ChannelsLastDepthwisePlan:
     strided view (kh, kw, N, Ho, Wo * C) holds every tap without copying. With a column stride s, the columns
     each kernel column reads are copied from the input into their own zero-padded (N, Hp, Wo * C) buffer (kw
     copies of about 1/s of the input each, and no padded copy of the whole input) to get the same runs. One
-    ``einsum`` then reduces the view against the weights laid out over a row, (kh, kw, Wo * C): a single NumPy
-    call whose inner loop multiplies and accumulates runs of Wo * C values, instead of 2 * taps passes over the
+    ``einsum`` then reduces the view, in bands of a row (DEPTHWISE_WEIGHT_RUN), against the weights laid out over
+    a band, (kh, kw, band * C): a single NumPy call whose inner loop multiplies and accumulates runs of band * C
+    values, instead of 2 * taps passes over the
     image (_FlatDepthwisePlan) or one small matmul per channel (MatmulDepthwisePlan). The output is NCHW-shaped
     over channels-last storage.
 
@@ -315,7 +321,10 @@ class ChannelsLastDepthwisePlan:
         (hp, wp), (ho, wo) = padded, self.out_sizes
         self.channels, self.has_bias, self.taps = channels, has_bias, kh * kw
         self.kernel = (kh, kw)
-        self.run_length = run = wo * channels
+        # output columns per band of a row the weights are laid over
+        self.band = band = next(q for q in range(1, wo + 1) if wo % q == 0 and
+                                (q * channels >= DEPTHWISE_WEIGHT_RUN or q == wo))
+        self.run_length = run = band * channels
         item = dtype.itemsize
         # (target, input columns): NCHW-shaped views written with the input's columns on each call
         self.copies: list[tuple[np.ndarray, tuple]] = []
@@ -331,36 +340,40 @@ class ChannelsLastDepthwisePlan:
             interior = self.pad[:, rows, begins[1]:begins[1] + width, :]
             self.copies.append((interior.transpose(0, 3, 1, 2), (Ellipsis,)))
             row = wp * channels
-            self.windows = checked_windows(self.pad, (kh, kw, batch, ho, run), tuple(
-                v * item for v in (dh * row, dw * channels, hp * row, sh * row, 1)))
+            self.windows = checked_windows(self.pad, (kh, kw, batch, ho, wo // band, run), tuple(
+                v * item for v in (dh * row, dw * channels, hp * row, sh * row, run, 1)))
         else:
             self.columns = np.zeros((kw, batch, hp, wo, channels), dtype)
             self.copies.extend(column_gathers(self.columns, rows, begins[1], width, dw, sw))
-            self.windows = checked_windows(self.columns, (kh, kw, batch, ho, run), tuple(
-                v * item for v in (dh * run, batch * hp * run, hp * run, sh * run, 1)))
+            out_row = wo * channels
+            self.windows = checked_windows(self.columns, (kh, kw, batch, ho, wo // band, run), tuple(
+                v * item for v in (dh * out_row, batch * hp * out_row, hp * out_row, sh * out_row, run, 1)))
         self.nhwc = (batch, ho, wo, channels)
 
     def prepare(self, weight: np.ndarray, bias: np.ndarray | None, groups: int) -> np.ndarray:
-        """(C, 1, kh, kw) [+ bias] -> (taps [+ 1], Wo * C): each tap's channel vector repeated for every output
-        column of a row, then the bias's."""
+        """(C, 1, kh, kw) [+ bias] -> (taps [+ 1], band * C): each tap's channel vector repeated for every output
+        column of a band, then the bias's."""
         rows = weight.reshape(self.channels, self.taps).T
         if bias is not None:
             rows = np.concatenate([rows, bias.astype(weight.dtype, copy=False).reshape(1, -1)], axis=0)
-        return np.ascontiguousarray(np.tile(rows, (1, self.out_sizes[1])))
+        return np.ascontiguousarray(np.tile(rows, (1, self.band)))
 
     def runner(self, matrix: np.ndarray, act: Activation | None) -> Callable[[np.ndarray], np.ndarray]:
         """The convolution of an input of this plan's shape with ``matrix`` (``prepare``) and ``act``, with
         everything that is the same on every call bound once."""
         copies, windows, nhwc, lock = self.copies, self.windows, self.nhwc, self.lock
-        weights = matrix[:self.taps].reshape(*self.kernel, self.run_length)
-        finish = finisher((nhwc[0], nhwc[1], self.run_length), matrix.dtype,
+        bands = nhwc[2] // self.band
+        # the same band of weights for every band of a row
+        weights = np.broadcast_to(matrix[:self.taps].reshape(*self.kernel, 1, self.run_length),
+                                  (*self.kernel, bands, self.run_length))
+        finish = finisher((nhwc[0], nhwc[1], bands, self.run_length), matrix.dtype,
                           matrix[self.taps] if self.has_bias else None, act)
 
         def run(x: np.ndarray) -> np.ndarray:
             with lock:
                 for target, columns in copies:
                     target[...] = x[columns]
-                y = tap_einsum("ijnhk,ijk->nhk", windows, weights)
+                y = tap_einsum("ijnhqk,ijqk->nhqk", windows, weights)
             finish(y)
             return y.reshape(nhwc).transpose(0, 3, 1, 2)
 
