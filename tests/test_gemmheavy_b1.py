@@ -213,3 +213,30 @@ def test_a_pooled_convolution_of_heavier_weights_is_made_and_pooled_in_bands(siz
     np.testing.assert_allclose(got, ort_run(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
     banded.run({"x": x * 2})
     np.testing.assert_array_equal(got, kept)  # a fresh output
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_a_row_shift_convolutions_relu_runs_over_its_storage(batch):
+    """ResNet's 3x3 64 -> 64 kind (_RowShiftPlan) with a fused ReLU, rectified over its channels-last storage:
+    the traced kernels' and onnxruntime's values within rounding; a fresh output."""
+    from nn_core.ops.conv import _RowShiftPlan
+
+    rng = np.random.default_rng(7)
+    inits = {"ws": (rng.standard_normal((32, 3, 3, 3)) * 0.3).astype(np.float32),
+             "w": (rng.standard_normal((32, 32, 3, 3)) * 0.1).astype(np.float32),
+             "b": rng.standard_normal(32).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "ws"], ["s"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["s", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["y"])]
+    model = make_model(nodes, [tensor_info("x", [batch, 3, 97, 97])], [tensor_info("y", None)], inits)
+    loaded = nn_core.load_proto(model)
+    x = rng.standard_normal((batch, 3, 97, 97)).astype(np.float32)
+    got = loaded.run({"x": x})["y"]
+    kept = got.copy()
+    plans = [plan for step in loaded._fast_plan().steps for plan, _ in getattr(step.kernel, "plans", {}).values()]
+    assert any(type(plan) is _RowShiftPlan for plan in plans)
+    assert (got >= 0).all() and (got == 0).any()
+    np.testing.assert_allclose(got, loaded.run_traced({"x": x})[0]["y"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got, ort_run(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
+    loaded.run({"x": -x})
+    np.testing.assert_array_equal(got, kept)

@@ -630,9 +630,12 @@ class _RowShiftPlan:
         y = np.empty((x.shape[0] * self.positions, self.out_channels), x.dtype)
         for image in range(x.shape[0]):
             self._image(x[image], matrix, y[image * self.positions:(image + 1) * self.positions])
-        y = y.reshape(self.nhwc_shape).transpose(0, 3, 1, 2)
-        if pool is not None:  # (a monotonic activation commutes with the max pooling: on the smaller result)
-            y = _pool_chunk(pool, y, True)
+        if pool is None:
+            if act is not None:  # over the contiguous storage: on the NCHW-shaped view ReLU misses NumPy's SIMD
+                act(y)           # loop (56x56x64: 41 -> 17 us)
+            return y.reshape(self.nhwc_shape).transpose(0, 3, 1, 2)
+        # (a monotonic activation commutes with the max pooling: on the smaller result)
+        y = _pool_chunk(pool, y.reshape(self.nhwc_shape).transpose(0, 3, 1, 2), True)
         if act is not None:
             act(y)
         return y
