@@ -97,7 +97,7 @@ def test_chain_matches_the_kernels_and_onnxruntime(widths, layers, dtype):
 @pytest.mark.parametrize("widths, layers", CASES)
 @pytest.mark.parametrize("batch", [2, 5])
 def test_a_few_rows_run_through_row_buffers(widths, layers, batch):
-    # (more than one row: hidden outputs in buffers of their own shape, biases added by the finishing passes)
+    # (more than one row: the layers worked transposed, every bias but the first layer's from the products)
     proto = _head(widths, layers)
     x = np.random.default_rng(2).standard_normal((batch, widths[0])).astype(np.float32)
     x[-1, 0] = np.nan  # a NaN row stays in its row

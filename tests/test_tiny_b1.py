@@ -7,9 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_dense_chain_b1 import CASES
+from test_dense_chain_b1 import _head as dense_head
 
 import nn_core
 from nn_core.ops.activations import SQUARE_SUM_WIDTH, small_softmax_rows
+from nn_core.ops.dense_chain import DenseChain
 
 
 def reference_softmax(rows: np.ndarray) -> np.ndarray:
@@ -67,3 +70,23 @@ def test_tiny_models_match_onnxruntime(name, scale):
     np.testing.assert_allclose(first, want, rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(first, kept)
     assert second is not first
+
+
+@pytest.mark.parametrize("widths, layers", CASES)
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dense_chain_on_a_strided_input_matches_the_kernels(widths, layers, batch, dtype):
+    """The transposed (rows > 1) and row (one row) forms of DenseChain on an input that is a transposed view
+    (BLAS reads its transpose as is), float32 and float64, against the kernels run in turn; the output fresh."""
+    kernel = next(s.kernel for s in nn_core.load_proto(dense_head(widths, layers, dtype))._fast_plan().steps
+                  if type(s.kernel) is DenseChain)
+    x = np.asfortranarray(np.random.default_rng(4).standard_normal((batch, widths[0])).astype(dtype))
+    want = x
+    for layer, arguments in zip(kernel.kernels, kernel.arguments, strict=True):
+        want = layer.run(want, *arguments)
+    first = kernel.run(x)
+    kept = first.copy()
+    np.testing.assert_allclose(first, want, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6)
+    kernel.run(x * 2)
+    np.testing.assert_array_equal(first, kept)
+    assert set(kernel.buffers) == {batch}
