@@ -26,6 +26,7 @@ from ..graph import NodeInfo
 from ..optimize import is_default_domain, producers_and_readers, sole_reader
 from .batch1 import MatmulDepthwiseConv
 from .caches import keep
+from .conv import constant_through
 from .windows import stand_in
 
 # (N, g, C / g, H, W) -> (N, C / g, g, H, W): the shuffle's transpose
@@ -191,10 +192,7 @@ def carry_depthwise_biases(nodes: list[NodeInfo], constants: dict[str, np.ndarra
                 or (next_bias_name and (next_bias is None or next_bias.dtype != weight.dtype
                                         or next_bias.shape != next_weight.shape[:1])):
             continue
-        # (M, C / g) summed over the taps, by group: (g, M / g, C / g) @ (g, C / g, 1)
-        taps_summed = next_weight.astype(np.float64).sum(axis=tuple(range(2, next_weight.ndim)))
-        added = np.matmul(taps_summed.reshape(groups, -1, channels // groups),
-                          bias.astype(np.float64).reshape(groups, -1, 1)).reshape(-1)
+        added = constant_through(next_weight, bias, groups)
         total = added if next_bias is None else added + next_bias.astype(np.float64)
         name = f"{reader.name}::carried_bias"
         while name in constants:

@@ -241,6 +241,16 @@ def fold_batchnorm_into_conv(
     return new_weight, new_bias.astype(weight.dtype)
 
 
+def constant_through(weight: np.ndarray, constant: np.ndarray, groups: int = 1) -> np.ndarray:
+    """What a per-channel ``constant`` added to the image of an unpadded convolution of ``weight`` (M, C / groups,
+    k...) adds to each output channel, in float64: every output sums each channel of its group over all its taps,
+    so it is ``constant`` times the weights summed over the taps, group by group. (The bias-carrying passes move
+    a layer's bias into the unpadded convolution that reads it with this.)"""
+    taps_summed = weight.astype(np.float64).reshape(*weight.shape[:2], -1).sum(axis=2)  # (M, C / g)
+    return np.matmul(taps_summed.reshape(groups, -1, weight.shape[1]),
+                     constant.astype(np.float64).reshape(groups, -1, 1)).reshape(-1)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Conv
 

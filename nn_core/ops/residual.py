@@ -27,7 +27,7 @@ import numpy as np
 from ..optimize import producers_and_readers, sole_reader
 from .batch1 import finisher, tiled_operand
 from .caches import keep
-from .conv import Conv, make_activation
+from .conv import Conv, constant_through, make_activation
 
 
 class ResidualConv:
@@ -55,13 +55,13 @@ class ResidualConv:
                 or y.dtype != other.dtype or not y.flags.writeable:
             y = self.add.run(y, other)  # broadcasting, promotion: the Add/Sum kernel's own rules and checks
             if self.carry is not None and self.rectify:
-                return np.maximum(y, -self.carry.reshape(-1, *(1,) * (y.ndim - 2)).astype(y.dtype))
+                return np.maximum(y, self._nchw_bound(y))
             return y if self.relu is None else self.relu.run(y)
         flat, other_flat = _storage(y), _storage(other)
         if flat is None or other_flat is None or y.strides != other.strides or y.dtype.kind != "f":
             np.add(y, other, out=y)
             if self.carry is not None and self.rectify:
-                np.maximum(y, -self.carry.reshape(-1, *(1,) * (y.ndim - 2)).astype(y.dtype), out=y)
+                np.maximum(y, self._nchw_bound(y), out=y)
             elif self.rectify:
                 np.maximum(y, y.dtype.type(0), out=y)
             return y
@@ -75,6 +75,11 @@ class ResidualConv:
                 finish = keep(self.epilogues, key, self._epilogue(*key))
             finish(flat)
         return y
+
+    def _nchw_bound(self, y: np.ndarray) -> np.ndarray:
+        """-carry as a per-channel operand of the NCHW-shaped ``y``, of its type: the lower bound the carried
+        constant shifts the ReLU to."""
+        return -self.carry.reshape(-1, *(1,) * (y.ndim - 2)).astype(y.dtype)
 
     def _epilogue(self, shape: tuple[int, ...], channels_last: bool, dtype: np.dtype
                   ) -> Callable[[np.ndarray], None]:
@@ -249,12 +254,17 @@ def _absorbs(kernel: Any) -> bool:
         and all(p == 0 for p in kernel.geometry.pads_attr or ())
 
 
-def _add_to_bias(conv: Conv, added: np.ndarray) -> None:
-    """``conv``'s bias (float64 sum, rounded once) plus ``added``; its plans, made with the old bias, dropped."""
-    total = added if conv.bias is None else conv.bias.astype(np.float64) + added
-    conv.bias = total.astype(conv.weight.dtype)
+def _set_bias(conv: Conv, bias: np.ndarray | None) -> None:
+    """``conv``'s bias replaced; its plans, made with the old bias, dropped."""
+    conv.bias = bias
     conv.plans.clear()
     conv.fast.clear()
+
+
+def _add_to_bias(conv: Conv, added: np.ndarray) -> None:
+    """``conv``'s bias (float64 sum, rounded once) plus ``added``."""
+    total = added if conv.bias is None else conv.bias.astype(np.float64) + added
+    _set_bias(conv, total.astype(conv.weight.dtype))
 
 
 def carry_residual_biases(steps: list[Any], graph_outputs: set[str]) -> list[Any]:
@@ -290,8 +300,7 @@ def carry_residual_biases(steps: list[Any], graph_outputs: set[str]) -> list[Any
                 break
             takers.append(conv_at)
         else:
-            added = [taker.weight.astype(np.float64).reshape(*taker.weight.shape[:2], -1).sum(axis=2) @ total
-                     for taker in takers]
+            added = [constant_through(taker.weight, total) for taker in takers]
             if users and output not in graph_outputs and len(step.outputs) == 1 \
                     and all(np.isfinite(a.astype(t.weight.dtype)).all() for a, t in zip(added, takers, strict=True)):
                 for taker, addition in zip(takers, added, strict=True):
@@ -300,9 +309,7 @@ def carry_residual_biases(steps: list[Any], graph_outputs: set[str]) -> list[Any
                 kernel.carry = total
                 if getattr(kernel.add, "relu", False):
                     kernel.add.relu = False  # (a sum that broadcasts is bounded by -carry after the Add kernel)
-                conv.bias = None
-                conv.plans.clear()
-                conv.fast.clear()
+                _set_bias(conv, None)
                 continue
         if taken is not None:
             _add_to_bias(conv, taken)
