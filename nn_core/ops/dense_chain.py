@@ -106,12 +106,21 @@ class DenseChain:
         self.width = first.b.shape[0]
         self.typed = all(k.b.dtype == dtype for k in kernels)
         # every layer after the first: its (K, N) weights with the bias as row K (zeros without one), a copy of
-        # weights the kernel already holds, one row larger, so bounded by what the model's loading checked; the
-        # hidden layers' weights transposed for more rows (contiguous copies: BLAS reads them faster than a transposed
-        # view)
+        # weights the kernel already holds, one row larger, so bounded by what the model's loading checked
         self.extended = [None] + [self._extended(kernel) for kernel in kernels[1:]]
-        self.transposed = [np.ascontiguousarray(weights.T) for weights in [first.b, *self.extended[1:-1]]]
+        self._transposed: list[np.ndarray] | None = None  # (made on the first call of more than one row)
         self.buffers: dict[int, _Buffers] = {}
+
+    @property
+    def transposed(self) -> list[np.ndarray]:
+        """The hidden layers' weights (the first one's, then the extended ones) transposed, for more than one row:
+        contiguous copies (BLAS reads them faster than a transposed view), made once, when first needed -- a
+        batch-1 model (the window's) never is, and keeps no second copy of its weights. (Called with the lock
+        held, as _Buffers are made.)"""
+        if self._transposed is None:
+            self._transposed = [np.ascontiguousarray(weights.T)
+                                for weights in [self.kernels[0].b, *self.extended[1:-1]]]
+        return self._transposed
 
     def _extended(self, kernel: Gemm | MatMul) -> np.ndarray:
         width = kernel.b.shape[1]
