@@ -131,8 +131,11 @@ class Model:
             array = feeds.get(single[0])
             if type(array) is np.ndarray and array.dtype is single[1] and array.shape in self._checked_shapes:
                 plan = self._plan or self._fast_plan()
+                function = plan.by_shape.get(array.shape)
                 try:  # FastPlan.run inlined (one call frame fewer): the generated function, failures named
-                    values = plan.function(array)
+                    # (a shape's first run here specializes the plan for it: the shape ran once, on the
+                    # checked path below, so the kernels have made their per-shape caches)
+                    values = function(array) if function is not None else plan.specialize(array)
                 except ModelError:
                     raise
                 except Exception as exc:  # noqa: BLE001

@@ -770,6 +770,19 @@ class LeanConv(RunnerConv):
             return y
         return y.reshape(y.shape[0], math.prod(y.shape[1:]))  # (not -1: an empty batch has no size to infer)
 
+    def specialize(self, x, w, b=None) -> Callable[..., np.ndarray] | None:
+        fast = self.fast.get((x.shape, x.dtype))
+        if fast is None or 0 in x.shape:  # (an empty output has no size to infer)
+            return None
+        if not self.flattened or self._flattens_itself(x):
+            return self._guarded(fast, x)
+        flat = (x.shape[0], -1)
+        return self._guarded(lambda x: fast(x).reshape(flat), x)
+
+    def _flattens_itself(self, x: np.ndarray) -> bool:
+        entry = self.plans.get((x.shape, x.dtype))
+        return entry is not None and type(entry[0]) is PooledChannelsLastPlan and entry[0].flatten
+
     def _plan(self, x: np.ndarray, weight_shape: tuple[int, ...], has_bias: bool):
         plan = super()._plan(x, weight_shape, has_bias)
         if type(plan) is _PointwisePlan:

@@ -1692,6 +1692,25 @@ class Conv(FusableOp):
                 return fast(x)
         return self.run_activated(self.act, x, w, b)
 
+    def specialize(self, x, w, b=None) -> Callable[..., np.ndarray] | None:
+        """``run`` for inputs of ``x``'s shape and dtype as its runner straight away, any other input through
+        ``run`` (FastPlan.specialize): only where ``run`` itself would take a runner (constant weights: ``w`` and
+        ``b`` are the same every call)."""
+        fast = self.fast.get((x.shape, x.dtype))
+        return None if fast is None else self._guarded(fast, x)
+
+    def _guarded(self, fast: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> Callable[..., np.ndarray]:
+        """``fast`` under the lock for inputs of ``x``'s shape and dtype, ``run`` for any other."""
+        shape, dtype, lock, general = x.shape, x.dtype, self.lock, self.run
+
+        def run(x, w, b=None):
+            if x.shape != shape or x.dtype is not dtype:
+                return general(x, w, b)
+            with lock:
+                return fast(x)
+
+        return run
+
     def run_activated(self, act: Activation | None, x, w, b=None):
         """``run`` with ``act`` applied to the output in place of the fused activation (a gradient plan's
         Conv -> Relu pair: the ReLU applied chunk by chunk while the output is in cache, no pass of its own)."""

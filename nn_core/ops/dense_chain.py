@@ -13,6 +13,7 @@ bias but the first layer's from the products.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -144,6 +145,23 @@ class DenseChain:
         for kernel, arguments in zip(self.kernels, self.arguments, strict=True):
             a = kernel.run(a, *arguments)
         return a
+
+    def specialize(self, a: np.ndarray, *constants: np.ndarray | None) -> Callable[..., np.ndarray] | None:
+        """``run`` for inputs of ``a``'s shape and dtype through the chain's buffers for its rows, any other
+        input through ``run`` (FastPlan.specialize): only where ``run`` would take those buffers."""
+        if type(a) is not np.ndarray or a.dtype is not self.dtype or a.ndim != 2 or a.shape[1] != self.width:
+            return None
+        buffers = self.buffers.get(a.shape[0])
+        if buffers is None:
+            return None
+        shape, dtype, through_buffers, general = a.shape, a.dtype, self.through_buffers, self.run
+
+        def run(a: np.ndarray, *constants: np.ndarray | None) -> np.ndarray:
+            if type(a) is not np.ndarray or a.shape != shape or a.dtype is not dtype:
+                return general(a, *constants)
+            return through_buffers(a, buffers)
+
+        return run
 
     def through_buffers(self, a: np.ndarray, buffers: _Buffers) -> np.ndarray:
         """The chain's output for a (rows, K) ``a`` of the weights' type: each hidden layer into its buffer."""

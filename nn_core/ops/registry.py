@@ -99,6 +99,12 @@ class Op:
     def run(self, *inputs: np.ndarray | None) -> np.ndarray | tuple[np.ndarray, ...]:
         raise NotImplementedError
 
+    def specialize(self, *inputs: np.ndarray | None) -> Callable[..., Any] | None:
+        """A callable that does what ``run`` does, faster for inputs of exactly these shapes and dtypes (the
+        constant ones the same) and through ``run`` for any other -- or None, as here (FastPlan.specialize
+        asks right after ``run`` had these inputs)."""
+        return None
+
     def backward(self, inputs: list[np.ndarray | None], outputs: list[np.ndarray],
                  grads: list[np.ndarray | None], wanted: Sequence[bool] | None = None) -> list[np.ndarray | None]:
         """The op's gradient rule (reverse mode), beside its kernel.
