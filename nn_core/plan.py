@@ -23,6 +23,7 @@ from .ops.channel_shuffle import carry_depthwise_biases, fuse_shuffled_depthwise
 from .ops.channels_last import prefer_channels_last
 from .ops.dense_chain import fuse_dense_chains
 from .ops.layout_folds import fold_nhwc_flattens
+from .ops.pooled_head import fuse_pooled_heads
 from .ops.preactivation_max import fold_preactivations_into_pointwise, fuse_channel_clamps
 from .ops.qconv_pair import fuse_centred_conv_pairs
 from .ops.qgemm_chain import fuse_quantized_gemm_chains
@@ -305,6 +306,7 @@ class FastPlan:
         steps = fuse_conv_pair_lookups(steps, outputs)
         steps = fuse_centred_conv_pairs(steps, outputs)
         steps = fuse_dense_chains(steps, consts, outputs)
+        steps = fuse_pooled_heads(steps, outputs)
         steps = fold_nhwc_flattens(steps, consts, outputs)
         steps = fuse_averaged_convs(steps, outputs)
         self.steps = drop_dead_steps(steps, outputs)

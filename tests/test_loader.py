@@ -28,9 +28,9 @@ def test_small_cnn_matches_onnxruntime_and_traced_plan(tmp_path, rng):
     got = model.run({"x": x})["y"]
     want = ort_run(proto, {"x": x})[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
-    # the fast plan folded BN into the conv, fused both ReLUs and chained the dense layers (DenseChain), yet the
-    # traced plan sees every original node
-    assert model.plan_ops == ["Conv+BatchNormalization+Relu+MaxPool+Flatten", "Gemm+Relu+Gemm"]
+    # the fast plan folded BN into the conv, fused both ReLUs, chained the dense layers (DenseChain) and made the
+    # conv block and the chain one step (PooledHead), yet the traced plan sees every original node
+    assert model.plan_ops == ["Conv+BatchNormalization+Relu+MaxPool+Flatten+Gemm+Relu+Gemm"]
     outputs, records = model.run_traced({"x": x})
     np.testing.assert_allclose(outputs["y"], got, rtol=1e-5, atol=1e-6)
     assert [r.name for r in records] == [n.name for n in model.nodes]

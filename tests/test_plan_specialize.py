@@ -38,8 +38,9 @@ def _specialized_runs(model: nn_core.Model, shape: tuple[int, ...]) -> list:
 
 
 def test_lenet_specializes_every_step_and_gives_the_general_plans_values():
-    """The second run of a shape makes its function; every later run goes through it, with the same values as
-    the general plan function (bit for bit: the same kernels) and the traced kernels (within rounding)."""
+    """The second run of a shape makes its function; every later run goes through it, with the general plan
+    function's values (within rounding: the fused head takes its first bias inside the product) and the traced
+    kernels'."""
     model = nn_core.load(LENET)
     plan = model._fast_plan()
     first = _digits(1, 0)
@@ -47,12 +48,11 @@ def test_lenet_specializes_every_step_and_gives_the_general_plans_values():
     assert first.shape not in plan.by_shape  # the first run goes through the checked path
     _run(model, first)
     runs = _specialized_runs(model, first.shape)
-    assert all(run is not step.kernel.run for run, step in zip(runs, plan.steps, strict=True))
+    assert all(run != step.kernel.run for run, step in zip(runs, plan.steps, strict=True))
     for seed in range(1, 6):
         x = _digits(1, seed)
         got = _run(model, x)
-        general = plan.function(x)[0]
-        assert np.array_equal(got, general)
+        np.testing.assert_allclose(got, plan.function(x)[0], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(got, _traced(model, x), rtol=1e-4, atol=1e-5)
 
 
@@ -146,8 +146,9 @@ def test_threads_share_the_specialized_runners():
     the runners share their kernels' buffers under the kernels' locks."""
     model = nn_core.load(LENET)
     images = [_digits(1, seed) for seed in range(8)]
+    for _ in range(2):
+        _run(model, images[0])
     expected = [_run(model, x).copy() for x in images]
-    _run(model, images[0])
     failures = []
 
     def work(offset: int) -> None:

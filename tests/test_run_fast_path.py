@@ -23,10 +23,14 @@ def test_fast_path_results_are_the_plans(model):
     for batch in (1, 3, 1):
         x = rng.random((batch, 1, 28, 28)).astype(np.float32)
         first = model.run({"input": x})["logits"]  # the full check (first time for this shape)
-        again = model.run({"input": x})["logits"]  # the fast path
-        (plain,) = model._fast_plan().run(x)
-        np.testing.assert_array_equal(first, plain)
-        np.testing.assert_array_equal(again, plain)
+        again = model.run({"input": x})["logits"]  # the fast path (which specializes the plan for the shape)
+        plan = model._fast_plan()
+        (plain,) = plan.run(x)
+        (specialized,) = plan.by_shape[x.shape](x)
+        # the specialized function may take sums in another order (a fused head's bias inside its product)
+        for result in (first, again):
+            np.testing.assert_allclose(result, plain, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(model.run({"input": x})["logits"], specialized)
         assert again.flags.c_contiguous and again.shape == (batch, 10)
     assert (1, 1, 28, 28) in model._checked_shapes and (3, 1, 28, 28) in model._checked_shapes
 

@@ -497,7 +497,10 @@ class PooledChannelsLastPlan(_ChannelsLastPlan):
         self.stages = np.zeros((batch, taps + 1, block, out_channels), dtype)
         self.product = self.stages[:, :taps].reshape(batch, positions, out_channels)
 
-    def single_chunk(self, matrix: np.ndarray, act: Activation | None, pool: Op | None):
+    def single_chunk(self, matrix: np.ndarray, act: Activation | None, pool: Op | None,
+                     into: np.ndarray | None = None):
+        """The runner; with ``into`` (a C-contiguous (batch, pooled rows * pooled columns, channels) array: the
+        pooling's own order) it pools into that array and hands it back, for a fused reader that takes it so."""
         interior, windows, cols, to_channels_last = self.interior, self.windows, self.cols, self.to_channels_last
         batch, phases, block, channels = self.stages.shape
         # one image: 2-D operands (a batch of one 2-D product through NumPy's batched matmul costs ~0.5 us more)
@@ -516,9 +519,11 @@ class PooledChannelsLastPlan(_ChannelsLastPlan):
             interior[...] = x.transpose(to_channels_last)
             np.copyto(cols, windows)
             np.matmul(cols_matrix, matrix, out=product)
-            y = np.maximum.reduce(stages, axis=1)
+            y = np.maximum.reduce(stages, axis=1, out=into)
             if rest is not None:
                 rest(y)
+            if into is not None:
+                return y
             return y.transpose(0, 2, 1).reshape(flat) if flatten else y.reshape(nhwc).transpose(0, 3, 1, 2)
 
         return run

@@ -71,18 +71,23 @@ class _Buffers:
     whatever the row count (NumPy's products need a contiguous ``out``), the next layer reads the buffer as its
     transpose (BLAS takes it as such, no copy), and only the first layer's bias is a finishing pass."""
 
-    def __init__(self, chain: DenseChain, rows: int):
+    def __init__(self, chain: DenseChain, rows: int, fed_order: np.ndarray | None = None):
         kernels, dtype = chain.kernels, chain.dtype
         self.row_form = row_form = rows == 1
         widths = [kernel.b.shape[1] for kernel in kernels]
         buffers = [np.ones((width + 1, rows), dtype) for width in widths[:-1]]
         first_bias = _layer_bias(kernels[0], widths[0])
+        first_weights = kernels[0].b
+        if fed_order is not None:  # (DenseChain.fed: the input permuted and ending in a 1, the bias a weight row)
+            extended = chain._extended(kernels[0])
+            first_weights = np.concatenate([extended[:-1][fed_order], extended[-1:]])
+            first_bias = None
         if first_bias is not None and not row_form:
             first_bias = first_bias[:, None]  # (over the transposed output's rows)
         # (what the layer reads, its weights, its output, its bias and activation passes, its curve); the first
         # layer reads the chain's input
         self.hidden = [(None if index == 0 else buffers[index - 1].T if row_form else buffers[index - 1],
-                        ([kernels[0].b, *chain.extended[1:]] if row_form else chain.transposed)[index],
+                        ([first_weights, *chain.extended[1:]] if row_form else chain.transposed)[index],
                         buffers[index][:-1].T if row_form else buffers[index][:-1],
                         finisher((1, widths[index]) if row_form else (widths[index], rows), dtype,
                                  first_bias if index == 0 else None, kernel.act),
@@ -145,6 +150,17 @@ class DenseChain:
         for kernel, arguments in zip(self.kernels, self.arguments, strict=True):
             a = kernel.run(a, *arguments)
         return a
+
+    def fed(self, order: np.ndarray) -> tuple[np.ndarray, _Buffers]:
+        """For one row that a fused producer writes straight into the returned (1, width + 1) input: value j of
+        its first ``width`` is the chain's input element ``order[j]`` (the producer's own layout), the last a
+        constant 1; and the buffers to pass with it to ``through_buffers``, whose first layer's weights are
+        permuted to match and end in its bias row -- no fresh input array in the chain's order, no bias pass.
+        (A copy of the first layer's weights, one row larger.)"""
+        if not self.typed or sorted(order.tolist()) != list(range(self.width)):
+            raise ValueError(f"the fed order is not a permutation of the chain's {self.width} inputs")
+        fed_input = np.ones((1, self.width + 1), self.dtype)
+        return fed_input, _Buffers(self, 1, fed_order=order)
 
     def specialize(self, a: np.ndarray, *constants: np.ndarray | None) -> Callable[..., np.ndarray] | None:
         """``run`` for inputs of ``a``'s shape and dtype through the chain's buffers for its rows, any other

@@ -1,0 +1,123 @@
+"""PooledHead: a pooled, flattened convolution block and the dense layers that read it as one step, whose batch-1
+runner pools straight into the head's permuted input (DenseChain.fed), against the traced kernels and
+onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import make_model, save, tensor_info
+from onnx import helper
+
+import nn_core
+from nn_core.ops.dense_chain import DenseChain
+from nn_core.ops.pooled_head import PooledHead
+
+
+def _block_and_head(rng: np.random.Generator, activation: str | None, channels: int = 24, size: int = 14,
+                    head_activation: str = "Relu", output_conv: bool = False) -> object:
+    """x (N, 12, size, size) -> Conv 5x5 -> activation -> MaxPool 2x2 -> Flatten -> Gemm 32 -> act -> Gemm 10."""
+    pooled = (size - 4) // 2
+    flat = channels * pooled * pooled
+    inits = {"w": (rng.standard_normal((channels, 12, 5, 5)) * 0.1).astype(np.float32),
+             "b": (rng.standard_normal(channels) * 0.1).astype(np.float32),
+             "w1": (rng.standard_normal((flat, 32)) * 0.05).astype(np.float32),
+             "b1": (rng.standard_normal(32) * 0.1).astype(np.float32),
+             "w2": (rng.standard_normal((32, 10)) * 0.1).astype(np.float32),
+             "b2": (rng.standard_normal(10) * 0.1).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv")]
+    last = "c"
+    if activation is not None:
+        attrs = {"alpha": 0.1} if activation == "LeakyRelu" else {}
+        nodes.append(helper.make_node(activation, ["c"], ["a"], name="act", **attrs))
+        last = "a"
+    nodes += [helper.make_node("MaxPool", [last], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+              helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
+              helper.make_node("Gemm", ["f", "w1", "b1"], ["h"], name="fc1"),
+              helper.make_node(head_activation, ["h"], ["r"], name="fc1_act"),
+              helper.make_node("Gemm", ["r", "w2", "b2"], ["y"], name="fc2")]
+    outputs = [tensor_info("y", ["N", 10])] + ([tensor_info("f", ["N", flat])] if output_conv else [])
+    return make_model(nodes, [tensor_info("x", ["N", 12, size, size])], outputs, inits)
+
+
+def _onnxruntime(path, x: np.ndarray) -> np.ndarray:
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(["y"], {"x": x})[0]
+
+
+def _specialized(model: nn_core.Model, x: np.ndarray) -> np.ndarray:
+    """The output of a run through the shape's specialized plan function (the third run of the shape)."""
+    for _ in range(2):
+        model.run({"x": x})
+    assert x.shape in model._fast_plan().by_shape
+    return model.run({"x": x})["y"]
+
+
+@pytest.mark.parametrize("activation", ["Relu", "LeakyRelu", None])
+@pytest.mark.parametrize("channels,size", [(24, 14), (7, 13), (16, 6)])
+@pytest.mark.parametrize("head_activation", ["Relu", "Tanh"])
+def test_fused_head_matches_the_traced_kernels_and_onnxruntime(tmp_path, activation, channels, size,
+                                                               head_activation):
+    rng = np.random.default_rng(channels * 10 + size)
+    path = save(_block_and_head(rng, activation, channels, size, head_activation), tmp_path / "m.onnx")
+    model = nn_core.load(path)
+    (step,) = model._fast_plan().steps
+    assert type(step.kernel) is PooledHead and type(step.kernel.chain) is DenseChain
+    for seed in range(3):
+        x = np.random.default_rng(seed).standard_normal((1, 12, size, size)).astype(np.float32)
+        got = _specialized(model, x)
+        assert model._fast_plan().by_shape[x.shape].__globals__["k0"] != step.kernel.run  # the fused runner
+        traced, _ = model.run_traced({"x": x})
+        np.testing.assert_allclose(got, traced["y"], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(got, _onnxruntime(path, x), rtol=1e-4, atol=1e-5)
+
+
+def test_other_batches_run_the_two_kernels(tmp_path):
+    """Batch 3 (no fused runner) and batch 1 after it: both right, and the batch-1 output a fresh array."""
+    rng = np.random.default_rng(3)
+    path = save(_block_and_head(rng, "Relu"), tmp_path / "m.onnx")
+    model = nn_core.load(path)
+    many = rng.standard_normal((3, 12, 14, 14)).astype(np.float32)
+    one = many[:1].copy()
+    first = _specialized(model, one)
+    kept = first.copy()
+    np.testing.assert_allclose(_specialized(model, many), _onnxruntime(path, many), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(_specialized(model, one * 2), _onnxruntime(path, one * 2), rtol=1e-4, atol=1e-5)
+    assert np.array_equal(first, kept)
+
+
+def test_nan_and_infinity_propagate_as_in_the_kernels(tmp_path):
+    rng = np.random.default_rng(4)
+    path = save(_block_and_head(rng, "Relu"), tmp_path / "m.onnx")
+    model = nn_core.load(path)
+    x = rng.standard_normal((1, 12, 14, 14)).astype(np.float32)
+    x[0, 3, 2, 2], x[0, 5, 9, 11] = np.nan, np.inf
+    with np.errstate(invalid="ignore", over="ignore"):
+        got = _specialized(model, x)
+        traced, _ = model.run_traced({"x": x})
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(traced["y"]))
+
+
+def test_no_fusion_when_the_block_has_another_reader(tmp_path):
+    """The flattened block is also a graph output: it must be handed out, so the head stays its own step."""
+    rng = np.random.default_rng(5)
+    path = save(_block_and_head(rng, "Relu", output_conv=True), tmp_path / "m.onnx")
+    model = nn_core.load(path)
+    assert not any(type(s.kernel) is PooledHead for s in model._fast_plan().steps)
+    x = rng.standard_normal((1, 12, 14, 14)).astype(np.float32)
+    for _ in range(3):
+        outputs = model.run({"x": x})
+    traced, _ = model.run_traced({"x": x})
+    np.testing.assert_allclose(outputs["y"], traced["y"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(outputs["f"], traced["f"], rtol=1e-5, atol=1e-6)
+
+
+def test_the_fed_order_must_be_a_permutation(tmp_path):
+    rng = np.random.default_rng(6)
+    model = nn_core.load(save(_block_and_head(rng, "Relu"), tmp_path / "m.onnx"))
+    chain = model._fast_plan().steps[0].kernel.chain
+    with pytest.raises(ValueError, match="permutation"):
+        chain.fed(np.zeros(chain.width, np.int64))
+    fed_input, _ = chain.fed(np.arange(chain.width)[::-1].copy())
+    assert fed_input.shape == (1, chain.width + 1) and fed_input[0, -1] == 1
