@@ -187,7 +187,7 @@ def test_a_transposed_input_or_run_time_weight_is_not_chained():
 
 
 def test_the_bundled_lenet_head_is_one_step():
-    """Its dense layers are one DenseChain, which the conv block before it then takes in (PooledHead)."""
-    steps = nn_core.load("assets/lenet5.onnx")._fast_plan().steps
-    assert steps[-1].label == "Conv+Relu+MaxPool+Flatten+Gemm+Relu+Gemm+Relu+Gemm"
-    assert type(steps[-1].kernel.chain) is DenseChain
+    """Its dense layers are one DenseChain, which the conv blocks before it then take in (FedPooledHead)."""
+    (step,) = nn_core.load("assets/lenet5.onnx")._fast_plan().steps
+    assert step.label == "Conv+Relu+MaxPool+Conv+Relu+MaxPool+Flatten+Gemm+Relu+Gemm+Relu+Gemm"
+    assert type(step.kernel.head.chain) is DenseChain

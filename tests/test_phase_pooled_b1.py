@@ -108,5 +108,5 @@ def test_bundled_lenet_takes_the_phase_plan_and_matches_the_traced_graph():
         got = model.run({"input": x})["logits"]
         want, _ = model.run_traced({"input": x})
         np.testing.assert_allclose(got, want["logits"], rtol=1e-5, atol=1e-5)
-    conv1 = model._fast_plan().steps[0].kernel
+    conv1 = model._fast_plan().steps[0].kernel.feeder  # (FedPooledHead: conv1 feeding the rest)
     assert {type(plan) for plan, _ in conv1.plans.values()} == {PhasePooledIm2colPlan}

@@ -11,7 +11,7 @@ from onnx import helper
 
 import nn_core
 from nn_core.ops.dense_chain import DenseChain
-from nn_core.ops.pooled_head import PooledHead
+from nn_core.ops.pooled_head import FedPooledHead, PooledHead
 
 
 def _block_and_head(rng: np.random.Generator, activation: str | None, channels: int = 24, size: int = 14,
@@ -121,3 +121,67 @@ def test_the_fed_order_must_be_a_permutation(tmp_path):
         chain.fed(np.zeros(chain.width, np.int64))
     fed_input, _ = chain.fed(np.arange(chain.width)[::-1].copy())
     assert fed_input.shape == (1, chain.width + 1) and fed_input[0, -1] == 1
+
+
+def _lenet(rng: np.random.Generator, positive_first: bool = False) -> object:
+    """The bundled LeNet's shape: x (N, 1, 28, 28) -> Conv 5x5 pad 2 to 12 -> ReLU -> MaxPool 2 -> Conv 5x5 to
+    24 -> ReLU -> MaxPool 2 -> Flatten -> Gemm 120 -> ReLU -> Gemm 10; ``positive_first``: conv1's weights all
+    positive."""
+    w1 = rng.standard_normal((12, 1, 5, 5)).astype(np.float32) * 0.3
+    inits = {"w1": np.abs(w1) if positive_first else w1,
+             "b1": (rng.standard_normal(12) * 0.1).astype(np.float32),
+             "w2": (rng.standard_normal((24, 12, 5, 5)) * 0.1).astype(np.float32),
+             "b2": (rng.standard_normal(24) * 0.1).astype(np.float32),
+             "f1": (rng.standard_normal((600, 120)) * 0.05).astype(np.float32),
+             "g1": (rng.standard_normal(120) * 0.1).astype(np.float32),
+             "f2": (rng.standard_normal((120, 10)) * 0.1).astype(np.float32),
+             "g2": (rng.standard_normal(10) * 0.1).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[2, 2, 2, 2]),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("MaxPool", ["r1"], ["p1"], name="pool1", kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Conv", ["p1", "w2", "b2"], ["c2"], name="conv2"),
+              helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+              helper.make_node("MaxPool", ["r2"], ["p2"], name="pool2", kernel_shape=[2, 2], strides=[2, 2]),
+              helper.make_node("Flatten", ["p2"], ["f"], name="flatten"),
+              helper.make_node("Gemm", ["f", "f1", "g1"], ["h"], name="fc1"),
+              helper.make_node("Relu", ["h"], ["hr"], name="fc1_relu"),
+              helper.make_node("Gemm", ["hr", "f2", "g2"], ["y"], name="fc2")]
+    return make_model(nodes, [tensor_info("x", ["N", 1, 28, 28])], [tensor_info("y", ["N", 10])], inits)
+
+
+def test_lenet_is_one_step_fed_by_its_first_block(tmp_path):
+    rng = np.random.default_rng(11)
+    path = save(_lenet(rng), tmp_path / "lenet.onnx")
+    model = nn_core.load(path)
+    (step,) = model._fast_plan().steps
+    assert type(step.kernel) is FedPooledHead
+    for seed in range(3):
+        x = np.random.default_rng(seed).random((1, 1, 28, 28), dtype=np.float32)
+        got = _specialized(model, x)
+        assert model._fast_plan().by_shape[x.shape].__globals__["k0"] != step.kernel.run  # the fused runner
+        traced, _ = model.run_traced({"x": x})
+        np.testing.assert_allclose(got, traced["y"], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(got, _onnxruntime(path, x), rtol=1e-4, atol=1e-5)
+    many = rng.random((2, 1, 28, 28), dtype=np.float32)
+    np.testing.assert_allclose(_specialized(model, many), _onnxruntime(path, many), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("where", [(0, 0), (27, 27), (0, 27), (13, 14), (2, 25), (27, 1)])
+def test_a_nan_made_by_the_first_blocks_layout_is_redone_by_the_kernels(tmp_path, where):
+    """conv1's weights are positive, so a -inf pixel gives -inf, then 0 after the ReLU, in the kernels: a finite
+    output. The phase layout's zero weights make it 0 * -inf = NaN instead, which reaches every output value;
+    the fused runner sees it in the one value it checks and hands back the kernels' finite output."""
+    rng = np.random.default_rng(12)
+    model = nn_core.load(save(_lenet(rng, positive_first=True), tmp_path / "lenet.onnx"))
+    x = rng.random((1, 1, 28, 28), dtype=np.float32)
+    _specialized(model, x)
+    x[0, 0, where[0], where[1]] = -np.inf
+    with np.errstate(invalid="ignore", over="ignore"):
+        got = model.run({"x": x})["y"]
+        traced, _ = model.run_traced({"x": x})
+    assert np.isfinite(traced["y"]).all()
+    np.testing.assert_allclose(got, traced["y"], rtol=1e-4, atol=1e-5)
+    x[0, 0, where[0], where[1]] = np.nan  # a NaN stays NaN everywhere, as in the kernels
+    with np.errstate(invalid="ignore"):
+        got = model.run({"x": x})["y"]
+    assert np.isnan(got).all()

@@ -642,8 +642,10 @@ class PhasePooledIm2colPlan(_Im2colPlan):
             weights[:, self.k_phase] = np.tile(matrix[0, :, -1], p * p)
         return weights
 
-    def single_chunk(self, matrix: np.ndarray, act: Activation | None, pool: Op | None
+    def single_chunk(self, matrix: np.ndarray, act: Activation | None, pool: Op | None, checked: bool = True
                      ) -> Callable[[np.ndarray], np.ndarray] | None:
+        """The runner; ``checked=False`` leaves out the NaN check (and redo) for a fused reader that makes it
+        later, where any NaN of this output that matters has reached every value it checks."""
         if pool is None:
             return super().single_chunk(matrix, act, pool)
         copies, aligned, windows, cols_windows = self.copies, self.aligned, self.phase_windows, \
@@ -674,7 +676,7 @@ class PhasePooledIm2colPlan(_Im2colPlan):
                 rest(y)
             # an infinite input meets the zero weights of the phases that do not read it (0 * inf: NaN), and a
             # NaN survives the maxima: then the general path's columns and pooling give the values to hand back
-            if has_nan(y):
+            if checked and has_nan(y):
                 return self.run(x, matrix, act, pool)
             y = y.reshape(shape)
             return y if valid is None else y[valid]

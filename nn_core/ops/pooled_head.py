@@ -8,6 +8,9 @@ buffer in its own order, a buffer that ends in a constant 1, and the head's firs
 whose rows are permuted to that order and end in the bias row (DenseChain.fed): no copy, no bias pass, one step
 fewer (LeNet's conv2 block and head: ~28.4 -> ~26.4 us). Sums come in another order than the two kernels' (the
 bias inside the product): equal within rounding. Every other input runs the two kernels in turn.
+
+The convolution block before it, when only the head reads it, joins the step too (FedPooledHead: LeNet is then
+one step), and its phase-pooled plan's NaN check moves to one value of the head's output.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..optimize import producers_and_readers, sole_reader
-from .batch1 import LeanConv, PooledChannelsLastPlan
+from .batch1 import LeanConv, PhasePooledIm2colPlan, PooledChannelsLastPlan
 from .dense_chain import DenseChain
 
 
@@ -36,7 +39,28 @@ class PooledHead:
     def specialize(self, *inputs: np.ndarray | None) -> Callable[..., np.ndarray] | None:
         """For one image whose convolution runs as a PooledChannelsLastPlan: the pooling into the chain's fed
         input, then the chain; inputs of any other shape or dtype through ``run``."""
+        fused = self.fused(inputs[0])
+        if fused is None:
+            return None
+        lock, pool, head = fused
         x = inputs[0]
+        shape, dtype, general = x.shape, x.dtype, self.run
+
+        def run(*inputs: np.ndarray | None) -> np.ndarray:
+            x = inputs[0]
+            if x.shape != shape or x.dtype is not dtype:
+                return general(*inputs)
+            with lock:
+                pool(x)
+                return head()
+
+        return run
+
+    def fused(self, x: np.ndarray) -> tuple[Any, Callable[[np.ndarray], Any], Callable[[], np.ndarray]] | None:
+        """(the lock to hold, the pooling of an input of ``x``'s shape and dtype into the chain's fed input, the
+        chain's run from it), or None where that shape does not run as one image of a PooledChannelsLastPlan.
+        Under the conv's lock: its buffers and the fed input (the chain takes its own lock inside, always after
+        the conv's)."""
         conv, chain = self.conv, self.chain
         entry = conv.plans.get((x.shape, x.dtype))
         if x.shape[0] != 1 or x.dtype is not chain.dtype or entry is None:
@@ -52,22 +76,59 @@ class PooledHead:
         fed_input, buffers = chain.fed(order)
         pool = plan.single_chunk(matrix, conv.act, conv.pool,
                                  into=fed_input[:, :-1].reshape(1, positions, channels))
-        through_buffers, lock, shape, dtype, general = chain.through_buffers, conv.lock, x.shape, x.dtype, self.run
+        through_buffers = chain.through_buffers
+        return conv.lock, pool, lambda: through_buffers(fed_input, buffers)
+
+
+class FedPooledHead:
+    """``head(feeder(x, w, b), ...)`` for a LeanConv (the feeder) whose output only a PooledHead reads (the
+    step's inputs: the feeder's, then the head's other inputs): LeNet's two convolution blocks and its dense
+    layers. For one image whose feeder runs as a PhasePooledIm2colPlan, the specialized runner runs the feeder's
+    plan into the head without the feeder's own NaN check (has_nan over its whole output) and checks one value
+    of the head's output instead: a NaN that the phase layout's zero weights made (an infinite input) and that
+    the head reads reaches every value of the head's output (the conv's products sum every channel of a
+    position, the pooling and the activations keep a NaN, every dense unit sums every input), so that value is
+    NaN exactly when the output may differ from the kernels'; then the input runs through the kernels."""
+
+    def __init__(self, node: Any, feeder: LeanConv, head: PooledHead, feeder_inputs: int):
+        self.node, self.feeder, self.head, self.feeder_inputs = node, feeder, head, feeder_inputs
+
+    def run(self, *inputs: np.ndarray | None) -> np.ndarray:
+        split = self.feeder_inputs
+        return self.head.run(self.feeder.run(*inputs[:split]), *inputs[split:])
+
+    def specialize(self, *inputs: np.ndarray | None) -> Callable[..., np.ndarray] | None:
+        x, feeder = inputs[0], self.feeder
+        key = (x.shape, x.dtype)
+        entry, fast = feeder.plans.get(key), feeder.fast.get(key)
+        if entry is None or fast is None or type(entry[0]) is not PhasePooledIm2colPlan:
+            return None
+        plan, matrix = entry
+        feed = plan.single_chunk(matrix, feeder.act, feeder.pool, checked=False)
+        with feeder.lock:
+            fused = self.head.fused(fast(x))  # (the feeder's output, for its shape)
+        if feed is None or fused is None:
+            return None
+        head_lock, pool, head = fused
+        feeder_lock, shape, dtype, general = feeder.lock, x.shape, x.dtype, self.run
 
         def run(*inputs: np.ndarray | None) -> np.ndarray:
             x = inputs[0]
             if x.shape != shape or x.dtype is not dtype:
                 return general(*inputs)
-            with lock:  # (the conv's buffers and the fed input: the chain's lock is taken inside, always after)
-                pool(x)
-                return through_buffers(fed_input, buffers)
+            with feeder_lock, head_lock:
+                pool(feed(x))
+                y = head()
+            first = y[0, 0]
+            return general(*inputs) if first != first else y
 
         return run
 
 
 def fuse_pooled_heads(steps: list[Any], graph_outputs: set[str]) -> list[Any]:
     """``steps`` with each LeanConv that absorbed a Flatten and whose only reader is a DenseChain (as its input)
-    made one PooledHead step with it."""
+    made one PooledHead step with it, and that step taken into a LeanConv whose output only it reads (as its
+    input), as a FedPooledHead."""
     _, readers = producers_and_readers(steps)
     dropped: set[int] = set()
     for step in steps:
@@ -79,8 +140,27 @@ def fuse_pooled_heads(steps: list[Any], graph_outputs: set[str]) -> list[Any]:
                 or reader.inputs[0] != step.outputs[0] or step.outputs[0] in reader.inputs[1:]:
             continue
         step.kernel = PooledHead(step.node, conv, reader.kernel, len(step.inputs))
-        step.inputs = [*step.inputs, *reader.inputs[1:]]
-        step.outputs = list(reader.outputs)
-        step.fused = (*step.fused, *reader.before, reader.node.op_type, *reader.fused)
+        _absorb(step, reader)
+        dropped.add(id(reader))
+    steps = [s for s in steps if id(s) not in dropped]
+    _, readers = producers_and_readers(steps)
+    for step in steps:
+        feeder = step.kernel
+        if type(feeder) is not LeanConv or feeder.flattened or not feeder.static:
+            continue
+        reader = sole_reader(readers, step, graph_outputs)
+        if reader is None or type(reader.kernel) is not PooledHead or id(reader) in dropped \
+                or reader.inputs[0] != step.outputs[0] or step.outputs[0] in reader.inputs[1:]:
+            continue
+        step.kernel = FedPooledHead(step.node, feeder, reader.kernel, len(step.inputs))
+        _absorb(step, reader)
         dropped.add(id(reader))
     return [s for s in steps if id(s) not in dropped]
+
+
+def _absorb(step: Any, reader: Any) -> None:
+    """``step`` takes in ``reader``, which reads its output as its first input: the reader's other inputs, its
+    outputs and its op types."""
+    step.inputs = [*step.inputs, *reader.inputs[1:]]
+    step.outputs = list(reader.outputs)
+    step.fused = (*step.fused, *reader.before, reader.node.op_type, *reader.fused)
