@@ -15,7 +15,8 @@ import nn_core
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
-# (input, weight, conv attributes, pool window, whether the phase plan is expected)
+# (input, weight, conv attributes, pool window, whether the phase plan is expected, or "channels_last" where
+# PooledChannelsLastPlan is)
 CASES = [
     ((1, 1, 28, 28), (12, 1, 5, 5), {"pads": [2, 2, 2, 2]}, 2, True),  # LeNet-5's conv1: one aligned copy
     ((1, 1, 28, 28), (6, 1, 5, 5), {}, 2, True),
@@ -29,6 +30,13 @@ CASES = [
     ((1, 1, 14, 14), (4, 1, 5, 5), {"strides": [2, 2]}, 2, False),  # strided convolution
     ((1, 1, 14, 14), (4, 1, 5, 5), {"dilations": [2, 1]}, 2, False),
     ((12, 1, 8, 8), (4, 1, 5, 5), {"pads": [2, 2, 2, 2]}, 2, False),  # batch above SMALL_BATCH
+    # small layers with enough channels take the channels-last pooled plan (POOLED_RUN...)
+    ((1, 6, 14, 14), (16, 6, 5, 5), {}, 2, "channels_last"),  # a classic LeNet-5's conv2
+    ((1, 3, 14, 14), (16, 3, 5, 5), {"pads": [2, 2, 2, 2]}, 2, "channels_last"),  # 196 outputs
+    ((2, 4, 11, 12), (20, 4, 5, 5), {"pads": [0, 1, 0, 0]}, 2, "channels_last"),  # odd sizes, two images
+    ((1, 6, 28, 28), (16, 6, 5, 5), {"pads": [2, 2, 2, 2]}, 2, True),  # 784 outputs: the phase plan
+    ((1, 6, 14, 14), (8, 6, 5, 5), {}, 2, True),  # 8 outputs
+    ((1, 2, 14, 14), (16, 2, 5, 5), {}, 2, True),  # kernel rows of 10 values
 ]
 
 
@@ -52,7 +60,7 @@ def _conv_and_pool(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, conv_attr
 @pytest.mark.parametrize("act", [("relu", {}), ("clip", {"min": -0.5, "max": 0.5}), None])
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_phase_pooled_conv_matches_conv_then_pool(x_shape, w_shape, conv_attrs, window, phased, act, with_bias):
-    from nn_core.ops.batch1 import PhasePooledIm2colPlan
+    from nn_core.ops.batch1 import PhasePooledIm2colPlan, PooledChannelsLastPlan
 
     rng = np.random.default_rng(sum(x_shape) + sum(w_shape))
     x = rng.standard_normal(x_shape).astype(np.float32)
@@ -65,7 +73,10 @@ def test_phase_pooled_conv_matches_conv_then_pool(x_shape, w_shape, conv_attrs, 
     kept = first.copy()
     second = lean.run(-x, w, b)
     plan = next(iter(lean.plans.values()))[0]
-    assert (type(plan) is PhasePooledIm2colPlan) == phased, type(plan).__name__
+    if phased == "channels_last":
+        assert type(plan) is PooledChannelsLastPlan, type(plan).__name__
+    else:
+        assert (type(plan) is PhasePooledIm2colPlan) == phased, type(plan).__name__
     assert first.shape == want.shape and first.dtype == want.dtype
     np.testing.assert_allclose(first, want, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(first, kept)  # the second run wrote elsewhere
