@@ -28,7 +28,7 @@ from .ops.preactivation_max import fold_preactivations_into_pointwise, fuse_chan
 from .ops.qconv_pair import fuse_centred_conv_pairs
 from .ops.qgemm_chain import fuse_quantized_gemm_chains
 from .ops.quantized import fuse_qdq
-from .ops.registry import NodeSpec, Op, resolve
+from .ops.registry import NodeSpec, Op, Parts, resolve
 from .ops.residual_int8 import fuse_conv_pair_lookups
 from .ops.separable import fuse_separable_chains
 from .ops.separable_int8 import fuse_quantized_separable_chains
@@ -306,7 +306,7 @@ class FastPlan:
         steps = fuse_conv_pair_lookups(steps, outputs)
         steps = fuse_centred_conv_pairs(steps, outputs)
         steps = fuse_dense_chains(steps, consts, outputs)
-        steps = fuse_pooled_heads(steps, outputs)
+        steps = fuse_pooled_heads(steps, consts, outputs)
         steps = fold_nhwc_flattens(steps, consts, outputs)
         steps = fuse_averaged_convs(steps, outputs)
         self.steps = drop_dead_steps(steps, outputs)
@@ -333,16 +333,20 @@ class FastPlan:
             outs = call_kernel(step, args, self.source_label)
             values.update((n, v) for n, v in zip(step.outputs, outs, strict=False) if n)
             specialize = getattr(step.kernel, "specialize", None)
-            runs.append((specialize is not None and specialize(*args)) or step.kernel.run)
+            run = (specialize is not None and specialize(*args)) or step.kernel.run
+            if isinstance(run, Parts) and (len(step.outputs) != 1 or not run.runs or sum(
+                    count for _, count in run.runs) - len(run.runs) + 1 != len(step.inputs)):
+                run = step.kernel.run  # (parts that do not take the step's inputs: the kernel as it is)
+            runs.append(run)
         if len(self.by_shape) >= KEPT_SHAPES:
             self.by_shape.clear()
         self.by_shape[x.shape] = self._compile(runs)[1]
         return tuple(values[n] for n in self.output_names)
 
-    def _compile(self, runs: list[Callable[..., Any]]) -> tuple[str, Callable[..., tuple]]:
+    def _compile(self, runs: list[Callable[..., Any] | Parts]) -> tuple[str, Callable[..., tuple]]:
         """Generate and compile the plan function: step ``i`` calls ``runs[i]`` (its kernel's ``run``, or what
-        the kernel specialized). The text depends on the steps only, so every plan function has the same lines
-        (``explain`` reads any of them).
+        the kernel specialized: a runner, or Parts called in turn on the step's line). Every plan function has
+        a line per step at the same place, so ``explain`` reads any of them.
 
         Nothing from the file reaches the generated text: values are ``v<n>`` (computed) or ``c<n>`` (constants),
         kernels ``k<step>``; node and value names stay in data (``self.steps``) and only step indices appear in
@@ -374,14 +378,25 @@ class FastPlan:
         self._step_args: list[list[str]] = []
         for index, step in enumerate(self.steps):
             kernel = f"k{index}"
-            namespace[kernel] = runs[index]
             arg_refs = [ref(n) for n in step.inputs]
             self._step_args.append(arg_refs)
             call = f"{kernel}({', '.join(arg_refs)})"
             targets = [ref(n) if n else "_" for n in step.outputs]
-            if len(targets) == 1:
+            run = runs[index]
+            if isinstance(run, Parts):
+                calls, taken = [], 0
+                for part, (function, count) in enumerate(run.runs):
+                    namespace[f"{kernel}_{part}"] = function
+                    own = arg_refs[taken:taken + count] if part == 0 else ["_t", *arg_refs[taken:taken + count - 1]]
+                    taken += count if part == 0 else count - 1
+                    calls.append(f"{kernel}_{part}({', '.join(own)})")
+                line = "    " + "".join(f"_t = {c}; " for c in calls[:-1]) + f"{targets[0]} = {calls[-1]}" \
+                    + ("; del _t" if len(calls) > 1 else "")
+            elif len(targets) == 1:
+                namespace[kernel] = run
                 line = f"    {targets[0]} = {call}"
             else:
+                namespace[kernel] = run
                 # a kernel must hand back exactly as many values as the node declares outputs
                 line = (f"    _r = _outputs({call}, {len(targets)}, {index}); "
                         + "; ".join(f"{t} = _r[{i}]" for i, t in enumerate(targets) if t != "_"))

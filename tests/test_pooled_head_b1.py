@@ -12,6 +12,7 @@ from onnx import helper
 import nn_core
 from nn_core.ops.dense_chain import DenseChain
 from nn_core.ops.pooled_head import FedPooledHead, PooledHead
+from nn_core.ops.registry import Parts
 
 
 def _block_and_head(rng: np.random.Generator, activation: str | None, channels: int = 24, size: int = 14,
@@ -185,3 +186,99 @@ def test_a_nan_made_by_the_first_blocks_layout_is_redone_by_the_kernels(tmp_path
     with np.errstate(invalid="ignore"):
         got = model.run({"x": x})["y"]
     assert np.isnan(got).all()
+
+
+def _small_cnn(rng: np.random.Generator) -> object:
+    """Two 3x3 blocks of few channels (their plans pool NCHW, which the fused runners do not take) and one dense
+    layer: x (N, 1, 28, 28) -> Conv 1->6 -> ReLU -> MaxPool -> Conv 6->8 -> ReLU -> MaxPool -> Flatten -> Gemm."""
+    inits = {"w1": (rng.standard_normal((6, 1, 3, 3)) * 0.3).astype(np.float32),
+             "b1": (rng.standard_normal(6) * 0.1).astype(np.float32),
+             "w2": (rng.standard_normal((8, 6, 3, 3)) * 0.2).astype(np.float32),
+             "b2": (rng.standard_normal(8) * 0.1).astype(np.float32),
+             "f": (rng.standard_normal((392, 10)) * 0.05).astype(np.float32),
+             "g": (rng.standard_normal(10) * 0.1).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Conv", ["p1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("MaxPool", ["r2"], ["p2"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Flatten", ["p2"], ["f2"]),
+             helper.make_node("Gemm", ["f2", "f", "g"], ["y"])]
+    return make_model(nodes, [tensor_info("x", ["N", 1, 28, 28])], [tensor_info("y", ["N", 10])], inits)
+
+
+def test_shapes_the_fused_runners_do_not_take_run_as_parts(tmp_path):
+    """The step is one FedPooledHead with a one-layer head, but its plans pool NCHW: the specialized function
+    calls the three kernels' runners in turn on the step's line (Parts), with the kernels' values bit for bit."""
+    rng = np.random.default_rng(13)
+    path = save(_small_cnn(rng), tmp_path / "cnn.onnx")
+    model = nn_core.load(path)
+    (step,) = model._fast_plan().steps
+    assert type(step.kernel) is FedPooledHead and len(step.kernel.head.chain.kernels) == 1
+    x = rng.random((1, 1, 28, 28), dtype=np.float32)
+    got = _specialized(model, x)
+    plan = model._fast_plan()
+    function = plan.by_shape[x.shape]
+    assert {"k0_0", "k0_1", "k0_2"} <= set(function.__code__.co_names)
+    assert np.array_equal(got, plan.function(x)[0])
+    np.testing.assert_allclose(got, _onnxruntime(path, x), rtol=1e-4, atol=1e-5)
+    for seed in range(3):  # later inputs, and another batch through the parts' own checks
+        x = np.random.default_rng(seed).random((1 + seed, 1, 28, 28), dtype=np.float32)
+        np.testing.assert_allclose(model.run({"x": x})["y"], _onnxruntime(path, x), rtol=1e-4, atol=1e-5)
+
+
+def test_a_failing_part_is_named(tmp_path):
+    rng = np.random.default_rng(14)
+    model = nn_core.load(save(_small_cnn(rng), tmp_path / "cnn.onnx"))
+    x = rng.random((1, 1, 28, 28), dtype=np.float32)
+    _specialized(model, x)
+    plan = model._fast_plan()
+
+    def broken(*_args):
+        raise ValueError("part failed")
+
+    plan.by_shape[x.shape].__globals__["k0_1"] = broken
+    with pytest.raises(nn_core.ModelError, match=rf"{plan.steps[0].node.name}.*part failed"):
+        model.run({"x": x})
+
+
+def test_parts_that_do_not_take_the_steps_inputs_leave_the_kernel(tmp_path, monkeypatch):
+    """Parts whose argument counts do not add up to the step's inputs are not used: the kernel's run is."""
+    rng = np.random.default_rng(15)
+    model = nn_core.load(save(_small_cnn(rng), tmp_path / "cnn.onnx"))
+    (step,) = model._fast_plan().steps
+    monkeypatch.setattr(step.kernel, "specialize", lambda *inputs: Parts(((step.kernel.run, 2),)))
+    x = rng.random((1, 1, 28, 28), dtype=np.float32)
+    got = _specialized(model, x)
+    assert model._fast_plan().by_shape[x.shape].__globals__["k0"] == step.kernel.run
+    assert np.array_equal(got, model._fast_plan().function(x)[0])
+
+
+@pytest.mark.parametrize("softmax", [False, True])
+def test_one_dense_layer_is_fed_too(tmp_path, softmax):
+    """Conv block -> Flatten -> one Gemm (and a Softmax it absorbs): the fused runner pools into the layer's
+    fed input, whose weights hold its bias."""
+    rng = np.random.default_rng(16)
+    inits = {"w": (rng.standard_normal((24, 12, 5, 5)) * 0.1).astype(np.float32),
+             "b": (rng.standard_normal(24) * 0.1).astype(np.float32),
+             "f": (rng.standard_normal((600, 10)) * 0.05).astype(np.float32),
+             "g": (rng.standard_normal(10) * 0.5).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Flatten", ["p"], ["f2"]),
+             helper.make_node("Gemm", ["f2", "f", "g"], ["s" if softmax else "y"])]
+    if softmax:
+        nodes.append(helper.make_node("Softmax", ["s"], ["y"], axis=1))
+    path = save(make_model(nodes, [tensor_info("x", ["N", 12, 14, 14])], [tensor_info("y", ["N", 10])], inits),
+                tmp_path / "m.onnx")
+    model = nn_core.load(path)
+    (step,) = model._fast_plan().steps
+    assert type(step.kernel) is PooledHead and len(step.kernel.chain.kernels) == 1
+    for seed in range(3):
+        x = np.random.default_rng(seed).standard_normal((1, 12, 14, 14)).astype(np.float32)
+        got = _specialized(model, x)
+        assert model._fast_plan().by_shape[x.shape].__globals__["k0"] != step.kernel.run
+        np.testing.assert_allclose(got, _onnxruntime(path, x), rtol=1e-4, atol=1e-6)
+    many = rng.standard_normal((3, 12, 14, 14)).astype(np.float32)
+    np.testing.assert_allclose(_specialized(model, many), _onnxruntime(path, many), rtol=1e-4, atol=1e-6)

@@ -48,7 +48,7 @@ def _layer_bias(kernel: Gemm | MatMul, width: int) -> np.ndarray | None | bool:
         return False
 
 
-def _chainable(step: Any, constants: dict[str, np.ndarray]) -> bool:
+def chainable(step: Any, constants: dict[str, np.ndarray]) -> bool:
     """``step`` is a Gemm or MatMul whose weight and bias are constants the kernel holds."""
     kernel = step.kernel
     if type(kernel) not in (Gemm, MatMul) or kernel.b is None:
@@ -73,6 +73,8 @@ class _Buffers:
 
     def __init__(self, chain: DenseChain, rows: int, fed_order: np.ndarray | None = None):
         kernels, dtype = chain.kernels, chain.dtype
+        if len(kernels) == 1 and fed_order is None:
+            raise ValueError("a one-layer chain has buffers only when fed (its bias is a weight row)")
         self.row_form = row_form = rows == 1
         widths = [kernel.b.shape[1] for kernel in kernels]
         buffers = [np.ones((width + 1, rows), dtype) for width in widths[:-1]]
@@ -93,14 +95,18 @@ class _Buffers:
                                  first_bias if index == 0 else None, kernel.act),
                         kernel.curve)
                        for index, kernel in enumerate(kernels[:-1])]
-        self.last = (buffers[-1].T, chain.extended[-1], kernels[-1].finish)
+        # (what the last layer reads: None for the chain's input, with one layer -- only fed, its weights holding
+        # its bias; its weights; its activation and normaliser)
+        self.last = (buffers[-1].T, chain.extended[-1], kernels[-1].finish) if buffers else \
+            (None, first_weights, kernels[-1].finish)
 
 
 class DenseChain:
     """The dense layers ``kernels`` (each reading the one before) as one step's kernel: ``run(a)`` is the last
     layer's output. A (rows, K) input of the weights' float type, up to MAX_ROWS rows within the first kernel's
     size budget, runs through the chain's buffers (module docstring); anything else (a larger batch, another type
-    or shape) runs the kernels in turn, with their checks."""
+    or shape) runs the kernels in turn, with their checks. A chain of one layer (a PooledHead's single dense
+    layer) has buffers only for ``fed`` input."""
 
     def __init__(self, node: Any, kernels: list[Gemm | MatMul], arguments: list[list[np.ndarray | None]]):
         self.node = node
@@ -143,7 +149,8 @@ class DenseChain:
             if buffers is not None and a.shape[1] == self.width:
                 return self.through_buffers(a, buffers)
             rows = a.shape[0]
-            if self.typed and 0 < rows <= MAX_ROWS and a.shape[1] == self.width and a.size <= self.kernels[0].a_limit:
+            if self.typed and 0 < rows <= MAX_ROWS and a.shape[1] == self.width and len(self.kernels) > 1 \
+                    and a.size <= self.kernels[0].a_limit:
                 with self.lock:
                     buffers = keep(self.buffers, rows, _Buffers(self, rows))
                 return self.through_buffers(a, buffers)
@@ -164,7 +171,10 @@ class DenseChain:
 
     def specialize(self, a: np.ndarray, *constants: np.ndarray | None) -> Callable[..., np.ndarray] | None:
         """``run`` for inputs of ``a``'s shape and dtype through the chain's buffers for its rows, any other
-        input through ``run`` (FastPlan.specialize): only where ``run`` would take those buffers."""
+        input through ``run`` (FastPlan.specialize): only where ``run`` would take those buffers. A chain of one
+        layer hands back that layer's ``run`` (the chain's other inputs are the layer's)."""
+        if len(self.kernels) == 1:
+            return self.kernels[0].run
         if type(a) is not np.ndarray or a.dtype is not self.dtype or a.ndim != 2 or a.shape[1] != self.width:
             return None
         buffers = self.buffers.get(a.shape[0])
@@ -192,7 +202,7 @@ class DenseChain:
                 finish(out)
                 if curve is not None:  # (an absorbed Tanh or Sigmoid)
                     out[...] = curve(out)
-            y = source.dot(weights)  # fresh: the caller keeps it
+            y = (a if source is None else source).dot(weights)  # fresh: the caller keeps it
         return last_finish(y)
 
 
@@ -203,13 +213,13 @@ def fuse_dense_chains(steps: list[Any], constants: dict[str, np.ndarray], graph_
     _, readers = producers_and_readers(steps)
     dropped: set[int] = set()
     for step in steps:
-        if id(step) in dropped or not _chainable(step, constants) or step.kernel.normalizer is not None:
+        if id(step) in dropped or not chainable(step, constants) or step.kernel.normalizer is not None:
             continue
         chain = [step]
         while chain[-1].kernel.normalizer is None:
             reader = sole_reader(readers, chain[-1], graph_outputs)
             if reader is None or id(reader) in dropped or reader.inputs[0] != chain[-1].outputs[0] \
-                    or not _chainable(reader, constants) \
+                    or not chainable(reader, constants) \
                     or reader.kernel.b.shape[0] != chain[-1].kernel.b.shape[1]:
                 break
             chain.append(reader)

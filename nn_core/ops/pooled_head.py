@@ -22,7 +22,8 @@ import numpy as np
 
 from ..optimize import producers_and_readers, sole_reader
 from .batch1 import LeanConv, PhasePooledIm2colPlan, PooledChannelsLastPlan
-from .dense_chain import DenseChain
+from .dense_chain import DenseChain, chainable
+from .registry import Parts
 
 
 class PooledHead:
@@ -36,12 +37,12 @@ class PooledHead:
         split = self.conv_inputs
         return self.chain.run(self.conv.run(*inputs[:split]), *inputs[split:])
 
-    def specialize(self, *inputs: np.ndarray | None) -> Callable[..., np.ndarray] | None:
+    def specialize(self, *inputs: np.ndarray | None) -> Callable[..., np.ndarray] | Parts:
         """For one image whose convolution runs as a PooledChannelsLastPlan: the pooling into the chain's fed
         input, then the chain; inputs of any other shape or dtype through ``run``."""
         fused = self.fused(inputs[0])
         if fused is None:
-            return None
+            return _composed(self.conv, self.chain, self.conv_inputs, inputs)
         lock, pool, head = fused
         x = inputs[0]
         shape, dtype, general = x.shape, x.dtype, self.run
@@ -97,18 +98,18 @@ class FedPooledHead:
         split = self.feeder_inputs
         return self.head.run(self.feeder.run(*inputs[:split]), *inputs[split:])
 
-    def specialize(self, *inputs: np.ndarray | None) -> Callable[..., np.ndarray] | None:
+    def specialize(self, *inputs: np.ndarray | None) -> Callable[..., np.ndarray] | Parts:
         x, feeder = inputs[0], self.feeder
         key = (x.shape, x.dtype)
         entry, fast = feeder.plans.get(key), feeder.fast.get(key)
-        if entry is None or fast is None or type(entry[0]) is not PhasePooledIm2colPlan:
-            return None
-        plan, matrix = entry
-        feed = plan.single_chunk(matrix, feeder.act, feeder.pool, checked=False)
-        with feeder.lock:
-            fused = self.head.fused(fast(x))  # (the feeder's output, for its shape)
+        fused = feed = None
+        if entry is not None and fast is not None and type(entry[0]) is PhasePooledIm2colPlan:
+            plan, matrix = entry
+            feed = plan.single_chunk(matrix, feeder.act, feeder.pool, checked=False)
+            with feeder.lock:
+                fused = self.head.fused(fast(x))  # (the feeder's output, for its shape)
         if feed is None or fused is None:
-            return None
+            return _composed(feeder, self.head, self.feeder_inputs, inputs)
         head_lock, pool, head = fused
         feeder_lock, shape, dtype, general = feeder.lock, x.shape, x.dtype, self.run
 
@@ -125,10 +126,26 @@ class FedPooledHead:
         return run
 
 
-def fuse_pooled_heads(steps: list[Any], graph_outputs: set[str]) -> list[Any]:
-    """``steps`` with each LeanConv that absorbed a Flatten and whose only reader is a DenseChain (as its input)
-    made one PooledHead step with it, and that step taken into a LeanConv whose output only it reads (as its
-    input), as a FedPooledHead."""
+def _composed(first: Any, second: Any, split: int, inputs: tuple) -> Parts:
+    """``second.run(first.run(*inputs[:split]), *inputs[split:])`` as Parts: each kernel through what it
+    specializes for these inputs (its ``run`` where nothing), the Parts of either spliced in."""
+    own, rest = inputs[:split], inputs[split:]
+    y = first.run(*own)
+    second.run(y, *rest)  # (specialize is asked right after a run of its inputs)
+    runs: list[tuple[Callable[..., Any], int]] = []
+    for kernel, arguments, count in ((first, own, split), (second, (y, *rest), len(rest) + 1)):
+        special = kernel.specialize(*arguments)
+        if isinstance(special, Parts):
+            runs += special.runs
+        else:
+            runs.append((special or kernel.run, count))
+    return Parts(tuple(runs))
+
+
+def fuse_pooled_heads(steps: list[Any], constants: dict[str, np.ndarray], graph_outputs: set[str]) -> list[Any]:
+    """``steps`` with each LeanConv that absorbed a Flatten and whose only reader is a DenseChain or one dense
+    layer with constant weights (as its input) made one PooledHead step with it, and that step taken into a
+    LeanConv whose output only it reads (as its input), as a FedPooledHead."""
     _, readers = producers_and_readers(steps)
     dropped: set[int] = set()
     for step in steps:
@@ -136,10 +153,15 @@ def fuse_pooled_heads(steps: list[Any], graph_outputs: set[str]) -> list[Any]:
         if type(conv) is not LeanConv or not conv.flattened or not conv.static:
             continue
         reader = sole_reader(readers, step, graph_outputs)
-        if reader is None or type(reader.kernel) is not DenseChain or id(reader) in dropped \
-                or reader.inputs[0] != step.outputs[0] or step.outputs[0] in reader.inputs[1:]:
+        if reader is None or id(reader) in dropped or reader.inputs[0] != step.outputs[0] \
+                or step.outputs[0] in reader.inputs[1:]:
             continue
-        step.kernel = PooledHead(step.node, conv, reader.kernel, len(step.inputs))
+        chain = reader.kernel
+        if type(chain) is not DenseChain:
+            if not chainable(reader, constants):
+                continue
+            chain = DenseChain(reader.node, [chain], [[constants[n] if n else None for n in reader.inputs[1:]]])
+        step.kernel = PooledHead(step.node, conv, chain, len(step.inputs))
         _absorb(step, reader)
         dropped.add(id(reader))
     steps = [s for s in steps if id(s) not in dropped]

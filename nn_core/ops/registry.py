@@ -55,6 +55,16 @@ class NodeSpec:
         return f"{self.source}: {self.describe()}" if self.source else self.describe()
 
 
+@dataclass(frozen=True)
+class Parts:
+    """What a fused kernel's ``specialize`` may hand back for inputs its fused path does not take: run the step as
+    these runners in turn, as the plan would run separate steps (no call of the fused kernel in between): each is
+    (runner, how many arguments it takes: the first's are that many of the step's first inputs, a later one's
+    the output of the one before and then the step's next inputs, one fewer)."""
+
+    runs: tuple[tuple[Callable[..., Any], int], ...]
+
+
 class Op:
     """Base of all kernels. Subclasses implement ``run(*inputs)``.
 
@@ -99,10 +109,10 @@ class Op:
     def run(self, *inputs: np.ndarray | None) -> np.ndarray | tuple[np.ndarray, ...]:
         raise NotImplementedError
 
-    def specialize(self, *inputs: np.ndarray | None) -> Callable[..., Any] | None:
+    def specialize(self, *inputs: np.ndarray | None) -> Callable[..., Any] | Parts | None:
         """A callable that does what ``run`` does, faster for inputs of exactly these shapes and dtypes (the
-        constant ones the same) and through ``run`` for any other -- or None, as here (FastPlan.specialize
-        asks right after ``run`` had these inputs)."""
+        constant ones the same) and through ``run`` for any other; or, from a fused kernel, its Parts; or None,
+        as here (FastPlan.specialize asks right after ``run`` had these inputs)."""
         return None
 
     def backward(self, inputs: list[np.ndarray | None], outputs: list[np.ndarray],
