@@ -151,7 +151,7 @@ NCHW_CASES = [((1, 16, 14, 14), (8, 16, 3, 3), {"pads": [1, 1, 1, 1]}),
 
 @pytest.mark.parametrize("case", NCHW_CASES)
 def test_few_output_channels_take_nchw_columns_at_small_batches(case):
-    from nn_core.ops.batch1 import LeanConv, batch1_kernel
+    from nn_core.ops.batch1 import SMALL_BATCH, LeanConv, batch1_kernel
     from nn_core.ops.conv import _ChannelsLastPlan, _Im2colPlan
 
     x_shape, w_shape, attrs = case
@@ -173,6 +173,6 @@ def test_few_output_channels_take_nchw_columns_at_small_batches(case):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     assert type(lean.plans[(x.shape, x.dtype)][0]) is _Im2colPlan
     # a larger batch keeps Conv's channels-last columns
-    xb = np.repeat(x, 9 // x.shape[0] + 1, axis=0)
+    xb = np.repeat(x, SMALL_BATCH // x.shape[0] + 1, axis=0)
     np.testing.assert_allclose(lean.run(xb, w, b), general.run(xb, w, b), rtol=1e-5, atol=1e-5)
     assert type(lean.plans[(xb.shape, xb.dtype)][0]) is _ChannelsLastPlan
