@@ -35,6 +35,7 @@ from .ops.separable_int8 import fuse_quantized_separable_chains
 from .optimize import (
     FUSABLE_ACTIVATIONS,
     activation_params,
+    cancel_squeeze_pairs,
     flatten_batch_reshapes,
     fold_affine_into_conv,
     fold_batchnorm,
@@ -275,6 +276,7 @@ class FastPlan:
         outputs = {v.name for v in graph.outputs}
         consts = dict(constants)
         nodes = remove_identities(graph.nodes, outputs)
+        nodes = cancel_squeeze_pairs(nodes, consts, outputs)
         nodes = flatten_batch_reshapes(nodes, consts, outputs, _rewritten_node)
         # before folding, which would turn the weights' DequantizeLinear into float weights
         nodes = fuse_qdq(nodes, consts, outputs, _rewritten_node)
