@@ -456,12 +456,24 @@ def test_lrn_matches_the_spec_formula_and_onnxruntime(size):
         assert_close(got, ort_outputs(node, [x])[0])
 
 
-@pytest.mark.parametrize("axes", [None, [1], [2, 3]])
-def test_mean_variance_normalization_matches_onnxruntime(axes):
-    x = rand(2, 3, 4, 5)
+@pytest.mark.parametrize("axes", [None, [1], [2, 3], [1, 2, 3], [0, 1, 2, 3]])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_mean_variance_normalization_matches_onnxruntime(axes, batch):
+    """Rows of reduced values (the reduced axes last: one row for a whole sample), and other layouts."""
+    x = rand(batch, 3, 4, 5)
     attrs = {} if axes is None else {"axes": axes}
     node = helper.make_node("MeanVarianceNormalization", ["x"], ["y"], **attrs)
     assert_close(run_node(node, [x], 13)[0], ort_outputs(node, [x])[0], atol=1e-5)
+
+
+def test_mean_variance_normalization_of_one_sample_with_a_large_mean():
+    """One row (a whole sample) takes the variance of the centred values: no E[x^2] - E[x]^2 cancellation."""
+    x = (np.float32(3000.0) + np.random.default_rng(0).random((1, 4, 6, 6))).astype(np.float32)
+    node = helper.make_node("MeanVarianceNormalization", ["x"], ["y"], axes=[1, 2, 3])
+    wide = x.astype(np.float64)
+    centred = wide - wide.mean()
+    want = centred / (np.sqrt((centred ** 2).mean()) + 1e-9)
+    np.testing.assert_allclose(run_node(node, [x], 13)[0], want, atol=2e-3)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from .activations import ones_column
 from .caches import keep
 from .gradients import sum_to_shape
 from .registry import NodeSpec, Op, register
@@ -435,6 +436,17 @@ class GroupNormalization(Op):
                 db.reshape(b.shape).astype(b.dtype)]
 
 
+def _rows_of(shape: tuple[int, ...], axes: tuple[int, ...]) -> tuple[int, int] | None:
+    """(kept elements, reduced elements) when every reduced axis longer than 1 comes after every kept axis longer
+    than 1, so that a C-ordered array of ``shape`` is those rows of reduced values; else None."""
+    kept = [i for i in range(len(shape)) if i not in axes and shape[i] > 1]
+    reduced = [i for i in axes if shape[i] > 1]
+    if kept and reduced and kept[-1] > reduced[0]:
+        return None
+    count = math.prod(shape[i] for i in axes)
+    return (math.prod(shape) // count, count) if count else None
+
+
 @register("MeanVarianceNormalization", 9)
 class MeanVarianceNormalization(Op):
     """(x - mean) / (std + 1e-9) over ``axes`` (default: batch and spatial axes of NCHW)."""
@@ -442,13 +454,43 @@ class MeanVarianceNormalization(Op):
     def __init__(self, node: NodeSpec):
         super().__init__(node)
         self.axes = tuple(int(a) for a in self.attr("axes", [0, 2, 3]))
+        self.layouts: dict[tuple[int, ...], tuple[tuple[int, ...], tuple[int, int] | None]] = {}
 
     def run(self, x):
-        axes = tuple(sorted(resolve_axes(self, self.axes, x.ndim)))
+        layout = self.layouts.get(x.shape)
+        if layout is None:  # (the axes and rows of a shape, kept: ~2 us a call of a small input)
+            axes = tuple(sorted(resolve_axes(self, self.axes, x.ndim)))
+            layout = keep(self.layouts, x.shape, (axes, _rows_of(x.shape, axes)))
+        axes, grouped = layout
         acc = x.astype(_stats_dtype(x), copy=False)
+        if grouped is not None:
+            # every reduced axis after every kept one (NCHW's default, batch 1): rows of contiguous values, whose
+            # sums are BLAS products with a column of ones (a (1, 8, 28, 28) input over C, H, W: 23 -> ~6 us)
+            rows = acc.reshape(grouped)
+            if grouped[0] == 1:  # one row (the whole sample): its statistics as Python floats, two passes
+                return self._one_row(rows[0], x)
+            ones = ones_column(grouped[1], acc.dtype)  # (the row sums as BLAS products)
+            mean = rows.dot(ones) / grouped[1]
+            squares = rows * rows
+            std = np.sqrt(np.maximum(squares.dot(ones) / grouped[1] - mean * mean, 0))
+            centered = np.subtract(rows, mean, out=squares)
+            centered /= std + acc.dtype.type(1e-9)
+            return centered.reshape(x.shape).astype(x.dtype, copy=False)
         mean = acc.mean(axis=axes, keepdims=True)
         std = np.sqrt(np.maximum(np.mean(acc * acc, axis=axes, keepdims=True) - mean * mean, 0))
         return ((acc - mean) / (std + 1e-9)).astype(x.dtype, copy=False)
+
+    @staticmethod
+    def _one_row(row: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """The normalized ``row`` (every value of the sample) shaped as ``x``: the mean from one BLAS sum, then
+        the variance of the centred values (BLAS: their dot with themselves) -- the spec's E[x^2] - E[x]^2 without
+        its cancellation, equal to it within its rounding -- and one multiply by 1 / (std + 1e-9)."""
+        count = row.shape[0]
+        mean = float(row.dot(ones_column(count, row.dtype))[0]) / count
+        centered = np.subtract(row, row.dtype.type(mean))
+        deviation = math.sqrt(max(float(centered.dot(centered)) / count, 0.0))
+        centered *= row.dtype.type(1.0 / (deviation + 1e-9))
+        return centered.reshape(x.shape).astype(x.dtype, copy=False)
 
     def backward(self, inputs, outputs, grads):
         x, g = inputs[0], grads[0]
