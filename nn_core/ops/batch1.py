@@ -33,7 +33,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .activations import has_nan
-from .caches import KEPT_ENTRIES, keep
+from .caches import KEPT_ENTRIES, constant_run, keep
 from .conv import (
     Activation,
     Conv,
@@ -124,18 +124,6 @@ PHASE_POOL_DENSITY = 1.5
 POOLED_RUN = 15
 POOLED_OUT_CHANNELS = 16
 POOLED_POSITIONS = 400
-_constants: dict[tuple[str, bytes], np.ndarray] = {}
-
-
-def _constant(value: float, dtype: np.dtype, size: int) -> np.ndarray:
-    """A read-only run of ``size`` elements equal to ``value``, shared (grown when a longer one is asked)."""
-    key = (dtype.str, np.array(value, dtype).tobytes())  # by bits: -0.0 is not 0.0's run, a NaN finds its own
-    run = _constants.get(key)
-    if run is None or run.size < size:
-        run = np.full(size, value, dtype)
-        run.flags.writeable = False
-        _constants[key] = run
-    return run[:size]
 
 
 def epilogue_run(size: int, period: int) -> int:
@@ -175,7 +163,7 @@ def finisher(shape: tuple[int, ...], dtype: np.dtype, bias: np.ndarray | None, a
     flat_shape = (size,) if floating else shape
 
     def bound(value: float) -> np.ndarray:
-        return _constant(value, dtype, size) if shared else np.array(value, dtype)
+        return constant_run(value, dtype, size) if shared else np.array(value, dtype)
 
     passes: list[tuple[Callable, np.ndarray | None, tuple[int, ...]]] = []
     if bias is not None:

@@ -1,4 +1,4 @@
-"""The bounded per-shape caches the kernels keep (runners, plans, layouts, constant columns).
+"""The bounded per-shape caches the kernels keep (runners, plans, layouts, constant columns and runs).
 
 A kernel remembers what it prepared for an input shape so the next call of that shape skips the preparation. A
 caller cycling through many shapes (a file's dynamic axes, a test sweeping sizes) must not grow such a cache
@@ -9,6 +9,8 @@ or two shapes, which stay, and anything else costs one preparation again.
 from __future__ import annotations
 
 from typing import TypeVar
+
+import numpy as np
 
 KEPT_ENTRIES = 16
 
@@ -22,3 +24,19 @@ def keep(cache: dict, key: object, value: Value) -> Value:
         cache.clear()
     cache[key] = value
     return value
+
+
+_runs: dict[tuple[str, bytes], np.ndarray] = {}
+
+
+def constant_run(value: float, dtype: np.dtype, size: int) -> np.ndarray:
+    """A read-only run of ``size`` elements equal to ``value``, shared by every kernel (grown when a longer one is
+    asked): an elementwise maximum against a same-shape run is NumPy's plain SIMD loop, about twice as fast as
+    against a broadcast scalar (a ReLU of 6,272 float32 values: 1.8 -> 0.9 us)."""
+    key = (np.dtype(dtype).str, np.array(value, dtype).tobytes())  # by bits: -0.0 and NaN find their own run
+    run = _runs.get(key)
+    if run is None or run.size < size:
+        run = np.full(size, value, dtype)
+        run.flags.writeable = False
+        _runs[key] = run
+    return run[:size]
