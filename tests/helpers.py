@@ -39,6 +39,30 @@ def ort_run(model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
     return session.run(None, feeds)
 
 
+def conv_block_nodes(activation: str | None) -> list[onnx.NodeProto]:
+    """A LeNet-style block: Conv (x, w, b -> c), then ``activation`` if any (a LeakyRelu's alpha 0.1), then a 2x2
+    MaxPool to ``p``."""
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv")]
+    last = "c"
+    if activation is not None:
+        attrs = {"alpha": 0.1} if activation == "LeakyRelu" else {}
+        nodes.append(helper.make_node(activation, ["c"], ["a"], name="act", **attrs))
+        last = "a"
+    nodes.append(helper.make_node("MaxPool", [last], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]))
+    return nodes
+
+
+def in_threads(work, count: int) -> None:
+    """Run ``work(index)`` for index 0 .. count - 1, each on its own thread, and wait for all."""
+    import threading
+
+    threads = [threading.Thread(target=work, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def small_cnn(rng: np.random.Generator, with_bn: bool = True, opset: int = 13) -> onnx.ModelProto:
     """conv -> (bn) -> relu -> maxpool -> flatten -> gemm -> relu -> gemm: exercises folding and fusion."""
     w1 = rng.standard_normal((4, 1, 3, 3)).astype(np.float32) * 0.5

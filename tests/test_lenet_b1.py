@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import make_model, save, tensor_info
+from helpers import conv_block_nodes, make_model, save, tensor_info
 from onnx import helper
 
 import nn_core
@@ -19,14 +19,8 @@ def _conv_block(rng: np.random.Generator, activation: str | None) -> object:
              "b": (rng.standard_normal(24) * 0.1).astype(np.float32),
              "fw": (rng.standard_normal((10, 600)) * 0.05).astype(np.float32),
              "fb": np.zeros(10, np.float32)}
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv")]
-    last = "c"
-    if activation is not None:
-        attrs = {"alpha": 0.1} if activation == "LeakyRelu" else {}
-        nodes.append(helper.make_node(activation, ["c"], ["a"], name="act", **attrs))
-        last = "a"
-    nodes += [helper.make_node("MaxPool", [last], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
-              helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
+    nodes = conv_block_nodes(activation)
+    nodes += [helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
               helper.make_node("Gemm", ["f", "fw", "fb"], ["y"], name="fc", transB=1)]
     return make_model(nodes, [tensor_info("x", ["N", 12, 14, 14])], [tensor_info("y", ["N", 10])], inits)
 

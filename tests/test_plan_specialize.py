@@ -3,11 +3,11 @@ runners their kernels specialized for that shape, against the general plan funct
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import in_threads
 
 import nn_core
 from nn_core.errors import ModelError
@@ -158,9 +158,5 @@ def test_threads_share_the_specialized_runners():
             if not np.array_equal(_run(model, images[index]), expected[index]):
                 failures.append(index)
 
-    threads = [threading.Thread(target=work, args=(offset,)) for offset in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    in_threads(work, 4)
     assert not failures

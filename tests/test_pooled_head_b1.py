@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import make_model, save, tensor_info
+from helpers import conv_block_nodes, make_model, save, tensor_info
 from onnx import helper
 
 import nn_core
@@ -26,14 +26,8 @@ def _block_and_head(rng: np.random.Generator, activation: str | None, channels: 
              "b1": (rng.standard_normal(32) * 0.1).astype(np.float32),
              "w2": (rng.standard_normal((32, 10)) * 0.1).astype(np.float32),
              "b2": (rng.standard_normal(10) * 0.1).astype(np.float32)}
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv")]
-    last = "c"
-    if activation is not None:
-        attrs = {"alpha": 0.1} if activation == "LeakyRelu" else {}
-        nodes.append(helper.make_node(activation, ["c"], ["a"], name="act", **attrs))
-        last = "a"
-    nodes += [helper.make_node("MaxPool", [last], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
-              helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
+    nodes = conv_block_nodes(activation)
+    nodes += [helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
               helper.make_node("Gemm", ["f", "w1", "b1"], ["h"], name="fc1"),
               helper.make_node(head_activation, ["h"], ["r"], name="fc1_act"),
               helper.make_node("Gemm", ["r", "w2", "b2"], ["y"], name="fc2")]
