@@ -6,8 +6,10 @@ handing the head a fresh array in the model's order costs a transposing copy, an
 layer's bias in a pass of its own. Fused, for one image, the pooling reduces straight into the head's input
 buffer in its own order, a buffer that ends in a constant 1, and the head's first layer multiplies it by weights
 whose rows are permuted to that order and end in the bias row (DenseChain.fed): no copy, no bias pass, one step
-fewer (LeNet's conv2 block and head: ~28.4 -> ~26.4 us). Sums come in another order than the two kernels' (the
-bias inside the product): equal within rounding. Every other input runs the two kernels in turn.
+fewer (LeNet's conv2 block and head: ~28.4 -> ~26.4 us). The head may be one dense layer (a DenseChain of one).
+Sums come in another order than the two kernels' (the bias inside the product): equal within rounding. Every
+other input runs the two kernels in turn: a shape the fused path does not take runs as Parts, the kernels' own
+specialized runners called from the plan's line as separate steps would be.
 
 The convolution block before it, when only the head reads it, joins the step too (FedPooledHead: LeNet is then
 one step), and its phase-pooled plan's NaN check moves to one value of the head's output.
@@ -27,8 +29,8 @@ from .registry import Parts
 
 
 class PooledHead:
-    """``chain(conv(x, w, b))`` for a LeanConv that absorbed the Flatten after it and the DenseChain that reads
-    its output (the step's inputs: the conv's, then the chain's other inputs)."""
+    """``chain(conv(x, w, b))`` for a LeanConv that absorbed the Flatten after it and the DenseChain (possibly of
+    one layer) that reads its output (the step's inputs: the conv's, then the chain's other inputs)."""
 
     def __init__(self, node: Any, conv: LeanConv, chain: DenseChain, conv_inputs: int):
         self.node, self.conv, self.chain, self.conv_inputs = node, conv, chain, conv_inputs
@@ -39,7 +41,7 @@ class PooledHead:
 
     def specialize(self, *inputs: np.ndarray | None) -> Callable[..., np.ndarray] | Parts:
         """For one image whose convolution runs as a PooledChannelsLastPlan: the pooling into the chain's fed
-        input, then the chain; inputs of any other shape or dtype through ``run``."""
+        input, then the chain (inputs of any other shape or dtype through ``run``); any other shape: Parts."""
         fused = self.fused(inputs[0])
         if fused is None:
             return _composed(self.conv, self.chain, self.conv_inputs, inputs)
