@@ -297,6 +297,7 @@ class FastPlan:
         steps = fuse_activations(steps, consts, outputs)
         steps = fuse_transformer_steps(steps, consts, outputs)
         steps = fuse_pools(steps, outputs)
+        steps = fuse_activations(steps, consts, outputs)  # (the activations after a fused MaxPool)
         steps = fuse_normalizers(steps, outputs)
         steps = fuse_flattens(steps, outputs)
         steps = prefer_channels_last(steps, graph)

@@ -73,3 +73,41 @@ def test_bundled_lenet_batch1_matches_general_kernels_across_runs():
     for image, got in zip(images, (first, second), strict=True):
         want, _ = model.run_traced({name: image})
         np.testing.assert_allclose(got, want[output], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("activation, fused", [("Relu", True), ("Sigmoid", False), ("Clip", True),
+                                               ("LeakyRelu", True), ("LeakyRelu-negative", False)])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_an_activation_after_the_pooling_joins_the_conv(tmp_path, activation, fused, batch):
+    """Conv -> MaxPool -> activation (PyTorch's classic MNIST net: relu(max_pool2d(conv(x)))): a non-decreasing
+    activation the conv can fuse commutes with the max pooling and joins the conv's step; a decreasing one (a
+    LeakyRelu of negative alpha) stays a step of its own, as does a Sigmoid (which a conv does not fuse). Against
+    onnxruntime and the traced graph, three runs (the specialized one)."""
+    ort = pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(21)
+    inits = {"w": (rng.standard_normal((16, 6, 5, 5)) * 0.2).astype(np.float32),
+             "b": (rng.standard_normal(16) * 0.1).astype(np.float32),
+             "fw": (rng.standard_normal((10, 400)) * 0.05).astype(np.float32),
+             "fb": np.zeros(10, np.float32)}
+    op = activation.split("-")[0]
+    attrs = {"alpha": -0.5 if activation.endswith("negative") else 0.1} if op == "LeakyRelu" else {}
+    extra = []
+    if op == "Clip":
+        inits.update({"low": np.array(-0.2, np.float32), "high": np.array(0.7, np.float32)})
+        extra = ["low", "high"]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv"),
+             helper.make_node("MaxPool", ["c"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node(op, ["p", *extra], ["a"], name="act", **attrs),
+             helper.make_node("Flatten", ["a"], ["f"], name="flatten"),
+             helper.make_node("Gemm", ["f", "fw", "fb"], ["y"], name="fc", transB=1)]
+    path = save(make_model(nodes, [tensor_info("x", ["N", 6, 14, 14])], [tensor_info("y", ["N", 10])], inits),
+                tmp_path / "m.onnx")
+    model = nn_core.load(path)
+    assert (model.plan_ops == [f"Conv+MaxPool+{op}+Flatten+Gemm"]) == fused, model.plan_ops
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = rng.standard_normal((batch, 6, 14, 14)).astype(np.float32)
+    for _ in range(3):
+        got = model.run({"x": x})["y"]
+    np.testing.assert_allclose(got, session.run(["y"], {"x": x})[0], rtol=1e-4, atol=1e-5)
+    traced, _ = model.run_traced({"x": x})
+    np.testing.assert_allclose(got, traced["y"], rtol=1e-4, atol=1e-5)

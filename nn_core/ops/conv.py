@@ -1573,6 +1573,13 @@ class Conv(FusableOp):
         self.auto_pad = self.geometry.auto_pad
 
     def fuse_activation(self, kind: str, params: dict[str, float]) -> bool:
+        """Also after a fused MaxPool (Conv -> MaxPool -> Relu, as PyTorch's classic MNIST net writes it): a
+        non-decreasing activation commutes with the max pooling, f(max(a, b)) = max(f(a), f(b)), so it joins the
+        activations the plans apply around their pooling; any other is refused there."""
+        if self.pool is not None:
+            act = make_activation(kind, params)
+            if act is None or not act.monotonic:
+                return False
         self.fast.clear()  # the runners made so far apply the activations fused before
         return super().fuse_activation(kind, params)
 
