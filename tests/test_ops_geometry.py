@@ -442,3 +442,24 @@ def test_kernels_refuse_attributes_of_the_wrong_type_themselves(op, attr, value)
         resolve(op, 13)(spec)
     message = str(info.value)
     assert NAME in message and NODE in message and attr in message, message
+
+
+@pytest.mark.parametrize("op, reduce", [("MaxPool", np.max), ("AveragePool", np.mean)])
+@pytest.mark.parametrize("kernel, dilation, size", [(2, 6, 7), (3, 2, 5), (2, 3, 4)])
+def test_a_dilated_window_spanning_the_input_takes_only_its_taps(op, reduce, kernel, dilation, size):
+    """One window per axis reaching from the first element to the last, dilated: the elements between its taps
+    are not pooled -- on every call, also the later ones through the kernel's kept runner (which once took a
+    window spanning the input for a global pooling of every element)."""
+    rng = np.random.default_rng(kernel * 10 + dilation)
+    x = rng.random((2, 3, size, size), dtype=np.float32)
+    x[:, :, 1, 1] = 9.0  # between the taps
+    node = helper.make_node(op, ["x"], ["y"], kernel_shape=[kernel, kernel], dilations=[dilation, dilation])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    proto.ir_version = 8
+    model = nn_core.load_proto(proto)
+    taps = x[:, :, ::dilation, ::dilation][:, :, :kernel, :kernel]
+    want = reduce(taps, axis=(2, 3), keepdims=True)
+    for _ in range(3):
+        np.testing.assert_allclose(model.run({"x": x})["y"], want, rtol=1e-6)

@@ -104,9 +104,10 @@ class _PoolPlan:
             self.blocked = (index, tail, tuple(range(3, 2 + 2 * len(kernel), 2)))
 
     def whole(self) -> bool:
-        """Whether the one window of each axis covers exactly the input, without padding (a global pooling
-        written as a windowed one: MaxPool 28x28 on a 28x28 image)."""
-        return self.direct and all(o == 1 and (k - 1) * d + 1 == n for o, k, d, n in
+        """Whether the one window of each axis takes every element of the input, without padding (a global
+        pooling written as a windowed one: MaxPool 28x28 on a 28x28 image). A dilated window that spans the
+        input skips the elements between its taps: not whole."""
+        return self.direct and all(o == 1 and (k - 1) * d + 1 == n and (d == 1 or k == 1) for o, k, d, n in
                                    zip(self.out, self.kernel, self.dilations, self.sizes, strict=True))
 
     def in_one_block(self, x: np.ndarray) -> bool:
