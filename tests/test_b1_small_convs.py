@@ -176,3 +176,32 @@ def test_few_output_channels_take_nchw_columns_at_small_batches(case):
     xb = np.repeat(x, SMALL_BATCH // x.shape[0] + 1, axis=0)
     np.testing.assert_allclose(lean.run(xb, w, b), general.run(xb, w, b), rtol=1e-5, atol=1e-5)
     assert type(lean.plans[(xb.shape, xb.dtype)][0]) is _ChannelsLastPlan
+
+
+@pytest.mark.parametrize("channels, out_channels", [(32, 64), (1, 4), (8, 12)])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_global_max_pool_after_a_conv_is_one_reduction(channels, out_channels, batch):
+    """Conv 3x3 (pad 1) -> ReLU -> MaxPool 7x7 on 7x7 (a global max written as one window), channels-last and
+    NCHW plans: the conv's runner pools with one reduction; against onnxruntime and the traced graph, with a NaN
+    input too, three runs each."""
+    rng = np.random.default_rng(channels)
+    inits = {"w": (rng.standard_normal((out_channels, channels, 3, 3)) * 0.2).astype(np.float32),
+             "b": (rng.standard_normal(out_channels) * 0.1).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("MaxPool", ["r"], ["y"], kernel_shape=[7, 7])]
+    proto = make_model(nodes, [tensor_info("x", ["N", channels, 7, 7])], [tensor_info("y", None)], inits)
+    model = nn_core.load_proto(proto)
+    assert model.plan_ops == ["Conv+Relu+MaxPool"]
+    x = rng.standard_normal((batch, channels, 7, 7)).astype(np.float32)
+    for _ in range(3):
+        got = model.run({"x": x})["y"]
+    assert got.shape == (batch, out_channels, 1, 1) and got.flags.c_contiguous
+    np.testing.assert_allclose(got, ort_run(proto, {"x": x})[0], rtol=1e-5, atol=1e-6)
+    x[0, 0, 3, 3] = np.nan
+    with np.errstate(invalid="ignore"):
+        for _ in range(2):
+            got = model.run({"x": x})["y"]
+        traced, _ = model.run_traced({"x": x})
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(traced["y"]))
+    np.testing.assert_allclose(got[~np.isnan(got)], traced["y"][~np.isnan(got)], rtol=1e-5, atol=1e-6)
