@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from helpers import make_model, ort_run, tensor_info
+from helpers import build_kernel, make_model, ort_run, tensor_info
 from onnx import TensorProto, helper
 from onnx_node_cases import as_array, cases_for, check_case_with_kernels, model_opset
 
@@ -359,3 +359,20 @@ def test_node_conformance(case):
         pytest.xfail(KNOWN_FAILURES[case.name])
     check_case_with_kernels(case)
     check_case_dtypes(case)
+
+
+@pytest.mark.parametrize("axes", [[0], [-1], [0, 2]])
+def test_squeeze_and_unsqueeze_keep_their_shapes_per_input_shape(axes):
+    """Constant axes: the output shape is kept per input shape (later calls are one reshape), values, shapes
+    and refusals the same on every call and for shapes met in turn."""
+    indices = np.array(axes, np.int64)
+    unsqueeze = build_kernel(helper.make_node("Unsqueeze", ["x", "a"], ["y"]), [np.zeros((2, 3)), indices], (1,))
+    squeeze = build_kernel(helper.make_node("Squeeze", ["x", "a"], ["y"]), [np.zeros((2, 3)), indices], (1,))
+    rng = np.random.default_rng(len(axes))
+    for shape in [(2, 3), (4, 5, 6), (2, 3), (4, 5, 6)]:
+        x = rng.random(shape, dtype=np.float32)
+        grown = unsqueeze.run(x, indices)
+        assert np.array_equal(grown, np.expand_dims(x, axes))
+        assert np.array_equal(squeeze.run(grown, indices), x)
+    with pytest.raises(ModelError, match="not all of size 1"):
+        squeeze.run(np.zeros((3, 4, 5), np.float32), indices)

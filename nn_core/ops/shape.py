@@ -273,17 +273,25 @@ class Squeeze(_ConstArgs):
         if self.axes and len(set(self.axes)) != len(self.axes):
             raise self.fail(f"axes {list(self.axes)} repeat an axis")
         self.axes_from_input = node.opset >= 13 and self.axes is None
+        self.shapes: dict[tuple[int, ...], tuple[int, ...]] = {}  # input shape -> output, for constant axes
 
     def run(self, x, axes=None):
         chosen = self.axes
         if self.axes_from_input and axes is not None:
             chosen = _ints(axes)
+        elif chosen:
+            shape = self.shapes.get(x.shape)
+            if shape is not None:  # (a shape seen before: its checks passed; the method, not the function)
+                return x.reshape(shape)
         if not chosen:  # no axes: drop every dim of size 1
             return np.squeeze(x)
         resolved = resolve_axes(self, chosen, x.ndim)
         if any(x.shape[a] != 1 for a in resolved):
             raise self.fail(f"cannot squeeze axes {list(chosen)} of shape {x.shape}: not all of size 1")
-        return np.squeeze(x, axis=resolved)
+        y = np.squeeze(x, axis=resolved)
+        if chosen is self.axes:
+            keep(self.shapes, x.shape, y.shape)
+        return y
 
     def backward(self, inputs, outputs, grads):
         return [_reshaped_grad(grads[0], inputs[0])] + [None] * (len(inputs) - 1)
@@ -299,6 +307,7 @@ class Unsqueeze(_ConstArgs):
             self.axes = self._prepared(1, _ints)
         if self.axes is not None:
             self._validate(self.axes)
+        self.shapes: dict[tuple[int, ...], tuple[int, ...]] = {}  # input shape -> output, for constant axes
 
     def _validate(self, axes) -> None:
         if len(axes) > self.node.limits.max_rank:
@@ -311,9 +320,16 @@ class Unsqueeze(_ConstArgs):
         if chosen is None:
             chosen = _ints(axes)
             self._validate(chosen)
+        else:
+            shape = self.shapes.get(x.shape)
+            if shape is not None:  # (a shape seen before: its checks passed; the method, not the function)
+                return x.reshape(shape)
         # np.expand_dims resolves negative axes against the output rank, as ONNX does
         resolve_axes(self, chosen, x.ndim + len(chosen))
-        return np.expand_dims(x, chosen)
+        y = np.expand_dims(x, chosen)
+        if chosen is self.axes:
+            keep(self.shapes, x.shape, y.shape)
+        return y
 
     def backward(self, inputs, outputs, grads):
         return [_reshaped_grad(grads[0], inputs[0])] + [None] * (len(inputs) - 1)
