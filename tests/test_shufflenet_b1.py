@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import build_kernel, make_model, ort_run, tensor_info
-from onnx import helper
+from onnx import helper, numpy_helper
 
 import nn_core
 
@@ -180,19 +180,24 @@ def test_the_depthwise_bias_is_carried_into_the_unpadded_reader(case, batch):
 
 
 @pytest.mark.parametrize("change", ["padded reader", "relu between", "depthwise output kept", "infinite bias",
-                                    "not depthwise", "one-group reader"])
+                                    "not depthwise", "one-group reader", "carried past the float range"])
 def test_the_depthwise_bias_stays_where_it_would_change_the_result(change):
     """A padded reader (its border windows see the padding, not the bias), an activation between, the depthwise
-    output a graph output, a bias that is not finite, a grouped conv that is not depthwise, a one-group reader
-    (a separable chain's): nothing carried, the same values as the general kernels."""
+    output a graph output, a bias that is not finite or whose carried sum W b is past float32's range, a grouped
+    conv that is not depthwise, a one-group reader (a separable chain's): nothing carried, the same values as
+    the general kernels."""
     rng = np.random.default_rng(11)
-    bias = np.full(12, np.inf, np.float32) if change == "infinite bias" else None
+    bias = np.full(12, np.inf, np.float32) if change == "infinite bias" else \
+        np.full(12, 1e37, np.float32) if change == "carried past the float range" else None
     proto = _depthwise_then_conv(rng, 9, pads=1 if change == "padded reader" else 0,
                                  groups=1 if change == "one-group reader" else 4,
                                  relu=change == "relu between", keep_depthwise=change == "depthwise output kept",
                                  depthwise_bias=bias, depthwise_groups=6 if change == "not depthwise" else 0)
+    if change == "carried past the float range":  # reader weights of 100 and more: W b over 1e39
+        weight = next(t for t in proto.graph.initializer if t.name == "w")
+        weight.CopyFrom(numpy_helper.from_array(np.full(numpy_helper.to_array(weight).shape, 100, np.float32), "w"))
     model = _run_checked(proto, rng.standard_normal((1, 12, 9, 9)).astype(np.float32)) \
-        if change != "infinite bias" else nn_core.load_proto(proto)
+        if change not in ("infinite bias", "carried past the float range") else nn_core.load_proto(proto)
     assert not _carried(model)
 
 

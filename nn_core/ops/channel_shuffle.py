@@ -163,7 +163,8 @@ def carry_depthwise_biases(nodes: list[NodeInfo], constants: dict[str, np.ndarra
     an unpadded grouped Conv B with constant weights W reads (as its image, once) moved into B's bias: B(y + b) =
     B(y) + W b, since every output of an unpadded convolution sums all its window's taps of every channel of its
     group; computed in float64 once, B's bias (made if it had none) gains sum over its group's channels and taps
-    of W * b. The depthwise Conv loses its bias input. Biases that are not finite stay (0 * inf is no zero); a
+    of W * b. The depthwise Conv loses its bias input. Biases that are not finite stay (0 * inf is no zero), as do
+    those whose W * b leaves the float range of the weights' type; a
     one-group reader is left alone: a depthwise -> pointwise pair is a separable chain's (separable.py), which
     carries its biases its own way."""
     _, readers = producers_and_readers(nodes)
@@ -194,10 +195,13 @@ def carry_depthwise_biases(nodes: list[NodeInfo], constants: dict[str, np.ndarra
             continue
         added = constant_through(next_weight, bias, groups)
         total = added if next_bias is None else added + next_bias.astype(np.float64)
+        if not (np.abs(total) <= np.finfo(weight.dtype).max).all():  # (past the float range: the bias can't hold it)
+            continue
+        total = total.astype(weight.dtype)
         name = f"{reader.name}::carried_bias"
         while name in constants:
             name += "_"
-        constants[name] = total.astype(weight.dtype)
+        constants[name] = total
         carried[id(node)] = replace(node, inputs=node.inputs[:2])
         carried[id(reader)] = replace(reader, inputs=[*reader.inputs[:2], name])
     return [carried.get(id(node), node) for node in nodes]
