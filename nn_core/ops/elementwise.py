@@ -45,8 +45,9 @@ def zero_run(dtype: np.dtype, size: int) -> np.ndarray:
 
 def relu_in_place(y: np.ndarray) -> np.ndarray:
     """max(y, 0) written over the float array ``y`` (returned): a C-contiguous ``y`` of RELU_RUN_MIN to
-    RELU_RUN_MAX elements against a same-shape run of zeros (NumPy's plain SIMD loop, ~2x a broadcast zero's:
-    6,272 values 1.7 -> 1.1 us with the look-up). The same maximum either way, bit for bit (-0.0, NaN)."""
+    RELU_RUN_MAX elements against a same-shape run of zeros (NumPy's plain SIMD loop instead of a broadcast zero:
+    6,272 values 1.74 -> 1.36 us with the look-up, 50,000 10.0 -> 5.6 us). The same maximum either way, bit for
+    bit (-0.0, NaN)."""
     size = y.size
     if RELU_RUN_MIN <= size <= RELU_RUN_MAX and y.flags.c_contiguous:
         flat = y.reshape(size)
