@@ -255,6 +255,19 @@ def drop_dead_steps(steps: list[Step], graph_outputs: set[str]) -> list[Step]:
     return kept[::-1]
 
 
+def _specialized(step: Step, args: list[Any]) -> Callable[..., Any] | Parts | None:
+    """What ``step``'s kernel specializes for ``args`` (FastPlan.specialize), or None: also when asking raises,
+    as specializing is only a faster way to the same values -- a kernel's mistake there must not make a shape
+    that runs fail on every call (the step then keeps its ``run``)."""
+    specialize = getattr(step.kernel, "specialize", None)
+    if specialize is None:
+        return None
+    try:
+        return specialize(*args)
+    except Exception:  # noqa: BLE001 - see the docstring
+        return None
+
+
 def _output_checker(source_label: str, steps: list[Step]) -> Callable[[Any, int, int], Any]:
     """The generated plan's check that a multi-output kernel handed back as many values as its node declares."""
 
@@ -335,8 +348,7 @@ class FastPlan:
             args = [values[n] if n else None for n in step.inputs]
             outs = call_kernel(step, args, self.source_label)
             values.update((n, v) for n, v in zip(step.outputs, outs, strict=False) if n)
-            specialize = getattr(step.kernel, "specialize", None)
-            run = (specialize is not None and specialize(*args)) or step.kernel.run
+            run = _specialized(step, args) or step.kernel.run
             if isinstance(run, Parts) and (len(step.outputs) != 1 or not run.runs or sum(
                     count for _, count in run.runs) - len(run.runs) + 1 != len(step.inputs)):
                 run = step.kernel.run  # (parts that do not take the step's inputs: the kernel as it is)

@@ -160,3 +160,20 @@ def test_threads_share_the_specialized_runners():
 
     in_threads(work, 4)
     assert not failures
+
+
+def test_a_kernel_whose_specialize_raises_keeps_its_run(monkeypatch):
+    """Specializing is only a faster way to the same values: a kernel that raises there keeps its ``run``, and
+    the shape runs (every call, not only the first)."""
+    model = nn_core.load(LENET)
+    (step,) = model._fast_plan().steps
+
+    def broken(*_args):
+        raise RuntimeError("no specialization")
+
+    monkeypatch.setattr(step.kernel, "specialize", broken)
+    x = _digits(1, 4)
+    want = _traced(model, x)
+    for _ in range(3):
+        np.testing.assert_allclose(_run(model, x), want, rtol=1e-4, atol=1e-5)
+    assert model._fast_plan().by_shape[x.shape].__globals__["k0"] == step.kernel.run
