@@ -6,6 +6,7 @@ passes, so a kernel sees its final weights (a BatchNormalization folded into the
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import replace
 
 import numpy as np
@@ -171,38 +172,91 @@ def cancel_squeeze_pairs(nodes: list[NodeInfo], constants: dict[str, np.ndarray]
     input: the pair goes, its readers read that input. With one elementwise op between them (Squeeze -> ReLU ->
     Unsqueeze: PyTorch's export of a model run on one unbatched image wraps every layer so) the op runs on the
     input and writes the pair's output. The layers then meet and fuse as in a batched model (a dynamo-exported
-    CNN: 212 -> 127 us a run). Only explicit, non-negative axes (the same list on both) are matched."""
-    changed = True
-    while changed:
-        changed = False
-        producer, readers = producers_and_readers(nodes)
-        for first in nodes:
-            if first.op_type not in ("Squeeze", "Unsqueeze") or not is_default_domain(first):
-                continue
-            axes = _squeeze_axes(first, constants, producer)
-            inverse = "Unsqueeze" if first.op_type == "Squeeze" else "Squeeze"
-            middle, last = None, sole_reader(readers, first, graph_outputs)
-            if last is not None and last.op_type in _AXIS_FREE_ELEMENTWISE and is_default_domain(last) \
-                    and last.inputs[0] == first.outputs[0] and first.outputs[0] not in last.inputs[1:] \
-                    and (last.op_type != "PRelu" or _is_scalar(last.inputs[1], constants)):
-                middle, last = last, sole_reader(readers, last, graph_outputs)
-            if axes is None or last is None or last.op_type != inverse or not is_default_domain(last) \
-                    or last.inputs[0] != (middle or first).outputs[0] \
-                    or _squeeze_axes(last, constants, producer) != axes:
-                continue
-            source, target = first.inputs[0], last.outputs[0]
-            if middle is not None:
-                kept = replace(middle, inputs=[source, *middle.inputs[1:]], outputs=[target])
-                nodes = [kept if node is middle else node for node in nodes if node is not first and node is not last]
-            elif target not in graph_outputs:
-                nodes = [replace(node, inputs=[source if name == target else name for name in node.inputs])
-                         if target in node.inputs else node
-                         for node in nodes if node is not first and node is not last]
-            else:
-                continue
-            changed = True
-            break
-    return nodes
+    CNN: 212 -> 127 us a run). Only explicit, non-negative axes (the same list on both) are matched.
+
+    The pairs go smallest position first, each rewrite looking again only at the nodes it may have given a new
+    match (the producer of the value the pair now hands on, whose readers changed, and the node before it): the
+    pairs, and their order, of rescanning from the first node after every rewrite, without its quadratic time
+    (50,000 pairs: under a second, where rescanning took 1.7 s for 2,000 and grew with the square)."""
+    current = list(nodes)
+    alive = [True] * len(current)
+    producer, _ = producers_and_readers(nodes)  # (the axes' Constant nodes, which no rewrite touches)
+    made_by = {name: index for index, node in enumerate(current) for name in node.outputs if name}
+    readers: dict[str, dict[int, int]] = {}  # value -> {reading node: how many of its inputs}
+
+    def count_reads(index: int, step: int) -> None:
+        for name in current[index].inputs:
+            if name:
+                counts = readers.setdefault(name, {})
+                counts[index] = counts.get(index, 0) + step
+                if not counts[index]:
+                    del counts[index]
+
+    def sole_reader_of(index: int) -> int | None:  # (optimize.sole_reader over the live nodes)
+        outputs = current[index].outputs
+        if len(outputs) != 1 or outputs[0] in graph_outputs:
+            return None
+        counts = readers.get(outputs[0], {})
+        return next(iter(counts)) if len(counts) == 1 and next(iter(counts.values())) == 1 else None
+
+    def match(index: int) -> tuple[int | None, int] | None:
+        """(the elementwise op between or None, the inverse) for a pair starting at ``index``, or None."""
+        first = current[index]
+        if first.op_type not in ("Squeeze", "Unsqueeze") or not is_default_domain(first):
+            return None
+        axes = _squeeze_axes(first, constants, producer)
+        inverse = "Unsqueeze" if first.op_type == "Squeeze" else "Squeeze"
+        middle, last = None, sole_reader_of(index)
+        if last is not None:
+            op = current[last]
+            if op.op_type in _AXIS_FREE_ELEMENTWISE and is_default_domain(op) and op.inputs[0] == first.outputs[0] \
+                    and first.outputs[0] not in op.inputs[1:] \
+                    and (op.op_type != "PRelu" or _is_scalar(op.inputs[1], constants)):
+                middle, last = last, sole_reader_of(last)
+        if axes is None or last is None:
+            return None
+        end = current[last]
+        if end.op_type != inverse or not is_default_domain(end) \
+                or end.inputs[0] != current[index if middle is None else middle].outputs[0] \
+                or _squeeze_axes(end, constants, producer) != axes \
+                or (middle is None and end.outputs[0] in graph_outputs):
+            return None
+        return middle, last
+
+    for index in range(len(current)):
+        count_reads(index, 1)
+    waiting = list(range(len(current)))  # (a heap: already in order)
+    while waiting:
+        index = heapq.heappop(waiting)
+        found = match(index) if alive[index] else None
+        if found is None:
+            continue
+        middle, last = found
+        source, target = current[index].inputs[0], current[last].outputs[0]
+        for gone in (index, last):
+            count_reads(gone, -1)
+            alive[gone] = False
+        if middle is not None:
+            count_reads(middle, -1)
+            current[middle] = replace(current[middle], inputs=[source, *current[middle].inputs[1:]],
+                                      outputs=[target])
+            count_reads(middle, 1)
+            made_by[target] = middle
+        else:
+            for reader in list(readers.get(target, {})):
+                count_reads(reader, -1)
+                current[reader] = replace(current[reader], inputs=[source if name == target else name
+                                                                    for name in current[reader].inputs])
+                count_reads(reader, 1)
+        # the value handed on has other readers now: the pairs that may start at its producer, or at the node
+        # before that (the producer being their op between), are looked at again
+        before = made_by.get(source)
+        if before is not None and alive[before]:
+            heapq.heappush(waiting, before)
+            ahead = made_by.get(current[before].inputs[0]) if current[before].inputs else None
+            if ahead is not None and alive[ahead]:
+                heapq.heappush(waiting, ahead)
+    return [node for index, node in enumerate(current) if alive[index]]
 
 
 def _squeeze_axes(node: NodeInfo, constants: dict[str, np.ndarray], producer: dict) -> list[int] | None:

@@ -1143,3 +1143,16 @@ if __name__ == "__main__":  # write the corpus somewhere to look at it: python t
     target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="hostile-"))
     for key, (p, d, _) in build_all(target).items():
         print(f"{key:40s} {p}  {d}")
+
+
+@case
+def case_squeeze_pairs_40000(folder):
+    # each pair cancels (cancel_squeeze_pairs): rescanning the graph after every rewrite was quadratic (hours here)
+    nodes, value = [], "X"
+    for index in range(40000):
+        nodes.append(helper.make_node("Squeeze", [value, "axes"], [f"s{index}"]))
+        nodes.append(helper.make_node("Unsqueeze", [f"s{index}", "axes"], [f"u{index}"]))
+        value = f"u{index}"
+    nodes.append(helper.make_node("Relu", [value], ["Y"]))
+    model = _model(nodes, [_info("X", [1, 4])], [_info("Y", None)], [_w("axes", np.array([0], np.int64))])
+    return _save(model, folder), "40,000 Squeeze -> Unsqueeze pairs in a row"

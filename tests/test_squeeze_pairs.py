@@ -93,3 +93,64 @@ def test_pairs_that_are_not_inverses_stay(case):
         return
     model = _check(proto, x)
     assert sum(op.startswith(("Squeeze", "Unsqueeze")) for op in model.plan_ops) >= 4, model.plan_ops
+
+
+def _rescanned(nodes, graph_outputs):
+    """The rule by its plain reading, as the oracle: cancel the first pair (in node order) and look again from
+    the first node, until none is left. Quadratic; the pass must give the same nodes."""
+    from dataclasses import replace
+
+    from nn_core.optimize import _AXIS_FREE_ELEMENTWISE, producers_and_readers, sole_reader
+
+    def axes(node):
+        return sorted(node.attrs["axes"])
+
+    changed = True
+    while changed:
+        changed = False
+        _, readers = producers_and_readers(nodes)
+        for first in nodes:
+            if first.op_type not in ("Squeeze", "Unsqueeze"):
+                continue
+            inverse = "Unsqueeze" if first.op_type == "Squeeze" else "Squeeze"
+            middle, last = None, sole_reader(readers, first, graph_outputs)
+            if last is not None and last.op_type in _AXIS_FREE_ELEMENTWISE and last.inputs == first.outputs:
+                middle, last = last, sole_reader(readers, last, graph_outputs)
+            if last is None or last.op_type != inverse or last.inputs[0] != (middle or first).outputs[0] \
+                    or axes(last) != axes(first) or (middle is None and last.outputs[0] in graph_outputs):
+                continue
+            source, target = first.inputs[0], last.outputs[0]
+            if middle is not None:
+                kept = replace(middle, inputs=[source], outputs=[target])
+                nodes = [kept if node is middle else node for node in nodes if node is not first and node is not last]
+            else:
+                nodes = [replace(node, inputs=[source if name == target else name for name in node.inputs])
+                         for node in nodes if node is not first and node is not last]
+            changed = True
+            break
+    return nodes
+
+
+def test_the_pass_cancels_what_rescanning_after_every_rewrite_does():
+    """Random chains of Squeeze / Unsqueeze (mostly axes [0]), elementwise ops, two-input Adds and graph outputs,
+    values read several times: the pass (a heap of positions, looking again only where a rewrite can make a
+    match) leaves the same nodes as the plain rescanning rule. (Seeded: these graphs hold pairs that only match
+    after another pair two nodes on went.)"""
+    import random
+
+    from nn_core.graph import NodeInfo
+    from nn_core.optimize import cancel_squeeze_pairs
+
+    rng = random.Random(0)
+    for _ in range(3000):
+        values, nodes = ["x"], []
+        for index in range(rng.randint(1, 24)):
+            op = rng.choice(["Squeeze", "Unsqueeze", "Squeeze", "Unsqueeze", "Relu", "Sigmoid", "Add"])
+            source, out = rng.choice(values[-2:]), f"v{index}"
+            inputs = [source, rng.choice(values)] if op == "Add" else [source]
+            attrs = {"axes": rng.choice([[0], [0], [1]])} if "queeze" in op else {}
+            nodes.append(NodeInfo(f"n{index}", op, "", inputs, [out], attrs))
+            values.append(out)
+        outputs = {values[-1]} | ({rng.choice(values[1:])} if rng.random() < 0.3 else set())
+        assert cancel_squeeze_pairs(list(nodes), {}, outputs) == _rescanned(list(nodes), outputs), nodes
+
