@@ -181,6 +181,13 @@ def compare(path: Path, seconds: float) -> dict:
             "steps": len(ours._fast_plan().steps)}
 
 
+def geometric_mean_line(ratios: list[float], what: str) -> str:
+    """The closing line of a speed table: the geometric mean of the ours/onnxruntime ratios, worst and best."""
+    mean = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+    return f"geometric mean ours/ort over {len(ratios)} {what}: {mean:.2f}x (worst {max(ratios):.2f}x, best " \
+           f"{min(ratios):.2f}x)"
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:9.3f}"
 
@@ -212,9 +219,7 @@ def main() -> int:
             print(f"{label:32s} {r['batch']:5d} {r['nodes']:5d} {r['steps']:5d} {_ms(r['ours'])} {_ms(r['ort'])} "
                   f"{r['ratio']:7.2f}x {r['rounds']:6d} {r['err']:8.1e}", flush=True)
         if ratios:
-            geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
-            print(f"\ngeometric mean ours/ort over {len(ratios)} models: {geo:.2f}x "
-                  f"(worst {max(ratios):.2f}x, best {min(ratios):.2f}x)")
+            print("\n" + geometric_mean_line(ratios, "models"))
     return 0
 
 

@@ -11,21 +11,16 @@ median of per-round ratios. The folder sits beside the project (CI has it too); 
 
 from __future__ import annotations
 
-import os
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
 
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_var] = "1"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# first: batch1_shapes holds BLAS to one thread before NumPy loads, and puts the project on the path
+from batch1_shapes import ROOT, compare, geometric_mean_line  # noqa: E402
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import sys  # noqa: E402
-import warnings  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 MODELS = ROOT.parent / "shared" / "models"
 
 
@@ -35,7 +30,6 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=0.5, help="time budget per model (default 0.5)")
     args = parser.parse_args()
     import onnxruntime as ort
-    from batch1_shapes import compare
 
     from nn_core.threads import set_blas_threads
 
@@ -60,9 +54,7 @@ def main() -> int:
         print(f"{entry['name']:50s} {result['ours'] * 1e6:9.1f} {result['ort'] * 1e6:9.1f} "
               f"{result['ratio']:7.2f}x {result['steps']:5d}")
     if rows:
-        mean = math.exp(sum(math.log(r) for r in rows) / len(rows))
-        print(f"\ngeometric mean ours/ort over {len(rows)} public models: {mean:.2f}x "
-              f"(worst {max(rows):.2f}x, best {min(rows):.2f}x)")
+        print("\n" + geometric_mean_line(rows, "public models"))
     return 0
 
 
