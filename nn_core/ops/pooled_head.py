@@ -154,9 +154,8 @@ def fuse_pooled_heads(steps: list[Any], constants: dict[str, np.ndarray], graph_
         conv = step.kernel
         if type(conv) is not LeanConv or not conv.flattened or not conv.static:
             continue
-        reader = sole_reader(readers, step, graph_outputs)
-        if reader is None or id(reader) in dropped or reader.inputs[0] != step.outputs[0] \
-                or step.outputs[0] in reader.inputs[1:]:
+        reader = _image_reader(readers, step, graph_outputs, dropped)
+        if reader is None:
             continue
         chain = reader.kernel
         if type(chain) is not DenseChain:
@@ -172,14 +171,22 @@ def fuse_pooled_heads(steps: list[Any], constants: dict[str, np.ndarray], graph_
         feeder = step.kernel
         if type(feeder) is not LeanConv or feeder.flattened or not feeder.static:
             continue
-        reader = sole_reader(readers, step, graph_outputs)
-        if reader is None or type(reader.kernel) is not PooledHead or id(reader) in dropped \
-                or reader.inputs[0] != step.outputs[0] or step.outputs[0] in reader.inputs[1:]:
+        reader = _image_reader(readers, step, graph_outputs, dropped)
+        if reader is None or type(reader.kernel) is not PooledHead:
             continue
         step.kernel = FedPooledHead(step.node, feeder, reader.kernel, len(step.inputs))
         _absorb(step, reader)
         dropped.add(id(reader))
     return [s for s in steps if id(s) not in dropped]
+
+
+def _image_reader(readers: dict, step: Any, graph_outputs: set[str], dropped: set[int]) -> Any:
+    """The step that alone reads ``step``'s output, as its first input only, not yet taken in; or None."""
+    reader = sole_reader(readers, step, graph_outputs)
+    if reader is None or id(reader) in dropped or reader.inputs[0] != step.outputs[0] \
+            or step.outputs[0] in reader.inputs[1:]:
+        return None
+    return reader
 
 
 def _absorb(step: Any, reader: Any) -> None:
