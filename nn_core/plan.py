@@ -330,7 +330,8 @@ class FastPlan:
         self.output_names = [v.name for v in graph.outputs]
         self.constants = consts
         # callers may call ``function`` themselves (Model.run inlines ``run``); then ``explain`` names a failure
-        self.source, self.function = self._compile([step.kernel.run for step in self.steps])
+        self.source, self.function, self._line_to_step, self._step_args = \
+            self._compile([step.kernel.run for step in self.steps])
         # one input's shape -> the plan function with its specialized steps (``specialize``)
         self.by_shape: dict[tuple[int, ...], Callable[..., tuple]] = {}
 
@@ -355,13 +356,16 @@ class FastPlan:
             runs.append(run)
         if len(self.by_shape) >= KEPT_SHAPES:
             self.by_shape.clear()
-        self.by_shape[x.shape] = self._compile(runs)[1]
+        self.by_shape[x.shape] = self._compile(runs)[1]  # (its lines are the general function's)
         return tuple(values[n] for n in self.output_names)
 
-    def _compile(self, runs: list[Callable[..., Any] | Parts]) -> tuple[str, Callable[..., tuple]]:
+    def _compile(self, runs: list[Callable[..., Any] | Parts]
+                 ) -> tuple[str, Callable[..., tuple], dict[int, int], list[list[str]]]:
         """Generate and compile the plan function: step ``i`` calls ``runs[i]`` (its kernel's ``run``, or what
-        the kernel specialized: a runner, or Parts called in turn on the step's line). Every plan function has
-        a line per step at the same place, so ``explain`` reads any of them.
+        the kernel specialized: a runner, or Parts called in turn on the step's line). Returns the source, the
+        function, each step's line and its arguments' names; every plan function has a line per step at the same
+        place, so the general one's line map (which ``explain`` reads) serves them all, and a specialization in
+        one thread never rebuilds it under an ``explain`` in another.
 
         Nothing from the file reaches the generated text: values are ``v<n>`` (computed) or ``c<n>`` (constants),
         kernels ``k<step>``; node and value names stay in data (``self.steps``) and only step indices appear in
@@ -389,12 +393,12 @@ class FastPlan:
                     last_use[name] = index
         keep = set(self.output_names) | set(self.input_names) | set(self.constants)
         lines = [f"def plan({', '.join(args)}):"]
-        self._line_to_step: dict[int, int] = {}
-        self._step_args: list[list[str]] = []
+        line_to_step: dict[int, int] = {}
+        step_args: list[list[str]] = []
         for index, step in enumerate(self.steps):
             kernel = f"k{index}"
             arg_refs = [ref(n) for n in step.inputs]
-            self._step_args.append(arg_refs)
+            step_args.append(arg_refs)
             call = f"{kernel}({', '.join(arg_refs)})"
             targets = [ref(n) if n else "_" for n in step.outputs]
             run = runs[index]
@@ -415,7 +419,7 @@ class FastPlan:
                 # a kernel must hand back exactly as many values as the node declares outputs
                 line = (f"    _r = _outputs({call}, {len(targets)}, {index}); "
                         + "; ".join(f"{t} = _r[{i}]" for i, t in enumerate(targets) if t != "_"))
-            self._line_to_step[len(lines) + 1] = index
+            line_to_step[len(lines) + 1] = index
             lines.append(f"{line}  # step {index}")
             dead = [n for n in dict.fromkeys(step.inputs) if n and last_use.get(n) == index and n not in keep]
             dead += [n for n in step.outputs if n and n not in last_use and n not in keep]
@@ -428,7 +432,7 @@ class FastPlan:
         # No reference cycle through the plan: the function's globals would hold the function itself (and a bound
         # method of this plan would hold the plan), so a replaced model's weights and kernels would wait for the
         # cyclic garbage collector instead of going when the last reference does.
-        return source, namespace.pop("plan")
+        return source, namespace.pop("plan"), line_to_step, step_args
 
     def run(self, *inputs: np.ndarray) -> tuple:
         try:
