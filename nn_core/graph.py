@@ -23,6 +23,7 @@ from .ops.attributes import node_attributes, sparse_to_dense, tensor_to_array
 from .ops.registry import DEFAULT_DOMAIN, MAX_OPSET, ML_DOMAIN, canonical_domain
 
 _POOLS = {"MaxPool", "AveragePool", "LpPool"}
+_SINGLE = onnx.defs.OpSchema.FormalParameterOption.Single  # a required, non-variadic input
 # attributes whose INT value is a TensorProto element type (Cast's 'to', EyeLike's 'dtype'...); 0 is "not set"
 _ELEMENT_TYPE_ATTRIBUTES = {"to", "dtype", "output_dtype"}
 _KNOWN_ELEMENT_TYPES = set(onnx.TensorProto.DataType.values())
@@ -38,6 +39,32 @@ def _schema(op_type: str, opset: int, domain: str) -> onnx.defs.OpSchema | None:
         return onnx.defs.get_schema(op_type, opset, domain)
     except onnx.defs.SchemaError:
         return None
+
+
+def input_type_problem(op_type: str, domain: str, opset: int, values: list[Any]) -> str | None:
+    """Which of ``values``, given as the inputs of an ``op_type`` node, breaks the type constraints of the op's
+    ONNX schema (a bool or string tensor where the op takes numbers): "input 0 ('X') is string; Conv takes
+    float16, float, double" -- or None. For naming the cause when a kernel fails on such a value."""
+    schema = _schema(op_type, opset, canonical_domain(domain))
+    if schema is None or not schema.inputs:
+        return None
+    allowed = {c.type_param_str: set(c.allowed_type_strs) for c in schema.type_constraints}
+    last = len(schema.inputs) - 1
+    for index, value in enumerate(values):
+        if not isinstance(value, np.ndarray):
+            continue  # (absent, or a sequence or map: the kernels name those themselves)
+        formal = schema.inputs[min(index, last)]
+        if index > last and formal.option != onnx.defs.OpSchema.FormalParameterOption.Variadic:
+            return None
+        kinds = allowed.get(formal.type_str, {formal.type_str})
+        try:
+            name = onnx.TensorProto.DataType.Name(helper.np_dtype_to_tensor_dtype(value.dtype)).lower()
+        except (KeyError, TypeError, ValueError):
+            continue
+        if f"tensor({name})" not in kinds and not any(kind.startswith(("seq(", "optional(")) for kind in kinds):
+            takes = ", ".join(kind[len("tensor("):-1] for kind in sorted(kinds) if kind.startswith("tensor("))
+            return f"input {index} ('{formal.name}') is {name}; {op_type} takes {takes}"
+    return None
 
 
 def _count_range(low: int, high: int) -> str:
@@ -327,6 +354,10 @@ class Graph:
         if not schema.min_output <= outputs <= schema.max_output:
             raise ModelError(f"{where} has {outputs} outputs; opset {schema.since_version} of {proto.op_type}"
                              f" gives {_count_range(schema.min_output, schema.max_output)}")
+        # an empty name means "not given", which only an optional input may be (a kernel would get None)
+        for index, (given, formal) in enumerate(zip(proto.input, schema.inputs)):
+            if not given and formal.option == _SINGLE:
+                raise ModelError(f"{where}: input {index} ('{formal.name}') is required, but its name is empty")
         self._check_window_padding(proto, where, attrs)
         for name in _ELEMENT_TYPE_ATTRIBUTES & set(attrs):
             value = attrs[name]

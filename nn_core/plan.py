@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ModelError, UnsupportedOperatorError
-from .graph import Graph, NodeInfo
+from .graph import Graph, NodeInfo, input_type_problem
 from .ops.averaged_conv import fuse_averaged_convs
 from .ops.batch1 import batch1_kernel
 from .ops.channel_shuffle import carry_depthwise_biases, fuse_shuffled_depthwise
@@ -101,6 +101,20 @@ def make_kernel(node: NodeInfo, graph: Graph, constants: dict[str, np.ndarray], 
         raise ModelError(f"{graph.source}: {node.describe()} cannot be prepared: {problem}") from exc
 
 
+def step_failure(source: str, step: Step, values: list[Any], exc: Exception) -> ModelError:
+    """The error for ``step``'s kernel failing on ``values``: the node, the shapes and dtypes it was given and the
+    kernel's exception -- led by the cause when a value breaks the op's schema types (a bool tensor fed to
+    Gemm), which the kernel's own exception seldom says."""
+    detail = f"failed on inputs {_shapes(values)}: {type(exc).__name__}: {exc}"
+    spec = getattr(step.kernel, "node", None)
+    problem = None
+    if step.inputs == step.node.inputs and getattr(spec, "op_type", None) == step.node.op_type:
+        problem = input_type_problem(step.node.op_type, step.node.domain, spec.opset, values)
+    if problem is not None:
+        return ModelError(f"{source}: {step.node.describe()}: {problem} ({detail})")
+    return ModelError(f"{source}: {step.node.describe()} {detail}")
+
+
 def call_kernel(step: Step, args: list[Any], source: str) -> list[Any]:
     """Run one step outside the compiled function, with its failure named."""
     try:
@@ -108,8 +122,7 @@ def call_kernel(step: Step, args: list[Any], source: str) -> list[Any]:
     except ModelError:
         raise
     except Exception as exc:  # noqa: BLE001 - the one boundary: anything a kernel raises is named
-        raise ModelError(f"{source}: {step.node.describe()} failed on inputs {_shapes(args)}: "
-                         f"{type(exc).__name__}: {exc}") from exc
+        raise step_failure(source, step, args, exc) from exc
     values = list(result) if isinstance(result, tuple) else [result]
     if len(values) < len(step.outputs):
         raise ModelError(f"{source}: {step.node.describe()} declares {len(step.outputs)} outputs but its kernel "
@@ -452,8 +465,7 @@ class FastPlan:
         index = self._line_to_step[tb.tb_lineno]
         frame = tb.tb_frame
         values = [frame.f_locals.get(a, frame.f_globals.get(a)) for a in self._step_args[index]]
-        return ModelError(f"{self.source_label}: {self.steps[index].node.describe()} failed on inputs "
-                          f"{_shapes(values)}: {type(exc).__name__}: {exc}")
+        return step_failure(self.source_label, self.steps[index], values, exc)
 
     def profile(self, inputs: list[np.ndarray]) -> list[tuple[Step, float]]:
         """Run step by step, timing each (a slower interpreter loop: for `bench --profile` only)."""

@@ -115,6 +115,21 @@ def test_kernel_failure_names_the_node_and_shapes(tmp_path):
         model.run({"a": np.zeros((2, 3), np.float32), "b": np.zeros((4, 5), np.float32)})
 
 
+def test_kernel_failure_on_a_value_of_the_wrong_type_leads_with_the_schema(tmp_path):
+    # a string image reaching a Conv: the message says which input breaks which type rule, not only NumPy's
+    # "can't multiply sequence by non-int"; on the fast path (twice: the second run is the specialized one) and
+    # on the traced one alike
+    proto = make_model([helper.make_node("Conv", ["x", "w"], ["y"], name="conv")],
+                       [tensor_info("x", [1, 1, 5, 5], onnx.TensorProto.STRING)], [tensor_info("y", None)],
+                       {"w": np.ones((2, 1, 3, 3), np.float32)})
+    model = nn_core.load(save(proto, tmp_path / "strings.onnx"))
+    image = np.full((1, 1, 5, 5), "ink", dtype=object)
+    expected = r"node 'conv' \(Conv\): input 0 \('X'\) is string; Conv takes double, float, float16 \(failed on"
+    for run in (model.run, model.run, model.run_traced):
+        with pytest.raises(ModelError, match=expected):
+            run({"x": image})
+
+
 def test_html_page_is_refused(tmp_path):
     page = tmp_path / "mnist.onnx"
     page.write_text("<!DOCTYPE html>\n<html><head><title>mnist.onnx at main</title></head></html>")
@@ -165,6 +180,19 @@ def test_dangling_input_and_cycle(tmp_path):
     with pytest.raises(ModelError, match="cycle: nodes n1, n2"):
         nn_core.load(save(cycle, tmp_path / "c.onnx"))
 
+
+
+def test_empty_name_for_a_required_input_is_refused_at_load(tmp_path):
+    # (a kernel would otherwise meet None and fail at run time with "'NoneType' object has no attribute ...")
+    gemm = make_model([helper.make_node("Gemm", ["x", ""], ["y"], name="fc")], [tensor_info("x", [1, 4])],
+                      [tensor_info("y", [1, 4])])
+    with pytest.raises(ModelError, match=r"node 'fc' \(Gemm\): input 1 \('B'\) is required, but its name is empty"):
+        nn_core.load(save(gemm, tmp_path / "gemm.onnx"))
+    # an optional input may be left out so: Clip without its min
+    clip = make_model([helper.make_node("Clip", ["x", "", "high"], ["y"], name="c")], [tensor_info("x", [3])],
+                      [tensor_info("y", [3])], {"high": np.float32(1.0)})
+    model = nn_core.load(save(clip, tmp_path / "clip.onnx"))
+    np.testing.assert_array_equal(model.run({"x": np.array([-5, 0.5, 9], np.float32)})["y"], [-5, 0.5, 1])
 
 def test_external_data_inside_folder_loads_and_escaping_path_is_refused(tmp_path, rng):
     proto = small_cnn(rng)

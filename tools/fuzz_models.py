@@ -819,6 +819,7 @@ class FuzzReport:
     counts: Counter = field(default_factory=Counter)
     classes: dict = field(default_factory=dict)  # signature -> (count, first outcome, mutant path, steps)
     wrapped: Counter = field(default_factory=Counter)  # ModelErrors wrapping an internal exception, by where
+    wrapped_example: dict = field(default_factory=dict)  # where -> the first such message (to judge its wording)
     seconds: float = 0.0
 
     @property
@@ -839,6 +840,7 @@ class FuzzReport:
             lines.append("ModelErrors wrapping an internal exception (contract kept, message may be poor):")
             for where, count in self.wrapped.most_common(15):
                 lines.append(f"  [{count:4d}x] {where}")
+                lines.append(f"         {self.wrapped_example[where].splitlines()[0][:300]}")
         return "\n".join(lines)
 
 
@@ -892,7 +894,9 @@ def fuzz(seconds: float = 600, seed: int = 1, seed_dirs: list[str] = (), out: st
                     report.tried += 1
                     report.counts[outcome.status] += 1
                     if outcome.status == "modelerror" and outcome.raw.get("cause"):
-                        report.wrapped[f"{outcome.raw['cause']} at {outcome.inner}"] += 1
+                        where = f"{outcome.raw['cause']} at {outcome.inner}"
+                        report.wrapped[where] += 1
+                        report.wrapped_example.setdefault(where, outcome.message)
                     if outcome.status == "bad":
                         signature = outcome.signature
                         saved = ""
