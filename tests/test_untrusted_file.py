@@ -378,3 +378,24 @@ def test_an_empty_attribute_tensor_with_huge_other_dims_is_read_without_work_or_
     else:
         array = tensor_to_array(tensor, "hostile.onnx")
         assert array.shape == tuple(dims) and array.size == 0
+
+
+def test_values_in_the_wrong_typed_field_are_named_not_left_to_a_reshape_error():
+    # found by tools/fuzz_models.py (its data_type changed under it): onnx read the empty int64_data and failed
+    # with "cannot reshape array of size 0 into shape (4,)"
+    from nn_core.ops.attributes import tensor_to_array
+
+    tensor = helper.make_tensor("w", TensorProto.FLOAT, [4], [1.0, 2.0, 3.0, 4.0])
+    tensor.data_type = TensorProto.INT64
+    with pytest.raises(nn_core.ModelError, match=r"hostile\.onnx: tensor 'w' of shape \[4\] int64 keeps its values in"
+                                                 r" float_data, but int64 values belong in int64_data"):
+        tensor_to_array(tensor, "hostile.onnx")
+    short = helper.make_tensor("b", TensorProto.FLOAT, [3], [1.0, 2.0, 3.0])
+    short.dims[0] = 4
+    with pytest.raises(nn_core.ModelError, match=r"tensor 'b' of shape \[4\] holds 3 values, not 4"):
+        tensor_to_array(short, "hostile.onnx")
+    # every element type's own field still reads (float16 and bool through int32_data)
+    for data_type, values in ((TensorProto.FLOAT16, [1.5, -2.0]), (TensorProto.BOOL, [True, False]),
+                              (TensorProto.INT8, [-3, 4]), (TensorProto.DOUBLE, [0.25, 8.0])):
+        array = tensor_to_array(helper.make_tensor("v", data_type, [2], values), "ok.onnx")
+        np.testing.assert_array_equal(array, np.asarray(values, array.dtype))

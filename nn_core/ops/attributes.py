@@ -33,6 +33,15 @@ def tensor_dtype(tensor: onnx.TensorProto, where: str) -> np.dtype:
         raise ModelError(f"{where}: tensor '{tensor.name}' has unknown element type {tensor.data_type}") from None
 
 
+def _typed_field(data_type: int) -> str | None:
+    """The typed field onnx reads values of ``data_type`` from (``int32_data`` for float16, int8...), or None."""
+    try:
+        field = helper.tensor_dtype_to_field(data_type)
+    except (KeyError, ValueError, TypeError):
+        return None
+    return field if field in _TYPED_FIELDS else None
+
+
 def tensor_to_array(tensor: onnx.TensorProto, where: str = "model", limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
     """A TensorProto as a NumPy array, after checking that its content is what its header says."""
     if tensor.data_location == onnx.TensorProto.EXTERNAL:
@@ -48,11 +57,16 @@ def tensor_to_array(tensor: onnx.TensorProto, where: str = "model", limits: Limi
             raise ModelError(f"{where}: tensor '{tensor.name}' of shape {dims} {dtype.name} needs {need:,} bytes of"
                              f" data but holds {len(tensor.raw_data):,}")
     elif not tensor.HasField("raw_data"):
-        stored = max(len(getattr(tensor, name)) for name in _TYPED_FIELDS)
         need = count * (2 if tensor.data_type in _COMPLEX else 1)
         if tensor.data_type in _PACKED_4BIT:
             need = (count + 1) // 2
+        home = _typed_field(tensor.data_type)  # the field onnx reads this element type's values from
+        stored = len(getattr(tensor, home)) if home else max(len(getattr(tensor, n)) for n in _TYPED_FIELDS)
         if stored != need and not (count == 0 and stored == 0):
+            elsewhere = [n for n in _TYPED_FIELDS if n != home and len(getattr(tensor, n))]
+            if home and elsewhere:
+                raise ModelError(f"{where}: tensor '{tensor.name}' of shape {dims} {dtype.name} keeps its values in"
+                                 f" {elsewhere[0]}, but {dtype.name} values belong in {home}")
             raise ModelError(f"{where}: tensor '{tensor.name}' of shape {dims} holds {stored:,} values, not {need:,}")
     if count == 0:  # onnx's reader sizes some work by the non-zero dims ([2**40, 7, 2**40, 0] int4: MemoryError)
         try:
