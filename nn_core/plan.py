@@ -106,10 +106,15 @@ def step_failure(source: str, step: Step, values: list[Any], exc: Exception) -> 
     kernel's exception -- led by the cause when a value breaks the op's schema types (a bool tensor fed to
     Gemm), which the kernel's own exception seldom says."""
     detail = f"failed on inputs {_shapes(values)}: {type(exc).__name__}: {exc}"
-    spec = getattr(step.kernel, "node", None)
+    spec = getattr(step.kernel, "node", None)  # (the kernel's NodeSpec knows the op's version; a fused one may not)
+    opset = getattr(spec, "opset", None)
     problem = None
-    if step.inputs == step.node.inputs and getattr(spec, "op_type", None) == step.node.op_type:
-        problem = input_type_problem(step.node.op_type, step.node.domain, spec.opset, values)
+    if step.inputs == step.node.inputs and getattr(spec, "op_type", None) == step.node.op_type \
+            and isinstance(opset, int):
+        try:
+            problem = input_type_problem(step.node.op_type, step.node.domain, opset, values)
+        except Exception:  # noqa: BLE001 - naming a failure must not fail in its turn: the plain message then
+            problem = None
     if problem is not None:
         return ModelError(f"{source}: {step.node.describe()}: {problem} ({detail})")
     return ModelError(f"{source}: {step.node.describe()} {detail}")

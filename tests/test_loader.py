@@ -130,6 +130,22 @@ def test_kernel_failure_on_a_value_of_the_wrong_type_leads_with_the_schema(tmp_p
             run({"x": image})
 
 
+def test_a_fused_kernel_failing_keeps_the_plain_message(tmp_path):
+    # a DenseChain (Gemm -> Relu -> Gemm as one step) fails on an input of the wrong width: the message names the
+    # first node and the shapes, as an unfused kernel's would (the schema check only reads a kernel's own NodeSpec)
+    nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], name="fc1"), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Gemm", ["r", "w2", "b2"], ["y"], name="fc2")]
+    weights = {"w1": np.ones((3, 4), np.float32), "b1": np.ones(4, np.float32), "w2": np.ones((4, 2), np.float32),
+               "b2": np.ones(2, np.float32)}
+    proto = make_model(nodes, [tensor_info("x", [1, "K"])], [tensor_info("y", None)], weights)
+    model = nn_core.load(save(proto, tmp_path / "chain.onnx"))
+    assert model.plan_ops == ["Gemm+Relu+Gemm"]
+    for _ in range(2):
+        with pytest.raises(ModelError, match=r"chain\.onnx: node 'fc1' \(Gemm\) failed on inputs \[1, 5\] float32, "
+                                             r"\[3, 4\] float32, \[4\] float32: ValueError: shapes"):
+            model.run({"x": np.ones((1, 5), np.float32)})
+
+
 def test_html_page_is_refused(tmp_path):
     page = tmp_path / "mnist.onnx"
     page.write_text("<!DOCTYPE html>\n<html><head><title>mnist.onnx at main</title></head></html>")

@@ -394,6 +394,11 @@ def test_values_in_the_wrong_typed_field_are_named_not_left_to_a_reshape_error()
     short.dims[0] = 4
     with pytest.raises(nn_core.ModelError, match=r"tensor 'b' of shape \[4\] holds 3 values, not 4"):
         tensor_to_array(short, "hostile.onnx")
+    strings = helper.make_tensor("s", TensorProto.STRING, [2], [b"a", b"b"])
+    strings.ClearField("string_data")
+    strings.raw_data = b"ab"
+    with pytest.raises(nn_core.ModelError, match=r"tensor 's' of shape \[2\] holds strings as raw bytes"):
+        tensor_to_array(strings, "hostile.onnx")
     # every element type's own field still reads (float16 and bool through int32_data)
     for data_type, values in ((TensorProto.FLOAT16, [1.5, -2.0]), (TensorProto.BOOL, [True, False]),
                               (TensorProto.INT8, [-3, 4]), (TensorProto.DOUBLE, [0.25, 8.0])):

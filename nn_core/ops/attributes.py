@@ -56,7 +56,10 @@ def tensor_to_array(tensor: onnx.TensorProto, where: str = "model", limits: Limi
         if len(tensor.raw_data) != need:
             raise ModelError(f"{where}: tensor '{tensor.name}' of shape {dims} {dtype.name} needs {need:,} bytes of"
                              f" data but holds {len(tensor.raw_data):,}")
-    elif not tensor.HasField("raw_data"):
+    elif tensor.HasField("raw_data") and (tensor.raw_data or count):  # (onnx would reshape an empty string_data)
+        raise ModelError(f"{where}: tensor '{tensor.name}' of shape {dims} holds strings as raw bytes (raw_data),"
+                         " which ONNX allows only for numbers; strings go in string_data")
+    else:
         need = count * (2 if tensor.data_type in _COMPLEX else 1)
         if tensor.data_type in _PACKED_4BIT:
             need = (count + 1) // 2
