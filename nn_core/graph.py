@@ -383,6 +383,11 @@ class Graph:
         nodes: list[NodeInfo] = []
         used_names: set[str] = set()
         for index, proto in enumerate(graph.node):
+            # (a string field with bytes that are not UTF-8 comes back from protobuf as bytes, not str)
+            texts = [proto.name, proto.op_type, proto.domain, *proto.input, *proto.output]
+            if not all(isinstance(text, str) for text in texts):
+                raise ModelError(f"{self.source}: node {index} has a name, operator or value name that is not"
+                                 f" UTF-8 text: {next(t for t in texts if not isinstance(t, str))[:60]!r}")
             name = proto.name or f"{proto.op_type}_{index}"
             if name in used_names:
                 name = f"{name}_{index}"

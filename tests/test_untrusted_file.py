@@ -404,3 +404,17 @@ def test_values_in_the_wrong_typed_field_are_named_not_left_to_a_reshape_error()
                               (TensorProto.INT8, [-3, 4]), (TensorProto.DOUBLE, [0.25, 8.0])):
         array = tensor_to_array(helper.make_tensor("v", data_type, [2], values), "ok.onnx")
         np.testing.assert_array_equal(array, np.asarray(values, array.dtype))
+
+
+@pytest.mark.parametrize("field", ["op_type", "name", "output"])
+def test_node_text_that_is_not_utf8_is_refused_naming_the_node(tmp_path, field):
+    # protobuf hands such a string field back as bytes: onnx's schema lookup then failed with "get_schema():
+    # incompatible function arguments" (found by tools/fuzz_models.py)
+    proto = _relu_model(node_name="relu_node", output_name="y")
+    text = {"op_type": b"Relu", "name": b"relu_node", "output": b"hidden"}[field]
+    broken = proto.SerializeToString().replace(text, text[:1] + b"\xff" + text[2:], 1)
+    path = tmp_path / "bytes.onnx"
+    path.write_bytes(broken)
+    with pytest.raises(nn_core.ModelError, match=r"bytes\.onnx: node 0 has a name, operator or value name that is"
+                                                 r" not UTF-8 text: b'.\\xff"):
+        nn_core.load(path)
