@@ -12,6 +12,7 @@ import pytest
 from onnx import TensorProto, helper
 from onnx_node_cases import cases_for, check_case_with_kernels
 
+from nn_core.errors import ModelError
 from nn_core.ops import load_all_kernels, resolve
 from nn_core.ops.elementwise import erf
 from nn_core.ops.registry import NodeSpec
@@ -243,6 +244,17 @@ def test_clip_attribute_form():
     assert_same(run(node("Clip", min=-1.0, max=2.0), [x], 6), np.minimum(np.maximum(x, -1), 2).astype(np.float32))
     matches_ort(node("Clip", min=-1.0, max=2.0), [x], 6)
     matches_ort(node("Clip", min=-0.5), [x], 6)  # an absent bound is no bound
+
+
+def test_clip_bounds_that_are_not_scalars_are_refused_at_load():
+    # (found by tools/fuzz_models.py: "cannot reshape array of size 2 into shape ()" was all the message said)
+    x = floats(4, 6)
+    with pytest.raises(ModelError, match=r"'bound' \(Clip\): min must be a scalar; it has shape \[2\]"):
+        low, high = np.array([-1.0, 0.0], np.float32), np.array(2.0, np.float32)
+        run(node("Clip", 3, name="bound"), [x, low, high], 13, (1, 2))
+    # a one-value tensor of shape [1], as some exporters write the bound, is taken
+    got = run(node("Clip", 3), [x, np.array([-1.0], np.float32), np.array([2.0], np.float32)], 13, (1, 2))
+    assert_same(got, np.clip(x, -1, 2).astype(np.float32))
 
 
 @pytest.mark.parametrize("constant", [False, True])

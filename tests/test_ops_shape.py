@@ -168,6 +168,17 @@ def test_slice_default_axes_and_steps():
     check_against_ort(node, [X234, ints(1, -2), ints(2, 3)], 13)
 
 
+def test_slice_axes_outside_the_rank_are_refused_naming_them():
+    # (found by tools/fuzz_models.py: "tuple index out of range" was all the message said)
+    node = helper.make_node("Slice", ["x", "s", "e", "a"], ["y"], name="cut")
+    for constant in ((), (1, 2, 3)):  # prepared at load, or given at run time
+        with pytest.raises(ModelError, match=r"node 'cut' \(Slice\): slice axes \[3\] are outside the input's 3 axes"
+                                             r" \(shape \[2, 3, 4\]\)"):
+            run_node(node, [X234, ints(0), ints(1), ints(3)], 13, constant_inputs=constant)
+    (y,) = run_node(node, [X234, ints(1), ints(3), ints(-3)], 13)  # a negative axis within the rank still reads
+    np.testing.assert_array_equal(y, X234[1:3])
+
+
 def test_slice_attribute_form_of_opset_9():
     node = helper.make_node("Slice", ["x"], ["y"], starts=[1, -3], ends=[INT64_MAX, -1], axes=[1, 2])
     (y,) = run_node(node, [X234], 9)

@@ -434,8 +434,8 @@ class Clip(Op):
     def __init__(self, node: NodeSpec):
         super().__init__(node)
         # constant bounds (the usual ReLU6 case) become Python numbers once, which keep x's type in NumPy
-        self.low = _scalar_or_none(self.const(1))
-        self.high = _scalar_or_none(self.const(2))
+        self.low = _scalar_or_none(self.const(1), self, "min")
+        self.high = _scalar_or_none(self.const(2), self, "max")
         self.bounds_known = (self.low is not None or len(node.inputs) < 2 or not node.inputs[1]) and (
             self.high is not None or len(node.inputs) < 3 or not node.inputs[2]
         )
@@ -473,8 +473,13 @@ def clip_backward(x: np.ndarray, low, high, grad: np.ndarray) -> list[np.ndarray
     return [as_input_grad(dx, x), dlow, dhigh]
 
 
-def _scalar_or_none(value: np.ndarray | None) -> float | int | None:
-    return None if value is None or value.size == 0 else value.reshape(()).item()
+def _scalar_or_none(value: np.ndarray | None, op: Op, what: str) -> float | int | None:
+    """A constant bound (Clip's min or max): None when absent or empty, else its one value."""
+    if value is None or value.size == 0:
+        return None
+    if value.size != 1:
+        raise op.fail(f"{what} must be a scalar; it has shape {list(value.shape)}")
+    return value.reshape(()).item()
 
 
 def clip(x: np.ndarray, low, high) -> np.ndarray:

@@ -496,6 +496,8 @@ class Slice(Op):
         index = [slice(None)] * rank
         if len(set(axes)) != len(axes) or len({_axis(a, rank) for a in axes}) != len(axes):
             raise self.fail(f"slice axes {list(axes)} repeat an axis")
+        if any(not -rank <= a < rank for a in axes):
+            raise self.fail(f"slice axes {list(axes)} are outside the input's {rank} axes (shape {list(shape)})")
         try:
             for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):
                 axis = _axis(axis, rank)
