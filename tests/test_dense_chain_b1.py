@@ -191,3 +191,16 @@ def test_the_bundled_lenet_head_is_one_step():
     (step,) = nn_core.load("assets/lenet5.onnx")._fast_plan().steps
     assert step.label == "Conv+Relu+MaxPool+Conv+Relu+MaxPool+Flatten+Gemm+Relu+Gemm+Relu+Gemm"
     assert type(step.kernel.head.chain) is DenseChain
+
+
+def test_a_matmul_by_a_vector_after_a_layer_is_left_out_of_the_chain(tmp_path):
+    # a 1-D MatMul weight makes a vector, not a layer: chainable took its shape[1] and the load failed with
+    # "IndexError: tuple index out of range" (found by tools/fuzz_models.py)
+    nodes = [helper.make_node("Gemm", ["x", "w"], ["h"], name="fc"), helper.make_node("MatMul", ["h", "v"], ["y"])]
+    weights = {"w": np.arange(12, dtype=np.float32).reshape(3, 4), "v": np.arange(4, dtype=np.float32)}
+    proto = make_model(nodes, [tensor_info("x", [1, 3])], [tensor_info("y", None)], weights)
+    model = nn_core.load_proto(proto, name="vector.onnx")
+    assert model.plan_ops == ["Gemm", "MatMul"]
+    x = np.array([[1.0, -2.0, 0.5]], np.float32)
+    for _ in range(3):  # checked, specializing and specialized runs
+        np.testing.assert_allclose(model.run({"x": x})["y"], ort_run(proto, {"x": x})[0], rtol=1e-6)

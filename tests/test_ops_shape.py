@@ -387,3 +387,13 @@ def test_squeeze_and_unsqueeze_keep_their_shapes_per_input_shape(axes):
         assert np.array_equal(squeeze.run(grown, indices), x)
     with pytest.raises(ModelError, match="not all of size 1"):
         squeeze.run(np.zeros((3, 4, 5), np.float32), indices)
+
+
+@pytest.mark.parametrize(("name", "value", "expected"), [
+    ("value_int", "nan", "int64"), ("value_float", "abc", "float32"), ("value_ints", ["1", "x"], "int64")])
+def test_a_constant_attribute_of_another_type_is_refused_naming_it(name, value, expected):
+    # (found by tools/fuzz_models.py: "invalid literal for int() with base 10: 'nan'" was all the message said)
+    node = helper.make_node("Constant", [], ["k"], name="kc")
+    node.attribute.append(helper.make_attribute(name, value))
+    with pytest.raises(ModelError, match=rf"node 'kc' \(Constant\): attribute '{name}' holds .*, not the {expected}"):
+        run_node(node, [], 11)

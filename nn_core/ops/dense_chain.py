@@ -51,8 +51,8 @@ def _layer_bias(kernel: Gemm | MatMul, width: int) -> np.ndarray | None | bool:
 def chainable(step: Any, constants: dict[str, np.ndarray]) -> bool:
     """``step`` is a Gemm or MatMul whose weight and bias are constants the kernel holds."""
     kernel = step.kernel
-    if type(kernel) not in (Gemm, MatMul) or kernel.b is None:
-        return False
+    if type(kernel) not in (Gemm, MatMul) or kernel.b is None or kernel.b.ndim != 2:
+        return False  # (a 1-D MatMul weight makes a vector, not a layer: the kernel's own run says what it does)
     if any(name and name not in constants for name in step.inputs[1:]):
         return False
     return _layer_bias(kernel, kernel.b.shape[1]) is not False

@@ -1318,6 +1318,11 @@ class ReverseSequence(Op):
 # ---------------------------------------------------------------- constants and pass-through
 
 
+#: Constant's value attributes other than a tensor, and the dtype each holds
+_CONSTANT_VALUES = (("value_float", np.float32), ("value_floats", np.float32), ("value_int", INT64),
+                    ("value_ints", INT64), ("value_string", object), ("value_strings", object))
+
+
 @register("Constant", 1)
 class Constant(Op):
     def __init__(self, node):
@@ -1329,18 +1334,14 @@ class Constant(Op):
         attrs = self.attrs
         if "value" in attrs or "sparse_value" in attrs:
             return np.array(attrs.get("value", attrs.get("sparse_value")))
-        if "value_float" in attrs:
-            return np.array(attrs["value_float"], dtype=np.float32)
-        if "value_floats" in attrs:
-            return np.array(attrs["value_floats"], dtype=np.float32)
-        if "value_int" in attrs:
-            return np.array(attrs["value_int"], dtype=INT64)
-        if "value_ints" in attrs:
-            return np.array(attrs["value_ints"], dtype=INT64)
-        if "value_string" in attrs:
-            return np.array(attrs["value_string"], dtype=object)
-        if "value_strings" in attrs:
-            return np.array(attrs["value_strings"], dtype=object)
+        for name, dtype in _CONSTANT_VALUES:
+            if name in attrs:
+                try:
+                    return np.array(attrs[name], dtype=dtype)
+                except (TypeError, ValueError, OverflowError):  # (an attribute of another type under this name)
+                    raise self.fail(f"attribute '{name}' holds {str(attrs[name])[:60]!r}, not the"
+                                    f" {np.dtype(dtype).name if dtype is not object else 'string'} its name says"
+                                    ) from None
         raise self.fail("has no value attribute")
 
     def run(self):
