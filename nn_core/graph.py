@@ -34,7 +34,8 @@ _NEWEST_OPSET = {ML_DOMAIN: 5}
 
 
 @functools.lru_cache(maxsize=4096)
-def _schema(op_type: str, opset: int, domain: str) -> onnx.defs.OpSchema | None:
+def op_schema(op_type: str, opset: int, domain: str) -> onnx.defs.OpSchema | None:
+    """The ONNX schema of ``op_type`` at ``opset`` in ``domain`` (canonical), or None where onnx has none."""
     try:
         return onnx.defs.get_schema(op_type, opset, domain)
     except onnx.defs.SchemaError:
@@ -45,7 +46,7 @@ def input_type_problem(op_type: str, domain: str, opset: int, values: list[Any])
     """Which of ``values``, given as the inputs of an ``op_type`` node, breaks the type constraints of the op's
     ONNX schema (a bool or string tensor where the op takes numbers): "input 0 ('X') is string; Conv takes
     float16, float, double" -- or None. For naming the cause when a kernel fails on such a value."""
-    schema = _schema(op_type, opset, canonical_domain(domain))
+    schema = op_schema(op_type, opset, canonical_domain(domain))
     if schema is None or not schema.inputs:
         return None
     allowed = {c.type_param_str: set(c.allowed_type_strs) for c in schema.type_constraints}
@@ -343,7 +344,7 @@ class Graph:
         domain = canonical_domain(proto.domain)
         if domain not in (DEFAULT_DOMAIN, ML_DOMAIN):
             return
-        schema = _schema(proto.op_type, self.opset_for(domain), domain)
+        schema = op_schema(proto.op_type, self.opset_for(domain), domain)
         if schema is None:
             return
         where = f"{self.source}: node '{name}' ({proto.op_type})"

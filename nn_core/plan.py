@@ -44,6 +44,7 @@ from .optimize import (
     remove_identities,
     sole_reader,
 )
+from .string_guard import guard_string_inputs, string_problem
 from .transformer_fusion import fuse_transformer_steps
 
 _SOURCE_NAME = "<nn_core plan>"
@@ -121,7 +122,14 @@ def step_failure(source: str, step: Step, values: list[Any], exc: Exception) -> 
 
 
 def call_kernel(step: Step, args: list[Any], source: str) -> list[Any]:
-    """Run one step outside the compiled function, with its failure named."""
+    """Run one step outside the compiled function, with its failure named; a string tensor where the op takes
+    numbers is refused before the kernel runs (string_guard)."""
+    spec = getattr(step.kernel, "node", None)
+    opset = getattr(spec, "opset", None)
+    if isinstance(opset, int) and getattr(spec, "op_type", None) == step.node.op_type:
+        problem = string_problem(step.node.op_type, step.node.domain, opset, args)
+        if problem is not None:
+            raise ModelError(f"{source}: {step.node.describe()}: {problem}")
     try:
         result = step.kernel.run(*args)
     except ModelError:
@@ -344,6 +352,8 @@ class FastPlan:
         steps = fold_nhwc_flattens(steps, consts, outputs)
         steps = fuse_averaged_convs(steps, outputs)
         self.steps = drop_dead_steps(steps, outputs)
+        text_inputs = {v.name for v in graph.inputs if v.dtype is not None and np.dtype(v.dtype).kind in "OUS"}
+        guard_string_inputs(self.steps, text_inputs, consts, graph.opset_for, graph.source)
         self.input_names = [v.name for v in graph.inputs]
         self.output_names = [v.name for v in graph.outputs]
         self.constants = consts

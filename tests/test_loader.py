@@ -116,18 +116,19 @@ def test_kernel_failure_names_the_node_and_shapes(tmp_path):
 
 
 def test_kernel_failure_on_a_value_of_the_wrong_type_leads_with_the_schema(tmp_path):
-    # a string image reaching a Conv: the message says which input breaks which type rule, not only NumPy's
-    # "can't multiply sequence by non-int"; on the fast path (twice: the second run is the specialized one) and
-    # on the traced one alike
-    proto = make_model([helper.make_node("Conv", ["x", "w"], ["y"], name="conv")],
-                       [tensor_info("x", [1, 1, 5, 5], onnx.TensorProto.STRING)], [tensor_info("y", None)],
-                       {"w": np.ones((2, 1, 3, 3), np.float32)})
-    model = nn_core.load(save(proto, tmp_path / "strings.onnx"))
-    image = np.full((1, 1, 5, 5), "ink", dtype=object)
-    expected = r"node 'conv' \(Conv\): input 0 \('X'\) is string; Conv takes double, float, float16 \(failed on"
+    # integer logits reaching a Softmax: the message says which input breaks which type rule, not only NumPy's
+    # "Cannot cast ufunc 'exp' output from dtype('float64') to dtype('int64')"; on the fast path (twice: the
+    # second run is the specialized one) and on the traced one alike (a string where numbers belong is refused
+    # before the kernel runs: test_untrusted_file)
+    proto = make_model([helper.make_node("Softmax", ["x"], ["y"], name="soft")],
+                       [tensor_info("x", [1, 10], onnx.TensorProto.INT64)], [tensor_info("y", None)])
+    model = nn_core.load(save(proto, tmp_path / "ints.onnx"))
+    logits = np.arange(10, dtype=np.int64).reshape(1, 10)
+    expected = (r"node 'soft' \(Softmax\): input 0 \('input'\) is int64; Softmax takes bfloat16, double, float, "
+                r"float16 \(failed")
     for run in (model.run, model.run, model.run_traced):
         with pytest.raises(ModelError, match=expected):
-            run({"x": image})
+            run({"x": logits})
 
 
 def test_a_fused_kernel_failing_keeps_the_plain_message(tmp_path):

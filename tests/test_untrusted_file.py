@@ -418,3 +418,58 @@ def test_node_text_that_is_not_utf8_is_refused_naming_the_node(tmp_path, field):
     with pytest.raises(nn_core.ModelError, match=r"bytes\.onnx: node 0 has a name, operator or value name that is"
                                                  r" not UTF-8 text: b'.\\xff"):
         nn_core.load(path)
+
+
+def _string_model(nodes, inputs, initializers=(), opset=13) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "strings", inputs, [helper.make_tensor_value_info("y", TensorProto.UNDEFINED,
+                                                                                         None)], list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
+def test_a_string_times_a_huge_integer_is_refused_before_it_is_built(tmp_path):
+    # NumPy multiplies an object array of str by ints as Python does, repeating the string: folding this Mul at
+    # load built 2 GB of "a"s (4 s); 10**12 would exhaust memory (found by tools/fuzz_models.py, as a hang)
+    text = helper.make_tensor("text", TensorProto.STRING, [2], [b"a", b"b"])
+    times = helper.make_tensor("times", TensorProto.INT64, [2], [10**12, 10**12])
+    proto = _string_model([helper.make_node("Mul", ["text", "times"], ["y"], name="repeat")], [], [text, times])
+    path = tmp_path / "repeat.onnx"
+    onnx.save(proto, str(path))
+    with pytest.raises(nn_core.ModelError, match=r"repeat\.onnx: node 'repeat' \(Mul\): input 0 \('A'\) is string;"):
+        nn_core.load(path)
+
+
+def test_a_string_input_reaching_a_conv_is_refused_on_every_path(tmp_path):
+    # a string image and integer weights: Conv's products would repeat the strings (found by the fuzzer: a hang)
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], name="conv")
+    weights = helper.make_tensor("w", TensorProto.INT32, [2, 1, 3, 3], [10**6] * 18)
+    proto = _string_model([conv], [helper.make_tensor_value_info("x", TensorProto.STRING, [1, 1, 5, 5])], [weights])
+    path = tmp_path / "strings_in.onnx"
+    onnx.save(proto, str(path))
+    model = nn_core.load(path)
+    image = np.full((1, 1, 5, 5), "ink", dtype=object)
+    expected = r"strings_in\.onnx: node 'conv' \(Conv\): input 0 \('X'\) is string; Conv takes double, float"
+    for run in (model.run, model.run, model.run, model.run_traced):  # compiled, checked, specialized, traced
+        with pytest.raises(nn_core.ModelError, match=expected):
+            run({"x": image})
+
+
+def test_string_models_still_run_and_numeric_ones_get_no_guards(tmp_path):
+    from nn_core.string_guard import StringGuard
+
+    # strings through the ops that take them: Reshape, then Concat with a string constant
+    shape = helper.make_tensor("shape", TensorProto.INT64, [1], [4])
+    extra = helper.make_tensor("extra", TensorProto.STRING, [1], [b"z"])
+    proto = _string_model([helper.make_node("Reshape", ["x", "shape"], ["flat"]),
+                           helper.make_node("Concat", ["flat", "extra"], ["y"], axis=0)],
+                          [helper.make_tensor_value_info("x", TensorProto.STRING, [2, 2])], [shape, extra])
+    path = tmp_path / "text.onnx"
+    onnx.save(proto, str(path))
+    model = nn_core.load(path)
+    for _ in range(3):
+        got = model.run({"x": np.array([["a", "b"], ["c", "d"]], dtype=object)})["y"]
+        assert list(got) == ["a", "b", "c", "d", "z"]
+    assert not any(isinstance(step.kernel, StringGuard) for step in model._fast_plan().steps)
+    lenet = nn_core.load(os.path.join(os.path.dirname(__file__), "..", "assets", "lenet5.onnx"))
+    assert not any(isinstance(step.kernel, StringGuard) for step in lenet._fast_plan().steps)
