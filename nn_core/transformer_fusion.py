@@ -346,6 +346,10 @@ def _attention_chain(softmax: _Step, graph: _Graph) -> _Attention | None:
     target = None if split is None else graph.ints(split.inputs[1])
     if target is None or len(target) != 5 or min(target) <= 0 or graph.only_reader(split) is not heads:
         return None
+    # (a size no tensor can have: the Reshape itself refuses it at run time, and the kernel's buffers, sized from
+    # the target at load, are never made)
+    if math.prod(target) * 4 > split.kernel.node.limits.max_tensor_bytes:
+        return None
     picks = []
     for gather in gathers:
         index = graph.ints(gather.inputs[1])

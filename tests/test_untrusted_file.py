@@ -473,3 +473,22 @@ def test_string_models_still_run_and_numeric_ones_get_no_guards(tmp_path):
     assert not any(isinstance(step.kernel, StringGuard) for step in model._fast_plan().steps)
     lenet = nn_core.load(os.path.join(os.path.dirname(__file__), "..", "assets", "lenet5.onnx"))
     assert not any(isinstance(step.kernel, StringGuard) for step in lenet._fast_plan().steps)
+
+
+def test_an_attention_reshape_to_an_impossible_size_is_not_fused_into_buffers(tmp_path):
+    # the ViT fixture's q/k/v split (Reshape to [2, 16, 3, 2, 12]) with its token count flipped to 2**50: the fused
+    # attention kernel sized a column of ones by it at load (4 PiB, MemoryError; found by tools/fuzz_models.py).
+    # Left unfused, the Reshape refuses the size when it runs.
+    from onnx import numpy_helper
+
+    proto = onnx.load(os.path.join(os.path.dirname(__file__), "models", "grad", "vit_d20.onnx"))
+    for index, tensor in enumerate(proto.graph.initializer):
+        if tensor.name == "val_15":
+            shape = numpy_helper.to_array(tensor).copy()
+            shape[1] = 2**50
+            proto.graph.initializer[index].CopyFrom(numpy_helper.from_array(shape, "val_15"))
+    path = tmp_path / "huge_tokens.onnx"
+    onnx.save(proto, str(path))
+    model = nn_core.load(path)
+    with pytest.raises(nn_core.ModelError, match=r"huge_tokens\.onnx: node 'node_view_1' \(Reshape\): cannot"):
+        model.run({model.inputs[0].name: np.zeros((2, 1, 28, 28), np.float32)})
