@@ -195,3 +195,26 @@ def test_larger_conv_of_a_few_images_keeps_the_stacked_product(tmp_path):
     x = rng.standard_normal((2, 8, 21, 21)).astype(np.float32)
     _assert_matches_general(model, x)
     assert model._fast_plan().run(x)[0].flags.c_contiguous
+
+
+@pytest.mark.parametrize("head", ["gemm_chain", "matmul_chain"])
+def test_the_folded_head_specializes_for_a_shape_and_keeps_its_values(tmp_path, head):
+    """From a shape's second run the plan function calls the folded head's specialized runner (its permuted
+    chain's buffers on the flatten); its values stay the general kernels', run after run and for new data."""
+    rng = np.random.default_rng(5)
+    model = _load(tmp_path, _flatten_head(rng, [0, -1], head))
+    plan = model._fast_plan()
+    shape = (2, 4, 2, 3)
+    for _ in range(2):
+        _assert_matches_general(model, rng.standard_normal(shape).astype(np.float32))
+    head_step = len(plan.steps) - 1
+    assert plan.steps[head_step].label.startswith(FOLDED)
+    specialized = plan.by_shape[shape].__globals__[f"k{head_step}"]
+    assert specialized != plan.steps[head_step].kernel.run
+    for _ in range(3):
+        x = rng.standard_normal(shape).astype(np.float32)
+        np.testing.assert_allclose(specialized(x), model.run_traced({"x": x})[0]["y"], rtol=1e-5, atol=1e-6)
+        _assert_matches_general(model, x)
+    # an input of another shape given to the specialized runner goes to the folded kernel's run
+    other = rng.standard_normal((1, 4, 3, 2)).astype(np.float32)
+    np.testing.assert_allclose(specialized(other), model.run_traced({"x": other})[0]["y"], rtol=1e-5, atol=1e-6)

@@ -94,6 +94,25 @@ class FoldedNhwcFlatten:
         flat_input = self.reshape.run(self.transpose.run(x), *self.reshape_arguments)
         return self.dense.run(flat_input, *constants)
 
+    def specialize(self, x: np.ndarray, *constants: np.ndarray | None) -> Any:
+        """``run`` for inputs of ``x``'s shape and dtype, the folded call's shape, as its permuted dense kernel's
+        own specialized runner on the flatten (FastPlan.specialize); any other input through ``run``."""
+        shape, flat, _ = self.folded
+        permuted = self.permuted[1]
+        if type(x) is not np.ndarray or x.shape != shape or permuted is None or not hasattr(permuted, "specialize"):
+            return None
+        inner = permuted.specialize(x.reshape(flat), *constants)
+        if inner is None:
+            return None
+        dtype, general = x.dtype, self.run
+
+        def run(x: np.ndarray, *constants: np.ndarray | None) -> np.ndarray:
+            if type(x) is not np.ndarray or x.shape != shape or x.dtype is not dtype:
+                return general(x, *constants)
+            return inner(x.reshape(flat), *constants)
+
+        return run
+
 
 def fold_nhwc_flattens(steps: list[Any], constants: dict[str, np.ndarray], graph_outputs: set[str]) -> list[Any]:
     """``steps`` with each Transpose(perm=[0, 2, 3, 1]) -> Reshape to (N, C*H*W) or Flatten(axis=1) -> dense
