@@ -44,7 +44,7 @@ from .optimize import (
     remove_identities,
     sole_reader,
 )
-from .string_guard import guard_string_inputs, string_problem
+from .string_guard import guard_string_inputs, is_text, string_problem
 from .transformer_fusion import fuse_transformer_steps
 
 _SOURCE_NAME = "<nn_core plan>"
@@ -102,20 +102,27 @@ def make_kernel(node: NodeInfo, graph: Graph, constants: dict[str, np.ndarray], 
         raise ModelError(f"{graph.source}: {node.describe()} cannot be prepared: {problem}") from exc
 
 
+def _schema_problem(step: Step, values: list[Any], problem_of: Callable[..., str | None]) -> str | None:
+    """``problem_of(op_type, domain, opset, values)`` for a step whose arguments are its node's inputs and whose
+    kernel's NodeSpec gives the op's version (a fused kernel may not); None otherwise, or if that fails (it names
+    a failure, and must not fail in its turn)."""
+    spec = getattr(step.kernel, "node", None)
+    opset = getattr(spec, "opset", None)
+    if step.inputs != step.node.inputs or getattr(spec, "op_type", None) != step.node.op_type \
+            or not isinstance(opset, int):
+        return None
+    try:
+        return problem_of(step.node.op_type, step.node.domain, opset, values)
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def step_failure(source: str, step: Step, values: list[Any], exc: Exception) -> ModelError:
     """The error for ``step``'s kernel failing on ``values``: the node, the shapes and dtypes it was given and the
-    kernel's exception -- led by the cause when a value breaks the op's schema types (a bool tensor fed to
-    Gemm), which the kernel's own exception seldom says."""
+    kernel's exception -- led by the cause when a value breaks the op's schema types (integer logits fed to
+    Softmax), which the kernel's own exception seldom says."""
     detail = f"failed on inputs {_shapes(values)}: {type(exc).__name__}: {exc}"
-    spec = getattr(step.kernel, "node", None)  # (the kernel's NodeSpec knows the op's version; a fused one may not)
-    opset = getattr(spec, "opset", None)
-    problem = None
-    if step.inputs == step.node.inputs and getattr(spec, "op_type", None) == step.node.op_type \
-            and isinstance(opset, int):
-        try:
-            problem = input_type_problem(step.node.op_type, step.node.domain, opset, values)
-        except Exception:  # noqa: BLE001 - naming a failure must not fail in its turn: the plain message then
-            problem = None
+    problem = _schema_problem(step, values, input_type_problem)
     if problem is not None:
         return ModelError(f"{source}: {step.node.describe()}: {problem} ({detail})")
     return ModelError(f"{source}: {step.node.describe()} {detail}")
@@ -124,10 +131,8 @@ def step_failure(source: str, step: Step, values: list[Any], exc: Exception) -> 
 def call_kernel(step: Step, args: list[Any], source: str) -> list[Any]:
     """Run one step outside the compiled function, with its failure named; a string tensor where the op takes
     numbers is refused before the kernel runs (string_guard)."""
-    spec = getattr(step.kernel, "node", None)
-    opset = getattr(spec, "opset", None)
-    if isinstance(opset, int) and getattr(spec, "op_type", None) == step.node.op_type:
-        problem = string_problem(step.node.op_type, step.node.domain, opset, args)
+    if any(is_text(arg) for arg in args):
+        problem = _schema_problem(step, args, string_problem)
         if problem is not None:
             raise ModelError(f"{source}: {step.node.describe()}: {problem}")
     try:

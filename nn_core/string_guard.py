@@ -113,7 +113,10 @@ def guard_string_inputs(steps: list[Any], text_inputs: set[str], constants: dict
 
             def schema_problem(args: list[Any], node: Any = node, opset: int = opset, same: bool = same_inputs
                                ) -> str | None:
-                return input_type_problem(node.op_type, node.domain, opset, args) if same else None
+                try:
+                    return input_type_problem(node.op_type, node.domain, opset, args) if same else None
+                except Exception:  # noqa: BLE001 - wording the error must not fail: the plain words then
+                    return None
 
             step.kernel = StringGuard(step.kernel, checks, f"{source}: {node.describe()}", schema_problem)
         if any(name in text for name in step.inputs) or _makes_strings(schema, node.op_type):
