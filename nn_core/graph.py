@@ -24,6 +24,7 @@ from .ops.registry import DEFAULT_DOMAIN, MAX_OPSET, ML_DOMAIN, canonical_domain
 
 _POOLS = {"MaxPool", "AveragePool", "LpPool"}
 _SINGLE = onnx.defs.OpSchema.FormalParameterOption.Single  # a required, non-variadic input
+_VARIADIC = onnx.defs.OpSchema.FormalParameterOption.Variadic
 # attributes whose INT value is a TensorProto element type (Cast's 'to', EyeLike's 'dtype'...); 0 is "not set"
 _ELEMENT_TYPE_ATTRIBUTES = {"to", "dtype", "output_dtype"}
 _KNOWN_ELEMENT_TYPES = set(onnx.TensorProto.DataType.values())
@@ -42,6 +43,14 @@ def op_schema(op_type: str, opset: int, domain: str) -> onnx.defs.OpSchema | Non
         return None
 
 
+def formal_types(schema: onnx.defs.OpSchema, formal: onnx.defs.OpSchema.FormalParameter) -> set[str]:
+    """The types (``tensor(float)``, ``seq(tensor(string))``...) a formal input or output of ``schema`` takes."""
+    for constraint in schema.type_constraints:
+        if constraint.type_param_str == formal.type_str:
+            return set(constraint.allowed_type_strs)
+    return {formal.type_str}  # (a type written out in place of a type parameter)
+
+
 def input_type_problem(op_type: str, domain: str, opset: int, values: list[Any]) -> str | None:
     """Which of ``values``, given as the inputs of an ``op_type`` node, breaks the type constraints of the op's
     ONNX schema (a bool or string tensor where the op takes numbers): "input 0 ('X') is string; Conv takes
@@ -49,15 +58,14 @@ def input_type_problem(op_type: str, domain: str, opset: int, values: list[Any])
     schema = op_schema(op_type, opset, canonical_domain(domain))
     if schema is None or not schema.inputs:
         return None
-    allowed = {c.type_param_str: set(c.allowed_type_strs) for c in schema.type_constraints}
     last = len(schema.inputs) - 1
     for index, value in enumerate(values):
         if not isinstance(value, np.ndarray):
             continue  # (absent, or a sequence or map: the kernels name those themselves)
         formal = schema.inputs[min(index, last)]
-        if index > last and formal.option != onnx.defs.OpSchema.FormalParameterOption.Variadic:
+        if index > last and formal.option != _VARIADIC:
             return None
-        kinds = allowed.get(formal.type_str, {formal.type_str})
+        kinds = formal_types(schema, formal)
         try:
             name = onnx.TensorProto.DataType.Name(helper.np_dtype_to_tensor_dtype(value.dtype)).lower()
         except (KeyError, TypeError, ValueError):

@@ -44,7 +44,7 @@ from .optimize import (
     remove_identities,
     sole_reader,
 )
-from .string_guard import guard_string_inputs, is_text, string_problem
+from .string_guard import guard_string_inputs, is_text
 from .transformer_fusion import fuse_transformer_steps
 
 _SOURCE_NAME = "<nn_core plan>"
@@ -102,19 +102,24 @@ def make_kernel(node: NodeInfo, graph: Graph, constants: dict[str, np.ndarray], 
         raise ModelError(f"{graph.source}: {node.describe()} cannot be prepared: {problem}") from exc
 
 
-def _schema_problem(step: Step, values: list[Any], problem_of: Callable[..., str | None]) -> str | None:
-    """``problem_of(op_type, domain, opset, values)`` for a step whose arguments are its node's inputs and whose
-    kernel's NodeSpec gives the op's version (a fused kernel may not); None otherwise, or if that fails (it names
-    a failure, and must not fail in its turn)."""
-    spec = getattr(step.kernel, "node", None)
+def _schema_problem(kernel: Any, node: NodeInfo, inputs: list[str], values: list[Any],
+                    problem_of: Callable[..., str | None]) -> str | None:
+    """``problem_of(op_type, domain, opset, values)`` for a step (``kernel`` running ``node`` on the values of
+    ``inputs``) whose arguments are its node's inputs and whose kernel's NodeSpec gives the op's version (a fused
+    kernel may not); None otherwise, or if that fails (it names a failure, and must not fail in its turn)."""
+    spec = getattr(kernel, "node", None)
     opset = getattr(spec, "opset", None)
-    if step.inputs != step.node.inputs or getattr(spec, "op_type", None) != step.node.op_type \
-            or not isinstance(opset, int):
+    if inputs != node.inputs or getattr(spec, "op_type", None) != node.op_type or not isinstance(opset, int):
         return None
     try:
-        return problem_of(step.node.op_type, step.node.domain, opset, values)
+        return problem_of(node.op_type, node.domain, opset, values)
     except Exception:  # noqa: BLE001
         return None
+
+
+def _type_wording(kernel: Any, node: NodeInfo, inputs: list[str], values: list[Any]) -> str | None:
+    """What the op's schema says is wrong with the types of ``values`` (_schema_problem), or None."""
+    return _schema_problem(kernel, node, inputs, values, input_type_problem)
 
 
 def step_failure(source: str, step: Step, values: list[Any], exc: Exception) -> ModelError:
@@ -122,7 +127,7 @@ def step_failure(source: str, step: Step, values: list[Any], exc: Exception) -> 
     kernel's exception -- led by the cause when a value breaks the op's schema types (integer logits fed to
     Softmax), which the kernel's own exception seldom says."""
     detail = f"failed on inputs {_shapes(values)}: {type(exc).__name__}: {exc}"
-    problem = _schema_problem(step, values, input_type_problem)
+    problem = _type_wording(step.kernel, step.node, step.inputs, values)
     if problem is not None:
         return ModelError(f"{source}: {step.node.describe()}: {problem} ({detail})")
     return ModelError(f"{source}: {step.node.describe()} {detail}")
@@ -132,7 +137,7 @@ def call_kernel(step: Step, args: list[Any], source: str) -> list[Any]:
     """Run one step outside the compiled function, with its failure named; a string tensor where the op takes
     numbers is refused before the kernel runs (string_guard)."""
     if any(is_text(arg) for arg in args):
-        problem = _schema_problem(step, args, string_problem)
+        problem = _type_wording(step.kernel, step.node, step.inputs, args)
         if problem is not None:
             raise ModelError(f"{source}: {step.node.describe()}: {problem}")
     try:
@@ -357,8 +362,7 @@ class FastPlan:
         steps = fold_nhwc_flattens(steps, consts, outputs)
         steps = fuse_averaged_convs(steps, outputs)
         self.steps = drop_dead_steps(steps, outputs)
-        text_inputs = {v.name for v in graph.inputs if v.dtype is not None and np.dtype(v.dtype).kind in "OUS"}
-        guard_string_inputs(self.steps, text_inputs, consts, graph.opset_for, graph.source)
+        guard_string_inputs(self.steps, graph.inputs, consts, graph.opset_for, graph.source, _type_wording)
         self.input_names = [v.name for v in graph.inputs]
         self.output_names = [v.name for v in graph.outputs]
         self.constants = consts

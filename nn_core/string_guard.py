@@ -6,7 +6,7 @@ with large integers asks for gigabytes (a ``Mul`` of ``"a"`` by 10**9 builds a 1
 concatenates prefixes, quadratic in the length. The ONNX schemas say which inputs may be strings, so:
 
 - ``call_kernel`` (constant folding at load, the traced plan, a shape's first run) checks each call whose
-  arguments include a string tensor against the node's schema before the kernel runs (``string_problem``);
+  arguments include a string tensor (``is_text``) against the node's schema before the kernel runs;
 - the fast plan's compiled function calls kernels directly, so the steps that may read a string where their
   schema takes numbers get a ``StringGuard`` that checks those arguments first (``guard_string_inputs``). Which
   values may hold strings is worked out at load: the graph inputs declared as strings, the string constants, and
@@ -16,14 +16,17 @@ concatenates prefixes, quadratic in the length. The ONNX schemas say which input
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import onnx
 
 from .errors import ModelError
-from .graph import input_type_problem, op_schema
+from .graph import ValueSpec, formal_types, op_schema
 
+#: (kernel, node, its step's input names, arguments) -> the op schema's words for what is wrong, or None
+Wording = Callable[[Any, Any, list[str], list[Any]], "str | None"]
 _TEXT_KINDS = "OUS"  # NumPy's kinds of ONNX string tensors (object arrays of str, or fixed-width str/bytes)
 _STRING_TYPES = ("tensor(string)", "seq(tensor(string))", "optional(tensor(string))",
                  "optional(seq(tensor(string)))")
@@ -37,21 +40,8 @@ def is_text(value: Any) -> bool:
     return isinstance(value, np.ndarray) and value.dtype.kind in _TEXT_KINDS
 
 
-def string_problem(op_type: str, domain: str, opset: int, values: list[Any]) -> str | None:
-    """For arguments that include a string tensor: which one the op's schema does not take, as
-    ``input_type_problem`` words it; else None."""
-    if not any(is_text(value) for value in values):
-        return None
-    return input_type_problem(op_type, domain, opset, values)
-
-
 def _allows_string(type_strs: set[str]) -> bool:
     return any(kind in type_strs for kind in _STRING_TYPES)
-
-
-def _formal_types(schema: onnx.defs.OpSchema, formal: Any) -> set[str]:
-    allowed = {c.type_param_str: set(c.allowed_type_strs) for c in schema.type_constraints}
-    return allowed.get(formal.type_str, {formal.type_str})
 
 
 def _makes_strings(schema: onnx.defs.OpSchema | None, op_type: str) -> bool:
@@ -61,7 +51,7 @@ def _makes_strings(schema: onnx.defs.OpSchema | None, op_type: str) -> bool:
     if op_type in _NEVER_STRING_OUTPUTS or schema is None:
         return False
     input_params = {formal.type_str for formal in schema.inputs}
-    return any(formal.type_str not in input_params and _allows_string(_formal_types(schema, formal))
+    return any(formal.type_str not in input_params and _allows_string(formal_types(schema, formal))
                for formal in schema.outputs)
 
 
@@ -69,16 +59,19 @@ class StringGuard:
     """A step's kernel behind a check of the arguments its schema takes as numbers: a string tensor there is a
     ModelError naming the node and the input, before the kernel runs. Everything else is the kernel's."""
 
-    def __init__(self, kernel: Any, checks: list[tuple[int, str]], where: str, schema_problem: Any):
-        self.kernel = kernel
+    def __init__(self, step: Any, checks: list[tuple[int, str]], where: str, wording: Wording):
+        # (the step's parts, not the step, whose kernel this becomes: no reference cycle through the plan; and
+        # not under the kernel's own attribute names, which __getattr__ hands on: ``node`` is its NodeSpec)
+        self.kernel, self.step_node, self.step_inputs = step.kernel, step.node, list(step.inputs)
         self.checks = checks  # (argument index, what the message says of it where the schema cannot)
         self.where = where  # "file: node 'n' (Op)"
-        self.schema_problem = schema_problem  # arguments -> input_type_problem's wording, or None
+        self.wording = wording
 
     def run(self, *args: Any) -> Any:
         for index, what in self.checks:
             if index < len(args) and is_text(args[index]):
-                problem = self.schema_problem(list(args)) or f"{what} is a string tensor; it takes numbers"
+                problem = self.wording(self.kernel, self.step_node, self.step_inputs, list(args)) \
+                    or f"{what} is a string tensor; it takes numbers"
                 raise ModelError(f"{self.where}: {problem}")
         return self.kernel.run(*args)
 
@@ -89,10 +82,12 @@ class StringGuard:
         return getattr(self.kernel, name)
 
 
-def guard_string_inputs(steps: list[Any], text_inputs: set[str], constants: dict[str, np.ndarray],
-                        opset_for: Any, source: str) -> None:
-    """Give every step that may read a string where its schema takes numbers a StringGuard (in place)."""
-    text = set(text_inputs) | {name for name, value in constants.items() if is_text(value)}
+def guard_string_inputs(steps: list[Any], inputs: list[ValueSpec], constants: dict[str, np.ndarray],
+                        opset_for: Callable[[str], int], source: str, wording: Wording) -> None:
+    """Give every step that may read a string where its schema takes numbers a StringGuard (in place), which
+    words a refusal with ``wording(kernel, node, inputs, arguments)`` where it can."""
+    text = {v.name for v in inputs if v.dtype is not None and np.dtype(v.dtype).kind in _TEXT_KINDS}
+    text |= {name for name, value in constants.items() if is_text(value)}
     for step in steps:
         node = step.node
         schema = op_schema(node.op_type, opset_for(node.domain), node.domain)
@@ -104,20 +99,10 @@ def guard_string_inputs(steps: list[Any], text_inputs: set[str], constants: dict
             formal = None
             if schema is not None and position is not None and schema.inputs:
                 formal = schema.inputs[min(position, len(schema.inputs) - 1)]
-            if formal is not None and _allows_string(_formal_types(schema, formal)):
+            if formal is not None and _allows_string(formal_types(schema, formal)):
                 continue
             checks.append((index, f"input {index} ('{name}')"))
         if checks:
-            same_inputs = step.inputs == node.inputs  # (then the arguments are the node's, in its order)
-            opset = opset_for(node.domain)
-
-            def schema_problem(args: list[Any], node: Any = node, opset: int = opset, same: bool = same_inputs
-                               ) -> str | None:
-                try:
-                    return input_type_problem(node.op_type, node.domain, opset, args) if same else None
-                except Exception:  # noqa: BLE001 - wording the error must not fail: the plain words then
-                    return None
-
-            step.kernel = StringGuard(step.kernel, checks, f"{source}: {node.describe()}", schema_problem)
+            step.kernel = StringGuard(step, checks, f"{source}: {node.describe()}", wording)
         if any(name in text for name in step.inputs) or _makes_strings(schema, node.op_type):
             text.update(name for name in step.outputs if name)

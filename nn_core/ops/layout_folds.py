@@ -99,7 +99,7 @@ class FoldedNhwcFlatten:
         own specialized runner on the flatten (FastPlan.specialize); any other input through ``run``."""
         shape, flat, _ = self.folded
         permuted = self.permuted[1]
-        if type(x) is not np.ndarray or x.shape != shape or permuted is None or not hasattr(permuted, "specialize"):
+        if type(x) is not np.ndarray or x.shape != shape or permuted is None:
             return None
         inner = permuted.specialize(x.reshape(flat), *constants)
         if inner is None:
