@@ -16,7 +16,7 @@ from .errors import InputError, ModelError
 from .graph import Graph, NodeInfo, ValueSpec
 from .limits import DEFAULT_LIMITS, Limits
 from .onnx_io import check_model, read_model
-from .plan import FastPlan, NodeRecord, TracedPlan
+from .plan import FastPlan, FusedStepFailure, NodeRecord, TracedPlan
 
 
 class Model:
@@ -136,10 +136,15 @@ class Model:
                     # (a shape's first run here specializes the plan for it: the shape ran once, on the
                     # checked path below, so the kernels have made their per-shape caches)
                     values = function(array) if function is not None else plan.specialize(array)
+                except FusedStepFailure as error:
+                    located = self._located(error, feeds)
+                    if located is error:
+                        raise
+                    raise located from error
                 except ModelError:
                     raise
                 except Exception as exc:  # noqa: BLE001
-                    raise plan.explain(exc) from exc
+                    raise self._located(plan.explain(exc), feeds) from exc
                 if len(values) == 1:
                     value = values[0]
                     if type(value) is np.ndarray and value.flags.c_contiguous:
@@ -147,6 +152,11 @@ class Model:
                 return self._results(values)
         try:  # the boundary of error_boundary, inlined: run is the hot path and try costs nothing in 3.11
             values = (self._plan or self._fast_plan()).run(*self._prepare_feeds(feeds))
+        except FusedStepFailure as error:
+            located = self._located(error, feeds)
+            if located is error:
+                raise
+            raise located from error
         except ModelError:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -155,6 +165,18 @@ class Model:
         if output_names is not None:
             return {name: result[name] for name in output_names}
         return result
+
+    def _located(self, error: ModelError, feeds: Mapping[str, Any]) -> ModelError:
+        """``error`` or, when a fused step failed (named by its first node), the failure of the graph run node by
+        node on the same ``feeds``, which names the node whose values broke: a Gemm after a Flatten fed a larger
+        image than it was made for is reported as the Gemm's, not as the Conv's that begins the step."""
+        if not isinstance(error, FusedStepFailure):
+            return error
+        try:
+            self.run_traced(feeds)
+        except ModelError as located:
+            return located
+        return error  # (the unfused graph runs: the fused kernel's own failure, as named)
 
     def run_traced(self, feeds: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], list[NodeRecord]]:
         """Run every node of the original graph; returns the outputs and one record per node, in order."""

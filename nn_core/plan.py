@@ -122,15 +122,21 @@ def _type_wording(kernel: Any, node: NodeInfo, inputs: list[str], values: list[A
     return _schema_problem(kernel, node, inputs, values, input_type_problem)
 
 
+class FusedStepFailure(ModelError):
+    """A kernel's failure inside a step that fused several nodes: named by the step's first node, which need not
+    be the node whose values broke it (Model.run then runs the graph node by node to name that one)."""
+
+
 def step_failure(source: str, step: Step, values: list[Any], exc: Exception) -> ModelError:
     """The error for ``step``'s kernel failing on ``values``: the node, the shapes and dtypes it was given and the
     kernel's exception -- led by the cause when a value breaks the op's schema types (integer logits fed to
     Softmax), which the kernel's own exception seldom says."""
     detail = f"failed on inputs {_shapes(values)}: {type(exc).__name__}: {exc}"
+    error = FusedStepFailure if step.fused or step.before else ModelError
     problem = _type_wording(step.kernel, step.node, step.inputs, values)
     if problem is not None:
-        return ModelError(f"{source}: {step.node.describe()}: {problem} ({detail})")
-    return ModelError(f"{source}: {step.node.describe()} {detail}")
+        return error(f"{source}: {step.node.describe()}: {problem} ({detail})")
+    return error(f"{source}: {step.node.describe()} {detail}")
 
 
 def call_kernel(step: Step, args: list[Any], source: str) -> list[Any]:

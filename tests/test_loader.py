@@ -147,6 +147,25 @@ def test_a_fused_kernel_failing_keeps_the_plain_message(tmp_path):
             model.run({"x": np.ones((1, 5), np.float32)})
 
 
+def test_a_fused_step_failing_in_a_later_node_names_that_node(tmp_path):
+    # Conv -> Relu -> MaxPool -> Flatten -> Gemm run as one step; an image larger than the Gemm was made for
+    # breaks the Gemm, and the message names the Gemm (the graph is run node by node to find it), not the Conv
+    # that begins the step; the plan keeps working for the size it takes
+    from nn_core.builder import GraphBuilder
+
+    b = GraphBuilder(input=("input", [1, 1, 28, 28]), seed=0)
+    proto = b.build([b.gemm(b.flatten(b.max_pool(b.relu(b.conv(b.input, 4, 3, pads=1)), 2)), 10, name="head")])
+    for dim, name in zip(proto.graph.input[0].type.tensor_type.shape.dim[2:], "HW", strict=True):
+        dim.dim_param = name
+    del proto.graph.value_info[:]
+    model = nn_core.load(save(proto, tmp_path / "sized.onnx"))
+    assert len(model.plan_ops) == 1 and model.plan_ops[0].startswith("Conv+")
+    for _ in range(2):  # the shape's first run (specializing) and a later one
+        with pytest.raises(ModelError, match=r"sized\.onnx: node 'head' \(Gemm\) failed on inputs \[1, 900\] "):
+            model.run({"input": np.zeros((1, 1, 30, 30), np.float32)})
+    assert model.run({"input": np.ones((1, 1, 28, 28), np.float32)})[model.outputs[0].name].shape == (1, 10)
+
+
 def test_html_page_is_refused(tmp_path):
     page = tmp_path / "mnist.onnx"
     page.write_text("<!DOCTYPE html>\n<html><head><title>mnist.onnx at main</title></head></html>")
