@@ -179,6 +179,16 @@ def test_slice_axes_outside_the_rank_are_refused_naming_them():
     np.testing.assert_array_equal(y, X234[1:3])
 
 
+def test_slice_lists_of_different_lengths_are_refused_with_their_lengths():
+    # (found by tools/fuzz_models.py: "zip() argument 2 is shorter than argument 1" was the cause given)
+    node = helper.make_node("Slice", ["x", "s", "e", "a"], ["y"], name="cut")
+    for constant in ((), (1, 2, 3)):
+        with pytest.raises(ModelError, match=r"node 'cut' \(Slice\): slice starts, ends, axes and steps must have "
+                                             r"one value per sliced axis; they have 2 \(starts\), 1 \(ends\), "
+                                             r"1 \(axes\)"):
+            run_node(node, [X234, ints(0, 1), ints(1), ints(2)], 13, constant_inputs=constant)
+
+
 def test_slice_attribute_form_of_opset_9():
     node = helper.make_node("Slice", ["x"], ["y"], starts=[1, -3], ends=[INT64_MAX, -1], axes=[1, 2])
     (y,) = run_node(node, [X234], 9)

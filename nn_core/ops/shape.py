@@ -494,6 +494,10 @@ class Slice(Op):
         axes = range(len(starts)) if axes is None else axes
         steps = [1] * len(starts) if steps is None else steps
         index = [slice(None)] * rank
+        lengths = {"starts": len(starts), "ends": len(ends), "axes": len(axes), "steps": len(steps)}
+        if len(set(lengths.values())) > 1:
+            raise self.fail("slice starts, ends, axes and steps must have one value per sliced axis; they have "
+                            + ", ".join(f"{length} ({name})" for name, length in lengths.items()))
         if len(set(axes)) != len(axes) or len({_axis(a, rank) for a in axes}) != len(axes):
             raise self.fail(f"slice axes {list(axes)} repeat an axis")
         if any(not -rank <= a < rank for a in axes):
