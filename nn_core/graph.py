@@ -55,6 +55,12 @@ def input_type_problem(op_type: str, domain: str, opset: int, values: list[Any])
     """Which of ``values``, given as the inputs of an ``op_type`` node, breaks the type constraints of the op's
     ONNX schema (a bool or string tensor where the op takes numbers): "input 0 ('X') is string; Conv takes
     float16, float, double" -- or None. For naming the cause when a kernel fails on such a value."""
+    found = input_type_mismatch(op_type, domain, opset, values)
+    return None if found is None else found[1]
+
+
+def input_type_mismatch(op_type: str, domain: str, opset: int, values: list[Any]) -> tuple[int, str] | None:
+    """input_type_problem's finding with the index of the input it is about."""
     schema = op_schema(op_type, opset, canonical_domain(domain))
     if schema is None or not schema.inputs:
         return None
@@ -72,7 +78,7 @@ def input_type_problem(op_type: str, domain: str, opset: int, values: list[Any])
             continue
         if f"tensor({name})" not in kinds and not any(kind.startswith(("seq(", "optional(")) for kind in kinds):
             takes = ", ".join(kind[len("tensor("):-1] for kind in sorted(kinds) if kind.startswith("tensor("))
-            return f"input {index} ('{formal.name}') is {name}; {op_type} takes {takes}"
+            return index, f"input {index} ('{formal.name}') is {name}; {op_type} takes {takes}"
     return None
 
 
@@ -368,6 +374,7 @@ class Graph:
             if not given and formal.option == _SINGLE:
                 raise ModelError(f"{where}: input {index} ('{formal.name}') is required, but its name is empty")
         self._check_window_padding(proto, where, attrs)
+        self._check_declared_input_types(proto, where)
         for name in _ELEMENT_TYPE_ATTRIBUTES & set(attrs):
             value = attrs[name]
             if isinstance(value, int) and value not in _KNOWN_ELEMENT_TYPES:
@@ -386,6 +393,26 @@ class Graph:
             else:
                 raise ModelError(f"{where}: attribute '{attr.name}' is {_attr_type_name(attr.type)}"
                                  f" {_preview(attrs[attr.name])}; the ONNX spec says {_attr_type_name(want)}")
+
+    def _check_declared_input_types(self, proto: onnx.NodeProto, where: str) -> None:
+        """Refuse a bool graph input or initializer where the node's schema does not take bool (a bool image into
+        a Conv): a kernel would run it into garbage or fail a step later, far from the cause. Numbers of another
+        type than the schema's are left to the kernels, which take them as real models need (an int32 zero
+        point of a quantizer's export); strings are string_guard's."""
+        declared = {spec.name: spec.dtype for spec in self.inputs if spec.dtype is not None}
+        values: list[Any] = []
+        for name in proto.input:
+            constant = self.constants.get(name)
+            dtype = constant.dtype if constant is not None else declared.get(name)
+            values.append(np.empty(0, dtype) if dtype is not None and dtype.kind == "b" else None)
+        if not any(value is not None for value in values):
+            return
+        found = input_type_mismatch(proto.op_type, proto.domain, self.opset_for(canonical_domain(proto.domain)),
+                                    values)
+        if found is not None:
+            index, problem = found
+            what = "initializer" if proto.input[index] in self.constants else "graph input"
+            raise ModelError(f"{where}: {problem} (the {what} '{proto.input[index]}' it reads is declared so)")
 
     def _sorted_nodes(self, graph: onnx.GraphProto) -> list[NodeInfo]:
         """Kahn's algorithm, stable with respect to file order; names every node that has no name."""

@@ -131,6 +131,29 @@ def test_kernel_failure_on_a_value_of_the_wrong_type_leads_with_the_schema(tmp_p
             run({"x": logits})
 
 
+def test_a_bool_input_where_the_op_takes_numbers_is_refused_at_load(tmp_path):
+    # a Conv reading a graph input declared bool (or a bool initializer) would run into garbage or fail a fused
+    # step later under another node's name; the file is refused at load, naming the node, the input and the
+    # declared value. Bool where the op takes bool (Where's condition) still loads and runs
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], name="c1")
+    weights = {"w": np.ones((2, 1, 3, 3), np.float32)}
+    bool_image = make_model([conv], [tensor_info("x", [1, 1, 5, 5], onnx.TensorProto.BOOL)], [tensor_info("y", None)],
+                            weights)
+    with pytest.raises(ModelError, match=r"image\.onnx: node 'c1' \(Conv\): input 0 \('X'\) is bool; Conv takes "
+                                         r"double, float, float16 \(the graph input 'x' it reads is declared so\)"):
+        nn_core.load(save(bool_image, tmp_path / "image.onnx"))
+    bool_weights = make_model([conv], [tensor_info("x", [1, 1, 5, 5])], [tensor_info("y", None)],
+                              {"w": np.ones((2, 1, 3, 3), bool)})
+    with pytest.raises(ModelError, match=r"input 1 \('W'\) is bool; .*the initializer 'w' it reads"):
+        nn_core.load(save(bool_weights, tmp_path / "weights.onnx"))
+    where = make_model([helper.make_node("Where", ["c", "x", "z"], ["y"])],
+                       [tensor_info("c", [3], onnx.TensorProto.BOOL), tensor_info("x", [3])],
+                       [tensor_info("y", None)], {"z": np.zeros(3, np.float32)})
+    model = nn_core.load(save(where, tmp_path / "where.onnx"))
+    got = model.run({"c": np.array([True, False, True]), "x": np.ones(3, np.float32)})["y"]
+    np.testing.assert_array_equal(got, [1, 0, 1])
+
+
 def test_a_fused_kernel_failing_keeps_the_plain_message(tmp_path):
     # a DenseChain (Gemm -> Relu -> Gemm as one step) fails on an input of the wrong width: the message names the
     # first node and the shapes, as an unfused kernel's would (the schema check only reads a kernel's own NodeSpec)
