@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -132,19 +132,17 @@ class Model:
             if type(array) is np.ndarray and array.dtype is single[1] and array.shape in self._checked_shapes:
                 plan = self._plan or self._fast_plan()
                 function = plan.by_shape.get(array.shape)
-                try:  # FastPlan.run inlined (one call frame fewer): the generated function, failures named
-                    # (a shape's first run here specializes the plan for it: the shape ran once, on the
-                    # checked path below, so the kernels have made their per-shape caches)
-                    values = function(array) if function is not None else plan.specialize(array)
-                except FusedStepFailure as error:
-                    located = self._located(error, feeds)
-                    if located is error:
+                try:
+                    try:  # FastPlan.run inlined (one call frame fewer): the generated function, failures named
+                        # (a shape's first run here specializes the plan for it: the shape ran once, on the
+                        # checked path below, so the kernels have made their per-shape caches)
+                        values = function(array) if function is not None else plan.specialize(array)
+                    except ModelError:
                         raise
-                    raise located from error
-                except ModelError:
-                    raise
-                except Exception as exc:  # noqa: BLE001
-                    raise self._located(plan.explain(exc), feeds) from exc
+                    except Exception as exc:  # noqa: BLE001
+                        raise plan.explain(exc) from exc
+                except FusedStepFailure as error:
+                    self._raise_located(error, feeds)
                 if len(values) == 1:
                     value = values[0]
                     if type(value) is np.ndarray and value.flags.c_contiguous:
@@ -153,10 +151,7 @@ class Model:
         try:  # the boundary of error_boundary, inlined: run is the hot path and try costs nothing in 3.11
             values = (self._plan or self._fast_plan()).run(*self._prepare_feeds(feeds))
         except FusedStepFailure as error:
-            located = self._located(error, feeds)
-            if located is error:
-                raise
-            raise located from error
+            self._raise_located(error, feeds)
         except ModelError:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -166,17 +161,16 @@ class Model:
             return {name: result[name] for name in output_names}
         return result
 
-    def _located(self, error: ModelError, feeds: Mapping[str, Any]) -> ModelError:
-        """``error`` or, when a fused step failed (named by its first node), the failure of the graph run node by
-        node on the same ``feeds``, which names the node whose values broke: a Gemm after a Flatten fed a larger
-        image than it was made for is reported as the Gemm's, not as the Conv's that begins the step."""
-        if not isinstance(error, FusedStepFailure):
-            return error
+    def _raise_located(self, error: FusedStepFailure, feeds: Mapping[str, Any]) -> NoReturn:
+        """Raise the failure of the graph run node by node on the same ``feeds`` in place of a fused step's
+        ``error`` (named by the step's first node): it names the node whose values broke, so a Gemm after a
+        Flatten fed a larger image than it was made for is reported as the Gemm's, not as the Conv's that begins
+        the step. Where the unfused graph runs, the failure was the fused kernel's own: ``error``, as named."""
         try:
             self.run_traced(feeds)
         except ModelError as located:
-            return located
-        return error  # (the unfused graph runs: the fused kernel's own failure, as named)
+            raise located from error
+        raise error
 
     def run_traced(self, feeds: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], list[NodeRecord]]:
         """Run every node of the original graph; returns the outputs and one record per node, in order."""
