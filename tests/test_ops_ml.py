@@ -9,6 +9,7 @@ from onnx import TensorProto, helper
 from onnx_node_cases import cases_for, check_case_with_kernels
 from test_ops_shape import one_node_model
 
+from nn_core import ModelError
 from nn_core.ops.testing import run_node
 
 ML = "ai.onnx.ml"
@@ -67,8 +68,11 @@ def test_normalizer(norm):
 def test_array_feature_extractor_picks_last_axis_columns():
     x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
     node = helper.make_node("ArrayFeatureExtractor", ["x", "i"], ["y"], domain=ML)
-    (y,) = run_node(node, [x, np.array([3, 0], np.int64)], 1)
-    np.testing.assert_array_equal(y, x[..., [3, 0]])
+    for constant in ((), (1,)):  # indices given at run time, or a constant checked once and by range per width
+        (y,) = run_node(node, [x, np.array([3, 0], np.int64)], 1, constant_inputs=constant)
+        np.testing.assert_array_equal(y, x[..., [3, 0]])
+        with pytest.raises(ModelError, match="index out of range for last dim 4"):
+            run_node(node, [x, np.array([4, 0], np.int64)], 1, constant_inputs=constant)
 
 
 @pytest.mark.parametrize("kernel", ["RBF", "LINEAR", "POLY", "SIGMOID"])

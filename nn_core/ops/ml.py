@@ -108,14 +108,31 @@ class Normalizer(Op):
 
 @register("ArrayFeatureExtractor", 1, domain=ML_DOMAIN)
 class ArrayFeatureExtractor(Op):
-    """Pick columns of the last axis of X by index; a 1-D X gives a (1, k) result, as in onnxruntime."""
+    """Pick columns of the last axis of X by index; a 1-D X gives a (1, k) result, as in onnxruntime.
+
+    Constant indices (skl2onnx's SVC heads read 90 such columns a run) are checked once and only their range
+    against each new width of X afterwards."""
+
+    def __init__(self, node):
+        super().__init__(node)
+        indices = self.const(1)
+        self.constant = None  # (indices, flat, lowest, highest) when the indices are an integer constant
+        if indices is not None and indices.dtype.kind in "iu":
+            flat = indices.reshape(-1)
+            self.constant = (indices, flat, int(flat.min(initial=0)), int(flat.max(initial=-1)))
 
     def run(self, x, indices):
-        if indices.dtype.kind not in "iu" or x.ndim == 0:
-            raise self.fail(f"indices must be integers into an array, got {indices.dtype} and shape {x.shape}")
-        flat = indices.reshape(-1)
-        if flat.size and (flat.max() >= x.shape[-1] or flat.min() < 0):
-            raise self.fail(f"index out of range for last dim {x.shape[-1]} of shape {x.shape}")
+        constant = self.constant
+        if constant is not None and indices is constant[0] and x.ndim:
+            flat, lowest, highest = constant[1:]
+            if lowest < 0 or highest >= x.shape[-1]:
+                raise self.fail(f"index out of range for last dim {x.shape[-1]} of shape {x.shape}")
+        else:
+            if indices.dtype.kind not in "iu" or x.ndim == 0:
+                raise self.fail(f"indices must be integers into an array, got {indices.dtype} and shape {x.shape}")
+            flat = indices.reshape(-1)
+            if flat.size and (flat.max() >= x.shape[-1] or flat.min() < 0):
+                raise self.fail(f"index out of range for last dim {x.shape[-1]} of shape {x.shape}")
         picked = np.take(x, flat, axis=-1)
         return picked.reshape(1, -1) if x.ndim == 1 else picked
 
@@ -160,6 +177,8 @@ class SVMClassifier(_Classifier):
             self.vectors = vectors.reshape(total, -1)
             self.vector_norms = (self.vectors ** 2).sum(axis=1)
             self.pairs, self.pair_weights = self._pair_weights(per_class, coefficients.reshape(classes - 1, -1))
+            # each pair's two classes, for its vote: the first where the decision is positive
+            self.pair_classes = np.array(self.pairs, dtype=np.int64).T.reshape(2, 1, -1)
         else:
             if not classes or not coefficients.size or coefficients.size % classes or not len(self.rho):
                 raise self.fail(f"{coefficients.size} coefficients and {len(self.rho)} rho do not fit "
@@ -210,11 +229,11 @@ class SVMClassifier(_Classifier):
             scores = self._kernel(features, self.weights) + self.rho[0]
             return self.labels[np.argmax(scores, axis=1)], self.post_transform(scores).astype(F32)
         decisions = self._kernel(features, self.vectors, self.vector_norms) @ self.pair_weights + self.rho
-        votes = np.zeros((features.shape[0], len(self.labels)), dtype=np.int64)
-        rows = np.arange(features.shape[0])
-        for column, (i, j) in enumerate(self.pairs):
-            winner = np.where(decisions[:, column] > 0, i, j)
-            np.add.at(votes, (rows, winner), 1)
+        # every pair's vote at once, counted per row: one bincount over row * classes + the winning class
+        classes, rows = len(self.labels), features.shape[0]
+        winners = np.where(decisions > 0, self.pair_classes[0], self.pair_classes[1])
+        winners += np.arange(rows, dtype=np.int64).reshape(-1, 1) * classes
+        votes = np.bincount(winners.reshape(-1), minlength=rows * classes).reshape(rows, classes)
         # the most votes wins; a tie goes to the lower class index (argmax takes the first maximum)
         return self.labels[np.argmax(votes, axis=1)], self.post_transform(decisions).astype(F32)
 
