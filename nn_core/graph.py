@@ -278,6 +278,11 @@ class Graph:
         if not self.outputs:
             raise ModelError(f"{source}: the graph declares no outputs")
         self._check_declared_values()
+        # the graph inputs and initializers of type bool, and what each is (_check_bool_inputs)
+        self._bool_values = {spec.name: "graph input" for spec in self.inputs
+                             if spec.dtype is not None and spec.dtype.kind == "b"}
+        self._bool_values.update((name, "initializer") for name, value in self.constants.items()
+                                 if value.dtype.kind == "b")
         self.nodes = self._sorted_nodes(graph)
         self._check_supported()
         for node in self.nodes:
@@ -374,7 +379,7 @@ class Graph:
             if not given and formal.option == _SINGLE:
                 raise ModelError(f"{where}: input {index} ('{formal.name}') is required, but its name is empty")
         self._check_window_padding(proto, where, attrs)
-        self._check_declared_input_types(proto, where)
+        self._check_bool_inputs(proto, where)
         for name in _ELEMENT_TYPE_ATTRIBUTES & set(attrs):
             value = attrs[name]
             if isinstance(value, int) and value not in _KNOWN_ELEMENT_TYPES:
@@ -394,25 +399,20 @@ class Graph:
                 raise ModelError(f"{where}: attribute '{attr.name}' is {_attr_type_name(attr.type)}"
                                  f" {_preview(attrs[attr.name])}; the ONNX spec says {_attr_type_name(want)}")
 
-    def _check_declared_input_types(self, proto: onnx.NodeProto, where: str) -> None:
+    def _check_bool_inputs(self, proto: onnx.NodeProto, where: str) -> None:
         """Refuse a bool graph input or initializer where the node's schema does not take bool (a bool image into
         a Conv): a kernel would run it into garbage or fail a step later, far from the cause. Numbers of another
         type than the schema's are left to the kernels, which take them as real models need (an int32 zero
         point of a quantizer's export); strings are string_guard's."""
-        declared = {spec.name: spec.dtype for spec in self.inputs if spec.dtype is not None}
-        values: list[Any] = []
-        for name in proto.input:
-            constant = self.constants.get(name)
-            dtype = constant.dtype if constant is not None else declared.get(name)
-            values.append(np.empty(0, dtype) if dtype is not None and dtype.kind == "b" else None)
-        if not any(value is not None for value in values):
+        if not any(name in self._bool_values for name in proto.input):
             return
+        values = [np.empty(0, bool) if name in self._bool_values else None for name in proto.input]
         found = input_type_mismatch(proto.op_type, proto.domain, self.opset_for(canonical_domain(proto.domain)),
                                     values)
         if found is not None:
             index, problem = found
-            what = "initializer" if proto.input[index] in self.constants else "graph input"
-            raise ModelError(f"{where}: {problem} (the {what} '{proto.input[index]}' it reads is declared so)")
+            name = proto.input[index]
+            raise ModelError(f"{where}: {problem} (the {self._bool_values[name]} '{name}' it reads is declared so)")
 
     def _sorted_nodes(self, graph: onnx.GraphProto) -> list[NodeInfo]:
         """Kahn's algorithm, stable with respect to file order; names every node that has no name."""

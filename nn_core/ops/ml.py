@@ -122,17 +122,16 @@ class ArrayFeatureExtractor(Op):
             self.constant = (indices, flat, int(flat.min(initial=0)), int(flat.max(initial=-1)))
 
     def run(self, x, indices):
+        if indices.dtype.kind not in "iu" or x.ndim == 0:
+            raise self.fail(f"indices must be integers into an array, got {indices.dtype} and shape {x.shape}")
         constant = self.constant
-        if constant is not None and indices is constant[0] and x.ndim:
+        if constant is not None and indices is constant[0]:
             flat, lowest, highest = constant[1:]
-            if lowest < 0 or highest >= x.shape[-1]:
-                raise self.fail(f"index out of range for last dim {x.shape[-1]} of shape {x.shape}")
         else:
-            if indices.dtype.kind not in "iu" or x.ndim == 0:
-                raise self.fail(f"indices must be integers into an array, got {indices.dtype} and shape {x.shape}")
             flat = indices.reshape(-1)
-            if flat.size and (flat.max() >= x.shape[-1] or flat.min() < 0):
-                raise self.fail(f"index out of range for last dim {x.shape[-1]} of shape {x.shape}")
+            lowest, highest = int(flat.min(initial=0)), int(flat.max(initial=-1))
+        if lowest < 0 or highest >= x.shape[-1]:
+            raise self.fail(f"index out of range for last dim {x.shape[-1]} of shape {x.shape}")
         picked = np.take(x, flat, axis=-1)
         return picked.reshape(1, -1) if x.ndim == 1 else picked
 
